@@ -1,0 +1,25 @@
+"""Generators behind one interface: CTGAN, two-step Bayesian network, VAE-BGM."""
+
+from fedsynth.generators.base import (
+    GENERATORS,
+    BaseGenerator,
+    ConditionError,
+    Generator,
+    SupportsTwoStep,
+    SupportsWeights,
+    generator_class,
+    load_generator,
+    make_generator,
+)
+
+__all__ = [
+    "GENERATORS",
+    "BaseGenerator",
+    "ConditionError",
+    "Generator",
+    "SupportsTwoStep",
+    "SupportsWeights",
+    "generator_class",
+    "load_generator",
+    "make_generator",
+]

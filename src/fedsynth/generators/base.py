@@ -1,0 +1,362 @@
+"""Generator protocols, the shared base class (validation, post-processing, conditions, save/load) and registry."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.cohort.derived import add_derived
+from fedsynth.cohort.schema import ColumnKind, TableSchema
+from fedsynth.encoding.domain import Domain
+from fedsynth.errors import FedsynthError, Problem, ValidationError
+
+log = logging.getLogger(__name__)
+
+#: A condition value: one exact value or a collection of accepted values.
+ConditionValue = Any
+Conditions = Mapping[str, ConditionValue]
+
+
+class ConditionError(FedsynthError, ValueError):
+    """Conditional sampling could not return enough rows that meet the conditions."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What every generator offers."""
+
+    schema: TableSchema
+
+    def fit(self, data: pd.DataFrame) -> Generator: ...
+
+    def sample(
+        self,
+        n_samples: int,
+        *,
+        random_state: int | None = None,
+        conditions: Conditions | None = None,
+        where: str | None = None,
+    ) -> pd.DataFrame: ...
+
+    def get_params(self) -> dict[str, Any]: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+@runtime_checkable
+class SupportsWeights(Protocol):
+    """Weight exchange for federated averaging (CTGAN, VAE-BGM).
+
+    ``get_weights`` returns name -> array with keys and shapes fixed by the domain, identical on every site.
+    ``partial_fit`` continues training from the current weights (and optimiser state); it never re-initialises.
+    """
+
+    def get_weights(self) -> dict[str, np.ndarray]: ...
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None: ...
+
+    def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> SupportsWeights: ...
+
+
+@runtime_checkable
+class SupportsTwoStep(Protocol):
+    """Two-step learning from counts (Bayesian network): structure from summed counts, then parameters."""
+
+    def count_statistics(self, data: pd.DataFrame, families: Sequence[tuple[str, tuple[str, ...]]]) -> dict[str, Any]: ...
+
+    def fit_from_counts(self, counts: Mapping[str, Any]) -> SupportsTwoStep: ...
+
+
+class BaseGenerator(ABC):
+    """Shared behaviour: constructors store, ``fit`` validates then calls ``_fit``, ``sample`` calls ``_sample``.
+
+    Parameters
+    ----------
+    schema : TableSchema
+        The table's schema. Generators learn ``schema.model_columns``; derived columns are recomputed after
+        sampling and ids/sites are never generated.
+    domain : Domain, optional
+        The shared encoding domain. When ``None``, ``fit`` builds it from the data (the centralised path);
+        a federation passes the domain merged from site summaries so every site encodes identically.
+    """
+
+    #: Registry key, set by subclasses.
+    name: str = ""
+
+    def __init__(self, schema: TableSchema, *, domain: Domain | None = None, **params: Any) -> None:
+        self.schema = schema
+        self.domain = domain
+        self._params = dict(params)
+
+    # -- parameters ----------------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters that rebuild the same (unfitted) generator: ``type(g)(schema, **g.get_params())``."""
+        return dict(self._params)
+
+    def _domain_options(self) -> dict[str, Any]:
+        """Options for :meth:`Domain.from_data` when this generator builds its own domain."""
+        return {}
+
+    # -- fit -----------------------------------------------------------------------------------------
+    def fit(self, data: pd.DataFrame) -> BaseGenerator:
+        """Learn from ``data`` (a frame holding the schema's model columns). Returns ``self``."""
+        data = self._check_training_data(data)
+        if self.domain is None:
+            self.domain = Domain.from_data(data, self.schema, **self._domain_options())
+        self._fit(data)
+        self.fitted_ = True
+        return self
+
+    def _check_training_data(self, data: pd.DataFrame) -> pd.DataFrame:
+        problems = []
+        if not isinstance(data, pd.DataFrame):
+            raise ValidationError(f"Training data for {type(self).__name__}", [Problem("data", f"is a {type(data).__name__}", "a pandas DataFrame")])
+        if len(data) == 0:
+            problems.append(Problem("data", "has no rows", "at least one row"))
+        lacking = [c for c in self.schema.model_columns if c not in data.columns]
+        if lacking and self.domain is None:
+            problems.append(Problem("data", f"lacks model columns {lacking}", "every column of the schema"))
+        if problems:
+            raise ValidationError(f"Training data for {type(self).__name__}", problems)
+        present = [c for c in self.schema.model_columns if c in data.columns]
+        return self.schema.select(present).coerce(data)
+
+    @abstractmethod
+    def _fit(self, data: pd.DataFrame) -> None:
+        """Train on coerced data. ``self.domain`` is set. Columns absent from ``data`` are ones this site lacks."""
+
+    # -- sample --------------------------------------------------------------------------------------
+    def sample(
+        self,
+        n_samples: int,
+        *,
+        random_state: int | None = None,
+        conditions: Conditions | None = None,
+        where: str | None = None,
+        max_tries: int = 50,
+    ) -> pd.DataFrame:
+        """Draw ``n_samples`` synthetic rows.
+
+        Output has the schema's data columns (model and derived) in canonical dtypes, numbers inside the
+        domain's bounds, categories from the domain, survival times > 0 and events in {0, 1}.
+
+        ``conditions`` maps a column to one value or a list of accepted values; ``where`` is a pandas query
+        expression (e.g. ``"AGE >= 65 and HB < 10"``). Every returned row meets both. Generators that can
+        condition exactly do so (the Bayesian network); others sample in batches and keep the rows that
+        match, raising :class:`ConditionError` with the achieved acceptance rate when ``max_tries`` batches
+        do not give enough rows.
+        """
+        if not getattr(self, "fitted_", False):
+            raise FedsynthError(f"{type(self).__name__} is not fitted yet; call fit() first")
+        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValidationError(
+                f"The 'n_samples' parameter of {type(self).__name__}.sample",
+                [Problem("n_samples", f"got {n_samples!r}", "an int in the range [1, inf)")],
+            )
+        conds = self._check_conditions(conditions)
+        rng = np.random.default_rng(random_state)
+        if not conds and where is None:
+            return self._finish(self._sample(int(n_samples), rng=rng))
+        kept: list[pd.DataFrame] = []
+        n_kept = n_drawn = 0
+        batch = max(int(n_samples), 256)
+        for _ in range(max_tries):
+            raw = self._sample_conditioned(batch, conds, rng=rng)
+            done = self._finish(raw)
+            mask = self._condition_mask(done, conds, where)
+            n_drawn += len(done)
+            kept.append(done[mask])
+            n_kept += int(mask.sum())
+            if n_kept >= n_samples:
+                break
+            rate = max(n_kept / n_drawn, 1.0 / n_drawn)
+            batch = int(min(max((n_samples - n_kept) / rate * 1.2, 256), 200_000))
+        if n_kept < n_samples:
+            rate = n_kept / max(n_drawn, 1)
+            raise ConditionError(
+                f"Only {n_kept} of {n_samples} requested rows met the conditions after drawing {n_drawn} "
+                f"rows (acceptance rate {rate:.4%}). Loosen the conditions or raise max_tries."
+            )
+        return pd.concat(kept).iloc[:n_samples].reset_index(drop=True)
+
+    @abstractmethod
+    def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
+        """Draw raw rows of the model columns; ``_finish`` clips, rounds and adds derived columns."""
+
+    def _sample_conditioned(
+        self, n_samples: int, conditions: Mapping[str, list[Any]], *, rng: np.random.Generator
+    ) -> pd.DataFrame:
+        """Override to condition exactly; the default draws unconditionally and lets rejection filter."""
+        return self._sample(n_samples, rng=rng)
+
+    def _check_conditions(self, conditions: Conditions | None) -> dict[str, list[Any]]:
+        if not conditions:
+            return {}
+        assert self.domain is not None
+        problems = []
+        out: dict[str, list[Any]] = {}
+        for col, value in conditions.items():
+            if col not in self.schema.data_columns:
+                problems.append(Problem(f"condition on {col!r}", "no such column", ", ".join(self.schema.data_columns)))
+                continue
+            values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
+            spec = self.schema[col]
+            if spec.kind in (ColumnKind.CATEGORICAL, ColumnKind.BINARY) and col in self.domain.columns:
+                cats = self.domain[col].categories
+                labels = [_label(v, spec.kind) for v in values]
+                bad = [v for v in labels if v not in cats]
+                if bad:
+                    problems.append(Problem(f"condition on {col!r}", f"values {bad} are not categories", ", ".join(cats)))
+                    continue
+                values = labels
+            out[col] = values
+        if problems:
+            raise ValidationError("Sampling conditions", problems)
+        return out
+
+    def _condition_mask(self, data: pd.DataFrame, conds: Mapping[str, list[Any]], where: str | None) -> np.ndarray:
+        mask = np.ones(len(data), dtype=bool)
+        for col, values in conds.items():
+            spec = self.schema[col]
+            if spec.kind is ColumnKind.CATEGORICAL:
+                mask &= data[col].isin(values).to_numpy()
+            else:
+                mask &= data[col].isin([float(v) for v in values]).to_numpy()
+        if where is not None:
+            try:
+                mask &= data.eval(where).to_numpy(dtype=bool)
+            except Exception as exc:  # pandas raises many types for a bad expression
+                raise ValidationError(
+                    "The 'where' expression",
+                    [Problem("where", f"could not be evaluated ({type(exc).__name__}: {exc})",
+                             "a pandas query over column names, e.g. \"AGE >= 65 and SEX == 'F'\"")],
+                ) from None
+        return mask
+
+    def _finish(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Enforce the output contract: domain bounds, integer rounding, valid labels, survival, derived."""
+        assert self.domain is not None
+        out = self.domain.clip(raw)
+        for name, col in self.domain.columns.items():
+            if name not in out.columns:
+                out[name] = np.nan
+                continue
+            if col.kind is ColumnKind.BINARY:
+                out[name] = out[name].astype("float64").round().clip(0, 1)
+            elif col.kind is ColumnKind.CATEGORICAL:
+                s = out[name].astype("object")
+                out[name] = s.where(s.isin(col.categories), np.nan)
+        for ep in self.schema.endpoints:
+            if ep.duration_col in out.columns:
+                lo = self.domain[ep.duration_col].lower if ep.duration_col in self.domain.columns else 0.0
+                floor = lo if lo > 0 else 1e-3
+                d = out[ep.duration_col]
+                out[ep.duration_col] = d.where(d.isna() | (d > 0), floor)
+        out = self.schema.select(self.schema.model_columns).coerce(out)
+        return add_derived(out, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the fitted model to the folder ``path``: ``generator.json`` (name, params, schema, domain)
+        and the generator's own files (weights as ``.npz`` without pickle, CPDs as JSON)."""
+        if not getattr(self, "fitted_", False):
+            raise FedsynthError(f"{type(self).__name__} is not fitted yet; nothing to save")
+        assert self.domain is not None
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "generator": self.name,
+            "params": _jsonable(self.get_params()),
+            "schema": self.schema.to_dict(),
+            "domain": self.domain.to_dict(),
+        }
+        self._save(folder)
+        _atomic_write_text(folder / "generator.json", json.dumps(meta, indent=1))
+
+    @abstractmethod
+    def _save(self, folder: Path) -> None:
+        """Write learnt state (no pickle)."""
+
+    @abstractmethod
+    def _load(self, folder: Path) -> None:
+        """Read learnt state written by ``_save``."""
+
+
+def _label(value: Any, kind: ColumnKind) -> str:
+    if kind is ColumnKind.BINARY:
+        return str(int(float(value)))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# -- registry ------------------------------------------------------------------------------------------
+
+#: Registered generators: name -> "module:Class", imported on use so ``import fedsynth`` stays light.
+GENERATORS: dict[str, str] = {
+    "bayesian_network": "fedsynth.generators.bayesian_network:BayesianNetworkGenerator",
+    "ctgan": "fedsynth.generators.ctgan:CTGANGenerator",
+    "vae_bgm": "fedsynth.generators.vae_bgm:VAEBGMGenerator",
+}
+
+
+def generator_class(name: str) -> type[BaseGenerator]:
+    """The class registered under ``name``; a clear error lists the valid names."""
+    if name not in GENERATORS:
+        raise ValidationError(
+            "Generator", [Problem("name", f"unknown generator {name!r}", ", ".join(sorted(GENERATORS)))]
+        )
+    module, _, cls = GENERATORS[name].partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise FedsynthError(
+            f"Generator {name!r} needs a package that is not installed ({exc.name}); "
+            "install fedsynth with its dependencies: pip install -e ."
+        ) from exc
+    return getattr(mod, cls)  # type: ignore[no-any-return]
+
+
+def make_generator(
+    name: str, schema: TableSchema, *, domain: Domain | None = None, **params: Any
+) -> BaseGenerator:
+    """Build an unfitted generator by registry name."""
+    return generator_class(name)(schema, domain=domain, **params)
+
+
+def load_generator(path: str | Path) -> BaseGenerator:
+    """Load a fitted generator from a ``model/`` folder written by :meth:`BaseGenerator.save`."""
+    folder = Path(path)
+    meta_path = folder / "generator.json"
+    if not meta_path.is_file():
+        raise FedsynthError(f"{folder} is not a saved model: it has no generator.json")
+    meta = json.loads(meta_path.read_text())
+    schema = TableSchema.from_dict(meta["schema"])
+    domain = Domain.from_dict(meta["domain"])
+    gen = make_generator(meta["generator"], schema, domain=domain, **meta["params"])
+    gen._load(folder)
+    gen.fitted_ = True  # type: ignore[attr-defined]
+    return gen
