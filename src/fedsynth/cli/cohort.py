@@ -1,0 +1,172 @@
+"""Commands about data and configs: describe, partition, fetch, config validate."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fedsynth.cli._common import console, handle_errors, load_input, print_json
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+DATA_ARG = typer.Argument(None, help="A CSV file (instead of --cohort).", show_default=False)
+COHORT_OPT = typer.Option(None, "--cohort", "-c", help="A registered cohort, e.g. mds-iwgpm.")
+DATA_DIR_OPT = typer.Option(None, "--data-dir", help="Folder holding cohort folders (default: $FEDSYNTH_DATA_DIR).")
+SCHEMA_OPT = typer.Option(None, "--schema", help="A schema YAML to use instead of the inferred one.")
+FORMAT_OPT = typer.Option(OutputFormat.text, "--format", help="text for people, json for machines.")
+
+config_app = typer.Typer(help="Experiment configs.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("describe")(describe)
+    app.command("partition")(partition)
+    app.command("fetch")(fetch)
+    app.command("cohorts")(cohorts)
+    app.add_typer(config_app, name="config")
+
+
+@handle_errors
+def describe(
+    data: Optional[Path] = DATA_ARG,
+    cohort: Optional[str] = COHORT_OPT,
+    data_dir: Optional[Path] = DATA_DIR_OPT,
+    schema: Optional[Path] = SCHEMA_OPT,
+    format: OutputFormat = FORMAT_OPT,
+    schema_out: Optional[Path] = typer.Option(None, "--schema-out", help="Write the (inferred) schema as YAML here."),
+) -> None:
+    """Show the schema and a per-column summary of a cohort or CSV file (aggregates only)."""
+    from fedsynth.cohort.datasets import summary_frame
+
+    loaded = load_input(data, cohort, data_dir, schema)
+    summary = summary_frame(loaded)
+    if schema_out:
+        loaded.schema.to_yaml(schema_out)
+    if format is OutputFormat.json:
+        print_json(
+            {
+                "name": loaded.name,
+                "n_rows": len(loaded.data),
+                "schema": loaded.schema.to_dict(),
+                "columns": summary.to_dict(orient="records"),
+                "notes": list(loaded.notes),
+            }
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{loaded.name}: {len(loaded.data):,} rows, {len(loaded.schema)} columns")
+    for col in ("column", "kind", "role", "missing %", "distinct", "summary"):
+        table.add_column(col, overflow="fold")
+    for row in summary.itertuples(index=False):
+        table.add_row(row.column, row.kind, row.role, f"{row.missing_pct:.1f}", str(row.distinct), row.summary)
+    console.print(table)
+    eps = ", ".join(f"{e.name} ({e.duration_col}, {e.event_col}; {e.time_unit})" for e in loaded.schema.endpoints)
+    console.print(f"Survival endpoints: {eps or 'none found'}")
+    for note in loaded.notes:
+        console.print(f"Note: {note}")
+    if schema_out:
+        console.print(f"Schema written to {schema_out}")
+
+
+@handle_errors
+def partition(
+    data: Optional[Path] = DATA_ARG,
+    cohort: Optional[str] = COHORT_OPT,
+    data_dir: Optional[Path] = DATA_DIR_OPT,
+    schema: Optional[Path] = SCHEMA_OPT,
+    sites: str = typer.Option("60,30,10", "--sites", help="Site proportions, e.g. 60,30,10 or 45,20,15,10,10."),
+    by: Optional[str] = typer.Option(None, "--by", help="Split by this column: one site per value (a centre column)."),
+    dirichlet: Optional[float] = typer.Option(None, "--dirichlet", help="Non-IID over --by with this Dirichlet alpha."),
+    scenario: str = typer.Option("best", "--scenario", help="best (all sites hold all columns) or worst."),
+    holdout: float = typer.Option(0.1, "--holdout", help="Share of rows held out for privacy baselines and TSTR."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split and the sites."),
+    out: Path = typer.Option(..., "--out", help="Folder for <site>.csv, holdout.csv and partition.json."),
+    format: OutputFormat = FORMAT_OPT,
+) -> None:
+    """Split a cohort into a holdout and sites; write one CSV per site, holdout.csv and partition.json."""
+    from fedsynth.cohort.partition import make_partition, parse_proportions
+
+    loaded = load_input(data, cohort, data_dir, schema)
+    if by is not None and dirichlet is None:
+        method, props = "by_column", None
+    elif dirichlet is not None:
+        method, props = "dirichlet", parse_proportions(sites)
+    else:
+        method, props = "iid", parse_proportions(sites)
+    part = make_partition(
+        loaded.data, loaded.schema, proportions=props, method=method, by=by, alpha=dirichlet or 0.5,
+        holdout_fraction=holdout, scenario=scenario, random_state=seed,
+    )
+    path = part.write(out)
+    info = part.to_dict()
+    if format is OutputFormat.json:
+        print_json({**info, "out": str(out)})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{loaded.name}: {info['n_train']:,} training rows over {len(part.sites)} sites, {info['n_holdout']:,} held out")
+    for col in ("site", "rows", "share", "lacks"):
+        table.add_column(col)
+    for s in info["sites"]:
+        table.add_row(s["name"], f"{s['n_rows']:,}", f"{100 * s['share']:.1f}%", ", ".join(s["lacks"]) or "-")
+    console.print(table)
+    console.print(f"Written: {out}/<site>.csv, {out}/holdout.csv and {path}")
+
+
+@handle_errors
+def fetch(
+    cohort: str = typer.Argument("mds-iwgpm", help="Registered cohort to fetch."),
+    data_dir: Optional[Path] = DATA_DIR_OPT,
+    offline: bool = typer.Option(False, "--offline", help="Build from source files already placed in the target folder."),
+) -> None:
+    """Download a public cohort's source files at a pinned commit, check them and build its CSV."""
+    from fedsynth.cohort.datasets import fetch_cohort
+
+    path = fetch_cohort(cohort, data_dir, offline=offline)
+    console.print(f"Cohort {cohort!r} ready at {path} (checksum verified)")
+
+
+@handle_errors
+def cohorts(format: OutputFormat = FORMAT_OPT) -> None:
+    """List the registered cohorts and where fedsynth looks for them."""
+    from fedsynth.cohort.datasets import NAMED_COHORTS, cohort_path
+
+    rows = [
+        {"name": c.name, "description": c.description, "path": str(cohort_path(c.name)),
+         "found": cohort_path(c.name).is_file(), "licence": c.licence, "citation": c.citation}
+        for c in NAMED_COHORTS.values()
+    ]
+    if format is OutputFormat.json:
+        print_json(rows)
+        return
+    for r in rows:
+        status = "found" if r["found"] else "not found (see: fedsynth fetch)"
+        console.print(f"[bold]{r['name']}[/]: {r['description']}\n  {r['path']} - {status}\n  Licence: {r['licence']}\n  Cite: {r['citation']}")
+
+
+@config_app.command("validate")
+@handle_errors
+def config_validate(
+    file: Path = typer.Argument(..., help="An experiment YAML, e.g. configs/smoke.yaml."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set strategy.rounds=5."),
+    format: OutputFormat = FORMAT_OPT,
+) -> None:
+    """Check an experiment config; print the resolved config or every problem at once."""
+    import yaml
+
+    from fedsynth.experiments.config import load_config
+
+    cfg = load_config(file, set_)
+    if format is OutputFormat.json:
+        print_json(cfg.to_yaml_dict())
+        return
+    console.print(f"[green]{file} is valid.[/] Resolved config:")
+    console.print(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False), markup=False, highlight=False)

@@ -1,0 +1,307 @@
+"""Seeded train/holdout split and site partitions (proportions, IID, by a column, Dirichlet), best and worst case."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.cohort.schema import ColumnRole, TableSchema
+from fedsynth.errors import Problem, ValidationError
+
+#: Partition methods.
+METHODS = ("iid", "by_column", "dirichlet")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One simulated hospital: its rows and the columns it holds (a worst-case site lacks some)."""
+
+    name: str
+    data: pd.DataFrame
+    lacks: tuple[str, ...] = ()
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """The training pool, the holdout and the sites (whose rows together are exactly the training pool)."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    sites: tuple[Site, ...]
+    schema: TableSchema
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        raise KeyError(f"no site {name!r}; sites: {[s.name for s in self.sites]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Row counts and which columns each site holds — what ``partition.json`` records (no rows)."""
+        data_cols = self.schema.data_columns
+        return {
+            "settings": dict(self.settings),
+            "n_train": len(self.train),
+            "n_holdout": len(self.holdout),
+            "sites": [
+                {
+                    "name": s.name,
+                    "n_rows": s.n_rows,
+                    "share": round(s.n_rows / max(len(self.train), 1), 4),
+                    "columns": [c for c in data_cols if c not in s.lacks],
+                    "lacks": list(s.lacks),
+                }
+                for s in self.sites
+            ],
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``<site>.csv`` per site, ``holdout.csv`` and ``partition.json`` into ``out_dir`` (atomically)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for s in self.sites:
+            _atomic_csv(s.data, out / f"{s.name}.csv")
+        _atomic_csv(self.holdout, out / "holdout.csv")
+        tmp = out / "partition.json.tmp"
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        tmp.replace(out / "partition.json")
+        return out / "partition.json"
+
+
+def _atomic_csv(data: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    data.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def allocate(n: int, proportions: Sequence[float]) -> list[int]:
+    """Split ``n`` into integer sizes proportional to ``proportions`` (largest remainder; exact to one row)."""
+    p = np.asarray(proportions, dtype=float)
+    p = p / p.sum()
+    raw = p * n
+    sizes = np.floor(raw).astype(int)
+    order = np.argsort(-(raw - sizes), kind="stable")
+    sizes[order[: n - sizes.sum()]] += 1
+    return [int(s) for s in sizes]
+
+
+def parse_proportions(spec: str | Sequence[float]) -> list[float]:
+    """``"60,30,10"`` or ``[0.6, 0.3, 0.1]`` -> proportions summing to 1; a clear error otherwise."""
+    if isinstance(spec, str):
+        try:
+            vals = [float(x) for x in spec.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise ValidationError(
+                "Site proportions", [Problem("sites", "is not a comma-separated list of numbers", "e.g. 60,30,10")]
+            ) from None
+    else:
+        vals = [float(x) for x in spec]
+    problems = []
+    if len(vals) < 1:
+        problems.append(Problem("sites", "lists no site", "at least one proportion, e.g. 60,30,10"))
+    if any(v <= 0 for v in vals):
+        problems.append(Problem("sites", "has a proportion <= 0", "positive numbers"))
+    if problems:
+        raise ValidationError("Site proportions", problems)
+    total = sum(vals)
+    return [v / total for v in vals]
+
+
+def _event_strata(data: pd.DataFrame, schema: TableSchema) -> pd.Series | None:
+    if not schema.endpoints:
+        return None
+    ev = schema.endpoints[0].event_col
+    if ev not in data.columns:
+        return None
+    return data[ev].astype("float64").fillna(-1).astype(int).astype(str)
+
+
+def train_holdout_split(
+    data: pd.DataFrame,
+    schema: TableSchema,
+    *,
+    holdout_fraction: float = 0.1,
+    random_state: int | None = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded split stratified by the first endpoint's event (missing event is its own stratum)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < holdout_fraction < 1:
+        raise ValidationError("Split", [Problem("holdout_fraction", f"got {holdout_fraction}", "a number in (0, 1)")])
+    strata = _event_strata(data, schema)
+    if strata is not None and strata.value_counts().min() < 2:
+        strata = None
+    train, holdout = train_test_split(
+        data, test_size=holdout_fraction, random_state=random_state, stratify=strata
+    )
+    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def partition_sites(
+    train: pd.DataFrame,
+    schema: TableSchema,
+    *,
+    proportions: Sequence[float] | None = None,
+    method: str = "iid",
+    by: str | None = None,
+    alpha: float = 0.5,
+    random_state: int | None = 0,
+    site_names: Sequence[str] | None = None,
+) -> list[pd.DataFrame]:
+    """Split training rows over sites.
+
+    ``iid``: shuffle, then cut into sizes given by ``proportions`` (exact to one row).
+    ``by_column``: one site per distinct value of ``by`` (a centre column), in sorted order.
+    ``dirichlet``: non-IID label skew over ``by``: each value's rows are spread over the sites with proportions
+    drawn from Dirichlet(alpha * proportions * k) (smaller alpha = more skew); site sizes follow on average.
+    Every row lands at exactly one site.
+    """
+    problems = []
+    if method not in METHODS:
+        problems.append(Problem("method", f"got {method!r}", ", ".join(METHODS)))
+    if method in ("by_column", "dirichlet"):
+        if by is None:
+            problems.append(Problem("by", f"method {method!r} needs a column", ", ".join(train.columns)))
+        elif by not in train.columns:
+            problems.append(Problem("by", f"no column {by!r}", ", ".join(train.columns)))
+    if method in ("iid", "dirichlet") and not proportions:
+        problems.append(Problem("proportions", "are required", "e.g. 60,30,10"))
+    if alpha <= 0:
+        problems.append(Problem("alpha", f"got {alpha}", "a number > 0"))
+    if problems:
+        raise ValidationError("Site partition", problems)
+    rng = np.random.default_rng(random_state)
+    idx = np.arange(len(train))
+    parts: list[np.ndarray]
+    if method == "iid":
+        assert proportions is not None
+        if len(proportions) > len(train):
+            raise ValidationError("Site partition", [Problem("sites", f"{len(proportions)} sites for {len(train)} rows", "at most one site per row")])
+        perm = rng.permutation(idx)
+        sizes = allocate(len(train), proportions)
+        parts = np.split(perm, np.cumsum(sizes)[:-1])
+    elif method == "by_column":
+        assert by is not None
+        keys = train[by].astype("object").fillna("(missing)").astype(str)
+        parts = [idx[(keys == k).to_numpy()] for k in sorted(keys.unique())]
+    else:
+        assert proportions is not None and by is not None
+        p = np.asarray(proportions, dtype=float) / sum(proportions)
+        k = len(p)
+        assign = np.empty(len(train), dtype=int)
+        keys = train[by].astype("object").fillna("(missing)").astype(str).to_numpy()
+        for value in sorted(set(keys)):
+            rows = rng.permutation(idx[keys == value])
+            q = rng.dirichlet(alpha * p * k)
+            sizes = allocate(len(rows), q) if len(rows) else [0] * k
+            for site, chunk in enumerate(np.split(rows, np.cumsum(sizes)[:-1])):
+                assign[chunk] = site
+        parts = [idx[assign == s] for s in range(k)]
+    return [train.iloc[np.sort(p_)].reset_index(drop=True) for p_ in parts]
+
+
+def default_worst_case(schema: TableSchema, n_sites: int) -> dict[str, list[str]]:
+    """The shipped worst case: which named sites lack which columns.
+
+    Mirrors what happens in a real network: the smallest site (the last) runs a short myeloid panel and lacks
+    the less frequent half of the genes; the second site does not record monocytes or blood blasts (the two
+    clinical columns most often unmeasured). With one site there is no worst case.
+    """
+    if n_sites < 2:
+        return {}
+    genes = schema.genomic_columns
+    short_panel_lacks = genes[len(genes) // 2 :]
+    clinical = [c for c in ("MONOCYTES", "PB_BLAST") if c in schema]
+    if not clinical:
+        clinical = [c for c in schema.clinical_columns if schema[c].derived is None][-2:]
+    out: dict[str, list[str]] = {}
+    if short_panel_lacks:
+        out[f"site-{n_sites}"] = list(short_panel_lacks)
+    if n_sites >= 3 and clinical:
+        out["site-2"] = clinical
+    elif clinical and not short_panel_lacks:
+        out[f"site-{n_sites}"] = clinical
+    return out
+
+
+def make_partition(
+    data: pd.DataFrame,
+    schema: TableSchema,
+    *,
+    proportions: Sequence[float] | str | None = (0.6, 0.3, 0.1),
+    method: str = "iid",
+    by: str | None = None,
+    alpha: float = 0.5,
+    holdout_fraction: float = 0.1,
+    scenario: str = "best",
+    missing_columns: Mapping[str, Sequence[str]] | None = None,
+    random_state: int | None = 0,
+) -> Partition:
+    """Split ``data`` into training pool and holdout, then the pool into sites, and apply the scenario.
+
+    ``scenario="best"``: every site holds every column. ``"worst"``: the sites named in ``missing_columns``
+    (default: :func:`default_worst_case`) lack those columns — they are removed from the site's frame. Derived
+    columns go with their inputs: a site lacking an input of a derived column lacks that column too.
+    Seeds for the split and for the sites are independent children of ``random_state``.
+    """
+    if isinstance(proportions, str):
+        proportions = parse_proportions(proportions)
+    elif proportions is not None:
+        proportions = parse_proportions(list(proportions))
+    if scenario not in ("best", "worst"):
+        raise ValidationError("Scenario", [Problem("scenario", f"got {scenario!r}", "best, worst")])
+    split_seed, site_seed = np.random.SeedSequence(random_state).spawn(2)
+    train, holdout = train_holdout_split(
+        data, schema, holdout_fraction=holdout_fraction, random_state=int(split_seed.generate_state(1)[0])
+    )
+    frames = partition_sites(
+        train, schema, proportions=proportions, method=method, by=by, alpha=alpha,
+        random_state=int(site_seed.generate_state(1)[0]),
+    )
+    names = [f"site-{i + 1}" for i in range(len(frames))]
+    lacks: dict[str, list[str]] = {}
+    if scenario == "worst":
+        lacks = {k: list(v) for k, v in (missing_columns or default_worst_case(schema, len(frames))).items()}
+        problems = []
+        for site, cols in lacks.items():
+            if site not in names:
+                problems.append(Problem(f"missing_columns.{site}", "no such site", ", ".join(names)))
+            bad = [c for c in cols if c not in schema or schema[c].role in (ColumnRole.ID,)]
+            if bad:
+                problems.append(Problem(f"missing_columns.{site}", f"unknown or id columns {bad}", "model columns of the schema"))
+            outcome = [c for c in cols if schema[c].role is ColumnRole.OUTCOME] if not bad else []
+            if outcome:
+                problems.append(Problem(f"missing_columns.{site}", f"outcome columns {outcome} cannot be lacking", "clinical or genomic columns"))
+        if problems:
+            raise ValidationError("Worst-case scenario", problems)
+        from fedsynth.cohort.derived import DERIVATIONS
+
+        for site, cols in lacks.items():
+            for d in schema.derived_columns:
+                inputs = DERIVATIONS[schema[d].derived][1]  # type: ignore[index]
+                if any(c in cols for c in inputs) and d not in cols:
+                    cols.append(d)
+    sites = tuple(
+        Site(n, f.drop(columns=[c for c in lacks.get(n, []) if c in f.columns]), tuple(lacks.get(n, [])))
+        for n, f in zip(names, frames)
+    )
+    settings = {
+        "proportions": None if proportions is None else [round(p, 6) for p in proportions],
+        "method": method,
+        "by": by,
+        "alpha": alpha if method == "dirichlet" else None,
+        "holdout_fraction": holdout_fraction,
+        "scenario": scenario,
+        "random_state": random_state,
+    }
+    return Partition(train, holdout, sites, schema, settings)

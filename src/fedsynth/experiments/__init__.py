@@ -1,0 +1,1 @@
+"""Experiments: YAML config, one run into a run directory, grids of runs."""
