@@ -311,6 +311,10 @@ class TableSchema:
             if spec.name not in data.columns:
                 continue
             col = data[spec.name]
+            if col.dtype == object:
+                from fedsynth.cohort.validation import normalise_missing
+
+                col = normalise_missing(col)
             if spec.kind in (ColumnKind.CATEGORICAL,) or spec.role is ColumnRole.ID:
                 out[spec.name] = _as_label(col)
             else:

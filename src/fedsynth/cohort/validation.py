@@ -67,6 +67,14 @@ def read_csv_checked(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def normalise_missing(values: pd.Series) -> pd.Series:
+    """Text missing tokens (``""``, ``NA``, ...; see :data:`NA_VALUES`) as NaN; other values unchanged."""
+    if values.dtype != object:
+        return values
+    stripped = values.map(lambda v: v.strip() if isinstance(v, str) else v)
+    return values.mask(stripped.isin(NA_VALUES))
+
+
 def validate_frame(
     data: pd.DataFrame, schema: TableSchema, *, allow_extra: bool = False, allow_missing_columns: bool = False
 ) -> list[Problem]:
@@ -91,7 +99,7 @@ def validate_frame(
         if spec.name not in data.columns or spec.derived is not None:
             continue
         where = f"column {spec.name!r}"
-        s = data[spec.name]
+        s = normalise_missing(data[spec.name])
         nonnull = s.dropna()
         if spec.role is ColumnRole.ID:
             dup = int(nonnull.duplicated().sum())
@@ -141,8 +149,8 @@ def validate_frame(
     for ep in schema.endpoints:
         if ep.duration_col not in data.columns or ep.event_col not in data.columns:
             continue
-        d = pd.to_numeric(data[ep.duration_col], errors="coerce")
-        e = pd.to_numeric(data[ep.event_col], errors="coerce")
+        d = pd.to_numeric(normalise_missing(data[ep.duration_col]), errors="coerce")
+        e = pd.to_numeric(normalise_missing(data[ep.event_col]), errors="coerce")
         where = f"endpoint {ep.name!r}"
         nonpos = int((d <= 0).sum())
         if nonpos:

@@ -1,0 +1,111 @@
+"""Partitions on the real cohort: exact sizes, disjoint sites, union = training pool, seeds reproducible."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedsynth.cohort.partition import allocate, make_partition, parse_proportions, partition_sites
+from fedsynth.errors import ValidationError
+
+
+def _ids(frame: pd.DataFrame) -> set[str]:
+    return set(frame["ID"])
+
+
+@pytest.mark.parametrize("proportions", [(0.6, 0.3, 0.1), (0.45, 0.2, 0.15, 0.1, 0.1), (1, 1, 1, 1, 1, 1, 1)])
+def test_sites_are_disjoint_cover_the_training_pool_and_have_exact_sizes(mds_cohort, proportions):
+    # Run
+    part = make_partition(mds_cohort.data, mds_cohort.schema, proportions=proportions, random_state=3)
+    # Assert
+    n_train = len(part.train)
+    assert n_train + len(part.holdout) == len(mds_cohort.data)
+    assert len(part.holdout) == round(0.1 * len(mds_cohort.data))
+    site_ids = [_ids(s.data) for s in part.sites]
+    assert sum(len(s) for s in site_ids) == n_train
+    assert set().union(*site_ids) == _ids(part.train)
+    assert not _ids(part.train) & _ids(part.holdout)
+    expected = np.asarray(proportions) / sum(proportions) * n_train
+    assert all(abs(s.n_rows - e) < 1 for s, e in zip(part.sites, expected))
+
+
+def test_holdout_is_stratified_by_event(mds_cohort):
+    part = make_partition(mds_cohort.data, mds_cohort.schema, random_state=0)
+    rate = lambda f: f["OS_STATUS"].mean()  # noqa: E731
+    assert abs(rate(part.holdout) - rate(part.train)) < 0.01
+
+
+def test_same_seed_same_partition_other_seed_other_partition(mds_cohort):
+    a = make_partition(mds_cohort.data, mds_cohort.schema, random_state=7)
+    b = make_partition(mds_cohort.data, mds_cohort.schema, random_state=7)
+    c = make_partition(mds_cohort.data, mds_cohort.schema, random_state=8)
+    assert [list(s.data["ID"]) for s in a.sites] == [list(s.data["ID"]) for s in b.sites]
+    assert _ids(a.sites[0].data) != _ids(c.sites[0].data)
+
+
+def test_worst_case_sites_lack_the_named_columns_and_derived_ones_follow(mds_cohort):
+    # Run
+    part = make_partition(
+        mds_cohort.data, mds_cohort.schema, scenario="worst",
+        missing_columns={"site-2": ["HB"], "site-3": ["TP53", "SF3B1"]}, random_state=0,
+    )
+    # Assert
+    assert "HB" not in part.site("site-2").data.columns
+    assert "IPSSR" not in part.site("site-2").data.columns  # derived from HB
+    assert {"TP53", "SF3B1"}.isdisjoint(part.site("site-3").data.columns)
+    assert set(mds_cohort.data.columns) == set(part.site("site-1").data.columns)
+    info = part.to_dict()
+    assert info["sites"][1]["lacks"] == ["HB", "IPSSR"]
+
+
+def test_default_worst_case_is_shipped(mds_cohort):
+    part = make_partition(mds_cohort.data, mds_cohort.schema, scenario="worst", random_state=0)
+    lacks = {s.name: s.lacks for s in part.sites}
+    assert lacks["site-1"] == ()
+    assert "MONOCYTES" in lacks["site-2"]
+    assert len(lacks["site-3"]) == len(mds_cohort.schema.genomic_columns) - len(mds_cohort.schema.genomic_columns) // 2
+
+
+def test_worst_case_errors_list_every_problem(mds_cohort):
+    with pytest.raises(ValidationError) as info:
+        make_partition(
+            mds_cohort.data, mds_cohort.schema, scenario="worst",
+            missing_columns={"site-9": ["HB"], "site-2": ["NOPE"], "site-3": ["OS_YEARS"]},
+        )
+    text = str(info.value)
+    assert "3 problems" in text and "site-9" in text and "NOPE" in text and "outcome columns" in text
+
+
+def test_by_column_and_dirichlet_partitions_keep_every_row_once(mds_cohort):
+    train = mds_cohort.data
+    by = partition_sites(train, mds_cohort.schema, method="by_column", by="SEX")
+    assert sorted(len(f) for f in by) == sorted(train["SEX"].value_counts().tolist())
+    dirich = partition_sites(train, mds_cohort.schema, proportions=[0.5, 0.3, 0.2], method="dirichlet", by="WHO_2016", alpha=0.3, random_state=1)
+    assert sum(len(f) for f in dirich) == len(train)
+    assert set().union(*(set(f["ID"]) for f in dirich)) == set(train["ID"])
+    # non-IID: the share of the most common class differs between sites
+    shares = [f["WHO_2016"].value_counts(normalize=True).get("MDS-MLD", 0) for f in dirich]
+    assert max(shares) - min(shares) > 0.05
+
+
+def test_allocate_and_parse_proportions():
+    assert allocate(10, [0.6, 0.3, 0.1]) == [6, 3, 1]
+    assert sum(allocate(2661, [45, 20, 15, 10, 10])) == 2661
+    assert parse_proportions("60,30,10") == pytest.approx([0.6, 0.3, 0.1])
+    with pytest.raises(ValidationError, match="comma-separated list of numbers"):
+        parse_proportions("60;30")
+    with pytest.raises(ValidationError, match="proportion <= 0"):
+        parse_proportions("60,0")
+
+
+def test_partition_writes_site_files_and_a_json_without_rows(mds_cohort, tmp_path):
+    part = make_partition(mds_cohort.data, mds_cohort.schema, random_state=0)
+    path = part.write(tmp_path)
+    info = json.loads(path.read_text())
+    assert [s["n_rows"] for s in info["sites"]] == [s.n_rows for s in part.sites]
+    assert len(pd.read_csv(tmp_path / "site-1.csv")) == part.sites[0].n_rows
+    assert len(pd.read_csv(tmp_path / "holdout.csv")) == len(part.holdout)
+    assert "I-H-" not in path.read_text()
