@@ -25,7 +25,7 @@ app = typer.Typer(
 _cohort.register(app)
 
 # Commands contributed by other parts; each module exposes register(app) and imports heavy libraries lazily.
-for _module in ("fedsynth.cli.evaluate", "fedsynth.cli.generate", "fedsynth.cli.run"):
+for _module in ("fedsynth.cli.evaluate", "fedsynth.cli.generate", "fedsynth.cli.run", "fedsynth.cli.grid"):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as _exc:  # a part not installed in this build

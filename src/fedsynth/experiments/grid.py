@@ -1,0 +1,370 @@
+"""A grid of runs -> one comparison: generators x strategies x site layouts x scenarios x seeds, plus baselines.
+
+``fedsynth grid CONFIG --out DIR`` expands a grid config into experiment configs, runs each into
+``DIR/runs/<slug>/`` (a run whose ``manifest.json`` says ``finished`` is reused, so a re-run resumes), then
+writes ``DIR/summary.json`` and ``DIR/summary.html``: the headline table (mean and spread over seeds), the
+round-by-round curves per generator with centralized and local reference lines, and the survival p-value
+consistency the GenoMed4All study reports (log-rank p in real data, in each site-alone cohort and in the
+federated cohort).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError
+
+from fedsynth.errors import Problem, ValidationError
+from fedsynth.experiments.config import ExperimentConfig, _problems_from_pydantic, parse_config
+
+log = logging.getLogger(__name__)
+
+#: ``progress(event, payload)``: ``"grid"`` (the plan), ``"run"`` (one run starts), ``"reused"``, ``"finished"``,
+#: ``"failed"``; each payload names the run.
+GridProgress = Callable[[str, Mapping[str, Any]], None]
+
+
+class GeneratorEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["bayesian_network", "ctgan", "vae_bgm"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    strategies: list[Literal["fedavg", "two_step_bn", "sd_sharing"]]
+    rounds: int | None = Field(None, ge=1)
+    local_epochs: int | None = Field(None, ge=1)
+
+
+class GridConfig(BaseModel):
+    """The grid: a base experiment and the axes to vary."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "grid"
+    base: dict[str, Any] = Field(description="an experiment config (without generator/strategy) shared by every run")
+    generators: list[GeneratorEntry]
+    layouts: dict[str, list[float]] = Field(
+        default_factory=lambda: {"3-sites": [60, 30, 10], "5-sites": [45, 20, 15, 10, 10]}
+    )
+    scenarios: list[Literal["best", "worst"]] = Field(default_factory=lambda: ["best", "worst"])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    baselines: bool = Field(True, description="also run centralized and per-site local for every generator")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One cell of the grid."""
+
+    slug: str
+    generator: str
+    strategy: str
+    layout: str
+    scenario: str
+    seed: int
+    config: ExperimentConfig
+
+    @property
+    def setting(self) -> tuple[str, str, str, str]:
+        return (self.generator, self.strategy, self.layout, self.scenario)
+
+
+@dataclass
+class GridResult:
+    out_dir: Path
+    summary_json: Path
+    summary_html: Path
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_grid_config(path: str | Path) -> GridConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ValidationError("Grid config", [Problem(f"file {str(p)!r}", "does not exist", fix="examples: configs/grid-*.yaml")])
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError:
+        raise ValidationError(f"Grid config {p.name}", [Problem("file", "is not valid YAML")]) from None
+    try:
+        return GridConfig.model_validate(raw)
+    except PydanticValidationError as exc:
+        raise ValidationError(f"Grid config {p.name}", _problems_from_pydantic(exc, GridConfig)) from None
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def plan(grid: GridConfig) -> list[PlannedRun]:
+    """Expand the grid into runs, each with a validated experiment config; all problems reported at once.
+
+    Federated runs skip their own reference fits (``strategy.params.references: none``) because the grid runs
+    the baselines itself: local once per generator, layout, scenario and seed, and centralized (the whole
+    training pool, the upper bound) once per generator and seed.
+    """
+    runs: list[PlannedRun] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for gen, (layout, props), scenario, seed in itertools.product(
+        grid.generators, grid.layouts.items(), grid.scenarios, grid.seeds
+    ):
+        strategies: list[str] = list(gen.strategies)
+        if grid.baselines:
+            strategies += ["centralized", "local"]
+        for strategy in strategies:
+            # The centralized baseline fits the whole training pool (every column), so it does not depend on
+            # the layout or the scenario: one run per generator and seed.
+            lay, scen = ("pooled", "any") if strategy == "centralized" else (layout, scenario)
+            slug = f"{gen.name}-{strategy}-{lay}-seed{seed}" if strategy == "centralized" else f"{gen.name}-{strategy}-{lay}-{scen}-seed{seed}"
+            if slug in seen:
+                continue
+            seen.add(slug)
+            strat: dict[str, Any] = {"name": strategy}
+            if gen.rounds is not None:
+                strat["rounds"] = gen.rounds
+            if gen.local_epochs is not None:
+                strat["local_epochs"] = gen.local_epochs
+            if strategy not in ("centralized", "local"):
+                strat["params"] = {"references": "none"}
+            raw = _merge(
+                grid.base,
+                {
+                    "name": slug,
+                    "sites": {"proportions": props},
+                    "scenario": {"name": "best" if strategy == "centralized" else scenario},
+                    "generator": {"name": gen.name, "params": gen.params},
+                    "strategy": strat,
+                    "seed": seed,
+                    "output": {"run_id": slug},
+                },
+            )
+            try:
+                cfg = parse_config(raw, source=slug)
+            except ValidationError as exc:
+                problems += [Problem(f"{slug}: {p.where}", p.found, p.valid, p.fix) for p in exc.problems]
+                continue
+            runs.append(PlannedRun(slug, gen.name, strategy, lay, scen, seed, cfg))
+    if problems:
+        raise ValidationError("Grid", problems)
+    return runs
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("status") == "finished" and (run_dir / "report.json").is_file()
+
+
+def run_grid(
+    grid: GridConfig,
+    out_dir: str | Path,
+    *,
+    progress: GridProgress | None = None,
+    run_progress: Callable[[str, Mapping[str, Any]], None] | None = None,
+    only: Callable[[PlannedRun], bool] | None = None,
+) -> GridResult:
+    """Run every planned run not already finished under ``out_dir/runs/``, then write the summary."""
+    from fedsynth.experiments.run import run_experiment
+
+    emit = progress or (lambda event, payload: None)
+    out = Path(out_dir)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    planned = [r for r in plan(grid) if only is None or only(r)]
+    emit("grid", {"n_runs": len(planned), "out_dir": str(out)})
+    records = []
+    for i, run in enumerate(planned):
+        run_dir = runs_dir / run.slug
+        info = {"index": i, "n_runs": len(planned), "slug": run.slug, "run_dir": str(run_dir)}
+        if _finished(run_dir):
+            emit("reused", info)
+        else:
+            emit("run", info)
+            t0 = time.perf_counter()
+            try:
+                run_experiment(run.config, out_dir=runs_dir, progress=run_progress)
+            except Exception as exc:  # one failed cell must not lose the others; the summary marks it
+                log.error("run %s failed: %s: %s", run.slug, type(exc).__name__, exc)
+                emit("failed", {**info, "error": f"{type(exc).__name__}: {exc}"})
+                records.append({**_describe(run), "status": "failed", "error": f"{type(exc).__name__}"})
+                continue
+            emit("finished", {**info, "seconds": round(time.perf_counter() - t0, 1)})
+        records.append({**_describe(run), "status": "finished", **read_run(run_dir)})
+    summary = summarize(records, grid)
+    summary_json = out / "summary.json"
+    tmp = summary_json.with_name("summary.json.tmp")
+    tmp.write_text(json.dumps(summary, indent=1, default=str))
+    tmp.replace(summary_json)
+    from fedsynth.experiments.grid_report import render_summary_html
+
+    summary_html = out / "summary.html"
+    tmp_html = out / "summary.tmp.html"
+    tmp_html.write_text(render_summary_html(summary))
+    tmp_html.replace(summary_html)
+    return GridResult(out, summary_json, summary_html, records)
+
+
+def _describe(run: PlannedRun) -> dict[str, Any]:
+    return {"slug": run.slug, "generator": run.generator, "strategy": run.strategy, "layout": run.layout,
+            "scenario": run.scenario, "seed": run.seed}
+
+
+# -- reading a run's figures --------------------------------------------------------------------------------
+
+
+def dig(obj: Any, path: str) -> Any:
+    """``obj['a']['b']...`` for ``path='a.b...'``; None where any step is missing."""
+    for part in path.split("."):
+        if isinstance(obj, Mapping) and part in obj:
+            obj = obj[part]
+        else:
+            return None
+    return obj
+
+
+#: The headline figures: column name -> dotted path in a run's final full evaluation (report.json).
+HEADLINE: dict[str, str] = {
+    "csf": "scores.csf",
+    "gsf": "scores.gsf",
+    "nndr_p5": "privacy.nndr.synthetic.p5",
+    "nndr_p5_holdout": "privacy.nndr.holdout.p5",
+    "dcr_share": "privacy.dcr_share",
+    "mia_auc": "privacy.mia_auc",
+    "tstr_cindex": "survival.OS.tstr.c_index_synthetic",
+    "trtr_cindex": "survival.OS.tstr.c_index_real",
+    "survival_agreement": "scores.csf_components.clinical_survival_agreement",
+    "gene_survival_agreement": "scores.gsf_components.gene_survival_agreement",
+}
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """Headline figures, the round curve and TP53 log-rank p-values of one finished run."""
+    report = json.loads((run_dir / "report.json").read_text())
+    final = dig(report, "final.evaluation") or {}
+    out: dict[str, Any] = {k: _num(dig(final, path)) for k, path in HEADLINE.items()}
+    for key in ("csf", "gsf"):
+        if out[key] is None:
+            out[key] = _num(dig(report, f"final.{key}"))
+    out["rounds"] = [
+        {"round": r.get("round"), "label": r.get("label"), "csf": _num(r.get("csf")), "gsf": _num(r.get("gsf")),
+         "nndr": _num(r.get("nndr"))}
+        for r in report.get("rounds", [])
+    ]
+    out["logrank"] = _logrank(final)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    out["seconds"] = _num(dig(manifest, "timings.total"))
+    return out
+
+
+def _logrank(evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    """Log-rank p of the first stratum (TP53 by default) for OS, in real and synthetic data."""
+    strata = dig(evaluation, "survival.OS.strata")
+    if isinstance(strata, Mapping):
+        items = list(strata.items())
+    elif isinstance(strata, list):
+        items = [(s.get("column") or s.get("name"), s) for s in strata if isinstance(s, Mapping)]
+    else:
+        return {}
+    for name, info in items:
+        if not isinstance(info, Mapping):
+            continue
+        real = _num(dig(info, "logrank.real_p") or dig(info, "real.logrank_p") or info.get("logrank_p_real"))
+        syn = _num(dig(info, "logrank.synthetic_p") or dig(info, "synthetic.logrank_p") or info.get("logrank_p_synthetic"))
+        return {"stratum": name, "real_p": real, "synthetic_p": syn}
+    return {}
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+# -- the summary ----------------------------------------------------------------------------------------------
+
+
+def _mean_sd(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None, "n": 0}
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return {"mean": m, "sd": sd, "n": len(vals)}
+
+
+def summarize(records: Sequence[Mapping[str, Any]], grid: GridConfig) -> dict[str, Any]:
+    """Aggregate runs by setting (generator, strategy, layout, scenario): mean and spread over seeds."""
+    ok = [r for r in records if r.get("status") == "finished"]
+    settings: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for r in ok:
+        settings.setdefault((r["generator"], r["strategy"], r["layout"], r["scenario"]), []).append(r)
+    table = []
+    for (gen, strat, layout, scenario), rs in sorted(settings.items()):
+        row: dict[str, Any] = {"generator": gen, "strategy": strat, "layout": layout, "scenario": scenario,
+                               "seeds": sorted(r["seed"] for r in rs)}
+        for key in HEADLINE:
+            row[key] = _mean_sd([r.get(key) for r in rs])
+        row["nndr_ok"] = _nndr_ok(row)
+        table.append(row)
+    curves: dict[str, Any] = {}
+    for r in ok:
+        if r["strategy"] in ("fedavg", "two_step_bn", "sd_sharing") and r["seed"] == min(grid.seeds):
+            curves.setdefault(r["generator"], []).append(
+                {"label": f"{r['strategy']} {r['layout']} {r['scenario']}", "rounds": r.get("rounds", [])}
+            )
+    references: dict[str, Any] = {}
+    for r in ok:
+        if r["strategy"] in ("centralized", "local") and r["seed"] == min(grid.seeds):
+            ref = references.setdefault(r["generator"], {})
+            for entry in r.get("rounds", []):
+                label = "centralized" if r["strategy"] == "centralized" else str(entry.get("label") or "local")
+                ref.setdefault(f"{label} ({r['layout']}, {r['scenario']})" if r["strategy"] == "local" else label, entry)
+    consistency = [
+        {"slug": r["slug"], "generator": r["generator"], "strategy": r["strategy"], "layout": r["layout"],
+         "scenario": r["scenario"], **(r.get("logrank") or {})}
+        for r in ok if r["seed"] == min(grid.seeds)
+    ]
+    return {
+        "grid": grid.name,
+        "n_runs": len(records),
+        "n_failed": len([r for r in records if r.get("status") != "finished"]),
+        "failed": [{"slug": r["slug"], "error": r.get("error")} for r in records if r.get("status") != "finished"],
+        "table": table,
+        "curves": curves,
+        "references": references,
+        "survival_consistency": consistency,
+        "definitions": {
+            "csf": "clinical synthetic fidelity (DESIGN.md section 5), higher is better",
+            "gsf": "genomic synthetic fidelity (DESIGN.md section 5), higher is better",
+            "nndr_p5": "5th percentile of synthetic-to-training NNDR (Gower); nndr_p5_holdout is the same for holdout rows",
+            "dcr_share": "share of synthetic rows closer to training than to an equal-sized holdout sample (0.5 ideal)",
+            "mia_auc": "distance-based membership-inference AUC (0.5 = members cannot be told apart)",
+            "tstr_cindex": "C-index on real data of a Cox model trained on synthetic data (trtr: trained on real)",
+            "mean_sd": "mean and sample standard deviation over seeds (n = number of seeds)",
+        },
+    }
+
+
+def _nndr_ok(row: Mapping[str, Any]) -> bool | None:
+    syn, hold = row["nndr_p5"]["mean"], row["nndr_p5_holdout"]["mean"]
+    if syn is None or hold is None:
+        return None
+    return bool(syn >= hold)

@@ -1,0 +1,107 @@
+"""Standalone HTML for a grid summary: headline table, round curves with reference lines, survival consistency."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any, Mapping
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1f2933;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px solid #d9e2ec;padding-bottom:.3rem}
+table{border-collapse:collapse;width:100%;font-size:.85rem;margin:.8rem 0}
+th,td{border:1px solid #d9e2ec;padding:.3rem .45rem;text-align:right}th{background:#f0f4f8}
+td.l,th.l{text-align:left}.bad{color:#b42318;font-weight:600}.good{color:#067647}
+.muted{color:#627d98;font-size:.85rem}img{max-width:100%}dl{font-size:.85rem}dt{font-weight:600}
+"""
+
+_COLUMNS = [
+    ("csf", "CSF"), ("gsf", "GSF"), ("nndr_p5", "NNDR p5"), ("nndr_p5_holdout", "NNDR p5 holdout"),
+    ("dcr_share", "DCR share"), ("mia_auc", "MIA AUC"), ("tstr_cindex", "TSTR C"), ("trtr_cindex", "TRTR C"),
+    ("survival_agreement", "clin.-surv. agr."), ("gene_survival_agreement", "gene-surv. agr."),
+]
+
+
+def _fmt(cell: Mapping[str, Any] | None) -> str:
+    if not cell or cell.get("mean") is None:
+        return "–"
+    if cell.get("n", 0) > 1:
+        return f"{cell['mean']:.3f} ± {cell['sd']:.3f}"
+    return f"{cell['mean']:.3f}"
+
+
+def _p(v: Any) -> str:
+    return "–" if v is None else (f"{v:.1e}" if v < 1e-3 else f"{v:.3f}")
+
+
+def _curves_png(generator: str, curves: list[Mapping[str, Any]], refs: Mapping[str, Any]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for ax, key, title in zip(axes, ("csf", "gsf"), ("CSF by round", "GSF by round")):
+        for curve in curves:
+            pts = [(r["round"], r[key]) for r in curve["rounds"] if r.get(key) is not None]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", label=curve["label"])
+        for i, (label, entry) in enumerate(sorted(refs.items())):
+            if entry.get(key) is not None:
+                style = "-" if label == "centralized" else ":"
+                ax.axhline(entry[key], linestyle=style, color="black" if label == "centralized" else f"C{(i + 5) % 10}",
+                           linewidth=1.2, label=label)
+        ax.set_title(f"{generator}: {title}")
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_summary_html(summary: Mapping[str, Any]) -> str:
+    """The grid's summary as one standalone HTML page (inline CSS, plots as embedded PNG; no network)."""
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>fedsynth grid {e(str(summary['grid']))}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>Grid: {e(str(summary['grid']))}</h1>",
+             f"<p class='muted'>{summary['n_runs']} runs, {summary['n_failed']} failed. Mean ± SD over seeds. "
+             "Privacy: NNDR p5 shown in red when below its holdout baseline.</p>"]
+    if summary.get("failed"):
+        parts.append("<p class='bad'>Failed runs: " + ", ".join(e(f"{f['slug']} ({f['error']})") for f in summary["failed"]) + "</p>")
+    parts.append("<h2>Headline</h2><table><tr><th class='l'>generator</th><th class='l'>strategy</th>"
+                 "<th class='l'>sites</th><th class='l'>scenario</th>"
+                 + "".join(f"<th>{e(t)}</th>" for _, t in _COLUMNS) + "</tr>")
+    for row in summary["table"]:
+        cells = []
+        for key, _ in _COLUMNS:
+            cls = " class='bad'" if key == "nndr_p5" and row.get("nndr_ok") is False else ""
+            cells.append(f"<td{cls}>{_fmt(row.get(key))}</td>")
+        parts.append(
+            f"<tr><td class='l'>{e(row['generator'])}</td><td class='l'>{e(row['strategy'])}</td>"
+            f"<td class='l'>{e(row['layout'])}</td><td class='l'>{e(row['scenario'])}</td>{''.join(cells)}</tr>"
+        )
+    parts.append("</table>")
+    parts.append("<h2>Scores by round</h2>")
+    for gen, curves in sorted(summary.get("curves", {}).items()):
+        png = _curves_png(gen, curves, summary.get("references", {}).get(gen, {}))
+        parts.append(f"<img alt='{e(gen)} scores by round' src='data:image/png;base64,{png}'>")
+    if not summary.get("curves"):
+        parts.append("<p class='muted'>No federated run finished.</p>")
+    parts.append("<h2>Survival p-value consistency (OS, first stratum)</h2>"
+                 "<p class='muted'>Log-rank p of the stratum inside the real training data and inside each "
+                 "synthetic cohort: a faithful cohort separates the same strata.</p>"
+                 "<table><tr><th class='l'>run</th><th class='l'>stratum</th><th>p real</th><th>p synthetic</th></tr>")
+    for c in summary.get("survival_consistency", []):
+        parts.append(f"<tr><td class='l'>{e(c['slug'])}</td><td class='l'>{e(str(c.get('stratum', '–')))}</td>"
+                     f"<td>{_p(c.get('real_p'))}</td><td>{_p(c.get('synthetic_p'))}</td></tr>")
+    parts.append("</table><h2>Definitions</h2><dl>")
+    for k, v in summary.get("definitions", {}).items():
+        parts.append(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>")
+    parts.append("</dl></body></html>")
+    return "".join(parts)

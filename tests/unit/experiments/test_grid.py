@@ -1,0 +1,120 @@
+"""The grid: expansion into runs, resuming finished runs, aggregation over seeds, the summary files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedsynth.errors import ValidationError
+from fedsynth.experiments import grid as grid_mod
+from fedsynth.experiments.grid import GridConfig, load_grid_config, plan, run_grid
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def _grid(**extra) -> GridConfig:
+    raw = {
+        "name": "t",
+        "base": {"cohort": {"name": "mds-iwgpm"}},
+        "generators": [{"name": "bayesian_network", "strategies": ["two_step_bn"]}],
+        "layouts": {"3-sites": [60, 30, 10]},
+        "scenarios": ["best", "worst"],
+        "seeds": [0, 1],
+    }
+    raw.update(extra)
+    return GridConfig.model_validate(raw)
+
+
+def test_plan_expands_the_product_and_runs_centralized_once_per_seed():
+    runs = plan(_grid())
+    slugs = [r.slug for r in runs]
+    # two_step_bn and local per scenario and seed (2 x 2 x 2 = 8), centralized once per seed (2)
+    assert len(runs) == 10
+    assert "bayesian_network-centralized-pooled-seed0" in slugs
+    assert "bayesian_network-two_step_bn-3-sites-worst-seed1" in slugs
+    fed = next(r for r in runs if r.strategy == "two_step_bn")
+    assert fed.config.strategy.params["references"] == "none"
+    assert fed.config.output.run_id == fed.slug
+
+
+def test_plan_reports_incompatible_cells_at_once():
+    bad = _grid(generators=[{"name": "bayesian_network", "strategies": ["fedavg"]}], seeds=[0])
+    with pytest.raises(ValidationError) as info:
+        plan(bad)
+    assert "needs ctgan or vae_bgm" in str(info.value)
+
+
+def test_shipped_grid_configs_plan():
+    smoke = plan(load_grid_config(CONFIGS / "grid-smoke.yaml"))
+    full = plan(load_grid_config(CONFIGS / "grid-genomed4all.yaml"))
+    assert len(smoke) == 13
+    assert {r.generator for r in full} == {"bayesian_network", "ctgan", "vae_bgm"}
+    assert {r.layout for r in full} == {"3-sites", "5-sites", "pooled"}
+
+
+def test_grid_config_typos_are_named(tmp_path):
+    p = tmp_path / "g.yaml"
+    p.write_text("name: x\nbase: {cohort: {name: mds-iwgpm}}\ngenerators: []\nseed: [0]\n")
+    with pytest.raises(ValidationError, match="seed: unknown key.*did you mean 'seeds'"):
+        load_grid_config(p)
+
+
+def _fake_run(calls: list[str]):
+    def run_experiment(config, *, out_dir, progress=None, engine=None):
+        calls.append(config.output.run_id)
+        run_dir = Path(out_dir) / config.output.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        csf = 0.9 + 0.01 * config.seed
+        evaluation = {
+            "scores": {"csf": csf, "gsf": 0.8},
+            "privacy": {"nndr": {"synthetic": {"p5": 0.3}, "holdout": {"p5": 0.2}}, "dcr_share": 0.5, "mia_auc": 0.51},
+            "survival": {"OS": {"strata": {"TP53": {"logrank": {"real_p": 1e-40, "synthetic_p": 1e-20}}}}},
+        }
+        report = {"rounds": [{"round": 1, "label": config.strategy.name, "csf": csf, "gsf": 0.8, "nndr": 0.3}],
+                  "final": {"evaluation": evaluation}}
+        (run_dir / "report.json").write_text(json.dumps(report))
+        (run_dir / "manifest.json").write_text(json.dumps({"status": "finished", "timings": {"total": 1.0}}))
+    return run_experiment
+
+
+def test_run_grid_aggregates_over_seeds_and_reuses_finished_runs(tmp_path, monkeypatch):
+    # Setup
+    calls: list[str] = []
+    import fedsynth.experiments.run as run_mod
+
+    monkeypatch.setattr(run_mod, "run_experiment", _fake_run(calls))
+    grid = _grid(scenarios=["best"])
+    # Run
+    result = run_grid(grid, tmp_path)
+    first = len(calls)
+    again = run_grid(grid, tmp_path)
+    # Assert
+    assert first == 6 and len(calls) == first  # second pass reused every finished run
+    summary = json.loads(result.summary_json.read_text())
+    row = next(r for r in summary["table"] if r["strategy"] == "two_step_bn")
+    assert row["csf"]["mean"] == pytest.approx(0.905) and row["csf"]["n"] == 2
+    assert row["csf"]["sd"] == pytest.approx(0.00707, abs=1e-4)
+    assert row["nndr_ok"] is True
+    assert summary["survival_consistency"][0]["real_p"] == 1e-40
+    html = again.summary_html.read_text()
+    assert "<table>" in html and "data:image/png;base64," in html and "two_step_bn" in html
+
+
+def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
+    calls: list[str] = []
+    import fedsynth.experiments.run as run_mod
+
+    good = _fake_run(calls)
+
+    def flaky(config, **kw):
+        if config.strategy.name == "local":
+            raise RuntimeError("site exploded")
+        return good(config, **kw)
+
+    monkeypatch.setattr(run_mod, "run_experiment", flaky)
+    result = run_grid(_grid(scenarios=["best"], seeds=[0]), tmp_path)
+    summary = json.loads(result.summary_json.read_text())
+    assert summary["n_failed"] == 1 and summary["failed"][0]["slug"].startswith("bayesian_network-local")
+    assert {r["strategy"] for r in summary["table"]} == {"two_step_bn", "centralized"}
