@@ -1,0 +1,264 @@
+"""Privacy: Gower distances (vectorised numpy, in chunks), NNDR, DCR share, exact copies, membership inference.
+
+Gower distance between two rows = mean over all data columns of a per-column distance in [0, 1]: numeric
+columns ``|x - y| / range`` (range of the real training values; capped at 1 for synthetic values outside it);
+categorical and binary columns 0 if equal, else 1; missing against missing 0, missing against a value 1.
+Categorical mismatches are counted with one matrix product of one-hot codes; numeric columns loop over
+columns on chunks of rows, so a 2,700 x 2,700 table of 45 columns takes well under a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.cohort.schema import TableSchema
+from fedsynth.evaluation._prep import Columns, category_codes
+
+log = logging.getLogger(__name__)
+
+#: Numeric missing values are stored as this far-away value after range scaling, so that
+#: ``min(|x - y|, 1)`` is 1 for missing against a value and 0 for missing against missing.
+_SENTINEL = 1.0e6
+#: Rows of the query table per chunk.
+CHUNK = 512
+#: Bootstrap resamples for the sampling error of the holdout NNDR baselines.
+N_BOOT = 200
+
+
+class GowerSpace:
+    """Encodes frames once so that Gower distances between any of them are fast.
+
+    Parameters
+    ----------
+    frames : dict of str to DataFrame
+        Every frame that will be compared (category codes are shared across them); ``reference`` names the
+        one whose numeric ranges normalise the distances (the real training pool).
+    """
+
+    def __init__(self, frames: dict[str, pd.DataFrame], schema: TableSchema, reference: str = "real"):
+        self.schema = schema
+        self.reference = reference
+        cols = Columns.from_schema(schema, *frames.values())
+        self.numeric = list(cols.numeric)
+        self.categorical = list(cols.categorical)
+        self.n_columns = len(self.numeric) + len(self.categorical)
+        self.encoded: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        nums: dict[str, np.ndarray] = {}
+        for name, f in frames.items():
+            num = f[self.numeric].to_numpy(dtype=float) if self.numeric else np.zeros((len(f), 0))
+            nums[name] = num
+        ref_num = nums[reference]
+        with np.errstate(invalid="ignore"):
+            lo = np.nanmin(ref_num, axis=0) if len(ref_num) else np.zeros(len(self.numeric))
+            hi = np.nanmax(ref_num, axis=0) if len(ref_num) else np.ones(len(self.numeric))
+        rng_ = np.where(np.isfinite(hi - lo) & (hi - lo > 0), hi - lo, 1.0)
+        lo = np.where(np.isfinite(lo), lo, 0.0)
+        onehots: dict[str, list[np.ndarray]] = {n: [] for n in frames}
+        codes_all: dict[str, list[np.ndarray]] = {n: [] for n in frames}
+        names = list(frames)
+        for c in self.categorical:
+            cats, codes = category_codes(*(frames[n][c] for n in names))
+            k = len(cats) + 1
+            for n, cd in zip(names, codes):
+                oh = np.zeros((len(cd), k), dtype=np.float64)
+                oh[np.arange(len(cd)), cd] = 1.0
+                onehots[n].append(oh)
+                codes_all[n].append(cd)
+        for n in names:
+            scaled = (nums[n] - lo) / rng_
+            scaled = np.where(np.isnan(scaled), _SENTINEL, scaled)
+            onehot: np.ndarray = np.hstack(onehots[n]) if onehots[n] else np.zeros((len(frames[n]), 0))
+            code_mat: np.ndarray = (
+                np.column_stack(codes_all[n]) if codes_all[n] else np.zeros((len(frames[n]), 0), dtype=np.int64)
+            )
+            # float32 halves the memory traffic; exact copies are found from row hashes, not from distances.
+            self.encoded[n] = (
+                np.ascontiguousarray(scaled, dtype=np.float32), np.ascontiguousarray(onehot, dtype=np.float32), code_mat
+            )
+        self._raw_num = nums
+
+    def row_hashes(self, name: str) -> np.ndarray:
+        """One 64-bit hash per row of the encoded values (equal rows, NaN included, hash equal)."""
+        num = self._raw_num[name]
+        codes = self.encoded[name][2]
+        frame = pd.DataFrame(np.hstack([np.nan_to_num(num, nan=-1.2345e308), codes.astype(float)]))
+        return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+    def blocks(self, query: str, reference: str, chunk: int = CHUNK) -> Iterator[tuple[slice, np.ndarray]]:
+        """Gower distance matrices of chunks of ``query`` rows against all ``reference`` rows."""
+        qn, qo, _ = self.encoded[query]
+        rn, ro, _ = self.encoded[reference]
+        n_cat = len(self.categorical)
+        denom = float(max(self.n_columns, 1))
+        rnT = rn.T.copy()
+        for start in range(0, len(qn), chunk):
+            sl = slice(start, min(start + chunk, len(qn)))
+            if n_cat:
+                D = np.float32(n_cat) - qo[sl] @ ro.T
+            else:
+                D = np.zeros((sl.stop - sl.start, len(rn)), dtype=np.float32)
+            tmp = np.empty_like(D)
+            for j in range(qn.shape[1]):
+                np.subtract.outer(qn[sl, j], rnT[j], out=tmp)
+                np.abs(tmp, out=tmp)
+                np.minimum(tmp, np.float32(1.0), out=tmp)
+                D += tmp
+            D *= np.float32(1.0 / denom)
+            yield sl, D
+
+    def distances(self, query: str, reference: str) -> np.ndarray:
+        """The full distance matrix (for small tables and tests)."""
+        return np.vstack([D for _, D in self.blocks(query, reference)])
+
+
+def gower_matrix(a: pd.DataFrame, b: pd.DataFrame, schema: TableSchema) -> np.ndarray:
+    """Gower distances between every row of ``a`` and every row of ``b`` (ranges from ``a``)."""
+    return GowerSpace({"real": a, "other": b}, schema).distances("real", "other")
+
+
+def _nearest(space: GowerSpace, query: str, reference: str, *, sample_idx: np.ndarray | None = None,
+             col_min: bool = False) -> dict[str, np.ndarray]:
+    n_q = len(space.encoded[query][0])
+    n_r = len(space.encoded[reference][0])
+    d1 = np.empty(n_q)
+    d2 = np.empty(n_q)
+
+    ds = np.empty(n_q) if sample_idx is not None else None
+    cm = np.full(n_r, np.inf) if col_min else None
+    for sl, D in space.blocks(query, reference):
+        if n_r >= 2:
+            part = np.partition(D, 1, axis=1)
+            d1[sl], d2[sl] = part[:, 0], part[:, 1]
+        else:
+            d1[sl] = D[:, 0]
+            d2[sl] = np.nan
+        if ds is not None:
+            ds[sl] = D[:, sample_idx].min(axis=1)
+        if cm is not None:
+            np.minimum(cm, D.min(axis=0), out=cm)
+    out = {"d1": d1, "d2": d2}
+    if ds is not None:
+        out["d_sample"] = ds
+    if cm is not None:
+        out["col_min"] = cm
+    return out
+
+
+def nndr(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """Nearest / second-nearest distance ratio; 0 when the nearest distance is 0 (a copied row)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(d1 <= 0, 0.0, d1 / d2)
+    return np.clip(np.nan_to_num(r, nan=1.0), 0.0, 1.0)
+
+
+def _summ(v: np.ndarray) -> dict[str, float]:
+    return {"mean": float(np.mean(v)), "p5": float(np.quantile(v, 0.05))}
+
+
+def _hist(v: np.ndarray, bins: int = 20) -> list[float]:
+    c, _ = np.histogram(np.clip(v, 0, 1), bins=np.linspace(0, 1, bins + 1))
+    return (c / max(len(v), 1)).tolist()
+
+
+def privacy_analysis(
+    real_data: pd.DataFrame,
+    synthetic_data: pd.DataFrame,
+    schema: TableSchema,
+    *,
+    holdout_data: pd.DataFrame | None = None,
+    rng: np.random.Generator,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """NNDR, DCR share, exact copies and membership-inference AUC, each beside its holdout baseline.
+
+    Returns
+    -------
+    dict
+        ``nndr`` (``synthetic`` and ``holdout`` mean and 5th percentile, histograms), ``dcr_share``,
+        ``exact_copies``, ``exact_copies_holdout``, ``mia_auc``, ``flags`` (figures worse than their baseline)
+        and ``thresholds`` (the tolerances used). With ``quick`` only NNDR is computed.
+    """
+    frames = {"real": real_data, "synthetic": synthetic_data}
+    if holdout_data is not None:
+        frames["holdout"] = holdout_data
+    space = GowerSpace(frames, schema)
+    n_r, n_s = len(real_data), len(synthetic_data)
+    out: dict[str, Any] = {"distance": "gower", "n_columns": space.n_columns}
+    sample_idx = None
+    if holdout_data is not None and not quick:
+        n_h = len(holdout_data)
+        sample_idx = np.sort(rng.choice(n_r, size=min(n_h, n_r), replace=False))
+    syn = _nearest(space, "synthetic", "real", sample_idx=sample_idx, col_min=not quick)
+    r_syn = nndr(syn["d1"], syn["d2"])
+    out["nndr"] = {"synthetic": _summ(r_syn), "holdout": None}
+    hold: dict[str, np.ndarray] | None = None
+    r_hold = None
+    if holdout_data is not None:
+        hold = _nearest(space, "holdout", "real")
+        r_hold = nndr(hold["d1"], hold["d2"])
+        out["nndr"]["holdout"] = _summ(r_hold)
+    if quick:
+        return out
+    out["nndr"]["histogram"] = {"edges": np.linspace(0, 1, 21).tolist(), "synthetic": _hist(r_syn),
+                                "holdout": None if r_hold is None else _hist(r_hold)}
+    h_real = set(space.row_hashes("real").tolist())
+    out["exact_copies"] = float(np.mean([h in h_real for h in space.row_hashes("synthetic").tolist()]))
+    out["exact_copies_holdout"] = (
+        float(np.mean([h in h_real for h in space.row_hashes("holdout").tolist()])) if holdout_data is not None else None
+    )
+    out["dcr_share"] = None
+    out["mia_auc"] = None
+    flags: list[str] = []
+    thresholds: dict[str, Any] = {}
+    if holdout_data is not None and hold is not None and r_hold is not None:
+        from sklearn.metrics import roc_auc_score
+
+        n_h = len(holdout_data)
+        # DCR: synthetic rows against a training sample of the holdout's size and the holdout itself.
+        s_h = _nearest(space, "synthetic", "holdout", col_min=True)
+        d_train, d_hold = syn["d_sample"], s_h["d1"]
+        share = np.where(d_train < d_hold, 1.0, np.where(d_train == d_hold, 0.5, 0.0))
+        out["dcr_share"] = float(share.mean())
+        out["dcr_reference_rows"] = int(min(n_h, n_r))
+        # Membership inference: members (training rows) vs non-members (holdout rows), scored by closeness
+        # to the nearest synthetic row.
+        score = -np.r_[syn["col_min"], s_h["col_min"]]
+        y = np.r_[np.ones(n_r), np.zeros(n_h)]
+        out["mia_auc"] = float(roc_auc_score(y, score))
+        # Baseline sampling error of the holdout NNDR figures (bootstrap), and null errors of DCR and AUC.
+        boot = rng.integers(0, n_h, size=(N_BOOT, n_h))
+        bm = r_hold[boot]
+        se_mean = float(bm.mean(1).std())
+        se_p5 = float(np.quantile(bm, 0.05, axis=1).std())
+        tol_dcr = 2.0 * float(np.sqrt(0.25 / n_s))
+        tol_auc = 2.0 * float(np.sqrt((n_r + n_h + 1) / (12.0 * n_r * n_h)))
+        thresholds = {
+            "nndr_mean_below": out["nndr"]["holdout"]["mean"] - 2 * se_mean,
+            "nndr_p5_below": out["nndr"]["holdout"]["p5"] - 2 * se_p5,
+            "dcr_share_above": 0.5 + tol_dcr,
+            "mia_auc_above": 0.5 + tol_auc,
+            "exact_copies_above": out["exact_copies_holdout"],
+        }
+        if out["nndr"]["synthetic"]["mean"] < thresholds["nndr_mean_below"]:
+            flags.append("nndr_mean")
+        if out["nndr"]["synthetic"]["p5"] < thresholds["nndr_p5_below"]:
+            flags.append("nndr_p5")
+        if out["dcr_share"] > thresholds["dcr_share_above"]:
+            flags.append("dcr_share")
+        if out["mia_auc"] > thresholds["mia_auc_above"]:
+            flags.append("mia_auc")
+        if out["exact_copies"] > out["exact_copies_holdout"]:
+            flags.append("exact_copies")
+    else:
+        thresholds = {"exact_copies_above": 0.0}
+        out["note"] = "no holdout given: NNDR baseline, DCR share and membership inference need one"
+        if out["exact_copies"] > 0:
+            flags.append("exact_copies")
+    out["flags"] = flags
+    out["thresholds"] = thresholds
+    return out

@@ -1,0 +1,75 @@
+"""`fedsynth evaluate` registered into a Typer app: writes both reports, prints a summary, rejects bad input."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from typer.testing import CliRunner
+
+from fedsynth.cli.evaluate import register
+
+runner = CliRunner()
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:  # a second command so that typer keeps sub-command names
+        """Nothing."""
+
+    return app
+
+
+def _csvs(mds_split, tmp_path):  # type: ignore[no-untyped-def]
+    schema, holdout, a, b = mds_split
+    paths = {}
+    for name, frame in (("real", a.iloc[:300]), ("synthetic", b.iloc[:300].drop(columns=["ID", "IPSSR"])), ("holdout", holdout.iloc[:100])):
+        paths[name] = tmp_path / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+    return schema, paths
+
+
+def test_evaluate_with_a_named_cohort_writes_both_reports_and_json_summary(mds_split, tmp_path):
+    # Setup
+    _, paths = _csvs(mds_split, tmp_path)
+    out = tmp_path / "out"
+    # Run
+    result = runner.invoke(_app(), ["evaluate", "--real", str(paths["real"]), "--synthetic", str(paths["synthetic"]),
+                                    "--holdout", str(paths["holdout"]), "--cohort", "mds-iwgpm", "--out", str(out),
+                                    "--seed", "3", "--format", "json"])
+    # Assert
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert 0 <= summary["csf"] <= 1 and 0 <= summary["gsf"] <= 1
+    assert summary["rows"] == {"real": 300, "synthetic": 300, "holdout": 100}
+    assert (out / "report.json").is_file() and (out / "report.html").is_file()
+    assert json.loads((out / "report.json").read_text())["info"]["random_state"] == 3
+
+
+def test_evaluate_with_a_schema_file_prints_a_text_summary(mds_split, tmp_path):
+    # Setup
+    schema, paths = _csvs(mds_split, tmp_path)
+    schema.to_yaml(tmp_path / "schema.yaml")
+    # Run
+    result = runner.invoke(_app(), ["evaluate", "--real", str(paths["real"]), "--synthetic", str(paths["synthetic"]),
+                                    "--schema", str(tmp_path / "schema.yaml"), "--out", str(tmp_path / "o")])
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert "CSF" in result.stdout and "GSF" in result.stdout and "Privacy flags" in result.stdout
+
+
+def test_evaluate_rejects_bad_input_with_exit_code_2(mds_split, tmp_path):
+    # Setup
+    _, paths = _csvs(mds_split, tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("AGE,HB\nold,12\n")
+    base = ["evaluate", "--real", str(paths["real"]), "--out", str(tmp_path / "o")]
+    # Run
+    neither = runner.invoke(_app(), base + ["--synthetic", str(paths["synthetic"])])
+    invalid = runner.invoke(_app(), base + ["--synthetic", str(bad), "--cohort", "mds-iwgpm"])
+    # Assert
+    assert neither.exit_code == 2 and "exactly one of --cohort NAME or --schema FILE" in neither.output
+    assert invalid.exit_code == 2 and "not numbers" in invalid.output and "old" not in invalid.output.replace("bold", "")
