@@ -67,11 +67,27 @@ class SupportsWeights(Protocol):
 
 @runtime_checkable
 class SupportsTwoStep(Protocol):
-    """Two-step learning from counts (Bayesian network): structure from summed counts, then parameters."""
+    """Two-step learning from counts (Bayesian network): structure from summed counts, then parameters.
 
-    def count_statistics(self, data: pd.DataFrame, families: Sequence[tuple[str, tuple[str, ...]]]) -> dict[str, Any]: ...
+    A site answers ``count_statistics`` on its own rows; the server learns through an oracle that sums the
+    sites' count tables, so the federated network equals the centralised one on the same rows and domain.
+    """
 
-    def fit_from_counts(self, counts: Mapping[str, Any]) -> SupportsTwoStep: ...
+    def count_statistics(
+        self, data: pd.DataFrame, families: Sequence[tuple[str, tuple[str, ...]]]
+    ) -> dict[tuple[str, tuple[str, ...]], np.ndarray]: ...
+
+    def make_oracle(self, data: pd.DataFrame) -> Any: ...
+
+    def learn_structure(self, oracle: Any) -> list[tuple[str, str]]: ...
+
+    def learn_parameters(self, oracle: Any, edges: Sequence[tuple[str, str]]) -> SupportsTwoStep: ...
+
+    def fit_from_counts(
+        self,
+        counts: Mapping[tuple[str, tuple[str, ...]], np.ndarray],
+        edges: Sequence[tuple[str, str]] | None = None,
+    ) -> SupportsTwoStep: ...
 
 
 class BaseGenerator(ABC):

@@ -1,0 +1,117 @@
+"""``fedsynth fit`` and ``fedsynth sample`` on a small CSV with the Bayesian network; bad settings exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from fedsynth.cli.generate import register
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    n = 200
+    tp53 = (rng.random(n) < 0.2).astype(int)
+    hb = np.round(rng.normal(10, 2, n), 1)
+    hb[rng.random(n) < 0.1] = np.nan
+    frame = pd.DataFrame({
+        "age": rng.integers(40, 90, n),
+        "hb": hb,
+        "sex": rng.choice(["F", "M"], n),
+        "TP53": tp53,
+        "SF3B1": np.where(tp53 == 1, 0, (rng.random(n) < 0.3).astype(int)),
+        "time": np.round(rng.exponential(np.where(tp53 == 1, 1.0, 4.0)) + 0.05, 2),
+        "event": (rng.random(n) < 0.6).astype(int),
+    })
+    path = tmp_path_factory.mktemp("data") / "toy.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted_dir(app: typer.Typer, csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "bn"
+    result = runner.invoke(app, ["fit", str(csv), "--generator", "bayesian_network", "--set", "max_indegree=2",
+                                 "--set", "equivalent_sample_size=2.5", "--seed", "3", "--n", "150", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_fit_writes_the_model_a_synthetic_cohort_and_a_report(fitted_dir: Path) -> None:
+    # Assert
+    import json
+
+    assert (fitted_dir / "report.html").is_file()
+    assert "scores" in json.loads((fitted_dir / "report.json").read_text())
+
+    assert (fitted_dir / "model" / "generator.json").is_file()
+    meta = json.loads((fitted_dir / "model" / "generator.json").read_text())
+    assert meta["generator"] == "bayesian_network"
+    assert meta["params"]["max_indegree"] == 2 and meta["params"]["equivalent_sample_size"] == 2.5
+    synthetic = pd.read_csv(fitted_dir / "synthetic.csv")
+    assert len(synthetic) == 150
+    assert {"age", "hb", "sex", "TP53", "time", "event"} <= set(synthetic.columns)
+
+
+def test_sample_under_conditions_writes_rows_that_meet_them(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
+    # Run
+    out = tmp_path / "arm.csv"
+    result = runner.invoke(app, ["sample", str(fitted_dir / "model"), "--n", "40", "--condition", "TP53=1",
+                                 "--condition", "sex=F", "--condition", "sex=M", "--where", "age >= 50",
+                                 "--seed", "1", "--out", str(out)])
+
+    # Assert
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out)
+    assert len(rows) == 40 and (rows["TP53"] == 1).all() and (rows["age"] >= 50).all()
+    assert rows["sex"].isin(["F", "M"]).all()
+
+
+def test_sample_with_the_same_seed_gives_the_same_file(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
+    paths = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for p in paths:
+        assert runner.invoke(app, ["sample", str(fitted_dir / "model"), "--n", "30", "--seed", "9", "--out", str(p)]).exit_code == 0
+    assert paths[0].read_text() == paths[1].read_text()
+
+
+def test_unknown_and_malformed_settings_exit_2_listing_valid_names(app: typer.Typer, csv: Path, tmp_path: Path) -> None:
+    # Run
+    result = runner.invoke(app, ["fit", str(csv), "--generator", "bayesian_network", "--set", "epochs=3",
+                                 "--set", "nonsense", "--out", str(tmp_path / "x")])
+
+    # Assert
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "Generator settings has 2 problems" in text
+    assert "--set epochs: is not a parameter of bayesian_network; valid: score, max_indegree" in text
+    assert "--set 'nonsense': is not of the form key=value" in text
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_setting_value_is_reported_by_the_generator(app: typer.Typer, csv: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["fit", str(csv), "--generator", "bayesian_network", "--set", "score=aic",
+                                 "--no-report", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "The 'score' parameter of BayesianNetworkGenerator: got 'aic'" in " ".join(result.output.split())
+
+
+def test_condition_on_an_unknown_column_exits_2(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sample", str(fitted_dir / "model"), "--n", "5", "--condition", "FLT3=1",
+                                 "--out", str(tmp_path / "c.csv")])
+    assert result.exit_code == 2
+    assert "--condition FLT3: no such column" in " ".join(result.output.split())
