@@ -12,8 +12,8 @@ DEFINITIONS: dict[str, str] = {
                  "the train-on-synthetic / train-on-real models.",
     "column fidelity": "Per data column: numeric (continuous, integer) 1 - Kolmogorov-Smirnov statistic on "
                        "observed values (scipy ks_2samp, as SDMetrics KSComplement); categorical and binary "
-                       "1 - total variation distance with 'missing' as one more category (numpy; equals SDMetrics "
-                       "TVComplement when nothing is missing). Formal test per column: two-sample KS (numeric) or "
+                       "1 - total variation distance with 'missing' as one more category (SDMetrics "
+                       "TVComplement on category codes). Formal test per column: two-sample KS (numeric) or "
                        "chi-square on the 2 x k table of counts (categorical/binary); 'tests passed' = share of "
                        "columns with p >= 0.05. Missing-rate similarity = 1 - |missing share real - synthetic|.",
     "pair fidelity": "Every pair of data columns. Two numeric columns: correlation similarity "
@@ -35,13 +35,13 @@ DEFINITIONS: dict[str, str] = {
                 "real rows). Curve similarity = 1 - mean absolute difference of the two survival curves on 101 "
                 "equally spaced times from 0 to the real 90th percentile of follow-up. Medians from the KM "
                 "curves. Log-rank test (k groups) across a stratum's groups inside "
-                "the real data and inside a synthetic sample of the real size (KM, log-rank and Cox in numpy, equal to lifelines); direction agreement = share of "
+                "the real data and inside a synthetic sample of the real size (lifelines KaplanMeierFitter and multivariate_logrank_test); direction agreement = share of "
                 "group pairs ordered the same way by restricted mean survival time (up to the same horizon) in "
                 "real and synthetic. Univariate Cox models per clinical variable (numeric as is; one indicator "
                 "per categorical level held by >= 1% of real rows, only the rarer level of a two-level column) "
-                "and per gene (>= 2% mutated), penalizer 0.01 (lifelines' objective, Efron ties).",
-    "TSTR": "Harrell's C-index (lifelines concordance_index) of a Cox model (lifelines' CoxPHFitter objective with "
-            "Breslow ties, penalizer 0.1, fitted in numpy) trained on the synthetic "
+                "and per gene (>= 2% mutated): lifelines CoxPHFitter, penalizer 0.01, Efron ties (the per-round quick scores use a vectorised screen of the same model, checked against CoxPHFitter).",
+    "TSTR": "Harrell's C-index (lifelines concordance_index) of a Cox model (lifelines CoxPHFitter, "
+            "Efron ties, penalizer 0.1) trained on the synthetic "
             "data vs the same model trained on the real data, both evaluated on the holdout (else on the real "
             "data, where train-on-real is in-sample). Covariates: non-derived clinical columns (numeric "
             "median-imputed; categorical levels >= 1% as indicators) and genes mutated in >= 2% of real patients.",
