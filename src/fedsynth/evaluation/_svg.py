@@ -102,6 +102,9 @@ class Canvas:
                 pts.append((self.X(x), self.Y(prev)))
             pts.append((self.X(x), self.Y(y)))
             prev = y
+        if not step and len(pts) <= 30:
+            # Markers: a single round must still show as a point, and few points read better marked.
+            self.parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>' for x, y in pts]
         if len(pts) < 2:
             return
         d = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
