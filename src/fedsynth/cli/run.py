@@ -1,0 +1,78 @@
+"""``fedsynth run CONFIG``: one experiment into reports/<run-id>/, with a live progress display."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from fedsynth.cli._common import console, handle_errors, setup_logging
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, (int, float)) else str(v))
+
+
+def _losses(site_metrics: Mapping[str, Mapping[str, float]]) -> str:
+    parts = []
+    for site, m in site_metrics.items():
+        loss = {k: v for k, v in m.items() if "loss" in k}
+        if loss:
+            parts.append(f"{site} " + " ".join(f"{k.replace('_loss', '').removeprefix('loss_')}={v:.3g}" for k, v in loss.items()))
+    return "; ".join(parts)
+
+
+@handle_errors
+def run(
+    config: Path = typer.Argument(..., help="An experiment YAML, e.g. configs/demo.yaml."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set strategy.rounds=5 (repeatable)."),
+    out: Path | None = typer.Option(None, "--out", help="Parent folder of the run directory (default: output.dir, i.e. reports/)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library progress to stderr."),
+) -> None:
+    """Train and evaluate one experiment; write config, manifest, snapshots, metrics, model and report."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from fedsynth.experiments.config import load_config
+    from fedsynth.experiments.run import run_experiment
+
+    setup_logging(verbose)
+    cfg = load_config(config, set_)
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    )
+    task: dict[str, Any] = {}
+
+    def on_event(event: str, payload: Mapping[str, Any]) -> None:
+        if event == "start":
+            sites = ", ".join(f"{s['name']} ({s['n_rows']} rows{', lacks ' + str(len(s['lacks'])) + ' cols' if s['lacks'] else ''})"
+                              for s in payload["sites"])
+            console.print(f"[bold]{payload['run_id']}[/]: {payload['strategy']} x {payload['generator']} over {sites}")
+            task["id"] = progress.add_task("starting", total=payload["rounds"])
+        elif event == "phase":
+            progress.update(task["id"], description=str(payload["phase"]))
+        elif event in ("round", "reference"):
+            what = "round" if event == "round" else "reference"
+            line = (f"{what} {payload['label']} #{payload['round']}: CSF {_fmt(payload.get('csf'))}  "
+                    f"GSF {_fmt(payload.get('gsf'))}  NNDR {_fmt(payload.get('nndr'))}  ({payload['train_seconds']:.1f}s)")
+            losses = _losses(payload.get("site_metrics", {}))
+            if losses:
+                line += f"\n    losses: {losses}"
+            if payload.get("left_out"):
+                reasons = "; ".join(f"{k}: {v}" for k, v in payload["left_out"].items())
+                line += f"\n    [yellow]left out: {escape(reasons)}[/]"
+            progress.console.print(line)
+            if event == "round":
+                progress.advance(task["id"])
+
+    with progress:
+        result = run_experiment(cfg, out_dir=out, progress=on_event)
+    console.print(f"Run directory: {result.run_dir}")
+    console.print(f"Report: {result.report_html}")

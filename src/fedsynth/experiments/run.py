@@ -1,0 +1,455 @@
+"""One experiment run -> one run directory (config, manifest, per-round snapshots and scores, model, report).
+
+Layout of ``<out>/<run-id>/``::
+
+    config.yaml            the resolved config
+    manifest.json          versions, seeds (per-site seeds from SeedSequence(seed).spawn(n_sites)), data
+                           fingerprint, per-site row counts and lacking columns, timings, status
+    snapshots/round-NNN.csv  a synthetic cohort sampled after every federated round
+    metrics.jsonl          one line per round (and per reference run): CSF, GSF, NNDR, fidelity components,
+                           site metrics (losses, row counts), sites left out and why
+    model/                 the global generator (generator.save; fedsynth.generators.load_generator reads it)
+    report.json, report.html  scores by round with the centralised and local references, and the final
+                           snapshot's full evaluation
+
+Every file is written atomically (temp file + rename); rounds are recorded as they finish, so a run killed
+mid-way keeps its finished rounds. Library code logs; progress events go to the optional ``progress`` callback
+(the CLI draws them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from fedsynth.experiments.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+#: ``progress(event, payload)``: events ``"start"``, ``"round"``, ``"reference"``, ``"phase"``, ``"done"``.
+Progress = Callable[[str, Mapping[str, Any]], None]
+
+#: Strategy params read by the run itself (not sent to the strategy).
+RUN_PARAMS = ("references", "engine", "final_evaluation")
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its artefacts and its headline figures."""
+
+    run_id: str
+    run_dir: Path
+    report_html: Path
+    final_scores: dict[str, Any]
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    references: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- atomic writes ---------------------------------------------------------------------------------------------
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if np.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _atomic_text(path, json.dumps(_jsonable(obj), indent=2, default=str))
+
+
+class _MetricsLog:
+    """metrics.jsonl, rewritten atomically with every new line (a killed run keeps every finished line)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = []
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        self.lines.append(json.dumps(_jsonable(record), default=str))
+        _atomic_text(self.path, "\n".join(self.lines) + "\n")
+
+
+# -- evaluation (imported on use; a missing piece degrades to a note, never a crash) -------------------------
+
+
+def _evaluation(name: str) -> Callable[..., Any] | None:
+    for module in ("fedsynth.evaluation", "fedsynth.evaluation.scores", "fedsynth.evaluation.report"):
+        try:
+            fn = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if fn is not None:
+            return fn  # type: ignore[no-any-return]
+    return None
+
+
+def score_snapshot(
+    real: pd.DataFrame, synthetic: pd.DataFrame, schema: Any, holdout: pd.DataFrame, *, random_state: int
+) -> dict[str, Any]:
+    """CSF, GSF, NNDR and fidelity components of one snapshot (``evaluation.quick_scores``)."""
+    fn = _evaluation("quick_scores")
+    if fn is None:
+        return {"csf": None, "gsf": None, "nndr": None, "components": {}, "note": "evaluation.quick_scores unavailable"}
+    return dict(fn(real, synthetic, schema, holdout_data=holdout, random_state=random_state))
+
+
+def _headline(scores: Mapping[str, Any]) -> dict[str, Any]:
+    nndr = scores.get("nndr")
+    p5 = scores.get("nndr_p5")
+    if isinstance(nndr, Mapping):
+        syn = nndr.get("synthetic", nndr)
+        nndr = syn.get("mean") if isinstance(syn, Mapping) else None
+        if p5 is None and isinstance(syn, Mapping):
+            p5 = syn.get("p5")
+    return {"csf": scores.get("csf"), "gsf": scores.get("gsf"), "nndr": nndr, "nndr_p5": p5}
+
+
+#: Keys of ``quick_scores`` kept as "components" in metrics.jsonl.
+_COMPONENTS = ("csf_components", "gsf_components", "column_fidelity", "pair_fidelity", "tests_passed")
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for mod in ("fedsynth", "flwr", "numpy", "pandas", "torch", "pgmpy", "ctgan", "sklearn"):
+        try:
+            out[mod] = str(getattr(importlib.import_module(mod), "__version__", "?"))
+        except ImportError:
+            continue
+    return out
+
+
+def site_seeds(seed: int, n_sites: int) -> list[int]:
+    """Per-site seeds: ``numpy.random.SeedSequence(seed).spawn(n_sites)``, one 32-bit int each."""
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_sites)]
+
+
+def _run_id(config: ExperimentConfig) -> str:
+    if config.output.run_id:
+        return config.output.run_id
+    return f"{config.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+
+
+def _final_mode(config: ExperimentConfig) -> str:
+    """Final evaluation: ``full`` (default), ``lite`` (no detection AUC or TSTR utility) or ``none``."""
+    value = getattr(config.evaluation, "final", None) or config.strategy.params.get("final_evaluation", "full")
+    return str(value)
+
+
+def _references(config: ExperimentConfig) -> list[str]:
+    value = getattr(config.evaluation, "references", None)
+    if value is None:
+        value = config.strategy.params.get("references", ["centralized", "local"])
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", "").split(",") if v and v != "none"]
+    if config.strategy.name in ("centralized", "local"):
+        return []
+    return [v for v in value if v in ("centralized", "local")]
+
+
+def _expected_rounds(config: ExperimentConfig, n_sites: int) -> int:
+    from fedsynth.strategies.base import flow_for
+
+    name = config.strategy.name
+    per_model = config.strategy.rounds if flow_for(config.generator.name) == "fedavg" else 1
+    if name in ("two_step_bn", "sd_sharing"):
+        return 1
+    return per_model * (n_sites if name == "local" else 1)
+
+
+def load_partition(config: ExperimentConfig) -> tuple[Any, Any]:
+    """The cohort and its seeded partition, as the config says."""
+    from fedsynth.cohort.datasets import load
+    from fedsynth.cohort.partition import make_partition
+    from fedsynth.cohort.schema import TableSchema
+
+    c = config.cohort
+    schema = TableSchema.from_yaml(c.schema_file) if c.schema_file else None
+    cohort = load(c.source, data_dir_=c.data_dir, schema=schema, overrides=c.schema_overrides or None)
+    part = make_partition(
+        cohort.data,
+        cohort.schema,
+        proportions=config.sites.proportions if config.sites.method != "by_column" else None,
+        method=config.sites.method,
+        by=config.sites.by,
+        alpha=config.sites.alpha,
+        holdout_fraction=config.split.holdout_fraction,
+        scenario=config.scenario.name,
+        missing_columns=config.scenario.missing_columns,
+        random_state=config.seed,
+    )
+    return cohort, part
+
+
+def strategy_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """The one translation from config to a strategy's settings."""
+    s = config.strategy
+    params = {k: v for k, v in s.params.items() if k not in RUN_PARAMS}
+    params.setdefault("refit", s.refit)
+    params.setdefault("privacy_check", s.privacy_check)
+    return {
+        "generator": config.generator.name,
+        "generator_params": dict(config.generator.params),
+        "rounds": s.rounds,
+        "local_epochs": s.local_epochs,
+        "min_sites": s.min_sites,
+        "random_state": config.seed,
+        "params": params,
+    }
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    out_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    engine: str | None = None,
+) -> RunResult:
+    """Run ``config`` end to end and write its run directory under ``out_dir`` (default ``config.output.dir``).
+
+    ``engine``: ``"simulation"`` (Flower's simulation engine, the default for federated strategies) or
+    ``"in_process"`` (same strategy and handlers without Flower's engine; ``strategy.params.engine`` may set it).
+    The baselines ``centralized`` and ``local`` always run in process.
+    """
+    from fedsynth.strategies.base import make_strategy
+    from fedsynth.strategies.centralized import run_centralized
+
+    emit: Progress = progress or (lambda event, payload: None)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    cohort, part = load_partition(config)
+    schema = part.schema
+    run_id = _run_id(config)
+    run_dir = Path(out_dir or config.output.dir) / run_id
+    (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
+    _atomic_text(run_dir / "config.yaml", yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+    seeds = site_seeds(config.seed, len(part.sites))
+    settings = strategy_settings(config)
+    engine = engine or str(config.strategy.params.get("engine", "simulation"))
+    manifest: dict[str, Any] = {
+        "run_id": run_id,
+        "status": "running",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "seeds": {"seed": config.seed, "site_seeds": dict(zip([s.name for s in part.sites], seeds))},
+        "data": {
+            "cohort": cohort.name,
+            "fingerprint": cohort.fingerprint(),
+            "n_rows": len(cohort.data),
+            "n_train": len(part.train),
+            "n_holdout": len(part.holdout),
+        },
+        "sites": [{"name": s.name, "n_rows": s.n_rows, "lacks": list(s.lacks)} for s in part.sites],
+        "strategy": {"name": config.strategy.name, "engine": engine, **{k: v for k, v in settings.items() if k != "params"}},
+        "timings": timings,
+    }
+    _write_json(run_dir / "manifest.json", manifest)
+    emit("start", {"run_id": run_id, "run_dir": str(run_dir), "rounds": _expected_rounds(config, len(part.sites)),
+                   "sites": manifest["sites"], "strategy": config.strategy.name, "generator": config.generator.name})
+
+    metrics = _MetricsLog(run_dir / "metrics.jsonl")
+    n_snapshot = int(config.evaluation.snapshot_rows or len(part.train))
+    rounds: list[dict[str, Any]] = []
+    references: list[dict[str, Any]] = []
+    last_snapshot: dict[str, Any] = {}
+
+    def record(rr: Any, *, reference: bool) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        synthetic = rr.sample(n_snapshot, random_state=config.seed + rr.server_round)
+        entry: dict[str, Any] = {"round": rr.server_round, "label": rr.label, "kind": "reference" if reference else "round"}
+        if not reference:
+            # the local baseline reports one model per site: their snapshots go in snapshots/<site>/
+            folder = run_dir / "snapshots" if rr.label in ("federated", "centralized") else run_dir / "snapshots" / rr.label
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"round-{rr.server_round:03d}.csv"
+            _atomic_csv(synthetic, path)
+            entry["snapshot"] = str(path.relative_to(run_dir))
+            last_snapshot.update(frame=synthetic, round=rr.server_round)
+        scores = score_snapshot(part.train, synthetic, schema, part.holdout, random_state=config.seed)
+        entry.update(_headline(scores))
+        entry["components"] = {k: scores[k] for k in _COMPONENTS if k in scores}
+        entry["scores"] = {k: v for k, v in scores.items() if k not in ("csf", "gsf", *_COMPONENTS)}
+        entry.update(site_metrics=rr.site_metrics, left_out=rr.left_out, train_seconds=round(rr.seconds, 3),
+                     score_seconds=round(time.perf_counter() - t0, 3))
+        metrics.append(entry)
+        return entry
+
+    def on_round(rr: Any) -> None:
+        entry = record(rr, reference=False)
+        rounds.append(entry)
+        emit("round", entry)
+
+    def on_reference(rr: Any) -> None:
+        entry = record(rr, reference=True)
+        references.append(entry)
+        emit("reference", entry)
+
+    # -- the run itself -------------------------------------------------------------------------------------
+    name = config.strategy.name
+    site_frames = [(s.name, s.data) for s in part.sites]
+    t0 = time.perf_counter()
+    emit("phase", {"phase": f"{name} ({engine if name not in ('centralized', 'local') else 'in process'})"})
+    if name == "centralized":
+        result = run_centralized(part.train, schema, on_round=on_round, seed=config.seed, **settings)
+    else:
+        strategy = make_strategy(name, schema, **settings)
+        if name == "local" or engine == "in_process":
+            from fedsynth.federation.simulation import run_in_process
+
+            result = run_in_process(strategy, site_frames, schema, seeds=seeds, on_round=on_round)
+        else:
+            from fedsynth.federation.simulation import run_simulation
+
+            result = run_simulation(strategy, site_frames, schema, seeds=seeds, on_round=on_round)
+    timings["strategy"] = time.perf_counter() - t0
+    timings.update({f"strategy_{k}": v for k, v in result.timings.items()})
+    manifest["left_out"] = result.left_out
+    _write_json(run_dir / "manifest.json", manifest)
+
+    # -- the model --------------------------------------------------------------------------------------
+    model_dir = run_dir / "model"
+    tmp_dir = run_dir / "model.tmp"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    if result.generator is not None and name != "local":
+        result.generator.save(tmp_dir)
+    elif name == "local":
+        for site_name, model in result.site_models.items():
+            if hasattr(model, "save"):
+                model.save(tmp_dir / site_name)
+    if tmp_dir.exists():
+        shutil.rmtree(model_dir, ignore_errors=True)
+        tmp_dir.replace(model_dir)
+    else:
+        log.info("no single global generator to save for %s (pooled synthetic rows only)", name)
+
+    # -- references: centralized and per-site local with the same generator ---------------------------------
+    t0 = time.perf_counter()
+    for ref in _references(config):
+        emit("phase", {"phase": f"reference: {ref}"})
+        if ref == "centralized":
+            run_centralized(part.train, schema, on_round=on_reference, seed=config.seed, **settings)
+        else:
+            from fedsynth.federation.simulation import run_in_process
+
+            run_in_process(make_strategy("local", schema, **settings), site_frames, schema, seeds=seeds,
+                           on_round=on_reference)
+    timings["references"] = time.perf_counter() - t0
+
+    # -- final full evaluation and report ----------------------------------------------------------------------
+    emit("phase", {"phase": "final evaluation"})
+    t0 = time.perf_counter()
+    final_frame = last_snapshot.get("frame")
+    final_json: Any = None
+    report_obj = None
+    evaluate = _evaluation("evaluate")
+    mode = _final_mode(config)
+    if final_frame is not None and evaluate is not None and mode != "none":
+        lite = {"detection": False, "utility": False} if mode == "lite" else {}
+        report_obj = evaluate(part.train, final_frame, schema, holdout_data=part.holdout, random_state=config.seed, **lite)
+        final_json = report_obj.to_dict()
+    timings["evaluation"] = time.perf_counter() - t0
+    final_round = rounds[-1] if rounds else {}
+    report = {
+        "run_id": run_id,
+        "config": config.to_yaml_dict(),
+        "strategy": name,
+        "generator": config.generator.name,
+        "rounds": rounds,
+        "references": references,
+        "final": {"round": final_round.get("round"), **_headline(final_round), "evaluation": final_json},
+        "left_out": result.left_out,
+    }
+    _write_json(run_dir / "report.json", report)
+    html_path = run_dir / "report.html"
+    _write_html(html_path, rounds, references, report_obj, report, title=f"fedsynth run {run_id}")
+    timings["total"] = time.perf_counter() - t_start
+    manifest.update(status="finished", finished=datetime.now(UTC).isoformat(timespec="seconds"))
+    _write_json(run_dir / "manifest.json", manifest)
+    emit("done", {"run_dir": str(run_dir), "report": str(html_path), **_headline(final_round)})
+    return RunResult(run_id, run_dir, html_path, _headline(final_round), rounds, references, dict(timings))
+
+
+def _write_html(
+    path: Path,
+    rounds: Sequence[Mapping[str, Any]],
+    references: Sequence[Mapping[str, Any]],
+    final: Any,
+    report: Mapping[str, Any],
+    *,
+    title: str,
+) -> None:
+    render = _evaluation("render_rounds_html")
+    if render is not None:
+        lines: dict[str, dict[str, Any]] = {}
+        for ref in references:  # the last round of each reference model is its line
+            label = ref["label"] if ref["label"] == "centralized" else f"{ref['label']} alone"
+            lines[label] = {k: ref.get(k) for k in ("csf", "gsf", "nndr_p5")}
+        by_round = [{k: r.get(k) for k in ("round", "csf", "gsf", "nndr_p5")} for r in rounds]
+        try:
+            render(by_round, lines, final, path, title=title)
+            return
+        except Exception as exc:  # the rounds page must not cost the run: fall back to a plain table
+            log.warning("report.html: the evaluation renderer failed (%s); writing a plain table", type(exc).__name__)
+    _atomic_text(path, _fallback_html(rounds, references, report, title))
+
+
+def _fallback_html(
+    rounds: Sequence[Mapping[str, Any]], references: Sequence[Mapping[str, Any]], report: Mapping[str, Any], title: str
+) -> str:
+    """A plain table of scores by round (used only when the evaluation package's renderer is unavailable)."""
+    import html
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else html.escape(str(v)))
+
+    rows = "".join(
+        f"<tr><td>{fmt(r['label'])}</td><td>{fmt(r['round'])}</td><td>{fmt(r.get('csf'))}</td>"
+        f"<td>{fmt(r.get('gsf'))}</td><td>{fmt(r.get('nndr'))}</td></tr>"
+        for r in [*rounds, *references]
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>Strategy {html.escape(str(report['strategy']))}, generator "
+        f"{html.escape(str(report['generator']))}.</p><table border='1'><tr><th>model</th><th>round</th>"
+        f"<th>CSF</th><th>GSF</th><th>NNDR</th></tr>{rows}</table></body></html>"
+    )

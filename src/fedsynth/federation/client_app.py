@@ -1,0 +1,98 @@
+"""The ClientApp: a node holds exactly one site's rows and answers every strategy's messages with its handlers.
+
+Which site a node is comes from the node's config: in simulation, ``partition-id`` picks one of the
+:class:`SiteSource` entries handed to :func:`make_client_app`; in a deployment, the node config names the
+site directly (``site-name``, ``data-path`` — a pickled frame or a CSV —, ``schema-path``, ``seed``). Rows are
+read inside the node and cached per process; only what a handler puts in its reply leaves the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from fedsynth.cohort.schema import TableSchema
+from fedsynth.strategies import records
+from fedsynth.strategies.base import SiteHandler, SiteRuntime, all_site_handlers, handle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SiteSource:
+    """Where a node finds its site: a name, a data file readable only by that node, and the site's seed."""
+
+    name: str
+    data_path: str
+    seed: int = 0
+
+
+#: Per-process caches (a simulation actor serves several nodes): path -> rows, schema text -> schema.
+_DATA: dict[str, pd.DataFrame] = {}
+_SCHEMAS: dict[str, TableSchema] = {}
+
+
+def _read_rows(path: str, schema: TableSchema) -> pd.DataFrame:
+    if path not in _DATA:
+        p = Path(path)
+        frame = pd.read_pickle(p) if p.suffix in (".pkl", ".pickle") else pd.read_csv(p)
+        present = [c for c in schema.model_columns if c in frame.columns]
+        _DATA[path] = schema.select(present).coerce(frame[present])
+    return _DATA[path]
+
+
+def _schema(source: Mapping[str, Any] | str) -> TableSchema:
+    key = source if isinstance(source, str) else repr(sorted(source.items()))
+    if key not in _SCHEMAS:
+        _SCHEMAS[key] = TableSchema.from_yaml(source) if isinstance(source, str) else TableSchema.from_dict(source)
+    return _SCHEMAS[key]
+
+
+def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mapping[str, Any] | None) -> SiteRuntime:
+    """The site this node is, from its node config (simulation: ``partition-id``; deployment: explicit keys)."""
+    cfg = {records.snake(str(k)): v for k, v in context.node_config.items()}
+    if "data_path" in cfg:
+        table_schema = _schema(str(cfg["schema_path"]) if "schema_path" in cfg else dict(schema or {}))
+        source = SiteSource(str(cfg.get("site_name", f"site-{context.node_id}")), str(cfg["data_path"]),
+                            int(cfg.get("seed", 0)))
+    else:
+        source = sources[int(cfg["partition_id"])]
+        table_schema = _schema(dict(schema or {}))
+    data = _read_rows(source.data_path, table_schema)
+    return SiteRuntime(source.name, data, table_schema, source.seed, context.state)
+
+
+def make_client_app(
+    sources: Sequence[SiteSource] = (),
+    schema: Mapping[str, Any] | None = None,
+    handlers: Mapping[str, SiteHandler] | None = None,
+) -> ClientApp:
+    """A ClientApp answering every registered message type (``all_site_handlers``) for the node's site.
+
+    ``sources`` and ``schema`` (``TableSchema.to_dict()``) are small and travel with the app; the rows do not.
+    """
+    app = ClientApp()
+    table = dict(handlers) if handlers is not None else all_site_handlers()
+    srcs = tuple(sources)
+    sch = dict(schema) if schema is not None else None
+    for message_type, handler in table.items():
+        category, _, action = message_type.partition(".")
+        register = getattr(app, category)(action)
+
+        def run(msg: Message, context: Context, _handler: SiteHandler = handler) -> Message:
+            return handle(_handler, msg, site_runtime(context, srcs, sch))
+
+        register(run)
+    return app
+
+
+#: The ClientApp a deployment runs (``fedsynth.federation.client_app:app``): each SuperNode's node config names
+#: its site (``site-name``, ``data-path``, ``schema-path``, ``seed``).
+app = make_client_app()

@@ -1,0 +1,90 @@
+"""The ServerApp: wait for the sites' nodes, run the strategy, hand every finished round to the caller's callback."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedsynth.cohort.schema import TableSchema
+from fedsynth.errors import FedsynthError
+from fedsynth.strategies import records
+from fedsynth.strategies.base import OnRound, Strategy, make_strategy
+
+log = logging.getLogger(__name__)
+
+
+def wait_for_nodes(grid: Grid, n_nodes: int, *, timeout: float = 120.0) -> list[int]:
+    """Node ids once ``n_nodes`` have registered (nodes register after the server starts)."""
+    t0 = time.monotonic()
+    while len(ids := list(grid.get_node_ids())) < n_nodes:
+        if time.monotonic() - t0 > timeout:
+            raise FedsynthError(f"only {len(ids)} of {n_nodes} site nodes connected within {timeout:.0f}s")
+        time.sleep(0.05)
+    return sorted(ids)
+
+
+def make_server_app(
+    strategy: Strategy,
+    n_nodes: int,
+    *,
+    on_round: OnRound | None = None,
+    results: MutableMapping[str, Any] | None = None,
+    node_timeout: float = 120.0,
+) -> ServerApp:
+    """A ServerApp that runs ``strategy`` over the grid once ``n_nodes`` nodes are up.
+
+    The strategy's :class:`~fedsynth.strategies.base.StrategyResult` is stored in ``results["result"]``
+    (the server runs in the caller's process, so the caller sees it).
+    """
+    app = ServerApp()
+    sink = results if results is not None else {}
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        wait_for_nodes(grid, n_nodes, timeout=node_timeout)
+        sink["result"] = strategy.start(grid, on_round=on_round)
+
+    return app
+
+
+def strategy_from_run_config(run_config: Mapping[str, Any]) -> tuple[Strategy, int]:
+    """The strategy and the number of site nodes a deployment's run config asks for.
+
+    Keys (kebab-case, as Flower run configs are written): ``strategy``, ``generator``, ``generator-params``
+    (JSON), ``rounds``, ``local-epochs``, ``min-sites``, ``seed``, ``schema-path``, ``num-sites``,
+    ``strategy-params`` (JSON).
+    """
+    cfg = {records.snake(str(k)): v for k, v in run_config.items()}
+    schema = TableSchema.from_yaml(str(cfg["schema_path"]))
+    strategy = make_strategy(
+        str(cfg.get("strategy", "two_step_bn")),
+        schema,
+        generator=str(cfg.get("generator", "bayesian_network")),
+        generator_params=records.decode_payload(str(cfg.get("generator_params", "{}"))),
+        rounds=int(cfg.get("rounds", 1)),
+        local_epochs=int(cfg.get("local_epochs", 1)),
+        min_sites=int(cfg.get("min_sites", 1)),
+        random_state=int(cfg.get("seed", 0)),
+        params=records.decode_payload(str(cfg.get("strategy_params", "{}"))),
+    )
+    return strategy, int(cfg.get("num_sites", strategy.min_sites))
+
+
+#: The ServerApp a deployment runs (``fedsynth.federation.server_app:app``); settings come from the run config
+#: (see :func:`strategy_from_run_config`); the global model is saved to ``model-dir`` when given.
+app = ServerApp()
+
+
+@app.main()
+def _deployed_main(grid: Grid, context: Context) -> None:
+    strategy, n_nodes = strategy_from_run_config(context.run_config)
+    wait_for_nodes(grid, n_nodes)
+    result = strategy.start(grid)
+    model_dir = context.run_config.get("model-dir")
+    if model_dir and result.generator is not None:
+        result.generator.save(str(model_dir))

@@ -1,0 +1,234 @@
+"""Federated averaging for weight-based generators (CTGAN, VAE-BGM), with VAE-BGM's global latent mixture.
+
+Server flow (after the shared domain):
+
+1. the server builds the global generator on the domain and takes its initial weights;
+2. each round, every site receives the global weights (``train.fit``), trains ``local_epochs`` epochs on its
+   own rows with :meth:`partial_fit` and returns its weights and ``num-examples``; the server averages the
+   weights weighted by ``num-examples`` (sites that failed are left out of that round);
+3. for a generator with a latent mixture (VAE-BGM), the server then fits the *global* mixture by federated
+   variational EM: ``query.mixture_init`` (global weights in; the site computes its latent codes, keeps them in
+   its node state and returns their moments) and ``query.mixture_estep`` (current mixture in, responsibility-
+   weighted sufficient statistics out), M-step on the server. Codes never leave a site.
+
+Site handlers: ``train.fit``, ``query.mixture_init``, ``query.mixture_estep``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import Message, RecordDict
+
+from fedsynth.encoding.domain import Domain
+from fedsynth.strategies import records
+from fedsynth.strategies.base import (
+    GridLike,
+    OnRound,
+    RoundResult,
+    SiteInfo,
+    SiteRuntime,
+    Strategy,
+    StrategyResult,
+    conform_to_domain,
+    message_config,
+    same_for_all,
+    site_generator,
+    site_model,
+)
+
+log = logging.getLogger(__name__)
+
+
+def weighted_average(updates: Sequence[tuple[Mapping[str, np.ndarray], float]]) -> dict[str, np.ndarray]:
+    """Average named weights, each update weighted by its row count (``num-examples``); dtypes are kept."""
+    if not updates:
+        raise ValueError("no updates to average")
+    total = float(sum(n for _, n in updates))
+    if total <= 0:
+        raise ValueError("row counts must sum to more than zero")
+    keys = list(updates[0][0])
+    out: dict[str, np.ndarray] = {}
+    for k in keys:
+        acc = sum(np.asarray(w[k], dtype=np.float64) * (n / total) for w, n in updates)
+        out[k] = np.asarray(acc).astype(np.asarray(updates[0][0][k]).dtype)
+    return out
+
+
+class FedAvgStrategy(Strategy):
+    """FedAvg over ``rounds`` rounds of ``local_epochs`` local epochs, weighted by site row counts.
+
+    Strategy params: ``mixture_max_iter`` (default 50) and ``mixture_tol`` (1e-3) of the federated latent-mixture
+    EM; ``mixture_every_round`` (default true: every snapshot samples from a fitted global mixture; false fits
+    it after the last round only).
+    """
+
+    name = "fedavg"
+    requires = "weights"
+
+    def run(
+        self,
+        grid: GridLike,
+        sites: Sequence[SiteInfo],
+        domain: Domain,
+        *,
+        on_round: OnRound | None,
+        run_token: str,
+        label: str = "federated",
+    ) -> StrategyResult:
+        generator = self.new_generator(domain, random_state=self.random_state)
+        if hasattr(generator, "initialize"):
+            generator.initialize()
+        weights = generator.get_weights()
+        base = self.base_config(run_token, domain)
+        has_mixture = callable(getattr(generator, "set_latent_mixture", None))
+        every = bool(self.params.get("mixture_every_round", True))
+        rounds: list[dict[str, Any]] = []
+        left_out_all: dict[str, str] = {}
+        for server_round in range(1, int(self.rounds) + 1):
+            t0 = time.perf_counter()
+            content = RecordDict(
+                {
+                    "arrays": records.to_array_record(weights),
+                    "config": records.to_config_record({**base, "server_round": server_round}),
+                }
+            )
+            got = self.ask(grid, sites, "train.fit", same_for_all(content), group_id=f"round-{server_round}")
+            updates = []
+            site_metrics: dict[str, dict[str, float]] = {}
+            for s in sites:
+                if s.node_id not in got.ok:
+                    continue
+                reply = got.ok[s.node_id]
+                metrics = records.from_metric_record(reply["metrics"])
+                updates.append((records.from_array_record(reply["arrays"]), float(metrics["num_examples"])))
+                site_metrics[s.name] = {k: float(v) for k, v in metrics.items()}
+            weights = weighted_average(updates)
+            generator.set_weights(weights)
+            answered = [s for s in sites if s.node_id in got.ok]
+            if has_mixture and (every or server_round == self.rounds):
+                self._fit_mixture(grid, answered, generator, weights, base, server_round)
+            generator.fitted_ = True
+            left_out = {_name(sites, n): r for n, r in got.failed.items()}
+            left_out_all.update(left_out)
+            rr = RoundResult(server_round, label, generator, site_metrics=site_metrics, left_out=left_out,
+                             seconds=time.perf_counter() - t0)
+            rounds.append(rr.summary())
+            log.info("fedavg (%s): round %d done in %.2fs (%d sites)", label, server_round, rr.seconds, len(updates))
+            if on_round is not None:
+                on_round(rr)
+        return StrategyResult(self.name, generator, domain, list(sites), rounds, left_out_all)
+
+    def _fit_mixture(
+        self,
+        grid: GridLike,
+        sites: Sequence[SiteInfo],
+        generator: Any,
+        weights: Mapping[str, np.ndarray],
+        base: Mapping[str, Any],
+        server_round: int,
+    ) -> None:
+        """Federated variational EM of the global latent mixture (codes stay at the sites)."""
+        from fedsynth.generators.vae_bgm import init_latent_mixture, mixture_m_step
+
+        cfg = records.to_config_record({**base, "server_round": server_round})
+        init = RecordDict({"arrays": records.to_array_record(weights), "config": cfg})
+        got = self.ask(grid, sites, "query.mixture_init", same_for_all(init), group_id=f"mixture-init-{server_round}")
+        answered = [s for s in sites if s.node_id in got.ok]
+        stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
+        params = init_latent_mixture(
+            stats,
+            n_components=int(generator.n_components),
+            weight_concentration_prior=getattr(generator, "weight_concentration_prior", None),
+            random_state=self.random_state,
+        )
+        max_iter = int(self.params.get("mixture_max_iter", 50))
+        tol = float(self.params.get("mixture_tol", 1e-3))
+        lower = -math.inf
+        for it in range(1, max_iter + 1):
+            msg = RecordDict({"mixture": records.to_array_record(params), "config": cfg})
+            got = self.ask(grid, answered, "query.mixture_estep", same_for_all(msg),
+                           group_id=f"mixture-{server_round}-{it}")
+            e_stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered if s.node_id in got.ok]
+            params = mixture_m_step(e_stats, params)
+            new = float(np.asarray(params["lower_bound"]))
+            if abs(new - lower) < tol:
+                break
+            lower = new
+        log.info("fedavg: global latent mixture after %d EM iterations", it)
+        generator.set_latent_mixture(params)
+
+
+def _name(sites: Sequence[SiteInfo], node: int) -> str:
+    return next((s.name for s in sites if s.node_id == node), str(node))
+
+
+# -- site side -------------------------------------------------------------------------------------------
+
+
+def _site_state(msg: Message, site: SiteRuntime) -> tuple[Any, Any]:
+    cfg = message_config(msg)
+
+    def build() -> tuple[Any, Any]:
+        domain = records.domain_from_text(str(cfg["domain"]))
+        return site_generator(cfg, site, domain), conform_to_domain(site.data, domain)
+
+    return site_model((str(cfg["run_token"]) + ":fedavg", site.name), build)  # type: ignore[no-any-return]
+
+
+def _last_losses(generator: Any) -> dict[str, float]:
+    """The generator's losses of its last local epoch (``losses_[-1]``), e.g. generator_loss/discriminator_loss."""
+    for attr in ("losses_", "loss_history_", "history_"):
+        losses = getattr(generator, attr, None)
+        if isinstance(losses, list) and losses and isinstance(losses[-1], Mapping):
+            return {
+                (str(k) if "loss" in str(k) else f"loss_{k}"): float(v)
+                for k, v in losses[-1].items()
+                if k != "epoch" and isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)
+            }
+    return {}
+
+
+def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``train.fit``: set the global weights, train ``local_epochs`` epochs locally, return weights and counts."""
+    cfg = message_config(msg)
+    generator, data = _site_state(msg, site)
+    generator.set_weights(records.from_array_record(msg.content["arrays"]))
+    generator.partial_fit(data, epochs=int(cfg.get("local_epochs", 1)))
+    metrics = {"num_examples": len(data), **_last_losses(generator)}
+    return RecordDict(
+        {"arrays": records.to_array_record(generator.get_weights()), "metrics": records.to_metric_record(metrics)}
+    )
+
+
+def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.mixture_init``: latent codes of the site's rows under the global weights (kept in the node's
+    state, never sent) and their moments (count, sum, sum of outer products)."""
+    from fedsynth.generators.vae_bgm import mixture_init_statistics
+
+    generator, data = _site_state(msg, site)
+    generator.set_weights(records.from_array_record(msg.content["arrays"]))
+    codes = np.asarray(generator.latent_codes(data), dtype=np.float64)
+    site.state["latent-codes"] = records.to_array_record({"codes": codes})
+    return RecordDict({"stats": records.to_array_record(mixture_init_statistics(codes))})
+
+
+def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.mixture_estep``: responsibility-weighted sufficient statistics under the current global mixture."""
+    from fedsynth.generators.vae_bgm import mixture_e_step_statistics
+
+    codes = records.from_array_record(site.state["latent-codes"])["codes"]  # type: ignore[arg-type]
+    params = records.from_array_record(msg.content["mixture"])
+    return RecordDict({"stats": records.to_array_record(mixture_e_step_statistics(codes, params))})
+
+
+SITE_HANDLERS: Mapping[str, Any] = {
+    "train.fit": handle_fit,
+    "query.mixture_init": handle_mixture_init,
+    "query.mixture_estep": handle_mixture_estep,
+}

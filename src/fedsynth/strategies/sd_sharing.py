@@ -1,0 +1,222 @@
+"""Synthetic-data sharing for any generator: sites release privacy-checked synthetic rows; the server pools them.
+
+Server flow (after the shared domain): one ``train.share`` message per site; each site
+
+1. splits its rows into a training part and a site-internal holdout (``site_holdout_fraction``, default 0.2);
+2. fits the generator (shared domain) on the training part and samples ``share_rows`` rows (default: as many
+   rows as the site holds);
+3. removes exact copies of any of its rows, then runs its privacy check (Gower distance over the columns it
+   holds): the share of synthetic rows closer to its training part than to an equal-sized holdout sample
+   (DCR share, 0.5 is ideal) must be at most ``max_dcr_share`` (0.7) and the synthetic rows' mean NNDR at
+   least ``min_nndr_ratio`` (0.8) times the holdout rows' mean NNDR; only then are the rows sent.
+
+The server pools the rows; with ``refit`` it fits one generator on the pool (the global model), otherwise the
+pool itself is what snapshots sample from. A site whose check fails is left out with a scrubbed reason.
+
+Site handler: ``train.share`` -> synthetic rows (category codes / floats) and privacy metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flwr.app import Message, RecordDict
+
+from fedsynth.cohort.derived import add_derived
+from fedsynth.cohort.schema import ColumnKind
+from fedsynth.encoding.domain import Domain
+from fedsynth.errors import FedsynthError
+from fedsynth.strategies import records
+from fedsynth.strategies.base import (
+    GridLike,
+    OnRound,
+    RoundResult,
+    SiteInfo,
+    SiteRuntime,
+    Strategy,
+    StrategyResult,
+    conform_to_domain,
+    message_config,
+    site_generator,
+)
+
+log = logging.getLogger(__name__)
+
+
+class PrivacyCheckError(FedsynthError):
+    """A site's synthetic rows did not pass its own privacy check; nothing was released."""
+
+
+class SDSharingStrategy(Strategy):
+    """Each site trains locally and shares checked synthetic rows; the server pools (and optionally refits).
+
+    Strategy params: ``refit`` (bool, default false), ``privacy_check`` (default true), ``share_rows`` (rows
+    per site; default: the site's row count), ``site_holdout_fraction`` (0.2), ``max_dcr_share`` (0.7),
+    ``min_nndr_ratio`` (0.8).
+    """
+
+    name = "sd_sharing"
+    requires = None
+
+    def run(
+        self,
+        grid: GridLike,
+        sites: Sequence[SiteInfo],
+        domain: Domain,
+        *,
+        on_round: OnRound | None,
+        run_token: str,
+        label: str = "federated",
+    ) -> StrategyResult:
+        t0 = time.perf_counter()
+        p = self.params
+        cfg = {
+            **self.base_config(run_token, domain),
+            "privacy_check": bool(p.get("privacy_check", True)),
+            "site_holdout_fraction": float(p.get("site_holdout_fraction", 0.2)),
+            "max_dcr_share": float(p.get("max_dcr_share", 0.7)),
+            "min_nndr_ratio": float(p.get("min_nndr_ratio", 0.8)),
+        }
+
+        def content(s: SiteInfo) -> RecordDict:
+            n = int(p.get("share_rows") or s.n_rows)
+            return RecordDict({"config": records.to_config_record({**cfg, "share_rows": n})})
+
+        got = self.ask(grid, sites, "train.share", content, group_id="share")
+        frames = []
+        site_metrics: dict[str, dict[str, float]] = {}
+        for s in sites:
+            if s.node_id not in got.ok:
+                continue
+            reply = got.ok[s.node_id]
+            frames.append(records.array_record_to_frame(reply["rows"], domain, self.schema))
+            site_metrics[s.name] = {k: float(v) for k, v in records.from_metric_record(reply["metrics"]).items()}
+        pooled = pd.concat(frames, ignore_index=True)
+        pooled = self.schema.select(self.schema.model_columns).coerce(pooled)
+        pooled = add_derived(pooled, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
+        generator = None
+        if bool(p.get("refit", False)):
+            generator = self.new_generator(domain, random_state=self.random_state)
+            generator.fit(pooled[[c for c in self.schema.model_columns if c in pooled.columns]])
+        left_out = {_name(sites, n): r for n, r in got.failed.items()}
+        rr = RoundResult(1, label, generator, synthetic=pooled, site_metrics=site_metrics, left_out=left_out,
+                         seconds=time.perf_counter() - t0)
+        log.info("sd_sharing (%s): pooled %d synthetic rows from %d sites", label, len(pooled), len(frames))
+        if on_round is not None:
+            on_round(rr)
+        return StrategyResult(self.name, generator, domain, list(sites), [rr.summary()], left_out, synthetic=pooled)
+
+
+def _name(sites: Sequence[SiteInfo], node: int) -> str:
+    return next((s.name for s in sites if s.node_id == node), str(node))
+
+
+# -- privacy check (site side) ------------------------------------------------------------------------------
+
+
+def gower_matrix(a: pd.DataFrame, b: pd.DataFrame, domain: Domain, columns: Sequence[str]) -> np.ndarray:
+    """Gower distances between rows of ``a`` and ``b`` over ``columns``: numeric |x - y| / range (domain bounds),
+    categorical mismatch; a missing value against a present one counts 1, two missing values 0."""
+    total = np.zeros((len(a), len(b)))
+    for c in columns:
+        col = domain[c]
+        if col.kind is ColumnKind.CATEGORICAL:
+            x = a[c].astype("object").where(a[c].notna(), "\0").to_numpy()
+            y = b[c].astype("object").where(b[c].notna(), "\0").to_numpy()
+            d = (x[:, None] != y[None, :]).astype(float)
+        else:
+            rng = max(col.upper - col.lower, 1e-12)
+            x = a[c].astype("float64").to_numpy()
+            y = b[c].astype("float64").to_numpy()
+            d = np.abs(x[:, None] - y[None, :]) / rng
+            xn, yn = np.isnan(x)[:, None], np.isnan(y)[None, :]
+            d = np.where(xn & yn, 0.0, np.where(xn | yn, 1.0, np.minimum(d, 1.0)))
+        total += d
+    return total / max(len(columns), 1)
+
+
+def _nearest_two(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    part = np.partition(dist, 1, axis=1)[:, :2] if dist.shape[1] > 1 else np.repeat(dist, 2, axis=1)
+    return part[:, 0], part[:, 1]
+
+
+def privacy_check(
+    synthetic: pd.DataFrame,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    domain: Domain,
+    columns: Sequence[str],
+    *,
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """DCR share and mean NNDR of ``synthetic`` against ``train``, with holdout rows as the baseline."""
+    n_ref = min(len(holdout), len(train))
+    train_ref = train.iloc[rng.choice(len(train), n_ref, replace=False)]
+    d_syn_train = gower_matrix(synthetic, train, domain, columns)
+    d_syn_train_ref = gower_matrix(synthetic, train_ref, domain, columns)
+    d_syn_hold = gower_matrix(synthetic, holdout.iloc[:n_ref], domain, columns)
+    dcr_share = float(np.mean(d_syn_train_ref.min(axis=1) < d_syn_hold.min(axis=1)))
+    d1, d2 = _nearest_two(d_syn_train)
+    nndr = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), 0.0)
+    h1, h2 = _nearest_two(gower_matrix(holdout, train, domain, columns))
+    nndr_hold = np.where(h2 > 0, h1 / np.where(h2 > 0, h2, 1.0), 0.0)
+    return {
+        "dcr_share": dcr_share,
+        "nndr_mean": float(nndr.mean()),
+        "nndr_holdout_mean": float(nndr_hold.mean()),
+    }
+
+
+def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    def keys(frame: pd.DataFrame) -> pd.Series:
+        return frame[list(columns)].astype("object").where(frame[list(columns)].notna(), "<NA>").astype(str).agg("|".join, axis=1)
+
+    real_keys = set(keys(real))
+    mask = ~keys(synthetic).isin(real_keys).to_numpy()
+    return synthetic[mask].reset_index(drop=True)
+
+
+def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``train.share``: fit locally, sample, drop exact copies, check privacy, then (only then) release rows."""
+    cfg = message_config(msg)
+    domain = records.domain_from_text(str(cfg["domain"]))
+    data = conform_to_domain(site.data, domain).reset_index(drop=True)
+    rng = np.random.default_rng(site.seed)
+    check = bool(cfg.get("privacy_check", True))
+    held = [c for c in site.schema.model_columns if c in data.columns and c in domain.columns]
+    if check:
+        n_hold = max(int(round(len(data) * float(cfg.get("site_holdout_fraction", 0.2)))), 2)
+        perm = rng.permutation(len(data))
+        holdout, train = data.iloc[perm[:n_hold]], data.iloc[perm[n_hold:]]
+    else:
+        holdout, train = data.iloc[:0], data
+    generator = site_generator(cfg, site, domain)
+    generator.fit(train)
+    n_rows = int(cfg.get("share_rows", len(data)))
+    synthetic = generator.sample(n_rows, random_state=int(rng.integers(2**31)))
+    synthetic = synthetic[[c for c in site.schema.model_columns if c in synthetic.columns]]
+    before = len(synthetic)
+    synthetic = _drop_exact_copies(synthetic, data, held)
+    metrics: dict[str, Any] = {"num_examples": len(data), "exact_copies_removed": before - len(synthetic)}
+    if check:
+        figures = privacy_check(synthetic, train, holdout, domain, held, rng=rng)
+        metrics.update(figures)
+        ratio = figures["nndr_mean"] / max(figures["nndr_holdout_mean"], 1e-12)
+        if figures["dcr_share"] > float(cfg.get("max_dcr_share", 0.7)) or ratio < float(cfg.get("min_nndr_ratio", 0.8)):
+            raise PrivacyCheckError(
+                "synthetic rows failed the site's privacy check (too close to the site's own rows); nothing was released"
+            )
+    if len(synthetic) == 0:
+        raise PrivacyCheckError("no synthetic row was left after removing exact copies")
+    metrics["n_synthetic"] = len(synthetic)
+    return RecordDict(
+        {"rows": records.frame_to_array_record(synthetic, domain), "metrics": records.to_metric_record(metrics)}
+    )
+
+
+SITE_HANDLERS: Mapping[str, Any] = {"train.share": handle_share}

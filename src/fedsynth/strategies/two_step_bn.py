@@ -1,0 +1,150 @@
+"""Two-step Bayesian network: structure from count tables summed over sites, then CPDs from summed counts.
+
+Server flow (after the shared domain, see :mod:`fedsynth.strategies.base`):
+
+1. *structure* — :meth:`BayesianNetworkGenerator.learn_structure` runs pgmpy's hill climbing on a
+   :class:`SummedCountOracle`; every batch of families it needs becomes one ``query.counts`` message per site,
+   and the replies (one count table per family) are summed. Integer tables in the domain's fixed state orders
+   sum to exactly the pooled tables, so the structure equals the centralised one on the same rows and domain.
+2. *parameters* — :meth:`learn_parameters` asks the same oracle for the network's families (one more request)
+   and builds the CPDs (BDeu prior).
+
+A site that fails a count request is dropped and the search restarts without it (a structure mixing counts
+with and without a site would match neither), as long as ``min_sites`` remain. One "round".
+
+Site handler: ``query.counts`` -> ``ArrayRecord`` ``{family key: int64 count table}`` of the site's own rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from flwr.app import Message, RecordDict
+
+from fedsynth.encoding.domain import Domain
+from fedsynth.errors import FedsynthError
+from fedsynth.strategies import records
+from fedsynth.strategies.base import (
+    GridLike,
+    OnRound,
+    RoundResult,
+    SiteInfo,
+    SiteRuntime,
+    Strategy,
+    StrategyResult,
+    conform_to_domain,
+    message_config,
+    same_for_all,
+    site_generator,
+    site_model,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _SitesDropped(Exception):
+    def __init__(self, nodes: set[int]) -> None:
+        super().__init__(f"{len(nodes)} sites dropped")
+        self.nodes = nodes
+
+
+class TwoStepBNStrategy(Strategy):
+    """Federated two-step Bayesian network (structure and parameters from summed site counts)."""
+
+    name = "two_step_bn"
+    requires = "two_step"
+
+    def run(
+        self,
+        grid: GridLike,
+        sites: Sequence[SiteInfo],
+        domain: Domain,
+        *,
+        on_round: OnRound | None,
+        run_token: str,
+        label: str = "federated",
+    ) -> StrategyResult:
+        from fedsynth.generators.bayesian_network import SummedCountOracle, family_from_key, family_key
+
+        t0 = time.perf_counter()
+        active = list(sites)
+        left_out: dict[str, str] = {}
+        cfg = self.base_config(run_token, domain)
+        while True:
+            generator = self.new_generator(domain)
+            n_requests = 0
+
+            def fetch(
+                families: list[tuple[str, tuple[str, ...]]], active: list[SiteInfo] = active
+            ) -> list[dict[Any, np.ndarray]]:
+                nonlocal n_requests
+                n_requests += 1
+                keys = [family_key(f) for f in families]
+                content = RecordDict({"config": records.to_config_record({**cfg, "families": keys})})
+                got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}")
+                if got.failed:
+                    for node, reason in got.failed.items():
+                        left_out[_name(active, node)] = reason
+                    raise _SitesDropped(set(got.failed))
+                return [
+                    {family_from_key(k): v for k, v in records.from_array_record(got.ok[s.node_id]["counts"]).items()}
+                    for s in active
+                ]
+
+            oracle = SummedCountOracle(fetch)
+            try:
+                edges = generator.learn_structure(oracle)
+                generator.learn_parameters(oracle, edges)
+                break
+            except _SitesDropped as exc:
+                active = [s for s in active if s.node_id not in exc.nodes]
+                if len(active) < min(self.min_sites, len(sites)):
+                    raise FedsynthError(
+                        f"two_step_bn: only {len(active)} sites left; strategy.min_sites is {self.min_sites}"
+                    ) from None
+                log.warning("two_step_bn: restarting the structure search with %d sites", len(active))
+        seconds = time.perf_counter() - t0
+        log.info("two_step_bn (%s): %d edges from %d count requests in %.2fs", label, len(edges), oracle.n_requests, seconds)
+        site_metrics = {s.name: {"num_examples": float(s.n_rows)} for s in active}
+        result_round = RoundResult(1, label, generator, site_metrics=site_metrics, left_out=dict(left_out), seconds=seconds)
+        if on_round is not None:
+            on_round(result_round)
+        return StrategyResult(
+            strategy=self.name,
+            generator=generator,
+            domain=domain,
+            sites=list(sites),
+            rounds=[{**result_round.summary(), "n_edges": len(edges), "count_requests": oracle.n_requests}],
+            left_out=left_out,
+        )
+
+
+def _name(sites: Sequence[SiteInfo], node: int) -> str:
+    return next((s.name for s in sites if s.node_id == node), str(node))
+
+
+# -- site side -------------------------------------------------------------------------------------------
+
+
+def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.counts``: family count tables of the site's own rows in the shared domain (counts only)."""
+    from fedsynth.generators.bayesian_network import family_from_key, family_key
+
+    cfg = message_config(msg)
+
+    def build() -> Any:
+        # One oracle over the site's own rows per run: the rows are coerced and conformed once.
+        domain = records.domain_from_text(str(cfg["domain"]))
+        return site_generator(cfg, site, domain).make_oracle(conform_to_domain(site.data, domain))
+
+    oracle = site_model((str(cfg["run_token"]) + ":bn", site.name), build)
+    families = [family_from_key(k) for k in cfg.get("families", [])]
+    counts = oracle.family_counts(families)
+    return RecordDict({"counts": records.to_array_record({family_key(f): np.asarray(a) for f, a in counts.items()})})
+
+
+SITE_HANDLERS: Mapping[str, Any] = {"query.counts": handle_counts}

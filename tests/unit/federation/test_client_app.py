@@ -1,0 +1,72 @@
+"""The ClientApp's wiring: which site a node is, and that every strategy's message types are registered."""
+
+from __future__ import annotations
+
+import pandas as pd
+from flwr.app import Context, RecordDict
+
+from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
+from fedsynth.federation.client_app import SiteSource, make_client_app, site_runtime
+
+SCHEMA = TableSchema((ColumnSpec("AGE", ColumnKind.CONTINUOUS), ColumnSpec("SEX", ColumnKind.CATEGORICAL, categories=("F", "M"))))
+
+
+def _context(node_config: dict) -> Context:  # type: ignore[type-arg]
+    return Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={})
+
+
+def test_simulated_node_reads_the_site_named_by_its_partition_id(tmp_path) -> None:
+    # Setup
+    frames = [pd.DataFrame({"AGE": [50.0 + i, 60.0], "SEX": ["F", "M"], "EXTRA": [1, 2]}) for i in range(2)]
+    sources = []
+    for i, f in enumerate(frames):
+        f.to_pickle(tmp_path / f"s{i}.pkl")
+        sources.append(SiteSource(f"site-{i + 1}", str(tmp_path / f"s{i}.pkl"), seed=10 + i))
+
+    # Run
+    site = site_runtime(_context({"partition-id": 1, "num-partitions": 2}), sources, SCHEMA.to_dict())
+
+    # Assert
+    assert (site.name, site.seed) == ("site-2", 11)
+    assert list(site.data.columns) == ["AGE", "SEX"] and site.data["AGE"].tolist() == [51.0, 60.0]
+
+
+def test_deployed_node_reads_the_site_named_in_its_node_config(tmp_path) -> None:
+    # Setup
+    pd.DataFrame({"AGE": [40.0], "SEX": ["M"]}).to_csv(tmp_path / "rows.csv", index=False)
+    SCHEMA.to_yaml(tmp_path / "schema.yaml")
+    cfg = {"data-path": str(tmp_path / "rows.csv"), "schema-path": str(tmp_path / "schema.yaml"),
+           "site-name": "hospital-a", "seed": 5}
+
+    # Run
+    site = site_runtime(_context(cfg), (), None)
+
+    # Assert
+    assert (site.name, site.seed, len(site.data)) == ("hospital-a", 5, 1)
+
+
+def test_client_app_registers_every_strategy_message_type() -> None:
+    # Run
+    app = make_client_app([], SCHEMA.to_dict())
+
+    # Assert
+    registered = set(app._registered_funcs)  # what Flower dispatches on
+    assert {"query.hello", "query.summary", "query.counts", "train.fit", "train.share",
+            "query.mixture_init", "query.mixture_estep"} <= registered
+
+
+def test_deployment_run_config_becomes_the_strategy(tmp_path) -> None:
+    # Setup
+    from fedsynth.federation.server_app import strategy_from_run_config
+
+    SCHEMA.to_yaml(tmp_path / "schema.yaml")
+    run_config = {"strategy": "sd_sharing", "generator": "bayesian_network", "generator-params": '{"max_indegree":1}',
+                  "rounds": 2, "min-sites": 2, "num-sites": 3, "seed": 4, "schema-path": str(tmp_path / "schema.yaml"),
+                  "strategy-params": '{"refit":true}'}
+
+    # Run
+    strategy, n_nodes = strategy_from_run_config(run_config)
+
+    # Assert
+    assert (strategy.name, strategy.generator, strategy.rounds, strategy.min_sites, n_nodes) == ("sd_sharing", "bayesian_network", 2, 2, 3)
+    assert strategy.generator_params == {"max_indegree": 1} and strategy.params == {"refit": True}

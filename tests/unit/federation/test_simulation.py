@@ -1,0 +1,53 @@
+"""One real run on Flower's simulation engine: two-step BN over three site nodes, one of which fails."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from flwr.app import Message, RecordDict
+
+COLUMNS = ["AGE", "SEX", "WHO_2016", "HB", "PLT", "BM_BLAST", "TP53", "SF3B1", "ASXL1", "OS_YEARS", "OS_STATUS"]
+
+
+def failing_counts(msg: Message, site) -> RecordDict:  # type: ignore[no-untyped-def]
+    """site-3 fails every count request with a message that holds data values."""
+    from fedsynth.strategies.two_step_bn import handle_counts
+
+    if site.name == "site-3":
+        raise ValueError("HB 987.654321 of patient 'ZZ_PLANTED_LABEL' is out of range")
+    return handle_counts(msg, site)
+
+
+def test_two_step_bn_over_flower_simulation_leaves_a_failing_site_out(mds_partition, caplog) -> None:
+    # Setup
+    from fedsynth.federation.simulation import run_simulation
+    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
+    from fedsynth.strategies.base import all_site_handlers, make_strategy
+
+    schema = mds_partition.schema.select(COLUMNS)
+    sites = [(s.name, s.data[COLUMNS]) for s in mds_partition.sites]
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network",
+                             generator_params={"max_indegree": 2}, min_sites=2)
+    handlers = {**all_site_handlers(), "query.counts": failing_counts}
+    rounds = []
+    caplog.set_level(logging.INFO)
+
+    # Run
+    result = run_simulation(strategy, sites, schema, seeds=[1, 2, 3], on_round=rounds.append, handlers=handlers)
+
+    # Assert: the run went on without site-3, and equals the centralised network on sites 1 and 2
+    assert [s.name for s in result.sites] == ["site-1", "site-2", "site-3"]
+    assert list(result.left_out) == ["site-3"] and result.left_out["site-3"].startswith("ValueError")
+    pooled = pd.concat([sites[0][1], sites[1][1]], ignore_index=True)
+    cen = BayesianNetworkGenerator(schema, domain=result.domain, max_indegree=2).fit(pooled)
+    assert result.generator.edges_ == cen.edges_
+    for cpd in cen.model_.get_cpds():
+        np.testing.assert_allclose(result.generator.model_.get_cpds(cpd.variable).values, cpd.values, atol=1e-9)
+    assert [r.server_round for r in rounds] == [1] and rounds[0].left_out == result.left_out
+    # no data value reached the server's log
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "left out of query.counts" in logged
+    assert "987" not in logged and "ZZ_PLANTED_LABEL" not in logged
+    assert "simulation_total" in result.timings

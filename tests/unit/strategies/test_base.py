@@ -1,0 +1,124 @@
+"""Shared protocol: hello, the domain merged from released site summaries, failures, capabilities."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from flwr.app import Message, RecordDict
+
+from fedsynth.encoding.domain import Domain
+from fedsynth.errors import CapabilityError
+from fedsynth.strategies import records
+from fedsynth.strategies.base import (
+    InProcessGrid,
+    SiteRuntime,
+    _round_sig,
+    all_site_handlers,
+    make_strategy,
+    release_summary,
+)
+
+
+def _grid(partition, **kwargs) -> InProcessGrid:  # type: ignore[no-untyped-def]
+    sites = [SiteRuntime(s.name, s.data, partition.schema, seed=i) for i, s in enumerate(partition.sites)]
+    return InProcessGrid(sites, **kwargs)
+
+
+def test_domain_from_site_summaries_matches_the_pooled_domain(mds_partition) -> None:
+    # Setup
+    schema = mds_partition.schema
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network")
+    grid = _grid(mds_partition)
+
+    # Run
+    sites = strategy.hello(grid)
+    fed = strategy.build_domain(grid, sites)
+    pooled = Domain.from_data(mds_partition.train, schema)
+
+    # Assert
+    assert [s.n_rows for s in sites] == [s.n_rows for s in mds_partition.sites]
+    for name, col in pooled.columns.items():
+        got = fed[name]
+        assert (got.n_observed, got.missing_rate) == (col.n_observed, pytest.approx(col.missing_rate, abs=1e-12))
+        if col.is_numeric:
+            assert got.mean == pytest.approx(col.mean, rel=1e-9) and got.std == pytest.approx(col.std, rel=1e-9)
+            # bounds are coarsened outward at each site; the min of floors is the floor of the min
+            assert got.lower == _round_sig(col.lower, 3, "down") and got.upper == _round_sig(col.upper, 3, "up")
+            assert got.lower <= col.lower and got.upper >= col.upper
+        else:
+            assert got.categories == col.categories and got.category_counts == col.category_counts
+
+
+def test_rare_undeclared_labels_and_exact_extremes_do_not_leave_a_site(mds_cohort) -> None:
+    # Setup
+    from fedsynth.encoding.domain import summarize_site
+
+    data = mds_cohort.data.head(300).copy()
+    data.loc[data.index[0], "WHO_2016"] = "ZZ_PLANTED_LABEL"
+    data.loc[data.index[1], "HB"] = 987.654321
+    raw = summarize_site(data, mds_cohort.schema)
+
+    # Run
+    released = release_summary(raw, mds_cohort.schema)
+
+    # Assert
+    assert "ZZ_PLANTED_LABEL" in raw["columns"]["WHO_2016"]["counts"]
+    assert "ZZ_PLANTED_LABEL" not in records.encode_payload(released)
+    assert "987.654321" not in records.encode_payload(released)
+    assert released["columns"]["HB"]["max"] == 988.0
+    who = released["columns"]["WHO_2016"]
+    assert who["n_missing"] == raw["columns"]["WHO_2016"]["n_missing"] + 1
+    assert sum(who["counts"].values()) + who["n_missing"] == who["n"]
+
+
+def test_a_raising_site_is_left_out_with_a_scrubbed_reason(mds_partition, caplog) -> None:
+    # Setup
+    def broken(msg: Message, site: SiteRuntime) -> RecordDict:
+        if site.name == "site-2":
+            raise ValueError("HB value 987.654321 for patient 'ZZ_PLANTED_LABEL'")
+        return all_site_handlers()["query.hello"](msg, site)
+
+    handlers = {**all_site_handlers(), "query.hello": broken}
+    grid = _grid(mds_partition, handlers=handlers, keep_messages=True)
+    strategy = make_strategy("two_step_bn", mds_partition.schema, generator="bayesian_network", min_sites=2)
+    caplog.set_level(logging.DEBUG)
+
+    # Run
+    sites = strategy.hello(grid)
+
+    # Assert
+    assert [s.name for s in sites] == ["site-1", "site-3"]
+    errors = [m.error.reason for m in grid.received if m.has_error()]
+    assert errors == ["ValueError: the site handler failed (details withheld at the site)"]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "site node-2 left out of query.hello" in logged
+    assert "987" not in logged and "ZZ_PLANTED_LABEL" not in logged
+
+
+def test_fedavg_refuses_the_bayesian_network_and_names_compatible_strategies() -> None:
+    # Setup
+    from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
+
+    schema = TableSchema((ColumnSpec("AGE", ColumnKind.CONTINUOUS),))
+
+    # Run / Assert
+    with pytest.raises(CapabilityError) as exc:
+        make_strategy("fedavg", schema, generator="bayesian_network")
+    assert str(exc.value) == (
+        "Strategy 'fedavg' needs a generator with get_weights/set_weights/partial_fit (ctgan, vae_bgm); "
+        "'bayesian_network' does not have it. Strategies that work with 'bayesian_network': "
+        "centralized, local, two_step_bn, sd_sharing."
+    )
+
+
+def test_every_site_message_type_is_a_valid_flower_type() -> None:
+    # Setup
+    from flwr.app.metadata import validate_message_type
+
+    # Run
+    types = sorted(all_site_handlers())
+
+    # Assert
+    assert {"query.hello", "query.summary", "query.counts", "train.fit", "train.share"} <= set(types)
+    assert all(validate_message_type(t) for t in types)

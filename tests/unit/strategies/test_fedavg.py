@@ -1,0 +1,117 @@
+"""FedAvg: weights averaged by row count, failed sites left out, min_sites enforced (mocked replies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.app import Message, RecordDict
+
+from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
+from fedsynth.errors import FedsynthError
+from fedsynth.strategies import records
+from fedsynth.strategies.base import InProcessGrid, SiteRuntime, make_strategy
+from fedsynth.strategies.fedavg import weighted_average
+
+SCHEMA = TableSchema(
+    (
+        ColumnSpec("AGE", ColumnKind.CONTINUOUS),
+        ColumnSpec("HB", ColumnKind.CONTINUOUS),
+        ColumnSpec("SEX", ColumnKind.CATEGORICAL, categories=("F", "M")),
+    )
+)
+
+
+def _sites(sizes: list[int], seed: int = 0) -> list[SiteRuntime]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, n in enumerate(sizes):
+        frame = pd.DataFrame(
+            {"AGE": rng.normal(60 + 5 * i, 10, n), "HB": rng.normal(10 - i, 1, n), "SEX": rng.choice(["F", "M"], n)}
+        )
+        out.append(SiteRuntime(f"site-{i + 1}", SCHEMA.coerce(frame), SCHEMA, seed=i))
+    return out
+
+
+def test_weighted_average_weights_sites_by_row_count() -> None:
+    # Setup
+    updates = [({"w": np.array([1.0, 2.0]), "b": np.float32(1.0)}, 600), ({"w": np.array([4.0, 8.0]), "b": np.float32(3.0)}, 200)]
+
+    # Run
+    avg = weighted_average(updates)
+
+    # Assert
+    np.testing.assert_allclose(avg["w"], [1.75, 3.5])
+    assert avg["b"].dtype == np.float32 and float(avg["b"]) == pytest.approx(1.5)
+
+
+def test_fedavg_server_averages_mocked_replies_by_num_examples(fake_generators, mock_grid) -> None:
+    # Setup
+    site_weights = {"site-1": 1.0, "site-2": 10.0, "site-3": 100.0}
+    site_rows = {"site-1": 600, "site-2": 300, "site-3": 100}
+
+    def fit(msg: Message, site: str) -> RecordDict:
+        incoming = records.from_array_record(msg.content["arrays"])
+        w = {k: np.full_like(v, site_weights[site]) for k, v in incoming.items()}
+        return RecordDict(
+            {"arrays": records.to_array_record(w), "metrics": records.to_metric_record({"num_examples": site_rows[site]})}
+        )
+
+    grid = mock_grid(_sites([60, 30, 10]), {"train.fit": fit})
+    strategy = make_strategy("fedavg", SCHEMA, generator="fake_weights", rounds=2, min_sites=2)
+    seen = []
+
+    # Run
+    result = strategy.start(grid, on_round=seen.append)
+
+    # Assert
+    expected = (600 * 1.0 + 300 * 10.0 + 100 * 100.0) / 1000
+    np.testing.assert_allclose(result.generator.get_weights()["means"], expected)
+    assert [r.server_round for r in seen] == [1, 2]
+    assert seen[0].site_metrics["site-2"]["num_examples"] == 300
+
+
+def test_fedavg_leaves_a_failing_site_out_of_the_round(fake_generators, mock_grid) -> None:
+    # Setup
+    def fit(msg: Message, site: str):  # type: ignore[no-untyped-def]
+        if site == "site-3":
+            return RuntimeError("boom")
+        w = {k: np.full_like(v, 2.0 if site == "site-1" else 5.0) for k, v in records.from_array_record(msg.content["arrays"]).items()}
+        n = 300 if site == "site-1" else 100
+        return RecordDict({"arrays": records.to_array_record(w), "metrics": records.to_metric_record({"num_examples": n})})
+
+    grid = mock_grid(_sites([30, 10, 5]), {"train.fit": fit})
+    seen = []
+
+    # Run
+    result = make_strategy("fedavg", SCHEMA, generator="fake_weights", rounds=1, min_sites=2).start(grid, on_round=seen.append)
+
+    # Assert
+    np.testing.assert_allclose(result.generator.get_weights()["means"], (300 * 2.0 + 100 * 5.0) / 400)
+    assert list(seen[0].left_out) == ["site-3"]
+    assert seen[0].left_out["site-3"].startswith("RuntimeError")
+
+
+def test_fedavg_stops_when_fewer_than_min_sites_answer(fake_generators, mock_grid) -> None:
+    # Setup
+    grid = mock_grid(_sites([30, 10, 5]), {"train.fit": lambda msg, site: RuntimeError("down")})
+
+    # Run / Assert
+    with pytest.raises(FedsynthError, match=r"only 0 of 3 sites answered train.fit .*at least 2 \(strategy.min_sites\)"):
+        make_strategy("fedavg", SCHEMA, generator="fake_weights", rounds=1, min_sites=2).start(grid)
+
+
+def test_fedavg_site_handlers_train_locally_and_report_row_counts(fake_generators) -> None:
+    # Setup
+    sites = _sites([60, 30, 10])
+    grid = InProcessGrid(sites, keep_messages=True)
+
+    # Run
+    result = make_strategy("fedavg", SCHEMA, generator="fake_weights", rounds=1, min_sites=3).start(grid)
+
+    # Assert: the average of site means weighted by rows equals the pooled mean (no missing values here)
+    pooled = pd.concat([s.data for s in sites])
+    means = result.generator.get_weights()["means"]
+    np.testing.assert_allclose(means, [pooled["AGE"].mean(), pooled["HB"].mean()])
+    fits = [m for m in grid.received if m.metadata.message_type == "train.fit"]
+    assert sorted(records.from_metric_record(m.content["metrics"])["num_examples"] for m in fits) == [10, 30, 60]
