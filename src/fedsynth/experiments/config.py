@@ -94,6 +94,12 @@ class EvaluationConfig(_Strict):
     snapshot_rows: int | None = Field(None, ge=1, description="rows sampled per round (default: training size)")
     strata: list[str] | None = Field(None, description="survival strata columns (default: TP53, IPSSR if present)")
     full_report_every_round: bool = False
+    references: list[Literal["centralized", "local"]] | None = Field(
+        None, description="reference fits drawn as lines in report.html (default: centralized and local; [] for none)"
+    )
+    final: Literal["full", "lite", "none"] | None = Field(
+        None, description="final evaluation: full, lite (no detection AUC, no TSTR) or none (default: full)"
+    )
 
 
 class OutputConfig(_Strict):
