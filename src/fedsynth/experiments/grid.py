@@ -238,16 +238,16 @@ def dig(obj: Any, path: str) -> Any:
 
 #: The headline figures: column name -> dotted path in a run's final full evaluation (report.json).
 HEADLINE: dict[str, str] = {
-    "csf": "scores.csf",
-    "gsf": "scores.gsf",
+    "csf": "scores.csf.value",
+    "gsf": "scores.gsf.value",
     "nndr_p5": "privacy.nndr.synthetic.p5",
     "nndr_p5_holdout": "privacy.nndr.holdout.p5",
     "dcr_share": "privacy.dcr_share",
     "mia_auc": "privacy.mia_auc",
-    "tstr_cindex": "survival.OS.tstr.c_index_synthetic",
-    "trtr_cindex": "survival.OS.tstr.c_index_real",
-    "survival_agreement": "scores.csf_components.clinical_survival_agreement",
-    "gene_survival_agreement": "scores.gsf_components.gene_survival_agreement",
+    "tstr_cindex": "utility.endpoints.OS.c_index_train_synthetic",
+    "trtr_cindex": "utility.endpoints.OS.c_index_train_real",
+    "survival_agreement": "scores.csf.components.clinical_survival_agreement.value",
+    "gene_survival_agreement": "scores.gsf.components.gene_survival_agreement.value",
 }
 
 
@@ -265,6 +265,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         for r in report.get("rounds", [])
     ]
     out["logrank"] = _logrank(final)
+    out["snapshot_logrank"] = snapshot_logrank(run_dir, report)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     out["seconds"] = _num(dig(manifest, "timings.total"))
     return out
@@ -286,6 +287,43 @@ def _logrank(evaluation: Mapping[str, Any]) -> dict[str, Any]:
         syn = _num(dig(info, "logrank.synthetic_p") or dig(info, "synthetic.logrank_p") or info.get("logrank_p_synthetic"))
         return {"stratum": name, "real_p": real, "synthetic_p": syn}
     return {}
+
+
+def snapshot_logrank(run_dir: Path, report: Mapping[str, Any], stratum: str = "TP53") -> list[dict[str, Any]]:
+    """Log-rank p (lifelines) of ``stratum`` on the first endpoint inside each cohort's last snapshot.
+
+    One entry per cohort label: the federated model's last round, or each site of a ``local`` run, so the
+    summary can set the p-value inside every site-alone cohort beside the federated one and the real data.
+    """
+    import pandas as pd
+    from lifelines.statistics import logrank_test
+
+    from fedsynth.cohort.schema import TableSchema
+
+    schema_dict = dig(report, "final.evaluation.info.schema")
+    endpoint = None
+    if isinstance(schema_dict, Mapping):
+        eps = TableSchema.from_dict(schema_dict).endpoints
+        endpoint = eps[0] if eps else None
+    dur, ev = (endpoint.duration_col, endpoint.event_col) if endpoint else ("OS_YEARS", "OS_STATUS")
+    last: dict[str, str] = {}
+    for entry in report.get("rounds", []):
+        if entry.get("snapshot"):
+            last[str(entry.get("label"))] = str(entry["snapshot"])
+    out = []
+    for label, rel in last.items():
+        path = run_dir / rel
+        try:
+            frame = pd.read_csv(path, usecols=[dur, ev, stratum]).dropna()
+        except (OSError, ValueError):
+            continue
+        a, b = frame[frame[stratum] == 1], frame[frame[stratum] == 0]
+        if len(a) < 2 or len(b) < 2:
+            p = None
+        else:
+            p = float(logrank_test(a[dur], b[dur], a[ev], b[ev]).p_value)
+        out.append({"cohort": label, "stratum": stratum, "n": int(len(frame)), "p": p})
+    return out
 
 
 def _num(v: Any) -> float | None:
@@ -339,7 +377,7 @@ def summarize(records: Sequence[Mapping[str, Any]], grid: GridConfig) -> dict[st
                 ref.setdefault(f"{label} ({r['layout']}, {r['scenario']})" if r["strategy"] == "local" else label, entry)
     consistency = [
         {"slug": r["slug"], "generator": r["generator"], "strategy": r["strategy"], "layout": r["layout"],
-         "scenario": r["scenario"], **(r.get("logrank") or {})}
+         "scenario": r["scenario"], **(r.get("logrank") or {}), "snapshots": r.get("snapshot_logrank", [])}
         for r in ok if r["seed"] == min(grid.seeds)
     ]
     return {

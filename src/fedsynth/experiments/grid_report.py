@@ -93,13 +93,17 @@ def render_summary_html(summary: Mapping[str, Any]) -> str:
         parts.append(f"<img alt='{e(gen)} scores by round' src='data:image/png;base64,{png}'>")
     if not summary.get("curves"):
         parts.append("<p class='muted'>No federated run finished.</p>")
-    parts.append("<h2>Survival p-value consistency (OS, first stratum)</h2>"
-                 "<p class='muted'>Log-rank p of the stratum inside the real training data and inside each "
-                 "synthetic cohort: a faithful cohort separates the same strata.</p>"
-                 "<table><tr><th class='l'>run</th><th class='l'>stratum</th><th>p real</th><th>p synthetic</th></tr>")
+    parts.append("<h2>Survival p-value consistency (first endpoint, TP53)</h2>"
+                 "<p class='muted'>Log-rank p of the stratum inside the real training data, inside the final "
+                 "synthetic cohort (same size as the real data, from the full evaluation), and inside each "
+                 "cohort's last snapshot — for a local run, each site-alone cohort. A faithful cohort separates "
+                 "the same strata.</p>"
+                 "<table><tr><th class='l'>run</th><th class='l'>stratum</th><th>p real</th>"
+                 "<th>p synthetic (final)</th><th class='l'>p in each snapshot (cohort, rows)</th></tr>")
     for c in summary.get("survival_consistency", []):
+        snaps = "; ".join(f"{s['cohort']}: {_p(s.get('p'))} (n={s['n']})" for s in c.get("snapshots", []))
         parts.append(f"<tr><td class='l'>{e(c['slug'])}</td><td class='l'>{e(str(c.get('stratum', '–')))}</td>"
-                     f"<td>{_p(c.get('real_p'))}</td><td>{_p(c.get('synthetic_p'))}</td></tr>")
+                     f"<td>{_p(c.get('real_p'))}</td><td>{_p(c.get('synthetic_p'))}</td><td class='l'>{e(snaps) or '–'}</td></tr>")
     parts.append("</table><h2>Definitions</h2><dl>")
     for k, v in summary.get("definitions", {}).items():
         parts.append(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>")
