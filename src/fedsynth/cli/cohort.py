@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -35,12 +34,12 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def describe(
-    data: Optional[Path] = DATA_ARG,
-    cohort: Optional[str] = COHORT_OPT,
-    data_dir: Optional[Path] = DATA_DIR_OPT,
-    schema: Optional[Path] = SCHEMA_OPT,
+    data: Path | None = DATA_ARG,
+    cohort: str | None = COHORT_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+    schema: Path | None = SCHEMA_OPT,
     format: OutputFormat = FORMAT_OPT,
-    schema_out: Optional[Path] = typer.Option(None, "--schema-out", help="Write the (inferred) schema as YAML here."),
+    schema_out: Path | None = typer.Option(None, "--schema-out", help="Write the (inferred) schema as YAML here."),
 ) -> None:
     """Show the schema and a per-column summary of a cohort or CSV file (aggregates only)."""
     from fedsynth.cohort.datasets import summary_frame
@@ -78,13 +77,13 @@ def describe(
 
 @handle_errors
 def partition(
-    data: Optional[Path] = DATA_ARG,
-    cohort: Optional[str] = COHORT_OPT,
-    data_dir: Optional[Path] = DATA_DIR_OPT,
-    schema: Optional[Path] = SCHEMA_OPT,
+    data: Path | None = DATA_ARG,
+    cohort: str | None = COHORT_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+    schema: Path | None = SCHEMA_OPT,
     sites: str = typer.Option("60,30,10", "--sites", help="Site proportions, e.g. 60,30,10 or 45,20,15,10,10."),
-    by: Optional[str] = typer.Option(None, "--by", help="Split by this column: one site per value (a centre column)."),
-    dirichlet: Optional[float] = typer.Option(None, "--dirichlet", help="Non-IID over --by with this Dirichlet alpha."),
+    by: str | None = typer.Option(None, "--by", help="Split by this column: one site per value (a centre column)."),
+    dirichlet: float | None = typer.Option(None, "--dirichlet", help="Non-IID over --by with this Dirichlet alpha."),
     scenario: str = typer.Option("best", "--scenario", help="best (all sites hold all columns) or worst."),
     holdout: float = typer.Option(0.1, "--holdout", help="Share of rows held out for privacy baselines and TSTR."),
     seed: int = typer.Option(0, "--seed", help="Seed for the split and the sites."),
@@ -124,7 +123,7 @@ def partition(
 @handle_errors
 def fetch(
     cohort: str = typer.Argument("mds-iwgpm", help="Registered cohort to fetch."),
-    data_dir: Optional[Path] = DATA_DIR_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
     offline: bool = typer.Option(False, "--offline", help="Build from source files already placed in the target folder."),
 ) -> None:
     """Download a public cohort's source files at a pinned commit, check them and build its CSV."""

@@ -8,11 +8,11 @@ import io
 import logging
 import os
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from fedsynth.cohort.derived import IPSSR_CATEGORIES, add_derived
@@ -241,7 +241,7 @@ def fetch_cohort(
             if offline or local.is_file():
                 content = local.read_bytes()
             else:
-                with urllib.request.urlopen(remote.url, timeout=timeout) as resp:  # noqa: S310 (pinned https URL)
+                with urllib.request.urlopen(remote.url, timeout=timeout) as resp:
                     content = resp.read()
         except OSError as exc:
             raise DataNotFoundError(_missing_message(entry, target) + f"\n(fetching {fname} failed: {exc})") from None

@@ -7,7 +7,7 @@ always agrees with their own blood counts, blasts and karyotype.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd

@@ -10,9 +10,10 @@ merged. Summaries hold aggregates only, never a row.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -198,14 +199,14 @@ def summarize_site(
     The min and max are real values of the site; like every quantile they are aggregates, but a data steward
     who wants them coarsened can round them before they leave (they are the bounds synthetic values respect).
     """
-    out: dict[str, Any] = {"n_rows": int(len(data)), "columns": {}}
+    out: dict[str, Any] = {"n_rows": len(data), "columns": {}}
     for name in schema.model_columns:
         if name not in data.columns:
             continue
         spec = schema[name]
         s = data[name]
         n_missing = int(s.isna().sum())
-        entry: dict[str, Any] = {"kind": spec.kind.value, "n": int(len(s)), "n_missing": n_missing}
+        entry: dict[str, Any] = {"kind": spec.kind.value, "n": len(s), "n_missing": n_missing}
         if spec.is_numeric:
             v = s.dropna().astype("float64").to_numpy()
             if len(v):

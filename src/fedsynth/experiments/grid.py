@@ -15,12 +15,14 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
 
 from fedsynth.errors import Problem, ValidationError
 from fedsynth.experiments.config import ExperimentConfig, _problems_from_pydantic, parse_config
@@ -322,7 +324,7 @@ def snapshot_logrank(run_dir: Path, report: Mapping[str, Any], stratum: str = "T
             p = None
         else:
             p = float(logrank_test(a[dur], b[dur], a[ev], b[ev]).p_value)
-        out.append({"cohort": label, "stratum": stratum, "n": int(len(frame)), "p": p})
+        out.append({"cohort": label, "stratum": stratum, "n": len(frame), "p": p})
     return out
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1f2933;padding:0 1rem}

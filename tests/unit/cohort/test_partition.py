@@ -34,7 +34,7 @@ def test_sites_are_disjoint_cover_the_training_pool_and_have_exact_sizes(mds_coh
 
 def test_holdout_is_stratified_by_event(mds_cohort):
     part = make_partition(mds_cohort.data, mds_cohort.schema, random_state=0)
-    rate = lambda f: f["OS_STATUS"].mean()  # noqa: E731
+    rate = lambda f: f["OS_STATUS"].mean()
     assert abs(rate(part.holdout) - rate(part.train)) < 0.01
 
 

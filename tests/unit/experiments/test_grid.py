@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from fedsynth.errors import ValidationError
-from fedsynth.experiments import grid as grid_mod
 from fedsynth.experiments.grid import GridConfig, load_grid_config, plan, run_grid
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
