@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import typer
 
-from fedsynth.cli import cohort as _cohort
+from fedsynth.cli import cohort, evaluate, generate, grid, run
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
@@ -22,15 +21,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_cohort.register(app)
-
-# Commands contributed by other parts; each module exposes register(app) and imports heavy libraries lazily.
-for _module in ("fedsynth.cli.evaluate", "fedsynth.cli.generate", "fedsynth.cli.run", "fedsynth.cli.grid"):
-    try:
-        importlib.import_module(_module).register(app)
-    except ModuleNotFoundError as _exc:  # a part not installed in this build
-        if _exc.name != _module:
-            raise
+# Each command module exposes register(app) and imports heavy libraries inside its commands, so that
+# `fedsynth --help` stays fast.
+for _module in (cohort, evaluate, generate, run, grid):
+    _module.register(app)
 
 
 def main() -> None:
