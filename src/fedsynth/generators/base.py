@@ -306,6 +306,24 @@ class BaseGenerator(ABC):
         """Read learnt state written by ``_save``."""
 
 
+def check_weights(expected: Mapping[str, np.ndarray], weights: Mapping[str, Any], owner: str) -> None:
+    """Raise one error listing every missing key, unknown key and wrong shape of ``weights``.
+
+    ``expected`` is the model's own ``get_weights()``; FedAvg needs identical keys and shapes on every site.
+    """
+    problems = []
+    for key in sorted(set(expected) - set(weights)):
+        problems.append(Problem(f"weight {key!r}", "missing", f"shape {tuple(expected[key].shape)}"))
+    for key in sorted(set(weights) - set(expected)):
+        problems.append(Problem(f"weight {key!r}", "not a weight of this model", "keys of get_weights()"))
+    for key in sorted(set(expected) & set(weights)):
+        shape = tuple(np.shape(weights[key]))
+        if shape != tuple(expected[key].shape):
+            problems.append(Problem(f"weight {key!r}", f"has shape {shape}", f"shape {tuple(expected[key].shape)}"))
+    if problems:
+        raise ValidationError(f"Weights for {owner}", problems)
+
+
 def _label(value: Any, kind: ColumnKind) -> str:
     if kind is ColumnKind.BINARY:
         return str(int(float(value)))

@@ -22,7 +22,7 @@ from torch.nn import functional
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import ColumnDomain, Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator
+from fedsynth.generators.base import BaseGenerator, check_weights
 
 log = logging.getLogger(__name__)
 
@@ -768,18 +768,7 @@ class CTGANGenerator(BaseGenerator):
                     "constructor (or fit first)"
                 )
             self.initialize()
-        own = self.get_weights()
-        problems = []
-        for key in sorted(set(own) - set(weights)):
-            problems.append(Problem(f"weight {key!r}", "missing", f"shape {tuple(own[key].shape)}"))
-        for key in sorted(set(weights) - set(own)):
-            problems.append(Problem(f"weight {key!r}", "not a weight of this model", "keys of get_weights()"))
-        for key in sorted(set(own) & set(weights)):
-            shape = tuple(np.shape(weights[key]))
-            if shape != tuple(own[key].shape):
-                problems.append(Problem(f"weight {key!r}", f"has shape {shape}", f"shape {tuple(own[key].shape)}"))
-        if problems:
-            raise ValidationError(f"Weights for {type(self).__name__}", problems)
+        check_weights(self.get_weights(), weights, type(self).__name__)
         for prefix, net in (("generator", self.generator_), ("discriminator", self.discriminator_)):
             state = net.state_dict()
             new = {

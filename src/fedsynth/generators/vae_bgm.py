@@ -54,7 +54,7 @@ from scipy.stats import norm
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator, _atomic_write_text
+from fedsynth.generators.base import BaseGenerator, _atomic_write_text, check_weights
 
 log = logging.getLogger(__name__)
 
@@ -683,17 +683,7 @@ class VAEBGMGenerator(BaseGenerator):
 
         self._ensure_model()
         state = self._model.state_dict()
-        problems: list[Problem] = []
-        for k in sorted(set(state) - set(weights)):
-            problems.append(Problem(f"weight {k!r}", "is missing", f"shape {tuple(state[k].shape)}"))
-        for k in sorted(set(weights) - set(state)):
-            problems.append(Problem(f"weight {k!r}", "is not a weight of this model", "keys of get_weights()"))
-        for k in sorted(set(state) & set(weights)):
-            shape = tuple(np.shape(weights[k]))
-            if shape != tuple(state[k].shape):
-                problems.append(Problem(f"weight {k!r}", f"has shape {shape}", f"shape {tuple(state[k].shape)}"))
-        if problems:
-            raise ValidationError(f"Weights for {type(self).__name__}", problems)
+        check_weights({k: v.detach().cpu().numpy() for k, v in state.items()}, weights, type(self).__name__)
         new = {k: torch.as_tensor(np.asarray(weights[k]), dtype=state[k].dtype) for k in state}
         self._model.load_state_dict(new, strict=True)
         self._model.eval()
