@@ -367,7 +367,9 @@ def generator_class(name: str) -> type[BaseGenerator]:
     module, _, cls = GENERATORS[name].partition(":")
     try:
         mod = importlib.import_module(module)
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "fedsynth":
+            raise
         raise FedsynthError(
             f"Generator {name!r} needs a package that is not installed ({exc.name}); "
             "install fedsynth with its dependencies: pip install -e ."
