@@ -104,13 +104,6 @@ def parse_conditions(items: list[str], schema: Any) -> dict[str, Any]:
     return {c: v[0] if len(v) == 1 else v for c, v in conditions.items()}
 
 
-def _write_csv(frame: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-
-
 @handle_errors
 def fit(
     data: Path | None = DATA_ARG,
@@ -126,6 +119,7 @@ def fit(
     report: bool = REPORT_OPT,
 ) -> None:
     """Train a generator centrally on the seeded training split and write the model and a synthetic cohort."""
+    from fedsynth.cohort.io import write_csv
     from fedsynth.cohort.partition import train_holdout_split
     from fedsynth.generators.base import generator_class, make_generator
 
@@ -143,18 +137,15 @@ def fit(
     gen.save(out / "model")
     n_rows = int(n) if n is not None else len(train)
     synthetic = gen.sample(n_rows, random_state=seed)
-    _write_csv(synthetic, out / "synthetic.csv")
+    write_csv(synthetic, out / "synthetic.csv", gen.schema)
     console.print(
         f"Fitted {generator} on {len(train):,} training rows ({len(holdout):,} held out) in {fit_seconds:.1f} s; "
         f"wrote {out / 'model'} and {len(synthetic):,} synthetic rows to {out / 'synthetic.csv'}."
     )
     if not report:
         return
-    try:
-        from fedsynth.evaluation import evaluate
-    except ImportError:  # the evaluation part is not in this build
-        console.print("No evaluation report: fedsynth.evaluation is not available in this build.")
-        return
+    from fedsynth.evaluation import evaluate
+
     result = evaluate(train, synthetic, table_schema, holdout_data=holdout, random_state=seed)
     result.to_json(out / "report.json")
     result.to_html(out / "report.html")
@@ -177,10 +168,11 @@ def sample(
     out: Path = SAMPLE_OUT_OPT,
 ) -> None:
     """Draw synthetic rows from a saved model, optionally under conditions, and write them as CSV."""
+    from fedsynth.cohort.io import write_csv
     from fedsynth.generators.base import load_generator
 
     gen = load_generator(model_dir)
     conditions = parse_conditions(list(condition or []), gen.schema)
     synthetic = gen.sample(n, random_state=seed, conditions=conditions or None, where=where)
-    _write_csv(synthetic, out)
+    write_csv(synthetic, out, gen.schema)
     console.print(f"Wrote {len(synthetic):,} rows from {gen.name} to {out}.")

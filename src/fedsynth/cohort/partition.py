@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsynth.cohort.io import atomic_write_text, write_csv
 from fedsynth.cohort.schema import ColumnRole, TableSchema
 from fedsynth.errors import Problem, ValidationError
 
@@ -71,18 +72,10 @@ class Partition:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for s in self.sites:
-            _atomic_csv(s.data, out / f"{s.name}.csv")
-        _atomic_csv(self.holdout, out / "holdout.csv")
-        tmp = out / "partition.json.tmp"
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(out / "partition.json")
+            write_csv(s.data, out / f"{s.name}.csv", self.schema)
+        write_csv(self.holdout, out / "holdout.csv", self.schema)
+        atomic_write_text(out / "partition.json", json.dumps(self.to_dict(), indent=2))
         return out / "partition.json"
-
-
-def _atomic_csv(data: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    data.to_csv(tmp, index=False)
-    tmp.replace(path)
 
 
 def allocate(n: int, proportions: Sequence[float]) -> list[int]:

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from fedsynth.cohort.io import atomic_write_text, write_csv
 from fedsynth.experiments.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,7 @@ class RunResult:
 # -- atomic writes ---------------------------------------------------------------------------------------------
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _atomic_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+_atomic_text = atomic_write_text
 
 
 def _jsonable(obj: Any) -> Any:
@@ -302,7 +294,7 @@ def run_experiment(
             folder = run_dir / "snapshots" if rr.label in ("federated", "centralized") else run_dir / "snapshots" / rr.label
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"round-{rr.server_round:03d}.csv"
-            _atomic_csv(synthetic, path)
+            write_csv(synthetic, path, schema)
             entry["snapshot"] = str(path.relative_to(run_dir))
             last_snapshot.update(frame=synthetic, round=rr.server_round)
         scores = score_snapshot(part.train, synthetic, schema, part.holdout, random_state=config.seed)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.cohort.derived import add_derived
+from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
@@ -295,7 +296,7 @@ class BaseGenerator(ABC):
             "domain": self.domain.to_dict(),
         }
         self._save(folder)
-        _atomic_write_text(folder / "generator.json", json.dumps(meta, indent=1))
+        atomic_write_text(folder / "generator.json", json.dumps(meta, indent=1))
 
     @abstractmethod
     def _save(self, folder: Path) -> None:
@@ -340,12 +341,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # -- registry ------------------------------------------------------------------------------------------

@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, TableSchema
 from fedsynth.encoding.domain import ColumnDomain, Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator, _atomic_write_text
+from fedsynth.generators.base import BaseGenerator
 
 log = logging.getLogger(__name__)
 
@@ -960,7 +961,7 @@ class BayesianNetworkGenerator(BaseGenerator):
             "cpds": cpds,
             "within": {c: t.tolist() for c, t in self._within.items()},
         }
-        _atomic_write_text(folder / _FILE, json.dumps(state))
+        atomic_write_text(folder / _FILE, json.dumps(state))
 
     def _load(self, folder: Path) -> None:
         from pgmpy.factors.discrete import TabularCPD

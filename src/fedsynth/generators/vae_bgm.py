@@ -51,10 +51,11 @@ import pandas as pd
 from scipy.special import betaln, digamma, gammaln, logsumexp
 from scipy.stats import norm
 
+from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator, _atomic_write_text, check_weights
+from fedsynth.generators.base import BaseGenerator, check_weights
 
 log = logging.getLogger(__name__)
 
@@ -765,7 +766,7 @@ class VAEBGMGenerator(BaseGenerator):
             if self.latent_mixture_ is None
             else {k: v.tolist() for k, v in self.latent_mixture_.items()},
         }
-        _atomic_write_text(folder / "vae_bgm.json", json.dumps(state))
+        atomic_write_text(folder / "vae_bgm.json", json.dumps(state))
 
     def _load(self, folder: Path) -> None:
         state = json.loads((folder / "vae_bgm.json").read_text())
