@@ -197,7 +197,7 @@ def partition_sites(
         for value in sorted(set(keys)):
             rows = rng.permutation(idx[keys == value])
             q = rng.dirichlet(alpha * p * k)
-            sizes = allocate(len(rows), q) if len(rows) else [0] * k
+            sizes = allocate(len(rows), [float(x) for x in q]) if len(rows) else [0] * k
             for site, chunk in enumerate(np.split(rows, np.cumsum(sizes)[:-1])):
                 assign[chunk] = site
         parts = [idx[assign == s] for s in range(k)]

@@ -114,14 +114,14 @@ class ExperimentConfig(_Strict):
 
     name: str = "experiment"
     cohort: CohortConfig
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    sites: SitesConfig = Field(default_factory=SitesConfig)
-    scenario: ScenarioConfig = Field(default_factory=ScenarioConfig)
-    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
-    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    split: SplitConfig = SplitConfig()
+    sites: SitesConfig = SitesConfig()
+    scenario: ScenarioConfig = ScenarioConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    strategy: StrategyConfig = StrategyConfig()
     seed: int = 0
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    evaluation: EvaluationConfig = EvaluationConfig()
+    output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
     def _compatible(self) -> ExperimentConfig:

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 GridProgress = Callable[[str, Mapping[str, Any]], None]
 
 
+_SCENARIOS: tuple[Literal["best", "worst"], ...] = ("best", "worst")
+
+
 class GeneratorEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,9 +56,9 @@ class GridConfig(BaseModel):
     base: dict[str, Any] = Field(description="an experiment config (without generator/strategy) shared by every run")
     generators: list[GeneratorEntry]
     layouts: dict[str, list[float]] = Field(
-        default_factory=lambda: {"3-sites": [60, 30, 10], "5-sites": [45, 20, 15, 10, 10]}
+        default_factory=lambda: {"3-sites": [60.0, 30.0, 10.0], "5-sites": [45.0, 20.0, 15.0, 10.0, 10.0]}
     )
-    scenarios: list[Literal["best", "worst"]] = Field(default_factory=lambda: ["best", "worst"])
+    scenarios: list[Literal["best", "worst"]] = Field(default_factory=lambda: list(_SCENARIOS))
     seeds: list[int] = Field(default_factory=lambda: [0])
     baselines: bool = Field(True, description="also run centralized and per-site local for every generator")
 
