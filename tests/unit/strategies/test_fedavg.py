@@ -115,3 +115,29 @@ def test_fedavg_site_handlers_train_locally_and_report_row_counts(fake_generator
     np.testing.assert_allclose(means, [pooled["AGE"].mean(), pooled["HB"].mean()])
     fits = [m for m in grid.received if m.metadata.message_type == "train.fit"]
     assert sorted(records.from_metric_record(m.content["metrics"])["num_examples"] for m in fits) == [10, 30, 60]
+
+
+def _estep_messages_per_round(warm: bool) -> dict[int, int]:
+    sites = _sites([120, 80, 60])
+    grid = InProcessGrid(sites, keep_messages=True)
+    strategy = make_strategy(
+        "fedavg", SCHEMA, generator="vae_bgm", rounds=3, local_epochs=2, min_sites=2, random_state=0,
+        generator_params={"epochs": 1, "batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2},
+        params={"mixture_warm_start": warm},
+    )
+    strategy.start(grid)
+    counts: dict[int, int] = {}
+    for msg in grid.sent:
+        if msg.metadata.message_type == "query.mixture_estep":
+            rnd = int(msg.metadata.group_id.split("-")[1])
+            counts[rnd] = counts.get(rnd, 0) + 1
+    return counts
+
+
+def test_vae_bgm_mixture_em_warm_starts_from_the_previous_round() -> None:
+    # Setup / Run: the same federated VAE-BGM run with and without warm-started latent-mixture EM
+    cold, warm = _estep_messages_per_round(False), _estep_messages_per_round(True)
+    # Assert: round 1 is identical; later rounds need at most half the EM message rounds of a fresh start
+    assert cold[1] == warm[1]
+    assert 2 * sum(warm[r] for r in (2, 3)) <= sum(cold[r] for r in (2, 3))
+    assert all(warm[r] >= len([120, 80, 60]) for r in (2, 3))  # at least one E-step per site per round
