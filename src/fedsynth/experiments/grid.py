@@ -279,18 +279,13 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 def _logrank(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """Log-rank p of the first stratum (TP53 by default) for OS, in real and synthetic data."""
     strata = dig(evaluation, "survival.OS.strata")
-    if isinstance(strata, Mapping):
-        items = list(strata.items())
-    elif isinstance(strata, list):
-        items = [(s.get("column") or s.get("name"), s) for s in strata if isinstance(s, Mapping)]
-    else:
+    if not isinstance(strata, Mapping):
         return {}
-    for name, info in items:
+    for name, info in strata.items():
         if not isinstance(info, Mapping):
             continue
-        real = _num(dig(info, "logrank.real_p") or dig(info, "real.logrank_p") or info.get("logrank_p_real"))
-        syn = _num(dig(info, "logrank.synthetic_p") or dig(info, "synthetic.logrank_p") or info.get("logrank_p_synthetic"))
-        return {"stratum": name, "real_p": real, "synthetic_p": syn}
+        return {"stratum": name, "real_p": _num(info.get("logrank_p_real")),
+                "synthetic_p": _num(info.get("logrank_p_synthetic"))}
     return {}
 
 

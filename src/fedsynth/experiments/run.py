@@ -63,7 +63,6 @@ class RunResult:
 # -- atomic writes ---------------------------------------------------------------------------------------------
 
 
-_atomic_text = atomic_write_text
 
 
 def _jsonable(obj: Any) -> Any:
@@ -84,7 +83,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_text(path, json.dumps(_jsonable(obj), indent=2, default=str))
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, default=str))
 
 
 class _MetricsLog:
@@ -96,31 +95,19 @@ class _MetricsLog:
 
     def append(self, record: Mapping[str, Any]) -> None:
         self.lines.append(json.dumps(_jsonable(record), default=str))
-        _atomic_text(self.path, "\n".join(self.lines) + "\n")
+        atomic_write_text(self.path, "\n".join(self.lines) + "\n")
 
 
 # -- evaluation (imported on use; a missing piece degrades to a note, never a crash) -------------------------
-
-
-def _evaluation(name: str) -> Callable[..., Any] | None:
-    for module in ("fedsynth.evaluation", "fedsynth.evaluation.scores", "fedsynth.evaluation.report"):
-        try:
-            fn = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            continue
-        if fn is not None:
-            return fn  # type: ignore[no-any-return]
-    return None
 
 
 def score_snapshot(
     real: pd.DataFrame, synthetic: pd.DataFrame, schema: Any, holdout: pd.DataFrame, *, random_state: int
 ) -> dict[str, Any]:
     """CSF, GSF, NNDR and fidelity components of one snapshot (``evaluation.quick_scores``)."""
-    fn = _evaluation("quick_scores")
-    if fn is None:
-        return {"csf": None, "gsf": None, "nndr": None, "components": {}, "note": "evaluation.quick_scores unavailable"}
-    return dict(fn(real, synthetic, schema, holdout_data=holdout, random_state=random_state))
+    from fedsynth.evaluation import quick_scores
+
+    return dict(quick_scores(real, synthetic, schema, holdout_data=holdout, random_state=random_state))
 
 
 def _headline(scores: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,7 +241,7 @@ def run_experiment(
     run_id = _run_id(config)
     run_dir = Path(out_dir or config.output.dir) / run_id
     (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-    _atomic_text(run_dir / "config.yaml", yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
     seeds = site_seeds(config.seed, len(part.sites))
     settings = strategy_settings(config)
     engine = engine or str(config.strategy.params.get("engine", "simulation"))
@@ -373,11 +360,13 @@ def run_experiment(
     final_frame = last_snapshot.get("frame")
     final_json: Any = None
     report_obj = None
-    evaluate = _evaluation("evaluate")
+    from fedsynth.evaluation import evaluate
+
     mode = _final_mode(config)
-    if final_frame is not None and evaluate is not None and mode != "none":
-        lite = {"detection": False, "utility": False} if mode == "lite" else {}
-        report_obj = evaluate(part.train, final_frame, schema, holdout_data=part.holdout, random_state=config.seed, **lite)
+    if final_frame is not None and mode != "none":
+        full = mode != "lite"  # lite: no detection AUC, no TSTR
+        report_obj = evaluate(part.train, final_frame, schema, holdout_data=part.holdout, random_state=config.seed,
+                              detection=full, utility=full)
         final_json = report_obj.to_dict()
     timings["evaluation"] = time.perf_counter() - t0
     final_round = rounds[-1] if rounds else {}
@@ -410,25 +399,25 @@ def _write_html(
     *,
     title: str,
 ) -> None:
-    render = _evaluation("render_rounds_html")
-    if render is not None:
-        lines: dict[str, dict[str, Any]] = {}
-        for ref in references:  # the last round of each reference model is its line
-            label = ref["label"] if ref["label"] == "centralized" else f"{ref['label']} alone"
-            lines[label] = {k: ref.get(k) for k in ("csf", "gsf", "nndr_p5")}
-        by_round = [{k: r.get(k) for k in ("round", "csf", "gsf", "nndr_p5")} for r in rounds]
-        try:
-            render(by_round, lines, final, path, title=title)
-            return
-        except Exception as exc:  # the rounds page must not cost the run: fall back to a plain table
-            log.warning("report.html: the evaluation renderer failed (%s); writing a plain table", type(exc).__name__)
-    _atomic_text(path, _fallback_html(rounds, references, report, title))
+    from fedsynth.evaluation import render_rounds_html
+
+    lines: dict[str, dict[str, Any]] = {}
+    for ref in references:  # the last round of each reference model is its line
+        label = ref["label"] if ref["label"] == "centralized" else f"{ref['label']} alone"
+        lines[label] = {k: ref.get(k) for k in ("csf", "gsf", "nndr_p5")}
+    by_round = [{k: r.get(k) for k in ("round", "csf", "gsf", "nndr_p5")} for r in rounds]
+    try:
+        render_rounds_html(by_round, lines, final, path, title=title)
+        return
+    except Exception as exc:  # the rounds page must not cost the run: fall back to a plain table
+        log.warning("report.html: the evaluation renderer failed (%s); writing a plain table", type(exc).__name__)
+    atomic_write_text(path, _fallback_html(rounds, references, report, title))
 
 
 def _fallback_html(
     rounds: Sequence[Mapping[str, Any]], references: Sequence[Mapping[str, Any]], report: Mapping[str, Any], title: str
 ) -> str:
-    """A plain table of scores by round (used only when the evaluation package's renderer is unavailable)."""
+    """A plain table of scores by round (written only when the evaluation renderer fails, so the run keeps a page)."""
     import html
 
     def fmt(v: Any) -> str:

@@ -70,7 +70,7 @@ def _fake_run(calls: list[str]):
             "scores": {"csf": {"value": csf}, "gsf": {"value": 0.8}},
             "utility": {"endpoints": {"OS": {"c_index_train_synthetic": 0.7, "c_index_train_real": 0.75}}},
             "privacy": {"nndr": {"synthetic": {"p5": 0.3}, "holdout": {"p5": 0.2}}, "dcr_share": 0.5, "mia_auc": 0.51},
-            "survival": {"OS": {"strata": {"TP53": {"logrank": {"real_p": 1e-40, "synthetic_p": 1e-20}}}}},
+            "survival": {"OS": {"strata": {"TP53": {"logrank_p_real": 1e-40, "logrank_p_synthetic": 1e-20}}}},
         }
         report = {"rounds": [{"round": 1, "label": config.strategy.name, "csf": csf, "gsf": 0.8, "nndr": 0.3}],
                   "final": {"evaluation": evaluation}}
