@@ -16,6 +16,11 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+class CoxEngine(str, Enum):
+    batched = "batched"
+    lifelines = "lifelines"
+
+
 REAL_OPT = typer.Option(..., "--real", help="The real training data (CSV).", show_default=False)
 SYN_OPT = typer.Option(..., "--synthetic", help="The synthetic data (CSV).", show_default=False)
 OUT_OPT = typer.Option(..., "--out", help="Folder for report.json and report.html.", show_default=False)
@@ -27,6 +32,11 @@ DATA_DIR_OPT = typer.Option(
 )
 SEED_OPT = typer.Option(0, "--seed", help="Seed of every random choice of the evaluation.")
 FORMAT_OPT = typer.Option(OutputFormat.text, "--format", help="text for people, json for machines.")
+COX_OPT = typer.Option(
+    CoxEngine.batched, "--cox-engine",
+    help="How Cox models are fitted: batched (fedsynth, all models at once) or lifelines (one CoxPHFitter each, "
+         "~10 s slower on the MDS cohort); the two agree to 1e-6.",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +55,7 @@ def evaluate(
     data_dir: Path | None = DATA_DIR_OPT,
     seed: int = SEED_OPT,
     format: OutputFormat = FORMAT_OPT,
+    cox_engine: CoxEngine = COX_OPT,
 ) -> None:
     """Score SYNTHETIC against REAL (SAFE-style CSF, GSF, fidelity, survival, privacy); write report.json and report.html."""
     from fedsynth.errors import Problem, ValidationError
@@ -61,7 +72,9 @@ def evaluate(
 
     from fedsynth.evaluation import evaluate as run_evaluation
 
-    report = run_evaluation(real_df, syn_df, table_schema, holdout_data=hold_df, random_state=seed)
+    report = run_evaluation(
+        real_df, syn_df, table_schema, holdout_data=hold_df, random_state=seed, cox_engine=cox_engine.value
+    )
     out.mkdir(parents=True, exist_ok=True)
     json_path = report.to_json(out / "report.json")
     html_path = report.to_html(out / "report.html", title=f"Evaluation of {synthetic.name}")

@@ -35,11 +35,11 @@ DEFINITIONS: dict[str, str] = {
                 "real rows). Curve similarity = 1 - mean absolute difference of the two survival curves on 101 "
                 "equally spaced times from 0 to the real 90th percentile of follow-up. Medians from the KM "
                 "curves. Log-rank test (k groups) across a stratum's groups inside "
-                "the real data and inside a synthetic sample of the real size (lifelines KaplanMeierFitter and multivariate_logrank_test); direction agreement = share of "
+                "the real data and inside a synthetic sample of the real size (Kaplan-Meier by scipy.stats.ecdf, log-rank by scipy.stats.logrank for two groups and lifelines multivariate_logrank_test for more); direction agreement = share of "
                 "group pairs ordered the same way by restricted mean survival time (up to the same horizon) in "
                 "real and synthetic. Univariate Cox models per clinical variable (numeric as is; one indicator "
                 "per categorical level held by >= 1% of real rows, only the rarer level of a two-level column) "
-                "and per gene (>= 2% mutated): lifelines CoxPHFitter, penalizer 0.01, Efron ties (the per-round quick scores use a vectorised screen of the same model, checked against CoxPHFitter).",
+                "and per gene (>= 2% mutated): CoxPHFitter's model (penalizer 0.01, Efron ties), fitted by fedsynth's batched engine (equal to lifelines CoxPHFitter to 1e-6) or, on request, by CoxPHFitter itself.",
     "TSTR": "Harrell's C-index (lifelines concordance_index) of a Cox model (lifelines CoxPHFitter, "
             "Efron ties, penalizer 0.1) trained on the synthetic "
             "data vs the same model trained on the real data, both evaluated on the holdout (else on the real "

@@ -1,6 +1,8 @@
 """Utility: train-on-synthetic, test-on-real (TSTR) C-index of a Cox model, beside train-on-real.
 
-A lifelines ``CoxPHFitter`` (Efron ties, penalizer 0.1) on a fixed covariate set chosen from the schema:
+A Cox model (``CoxPHFitter``'s objective: Efron ties, penalizer 0.1; fitted by
+:func:`~fedsynth.evaluation.survival.cox_multivariate` or, with ``cox_engine="lifelines"``, by ``CoxPHFitter``
+itself; the two agree to 1e-6) on a fixed covariate set chosen from the schema:
 numeric clinical columns (median-imputed with the training table's medians), indicators of categorical
 clinical levels held by >= 1% of real rows (most frequent level as reference) and genes mutated in >= 2% of
 real patients. Derived columns are left out (they are functions of the others). Harrell's C
@@ -19,7 +21,7 @@ import pandas as pd
 
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.evaluation._prep import Columns, labels
-from fedsynth.evaluation.survival import GENE_MIN_FREQ, LEVEL_MIN_FREQ
+from fedsynth.evaluation.survival import GENE_MIN_FREQ, LEVEL_MIN_FREQ, check_cox_engine, cox_multivariate
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,9 @@ def cox_fit(X: pd.DataFrame, durations: np.ndarray, events: np.ndarray, *, penal
         return CoxPHFitter(penalizer=penalizer).fit(frame, "__T", "__E")
 
 
-def _cindex(train: pd.DataFrame, test: pd.DataFrame, spec: list[tuple[str, str, Any]], dur: str, ev: str) -> float | None:
+def _cindex(
+    train: pd.DataFrame, test: pd.DataFrame, spec: list[tuple[str, str, Any]], dur: str, ev: str, engine: str
+) -> float | None:
     from lifelines.utils import concordance_index
 
     train = train[train[dur].notna() & train[ev].notna() & (train[dur] > 0)]
@@ -84,11 +88,15 @@ def _cindex(train: pd.DataFrame, test: pd.DataFrame, spec: list[tuple[str, str, 
     from lifelines.exceptions import ConvergenceError
 
     try:
-        cph = cox_fit(Xtr, train[dur].to_numpy(), train[ev].to_numpy())
+        if engine == "lifelines":
+            cph = cox_fit(Xtr, train[dur].to_numpy(), train[ev].to_numpy())
+            risk = cph.predict_log_partial_hazard(Xte.reset_index(drop=True)).to_numpy()
+        else:
+            fit = cox_multivariate(train[dur].to_numpy(), train[ev].to_numpy(), Xtr.to_numpy(), penalizer=TSTR_PENALIZER)
+            risk = Xte.to_numpy() @ fit["coef"]  # the log partial hazard up to a constant: same ranks
     except (ConvergenceError, np.linalg.LinAlgError):
         log.warning("TSTR Cox model could not be fitted (did not converge)")
         return None
-    risk = cph.predict_log_partial_hazard(Xte.reset_index(drop=True)).to_numpy()
     return float(concordance_index(test[dur].to_numpy(), -risk, test[ev].to_numpy()))
 
 
@@ -98,8 +106,11 @@ def tstr_analysis(
     schema: TableSchema,
     *,
     holdout_data: pd.DataFrame | None = None,
+    cox_engine: str = "batched",
 ) -> dict[str, Any]:
     """C-index of Cox models trained on synthetic and on real data, evaluated on holdout (else real).
+
+    ``cox_engine``: ``"batched"`` or ``"lifelines"`` (see :mod:`fedsynth.evaluation.survival`).
 
     Returns
     -------
@@ -109,12 +120,17 @@ def tstr_analysis(
     """
     from threadpoolctl import threadpool_limits
 
+    check_cox_engine(cox_engine)
     with threadpool_limits(1):  # small matrices: multi-threaded BLAS only spins on a shared machine
-        return _tstr(real_data, synthetic_data, schema, holdout_data)
+        return _tstr(real_data, synthetic_data, schema, holdout_data, cox_engine)
 
 
 def _tstr(
-    real_data: pd.DataFrame, synthetic_data: pd.DataFrame, schema: TableSchema, holdout_data: pd.DataFrame | None
+    real_data: pd.DataFrame,
+    synthetic_data: pd.DataFrame,
+    schema: TableSchema,
+    holdout_data: pd.DataFrame | None,
+    engine: str,
 ) -> dict[str, Any]:
     spec = covariate_spec(real_data, schema)
     test = holdout_data if holdout_data is not None else real_data
@@ -122,6 +138,7 @@ def _tstr(
         "evaluated_on": "holdout" if holdout_data is not None else "real (training pool; train-on-real is in-sample)",
         "covariates": [s[0] for s in spec],
         "penalizer": TSTR_PENALIZER,
+        "cox_engine": engine,
         "endpoints": {},
     }
     if not spec:
@@ -130,8 +147,8 @@ def _tstr(
     for ep in schema.endpoints:
         if any(c not in d.columns for d in (real_data, synthetic_data, test) for c in (ep.duration_col, ep.event_col)):
             continue
-        trtr = _cindex(real_data, test, spec, ep.duration_col, ep.event_col)
-        tstr = _cindex(synthetic_data, test, spec, ep.duration_col, ep.event_col)
+        trtr = _cindex(real_data, test, spec, ep.duration_col, ep.event_col, engine)
+        tstr = _cindex(synthetic_data, test, spec, ep.duration_col, ep.event_col, engine)
         out["endpoints"][ep.name] = {
             "c_index_train_real": trtr,
             "c_index_train_synthetic": tstr,

@@ -49,16 +49,20 @@ def test_evaluate_with_a_named_cohort_writes_both_reports_and_json_summary(mds_s
     assert json.loads((out / "report.json").read_text())["info"]["random_state"] == 3
 
 
-def test_evaluate_with_a_schema_file_prints_a_text_summary(mds_split, tmp_path):
+def test_evaluate_with_a_schema_file_and_the_lifelines_engine_prints_a_text_summary(mds_split, tmp_path):
     # Setup
     schema, paths = _csvs(mds_split, tmp_path)
     schema.to_yaml(tmp_path / "schema.yaml")
     # Run
     result = runner.invoke(_app(), ["evaluate", "--real", str(paths["real"]), "--synthetic", str(paths["synthetic"]),
-                                    "--schema", str(tmp_path / "schema.yaml"), "--out", str(tmp_path / "o")])
+                                    "--schema", str(tmp_path / "schema.yaml"), "--out", str(tmp_path / "o"),
+                                    "--cox-engine", "lifelines"])
     # Assert
     assert result.exit_code == 0, result.output
     assert "CSF" in result.stdout and "GSF" in result.stdout and "Privacy flags" in result.stdout
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["info"]["implementations"]["univariate Cox"] == "lifelines CoxPHFitter"
+    assert report["survival"]["hazard_ratios"]["estimator"] == "lifelines CoxPHFitter"
 
 
 def test_evaluate_rejects_bad_input_with_exit_code_2(mds_split, tmp_path):

@@ -1,4 +1,4 @@
-"""Survival pieces: KM by hand, log-rank wiring, the vectorised Cox screen equal to CoxPHFitter, the cached CoxPHFitter path."""
+"""Survival pieces: KM by hand, log-rank wiring, the batched Cox engine equal to CoxPHFitter, the cached CoxPHFitter path."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.evaluation.survival import coxph_univariate, hazard_ratio_analysis, survival_analysis, univariate_cox
+from fedsynth.evaluation.survival import (
+    cox_multivariate,
+    coxph_univariate,
+    hazard_ratio_analysis,
+    survival_analysis,
+    univariate_cox,
+)
 
 
 def _surv(T, E, x=None, c=None):  # type: ignore[no-untyped-def]
@@ -53,7 +59,7 @@ def test_stratum_log_rank_equals_lifelines_and_direction_agrees(tiny_schema):
     assert st["groups"]["a"]["rmst_real"] > st["groups"]["b"]["rmst_real"]
 
 
-def test_univariate_cox_screen_equals_lifelines_coxphfitter_to_1e6_with_missing_values_and_ties(mds_cohort):
+def test_batched_univariate_cox_equals_lifelines_coxphfitter_to_1e6_with_missing_values_and_ties(mds_cohort):
     # Setup: real cohort, variables with missing values (HB, ANC), a gene, an indicator; many tied times.
     # CoxPHFitter is run to a tight tolerance so that its own stopping error is below the 1e-6 compared.
     from lifelines import CoxPHFitter
@@ -75,7 +81,7 @@ def test_univariate_cox_screen_equals_lifelines_coxphfitter_to_1e6_with_missing_
         assert res["n"][i] == len(frame)
 
 
-def test_coxph_univariate_matches_the_screen_gives_nan_for_a_constant_column_and_is_cached(mds_cohort):
+def test_coxph_univariate_matches_the_batched_fit_gives_nan_for_a_constant_column_and_is_cached(mds_cohort):
     # Setup: three real variables and a constant column
     data = mds_cohort.data.iloc[:400]
     X = np.column_stack([data[["HB", "TP53", "AGE"]].to_numpy(float), np.ones(len(data))])
@@ -83,10 +89,10 @@ def test_coxph_univariate_matches_the_screen_gives_nan_for_a_constant_column_and
     # Run
     first = coxph_univariate(T, E, X)
     again = coxph_univariate(T, E, X)
-    screen = univariate_cox(T, E, X)
+    batched = univariate_cox(T, E, X)
     # Assert
-    np.testing.assert_allclose(first["coef"][:3], screen["coef"][:3], rtol=1e-6)
-    np.testing.assert_allclose(first["p"][:3], screen["p"][:3], rtol=1e-6)
+    np.testing.assert_allclose(first["coef"][:3], batched["coef"][:3], rtol=1e-6)
+    np.testing.assert_allclose(first["p"][:3], batched["p"][:3], rtol=1e-6)
     assert np.isnan(first["coef"][3]) and np.isnan(first["p"][3])
     for k in ("coef", "se", "p"):
         np.testing.assert_array_equal(first[k], again[k])
@@ -99,13 +105,56 @@ def test_hazard_ratio_table_says_which_estimator_made_it(tiny_schema):
     T = rng.exponential(np.exp(-x)) + 0.01
     real = _surv(T, np.ones(200), x=x)
     # Run
-    full = hazard_ratio_analysis(real, real.copy(), tiny_schema, None)
-    quick = hazard_ratio_analysis(real, real.copy(), tiny_schema, None, engine="screen")
+    batched = hazard_ratio_analysis(real, real.copy(), tiny_schema, None)
+    lifelines = hazard_ratio_analysis(real, real.copy(), tiny_schema, None, engine="lifelines")
     # Assert
-    assert full["estimator"] == "lifelines CoxPHFitter" and quick["estimator"].startswith("vectorised screen")
-    row = next(r for r in full["rows"] if r["variable"] == "x")
+    assert lifelines["estimator"] == "lifelines CoxPHFitter" and batched["estimator"].startswith("fedsynth batched")
+    row = next(r for r in lifelines["rows"] if r["variable"] == "x")
     assert row["log_hr_real"] > 0.5 and row["significant_real"]
-    assert row["log_hr_real"] == pytest.approx(next(r for r in quick["rows"] if r["variable"] == "x")["log_hr_real"], rel=1e-6)
+    assert row["log_hr_real"] == pytest.approx(next(r for r in batched["rows"] if r["variable"] == "x")["log_hr_real"], rel=1e-6)
+    with pytest.raises(ValueError, match="cox_engine must be one of 'batched', 'lifelines'"):
+        hazard_ratio_analysis(real, real.copy(), tiny_schema, None, engine="screen")
+
+
+def test_multivariate_cox_equals_lifelines_coxphfitter_to_1e6_on_the_tstr_design(mds_cohort):
+    # Setup: the TSTR covariates of the real cohort (52 columns: numbers, level indicators, genes; many ties)
+    import warnings
+
+    from lifelines import CoxPHFitter
+
+    from fedsynth.evaluation.utility import TSTR_PENALIZER, _matrix, covariate_spec
+
+    data = mds_cohort.data
+    spec = covariate_spec(data, mds_cohort.schema)
+    rows = data[data["OS_YEARS"].notna() & data["OS_STATUS"].notna()]
+    X = _matrix(rows, spec, {c: float(rows[c].median()) for _, c, lv in spec if lv is None})
+    X = X.loc[:, X.std() > 0]
+    frame = X.reset_index(drop=True).assign(T=rows["OS_YEARS"].to_numpy(), E=rows["OS_STATUS"].to_numpy() > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = CoxPHFitter(penalizer=TSTR_PENALIZER).fit(frame, "T", "E", fit_options={"precision": 1e-12})
+    # Run
+    res = cox_multivariate(rows["OS_YEARS"].to_numpy(), rows["OS_STATUS"].to_numpy(), X.to_numpy(), penalizer=TSTR_PENALIZER)
+    # Assert
+    assert X.shape[1] > 40 and res["n"] == len(rows)
+    np.testing.assert_allclose(res["coef"], ref.params_.to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(res["se"], ref.standard_errors_.to_numpy(), atol=1e-6)
+
+
+def test_multivariate_cox_by_hand_for_one_binary_covariate_without_ties():
+    # Setup: 4 rows, x = 1, 0, 1, 0, all events at times 1..4. The partial likelihood of b is
+    # e^b/(2e^b+2) * 1/(e^b+2) * e^b/(e^b+1) * 1, maximised where its derivative vanishes (solved by scipy).
+    from scipy.optimize import brentq
+
+    T, E, x = np.array([1.0, 2, 3, 4]), np.ones(4), np.array([1.0, 0, 1, 0])
+
+    def score(b: float) -> float:
+        return (1 - 2 * np.exp(b) / (2 * np.exp(b) + 2)) - np.exp(b) / (np.exp(b) + 2) + (1 - np.exp(b) / (np.exp(b) + 1))
+
+    # Run
+    res = cox_multivariate(T, E, x, penalizer=0.0)
+    # Assert
+    assert res["coef"][0] == pytest.approx(brentq(score, -5, 5), abs=1e-8)
 
 
 def test_univariate_cox_gives_nan_for_a_constant_column():
@@ -153,3 +202,43 @@ def test_restricted_mean_survival_time_is_the_hand_computed_area_under_the_curve
     # Assert
     assert rmst == pytest.approx((1 + 0.75 * 2 + 0.375 * 0.7) / 3.7)
     assert median == pytest.approx(3.0)
+
+
+def test_kaplan_meier_median_and_rmst_equal_lifelines_on_the_real_cohort(mds_cohort):
+    # Setup: OS and LFS overall and in the TP53-mutated group (ties, censoring, a curve crossing 1/2)
+    from lifelines import KaplanMeierFitter
+    from lifelines.utils import restricted_mean_survival_time
+
+    from fedsynth.evaluation.survival import _km_summary
+
+    data = mds_cohort.data
+    for dur, ev in (("OS_YEARS", "OS_STATUS"), ("LFS_YEARS", "LFS_STATUS")):
+        for rows in (data, data[data["TP53"] == 1]):
+            rows = rows[rows[dur].notna() & rows[ev].notna()]
+            T, E = rows[dur].to_numpy(), rows[ev].to_numpy()
+            grid = np.linspace(0.0, float(np.quantile(T, 0.9)), 101)
+            kmf = KaplanMeierFitter().fit(T, E > 0)
+            # Run
+            curve, median, rmst = _km_summary(T, E, grid)
+            # Assert
+            np.testing.assert_allclose(curve, kmf.survival_function_at_times(grid).to_numpy(), atol=1e-12)
+            assert median == pytest.approx(kmf.median_survival_time_, rel=1e-12)
+            assert rmst == pytest.approx(restricted_mean_survival_time(kmf, t=grid[-1]) / grid[-1], rel=1e-10)
+
+
+def test_two_and_five_group_log_rank_equal_lifelines_on_the_real_cohort(mds_cohort):
+    # Setup: TP53 status (two groups, scipy's test) and IPSS-R group (five or more, lifelines' test)
+    from lifelines.statistics import multivariate_logrank_test
+
+    from fedsynth.evaluation.survival import logrank
+
+    data = mds_cohort.data
+    for col in ("TP53", "IPSSR"):
+        rows = data[data[col].notna() & data["OS_YEARS"].notna()]
+        g = rows[col].astype(str).to_numpy()
+        T, E = rows["OS_YEARS"].to_numpy(), rows["OS_STATUS"].to_numpy()
+        # Run
+        p = logrank(T, g, E)
+        # Assert
+        ref = multivariate_logrank_test(T, g, E > 0).p_value
+        assert p == pytest.approx(ref, rel=1e-6) or (p < 1e-300 and ref < 1e-300)
