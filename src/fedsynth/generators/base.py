@@ -259,7 +259,8 @@ class BaseGenerator(ABC):
         return mask
 
     def _finish(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """Enforce the output contract: domain bounds, integer rounding, valid labels, survival, derived."""
+        """Enforce the output contract: domain bounds, integer rounding, valid labels, survival (times > 0; time and
+        event missing together), derived columns."""
         assert self.domain is not None
         out = self.domain.clip(raw)
         for name, col in self.domain.columns.items():
@@ -277,6 +278,11 @@ class BaseGenerator(ABC):
                 floor = lo if lo > 0 else 1e-3
                 d = out[ep.duration_col]
                 out[ep.duration_col] = d.where(d.isna() | (d > 0), floor)
+            if ep.duration_col in out.columns and ep.event_col in out.columns:
+                # An endpoint is known or unknown as a whole: models that sample missingness column by column
+                # (the network's #isna nodes) can leave an event without its time, which no analysis can use.
+                half = out[ep.duration_col].isna() != out[ep.event_col].isna()
+                out.loc[half, [ep.duration_col, ep.event_col]] = np.nan
         out = self.schema.select(self.schema.model_columns).coerce(out)
         return add_derived(out, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from fedsynth.cohort.schema import ColumnKind
+from fedsynth.cohort.validation import validate_frame
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators import GENERATORS, SupportsWeights, load_generator, make_generator
 
@@ -66,6 +67,24 @@ def test_sample_has_the_schemas_columns_dtypes_and_respects_the_domain(fitted, s
     for ep in schema.endpoints:
         assert (out[ep.duration_col].dropna() > 0).all()
         assert set(out[ep.event_col].dropna().unique()) <= {0.0, 1.0}
+        assert (out[ep.duration_col].isna() == out[ep.event_col].isna()).all(), ep.name
+
+
+def test_an_endpoint_sampled_half_missing_becomes_missing_as_a_whole(fitted, small):
+    # Setup: a raw sample where one row has an event but no time and another a time but no event (a network
+    # samples each column's missingness on its own)
+    schema, *_ = small
+    _, gen, _ = fitted
+    raw = gen.sample(4, random_state=2)[schema.model_columns].copy()
+    ep = schema.endpoints[0]
+    raw[ep.duration_col] = [1.5, np.nan, 2.0, 3.0]
+    raw[ep.event_col] = [1.0, 1.0, np.nan, 0.0]
+    # Run
+    out = gen._finish(raw)
+    # Assert
+    assert out[ep.duration_col].isna().tolist() == [False, True, True, False]
+    assert out[ep.event_col].isna().tolist() == [False, True, True, False]
+    assert not [p for p in validate_frame(out, schema) if p.where.startswith("endpoint")]
 
 
 def test_same_seed_same_rows_other_seed_other_rows(fitted):
