@@ -32,6 +32,10 @@ PARAMS: dict[str, dict[str, Any]] = {
               "n_modes": 5, "device": "cpu"},
     "vae_bgm": {"hidden_dims": [64, 64], "latent_dim": 8, "n_components": 8, "device": "cpu"},
 }
+#: ``--defaults``: each generator's own (quality) defaults, CPU only.
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "bayesian_network": {}, "ctgan": {"device": "cpu"}, "vae_bgm": {"device": "cpu"},
+}
 
 
 def scores(part: Any, synthetic: Any, seed: int) -> dict[str, Any]:
@@ -78,18 +82,23 @@ def flower_overhead(part: Any, n_rounds: int = 10) -> dict[str, Any]:
     }
 
 
-def bench_generator(name: str, part: Any, rounds: int, local_epochs: int, seed: int, n_rows: int) -> dict[str, Any]:
+def bench_generator(
+    name: str, part: Any, rounds: int, local_epochs: int, seed: int, n_rows: int, *, defaults: bool = False,
+    strategy_params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     from fedsynth.federation.simulation import run_in_process, run_simulation
     from fedsynth.strategies.base import flow_for, make_strategy
     from fedsynth.strategies.centralized import run_centralized
 
     flow = flow_for(name)
     r = rounds if flow == "fedavg" else 1
-    settings = dict(generator=name, generator_params=PARAMS[name], rounds=r, local_epochs=local_epochs, min_sites=2,
-                    random_state=seed, params={"mixture_max_iter": 30})
+    params = (DEFAULT_PARAMS if defaults else PARAMS)[name]
+    settings = dict(generator=name, generator_params=params, rounds=r, local_epochs=local_epochs, min_sites=2,
+                    random_state=seed, params={**({} if defaults else {"mixture_max_iter": 30}), **(strategy_params or {})})
     sites = [(s.name, s.data) for s in part.sites]
     out: dict[str, Any] = {"generator": name, "flow": flow, "rounds": r, "local_epochs": local_epochs,
-                           "total_epochs": r * local_epochs if flow == "fedavg" else None, "params": PARAMS[name]}
+                           "total_epochs": r * local_epochs if flow == "fedavg" else None, "params": params,
+                           "strategy_params": settings["params"]}
 
     def collect(into: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
         def on_round(rr: Any) -> None:
@@ -148,6 +157,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshot-rows", type=int, default=2661)
     parser.add_argument("--no-overhead", action="store_true")
+    parser.add_argument("--strategy-params", default="{}", help="JSON strategy params, e.g. '{\"mixture_round_max_iter\": 5}'")
+    parser.add_argument("--defaults", action="store_true",
+                        help="each generator's own quality defaults (CPU) instead of the modest settings")
     parser.add_argument("--append", action="store_true", help="keep earlier runs of the output file under 'runs'")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "federated.json"))
     args = parser.parse_args()
@@ -185,7 +197,8 @@ def main() -> None:
     for name in [g for g in args.generators.split(",") if g]:
         t0 = time.perf_counter()
         result["generators"][name] = bench_generator(name, part, args.rounds, args.local_epochs, args.seed,
-                                                     args.snapshot_rows)
+                                                     args.snapshot_rows, defaults=args.defaults,
+                                                     strategy_params=json.loads(args.strategy_params))
         result["generators"][name]["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(out_path.name + ".tmp")

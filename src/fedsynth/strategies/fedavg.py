@@ -64,7 +64,10 @@ class FedAvgStrategy(Strategy):
     """FedAvg over ``rounds`` rounds of ``local_epochs`` local epochs, weighted by site row counts.
 
     Strategy params: ``mixture_max_iter`` (default 50) and ``mixture_tol`` (1e-3) of the federated latent-mixture
-    EM; ``mixture_every_round`` (default true: every snapshot samples from a fitted global mixture; false fits
+    EM; ``mixture_round_max_iter`` (default 3: the EM's cap in every round but the last, whose mixture is the
+    released model's and runs to ``mixture_max_iter``; with the warm start the EM carries on where the previous
+    round stopped, so the iterations are spread over the rounds instead of repeated in each — every EM iteration
+    is one message round); ``mixture_every_round`` (default true: every snapshot samples from a fitted global mixture; false fits
     it after the last round only); ``mixture_warm_start`` (default true: from round 2 on, the EM starts from the
     previous round's mixture instead of a fresh initialisation — the latent space moves little between rounds,
     so it converges in fewer message rounds).
@@ -117,7 +120,8 @@ class FedAvgStrategy(Strategy):
             answered = [s for s in sites if s.node_id in got.ok]
             if has_mixture and (every or server_round == self.rounds):
                 mixture = self._fit_mixture(
-                    grid, answered, generator, weights, base, server_round, previous=mixture if warm else None
+                    grid, answered, generator, weights, base, server_round, previous=mixture if warm else None,
+                    final=server_round == self.rounds,
                 )
             generator.fitted_ = True
             left_out = {_name(sites, n): r for n, r in got.failed.items()}
@@ -140,11 +144,13 @@ class FedAvgStrategy(Strategy):
         server_round: int,
         *,
         previous: dict[str, np.ndarray] | None = None,
+        final: bool = True,
     ) -> dict[str, np.ndarray]:
         """Federated variational EM of the global latent mixture (codes stay at the sites).
 
         The init message is sent every time (each site re-encodes its rows under the new global weights);
-        ``previous``, when given, replaces the fresh initialisation as the EM's starting point.
+        ``previous``, when given, replaces the fresh initialisation as the EM's starting point. Before the
+        ``final`` round the EM stops after ``mixture_round_max_iter`` iterations.
         """
         from fedsynth.generators.vae_bgm import init_latent_mixture, mixture_m_step
 
@@ -160,6 +166,8 @@ class FedAvgStrategy(Strategy):
             random_state=self.random_state,
         )
         max_iter = int(self.params.get("mixture_max_iter", 50))
+        if not final:
+            max_iter = min(max_iter, int(self.params.get("mixture_round_max_iter", 3)))
         tol = float(self.params.get("mixture_tol", 1e-3))
         lower = -math.inf
         for it in range(1, max_iter + 1):

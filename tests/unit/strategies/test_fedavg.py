@@ -117,13 +117,13 @@ def test_fedavg_site_handlers_train_locally_and_report_row_counts(fake_generator
     assert sorted(records.from_metric_record(m.content["metrics"])["num_examples"] for m in fits) == [10, 30, 60]
 
 
-def _estep_messages_per_round(warm: bool) -> dict[int, int]:
+def _estep_messages_per_round(warm: bool, round_max_iter: int = 50) -> dict[int, int]:
     sites = _sites([120, 80, 60])
     grid = InProcessGrid(sites, keep_messages=True)
     strategy = make_strategy(
         "fedavg", SCHEMA, generator="vae_bgm", rounds=3, local_epochs=2, min_sites=2, random_state=0,
         generator_params={"epochs": 1, "batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2},
-        params={"mixture_warm_start": warm},
+        params={"mixture_warm_start": warm, "mixture_round_max_iter": round_max_iter},
     )
     strategy.start(grid)
     counts: dict[int, int] = {}
@@ -141,3 +141,13 @@ def test_vae_bgm_mixture_em_warm_starts_from_the_previous_round() -> None:
     assert cold[1] == warm[1]
     assert 2 * sum(warm[r] for r in (2, 3)) <= sum(cold[r] for r in (2, 3))
     assert all(warm[r] >= len([120, 80, 60]) for r in (2, 3))  # at least one E-step per site per round
+
+
+def test_vae_bgm_mixture_em_is_capped_before_the_last_round_only() -> None:
+    # Setup / Run: one EM iteration per round before the last (3 sites), the last round runs to convergence
+    counts = _estep_messages_per_round(True, round_max_iter=1)
+    uncapped = _estep_messages_per_round(True)
+    # Assert: rounds 1 and 2 send one E-step to each of the 3 sites; the last round may iterate further
+    assert counts[1] == counts[2] == 3
+    assert counts[3] >= 3
+    assert sum(counts.values()) < sum(uncapped.values())
