@@ -313,6 +313,22 @@ class BaseGenerator(ABC):
         """Read learnt state written by ``_save``."""
 
 
+def follow_duration_missingness(
+    columns: dict[str, np.ndarray], event_values: Mapping[str, np.ndarray], schema: TableSchema
+) -> None:
+    """Make each endpoint's event missing exactly where its duration is (in place).
+
+    Decoders that draw one missing indicator per column (VAE-BGM, CTGAN) would otherwise miss the time and the
+    event of an endpoint independently: rows with half an endpoint, and an endpoint missing about twice as often
+    as in the data (the union of two draws). ``event_values`` holds each event column's values before its own
+    missing draw; the event's own indicator is ignored, the duration's decides for both.
+    """
+    for ep in schema.endpoints:
+        if ep.duration_col in columns and ep.event_col in event_values:
+            gone = pd.isna(columns[ep.duration_col])
+            columns[ep.event_col] = np.where(gone, np.nan, np.asarray(event_values[ep.event_col], dtype="float64"))
+
+
 def check_weights(expected: Mapping[str, np.ndarray], weights: Mapping[str, Any], owner: str) -> None:
     """Raise one error listing every missing key, unknown key and wrong shape of ``weights``.
 

@@ -22,7 +22,7 @@ from torch.nn import functional
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import ColumnDomain, Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator, check_weights
+from fedsynth.generators.base import BaseGenerator, check_weights, follow_duration_missingness
 
 log = logging.getLogger(__name__)
 
@@ -504,11 +504,13 @@ class CTGANGenerator(BaseGenerator):
 
         With ``calibrate_missing`` the missing state of each column goes to the rows whose missing score most
         exceeds their best other state, as many as the domain's pooled missing rate asks: the model decides
-        *which* rows lack a value (the learnt pattern), the shared domain fixes *how many*.
+        *which* rows lack a value (the learnt pattern), the shared domain fixes *how many*. An endpoint's event is
+        missing exactly where its duration is (:func:`~fedsynth.generators.base.follow_duration_missingness`).
         """
         assert self.domain is not None
         n = len(scores)
         cols: dict[str, Any] = {}
+        present: dict[str, Any] = {}  # each column decoded as if its own missing state were never chosen
         for b in self.layout_:
             z = scores[:, b.onehot_start : b.onehot_start + b.n_states]
             if b.has_missing:
@@ -523,7 +525,7 @@ class CTGANGenerator(BaseGenerator):
                     missing = margin > 0
                 states = np.where(missing, b.n_states - 1, best_other)
             else:
-                states = z.argmax(axis=1)
+                best_other = states = z.argmax(axis=1)
             if b.numeric:
                 k_modes = len(b.means)
                 safe = np.minimum(states, k_modes - 1)
@@ -532,11 +534,13 @@ class CTGANGenerator(BaseGenerator):
                 cols[b.column] = np.where(states == k_modes, np.nan, x)
             else:
                 cats = np.asarray(list(b.categories) + [None], dtype=object)
-                values = cats[states]
-                if self.schema[b.column].kind is ColumnKind.BINARY:
-                    cols[b.column] = np.array([np.nan if v is None else float(v) for v in values])
-                else:
-                    cols[b.column] = np.array([np.nan if v is None else v for v in values], dtype=object)
+                for target, st in ((cols, states), (present, best_other)):
+                    values = cats[st]
+                    if self.schema[b.column].kind is ColumnKind.BINARY:
+                        target[b.column] = np.array([np.nan if v is None else float(v) for v in values])
+                    else:
+                        target[b.column] = np.array([np.nan if v is None else v for v in values], dtype=object)
+        follow_duration_missingness(cols, present, self.schema)
         return pd.DataFrame(cols, columns=self.columns_)
 
     # -- networks -------------------------------------------------------------------------------------------

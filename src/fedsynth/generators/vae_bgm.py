@@ -55,7 +55,7 @@ from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator, check_weights
+from fedsynth.generators.base import BaseGenerator, check_weights, follow_duration_missingness
 
 log = logging.getLogger(__name__)
 
@@ -718,6 +718,7 @@ class VAEBGMGenerator(BaseGenerator):
         o_miss = out[:, off : off + lay.n_missing]
         # Draw every random number in a fixed order (column by column) so a seed gives the same rows.
         cols: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}  # values before each column's own missing draw
         for c in lay.columns:
             cd = self.domain[c.name]
             if c.kind == "numeric":
@@ -745,12 +746,14 @@ class VAEBGMGenerator(BaseGenerator):
                 else:
                     idx = logits.argmax(axis=1)
                 col = np.asarray(c.categories, dtype=object)[idx]
+            present[c.name] = col
             if c.missing_index >= 0:
                 pm = _sigmoid(o_miss[:, c.missing_index])
                 is_missing = rng.random(n) < pm if like else pm > 0.5
                 col = col.astype(object) if col.dtype == object else col.copy()
                 col[is_missing] = np.nan
             cols[c.name] = col
+        follow_duration_missingness(cols, present, self.schema)
         return pd.DataFrame(cols)
 
     # -- persistence ----------------------------------------------------------------------------------

@@ -9,6 +9,12 @@ Server flow (after the shared domain, see :mod:`fedsynth.strategies.base`):
 2. *parameters* — :meth:`learn_parameters` asks the same oracle for the network's families (one more request)
    and builds the CPDs (BDeu prior).
 
+Strategy param ``count_look_ahead`` (default 1): a count request that goes out anyway also asks for the
+families hill climbing will most likely need next (each variable's best next parent, see
+:func:`~fedsynth.generators.bayesian_network._oracle_score`). Measured on the MDS cohort, 3 sites: 59 count
+requests -> 27 (max_indegree 2; 97 -> 49 for 3) for 1.5-1.9x the counts sent up; 2 gives 17 (34) for 2.2-2.8x;
+0 turns it off. The network is the same.
+
 A site that fails a count request is dropped and the search restarts without it (a structure mixing counts
 with and without a site would match neither), as long as ``min_sites`` remain. One "round".
 
@@ -95,7 +101,7 @@ class TwoStepBNStrategy(Strategy):
                     for s in active
                 ]
 
-            oracle = SummedCountOracle(fetch)
+            oracle = SummedCountOracle(fetch, look_ahead=int(self.params.get("count_look_ahead", 1)))
             try:
                 edges = generator.learn_structure(oracle)
                 generator.learn_parameters(oracle, edges)

@@ -123,3 +123,24 @@ def test_two_step_bn_refuses_a_weight_based_generator() -> None:
     text = str(exc.value)
     assert "'two_step_bn' needs a generator with structure and parameters from summed counts" in text
     assert "Strategies that work with 'ctgan': centralized, local, fedavg, sd_sharing." in text
+
+
+def test_count_look_ahead_needs_fewer_requests_for_the_same_network(mds_partition) -> None:
+    # Setup: a small schema, two parents per node, counts asked for with and without look-ahead
+    schema = mds_partition.schema.select(SMALL)
+
+    def run(look_ahead: int):  # type: ignore[no-untyped-def]
+        grid = InProcessGrid(_site_runtimes(mds_partition, schema), keep_messages=True)
+        result = make_strategy(
+            "two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 2},
+            min_sites=3, params={"count_look_ahead": look_ahead},
+        ).start(grid)
+        requests = {m.metadata.group_id for m in grid.sent if m.metadata.message_type == "query.counts"}
+        return result.generator, len(requests)
+
+    # Run
+    plain, n_plain = run(0)
+    ahead, n_ahead = run(1)
+    # Assert
+    _assert_same_network(ahead, plain)
+    assert n_ahead < n_plain
