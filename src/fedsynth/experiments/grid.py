@@ -348,6 +348,26 @@ def _mean_sd(values: Sequence[float | None]) -> dict[str, float | int | None]:
     return {"mean": m, "sd": sd, "n": len(vals)}
 
 
+def _site_alone(ok: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each site alone (``local`` runs, every site's last round; per-round fast scores), mean over seeds,
+    beside the federated strategies' last round on the same layout and scenario."""
+    by_key: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = {}
+    for r in ok:
+        if r["strategy"] == "local":
+            last: dict[str, Mapping[str, Any]] = {}
+            for entry in r.get("rounds", []):
+                last[str(entry.get("label"))] = entry
+            for site, entry in last.items():
+                by_key.setdefault((r["generator"], r["layout"], r["scenario"], site), []).append(entry)
+        elif r["strategy"] in ("fedavg", "two_step_bn", "sd_sharing") and r.get("rounds"):
+            by_key.setdefault((r["generator"], r["layout"], r["scenario"], r["strategy"]), []).append(r["rounds"][-1])
+    return [
+        {"generator": g, "layout": lay, "scenario": sc, "cohort": who,
+         "csf": _mean_sd([_num(e.get("csf")) for e in es]), "gsf": _mean_sd([_num(e.get("gsf")) for e in es])}
+        for (g, lay, sc, who), es in sorted(by_key.items())
+    ]
+
+
 def summarize(records: Sequence[Mapping[str, Any]], grid: GridConfig) -> dict[str, Any]:
     """Aggregate runs by setting (generator, strategy, layout, scenario): mean and spread over seeds."""
     ok = [r for r in records if r.get("status") == "finished"]
@@ -372,9 +392,10 @@ def summarize(records: Sequence[Mapping[str, Any]], grid: GridConfig) -> dict[st
     for r in ok:
         if r["strategy"] in ("centralized", "local") and r["seed"] == min(grid.seeds):
             ref = references.setdefault(r["generator"], {})
-            for entry in r.get("rounds", []):
+            for entry in r.get("rounds", []):  # in round order: each label keeps its last round
                 label = "centralized" if r["strategy"] == "centralized" else str(entry.get("label") or "local")
-                ref.setdefault(f"{label} ({r['layout']}, {r['scenario']})" if r["strategy"] == "local" else label, entry)
+                ref[f"{label} ({r['layout']}, {r['scenario']})" if r["strategy"] == "local" else label] = entry
+    site_alone = _site_alone(ok)
     consistency = [
         {"slug": r["slug"], "generator": r["generator"], "strategy": r["strategy"], "layout": r["layout"],
          "scenario": r["scenario"], **(r.get("logrank") or {}), "snapshots": r.get("snapshot_logrank", [])}
@@ -388,6 +409,7 @@ def summarize(records: Sequence[Mapping[str, Any]], grid: GridConfig) -> dict[st
         "table": table,
         "curves": curves,
         "references": references,
+        "site_alone": site_alone,
         "survival_consistency": consistency,
         "definitions": {
             "csf": "clinical synthetic fidelity (DESIGN.md section 5), higher is better",

@@ -87,7 +87,20 @@ def render_summary_html(summary: Mapping[str, Any]) -> str:
             f"<tr><td class='l'>{e(row['generator'])}</td><td class='l'>{e(row['strategy'])}</td>"
             f"<td class='l'>{e(row['layout'])}</td><td class='l'>{e(row['scenario'])}</td>{''.join(cells)}</tr>"
         )
-    parts.append("</table>")
+    parts.append("</table><p class='muted'>A <em>local</em> row is the full evaluation of the last site's "
+                 "cohort; every site alone is in the next table.</p>")
+    if summary.get("site_alone"):
+        parts.append("<h2>Federated against each site alone</h2><p class='muted'>Last round of each federated "
+                     "strategy and of each site trained alone (per-round fast scores against the whole training "
+                     "pool), mean ± SD over seeds.</p><table><tr><th class='l'>generator</th><th class='l'>sites</th>"
+                     "<th class='l'>scenario</th><th class='l'>cohort</th><th>CSF</th><th>GSF</th></tr>")
+        for row in summary["site_alone"]:
+            parts.append(
+                f"<tr><td class='l'>{e(row['generator'])}</td><td class='l'>{e(row['layout'])}</td>"
+                f"<td class='l'>{e(row['scenario'])}</td><td class='l'>{e(row['cohort'])}</td>"
+                f"<td>{_fmt(row['csf'])}</td><td>{_fmt(row['gsf'])}</td></tr>"
+            )
+        parts.append("</table>")
     parts.append("<h2>Scores by round</h2>")
     for gen, curves in sorted(summary.get("curves", {}).items()):
         png = _curves_png(gen, curves, summary.get("references", {}).get(gen, {}))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fedsynth.errors import ValidationError
-from fedsynth.experiments.grid import GridConfig, load_grid_config, plan, run_grid
+from fedsynth.experiments.grid import GridConfig, load_grid_config, plan, run_grid, summarize
+from fedsynth.experiments.grid_report import render_summary_html
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
@@ -119,3 +120,28 @@ def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
     summary = json.loads(result.summary_json.read_text())
     assert summary["n_failed"] == 1 and summary["failed"][0]["slug"].startswith("bayesian_network-local")
     assert {r["strategy"] for r in summary["table"]} == {"two_step_bn", "centralized"}
+
+
+def test_summary_reference_lines_and_site_alone_use_each_cohorts_last_round():
+    # Setup: a two-round local run (two sites) and a two-round federated run, one seed
+    grid = _grid(scenarios=["best"])
+    rounds_local = [
+        {"round": 1, "label": "site-1", "csf": 0.5, "gsf": 0.4}, {"round": 2, "label": "site-1", "csf": 0.8, "gsf": 0.7},
+        {"round": 1, "label": "site-2", "csf": 0.3, "gsf": 0.2}, {"round": 2, "label": "site-2", "csf": 0.6, "gsf": 0.5},
+    ]
+    base = {"status": "finished", "generator": "bayesian_network", "layout": "3-sites", "scenario": "best", "seed": 0}
+    records = [
+        {**base, "slug": "l", "strategy": "local", "rounds": rounds_local},
+        {**base, "slug": "f", "strategy": "two_step_bn",
+         "rounds": [{"round": 1, "label": "federated", "csf": 0.7, "gsf": 0.6},
+                    {"round": 2, "label": "federated", "csf": 0.9, "gsf": 0.85}]},
+    ]
+    # Run
+    summary = summarize(records, grid)
+    # Assert
+    refs = summary["references"]["bayesian_network"]
+    assert refs["site-1 (3-sites, best)"]["csf"] == 0.8 and refs["site-2 (3-sites, best)"]["gsf"] == 0.5
+    alone = {r["cohort"]: (r["csf"]["mean"], r["gsf"]["mean"]) for r in summary["site_alone"]}
+    assert alone == {"site-1": (0.8, 0.7), "site-2": (0.6, 0.5), "two_step_bn": (0.9, 0.85)}
+    html = render_summary_html(summary)
+    assert "Federated against each site alone" in html and "site-2" in html
