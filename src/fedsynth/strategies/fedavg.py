@@ -60,8 +60,17 @@ def weighted_average(updates: Sequence[tuple[Mapping[str, np.ndarray], float]]) 
     return out
 
 
+#: ``column_dropout`` FedAvg uses when a site lacks columns and the generator's own value was not set
+#: (VAE-BGM; measured on the MDS worst case, 3 sites, 5 x 60 epochs, seed 0, in process: final CSF/GSF
+#: 0.959 / 0.909 with it against 0.947 / 0.861 without).
+ABSENT_COLUMN_DROPOUT = 0.2
+
+
 class FedAvgStrategy(Strategy):
     """FedAvg over ``rounds`` rounds of ``local_epochs`` local epochs, weighted by site row counts.
+
+    When a site lacks columns (worst case), a generator with a ``column_dropout`` parameter left unset trains
+    with :data:`ABSENT_COLUMN_DROPOUT`.
 
     Strategy params: ``mixture_max_iter`` (default 50) and ``mixture_tol`` (1e-3) of the federated latent-mixture
     EM; ``mixture_round_max_iter`` (default 3: the EM's cap in every round but the last, whose mixture is the
@@ -86,6 +95,7 @@ class FedAvgStrategy(Strategy):
         run_token: str,
         label: str = "federated",
     ) -> StrategyResult:
+        self._column_dropout_for_absent_columns(sites)
         generator = self.new_generator(domain, random_state=self.random_state)
         if hasattr(generator, "initialize"):
             generator.initialize()
@@ -133,6 +143,24 @@ class FedAvgStrategy(Strategy):
             if on_round is not None:
                 on_round(rr)
         return StrategyResult(self.name, generator, domain, list(sites), rounds, left_out_all)
+
+    def _column_dropout_for_absent_columns(self, sites: Sequence[SiteInfo]) -> None:
+        """When a site lacks columns and the generator has ``column_dropout`` left at 0, train with
+        :data:`ABSENT_COLUMN_DROPOUT` (every site hides random columns as an absent column is sent, so the
+        encoder learns to place such rows among complete ones); an explicit value is kept."""
+        if "column_dropout" in self.generator_params:
+            return
+        import inspect
+
+        from fedsynth.generators import generator_class
+
+        takes_it = "column_dropout" in inspect.signature(generator_class(self.generator).__init__).parameters
+        model_columns = set(self.schema.model_columns)
+        lacking = [s.name for s in sites if model_columns - set(s.columns)]
+        if lacking and takes_it:
+            self.generator_params["column_dropout"] = ABSENT_COLUMN_DROPOUT
+            log.info("fedavg: %s lack columns; training with column_dropout=%s", ", ".join(lacking),
+                     ABSENT_COLUMN_DROPOUT)
 
     def _fit_mixture(
         self,

@@ -151,3 +151,26 @@ def test_vae_bgm_mixture_em_is_capped_before_the_last_round_only() -> None:
     assert counts[1] == counts[2] == 3
     assert counts[3] >= 3
     assert sum(counts.values()) < sum(uncapped.values())
+
+
+def _dropout_sent(sites: list[SiteRuntime], generator_params: dict) -> float | None:
+    grid = InProcessGrid(sites, keep_messages=True)
+    make_strategy(
+        "fedavg", SCHEMA, generator="vae_bgm", rounds=1, local_epochs=1, min_sites=2, random_state=0,
+        generator_params={"epochs": 1, "batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2,
+                          **generator_params},
+    ).start(grid)
+    fit = next(m for m in grid.sent if m.metadata.message_type == "train.fit")
+    params = records.decode_payload(str(records.from_config_record(fit.content["config"])["generator_params"]))
+    return params.get("column_dropout")
+
+
+def test_vae_bgm_trains_with_column_dropout_when_a_site_lacks_columns() -> None:
+    # Setup: the same three sites, complete and with the smallest lacking HB
+    complete = _sites([120, 80, 60])
+    worst = _sites([120, 80, 60])
+    worst[2] = SiteRuntime("site-3", worst[2].data.drop(columns=["HB"]), SCHEMA, seed=2)
+    # Run / Assert: switched on only for the worst case, and a value the user set is kept
+    assert _dropout_sent(complete, {}) is None
+    assert _dropout_sent(worst, {}) == pytest.approx(0.2)
+    assert _dropout_sent(worst, {"column_dropout": 0.0}) == 0.0
