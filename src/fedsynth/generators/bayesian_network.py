@@ -379,9 +379,8 @@ def _oracle_score(kind: str, oracle: CountOracle, cards: Mapping[str, int], max_
         #: Local scores by (variable, sorted parents): tables never change during a search, and a family's
         #: score does not depend on its parents' order.
         _scores: dict[tuple[str, tuple[str, ...]], float]
-
-        def _local_score(self, variable: str, parents: tuple[str, ...]) -> float:  # the score classes' own
-            raise NotImplementedError
+        #: Provided by the score classes below (OracleBIC, OracleBDeu), which put this mixin first.
+        _local_score: Callable[[str, tuple[str, ...]], float]
 
         def prefetch_model(self, model: Any) -> None:
             """Fetch, in one request, every family one edge change away from the current graph (and, when that

@@ -510,7 +510,8 @@ class CTGANGenerator(BaseGenerator):
         assert self.domain is not None
         n = len(scores)
         cols: dict[str, Any] = {}
-        present: dict[str, Any] = {}  # each column decoded as if its own missing state were never chosen
+        present: dict[str, Any] = {}  # event columns decoded as if their own missing state were never chosen
+        events = {ep.event_col for ep in self.schema.endpoints}
         for b in self.layout_:
             z = scores[:, b.onehot_start : b.onehot_start + b.n_states]
             if b.has_missing:
@@ -534,7 +535,8 @@ class CTGANGenerator(BaseGenerator):
                 cols[b.column] = np.where(states == k_modes, np.nan, x)
             else:
                 cats = np.asarray(list(b.categories) + [None], dtype=object)
-                for target, st in ((cols, states), (present, best_other)):
+                decodings = [(cols, states)] + ([(present, best_other)] if b.column in events else [])
+                for target, st in decodings:
                     values = cats[st]
                     if self.schema[b.column].kind is ColumnKind.BINARY:
                         target[b.column] = np.array([np.nan if v is None else float(v) for v in values])

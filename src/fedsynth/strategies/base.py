@@ -468,6 +468,13 @@ class Strategy(ABC):
         """The strategy's own phases, after the shared domain is known."""
 
 
+def generator_accepts(name: str, param: str) -> bool:
+    """Whether the registered generator ``name`` takes the constructor parameter ``param``."""
+    from fedsynth.generators import generator_class
+
+    return param in inspect.signature(generator_class(name).__init__).parameters
+
+
 def build_generator(
     name: str, schema: TableSchema, domain: Domain | None, params: Mapping[str, Any], random_state: int | None = None
 ) -> Any:
@@ -476,7 +483,7 @@ def build_generator(
 
     cls = generator_class(name)
     kwargs = dict(params)
-    if random_state is not None and "random_state" in inspect.signature(cls.__init__).parameters:
+    if random_state is not None and generator_accepts(name, "random_state"):
         kwargs.setdefault("random_state", int(random_state))
     return cls(schema, domain=domain, **kwargs)
 

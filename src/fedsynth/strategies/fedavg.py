@@ -36,6 +36,7 @@ from fedsynth.strategies.base import (
     Strategy,
     StrategyResult,
     conform_to_domain,
+    generator_accepts,
     message_config,
     same_for_all,
     site_generator,
@@ -150,11 +151,7 @@ class FedAvgStrategy(Strategy):
         encoder learns to place such rows among complete ones); an explicit value is kept."""
         if "column_dropout" in self.generator_params:
             return
-        import inspect
-
-        from fedsynth.generators import generator_class
-
-        takes_it = "column_dropout" in inspect.signature(generator_class(self.generator).__init__).parameters
+        takes_it = generator_accepts(self.generator, "column_dropout")
         model_columns = set(self.schema.model_columns)
         lacking = [s.name for s in sites if model_columns - set(s.columns)]
         if lacking and takes_it:
