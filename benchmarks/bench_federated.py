@@ -7,7 +7,10 @@ federated (simulation and in-process transport) against centralised training; an
 overhead (a round of empty ``query.hello`` messages to every site node).
 
 Run:  .venv/bin/python benchmarks/bench_federated.py [--generators bayesian_network,ctgan,vae_bgm]
-        [--rounds 5] [--local-epochs 2] [--out benchmarks/results/federated.json]
+        [--rounds 5] [--local-epochs 2] [--repeat 1] [--out benchmarks/results/federated.json]
+
+With ``--repeat N`` the three timed trainings (engine, in process, centralized) run N times, interleaved, and
+the wall ratios compare their medians (each pass's times are kept under ``training_s_each_pass``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,7 +88,7 @@ def flower_overhead(part: Any, n_rounds: int = 10) -> dict[str, Any]:
 
 def bench_generator(
     name: str, part: Any, rounds: int, local_epochs: int, seed: int, n_rows: int, *, defaults: bool = False,
-    strategy_params: dict[str, Any] | None = None,
+    strategy_params: dict[str, Any] | None = None, repeat: int = 1,
 ) -> dict[str, Any]:
     from fedsynth.federation.simulation import run_in_process, run_simulation
     from fedsynth.strategies.base import flow_for, make_strategy
@@ -109,26 +113,54 @@ def bench_generator(
             logging.info("%s %s round %d: %s", name, rr.label, rr.server_round, s)
         return on_round
 
-    fed_rounds: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    fed = run_simulation(make_strategy(flow, part.schema, **settings), sites, part.schema, on_round=collect(fed_rounds))
-    fed_wall = time.perf_counter() - t0
-    fed_train = sum(x["train_round_s"] for x in fed_rounds)
-    out["federated"] = {"rounds": fed_rounds, "wall_s": round(fed_wall, 2),
-                        "training_s": round(fed_train, 2), "timings": {k: round(v, 3) for k, v in fed.timings.items()}}
+    def timing_only(into: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+        return lambda rr: into.append({"round": rr.server_round, "label": rr.label, "train_round_s": rr.seconds})
 
-    inproc_rounds: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    inproc = run_in_process(make_strategy(flow, part.schema, **settings), sites, part.schema,
-                            on_round=lambda rr: inproc_rounds.append({"round": rr.server_round, "train_round_s": rr.seconds}))
-    out["federated_in_process"] = {"training_s": round(sum(x["train_round_s"] for x in inproc_rounds), 2),
-                                   "timings": {k: round(v, 3) for k, v in inproc.timings.items()}}
+    # Warm-up, untimed: one small centralized fit imports the generator's libraries (pgmpy's structure search
+    # alone takes ~3 s to import) so that no timed run, whichever comes first, pays for them.
+    from fedsynth.strategies.base import generator_accepts
 
-    cen_rounds: list[dict[str, Any]] = []
-    cen = run_centralized(part.train, part.schema, on_round=collect(cen_rounds), seed=seed, **settings)
-    cen_train = sum(x["train_round_s"] for x in cen_rounds)
-    out["centralized"] = {"rounds": cen_rounds, "training_s": round(cen_train, 2),
-                          "timings": {k: round(v, 3) for k, v in cen.timings.items()}}
+    warm = {**settings, "rounds": 1, "local_epochs": 1,
+            "generator_params": {**params, **({"epochs": 1} if generator_accepts(name, "epochs") else {})}}
+    run_centralized(part.train.iloc[:300], part.schema, seed=seed, **warm)
+
+    # The three timed runs, interleaved ``repeat`` times (scores from the first pass only): on a shared machine
+    # one pass can be off by +-40 %, so the ratios below compare medians.
+    fed_train_all, inproc_all, cen_train_all = [], [], []
+    for rep in range(repeat):
+        fed_rounds: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        fed = run_simulation(make_strategy(flow, part.schema, **settings), sites, part.schema,
+                             on_round=collect(fed_rounds) if rep == 0 else timing_only(fed_rounds))
+        fed_wall = time.perf_counter() - t0
+        fed_train_all.append(sum(x["train_round_s"] for x in fed_rounds))
+        if rep == 0:
+            out["federated"] = {"rounds": fed_rounds, "wall_s": round(fed_wall, 2),
+                                "timings": {k: round(v, 3) for k, v in fed.timings.items()}}
+            first_fed_rounds, first_fed_wall = fed_rounds, fed_wall
+
+        inproc_rounds: list[dict[str, Any]] = []
+        inproc = run_in_process(make_strategy(flow, part.schema, **settings), sites, part.schema,
+                                on_round=timing_only(inproc_rounds))
+        inproc_all.append(sum(x["train_round_s"] for x in inproc_rounds))
+        if rep == 0:
+            out["federated_in_process"] = {"timings": {k: round(v, 3) for k, v in inproc.timings.items()}}
+
+        cen_rounds: list[dict[str, Any]] = []
+        cen = run_centralized(part.train, part.schema, on_round=collect(cen_rounds) if rep == 0 else timing_only(cen_rounds),
+                              seed=seed, **settings)
+        cen_train_all.append(sum(x["train_round_s"] for x in cen_rounds))
+        if rep == 0:
+            out["centralized"] = {"rounds": cen_rounds, "timings": {k: round(v, 3) for k, v in cen.timings.items()}}
+            first_cen_rounds, first_cen = cen_rounds, cen
+    fed_train, cen_train = statistics.median(fed_train_all), statistics.median(cen_train_all)
+    out["federated"]["training_s"] = round(fed_train, 2)
+    out["federated_in_process"]["training_s"] = round(statistics.median(inproc_all), 2)
+    out["centralized"]["training_s"] = round(cen_train, 2)
+    out["training_s_each_pass"] = {"federated": [round(x, 2) for x in fed_train_all],
+                                   "federated_in_process": [round(x, 2) for x in inproc_all],
+                                   "centralized": [round(x, 2) for x in cen_train_all]}
+    fed_rounds, fed_wall, cen_rounds, cen = first_fed_rounds, first_fed_wall, first_cen_rounds, first_cen
 
     local_rounds: list[dict[str, Any]] = []
     run_in_process(make_strategy("local", part.schema, **settings), sites, part.schema, on_round=collect(local_rounds))
@@ -141,7 +173,7 @@ def bench_generator(
         # all rounds; round 1 on the simulation engine includes the actors' first imports (torch, pgmpy)
         "simulation_training": round(fed_train / cen_train, 3) if cen_train else None,
         # rounds 2.. only: the steady state of a longer run
-        "simulation_training_rounds_2_on": round(steady(fed_rounds) / steady(cen_rounds), 3) if r > 1 else None,
+        "simulation_training_rounds_2_on": round(steady(fed_rounds) / steady(cen_rounds), 3) if r > 1 else None,  # first pass
         # the same protocol and messages without Flower's engine (what the protocol itself costs)
         "in_process_training": round(out["federated_in_process"]["training_s"] / cen_train, 3) if cen_train else None,
         "simulation_whole_run_incl_startup_and_domain": round(fed_wall / cen_whole, 3) if cen_whole else None,
@@ -157,6 +189,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshot-rows", type=int, default=2661)
     parser.add_argument("--no-overhead", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time federated, in-process and centralized training this many times (ratios of medians)")
     parser.add_argument("--strategy-params", default="{}", help="JSON strategy params, e.g. '{\"mixture_round_max_iter\": 5}'")
     parser.add_argument("--defaults", action="store_true",
                         help="each generator's own quality defaults (CPU) instead of the modest settings")
@@ -198,7 +232,8 @@ def main() -> None:
         t0 = time.perf_counter()
         result["generators"][name] = bench_generator(name, part, args.rounds, args.local_epochs, args.seed,
                                                      args.snapshot_rows, defaults=args.defaults,
-                                                     strategy_params=json.loads(args.strategy_params))
+                                                     strategy_params=json.loads(args.strategy_params),
+                                                     repeat=args.repeat)
         result["generators"][name]["bench_wall_s"] = round(time.perf_counter() - t0, 1)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(out_path.name + ".tmp")

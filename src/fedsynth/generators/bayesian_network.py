@@ -184,27 +184,42 @@ def family_counts(
 
 
 def _count_families(
-    data: pd.DataFrame, domain: Domain, families: Iterable[Family], n_sub_bins: int, cache: dict[str, np.ndarray]
+    data: pd.DataFrame,
+    domain: Domain,
+    families: Iterable[Family],
+    n_sub_bins: int,
+    cache: dict[str, tuple[np.ndarray, int]],
 ) -> dict[Family, np.ndarray]:
-    def codes(name: str) -> np.ndarray:
+    # A row without a state (code -1) is counted in an extra state ``card`` that is sliced off afterwards: one
+    # bincount per family, no masks. ``cache`` keeps each variable's codes across calls; combined codes of a
+    # family's first two variables are kept for this call (a request's families share them).
+    def codes(name: str) -> tuple[np.ndarray, int]:
         if name not in cache:
-            cache[name] = _encode_column(domain, name, data[base_column(name)], n_sub_bins)
+            card = n_states(domain, name, n_sub_bins=n_sub_bins)
+            raw = _encode_column(domain, name, data[base_column(name)], n_sub_bins)
+            cache[name] = (np.where(raw < 0, card, raw), card)
         return cache[name]
 
+    pairs: dict[tuple[str, ...], np.ndarray] = {}
     out: dict[Family, np.ndarray] = {}
     for child, parents in families:
         fam = (child, tuple(parents))
         names = (child, *fam[1])
-        bases = [base_column(n) for n in names]
-        if any(b not in data.columns or b not in domain.columns for b in bases):
+        if any(base_column(n) not in data.columns or base_column(n) not in domain.columns for n in names):
             continue
-        shape = tuple(n_states(domain, n, n_sub_bins=n_sub_bins) for n in names)
-        arrays = [codes(n) for n in names]
-        ok = np.ones(len(data), dtype=bool)
-        for a in arrays:
-            ok &= a >= 0
-        flat = np.ravel_multi_index(tuple(a[ok] for a in arrays), shape) if len(shape) > 1 else arrays[0][ok]
-        out[fam] = np.bincount(flat, minlength=int(np.prod(shape))).astype(np.int64).reshape(shape)
+        got = [codes(n) for n in names]
+        cards = tuple(c for _, c in got)
+        ext = tuple(c + 1 for c in cards)
+        if len(names) == 1:
+            flat = got[0][0]
+        else:
+            if names[:2] not in pairs:
+                pairs[names[:2]] = got[0][0] * ext[1] + got[1][0]
+            flat = pairs[names[:2]]
+            for (c, _), e in zip(got[2:], ext[2:], strict=True):
+                flat = flat * e + c
+        table = np.bincount(flat, minlength=math.prod(ext)).reshape(ext)
+        out[fam] = np.ascontiguousarray(table[tuple(slice(0, c) for c in cards)], dtype=np.int64)
     return out
 
 
@@ -226,10 +241,12 @@ def family_from_key(key: str) -> Family:
 class CountOracle(ABC):
     """Answers family count requests, caching every table; subclasses say where the counts come from.
 
-    Families are cached under a canonical key (parents sorted), so ``(Y, (A, B))`` and ``(Y, (B, A))`` cost
-    one request; the returned array's axes follow the order asked for. ``n_requests`` counts the round trips
-    made to the underlying source (one per call of :meth:`_fetch`), ``n_families_fetched`` and
-    ``n_cells_fetched`` what they carried (per site, for a federation).
+    Tables are cached by their *variable set*: ``(Y, (A, B))``, ``(A, (B, Y))`` and ``(B, (A, Y))`` are one
+    joint table with its axes in another order, so they cost one request and one table. The source is asked
+    for each set as its canonical family (the names sorted: the first is the child, see :meth:`_canonical`);
+    the returned array's axes follow the order asked for. ``n_requests`` counts the round trips made to the
+    underlying source (one per call of :meth:`_fetch`), ``n_families_fetched`` and ``n_cells_fetched`` what
+    they carried (per site, for a federation).
     """
 
     #: How many best next parents per variable a request that goes out anyway also asks ahead for (see
@@ -244,21 +261,27 @@ class CountOracle(ABC):
 
     @staticmethod
     def _canonical(family: Family) -> Family:
-        return family[0], tuple(sorted(family[1]))
+        """The family that stands for ``family``'s variable set: its names sorted, the first one as child."""
+        names = sorted((family[0], *family[1]))
+        return names[0], tuple(names[1:])
+
+    @staticmethod
+    def _reorder(arr: np.ndarray, have: Family, want: Family) -> np.ndarray:
+        """``arr``, a table with axes in ``have``'s order, with its axes in ``want``'s order (same variables)."""
+        if have == want:
+            return arr
+        axes = [have[0], *have[1]]
+        return np.transpose(arr, [axes.index(n) for n in (want[0], *want[1])])
 
     def is_cached(self, family: Family) -> bool:
         """Whether the family's table (or the knowledge that nobody holds it) is already known."""
         return self._canonical(family) in self._cache
 
-    def family_counts(self, families: Iterable[Family]) -> dict[Family, np.ndarray]:
-        """Counts of each family, fetching every uncached one in a single request.
-
-        Families no source could count are left out of the result.
-        """
-        wanted = [(f[0], tuple(f[1])) for f in families]
+    def fetch_missing(self, families: Iterable[Family]) -> None:
+        """Fetch every variable set among ``families`` that is not cached yet, in a single request (or none)."""
         todo: list[Family] = []
         seen: set[Family] = set()
-        for fam in wanted:
+        for fam in families:
             key = self._canonical(fam)
             if key not in self._cache and key not in seen:
                 todo.append(key)
@@ -271,16 +294,20 @@ class CountOracle(ABC):
                 arr = got.get(key)
                 self._cache[key] = None if arr is None else np.asarray(arr)
                 self.n_cells_fetched += 0 if arr is None else int(np.asarray(arr).size)
+
+    def family_counts(self, families: Iterable[Family]) -> dict[Family, np.ndarray]:
+        """Counts of each family, fetching every uncached variable set in a single request.
+
+        Families no source could count are left out of the result.
+        """
+        wanted = [(f[0], tuple(f[1])) for f in families]
+        self.fetch_missing(wanted)
         out: dict[Family, np.ndarray] = {}
         for fam in wanted:
             key = self._canonical(fam)
             arr = self._cache[key]
-            if arr is None:
-                continue
-            if key[1] != fam[1]:
-                order = [0] + [1 + key[1].index(p) for p in fam[1]]
-                arr = np.transpose(arr, order)
-            out[fam] = arr
+            if arr is not None:
+                out[fam] = self._reorder(arr, key, fam)
         return out
 
     @abstractmethod
@@ -296,7 +323,7 @@ class PooledCountOracle(CountOracle):
         self.data = data
         self.domain = domain
         self.n_sub_bins = n_sub_bins
-        self._codes: dict[str, np.ndarray] = {}
+        self._codes: dict[str, tuple[np.ndarray, int]] = {}
 
     def _fetch(self, families: Sequence[Family]) -> Mapping[Family, np.ndarray]:
         return _count_families(self.data, self.domain, families, self.n_sub_bins, self._codes)
@@ -323,9 +350,7 @@ class SummedCountOracle(CountOracle):
             for raw_key, arr in reply.items():
                 fam = family_from_key(raw_key) if isinstance(raw_key, str) else (raw_key[0], tuple(raw_key[1]))
                 key = self._canonical(fam)
-                a = np.asarray(arr)
-                if key[1] != fam[1]:
-                    a = np.transpose(a, [0] + [1 + fam[1].index(p) for p in key[1]])
+                a = self._reorder(np.asarray(arr), fam, key)
                 if key in total and total[key].shape != a.shape:
                     # Sites encoded with different domains: summing would be meaningless.
                     problems.append(Problem(f"reply {i}, family {family_key(fam)}", f"has shape {a.shape}",
@@ -343,7 +368,10 @@ class _DictCountOracle(CountOracle):
 
     def __init__(self, counts: Mapping[Family, Any]) -> None:
         super().__init__()
-        self._given = {self._canonical((f[0], tuple(f[1]))): np.asarray(a) for f, a in counts.items()}
+        self._given = {}
+        for f, a in counts.items():
+            fam = (f[0], tuple(f[1]))
+            self._given[self._canonical(fam)] = self._reorder(np.asarray(a), fam, self._canonical(fam))
 
     def _fetch(self, families: Sequence[Family]) -> Mapping[Family, np.ndarray]:
         return {f: self._given[f] for f in families if f in self._given}
@@ -352,24 +380,36 @@ class _DictCountOracle(CountOracle):
 # -- pgmpy scores over an oracle -------------------------------------------------------------------------
 
 
-def _oracle_score(kind: str, oracle: CountOracle, cards: Mapping[str, int], max_indegree: int, ess: float) -> Any:
+def _oracle_score(
+    kind: str,
+    oracle: CountOracle,
+    cards: Mapping[str, int],
+    max_indegree: int,
+    ess: float,
+    forbidden: Iterable[tuple[str, str]] = (),
+) -> Any:
     """A pgmpy BIC or BDeu score whose state counts come from ``oracle``.
 
     pgmpy's scores read counts from a data frame; here a two-row dummy frame only carries the variable names and
     state spaces, and ``_local_score`` takes the family table from the oracle. On a cache miss the oracle is asked,
     in one request, for the family's whole neighbourhood (each other variable added as a parent, each parent
     removed), which is exactly what hill climbing evaluates next — so a federated search needs about one round
-    trip per accepted edge change rather than one per candidate.
+    trip per accepted edge change rather than one per candidate. Families whose new parent is ``forbidden``
+    (``(parent, child)`` pairs hill climbing may not add, so never scores) are not asked for.
 
     Look-ahead (``oracle.look_ahead`` > 0, remote oracles): when a request has to go out anyway, it also asks
     for the neighbourhoods of each variable's ``look_ahead`` best next parents, scored on tables already
-    cached. Hill climbing's next accepted change is usually one of those, so later steps find their tables
-    cached: fewer round trips (each costs at least Flower's message latency, seconds on a deployment) for
-    more counts per request. The tables, and so the learnt network, are the same.
+    cached, among the parents it may take now (not forbidden, not a descendant: that edge would close a cycle).
+    Hill climbing's next accepted change is usually one of those, so later steps find their tables cached:
+    fewer round trips (each costs at least Flower's message latency, seconds on a deployment) for a few more
+    counts per request. The tables, and so the learnt network, are the same.
     """
     from pgmpy.structure_score import BIC, BDeu
 
     variables = list(cards)
+    banned: dict[str, set[str]] = {}
+    for parent, child in forbidden:
+        banned.setdefault(child, set()).add(parent)
     dummy = pd.DataFrame({v: np.zeros(2, dtype=np.int64) for v in variables})
     state_names = {v: list(range(cards[v])) for v in variables}
     singles = oracle.family_counts([(v, ()) for v in variables])
@@ -379,41 +419,52 @@ def _oracle_score(kind: str, oracle: CountOracle, cards: Mapping[str, int], max_
         #: Local scores by (variable, sorted parents): tables never change during a search, and a family's
         #: score does not depend on its parents' order.
         _scores: dict[tuple[str, tuple[str, ...]], float]
+        #: Each variable's parents when its neighbourhood was last made sure to be cached.
+        _ready: dict[str, tuple[str, ...]]
         #: Provided by the score classes below (OracleBIC, OracleBDeu), which put this mixin first.
         _local_score: Callable[[str, tuple[str, ...]], float]
 
         def prefetch_model(self, model: Any) -> None:
             """Fetch, in one request, every family one edge change away from the current graph (and, when that
-            needs a request, the look-ahead families)."""
+            needs a request, the look-ahead families).
+
+            Only variables whose parents changed since the last call are looked at: the others' neighbourhoods
+            are already cached (a step changes one or two families, so this is ~2 neighbourhoods, not all)."""
             fams: list[Family] = []
             current = {v: tuple(model.get_parents(v)) for v in variables}
             for v in variables:
-                fams += _neighbourhood((v, current[v]), variables, max_indegree)
+                if self._ready.get(v) != current[v]:
+                    fams += _neighbourhood((v, current[v]), variables, max_indegree, banned)
             if oracle.look_ahead > 0 and not all(oracle.is_cached(f) for f in fams):
-                fams += self._look_ahead(current)
-            oracle.family_counts(fams)
+                fams += self._look_ahead(current, model)
+            oracle.fetch_missing(fams)
+            self._ready = current
 
-        def _look_ahead(self, current: Mapping[str, tuple[str, ...]]) -> list[Family]:
+        def _look_ahead(self, current: Mapping[str, tuple[str, ...]], model: Any) -> list[Family]:
+            import networkx as nx
+
             out: list[Family] = []
             for v, parents in current.items():
                 if len(parents) >= max_indegree or not oracle.is_cached((v, parents)):
                     continue
                 base = self._local_score(v, parents)
                 gains = []
+                # Adding w -> v is illegal while w descends from v (a cycle): such w are not ranked.
+                skip = nx.descendants(model, v) | banned.get(v, set()) | set(parents) | {v}
                 for w in variables:
                     fam = (v, parents + (w,))
-                    if w != v and w not in parents and oracle.is_cached(fam):
+                    if w not in skip and oracle.is_cached(fam):
                         gains.append((self._local_score(v, fam[1]) - base, w))
                 gains.sort(key=lambda t: (-t[0], t[1]))
                 for gain, w in gains[: oracle.look_ahead]:
                     if gain > 0:
-                        out += _neighbourhood((v, parents + (w,)), variables, max_indegree)
+                        out += _neighbourhood((v, parents + (w,)), variables, max_indegree, banned)
             return out
 
         def _table(self, variable: str, parents: tuple[str, ...]) -> np.ndarray | None:
             fam = (variable, tuple(parents))
             if not oracle.is_cached(fam):
-                oracle.family_counts(_neighbourhood(fam, variables, max_indegree))
+                oracle.family_counts(_neighbourhood(fam, variables, max_indegree, banned))
             arr = oracle.family_counts([fam]).get(fam)
             if arr is None:
                 return None
@@ -469,14 +520,23 @@ def _oracle_score(kind: str, oracle: CountOracle, cards: Mapping[str, int], max_
         else OracleBDeu(dummy, equivalent_sample_size=ess, state_names=state_names)
     )
     score._scores = {}
+    score._ready = {}
     return score
 
 
-def _neighbourhood(family: Family, variables: Sequence[str], max_indegree: int) -> list[Family]:
+def _neighbourhood(
+    family: Family, variables: Sequence[str], max_indegree: int, banned: Mapping[str, set[str]] | None = None
+) -> list[Family]:
+    """``family`` and every family one edge change away: each allowed parent added, each parent removed.
+
+    ``banned`` maps a child to the parents it may never have (forbidden edges): hill climbing never scores
+    those families, so they are not asked for.
+    """
     child, parents = family
     fams = [family]
+    never = banned.get(child, set()) if banned else set()
     if len(parents) < max_indegree:
-        fams += [(child, parents + (v,)) for v in variables if v != child and v not in parents]
+        fams += [(child, parents + (v,)) for v in variables if v != child and v not in parents and v not in never]
     fams += [(child, tuple(p for p in parents if p != x)) for x in parents]
     return fams
 
@@ -652,8 +712,10 @@ class BayesianNetworkGenerator(BaseGenerator):
     def learn_structure(self, oracle: CountOracle) -> list[tuple[str, str]]:
         """Step 1: hill-climbing structure search whose score reads counts from ``oracle``.
 
-        The first request asks for every family with zero or one parent at once; after that each accepted
-        edge change costs about one request (the changed node's neighbourhood). Returns the edges
+        The first request asks for every family with zero or one (allowed) parent at once (and for the
+        within-bin histograms step 2 needs); after that a
+        request goes out only when hill climbing needs a table not yet fetched, and it also carries the
+        families the oracle's look-ahead expects next (see :func:`_oracle_score`). Returns the edges
         ``(parent, child)`` sorted; the same counts always give the same edges.
         """
         from pgmpy.causal_discovery import ExpertKnowledge
@@ -663,12 +725,21 @@ class BayesianNetworkGenerator(BaseGenerator):
         variables = list(cards)
         if self.max_indegree == 0 or len(variables) < 2:
             return []
-        oracle.family_counts([(v, ()) for v in variables] + [(v, (u,)) for v in variables for u in variables if u != v])
-        score = _oracle_score(self.score, oracle, cards, self.max_indegree, float(self.equivalent_sample_size))
+        forbidden = self.forbidden_edges()
+        # The within-bin histograms do not depend on the structure; asking for them now saves step 2 a request.
+        domain = self._require_domain()
+        oracle.family_counts(
+            [(v, ()) for v in variables]
+            + [(v, (u,)) for v in variables for u in variables if u != v and (u, v) not in forbidden]
+            + [(c + WITHIN_SUFFIX, ()) for c in domain.column_names if domain[c].is_numeric]
+        )
+        score = _oracle_score(
+            self.score, oracle, cards, self.max_indegree, float(self.equivalent_sample_size), forbidden
+        )
         search = _hill_climb_class()(
             scoring_method=score,
             max_indegree=self.max_indegree,
-            expert_knowledge=ExpertKnowledge(forbidden_edges=self.forbidden_edges()),
+            expert_knowledge=ExpertKnowledge(forbidden_edges=forbidden),
             return_type="dag",
             max_iter=self.max_iter,
             show_progress=False,
@@ -682,8 +753,9 @@ class BayesianNetworkGenerator(BaseGenerator):
     def learn_parameters(self, oracle: CountOracle, edges: Sequence[tuple[str, str]]) -> BayesianNetworkGenerator:
         """Step 2: CPDs from ``oracle``'s counts with a BDeu prior, plus the within-bin histograms.
 
-        One request asks for every family of the network and every numeric column's ``#within`` table. A
-        family nobody could count falls back to the child's marginal from the domain. Returns ``self``, fitted.
+        One request asks for every family of the network and every numeric column's ``#within`` table that
+        the oracle has not cached (after :meth:`learn_structure` on the same oracle: none). A family nobody
+        could count falls back to the child's marginal from the domain. Returns ``self``, fitted.
         """
         from pgmpy.factors.discrete import TabularCPD
         from pgmpy.models import DiscreteBayesianNetwork

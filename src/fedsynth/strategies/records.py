@@ -1,9 +1,9 @@
 """The one place that converts between Python objects and Flower records (and snake_case <-> kebab-case keys).
 
 Settings and metrics travel as flat ``ConfigRecord``/``MetricRecord`` with kebab-case keys (``num-examples`` is
-what FedAvg weighs by); structured payloads (domain summaries, count tables) travel as one tagged-JSON string
+what FedAvg weighs by); structured payloads (domain summaries) travel as one tagged-JSON string
 (no pickle, so a deployed server never unpickles what a site sent); weights travel as ``ArrayRecord`` with
-their names kept verbatim; synthetic rows travel as an ``ArrayRecord`` of per-column arrays (category codes of
+their names kept verbatim; count tables travel packed in three flat arrays (:func:`pack_tables`); synthetic rows travel as an ``ArrayRecord`` of per-column arrays (category codes of
 the shared domain for categorical columns, floats for the rest).
 """
 
@@ -209,6 +209,45 @@ def to_array_record(weights: Mapping[str, np.ndarray]) -> ArrayRecord:
 def from_array_record(record: AnyRecord) -> dict[str, np.ndarray]:
     arrays: ArrayRecord = _expect(record, ArrayRecord, "arrays")
     return {k: a.numpy() for k, a in arrays.items()}
+
+
+def pack_tables(keys: list[str], tables: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Integer tables asked for by ``keys`` -> three flat arrays (cheap to encode however many tables there are).
+
+    ``present`` (one 0/1 per key: whether ``tables`` has it), ``dims`` (the shapes of the present tables, each
+    prefixed by its number of axes) and ``counts`` (their cells in key order, C order, int32 on the wire). A
+    request for thousands of small count tables thus costs three arrays, not thousands. Inverse:
+    :func:`unpack_tables`.
+    """
+    present = np.array([k in tables for k in keys], dtype=np.int8)
+    arrays = [np.asarray(tables[k]) for k in keys if k in tables]
+    dims = np.array([d for a in arrays for d in (a.ndim, *a.shape)], dtype=np.int64)
+    cells = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, dtype=np.int64)
+    if cells.size and (cells.min() < 0 or cells.max() > np.iinfo(np.int32).max):
+        raise ValueError("pack_tables carries counts in [0, 2**31)")
+    return ArrayRecord({"present": Array(present), "dims": Array(dims), "counts": Array(cells.astype(np.int32))})
+
+
+def unpack_tables(record: AnyRecord, keys: list[str]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`pack_tables` for the same ``keys``: the tables that were present, as int64 arrays."""
+    arrays = from_array_record(record)
+    present = arrays["present"].astype(bool)
+    if len(present) != len(keys):
+        raise ValueError(f"a packed reply covers {len(present)} tables, the request asked for {len(keys)}")
+    dims = arrays["dims"].tolist()
+    cells = arrays["counts"].astype(np.int64)
+    out: dict[str, np.ndarray] = {}
+    d = c = 0
+    for key in (k for k, p in zip(keys, present, strict=True) if p):
+        ndim = int(dims[d])
+        shape = tuple(int(x) for x in dims[d + 1 : d + 1 + ndim])
+        size = math.prod(shape)
+        out[key] = cells[c : c + size].reshape(shape)
+        d += 1 + ndim
+        c += size
+    if d != len(dims) or c != len(cells):
+        raise ValueError("a packed reply's shapes do not match its cells")
+    return out
 
 
 # -- synthetic rows -----------------------------------------------------------------------------------

@@ -180,6 +180,38 @@ def test_counts_of_two_halves_sum_to_counts_of_the_whole(domain: Domain, data: p
     assert whole[("G2", ("G1",))][1, 1] == 0  # G1 and G2 never together
 
 
+def test_family_counts_equal_a_row_by_row_crosstab_on_the_real_cohort(mds_cohort) -> None:  # type: ignore[no-untyped-def]
+    # Setup: families over columns with missing values, numeric bins, categories and indicators; the reference
+    # counts are pandas crosstabs of the domain's states over the rows where every member has a state
+    schema = mds_cohort.schema
+    real = schema.coerce(mds_cohort.data.iloc[:900].reset_index(drop=True))
+    domain = Domain.from_data(real, schema, n_bins=6)
+    families = [("HB", ("CYTO_IPSSR", "SF3B1")), ("PLT#isna", ("HB#isna",)), ("OS_STATUS", ("BM_BLAST", "TP53")),
+                ("SEX", ()), ("CYTO_IPSSR", ("ANC",))]
+
+    def states(name: str) -> pd.Series:
+        if name.endswith(ISNA_SUFFIX):
+            return real[name[: -len(ISNA_SUFFIX)]].isna().astype(float)
+        col = domain[name]
+        if col.is_numeric:
+            return domain.bin_index(name, real[name])
+        labels = real[name].map(lambda v: v if pd.isna(v) else str(int(v)) if isinstance(v, float) else str(v))
+        return labels.map({c: i for i, c in enumerate(col.categories)})
+
+    # Run
+    got = family_counts(real, domain, families)
+
+    # Assert
+    for child, parents in families:
+        names = [child, *parents]
+        frame = pd.DataFrame({n: states(n) for n in names}).dropna().astype(int)
+        want = np.zeros(got[(child, parents)].shape, dtype=np.int64)
+        for idx, n in frame.value_counts().items():
+            want[idx if isinstance(idx, tuple) else (idx,)] = n
+        np.testing.assert_array_equal(got[(child, parents)], want, err_msg=str((child, parents)))
+        assert want.sum() > 100
+
+
 def test_family_counts_omit_families_over_a_column_the_site_lacks(domain: Domain, data: pd.DataFrame) -> None:
     out = family_counts(data.drop(columns=["HB"]), domain, [("HB", ()), ("G1", ("HB#isna",)), ("G1", ())])
     assert list(out) == [("G1", ())]
@@ -198,6 +230,44 @@ def test_oracle_caches_and_answers_any_parent_order(domain: Domain, data: pd.Dat
     assert calls == [1]
     np.testing.assert_array_equal(ab, np.transpose(ba, (0, 2, 1)))
     np.testing.assert_array_equal(ab, family_counts(data, domain, [("OS_STATUS", ("G1", "WHO"))])[("OS_STATUS", ("G1", "WHO"))])
+
+
+def test_oracle_serves_every_family_of_one_variable_set_from_one_table(domain: Domain, data: pd.DataFrame) -> None:
+    # Setup: three families over the same three variables, each child in turn
+    calls: list[int] = []
+    oracle = _summed_oracle(_three_sites(data), domain, calls)
+    fams = [("OS_STATUS", ("G1", "WHO")), ("G1", ("WHO", "OS_STATUS")), ("WHO", ("OS_STATUS", "G1"))]
+
+    # Run
+    first = oracle.family_counts(fams[:1])
+    rest = oracle.family_counts(fams[1:])
+
+    # Assert: one request carrying one table; each family equals its own count on the pooled rows
+    assert calls == [1]
+    assert oracle.n_families_fetched == 1
+    direct = family_counts(data, domain, fams)
+    for fam in fams:
+        np.testing.assert_array_equal({**first, **rest}[fam], direct[fam])
+
+
+def test_structure_search_asks_for_no_family_with_a_forbidden_edge(schema: TableSchema, domain: Domain,
+                                                                    data: pd.DataFrame) -> None:
+    # Setup: record every family the summed oracle fetches
+    asked: list[tuple[str, tuple[str, ...]]] = []
+    oracle = _summed_oracle(_three_sites(data), domain)
+    fetch = oracle.fetch
+    oracle.fetch = lambda fams: (asked.extend(fams), fetch(fams))[1]  # type: ignore[method-assign]
+    gen = BayesianNetworkGenerator(schema, domain=domain, max_indegree=2)
+    forbidden = gen.forbidden_edges()
+
+    # Run
+    gen.learn_structure(oracle)
+
+    # Assert: a variable set is fetched only if some family of it is allowed (hill climbing could score it)
+    assert forbidden and asked
+    for fam in asked:
+        names = [fam[0], *fam[1]]
+        assert any(all((p, child) not in forbidden for p in names if p != child) for child in names), fam
 
 
 def test_family_keys_round_trip() -> None:

@@ -76,6 +76,35 @@ def test_weights_keep_names_dtypes_and_zero_dim_shapes() -> None:
     assert back["w_1"].dtype == np.float64
 
 
+def test_packed_count_tables_round_trip_with_absent_tables_and_any_shape() -> None:
+    # Setup: tables of 0 to 3 axes, one key the site could not count
+    tables = {
+        "a|": np.array([3, 4]),
+        "b|a": np.arange(6).reshape(3, 2),
+        "c|a,b": np.arange(24).reshape(2, 3, 4),
+        "n": np.array(7),
+    }
+    keys = ["a|", "lacking|a", "b|a", "c|a,b", "n"]
+
+    # Run
+    record = records.pack_tables(keys, tables)
+    back = records.unpack_tables(record, keys)
+
+    # Assert: three arrays on the wire, every present table back with its shape and values
+    assert set(record) == {"present", "dims", "counts"}
+    assert list(back) == ["a|", "b|a", "c|a,b", "n"]
+    for key, table in tables.items():
+        assert back[key].shape == table.shape
+        np.testing.assert_array_equal(back[key], table)
+        assert back[key].dtype == np.int64
+
+
+def test_packed_count_tables_refuse_a_reply_for_another_request() -> None:
+    record = records.pack_tables(["a", "b"], {"a": np.array([1, 2])})
+    with pytest.raises(ValueError, match="covers 2 tables, the request asked for 3"):
+        records.unpack_tables(record, ["a", "b", "c"])
+
+
 def test_synthetic_rows_round_trip_through_domain_codes() -> None:
     # Setup
     schema = _small_schema()
