@@ -185,6 +185,8 @@ def main() -> None:
     parser.add_argument("--sites", default="3,5,10,20,50")
     parser.add_argument("--engine-sites", default="3,5,10", help="site counts for the Flower engine comparison ('' to skip)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--update", action="store_true",
+                        help="keep the output file's rows of the generators not run now (and its engine part if skipped)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -218,6 +220,17 @@ def main() -> None:
     if args.engine_sites:
         results["flower_engine"] = engine_overhead(part, schema, [int(x) for x in args.engine_sites.split(",")])
     out = Path(args.out)
+    if args.update and out.is_file():
+        # Rows of generators not re-run now stay, marked with where they came from.
+        old = json.loads(out.read_text())
+        ran = set(results["growth_per_added_site"])
+        kept = [{**r, "measured": r.get("measured", "earlier run")} for r in old.get("runs", []) if r["generator"] not in ran]
+        results["runs"] = kept + results["runs"]
+        results["growth_per_added_site"] = {**{g: v for g, v in old.get("growth_per_added_site", {}).items()
+                                               if g not in ran}, **results["growth_per_added_site"]}
+        results["settings"] = {**old.get("settings", {}), **{g: results["settings"][g] for g in ran}}
+        if "flower_engine" not in results and "flower_engine" in old:
+            results["flower_engine"] = old["flower_engine"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, default=str))
     print(f"written {out}")
