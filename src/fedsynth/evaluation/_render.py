@@ -132,14 +132,22 @@ def nndr_figure(priv: dict[str, Any]) -> str | None:
 
 def rounds_figures(rounds: list[dict[str, Any]], references: dict[str, dict[str, Any]]) -> list[str]:
     xs = [r.get("round", i + 1) for i, r in enumerate(rounds)]
+    # Rounds are whole numbers: ticks on rounds only (at most ~10), half a round of margin on either side.
+    lo, hi = (int(min(xs)), int(max(xs))) if xs else (1, 1)
+    step = max(1, math.ceil((hi - lo + 1) / 10))
+    xticks = list(range(lo, hi + 1, step))
     out = []
     for key, label in (("csf", "CSF"), ("gsf", "GSF"), ("nndr_p5", "NNDR 5th percentile")):
         ys = [_round_value(r, key) for r in rounds]
         hl = [{"y": v, "color": PALETTE[(j + 2) % len(PALETTE)], "label": ref}
               for j, (ref, vals) in enumerate(references.items()) if (v := _round_value(vals, key)) is not None]
+        # The y axis starts at the 0.1 step below the lowest value (scores differ in the second decimal).
+        seen = [y for y in ys if y is not None and math.isfinite(y)] + [h["y"] for h in hl]
+        y0 = max(0.0, math.floor((min(seen) - 0.02) * 10) / 10) if seen else 0.0
         out.append(_svg.line_chart(
             [{"x": xs, "y": [_none(y) for y in ys], "color": SYN_COLOR, "label": "federated rounds"}],
-            title=f"{label} by round", xlabel="round", ylim=(0, 1.02), hlines=hl, width=400, legend_at="bottom"))
+            title=f"{label} by round", xlabel="round", ylim=(y0, 1.02), hlines=hl, width=400, legend_at="below",
+            xlim=(lo - 0.5, hi + 0.5), xticks=xticks))
     return out
 
 

@@ -72,7 +72,9 @@ class Canvas:
             f'fill="{color}" {FONT}{tr}>{escape(s)}</text>'
         )
 
-    def axes(self, title: str, xlabel: str = "", ylabel: str = "", *, xticks: bool = True, yticks: bool = True) -> None:
+    def axes(self, title: str, xlabel: str = "", ylabel: str = "", *, xticks: bool | Sequence[float] = True,
+             yticks: bool = True) -> None:
+        """Frame, title, labels and ticks; ``xticks`` may list the x tick values (e.g. whole round numbers)."""
         p = self.parts
         p.append(f'<rect x="{self.l}" y="{self.t}" width="{self.pw:.1f}" height="{self.ph:.1f}" fill="none" stroke="#999" stroke-width="0.8"/>')
         if yticks:
@@ -81,13 +83,13 @@ class Canvas:
                 p.append(f'<line x1="{self.l - 3}" x2="{self.l + self.pw:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee" stroke-width="0.8"/>')
                 self.text(self.l - 5, y + 3, _fmt(v), size=9, anchor="end")
         if xticks:
-            for v in nice_ticks(self.x0, self.x1):
+            for v in (nice_ticks(self.x0, self.x1) if xticks is True else xticks):
                 x = self.X(v)
                 p.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{self.t + self.ph:.1f}" y2="{self.t + self.ph + 3:.1f}" stroke="#999"/>')
                 self.text(x, self.t + self.ph + 13, _fmt(v), size=9)
         self.text(self.l + self.pw / 2, 16, title, size=11, weight="bold")
         if xlabel:
-            self.text(self.l + self.pw / 2, self.h - 6, xlabel, size=10)
+            self.text(self.l + self.pw / 2, self.t + self.ph + 34, xlabel, size=10)
         if ylabel:
             self.text(12, self.t + self.ph / 2, ylabel, size=10, rotate=-90)
 
@@ -111,9 +113,14 @@ class Canvas:
         da = ' stroke-dasharray="5,3"' if dash else ""
         self.parts.append(f'<polyline points="{d}" fill="none" stroke="{color}" stroke-width="{width}"{da}/>')
 
-    def legend(self, items: Sequence[tuple[str, str, bool]], *, x: float | None = None, y: float | None = None) -> None:
+    def legend(self, items: Sequence[tuple[str, str, bool]], *, x: float | None = None, y: float | None = None,
+               boxed: bool = True) -> None:
         x = self.l + self.pw - 150 if x is None else x
         y = self.t + 10 if y is None else y
+        if items and boxed:
+            # A light backing keeps the labels readable where a line runs under the legend.
+            self.parts.append(f'<rect x="{x - 4:.1f}" y="{y - 8:.1f}" width="146" height="{13 * len(items) + 3}" '
+                              'fill="#fff" fill-opacity="0.85" stroke="#ddd" stroke-width="0.6"/>')
         for i, (label, color, dash) in enumerate(items):
             yy = y + 13 * i
             da = ' stroke-dasharray="5,3"' if dash else ""
@@ -127,17 +134,23 @@ class Canvas:
 
 def line_chart(series: Sequence[dict[str, Any]], *, title: str, xlabel: str = "", ylabel: str = "",
                ylim: tuple[float, float] | None = None, width: int = 420, height: int = 280,
-               hlines: Sequence[dict[str, Any]] = (), legend: bool = True, legend_at: str = "top") -> str:
+               hlines: Sequence[dict[str, Any]] = (), legend: bool = True, legend_at: str = "top",
+               xlim: tuple[float, float] | None = None, xticks: Sequence[float] | None = None) -> str:
     """Lines or steps: each series ``{"x", "y", "color", "dash", "step", "label"}``; ``hlines`` ``{"y", "color", "label"}``."""
     xs = [x for s in series for x in s["x"]]
     ys = [y for s in series for y in s["y"] if y is not None and math.isfinite(y)] + [h["y"] for h in hlines]
-    c = Canvas(width, height)
+    n_items = sum(1 for s in series if s.get("label")) + sum(1 for h in hlines if h.get("label"))
+    # "below": the legend goes under the x axis label, outside the plot, so it never hides a point.
+    extra = 13 * n_items + 6 if legend and legend_at == "below" else 0
+    c = Canvas(width, height + extra, bottom=40 + extra)
     if ylim is None:
         lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
         pad = 0.05 * (hi - lo or 1.0)
         ylim = (lo - pad, hi + pad)
-    c.scale(min(xs) if xs else 0.0, max(xs) if xs else 1.0, ylim[0], ylim[1])
-    c.axes(title, xlabel, ylabel)
+    if xlim is None:
+        xlim = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    c.scale(xlim[0], xlim[1], ylim[0], ylim[1])
+    c.axes(title, xlabel, ylabel, xticks=True if xticks is None else xticks)
     for s in series:
         c.polyline(s["x"], s["y"], s["color"], dash=s.get("dash", False), step=s.get("step", False))
     for h in hlines:
@@ -146,7 +159,10 @@ def line_chart(series: Sequence[dict[str, Any]], *, title: str, xlabel: str = ""
     if legend:
         items = [(s["label"], s["color"], s.get("dash", False)) for s in series if s.get("label")]
         items += [(h["label"], h["color"], True) for h in hlines if h.get("label")]
-        c.legend(items, y=None if legend_at == "top" else c.t + c.ph - 13 * len(items) - 2)
+        if legend_at == "below":
+            c.legend(items, x=c.l + 4, y=c.t + c.ph + 46, boxed=False)
+        else:
+            c.legend(items, y=None if legend_at == "top" else c.t + c.ph - 13 * len(items) - 2)
     return c.svg()
 
 

@@ -158,6 +158,26 @@ def test_rounds_page_shows_rounds_references_and_the_final_report(planted_report
     assert html.count("<svg") >= 3 + 29
 
 
+def test_rounds_charts_tick_whole_rounds_centre_a_single_round_and_zoom_in() -> None:
+    # Setup
+    import re
+
+    from fedsynth.evaluation._render import rounds_figures
+
+    refs = {"centralized": {"csf": 0.93, "gsf": 0.85, "nndr_p5": 0.59}}
+
+    # Run
+    three = rounds_figures([{"round": i, "csf": 0.9, "gsf": 0.8, "nndr_p5": 0.6} for i in (1, 2, 3)], refs)
+    one = rounds_figures([{"round": 1, "csf": 0.9, "gsf": 0.8, "nndr_p5": 0.6}], refs)
+
+    # Assert: x tick labels are the rounds (no 1.5); one round sits mid-plot (x = 48 + 340 / 2), not on the
+    # left edge; the y axis starts near the scores, not at 0
+    labels = re.findall(r'font-size="9"[^>]*>([^<]+)</text>', three[0])
+    assert {"1", "2", "3"} <= set(labels) and "1.5" not in labels and "2.5" not in labels
+    assert '<circle cx="218.0"' in one[0]
+    assert "0.8" in labels and "0.2" not in labels
+
+
 def test_evaluation_without_holdout_or_genes_says_what_it_could_not_compute(tiny_schema, tmp_path):
     # Setup: a small table whose schema has no genomic columns left and no holdout
     from fedsynth.cohort.schema import ColumnRole
