@@ -143,7 +143,7 @@ def rounds_figures(rounds: list[dict[str, Any]], references: dict[str, dict[str,
               for j, (ref, vals) in enumerate(references.items()) if (v := _round_value(vals, key)) is not None]
         # The y axis starts at the 0.1 step below the lowest value (scores differ in the second decimal).
         seen: list[float] = [y for y in ys if y is not None and math.isfinite(y)]
-        seen += [v for ref in references.values() if (v := _round_value(ref, key)) is not None]
+        seen += [v for ref in references.values() if (v := _round_value(ref, key)) is not None and math.isfinite(v)]
         y0 = max(0.0, math.floor((min(seen) - 0.02) * 10) / 10) if seen else 0.0
         out.append(_svg.line_chart(
             [{"x": xs, "y": [_none(y) for y in ys], "color": SYN_COLOR, "label": "federated rounds"}],

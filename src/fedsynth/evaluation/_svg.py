@@ -82,8 +82,8 @@ class Canvas:
                 y = self.Y(v)
                 p.append(f'<line x1="{self.l - 3}" x2="{self.l + self.pw:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee" stroke-width="0.8"/>')
                 self.text(self.l - 5, y + 3, _fmt(v), size=9, anchor="end")
-        if xticks:
-            for v in (nice_ticks(self.x0, self.x1) if xticks is True else xticks):
+        if xticks is not False:
+            for v in (nice_ticks(self.x0, self.x1) if xticks is True else list(xticks)):
                 x = self.X(v)
                 p.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{self.t + self.ph:.1f}" y2="{self.t + self.ph + 3:.1f}" stroke="#999"/>')
                 self.text(x, self.t + self.ph + 13, _fmt(v), size=9)
@@ -119,7 +119,8 @@ class Canvas:
         y = self.t + 10 if y is None else y
         if items and boxed:
             # A light backing keeps the labels readable where a line runs under the legend.
-            self.parts.append(f'<rect x="{x - 4:.1f}" y="{y - 8:.1f}" width="146" height="{13 * len(items) + 3}" '
+            width = 30 + 5.2 * max(len(label) for label, _, _ in items)  # ~5.2 px per character at size 9
+            self.parts.append(f'<rect x="{x - 4:.1f}" y="{y - 8:.1f}" width="{width:.0f}" height="{13 * len(items) + 3}" '
                               'fill="#fff" fill-opacity="0.85" stroke="#ddd" stroke-width="0.6"/>')
         for i, (label, color, dash) in enumerate(items):
             yy = y + 13 * i

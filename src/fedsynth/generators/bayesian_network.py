@@ -270,8 +270,13 @@ class CountOracle(ABC):
         """``arr``, a table with axes in ``have``'s order, with its axes in ``want``'s order (same variables)."""
         if have == want:
             return arr
-        axes = [have[0], *have[1]]
-        return np.transpose(arr, [axes.index(n) for n in (want[0], *want[1])])
+        axes: list[str | None] = [have[0], *have[1]]
+        order = []
+        for n in (want[0], *want[1]):
+            i = axes.index(n)
+            axes[i] = None  # a repeated name takes its next axis
+            order.append(i)
+        return np.transpose(arr, order)
 
     def is_cached(self, family: Family) -> bool:
         """Whether the family's table (or the knowledge that nobody holds it) is already known."""

@@ -176,6 +176,8 @@ def test_rounds_charts_tick_whole_rounds_centre_a_single_round_and_zoom_in() -> 
     assert {"1", "2", "3"} <= set(labels) and "1.5" not in labels and "2.5" not in labels
     assert '<circle cx="218.0"' in one[0]
     assert "0.8" in labels and "0.2" not in labels
+    # a reference without a score (NaN) is left out of the zoom instead of breaking the page
+    assert rounds_figures([{"round": 1, "csf": 0.9}], {"site-1 alone": {"csf": float("nan")}})
 
 
 def test_evaluation_without_holdout_or_genes_says_what_it_could_not_compute(tiny_schema, tmp_path):

@@ -250,6 +250,12 @@ def test_oracle_serves_every_family_of_one_variable_set_from_one_table(domain: D
         np.testing.assert_array_equal({**first, **rest}[fam], direct[fam])
 
 
+def test_oracle_reorders_a_family_that_repeats_a_name(domain: Domain, data: pd.DataFrame) -> None:
+    oracle = _summed_oracle(_three_sites(data), domain)
+    got = oracle.family_counts([("SEX", ("G1", "G1"))])[("SEX", ("G1", "G1"))]
+    np.testing.assert_array_equal(got, family_counts(data, domain, [("SEX", ("G1", "G1"))])[("SEX", ("G1", "G1"))])
+
+
 def test_structure_search_asks_for_no_family_with_a_forbidden_edge(schema: TableSchema, domain: Domain,
                                                                     data: pd.DataFrame) -> None:
     # Setup: record every family the summed oracle fetches
