@@ -139,11 +139,12 @@ def rounds_figures(rounds: list[dict[str, Any]], references: dict[str, dict[str,
     out = []
     for key, label in (("csf", "CSF"), ("gsf", "GSF"), ("nndr_p5", "NNDR 5th percentile")):
         ys = [_round_value(r, key) for r in rounds]
-        hl = [{"y": v, "color": PALETTE[(j + 2) % len(PALETTE)], "label": ref}
-              for j, (ref, vals) in enumerate(references.items()) if (v := _round_value(vals, key)) is not None]
+        hl: list[dict[str, Any]] = [
+            {"y": v, "color": PALETTE[(j + 2) % len(PALETTE)], "label": ref}
+            for j, (ref, vals) in enumerate(references.items()) if (v := _round_value(vals, key)) is not None
+        ]
         # The y axis starts at the 0.1 step below the lowest value (scores differ in the second decimal).
-        seen: list[float] = [y for y in ys if y is not None and math.isfinite(y)]
-        seen += [v for ref in references.values() if (v := _round_value(ref, key)) is not None and math.isfinite(v)]
+        seen = [y for y in [*ys, *(h["y"] for h in hl)] if y is not None and math.isfinite(y)]
         y0 = max(0.0, math.floor((min(seen) - 0.02) * 10) / 10) if seen else 0.0
         out.append(_svg.line_chart(
             [{"x": xs, "y": [_none(y) for y in ys], "color": SYN_COLOR, "label": "federated rounds"}],

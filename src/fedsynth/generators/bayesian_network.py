@@ -376,7 +376,8 @@ class _DictCountOracle(CountOracle):
         self._given = {}
         for f, a in counts.items():
             fam = (f[0], tuple(f[1]))
-            self._given[self._canonical(fam)] = self._reorder(np.asarray(a), fam, self._canonical(fam))
+            key = self._canonical(fam)
+            self._given[key] = self._reorder(np.asarray(a), fam, key)
 
     def _fetch(self, families: Sequence[Family]) -> Mapping[Family, np.ndarray]:
         return {f: self._given[f] for f in families if f in self._given}

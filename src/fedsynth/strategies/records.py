@@ -1,10 +1,11 @@
 """The one place that converts between Python objects and Flower records (and snake_case <-> kebab-case keys).
 
 Settings and metrics travel as flat ``ConfigRecord``/``MetricRecord`` with kebab-case keys (``num-examples`` is
-what FedAvg weighs by); structured payloads (domain summaries) travel as one tagged-JSON string
-(no pickle, so a deployed server never unpickles what a site sent); weights travel as ``ArrayRecord`` with
-their names kept verbatim; count tables travel packed in three flat arrays (:func:`pack_tables`); synthetic rows travel as an ``ArrayRecord`` of per-column arrays (category codes of
-the shared domain for categorical columns, floats for the rest).
+what FedAvg weighs by); structured payloads (domain summaries) travel as one tagged-JSON string (no pickle,
+so a deployed server never unpickles what a site sent); weights travel as ``ArrayRecord`` with their names
+kept verbatim; count tables travel packed in three flat arrays (:func:`pack_tables`); synthetic rows travel as
+an ``ArrayRecord`` of per-column arrays (category codes of the shared domain for categorical columns, floats
+for the rest).
 """
 
 from __future__ import annotations
