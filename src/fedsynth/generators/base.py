@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from fedsynth.cohort.constraints import enforce
 from fedsynth.cohort.derived import add_derived
 from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
@@ -283,6 +284,8 @@ class BaseGenerator(ABC):
                 # (the network's #isna nodes) can leave an event without its time, which no analysis can use.
                 half = out[ep.duration_col].isna() != out[ep.event_col].isna()
                 out.loc[half, [ep.duration_col, ep.event_col]] = np.nan
+        # Endpoint rules of the schema (LFS <= OS, an OS death is an LFS event) hold in every sampled row.
+        out = enforce(out, self.schema.constraints)
         out = self.schema.select(self.schema.model_columns).coerce(out)
         return add_derived(out, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
 
