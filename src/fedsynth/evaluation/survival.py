@@ -37,6 +37,14 @@ from scipy import stats
 
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.evaluation._prep import MIN_CELL, Columns, labels, same_size_sample, sig_round
+from fedsynth.evaluation.strata import (  # noqa: F401  (default_strata: the one rule, re-exported here)
+    StratumSpec,
+    band_edges,
+    default_strata,
+    group_order,
+    resolve_strata,
+    stratum_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +73,6 @@ COX_ENGINES = {
 def check_cox_engine(engine: str) -> None:
     if engine not in COX_ENGINES:
         raise ValueError(f"cox_engine must be one of {', '.join(map(repr, COX_ENGINES))}, got {engine!r}")
-
-
-def default_strata(schema: TableSchema) -> list[str]:
-    """TP53 status and IPSS-R risk group when the schema has them (the MDS defaults), else none."""
-    return [c for c in ("TP53", "IPSSR") if c in schema]
 
 
 # -- Cox -------------------------------------------------------------------------------------------------
@@ -551,7 +554,7 @@ def survival_analysis(
     synthetic_data: pd.DataFrame,
     schema: TableSchema,
     *,
-    strata: Sequence[str] | None = None,
+    strata: Sequence[str | StratumSpec] | None = None,
     rng: np.random.Generator,
     curves_only: bool = False,
     cox_engine: str = "batched",
@@ -560,9 +563,10 @@ def survival_analysis(
 
     Parameters
     ----------
-    strata : sequence of str, optional
-        Columns to stratify by (each value with >= 10 real rows is a group). Default:
-        :func:`default_strata`.
+    strata : sequence of str or StratumSpec, optional
+        Columns to stratify by (each label or band with >= 10 real rows is a group). Default:
+        :func:`fedsynth.evaluation.strata.default_strata` (declared strata, then categorical clinical columns and
+        genes mutated in >= 5%, by role).
     curves_only : bool
         Only the overall curves and their similarity (the fast path for per-round snapshots).
     cox_engine : {"batched", "lifelines"}
@@ -577,10 +581,11 @@ def survival_analysis(
         ``separates_synthetic``, ``direction_agreement``)), ``hazard_ratios`` and ``curve_similarity``
         (mean over endpoints).
     """
-    strata = default_strata(schema) if strata is None else list(strata)
+    specs = resolve_strata(schema, real_data, strata)
     cols = Columns.from_schema(schema, real_data, synthetic_data)
+    specs = [st for st in specs if st.column in cols.data]
     syn_test = same_size_sample(synthetic_data, len(real_data), rng)
-    out: dict[str, Any] = {"endpoint_names": [], "strata_columns": strata}
+    out: dict[str, Any] = {"endpoint_names": [], "strata_columns": [st.column for st in specs]}
     sims = []
     for ep in schema.endpoints:
         if ep.duration_col not in cols.data or ep.event_col not in cols.data:
@@ -614,11 +619,12 @@ def survival_analysis(
         }
         if not curves_only:
             t_frame = _endpoint_frame(syn_test, ep.duration_col, ep.event_col)
-            for col in strata:
-                if col not in cols.data:
-                    continue
-                entry["strata"][col] = _stratum(r, s, t_frame, real_data, synthetic_data, syn_test, col, ep, grid,
-                                                logrank, schema[col].categories)
+            for st in specs:
+                edges = band_edges(st, schema, real_data)
+                lab = [stratum_labels(f.loc[e.index], st, schema, edges)
+                       for f, e in ((real_data, r), (synthetic_data, s), (syn_test, t_frame))]
+                entry["strata"][st.column] = _stratum(r, s, t_frame, *lab, ep, grid, logrank,
+                                                      group_order(st, schema, edges))
         out["endpoint_names"].append(ep.name)
         out[ep.name] = entry
     out["curve_similarity"] = float(np.mean(sims)) if sims else None
@@ -629,12 +635,9 @@ def survival_analysis(
 
 def _stratum(
     r: pd.DataFrame, s: pd.DataFrame, t: pd.DataFrame,
-    real_data: pd.DataFrame, synthetic_data: pd.DataFrame, syn_test: pd.DataFrame,
-    col: str, ep: Any, grid: np.ndarray, logrank_fn: Any, declared: Sequence[str] | None = None,
+    lab_r: pd.Series, lab_s: pd.Series, lab_t: pd.Series,
+    ep: Any, grid: np.ndarray, logrank_fn: Any, declared: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    lab_r = labels(real_data.loc[r.index, col])
-    lab_s = labels(synthetic_data.loc[s.index, col])
-    lab_t = labels(syn_test.loc[t.index, col])
     counts = lab_r.value_counts()
     groups = [g for g in counts.index if counts[g] >= MIN_GROUP]
     rank = {g: i for i, g in enumerate(declared or ())}
