@@ -223,7 +223,13 @@ def violation_counts(data: pd.DataFrame, rules: Sequence[EndpointRule]) -> list[
     return out
 
 
-def enforce(data: pd.DataFrame, rules: Sequence[EndpointRule], *, max_passes: int = 10) -> pd.DataFrame:
+def enforce(
+    data: pd.DataFrame,
+    rules: Sequence[EndpointRule],
+    *,
+    floors: Mapping[str, float] | None = None,
+    max_passes: int = 10,
+) -> pd.DataFrame:
     """A copy of ``data`` in which every row satisfies every rule (the repair is in the module docstring).
 
     Parameters
@@ -232,6 +238,10 @@ def enforce(data: pd.DataFrame, rules: Sequence[EndpointRule], *, max_passes: in
         Rows in the schema's canonical dtypes (durations and events float64, NaN = missing).
     rules : sequence of rules
         Rules whose columns ``data`` lacks are skipped.
+    floors : mapping of str to float, optional
+        Lowest allowed value per duration column (a generator's domain bound). A shorter time capped below its
+        floor is set to the floor, and the longer time raised to it (the only rows touched are those whose
+        longer time lies under the shorter endpoint's lowest value, e.g. OS events at time zero).
     max_passes : int
         Passes over the rules before giving up (each pass only lowers times or raises events, so a consistent
         set of rules settles in at most as many passes as rules).
@@ -257,7 +267,12 @@ def enforce(data: pd.DataFrame, rules: Sequence[EndpointRule], *, max_passes: in
             bad = t.violations(out)
             if bad.any():
                 changed = True
-                out.loc[bad, t.shorter.duration_col] = out.loc[bad, t.longer.duration_col].to_numpy()
+                capped = out.loc[bad, t.longer.duration_col].to_numpy(dtype=float)
+                floor = (floors or {}).get(t.shorter.duration_col)
+                if floor is not None and np.any(capped < floor):
+                    capped = np.maximum(capped, floor)
+                    out.loc[bad, t.longer.duration_col] = capped
+                out.loc[bad, t.shorter.duration_col] = capped
                 if t.shorter.event_col in out.columns:
                     known = bad & out[t.shorter.event_col].notna().to_numpy()
                     out.loc[known, t.shorter.event_col] = 0.0

@@ -306,7 +306,7 @@ def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list
             elif g["median_error"] is not None and g["median_error"] > MEDIAN_FLAG:
                 syn = "not reached" if g["median_synthetic"] is None else f"{g['median_synthetic']:g}"
                 flags.append(f"{where}: median {syn} synthetic vs {g['median_real']:g} real "
-                             f"(error {100 * g['median_error']:.0f}% > {100 * MEDIAN_FLAG:.0f}%)")
+                             f"(error {100 * g['median_error']:.1f}% > {100 * MEDIAN_FLAG:.0f}%)")
     for e in effects:
         if e["lost"]:
             flags.append(f"{e['endpoint']}, {e['variable']}: effect lost (log HR {e['log_hr_real']:.3g} real, "

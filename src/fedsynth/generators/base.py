@@ -285,7 +285,9 @@ class BaseGenerator(ABC):
                 half = out[ep.duration_col].isna() != out[ep.event_col].isna()
                 out.loc[half, [ep.duration_col, ep.event_col]] = np.nan
         # Endpoint rules of the schema (LFS <= OS, an OS death is an LFS event) hold in every sampled row.
-        out = enforce(out, self.schema.constraints)
+        floors = {ep.duration_col: self.domain[ep.duration_col].lower for ep in self.schema.endpoints
+                  if ep.duration_col in self.domain.columns}
+        out = enforce(out, self.schema.constraints, floors=floors)
         out = self.schema.select(self.schema.model_columns).coerce(out)
         return add_derived(out, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
 

@@ -203,3 +203,12 @@ def test_the_mds_schema_declares_rules_that_hold_in_every_real_row(mds_cohort):
     assert [c["rule"] for c in counts] == ["LFS_YEARS <= OS_YEARS", "OS_STATUS = 1 => LFS_STATUS = 1"]
     assert [c["violations"] for c in counts] == [0, 0]
     assert set(learnt) == set(schema.constraints)
+
+
+def test_enforce_keeps_a_capped_time_at_its_floor_by_raising_the_longer_one():
+    # Setup: LFS may not go below 0.5 (its domain's lowest value); OS at 0.1 with LFS 2.0
+    data = _frame([[0.1, 1, 2.0, 0], [3.0, 1, 4.0, 0]])
+    # Run
+    out = enforce(data, [TimeOrder(LFS, OS), EventImplies(OS, LFS)], floors={"lfs_t": 0.5})
+    # Assert
+    assert out[["os_t", "lfs_t", "lfs_e"]].to_numpy().tolist() == [[0.5, 0.5, 1.0], [3.0, 3.0, 1.0]]
