@@ -101,7 +101,7 @@ EndpointRule = TimeOrder | EventImplies
 def _values(data: pd.DataFrame, col: str) -> np.ndarray | None:
     if col not in data.columns:
         return None
-    return pd.to_numeric(data[col], errors="coerce").to_numpy(dtype=float)
+    return np.asarray(pd.to_numeric(data[col], errors="coerce"), dtype=float)
 
 
 def rule_from_dict(raw: Any, endpoints: Sequence[SurvivalEndpoint]) -> EndpointRule:

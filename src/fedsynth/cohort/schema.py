@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -462,7 +463,7 @@ def _enum(value: Any, enum: type[Enum], what: str) -> Any:
     try:
         return enum(value)
     except ValueError:
-        valid = ", ".join(e.value for e in enum)  # type: ignore[attr-defined]
+        valid = ", ".join(e.value for e in enum)
         raise ValueError(f"{what} must be one of {valid}; got {value!r}") from None
 
 
@@ -513,7 +514,7 @@ def _strata_problems(strata: Iterable[StratumSpec], index: Mapping[str, ColumnSp
             if not spec.is_numeric:
                 problems.append(Problem(f"stratum {st.column!r}", f"has bins but the column is {spec.kind.value}",
                                         "bins only on continuous or integer columns"))
-            elif not st.bins or any(b <= a for a, b in zip(st.bins, st.bins[1:])):
+            elif not st.bins or any(b <= a for a, b in pairwise(st.bins)):
                 problems.append(Problem(f"stratum {st.column!r}", "bins are not strictly increasing",
                                         "increasing cut points, e.g. [60, 70, 80]"))
         n_groups = None if st.bins is None else len(st.bins) + 1

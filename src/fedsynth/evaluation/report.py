@@ -98,15 +98,18 @@ class EvaluationReport:
 
     @property
     def csf(self) -> float | None:
-        return self.scores["csf"]["value"]
+        value = self.scores["csf"]["value"]
+        return None if value is None else float(value)
 
     @property
     def gsf(self) -> float | None:
-        return self.scores["gsf"]["value"]
+        value = self.scores["gsf"]["value"]
+        return None if value is None else float(value)
 
     @property
     def survival_effect_fidelity(self) -> float | None:
-        return self.survival_effects.get("fidelity")
+        value = self.survival_effects.get("fidelity")
+        return None if value is None else float(value)
 
     def to_dict(self) -> dict[str, Any]:
         """A deep, plain-Python copy (JSON-able)."""
@@ -391,7 +394,8 @@ def _quick_scores(
         "pair_fidelity": fid["pairs"]["mean_similarity"],
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return to_jsonable(out)
+    result: dict[str, Any] = to_jsonable(out)
+    return result
 
 
 def render_rounds_html(

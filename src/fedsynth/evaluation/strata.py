@@ -16,12 +16,18 @@ patient's value becomes an edge).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, StratumSpec, TableSchema
 from fedsynth.evaluation._prep import labels, sig_round
+
+__all__ = [
+    "GENE_STRATUM_MIN_FREQ", "StratumSpec", "band_edges", "band_labels", "default_strata", "group_order",
+    "resolve_strata", "stratum_labels",
+]
 
 #: Genes mutated in at least this share of real rows are default strata.
 GENE_STRATUM_MIN_FREQ = 0.05
@@ -89,7 +95,7 @@ def band_labels(stratum: StratumSpec, edges: Sequence[float], kind: ColumnKind) 
 
     whole = kind is ColumnKind.INTEGER and all(float(e).is_integer() for e in edges)
     out = [f"<{num(edges[0])}"]
-    for a, b in zip(edges, edges[1:]):
+    for a, b in pairwise(edges):
         out.append(f"{num(a)}-{num(b - 1)}" if whole else f"{num(a)}-<{num(b)}")
     out.append(f">={num(edges[-1])}")
     return out

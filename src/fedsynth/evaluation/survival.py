@@ -621,9 +621,9 @@ def survival_analysis(
             t_frame = _endpoint_frame(syn_test, ep.duration_col, ep.event_col)
             for st in specs:
                 edges = band_edges(st, schema, real_data)
-                lab = [stratum_labels(f.loc[e.index], st, schema, edges)
-                       for f, e in ((real_data, r), (synthetic_data, s), (syn_test, t_frame))]
-                entry["strata"][st.column] = _stratum(r, s, t_frame, *lab, ep, grid, logrank,
+                lab_r, lab_s, lab_t = (stratum_labels(f.loc[e.index], st, schema, edges)
+                                       for f, e in ((real_data, r), (synthetic_data, s), (syn_test, t_frame)))
+                entry["strata"][st.column] = _stratum(r, s, t_frame, lab_r, lab_s, lab_t, ep, grid, logrank,
                                                       group_order(st, schema, edges))
         out["endpoint_names"].append(ep.name)
         out[ep.name] = entry

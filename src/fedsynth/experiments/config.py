@@ -94,7 +94,9 @@ class StrategyConfig(_Strict):
 
 class EvaluationConfig(_Strict):
     snapshot_rows: int | None = Field(None, ge=1, description="rows sampled per round (default: training size)")
-    strata: list[str] | None = Field(None, description="survival strata columns (default: TP53, IPSSR if present)")
+    strata: list[str] | None = Field(
+        None, description="survival strata columns (default: the schema's declared strata, then every categorical "
+                          "clinical column and every gene mutated in >= 5%)")
     full_report_every_round: bool = False
     references: list[Literal["centralized", "local"]] | None = Field(
         None, description="reference fits drawn as lines in report.html (default: centralized and local; [] for none)"

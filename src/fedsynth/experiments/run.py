@@ -366,7 +366,7 @@ def run_experiment(
     if final_frame is not None and mode != "none":
         full = mode != "lite"  # lite: no detection AUC, no TSTR
         report_obj = evaluate(part.train, final_frame, schema, holdout_data=part.holdout, random_state=config.seed,
-                              detection=full, utility=full)
+                              strata=config.evaluation.strata, detection=full, utility=full)
         final_json = report_obj.to_dict()
     timings["evaluation"] = time.perf_counter() - t0
     final_round = rounds[-1] if rounds else {}

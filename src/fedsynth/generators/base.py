@@ -417,5 +417,5 @@ def load_generator(path: str | Path) -> BaseGenerator:
     domain = Domain.from_dict(meta["domain"])
     gen = make_generator(meta["generator"], schema, domain=domain, **meta["params"])
     gen._load(folder)
-    gen.fitted_ = True  # type: ignore[attr-defined]
+    gen.fitted_ = True
     return gen

@@ -163,8 +163,9 @@ def test_median_errors_over_15_percent_are_flagged_and_under_are_not():
     # Assert
     groups = {g["group"]: g for g in out["endpoints"]["S"]["groups"]}
     assert groups["a"]["median_error"] == pytest.approx(0.1) and groups["b"]["median_error"] == pytest.approx(0.3)
-    assert [f for f in out["flags"] if f.startswith("S, c =")] == [f"S, c = b: median {groups['b']['median_synthetic']:g} synthetic "
-                                                         f"vs {groups['b']['median_real']:g} real (error 30.0% > 15%)"]
+    b = groups["b"]
+    expected = f"S, c = b: median {b['median_synthetic']:g} synthetic vs {b['median_real']:g} real (error 30.0% > 15%)"
+    assert [f for f in out["flags"] if f.startswith("S, c =")] == [expected]
 
 
 def test_endpoint_rule_report_counts_synthetic_violations_per_rule(mds_split):
