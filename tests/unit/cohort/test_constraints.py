@@ -109,12 +109,12 @@ def test_learn_rules_refuses_a_reply_of_the_wrong_length():
         learn_rules([TimeOrder(LFS, OS)], [])
 
 
-def test_enforce_caps_the_shorter_time_censors_it_there_and_sets_implied_events():
-    # Setup: rows worked by hand
+def test_enforce_meets_in_the_middle_and_sets_implied_events():
+    # Setup: rows worked by hand (sqrt(2 * 3) = sqrt(6))
     data = _frame([
-        [2.0, 1, 3.0, 0],            # LFS past a death: LFS -> 2.0, censored there, then the death -> LFS event
-        [2.0, 0, 3.0, 1],            # LFS past OS censoring: LFS -> 2.0 and censored (no AML seen by then)
-        [4.0, 1, 1.0, 0],            # death with LFS censored earlier: LFS event set, LFS time kept
+        [2.0, 1, 3.0, 0],            # LFS past a death: both times -> sqrt(6), then the death -> LFS event
+        [2.0, 0, 3.0, 1],            # LFS past OS censoring: both -> sqrt(6), events kept (AML at last follow-up)
+        [4.0, 1, 1.0, 0],            # death with LFS censored earlier: LFS event set, times kept
         [4.0, 0, 1.0, 1],            # AML at 1.0, alive at 4.0: no rule broken, unchanged
         [np.nan, np.nan, 5.0, 0],    # OS unknown: nothing to check
     ])
@@ -122,7 +122,8 @@ def test_enforce_caps_the_shorter_time_censors_it_there_and_sets_implied_events(
     # Run
     out = enforce(data, rules)
     # Assert
-    expected = _frame([[2.0, 1, 2.0, 1], [2.0, 0, 2.0, 0], [4.0, 1, 1.0, 1], [4.0, 0, 1.0, 1],
+    r6 = np.sqrt(6.0)
+    expected = _frame([[r6, 1, r6, 1], [r6, 0, r6, 1], [4.0, 1, 1.0, 1], [4.0, 0, 1.0, 1],
                        [np.nan, np.nan, 5.0, 0]])
     pd.testing.assert_frame_equal(out, expected)
     assert [c["violations"] for c in violation_counts(out, rules)] == [0, 0]
@@ -137,8 +138,9 @@ def test_enforce_settles_a_chain_of_time_rules():
     rules = [TimeOrder(a, b), TimeOrder(b, c)]
     # Run
     out = enforce(data, rules)
-    # Assert
-    assert out.loc[0, ["a_t", "b_t", "c_t"]].tolist() == [3.0, 3.0, 3.0]
+    # Assert: pass 1 meets a-b at sqrt(72), then b-c at sqrt(sqrt(72) * 3); pass 2 caps a at b
+    m = np.sqrt(np.sqrt(72.0) * 3.0)
+    assert out.loc[0, ["a_t", "b_t", "c_t"]].tolist() == pytest.approx([m, m, m])
     assert all(rule_holds(out, r) for r in rules)
 
 
@@ -205,10 +207,11 @@ def test_the_mds_schema_declares_rules_that_hold_in_every_real_row(mds_cohort):
     assert set(learnt) == set(schema.constraints)
 
 
-def test_enforce_keeps_a_capped_time_at_its_floor_by_raising_the_longer_one():
-    # Setup: LFS may not go below 0.5 (its domain's lowest value); OS at 0.1 with LFS 2.0
+def test_enforce_keeps_a_repaired_time_at_its_floor():
+    # Setup: LFS may not go below 0.5 (its domain's lowest value); OS at 0.1 with LFS 2.0 meet at sqrt(0.2) < 0.5
     data = _frame([[0.1, 1, 2.0, 0], [3.0, 1, 4.0, 0]])
     # Run
     out = enforce(data, [TimeOrder(LFS, OS), EventImplies(OS, LFS)], floors={"lfs_t": 0.5})
     # Assert
-    assert out[["os_t", "lfs_t", "lfs_e"]].to_numpy().tolist() == [[0.5, 0.5, 1.0], [3.0, 3.0, 1.0]]
+    np.testing.assert_allclose(out[["os_t", "lfs_t", "lfs_e"]].to_numpy(),
+                               [[0.5, 0.5, 1.0], [np.sqrt(12.0), np.sqrt(12.0), 1.0]])
