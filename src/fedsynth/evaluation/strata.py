@@ -8,6 +8,11 @@ A report's strata are, in order and without repeating a column:
 3. every categorical or binary column with role ``clinical`` and every ``genomic`` column mutated in at least
    5% of the real rows.
 
+The report's Kaplan-Meier plots and log-rank tests (:func:`fedsynth.evaluation.survival.survival_analysis`)
+draw the strata a user names, else the declared ones, else the role-based defaults (:func:`plotted_strata`): one
+chart per stratum and endpoint, so a schema that declares its arms' subgroups is not buried under a chart for
+every gene; the strict figures' table covers every stratum of the list above.
+
 A stratum is a column's labels (categorical, binary) or bands of a numeric column (declared cut points; a
 numeric column named without cut points is cut at the real quartiles, rounded to two significant digits so no
 patient's value becomes an edge).
@@ -26,7 +31,7 @@ from fedsynth.evaluation._prep import labels, sig_round
 
 __all__ = [
     "GENE_STRATUM_MIN_FREQ", "StratumSpec", "band_edges", "band_labels", "default_strata", "group_order",
-    "resolve_strata", "stratum_labels",
+    "plotted_strata", "resolve_strata", "stratum_labels",
 ]
 
 #: Genes mutated in at least this share of real rows are default strata.
@@ -67,6 +72,16 @@ def resolve_strata(
         if st.column in real_data.columns and st.column in schema and all(o.column != st.column for o in out):
             out.append(st)
     return out
+
+
+def plotted_strata(
+    schema: TableSchema, real_data: pd.DataFrame, strata: Sequence[str | StratumSpec] | None = None
+) -> list[StratumSpec]:
+    """Strata drawn as Kaplan-Meier charts: ``strata`` when given, else the schema's declared strata, else
+    :func:`default_strata` (see the module docstring)."""
+    if strata is None and schema.strata:
+        return resolve_strata(schema, real_data, [st.column for st in schema.strata])
+    return resolve_strata(schema, real_data, strata)
 
 
 def band_edges(stratum: StratumSpec, schema: TableSchema, real_data: pd.DataFrame) -> tuple[float, ...] | None:

@@ -42,7 +42,7 @@ from fedsynth.evaluation.strata import (  # noqa: F401  (default_strata: the one
     band_edges,
     default_strata,
     group_order,
-    resolve_strata,
+    plotted_strata,
     stratum_labels,
 )
 
@@ -565,8 +565,8 @@ def survival_analysis(
     ----------
     strata : sequence of str or StratumSpec, optional
         Columns to stratify by (each label or band with >= 10 real rows is a group). Default:
-        :func:`fedsynth.evaluation.strata.default_strata` (declared strata, then categorical clinical columns and
-        genes mutated in >= 5%, by role).
+        :func:`fedsynth.evaluation.strata.plotted_strata` (the schema's declared strata, else categorical
+        clinical columns and genes mutated in >= 5%, by role).
     curves_only : bool
         Only the overall curves and their similarity (the fast path for per-round snapshots).
     cox_engine : {"batched", "lifelines"}
@@ -581,7 +581,7 @@ def survival_analysis(
         ``separates_synthetic``, ``direction_agreement``)), ``hazard_ratios`` and ``curve_similarity``
         (mean over endpoints).
     """
-    specs = resolve_strata(schema, real_data, strata)
+    specs = plotted_strata(schema, real_data, strata)
     cols = Columns.from_schema(schema, real_data, synthetic_data)
     specs = [st for st in specs if st.column in cols.data]
     syn_test = same_size_sample(synthetic_data, len(real_data), rng)

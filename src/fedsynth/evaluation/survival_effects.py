@@ -123,19 +123,13 @@ def _survival_at(times: np.ndarray, surv: np.ndarray, t: np.ndarray) -> np.ndarr
 def median_survival(durations: np.ndarray, events: np.ndarray) -> float | None:
     """First time the Kaplan-Meier curve is at or below 1/2 (lifelines' ``median_survival_time_``); None if
     it never is."""
-    times, surv = km_steps(durations, events)
-    below = np.flatnonzero(surv <= 0.5)
-    return float(times[below[0]]) if below.size else None
+    return _median(*km_steps(durations, events))
 
 
 def rmst(durations: np.ndarray, events: np.ndarray, horizon: float) -> float:
     """Restricted mean survival time up to ``horizon``: the area under the Kaplan-Meier curve on
     ``[0, horizon]``, in the time unit of ``durations`` (lifelines ``restricted_mean_survival_time``)."""
-    times, surv = km_steps(durations, events)
-    inside = times < horizon
-    knots = np.r_[0.0, times[inside], horizon]
-    levels = np.r_[1.0, surv[inside]]
-    return float(np.sum(levels * np.diff(knots)))
+    return _rmst(*km_steps(durations, events), horizon)
 
 
 def km_distance(
@@ -143,8 +137,23 @@ def km_distance(
 ) -> float:
     """``sup |S_a(t) - S_b(t)|`` over ``0 <= t <= horizon`` of two Kaplan-Meier curves (exact: the curves are
     right-continuous steps, so the supremum is reached at 0 or at an event time of either curve)."""
-    ta, sa = km_steps(durations_a, events_a)
-    tb, sb = km_steps(durations_b, events_b)
+    return _sup_distance(km_steps(durations_a, events_a), km_steps(durations_b, events_b), horizon)
+
+
+def _median(times: np.ndarray, surv: np.ndarray) -> float | None:
+    below = np.flatnonzero(surv <= 0.5)
+    return float(times[below[0]]) if below.size else None
+
+
+def _rmst(times: np.ndarray, surv: np.ndarray, horizon: float) -> float:
+    inside = times < horizon
+    knots = np.r_[0.0, times[inside], horizon]
+    levels = np.r_[1.0, surv[inside]]
+    return float(np.sum(levels * np.diff(knots)))
+
+
+def _sup_distance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], horizon: float) -> float:
+    (ta, sa), (tb, sb) = a, b
     pts = np.unique(np.r_[0.0, ta[ta <= horizon], tb[tb <= horizon]])
     return float(np.max(np.abs(_survival_at(ta, sa, pts) - _survival_at(tb, sb, pts))))
 
@@ -195,17 +204,17 @@ def _group_row(
     stratum: str, group: str, r: pd.DataFrame, s: pd.DataFrame, dur: str, ev: str, horizon: float
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"stratum": stratum, "group": group, "n_real": len(r), "n_synthetic": len(s)}
-    Tr, Er = r[dur].to_numpy(float), r[ev].to_numpy(float)
-    med_r, rm_r = median_survival(Tr, Er), rmst(Tr, Er, horizon)
+    km_r = km_steps(r[dur].to_numpy(float), r[ev].to_numpy(float))
+    med_r, rm_r = _median(*km_r), _rmst(*km_r, horizon)
     row.update(median_real=None if med_r is None else sig_round(med_r, 3), rmst_real=sig_round(rm_r, 3))
     if len(s) < 2:
         row.update(median_synthetic=None, rmst_synthetic=None, median_error=None, rmst_error=None,
                    km_distance=None, score=0.0, note="absent from the synthetic data (fewer than 2 rows)")
         return row
-    Ts, Es = s[dur].to_numpy(float), s[ev].to_numpy(float)
-    med_s, rm_s = median_survival(Ts, Es), rmst(Ts, Es, horizon)
+    km_s = km_steps(s[dur].to_numpy(float), s[ev].to_numpy(float))
+    med_s, rm_s = _median(*km_s), _rmst(*km_s, horizon)
     med_err, rm_err = relative_error(med_s, med_r), relative_error(rm_s, rm_r)
-    dist = km_distance(Tr, Er, Ts, Es, horizon)
+    dist = _sup_distance(km_r, km_s, horizon)
     row.update(median_synthetic=None if med_s is None else sig_round(med_s, 3), rmst_synthetic=sig_round(rm_s, 3),
                median_error=med_err, rmst_error=rm_err, km_distance=dist, score=group_score(med_err, rm_err, dist))
     if med_r is None:
