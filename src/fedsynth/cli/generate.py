@@ -121,6 +121,7 @@ def fit(
     """Train a generator centrally on the seeded training split and write the model and a synthetic cohort."""
     from fedsynth.cohort.io import write_csv
     from fedsynth.cohort.partition import train_holdout_split
+    from fedsynth.experiments.export import write_fit_manifest
     from fedsynth.generators.base import generator_class, make_generator
 
     params = parse_settings(list(settings or []), generator)
@@ -135,6 +136,9 @@ def fit(
     fit_seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     gen.save(out / "model")
+    write_fit_manifest(out, cohort=loaded, generator=generator, params=params, seed=seed,
+                       holdout_fraction=holdout_fraction, n_train=len(train), n_holdout=len(holdout),
+                       schema_file=schema, fit_seconds=fit_seconds)
     n_rows = int(n) if n is not None else len(train)
     synthetic = gen.sample(n_rows, random_state=seed)
     write_csv(synthetic, out / "synthetic.csv", gen.schema)
@@ -169,10 +173,12 @@ def sample(
 ) -> None:
     """Draw synthetic rows from a saved model, optionally under conditions, and write them as CSV."""
     from fedsynth.cohort.io import write_csv
+    from fedsynth.experiments.card import write_short_card
     from fedsynth.generators.base import load_generator
 
     gen = load_generator(model_dir)
     conditions = parse_conditions(list(condition or []), gen.schema)
     synthetic = gen.sample(n, random_state=seed, conditions=conditions or None, where=where)
     write_csv(synthetic, out, gen.schema)
-    console.print(f"Wrote {len(synthetic):,} rows from {gen.name} to {out}.")
+    card = write_short_card(out, model_dir, n_samples=len(synthetic), random_state=seed, conditions=conditions, where=where)
+    console.print(f"Wrote {len(synthetic):,} rows from {gen.name} to {out} (data card: {card.name}).")
