@@ -29,15 +29,15 @@ _EFFECT_KEYS = ("survival_effect_fidelity", "effect_fidelity")
 
 INTENDED_USES = {
     "teaching": [
-        "Teaching and learning survival analysis, Kaplan-Meier curves, Cox models and data handling on a "
-        "realistic cohort of this disease.",
+        ("Teaching and learning survival analysis, Kaplan-Meier curves, Cox models and data handling on a "
+         "realistic cohort of this disease."),
         "Trying out code, pipelines and software before asking for access to real data.",
     ],
 }
 UNSUITABLE_USES = [
     "Any decision about a real patient (diagnosis, prognosis, treatment).",
-    "Scientific or clinical conclusions, publications of effects, or estimates presented as facts about patients: "
-    "check every finding on the real data.",
+    ("Scientific or clinical conclusions, publications of effects, or estimates presented as facts about "
+     "patients: check every finding on the real data."),
     "Re-identifying, or trying to learn about, the patients of the source cohort.",
     "A control arm for a trial (fedsynth's arm workflow, with its own checks, is built for that).",
 ]

@@ -67,7 +67,7 @@ def test_dictionary_lists_every_column_of_the_csv(exported: Path, mds_cohort) ->
     dictionary = json.loads((exported / "data_dictionary.json").read_text())
     # Assert: one entry per column, in order, and no real identifier
     assert [d["column"] for d in dictionary] == list(csv.columns)
-    assert list(csv.columns)[0] == "synthetic_id" and csv["synthetic_id"].is_unique
+    assert csv.columns[0] == "synthetic_id" and csv["synthetic_id"].is_unique
     assert mds_cohort.schema.id_column not in csv.columns
     assert pd.read_csv(exported / "data_dictionary.csv")["column"].tolist() == list(csv.columns)
     # Complete for mds-iwgpm: every column has a meaning, every numeric column a unit
@@ -152,7 +152,7 @@ class _CopyingModel:
 def test_gate_refuses_a_copy_of_the_training_rows_and_releases_it_with_a_recorded_reason(
     app: typer.Typer, fitted: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fedsynth.generators.base as base
+    from fedsynth.generators import base
 
     # Setup
     d = fitted["dir"]
@@ -205,7 +205,7 @@ def test_teaching_split_is_seeded() -> None:
 
     frame = pd.DataFrame({"x": range(50)})
     a_train, a_test = teaching_split(frame, random_state=1)
-    b_train, b_test = teaching_split(frame, random_state=1)
+    _, b_test = teaching_split(frame, random_state=1)
     assert a_test.equals(b_test) and len(a_test) == 10 and len(a_train) == 40
     assert not teaching_split(frame, random_state=2)[1].equals(a_test)
 
@@ -285,3 +285,43 @@ def test_export_from_a_bare_model_without_real_rows_says_what_to_give(app: typer
     result = runner.invoke(app, ["export", str(bare), "--n", "100", "--out", str(tmp_path / "x")])
     # Assert
     assert result.exit_code == 2 and "--real" in result.output and "Traceback" not in result.output
+
+
+def _fake_run(fitted: dict[str, Any], mds_cohort, folder: Path, fingerprint: str) -> Path:  # type: ignore[no-untyped-def]
+    import shutil
+
+    import yaml
+
+    run = folder / "smoke-run"
+    shutil.copytree(fitted["dir"] / "model", run / "model")
+    config = yaml.safe_load((Path(__file__).resolve().parents[3] / "configs" / "smoke.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "manifest.json").write_text(json.dumps({
+        "run_id": "smoke-run", "data": {"cohort": "mds-iwgpm", "fingerprint": fingerprint},
+        "strategy": {"name": "two_step_bn", "rounds": 1}, "seeds": {"seed": 0}, "sites": [],
+    }))
+    return run
+
+
+def test_a_run_directory_reloads_its_pooled_training_rows_and_holdout(fitted: dict[str, Any], mds_cohort,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    from fedsynth.errors import ValidationError
+    from fedsynth.experiments.config import load_config
+    from fedsynth.experiments.export import resolve_source, training_rows
+    from fedsynth.experiments.run import load_partition
+
+    # Setup
+    run = _fake_run(fitted, mds_cohort, tmp_path, mds_cohort.fingerprint())
+    _, part = load_partition(load_config(run / "config.yaml"))
+    # Run
+    source = resolve_source(run)
+    train, holdout = training_rows(source)
+    # Assert: the sites' rows pooled, and the holdout, as the run had them
+    assert source.kind == "run" and source.model_dir == run / "model"
+    pd.testing.assert_frame_equal(train, part.train)
+    pd.testing.assert_frame_equal(holdout, part.holdout)
+    assert sum(s.n_rows for s in part.sites) == len(train)
+    # Run: data that changed since the run is refused
+    other = _fake_run(fitted, mds_cohort, tmp_path / "other", "0" * 64)
+    with pytest.raises(ValidationError, match="fingerprint mismatch"):
+        training_rows(resolve_source(other))
