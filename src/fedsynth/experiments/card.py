@@ -170,12 +170,14 @@ def limitations(report: Mapping[str, Any]) -> list[str]:
         # Judged by size, not by p: a smaller export has less power, a weaker effect is weaker at any size.
         weak = [r["variable"] for r in real_sig if r["variable"] not in reversed_
                 and (r.get("same_direction") is False or abs(r["log_hr_synthetic"]) < 0.5 * abs(r["log_hr_real"]))]
+        n = len(real_sig)
         if reversed_:
-            out.append(f"Effects on {ep} reversed (clearly the other way than in the real cohort): "
-                       + ", ".join(reversed_) + ".")
+            out.append(f"{len(reversed_)} of the {n} clear effects on {ep} in the real cohort are reversed here "
+                       "(clearly the other way): " + ", ".join(reversed_) + ".")
         if weak:
-            out.append(f"Effects on {ep} that are clear in the real cohort but less than half as strong here "
-                       "(log hazard ratio): " + ", ".join(weak) + ".")
+            out.append(f"{len(weak)} of the {n} clear effects on {ep} in the real cohort are less than half as "
+                       "strong here (log hazard ratio), or point the other way without being clear: "
+                       + ", ".join(weak) + ".")
     return out
 
 
