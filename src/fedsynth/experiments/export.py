@@ -387,8 +387,6 @@ def teaching_notebook(analysis: TeachingAnalysis | None, *, train_csv: str = "tr
         "the second."
     ), new_code_cell(
         "import pandas as pd\n"
-        "import matplotlib\n"
-        "matplotlib.use('Agg')  # draw without a display; in Jupyter the figure still shows below the cell\n"
         "import matplotlib.pyplot as plt\n"
         "from lifelines import CoxPHFitter, KaplanMeierFitter\n"
         "from lifelines.statistics import logrank_test\n\n"

@@ -194,6 +194,8 @@ def test_teaching_notebook_runs_and_reproduces_the_survival_analysis(exported: P
     # Assert
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "log-rank test: p =" in text and "concordance on the test rows:" in text
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the Kaplan-Meier plot was drawn
     assert card["teaching"]["group_col"] in "".join(c.source for c in nb.cells)
     train, test = pd.read_csv(exported / "train.csv"), pd.read_csv(exported / "test.csv")
     assert len(train) + len(test) == 800 and len(test) == 160
