@@ -91,8 +91,8 @@ def bench_generator(
     strategy_params: dict[str, Any] | None = None, repeat: int = 1,
 ) -> dict[str, Any]:
     from fedsynth.federation.simulation import run_in_process, run_simulation
-    from fedsynth.strategies.base import flow_for, make_strategy
     from fedsynth.strategies.centralized import run_centralized
+    from fedsynth.strategies.registry import flow_for, make_strategy
 
     flow = flow_for(name)
     r = rounds if flow == "fedavg" else 1
@@ -119,7 +119,7 @@ def bench_generator(
     # Warm-up, untimed: one small centralized fit imports the generator's libraries in this process (pgmpy's
     # structure search alone takes ~3 s to import). The engine's site actors are new processes in every pass
     # and still import them in their first round: that is part of the engine's cost.
-    from fedsynth.strategies.base import generator_accepts
+    from fedsynth.strategies.registry import generator_accepts
 
     warm = {**settings, "rounds": 1, "local_epochs": 1,
             "generator_params": {**params, **({"epochs": 1} if generator_accepts(name, "epochs") else {})}}

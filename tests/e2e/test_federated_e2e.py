@@ -40,7 +40,7 @@ def _partition(mds_cohort, scenario: str):  # type: ignore[no-untyped-def]
 def test_strategy_runs_on_the_simulation_engine(mds_cohort, scenario, strategy_name, generator, params) -> None:
     # Setup
     from fedsynth.federation.simulation import run_simulation
-    from fedsynth.strategies.base import make_strategy
+    from fedsynth.strategies.registry import make_strategy
 
     part = _partition(mds_cohort, scenario)
     schema = part.schema

@@ -167,7 +167,7 @@ def _references(config: ExperimentConfig) -> list[str]:
 
 
 def _expected_rounds(config: ExperimentConfig, n_sites: int) -> int:
-    from fedsynth.strategies.base import flow_for
+    from fedsynth.strategies.registry import flow_for
 
     name = config.strategy.name
     per_model = config.strategy.rounds if flow_for(config.generator.name) == "fedavg" else 1
@@ -230,8 +230,8 @@ def run_experiment(
     ``"in_process"`` (same strategy and handlers without Flower's engine; ``strategy.params.engine`` may set it).
     The baselines ``centralized`` and ``local`` always run in process.
     """
-    from fedsynth.strategies.base import make_strategy
     from fedsynth.strategies.centralized import run_centralized
+    from fedsynth.strategies.registry import make_strategy
 
     emit: Progress = progress or (lambda event, payload: None)
     t_start = time.perf_counter()

@@ -13,15 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fedsynth.encoding.domain import Domain
-from fedsynth.strategies.base import (
-    GridLike,
-    OnRound,
-    SiteInfo,
-    Strategy,
-    StrategyResult,
-    flow_for,
-    strategy_class,
-)
+from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, StrategyResult
+from fedsynth.strategies.registry import flow_for, strategy_class
 
 
 def delegate(strategy: Strategy) -> Strategy:
@@ -47,7 +40,6 @@ class LocalStrategy(Strategy):
     """Each site alone, one after another; ``site_models`` holds each site's model."""
 
     name = "local"
-    requires = None
 
     def run(
         self,

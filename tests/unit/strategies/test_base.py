@@ -10,14 +10,9 @@ from flwr.app import Message, RecordDict
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import CapabilityError
 from fedsynth.strategies import records
-from fedsynth.strategies.base import (
-    InProcessGrid,
-    SiteRuntime,
-    _round_sig,
-    all_site_handlers,
-    make_strategy,
-    release_summary,
-)
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime, _round_sig, all_site_handlers, release_summary
 
 
 def _grid(partition, **kwargs) -> InProcessGrid:  # type: ignore[no-untyped-def]
