@@ -196,7 +196,7 @@ class Strategy(ABC):
         self.random_state = random_state
         self._check(dict(params or {}))
         #: The given params over the registry's defaults (every key the strategy accepts with this generator).
-        self.params = {**default_params(self.name, generator), **dict(params or {})}
+        self.params = {**default_params(self.name, generator, params), **dict(params or {})}
 
     @property
     def requires(self) -> str | None:

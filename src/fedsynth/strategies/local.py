@@ -14,16 +14,16 @@ from typing import Any
 
 from fedsynth.encoding.domain import Domain
 from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, StrategyResult
-from fedsynth.strategies.registry import flow_for, strategy_class
+from fedsynth.strategies.registry import BASELINE_FIXED, effective_flow, flow_for, strategy_class
 
 
 def delegate(strategy: Strategy) -> Strategy:
-    """The flow a baseline runs for its generator, with the same settings."""
-    flow = flow_for(strategy.generator)
+    """The flow a baseline runs for its generator (:func:`~fedsynth.strategies.registry.effective_flow`), with
+    the same settings (and, for the fit-once flow, :data:`~fedsynth.strategies.registry.BASELINE_FIXED`)."""
+    flow = effective_flow(strategy.name, strategy.generator)
     params = dict(strategy.params)
-    if flow == "fit_once":
-        flow = "sd_sharing"
-        params.update(privacy_check=False, refit=False)
+    if flow_for(strategy.generator) == "fit_once":
+        params.update(BASELINE_FIXED)
     return strategy_class(flow)(
         strategy.schema,
         generator=strategy.generator,

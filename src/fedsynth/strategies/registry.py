@@ -259,9 +259,18 @@ def accepted_params(strategy: str, generator: str) -> dict[str, Param]:
     return {**COMMON_PARAMS, **own}
 
 
-def default_params(strategy: str, generator: str) -> dict[str, Any]:
-    """The registry's default of every parameter ``strategy`` accepts with ``generator``."""
-    return {k: p.default for k, p in accepted_params(strategy, generator).items()}
+def default_params(strategy: str, generator: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The registry's default of every parameter that acts for ``strategy`` with ``generator`` and the ``given``
+    parameters (one whose generator capability is missing, or whose setting is off, is left out)."""
+    accepted = accepted_params(strategy, generator)
+    resolved = {**{k: p.default for k, p in accepted.items()}, **dict(given or {})}
+    if STRATEGIES[strategy].baseline and effective_flow(strategy, generator) == "sd_sharing":
+        resolved.update(BASELINE_FIXED)
+    caps = generator_capabilities(generator)
+    return {
+        k: p.default for k, p in accepted.items()
+        if (p.capability is None or p.capability in caps) and (p.when is None or resolved.get(p.when[0]) == p.when[1])
+    }
 
 
 def uses_rounds(strategy: str, generator: str) -> bool:
@@ -332,8 +341,8 @@ def settings_problems(
     accepted = accepted_params(strategy, generator)
     flow = effective_flow(strategy, generator)
     resolved = {**{k: p.default for k, p in accepted.items()}, **given}
-    if spec.baseline:
-        resolved.update(BASELINE_FIXED if flow == "sd_sharing" else {})
+    if spec.baseline and flow == "sd_sharing":
+        resolved.update(BASELINE_FIXED)
     for key, value in given.items():
         at = f"{where}.params.{key}"
         p = accepted.get(key)
@@ -342,9 +351,10 @@ def settings_problems(
                 problems.append(Problem(at, f"is fixed to {BASELINE_FIXED[key]} by the {strategy} baseline",
                                         fix="remove it"))
                 continue
-            close = difflib.get_close_matches(str(key), list(accepted), n=1)
+            usable = [k for k, q in accepted.items() if q.capability is None or q.capability in caps]
+            close = difflib.get_close_matches(str(key), usable, n=1)
             problems.append(Problem(at, f"is not a parameter of {strategy!r} with {generator!r}",
-                                    ", ".join(accepted), f"did you mean {close[0]!r}?" if close else "remove it"))
+                                    ", ".join(usable), f"did you mean {close[0]!r}?" if close else "remove it"))
             continue
         bad = p.problem(value)
         if bad is not None:

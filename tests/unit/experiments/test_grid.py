@@ -35,7 +35,7 @@ def test_plan_expands_the_product_and_runs_centralized_once_per_seed():
     assert "bayesian_network-centralized-pooled-seed0" in slugs
     assert "bayesian_network-two_step_bn-3-sites-worst-seed1" in slugs
     fed = next(r for r in runs if r.strategy == "two_step_bn")
-    assert fed.config.strategy.params["references"] == "none"
+    assert fed.config.evaluation.references == []
     assert fed.config.output.run_id == fed.slug
 
 
@@ -43,7 +43,7 @@ def test_plan_reports_incompatible_cells_at_once():
     bad = _grid(generators=[{"name": "bayesian_network", "strategies": ["fedavg"]}], seeds=[0])
     with pytest.raises(ValidationError) as info:
         plan(bad)
-    assert "needs ctgan or vae_bgm" in str(info.value)
+    assert "needs a generator with get_weights/set_weights/partial_fit (ctgan, vae_bgm)" in str(info.value)
 
 
 def test_shipped_grid_configs_plan():
