@@ -150,13 +150,18 @@ class StrategyConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="the strategy's own params (registry)")
 
 
+#: Reference fits a federated run draws beside its rounds (by default, both).
+Reference = Literal["centralized", "local"]
+REFERENCES: tuple[Reference, ...] = ("centralized", "local")
+
+
 class EvaluationConfig(_Strict):
     snapshot_rows: int | None = Field(None, ge=1, description="rows sampled per round (default: training size)")
     strata: list[str] | None = Field(
         None, description="columns to stratify survival by in the final evaluation (default: the evaluator's)"
     )
-    references: list[Literal["centralized", "local"]] = Field(
-        default_factory=lambda: ["centralized", "local"],
+    references: list[Reference] = Field(
+        default_factory=lambda: list(REFERENCES),
         description="reference fits drawn as lines in report.html ([] for none; federated strategies only)",
     )
     final: Literal["full", "lite", "none"] = Field(

@@ -212,3 +212,59 @@ def test_sites_by_implies_by_column_with_a_note(caplog):
         "sites: sites.alpha acts only with method dirichlet; remove it or set sites.method: dirichlet"]
     assert _problems(sites={"by": "CENTRE", "proportions": [1, 1]})[0].startswith(
         "sites: sites.proportions is not used with method by_column")
+
+
+def _smoke_config(tmp_path, **evaluation):  # type: ignore[no-untyped-def]
+    return parse_config({
+        "name": "t", "cohort": {"name": "mds-iwgpm"}, "sites": {"proportions": [60, 40]},
+        "generator": {"name": "bayesian_network", "params": {"max_indegree": 1}},
+        "strategy": {"name": "two_step_bn", "engine": "in_process"},
+        "evaluation": {"snapshot_rows": 50, "references": [], **evaluation},
+        "output": {"dir": str(tmp_path), "run_id": "r"},
+    })
+
+
+def test_evaluation_strata_reach_the_final_evaluation(tmp_path, monkeypatch, data_dir):  # type: ignore[no-untyped-def]
+    # Setup: the final evaluation is recorded instead of computed (its own tests cover it)
+    import fedsynth.evaluation as evaluation
+    from fedsynth.experiments import run as run_mod
+
+    seen: dict = {}  # type: ignore[type-arg]
+
+    class _Report:
+        def to_dict(self):  # type: ignore[no-untyped-def]
+            return {}
+
+    def fake_evaluate(real, synthetic, schema, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        return _Report()
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    monkeypatch.setattr(run_mod, "score_snapshot", lambda *a, **k: {"csf": 0.5, "gsf": 0.5})
+
+    # Run
+    run_mod.run_experiment(_smoke_config(tmp_path, strata=["SEX", "IPSSR"], final="lite"))
+
+    # Assert
+    assert seen["strata"] == ["SEX", "IPSSR"] and seen["detection"] is False and seen["utility"] is False
+
+
+def test_unknown_strata_stop_the_run_before_any_engine_starts(tmp_path, monkeypatch, data_dir):  # type: ignore[no-untyped-def]
+    # Setup
+    from fedsynth.experiments import run as run_mod
+    from fedsynth.strategies import registry
+
+    def no_engine(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("a strategy was built")
+
+    monkeypatch.setattr(registry, "make_strategy", no_engine)
+
+    # Run
+    with pytest.raises(ValidationError) as info:
+        run_mod.run_experiment(_smoke_config(tmp_path, strata=["SEX", "TP53_VAF", "ARM"]))
+
+    # Assert: both unknown columns at once, and no run directory
+    text = str(info.value)
+    assert "evaluation.strata[1]: no column 'TP53_VAF' in the schema" in text
+    assert "evaluation.strata[2]: no column 'ARM' in the schema" in text and "2 problems" in text
+    assert not (tmp_path / "r").exists()
