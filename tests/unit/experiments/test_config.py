@@ -114,8 +114,8 @@ def test_settings_that_moved_point_to_their_one_place():
     )
     assert problems == [
         "strategy.refit: has moved to strategy.params.refit; fix: write it as strategy.params.refit",
-        "strategy.privacy_check: has moved to strategy.params.privacy_check; "
-        "fix: write it as strategy.params.privacy_check",
+        ("strategy.privacy_check: has moved to strategy.params.privacy_check; "
+         "fix: write it as strategy.params.privacy_check"),
         "strategy.params.final_evaluation: has moved to evaluation.final; fix: write it as evaluation.final",
         "strategy.params.references: has moved to evaluation.references; fix: write it as evaluation.references",
         "strategy.params.engine: has moved to strategy.engine; fix: write it as strategy.engine",
@@ -156,8 +156,8 @@ def test_a_param_without_the_setting_that_makes_it_act_is_refused():
     on = _problems(generator={"name": "bayesian_network"},
                    strategy={"name": "sd_sharing", "params": {"max_dcr_share": 0.9}})
     # Assert
-    assert off == ["strategy.params.max_dcr_share: acts only when strategy.params.privacy_check is true; "
-                   "fix: remove it or set strategy.params.privacy_check: true"]
+    assert off == [("strategy.params.max_dcr_share: acts only when strategy.params.privacy_check is true; "
+                    "fix: remove it or set strategy.params.privacy_check: true")]
     assert on == []
 
 
@@ -165,11 +165,11 @@ def test_rounds_and_epochs_are_refused_where_they_would_not_act():
     # a fixed-phase strategy with rounds > 1; a baseline whose generator flow is two-step; the
     # baseline of a weight-averaging generator does use them
     assert _problems(generator={"name": "bayesian_network"}, strategy={"name": "two_step_bn", "rounds": 5}) == [
-        "strategy.rounds: is 5, but 'two_step_bn' with 'bayesian_network' runs a fixed sequence of phases (one "
-        "round) and does not use it; valid: 1 (or leave it out)"]
+        ("strategy.rounds: is 5, but 'two_step_bn' with 'bayesian_network' runs a fixed sequence of phases (one "
+         "round) and does not use it; valid: 1 (or leave it out)")]
     assert _problems(generator={"name": "bayesian_network"}, strategy={"name": "local", "local_epochs": 2}) == [
-        "strategy.local_epochs: is 2, but 'local' with 'bayesian_network' runs a fixed sequence of phases (one "
-        "round) and does not use it; valid: 1 (or leave it out)"]
+        ("strategy.local_epochs: is 2, but 'local' with 'bayesian_network' runs a fixed sequence of phases (one "
+         "round) and does not use it; valid: 1 (or leave it out)")]
     assert _problems(generator={"name": "vae_bgm"}, strategy={"name": "centralized", "rounds": 5, "local_epochs": 2,
                                                              "params": {"mixture_max_iter": 5}}) == []
     # the default rounds (not given) never trips the rule
@@ -180,8 +180,8 @@ def test_baselines_refuse_what_they_fix_and_what_they_never_do():
     problems = _problems(strategy={"name": "local", "engine": "simulation"},
                          evaluation={"references": ["centralized"]})
     assert problems == [
-        "strategy.engine: is simulation, but the local baseline always runs in process; valid: in_process (or leave "
-        "it out)",
+        ("strategy.engine: is simulation, but the local baseline always runs in process; valid: in_process (or "
+         "leave it out)"),
         "evaluation.references: are not drawn for the local baseline (it is one); valid: [] (or leave it out)",
     ]
 
@@ -226,7 +226,7 @@ def _smoke_config(tmp_path, **evaluation):  # type: ignore[no-untyped-def]
 
 def test_evaluation_strata_reach_the_final_evaluation(tmp_path, monkeypatch, data_dir):  # type: ignore[no-untyped-def]
     # Setup: the final evaluation is recorded instead of computed (its own tests cover it)
-    import fedsynth.evaluation as evaluation
+    from fedsynth import evaluation
     from fedsynth.experiments import run as run_mod
 
     seen: dict = {}  # type: ignore[type-arg]
