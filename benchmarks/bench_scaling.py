@@ -38,8 +38,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
 
 SETTINGS = {
     "bayesian_network": ("two_step_bn", {"max_indegree": 2}, {}),
-    "ctgan": ("fedavg", {"epochs": 1, "batch_size": 40, "pac": 10}, {"rounds": 2, "local_epochs": 1}),
-    "vae_bgm": ("fedavg", {"epochs": 1, "batch_size": 64}, {"rounds": 2, "local_epochs": 1}),
+    "ctgan": ("fedavg", {"batch_size": 40, "pac": 10}, {"rounds": 2, "local_epochs": 1}),
+    "vae_bgm": ("fedavg", {"batch_size": 64}, {"rounds": 2, "local_epochs": 1}),
 }
 
 
@@ -112,7 +112,7 @@ def run_one(generator: str, n_sites: int, part: Any, schema: Any, seed: int = 0)
     strategy = make_strategy(
         strategy_name, schema, generator=generator, generator_params=gen_params,
         rounds=strat.get("rounds", 1), local_epochs=strat.get("local_epochs", 1), min_sites=2,
-        random_state=seed, params={"references": "none"},
+        random_state=seed,
     )
     with PeakRSS() as mem:
         t0 = time.perf_counter()
