@@ -199,11 +199,7 @@ class ExperimentConfig(_Strict):
         """Every problem beyond the structure: the registry's rules for strategy and generator settings, keys
         that would not act for this strategy, and site counts."""
         s, ev = self.strategy, self.evaluation
-        out = settings_problems(
-            s.name, self.generator.name, params=s.params, generator_params=self.generator.params,
-            rounds=s.rounds if "rounds" in s.model_fields_set else None,
-            local_epochs=s.local_epochs if "local_epochs" in s.model_fields_set else None,
-        )
+        out = _registry_problems(s, self.generator)
         baseline = s.name in STRATEGIES and STRATEGIES[s.name].baseline
         if baseline and "engine" in s.model_fields_set and s.engine != "in_process":
             out.append(Problem("strategy.engine", f"is {s.engine}, but the {s.name} baseline always runs in process",
@@ -219,6 +215,27 @@ class ExperimentConfig(_Strict):
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _registry_problems(strategy: StrategyConfig, generator: GeneratorConfig) -> list[Problem]:
+    """The strategy registry's rules for the strategy and generator sections (rounds and epochs only if given)."""
+    given = strategy.model_fields_set
+    return settings_problems(
+        strategy.name, generator.name, params=strategy.params, generator_params=generator.params,
+        rounds=strategy.rounds if "rounds" in given else None,
+        local_epochs=strategy.local_epochs if "local_epochs" in given else None,
+    )
+
+
+def _section_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """The registry's rules on the strategy and generator sections of a config whose other sections are
+    malformed (so one message still lists every problem); nothing when these sections are malformed too."""
+    try:
+        strategy = StrategyConfig.model_validate(raw.get("strategy") or {})
+        generator = GeneratorConfig.model_validate(raw.get("generator") or {})
+    except PydanticValidationError:
+        return []
+    return _registry_problems(strategy, generator)
 
 
 def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -292,7 +309,8 @@ def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> Experimen
     try:
         config = ExperimentConfig.model_validate(cleaned)
     except PydanticValidationError as exc:
-        raise ValidationError(f"Config {source}", problems + _problems_from_pydantic(exc, ExperimentConfig)) from None
+        problems += _problems_from_pydantic(exc, ExperimentConfig)
+        raise ValidationError(f"Config {source}", problems + _section_problems(cleaned)) from None
     problems += config.problems()
     if problems:
         raise ValidationError(f"Config {source}", problems)

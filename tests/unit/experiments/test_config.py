@@ -268,3 +268,50 @@ def test_unknown_strata_stop_the_run_before_any_engine_starts(tmp_path, monkeypa
     assert "evaluation.strata[1]: no column 'TP53_VAF' in the schema" in text
     assert "evaluation.strata[2]: no column 'ARM' in the schema" in text and "2 problems" in text
     assert not (tmp_path / "r").exists()
+
+
+def test_config_validate_and_run_both_refuse_a_bad_config_with_every_problem(tmp_path, monkeypatch):
+    # Setup: three keys that would not act, one moved key; run must stop before loading any data
+    from typer.testing import CliRunner
+
+    from fedsynth.cli import app
+    from fedsynth.experiments import run as run_mod
+
+    monkeypatch.setattr(run_mod, "load_partition", lambda config: pytest.fail("data was loaded"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "cohort: {name: mds-iwgpm}\n"
+        "generator: {name: vae_bgm, params: {epochs: 50}}\n"
+        "strategy: {name: fedavg, params: {count_look_ahead: 2, references: []}}\n"
+        "sites: {by: CENTRE, method: iid}\n"
+    )
+    runner = CliRunner()
+
+    # Run
+    results = [runner.invoke(app, ["config", "validate", str(bad)]),
+               runner.invoke(app, ["run", str(bad), "--out", str(tmp_path)])]
+
+    # Assert: exit 2, one message with all four problems, no traceback
+    for res in results:
+        text = " ".join(res.output.split())
+        assert res.exit_code == 2, res.output
+        assert "has 4 problems" in text and "Traceback" not in text
+        for part in ("strategy.params.references: has moved to evaluation.references",
+                     "sites: sites.by acts only with method by_column or dirichlet",
+                     "strategy.params.count_look_ahead: is not a parameter of 'fedavg' with 'vae_bgm'",
+                     "generator.params.epochs: is not used by 'fedavg'"):
+            assert part in text, part
+
+
+def test_config_validate_says_what_it_decided(tmp_path):
+    from typer.testing import CliRunner
+
+    from fedsynth.cli import app
+
+    cfg = tmp_path / "by.yaml"
+    cfg.write_text("cohort: {name: mds-iwgpm}\nsites: {by: CENTRE}\n")
+    res = CliRunner().invoke(app, ["config", "validate", str(cfg)])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "Note: sites.by is set without sites.method: one site per value of 'CENTRE' (method: by_column)" in text
+    assert "method: by_column" in text
