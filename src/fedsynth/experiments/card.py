@@ -92,7 +92,7 @@ def source_licence(
 def provenance(source: Any, generator: Any) -> dict[str, Any]:
     """How the model was made: generator, strategy, sites and sizes, rounds, seeds, versions, DP; from the
     run's or fit's manifest, else from the model folder alone."""
-    from fedsynth.experiments.run import _versions
+    from fedsynth._io import versions as _versions
 
     m = source.manifest
     strat = dict(m.get("strategy") or {})
@@ -374,7 +374,7 @@ def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
 def write_short_card(csv_path: str | Path, model_dir: str | Path, *, n_samples: int, random_state: int,
                      conditions: Mapping[str, Any] | None = None, where: str | None = None) -> Path:
     """Write :func:`short_card` beside ``csv_path`` as ``<name>.card.json``; returns its path."""
-    from fedsynth.cohort.io import atomic_write_text
+    from fedsynth._io import atomic_write_text
 
     path = Path(csv_path)
     target = path.with_name(path.stem + ".card.json")

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.io import atomic_write_text, write_csv
+from fedsynth._io import atomic_write_text
+from fedsynth.cohort.io import write_csv
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, TableSchema
 from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.evaluation.gate import GateResult, GateThresholds, gate_from_privacy
@@ -132,8 +133,8 @@ def write_fit_manifest(
     ``cohort`` is the loaded :class:`fedsynth.cohort.datasets.Cohort`. A registered cohort is recorded by name,
     any other CSV by its absolute path (plus the schema file the fit used, if any).
     """
+    from fedsynth._io import versions as _versions
     from fedsynth.cohort.datasets import NAMED_COHORTS
-    from fedsynth.experiments.run import _versions
 
     named = cohort.name in NAMED_COHORTS
     manifest = {
