@@ -69,10 +69,13 @@ def describe(
     console.print(table)
     eps = ", ".join(f"{e.name} ({e.duration_col}, {e.event_col}; {e.time_unit})" for e in loaded.schema.endpoints)
     console.print(f"Survival endpoints: {eps or 'none found'}")
+    post = loaded.schema.post_baseline_columns
+    if post:
+        console.print(f"Recorded after baseline (baseline: false): {', '.join(post)}", markup=False, highlight=False)
     for note in loaded.notes:
-        console.print(f"Note: {note}")
+        console.print(f"Note: {note}", markup=False, highlight=False)
     if schema_out:
-        console.print(f"Schema written to {schema_out}")
+        console.print(f"Schema written to {schema_out} (every column of the file is in it: declared, or under 'drop:')")
 
 
 @handle_errors
@@ -106,8 +109,9 @@ def partition(
     )
     path = part.write(out)
     info = part.to_dict()
+    notes = list(loaded.notes) + list(part.notes)
     if format is OutputFormat.json:
-        print_json({**info, "out": str(out)})
+        print_json({**info, "notes": notes, "out": str(out)})
         return
     from rich.table import Table
 
@@ -117,6 +121,8 @@ def partition(
     for s in info["sites"]:
         table.add_row(s["name"], f"{s['n_rows']:,}", f"{100 * s['share']:.1f}%", ", ".join(s["lacks"]) or "-")
     console.print(table)
+    for note in notes:
+        console.print(f"Note: {note}", markup=False, highlight=False)
     console.print(f"Written: {out}/<site>.csv, {out}/holdout.csv and {path}")
 
 

@@ -76,7 +76,12 @@ def read_csv_checked(path: str | Path) -> pd.DataFrame:
 
 
 def validate_frame(
-    data: pd.DataFrame, schema: TableSchema, *, allow_extra: bool = False, allow_missing_columns: bool = False
+    data: pd.DataFrame,
+    schema: TableSchema,
+    *,
+    allow_extra: bool = False,
+    allow_missing_columns: bool = False,
+    check_unusable: bool = True,
 ) -> list[Problem]:
     """Every problem of ``data`` against ``schema``; an empty list means the data conforms.
 
@@ -95,6 +100,9 @@ def validate_frame(
         What the table must hold.
     allow_extra, allow_missing_columns : bool
         Accept columns the schema does not declare, or declared columns absent from ``data``.
+    check_unusable : bool
+        Report constant and all-missing columns (off when scoring a file, where a rare mutation may be
+        absent from a small holdout).
 
     Returns
     -------
@@ -125,7 +133,8 @@ def validate_frame(
                 problems.append(Problem(where, f"{len(s) - len(nonnull)} row(s) without an id", "an id in every row"))
             continue
         if nonnull.empty:
-            problems.append(Problem(where, "every value is missing", fix="drop the column from the schema"))
+            if check_unusable:
+                problems.append(Problem(where, "every value is missing", fix="drop the column from the schema"))
             continue
         if spec.kind in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER, ColumnKind.BINARY):
             num = pd.to_numeric(nonnull, errors="coerce")
@@ -152,7 +161,7 @@ def validate_frame(
                 problems.append(Problem(where, f"{int((num < spec.lower).sum())} value(s) below the declared lower bound", f">= {spec.lower:g}"))
             if spec.upper is not None and (num > spec.upper).any():
                 problems.append(Problem(where, f"{int((num > spec.upper).sum())} value(s) above the declared upper bound", f"<= {spec.upper:g}"))
-            if len(num) and num.nunique() == 1 and spec.role is not ColumnRole.OUTCOME:
+            if check_unusable and len(num) and num.nunique() == 1 and spec.role is not ColumnRole.OUTCOME:
                 problems.append(Problem(where, "is constant (one value in every row)", "at least two distinct values", "drop the column: it carries no information"))
         else:
             labels = nonnull.astype(str)
@@ -167,7 +176,7 @@ def validate_frame(
                             "fix the labels or add them to the schema's categories",
                         )
                     )
-            if labels.nunique() == 1:
+            if check_unusable and labels.nunique() == 1:
                 problems.append(Problem(where, "is constant (one label in every row)", "at least two distinct labels", "drop the column: it carries no information"))
     for ep in schema.endpoints:
         if ep.duration_col not in data.columns or ep.event_col not in data.columns:
@@ -206,8 +215,8 @@ def check_frame(data: pd.DataFrame, schema: TableSchema, *, subject: str = "The 
 def apply_codes(data: pd.DataFrame, schema: TableSchema) -> tuple[pd.DataFrame, list[Problem]]:
     """Map the labels of binary columns with ``codes`` (``yes``/``no``, ``dead``/``alive``, 1/2) to 0/1.
 
-    Labels match case-insensitively, surrounding spaces ignored; a column already holding only 0/1 numbers
-    where its codes are not numeric (a file written by fedsynth) is left as it is. Returns the mapped copy and
+    Labels match case-insensitively, surrounding spaces ignored. A column already holding 0/1 (a file
+    fedsynth wrote; with numeric codes such as 1/2, one holding a 0) is left as it is. Returns the mapped copy and
     one problem per column with labels the codes do not list (a count, never the labels).
     """
     out = data.copy()
@@ -219,13 +228,15 @@ def apply_codes(data: pd.DataFrame, schema: TableSchema) -> tuple[pd.DataFrame, 
         s = normalise_missing(out[spec.name])
         keys = s.map(lambda v: v if not isinstance(v, str) else v.strip()).map(_code_key)
         nonnull = keys.dropna()
+        as_numbers = pd.to_numeric(nonnull, errors="coerce")
+        numeric_codes = all(_is_number(k) for k in codes)
+        # A file fedsynth wrote (a site file, a holdout, a synthetic cohort) is already 0/1. With codes 1/2,
+        # a 0 tells such a file apart from the raw coding.
+        if as_numbers.notna().all() and as_numbers.isin([0.0, 1.0]).all() and (not numeric_codes or (as_numbers == 0).any()):
+            continue
         if nonnull.isin(list(codes)).all():
             out[spec.name] = keys.map(codes).astype("float64")
             continue
-        as_numbers = pd.to_numeric(nonnull, errors="coerce")
-        numeric_codes = all(_is_number(k) for k in codes)
-        if not numeric_codes and as_numbers.notna().all() and as_numbers.isin([0.0, 1.0]).all():
-            continue  # already 0/1 (e.g. a synthetic file fedsynth wrote)
         unknown = ~nonnull.isin(list(codes))
         problems.append(
             Problem(
@@ -271,7 +282,7 @@ def conform(
     schema: TableSchema,
     *,
     subject: str = "The data",
-    drop_unusable: bool = True,
+    unusable: str = "drop",
     allow_missing_columns: bool = False,
 ) -> Conformed:
     """Validate ``data`` against ``schema`` and return it in canonical dtypes, with every decision said.
@@ -281,7 +292,7 @@ def conform(
 
     1. columns the schema drops (``drop:``, ``role: ignore``) are removed;
     2. coded binary columns are mapped to 0/1 (:func:`apply_codes`);
-    3. with ``drop_unusable``, clinical and genomic columns that are constant or all missing are left out of
+    3. with ``unusable="drop"``, clinical and genomic columns that are constant or all missing are left out of
        the schema (they cannot be modelled) with a note, and an endpoint whose duration or event is all
        missing is left out with both columns; only a column a derived column needs cannot be left out;
     4. **time zero**: a duration of exactly 0 becomes half a day in the endpoint's ``time_unit``
@@ -298,9 +309,10 @@ def conform(
         The schema to conform to.
     subject : str
         How the error message names the table, e.g. ``"File 'trial.csv'"``.
-    drop_unusable : bool
-        Leave out constant and all-missing columns instead of reporting them. Off when judging a synthetic
-        or holdout file against a fixed schema.
+    unusable : {"drop", "report", "keep"}
+        What to do with constant and all-missing columns: leave them out with a note (loading a cohort to
+        train on), report them as problems, or keep them silently (scoring a synthetic or holdout file
+        against a fixed schema, where a rare mutation may well be absent).
     allow_missing_columns : bool
         Accept declared columns absent from ``data``.
 
@@ -317,7 +329,7 @@ def conform(
     notes: list[str] = []
     table = data.drop(columns=[c for c in schema.dropped_names if c in data.columns])
     table, problems = apply_codes(table, schema)
-    if drop_unusable:
+    if unusable == "drop":
         schema, unusable_notes, unusable_problems = _leave_out_unusable(table, schema)
         notes += unusable_notes
         problems += unusable_problems
@@ -334,7 +346,9 @@ def conform(
                 f"{ep.duration_col} == 0 for {n_zero} patients (time-zero events) set to half a day "
                 f"({ep.half_day:.6f} {ep.time_unit})"
             )
-    problems += validate_frame(table, schema, allow_missing_columns=allow_missing_columns)
+    problems += validate_frame(
+        table, schema, allow_missing_columns=allow_missing_columns, check_unusable=unusable == "report"
+    )
     if problems:
         raise ValidationError(f"{subject} (schema {schema.name!r})", problems)
     coerced = add_derived(schema.coerce(table), schema)
