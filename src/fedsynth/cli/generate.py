@@ -142,7 +142,12 @@ def fit(
         return
     from fedsynth.evaluation import evaluate
 
-    result = evaluate(train, synthetic, table_schema, holdout_data=holdout, random_state=seed)
+    holdout_data = holdout
+    if len(holdout) < 2:
+        # privacy baselines compare holdout rows with each other: one row is not enough
+        console.print(f"Note: {len(holdout)} held-out row: the report has no holdout-based privacy baselines.")
+        holdout_data = None
+    result = evaluate(train, synthetic, table_schema, holdout_data=holdout_data, random_state=seed)
     result.to_json(out / "report.json")
     result.to_html(out / "report.html")
     console.print(f"CSF {_fmt(result.csf)}, GSF {_fmt(result.gsf)}; report: {out / 'report.html'} (and report.json).")

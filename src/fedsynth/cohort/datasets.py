@@ -307,12 +307,13 @@ def load_table(
     p = Path(path)
     raw = read_csv_checked(p)
     notes: tuple[str, ...] = ()
+    given = schema is not None
     if schema is None:
         inferred = infer(raw, name=name or p.stem)
         schema, notes = inferred.schema, inferred.notes
     if overrides:
         schema = schema.with_overrides(overrides)
-    done = conform(raw, schema, subject=f"File {p.name!r}")
+    done = conform(raw, schema, subject=f"File {p.name!r}", say_dropped=given or bool(overrides))
     return Cohort(name or p.stem, done.data, done.schema, str(path), notes + done.notes)
 
 

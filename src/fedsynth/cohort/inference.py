@@ -365,9 +365,9 @@ def _looks_like_record_number(s: pd.Series, n_rows: int) -> bool:
         return False
     num = pd.to_numeric(nonnull, errors="coerce")
     if num.isna().all():
-        text = nonnull.astype(str)
-        # text ids (P001, 2019-0042-A); dates and long free text are not ids
-        return not _looks_like_dates(nonnull) and bool(text.str.len().max() <= 40)
+        text = nonnull.astype(str).str.strip()
+        # text ids (P001, 2019-0042-A) are single short tokens; dates and free text are not ids
+        return not _looks_like_dates(nonnull) and bool(text.str.len().max() <= 40) and not text.str.contains(r"\s").any()
     if num.isna().any() or not np.all(np.isfinite(num)) or not np.all(np.mod(num, 1) == 0):
         return False
     increasing = bool(num.is_monotonic_increasing)

@@ -29,11 +29,16 @@ MIN_SITE_ROWS = 3
 
 @dataclass(frozen=True)
 class Site:
-    """One simulated hospital: its rows and the columns it holds (a worst-case site lacks some)."""
+    """One simulated hospital: its rows and the columns it holds (a worst-case site lacks some).
+
+    ``value`` is the value of the site column it was split by (``"Leeds General"`` for the site named
+    ``Leeds_General``), ``None`` for proportional splits.
+    """
 
     name: str
     data: pd.DataFrame
     lacks: tuple[str, ...] = ()
+    value: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -71,6 +76,7 @@ class Partition:
             "sites": [
                 {
                     "name": s.name,
+                    **({"value": s.value} if s.value is not None else {}),
                     "n_rows": s.n_rows,
                     "share": round(s.n_rows / max(len(self.train), 1), 4),
                     "columns": [c for c in data_cols if c not in s.lacks],
@@ -247,7 +253,7 @@ def partition_sites(
     elif method == "by_column":
         assert by is not None
         keys = train[by].astype("object").fillna("(missing)").astype(str)
-        parts = [idx[(keys == k).to_numpy()] for k in sorted(keys.unique())]
+        parts = [idx[(keys == k).to_numpy()] for k in _column_keys(train, by)]
     else:
         assert proportions is not None and by is not None
         p = np.asarray(proportions, dtype=float) / sum(proportions)
@@ -267,9 +273,8 @@ def partition_sites(
 def site_names_from_column(train: pd.DataFrame, by: str) -> list[str]:
     """Site names for a split by column: the column's values, in the order :func:`partition_sites` uses,
     made safe as file names (letters, digits, ``.``, ``_``, ``-``); a clash gets a numeric suffix."""
-    keys = sorted(train[by].astype("object").fillna("(missing)").astype(str).unique())
     names: list[str] = []
-    for key in keys:
+    for key in _column_keys(train, by):
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "site"
         if base == "holdout":
             base = "site-holdout"
@@ -278,6 +283,10 @@ def site_names_from_column(train: pd.DataFrame, by: str) -> list[str]:
             name, i = f"{base}-{i}", i + 1
         names.append(name)
     return names
+
+
+def _column_keys(train: pd.DataFrame, by: str) -> list[str]:
+    return sorted(train[by].astype("object").fillna("(missing)").astype(str).unique())
 
 
 def default_worst_case(schema: TableSchema, n_sites: int) -> dict[str, list[str]]:
@@ -346,8 +355,10 @@ def make_partition(
         random_state=int(site_seed.generate_state(1)[0]),
     )
     names = [f"site-{i + 1}" for i in range(len(frames))]
+    values: list[str | None] = [None] * len(frames)
     if method == "by_column" and by is not None:
         names = site_names_from_column(train, by)
+        values = list(_column_keys(train, by))
     lacks: dict[str, list[str]] = {}
     if scenario == "worst":
         default = {
@@ -372,8 +383,8 @@ def make_partition(
                 if any(c in cols for c in inputs) and d not in cols:
                     cols.append(d)
     all_sites = [
-        Site(n, f.drop(columns=[c for c in lacks.get(n, []) if c in f.columns]), tuple(lacks.get(n, [])))
-        for n, f in zip(names, frames, strict=True)
+        Site(n, f.drop(columns=[c for c in lacks.get(n, []) if c in f.columns]), tuple(lacks.get(n, [])), v)
+        for n, f, v in zip(names, frames, values, strict=True)
     ]
     sites = tuple(s for s in all_sites if s.n_rows >= min_site_rows)
     left_out = tuple(s for s in all_sites if s.n_rows < min_site_rows)

@@ -284,6 +284,7 @@ def conform(
     subject: str = "The data",
     unusable: str = "drop",
     allow_missing_columns: bool = False,
+    say_dropped: bool = True,
 ) -> Conformed:
     """Validate ``data`` against ``schema`` and return it in canonical dtypes, with every decision said.
 
@@ -315,6 +316,9 @@ def conform(
         against a fixed schema, where a rare mutation may well be absent).
     allow_missing_columns : bool
         Accept declared columns absent from ``data``.
+    say_dropped : bool
+        Add a note naming the columns removed because the schema drops them (off when the schema was just
+        inferred and its notes already say why).
 
     Returns
     -------
@@ -327,7 +331,10 @@ def conform(
         Listing every problem, with counts and never a patient's value.
     """
     notes: list[str] = []
-    table = data.drop(columns=[c for c in schema.dropped_names if c in data.columns])
+    as_told = [c for c in schema.dropped_names if c in data.columns]
+    if as_told and say_dropped:
+        notes.append(f"left out as the schema's drop list says: {as_told}")
+    table = data.drop(columns=as_told)
     table, problems = apply_codes(table, schema)
     if unusable == "drop":
         schema, unusable_notes, unusable_problems = _leave_out_unusable(table, schema)
