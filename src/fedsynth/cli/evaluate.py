@@ -114,7 +114,7 @@ def _read(path: Path, schema: Any, option: str) -> Any:
     raw = read_csv_checked(path)
     keep = [c for c in raw.columns if c in data_schema and data_schema[c].derived is None]
     # conform: the one loading rule (codes, time zero = half a day with a note, every problem at once)
-    done = conform(raw[keep], data_schema, subject=f"{option} file {path.name!r}", unusable="keep")
+    done = conform(raw[keep], data_schema, subject=f"{option} file {path.name!r}", unusable="keep", canonical_01=True)
     for note in done.notes:
         err_console.print(f"Note ({option}): {note}", markup=False, highlight=False)
     return done.data

@@ -49,7 +49,7 @@ _UNIT_WORDS = {
     "days": "days", "day": "days", "d": "days",
 }
 _DURATION_RE = re.compile(
-    r"^(?:time|duration|dur|surv|survival|t|fu)?"
+    r"^(?:time|duration|dur|surv|survival|t|fu|to)*"
     r"(?P<unit>years|year|yrs|yr|y|months|month|mos|mo|m|weeks|week|wks|wk|w|days|day|d)?$"
 )
 _GENERIC_STEMS = ("", "fu", "surv", "survival", "overall")
@@ -296,8 +296,13 @@ def _duration_stems(norm: str) -> dict[str, str | None]:
         m = _DURATION_RE.match(norm[i:])
         if m:
             unit = m.group("unit")
-            out.setdefault(norm[:i], _UNIT_WORDS[unit] if unit else None)
+            out.setdefault(_canon(norm[:i]), _UNIT_WORDS[unit] if unit else None)
     return out
+
+
+def _canon(stem: str) -> str:
+    """Generic stems (``""``, ``fu``, ``surv``, ``survival``, ``overall``) are one and the same."""
+    return "" if stem in _GENERIC_STEMS else stem
 
 
 def _find_endpoints(
@@ -317,7 +322,7 @@ def _find_endpoints(
         for sfx in sorted(_EVENT_SUFFIXES, key=len, reverse=True):
             if not norms[ev].endswith(sfx):
                 continue
-            stem = norms[ev][: len(norms[ev]) - len(sfx)]
+            stem = _canon(norms[ev][: len(norms[ev]) - len(sfx)])
             match = next((d for d in numeric if d not in used and d != ev and stem in durations[d]), None)
             if match is None:
                 continue

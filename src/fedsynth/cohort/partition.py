@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from fedsynth.cohort.derived import DERIVATIONS
 from fedsynth.cohort.io import atomic_write_text, write_csv
@@ -87,12 +88,19 @@ class Partition:
         }
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write ``<site>.csv`` per site, ``holdout.csv`` and ``partition.json`` into ``out_dir`` (atomically)."""
+        """Write ``<site>.csv`` per site, ``holdout.csv``, ``schema.yaml`` and ``partition.json`` into ``out_dir``
+        (atomically).
+
+        ``schema.yaml`` describes the written files: binary columns are 0/1 there, so it keeps no ``codes``;
+        pass it with ``--schema`` to load a site file as a cohort of its own.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for s in self.sites:
             write_csv(s.data, out / f"{s.name}.csv", self.schema)
         write_csv(self.holdout, out / "holdout.csv", self.schema)
+        written = self.schema.without_codes()
+        atomic_write_text(out / "schema.yaml", yaml.safe_dump(written.to_dict(), sort_keys=False))
         atomic_write_text(out / "partition.json", json.dumps(self.to_dict(), indent=2))
         return out / "partition.json"
 

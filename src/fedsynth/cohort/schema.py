@@ -313,6 +313,10 @@ class TableSchema:
         eps = tuple(e for e in self.endpoints if e.duration_col not in gone and e.event_col not in gone)
         return replace(self, columns=cols, endpoints=eps, dropped=self.dropped + tuple(gone.values()))
 
+    def without_codes(self) -> TableSchema:
+        """The schema of files fedsynth writes: binary columns are 0/1 there, so no column keeps ``codes``."""
+        return replace(self, columns=tuple(replace(c, codes=None) for c in self.columns))
+
     def without_derived(self) -> TableSchema:
         """The schema without derived columns (model columns and the id)."""
         return self.select(self.model_columns + [n for n in self.names(role=ColumnRole.ID)])

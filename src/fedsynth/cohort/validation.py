@@ -212,27 +212,37 @@ def check_frame(data: pd.DataFrame, schema: TableSchema, *, subject: str = "The 
         raise ValidationError(f"{subject} (schema {schema.name!r})", problems)
 
 
-def apply_codes(data: pd.DataFrame, schema: TableSchema) -> tuple[pd.DataFrame, list[Problem]]:
+def apply_codes(
+    data: pd.DataFrame, schema: TableSchema, *, canonical_01: bool = False
+) -> tuple[pd.DataFrame, list[Problem]]:
     """Map the labels of binary columns with ``codes`` (``yes``/``no``, ``dead``/``alive``, 1/2) to 0/1.
 
-    Labels match case-insensitively, surrounding spaces ignored. A column already holding 0/1 (a file
-    fedsynth wrote; with numeric codes such as 1/2, one holding a 0) is left as it is. Returns the mapped copy and
-    one problem per column with labels the codes do not list (a count, never the labels).
+    Labels match case-insensitively, surrounding spaces ignored. A column already in fedsynth's 0/1 (a file
+    fedsynth wrote: a site file, a holdout, a synthetic cohort) is left as it is when its values show it:
+    numbers where the codes are words, or a 0 where the codes are 1/2. Only codes that swap 0 and 1 (a
+    censoring flag read as its complement) cannot be told from the values; ``canonical_01=True`` says the
+    file is fedsynth's own (as ``evaluate`` assumes).
+
+    Returns
+    -------
+    data : pandas.DataFrame
+        The mapped copy.
+    problems : list of Problem
+        One per column with labels its codes do not list (a count, never the labels).
     """
     out = data.copy()
     problems: list[Problem] = []
     for spec in schema.columns:
         if spec.codes is None or spec.name not in out.columns:
             continue
-        codes = {label.strip().lower(): value for label, value in spec.codes}
+        codes = {_code_key(label): value for label, value in spec.codes}
         s = normalise_missing(out[spec.name])
-        keys = s.map(lambda v: v if not isinstance(v, str) else v.strip()).map(_code_key)
+        keys = s.map(_code_key)
         nonnull = keys.dropna()
         as_numbers = pd.to_numeric(nonnull, errors="coerce")
+        is_01 = bool(as_numbers.notna().all() and as_numbers.isin([0.0, 1.0]).all())
         numeric_codes = all(_is_number(k) for k in codes)
-        # A file fedsynth wrote (a site file, a holdout, a synthetic cohort) is already 0/1. With codes 1/2,
-        # a 0 tells such a file apart from the raw coding.
-        if as_numbers.notna().all() and as_numbers.isin([0.0, 1.0]).all() and (not numeric_codes or (as_numbers == 0).any()):
+        if is_01 and (canonical_01 or not numeric_codes or not set(codes) <= {"0", "1"} and (as_numbers == 0).any()):
             continue
         if nonnull.isin(list(codes)).all():
             out[spec.name] = keys.map(codes).astype("float64")
@@ -285,6 +295,7 @@ def conform(
     unusable: str = "drop",
     allow_missing_columns: bool = False,
     say_dropped: bool = True,
+    canonical_01: bool = False,
 ) -> Conformed:
     """Validate ``data`` against ``schema`` and return it in canonical dtypes, with every decision said.
 
@@ -319,6 +330,8 @@ def conform(
     say_dropped : bool
         Add a note naming the columns removed because the schema drops them (off when the schema was just
         inferred and its notes already say why).
+    canonical_01 : bool
+        The file is one fedsynth wrote (0/1 in binary columns whatever their codes; see :func:`apply_codes`).
 
     Returns
     -------
@@ -335,7 +348,7 @@ def conform(
     if as_told and say_dropped:
         notes.append(f"left out as the schema's drop list says: {as_told}")
     table = data.drop(columns=as_told)
-    table, problems = apply_codes(table, schema)
+    table, problems = apply_codes(table, schema, canonical_01=canonical_01)
     if unusable == "drop":
         schema, unusable_notes, unusable_problems = _leave_out_unusable(table, schema)
         notes += unusable_notes
