@@ -100,7 +100,8 @@ def check_sampling_inputs(
         number = _number(value, spec.codes)
         if number is None:
             valid = "0 or 1" if spec.kind is ColumnKind.BINARY else "a number"
-            problems.append(Problem(where_, f"{col} is a {spec.kind.value} column and the value is not a number", valid))
+            article = "an" if spec.kind.value[0] in "aeiou" else "a"
+            problems.append(Problem(where_, f"{col} is {article} {spec.kind.value} column and the value is not a number", valid))
             continue
         if spec.kind is ColumnKind.BINARY and number not in (0.0, 1.0):
             problems.append(Problem(where_, f"{col} is binary", "0 or 1"))
