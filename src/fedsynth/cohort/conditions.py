@@ -196,7 +196,7 @@ def _check_where(where: str, schema: TableSchema, observed: Mapping[str, Mapping
         return problems
     try:
         _empty_frame(schema).eval(where)
-    except Exception as exc:  # pandas raises many types for a bad expression
+    except Exception as exc:  # noqa: BLE001 - pandas raises many types for a bad expression
         return [Problem("--where", f"could not be evaluated ({type(exc).__name__})", _WHERE_EXAMPLE)]
     return []
 

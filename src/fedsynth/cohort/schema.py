@@ -585,7 +585,8 @@ def _dropped_from_raw(raw: Any) -> DroppedColumn:
 
 def _endpoint_from_dict(raw: Mapping[str, Any]) -> SurvivalEndpoint:
     if not isinstance(raw, Mapping):
-        raise ValueError("an endpoint must be a mapping with name, duration_col, event_col")
+        # ValueError, like every other malformed entry: the caller collects it as one problem among all
+        raise ValueError("an endpoint must be a mapping with name, duration_col, event_col")  # noqa: TRY004
     missing = {"name", "duration_col", "event_col"} - set(raw)
     bad = set(raw) - _ENDPOINT_KEYS
     if missing or bad:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from fedsynth.cohort.partition import allocate, make_partition, parse_proportions, partition_sites
+from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.errors import ValidationError
 
 
@@ -113,7 +114,6 @@ def test_partition_writes_site_files_and_a_json_without_rows(mds_cohort, tmp_pat
 
 # -- small files and sites named after a column -----------------------------------------------------------
 
-from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema  # noqa: E402
 
 
 def _small(n: int = 8) -> tuple[pd.DataFrame, TableSchema]:

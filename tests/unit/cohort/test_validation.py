@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
-from fedsynth.cohort.validation import check_frame, read_csv_checked, validate_frame
+from fedsynth.cohort.validation import check_frame, conform, read_csv_checked, validate_frame
 from fedsynth.errors import ValidationError
 
 K, R = ColumnKind, ColumnRole
@@ -139,7 +139,6 @@ def test_read_csv_checked_reads_every_cell_as_text_with_na_tokens(tmp_path: Path
 
 # -- one loading rule: conform ----------------------------------------------------------------------------
 
-from fedsynth.cohort.validation import conform  # noqa: E402
 
 
 @pytest.mark.parametrize("unit,half", [("days", 0.5), ("weeks", 0.5 / 7), ("months", 0.5 / (365 / 12)), ("years", 0.5 / 365)])
