@@ -135,7 +135,7 @@ def partition(
     console.print(table)
     for note in notes:
         console.print(f"Note: {note}", markup=False, highlight=False)
-    console.print(f"Written: {out}/<site>.csv, {out}/holdout.csv and {path}")
+    console.print(f"Written: {out}/<site>.csv, {out}/holdout.csv, {out}/schema.yaml and {path}")
 
 
 @handle_errors
