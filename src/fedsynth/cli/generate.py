@@ -31,7 +31,7 @@ CONDITION_OPT = typer.Option(
 )
 SAMPLE_SEED_OPT = typer.Option(0, "--seed", help="Random seed; the same seed gives the same rows.")
 MAX_TRIES_OPT = typer.Option(
-    20, "--max-tries", min=1,
+    10, "--max-tries", min=1,
     help="With --condition/--where: batches drawn before giving up (each batch is larger as the share of "
     "rows that meet the conditions shrinks).",
 )

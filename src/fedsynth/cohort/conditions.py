@@ -57,7 +57,9 @@ def check_sampling_inputs(
         allowed but said in ``notes``: the model has never seen such a patient, so what it draws for
         them comes from its prior, not from data.
     bounds : mapping, optional
-        Per numeric column, the (lower, upper) range seen in training; a condition outside it is said too.
+        Per numeric column, the (lower, upper) range the model samples in (its domain). A condition, or a
+        comparison that every row must meet in ``where``, outside it is refused before any sampling: no
+        sampled row could meet it, and rejection sampling would only spend its tries.
 
     Returns
     -------
@@ -113,10 +115,12 @@ def check_sampling_inputs(
         elif bounds and col in bounds:
             lo, hi = bounds[col]
             if not lo <= number <= hi:
-                notes.append(f"{col}={value} lies outside the training range of {col}: no sampled row can meet it")
+                problems.append(Problem(where_, f"{col}={value} lies outside the range the model samples {col} in",
+                                        fix="no sampled row can meet it; choose a value seen in training"))
+                continue
         conditions.setdefault(col, []).append(number)
     if where is not None:
-        problems += _check_where(where, schema, observed)
+        problems += _check_where(where, schema, observed, bounds or {})
     if problems:
         raise ValidationError("Sampling inputs", problems)
     out = {c: v[0] if len(v) == 1 else v for c, v in conditions.items()}
@@ -154,7 +158,12 @@ def _number(value: str, codes: tuple[tuple[str, float], ...] | None) -> float | 
     return number if math.isfinite(number) else None
 
 
-def _check_where(where: str, schema: TableSchema, observed: Mapping[str, Mapping[str, int]] | None) -> list[Problem]:
+def _check_where(
+    where: str,
+    schema: TableSchema,
+    observed: Mapping[str, Mapping[str, int]] | None,
+    bounds: Mapping[str, tuple[float, float]],
+) -> list[Problem]:
     columns = schema.data_columns
     if not where.strip():
         return [Problem("--where", "is empty", _WHERE_EXAMPLE)]
@@ -192,6 +201,11 @@ def _check_where(where: str, schema: TableSchema, observed: Mapping[str, Mapping
             for lit in literals:
                 if labels and lit not in labels:
                     problems.append(Problem("--where", f"compares {col} with {lit!r}, which is not one of its categories", ", ".join(labels), _close(lit, labels)))
+    for node in _conjuncts(tree.body):
+        col = _impossible(node, quoted, bounds)
+        if col is not None:
+            problems.append(Problem("--where", f"asks for {col} outside the range the model samples it in",
+                                    fix="no sampled row can meet it; loosen the expression"))
     if problems:
         return problems
     try:
@@ -199,6 +213,40 @@ def _check_where(where: str, schema: TableSchema, observed: Mapping[str, Mapping
     except Exception as exc:  # noqa: BLE001 - pandas raises many types for a bad expression
         return [Problem("--where", f"could not be evaluated ({type(exc).__name__})", _WHERE_EXAMPLE)]
     return []
+
+
+def _conjuncts(node: ast.expr) -> list[ast.expr]:
+    """The parts every row must meet: the expression itself, or the operands of its top-level ``and``."""
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return [part for value in node.values for part in _conjuncts(value)]
+    return [node]
+
+
+_FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {ast.Gt: ast.Lt, ast.Lt: ast.Gt, ast.GtE: ast.LtE, ast.LtE: ast.GtE,
+                                                 ast.Eq: ast.Eq}
+
+
+def _impossible(node: ast.expr, quoted: Mapping[str, str], bounds: Mapping[str, tuple[float, float]]) -> str | None:
+    """The column of a ``col OP number`` comparison no value in ``bounds[col]`` meets, else ``None``."""
+    if not isinstance(node, ast.Compare) or len(node.ops) != 1:
+        return None
+    left, op, right = node.left, node.ops[0], node.comparators[0]
+    if isinstance(left, ast.Constant) and isinstance(right, ast.Name) and type(op) in _FLIP:
+        left, right, op = right, left, _FLIP[type(op)]()
+    if not (isinstance(left, ast.Name) and isinstance(right, ast.Constant)):
+        return None
+    value = right.value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    col = quoted.get(left.id, left.id)
+    if col not in bounds:
+        return None
+    lo, hi = bounds[col]
+    c = float(value)
+    impossible = {
+        ast.Gt: c >= hi, ast.GtE: c > hi, ast.Lt: c <= lo, ast.LtE: c < lo, ast.Eq: not lo <= c <= hi,
+    }.get(type(op), False)
+    return col if impossible else None
 
 
 def _empty_frame(schema: TableSchema) -> pd.DataFrame:

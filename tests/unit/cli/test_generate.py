@@ -131,14 +131,21 @@ def test_every_sampling_problem_is_listed_before_any_sampling(app: typer.Typer, 
     assert not (tmp_path / "c.csv").exists()
 
 
-def test_rejection_sampling_stops_at_max_tries_and_names_the_option(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
-    # Run: no synthetic patient is 500 years old
+def test_a_where_no_sampled_row_can_meet_exits_2_before_sampling(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["sample", str(fitted_dir / "model"), "--n", "5", "--where", "age > 500",
+                                 "--out", str(tmp_path / "c.csv")])
+    assert result.exit_code == 2
+    assert "--where: asks for age outside the range the model samples it in" in " ".join(result.output.split())
+
+
+def test_rejection_sampling_stops_at_max_tries_and_names_the_option(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
+    # Run: both conditions are possible alone, never together (the model never drew such a pair here)
+    result = runner.invoke(app, ["sample", str(fitted_dir / "model"), "--n", "5", "--where", "age > 88 and hb > 15 and hb < 15.01",
                                  "--max-tries", "2", "--out", str(tmp_path / "c.csv")])
     # Assert
     text = " ".join(result.output.split())
     assert result.exit_code == 2
-    assert "Only 0 of 5 requested rows met the conditions" in text
+    assert "of 5 requested rows met the conditions" in text
     assert "raise --max-tries (now 2)" in text
 
 

@@ -69,11 +69,33 @@ def test_a_value_no_training_row_holds_is_said_not_silently_sampled_from_the_pri
     # Setup: the model saw no male patient and no TP53-mutated one
     observed = {"SEX": {"F": 40, "M": 0}, "TP53": {"0": 40, "1": 0}}
     # Run
-    request = check_sampling_inputs(["SEX=M", "TP53=1", "AGE=130"], None, _schema(), observed=observed,
-                                    bounds={"AGE": (30.0, 90.0)})
+    request = check_sampling_inputs(["SEX=M", "TP53=1"], None, _schema(), observed=observed)
     # Assert
     assert request.notes == (
         "SEX=M occurs in 0 training rows: rows drawn for it come from the model's prior, not from patients like them",
         "TP53=1 occurs in 0 training rows: rows drawn for it come from the model's prior, not from patients like them",
-        "AGE=130 lies outside the training range of AGE: no sampled row can meet it",
     )
+
+
+@pytest.mark.parametrize(
+    "where,impossible",
+    [("AGE > 500", True), ("500 < AGE", True), ("AGE >= 90", False), ("AGE < 30 and SEX == 'F'", True),
+     ("AGE < 30 or SEX == 'F'", False), ("AGE == 95", True), ("AGE <= 30", False)],
+)
+def test_a_range_no_sampled_row_can_meet_is_refused_before_sampling(where, impossible):
+    # Setup: the model samples AGE in [30, 90]
+    bounds = {"AGE": (30.0, 90.0)}
+    # Run / Assert
+    if not impossible:
+        assert check_sampling_inputs([], where, _schema(), bounds=bounds).where == where
+        return
+    with pytest.raises(ValidationError) as info:
+        check_sampling_inputs([], where, _schema(), bounds=bounds)
+    assert "--where: asks for AGE outside the range the model samples it in" in str(info.value)
+
+
+def test_a_numeric_condition_outside_the_models_range_is_refused_without_echoing_the_range():
+    with pytest.raises(ValidationError) as info:
+        check_sampling_inputs(["AGE=130"], None, _schema(), bounds={"AGE": (31.0, 89.0)})
+    assert "--condition AGE: AGE=130 lies outside the range the model samples AGE in" in str(info.value)
+    assert "31" not in str(info.value) and "89" not in str(info.value)
