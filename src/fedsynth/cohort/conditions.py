@@ -202,9 +202,9 @@ def _check_where(
                 if labels and lit not in labels:
                     problems.append(Problem("--where", f"compares {col} with {lit!r}, which is not one of its categories", ", ".join(labels), _close(lit, labels)))
     for node in _conjuncts(tree.body):
-        col = _impossible(node, quoted, bounds)
-        if col is not None:
-            problems.append(Problem("--where", f"asks for {col} outside the range the model samples it in",
+        out_of_range = _impossible(node, quoted, bounds)
+        if out_of_range is not None:
+            problems.append(Problem("--where", f"asks for {out_of_range} outside the range the model samples it in",
                                     fix="no sampled row can meet it; loosen the expression"))
     if problems:
         return problems
