@@ -382,7 +382,10 @@ def _looks_like_record_number(s: pd.Series, n_rows: int) -> bool:
 
 def _looks_like_dates(s: pd.Series) -> bool:
     text = s.dropna().astype(str).str.strip()
+    # a date has a day, a month and a year: at least 6 characters ("1-2" or "3/4" are ranges or ratios)
     if text.empty or not text.str.contains(r"\d").all() or not text.str.contains(r"[-/.]").all():
+        return False
+    if int(text.str.len().min()) < 6:
         return False
     if pd.to_numeric(text, errors="coerce").notna().all():
         return False

@@ -210,3 +210,11 @@ def test_a_schema_file_drops_columns_by_role_ignore_or_drop(tmp_path):
     assert list(cohort.data.columns) == ["hb"]
     assert cohort.schema.dropped_names == ["plt", "wbc"]
     assert "left out as the schema's drop list says: ['plt', 'wbc']" in cohort.notes
+
+
+def test_short_ranges_are_labels_not_dates():
+    data = pd.DataFrame({"grade": ["1-2", "3-4", "1-2", "5-6"], "seen": ["2020-01-03", "2021-05-06", "2019-12-31", "2020-02-02"],
+                         "x": [1.5, 2.5, 3.5, 4.5]})
+    result = infer(data)
+    assert result.schema["grade"].categories == ("1-2", "3-4", "5-6")
+    assert result.schema.dropped_names == ["seen"]
