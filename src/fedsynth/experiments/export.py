@@ -297,15 +297,16 @@ def for_release(synthetic: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
 
 
 def read_release(path: Path, schema: TableSchema) -> pd.DataFrame:
-    """Read a released CSV back the way ``fedsynth evaluate`` reads its inputs (data columns, coerced, derived
-    columns recomputed), so that the card's figures are those of ``evaluate`` on this file."""
-    from fedsynth.cohort.derived import add_derived
-    from fedsynth.cohort.validation import read_csv_checked
+    """Read a released CSV back the way ``fedsynth evaluate`` reads its inputs (data columns through
+    :func:`~fedsynth.cohort.validation.conform`, unusable columns kept, 0/1 canonical), so that the card's
+    figures are those of ``evaluate`` on this file."""
+    from fedsynth.cohort.validation import conform, read_csv_checked
 
     data_schema = schema.select(schema.data_columns)
     raw = read_csv_checked(path)
     keep = [c for c in raw.columns if c in data_schema and data_schema[c].derived is None]
-    return add_derived(data_schema.coerce(raw[keep]), data_schema)
+    done = conform(raw[keep], data_schema, subject=f"file {path.name!r}", unusable="keep", canonical_01=True)
+    return done.data
 
 
 # -- the teaching kit ----------------------------------------------------------------------------------------
