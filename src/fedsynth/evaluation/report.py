@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fedsynth.cohort.schema import TableSchema
+from fedsynth.evaluation import cox as _cox
 from fedsynth.evaluation import fidelity as _fid
 from fedsynth.evaluation import genomics as _gen
 from fedsynth.evaluation import privacy as _priv
@@ -198,7 +199,7 @@ def evaluate(
     -------
     EvaluationReport
     """
-    _surv.check_cox_engine(cox_engine)
+    _cox.check_cox_engine(cox_engine)
     real_data, synthetic_data, holdout_data = _prepare(real_data, synthetic_data, holdout_data, schema)
     check_inputs(real_data, synthetic_data, schema, holdout_data)
     with _single_thread():
@@ -297,8 +298,8 @@ def _evaluate(
             "pairs": "pandas Spearman correlation; contingency similarity in vectorised numpy (SDMetrics "
                      "ContingencySimilarity ~7 ms per pair, too slow for ~1,000 pairs every round)",
             "Kaplan-Meier / log-rank": "scipy.stats.ecdf (censored data) / scipy.stats.logrank (2 groups), lifelines multivariate_logrank_test (3+)",
-            "univariate Cox": _surv.COX_ENGINES[cox_engine],
-            "TSTR": f"{_surv.COX_ENGINES[cox_engine]} + lifelines concordance_index",
+            "univariate Cox": _cox.COX_ENGINES[cox_engine],
+            "TSTR": f"{_cox.COX_ENGINES[cox_engine]} + lifelines concordance_index",
             "Fisher's exact test": "scipy.stats.fisher_exact per table, scipy.stats.false_discovery_control (BH)",
             "detection": "scikit-learn HistGradientBoostingClassifier",
             "Gower": "numpy, chunked",
