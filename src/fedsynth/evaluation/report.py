@@ -94,11 +94,13 @@ class EvaluationReport:
 
     @property
     def csf(self) -> float | None:
-        return self.scores["csf"]["value"]
+        value: float | None = self.scores["csf"]["value"]
+        return value
 
     @property
     def gsf(self) -> float | None:
-        return self.scores["gsf"]["value"]
+        value: float | None = self.scores["gsf"]["value"]
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         """A deep, plain-Python copy (JSON-able)."""
@@ -303,7 +305,7 @@ def _evaluate(
             "Fisher's exact test": "scipy.stats.fisher_exact per table, scipy.stats.false_discovery_control (BH)",
             "detection": "scikit-learn HistGradientBoostingClassifier",
             "Gower": "numpy, chunked",
-            "plots": "inline SVG written by fedsynth (no matplotlib, no network)",
+            "plots": "matplotlib figures (fedsynth.evaluation.charts) inlined as SVG (no script, no network)",
         },
     }
     log.info("evaluation finished in %.1f s (CSF %s, GSF %s)", timings["total"], csf["value"], gsf["value"])
@@ -372,7 +374,8 @@ def _quick_scores(
         "pair_fidelity": fid["pairs"]["mean_similarity"],
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return to_jsonable(out)
+    scores: dict[str, Any] = to_jsonable(out)
+    return scores
 
 
 def render_rounds_html(
