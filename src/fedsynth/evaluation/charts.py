@@ -425,6 +425,7 @@ def rounds_figure(
     *,
     title: str,
     ylabel: str = "",
+    width: float = 3.9,
 ) -> Figure:
     """One score by round: a curve per federated cohort and a horizontal line per reference model.
 
@@ -435,6 +436,8 @@ def rounds_figure(
     references : mapping of str to float or None
         Reference lines by label (e.g. ``"centralized"``, ``"site-1 alone"``); None or NaN values are left out.
     title, ylabel : str
+    width : float
+        Figure width in inches (the height grows with the legend).
 
     Returns
     -------
@@ -453,7 +456,7 @@ def rounds_figure(
     step = max(1, math.ceil((hi - lo + 1) / 10))
     n_items = len(points) + len(refs)
     ncols = 2 if n_items > 3 and max((len(k) for k in [*points, *refs]), default=0) <= 28 else 1
-    fig = _figure(3.9, 2.9 + 0.17 * math.ceil(n_items / ncols), title)
+    fig = _figure(width, 2.9 + 0.17 * math.ceil(n_items / ncols), title)
     ax = fig.add_subplot()
     for i, (label, pts) in enumerate(points.items()):
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]

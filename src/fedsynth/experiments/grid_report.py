@@ -44,7 +44,7 @@ def _curves_svg(generator: str, curves: list[Mapping[str, Any]], refs: Mapping[s
         points = {c["label"]: [(r.get("round", i + 1), r.get(key)) for i, r in enumerate(c["rounds"])] for c in curves}
         # centralized first: the upper bound every other line is read against
         lines = {label: refs[label].get(key) for label in sorted(refs, key=lambda k: (k != "centralized", k))}
-        out.append(charts.figure_svg(charts.rounds_figure(points, lines, title=f"{generator}: {title}")))
+        out.append(charts.figure_svg(charts.rounds_figure(points, lines, title=f"{generator}: {title}", width=5.0)))
     return out
 
 
