@@ -2,10 +2,10 @@
 
 The figure builders read only the report's aggregates (curves on a grid, binned distributions, frequencies,
 scores by round): never a row. They return :class:`matplotlib.figure.Figure` objects made without pyplot (no
-global figure manager, no display, no backend switch), so tests can read what a chart shows (its lines, labels,
-ticks and legend) and :func:`figure_svg` alone turns a figure into the text a page inlines. Computation (the
-``evaluation`` modules), structure (these builders) and rendering (:func:`figure_svg` and the templates) stay
-apart, as in SDMetrics' reports.
+global figure manager, no display, no backend switch; an Agg canvas measures the text), so tests can read what
+a chart shows (its lines, labels, ticks and legend) and :func:`figure_svg` alone turns a figure into the text a
+page inlines. Computation (the ``evaluation`` modules), structure (these builders) and rendering
+(:func:`figure_svg` and the templates) stay apart, as in SDMetrics' reports.
 
 SVG output is small and reproducible: text stays text (``svg.fonttype = "none"``), element ids come from a fixed
 salt (``svg.hashsalt``) and the file carries no date or creator metadata, so the same report gives the same bytes.
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter
@@ -100,6 +101,7 @@ def _styled(fn: Callable[P, R]) -> Callable[P, R]:
 def _figure(width: float, height: float, title: str) -> Figure:
     """A figure of ``width`` x ``height`` inches laid out by matplotlib's constrained layout."""
     fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg canvas measures text for the layout; nothing is ever shown
     fig.set_label(title)
     return fig
 
@@ -358,7 +360,8 @@ def distribution_figures(fidelity: Mapping[str, Any], columns: Sequence[str]) ->
             title = f"{c}: 1-TVD {sim:.3f}"
             fig = _figure(3.1, 2.5, title)
             ax = fig.add_subplot()
-            _grouped_bars(ax, list(d["labels"]), [("real", d["real"], REAL_COLOR), ("synthetic", d["synthetic"], SYN_COLOR)],
+            groups = [("real", d["real"], REAL_COLOR), ("synthetic", d["synthetic"], SYN_COLOR)]
+            _grouped_bars(ax, list(d["labels"]), groups,
                           rotate=sum(len(str(x)) + 2 for x in d["labels"]) > 30)
         ax.set_ylabel("share")
         ax.set_title(title)
@@ -400,7 +403,8 @@ def nndr_figure(privacy: Mapping[str, Any]) -> Figure | None:
     ax.stairs(_finite(h["synthetic"]), edges, color=SYN_COLOR, label="synthetic -> training")
     p5_syn = (nndr.get("synthetic") or {}).get("p5")
     if p5_syn is not None:
-        ax.axvline(p5_syn, color=SYN_COLOR, linestyle=":", linewidth=1.2, label=f"synthetic 5th percentile {p5_syn:.3f}")
+        ax.axvline(p5_syn, color=SYN_COLOR, linestyle=":", linewidth=1.2,
+                   label=f"synthetic 5th percentile {p5_syn:.3f}")
     if h.get("holdout") is not None:
         ax.stairs(_finite(h["holdout"]), edges, color=REAL_COLOR, linestyle="--", label="holdout -> training")
         p5_hold = (nndr.get("holdout") or {}).get("p5")

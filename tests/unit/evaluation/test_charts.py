@@ -90,7 +90,8 @@ def test_the_legend_sits_outside_the_plot_where_it_hides_no_point() -> None:
     fig = charts.rounds_figure({"federated rounds": [(1, 0.9), (2, 0.92)]},
                                {"centralized": 0.95, "site-1 alone": 0.8}, title="CSF")
     # Run
-    renderer = FigureCanvasAgg(fig).get_renderer()
+    assert isinstance(fig.canvas, FigureCanvasAgg)
+    renderer = fig.canvas.get_renderer()
     fig.draw(renderer)
     legend_box = fig.legends[0].get_window_extent(renderer)
     axes_box = fig.axes[0].get_window_extent(renderer)
