@@ -39,15 +39,36 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from fedsynth.cohort.schema import SurvivalEndpoint, TableSchema
-
 RULE_TYPES = ("time_order", "event_implies")
+
+
+class SurvivalEndpoint(Protocol):
+    """What a rule reads of an endpoint (:class:`fedsynth.cohort.schema.SurvivalEndpoint`; the schema imports
+    this module, not the other way round)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def duration_col(self) -> str: ...
+
+    @property
+    def event_col(self) -> str: ...
+
+    @property
+    def time_unit(self) -> str: ...
+
+
+class HasEndpoints(Protocol):
+    """A schema, as far as candidate rules are concerned."""
+
+    @property
+    def endpoints(self) -> Sequence[SurvivalEndpoint]: ...
 
 
 @dataclass(frozen=True)
@@ -143,7 +164,7 @@ def rule_from_dict(raw: Any, endpoints: Sequence[SurvivalEndpoint]) -> EndpointR
     return TimeOrder(a, b) if raw["type"] == "time_order" else EventImplies(a, b)
 
 
-def candidate_rules(schema: TableSchema) -> list[EndpointRule]:
+def candidate_rules(schema: HasEndpoints) -> list[EndpointRule]:
     """Every rule the schema's endpoints allow, in a fixed order (what each site is asked about).
 
     For each ordered pair of different endpoints: a :class:`TimeOrder` when both are measured in the same time
@@ -204,17 +225,6 @@ def learn_rules(candidates: Sequence[EndpointRule], answers: Iterable[Sequence[b
     if n == 0:
         raise ValueError("no site answered; rules are learnt from at least one site's answers")
     return [r for r, k in zip(candidates, keep) if k]
-
-
-def with_rules(schema: TableSchema, rules: Iterable[EndpointRule]) -> TableSchema:
-    """``schema`` with ``rules`` added to its constraints (declared rules first, no duplicates)."""
-    from dataclasses import replace
-
-    merged = list(schema.constraints)
-    for r in rules:
-        if r not in merged:
-            merged.append(r)
-    return replace(schema, constraints=tuple(merged))
 
 
 def violation_counts(data: pd.DataFrame, rules: Sequence[EndpointRule]) -> list[dict[str, Any]]:

@@ -70,17 +70,9 @@ from scipy import stats
 from fedsynth.cohort.constraints import candidate_rules, rule_holds, violation_counts
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.evaluation._prep import Columns, mean_or_none, same_size_sample, sig_round
+from fedsynth.evaluation.cox import check_cox_engine, cox_design, coxph_univariate, design_matrix, univariate_cox
 from fedsynth.evaluation.strata import StratumSpec, band_edges, group_order, resolve_strata, stratum_labels
-from fedsynth.evaluation.survival import (
-    MIN_GROUP,
-    Q_LEVEL,
-    check_cox_engine,
-    cox_design,
-    coxph_univariate,
-    design_matrix,
-    kaplan_meier,
-    univariate_cox,
-)
+from fedsynth.evaluation.survival import MIN_GROUP, Q_LEVEL, kaplan_meier
 
 log = logging.getLogger(__name__)
 

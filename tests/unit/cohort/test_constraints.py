@@ -15,7 +15,6 @@ from fedsynth.cohort.constraints import (
     rule_holds,
     site_answers,
     violation_counts,
-    with_rules,
 )
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.errors import ValidationError
@@ -183,7 +182,7 @@ def test_schema_reports_every_bad_stratum_and_rule_at_once():
 
 def test_select_and_overrides_keep_rules_only_while_their_endpoints_exist():
     # Setup
-    schema = with_rules(_schema(), [TimeOrder(LFS, OS), EventImplies(OS, LFS)])
+    schema = _schema().with_rules([TimeOrder(LFS, OS), EventImplies(OS, LFS)])
     # Run
     kept = schema.select(["os_t", "os_e", "lfs_t", "lfs_e"])
     dropped = schema.with_overrides({"drop": ["lfs_t"]})
@@ -192,7 +191,7 @@ def test_select_and_overrides_keep_rules_only_while_their_endpoints_exist():
     assert kept.constraints == schema.constraints
     assert dropped.constraints == ()
     assert replaced.constraints == (EventImplies(OS, LFS),)
-    assert with_rules(schema, [TimeOrder(LFS, OS)]).constraints == schema.constraints  # no duplicates
+    assert schema.with_rules([TimeOrder(LFS, OS)]).constraints == schema.constraints  # no duplicates
 
 
 def test_the_mds_schema_declares_rules_that_hold_in_every_real_row(mds_cohort):

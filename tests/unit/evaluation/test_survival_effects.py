@@ -10,8 +10,8 @@ from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.utils import restricted_mean_survival_time
 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
+from fedsynth.evaluation.cox import COX_PENALIZER
 from fedsynth.evaluation.strata import band_labels, default_strata, resolve_strata, stratum_labels
-from fedsynth.evaluation.survival import COX_PENALIZER
 from fedsynth.evaluation.survival_effects import (
     effect_score,
     endpoint_rule_report,
