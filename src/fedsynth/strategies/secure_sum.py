@@ -112,15 +112,11 @@ class SecureSumResult:
         Node ids whose vectors are in the sum.
     dropped : dict of int to str
         Node ids left out, with the stage at which they dropped and the (scrubbed) reason.
-    bytes_sent, bytes_received : int
-        Serialized size of every instruction and reply of the four stages (Flower's protobuf).
     """
 
     arrays: dict[str, np.ndarray]
     included: list[int]
     dropped: dict[int, str] = field(default_factory=dict)
-    bytes_sent: int = 0
-    bytes_received: int = 0
 
 
 # -- encoding: integers modulo 2**k ---------------------------------------------------------------------------
@@ -268,22 +264,13 @@ def default_threshold(n_sites: int) -> int:
     return max(2, n_sites // 2 + 1)
 
 
-def _message_bytes(msg: Message) -> int:
-    from flwr.common.serde import message_to_proto
-
-    return int(message_to_proto(msg).ByteSize())
-
-
 class _Exchange:
     """One stage: send one message per node, split the replies into good contents and scrubbed failures."""
 
-    def __init__(self, grid: GridLike, session: str, timeout: float | None, count_bytes: bool) -> None:
+    def __init__(self, grid: GridLike, session: str, timeout: float | None) -> None:
         self.grid = grid
         self.session = session
         self.timeout = timeout
-        self.count_bytes = count_bytes
-        self.bytes_sent = 0
-        self.bytes_received = 0
 
     def __call__(self, message_type: str, contents: Mapping[int, RecordDict]) -> tuple[dict[int, RecordDict], dict[int, str]]:
         msgs = [
@@ -291,9 +278,6 @@ class _Exchange:
             for node, content in contents.items()
         ]
         replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
-        if self.count_bytes:
-            self.bytes_sent += sum(_message_bytes(m) for m in msgs)
-            self.bytes_received += sum(_message_bytes(r) for r in replies)
         ok: dict[int, RecordDict] = {}
         failed: dict[int, str] = {}
         for r in replies:
@@ -325,7 +309,6 @@ def secure_sum(
     fraction_bits: int | None = None,
     clipping_range: float = DEFAULT_CLIPPING_RANGE,
     timeout: float | None = None,
-    count_bytes: bool = False,
 ) -> SecureSumResult:
     """Sum one vector per site so that the server learns the sum only (SecAgg+ stages over ``grid``).
 
@@ -355,8 +338,6 @@ def secure_sum(
         Fixed point only: each site's values are clipped to ``[-clipping_range, clipping_range]``.
     timeout : float, optional
         Seconds each stage waits for replies; a site that does not answer is dropped.
-    count_bytes : bool
-        Measure the serialized size of every message (costs a serialization; for benchmarks).
 
     Returns
     -------
@@ -385,7 +366,7 @@ def secure_sum(
     if problems:
         raise ValidationError("Settings of the secure sum", problems)
     session = uuid.uuid4().hex
-    exchange = _Exchange(grid, session, timeout, count_bytes)
+    exchange = _Exchange(grid, session, timeout)
     dropped: dict[int, str] = {}
 
     def keep(stage: str, ok: Mapping[int, RecordDict], failed: Mapping[int, str]) -> list[int]:
@@ -476,7 +457,7 @@ def secure_sum(
                 total += mask
     arrays = decode_vector(total, names, dims, modulus_bits=modulus_bits, fraction_bits=fraction_bits)
     log.info("secure sum %s: %d sites summed, %d dropped", session[:8], len(u2), len(dropped))
-    return SecureSumResult(arrays, list(u2), dropped, exchange.bytes_sent, exchange.bytes_received)
+    return SecureSumResult(arrays, list(u2), dropped)
 
 
 def _array_starts(dims: Sequence[int]) -> list[int]:
