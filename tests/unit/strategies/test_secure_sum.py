@@ -4,6 +4,7 @@ to the server, a site dropping after sharing keys is recovered from and recorded
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,23 @@ def test_negative_integers_sum_in_twos_complement() -> None:
     np.testing.assert_array_equal(got.arrays["v"], [-8, 3])
 
 
+@pytest.fixture
+def seeded_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Key pairs and mask seeds from a seeded generator, so a statistical test sees one fixed draw (the protocol
+    takes them from the operating system's randomness: a seeded mask would be a known mask)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    rng = np.random.default_rng(7)
+
+    def key_pair() -> tuple[Any, Any]:
+        sk = ec.derive_private_key(int(rng.integers(1, 2**62)), ec.SECP384R1())
+        return sk, sk.public_key()
+
+    monkeypatch.setattr(ss, "generate_key_pairs", key_pair)
+    monkeypatch.setattr(ss, "os", SimpleNamespace(urandom=lambda n: rng.bytes(n)))
+
+
+@pytest.mark.usefixtures("seeded_secrets")
 def test_server_view_of_one_masked_vector_is_uniform() -> None:
     # Setup
     grid = _grid(keep_messages=True)
@@ -122,7 +140,7 @@ def test_server_view_of_one_masked_vector_is_uniform() -> None:
     bits = 32
 
     # Run
-    ss.secure_sum(grid, nodes, {"kind": "counts"}, source="test.vectors", modulus_bits=bits)
+    got = ss.secure_sum(grid, nodes, {"kind": "counts"}, source="test.vectors", modulus_bits=bits)
 
     # Assert: what the server received from the first site (4,000 entries) is uniform on [0, 2**32) ...
     masked = [
@@ -142,6 +160,7 @@ def test_server_view_of_one_masked_vector_is_uniform() -> None:
     # Nothing else the server received carries the vector: setup and share stages send keys and ciphertexts only.
     kinds = {r.metadata.message_type: set(r.content.keys()) for r in grid.received}
     assert kinds == {ss.SETUP: {"keys"}, ss.SHARE_KEYS: {"shares"}, ss.COLLECT: {"masked", "layout"}, ss.UNMASK: {"shares"}}
+    np.testing.assert_array_equal(got.arrays["table_b"], _plain_sum(grid, "counts", nodes)["table_b"])
 
 
 @pytest.mark.parametrize("kind", ["counts", "weights"])
