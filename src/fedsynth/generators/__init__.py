@@ -5,11 +5,13 @@ from fedsynth.generators.base import (
     BaseGenerator,
     ConditionError,
     Generator,
+    SupportsLatentMixture,
     SupportsTwoStep,
     SupportsWeights,
     generator_class,
     load_generator,
     make_generator,
+    validate_generator_params,
 )
 
 __all__ = [
@@ -17,9 +19,11 @@ __all__ = [
     "BaseGenerator",
     "ConditionError",
     "Generator",
+    "SupportsLatentMixture",
     "SupportsTwoStep",
     "SupportsWeights",
     "generator_class",
     "load_generator",
     "make_generator",
+    "validate_generator_params",
 ]

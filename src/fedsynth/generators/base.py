@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
+from fedsynth.generators.params import PARAMS, GeneratorParams, check_params, defaults, params_doc, plain_value
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +59,41 @@ class Generator(Protocol):
 class SupportsWeights(Protocol):
     """Weight exchange for federated averaging (CTGAN, VAE-BGM).
 
-    ``get_weights`` returns name -> array with keys and shapes fixed by the domain, identical on every site.
-    ``partial_fit`` continues training from the current weights (and optimiser state); it never re-initialises.
+    ``initialize`` builds the model from the domain without training (the server's global model); ``get_weights``
+    returns name -> array with keys and shapes fixed by the domain, identical on every site; ``set_weights``
+    installs weights and leaves a model that can sample (it is fitted); ``partial_fit`` continues training from
+    the current weights (and optimiser state), it never re-initialises.
     """
+
+    def initialize(self) -> SupportsWeights: ...
 
     def get_weights(self) -> dict[str, np.ndarray]: ...
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None: ...
 
     def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> SupportsWeights: ...
+
+
+@runtime_checkable
+class SupportsLatentMixture(Protocol):
+    """A global latent mixture fitted by federated variational EM (VAE-BGM).
+
+    A site turns its rows into latent codes (:meth:`latent_codes`, never sent) and answers with sufficient
+    statistics (:mod:`fedsynth.generators.latent_mixture`); the server starts the EM with
+    :meth:`initial_latent_mixture` (the generator's own number of components and prior), runs it with
+    :func:`~fedsynth.generators.latent_mixture.fit_latent_mixture_federated` and installs the result with
+    :meth:`set_latent_mixture`.
+    """
+
+    def latent_codes(self, data: pd.DataFrame) -> np.ndarray: ...
+
+    def initial_latent_mixture(
+        self, statistics: Sequence[Mapping[str, np.ndarray]], *, random_state: int | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+    def set_latent_mixture(self, params: Mapping[str, np.ndarray]) -> None: ...
+
+    def get_latent_mixture(self) -> dict[str, np.ndarray] | None: ...
 
 
 @runtime_checkable
@@ -92,8 +121,16 @@ class SupportsTwoStep(Protocol):
     ) -> SupportsTwoStep: ...
 
 
-class BaseGenerator(ABC):
+P = TypeVar("P", bound=GeneratorParams)
+
+
+class BaseGenerator(ABC, Generic[P]):
     """Shared behaviour: constructors store, ``fit`` validates then calls ``_fit``, ``sample`` calls ``_sample``.
+
+    Each generator declares its hyperparameters once, as a :class:`~fedsynth.generators.params.GeneratorParams`
+    spec in ``Params``; the constructor's signature, :meth:`get_params`, the "Parameters" section of the class
+    docstring and :meth:`_validate_params` all come from it. Learnt state ends in ``_`` (``fitted_``,
+    ``layout_``, ``edges_``...) and exists after ``fit``.
 
     Parameters
     ----------
@@ -103,20 +140,57 @@ class BaseGenerator(ABC):
     domain : Domain, optional
         The shared encoding domain. When ``None``, ``fit`` builds it from the data (the centralised path);
         a federation passes the domain merged from site summaries so every site encodes identically.
+    **params
+        Hyperparameters, as declared by ``Params``; stored as given, checked by :meth:`_validate_params`.
     """
 
     #: Registry key, set by subclasses.
     name: str = ""
+    #: The hyperparameter spec, set by subclasses.
+    Params: ClassVar[type[GeneratorParams]] = GeneratorParams
+    #: Files a saved model holds beside ``generator.json`` (checked by :func:`load_generator`).
+    model_files: ClassVar[tuple[str, ...]] = ()
+    #: Whether the generator can sample (set by ``fit``, ``partial_fit``, ``set_weights`` and loading).
+    fitted_: bool = False
 
     def __init__(self, schema: TableSchema, *, domain: Domain | None = None, **params: Any) -> None:
         self.schema = schema
         self.domain = domain
         self._params = dict(params)
+        # The checked form of ``_params`` (filled on first use by ``params``): parameters never change after
+        # construction, so one check serves every later read.
+        self._checked: P | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Params" in cls.__dict__ and "__init__" not in cls.__dict__:
+            # The spec is the one declaration: the constructor's signature (read by inspect, help() and the
+            # CLI's --set) and the docstring's "Parameters" section are built from it.
+            cls.__init__ = _constructor(cls.Params)  # type: ignore[method-assign]
+            cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + params_doc(cls.Params) + "\n"
 
     # -- parameters ----------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
-        """Hyperparameters that rebuild the same (unfitted) generator: ``type(g)(schema, **g.get_params())``."""
-        return dict(self._params)
+        """Hyperparameters that rebuild the same (unfitted) generator: ``type(g)(schema, **g.get_params())``.
+
+        Every declared parameter (defaults filled in) as plain, JSON-able values (tuples become lists).
+        """
+        return {**defaults(self.Params), **{k: plain_value(v) for k, v in self._params.items()}}
+
+    @property
+    def params(self) -> P:
+        """The hyperparameters, checked (raises :class:`ValidationError` listing every bad one)."""
+        if self._checked is None:
+            self._checked = self._validate_params()
+        return self._checked
+
+    def _validate_params(self) -> P:
+        """Check every hyperparameter against ``Params`` and raise one error listing all problems (sklearn wording)."""
+        owner = type(self).__name__
+        problems = check_params(self.Params, self._params, owner, self.schema)
+        if problems:
+            raise ValidationError(f"{owner} hyperparameters", problems)
+        return cast(P, self.Params.model_validate(self._params))
 
     def _domain_options(self) -> dict[str, Any]:
         """Options for :meth:`Domain.from_data` when this generator builds its own domain."""
@@ -125,6 +199,7 @@ class BaseGenerator(ABC):
     # -- fit -----------------------------------------------------------------------------------------
     def fit(self, data: pd.DataFrame) -> BaseGenerator:
         """Learn from ``data`` (a frame holding the schema's model columns). Returns ``self``."""
+        _ = self.params  # every hyperparameter is checked before any data is touched
         data = self._check_training_data(data)
         if self.domain is None:
             self.domain = Domain.from_data(data, self.schema, **self._domain_options())
@@ -171,7 +246,7 @@ class BaseGenerator(ABC):
         match, raising :class:`ConditionError` with the achieved acceptance rate when ``max_tries`` batches
         do not give enough rows.
         """
-        if not getattr(self, "fitted_", False):
+        if not self.fitted_:
             raise FedsynthError(f"{type(self).__name__} is not fitted yet; call fit() first")
         if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValidationError(
@@ -290,7 +365,7 @@ class BaseGenerator(ABC):
     def save(self, path: str | Path) -> None:
         """Write the fitted model to the folder ``path``: ``generator.json`` (name, params, schema, domain)
         and the generator's own files (weights as ``.npz`` without pickle, CPDs as JSON)."""
-        if not getattr(self, "fitted_", False):
+        if not self.fitted_:
             raise FedsynthError(f"{type(self).__name__} is not fitted yet; nothing to save")
         assert self.domain is not None
         folder = Path(path)
@@ -310,7 +385,26 @@ class BaseGenerator(ABC):
 
     @abstractmethod
     def _load(self, folder: Path) -> None:
-        """Read learnt state written by ``_save``."""
+        """Read learnt state written by ``_save`` (with :func:`read_model_json` / :func:`read_model_npz`)."""
+
+
+def _constructor(spec: type[GeneratorParams]) -> Any:
+    """An ``__init__`` whose signature lists ``spec``'s parameters as keyword arguments with their defaults."""
+
+    def __init__(self: BaseGenerator[Any], schema: TableSchema, *, domain: Domain | None = None, **params: Any) -> None:
+        BaseGenerator.__init__(self, schema, domain=domain, **params)
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("schema", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=TableSchema),
+            inspect.Parameter("domain", kw, default=None, annotation=Domain | None),
+            *[inspect.Parameter(n, kw, default=d, annotation=spec.model_fields[n].annotation)
+              for n, d in defaults(spec).items()],
+        ]
+    )
+    return __init__
 
 
 def follow_duration_missingness(
@@ -327,6 +421,17 @@ def follow_duration_missingness(
         if ep.duration_col in columns and ep.event_col in event_values:
             gone = pd.isna(columns[ep.duration_col])
             columns[ep.event_col] = np.where(gone, np.nan, np.asarray(event_values[ep.event_col], dtype="float64"))
+
+
+def check_epochs(generator: BaseGenerator[Any], epochs: Any) -> None:
+    """Raise a :class:`ValidationError` unless ``epochs`` (``partial_fit``'s own count) is an int >= 1."""
+    if not (isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool) and epochs >= 1):
+        owner = type(generator).__name__
+        raise ValidationError(
+            f"partial_fit of {owner}",
+            [Problem(f"The 'epochs' argument of {owner}.partial_fit must be an int in the range [1, inf)",
+                     f"Got {epochs!r} instead.")],
+        )
 
 
 def check_weights(expected: Mapping[str, np.ndarray], weights: Mapping[str, Any], owner: str) -> None:
@@ -375,7 +480,7 @@ GENERATORS: dict[str, str] = {
 }
 
 
-def generator_class(name: str) -> type[BaseGenerator]:
+def generator_class(name: str) -> type[BaseGenerator[Any]]:
     """The class registered under ``name``; a clear error lists the valid names."""
     if name not in GENERATORS:
         raise ValidationError(
@@ -391,26 +496,122 @@ def generator_class(name: str) -> type[BaseGenerator]:
             f"Generator {name!r} needs a package that is not installed ({exc.name}); "
             "install fedsynth with its dependencies: pip install -e ."
         ) from exc
-    return getattr(mod, cls)  # type: ignore[no-any-return]
+    return cast(type[BaseGenerator[Any]], getattr(mod, cls))
+
+
+def validate_generator_params(
+    name: str, params: Mapping[str, Any], *, schema: TableSchema | None = None
+) -> list[Problem]:
+    """Every problem with a generator's parameters, without importing its engine (no torch, no pgmpy).
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``"bayesian_network"``, ``"ctgan"``, ``"vae_bgm"``).
+    params : mapping
+        ``generator.params`` as configured; an unknown key is a problem, not ignored.
+    schema : TableSchema, optional
+        Enables the checks that need the table (e.g. CTGAN's ``conditional_columns``).
+
+    Returns
+    -------
+    list of Problem
+        Empty when the parameters are valid; the same problems ``fit`` would raise.
+    """
+    if name not in PARAMS:
+        return [Problem("generator", f"unknown generator {name!r}", ", ".join(sorted(GENERATORS)))]
+    owner = GENERATORS[name].rpartition(":")[2]
+    return check_params(PARAMS[name], params, owner, schema)
 
 
 def make_generator(
     name: str, schema: TableSchema, *, domain: Domain | None = None, **params: Any
-) -> BaseGenerator:
+) -> BaseGenerator[Any]:
     """Build an unfitted generator by registry name."""
     return generator_class(name)(schema, domain=domain, **params)
 
 
-def load_generator(path: str | Path) -> BaseGenerator:
-    """Load a fitted generator from a ``model/`` folder written by :meth:`BaseGenerator.save`."""
+# -- model folders -------------------------------------------------------------------------------------------
+
+_REWRITE = "write the model again ('fedsynth fit', or rerun the run); a model folder is only usable whole"
+
+
+def _damaged(folder: Path, problems: Sequence[Problem]) -> ValidationError:
+    return ValidationError(f"The model folder {folder}", problems)
+
+
+def read_model_json(folder: Path, name: str) -> dict[str, Any]:
+    """The JSON object in the file ``name`` of a saved model; a missing or damaged file raises a
+    :class:`ValidationError` naming it."""
+    path = folder / name
+    if not path.is_file():
+        raise _damaged(folder, [Problem(name, "is missing", fix=_REWRITE)])
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise _damaged(folder, [Problem(name, f"is not valid JSON{where} (truncated or damaged)", fix=_REWRITE)]) from None
+    if not isinstance(value, dict):
+        raise _damaged(folder, [Problem(name, "does not hold a JSON object", fix=_REWRITE)])
+    return value
+
+
+def read_model_npz(folder: Path, name: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file ``name`` of a saved model (no pickle); a missing or damaged file raises
+    a :class:`ValidationError` naming it."""
+    path = folder / name
+    if not path.is_file():
+        raise _damaged(folder, [Problem(name, "is missing", fix=_REWRITE)])
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: np.asarray(npz[k]) for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        reason = "holds pickled objects" if "pickle" in str(exc) else "is not a readable .npz archive (truncated or damaged)"
+        raise _damaged(folder, [Problem(name, reason, fix=_REWRITE)]) from None
+
+
+def load_generator(path: str | Path) -> BaseGenerator[Any]:
+    """Load a fitted generator from a ``model/`` folder written by :meth:`BaseGenerator.save`.
+
+    Raises
+    ------
+    ValidationError
+        The folder is not a saved model, or a file is missing or damaged (named, with how to fix it).
+    """
     folder = Path(path)
-    meta_path = folder / "generator.json"
-    if not meta_path.is_file():
-        raise FedsynthError(f"{folder} is not a saved model: it has no generator.json")
-    meta = json.loads(meta_path.read_text())
-    schema = TableSchema.from_dict(meta["schema"])
-    domain = Domain.from_dict(meta["domain"])
-    gen = make_generator(meta["generator"], schema, domain=domain, **meta["params"])
-    gen._load(folder)
-    gen.fitted_ = True  # type: ignore[attr-defined]
+    if not folder.is_dir():
+        raise _damaged(folder, [Problem("folder", "does not exist or is not a folder",
+                                        fix="pass a model/ folder written by 'fedsynth fit' or by a run")])
+    meta = read_model_json(folder, "generator.json")
+    problems = []
+    for key, kind in (("generator", str), ("params", dict), ("schema", dict), ("domain", dict)):
+        if not isinstance(meta.get(key), kind):
+            problems.append(Problem("generator.json", f"lacks the {kind.__name__} {key!r}", fix=_REWRITE))
+    if problems:
+        raise _damaged(folder, problems)
+    if meta["generator"] not in GENERATORS:
+        raise _damaged(folder, [Problem("generator.json", f"names an unknown generator {meta['generator']!r}",
+                                        ", ".join(sorted(GENERATORS)), _REWRITE)])
+    cls = generator_class(meta["generator"])
+    missing = [Problem(f, "is missing", fix=_REWRITE) for f in cls.model_files if not (folder / f).is_file()]
+    if missing:
+        raise _damaged(folder, missing)
+    try:
+        schema = TableSchema.from_dict(meta["schema"])
+        domain = Domain.from_dict(meta["domain"])
+    except FedsynthError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _damaged(folder, [Problem("generator.json", "holds a schema or domain that cannot be read",
+                                        fix=_REWRITE)]) from None
+    gen = cls(schema, domain=domain, **meta["params"])
+    try:
+        gen._load(folder)
+    except FedsynthError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        files = ", ".join(cls.model_files) or "generator.json"
+        raise _damaged(folder, [Problem(files, f"hold content this {cls.__name__} cannot read ({type(exc).__name__})",
+                                        fix=_REWRITE)]) from None
+    gen.fitted_ = True
     return gen

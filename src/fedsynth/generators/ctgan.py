@@ -22,16 +22,22 @@ from torch.nn import functional
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import ColumnDomain, Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator, check_weights, follow_duration_missingness
+from fedsynth.cohort.io import atomic_write_text
+from fedsynth.generators.base import (
+    BaseGenerator,
+    check_epochs,
+    check_weights,
+    follow_duration_missingness,
+    read_model_json,
+    read_model_npz,
+)
+from fedsynth.generators.params import CTGANParams
 
 log = logging.getLogger(__name__)
 
 #: Files written by :meth:`CTGANGenerator.save` beside ``generator.json``.
 WEIGHTS_FILE = "ctgan_weights.npz"
 LAYOUT_FILE = "ctgan_layout.json"
-
-#: Accepted string values of ``conditional_columns``.
-CONDITIONAL_CHOICES = ("auto", "all", "categorical", "none")
 
 
 # -- output layout ------------------------------------------------------------------------------------
@@ -155,7 +161,7 @@ class _SeededDataSampler(DataSampler):  # type: ignore[misc]
 # -- the generator --------------------------------------------------------------------------------------
 
 
-class CTGANGenerator(BaseGenerator):
+class CTGANGenerator(BaseGenerator[CTGANParams]):
     """Conditional tabular GAN (Xu et al. 2019) built on the ``ctgan`` package's networks and data sampler.
 
     Unlike ``ctgan.CTGAN.fit``, which rebuilds the networks and optimisers on every call, this generator keeps
@@ -167,50 +173,6 @@ class CTGANGenerator(BaseGenerator):
     drawn by its posterior responsibility, scalar ``(x - mean) / (4 std)`` clipped to [-1, 1], plus the mode's
     one-hot); categorical and 0/1 columns are one-hot over the domain's categories. A column with missing
     values in the domain gets one more state, "missing", which the model learns like any other state.
-
-    Parameters
-    ----------
-    schema : TableSchema
-        The table's schema.
-    domain : Domain, optional
-        The shared domain; built from the data by ``fit`` when ``None`` (with ``n_modes`` mixture modes).
-    epochs : int, default 300
-        Passes over the data in :meth:`fit`.
-    batch_size : int, default 100
-        Rows per step; even and a multiple of ``pac``.
-    pac : int, default 1
-        Rows the discriminator judges together (PacGAN; the ``ctgan`` package uses 10).
-    embedding_dim : int, default 128
-        Size of the generator's noise vector.
-    generator_dim, discriminator_dim : tuple of int, default (256, 256)
-        Hidden layer sizes (generator: residual layers).
-    generator_lr, discriminator_lr : float, default 1e-3
-        Adam learning rates (the ``ctgan`` package uses 2e-4).
-    generator_decay, discriminator_decay : float, default 1e-6
-        Adam weight decays.
-    discriminator_steps : int, default 1
-        Discriminator updates per generator update.
-    log_frequency : bool, default True
-        Draw conditional categories by log frequency during training (rare states are seen more often).
-    conditional_columns : {"auto", "all", "categorical", "none"} or list of str, default "auto"
-        Discrete columns that make up the conditional vector. ``"auto"``: categorical columns with more than
-        two categories plus the survival event columns, so 0/1 genes are left free and a small site never
-        trains on conditions drawn from a handful of rare-gene carriers. ``"all"`` is the ``ctgan`` package's
-        choice (every discrete column); on the pooled MDS cohort both keep gene-pair structure about equally
-        well once ``pac`` is 1 (see ``benchmarks/bench_ctgan.py``).
-    n_modes : int, default 10
-        Mixture modes per numeric column when this generator builds its own domain.
-    calibrate_missing : bool, default True
-        Give the missing state of each column to as many sampled rows as the domain's pooled missing rate
-        says, choosing the rows the model scores most likely to be missing (the pattern stays learnt). Off:
-        a row is missing when the model's missing state wins outright.
-    hard_onehot : bool, default False
-        Straight-through Gumbel softmax in training: generated one-hots are exact in the forward pass (like
-        the real ones), so the discriminator cannot tell rows apart by how soft their one-hots are.
-    device : str, default "auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    random_state : int, optional
-        Seed of initialisation and training; sampling has its own ``random_state``.
 
     Notes
     -----
@@ -229,155 +191,28 @@ class CTGANGenerator(BaseGenerator):
     """
 
     name = "ctgan"
+    Params = CTGANParams
+    model_files = (WEIGHTS_FILE, LAYOUT_FILE)
 
-    def __init__(
-        self,
-        schema: TableSchema,
-        *,
-        domain: Domain | None = None,
-        epochs: int = 300,
-        batch_size: int = 100,
-        pac: int = 1,
-        embedding_dim: int = 128,
-        generator_dim: Sequence[int] = (256, 256),
-        discriminator_dim: Sequence[int] = (256, 256),
-        generator_lr: float = 1e-3,
-        discriminator_lr: float = 1e-3,
-        generator_decay: float = 1e-6,
-        discriminator_decay: float = 1e-6,
-        discriminator_steps: int = 1,
-        log_frequency: bool = True,
-        conditional_columns: str | Sequence[str] = "auto",
-        n_modes: int = 10,
-        calibrate_missing: bool = True,
-        hard_onehot: bool = False,
-        device: str = "auto",
-        random_state: int | None = None,
-    ) -> None:
-        params: dict[str, Any] = {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "pac": pac,
-            "embedding_dim": embedding_dim,
-            "generator_dim": tuple(generator_dim) if isinstance(generator_dim, (list, tuple)) else generator_dim,
-            "discriminator_dim": (
-                tuple(discriminator_dim) if isinstance(discriminator_dim, (list, tuple)) else discriminator_dim
-            ),
-            "generator_lr": generator_lr,
-            "discriminator_lr": discriminator_lr,
-            "generator_decay": generator_decay,
-            "discriminator_decay": discriminator_decay,
-            "discriminator_steps": discriminator_steps,
-            "log_frequency": log_frequency,
-            "conditional_columns": (
-                conditional_columns if isinstance(conditional_columns, str) else list(conditional_columns)
-            ),
-            "n_modes": n_modes,
-            "calibrate_missing": calibrate_missing,
-            "hard_onehot": hard_onehot,
-            "device": device,
-            "random_state": random_state,
-        }
-        super().__init__(schema, domain=domain, **params)
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.pac = pac
-        self.embedding_dim = embedding_dim
-        self.generator_dim: Sequence[int] = params["generator_dim"]
-        self.discriminator_dim: Sequence[int] = params["discriminator_dim"]
-        self.generator_lr = generator_lr
-        self.discriminator_lr = discriminator_lr
-        self.generator_decay = generator_decay
-        self.discriminator_decay = discriminator_decay
-        self.discriminator_steps = discriminator_steps
-        self.log_frequency = log_frequency
-        self.conditional_columns: str | Sequence[str] = params["conditional_columns"]
-        self.n_modes = n_modes
-        self.calibrate_missing = calibrate_missing
-        self.hard_onehot = hard_onehot
-        self.device = device
-        self.random_state = random_state
+    generator_: Any = None
 
     # -- parameters -----------------------------------------------------------------------------------
     def _domain_options(self) -> dict[str, Any]:
-        return {"n_modes": int(self.n_modes), "n_bins": 10}
-
-    def _validate_params(self) -> None:
-        """Check every hyperparameter and raise one error listing all problems (sklearn wording)."""
-        problems: list[Problem] = []
-        cls = type(self).__name__
-
-        def bad(name: str, value: Any, valid: str) -> None:
-            problems.append(Problem(f"The {name!r} parameter of {cls}", f"got {value!r}", f"must be {valid}"))
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-        for name in ("epochs", "batch_size", "pac", "embedding_dim", "discriminator_steps", "n_modes"):
-            v = getattr(self, name)
-            if not is_int(v) or v < 1:
-                bad(name, v, "an int in the range [1, inf)")
-        bs, pac = self.batch_size, self.pac
-        if is_int(bs) and bs >= 1 and bs % 2:
-            bad("batch_size", bs, "an even int")
-        if is_int(bs) and is_int(pac) and bs >= 1 and pac >= 1 and bs % pac:
-            bad("batch_size", bs, f"a multiple of pac ({pac})")
-        for name in ("generator_dim", "discriminator_dim"):
-            v = getattr(self, name)
-            if not isinstance(v, (list, tuple)) or not v or not all(is_int(x) and x >= 1 for x in v):
-                bad(name, v, "a non-empty tuple of ints in the range [1, inf)")
-        for name in ("generator_lr", "discriminator_lr"):
-            v = getattr(self, name)
-            if not is_num(v) or not 0 < float(v) < np.inf:
-                bad(name, v, "a float in the range (0, inf)")
-        for name in ("generator_decay", "discriminator_decay"):
-            v = getattr(self, name)
-            if not is_num(v) or not 0 <= float(v) < np.inf:
-                bad(name, v, "a float in the range [0, inf)")
-        for name in ("log_frequency", "calibrate_missing", "hard_onehot"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                bad(name, getattr(self, name), "a bool")
-        cc = self.conditional_columns
-        if isinstance(cc, str):
-            if cc not in CONDITIONAL_CHOICES:
-                bad("conditional_columns", cc, f"one of {', '.join(CONDITIONAL_CHOICES)} or a list of column names")
-        else:
-            discrete = [
-                c for c in self.schema.model_columns
-                if self.schema[c].kind in (ColumnKind.CATEGORICAL, ColumnKind.BINARY)
-            ]
-            unknown = [c for c in cc if c not in discrete]
-            if unknown:
-                bad("conditional_columns", unknown, f"names of categorical or binary model columns ({', '.join(discrete)})")
-        dev = self.device
-        if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
-            bad("device", dev, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        elif dev.startswith("cuda") and not torch.cuda.is_available():
-            bad("device", dev, "'auto' or 'cpu' on a machine without CUDA")
-        rs = self.random_state
-        if rs is not None and (not is_int(rs) or rs < 0):
-            bad("random_state", rs, "None or an int in the range [0, inf)")
-        if problems:
-            raise ValidationError(f"{cls} hyperparameters", problems)
+        return {"n_modes": self.params.n_modes, "n_bins": 10}
 
     def _torch_device(self) -> torch.device:
-        if self.device == "auto":
+        device = self.params.device
+        if device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise FedsynthError(f"device={device!r} was asked for but CUDA is not available; use device='auto'")
+        return torch.device(device)
 
     # -- fit ----------------------------------------------------------------------------------------------
-    def fit(self, data: pd.DataFrame) -> CTGANGenerator:
-        """Initialise the networks and optimisers, then train ``epochs`` epochs on ``data``. Returns ``self``."""
-        self._validate_params()
-        super().fit(data)
-        return self
-
     def _fit(self, data: pd.DataFrame) -> None:
-        self._initialise()
-        self._train(data, int(self.epochs))
+        self.generator_ = None  # fit always starts afresh; partial_fit is the one that continues
+        self.initialize()
+        self._train(data, self.params.epochs)
 
     def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> CTGANGenerator:
         """Continue training on ``data`` for ``epochs`` epochs from the current weights and optimiser state.
@@ -385,48 +220,49 @@ class CTGANGenerator(BaseGenerator):
         Initialises only when nothing was built yet (first call on a site, with or without ``set_weights``
         before it); never re-initialises. Columns absent from ``data`` are ones this site lacks.
         """
-        self._validate_params()
-        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
-            raise ValidationError(
-                f"The 'epochs' parameter of {type(self).__name__}.partial_fit",
-                [Problem("epochs", f"got {epochs!r}", "an int in the range [1, inf)")],
-            )
+        check_epochs(self, epochs)
         data = self._check_training_data(data)
         if self.domain is None:
             self.domain = Domain.from_data(data, self.schema, **self._domain_options())
-        if getattr(self, "generator_", None) is None:
-            self._initialise()
+        self.initialize()
         self._train(data, int(epochs))
         self.fitted_ = True
         return self
 
-    def _initialise(self) -> None:
-        """Build layout, networks and optimisers from the domain (seeded by ``random_state``)."""
-        assert self.domain is not None
+    def initialize(self) -> CTGANGenerator:
+        """Build layout, networks and optimisers from the domain without training (seeded by ``random_state``).
+
+        Does nothing when the networks exist already (e.g. the server's global model, or a site's first round).
+        """
+        if self.generator_ is not None:
+            return self
+        if self.domain is None:
+            raise FedsynthError(f"{type(self).__name__}.initialize needs a domain; pass domain= to the constructor")
         self.columns_ = [c for c in self.schema.model_columns if c in self.domain.columns]
         self.layout_ = _build_layout(self.domain, self.columns_)
         self.data_dim_ = sum(b.width for b in self.layout_)
-        self.cond_blocks_ = _conditional_blocks(self.layout_, self.schema, self.conditional_columns)
+        self.cond_blocks_ = _conditional_blocks(self.layout_, self.schema, self.params.conditional_columns)
         self.cond_dim_ = sum(self.layout_[i].width for i in self.cond_blocks_)
         self.device_ = self._torch_device()
-        self.rng_ = np.random.default_rng(self.random_state)
+        self.rng_ = np.random.default_rng(self.params.random_state)
         with self._torch_seed(int(self.rng_.integers(2**62))):
             self.generator_ = Generator(
-                int(self.embedding_dim) + self.cond_dim_, tuple(self.generator_dim), self.data_dim_
+                self.params.embedding_dim + self.cond_dim_, self.params.generator_dim, self.data_dim_
             ).to(self.device_)
             self.discriminator_ = Discriminator(
-                self.data_dim_ + self.cond_dim_, tuple(self.discriminator_dim), pac=int(self.pac)
+                self.data_dim_ + self.cond_dim_, self.params.discriminator_dim, pac=self.params.pac
             ).to(self.device_)
         self.optimizer_g_ = optim.Adam(
-            self.generator_.parameters(), lr=float(self.generator_lr), betas=(0.5, 0.9),
-            weight_decay=float(self.generator_decay),
+            self.generator_.parameters(), lr=self.params.generator_lr, betas=(0.5, 0.9),
+            weight_decay=self.params.generator_decay,
         )
         self.optimizer_d_ = optim.Adam(
-            self.discriminator_.parameters(), lr=float(self.discriminator_lr), betas=(0.5, 0.9),
-            weight_decay=float(self.discriminator_decay),
+            self.discriminator_.parameters(), lr=self.params.discriminator_lr, betas=(0.5, 0.9),
+            weight_decay=self.params.discriminator_decay,
         )
-        self.epochs_done_ = 0
+        self.epochs_trained_ = 0
         self.losses_: list[dict[str, float]] = []
+        return self
 
     @contextmanager
     def _torch_seed(self, seed: int) -> Iterator[None]:
@@ -517,7 +353,7 @@ class CTGANGenerator(BaseGenerator):
             if b.has_missing:
                 best_other = z[:, :-1].argmax(axis=1)
                 margin = z[:, -1] - z[np.arange(n), best_other]
-                if self.calibrate_missing:
+                if self.params.calibrate_missing:
                     k = round(self.domain[b.column].missing_rate * n)
                     missing = np.zeros(n, dtype=bool)
                     if k:
@@ -553,7 +389,7 @@ class CTGANGenerator(BaseGenerator):
             if b.numeric:
                 parts.append(torch.tanh(logits[:, b.start : b.start + 1]))
             parts.append(CTGAN._gumbel_softmax(
-                logits[:, b.onehot_start : b.onehot_start + b.n_states], tau=0.2, hard=bool(self.hard_onehot)
+                logits[:, b.onehot_start : b.onehot_start + b.n_states], tau=0.2, hard=self.params.hard_onehot
             ))
         return torch.cat(parts, dim=1)
 
@@ -590,7 +426,7 @@ class CTGANGenerator(BaseGenerator):
         for j, i in enumerate(self.cond_blocks_):
             cond_offsets[i] = (j, st_c)
             st_c += self.layout_[i].width
-        bs, pac, dev = int(self.batch_size), int(self.pac), self.device_
+        bs, pac, dev = self.params.batch_size, self.params.pac, self.device_
         steps_per_epoch = max(len(data) // bs, 1)
         gen, disc = self.generator_, self.discriminator_
         gen.train()
@@ -602,7 +438,7 @@ class CTGANGenerator(BaseGenerator):
                 axis=1,
             ) if local_cond else np.zeros((len(encoded), 0), dtype=np.float32),
             [[SpanInfo(self.layout_[i].width, "softmax")] for i in local_cond],
-            bool(self.log_frequency),
+            self.params.log_frequency,
             self.rng_,
         )
         for _ in range(epochs):
@@ -631,8 +467,8 @@ class CTGANGenerator(BaseGenerator):
             loss_g = loss_d = torch.zeros(())
             with self._torch_seed(seed):
                 for _ in range(steps_per_epoch):
-                    for _ in range(int(self.discriminator_steps)):
-                        fakez = torch.randn(bs, int(self.embedding_dim), device=dev)
+                    for _ in range(self.params.discriminator_steps):
+                        fakez = torch.randn(bs, self.params.embedding_dim, device=dev)
                         c1, m1, col, opt = draw_cond()
                         if c1 is not None:
                             fakez = torch.cat([fakez, c1], dim=1)
@@ -663,7 +499,7 @@ class CTGANGenerator(BaseGenerator):
                         loss_d.backward()
                         self.optimizer_d_.step()
 
-                    fakez = torch.randn(bs, int(self.embedding_dim), device=dev)
+                    fakez = torch.randn(bs, self.params.embedding_dim, device=dev)
                     c1, m1, _, _ = draw_cond()
                     if c1 is not None:
                         fakez = torch.cat([fakez, c1], dim=1)
@@ -677,11 +513,11 @@ class CTGANGenerator(BaseGenerator):
                     self.optimizer_g_.zero_grad(set_to_none=False)
                     loss_g.backward()
                     self.optimizer_g_.step()
-            self.epochs_done_ += 1
-            entry = {"epoch": float(self.epochs_done_), "generator_loss": float(loss_g.detach().cpu()),
+            self.epochs_trained_ += 1
+            entry = {"epoch": float(self.epochs_trained_), "generator_loss": float(loss_g.detach().cpu()),
                      "discriminator_loss": float(loss_d.detach().cpu())}
             self.losses_.append(entry)
-            log.debug("CTGAN epoch %d: G %.4f D %.4f", self.epochs_done_, entry["generator_loss"],
+            log.debug("CTGAN epoch %d: G %.4f D %.4f", self.epochs_trained_, entry["generator_loss"],
                       entry["discriminator_loss"])
 
     # -- sampling -------------------------------------------------------------------------------------------
@@ -700,7 +536,7 @@ class CTGANGenerator(BaseGenerator):
         return probs
 
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
-        bs, dev = int(self.batch_size), self.device_
+        bs, dev = self.params.batch_size, self.device_
         steps = n_samples // bs + 1
         probs = self._sampling_cond_probs()
         # Pick a conditional column uniformly, then its state by pooled frequency (ctgan's original-frequency
@@ -718,7 +554,7 @@ class CTGANGenerator(BaseGenerator):
             gen.train()
             with torch.no_grad(), self._torch_seed(seed):
                 for _ in range(steps):
-                    z = torch.randn(bs, int(self.embedding_dim), device=dev)
+                    z = torch.randn(bs, self.params.embedding_dim, device=dev)
                     if len(flat):
                         c = np.zeros((bs, self.cond_dim_), dtype=np.float32)
                         c[np.arange(bs), rng.choice(len(flat), size=bs, p=flat / flat.sum())] = 1.0
@@ -739,19 +575,11 @@ class CTGANGenerator(BaseGenerator):
 
     # -- weights --------------------------------------------------------------------------------------------
     def _check_built(self, what: str) -> None:
-        if getattr(self, "generator_", None) is None:
+        if self.generator_ is None:
             raise FedsynthError(
                 f"{type(self).__name__} has no networks yet; {what} needs fit(), partial_fit() or "
                 "initialize(domain) first"
             )
-
-    def initialize(self) -> CTGANGenerator:
-        """Build the networks and optimisers from the domain without training (e.g. the server's global model)."""
-        if self.domain is None:
-            raise FedsynthError(f"{type(self).__name__}.initialize needs a domain; pass domain= to the constructor")
-        self._validate_params()
-        self._initialise()
-        return self
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Generator and discriminator state (``generator.*`` and ``discriminator.*``) as float32 arrays.
@@ -767,7 +595,7 @@ class CTGANGenerator(BaseGenerator):
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Load weights from :meth:`get_weights` (same keys and shapes; every mismatch is listed)."""
-        if getattr(self, "generator_", None) is None:
+        if self.generator_ is None:
             if self.domain is None:
                 raise FedsynthError(
                     f"{type(self).__name__}.set_weights needs the networks built: pass domain= to the "
@@ -794,23 +622,21 @@ class CTGANGenerator(BaseGenerator):
             "data_dim": self.data_dim_,
             "cond_dim": self.cond_dim_,
             "conditional_columns": [self.layout_[i].column for i in self.cond_blocks_],
-            "epochs_done": self.epochs_done_,
+            "epochs_trained": self.epochs_trained_,
             "blocks": [b.to_dict() for b in self.layout_],
         }
-        tmp_json = folder / (LAYOUT_FILE + ".tmp")
-        tmp_json.write_text(json.dumps(layout, indent=1))
-        tmp_json.replace(folder / LAYOUT_FILE)
+        atomic_write_text(folder / LAYOUT_FILE, json.dumps(layout, indent=1))
 
     def _load(self, folder: Path) -> None:
+        layout = read_model_json(folder, LAYOUT_FILE)
+        weights = read_model_npz(folder, WEIGHTS_FILE)
         self.initialize()
-        layout = json.loads((folder / LAYOUT_FILE).read_text())
         if layout["blocks"] != [b.to_dict() for b in self.layout_] or layout["cond_dim"] != self.cond_dim_:
             raise FedsynthError(
                 f"{folder / LAYOUT_FILE} does not match the layout rebuilt from the saved domain and parameters"
             )
-        with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
-            self.set_weights({k: npz[k] for k in npz.files})
-        self.epochs_done_ = int(layout.get("epochs_done", 0))
+        self.set_weights(weights)
+        self.epochs_trained_ = int(layout.get("epochs_trained", layout.get("epochs_done", 0)))
 
 
 def _labels(s: pd.Series, kind: ColumnKind) -> list[str | None]:

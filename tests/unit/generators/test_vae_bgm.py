@@ -13,8 +13,7 @@ from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalE
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import ValidationError
 from fedsynth.generators.base import SupportsWeights, load_generator, make_generator
-from fedsynth.generators.vae_bgm import (
-    VAEBGMGenerator,
+from fedsynth.generators.latent_mixture import (
     fit_latent_mixture_federated,
     init_latent_mixture,
     mixture_e_step_statistics,
@@ -22,6 +21,7 @@ from fedsynth.generators.vae_bgm import (
     mixture_log_likelihood,
     mixture_m_step,
 )
+from fedsynth.generators.vae_bgm import VAEBGMGenerator
 
 TINY = {"epochs": 3, "batch_size": 64, "latent_dim": 4, "hidden_dims": (16,), "n_components": 3, "device": "cpu"}
 
