@@ -6,7 +6,6 @@ import importlib
 import inspect
 import json
 import logging
-import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
+from fedsynth.generators.model_folder import load_generator  # noqa: F401  (importable from base, as before)
 from fedsynth.generators.params import PARAMS, GeneratorParams, check_params, defaults, params_doc, plain_value
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ class BaseGenerator(ABC, Generic[P]):
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
             "generator": self.name,
-            "params": _jsonable(self.get_params()),
+            "params": self.get_params(),
             "schema": self.schema.to_dict(),
             "domain": self.domain.to_dict(),
         }
@@ -460,16 +460,6 @@ def _label(value: Any, kind: ColumnKind) -> str:
     return str(value)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 # -- registry ------------------------------------------------------------------------------------------
 
 #: Registered generators: name -> "module:Class", imported on use so ``import fedsynth`` stays light.
@@ -529,89 +519,3 @@ def make_generator(
 ) -> BaseGenerator[Any]:
     """Build an unfitted generator by registry name."""
     return generator_class(name)(schema, domain=domain, **params)
-
-
-# -- model folders -------------------------------------------------------------------------------------------
-
-_REWRITE = "write the model again ('fedsynth fit', or rerun the run); a model folder is only usable whole"
-
-
-def _damaged(folder: Path, problems: Sequence[Problem]) -> ValidationError:
-    return ValidationError(f"The model folder {folder}", problems)
-
-
-def read_model_json(folder: Path, name: str) -> dict[str, Any]:
-    """The JSON object in the file ``name`` of a saved model; a missing or damaged file raises a
-    :class:`ValidationError` naming it."""
-    path = folder / name
-    if not path.is_file():
-        raise _damaged(folder, [Problem(name, "is missing", fix=_REWRITE)])
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise _damaged(folder, [Problem(name, f"is not valid JSON{where} (truncated or damaged)", fix=_REWRITE)]) from None
-    if not isinstance(value, dict):
-        raise _damaged(folder, [Problem(name, "does not hold a JSON object", fix=_REWRITE)])
-    return value
-
-
-def read_model_npz(folder: Path, name: str) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` file ``name`` of a saved model (no pickle); a missing or damaged file raises
-    a :class:`ValidationError` naming it."""
-    path = folder / name
-    if not path.is_file():
-        raise _damaged(folder, [Problem(name, "is missing", fix=_REWRITE)])
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: np.asarray(npz[k]) for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        reason = "holds pickled objects" if "pickle" in str(exc) else "is not a readable .npz archive (truncated or damaged)"
-        raise _damaged(folder, [Problem(name, reason, fix=_REWRITE)]) from None
-
-
-def load_generator(path: str | Path) -> BaseGenerator[Any]:
-    """Load a fitted generator from a ``model/`` folder written by :meth:`BaseGenerator.save`.
-
-    Raises
-    ------
-    ValidationError
-        The folder is not a saved model, or a file is missing or damaged (named, with how to fix it).
-    """
-    folder = Path(path)
-    if not folder.is_dir():
-        raise _damaged(folder, [Problem("folder", "does not exist or is not a folder",
-                                        fix="pass a model/ folder written by 'fedsynth fit' or by a run")])
-    meta = read_model_json(folder, "generator.json")
-    problems = []
-    for key, kind in (("generator", str), ("params", dict), ("schema", dict), ("domain", dict)):
-        if not isinstance(meta.get(key), kind):
-            problems.append(Problem("generator.json", f"lacks the {kind.__name__} {key!r}", fix=_REWRITE))
-    if problems:
-        raise _damaged(folder, problems)
-    if meta["generator"] not in GENERATORS:
-        raise _damaged(folder, [Problem("generator.json", f"names an unknown generator {meta['generator']!r}",
-                                        ", ".join(sorted(GENERATORS)), _REWRITE)])
-    cls = generator_class(meta["generator"])
-    missing = [Problem(f, "is missing", fix=_REWRITE) for f in cls.model_files if not (folder / f).is_file()]
-    if missing:
-        raise _damaged(folder, missing)
-    try:
-        schema = TableSchema.from_dict(meta["schema"])
-        domain = Domain.from_dict(meta["domain"])
-    except FedsynthError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise _damaged(folder, [Problem("generator.json", "holds a schema or domain that cannot be read",
-                                        fix=_REWRITE)]) from None
-    gen = cls(schema, domain=domain, **meta["params"])
-    try:
-        gen._load(folder)
-    except FedsynthError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        files = ", ".join(cls.model_files) or "generator.json"
-        raise _damaged(folder, [Problem(files, f"hold content this {cls.__name__} cannot read ({type(exc).__name__})",
-                                        fix=_REWRITE)]) from None
-    gen.fitted_ = True
-    return gen

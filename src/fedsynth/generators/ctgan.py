@@ -19,18 +19,17 @@ from ctgan.synthesizers.ctgan import CTGAN, Discriminator, Generator
 from torch import nn, optim
 from torch.nn import functional
 
+from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import ColumnDomain, Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.cohort.io import atomic_write_text
 from fedsynth.generators.base import (
     BaseGenerator,
     check_epochs,
     check_weights,
     follow_duration_missingness,
-    read_model_json,
-    read_model_npz,
 )
+from fedsynth.generators.model_folder import read_model_json, read_model_npz
 from fedsynth.generators.params import CTGANParams
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ import pandas as pd
 from fedsynth.cohort.io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights, read_model_json, read_model_npz
+from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
     check_mixture,
@@ -45,6 +45,7 @@ from fedsynth.generators.latent_mixture import (
     mixture_init_statistics,
     sample_mixture,
 )
+from fedsynth.generators.model_folder import read_model_json, read_model_npz
 from fedsynth.generators.params import VAEBGMParams
 from fedsynth.generators.vae_layout import Encoded, Layout, absent_inputs, decode, encode
 from fedsynth.generators.vae_network import build_vae, vae_loss

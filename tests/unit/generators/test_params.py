@@ -51,14 +51,14 @@ def test_unknown_keys_and_bad_values_are_all_listed_in_sklearn_wording() -> None
     # Assert
     assert [str(p) for p in problems] == [
         "The 'epochs' parameter of CTGANGenerator must be an int in the range [1, inf): Got 0 instead.",
-        "The 'device' parameter of CTGANGenerator must be a str among {'auto', 'cpu', 'cuda', 'cuda:N'}: "
-        "Got 'tpu' instead.",
+        ("The 'device' parameter of CTGANGenerator must be a str among {'auto', 'cpu', 'cuda', 'cuda:N'}: "
+         "Got 'tpu' instead."),
         "The 'epoch' parameter of CTGANGenerator: is not a parameter of this generator; valid: "
         + ", ".join(PARAMS["ctgan"].model_fields) + "; fix: did you mean 'epochs'?",
         "The 'batch_size' parameter of CTGANGenerator must be an even int: Got 15 instead.",
         "The 'batch_size' parameter of CTGANGenerator must be a multiple of pac (4): Got 15 instead.",
-        "The 'conditional_columns' parameter of CTGANGenerator must be a list of categorical or binary model "
-        "columns (WHO, G1): Got ['AGE'] instead.",
+        ("The 'conditional_columns' parameter of CTGANGenerator must be a list of categorical or binary model "
+         "columns (WHO, G1): Got ['AGE'] instead."),
     ]
 
 

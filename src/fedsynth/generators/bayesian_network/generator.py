@@ -15,7 +15,7 @@ from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnRole
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator, read_model_json
+from fedsynth.generators.base import BaseGenerator
 from fedsynth.generators.bayesian_network.counts import (
     ISNA_SUFFIX,
     N_PRECISIONS,
@@ -31,6 +31,7 @@ from fedsynth.generators.bayesian_network.counts import (
 )
 from fedsynth.generators.bayesian_network.sampling import NetworkSampling
 from fedsynth.generators.bayesian_network.search import hill_climb_class, oracle_score
+from fedsynth.generators.model_folder import read_model_json
 from fedsynth.generators.params import BayesianNetworkParams
 
 log = logging.getLogger(__name__)
