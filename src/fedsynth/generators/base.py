@@ -19,7 +19,7 @@ from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.model_folder import load_generator  # noqa: F401  (importable from base, as before)
+from fedsynth.generators.model_folder import load_generator as load_generator  # noqa: PLC0414  (kept importable here)
 from fedsynth.generators.params import PARAMS, GeneratorParams, check_params, defaults, params_doc, plain_value
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ class BaseGenerator(ABC, Generic[P]):
         return {}
 
     # -- fit -----------------------------------------------------------------------------------------
-    def fit(self, data: pd.DataFrame) -> BaseGenerator:
+    def fit(self, data: pd.DataFrame) -> BaseGenerator[P]:
         """Learn from ``data`` (a frame holding the schema's model columns). Returns ``self``."""
         _ = self.params  # every hyperparameter is checked before any data is touched
         data = self._check_training_data(data)

@@ -260,7 +260,7 @@ class CTGANGenerator(BaseGenerator[CTGANParams]):
                         loss_d = -(torch.mean(y_real) - torch.mean(y_fake))
                         self.optimizer_d_.zero_grad(set_to_none=False)
                         pen.backward(retain_graph=True)
-                        loss_d.backward()
+                        loss_d.backward()  # type: ignore[no-untyped-call]
                         self.optimizer_d_.step()
 
                     fakez = torch.randn(bs, self.params.embedding_dim, device=dev)
@@ -275,7 +275,7 @@ class CTGANGenerator(BaseGenerator[CTGANParams]):
                     cross_entropy = self._cond_loss(fake, c1, m1) if c1 is not None else 0.0  # type: ignore[arg-type]
                     loss_g = -torch.mean(y_fake) + cross_entropy
                     self.optimizer_g_.zero_grad(set_to_none=False)
-                    loss_g.backward()
+                    loss_g.backward()  # type: ignore[no-untyped-call]
                     self.optimizer_g_.step()
             self.epochs_trained_ += 1
             entry = {"epoch": float(self.epochs_trained_), "generator_loss": float(loss_g.detach().cpu()),

@@ -155,7 +155,7 @@ def sample_mixture(
     eps = rng.standard_normal((n_samples, latent_dim))
     means = np.asarray(params["means"])
     chols = np.linalg.cholesky(np.asarray(params["covariances"]))
-    return means[comp] + np.einsum("nij,nj->ni", chols[comp], eps)
+    return np.asarray(means[comp] + np.einsum("nij,nj->ni", chols[comp], eps))
 
 
 def mixture_log_likelihood(codes: np.ndarray, params: Mapping[str, np.ndarray]) -> float:
@@ -408,7 +408,7 @@ def _log_gaussian(x: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np
     for k in range(len(means)):
         y = x @ prec_chol[k] - means[k] @ prec_chol[k]
         out[:, k] = np.sum(y * y, axis=1)
-    return -0.5 * (d * np.log(2 * np.pi) + out) + log_det
+    return np.asarray(-0.5 * (d * np.log(2 * np.pi) + out) + log_det)
 
 
 def _expected_log_weights(params: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -416,8 +416,8 @@ def _expected_log_weights(params: Mapping[str, np.ndarray]) -> np.ndarray:
     if float(params["dirichlet_process"]) > 0.5:
         b = np.asarray(params["weight_concentration_b"], dtype=np.float64)
         ds = digamma(a + b)
-        return digamma(a) - ds + np.hstack((0, np.cumsum(digamma(b) - ds)[:-1]))
-    return digamma(a) - digamma(a.sum())
+        return np.asarray(digamma(a) - ds + np.hstack((0, np.cumsum(digamma(b) - ds)[:-1])))
+    return np.asarray(digamma(a) - digamma(a.sum()))
 
 
 def _e_step(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -121,14 +121,14 @@ def quantile_forward(values: np.ndarray, bins: Sequence[float]) -> np.ndarray:
     edges = np.asarray(bins, dtype=float)
     levels = np.linspace(0.0, 1.0, len(edges))
     u = np.interp(values, edges, levels)
-    return norm.ppf(_Q_EPS + (1 - 2 * _Q_EPS) * u)
+    return np.asarray(norm.ppf(_Q_EPS + (1 - 2 * _Q_EPS) * u))
 
 
 def quantile_inverse(z: np.ndarray, bins: Sequence[float]) -> np.ndarray:
     edges = np.asarray(bins, dtype=float)
     levels = np.linspace(0.0, 1.0, len(edges))
     u = np.clip((norm.cdf(z) - _Q_EPS) / (1 - 2 * _Q_EPS), 0.0, 1.0)
-    return np.interp(u, levels, edges)
+    return np.asarray(np.interp(u, levels, edges))
 
 
 # -- encoding and decoding ------------------------------------------------------------------------------
@@ -281,4 +281,4 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))

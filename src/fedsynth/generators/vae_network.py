@@ -39,7 +39,7 @@ def build_vae(layout: Layout, latent_dim: int, hidden: list[int]) -> Any:
             return self.enc_mu(h), self.enc_logvar(h).clamp(-12.0, 8.0)
 
         def decode(self, z: torch.Tensor) -> torch.Tensor:
-            return self.dec_out(self.decoder(z))
+            return torch.as_tensor(self.dec_out(self.decoder(z)))
 
         def numeric_sigma(self) -> torch.Tensor:
             return self.numeric_log_sigma.clamp(math.log(0.01), math.log(2.0)).exp().detach()

@@ -94,7 +94,7 @@ def _encode_column(domain: Domain, name: str, values: pd.Series, n_sub_bins: int
     """Integer state codes of one variable; -1 marks a row without a state (missing, or a label outside the
     domain), which is left out of every count that involves the variable."""
     if name.endswith(ISNA_SUFFIX):
-        return values.isna().to_numpy().astype(np.int64)
+        return np.asarray(values.isna().to_numpy(), dtype=np.int64)
     col = domain[base_column(name)]
     missing = values.isna().to_numpy()
     if col.is_numeric:

@@ -119,7 +119,7 @@ class NetworkSampling:
         for d in range(n_prec - 1):
             chosen = precision == d
             values[chosen] = np.round(values[chosen], d)
-        return values
+        return np.asarray(values)
 
     def _sample_conditioned(
         self, n_samples: int, conditions: Mapping[str, list[Any]], *, rng: np.random.Generator

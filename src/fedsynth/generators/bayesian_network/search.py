@@ -114,7 +114,7 @@ def oracle_score(
                 table *= n_rows / total
             return table
 
-    class OracleBIC(_Mixin, BIC):
+    class OracleBIC(_Mixin, BIC):  # type: ignore[misc]  # pgmpy is untyped
         def _local_score(self, variable: str, parents: tuple[str, ...]) -> float:
             key = (variable, tuple(sorted(parents)))
             if key not in self._scores:
@@ -128,9 +128,9 @@ def oracle_score(
             r, q = table.shape
             cond = table.sum(axis=0)
             ll = float(np.sum(table[table > 0] * np.log((table / np.where(cond > 0, cond, 1.0))[table > 0])))
-            return ll - 0.5 * math.log(n_rows) * q * (r - 1)
+            return float(ll - 0.5 * math.log(n_rows) * q * (r - 1))
 
-    class OracleBDeu(_Mixin, BDeu):
+    class OracleBDeu(_Mixin, BDeu):  # type: ignore[misc]  # pgmpy is untyped
         def _local_score(self, variable: str, parents: tuple[str, ...]) -> float:
             key = (variable, tuple(sorted(parents)))
             if key not in self._scores:
@@ -180,7 +180,7 @@ def neighbourhood(
 def hill_climb_class() -> type:
     from pgmpy.causal_discovery import HillClimbSearch
 
-    class DeterministicHillClimbSearch(HillClimbSearch):
+    class DeterministicHillClimbSearch(HillClimbSearch):  # type: ignore[misc]  # pgmpy is untyped
         """pgmpy's hill climbing with candidate operations in a fixed order.
 
         pgmpy enumerates candidate edges from a ``set``, whose order follows string hashing and so changes
