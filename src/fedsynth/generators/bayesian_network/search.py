@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,8 +57,17 @@ def oracle_score(
         _scores: dict[tuple[str, tuple[str, ...]], float]
         #: Each variable's parents when its neighbourhood was last made sure to be cached.
         _ready: dict[str, tuple[str, ...]]
-        #: Provided by the score classes below (OracleBIC, OracleBDeu), which put this mixin first.
-        _local_score: Callable[[str, tuple[str, ...]], float]
+        def _local_score(self, variable: str, parents: tuple[str, ...]) -> float:
+            """The family's score from its (cached) count table; overrides pgmpy's, which reads a data frame."""
+            key = (variable, tuple(sorted(parents)))
+            if key not in self._scores:
+                table = self._table(variable, parents)
+                self._scores[key] = _NO_DATA_SCORE if table is None else self._score_table(table)
+            return self._scores[key]
+
+        def _score_table(self, table: np.ndarray) -> float:
+            """The local score of a (child states, parent configurations) count table; set by each score below."""
+            raise NotImplementedError
 
         def prefetch_model(self, model: Any) -> None:
             """Fetch, in one request, every family one edge change away from the current graph (and, when that
@@ -115,34 +124,16 @@ def oracle_score(
             return table
 
     class OracleBIC(_Mixin, BIC):  # type: ignore[misc]  # pgmpy is untyped
-        def _local_score(self, variable: str, parents: tuple[str, ...]) -> float:
-            key = (variable, tuple(sorted(parents)))
-            if key not in self._scores:
-                self._scores[key] = self._bic(variable, parents)
-            return self._scores[key]
-
-        def _bic(self, variable: str, parents: tuple[str, ...]) -> float:
-            table = self._table(variable, parents)
-            if table is None:
-                return _NO_DATA_SCORE
+        def _score_table(self, table: np.ndarray) -> float:
             r, q = table.shape
             cond = table.sum(axis=0)
             ll = float(np.sum(table[table > 0] * np.log((table / np.where(cond > 0, cond, 1.0))[table > 0])))
             return float(ll - 0.5 * math.log(n_rows) * q * (r - 1))
 
     class OracleBDeu(_Mixin, BDeu):  # type: ignore[misc]  # pgmpy is untyped
-        def _local_score(self, variable: str, parents: tuple[str, ...]) -> float:
-            key = (variable, tuple(sorted(parents)))
-            if key not in self._scores:
-                self._scores[key] = self._bdeu(variable, parents)
-            return self._scores[key]
-
-        def _bdeu(self, variable: str, parents: tuple[str, ...]) -> float:
+        def _score_table(self, table: np.ndarray) -> float:
             from scipy.special import gammaln
 
-            table = self._table(variable, parents)
-            if table is None:
-                return _NO_DATA_SCORE
             r, q = table.shape
             alpha = self.equivalent_sample_size / q
             beta = self.equivalent_sample_size / (q * r)
