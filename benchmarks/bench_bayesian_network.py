@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                            np.sign(np.log(tp["tp53_synthetic"]["hazard_ratio"])) == np.sign(np.log(tp["tp53_real"]["hazard_ratio"])))
     print(json.dumps(mine, indent=1, default=str), flush=True)
     if not args.no_peer:
-        peer = run_peer(train, schema, args.seed, max_indegree=gen.max_indegree)
+        peer = run_peer(train, schema, args.seed, max_indegree=gen.params.max_indegree)
         result["pgmpy_plain"] = {
             "fit_seconds": round(peer["fit_seconds"], 2),
             "fit_cpu_seconds": round(peer["fit_cpu_seconds"], 2),

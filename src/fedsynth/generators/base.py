@@ -423,6 +423,18 @@ def follow_duration_missingness(
             columns[ep.event_col] = np.where(gone, np.nan, np.asarray(event_values[ep.event_col], dtype="float64"))
 
 
+def torch_device(device: str) -> Any:
+    """The ``torch.device`` for a generator's ``device`` parameter: ``"auto"`` is CUDA when available, else the
+    CPU; asking for CUDA on a machine without it is an error that says so. Imports torch (on use)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FedsynthError(f"device={device!r} was asked for but CUDA is not available; use device='auto'")
+    return torch.device(device)
+
+
 def check_epochs(generator: BaseGenerator[Any], epochs: Any) -> None:
     """Raise a :class:`ValidationError` unless ``epochs`` (``partial_fit``'s own count) is an int >= 1."""
     if not (isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool) and epochs >= 1):

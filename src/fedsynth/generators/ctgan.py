@@ -20,7 +20,7 @@ from torch.nn import functional
 from fedsynth.cohort.io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights
+from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights, torch_device
 from fedsynth.generators.ctgan_layout import SeededDataSampler, build_layout, conditional_blocks, decode, encode
 from fedsynth.generators.model_folder import read_model_json, read_model_npz
 from fedsynth.generators.params import CTGANParams
@@ -71,14 +71,6 @@ class CTGANGenerator(BaseGenerator[CTGANParams]):
     def _domain_options(self) -> dict[str, Any]:
         return {"n_modes": self.params.n_modes, "n_bins": 10}
 
-    def _torch_device(self) -> torch.device:
-        device = self.params.device
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise FedsynthError(f"device={device!r} was asked for but CUDA is not available; use device='auto'")
-        return torch.device(device)
-
     # -- fit ----------------------------------------------------------------------------------------------
     def _fit(self, data: pd.DataFrame) -> None:
         self.generator_ = None  # fit always starts afresh; partial_fit is the one that continues
@@ -114,7 +106,7 @@ class CTGANGenerator(BaseGenerator[CTGANParams]):
         self.data_dim_ = sum(b.width for b in self.layout_)
         self.cond_blocks_ = conditional_blocks(self.layout_, self.schema, self.params.conditional_columns)
         self.cond_dim_ = sum(self.layout_[i].width for i in self.cond_blocks_)
-        self.device_ = self._torch_device()
+        self.device_: torch.device = torch_device(self.params.device)
         self.rng_ = np.random.default_rng(self.params.random_state)
         with self._torch_seed(int(self.rng_.integers(2**62))):
             self.generator_ = Generator(

@@ -35,7 +35,7 @@ import pandas as pd
 from fedsynth.cohort.io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights
+from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights, torch_device
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
     check_mixture,
@@ -99,16 +99,6 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
         return {"n_bins": 20}
 
     # -- model construction ---------------------------------------------------------------------------
-    def _torch_device(self) -> Any:
-        import torch
-
-        device = self.params.device
-        if device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise FedsynthError(f"device={device!r} was asked for but CUDA is not available; use device='auto'")
-        return torch.device(device)
-
     def initialize(self) -> VAEBGMGenerator:
         """Build the network from the domain without training (same random_state -> same weights on every site).
 
@@ -124,7 +114,7 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
         import torch
 
         self.layout_ = Layout.from_domain(self.domain, self.schema)
-        device = self._torch_device()
+        device = torch_device(p.device)
         seed = int(np.random.SeedSequence().generate_state(1)[0]) if p.random_state is None else p.random_state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
