@@ -83,7 +83,7 @@ def federated_equals_pooled(train: pd.DataFrame, schema: TableSchema, gen: Any, 
     domain = gen.domain
 
     def fetch(families: list) -> list:
-        return [family_counts(s, domain, families, n_sub_bins=gen.n_sub_bins) for s in sites]
+        return [family_counts(s, domain, families, n_sub_bins=gen.params.n_sub_bins) for s in sites]
 
     oracle = SummedCountOracle(fetch)
     t0 = time.perf_counter()

@@ -177,6 +177,16 @@ class BaseGenerator(ABC, Generic[P]):
         """
         return {**defaults(self.Params), **{k: plain_value(v) for k, v in self._params.items()}}
 
+    def set_params(self, **params: Any) -> BaseGenerator[P]:
+        """Change hyperparameters (checked on next use, like the constructor's); returns ``self``.
+
+        Meant for settings read at sampling time (e.g. CTGAN's ``calibrate_missing``); changing one that shapes
+        the model after fitting leaves a model that no longer matches its parameters.
+        """
+        self._params.update(params)
+        self._checked = None
+        return self
+
     @property
     def params(self) -> P:
         """The hyperparameters, checked (raises :class:`ValidationError` listing every bad one)."""
