@@ -113,3 +113,19 @@ def test_checking_parameters_imports_no_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_set_params_changes_a_setting_and_it_is_checked_again() -> None:
+    # Setup
+    gen = make_generator("ctgan", SCHEMA, calibrate_missing=True)
+    assert gen.params.calibrate_missing is True
+
+    # Run
+    gen.set_params(calibrate_missing=False)
+    flipped = gen.params.calibrate_missing
+    gen.set_params(calibrate_missing="no")
+
+    # Assert
+    assert flipped is False and gen.get_params()["calibrate_missing"] == "no"
+    with pytest.raises(ValidationError, match="'calibrate_missing' parameter of CTGANGenerator must be a bool"):
+        _ = gen.params
