@@ -20,7 +20,15 @@ from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.generators.model_folder import load_generator as load_generator  # noqa: PLC0414  (kept importable here)
-from fedsynth.generators.params import PARAMS, GeneratorParams, check_params, defaults, params_doc, plain_value
+from fedsynth.generators.params import (
+    PARAMS,
+    GeneratorParams,
+    check_params,
+    defaults,
+    params_doc,
+    plain_value,
+    unknown_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +162,12 @@ class BaseGenerator(ABC, Generic[P]):
     fitted_: bool = False
 
     def __init__(self, schema: TableSchema, *, domain: Domain | None = None, **params: Any) -> None:
+        self._refuse_unknown(params)
         self.schema = schema
         self.domain = domain
         self._params = dict(params)
-        # The checked form of ``_params`` (filled on first use by ``params``): parameters never change after
-        # construction, so one check serves every later read.
+        # The checked form of ``_params``, filled on first use by ``params`` and cleared by ``set_params``:
+        # a cache of the one stored copy, so the hot paths do not re-check.
         self._checked: P | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -183,9 +192,18 @@ class BaseGenerator(ABC, Generic[P]):
         Meant for settings read at sampling time (e.g. CTGAN's ``calibrate_missing``); changing one that shapes
         the model after fitting leaves a model that no longer matches its parameters.
         """
+        self._refuse_unknown(params)
         self._params.update(params)
         self._checked = None
         return self
+
+    def _refuse_unknown(self, params: Mapping[str, Any]) -> None:
+        """An unknown name is refused at once, as any keyword signature would (values are checked on use); a
+        class that declares no spec (a test double with its own constructor) is not checked."""
+        unknown = [k for k in params if k not in self.Params.model_fields]
+        if unknown and self.Params is not GeneratorParams:
+            owner = type(self).__name__
+            raise ValidationError(f"{owner} hyperparameters", [unknown_problem(self.Params, k, owner) for k in unknown])
 
     @property
     def params(self) -> P:

@@ -80,6 +80,17 @@ def param_problem(owner: str, name: str, valid: str, value: Any) -> Problem:
     return Problem(f"The {name!r} parameter of {owner} must be {valid}", f"Got {value!r} instead.")
 
 
+def unknown_problem(spec: type[GeneratorParams], name: str, owner: str) -> Problem:
+    """``name`` is not a parameter of ``spec``: the valid names, and the closest one as the fix."""
+    close = difflib.get_close_matches(name, list(spec.model_fields), n=1)
+    return Problem(
+        f"The {name!r} parameter of {owner}",
+        "is not a parameter of this generator",
+        ", ".join(spec.model_fields),
+        f"did you mean {close[0]!r}?" if close else "",
+    )
+
+
 def check_params(
     spec: type[GeneratorParams], params: Mapping[str, Any], owner: str, schema: TableSchema | None = None
 ) -> list[Problem]:
@@ -112,15 +123,7 @@ def check_params(
                 continue
             bad.add(name)
             if name not in spec.model_fields:
-                close = difflib.get_close_matches(name, list(spec.model_fields), n=1)
-                problems.append(
-                    Problem(
-                        f"The {name!r} parameter of {owner}",
-                        "is not a parameter of this generator",
-                        ", ".join(spec.model_fields),
-                        f"did you mean {close[0]!r}?" if close else "",
-                    )
-                )
+                problems.append(unknown_problem(spec, name, owner))
                 continue
             problems.append(param_problem(owner, name, describe(spec.model_fields[name]), params.get(name)))
     values = {k: v for k, v in {**defaults(spec), **{k: plain_value(v) for k, v in params.items()}}.items()

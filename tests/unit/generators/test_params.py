@@ -129,3 +129,14 @@ def test_set_params_changes_a_setting_and_it_is_checked_again() -> None:
     assert flipped is False and gen.get_params()["calibrate_missing"] == "no"
     with pytest.raises(ValidationError, match="'calibrate_missing' parameter of CTGANGenerator must be a bool"):
         _ = gen.params
+
+
+def test_an_unknown_name_is_refused_when_the_generator_is_built() -> None:
+    # Run
+    with pytest.raises(ValidationError) as err:
+        make_generator("vae_bgm", SCHEMA, epoch=3, latent_dim=2)
+
+    # Assert: the bad name, the valid ones and the likely fix; no engine has started
+    (problem,) = err.value.problems
+    assert str(problem).startswith("The 'epoch' parameter of VAEBGMGenerator: is not a parameter of this generator")
+    assert problem.fix == "did you mean 'epochs'?"
