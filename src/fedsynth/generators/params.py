@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import numpy as np
 import pydantic
@@ -47,6 +47,9 @@ class GeneratorParams(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
+    #: The generator's registry name (for messages about unknown parameters).
+    generator_name: ClassVar[str] = ""
+
     @model_validator(mode="before")
     @classmethod
     def _plain_values(cls, data: Any) -> Any:
@@ -76,16 +79,17 @@ def defaults(spec: type[GeneratorParams]) -> dict[str, Any]:
 
 
 def param_problem(owner: str, name: str, valid: str, value: Any) -> Problem:
-    """One bad parameter in scikit-learn's words: "The 'x' parameter of Owner must be <valid>: Got <v> instead."."""
-    return Problem(f"The {name!r} parameter of {owner} must be {valid}", f"Got {value!r} instead.")
+    """One bad parameter, placed at its name, in scikit-learn's words:
+    ``epochs: The 'epochs' parameter of CTGANGenerator must be an int in the range [1, inf). Got 0 instead.``"""
+    return Problem(name, f"The {name!r} parameter of {owner} must be {valid}. Got {value!r} instead.")
 
 
 def unknown_problem(spec: type[GeneratorParams], name: str, owner: str) -> Problem:
     """``name`` is not a parameter of ``spec``: the valid names, and the closest one as the fix."""
     close = difflib.get_close_matches(name, list(spec.model_fields), n=1)
     return Problem(
-        f"The {name!r} parameter of {owner}",
-        "is not a parameter of this generator",
+        name,
+        f"unknown parameter of {spec.generator_name or owner!r}",
         ", ".join(spec.model_fields),
         f"did you mean {close[0]!r}?" if close else "",
     )
@@ -221,6 +225,8 @@ def params_doc(spec: type[GeneratorParams], indent: str = "    ") -> str:
 class BayesianNetworkParams(GeneratorParams):
     """Hyperparameters of :class:`~fedsynth.generators.bayesian_network.BayesianNetworkGenerator`."""
 
+    generator_name: ClassVar[str] = "bayesian_network"
+
     score: Literal["bic", "bdeu"] = Field("bic", description="pgmpy structure score used by hill climbing.")
     max_indegree: int = Field(3, ge=0, description="Most parents a node may have.")
     equivalent_sample_size: float = Field(
@@ -247,6 +253,8 @@ CONDITIONAL_CHOICES = ("auto", "all", "categorical", "none")
 
 class CTGANParams(GeneratorParams):
     """Hyperparameters of :class:`~fedsynth.generators.ctgan.CTGANGenerator`."""
+
+    generator_name: ClassVar[str] = "ctgan"
 
     epochs: PositiveInt = Field(300, description="Passes over the data in fit.")
     batch_size: PositiveInt = Field(100, description="Rows per step; even and a multiple of pac.")
@@ -308,6 +316,8 @@ class CTGANParams(GeneratorParams):
 
 class VAEBGMParams(GeneratorParams):
     """Hyperparameters of :class:`~fedsynth.generators.vae_bgm.VAEBGMGenerator`."""
+
+    generator_name: ClassVar[str] = "vae_bgm"
 
     epochs: PositiveInt = Field(300, description="Passes over the data in fit (partial_fit takes its own count).")
     batch_size: PositiveInt = Field(128, description="Rows per step.")

@@ -450,11 +450,11 @@ def test_invalid_parameters_are_all_listed(schema: TableSchema, data: pd.DataFra
     # Assert
     msg = str(err.value)
     assert msg.startswith("BayesianNetworkGenerator hyperparameters has 4 problems:")
-    assert "The 'score' parameter of BayesianNetworkGenerator must be a str among {'bic', 'bdeu'}: Got 'aic' instead." in msg
-    assert "The 'max_indegree' parameter of BayesianNetworkGenerator must be an int in the range [0, inf): Got -1 instead." in msg
-    assert ("The 'equivalent_sample_size' parameter of BayesianNetworkGenerator must be a float in the range (0, inf): "
+    assert "The 'score' parameter of BayesianNetworkGenerator must be a str among {'bic', 'bdeu'}. Got 'aic' instead." in msg
+    assert "The 'max_indegree' parameter of BayesianNetworkGenerator must be an int in the range [0, inf). Got -1 instead." in msg
+    assert ("The 'equivalent_sample_size' parameter of BayesianNetworkGenerator must be a float in the range (0, inf). "
             "Got 0 instead.") in msg
-    assert "The 'n_bins' parameter of BayesianNetworkGenerator must be an int in the range [1, inf): Got 0 instead." in msg
+    assert "The 'n_bins' parameter of BayesianNetworkGenerator must be an int in the range [1, inf). Got 0 instead." in msg
 
 
 def test_indicator_nodes_exist_only_for_columns_with_missing_values(domain: Domain) -> None:

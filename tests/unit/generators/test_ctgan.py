@@ -267,10 +267,10 @@ def test_invalid_parameters_are_all_listed(schema: TableSchema) -> None:
     # Assert
     msg = str(err.value)
     assert msg.startswith("CTGANGenerator hyperparameters has 6 problems:")
-    assert "The 'epochs' parameter of CTGANGenerator must be an int in the range [1, inf): Got 0 instead." in msg
-    assert "The 'batch_size' parameter of CTGANGenerator must be an even int: Got 15 instead." in msg
-    assert "The 'batch_size' parameter of CTGANGenerator must be a multiple of pac (4): Got 15 instead." in msg
-    assert "The 'generator_lr' parameter of CTGANGenerator must be a float in the range (0, inf): Got -1.0" in msg
+    assert "The 'epochs' parameter of CTGANGenerator must be an int in the range [1, inf). Got 0 instead." in msg
+    assert "The 'batch_size' parameter of CTGANGenerator must be an even int. Got 15 instead." in msg
+    assert "The 'batch_size' parameter of CTGANGenerator must be a multiple of pac (4). Got 15 instead." in msg
+    assert "The 'generator_lr' parameter of CTGANGenerator must be a float in the range (0, inf). Got -1.0" in msg
     assert "The 'conditional_columns' parameter of CTGANGenerator must be a str among" in msg
     assert "The 'generator_dim' parameter of CTGANGenerator must be a non-empty list of ints" in msg
 

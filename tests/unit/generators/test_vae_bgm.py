@@ -306,8 +306,8 @@ def test_invalid_parameters_are_all_listed_in_sklearn_wording() -> None:
     # Assert
     msg = str(err.value)
     assert "6 problems" in msg
-    assert "The 'epochs' parameter of VAEBGMGenerator must be an int in the range [1, inf): Got 0 instead." in msg
-    assert "The 'lr' parameter of VAEBGMGenerator must be a float in the range (0, inf): Got -1.0 instead." in msg
+    assert "The 'epochs' parameter of VAEBGMGenerator must be an int in the range [1, inf). Got 0 instead." in msg
+    assert "The 'lr' parameter of VAEBGMGenerator must be a float in the range (0, inf). Got -1.0 instead." in msg
     assert "'hidden_dims' parameter" in msg and "'sampling' parameter" in msg and "'device' parameter" in msg
     assert "The 'column_dropout' parameter of VAEBGMGenerator must be a float in the range [0, 1)" in msg
 
