@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedsynth.errors import FedsynthError, Problem, ValidationError
+from fedsynth.generators.registry import GENERATORS, generator_class
 
 if TYPE_CHECKING:
     from fedsynth.generators.base import BaseGenerator
@@ -64,8 +65,6 @@ def load_generator(path: str | Path) -> BaseGenerator[Any]:
     """
     from fedsynth.cohort.schema import TableSchema
     from fedsynth.encoding.domain import Domain
-    from fedsynth.generators.base import GENERATORS, generator_class
-
     folder = Path(path)
     if not folder.is_dir():
         raise damaged(folder, [Problem("folder", "does not exist or is not a folder",

@@ -9,7 +9,7 @@ import pytest
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain, merge_summaries, summarize_site
 from fedsynth.errors import ValidationError
-from fedsynth.generators.base import load_generator, make_generator
+from fedsynth.generators import load_generator, make_generator
 from fedsynth.generators.bayesian_network import (
     ISNA_SUFFIX,
     WITHIN_SUFFIX,

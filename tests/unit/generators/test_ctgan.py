@@ -12,7 +12,7 @@ import torch
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain, merge_summaries, summarize_site
 from fedsynth.errors import ValidationError
-from fedsynth.generators.base import SupportsWeights, load_generator, make_generator
+from fedsynth.generators import SupportsWeights, load_generator, make_generator
 from fedsynth.generators.ctgan import CTGANGenerator
 
 # Tiny networks and batches keep every test well under a second of training on one core.

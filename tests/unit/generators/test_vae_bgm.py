@@ -12,7 +12,7 @@ import torch
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import ValidationError
-from fedsynth.generators.base import SupportsWeights, load_generator, make_generator
+from fedsynth.generators import SupportsWeights, load_generator, make_generator
 from fedsynth.generators.latent_mixture import (
     fit_latent_mixture_federated,
     init_latent_mixture,
