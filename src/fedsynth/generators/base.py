@@ -495,3 +495,11 @@ def _label(value: Any, kind: ColumnKind) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+# Kept importable from here, where they lived before the split (``from fedsynth.generators.base import
+# load_generator`` is used across the code base); their homes are registry.py and model_folder.py.
+from fedsynth.generators.model_folder import load_generator as load_generator  # noqa: PLC0414
+from fedsynth.generators.registry import GENERATORS as GENERATORS  # noqa: PLC0414
+from fedsynth.generators.registry import generator_class as generator_class  # noqa: PLC0414
+from fedsynth.generators.registry import make_generator as make_generator  # noqa: PLC0414
