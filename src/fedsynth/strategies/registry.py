@@ -129,6 +129,7 @@ _FEDAVG_PARAMS: dict[str, Param] = {
 
 _TWO_STEP_PARAMS: dict[str, Param] = {
     "count_look_ahead": Param(int, 1, "best next parents per variable a count request also asks about", low=0),
+    "secure_aggregation": Param(bool, False, "sum the sites' count tables by secure aggregation (server sees sums only)"),
 }
 
 _SD_SHARING_PARAMS: dict[str, Param] = {

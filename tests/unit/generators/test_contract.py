@@ -147,3 +147,18 @@ def test_every_sampled_row_satisfies_the_schemas_endpoint_rules(fitted, small):
     assert len(schema.constraints) == 2
     for frame in (out, conditioned):
         assert [c["violations"] for c in violation_counts(frame, schema.constraints)] == [0, 0]
+
+
+def test_each_generator_offers_the_protocols_its_strategies_type_against(fitted):
+    # Setup
+    from fedsynth.generators import SupportsLatentMixture, SupportsTwoStep
+
+    name, gen, _ = fitted
+    # Run / Assert: FedAvg needs SupportsWeights (and a latent mixture when there is one), the two-step BN
+    # SupportsTwoStep; a generator offers exactly the capabilities it has
+    offers = {p.__name__ for p in (SupportsWeights, SupportsLatentMixture, SupportsTwoStep) if isinstance(gen, p)}
+    assert offers == {
+        "bayesian_network": {"SupportsTwoStep"},
+        "ctgan": {"SupportsWeights"},
+        "vae_bgm": {"SupportsWeights", "SupportsLatentMixture"},
+    }[name]

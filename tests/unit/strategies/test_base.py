@@ -133,7 +133,7 @@ def test_a_strategy_holds_the_registry_defaults_of_the_params_that_act(mds_parti
     assert sd.params["refit"] is False
     assert "gate_mia_auc_above" not in sd_off.params and sd_off.params["privacy_check"] is False
     assert two_step.params == {"min_category_count": 5, "significant_digits": 3, "node_timeout": 120.0,
-                               "count_look_ahead": 1}
+                               "count_look_ahead": 1, "secure_aggregation": False}
     assert default_params("two_step_bn", "bayesian_network") == two_step.params
     assert sd.requires is None and two_step.requires == "two_step"
 
