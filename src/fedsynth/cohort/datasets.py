@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from fedsynth.cohort.constraints import EventImplies, TimeOrder
 from fedsynth.cohort.derived import IPSSR_CATEGORIES
 from fedsynth.cohort.inference import infer
-from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
+from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
 from fedsynth.cohort.validation import conform, read_csv_checked
 from fedsynth.errors import DataNotFoundError, Problem, ValidationError
 
@@ -127,8 +128,12 @@ def mds_schema() -> TableSchema:
         ColumnSpec("LFS_YEARS", c, out, lower=0, description="leukaemia-free survival: time from sampling to AML, death or last follow-up, years"),
         ColumnSpec("LFS_STATUS", b, out, description="leukaemia-free survival event: 1 = AML or died, 0 = neither at last follow-up (censored)"),
     ]
-    eps = (SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"), SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS"))
-    return TableSchema(tuple(cols), eps, "mds-iwgpm")
+    os_, lfs = SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"), SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS")
+    # The subgroups control arms are drawn from, always reported by the evaluator.
+    strata = (StratumSpec("TP53"), StratumSpec("IPSSR"), StratumSpec("AGE", bins=(60, 70, 80)), StratumSpec("SEX"))
+    # LFS ends at AML or death, so it never outlasts OS, and a death is an LFS event (both hold in every row).
+    rules = (TimeOrder(lfs, os_), EventImplies(os_, lfs))
+    return TableSchema(tuple(cols), (os_, lfs), "mds-iwgpm", strata=strata, constraints=rules)
 
 
 def _mds_prepare(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
