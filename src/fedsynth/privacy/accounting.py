@@ -195,6 +195,14 @@ class PrivacyAccountant:
         """The noise multiplier that spends ``phase``'s whole share over ``count`` uses (0 when ε = ∞)."""
         return noise_multiplier_for(self.allocation_[phase], count)
 
+    def uses_left(self, phase: str, noise_multiplier: float) -> int:
+        """How many more uses of a Gaussian release with ``noise_multiplier`` fit in ``phase``'s share."""
+        if self.budget.is_infinite:
+            return 2**62
+        per_use = Release(phase, noise_multiplier).rho
+        left = self.allocation_[phase] - self.rho_spent(phase)
+        return max(0, int(math.floor(left / per_use * (1 + _SLACK))))
+
     def rdp(self) -> np.ndarray:
         """The composed RDP curve: prior plus the sum over every charged release (shape ``(len(orders),)``)."""
         curve = np.zeros(len(self.orders)) if self.prior_rdp is None else np.asarray(self.prior_rdp, dtype=float)

@@ -30,8 +30,8 @@ Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`Tw
 count table is a Gaussian mechanism of L2 sensitivity 1 (adding or removing one patient changes one cell by
 one). The budget is split :data:`DP_SPLIT` between the two phases (zCDP/RDP, :mod:`fedsynth.privacy.accounting`):
 the structure phase calibrates one noise level for at most :data:`DP_STRUCTURE_TABLES` tables, charged per
-request before it goes out (a search that would need more stops cleanly with a message, nothing released); the
-parameter phase re-measures the final network's families in one request with the rest of the budget (PrivBayes
+request before it goes out; once they are spent, families not yet counted stay unknown (a family without counts
+is never chosen), so hill climbing ends on the tables it has rather than exceed the budget; the parameter phase re-measures the final network's families in one request with the rest of the budget (PrivBayes
 and AIM likewise measure the chosen marginals afresh). The server sums the noisy tables and clips the sum at 0
 (post-processing). The spent budget goes into the run manifest (``privacy``).
 
@@ -133,9 +133,19 @@ class TwoStepBNStrategy(Strategy):
                 keys = [family_key(f) for f in families]
                 extra: dict[str, Any] = {}
                 if accountant is not None:
-                    # Charged before the request goes out: a request over budget releases nothing.
                     n_tables = DP_STRUCTURE_TABLES if phase == "structure" else len(keys)
                     z = accountant.noise_multiplier(phase, n_tables)
+                    if phase == "structure":
+                        # Out of structure budget: the families left out stay unknown (never chosen), so the
+                        # search ends on the tables it has.
+                        room = accountant.uses_left(phase, z)
+                        if room < len(keys):
+                            log.warning("two_step_bn: structure budget spent; %d of %d families not asked for",
+                                        len(keys) - room, len(keys))
+                            keys = keys[:room]
+                            if not keys:
+                                return [{} for _ in active]
+                    # Charged before the request goes out: a request over budget releases nothing.
                     accountant.charge(Release(phase, z, len(keys)))
                     extra = {"dp_noise_std": z, "dp_n_sites": len(active)}
                 content = RecordDict({"config": records.to_config_record({**cfg, **extra, "families": keys})})

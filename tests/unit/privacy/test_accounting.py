@@ -131,3 +131,12 @@ def test_summary_states_split_and_spending_per_phase() -> None:
     assert s["phases"]["parameters"]["releases"] == 4
     assert s["epsilon_spent"] < 3.0
     assert s["orders"] == list(DEFAULT_ORDERS)
+
+
+def test_uses_left_counts_what_still_fits_in_a_phase() -> None:
+    acc = PrivacyAccountant(PrivacyBudget(1.0, 1e-5), {"structure": 1})
+    z = acc.noise_multiplier("structure", 10)
+    acc.charge(Release("structure", z, 7))
+    assert acc.uses_left("structure", z) == 3
+    acc.charge(Release("structure", z, 3))
+    assert acc.uses_left("structure", z) == 0

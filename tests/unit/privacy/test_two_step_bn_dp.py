@@ -80,16 +80,23 @@ def test_epsilon_one_changes_the_network_within_budget_and_samples_valid_rows(md
             assert {_label(v) for v in values} <= {_label(c) for c in col.categories}, name
 
 
-def test_structure_search_over_budget_stops_before_releasing(mds_partition, monkeypatch) -> None:
-    # Setup: room for only 5 structure tables; the first request asks for more
-    monkeypatch.setattr(two_step_bn, "DP_STRUCTURE_TABLES", 5)
+def test_structure_search_ends_on_its_tables_when_its_budget_is_spent(mds_partition, monkeypatch) -> None:
+    # Setup: room for only 40 structure tables, fewer than the search would ask for
+    monkeypatch.setattr(two_step_bn, "DP_STRUCTURE_TABLES", 40)
     schema = mds_partition.schema.select(SMALL)
     grid = _grid(mds_partition, schema, keep_messages=True)
     strategy = _strategy(schema, PrivacyBudget(1.0, 1e-5))
-    # Run / Assert
-    with pytest.raises(BudgetExceededError, match="structure"):
-        strategy.start(grid)
-    assert not [m for m in grid.sent if m.metadata.message_type == "query.counts"]
+    # Run
+    result = strategy.start(grid)
+    # Assert: each site was asked for at most 40 structure tables plus one parameter request; budget held
+    asked = [m for m in grid.sent if m.metadata.message_type == "query.counts"]
+    per_site = len(asked) // 3
+    families = [len(m.content["config"]["families"]) for m in asked[::3]]
+    assert sum(families[: per_site - 1]) == 40
+    summary = strategy.privacy_summary_
+    assert summary["phases"]["structure"]["releases"] == 40
+    assert summary["epsilon_spent"] <= 1.0 + 1e-9
+    assert result.generator.sample(50, random_state=0).shape[0] == 50
 
 
 def test_site_noise_share_under_secure_aggregation_and_in_clear() -> None:
