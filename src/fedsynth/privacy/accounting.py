@@ -105,6 +105,55 @@ class Release:
         return np.asarray(orders, dtype=float) * self.rho
 
 
+@dataclass(frozen=True)
+class DPSGDRelease:
+    """DP-SGD at one site: ``steps`` noisy gradient steps on Poisson-sampled batches (Abadi et al. 2016).
+
+    The RDP curve is dp_accounting's analysis of the Poisson-sampled Gaussian mechanism (Mironov, Talwar &
+    Zhang 2019), read from a :class:`dp_accounting.rdp.RdpAccountant` that composed exactly this event. At
+    integer orders it equals Opacus's (:func:`opacus.accountants.analysis.rdp.compute_rdp`); at fractional
+    orders Opacus's older series gives smaller, less safe values, so dp_accounting's is used. Record-level: the
+    neighbouring datasets differ by one patient of the site.
+
+    Parameters
+    ----------
+    phase : str
+        The run phase (e.g. ``"training"``).
+    noise_multiplier : float
+        Gradient noise standard deviation over the per-sample clipping norm.
+    sample_rate : float
+        Expected batch size over the site's rows, in (0, 1].
+    steps : int
+        Optimiser steps taken.
+    """
+
+    phase: str
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    @property
+    def count(self) -> int:
+        return self.steps
+
+    def rdp(self, orders: Sequence[float]) -> np.ndarray:
+        """RDP ε(α) of the whole training at each order (shape ``(len(orders),)``)."""
+        from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
+        from dp_accounting.rdp import RdpAccountant
+
+        acc = RdpAccountant(orders=list(orders))
+        event = PoissonSampledDpEvent(self.sample_rate, GaussianDpEvent(self.noise_multiplier))
+        acc.compose(SelfComposedDpEvent(event, self.steps))
+        # dp_accounting exposes the curve only through this attribute (its get_epsilon converts it).
+        return np.asarray(acc._rdp, dtype=float)
+
+    def rho_at(self, orders: Sequence[float]) -> float:
+        """The smallest ρ with ε(α) ≤ α ρ at every order: the release's share of a phase's zCDP budget."""
+        curve = self.rdp(orders)
+        finite = np.isfinite(curve)
+        return float(np.max(curve[finite] / np.asarray(orders, dtype=float)[finite]))
+
+
 def epsilon_from_rdp(rdp: Sequence[float] | np.ndarray, delta: float, orders: Sequence[float] = DEFAULT_ORDERS) -> float:
     """(ε, δ)-DP ε of a composed RDP curve (conversion by :func:`dp_accounting.rdp.compute_epsilon`)."""
     from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
@@ -180,7 +229,7 @@ class PrivacyAccountant:
     prior_rdp: Sequence[float] | np.ndarray | None = None
     rho_total_: float = field(init=False)
     allocation_: dict[str, float] = field(init=False)
-    releases_: list[Release] = field(init=False, default_factory=list)
+    releases_: list[Release | DPSGDRelease] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.split or any(w <= 0 for w in self.split.values()):
@@ -210,14 +259,19 @@ class PrivacyAccountant:
             curve = curve + r.rdp(self.orders)
         return curve
 
+    def _rho(self, release: Release | DPSGDRelease) -> float:
+        return release.rho if isinstance(release, Release) else release.rho_at(self.orders)
+
     def rho_spent(self, phase: str) -> float:
-        return float(sum(r.rho for r in self.releases_ if r.phase == phase))
+        """ρ charged to ``phase`` (a DP-SGD release counts as its smallest dominating ρ at the orders, a loose
+        figure: see the phase's ``epsilon_alone`` in :meth:`summary`)."""
+        return float(sum(self._rho(r) for r in self.releases_ if r.phase == phase))
 
     def epsilon_spent(self) -> float:
         """ε of everything composed so far at the budget's δ."""
         return epsilon_from_rdp(self.rdp(), self.budget.delta, self.orders)
 
-    def charge(self, release: Release) -> None:
+    def charge(self, release: Release | DPSGDRelease) -> None:
         """Record ``release`` if it fits; otherwise raise before it is made.
 
         Raises
@@ -232,10 +286,20 @@ class PrivacyAccountant:
             self.releases_.append(release)
             return
         allowed = self.allocation_[release.phase]
-        after = self.rho_spent(release.phase) + release.rho
-        if after > allowed * (1 + _SLACK):
+        if isinstance(release, Release):
+            after = self.rho_spent(release.phase) + release.rho
+            over = after > allowed * (1 + _SLACK)
+        else:
+            # A sampled Gaussian is not ρ-zCDP for any useful ρ: its phase must stay within the ε its share of ρ
+            # converts to (the same test as the ρ one for Gaussian releases, which the ε is monotone in).
+            orders = np.asarray(self.orders, dtype=float)
+            phase_curve = sum((r.rdp(self.orders) for r in self.releases_ if r.phase == release.phase),
+                              np.zeros(len(self.orders)))
+            after = epsilon_from_rdp(phase_curve + release.rdp(self.orders), self.budget.delta, self.orders)
+            over = after > epsilon_from_rdp(orders * allowed, self.budget.delta, self.orders) * (1 + _SLACK)
+        if over:
             raise BudgetExceededError(
-                f"privacy: phase {release.phase!r} would spend rho {after:.6g}, more than its share "
+                f"privacy: phase {release.phase!r} would spend {after:.6g} (rho, or epsilon for DP-SGD), more than its share "
                 f"{allowed:.6g} of the budget (epsilon {self.budget.epsilon}, delta {self.budget.delta}); "
                 "nothing was released. Raise privacy.epsilon or ask for fewer releases."
             )
@@ -252,7 +316,7 @@ class PrivacyAccountant:
         phases: dict[str, Any] = {}
         for p, rho in self.allocation_.items():
             spent = self.rho_spent(p)
-            curve = np.asarray(self.orders, dtype=float) * spent
+            curve = sum((r.rdp(self.orders) for r in self.releases_ if r.phase == p), np.zeros(len(self.orders)))
             phases[p] = {
                 "rho_allocated": _json_float(rho),
                 "rho_spent": spent,

@@ -140,3 +140,40 @@ def test_uses_left_counts_what_still_fits_in_a_phase() -> None:
     assert acc.uses_left("structure", z) == 3
     acc.charge(Release("structure", z, 3))
     assert acc.uses_left("structure", z) == 0
+
+
+def test_dpsgd_release_matches_dp_accounting_poisson_sampled_gaussian() -> None:
+    # Setup: a site with 800 rows, batches of 64 expected, 5 epochs of steps, z = 1.1; plus one count table
+    from dp_accounting import PoissonSampledDpEvent
+
+    from fedsynth.privacy.accounting import DPSGDRelease
+
+    q, z, steps = 64 / 800, 1.1, 5 * 800 // 64
+    acc = PrivacyAccountant(PrivacyBudget(10.0, 1e-5), {"training": 9, "mixture": 1})
+    # Run
+    acc.charge(DPSGDRelease("training", z, q, steps))
+    acc.charge(Release("mixture", 30.0, 2))
+    ref = RdpAccountant(orders=list(DEFAULT_ORDERS))
+    ref.compose(SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(z)), steps))
+    ref.compose(SelfComposedDpEvent(GaussianDpEvent(30.0), 2))
+    # Assert
+    np.testing.assert_allclose(acc.rdp(), ref._rdp, rtol=1e-6)
+    assert acc.epsilon_spent() == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
+    # ... and Opacus's own analysis of the same DP-SGD agrees at the integer orders
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    ints = [o for o in DEFAULT_ORDERS if float(o).is_integer()]
+    mine = DPSGDRelease("training", z, q, steps).rdp(DEFAULT_ORDERS)[[DEFAULT_ORDERS.index(o) for o in ints]]
+    np.testing.assert_allclose(mine, compute_rdp(q=q, noise_multiplier=z, steps=steps, orders=ints), rtol=1e-6)
+    eps_training = acc.summary()["phases"]["training"]["epsilon_alone"]
+    assert 0 < eps_training < 10.0
+    assert math.isfinite(acc.rho_spent("training"))
+
+
+def test_dpsgd_past_its_phase_share_is_refused() -> None:
+    from fedsynth.privacy.accounting import DPSGDRelease
+
+    acc = PrivacyAccountant(PrivacyBudget(1.0, 1e-5), {"training": 1, "mixture": 1})
+    with pytest.raises(BudgetExceededError, match="training"):
+        acc.charge(DPSGDRelease("training", 0.8, 0.1, 1000))
+    assert acc.releases_ == []
