@@ -250,7 +250,7 @@ class PrivacyAccountant:
             return 2**62
         per_use = Release(phase, noise_multiplier).rho
         left = self.allocation_[phase] - self.rho_spent(phase)
-        return max(0, int(math.floor(left / per_use * (1 + _SLACK))))
+        return max(0, math.floor(left / per_use * (1 + _SLACK)))
 
     def rdp(self) -> np.ndarray:
         """The composed RDP curve: prior plus the sum over every charged release (shape ``(len(orders),)``)."""

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fedsynth.privacy.accounting import BudgetExceededError, PrivacyBudget
+from fedsynth.privacy.accounting import PrivacyBudget
 from fedsynth.strategies import two_step_bn
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.registry import make_strategy
