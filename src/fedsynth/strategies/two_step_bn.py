@@ -41,14 +41,17 @@ variance σ²/n_sites so that the released sum carries σ², whichever site is c
 wired into this strategy yet (:data:`SECURE_AGGREGATION` is False), so each site adds the full σ²: every table a
 site sends in clear then carries the guarantee on its own, and the sum carries n_sites·σ² (accounted as σ², a
 conservative bound). With ε = ∞ (no privacy block) no noise is added and the federated network equals the
-centralized one. The site follows the noise level in the server's message: a site-side floor from the site's
-own policy (issue #13 item 0) is not built here.
+centralized one. A site with a ledger (:attr:`SiteRuntime.privacy_ledger
+<fedsynth.strategies.site.SiteRuntime.privacy_ledger>`) charges its own budget at the noise level the message
+asks for, before answering, so a coordinator asking for too little noise is refused; a table already released
+in the run is sent again unchanged, at no new cost. A site without a ledger follows the message.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -216,10 +219,22 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     counts = oracle.family_counts([family_from_key(k) for k in keys])
     tables = {family_key(f): a for f, a in counts.items()}
     if "dp_noise_std" in cfg:
-        std = site_noise_std(float(cfg["dp_noise_std"]), int(cfg["dp_n_sites"]), secure_aggregation=SECURE_AGGREGATION)
+        z = float(cfg["dp_noise_std"])
+        std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=SECURE_AGGREGATION)
+        # Tables already released in this run are sent again as they were (no new noise, no new cost).
+        sent: dict[tuple[str, float], np.ndarray] = site_model((str(cfg["run_token"]) + ":dp", site.name), dict)
+        new = [k for k in tables if (k, std) not in sent]
+        if new and site.privacy_ledger is not None:
+            # The site charges its own ledger at the noise the released sum carries, whatever the coordinator
+            # says it has spent; a noise level too low for what the site has left is refused here.
+            ledger = site.privacy_ledger
+            cost = Release("counts", z, len(new)).rdp(ledger.orders)
+            ledger.record(site.name, str(cfg["run_token"]), f"counts/{uuid.uuid4().hex}", cost)
         # Noise from the site's own OS entropy: a seed the coordinator knows would let it subtract the noise.
-        tables = add_count_noise(tables, std, random_state=np.random.default_rng())
-        return RecordDict({"counts": records.pack_tables(keys, tables, signed=True)})
+        fresh = add_count_noise({k: tables[k] for k in new}, std, random_state=np.random.default_rng())
+        sent.update({(k, std): a for k, a in fresh.items()})
+        noisy = {k: sent[(k, std)] for k in tables}
+        return RecordDict({"counts": records.pack_tables(keys, noisy, signed=True)})
     return RecordDict({"counts": records.pack_tables(keys, tables)})
 
 

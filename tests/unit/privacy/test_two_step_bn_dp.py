@@ -115,3 +115,50 @@ def test_count_noise_has_the_asked_spread_and_keeps_shapes() -> None:
     assert noisy["b|a"].shape == (3, 2) and noisy["a|"].dtype == np.int64
     assert abs(noise.mean()) < 0.1
     assert noise.std() == pytest.approx(math.sqrt(16 + 1 / 12), rel=0.03)
+
+
+def test_sites_ledgers_stop_a_second_run_before_their_budget_is_exceeded(mds_partition, tmp_path) -> None:
+    # Setup: every site allows epsilon 1.3 in all; each run asks for at most epsilon 1
+    from fedsynth.errors import FedsynthError
+    from fedsynth.privacy.ledger import PrivacyLedger
+
+    schema = mds_partition.schema.select(SMALL)
+    ledgers = [PrivacyLedger(tmp_path / s.name / "privacy_ledger.json", PrivacyBudget(1.3, 1e-5))
+               for s in mds_partition.sites]
+
+    def grid() -> InProcessGrid:
+        return InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i, privacy_ledger=ledgers[i])
+                              for i, s in enumerate(mds_partition.sites)])
+
+    # Run: runs follow one another until the sites refuse one part-way
+    spent: list[list[float]] = []
+    refused = False
+    for _ in range(6):
+        try:
+            _strategy(schema, PrivacyBudget(1.0, 1e-5)).start(grid())
+        except FedsynthError as exc:
+            assert "sites answered query.counts" in str(exc)
+            refused = True
+            break
+        finally:
+            spent.append([led.epsilon_spent(s.name) for led, s in zip(ledgers, mds_partition.sites, strict=True)])
+    # Assert: the first run fit, a later one was stopped, no site ever passed its budget
+    assert 0 < min(spent[0]) and len(spent) >= 2
+    assert refused
+    assert max(max(row) for row in spent) <= 1.3 + 1e-9
+
+
+def test_a_coordinator_asking_for_noiseless_counts_is_refused_by_a_site_with_a_ledger(mds_partition, tmp_path) -> None:
+    # Setup: a curious coordinator sends noise multiplier ~0 (as if epsilon were huge)
+    from fedsynth.errors import FedsynthError
+    from fedsynth.privacy.ledger import PrivacyLedger
+
+    schema = mds_partition.schema.select(SMALL)
+    ledgers = [PrivacyLedger(tmp_path / s.name / "privacy_ledger.json", PrivacyBudget(1.0, 1e-5))
+               for s in mds_partition.sites]
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i, privacy_ledger=ledgers[i])
+                          for i, s in enumerate(mds_partition.sites)])
+    # Run / Assert: every site refuses; nothing is charged
+    with pytest.raises(FedsynthError):
+        _strategy(schema, PrivacyBudget(1e6, 1e-5)).start(grid)
+    assert all(led.epsilon_spent(s.name) == 0.0 for led, s in zip(ledgers, mds_partition.sites, strict=True))
