@@ -51,7 +51,7 @@ def parse_settings(items: list[str], generator: str) -> dict[str, Any]:
     import yaml
 
     from fedsynth.errors import Problem, ValidationError
-    from fedsynth.generators.base import generator_class
+    from fedsynth.generators import generator_class
 
     cls = generator_class(generator)
     sig = inspect.signature(cls.__init__)
@@ -111,7 +111,8 @@ def fit(
     """Train a generator centrally on the seeded training split and write the model and a synthetic cohort."""
     from fedsynth.cohort.io import write_csv
     from fedsynth.cohort.partition import split_with_notes
-    from fedsynth.generators.base import generator_class, make_generator
+    from fedsynth.experiments.export import write_fit_manifest
+    from fedsynth.generators import generator_class, make_generator
 
     params = parse_settings(list(settings or []), generator)
     if "random_state" in inspect.signature(generator_class(generator).__init__).parameters:
@@ -131,6 +132,9 @@ def fit(
     fit_seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     gen.save(out / "model")
+    write_fit_manifest(out, cohort=loaded, generator=generator, params=params, seed=seed,
+                       holdout_fraction=holdout_fraction, n_train=len(train), n_holdout=len(holdout),
+                       schema_file=schema, fit_seconds=fit_seconds)
     n_rows = int(n) if n is not None else len(train)
     synthetic = gen.sample(n_rows, random_state=seed)
     write_csv(synthetic, out / "synthetic.csv", gen.schema)
@@ -176,7 +180,8 @@ def sample(
     """
     from fedsynth.cohort.io import write_csv
     from fedsynth.errors import FedsynthError
-    from fedsynth.generators.base import ConditionError, load_generator
+    from fedsynth.experiments.card import write_short_card
+    from fedsynth.generators import ConditionError, load_generator
 
     gen = load_generator(model_dir)
     request = parse_conditions(list(condition or []), gen.schema, where, getattr(gen, "domain", None))
@@ -191,4 +196,6 @@ def sample(
         text = str(exc).replace("raise max_tries", f"raise --max-tries (now {max_tries})")
         raise FedsynthError(text) from None
     write_csv(synthetic, out, gen.schema)
-    console.print(f"Wrote {len(synthetic):,} rows from {gen.name} to {out}.")
+    card = write_short_card(out, model_dir, n_samples=len(synthetic), random_state=seed,
+                            conditions=request.conditions, where=request.where)
+    console.print(f"Wrote {len(synthetic):,} rows from {gen.name} to {out} (data card: {card.name}).")

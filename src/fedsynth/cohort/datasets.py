@@ -71,6 +71,9 @@ class NamedCohort:
     citation: str = ""
     licence: str = ""
     description: str = ""
+    #: SPDX-style short name and URL of the licence (data cards carry them beside ``licence``).
+    licence_id: str = ""
+    licence_url: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -99,30 +102,30 @@ def mds_schema() -> TableSchema:
     cols = [
         ColumnSpec("ID", k, ColumnRole.ID, description="patient/sample identifier"),
         ColumnSpec("AGE", i, cl, lower=0, upper=120, description="age at sampling, years"),
-        ColumnSpec("SEX", k, cl, categories=("F", "M")),
-        ColumnSpec("MDS_TYPE", k, cl, categories=("primary", "s_t_MDS"), description="primary or secondary/therapy-related"),
+        ColumnSpec("SEX", k, cl, categories=("F", "M"), description="sex: F = female, M = male"),
+        ColumnSpec("MDS_TYPE", k, cl, categories=("primary", "s_t_MDS"), description="MDS type: primary, or secondary/therapy-related (s_t_MDS)"),
         ColumnSpec("WHO_2016", k, cl, categories=(
             "MDS-SLD", "MDS-MLD", "MDS-SLD/MLD", "MDS-RS-SLD", "MDS-RS-MLD", "MDS-RS-SLD/MLD", "MDS-del5q",
             "MDS-EB1", "MDS-EB2", "MDS-U", "CMML", "MDS/MPN-RS-T", "MDS/MPN-U", "aCML", "other"),
-            description="WHO 2016 diagnosis"),
+            description="diagnosis by the WHO 2016 classification of myeloid neoplasms"),
         ColumnSpec("CYTO_IPSSR", k, cl, categories=("Very-Good", "Good", "Int", "Poor", "Very-Poor"),
-                   description="IPSS-R cytogenetic risk"),
+                   description="cytogenetic risk group of the revised International Prognostic Scoring System (IPSS-R)"),
         ColumnSpec("HB", c, cl, lower=0, description="haemoglobin, g/dL"),
         ColumnSpec("PLT", c, cl, lower=0, description="platelets, x10^9/L"),
         ColumnSpec("ANC", c, cl, lower=0, description="absolute neutrophil count, x10^9/L"),
         ColumnSpec("WBC", c, cl, lower=0, description="white blood cells, x10^9/L (truncated at 13 by inclusion)"),
         ColumnSpec("MONOCYTES", c, cl, lower=0, description="monocytes, x10^9/L"),
-        ColumnSpec("BM_BLAST", c, cl, lower=0, upper=100, description="bone-marrow blasts, %"),
-        ColumnSpec("PB_BLAST", c, cl, lower=0, upper=100, description="peripheral-blood blasts, %"),
+        ColumnSpec("BM_BLAST", c, cl, lower=0, upper=100, description="blasts in the bone marrow, % of nucleated cells"),
+        ColumnSpec("PB_BLAST", c, cl, lower=0, upper=100, description="blasts in the peripheral blood, % of white cells"),
         ColumnSpec("IPSSR", k, cl, categories=IPSSR_CATEGORIES, derived="ipss_r_category",
                    description="IPSS-R risk group, recomputed from CYTO_IPSSR, BM_BLAST, HB, PLT, ANC"),
     ]
-    cols += [ColumnSpec(g, b, ge, description=f"{g} mutated (1) or not (0)") for g in MDS_GENES]
+    cols += [ColumnSpec(g, b, ge, description=f"{g} gene: 1 = mutated (somatic mutation found), 0 = not mutated") for g in MDS_GENES]
     cols += [
-        ColumnSpec("OS_YEARS", c, out, lower=0, description="overall survival, years"),
-        ColumnSpec("OS_STATUS", b, out, description="1 = death, 0 = censored"),
-        ColumnSpec("LFS_YEARS", c, out, lower=0, description="leukaemia-free survival, years"),
-        ColumnSpec("LFS_STATUS", b, out, description="1 = AML or death, 0 = censored"),
+        ColumnSpec("OS_YEARS", c, out, lower=0, description="overall survival: time from sampling to death or last follow-up, years"),
+        ColumnSpec("OS_STATUS", b, out, description="overall survival event: 1 = died, 0 = alive at last follow-up (censored)"),
+        ColumnSpec("LFS_YEARS", c, out, lower=0, description="leukaemia-free survival: time from sampling to AML, death or last follow-up, years"),
+        ColumnSpec("LFS_STATUS", b, out, description="leukaemia-free survival event: 1 = AML or died, 0 = neither at last follow-up (censored)"),
     ]
     eps = (SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"), SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS"))
     return TableSchema(tuple(cols), eps, "mds-iwgpm")
@@ -174,6 +177,8 @@ NAMED_COHORTS: dict[str, NamedCohort] = {
             "publishing the files."
         ),
         description="IWG-PM myelodysplastic syndromes cohort (IPSS-M derivation): 2,957 patients, clinical, 130 gene mutations, OS/LFS in years",
+        licence_id="ODbL-1.0",
+        licence_url="https://opendatacommons.org/licenses/odbl/1-0/",
     )
 }
 

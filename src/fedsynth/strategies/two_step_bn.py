@@ -12,7 +12,7 @@ Server flow (after the shared domain, see :mod:`fedsynth.strategies.base`):
 
 Strategy param ``count_look_ahead`` (default 1): a count request that goes out anyway also asks for the
 families hill climbing will most likely need next (each variable's best next parents among those it may still
-take, see :func:`~fedsynth.generators.bayesian_network._oracle_score`). The oracle caches tables by variable
+take, see :func:`~fedsynth.generators.bayesian_network.search.oracle_score`). The oracle caches tables by variable
 set, so one joint table serves every family of its variables, and no family with a forbidden edge is asked for.
 Whole fit on the MDS training pool (2,661 rows, 58 network variables, the pool's own domain), count requests
 and cells counted: max_indegree 2: 58 requests / 143k cells with 0, 5 / 149k with 1, 4 / 234k with 2;
@@ -36,11 +36,13 @@ and AIM likewise measure the chosen marginals afresh). The server sums the noisy
 (post-processing). The spent budget goes into the run manifest (``privacy``).
 
 Trust model. Each site draws its noise from its own OS entropy, never from a seed the coordinator knows (it
-could subtract it). Under secure aggregation (the coordinator learns only the sum over sites) each site adds
-variance σ²/n_sites so that the released sum carries σ², whichever site is curious; secure aggregation is not
-wired into this strategy yet (:data:`SECURE_AGGREGATION` is False), so each site adds the full σ²: every table a
-site sends in clear then carries the guarantee on its own, and the sum carries n_sites·σ² (accounted as σ², a
-conservative bound). With ε = ∞ (no privacy block) no noise is added and the federated network equals the
+could subtract it). With ``secure_aggregation`` on (the coordinator learns only the sum over sites, see
+:mod:`fedsynth.strategies.secure_sum`) each site adds variance σ²/n_sites, so that the released sum carries σ²
+whichever party is curious; if a site drops after sharing and the sum is recovered without it, the sum carries
+(n_sites - 1)/n_sites σ², less than accounted (not corrected yet). With it off each site adds the full σ²: every
+table a site sends in clear then carries the guarantee on its own, and the sum carries n_sites·σ² (accounted as
+σ², a conservative bound). The site chooses its share from the path it answers on, not from the message. With
+ε = ∞ (no privacy block) no noise is added and the federated network equals the
 centralized one. A site with a ledger (:attr:`SiteRuntime.privacy_ledger
 <fedsynth.strategies.site.SiteRuntime.privacy_ledger>`) charges its own budget at the noise level the message
 asks for, before answering, so a coordinator asking for too little noise is refused; a table already released
@@ -86,8 +88,6 @@ log = logging.getLogger(__name__)
 DP_SPLIT: Mapping[str, float] = {"structure": 0.5, "parameters": 0.5}
 #: Most count tables the structure phase may release; its noise is calibrated to this many.
 DP_STRUCTURE_TABLES = 600
-#: Whether the sites' tables reach the server only as a secure sum (then each site adds σ²/n_sites).
-SECURE_AGGREGATION = False
 
 
 class _SitesDropped(Exception):
@@ -151,6 +151,8 @@ class TwoStepBNStrategy(Strategy):
                     # Charged before the request goes out: a request over budget releases nothing.
                     accountant.charge(Release(phase, z, len(keys)))
                     extra = {"dp_noise_std": z, "dp_n_sites": len(active)}
+                if self.params.get("secure_aggregation", False):
+                    return [self._secure_counts(grid, active, {**cfg, **extra, "families": keys}, left_out)]
                 content = RecordDict({"config": records.to_config_record({**cfg, **extra, "families": keys})})
                 got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}")
                 if got.failed:
@@ -199,6 +201,28 @@ class TwoStepBNStrategy(Strategy):
         )
 
 
+    def _secure_counts(
+        self, grid: GridLike, active: Sequence[SiteInfo], request: dict[str, Any], left_out: dict[str, str]
+    ) -> dict[Any, np.ndarray]:
+        """The count tables summed over ``active`` by secure aggregation: the server never sees one site's table.
+
+        A family no site could count (its ``present`` sum is 0) is left out, as in the clear path; a site that
+        drops is recorded and the search restarts without it.
+        """
+        from fedsynth.generators.bayesian_network import family_from_key
+        from fedsynth.strategies.secure_sum import secure_sum
+
+        # Counts are exact modulo 2**32 while every summed cell stays under 2**31 (the rows of all sites).
+        bits = 32 if sum(s.n_rows for s in active) < 2**31 else 64
+        got = secure_sum(grid, [s.node_id for s in active], request, source="two_step_bn.counts", modulus_bits=bits)
+        if got.dropped:
+            for node, reason in got.dropped.items():
+                left_out[site_name(active, node)] = reason
+            raise _SitesDropped(set(got.dropped))
+        present = got.arrays["present"]
+        keys = [str(k) for k in request["families"]]
+        return {family_from_key(k): got.arrays[k] for i, k in enumerate(keys) if present[i] > 0}
+
 
 # -- site side -------------------------------------------------------------------------------------------
 
@@ -219,23 +243,34 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     counts = oracle.family_counts([family_from_key(k) for k in keys])
     tables = {family_key(f): a for f, a in counts.items()}
     if "dp_noise_std" in cfg:
-        z = float(cfg["dp_noise_std"])
-        std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=SECURE_AGGREGATION)
-        # Tables already released in this run are sent again as they were (no new noise, no new cost).
-        sent: dict[tuple[str, float], np.ndarray] = site_model((str(cfg["run_token"]) + ":dp", site.name), dict)
-        new = [k for k in tables if (k, std) not in sent]
-        if new and site.privacy_ledger is not None:
-            # The site charges its own ledger at the noise the released sum carries, whatever the coordinator
-            # says it has spent; a noise level too low for what the site has left is refused here.
-            ledger = site.privacy_ledger
-            cost = Release("counts", z, len(new)).rdp(ledger.orders)
-            ledger.record(site.name, str(cfg["run_token"]), f"counts/{uuid.uuid4().hex}", cost)
-        # Noise from the site's own OS entropy: a seed the coordinator knows would let it subtract the noise.
-        fresh = add_count_noise({k: tables[k] for k in new}, std, random_state=np.random.default_rng())
-        sent.update({(k, std): a for k, a in fresh.items()})
-        noisy = {k: sent[(k, std)] for k in tables}
+        noisy = _noisy_tables(cfg, site, tables, secure_aggregation=False)
         return RecordDict({"counts": records.pack_tables(keys, noisy, signed=True)})
     return RecordDict({"counts": records.pack_tables(keys, tables)})
+
+
+def _noisy_tables(
+    cfg: Mapping[str, Any], site: SiteRuntime, tables: Mapping[str, np.ndarray], *, secure_aggregation: bool
+) -> dict[str, np.ndarray]:
+    """The site's tables with its share of the Gaussian noise, charged to its ledger first (if it has one).
+
+    The site decides its share from the path it answers on: in clear (its table is seen alone) the full σ², by
+    secure aggregation (only the sum is seen) σ²/n_sites.
+    """
+    z = float(cfg["dp_noise_std"])
+    std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=secure_aggregation)
+    # Tables already released in this run are sent again as they were (no new noise, no new cost).
+    sent: dict[tuple[str, float], np.ndarray] = site_model((str(cfg["run_token"]) + ":dp", site.name), dict)
+    new = [k for k in tables if (k, std) not in sent]
+    if new and site.privacy_ledger is not None:
+        # The site charges its own ledger at the noise the released sum carries, whatever the coordinator
+        # says it has spent; a noise level too low for what the site has left is refused here.
+        ledger = site.privacy_ledger
+        cost = Release("counts", z, len(new)).rdp(ledger.orders)
+        ledger.record(site.name, str(cfg["run_token"]), f"counts/{uuid.uuid4().hex}", cost)
+    # Noise from the site's own OS entropy: a seed the coordinator knows would let it subtract the noise.
+    fresh = add_count_noise({k: tables[k] for k in new}, std, random_state=np.random.default_rng())
+    sent.update({(k, std): a for k, a in fresh.items()})
+    return {k: sent[(k, std)] for k in tables}
 
 
 def site_noise_std(noise_std: float, n_sites: int, *, secure_aggregation: bool) -> float:
@@ -270,6 +305,38 @@ def add_count_noise(
     rng = np.random.default_rng(random_state)
     return {k: np.rint(np.asarray(a, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(a))).astype(np.int64)
             for k, a in tables.items()}
+
+
+def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np.ndarray]:
+    """Vector source ``two_step_bn.counts`` of secure aggregation: every family asked for, by key, as a table.
+
+    A family over a column the site lacks is a table of zeros of the shape the shared domain gives it (every site
+    must send the same shapes), and ``present`` (one 0/1 per family, in request order) is summed with the tables,
+    so the server learns how many sites counted each family, never which.
+    """
+    from fedsynth.generators.bayesian_network import base_column, family_from_key, family_key, n_states
+
+    cfg = dict(request)
+    domain = records.domain_from_text(str(cfg["domain"]))
+    oracle = site_model(
+        (str(cfg["run_token"]) + ":bn", site.name),
+        lambda: site_generator(cfg, site, domain).make_oracle(conform_to_domain(site.data, domain)),
+    )
+    keys = [str(k) for k in cfg.get("families", [])]
+    families = [family_from_key(k) for k in keys]
+    counts = {family_key(f): a for f, a in oracle.family_counts(families).items()}
+    out: dict[str, np.ndarray] = {"present": np.array([k in counts for k in keys], dtype=np.int64)}
+    if "dp_noise_std" in cfg:
+        counts = _noisy_tables(cfg, site, counts, secure_aggregation=True)
+    for key, (child, parents) in zip(keys, families, strict=True):
+        if key in counts:
+            out[key] = np.asarray(counts[key], dtype=np.int64)
+        elif all(base_column(n) in oracle.domain.columns for n in (child, *parents)):
+            shape = tuple(n_states(oracle.domain, n, n_sub_bins=oracle.n_sub_bins) for n in (child, *parents))
+            out[key] = np.zeros(shape, dtype=np.int64)
+        else:
+            out[key] = np.zeros(0, dtype=np.int64)
+    return out
 
 
 SITE_HANDLERS: Mapping[str, Any] = {"query.counts": handle_counts}

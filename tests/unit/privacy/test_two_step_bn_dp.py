@@ -162,3 +162,22 @@ def test_a_coordinator_asking_for_noiseless_counts_is_refused_by_a_site_with_a_l
     with pytest.raises(FedsynthError):
         _strategy(schema, PrivacyBudget(1e6, 1e-5)).start(grid)
     assert all(led.epsilon_spent(s.name) == 0.0 for led, s in zip(ledgers, mds_partition.sites, strict=True))
+
+
+def test_noisy_counts_by_secure_aggregation_stay_within_budget_and_sample(mds_partition) -> None:
+    # Setup: the same run with the tables summed by secure aggregation (each site adds sigma^2 / n_sites)
+    schema = mds_partition.schema.select(SMALL)
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 1},
+                             min_sites=3, params={"secure_aggregation": True})
+    strategy.privacy = PrivacyBudget(1.0, 1e-5)
+    # Run
+    result = strategy.start(_grid(mds_partition, schema))
+    # Assert
+    assert 0 < strategy.privacy_summary_["epsilon_spent"] <= 1.0 + 1e-9
+    assert len(result.generator.sample(100, random_state=0)) == 100
+    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
+
+    cen = BayesianNetworkGenerator(schema, domain=result.domain, max_indegree=1).fit(
+        mds_partition.train[schema.model_columns])
+    assert result.generator.edges_ != cen.edges_ or any(
+        not np.allclose(result.generator.model_.get_cpds(c.variable).values, c.values) for c in cen.model_.get_cpds())
