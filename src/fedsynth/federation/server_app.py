@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
@@ -57,10 +60,13 @@ def strategy_from_run_config(run_config: Mapping[str, Any]) -> tuple[Strategy, i
 
     Keys (kebab-case, as Flower run configs are written): ``strategy``, ``generator``, ``generator-params``
     (JSON), ``rounds``, ``local-epochs``, ``min-sites``, ``seed``, ``schema-path``, ``num-sites``,
-    ``strategy-params`` (JSON).
+    ``strategy-params`` (JSON), ``request-timeout`` (seconds, into the strategy's params when it is above 0).
     """
     cfg = {records.snake(str(k)): v for k, v in run_config.items()}
     schema = TableSchema.from_yaml(str(cfg["schema_path"]))
+    params = dict(records.decode_payload(str(cfg.get("strategy_params", "{}"))))
+    if float(cfg.get("request_timeout", 0) or 0) > 0:
+        params.setdefault("request_timeout", float(cfg["request_timeout"]))
     strategy = make_strategy(
         str(cfg.get("strategy", "two_step_bn")),
         schema,
@@ -70,7 +76,7 @@ def strategy_from_run_config(run_config: Mapping[str, Any]) -> tuple[Strategy, i
         local_epochs=int(cfg.get("local_epochs", 1)),
         min_sites=int(cfg.get("min_sites", 1)),
         random_state=int(cfg.get("seed", 0)),
-        params=records.decode_payload(str(cfg.get("strategy_params", "{}"))),
+        params=params,
     )
     return strategy, int(cfg.get("num_sites", strategy.min_sites))
 
@@ -83,8 +89,11 @@ app = ServerApp()
 @app.main()
 def _deployed_main(grid: Grid, context: Context) -> None:
     strategy, n_nodes = strategy_from_run_config(context.run_config)
-    wait_for_nodes(grid, n_nodes)
+    wait_for_nodes(grid, n_nodes, timeout=float(context.run_config.get("node-timeout", 120.0)))
     result = strategy.start(grid)
     model_dir = context.run_config.get("model-dir")
     if model_dir and result.generator is not None:
         result.generator.save(str(model_dir))
+    if model_dir:  # who was left out of which request, and the phases' timings, beside the model
+        facts = {"dropped": result.dropped, "timings": result.timings, "sites": [s.name for s in result.sites]}
+        atomic_write_text(Path(str(model_dir)).parent / "deployment.json", json.dumps(facts, indent=2))

@@ -37,6 +37,10 @@ from fedsynth.strategies import records
 
 log = logging.getLogger(__name__)
 
+#: Seconds a request waits for the sites' replies unless ``params["request_timeout"]`` says otherwise: long
+#: enough for a CPU site to train a round of CTGAN; a site silent for longer is left out of that request.
+DEFAULT_REQUEST_TIMEOUT = 3600.0
+
 #: Error code a site uses for a handler failure (Flower's CLIENT_APP_RAISED_EXCEPTION).
 SITE_ERROR_CODE = 2
 
@@ -269,6 +273,8 @@ class StrategyResult:
     site_models: dict[str, Any] = field(default_factory=dict)
     synthetic: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: Every site left out of a request: ``{"site", "message_type", "round" (the request's group id), "reason"}``.
+    dropped: list[dict[str, str]] = field(default_factory=list)
 
     def sample(self, n_samples: int, *, random_state: int | None = None) -> pd.DataFrame:
         return RoundResult(0, self.strategy, self.generator, self.synthetic).sample(n_samples, random_state=random_state)
@@ -307,7 +313,9 @@ class Strategy(ABC):
         Seed of server-side randomness (initial weights, mixture initialisation, pooled refits).
     params : dict, optional
         Strategy-specific settings (see each strategy), plus ``min_category_count`` and ``significant_digits``
-        of the sites' disclosure control and ``node_timeout`` (seconds to wait for the sites to register).
+        of the sites' disclosure control, ``node_timeout`` (seconds to wait for the sites to register) and
+        ``request_timeout`` (seconds to wait for the replies to one request, default
+        :data:`DEFAULT_REQUEST_TIMEOUT`; a site that has not answered by then is left out of that request).
     """
 
     #: Registry key.
@@ -335,6 +343,7 @@ class Strategy(ABC):
         self.min_sites = min_sites
         self.random_state = random_state
         self.params = dict(params or {})
+        self.dropped: list[dict[str, str]] = []
         self._check()
 
     # -- validation ------------------------------------------------------------------------------------
@@ -344,6 +353,9 @@ class Strategy(ABC):
             v = getattr(self, key)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 problems.append(Problem(key, f"got {v!r}", "an int in the range [1, inf)"))
+        timeout = self.params.get("request_timeout", DEFAULT_REQUEST_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            problems.append(Problem("request_timeout", f"got {timeout!r}", "a number of seconds in (0, inf)"))
         if problems:
             raise ValidationError(f"Settings of {type(self).__name__}", problems)
         check_capability(self.name, self.generator)
@@ -383,13 +395,16 @@ class Strategy(ABC):
     ) -> Replies:
         """Send one instruction per site, collect the replies; failures are logged and left out.
 
-        Raises :class:`FedsynthError` when fewer than ``min_sites`` (default: the strategy's) answered.
+        Waits at most ``request_timeout`` seconds (strategy params); a site that has not answered by then is left
+        out of this request and recorded in :attr:`dropped`. Raises :class:`FedsynthError` when fewer than
+        ``min_sites`` (default: the strategy's) answered.
         """
         by_node = {s.node_id: s for s in sites}
         msgs = [
             Message(content(s), dst_node_id=s.node_id, message_type=message_type, group_id=group_id) for s in sites
         ]
-        replies = list(grid.send_and_receive(msgs))
+        timeout = float(self.params.get("request_timeout", DEFAULT_REQUEST_TIMEOUT))
+        replies = list(grid.send_and_receive(msgs, timeout=timeout))
         ok: dict[int, RecordDict] = {}
         failed: dict[int, str] = {}
         for r in replies:
@@ -400,9 +415,10 @@ class Strategy(ABC):
                 ok[node] = r.content
         for node in by_node:
             if node not in ok and node not in failed:
-                failed[node] = "no reply"
+                failed[node] = f"no reply within {timeout:g} s"
         for node, reason in failed.items():
             name = by_node[node].name if node in by_node else str(node)
+            self.dropped.append({"site": name, "message_type": message_type, "round": group_id, "reason": reason})
             log.warning("%s: site %s left out of %s (%s): %s", self.name, name, message_type, group_id, reason)
         need = self.min_sites if min_sites is None else min_sites
         need = min(need, len(sites))
@@ -446,11 +462,13 @@ class Strategy(ABC):
     def start(self, grid: GridLike, *, on_round: OnRound | None = None) -> StrategyResult:
         """Run the whole job over ``grid``; ``on_round`` is called after every finished round."""
         t0 = time.perf_counter()
+        self.dropped = []
         sites = self.hello(grid)
         t1 = time.perf_counter()
         domain = self.build_domain(grid, sites)
         t2 = time.perf_counter()
         result = self.run(grid, sites, domain, on_round=on_round, run_token=uuid.uuid4().hex)
+        result.dropped = list(self.dropped)
         result.timings.update(hello=t1 - t0, domain=t2 - t1, training=time.perf_counter() - t2)
         return result
 
