@@ -195,16 +195,30 @@ def probe_superlink(address: str, root_cert: Path | None, *, timeout: float = 10
 
 
 def node_config_text(config: Mapping[str, Any]) -> str:
-    """Flower's ``--node-config`` text: space-separated ``key=value`` with TOML values (strings quoted)."""
-    parts = []
+    """Flower's ``--node-config`` text: space-separated ``key=value`` with TOML values.
+
+    Strings become TOML literal strings (``'...'``: no escapes, so Windows paths survive), or basic strings when
+    they hold a ``'``; Flower's parser cannot read a value holding both quote characters.
+    """
+    parts, problems = [], []
     for key, value in config.items():
         if isinstance(value, bool):
             v = "true" if value else "false"
         elif isinstance(value, (int, float)):
             v = repr(value)
         else:
-            v = json.dumps(str(value))  # a JSON string is a valid TOML basic string
+            text = str(value)
+            if "'" not in text:
+                v = f"'{text}'"
+            elif '"' not in text:
+                v = json.dumps(text)
+            else:
+                problems.append(Problem(key, "holds both ' and \"", "a value with at most one kind of quote",
+                                        "rename the file or folder"))
+                continue
         parts.append(f"{key}={v}")
+    if problems:
+        raise ValidationError("Node config", problems)
     return " ".join(parts)
 
 
