@@ -95,7 +95,12 @@ def server_start(
         raise ValidationError("Command line", [Problem("--port", f"got {port}", "1-65535")])
     console.print(f"SuperLink on {host}:{port} ({'no TLS' if tls is None else 'TLS'}, "
                   f"{'no node authentication' if no_node_auth else 'node authentication'}); Ctrl-C stops it.")
-    raise typer.Exit(processes.run_foreground(cmd))
+    code, output = processes.run_foreground(cmd)
+    if processes.flower_exit_code(output) is not None:
+        err_console.print(f"[bold red]Error:[/] the SuperLink stopped with Flower exit code "
+                          f"{processes.flower_exit_code(output)} (see above).")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    raise typer.Exit(code)
 
 
 def _server_tls(credentials_dir: Path | None, ca: Path | None, cert: Path | None, key: Path | None,
@@ -212,15 +217,16 @@ def site_start(
     if insecure:
         err_console.print("[yellow]Warning:[/] --insecure: this site talks to the SuperLink WITHOUT TLS.")
     console.print(f"Site {name}: SuperNode connecting to {superlink}; audit log {log_path}; Ctrl-C stops it.")
-    code = processes.run_foreground(cmd)
-    if code == processes.SUPERNODE_CONNECTION_ERROR:
+    code, output = processes.run_foreground(cmd)
+    flower_code = processes.flower_exit_code(output)
+    if flower_code == processes.SUPERNODE_CONNECTION_ERROR:
         err_console.print(
             f"[bold red]Error:[/] the SuperLink at {superlink} refused site {name}. Its TLS certificate was accepted, "
             "so the node key is the likely cause: ask the coordinator to register this site's public key "
             f"(`fedsynth site register {name} {name}.pub`), and check that --key is this site's private key.",
             markup=True, highlight=False)
         raise typer.Exit(EXIT_BAD_INPUT)
-    if code == processes.SUPERNODE_NODE_AUTH_KEY_INVALID:
+    if flower_code == processes.SUPERNODE_NODE_AUTH_KEY_INVALID:
         err_console.print("[bold red]Error:[/] Flower could not read the node key given as --key.")
         raise typer.Exit(EXIT_BAD_INPUT)
     raise typer.Exit(code)
@@ -356,7 +362,7 @@ def run_deployed(
     console.print(f"Run directory (on this machine, the coordinator's): {run_dir}")
     cmd = [processes.executable("flwr"), "run", str(flower_config.app_dir()), federation,
            "--run-config", str(rc_path), "--stream"]
-    code = processes.run_foreground(cmd)
+    code, _ = processes.run_foreground(cmd)
     model = run_dir / "model"
     if code != 0 or not model.is_dir():
         raise FedsynthError(f"the deployed run did not finish (flwr run exited with {code}); "

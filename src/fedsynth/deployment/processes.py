@@ -32,10 +32,19 @@ from fedsynth.errors import FedsynthError, Problem, ValidationError
 
 log = logging.getLogger(__name__)
 
-#: Flower's exit code when a SuperNode cannot connect or is refused (``ExitCode.SUPERNODE_CONNECTION_ERROR``).
+#: Flower's exit code when a SuperNode cannot connect or is refused (``ExitCode.SUPERNODE_CONNECTION_ERROR``);
+#: the SuperNode prints it ("Exit Code: 305") but its process may end with status 1.
 SUPERNODE_CONNECTION_ERROR = 305
 #: Flower's exit code when the node key cannot be parsed (``ExitCode.SUPERNODE_NODE_AUTH_KEY_INVALID``).
 SUPERNODE_NODE_AUTH_KEY_INVALID = 302
+
+
+def flower_exit_code(output: str) -> int | None:
+    """The last Flower exit code a Flower executable printed ("Exit Code: NNN"), if any."""
+    import re
+
+    found = re.findall(r"Exit Code: (\d+)", output)
+    return int(found[-1]) if found else None
 
 INSECURE_FIX = "pass --insecure to run without TLS (loopback trials only; never across a hospital network)"
 
@@ -313,13 +322,36 @@ def stop(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> int:
     return int(proc.returncode)
 
 
-def run_foreground(cmd: Sequence[str], *, env: Mapping[str, str] | None = None) -> int:
-    """Run ``cmd`` attached to this terminal until it ends; Ctrl-C or SIGTERM stops it and its children."""
-    proc = start(cmd, env=env)
+def run_foreground(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, keep: int = 200) -> tuple[int, str]:
+    """Run ``cmd`` until it ends, passing its output through; Ctrl-C or SIGTERM stops it and its children.
+
+    Returns its exit code and the last ``keep`` lines of its output: Flower reports some failures (a refused
+    node: "Exit Code: 305") only in its output, not in the process's exit status. When the command ends, the
+    helpers it started in its process group (Flower's SuperExec) are ended too.
+    """
+    import threading
+    from collections import deque
+
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=dict(env) if env is not None else child_env(), start_new_session=True)
+    tail: deque[str] = deque(maxlen=keep)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            sys.stdout.buffer.write(raw)
+            sys.stdout.flush()
+            tail.append(raw.decode(errors="replace"))
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop(proc))
     try:
-        return proc.wait()
+        code = proc.wait()
     except KeyboardInterrupt:
-        return stop(proc)
+        code = stop(proc)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        stop(proc, grace=5)  # the group: children still holding the output pipe
+        reader.join(timeout=5)
+    return code, "".join(tail)

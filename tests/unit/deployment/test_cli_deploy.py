@@ -69,7 +69,7 @@ def test_site_lists_every_input_problem_at_once(tmp_path: Path, creds: Credentia
 
 
 def test_site_refuses_pickle(tmp_path: Path) -> None:
-    data, schema = _site_files(tmp_path)
+    _, schema = _site_files(tmp_path)
     pkl = tmp_path / "a.pkl"
     pkl.write_bytes(b"x")
     result = runner.invoke(app, ["site", "start", "--superlink", "127.0.0.1:9", "--data", str(pkl),

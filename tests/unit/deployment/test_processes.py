@@ -141,3 +141,9 @@ def test_node_config_is_parsed_back_by_flower() -> None:
     assert parse_config_args([text]) == config
     with pytest.raises(processes.ValidationError, match="holds both"):
         processes.node_config_text({"data-path": "a'b\"c.csv"})
+
+
+def test_flowers_printed_exit_code_is_found() -> None:
+    output = "INFO ...\n\x1b[91mERROR \x1b[0m:     Exit Code: 305\nFailed to initialize the connection\n"
+    assert processes.flower_exit_code(output) == 305
+    assert processes.flower_exit_code("all fine") is None
