@@ -61,12 +61,19 @@ def executable(name: str) -> str:
     return found
 
 
+#: How often Flower's SuperExec looks for a new app task (seconds; Flower's default is 1.0). Each message a site
+#: answers waits for one such look, so a short interval takes up to a second off every round trip.
+SUPEREXEC_TASK_POLL_INTERVAL = "0.1"
+
+
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for Flower's processes: this environment's ``bin`` first on PATH (the SuperLink and
-    SuperNode start ``flower-superexec``, ``flwr-serverapp`` and ``flwr-clientapp`` by name), no telemetry."""
+    SuperNode start ``flower-superexec``, ``flwr-serverapp`` and ``flwr-clientapp`` by name), no telemetry,
+    and SuperExec's task poll interval (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) unless already set."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_TASK_POLL_INTERVAL)
     env.update(extra or {})
     return env
 
