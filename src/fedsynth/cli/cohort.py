@@ -168,4 +168,6 @@ def config_validate(
         print_json(cfg.to_yaml_dict())
         return
     console.print(f"[green]{file} is valid.[/] Resolved config:")
+    for note in cfg.notes:
+        console.print(f"Note: {note}", markup=False, highlight=False)
     console.print(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False), markup=False, highlight=False)

@@ -349,9 +349,6 @@ def run_deployed(
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
     schema.to_yaml(run_dir / "schema.yaml")
     params = dict(cfg.strategy.params)
-    if cfg.strategy.name == "sd_sharing":
-        params.setdefault("refit", cfg.strategy.refit)
-        params.setdefault("privacy_check", cfg.strategy.privacy_check)
     settings = {
         "strategy": cfg.strategy.name, "generator": cfg.generator.name, "generator_params": cfg.generator.params,
         "strategy_params": params, "rounds": cfg.strategy.rounds, "local_epochs": cfg.strategy.local_epochs,

@@ -27,9 +27,6 @@ OUT_OPT = typer.Option(..., "--out", help="Folder for report.json and report.htm
 HOLDOUT_OPT = typer.Option(None, "--holdout", help="Real rows kept out of training (CSV): privacy baselines and TSTR.")
 COHORT_OPT = typer.Option(None, "--cohort", "-c", help="Validate against this registered cohort's schema, e.g. mds-iwgpm.")
 SCHEMA_OPT = typer.Option(None, "--schema", help="A schema YAML (instead of --cohort).")
-DATA_DIR_OPT = typer.Option(
-    None, "--data-dir", help="Folder holding cohort folders (accepted for symmetry; the CSVs are read from the given paths)."
-)
 SEED_OPT = typer.Option(0, "--seed", help="Seed of every random choice of the evaluation.")
 FORMAT_OPT = typer.Option(OutputFormat.text, "--format", help="text for people, json for machines.")
 COX_OPT = typer.Option(
@@ -52,7 +49,6 @@ def evaluate(
     holdout: Path | None = HOLDOUT_OPT,
     cohort: str | None = COHORT_OPT,
     schema: Path | None = SCHEMA_OPT,
-    data_dir: Path | None = DATA_DIR_OPT,
     seed: int = SEED_OPT,
     format: OutputFormat = FORMAT_OPT,
     cox_engine: CoxEngine = COX_OPT,

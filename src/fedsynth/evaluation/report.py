@@ -23,8 +23,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import platform
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,13 +33,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsynth._io import atomic_write_text, versions
+from fedsynth._io import jsonable as to_jsonable
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.evaluation import fidelity as _fid
 from fedsynth.evaluation import genomics as _gen
 from fedsynth.evaluation import privacy as _priv
 from fedsynth.evaluation import survival as _surv
 from fedsynth.evaluation import utility as _util
-from fedsynth.evaluation._prep import Columns, check_inputs, spawn, to_jsonable
+from fedsynth.evaluation._prep import Columns, check_inputs, spawn
 from fedsynth.evaluation.scores import DEFINITIONS, compute_csf, compute_gsf
 
 log = logging.getLogger(__name__)
@@ -115,42 +115,13 @@ class EvaluationReport:
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the report as JSON (atomically: temp file, then rename). Returns the path."""
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        return _atomic_write(Path(path), text)
+        return atomic_write_text(path, text)
 
     def to_html(self, path: str | os.PathLike[str], *, title: str = "Synthetic data evaluation") -> Path:
         """Write one standalone HTML file (inline CSS, plots as inline SVG). Returns the path."""
         from fedsynth.evaluation import _render
 
-        return _atomic_write(Path(path), _render.report_html(self.to_dict(), title=title))
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("fedsynth", "numpy", "pandas", "scipy", "scikit-learn", "lifelines", "sdmetrics", "jinja2"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+        return atomic_write_text(path, _render.report_html(self.to_dict(), title=title))
 
 
 def _seed_repr(random_state: Any) -> Any:
@@ -282,7 +253,7 @@ def _evaluate(
         "report_version": REPORT_VERSION,
         "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "schema": schema.name,
-        "versions": _versions(),
+        "versions": versions(("fedsynth", "numpy", "pandas", "scipy", "scikit-learn", "lifelines", "sdmetrics", "jinja2")),
         "random_state": _seed_repr(random_state),
         "rows": {"real": len(real_data), "synthetic": len(synthetic_data),
                  "holdout": None if holdout_data is None else len(holdout_data)},
@@ -406,4 +377,4 @@ def render_rounds_html(
         None if final is None else (final.to_dict() if isinstance(final, EvaluationReport) else _thaw(final)),
         title=title,
     )
-    return _atomic_write(Path(path), html)
+    return atomic_write_text(path, html)

@@ -17,7 +17,9 @@ from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError
 from fedsynth.federation.client_app import SiteSource, make_client_app
 from fedsynth.federation.server_app import make_server_app
-from fedsynth.strategies.base import InProcessGrid, OnRound, SiteHandler, SiteRuntime, Strategy, StrategyResult
+from fedsynth.strategies.base import OnRound, Strategy, StrategyResult
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.site import SiteHandler, SiteRuntime
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ def run_simulation(
     on_round: OnRound | None = None,
     num_cpus: int | None = None,
     workdir: str | Path | None = None,
-    node_timeout: float = 120.0,
+    node_timeout: float | None = None,
     handlers: Mapping[str, SiteHandler] | None = None,
 ) -> StrategyResult:
     """Run ``strategy`` over ``sites`` (name, rows) with Flower's simulation engine and return its result.

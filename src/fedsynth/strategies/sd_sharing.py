@@ -32,18 +32,8 @@ from fedsynth.cohort.schema import ColumnKind
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
-from fedsynth.strategies.base import (
-    GridLike,
-    OnRound,
-    RoundResult,
-    SiteInfo,
-    SiteRuntime,
-    Strategy,
-    StrategyResult,
-    conform_to_domain,
-    message_config,
-    site_generator,
-)
+from fedsynth.strategies.base import GridLike, OnRound, RoundResult, SiteInfo, Strategy, StrategyResult, site_name
+from fedsynth.strategies.site import SiteRuntime, conform_to_domain, message_config, site_generator
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +51,6 @@ class SDSharingStrategy(Strategy):
     """
 
     name = "sd_sharing"
-    requires = None
 
     def run(
         self,
@@ -103,7 +92,7 @@ class SDSharingStrategy(Strategy):
         if bool(p.get("refit", False)):
             generator = self.new_generator(domain, random_state=self.random_state)
             generator.fit(pooled[[c for c in self.schema.model_columns if c in pooled.columns]])
-        left_out = {_name(sites, n): r for n, r in got.failed.items()}
+        left_out = {site_name(sites, n): r for n, r in got.failed.items()}
         rr = RoundResult(1, label, generator, synthetic=pooled, site_metrics=site_metrics, left_out=left_out,
                          seconds=time.perf_counter() - t0)
         log.info("sd_sharing (%s): pooled %d synthetic rows from %d sites", label, len(pooled), len(frames))
@@ -111,9 +100,6 @@ class SDSharingStrategy(Strategy):
             on_round(rr)
         return StrategyResult(self.name, generator, domain, list(sites), [rr.summary()], left_out, synthetic=pooled)
 
-
-def _name(sites: Sequence[SiteInfo], node: int) -> str:
-    return next((s.name for s in sites if s.node_id == node), str(node))
 
 
 # -- privacy check (site side) ------------------------------------------------------------------------------

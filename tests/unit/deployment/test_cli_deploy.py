@@ -141,5 +141,5 @@ def test_shipped_app_is_a_valid_flower_app_naming_fedsynths_apps() -> None:
     assert components == {"serverapp": "fedsynth.federation.server_app:app",
                           "clientapp": "fedsynth.federation.client_app:app"}
     # every key the ServerApp reads has a default Flower can override
-    for key in ("schema-path", "model-dir", "num-sites", "min-sites", "request-timeout", "node-timeout"):
+    for key in ("schema-path", "model-dir", "num-sites", "min-sites", "strategy-params"):
         assert key in config["tool"]["flwr"]["app"]["config"]

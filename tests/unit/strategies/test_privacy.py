@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
-from fedsynth.strategies.base import InProcessGrid, SiteRuntime, make_strategy
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime
 
 PLANTED_HB = 987.654321
 PLANTED_LABEL = "ZZ_PLANTED_LABEL"
