@@ -349,9 +349,11 @@ def run_deployed(
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
     schema.to_yaml(run_dir / "schema.yaml")
     params = dict(cfg.strategy.params)
+    # rounds and local epochs only when the config sets them: the registry refuses them where they do not act
+    given = {k: getattr(cfg.strategy, k) for k in ("rounds", "local_epochs") if k in cfg.strategy.model_fields_set}
     settings = {
         "strategy": cfg.strategy.name, "generator": cfg.generator.name, "generator_params": cfg.generator.params,
-        "strategy_params": params, "rounds": cfg.strategy.rounds, "local_epochs": cfg.strategy.local_epochs,
+        "strategy_params": params, "rounds": given.get("rounds"), "local_epochs": given.get("local_epochs"),
         "min_sites": cfg.strategy.min_sites, "num_sites": int(n_sites), "seed": cfg.seed,
         "schema_path": run_dir / "schema.yaml", "model_dir": run_dir / "model",
     }

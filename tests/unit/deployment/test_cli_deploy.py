@@ -143,3 +143,44 @@ def test_shipped_app_is_a_valid_flower_app_naming_fedsynths_apps() -> None:
     # every key the ServerApp reads has a default Flower can override
     for key in ("schema-path", "model-dir", "num-sites", "min-sites", "strategy-params"):
         assert key in config["tool"]["flwr"]["app"]["config"]
+
+
+def test_run_federation_submits_the_shipped_app_with_the_experiments_settings(
+    tmp_path: Path, flwr_home: Path, creds: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Setup: flwr run replaced by a stand-in that records its command and writes what the ServerApp would
+    from flwr.common.config import parse_config_args
+
+    from fedsynth.deployment import processes
+
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: object) -> tuple[int, str]:
+        calls.append(cmd)
+        settings = parse_config_args([cmd[cmd.index("--run-config") + 1]])
+        Path(settings["model-dir"]).mkdir(parents=True)
+        (Path(settings["model-dir"]).parent / "deployment.json").write_text(json.dumps(
+            {"dropped": [{"site": "C", "round": "counts-2", "reason": "no reply within 5 s"}]}))
+        return 0, ""
+
+    monkeypatch.setattr(processes, "run_foreground", fake_run)
+
+    # Run
+    result = runner.invoke(app, ["run", "configs/smoke.yaml", "--federation", "lab", "--superlink", "127.0.0.1:9093",
+                                 "--root-cert", str(creds.ca_cert), "--out", str(tmp_path / "r"),
+                                 "--set", "output.run_id=x", "--set", "strategy.params.request_timeout=5"])
+
+    # Assert: Flower's connection written, flwr run called on the shipped app, settings in kebab case
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "r" / "x"
+    assert "Run directory (on this machine, the coordinator's)" in result.stdout and "left out" in result.stderr
+    cmd = calls[0]
+    assert Path(cmd[0]).name == "flwr" and cmd[1:4] == ["run", str(flower_config.app_dir()), "lab"]
+    settings = parse_config_args([str(run_dir / "flower-run-config.toml")])
+    assert settings["strategy"] == "two_step_bn" and settings["num-sites"] == 3
+    assert settings["schema-path"] == str(run_dir / "schema.yaml") and (run_dir / "schema.yaml").is_file()
+    assert "rounds" not in settings  # not set in the config, and the two-step BN does not use it
+    from fedsynth.strategies.records import decode_payload
+
+    assert decode_payload(settings["strategy-params"]) == {"request_timeout": 5}
+    assert 'address = "127.0.0.1:9093"' in (flwr_home / "config.toml").read_text()
