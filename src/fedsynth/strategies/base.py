@@ -267,10 +267,13 @@ class Strategy(ABC):
         ]
         timeout = float(self.params["request_timeout"])
         replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        # A reply is matched to the instruction it answers: Flower's SuperLink answers for an unreachable node
+        # itself (an error reply whose source is the SuperLink), so the source id alone can name the wrong node.
+        to_node = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs if m.metadata.message_id}
         ok: dict[int, RecordDict] = {}
         failed: dict[int, str] = {}
         for r in replies:
-            node = r.metadata.src_node_id
+            node = to_node.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
             if r.has_error():
                 failed[node] = records.scrub_text(r.error.reason or f"error code {r.error.code}")
             else:

@@ -152,3 +152,41 @@ def test_request_timeout_must_be_positive_seconds(sites: tuple[list[SiteRuntime]
     _, schema = sites
     with pytest.raises(ValidationError, match="request_timeout"):
         make_strategy("two_step_bn", schema, generator="bayesian_network", params={"request_timeout": bad})
+
+
+class UnreachableGrid(InProcessGrid):
+    """Like Flower's SuperLink: instructions get message ids, and when the site ``unreachable`` has gone (from the
+    count requests on) the SuperLink itself answers with an error reply whose source is the SuperLink (node id 1),
+    not the site."""
+
+    def __init__(self, sites: list[SiteRuntime], unreachable: str) -> None:
+        super().__init__(sites)
+        self.unreachable = unreachable
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        from flwr.app import Error
+
+        out = []
+        for i, msg in enumerate(messages):
+            msg.metadata.__dict__["_message_id"] = f"m{i}-{msg.metadata.group_id}"
+            if (self.sites[msg.metadata.dst_node_id].name == self.unreachable
+                    and msg.metadata.message_type == "query.counts"):
+                reply = Message(Error(4, "Node Unavailable"), reply_to=msg)
+                reply.metadata.__dict__["_src_node_id"] = 1  # the SuperLink answers, not the site
+                out.append(reply)
+            else:
+                out.append(*super().send_and_receive([msg]))
+        return out
+
+
+def test_an_error_reply_from_the_superlink_is_charged_to_the_site_it_stands_for(
+    sites: tuple[list[SiteRuntime], TableSchema],
+) -> None:
+    runtimes, schema = sites
+    grid = UnreachableGrid(runtimes, "B")
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", min_sites=2)
+    result = strategy.start(grid)
+    assert {d["site"] for d in result.dropped} == {"B"}
+    assert result.dropped[0] == {"site": "B", "message_type": "query.counts", "round": "counts-1",
+                                 "reason": result.dropped[0]["reason"]}
+    assert "Node Unavailable" in result.dropped[0]["reason"]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -55,12 +56,24 @@ def started() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for p in procs:
-        processes.stop(p, grace=5)
+        processes.stop(p, grace=15)
 
 
-def test_deployed_two_step_bn_over_tls_with_node_auth(
-    data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[bytes]]
-) -> None:
+@dataclass
+class Federation:
+    """A running loopback federation: its environment, SuperLink address, credentials, site files, processes."""
+
+    env: dict[str, str]
+    address: str
+    creds: Path
+    schema: Path
+    site_files: dict[str, Path]
+    nodes: dict[str, subprocess.Popen[bytes]]
+
+
+def _federation(data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[bytes]]) -> Federation:
+    """Partition the cohort into three site files, make credentials, start a SuperLink (TLS, node
+    authentication), register the three sites and start their SuperNodes."""
     # Setup: Flower's configuration in a private folder; three site files and a schema
     env = processes.child_env({"FLWR_HOME": str(tmp_path / "flwr"), "FEDSYNTH_DATA_DIR": str(data_dir),
                                "PYTHONPATH": os.pathsep.join(sys.path)})
@@ -93,13 +106,25 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
         assert done.returncode == 0, done.stdout + done.stderr
 
     # Run: the hospitals, each with its own file, key and port
+    nodes: dict[str, subprocess.Popen[bytes]] = {}
     for i, name in enumerate(SITES, 1):
-        started.append(processes.start(
+        nodes[name] = processes.start(
             [FEDSYNTH, "site", "start", "--superlink", address,
              "--data", str(site_files[name]), "--schema", str(tmp_path / "schema.yaml"), "--name", name,
              "--root-cert", str(creds / "ca.pem"), "--key", str(creds / "nodes" / name), "--seed", str(i),
              "--port", str(_free_port())],
-            log_path=tmp_path / f"site-{name}.log", env=env, cwd=tmp_path))
+            log_path=tmp_path / f"site-{name}.log", env=env, cwd=tmp_path)
+        started.append(nodes[name])
+    return Federation(env, address, creds, tmp_path / "schema.yaml", site_files, nodes)
+
+
+
+def test_deployed_two_step_bn_over_tls_with_node_auth(
+    data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    # Setup: a SuperLink and three SuperNodes, each site with its own file
+    fed = _federation(data_dir, tmp_path, started)
+    env, address, creds, site_files = fed.env, fed.address, fed.creds, fed.site_files
 
     # Run: a fourth node whose key was never registered is refused, with a message that says what to do
     intruder = _cli("site", "start", "--superlink", address, "--data", str(site_files["A"]),
@@ -161,3 +186,36 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
         assert not any(i in text for i in ids)
         summary = _cli("site", "audit", str(log), "--format", "json", env=env)
         assert summary.returncode == 0 and json.loads(summary.stdout)["replies"] == len(entries)
+
+
+def test_a_site_killed_mid_run_is_left_out_and_reported(
+    data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    # Setup: the same federation; requests time out after 20 s
+    fed = _federation(data_dir, tmp_path, started)
+    run = processes.start([FEDSYNTH, "run", "configs/smoke.yaml", "--federation", "lab", "--out",
+                           str(tmp_path / "reports"), "--set", "output.run_id=dropped",
+                           "--set", "strategy.params.request_timeout=20"],
+                          log_path=tmp_path / "run.log", env=fed.env, cwd=Path.cwd())
+
+    # Run: once site C has sent its domain summary, its SuperNode is killed
+    log_c = fed.site_files["C"].with_name("rows.audit.jsonl")
+    t0 = time.monotonic()
+    while not (log_c.is_file() and "query.summary" in log_c.read_text()):
+        assert time.monotonic() - t0 < 300, "site C never answered the summary request"
+        assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+        time.sleep(0.5)
+    processes.stop(fed.nodes["C"], grace=15)
+    code = run.wait(timeout=600)
+
+    # Assert: the run finished with A and B, and says C was left out, and of which request
+    output = (tmp_path / "run.log").read_text()
+    assert code == 0, output[-3000:]
+    facts = json.loads((tmp_path / "reports" / "dropped" / "deployment.json").read_text())
+    # (C may die before or after its summary reply left: the audit line is written just before sending)
+    assert {d["site"] for d in facts["dropped"]} == {"C"}
+    assert all(d["round"] == "summary" or d["round"].startswith("counts-") for d in facts["dropped"])
+    assert (tmp_path / "reports" / "dropped" / "model" / "generator.json").is_file()
+    assert "left out: site C" in " ".join(output.split())
+    entries = [json.loads(line) for line in log_c.read_text().splitlines()]
+    assert {e["message_type"] for e in entries} <= {"query.hello", "query.summary", "query.counts"}
