@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from flwr.app import Message
 
-from fedsynth.cohort.schema import TableSchema, infer_schema
+from fedsynth.cohort.inference import infer_schema
+from fedsynth.cohort.schema import TableSchema
 from fedsynth.deployment import audit
 from fedsynth.errors import FedsynthError, ValidationError
 from fedsynth.strategies.base import InProcessGrid, SiteRuntime, make_strategy
