@@ -155,7 +155,7 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
     # Assert: the deployed network equals the one the same strategy learns in process on the same files
     from fedsynth.cohort.schema import TableSchema
     from fedsynth.federation.simulation import run_in_process
-    from fedsynth.generators.base import load_generator
+    from fedsynth.generators import load_generator
     from fedsynth.strategies.base import make_strategy
 
     schema = TableSchema.from_yaml(tmp_path / "schema.yaml")
