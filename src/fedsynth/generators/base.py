@@ -351,7 +351,7 @@ class BaseGenerator(ABC, Generic[P]):
         if where is not None:
             try:
                 mask &= data.eval(where).to_numpy(dtype=bool)
-            except Exception as exc:  # pandas raises many types for a bad expression
+            except Exception as exc:  # noqa: BLE001 - pandas raises many types for a bad expression
                 raise ValidationError(
                     "The 'where' expression",
                     [Problem("where", f"could not be evaluated ({type(exc).__name__}: {exc})",
