@@ -14,7 +14,9 @@ from fedsynth.cohort.inference import infer_schema
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.deployment import audit
 from fedsynth.errors import FedsynthError, ValidationError
-from fedsynth.strategies.base import InProcessGrid, SiteRuntime, make_strategy
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime
 
 #: A value planted in one site's rows; it must appear in no audit line.
 MARKER = 987654.321
