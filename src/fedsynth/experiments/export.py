@@ -324,7 +324,7 @@ def export_cohort(
     """
     from fedsynth.evaluation import evaluate
     from fedsynth.experiments import card as card_mod
-    from fedsynth.generators.base import load_generator
+    from fedsynth.generators import load_generator
 
     problems = []
     if purpose not in PURPOSES:

@@ -1,4 +1,5 @@
-"""Generator protocols, the shared base class (validation, post-processing, conditions, save/load) and registry."""
+"""The shared base class of every generator (validation, post-processing, conditions, save/load); the protocols
+it implements live in :mod:`fedsynth.generators.protocols` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import inspect
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -27,104 +28,34 @@ from fedsynth.generators.params import (
     plain_value,
     unknown_problem,
 )
+from fedsynth.generators.protocols import (
+    Conditions,
+    ConditionValue,
+    Generator,
+    SupportsLatentMixture,
+    SupportsTwoStep,
+    SupportsWeights,
+)
+
+__all__ = [
+    "BaseGenerator",
+    "ConditionError",
+    "ConditionValue",
+    "Conditions",
+    "Generator",
+    "SupportsLatentMixture",
+    "SupportsTwoStep",
+    "SupportsWeights",
+    "check_epochs",
+    "check_weights",
+    "follow_duration_missingness",
+    "torch_device",
+]
 
 log = logging.getLogger(__name__)
 
-#: A condition value: one exact value or a collection of accepted values.
-ConditionValue = Any
-Conditions = Mapping[str, ConditionValue]
-
-
 class ConditionError(FedsynthError, ValueError):
     """Conditional sampling could not return enough rows that meet the conditions."""
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """What every generator offers."""
-
-    schema: TableSchema
-
-    def fit(self, data: pd.DataFrame) -> Generator: ...
-
-    def sample(
-        self,
-        n_samples: int,
-        *,
-        random_state: int | None = None,
-        conditions: Conditions | None = None,
-        where: str | None = None,
-    ) -> pd.DataFrame: ...
-
-    def get_params(self) -> dict[str, Any]: ...
-
-    def save(self, path: str | Path) -> None: ...
-
-
-@runtime_checkable
-class SupportsWeights(Protocol):
-    """Weight exchange for federated averaging (CTGAN, VAE-BGM).
-
-    ``initialize`` builds the model from the domain without training (the server's global model); ``get_weights``
-    returns name -> array with keys and shapes fixed by the domain, identical on every site; ``set_weights``
-    installs weights and leaves a model that can sample (it is fitted); ``partial_fit`` continues training from
-    the current weights (and optimiser state), it never re-initialises.
-    """
-
-    def initialize(self) -> SupportsWeights: ...
-
-    def get_weights(self) -> dict[str, np.ndarray]: ...
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None: ...
-
-    def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> SupportsWeights: ...
-
-
-@runtime_checkable
-class SupportsLatentMixture(Protocol):
-    """A global latent mixture fitted by federated variational EM (VAE-BGM).
-
-    A site turns its rows into latent codes (:meth:`latent_codes`, never sent) and answers with sufficient
-    statistics (:mod:`fedsynth.generators.latent_mixture`); the server starts the EM with
-    :meth:`initial_latent_mixture` (the generator's own number of components and prior), runs it with
-    :func:`~fedsynth.generators.latent_mixture.fit_latent_mixture_federated` and installs the result with
-    :meth:`set_latent_mixture`.
-    """
-
-    def latent_codes(self, data: pd.DataFrame) -> np.ndarray: ...
-
-    def initial_latent_mixture(
-        self, statistics: Sequence[Mapping[str, np.ndarray]], *, random_state: int | None = None
-    ) -> dict[str, np.ndarray]: ...
-
-    def set_latent_mixture(self, params: Mapping[str, np.ndarray]) -> None: ...
-
-    def get_latent_mixture(self) -> dict[str, np.ndarray] | None: ...
-
-
-@runtime_checkable
-class SupportsTwoStep(Protocol):
-    """Two-step learning from counts (Bayesian network): structure from summed counts, then parameters.
-
-    A site answers ``count_statistics`` on its own rows; the server learns through an oracle that sums the
-    sites' count tables, so the federated network equals the centralised one on the same rows and domain.
-    """
-
-    def count_statistics(
-        self, data: pd.DataFrame, families: Sequence[tuple[str, tuple[str, ...]]]
-    ) -> dict[tuple[str, tuple[str, ...]], np.ndarray]: ...
-
-    def make_oracle(self, data: pd.DataFrame) -> Any: ...
-
-    def learn_structure(self, oracle: Any) -> list[tuple[str, str]]: ...
-
-    def learn_parameters(self, oracle: Any, edges: Sequence[tuple[str, str]]) -> SupportsTwoStep: ...
-
-    def fit_from_counts(
-        self,
-        counts: Mapping[tuple[str, tuple[str, ...]], np.ndarray],
-        edges: Sequence[tuple[str, str]] | None = None,
-    ) -> SupportsTwoStep: ...
 
 
 P = TypeVar("P", bound=GeneratorParams)
@@ -500,11 +431,3 @@ def _label(value: Any, kind: ColumnKind) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-# Kept importable from here, where they lived before the split (``from fedsynth.generators.base import
-# load_generator`` is used across the code base); their homes are registry.py and model_folder.py.
-from fedsynth.generators.model_folder import load_generator as load_generator  # noqa: PLC0414
-from fedsynth.generators.registry import GENERATORS as GENERATORS  # noqa: PLC0414
-from fedsynth.generators.registry import generator_class as generator_class  # noqa: PLC0414
-from fedsynth.generators.registry import make_generator as make_generator  # noqa: PLC0414
