@@ -14,9 +14,9 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 import numpy as np
 import pandas as pd
 
+from fedsynth._io import atomic_write_text
 from fedsynth.cohort.constraints import enforce
 from fedsynth.cohort.derived import add_derived
-from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
