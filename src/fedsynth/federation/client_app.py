@@ -2,8 +2,9 @@
 
 Which site a node is comes from the node's config: in simulation, ``partition-id`` picks one of the
 :class:`SiteSource` entries handed to :func:`make_client_app`; in a deployment, the node config names the
-site directly (``site-name``, ``data-path`` — a pickled frame or a CSV —, ``schema-path``, ``seed``). Rows are
-read inside the node and cached per process; only what a handler puts in its reply leaves the node.
+site directly (``site-name``, ``data-path`` — a CSV or Parquet file; never a pickle, which could run code —,
+``schema-path``, ``seed``, and optionally ``state-dir``, the site's own folder for its state between rounds).
+Rows are read inside the node and cached per process; only what a handler puts in its reply leaves the node.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedsynth.cohort.schema import TableSchema
+from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
 from fedsynth.strategies.base import SiteHandler, SiteRuntime, all_site_handlers, handle
 
@@ -32,6 +34,12 @@ class SiteSource:
     name: str
     data_path: str
     seed: int = 0
+    #: The site's own folder for its state between rounds (``None``: memory only).
+    state_dir: str | None = None
+
+
+#: Formats a node reads its rows from (no pickle: a data file must not be able to run code).
+ROW_FORMATS = (".csv", ".parquet")
 
 
 #: Per-process caches (a simulation actor serves several nodes): path -> rows, schema text -> schema.
@@ -42,7 +50,12 @@ _SCHEMAS: dict[str, TableSchema] = {}
 def _read_rows(path: str, schema: TableSchema) -> pd.DataFrame:
     if path not in _DATA:
         p = Path(path)
-        frame = pd.read_pickle(p) if p.suffix in (".pkl", ".pickle") else pd.read_csv(p)
+        if p.suffix.lower() not in ROW_FORMATS:
+            raise FedsynthError(
+                f"a site's data-path must be a CSV or Parquet file ({', '.join(ROW_FORMATS)}); got a "
+                f"{p.suffix or 'suffix-less'} file. Pickles are not read: they can run code."
+            )
+        frame = pd.read_parquet(p) if p.suffix.lower() == ".parquet" else pd.read_csv(p)
         present = [c for c in schema.model_columns if c in frame.columns]
         _DATA[path] = schema.select(present).coerce(frame[present])
     return _DATA[path]
@@ -61,12 +74,13 @@ def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mappin
     if "data_path" in cfg:
         table_schema = _schema(str(cfg["schema_path"]) if "schema_path" in cfg else dict(schema or {}))
         source = SiteSource(str(cfg.get("site_name", f"site-{context.node_id}")), str(cfg["data_path"]),
-                            int(cfg.get("seed", 0)))
+                            int(cfg.get("seed", 0)), str(cfg["state_dir"]) if cfg.get("state_dir") else None)
     else:
         source = sources[int(cfg["partition_id"])]
         table_schema = _schema(dict(schema or {}))
     data = _read_rows(source.data_path, table_schema)
-    return SiteRuntime(source.name, data, table_schema, source.seed, context.state)
+    state_dir = Path(source.state_dir) if source.state_dir else None
+    return SiteRuntime(source.name, data, table_schema, source.seed, context.state, state_dir)
 
 
 def make_client_app(

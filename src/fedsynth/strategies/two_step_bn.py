@@ -86,6 +86,16 @@ class TwoStepBNStrategy(Strategy):
         active = list(sites)
         left_out: dict[str, str] = {}
         cfg = self.base_config(run_token, domain)
+        # Answered count requests since the search (re)started: (keys, tables by site name). Checkpointed after
+        # every answer; a resumed search asks the same requests in the same order (hill climbing is
+        # deterministic) and gets them from here instead of from the sites.
+        history: list[tuple[list[str], dict[str, dict[str, np.ndarray]]]] = []
+        resumed = self.load_checkpoint(domain)
+        if resumed is not None:
+            meta, arrays = resumed
+            active = [s for s in sites if s.name in set(meta["active"])]
+            left_out = dict(meta["left_out"])
+            history = _decode_history(meta, arrays)
         while True:
             generator = self.new_generator(domain)
             n_requests = 0
@@ -96,16 +106,22 @@ class TwoStepBNStrategy(Strategy):
                 nonlocal n_requests
                 n_requests += 1
                 keys = [family_key(f) for f in families]
-                content = RecordDict({"config": records.to_config_record({**cfg, "families": keys})})
-                got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}")
-                if got.failed:
-                    for node, reason in got.failed.items():
-                        left_out[_name(active, node)] = reason
-                    raise _SitesDropped(set(got.failed))
-                return [
-                    {family_from_key(k): v for k, v in records.unpack_tables(got.ok[s.node_id]["counts"], keys).items()}
-                    for s in active
-                ]
+                names = [s.name for s in active]
+                i = n_requests - 1
+                if i < len(history) and history[i][0] == keys and sorted(history[i][1]) == sorted(names):
+                    tables = history[i][1]
+                else:
+                    del history[i:]
+                    content = RecordDict({"config": records.to_config_record({**cfg, "families": keys})})
+                    got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}")
+                    if got.failed:
+                        for node, reason in got.failed.items():
+                            left_out[_name(active, node)] = reason
+                        raise _SitesDropped(set(got.failed))
+                    tables = {s.name: records.unpack_tables(got.ok[s.node_id]["counts"], keys) for s in active}
+                    history.append((keys, tables))
+                    self.save_checkpoint(domain, *_encode_history(history, names, left_out))
+                return [{family_from_key(k): v for k, v in tables[s.name].items()} for s in active]
 
             oracle = SummedCountOracle(fetch, look_ahead=int(self.params.get("count_look_ahead", 1)))
             try:
@@ -113,6 +129,7 @@ class TwoStepBNStrategy(Strategy):
                 generator.learn_parameters(oracle, edges)
                 break
             except _SitesDropped as exc:
+                history.clear()
                 active = [s for s in active if s.node_id not in exc.nodes]
                 if len(active) < min(self.min_sites, len(sites)):
                     raise FedsynthError(
@@ -133,6 +150,34 @@ class TwoStepBNStrategy(Strategy):
             rounds=[{**result_round.summary(), "n_edges": len(edges), "count_requests": oracle.n_requests}],
             left_out=left_out,
         )
+
+
+def _encode_history(
+    history: Sequence[tuple[list[str], Mapping[str, Mapping[str, np.ndarray]]]], names: list[str], left_out: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The answered requests as checkpoint settings (keys, sites) and arrays ``<request>.<site>.<table>``."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, (keys, tables) in enumerate(history):
+        for j, name in enumerate(names):
+            for m, key in enumerate(keys):
+                if key in tables[name]:
+                    arrays[f"{i}.{j}.{m}"] = tables[name][key]
+    meta = {"step": len(history), "active": names, "left_out": dict(left_out), "requests": [k for k, _ in history]}
+    return meta, arrays
+
+
+def _decode_history(
+    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> list[tuple[list[str], dict[str, dict[str, np.ndarray]]]]:
+    names = [str(n) for n in meta["active"]]
+    out: list[tuple[list[str], dict[str, dict[str, np.ndarray]]]] = [
+        ([str(k) for k in keys], {n: {} for n in names}) for keys in meta["requests"]
+    ]
+    for name, table in arrays.items():
+        i, j, m = (int(x) for x in name.split("."))
+        keys, tables = out[i]
+        tables[names[j]][keys[m]] = np.asarray(table, dtype=np.int64)
+    return out
 
 
 def _name(sites: Sequence[SiteInfo], node: int) -> str:
