@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.05
 
 
+#: Seconds a stopped run waits for the server thread to finish the round it is recording.
+SERVER_JOIN_TIMEOUT = 20.0
+
+
 class RunStopped(FedsynthError):
     """The run was asked to stop (a signal, or the caller's exit) while the server waited for sites."""
 
@@ -158,6 +162,7 @@ def run_simulation(
     root = private_folder(private_dir if private_dir is not None else tempfile.mkdtemp(prefix="fedsynth-private-"))
     rows_dir = private_folder(root / "rows")
     stop = stop if stop is not None else threading.Event()
+    results: dict[str, Any] = {}
     flwr_logger = logging.getLogger("flwr")
     old_level = flwr_logger.level
     try:
@@ -165,11 +170,11 @@ def run_simulation(
         for (name, frame), seed in zip(sites, seeds):
             path = write_site_rows(rows_dir, name, frame, schema)
             sources.append(SiteSource(name, str(path), int(seed), str(private_folder(root / "sites" / name))))
-        results: dict[str, Any] = {}
         server_app = ServerApp()
 
         @server_app.main()
         def main(grid: Grid, context: Context) -> None:
+            results["thread"] = threading.current_thread()
             stoppable = StoppableGrid(grid, stop)
             stoppable.wait_for_nodes(len(sites), timeout=node_timeout)
             results["result"] = strategy.start(stoppable, on_round=on_round)
@@ -194,6 +199,11 @@ def run_simulation(
         return result
     finally:
         stop.set()
+        # The server thread ends at its next look at the stop event (after recording a round it is scoring),
+        # so the caller sees every finished round and no thread outlives the run.
+        server = results.get("thread")
+        if isinstance(server, threading.Thread) and server is not threading.current_thread():
+            server.join(timeout=SERVER_JOIN_TIMEOUT)
         flwr_logger.setLevel(old_level)
         _shutdown_ray()
         shutil.rmtree(rows_dir, ignore_errors=True)
