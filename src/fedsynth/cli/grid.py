@@ -65,7 +65,11 @@ def grid(
 
             bar.console.print("Interrupted; the current run is recorded as interrupted and resumes on the next "
                               "fedsynth grid.", markup=False)
-            raise typer.Exit(exc.exit_code if isinstance(exc, RunInterrupted) else 130) from None
+            from fedsynth.cli.run import exit_now_if_threads_linger
+
+            code = exc.exit_code if isinstance(exc, RunInterrupted) else 130
+            exit_now_if_threads_linger(code)
+            raise typer.Exit(code) from None
     if format == "json":
         print_json({"summary_json": str(result.summary_json), "summary_html": str(result.summary_html),
                     "runs": [{k: r.get(k) for k in ("slug", "status", "csf", "gsf")} for r in result.runs]})

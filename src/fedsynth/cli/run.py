@@ -96,6 +96,28 @@ def run(
         code = exc.exit_code if isinstance(exc, RunInterrupted) else 130
         err_console.print(f"Interrupted ({exc.args[0] if exc.args else 'SIGINT'}); the run is recorded as interrupted "
                           "and its finished rounds were kept. Continue it with --resume RUN_DIR.", markup=False)
+        exit_now_if_threads_linger(code)
         raise typer.Exit(code) from None
+
+
+def exit_now_if_threads_linger(code: int) -> None:
+    """End the process with ``code`` at once when engine threads outlive an interrupted run.
+
+    The run has already recorded its state, removed the sites' rows, stopped Ray and released its lock; what
+    may remain are Flower's non-daemon worker threads, still waiting on a reply that will never come, which
+    would hold the interpreter's exit for minutes.
+    """
+    import logging
+    import os
+    import sys
+    import threading
+
+    lingering = [t.name for t in threading.enumerate()
+                 if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if lingering:
+        logging.getLogger(__name__).info("exiting past %d lingering engine threads", len(lingering))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     console.print(f"Run directory: {result.run_dir}")
     console.print(f"Report: {result.report_html}")

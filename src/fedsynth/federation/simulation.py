@@ -201,11 +201,15 @@ def run_simulation(
         stop.set()
         # The server thread ends at its next look at the stop event (after recording a round it is scoring),
         # so the caller sees every finished round and no thread outlives the run.
+        t_stop = time.perf_counter()
         server = results.get("thread")
         if isinstance(server, threading.Thread) and server is not threading.current_thread():
             server.join(timeout=SERVER_JOIN_TIMEOUT)
+        t_joined = time.perf_counter()
         flwr_logger.setLevel(old_level)
         _shutdown_ray()
+        log.info("simulation ended: server thread joined in %.1fs, Ray shut down in %.1fs",
+                 t_joined - t_stop, time.perf_counter() - t_joined)
         shutil.rmtree(rows_dir, ignore_errors=True)
         if own_folder:
             shutil.rmtree(root, ignore_errors=True)
