@@ -98,6 +98,8 @@ def run(
                           "and its finished rounds were kept. Continue it with --resume RUN_DIR.", markup=False)
         exit_now_if_threads_linger(code)
         raise typer.Exit(code) from None
+    console.print(f"Run directory: {result.run_dir}")
+    console.print(f"Report: {result.report_html}")
 
 
 def exit_now_if_threads_linger(code: int) -> None:
@@ -119,5 +121,3 @@ def exit_now_if_threads_linger(code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    console.print(f"Run directory: {result.run_dir}")
-    console.print(f"Report: {result.report_html}")
