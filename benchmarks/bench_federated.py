@@ -91,14 +91,15 @@ def bench_generator(
     strategy_params: dict[str, Any] | None = None, repeat: int = 1,
 ) -> dict[str, Any]:
     from fedsynth.federation.simulation import run_in_process, run_simulation
-    from fedsynth.strategies.base import flow_for, make_strategy
     from fedsynth.strategies.centralized import run_centralized
+    from fedsynth.strategies.registry import flow_for, generator_capabilities, make_strategy
 
     flow = flow_for(name)
     r = rounds if flow == "fedavg" else 1
     params = (DEFAULT_PARAMS if defaults else PARAMS)[name]
+    mixture = {} if defaults or "latent_mixture" not in generator_capabilities(name) else {"mixture_max_iter": 30}
     settings = dict(generator=name, generator_params=params, rounds=r, local_epochs=local_epochs, min_sites=2,
-                    random_state=seed, params={**({} if defaults else {"mixture_max_iter": 30}), **(strategy_params or {})})
+                    random_state=seed, params={**mixture, **(strategy_params or {})})
     sites = [(s.name, s.data) for s in part.sites]
     out: dict[str, Any] = {"generator": name, "flow": flow, "rounds": r, "local_epochs": local_epochs,
                            "total_epochs": r * local_epochs if flow == "fedavg" else None, "params": params,
@@ -119,10 +120,7 @@ def bench_generator(
     # Warm-up, untimed: one small centralized fit imports the generator's libraries in this process (pgmpy's
     # structure search alone takes ~3 s to import). The engine's site actors are new processes in every pass
     # and still import them in their first round: that is part of the engine's cost.
-    from fedsynth.strategies.base import generator_accepts
-
-    warm = {**settings, "rounds": 1, "local_epochs": 1,
-            "generator_params": {**params, **({"epochs": 1} if generator_accepts(name, "epochs") else {})}}
+    warm = {**settings, "rounds": 1, "local_epochs": 1}  # weight averaging: one epoch; other flows fit once
     run_centralized(part.train.iloc[:300], part.schema, seed=seed, **warm)
 
     # The three timed runs, interleaved ``repeat`` times (scores from the first pass only): on a shared machine

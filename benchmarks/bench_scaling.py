@@ -38,8 +38,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "scaling.json"
 
 SETTINGS = {
     "bayesian_network": ("two_step_bn", {"max_indegree": 2}, {}),
-    "ctgan": ("fedavg", {"epochs": 1, "batch_size": 40, "pac": 10}, {"rounds": 2, "local_epochs": 1}),
-    "vae_bgm": ("fedavg", {"epochs": 1, "batch_size": 64}, {"rounds": 2, "local_epochs": 1}),
+    "ctgan": ("fedavg", {"batch_size": 40, "pac": 10}, {"rounds": 2, "local_epochs": 1}),
+    "vae_bgm": ("fedavg", {"batch_size": 64}, {"rounds": 2, "local_epochs": 1}),
 }
 
 
@@ -75,7 +75,7 @@ def counting_grid(sites: list[Any]) -> Any:
     """An in-process grid that adds up the wire size of every message it carries."""
     from flwr.common.serde import recorddict_to_proto
 
-    from fedsynth.strategies.base import InProcessGrid
+    from fedsynth.strategies.in_process import InProcessGrid
 
     class CountingGrid(InProcessGrid):
         def __init__(self, runtimes: list[Any]) -> None:
@@ -101,7 +101,8 @@ def counting_grid(sites: list[Any]) -> Any:
 def run_one(generator: str, n_sites: int, part: Any, schema: Any, seed: int = 0) -> dict[str, Any]:
     from fedsynth.cohort.partition import partition_sites
     from fedsynth.evaluation import quick_scores
-    from fedsynth.strategies.base import SiteRuntime, make_strategy
+    from fedsynth.strategies.registry import make_strategy
+    from fedsynth.strategies.site import SiteRuntime
 
     strategy_name, gen_params, strat = SETTINGS[generator]
     frames = partition_sites(part.train, schema, proportions=[1.0] * n_sites, random_state=seed)
@@ -111,7 +112,7 @@ def run_one(generator: str, n_sites: int, part: Any, schema: Any, seed: int = 0)
     strategy = make_strategy(
         strategy_name, schema, generator=generator, generator_params=gen_params,
         rounds=strat.get("rounds", 1), local_epochs=strat.get("local_epochs", 1), min_sites=2,
-        random_state=seed, params={"references": "none"},
+        random_state=seed,
     )
     with PeakRSS() as mem:
         t0 = time.perf_counter()
@@ -141,7 +142,7 @@ def engine_overhead(part: Any, schema: Any, site_counts: list[int]) -> list[dict
     """Two-step BN over Flower's simulation engine against the same protocol in process."""
     from fedsynth.cohort.partition import partition_sites
     from fedsynth.federation.simulation import run_in_process, run_simulation
-    from fedsynth.strategies.base import make_strategy
+    from fedsynth.strategies.registry import make_strategy
 
     rows = []
     for n in site_counts:

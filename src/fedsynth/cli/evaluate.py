@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from fedsynth.cli._common import console, handle_errors, print_json
+from fedsynth.cli._common import console, err_console, handle_errors, print_json
 
 
 class OutputFormat(str, Enum):
@@ -27,9 +27,6 @@ OUT_OPT = typer.Option(..., "--out", help="Folder for report.json and report.htm
 HOLDOUT_OPT = typer.Option(None, "--holdout", help="Real rows kept out of training (CSV): privacy baselines and TSTR.")
 COHORT_OPT = typer.Option(None, "--cohort", "-c", help="Validate against this registered cohort's schema, e.g. mds-iwgpm.")
 SCHEMA_OPT = typer.Option(None, "--schema", help="A schema YAML (instead of --cohort).")
-DATA_DIR_OPT = typer.Option(
-    None, "--data-dir", help="Folder holding cohort folders (accepted for symmetry; the CSVs are read from the given paths)."
-)
 SEED_OPT = typer.Option(0, "--seed", help="Seed of every random choice of the evaluation.")
 FORMAT_OPT = typer.Option(OutputFormat.text, "--format", help="text for people, json for machines.")
 COX_OPT = typer.Option(
@@ -52,7 +49,6 @@ def evaluate(
     holdout: Path | None = HOLDOUT_OPT,
     cohort: str | None = COHORT_OPT,
     schema: Path | None = SCHEMA_OPT,
-    data_dir: Path | None = DATA_DIR_OPT,
     seed: int = SEED_OPT,
     format: OutputFormat = FORMAT_OPT,
     cox_engine: CoxEngine = COX_OPT,
@@ -108,20 +104,16 @@ def _read(path: Path, schema: Any, option: str) -> Any:
     mutation; a poor generator may emit a constant column): those findings are left out, every other
     problem is reported at once.
     """
-    from fedsynth.cohort.derived import add_derived
-    from fedsynth.cohort.validation import read_csv_checked, validate_frame
-    from fedsynth.errors import ValidationError
+    from fedsynth.cohort.validation import conform, read_csv_checked
 
     data_schema = schema.select(schema.data_columns)
     raw = read_csv_checked(path)
     keep = [c for c in raw.columns if c in data_schema and data_schema[c].derived is None]
-    problems = [
-        p for p in validate_frame(raw[keep], data_schema)
-        if not (p.found.startswith("is constant") or p.found == "every value is missing")
-    ]
-    if problems:
-        raise ValidationError(f"{option} file {path.name!r} (schema {schema.name!r})", problems)
-    return add_derived(data_schema.coerce(raw[keep]), data_schema)
+    # conform: the one loading rule (codes, time zero = half a day with a note, every problem at once)
+    done = conform(raw[keep], data_schema, subject=f"{option} file {path.name!r}", unusable="keep", canonical_01=True)
+    for note in done.notes:
+        err_console.print(f"Note ({option}): {note}", markup=False, highlight=False)
+    return done.data
 
 
 def _summary(rep: dict[str, Any], json_path: Path, html_path: Path) -> dict[str, Any]:

@@ -6,16 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from fedsynth._io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(target)
+__all__ = ["atomic_write_text", "for_export", "write_csv"]
 
 
 def for_export(data: pd.DataFrame, schema: TableSchema | None = None) -> pd.DataFrame:
@@ -40,8 +34,4 @@ def for_export(data: pd.DataFrame, schema: TableSchema | None = None) -> pd.Data
 
 def write_csv(data: pd.DataFrame, path: str | Path, schema: TableSchema | None = None) -> None:
     """Write ``data`` as CSV atomically, whole-number columns without a trailing ``.0``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    for_export(data, schema).to_csv(tmp, index=False)
-    tmp.replace(target)
+    atomic_write_text(path, for_export(data, schema).to_csv(index=False))

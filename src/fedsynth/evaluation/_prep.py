@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -164,24 +163,6 @@ def nice_edges(real_values: np.ndarray, n_bins: int = 20) -> np.ndarray:
     if hi_r <= lo_r:
         hi_r = lo_r + step
     return np.array([sig_round(e, 6) for e in np.linspace(lo_r, hi_r, n_bins + 1)])
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain Python types for JSON: numpy scalars unwrapped, NaN/inf as None, tuples as lists."""
-    if isinstance(obj, dict) or hasattr(obj, "items"):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [to_jsonable(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
 
 
 def mean_or_none(values: Sequence[float]) -> float | None:

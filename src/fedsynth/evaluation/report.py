@@ -23,8 +23,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import platform
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,13 +33,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsynth._io import atomic_write_text, versions
+from fedsynth._io import jsonable as to_jsonable
 from fedsynth.cohort.schema import TableSchema
+from fedsynth.evaluation import cox as _cox
 from fedsynth.evaluation import fidelity as _fid
 from fedsynth.evaluation import genomics as _gen
 from fedsynth.evaluation import privacy as _priv
 from fedsynth.evaluation import survival as _surv
 from fedsynth.evaluation import utility as _util
-from fedsynth.evaluation._prep import Columns, check_inputs, spawn, to_jsonable
+from fedsynth.evaluation._prep import Columns, check_inputs, spawn
 from fedsynth.evaluation.scores import DEFINITIONS, compute_csf, compute_gsf
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,13 @@ class EvaluationReport:
 
     @property
     def csf(self) -> float | None:
-        return self.scores["csf"]["value"]
+        value: float | None = self.scores["csf"]["value"]
+        return value
 
     @property
     def gsf(self) -> float | None:
-        return self.scores["gsf"]["value"]
+        value: float | None = self.scores["gsf"]["value"]
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         """A deep, plain-Python copy (JSON-able)."""
@@ -115,42 +118,13 @@ class EvaluationReport:
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the report as JSON (atomically: temp file, then rename). Returns the path."""
         text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        return _atomic_write(Path(path), text)
+        return atomic_write_text(path, text)
 
     def to_html(self, path: str | os.PathLike[str], *, title: str = "Synthetic data evaluation") -> Path:
         """Write one standalone HTML file (inline CSS, plots as inline SVG). Returns the path."""
         from fedsynth.evaluation import _render
 
-        return _atomic_write(Path(path), _render.report_html(self.to_dict(), title=title))
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("fedsynth", "numpy", "pandas", "scipy", "scikit-learn", "lifelines", "sdmetrics", "jinja2"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+        return atomic_write_text(path, _render.report_html(self.to_dict(), title=title))
 
 
 def _seed_repr(random_state: Any) -> Any:
@@ -198,7 +172,7 @@ def evaluate(
     -------
     EvaluationReport
     """
-    _surv.check_cox_engine(cox_engine)
+    _cox.check_cox_engine(cox_engine)
     real_data, synthetic_data, holdout_data = _prepare(real_data, synthetic_data, holdout_data, schema)
     check_inputs(real_data, synthetic_data, schema, holdout_data)
     with _single_thread():
@@ -282,7 +256,7 @@ def _evaluate(
         "report_version": REPORT_VERSION,
         "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "schema": schema.name,
-        "versions": _versions(),
+        "versions": versions(("fedsynth", "numpy", "pandas", "scipy", "scikit-learn", "lifelines", "sdmetrics", "jinja2")),
         "random_state": _seed_repr(random_state),
         "rows": {"real": len(real_data), "synthetic": len(synthetic_data),
                  "holdout": None if holdout_data is None else len(holdout_data)},
@@ -297,12 +271,12 @@ def _evaluate(
             "pairs": "pandas Spearman correlation; contingency similarity in vectorised numpy (SDMetrics "
                      "ContingencySimilarity ~7 ms per pair, too slow for ~1,000 pairs every round)",
             "Kaplan-Meier / log-rank": "scipy.stats.ecdf (censored data) / scipy.stats.logrank (2 groups), lifelines multivariate_logrank_test (3+)",
-            "univariate Cox": _surv.COX_ENGINES[cox_engine],
-            "TSTR": f"{_surv.COX_ENGINES[cox_engine]} + lifelines concordance_index",
+            "univariate Cox": _cox.COX_ENGINES[cox_engine],
+            "TSTR": f"{_cox.COX_ENGINES[cox_engine]} + lifelines concordance_index",
             "Fisher's exact test": "scipy.stats.fisher_exact per table, scipy.stats.false_discovery_control (BH)",
             "detection": "scikit-learn HistGradientBoostingClassifier",
             "Gower": "numpy, chunked",
-            "plots": "inline SVG written by fedsynth (no matplotlib, no network)",
+            "plots": "matplotlib figures (fedsynth.evaluation.charts) inlined as SVG (no script, no network)",
         },
     }
     log.info("evaluation finished in %.1f s (CSF %s, GSF %s)", timings["total"], csf["value"], gsf["value"])
@@ -371,7 +345,8 @@ def _quick_scores(
         "pair_fidelity": fid["pairs"]["mean_similarity"],
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return to_jsonable(out)
+    scores: dict[str, Any] = to_jsonable(out)
+    return scores
 
 
 def render_rounds_html(
@@ -406,4 +381,4 @@ def render_rounds_html(
         None if final is None else (final.to_dict() if isinstance(final, EvaluationReport) else _thaw(final)),
         title=title,
     )
-    return _atomic_write(Path(path), html)
+    return atomic_write_text(path, html)

@@ -1,20 +1,46 @@
-"""Experiment configuration (pydantic): YAML in, one validated object out, unknown keys rejected by name."""
+"""Experiment configuration (pydantic): YAML in, one validated object out, unknown keys rejected by name.
+
+The structure (sections, keys, types) is checked by pydantic; which strategies and generators exist, which go
+together and which strategy and generator params act is the strategy registry's
+(:func:`fedsynth.strategies.registry.settings_problems`), so a setting has one definition and one default.
+Every problem is reported at once in one :class:`~fedsynth.errors.ValidationError`; a key that would not act is
+an error, and what the config decides on its own (e.g. ``sites.by`` implying ``method: by_column``) is listed
+in :attr:`ExperimentConfig.notes` and logged.
+"""
 
 from __future__ import annotations
 
+import copy
 import difflib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from fedsynth.errors import Problem, ValidationError
+from fedsynth.strategies.registry import (
+    DEFAULT_LOCAL_EPOCHS,
+    DEFAULT_MIN_SITES,
+    DEFAULT_ROUNDS,
+    STRATEGIES,
+    settings_problems,
+)
 
-STRATEGIES = ("centralized", "local", "fedavg", "two_step_bn", "sd_sharing")
-GENERATOR_NAMES = ("bayesian_network", "ctgan", "vae_bgm")
+log = logging.getLogger(__name__)
+
+#: Keys that moved (old path -> new path, or ``None`` for a key that was read by nothing and is gone).
+MOVED_KEYS: dict[tuple[str, ...], str | None] = {
+    ("strategy", "refit"): "strategy.params.refit",
+    ("strategy", "privacy_check"): "strategy.params.privacy_check",
+    ("strategy", "params", "final_evaluation"): "evaluation.final",
+    ("strategy", "params", "references"): "evaluation.references",
+    ("strategy", "params", "engine"): "strategy.engine",
+    ("evaluation", "full_report_every_round"): None,
+}
 
 
 class _Strict(BaseModel):
@@ -46,12 +72,38 @@ class SplitConfig(_Strict):
 
 
 class SitesConfig(_Strict):
-    """How the training rows are spread over sites."""
+    """How the training rows are spread over sites.
+
+    ``by`` (a column) without ``method`` implies ``method: by_column`` (one site per value); ``by`` with
+    ``method: iid`` is an error (it would be ignored), as are ``alpha`` without ``method: dirichlet`` and
+    ``proportions`` with ``method: by_column`` (the column's values make the sites).
+    """
 
     proportions: list[float] | None = Field(default_factory=lambda: [0.6, 0.3, 0.1])
     method: Literal["iid", "by_column", "dirichlet"] = "iid"
     by: str | None = None
     alpha: float = Field(0.5, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _by_implies_by_column(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("by") is not None and "method" not in data:
+            data = {**data, "method": "by_column"}
+        return data
+
+    @model_validator(mode="after")
+    def _keys_act(self) -> SitesConfig:
+        given = self.model_fields_set
+        if self.method == "iid" and self.by is not None:
+            raise ValueError("sites.by acts only with method by_column or dirichlet; remove it or set sites.method")
+        if self.method in ("by_column", "dirichlet") and self.by is None:
+            raise ValueError(f"sites.method {self.method} needs sites.by (a column)")
+        if "alpha" in given and self.method != "dirichlet":
+            raise ValueError("sites.alpha acts only with method dirichlet; remove it or set sites.method: dirichlet")
+        if "proportions" in given and self.proportions and self.method == "by_column":
+            raise ValueError("sites.proportions is not used with method by_column (one site per value of sites.by); "
+                             "remove it, or use method dirichlet for a skewed split into these proportions")
+        return self
 
     @field_validator("proportions")
     @classmethod
@@ -67,7 +119,8 @@ class SitesConfig(_Strict):
 
     @property
     def n_sites(self) -> int | None:
-        return len(self.proportions) if self.proportions else None
+        """Sites the config makes (``None`` when the data decides: one per value of ``by``)."""
+        return len(self.proportions) if self.proportions and self.method != "by_column" else None
 
 
 class ScenarioConfig(_Strict):
@@ -78,29 +131,41 @@ class ScenarioConfig(_Strict):
 
 
 class GeneratorConfig(_Strict):
-    name: Literal["bayesian_network", "ctgan", "vae_bgm"] = "bayesian_network"
+    """Which generator (a name of the generator registry) and its parameters."""
+
+    name: str = "bayesian_network"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class StrategyConfig(_Strict):
-    name: Literal["centralized", "local", "fedavg", "two_step_bn", "sd_sharing"] = "two_step_bn"
-    rounds: int = Field(3, ge=1)
-    local_epochs: int = Field(1, ge=1)
-    min_sites: int = Field(2, ge=1, description="a round fails when fewer sites answer")
-    refit: bool = Field(False, description="sd_sharing: refit one generator on the pooled synthetic rows")
-    privacy_check: bool = Field(True, description="sd_sharing: each site checks its synthetic rows before release")
-    params: dict[str, Any] = Field(default_factory=dict)
+    """Which strategy (a name of the strategy registry), its common settings, engine and own params."""
+
+    name: str = "two_step_bn"
+    rounds: int = Field(DEFAULT_ROUNDS, ge=1, description="weight-averaging rounds (fixed-phase strategies: 1)")
+    local_epochs: int = Field(DEFAULT_LOCAL_EPOCHS, ge=1, description="epochs each site trains per round")
+    min_sites: int = Field(DEFAULT_MIN_SITES, ge=1, description="a round fails when fewer sites answer")
+    engine: Literal["simulation", "in_process"] = Field(
+        "simulation", description="Flower's simulation engine, or the same strategy in process (no engine)"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="the strategy's own params (registry)")
+
+
+#: Reference fits a federated run draws beside its rounds (by default, both).
+Reference = Literal["centralized", "local"]
+REFERENCES: tuple[Reference, ...] = ("centralized", "local")
 
 
 class EvaluationConfig(_Strict):
     snapshot_rows: int | None = Field(None, ge=1, description="rows sampled per round (default: training size)")
-    strata: list[str] | None = Field(None, description="survival strata columns (default: TP53, IPSSR if present)")
-    full_report_every_round: bool = False
-    references: list[Literal["centralized", "local"]] | None = Field(
-        None, description="reference fits drawn as lines in report.html (default: centralized and local; [] for none)"
+    strata: list[str] | None = Field(
+        None, description="columns to stratify survival by in the final evaluation (default: the evaluator's)"
     )
-    final: Literal["full", "lite", "none"] | None = Field(
-        None, description="final evaluation: full, lite (no detection AUC, no TSTR) or none (default: full)"
+    references: list[Reference] = Field(
+        default_factory=lambda: list(REFERENCES),
+        description="reference fits drawn as lines in report.html ([] for none; federated strategies only)",
+    )
+    final: Literal["full", "lite", "none"] = Field(
+        "full", description="final evaluation: full, lite (no detection AUC, no TSTR) or none"
     )
 
 
@@ -123,26 +188,54 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     output: OutputConfig = OutputConfig()
 
-    @model_validator(mode="after")
-    def _compatible(self) -> ExperimentConfig:
-        g, s = self.generator.name, self.strategy.name
-        if s == "fedavg" and g not in ("ctgan", "vae_bgm"):
-            raise ValueError(
-                f"strategy 'fedavg' averages weights and needs ctgan or vae_bgm, not {g!r}; "
-                "for bayesian_network use two_step_bn, sd_sharing, centralized or local"
-            )
-        if s == "two_step_bn" and g != "bayesian_network":
-            raise ValueError(
-                f"strategy 'two_step_bn' learns a Bayesian network from counts and needs bayesian_network, not {g!r}; "
-                "for ctgan or vae_bgm use fedavg, sd_sharing, centralized or local"
-            )
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the config decided on its own (said in the log and the run's manifest)."""
+        return list(self._notes)
+
+    def problems(self) -> list[Problem]:
+        """Every problem beyond the structure: the registry's rules for strategy and generator settings, keys
+        that would not act for this strategy, and site counts."""
+        s, ev = self.strategy, self.evaluation
+        out = _registry_problems(s, self.generator)
+        baseline = s.name in STRATEGIES and STRATEGIES[s.name].baseline
+        if baseline and "engine" in s.model_fields_set and s.engine != "in_process":
+            out.append(Problem("strategy.engine", f"is {s.engine}, but the {s.name} baseline always runs in process",
+                               "in_process (or leave it out)"))
+        if baseline and ev.references and "references" in ev.model_fields_set:
+            out.append(Problem("evaluation.references", f"are not drawn for the {s.name} baseline (it is one)",
+                               "[] (or leave it out)"))
         n = self.sites.n_sites
-        if n is not None and self.strategy.min_sites > n and s not in ("centralized",):
-            raise ValueError(f"strategy.min_sites is {self.strategy.min_sites} but only {n} sites are configured")
-        return self
+        if n is not None and s.min_sites > n and s.name != "centralized":
+            out.append(Problem("strategy.min_sites", f"is {s.min_sites} but only {n} sites are configured",
+                               f"at most {n}"))
+        return out
 
     def to_yaml_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _registry_problems(strategy: StrategyConfig, generator: GeneratorConfig) -> list[Problem]:
+    """The strategy registry's rules for the strategy and generator sections (rounds and epochs only if given)."""
+    given = strategy.model_fields_set
+    return settings_problems(
+        strategy.name, generator.name, params=strategy.params, generator_params=generator.params,
+        rounds=strategy.rounds if "rounds" in given else None,
+        local_epochs=strategy.local_epochs if "local_epochs" in given else None,
+    )
+
+
+def _section_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """The registry's rules on the strategy and generator sections of a config whose other sections are
+    malformed (so one message still lists every problem); nothing when these sections are malformed too."""
+    try:
+        strategy = StrategyConfig.model_validate(raw.get("strategy") or {})
+        generator = GeneratorConfig.model_validate(raw.get("generator") or {})
+    except PydanticValidationError:
+        return []
+    return _registry_problems(strategy, generator)
 
 
 def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -178,14 +271,53 @@ def _problems_from_pydantic(exc: PydanticValidationError, model: type[BaseModel]
     return problems
 
 
+def _moved_keys(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """``raw`` without the keys that moved or were removed, and one problem for each (pointing to the new key)."""
+    out: dict[str, Any] = copy.deepcopy(dict(raw))
+    problems = []
+    for path, new in MOVED_KEYS.items():
+        node: Any = out
+        for part in path[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and path[-1] in node:
+            del node[path[-1]]
+            where = ".".join(path)
+            if new is None:
+                problems.append(Problem(where, "was read by nothing and is no longer a setting", fix="remove it"))
+            else:
+                problems.append(Problem(where, f"has moved to {new}", fix=f"write it as {new}"))
+    return out, problems
+
+
+def _notes(raw: Mapping[str, Any], config: ExperimentConfig) -> list[str]:
+    sites = raw.get("sites")
+    if isinstance(sites, Mapping) and sites.get("by") is not None and "method" not in sites:
+        note = f"sites.by is set without sites.method: one site per value of {config.sites.by!r} (method: by_column)"
+        return [note]
+    return []
+
+
 def parse_config(raw: Mapping[str, Any], *, source: str = "config") -> ExperimentConfig:
-    """Validate a mapping into an :class:`ExperimentConfig`; every problem in one :class:`ValidationError`."""
+    """Validate a mapping into an :class:`ExperimentConfig`; every problem in one :class:`ValidationError`.
+
+    Structure first (unknown keys, types, ranges, moved keys), then, on a well-formed config, the registry's
+    rules (:meth:`ExperimentConfig.problems`). Nothing is built or started.
+    """
     if not isinstance(raw, Mapping):
         raise ValidationError(f"Config {source}", [Problem("config", f"is a {type(raw).__name__}", "a mapping of keys")])
+    cleaned, problems = _moved_keys(raw)
     try:
-        return ExperimentConfig.model_validate(dict(raw))
+        config = ExperimentConfig.model_validate(cleaned)
     except PydanticValidationError as exc:
-        raise ValidationError(f"Config {source}", _problems_from_pydantic(exc, ExperimentConfig)) from None
+        problems += _problems_from_pydantic(exc, ExperimentConfig)
+        raise ValidationError(f"Config {source}", problems + _section_problems(cleaned)) from None
+    problems += config.problems()
+    if problems:
+        raise ValidationError(f"Config {source}", problems)
+    config._notes = _notes(cleaned, config)
+    for note in config.notes:
+        log.info("config %s: %s", source, note)
+    return config
 
 
 def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:

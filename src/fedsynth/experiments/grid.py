@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from fedsynth._io import atomic_write_text, write_json
 from fedsynth.errors import Problem, ValidationError
 from fedsynth.experiments.config import ExperimentConfig, _problems_from_pydantic, parse_config
 
@@ -42,11 +43,11 @@ _SCENARIOS: tuple[Literal["best", "worst"], ...] = ("best", "worst")
 class GeneratorEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["bayesian_network", "ctgan", "vae_bgm"]
+    name: str = Field(description="a generator of the registry (each planned run's config validates it)")
     params: dict[str, Any] = Field(default_factory=dict)
-    strategies: list[Literal["fedavg", "two_step_bn", "sd_sharing"]]
-    rounds: int | None = Field(None, ge=1)
-    local_epochs: int | None = Field(None, ge=1)
+    strategies: list[str] = Field(description="federated strategies of the registry (baselines come with baselines)")
+    rounds: int | None = Field(None, ge=1, description="rounds of the strategies that average weights")
+    local_epochs: int | None = Field(None, ge=1, description="local epochs of the strategies that average weights")
 
 
 class GridConfig(BaseModel):
@@ -105,7 +106,7 @@ def load_grid_config(path: str | Path) -> GridConfig:
 
 
 def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = json.loads(json.dumps(base))
+    out: dict[str, Any] = json.loads(json.dumps(base))
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
@@ -117,10 +118,13 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def plan(grid: GridConfig) -> list[PlannedRun]:
     """Expand the grid into runs, each with a validated experiment config; all problems reported at once.
 
-    Federated runs skip their own reference fits (``strategy.params.references: none``) because the grid runs
+    Federated runs skip their own reference fits (``evaluation.references: []``) because the grid runs
     the baselines itself: local once per generator, layout, scenario and seed, and centralized (the whole
-    training pool, the upper bound) once per generator and seed.
+    training pool, the upper bound) once per generator and seed. A generator's ``rounds`` and ``local_epochs``
+    go to the runs where they act (weight averaging, :func:`fedsynth.strategies.registry.uses_rounds`).
     """
+    from fedsynth.strategies.registry import STRATEGIES, uses_rounds
+
     runs: list[PlannedRun] = []
     problems: list[Problem] = []
     seen: set[str] = set()
@@ -139,12 +143,14 @@ def plan(grid: GridConfig) -> list[PlannedRun]:
                 continue
             seen.add(slug)
             strat: dict[str, Any] = {"name": strategy}
-            if gen.rounds is not None:
+            acts = strategy in STRATEGIES and uses_rounds(strategy, gen.name)
+            if gen.rounds is not None and acts:
                 strat["rounds"] = gen.rounds
-            if gen.local_epochs is not None:
+            if gen.local_epochs is not None and acts:
                 strat["local_epochs"] = gen.local_epochs
-            if strategy not in ("centralized", "local"):
-                strat["params"] = {"references": "none"}
+            extra: dict[str, Any] = {}
+            if strategy in STRATEGIES and not STRATEGIES[strategy].baseline:
+                extra["evaluation"] = {"references": []}
             raw = _merge(
                 grid.base,
                 {
@@ -155,6 +161,7 @@ def plan(grid: GridConfig) -> list[PlannedRun]:
                     "strategy": strat,
                     "seed": seed,
                     "output": {"run_id": slug},
+                    **extra,
                 },
             )
             try:
@@ -233,16 +240,10 @@ def run_grid(
             emit("finished", {**info, "seconds": round(time.perf_counter() - t0, 1)})
         records.append({**_describe(run), "status": "finished", **read_run(run_dir)})
     summary = summarize(records, grid)
-    summary_json = out / "summary.json"
-    tmp = summary_json.with_name("summary.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(summary_json)
+    summary_json = write_json(out / "summary.json", summary, indent=1)
     from fedsynth.experiments.grid_report import render_summary_html
 
-    summary_html = out / "summary.html"
-    tmp_html = out / "summary.tmp.html"
-    tmp_html.write_text(render_summary_html(summary))
-    tmp_html.replace(summary_html)
+    summary_html = atomic_write_text(out / "summary.html", render_summary_html(summary))
     return GridResult(out, summary_json, summary_html, records)
 
 
@@ -264,7 +265,8 @@ def dig(obj: Any, path: str) -> Any:
     return obj
 
 
-#: The headline figures: column name -> dotted path in a run's final full evaluation (report.json).
+#: The headline figures: column name -> dotted path in a run's final full evaluation (report.json);
+#: ``{endpoint}`` is the report's first survival endpoint (the schema's first, whatever its name).
 HEADLINE: dict[str, str] = {
     "csf": "scores.csf.value",
     "gsf": "scores.gsf.value",
@@ -272,18 +274,29 @@ HEADLINE: dict[str, str] = {
     "nndr_p5_holdout": "privacy.nndr.holdout.p5",
     "dcr_share": "privacy.dcr_share",
     "mia_auc": "privacy.mia_auc",
-    "tstr_cindex": "utility.endpoints.OS.c_index_train_synthetic",
-    "trtr_cindex": "utility.endpoints.OS.c_index_train_real",
+    "tstr_cindex": "utility.endpoints.{endpoint}.c_index_train_synthetic",
+    "trtr_cindex": "utility.endpoints.{endpoint}.c_index_train_real",
     "survival_agreement": "scores.csf.components.clinical_survival_agreement.value",
     "gene_survival_agreement": "scores.gsf.components.gene_survival_agreement.value",
 }
 
 
+def _endpoints(section: Any) -> list[str]:
+    """Endpoint names of a report section (``survival`` or ``utility.endpoints``), in the report's order."""
+    if not isinstance(section, Mapping):
+        return []
+    names = section.get("endpoint_names")
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    return [str(k) for k, v in section.items() if isinstance(v, Mapping)]
+
+
 def read_run(run_dir: Path) -> dict[str, Any]:
-    """Headline figures, the round curve and TP53 log-rank p-values of one finished run."""
+    """Headline figures, the round curve and the first stratum's log-rank p-values of one finished run."""
     report = json.loads((run_dir / "report.json").read_text())
     final = dig(report, "final.evaluation") or {}
-    out: dict[str, Any] = {k: _num(dig(final, path)) for k, path in HEADLINE.items()}
+    endpoint = next(iter(_endpoints(dig(final, "survival")) or _endpoints(dig(final, "utility.endpoints"))), "")
+    out: dict[str, Any] = {k: _num(dig(final, path.format(endpoint=endpoint))) for k, path in HEADLINE.items()}
     for key in ("csf", "gsf"):
         if out[key] is None:
             out[key] = _num(dig(report, f"final.{key}"))
@@ -300,35 +313,43 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 
 
 def _logrank(evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """Log-rank p of the first stratum (TP53 by default) for OS, in real and synthetic data."""
-    strata = dig(evaluation, "survival.OS.strata")
-    if not isinstance(strata, Mapping):
-        return {}
-    for name, info in strata.items():
-        if not isinstance(info, Mapping):
+    """Log-rank p of the first stratum the evaluation used, on its first endpoint, in real and synthetic data."""
+    survival = dig(evaluation, "survival")
+    for endpoint in _endpoints(survival):
+        strata = dig(survival, f"{endpoint}.strata")
+        if not isinstance(strata, Mapping):
             continue
-        return {"stratum": name, "real_p": _num(info.get("logrank_p_real")),
-                "synthetic_p": _num(info.get("logrank_p_synthetic"))}
+        for name, info in strata.items():
+            if isinstance(info, Mapping):
+                return {"endpoint": endpoint, "stratum": name, "real_p": _num(info.get("logrank_p_real")),
+                        "synthetic_p": _num(info.get("logrank_p_synthetic"))}
+        return {}
     return {}
 
 
-def snapshot_logrank(run_dir: Path, report: Mapping[str, Any], stratum: str = "TP53") -> list[dict[str, Any]]:
-    """Log-rank p (lifelines) of ``stratum`` on the first endpoint inside each cohort's last snapshot.
+def snapshot_logrank(run_dir: Path, report: Mapping[str, Any], stratum: str | None = None) -> list[dict[str, Any]]:
+    """Log-rank p (the evaluator's :func:`~fedsynth.evaluation.survival.logrank`) of ``stratum`` on the first
+    endpoint inside each cohort's last snapshot.
 
-    One entry per cohort label: the federated model's last round, or each site of a ``local`` run, so the
-    summary can set the p-value inside every site-alone cohort beside the federated one and the real data.
+    The endpoint is the schema's first (from the report); ``stratum`` defaults to the first stratum column the
+    final evaluation used (``evaluation.strata`` or the evaluator's default). Without either there is nothing
+    to test and the list is empty. One entry per cohort label: the federated model's last round, or each site
+    of a ``local`` run, so the summary can set the p-value inside every site-alone cohort beside the federated
+    one and the real data.
     """
     import pandas as pd
-    from lifelines.statistics import logrank_test
 
     from fedsynth.cohort.schema import TableSchema
+    from fedsynth.evaluation.survival import logrank
 
     schema_dict = dig(report, "final.evaluation.info.schema")
-    endpoint = None
-    if isinstance(schema_dict, Mapping):
-        eps = TableSchema.from_dict(schema_dict).endpoints
-        endpoint = eps[0] if eps else None
-    dur, ev = (endpoint.duration_col, endpoint.event_col) if endpoint else ("OS_YEARS", "OS_STATUS")
+    endpoints = TableSchema.from_dict(schema_dict).endpoints if isinstance(schema_dict, Mapping) else []
+    if stratum is None:
+        used = dig(report, "final.evaluation.survival.strata_columns")
+        stratum = str(used[0]) if isinstance(used, list) and used else None
+    if not endpoints or stratum is None:
+        return []
+    dur, ev = endpoints[0].duration_col, endpoints[0].event_col
     last: dict[str, str] = {}
     for entry in report.get("rounds", []):
         if entry.get("snapshot"):
@@ -340,11 +361,13 @@ def snapshot_logrank(run_dir: Path, report: Mapping[str, Any], stratum: str = "T
             frame = pd.read_csv(path, usecols=[dur, ev, stratum]).dropna()
         except (OSError, ValueError):
             continue
-        a, b = frame[frame[stratum] == 1], frame[frame[stratum] == 0]
-        if len(a) < 2 or len(b) < 2:
+        sizes = frame[stratum].value_counts()
+        if (sizes >= 2).sum() < 2:  # fewer than two groups of two: no test
             p = None
         else:
-            p = float(logrank_test(a[dur], b[dur], a[ev], b[ev]).p_value)
+            keep = frame[frame[stratum].isin(sizes[sizes >= 2].index)]
+            value = logrank(keep[dur].to_numpy(), keep[stratum].astype(str).to_numpy(), keep[ev].to_numpy())
+            p = value if math.isfinite(value) else None
         out.append({"cohort": label, "stratum": stratum, "n": len(frame), "p": p})
     return out
 

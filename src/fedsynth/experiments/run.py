@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib
 import json
 import logging
 import os
-import platform
 import shutil
 import signal
 import threading
@@ -50,7 +48,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from fedsynth.cohort.io import atomic_write_text, write_csv
+from fedsynth._io import atomic_write_text, jsonable, versions, write_json
+from fedsynth.cohort.io import write_csv
 from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.experiments.config import ExperimentConfig
 
@@ -58,9 +57,6 @@ log = logging.getLogger(__name__)
 
 #: ``progress(event, payload)``: events ``"start"``, ``"round"``, ``"reference"``, ``"phase"``, ``"done"``.
 Progress = Callable[[str, Mapping[str, Any]], None]
-
-#: Strategy params read by the run itself (not sent to the strategy).
-RUN_PARAMS = ("references", "engine", "final_evaluation")
 
 
 @dataclass
@@ -207,30 +203,6 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: json.dumps(obj, sort_keys=True, default=str)}
 
 
-# -- atomic writes ---------------------------------------------------------------------------------------------
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if np.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, default=str))
-
-
 class _MetricsLog:
     """metrics.jsonl, rewritten atomically with every new line (a killed run keeps every finished line)."""
 
@@ -239,7 +211,7 @@ class _MetricsLog:
         self.lines: list[str] = list(lines)
 
     def append(self, record: Mapping[str, Any]) -> None:
-        self.lines.append(json.dumps(_jsonable(record), default=str))
+        self.lines.append(json.dumps(jsonable(record), default=str))
         atomic_write_text(self.path, "\n".join(self.lines) + "\n")
 
 
@@ -273,16 +245,6 @@ _COMPONENTS = ("csf_components", "gsf_components", "column_fidelity", "pair_fide
 # -- the run ------------------------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for mod in ("fedsynth", "flwr", "numpy", "pandas", "torch", "pgmpy", "ctgan", "sklearn"):
-        try:
-            out[mod] = str(getattr(importlib.import_module(mod), "__version__", "?"))
-        except ImportError:
-            continue
-    return out
-
-
 def site_seeds(seed: int, n_sites: int) -> list[int]:
     """Per-site seeds: ``numpy.random.SeedSequence(seed).spawn(n_sites)``, one 32-bit int each."""
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_sites)]
@@ -294,31 +256,30 @@ def _run_id(config: ExperimentConfig) -> str:
     return f"{config.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
-def _final_mode(config: ExperimentConfig) -> str:
-    """Final evaluation: ``full`` (default), ``lite`` (no detection AUC or TSTR utility) or ``none``."""
-    value = getattr(config.evaluation, "final", None) or config.strategy.params.get("final_evaluation", "full")
-    return str(value)
-
-
 def _references(config: ExperimentConfig) -> list[str]:
-    value = getattr(config.evaluation, "references", None)
-    if value is None:
-        value = config.strategy.params.get("references", ["centralized", "local"])
-    if isinstance(value, str):
-        value = [v for v in value.replace(" ", "").split(",") if v and v != "none"]
-    if config.strategy.name in ("centralized", "local"):
-        return []
-    return [v for v in value if v in ("centralized", "local")]
+    """Reference fits of a federated run (``evaluation.references``); a baseline draws none (it is one)."""
+    from fedsynth.strategies.registry import STRATEGIES
+
+    return [] if STRATEGIES[config.strategy.name].baseline else list(config.evaluation.references)
 
 
 def _expected_rounds(config: ExperimentConfig, n_sites: int) -> int:
-    from fedsynth.strategies.base import flow_for
+    from fedsynth.strategies.registry import uses_rounds
 
     name = config.strategy.name
-    per_model = config.strategy.rounds if flow_for(config.generator.name) == "fedavg" else 1
-    if name in ("two_step_bn", "sd_sharing"):
-        return 1
+    per_model = config.strategy.rounds if uses_rounds(name, config.generator.name) else 1
     return per_model * (n_sites if name == "local" else 1)
+
+
+def _check_strata(config: ExperimentConfig, schema: Any) -> None:
+    """``evaluation.strata`` must name columns of the schema (checked before any engine starts)."""
+    strata = config.evaluation.strata or []
+    problems = [
+        Problem(f"evaluation.strata[{i}]", f"no column {name!r} in the schema", ", ".join(schema.data_columns))
+        for i, name in enumerate(strata) if name not in schema.data_columns
+    ]
+    if problems:
+        raise ValidationError(f"Config {config.name}", problems)
 
 
 def load_partition(config: ExperimentConfig) -> tuple[Any, Any]:
@@ -348,9 +309,6 @@ def load_partition(config: ExperimentConfig) -> tuple[Any, Any]:
 def strategy_settings(config: ExperimentConfig) -> dict[str, Any]:
     """The one translation from config to a strategy's settings."""
     s = config.strategy
-    params = {k: v for k, v in s.params.items() if k not in RUN_PARAMS}
-    params.setdefault("refit", s.refit)
-    params.setdefault("privacy_check", s.privacy_check)
     return {
         "generator": config.generator.name,
         "generator_params": dict(config.generator.params),
@@ -358,7 +316,7 @@ def strategy_settings(config: ExperimentConfig) -> dict[str, Any]:
         "local_epochs": s.local_epochs,
         "min_sites": s.min_sites,
         "random_state": config.seed,
-        "params": params,
+        "params": dict(s.params),
     }
 
 
@@ -418,9 +376,9 @@ def run_experiment(
     Parameters
     ----------
     engine : str, optional
-        ``"simulation"`` (Flower's simulation engine, the default for federated strategies) or ``"in_process"``
-        (same strategy and handlers without Flower's engine; ``strategy.params.engine`` may set it). The
-        baselines ``centralized`` and ``local`` always run in process.
+        ``"simulation"`` (Flower's simulation engine) or ``"in_process"`` (same strategy and handlers without
+        Flower's engine); default ``config.strategy.engine``. The baselines ``centralized`` and ``local`` always
+        run in process.
     resume : bool
         Continue the run in ``<out_dir>/<run_id>`` from its last checkpoint (its finished rounds are kept);
         without a checkpoint it starts that run afresh. Without ``resume``, an existing run directory of the
@@ -436,6 +394,7 @@ def run_experiment(
     """
     run_id = _run_id(config)
     run_dir = Path(out_dir or config.output.dir) / run_id
+    created = not run_dir.exists()
     lock = RunLock(run_dir)
     lock.acquire()
     stop = threading.Event()
@@ -461,7 +420,7 @@ def run_experiment(
 
                 manifest["status"] = "failed"
                 manifest["error"] = scrub_error(exc)
-            _write_json(run_dir / "manifest.json", manifest)
+            write_json(run_dir / "manifest.json", manifest)
         raise
     finally:
         stop.set()
@@ -471,6 +430,8 @@ def run_experiment(
             shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
         _restore_signal_handlers(previous_handlers)
         lock.release()
+        if created and not manifest:  # refused before it wrote anything (bad input): leave no directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _checkpoint_step(run_dir: Path) -> int | None:
@@ -526,21 +487,22 @@ def _run_locked(
     engine: str | None,
     resume: bool,
 ) -> RunResult:
-    from fedsynth.strategies.base import make_strategy
     from fedsynth.strategies.centralized import run_centralized
     from fedsynth.strategies.checkpoint import FileCheckpoint
+    from fedsynth.strategies.registry import make_strategy
 
     emit: Progress = progress or (lambda event, payload: None)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     cohort, part = load_partition(config)
     schema = part.schema
+    _check_strata(config, schema)
     identity = run_identity(config, cohort.fingerprint())
     before = read_manifest(run_dir)
     if before is not None and before.get("status") == "running":  # nobody holds the lock: its process is gone
         log.warning("run %s was found running with no process behind it: interrupted (process gone)", run_id)
         before.update(status="interrupted", note="interrupted (process gone)")
-        _write_json(run_dir / "manifest.json", before)
+        write_json(run_dir / "manifest.json", before)
     resumed_from: int | None = None
     if resume and before is not None:
         changes = identity_changes(before.get("identity"), identity)
@@ -565,13 +527,13 @@ def _run_locked(
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
     seeds = site_seeds(config.seed, len(part.sites))
     settings = strategy_settings(config)
-    engine = engine or str(config.strategy.params.get("engine", "simulation"))
+    engine = engine or config.strategy.engine
     manifest.update({
         "run_id": run_id,
         "status": "running",
         "pid": os.getpid(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": versions(),
         "seeds": {"seed": config.seed, "site_seeds": dict(zip([s.name for s in part.sites], seeds))},
         "data": {
             "cohort": cohort.name,
@@ -585,10 +547,11 @@ def _run_locked(
         "identity": identity,
         "run_hash": run_hash(identity),
         "timings": timings,
+        "notes": config.notes,
     })
     if resumed_from is not None:
         manifest["resumed_from_step"] = resumed_from
-    _write_json(run_dir / "manifest.json", manifest)
+    write_json(run_dir / "manifest.json", manifest)
     emit("start", {"run_id": run_id, "run_dir": str(run_dir), "rounds": _expected_rounds(config, len(part.sites)),
                    "sites": manifest["sites"], "strategy": config.strategy.name, "generator": config.generator.name,
                    "resumed_from": resumed_from, "done": len(rounds)})
@@ -653,7 +616,7 @@ def _run_locked(
     timings["strategy"] = time.perf_counter() - t0
     timings.update({f"strategy_{k}": v for k, v in result.timings.items()})
     manifest["left_out"] = result.left_out
-    _write_json(run_dir / "manifest.json", manifest)
+    write_json(run_dir / "manifest.json", manifest)
 
     # -- the model --------------------------------------------------------------------------------------
     model_dir = run_dir / "model"
@@ -692,11 +655,11 @@ def _run_locked(
     report_obj = None
     from fedsynth.evaluation import evaluate
 
-    mode = _final_mode(config)
+    mode = config.evaluation.final
     if final_frame is not None and mode != "none":
         full = mode != "lite"  # lite: no detection AUC, no TSTR
         report_obj = evaluate(part.train, final_frame, schema, holdout_data=part.holdout, random_state=config.seed,
-                              detection=full, utility=full)
+                              strata=config.evaluation.strata, detection=full, utility=full)
         final_json = report_obj.to_dict()
     timings["evaluation"] = time.perf_counter() - t0
     final_round = rounds[-1] if rounds else {}
@@ -710,13 +673,13 @@ def _run_locked(
         "final": {"round": final_round.get("round"), **_headline(final_round), "evaluation": final_json},
         "left_out": result.left_out,
     }
-    _write_json(run_dir / "report.json", report)
+    write_json(run_dir / "report.json", report)
     html_path = run_dir / "report.html"
     _write_html(html_path, rounds, references, report_obj, report, title=f"fedsynth run {run_id}")
     timings["total"] = time.perf_counter() - t_start
     manifest.update(status="finished", finished=datetime.now(UTC).isoformat(timespec="seconds"),
                     last_round=final_round.get("round"))
-    _write_json(run_dir / "manifest.json", manifest)
+    write_json(run_dir / "manifest.json", manifest)
     emit("done", {"run_dir": str(run_dir), "report": str(html_path), **_headline(final_round)})
     return RunResult(run_id, run_dir, html_path, _headline(final_round), rounds, references, dict(timings))
 

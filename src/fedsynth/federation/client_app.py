@@ -22,7 +22,7 @@ from flwr.clientapp import ClientApp
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
-from fedsynth.strategies.base import SiteHandler, SiteRuntime, all_site_handlers, handle
+from fedsynth.strategies.site import SiteHandler, SiteRuntime, all_site_handlers, handle
 
 log = logging.getLogger(__name__)
 

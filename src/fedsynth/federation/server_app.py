@@ -11,9 +11,16 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.cohort.schema import TableSchema
-from fedsynth.errors import FedsynthError
+from fedsynth.errors import FedsynthError, ValidationError
 from fedsynth.strategies import records
-from fedsynth.strategies.base import OnRound, Strategy, make_strategy
+from fedsynth.strategies.base import OnRound, Strategy
+from fedsynth.strategies.registry import (
+    DEFAULT_LOCAL_EPOCHS,
+    DEFAULT_MIN_SITES,
+    DEFAULT_ROUNDS,
+    make_strategy,
+    settings_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +41,21 @@ def make_server_app(
     *,
     on_round: OnRound | None = None,
     results: MutableMapping[str, Any] | None = None,
-    node_timeout: float = 120.0,
+    node_timeout: float | None = None,
 ) -> ServerApp:
     """A ServerApp that runs ``strategy`` over the grid once ``n_nodes`` nodes are up.
 
     The strategy's :class:`~fedsynth.strategies.base.StrategyResult` is stored in ``results["result"]``
-    (the server runs in the caller's process, so the caller sees it).
+    (the server runs in the caller's process, so the caller sees it). ``node_timeout`` (seconds to wait for
+    the nodes) defaults to the strategy's ``node_timeout`` parameter.
     """
     app = ServerApp()
     sink = results if results is not None else {}
+    timeout = float(strategy.params["node_timeout"]) if node_timeout is None else float(node_timeout)
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        wait_for_nodes(grid, n_nodes, timeout=node_timeout)
+        wait_for_nodes(grid, n_nodes, timeout=timeout)
         sink["result"] = strategy.start(grid, on_round=on_round)
 
     return app
@@ -57,20 +66,32 @@ def strategy_from_run_config(run_config: Mapping[str, Any]) -> tuple[Strategy, i
 
     Keys (kebab-case, as Flower run configs are written): ``strategy``, ``generator``, ``generator-params``
     (JSON), ``rounds``, ``local-epochs``, ``min-sites``, ``seed``, ``schema-path``, ``num-sites``,
-    ``strategy-params`` (JSON).
+    ``strategy-params`` (JSON). Defaults are the registry's (:mod:`fedsynth.strategies.registry`); every
+    setting is checked against it before the strategy is built, with every problem in one
+    :class:`~fedsynth.errors.ValidationError`.
     """
     cfg = {records.snake(str(k)): v for k, v in run_config.items()}
+    name = str(cfg.get("strategy", "two_step_bn"))
+    generator = str(cfg.get("generator", "bayesian_network"))
+    generator_params = records.decode_payload(str(cfg.get("generator_params", "{}")))
+    params = records.decode_payload(str(cfg.get("strategy_params", "{}")))
+    rounds = int(cfg["rounds"]) if "rounds" in cfg else None
+    local_epochs = int(cfg["local_epochs"]) if "local_epochs" in cfg else None
+    problems = settings_problems(name, generator, params=params, generator_params=generator_params, rounds=rounds,
+                                 local_epochs=local_epochs, where="strategy", generator_where="generator")
+    if problems:
+        raise ValidationError("Run config", problems)
     schema = TableSchema.from_yaml(str(cfg["schema_path"]))
     strategy = make_strategy(
-        str(cfg.get("strategy", "two_step_bn")),
+        name,
         schema,
-        generator=str(cfg.get("generator", "bayesian_network")),
-        generator_params=records.decode_payload(str(cfg.get("generator_params", "{}"))),
-        rounds=int(cfg.get("rounds", 1)),
-        local_epochs=int(cfg.get("local_epochs", 1)),
-        min_sites=int(cfg.get("min_sites", 1)),
+        generator=generator,
+        generator_params=generator_params,
+        rounds=DEFAULT_ROUNDS if rounds is None else rounds,
+        local_epochs=DEFAULT_LOCAL_EPOCHS if local_epochs is None else local_epochs,
+        min_sites=int(cfg.get("min_sites", DEFAULT_MIN_SITES)),
         random_state=int(cfg.get("seed", 0)),
-        params=records.decode_payload(str(cfg.get("strategy_params", "{}"))),
+        params=params,
     )
     return strategy, int(cfg.get("num_sites", strategy.min_sites))
 
@@ -83,7 +104,7 @@ app = ServerApp()
 @app.main()
 def _deployed_main(grid: Grid, context: Context) -> None:
     strategy, n_nodes = strategy_from_run_config(context.run_config)
-    wait_for_nodes(grid, n_nodes)
+    wait_for_nodes(grid, n_nodes, timeout=float(strategy.params["node_timeout"]))
     result = strategy.start(grid)
     model_dir = context.run_config.get("model-dir")
     if model_dir and result.generator is not None:

@@ -29,7 +29,9 @@ from flwr.serverapp import Grid, ServerApp
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError
 from fedsynth.federation.client_app import SiteSource, make_client_app
-from fedsynth.strategies.base import InProcessGrid, OnRound, SiteHandler, SiteRuntime, Strategy, StrategyResult
+from fedsynth.strategies.base import OnRound, Strategy, StrategyResult
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.site import SiteHandler, SiteRuntime
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def run_simulation(
     num_cpus: int | None = None,
     private_dir: str | Path | None = None,
     stop: threading.Event | None = None,
-    node_timeout: float = 120.0,
+    node_timeout: float | None = None,
     handlers: Mapping[str, SiteHandler] | None = None,
 ) -> StrategyResult:
     """Run ``strategy`` over ``sites`` (name, rows) with Flower's simulation engine and return its result.
@@ -143,6 +145,8 @@ def run_simulation(
         resumed run reads it). Default: a temporary folder removed afterwards.
     stop : threading.Event, optional
         Set it (e.g. from a signal handler) to end the server's waits; it is set on every exit.
+    node_timeout : float, optional
+        Seconds to wait for the sites' nodes (default: the strategy's ``node_timeout`` parameter).
     num_cpus : int, optional
         Size of the Ray pool (default: all cores, at most one per site); each node gets one CPU.
     handlers : mapping, optional
@@ -162,6 +166,7 @@ def run_simulation(
     root = private_folder(private_dir if private_dir is not None else tempfile.mkdtemp(prefix="fedsynth-private-"))
     rows_dir = private_folder(root / "rows")
     stop = stop if stop is not None else threading.Event()
+    timeout = float(strategy.params["node_timeout"]) if node_timeout is None else float(node_timeout)
     results: dict[str, Any] = {}
     flwr_logger = logging.getLogger("flwr")
     old_level = flwr_logger.level
@@ -176,7 +181,7 @@ def run_simulation(
         def main(grid: Grid, context: Context) -> None:
             results["thread"] = threading.current_thread()
             stoppable = StoppableGrid(grid, stop)
-            stoppable.wait_for_nodes(len(sites), timeout=node_timeout)
+            stoppable.wait_for_nodes(len(sites), timeout=timeout)
             results["result"] = strategy.start(stoppable, on_round=on_round)
 
         client_app = make_client_app(sources, schema.to_dict(), handlers)

@@ -1,199 +1,44 @@
-"""What every strategy shares: the site runtime, the shared-domain phase, reply handling, results, registry.
+"""The server side every strategy shares: the :class:`Strategy` ABC, the grid it talks to, replies and results.
 
 A strategy is a whole federated job over a Flower *grid* (anything with ``get_node_ids()`` and
 ``send_and_receive(messages)``): :meth:`Strategy.start` owns the server flow and returns a
 :class:`StrategyResult`; each strategy module also holds the site handlers that answer its messages
-(``SITE_HANDLERS``: message type -> handler). The same flow runs over Flower's simulation engine, a deployment,
-or :class:`InProcessGrid` (the baselines and the unit tests), so "without federation" is the same code path.
-
-Protocol phases common to all strategies:
-
-1. ``query.hello``   -> each site's name and row count (``num-examples``) and which columns it holds;
-2. ``query.summary`` -> each site's domain summary (:func:`fedsynth.encoding.summarize_site`) after the site's
-   disclosure control (:func:`release_summary`); the server merges them into the shared :class:`Domain`.
+(``SITE_HANDLERS``, see :mod:`fedsynth.strategies.site`). The same flow runs over Flower's simulation engine, a
+deployment, or :class:`~fedsynth.strategies.in_process.InProcessGrid` (the baselines and the unit tests), so
+"without federation" is the same code path. Which strategies exist, what each needs and accepts, lives in
+:mod:`fedsynth.strategies.registry`.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
-import math
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
-from flwr.app import ConfigRecord, Error, Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 
-from fedsynth.cohort.schema import ColumnKind, TableSchema
-from fedsynth.encoding.domain import Domain, merge_summaries, summarize_site
-from fedsynth.errors import CapabilityError, FedsynthError, Problem, ValidationError
+from fedsynth.cohort.schema import TableSchema
+from fedsynth.encoding.domain import Domain, merge_summaries
+from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.strategies import records
+from fedsynth.strategies.registry import (
+    DEFAULT_LOCAL_EPOCHS,
+    DEFAULT_MIN_SITES,
+    DEFAULT_ROUNDS,
+    STRATEGIES,
+    build_generator,
+    check_capability,
+    default_params,
+    settings_problems,
+)
 
 log = logging.getLogger(__name__)
-
-#: Error code a site uses for a handler failure (Flower's CLIENT_APP_RAISED_EXCEPTION).
-SITE_ERROR_CODE = 2
-
-#: Capabilities a strategy may require of a generator, with the strategies that work without them.
-CAPABILITIES = {
-    "weights": "get_weights/set_weights/partial_fit (ctgan, vae_bgm)",
-    "two_step": "structure and parameters from summed counts (bayesian_network)",
-}
-
-
-# -- the site side ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class SiteRuntime:
-    """What a site handler sees: its own rows (never sent), schema, name, seed and persistent node state."""
-
-    name: str
-    data: pd.DataFrame
-    schema: TableSchema
-    seed: int = 0
-    state: RecordDict = field(default_factory=RecordDict)
-    #: The site's own folder for its state between rounds (resume); ``None``: kept in memory only.
-    state_dir: Path | None = None
-
-
-SiteHandler = Callable[[Message, SiteRuntime], RecordDict]
-
-#: Site-side models kept between rounds of one run, keyed by (run token, site name). Module-level so it lives
-#: in each simulation actor process; a miss (another actor served the site) rebuilds from the message.
-_SITE_MODELS: dict[tuple[str, str], Any] = {}
-
-
-def site_model(key: tuple[str, str], build: Callable[[], Any]) -> Any:
-    """The site's cached model for this run, built on first use."""
-    if key not in _SITE_MODELS:
-        if len(_SITE_MODELS) > 64:  # old runs in a long-lived actor
-            _SITE_MODELS.clear()
-        _SITE_MODELS[key] = build()
-    return _SITE_MODELS[key]
-
-
-def handle(handler: SiteHandler, msg: Message, site: SiteRuntime) -> Message:
-    """Run a site handler and wrap its answer; any failure becomes a scrubbed error reply (no data values)."""
-    try:
-        content = handler(msg, site)
-        return Message(content, reply_to=msg)
-    except Exception as exc:  # every failure must become a reply, never a traceback leaving the site
-        reason = records.scrub_error(exc)
-        log.warning("site %s: %s failed: %s", site.name, msg.metadata.message_type, reason)
-        return Message(Error(SITE_ERROR_CODE, reason), reply_to=msg)
-
-
-def message_config(msg: Message) -> dict[str, Any]:
-    """The instruction's flat settings (snake_case keys)."""
-    return records.from_config_record(msg.content["config"]) if "config" in msg.content else {}
-
-
-def conform_to_domain(data: pd.DataFrame, domain: Domain) -> pd.DataFrame:
-    """A site's rows restricted to the domain: labels the domain does not know (suppressed rare labels) become
-    missing, so no generator can learn and later emit them."""
-    out = data.copy()
-    for name, col in domain.columns.items():
-        if name in out.columns and col.kind is ColumnKind.CATEGORICAL:
-            s = out[name]
-            out[name] = s.where(s.isna() | s.isin(col.categories), np.nan)
-    return out
-
-
-def _round_sig(x: float, digits: int, how: str = "nearest") -> float:
-    if x == 0 or not math.isfinite(x):
-        return float(x)
-    exp = math.floor(math.log10(abs(x))) - digits + 1
-    scale = 10.0**exp
-    q = x / scale
-    n = math.floor(q) if how == "down" else math.ceil(q) if how == "up" else round(q)
-    return float(round(n * scale, max(-exp, 0) + 2))
-
-
-def release_summary(
-    summary: Mapping[str, Any], schema: TableSchema, *, min_category_count: int = 5, significant_digits: int = 3
-) -> dict[str, Any]:
-    """Site-side disclosure control of a domain summary before it leaves the site.
-
-    * bounds are coarsened outward (min down, max up) and quantile sketches and mixture modes rounded to
-      ``significant_digits`` significant digits, so no single real value (an extreme or a quantile that
-      lands on a row) leaves the site verbatim;
-    * labels of a categorical column that the schema does not declare and that fewer than
-      ``min_category_count`` rows hold are not disclosed (their rows count as missing in the domain).
-    Sums, counts and moments are aggregates and stay exact.
-    """
-    out: dict[str, Any] = {"n_rows": int(summary["n_rows"]), "columns": {}}
-    for name, entry in summary["columns"].items():
-        e = dict(entry)
-        if "min" in e:
-            lo = _round_sig(float(e["min"]), significant_digits, "down")
-            hi = _round_sig(float(e["max"]), significant_digits, "up")
-            q = [min(max(_round_sig(float(v), significant_digits), lo), hi) for v in e["quantiles"]]
-            q[0], q[-1] = lo, hi
-            e.update(min=lo, max=hi, quantiles=list(np.maximum.accumulate(q)))
-            if "modes" in e:
-                m = e["modes"]
-                e["modes"] = {
-                    "weights": [_round_sig(float(w), significant_digits) for w in m["weights"]],
-                    "means": [_round_sig(float(v), significant_digits) for v in m["means"]],
-                    "stds": [max(_round_sig(float(v), significant_digits), 1e-3) for v in m["stds"]],
-                }
-        if "counts" in e:
-            spec = schema[name]
-            declared = set(spec.categories or ()) if spec.kind is ColumnKind.CATEGORICAL else {"0", "1"}
-            kept = {k: int(c) for k, c in e["counts"].items() if k in declared or int(c) >= min_category_count}
-            hidden = sum(int(c) for k, c in e["counts"].items() if k not in kept)
-            e["counts"] = kept
-            e["n_missing"] = int(e["n_missing"]) + hidden
-        out["columns"][name] = e
-    return out
-
-
-def handle_hello(msg: Message, site: SiteRuntime) -> RecordDict:
-    """``query.hello``: who the site is and how many rows it holds (nothing else)."""
-    held = [c for c in site.schema.model_columns if c in site.data.columns]
-    return RecordDict(
-        {
-            "info": records.to_config_record({"site_name": site.name, "columns": held}),
-            "metrics": records.to_metric_record({"num_examples": len(site.data)}),
-        }
-    )
-
-
-def handle_summary(msg: Message, site: SiteRuntime) -> RecordDict:
-    """``query.summary``: the site's domain summary, after disclosure control."""
-    cfg = message_config(msg)
-    raw = summarize_site(site.data, site.schema, n_modes=int(cfg.get("n_modes", 0)), random_state=site.seed)
-    released = release_summary(
-        raw,
-        site.schema,
-        min_category_count=int(cfg.get("min_category_count", 5)),
-        significant_digits=int(cfg.get("significant_digits", 3)),
-    )
-    return RecordDict({"summary": records.to_payload_record(released)})
-
-
-#: Handlers every strategy relies on.
-COMMON_HANDLERS: dict[str, SiteHandler] = {"query.hello": handle_hello, "query.summary": handle_summary}
-
-
-def all_site_handlers() -> dict[str, SiteHandler]:
-    """Every message type a site answers, from every registered strategy module."""
-    out = dict(COMMON_HANDLERS)
-    for spec in STRATEGIES.values():
-        module = importlib.import_module(spec.partition(":")[0])
-        out.update(getattr(module, "SITE_HANDLERS", {}))
-    return out
-
-
-# -- the server side -------------------------------------------------------------------------------------
 
 
 class GridLike(Protocol):
@@ -288,6 +133,11 @@ class Checkpoint(Protocol):
     def load(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None: ...
 
 
+def site_name(sites: Sequence[SiteInfo], node: int) -> str:
+    """The name of the site on ``node`` (the node id when no site there is known)."""
+    return next((s.name for s in sites if s.node_id == node), str(node))
+
+
 def same_for_all(content: RecordDict) -> Callable[[SiteInfo], RecordDict]:
     """The content builder for an instruction that is identical for every site."""
 
@@ -309,7 +159,7 @@ class Strategy(ABC):
     generator_params : dict, optional
         Hyperparameters of the generator, identical on every site and on the server.
     rounds : int
-        Federated rounds (strategies with a fixed number of phases ignore it).
+        Federated rounds of weight averaging (strategies with a fixed sequence of phases run one round).
     local_epochs : int
         Epochs each site trains per round (weight-based generators).
     min_sites : int
@@ -317,14 +167,21 @@ class Strategy(ABC):
     random_state : int
         Seed of server-side randomness (initial weights, mixture initialisation, pooled refits).
     params : dict, optional
-        Strategy-specific settings (see each strategy), plus ``min_category_count`` and ``significant_digits``
-        of the sites' disclosure control and ``node_timeout`` (seconds to wait for the sites to register).
+        Strategy-specific settings (:data:`~fedsynth.strategies.registry.STRATEGIES`), plus ``min_category_count``
+        and ``significant_digits`` of the sites' disclosure control and ``node_timeout`` (seconds the server waits
+        for the sites' nodes to register). A key the strategy does not accept with this generator, or that would
+        not act, is an error.
+
+    Raises
+    ------
+    ValidationError
+        Every problem of the settings at once (see :func:`~fedsynth.strategies.registry.settings_problems`).
+    CapabilityError
+        The generator lacks the capability the strategy needs; the message names the compatible strategies.
     """
 
-    #: Registry key.
+    #: Registry key (:data:`fedsynth.strategies.registry.STRATEGIES` holds what the strategy needs and accepts).
     name: ClassVar[str] = ""
-    #: Capability the generator must have (a key of :data:`CAPABILITIES`), or ``None``.
-    requires: ClassVar[str | None] = None
     #: Where the server checkpoints its state after every finished step (a round; for the two-step BN an
     #: answered count request); a strategy that finds a checkpoint there at :meth:`start` resumes from it.
     checkpoint: Checkpoint | None = None
@@ -335,9 +192,9 @@ class Strategy(ABC):
         *,
         generator: str = "bayesian_network",
         generator_params: Mapping[str, Any] | None = None,
-        rounds: int = 1,
-        local_epochs: int = 1,
-        min_sites: int = 1,
+        rounds: int = DEFAULT_ROUNDS,
+        local_epochs: int = DEFAULT_LOCAL_EPOCHS,
+        min_sites: int = DEFAULT_MIN_SITES,
         random_state: int = 0,
         params: Mapping[str, Any] | None = None,
     ) -> None:
@@ -348,11 +205,18 @@ class Strategy(ABC):
         self.local_epochs = local_epochs
         self.min_sites = min_sites
         self.random_state = random_state
-        self.params = dict(params or {})
-        self._check()
+        self._check(dict(params or {}))
+        #: The given params over the registry's defaults (every key the strategy accepts with this generator).
+        self.params = {**default_params(self.name, generator, params), **dict(params or {})}
+
+    @property
+    def requires(self) -> str | None:
+        """Capability the generator must have (a key of :data:`~fedsynth.strategies.registry.CAPABILITIES`)."""
+        return STRATEGIES[self.name].requires
 
     # -- validation ------------------------------------------------------------------------------------
-    def _check(self) -> None:
+    def _check(self, params: Mapping[str, Any]) -> None:
+        """Every problem of the settings at once: counts, the generator's capability, then the registry's rules."""
         problems = []
         for key in ("rounds", "local_epochs", "min_sites"):
             v = getattr(self, key)
@@ -361,6 +225,9 @@ class Strategy(ABC):
         if problems:
             raise ValidationError(f"Settings of {type(self).__name__}", problems)
         check_capability(self.name, self.generator)
+        problems = settings_problems(self.name, self.generator, params=params, generator_params=self.generator_params)
+        if problems:
+            raise ValidationError(f"Settings of {type(self).__name__}", problems)
 
     # -- helpers every flow uses ---------------------------------------------------------------------
     def new_generator(self, domain: Domain, *, random_state: int | None = None) -> Any:
@@ -447,8 +314,8 @@ class Strategy(ABC):
         cfg = records.to_config_record(
             {
                 "n_modes": opts["n_modes"],
-                "min_category_count": int(self.params.get("min_category_count", 5)),
-                "significant_digits": int(self.params.get("significant_digits", 3)),
+                "min_category_count": int(self.params["min_category_count"]),
+                "significant_digits": int(self.params["significant_digits"]),
             }
         )
         got = self.ask(grid, sites, "query.summary", lambda s: RecordDict({"config": cfg}), group_id="summary")
@@ -511,6 +378,22 @@ class Strategy(ABC):
         """The strategy's own phases, after the shared domain is known."""
 
 
+#: Names that lived here before the split, by their new module (forwarded with a warning so branches written
+#: against the old layout keep importing; import them from their new home).
+_MOVED = {
+    "fedsynth.strategies.site": (
+        "SITE_ERROR_CODE", "SiteRuntime", "SiteHandler", "site_model", "handle", "message_config",
+        "conform_to_domain", "release_summary", "handle_hello", "handle_summary", "COMMON_HANDLERS",
+        "all_site_handlers", "site_generator", "_round_sig",
+    ),
+    "fedsynth.strategies.registry": (
+        "CAPABILITIES", "STRATEGIES", "generator_accepts", "build_generator", "generator_capabilities",
+        "compatible_strategies", "check_capability", "strategy_class", "make_strategy", "flow_for",
+    ),
+    "fedsynth.strategies.in_process": ("InProcessGrid",),
+}
+
+
 def _domain_hash(domain: Domain) -> str:
     import hashlib
 
@@ -540,169 +423,12 @@ def _set_rng_states(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -
         torch.set_rng_state(torch.from_numpy(np.ascontiguousarray(arrays["rng.torch"], dtype=np.uint8)))
 
 
-def generator_accepts(name: str, param: str) -> bool:
-    """Whether the registered generator ``name`` takes the constructor parameter ``param``."""
-    from fedsynth.generators import generator_class
+def __getattr__(name: str) -> Any:
+    import importlib
+    import warnings
 
-    return param in inspect.signature(generator_class(name).__init__).parameters
-
-
-def build_generator(
-    name: str, schema: TableSchema, domain: Domain | None, params: Mapping[str, Any], random_state: int | None = None
-) -> Any:
-    """Build a generator on ``domain``; ``random_state`` is passed when the generator takes one."""
-    from fedsynth.generators import generator_class
-
-    cls = generator_class(name)
-    kwargs = dict(params)
-    if random_state is not None and generator_accepts(name, "random_state"):
-        kwargs.setdefault("random_state", int(random_state))
-    return cls(schema, domain=domain, **kwargs)
-
-
-def site_generator(cfg: Mapping[str, Any], site: SiteRuntime, domain: Domain) -> Any:
-    """The generator a site trains, built from the instruction's settings and the site's own seed."""
-    params = dict(records.decode_payload(str(cfg.get("generator_params", "{}"))))
-    params.pop("random_state", None)
-    return build_generator(str(cfg["generator"]), site.schema, domain, params, site.seed)
-
-
-# -- capabilities ------------------------------------------------------------------------------------------
-
-
-def generator_capabilities(generator: str) -> set[str]:
-    """Capabilities of a registered generator (read from its class, imported on use)."""
-    from fedsynth.generators import generator_class
-
-    cls = generator_class(generator)
-    caps = set()
-    if all(callable(getattr(cls, m, None)) for m in ("get_weights", "set_weights", "partial_fit")):
-        caps.add("weights")
-    if all(callable(getattr(cls, m, None)) for m in ("learn_structure", "learn_parameters", "count_statistics")):
-        caps.add("two_step")
-    return caps
-
-
-def compatible_strategies(generator: str) -> list[str]:
-    """Strategies that can run with ``generator``."""
-    caps = generator_capabilities(generator)
-    out = []
-    for name in STRATEGIES:
-        req = REQUIRES.get(name)
-        if req is None or req in caps:
-            out.append(name)
-    return out
-
-
-def check_capability(strategy: str, generator: str) -> None:
-    """Raise :class:`CapabilityError` naming the compatible strategies when ``generator`` cannot run ``strategy``."""
-    req = REQUIRES.get(strategy)
-    if req is None:
-        return
-    if req not in generator_capabilities(generator):
-        ok = ", ".join(compatible_strategies(generator))
-        raise CapabilityError(
-            f"Strategy {strategy!r} needs a generator with {CAPABILITIES[req]}; {generator!r} does not have it. "
-            f"Strategies that work with {generator!r}: {ok}."
-        )
-
-
-# -- registry ------------------------------------------------------------------------------------------------
-
-#: Registered strategies: name -> "module:Class" (imported on use).
-STRATEGIES: dict[str, str] = {
-    "centralized": "fedsynth.strategies.centralized:CentralizedStrategy",
-    "local": "fedsynth.strategies.local:LocalStrategy",
-    "fedavg": "fedsynth.strategies.fedavg:FedAvgStrategy",
-    "two_step_bn": "fedsynth.strategies.two_step_bn:TwoStepBNStrategy",
-    "sd_sharing": "fedsynth.strategies.sd_sharing:SDSharingStrategy",
-}
-
-#: Capability each strategy needs (kept here so checking does not import every strategy).
-REQUIRES: dict[str, str | None] = {
-    "centralized": None,
-    "local": None,
-    "fedavg": "weights",
-    "two_step_bn": "two_step",
-    "sd_sharing": None,
-}
-
-
-def strategy_class(name: str) -> type[Strategy]:
-    if name not in STRATEGIES:
-        raise ValidationError("Strategy", [Problem("name", f"unknown strategy {name!r}", ", ".join(STRATEGIES))])
-    module, _, cls = STRATEGIES[name].partition(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
-
-
-def make_strategy(name: str, schema: TableSchema, **settings: Any) -> Strategy:
-    """Build a strategy by registry name (capability checked)."""
-    return strategy_class(name)(schema, **settings)
-
-
-def flow_for(generator: str) -> str:
-    """The federated flow a baseline runs for ``generator``: two-step counts, weights, or fit-once."""
-    caps = generator_capabilities(generator)
-    if "two_step" in caps:
-        return "two_step_bn"
-    if "weights" in caps:
-        return "fedavg"
-    return "fit_once"
-
-
-# -- in-process grid (baselines, tests) --------------------------------------------------------------------
-
-
-class InProcessGrid:
-    """A grid whose sites live in this process: messages go straight to the site handlers.
-
-    Same messages, same handlers, same replies as over Flower — only the transport differs. ``sent`` and
-    ``received`` keep every message, for tests that inspect what left a site.
-    """
-
-    def __init__(
-        self,
-        sites: Sequence[SiteRuntime],
-        handlers: Mapping[str, SiteHandler] | None = None,
-        *,
-        keep_messages: bool = False,
-    ) -> None:
-        self.sites = {i + 1: s for i, s in enumerate(sites)}
-        self.handlers = dict(handlers) if handlers is not None else all_site_handlers()
-        self.keep_messages = keep_messages
-        self.sent: list[Message] = []
-        self.received: list[Message] = []
-        _ensure_task_identity()
-
-    def get_node_ids(self) -> list[int]:
-        return list(self.sites)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        out = []
-        for msg in messages:
-            site = self.sites[msg.metadata.dst_node_id]
-            handler = self.handlers.get(msg.metadata.message_type)
-            if handler is None:
-                reply = Message(Error(SITE_ERROR_CODE, f"no handler for {msg.metadata.message_type}"), reply_to=msg)
-            else:
-                reply = handle(handler, msg, site)
-            if self.keep_messages:
-                self.sent.append(msg)
-                self.received.append(reply)
-            out.append(reply)
-        return out
-
-
-def _ensure_task_identity() -> None:
-    """Flower stamps instructions with the process's task identity, which only its engines set; an in-process
-    grid sets a neutral one (run 0, the SuperLink's node id) when none is set yet."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    try:
-        _ = TaskIdentity.run_id
-    except RuntimeError:
-        from flwr.common.constant import SUPERLINK_NODE_ID
-
-        TaskIdentity.task_id = 1
-        TaskIdentity.run_id = 0
-        TaskIdentity.node_id = SUPERLINK_NODE_ID
+    for module, names in _MOVED.items():
+        if name in names:
+            warnings.warn(f"fedsynth.strategies.base.{name} moved to {module}", DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

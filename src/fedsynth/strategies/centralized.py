@@ -16,23 +16,16 @@ import pandas as pd
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.strategies.base import (
-    GridLike,
-    InProcessGrid,
-    OnRound,
-    SiteInfo,
-    SiteRuntime,
-    Strategy,
-    StrategyResult,
-)
+from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, StrategyResult
+from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.local import delegate
+from fedsynth.strategies.site import SiteRuntime
 
 
 class CentralizedStrategy(Strategy):
     """The generator's flow over one pooled site (see :func:`run_centralized`)."""
 
     name = "centralized"
-    requires = None
 
     def run(
         self,

@@ -32,13 +32,16 @@ from fedsynth.strategies.base import (
     OnRound,
     RoundResult,
     SiteInfo,
-    SiteRuntime,
     Strategy,
     StrategyResult,
-    conform_to_domain,
-    generator_accepts,
-    message_config,
     same_for_all,
+    site_name,
+)
+from fedsynth.strategies.registry import generator_accepts
+from fedsynth.strategies.site import (
+    SiteRuntime,
+    conform_to_domain,
+    message_config,
     site_generator,
     site_model,
 )
@@ -84,7 +87,6 @@ class FedAvgStrategy(Strategy):
     """
 
     name = "fedavg"
-    requires = "weights"
 
     def run(
         self,
@@ -146,7 +148,7 @@ class FedAvgStrategy(Strategy):
                     final=server_round == self.rounds,
                 )
             generator.fitted_ = True
-            left_out = {_name(sites, n): r for n, r in got.failed.items()}
+            left_out = {site_name(sites, n): r for n, r in got.failed.items()}
             left_out_all.update(left_out)
             rr = RoundResult(server_round, label, generator, site_metrics=site_metrics, left_out=left_out,
                              seconds=time.perf_counter() - t0)
@@ -226,9 +228,6 @@ class FedAvgStrategy(Strategy):
         generator.set_latent_mixture(params)
         return params
 
-
-def _name(sites: Sequence[SiteInfo], node: int) -> str:
-    return next((s.name for s in sites if s.node_id == node), str(node))
 
 
 # -- site side -------------------------------------------------------------------------------------------

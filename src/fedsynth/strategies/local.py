@@ -13,24 +13,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fedsynth.encoding.domain import Domain
-from fedsynth.strategies.base import (
-    GridLike,
-    OnRound,
-    SiteInfo,
-    Strategy,
-    StrategyResult,
-    flow_for,
-    strategy_class,
-)
+from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, StrategyResult
+from fedsynth.strategies.registry import BASELINE_FIXED, effective_flow, flow_for, strategy_class
 
 
 def delegate(strategy: Strategy) -> Strategy:
-    """The flow a baseline runs for its generator, with the same settings."""
-    flow = flow_for(strategy.generator)
+    """The flow a baseline runs for its generator (:func:`~fedsynth.strategies.registry.effective_flow`), with
+    the same settings (and, for the fit-once flow, :data:`~fedsynth.strategies.registry.BASELINE_FIXED`)."""
+    flow = effective_flow(strategy.name, strategy.generator)
     params = dict(strategy.params)
-    if flow == "fit_once":
-        flow = "sd_sharing"
-        params.update(privacy_check=False, refit=False)
+    if flow_for(strategy.generator) == "fit_once":
+        params.update(BASELINE_FIXED)
     return strategy_class(flow)(
         strategy.schema,
         generator=strategy.generator,
@@ -47,7 +40,6 @@ class LocalStrategy(Strategy):
     """Each site alone, one after another; ``site_models`` holds each site's model."""
 
     name = "local"
-    requires = None
 
     def run(
         self,

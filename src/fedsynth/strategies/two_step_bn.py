@@ -45,12 +45,15 @@ from fedsynth.strategies.base import (
     OnRound,
     RoundResult,
     SiteInfo,
-    SiteRuntime,
     Strategy,
     StrategyResult,
+    same_for_all,
+    site_name,
+)
+from fedsynth.strategies.site import (
+    SiteRuntime,
     conform_to_domain,
     message_config,
-    same_for_all,
     site_generator,
     site_model,
 )
@@ -68,7 +71,6 @@ class TwoStepBNStrategy(Strategy):
     """Federated two-step Bayesian network (structure and parameters from summed site counts)."""
 
     name = "two_step_bn"
-    requires = "two_step"
 
     def run(
         self,
@@ -116,7 +118,7 @@ class TwoStepBNStrategy(Strategy):
                     got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}")
                     if got.failed:
                         for node, reason in got.failed.items():
-                            left_out[_name(active, node)] = reason
+                            left_out[site_name(active, node)] = reason
                         raise _SitesDropped(set(got.failed))
                     tables = {s.name: records.unpack_tables(got.ok[s.node_id]["counts"], keys) for s in active}
                     history.append((keys, tables))
@@ -179,9 +181,6 @@ def _decode_history(
         tables[names[j]][keys[m]] = np.asarray(table, dtype=np.int64)
     return out
 
-
-def _name(sites: Sequence[SiteInfo], node: int) -> str:
-    return next((s.name for s in sites if s.node_id == node), str(node))
 
 
 # -- site side -------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def test_plan_expands_the_product_and_runs_centralized_once_per_seed():
     assert "bayesian_network-centralized-pooled-seed0" in slugs
     assert "bayesian_network-two_step_bn-3-sites-worst-seed1" in slugs
     fed = next(r for r in runs if r.strategy == "two_step_bn")
-    assert fed.config.strategy.params["references"] == "none"
+    assert fed.config.evaluation.references == []
     assert fed.config.output.run_id == fed.slug
 
 
@@ -43,7 +43,7 @@ def test_plan_reports_incompatible_cells_at_once():
     bad = _grid(generators=[{"name": "bayesian_network", "strategies": ["fedavg"]}], seeds=[0])
     with pytest.raises(ValidationError) as info:
         plan(bad)
-    assert "needs ctgan or vae_bgm" in str(info.value)
+    assert "needs a generator with get_weights/set_weights/partial_fit (ctgan, vae_bgm)" in str(info.value)
 
 
 def test_shipped_grid_configs_plan():
@@ -112,7 +112,7 @@ def test_run_grid_aggregates_over_seeds_and_reuses_finished_runs(tmp_path, monke
     assert row["tstr_cindex"]["mean"] == pytest.approx(0.7)
     assert summary["survival_consistency"][0]["real_p"] == 1e-40
     html = again.summary_html.read_text()
-    assert "<table>" in html and "data:image/png;base64," in html and "two_step_bn" in html
+    assert "<table>" in html and "<svg" in html and "<img" not in html and "two_step_bn" in html
 
 
 def test_a_failed_run_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
@@ -202,3 +202,38 @@ def test_grid_resumes_an_interrupted_run_and_reruns_one_made_with_other_data(tmp
     assert reuse_decision(b, identity) == ("run", "rerun: the data changed (another fingerprint)")
     assert reuse_decision(tmp_path / "none", identity) == ("run", "not run yet")
     assert run_mod.run_hash(identity) != run_mod.run_hash({**identity, "fedsynth": "9.9"})
+
+
+def test_snapshot_logrank_reads_endpoint_and_stratum_from_the_report(tmp_path):
+    # Setup: a cohort with no MDS names: endpoint PFS in months, stratum ARM (three arms), one snapshot
+    import numpy as np
+    import pandas as pd
+    from lifelines.statistics import multivariate_logrank_test
+
+    from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
+    from fedsynth.experiments.grid import snapshot_logrank
+
+    rng = np.random.default_rng(0)
+    arm = rng.choice(["a", "b", "c"], size=90)
+    frame = pd.DataFrame({"PFS_MONTHS": rng.exponential(np.where(arm == "a", 5.0, 12.0)) + 0.1,
+                          "PFS_EVENT": rng.integers(0, 2, size=90), "ARM": arm})
+    (tmp_path / "snapshots").mkdir()
+    frame.to_csv(tmp_path / "snapshots" / "round-002.csv", index=False)
+    schema = TableSchema(
+        (ColumnSpec("PFS_MONTHS", ColumnKind.CONTINUOUS, role=ColumnRole.OUTCOME),
+         ColumnSpec("PFS_EVENT", ColumnKind.BINARY, role=ColumnRole.OUTCOME),
+         ColumnSpec("ARM", ColumnKind.CATEGORICAL, categories=("a", "b", "c"))),
+        endpoints=(SurvivalEndpoint("PFS", "PFS_MONTHS", "PFS_EVENT", "months"),),
+    )
+    report = {"rounds": [{"round": 2, "label": "federated", "snapshot": "snapshots/round-002.csv"}],
+              "final": {"evaluation": {"info": {"schema": schema.to_dict()},
+                                       "survival": {"strata_columns": ["ARM"]}}}}
+
+    # Run
+    out = snapshot_logrank(tmp_path, report)
+
+    # Assert: lifelines' k-group log-rank on the same rows
+    expected = multivariate_logrank_test(frame["PFS_MONTHS"], frame["ARM"], frame["PFS_EVENT"]).p_value
+    assert out == [{"cohort": "federated", "stratum": "ARM", "n": 90, "p": pytest.approx(expected, rel=1e-6)}]
+    # no endpoint or no stratum in the report: nothing to test, no guessed column names
+    assert snapshot_logrank(tmp_path, {**report, "final": {"evaluation": {}}}) == []

@@ -19,9 +19,8 @@ def _config(tmp_path: Path, run_id: str, **over: Any):  # type: ignore[no-untype
         "cohort": {"name": "mds-iwgpm"},
         "sites": {"proportions": [60, 30, 10]},
         "generator": {"name": "vae_bgm", "params": VAE_PARAMS},
-        "strategy": {"name": "fedavg", "rounds": 4,
-                     "params": {"engine": "in_process", "references": [], "mixture_max_iter": 5, "final_evaluation": "none"}},
-        "evaluation": {"snapshot_rows": 100},
+        "strategy": {"name": "fedavg", "rounds": 4, "engine": "in_process", "params": {"mixture_max_iter": 5}},
+        "evaluation": {"snapshot_rows": 100, "references": [], "final": "none"},
         "output": {"dir": str(tmp_path), "run_id": run_id},
         "seed": 3,
     }
@@ -92,7 +91,7 @@ def test_two_step_bn_interrupted_after_its_second_count_request_resumes_to_the_s
     from fedsynth.strategies.checkpoint import FileCheckpoint
 
     over = {"generator.name": "bayesian_network", "generator.params": {"max_indegree": 2}, "strategy.name": "two_step_bn",
-            "strategy.rounds": 1}
+            "strategy.rounds": 1, "strategy.params": {}}
     saves: list[int] = []
     original = FileCheckpoint.save
 

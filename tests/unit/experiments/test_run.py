@@ -21,8 +21,8 @@ def _config(tmp_path: Path, **over):  # type: ignore[no-untyped-def]
         "cohort": {"name": "mds-iwgpm"},
         "sites": {"proportions": [60, 30, 10]},
         "generator": {"name": "bayesian_network", "params": {"max_indegree": 1}},
-        "strategy": {"name": "two_step_bn", "rounds": 1, "params": {"engine": "in_process", "references": ["centralized"], "final_evaluation": "lite"}},
-        "evaluation": {"snapshot_rows": 300},
+        "strategy": {"name": "two_step_bn", "rounds": 1, "engine": "in_process"},
+        "evaluation": {"snapshot_rows": 300, "references": ["centralized"], "final": "lite"},
         "output": {"dir": str(tmp_path), "run_id": "run-1"},
         "seed": 3,
     }
@@ -110,7 +110,9 @@ def test_a_run_killed_mid_way_keeps_its_finished_rounds(tmp_path, planted, monke
             "generator.params": {"hidden_dims": [16], "latent_dim": 2, "n_components": 2, "batch_size": 256},
             "strategy.name": "fedavg",
             "strategy.rounds": 3,
-            "strategy.params": {"engine": "in_process", "references": [], "mixture_max_iter": 5, "final_evaluation": "none"},
+            "strategy.params": {"mixture_max_iter": 5},
+            "evaluation.references": [],
+            "evaluation.final": "none",
             "evaluation.snapshot_rows": 100,
         },
     )
@@ -172,7 +174,7 @@ def test_fedsynth_run_command_writes_a_run_and_prints_the_report_path(tmp_path, 
     # Run
     res = CliRunner().invoke(
         app,
-        ["run", str(config), "--out", str(tmp_path), "--set", "strategy.params={engine: in_process, references: [], final_evaluation: none}",
+        ["run", str(config), "--out", str(tmp_path), "--set", "strategy.engine=in_process", "--set", "evaluation.references=[]", "--set", "evaluation.final=none",
          "--set", "generator.params.max_indegree=1", "--set", "output.run_id=cli", "--set", "evaluation.snapshot_rows=100"],
     )
 

@@ -30,8 +30,9 @@ generator:
 strategy:
   name: fedavg
   rounds: 4
-  params: {references: [], final_evaluation: none, mixture_max_iter: 5, engine: simulation}
-evaluation: {snapshot_rows: 100}
+  engine: simulation
+  params: {mixture_max_iter: 5}
+evaluation: {snapshot_rows: 100, references: [], final: none}
 seed: 0
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from flwr.app import Context, RecordDict
 
 from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
@@ -76,12 +77,38 @@ def test_deployment_run_config_becomes_the_strategy(tmp_path) -> None:
 
     SCHEMA.to_yaml(tmp_path / "schema.yaml")
     run_config = {"strategy": "sd_sharing", "generator": "bayesian_network", "generator-params": '{"max_indegree":1}',
-                  "rounds": 2, "min-sites": 2, "num-sites": 3, "seed": 4, "schema-path": str(tmp_path / "schema.yaml"),
-                  "strategy-params": '{"refit":true}'}
+                  "min-sites": 2, "num-sites": 3, "seed": 4, "schema-path": str(tmp_path / "schema.yaml"),
+                  "strategy-params": '{"refit":true, "node_timeout": 30}'}
 
     # Run
     strategy, n_nodes = strategy_from_run_config(run_config)
 
+    # Assert: given settings over the registry's defaults
+    assert (strategy.name, strategy.generator, strategy.min_sites, n_nodes) == ("sd_sharing", "bayesian_network", 2, 3)
+    assert strategy.generator_params == {"max_indegree": 1}
+    assert strategy.params["refit"] is True and strategy.params["node_timeout"] == 30
+    assert strategy.params["privacy_check"] is True and strategy.params["gate_mia_auc_above"] == 0.6
+
+
+def test_deployment_run_config_lists_every_problem_before_building(tmp_path) -> None:
+    # Setup: a rounds count the fixed-phase strategy would ignore, a misspelt and a mistyped strategy param,
+    # an unknown generator param
+    from fedsynth.errors import ValidationError
+    from fedsynth.federation.server_app import strategy_from_run_config
+
+    SCHEMA.to_yaml(tmp_path / "schema.yaml")
+    run_config = {"strategy": "sd_sharing", "generator": "bayesian_network", "rounds": 4,
+                  "generator-params": '{"max_indegre":1}', "schema-path": str(tmp_path / "schema.yaml"),
+                  "strategy-params": '{"refitt":true, "gate_mia_auc_above": "high"}'}
+
+    # Run
+    with pytest.raises(ValidationError) as info:
+        strategy_from_run_config(run_config)
+
     # Assert
-    assert (strategy.name, strategy.generator, strategy.rounds, strategy.min_sites, n_nodes) == ("sd_sharing", "bayesian_network", 2, 2, 3)
-    assert strategy.generator_params == {"max_indegree": 1} and strategy.params == {"refit": True}
+    text = str(info.value)
+    assert "Run config has 4 problems" in text
+    assert "strategy.rounds: is 4, but 'sd_sharing' with 'bayesian_network' runs a fixed sequence" in text
+    assert "strategy.params.refitt: is not a parameter of 'sd_sharing'" in text and "did you mean 'refit'?" in text
+    assert "strategy.params.gate_mia_auc_above: got 'high' (str); valid: a float in the range [0.5, 1]" in text
+    assert "generator.params.max_indegre: unknown parameter of 'bayesian_network'" in text

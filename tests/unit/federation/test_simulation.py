@@ -24,7 +24,8 @@ def test_two_step_bn_over_flower_simulation_leaves_a_failing_site_out(mds_partit
     # Setup
     from fedsynth.federation.simulation import run_simulation
     from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
-    from fedsynth.strategies.base import all_site_handlers, make_strategy
+    from fedsynth.strategies.registry import make_strategy
+    from fedsynth.strategies.site import all_site_handlers
 
     schema = mds_partition.schema.select(COLUMNS)
     sites = [(s.name, s.data[COLUMNS]) for s in mds_partition.sites]

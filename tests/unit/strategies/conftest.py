@@ -14,7 +14,7 @@ from flwr.app import Message
 
 from fedsynth.cohort.schema import ColumnKind
 from fedsynth.generators.base import BaseGenerator
-from fedsynth.strategies.base import InProcessGrid
+from fedsynth.strategies.in_process import InProcessGrid
 
 
 class FakeWeightsGenerator(BaseGenerator):

@@ -10,14 +10,9 @@ from flwr.app import Message, RecordDict
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import CapabilityError
 from fedsynth.strategies import records
-from fedsynth.strategies.base import (
-    InProcessGrid,
-    SiteRuntime,
-    _round_sig,
-    all_site_handlers,
-    make_strategy,
-    release_summary,
-)
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime, _round_sig, all_site_handlers, release_summary
 
 
 def _grid(partition, **kwargs) -> InProcessGrid:  # type: ignore[no-untyped-def]
@@ -122,3 +117,51 @@ def test_every_site_message_type_is_a_valid_flower_type() -> None:
     # Assert
     assert {"query.hello", "query.summary", "query.counts", "train.fit", "train.share"} <= set(types)
     assert all(validate_message_type(t) for t in types)
+
+
+def test_a_strategy_holds_the_registry_defaults_of_the_params_that_act(mds_partition) -> None:
+    # Setup / Run
+    from fedsynth.strategies.registry import default_params
+
+    schema = mds_partition.schema
+    sd = make_strategy("sd_sharing", schema, generator="bayesian_network", params={"gate_mia_auc_above": 0.55})
+    sd_off = make_strategy("sd_sharing", schema, generator="bayesian_network", params={"privacy_check": False})
+    two_step = make_strategy("two_step_bn", schema, generator="bayesian_network")
+
+    # Assert: given values win, defaults come from the registry, params that would not act are absent
+    assert sd.params["gate_mia_auc_above"] == 0.55 and sd.params["gate_exact_copies_margin"] == 0.0
+    assert sd.params["refit"] is False
+    assert "gate_mia_auc_above" not in sd_off.params and sd_off.params["privacy_check"] is False
+    assert two_step.params == {"min_category_count": 5, "significant_digits": 3, "node_timeout": 120.0,
+                               "count_look_ahead": 1}
+    assert default_params("two_step_bn", "bayesian_network") == two_step.params
+    assert sd.requires is None and two_step.requires == "two_step"
+
+
+def test_a_baseline_delegates_with_only_the_params_its_flow_accepts(mds_partition) -> None:
+    # Setup: ctgan averages weights but has no latent mixture; the baseline's flow is FedAvg
+    from fedsynth.errors import ValidationError
+    from fedsynth.strategies.local import delegate
+
+    schema = mds_partition.schema
+    central = make_strategy("centralized", schema, generator="ctgan", rounds=2, params={"min_category_count": 3})
+
+    # Run
+    flow = delegate(central)
+
+    # Assert
+    assert (flow.name, flow.rounds, flow.min_sites) == ("fedavg", 2, 1)
+    assert flow.params == {"min_category_count": 3, "significant_digits": 3, "node_timeout": 120.0}
+    with pytest.raises(ValidationError, match="acts only with a generator that has a latent mixture"):
+        make_strategy("local", schema, generator="ctgan", params={"mixture_max_iter": 5})
+    with pytest.raises(ValidationError, match="generator.params.epochs: is not used by 'centralized'"):
+        make_strategy("centralized", schema, generator="ctgan", generator_params={"epochs": 3})
+
+
+def test_moved_names_still_import_from_base_with_a_warning() -> None:
+    from fedsynth.strategies import base, in_process
+
+    with pytest.warns(DeprecationWarning, match="moved to fedsynth.strategies.in_process"):
+        assert base.InProcessGrid is in_process.InProcessGrid
+    with pytest.raises(AttributeError):
+        _ = base.no_such_name

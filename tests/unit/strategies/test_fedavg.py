@@ -10,8 +10,10 @@ from flwr.app import Message, RecordDict
 from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
 from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
-from fedsynth.strategies.base import InProcessGrid, SiteRuntime, make_strategy
 from fedsynth.strategies.fedavg import weighted_average
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime
 
 SCHEMA = TableSchema(
     (
@@ -122,7 +124,7 @@ def _estep_messages_per_round(warm: bool, round_max_iter: int = 50) -> dict[int,
     grid = InProcessGrid(sites, keep_messages=True)
     strategy = make_strategy(
         "fedavg", SCHEMA, generator="vae_bgm", rounds=3, local_epochs=2, min_sites=2, random_state=0,
-        generator_params={"epochs": 1, "batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2},
+        generator_params={"batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2},
         params={"mixture_warm_start": warm, "mixture_round_max_iter": round_max_iter},
     )
     strategy.start(grid)
@@ -157,7 +159,7 @@ def _dropout_sent(sites: list[SiteRuntime], generator_params: dict) -> float | N
     grid = InProcessGrid(sites, keep_messages=True)
     make_strategy(
         "fedavg", SCHEMA, generator="vae_bgm", rounds=1, local_epochs=1, min_sites=2, random_state=0,
-        generator_params={"epochs": 1, "batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2,
+        generator_params={"batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2,
                           **generator_params},
     ).start(grid)
     fit = next(m for m in grid.sent if m.metadata.message_type == "train.fit")

@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
-from fedsynth.strategies.base import InProcessGrid, SiteRuntime, make_strategy
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime
 
 PLANTED_HB = 987.654321
 PLANTED_LABEL = "ZZ_PLANTED_LABEL"
@@ -66,7 +68,7 @@ def frame_leaks(frame: pd.DataFrame) -> list[str]:
     "strategy_name, generator, params",
     [
         ("two_step_bn", "bayesian_network", {}),
-        ("sd_sharing", "bayesian_network", {"refit": True, "max_dcr_share": 1.0, "min_nndr_ratio": 0.0}),
+        ("sd_sharing", "bayesian_network", {"refit": True, "gate_mia_auc_above": 1.0, "gate_nndr_p5_margin": 1.0, "gate_exact_copies_margin": 1.0}),
         ("fedavg", "fake_weights", {}),
     ],
 )

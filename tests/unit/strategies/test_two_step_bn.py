@@ -8,7 +8,9 @@ import pytest
 from flwr.app import Message, RecordDict
 
 from fedsynth.strategies import records
-from fedsynth.strategies.base import InProcessGrid, SiteRuntime, make_strategy
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime
 
 SMALL = ["AGE", "SEX", "HB", "PLT", "BM_BLAST", "CYTO_IPSSR", "TP53", "SF3B1", "ASXL1", "OS_YEARS", "OS_STATUS"]
 

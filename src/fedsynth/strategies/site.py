@@ -1,0 +1,183 @@
+"""The site runtime: what a site handler sees, its disclosure rules, and the handlers every strategy relies on.
+
+A site answers each message type with a handler (``SITE_HANDLERS`` in each strategy module: message type ->
+handler). :func:`handle` wraps a handler so that any failure becomes a scrubbed error reply and no traceback
+or data value leaves the site. Common to all strategies:
+
+1. ``query.hello``   -> the site's name and row count (``num-examples``) and which columns it holds;
+2. ``query.summary`` -> the site's domain summary (:func:`fedsynth.encoding.summarize_site`) after the site's
+   disclosure control (:func:`release_summary`); the server merges them into the shared :class:`Domain`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flwr.app import Error, Message, RecordDict
+
+from fedsynth.cohort.schema import ColumnKind, TableSchema
+from fedsynth.encoding.domain import Domain, summarize_site
+from fedsynth.strategies import records
+from fedsynth.strategies.registry import STRATEGIES, build_generator
+
+log = logging.getLogger(__name__)
+
+#: Error code a site uses for a handler failure (Flower's CLIENT_APP_RAISED_EXCEPTION).
+SITE_ERROR_CODE = 2
+
+
+@dataclass
+class SiteRuntime:
+    """What a site handler sees: its own rows (never sent), schema, name, seed and persistent node state."""
+
+    name: str
+    data: pd.DataFrame
+    schema: TableSchema
+    seed: int = 0
+    state: RecordDict = field(default_factory=RecordDict)
+    #: The site's own folder for its state between rounds (resume); ``None``: kept in memory only.
+    state_dir: Path | None = None
+
+
+SiteHandler = Callable[[Message, SiteRuntime], RecordDict]
+
+#: Site-side models kept between rounds of one run, keyed by (run token, site name). Module-level so it lives
+#: in each simulation actor process; a miss (another actor served the site) rebuilds from the message.
+_SITE_MODELS: dict[tuple[str, str], Any] = {}
+
+
+def site_model(key: tuple[str, str], build: Callable[[], Any]) -> Any:
+    """The site's cached model for this run, built on first use."""
+    if key not in _SITE_MODELS:
+        if len(_SITE_MODELS) > 64:  # old runs in a long-lived actor
+            _SITE_MODELS.clear()
+        _SITE_MODELS[key] = build()
+    return _SITE_MODELS[key]
+
+
+def handle(handler: SiteHandler, msg: Message, site: SiteRuntime) -> Message:
+    """Run a site handler and wrap its answer; any failure becomes a scrubbed error reply (no data values)."""
+    try:
+        content = handler(msg, site)
+        return Message(content, reply_to=msg)
+    except Exception as exc:  # every failure must become a reply, never a traceback leaving the site
+        reason = records.scrub_error(exc)
+        log.warning("site %s: %s failed: %s", site.name, msg.metadata.message_type, reason)
+        return Message(Error(SITE_ERROR_CODE, reason), reply_to=msg)
+
+
+def message_config(msg: Message) -> dict[str, Any]:
+    """The instruction's flat settings (snake_case keys)."""
+    return records.from_config_record(msg.content["config"]) if "config" in msg.content else {}
+
+
+def conform_to_domain(data: pd.DataFrame, domain: Domain) -> pd.DataFrame:
+    """A site's rows restricted to the domain: labels the domain does not know (suppressed rare labels) become
+    missing, so no generator can learn and later emit them."""
+    out = data.copy()
+    for name, col in domain.columns.items():
+        if name in out.columns and col.kind is ColumnKind.CATEGORICAL:
+            s = out[name]
+            out[name] = s.where(s.isna() | s.isin(col.categories), np.nan)
+    return out
+
+
+def _round_sig(x: float, digits: int, how: str = "nearest") -> float:
+    if x == 0 or not math.isfinite(x):
+        return float(x)
+    exp = math.floor(math.log10(abs(x))) - digits + 1
+    scale = 10.0**exp
+    q = x / scale
+    n = math.floor(q) if how == "down" else math.ceil(q) if how == "up" else round(q)
+    return float(round(n * scale, max(-exp, 0) + 2))
+
+
+def release_summary(
+    summary: Mapping[str, Any], schema: TableSchema, *, min_category_count: int = 5, significant_digits: int = 3
+) -> dict[str, Any]:
+    """Site-side disclosure control of a domain summary before it leaves the site.
+
+    * bounds are coarsened outward (min down, max up) and quantile sketches and mixture modes rounded to
+      ``significant_digits`` significant digits, so no single real value (an extreme or a quantile that
+      lands on a row) leaves the site verbatim;
+    * labels of a categorical column that the schema does not declare and that fewer than
+      ``min_category_count`` rows hold are not disclosed (their rows count as missing in the domain).
+    Sums, counts and moments are aggregates and stay exact.
+    """
+    out: dict[str, Any] = {"n_rows": int(summary["n_rows"]), "columns": {}}
+    for name, entry in summary["columns"].items():
+        e = dict(entry)
+        if "min" in e:
+            lo = _round_sig(float(e["min"]), significant_digits, "down")
+            hi = _round_sig(float(e["max"]), significant_digits, "up")
+            q = [min(max(_round_sig(float(v), significant_digits), lo), hi) for v in e["quantiles"]]
+            q[0], q[-1] = lo, hi
+            e.update(min=lo, max=hi, quantiles=list(np.maximum.accumulate(q)))
+            if "modes" in e:
+                m = e["modes"]
+                e["modes"] = {
+                    "weights": [_round_sig(float(w), significant_digits) for w in m["weights"]],
+                    "means": [_round_sig(float(v), significant_digits) for v in m["means"]],
+                    "stds": [max(_round_sig(float(v), significant_digits), 1e-3) for v in m["stds"]],
+                }
+        if "counts" in e:
+            spec = schema[name]
+            declared = set(spec.categories or ()) if spec.kind is ColumnKind.CATEGORICAL else {"0", "1"}
+            kept = {k: int(c) for k, c in e["counts"].items() if k in declared or int(c) >= min_category_count}
+            hidden = sum(int(c) for k, c in e["counts"].items() if k not in kept)
+            e["counts"] = kept
+            e["n_missing"] = int(e["n_missing"]) + hidden
+        out["columns"][name] = e
+    return out
+
+
+def handle_hello(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.hello``: who the site is and how many rows it holds (nothing else)."""
+    held = [c for c in site.schema.model_columns if c in site.data.columns]
+    return RecordDict(
+        {
+            "info": records.to_config_record({"site_name": site.name, "columns": held}),
+            "metrics": records.to_metric_record({"num_examples": len(site.data)}),
+        }
+    )
+
+
+def handle_summary(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.summary``: the site's domain summary, after disclosure control."""
+    cfg = message_config(msg)
+    raw = summarize_site(site.data, site.schema, n_modes=int(cfg.get("n_modes", 0)), random_state=site.seed)
+    released = release_summary(
+        raw,
+        site.schema,
+        min_category_count=int(cfg.get("min_category_count", 5)),
+        significant_digits=int(cfg.get("significant_digits", 3)),
+    )
+    return RecordDict({"summary": records.to_payload_record(released)})
+
+
+#: Handlers every strategy relies on.
+COMMON_HANDLERS: dict[str, SiteHandler] = {"query.hello": handle_hello, "query.summary": handle_summary}
+
+
+def all_site_handlers() -> dict[str, SiteHandler]:
+    """Every message type a site answers, from every registered strategy module."""
+    out = dict(COMMON_HANDLERS)
+    for spec in STRATEGIES.values():
+        module = importlib.import_module(spec.target.partition(":")[0])
+        out.update(getattr(module, "SITE_HANDLERS", {}))
+    return out
+
+
+def site_generator(cfg: Mapping[str, Any], site: SiteRuntime, domain: Domain) -> Any:
+    """The generator a site trains, built from the instruction's settings and the site's own seed."""
+    params = dict(records.decode_payload(str(cfg.get("generator_params", "{}"))))
+    params.pop("random_state", None)
+    return build_generator(str(cfg["generator"]), site.schema, domain, params, site.seed)
