@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,8 @@ class SiteRuntime:
     #: The site's own ε ledger (:class:`fedsynth.privacy.PrivacyLedger`, keyed by the site's name): noisy
     #: releases are charged to it before they are made, and refused past the site's budget. ``None``: no ledger.
     privacy_ledger: Any = None
+    #: The site's own folder for its state between rounds (resume); ``None``: kept in memory only.
+    state_dir: Path | None = None
 
 
 SiteHandler = Callable[[Message, SiteRuntime], RecordDict]

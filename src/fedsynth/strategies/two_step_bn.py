@@ -88,6 +88,8 @@ log = logging.getLogger(__name__)
 DP_SPLIT: Mapping[str, float] = {"structure": 0.5, "parameters": 0.5}
 #: Most count tables the structure phase may release; its noise is calibrated to this many.
 DP_STRUCTURE_TABLES = 600
+#: Owner of the tables in a checkpoint's request history under secure aggregation (only the sum is known).
+_SECURE_SUM = "(secure sum)"
 
 
 class _SitesDropped(Exception):
@@ -124,6 +126,16 @@ class TwoStepBNStrategy(Strategy):
         accountant = None
         if self.privacy is not None and not self.privacy.is_infinite:
             accountant = PrivacyAccountant(self.privacy, DP_SPLIT)
+        # Answered count requests since the search (re)started: (keys, tables by site name). Checkpointed after
+        # every answer; a resumed search asks the same requests in the same order (hill climbing is
+        # deterministic) and gets them from here instead of from the sites.
+        history: list[tuple[list[str], dict[str, dict[str, np.ndarray]]]] = []
+        resumed = self.load_checkpoint(domain)
+        if resumed is not None:
+            meta, arrays = resumed
+            active = [s for s in sites if s.name in set(meta["active"])]
+            left_out = dict(meta["left_out"])
+            history = _decode_history(meta, arrays)
         while True:
             generator = self.new_generator(domain)
             n_requests = 0
@@ -148,21 +160,33 @@ class TwoStepBNStrategy(Strategy):
                             keys = keys[:room]
                             if not keys:
                                 return [{} for _ in active]
-                    # Charged before the request goes out: a request over budget releases nothing.
+                    # Charged before the request goes out: a request over budget releases nothing. A replayed
+                    # request (resume) is charged again, so the accountant ends where the interrupted run was.
                     accountant.charge(Release(phase, z, len(keys)))
                     extra = {"dp_noise_std": z, "dp_n_sites": len(active)}
-                if self.params.get("secure_aggregation", False):
-                    return [self._secure_counts(grid, active, {**cfg, **extra, "families": keys}, left_out)]
-                content = RecordDict({"config": records.to_config_record({**cfg, **extra, "families": keys})})
-                got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}")
-                if got.failed:
-                    for node, reason in got.failed.items():
-                        left_out[site_name(active, node)] = reason
-                    raise _SitesDropped(set(got.failed))
-                return [
-                    {family_from_key(k): v for k, v in records.unpack_tables(got.ok[s.node_id]["counts"], keys).items()}
-                    for s in active
-                ]
+                secure = bool(self.params.get("secure_aggregation", False))
+                # Whose tables the history holds: each site's, or under secure aggregation only their sum.
+                owners = [_SECURE_SUM] if secure else [s.name for s in active]
+                i = n_requests - 1
+                if i < len(history) and history[i][0] == keys and sorted(history[i][1]) == sorted(owners):
+                    tables = history[i][1]
+                else:
+                    del history[i:]
+                    request = {**cfg, **extra, "families": keys}
+                    if secure:
+                        tables = {_SECURE_SUM: self._secure_counts(grid, active, request, left_out)}
+                    else:
+                        content = RecordDict({"config": records.to_config_record(request)})
+                        got = self.ask(grid, active, "query.counts", same_for_all(content),
+                                       group_id=f"counts-{n_requests}")
+                        if got.failed:
+                            for node, reason in got.failed.items():
+                                left_out[site_name(active, node)] = reason
+                            raise _SitesDropped(set(got.failed))
+                        tables = {s.name: records.unpack_tables(got.ok[s.node_id]["counts"], keys) for s in active}
+                    history.append((keys, tables))
+                    self.save_checkpoint(domain, *_encode_history(history, owners, [s.name for s in active], left_out))
+                return [{family_from_key(k): v for k, v in tables[owner].items()} for owner in owners]
 
             oracle = SummedCountOracle(fetch, look_ahead=int(self.params.get("count_look_ahead", 1)))
             try:
@@ -174,6 +198,7 @@ class TwoStepBNStrategy(Strategy):
                 generator.learn_parameters(param_oracle, edges)
                 break
             except _SitesDropped as exc:
+                history.clear()
                 active = [s for s in active if s.node_id not in exc.nodes]
                 if len(active) < min(self.min_sites, len(sites)):
                     raise FedsynthError(
@@ -200,16 +225,16 @@ class TwoStepBNStrategy(Strategy):
             left_out=left_out,
         )
 
-
     def _secure_counts(
         self, grid: GridLike, active: Sequence[SiteInfo], request: dict[str, Any], left_out: dict[str, str]
-    ) -> dict[Any, np.ndarray]:
-        """The count tables summed over ``active`` by secure aggregation: the server never sees one site's table.
+    ) -> dict[str, np.ndarray]:
+        """The count tables (by family key) summed over ``active`` by secure aggregation.
+
+        The server never sees one site's table.
 
         A family no site could count (its ``present`` sum is 0) is left out, as in the clear path; a site that
         drops is recorded and the search restarts without it.
         """
-        from fedsynth.generators.bayesian_network import family_from_key
         from fedsynth.strategies.secure_sum import secure_sum
 
         # Counts are exact modulo 2**32 while every summed cell stays under 2**31 (the rows of all sites).
@@ -221,7 +246,7 @@ class TwoStepBNStrategy(Strategy):
             raise _SitesDropped(set(got.dropped))
         present = got.arrays["present"]
         keys = [str(k) for k in request["families"]]
-        return {family_from_key(k): got.arrays[k] for i, k in enumerate(keys) if present[i] > 0}
+        return {k: got.arrays[k] for i, k in enumerate(keys) if present[i] > 0}
 
 
 # -- site side -------------------------------------------------------------------------------------------
@@ -340,3 +365,39 @@ def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np
 
 
 SITE_HANDLERS: Mapping[str, Any] = {"query.counts": handle_counts}
+
+
+def _encode_history(
+    history: Sequence[tuple[list[str], Mapping[str, Mapping[str, np.ndarray]]]],
+    names: list[str],
+    active: list[str],
+    left_out: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The answered requests as checkpoint settings and arrays ``<request>.<owner>.<table>``.
+
+    ``names`` are the tables' owners (the active sites, or ``_SECURE_SUM`` under secure aggregation, where the
+    server never held one site's table), ``active`` the sites still in the search.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for i, (keys, tables) in enumerate(history):
+        for j, name in enumerate(names):
+            for m, key in enumerate(keys):
+                if key in tables[name]:
+                    arrays[f"{i}.{j}.{m}"] = tables[name][key]
+    meta = {"step": len(history), "active": active, "owners": names, "left_out": dict(left_out),
+            "requests": [k for k, _ in history]}
+    return meta, arrays
+
+
+def _decode_history(
+    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> list[tuple[list[str], dict[str, dict[str, np.ndarray]]]]:
+    names = [str(n) for n in meta.get("owners", meta["active"])]
+    out: list[tuple[list[str], dict[str, dict[str, np.ndarray]]]] = [
+        ([str(k) for k in keys], {n: {} for n in names}) for keys in meta["requests"]
+    ]
+    for name, table in arrays.items():
+        i, j, m = (int(x) for x in name.split("."))
+        keys, tables = out[i]
+        tables[names[j]][keys[m]] = np.asarray(table, dtype=np.int64)
+    return out
