@@ -4,6 +4,10 @@ Which site a node is comes from the node's config: in simulation, ``partition-id
 :class:`SiteSource` entries handed to :func:`make_client_app`; in a deployment, the node config names the
 site directly (``site-name``, ``data-path`` — a pickled frame or a CSV —, ``schema-path``, ``seed``). Rows are
 read inside the node and cached per process; only what a handler puts in its reply leaves the node.
+
+The site's disclosure policy (:class:`~fedsynth.strategies.policy.SitePolicy`) is the node's own: in a
+deployment ``policy-path`` or a ``site-policy.yaml`` beside the data file, then ``policy-<field>`` keys of the
+node config; in simulation the :class:`SiteSource`'s ``policy`` (else the node config's keys, else defaults).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from flwr.clientapp import ClientApp
 
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.strategies import records
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.site import SiteHandler, SiteRuntime, all_site_handlers, handle
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,8 @@ class SiteSource:
     name: str
     data_path: str
     seed: int = 0
+    #: The site's own disclosure policy (:class:`SitePolicy` fields); ``None``: the safe defaults.
+    policy: Mapping[str, Any] | None = None
 
 
 #: Per-process caches (a simulation actor serves several nodes): path -> rows, schema text -> schema.
@@ -62,11 +69,13 @@ def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mappin
         table_schema = _schema(str(cfg["schema_path"]) if "schema_path" in cfg else dict(schema or {}))
         source = SiteSource(str(cfg.get("site_name", f"site-{context.node_id}")), str(cfg["data_path"]),
                             int(cfg.get("seed", 0)))
+        policy = SitePolicy.from_node_config(cfg, source.data_path)
     else:
         source = sources[int(cfg["partition_id"])]
         table_schema = _schema(dict(schema or {}))
+        policy = SitePolicy.from_mapping(source.policy) if source.policy else SitePolicy.from_node_config(cfg)
     data = _read_rows(source.data_path, table_schema)
-    return SiteRuntime(source.name, data, table_schema, source.seed, context.state)
+    return SiteRuntime(source.name, data, table_schema, source.seed, context.state, policy)
 
 
 def make_client_app(
