@@ -15,8 +15,9 @@ from fedsynth.strategies.site import SiteRuntime
 SMALL = ["AGE", "SEX", "HB", "PLT", "BM_BLAST", "CYTO_IPSSR", "TP53", "SF3B1", "ASXL1", "OS_YEARS", "OS_STATUS"]
 
 
-def _site_runtimes(partition, schema) -> list[SiteRuntime]:  # type: ignore[no-untyped-def]
-    return [SiteRuntime(s.name, s.data, schema, seed=i) for i, s in enumerate(partition.sites)]
+def _site_runtimes(partition, schema, policy=None) -> list[SiteRuntime]:  # type: ignore[no-untyped-def]
+    extra = {} if policy is None else {"policy": policy}
+    return [SiteRuntime(s.name, s.data, schema, seed=i, **extra) for i, s in enumerate(partition.sites)]
 
 
 def _assert_same_network(fed, cen) -> None:  # type: ignore[no-untyped-def]
@@ -31,13 +32,22 @@ def test_federated_two_step_bn_equals_centralized_on_three_site_split(mds_partit
     # Setup
     from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
 
+    # A trusted network: sites send count tables in clear even when a cell is under k. Without it (the default
+    # policy) each site withholds the tables that would isolate patients, and the federated search sees
+    # different counts than the pooled one; secure aggregation (sums only) is how that is to be lifted.
+    from fedsynth.strategies.policy import SitePolicy
+
     schema = mds_partition.schema
-    grid = InProcessGrid(_site_runtimes(mds_partition, schema))
+    grid = InProcessGrid(_site_runtimes(mds_partition, schema, SitePolicy(clear_counts=True)))
     strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 1}, min_sites=3)
 
     # Run
     fed = strategy.start(grid)
-    cen = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(mds_partition.train[schema.model_columns])
+    # The same rows as the sites use: labels the domain left out (under k at every site) count as missing.
+    from fedsynth.strategies.site import conform_to_domain
+
+    pooled = conform_to_domain(mds_partition.train[schema.model_columns], fed.domain)
+    cen = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(pooled)
 
     # Assert
     assert len(fed.generator.edges_) > 10
