@@ -23,7 +23,6 @@ from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.errors import Problem, ValidationError
 
 
-
 @dataclass(frozen=True)
 class Modes:
     """A one-dimensional Gaussian mixture (the per-column "modes" CTGAN's mode-specific normalisation uses)."""
@@ -201,8 +200,10 @@ BOUND_GRID = _grid(1)
 def coarse_bounds(lo: float, hi: float, declared_lower: float | None, declared_upper: float | None) -> tuple[float, float]:
     """Bounds that reveal no value: the coarse grid point strictly below ``lo`` and strictly above ``hi`` (0 stays
     0), then clipped to the schema's declared clinical range. Exact only when the schema declares both."""
-    down = 0.0 if lo == 0 else float(BOUND_GRID[max(np.searchsorted(BOUND_GRID, lo, side="left") - 1, 0)])
-    up = 0.0 if hi == 0 else float(BOUND_GRID[min(np.searchsorted(BOUND_GRID, hi, side="right"), len(BOUND_GRID) - 1)])
+    i_down = max(int(np.searchsorted(BOUND_GRID, lo, side="left")) - 1, 0)
+    i_up = min(int(np.searchsorted(BOUND_GRID, hi, side="right")), len(BOUND_GRID) - 1)
+    down = 0.0 if lo == 0 else float(BOUND_GRID[i_down])
+    up = 0.0 if hi == 0 else float(BOUND_GRID[i_up])
     if declared_lower is not None:
         down = max(down, float(declared_lower))
     if declared_upper is not None:

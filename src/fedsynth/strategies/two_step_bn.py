@@ -105,7 +105,7 @@ class TwoStepBNStrategy(Strategy):
             n_refusals = [0]
 
             def fetch(
-                families: list[tuple[str, tuple[str, ...]]], active: list[SiteInfo] = active
+                families: list[tuple[str, tuple[str, ...]]], active: list[SiteInfo] = active, n_refusals: list[int] = n_refusals
             ) -> list[dict[Any, np.ndarray]]:
                 nonlocal n_requests
                 n_requests += 1

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from fedsynth.strategies import records
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.registry import make_strategy
-from fedsynth.strategies import records
 from fedsynth.strategies.site import SiteRuntime, all_site_handlers
 
 PLANTED_HB = 987.654321
