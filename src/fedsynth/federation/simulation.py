@@ -35,13 +35,15 @@ def run_simulation(
     workdir: str | Path | None = None,
     node_timeout: float | None = None,
     handlers: Mapping[str, SiteHandler] | None = None,
+    policies: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> StrategyResult:
     """Run ``strategy`` over ``sites`` (name, rows) with Flower's simulation engine and return its result.
 
     Each site's rows are written to a private temporary file that only its node reads (removed afterwards);
     the client app carries paths, not rows. ``num_cpus`` (default: all cores, at most one per site) sizes the
     Ray pool; each node gets one CPU. Flower's and Ray's own logging is quieted for the run. ``handlers``
-    replaces the sites' message handlers (tests inject failures this way).
+    replaces the sites' message handlers (tests inject failures this way). ``policies``: each site's own
+    disclosure policy (:class:`~fedsynth.strategies.policy.SitePolicy` fields; ``None``: the safe defaults).
     """
     from flwr.simulation import run_simulation as flwr_run_simulation
 
@@ -53,10 +55,11 @@ def run_simulation(
     old_level = flwr_logger.level
     try:
         sources = []
-        for (name, frame), seed in zip(sites, seeds):
+        site_policies = list(policies) if policies is not None else [None] * len(sites)
+        for (name, frame), seed, policy in zip(sites, seeds, site_policies):
             path = tmp / f"{name}.pkl"
             frame.to_pickle(path)
-            sources.append(SiteSource(name, str(path), int(seed)))
+            sources.append(SiteSource(name, str(path), int(seed), policy))
         results: dict[str, Any] = {}
         server_app = make_server_app(strategy, len(sites), on_round=on_round, results=results, node_timeout=node_timeout)
         client_app = make_client_app(sources, schema.to_dict(), handlers)
