@@ -156,8 +156,8 @@ EXTREME_BYTES = (b"19.731", b"19.73", np.float64(EXTREME_HB).tobytes(), np.float
         ("fedavg", "fake_weights", {}),
     ],
 )
-def test_a_sites_extreme_value_appears_in_no_message_and_no_model_file(
-    mds_partition, fake_generators, tmp_path, strategy_name, generator, params
+def test_a_sites_extreme_value_appears_in_no_message_log_or_model_file(
+    mds_partition, fake_generators, tmp_path, caplog, strategy_name, generator, params
 ) -> None:
     # Setup: default site policies (k = 5, gate on)
     schema, sites = extreme_sites(mds_partition)
@@ -166,11 +166,14 @@ def test_a_sites_extreme_value_appears_in_no_message_and_no_model_file(
     gen_params = {"max_indegree": 1} if generator == "bayesian_network" else {}
     strategy = make_strategy(strategy_name, schema, generator=generator, generator_params=gen_params, rounds=2,
                              min_sites=1, params=params)
+    caplog.set_level(logging.DEBUG)
 
     # Run
     result = strategy.start(grid)
 
-    # Assert: no message, no domain bound, no model file, no released row holds the number
+    # Assert: no message, no log line, no domain bound, no model file, no released row holds the number
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "19.731" not in logged and "19.73" not in logged
     leaks = {m.metadata.message_type: extreme_leaks_in_message(m) for m in grid.sent + grid.received}
     assert {k: v for k, v in leaks.items() if v} == {}
     assert result.domain["HB"].upper == 20.0  # the coarse bound, not the site's maximum
