@@ -52,9 +52,9 @@ def _pair(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, obje
 
 
 def _clear_caches() -> None:
-    from fedsynth.evaluation import genomics, survival
+    from fedsynth.evaluation import cox, genomics
 
-    survival._COX_CACHE.clear()
+    cox._COX_CACHE.clear()
     genomics._fisher_exact.cache_clear()
 
 

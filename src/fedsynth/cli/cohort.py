@@ -20,6 +20,18 @@ COHORT_OPT = typer.Option(None, "--cohort", "-c", help="A registered cohort, e.g
 DATA_DIR_OPT = typer.Option(None, "--data-dir", help="Folder holding cohort folders (default: $FEDSYNTH_DATA_DIR).")
 SCHEMA_OPT = typer.Option(None, "--schema", help="A schema YAML to use instead of the inferred one.")
 FORMAT_OPT = typer.Option(OutputFormat.text, "--format", help="text for people, json for machines.")
+SCHEMA_OUT_OPT = typer.Option(None, "--schema-out", help="Write the (inferred) schema as YAML here.")
+SITES_OPT = typer.Option("60,30,10", "--sites", help="Site proportions, e.g. 60,30,10 or 45,20,15,10,10.")
+BY_OPT = typer.Option(None, "--by", help="Split by this column: one site per value (a centre column).")
+DIRICHLET_OPT = typer.Option(None, "--dirichlet", help="Non-IID over --by with this Dirichlet alpha.")
+SCENARIO_OPT = typer.Option("best", "--scenario", help="best (all sites hold all columns) or worst.")
+HOLDOUT_OPT = typer.Option(0.1, "--holdout", help="Share of rows held out for privacy baselines and TSTR.")
+SEED_OPT = typer.Option(0, "--seed", help="Seed for the split and the sites.")
+PARTITION_OUT_OPT = typer.Option(..., "--out", help="Folder for <site>.csv, holdout.csv, schema.yaml and partition.json.")
+FETCH_COHORT_ARG = typer.Argument("mds-iwgpm", help="Registered cohort to fetch.")
+OFFLINE_OPT = typer.Option(False, "--offline", help="Build from source files already placed in the target folder.")
+CONFIG_FILE_ARG = typer.Argument(..., help="An experiment YAML, e.g. configs/smoke.yaml.")
+SET_OPT = typer.Option([], "--set", help="Override a key, e.g. --set strategy.rounds=5.")
 
 config_app = typer.Typer(help="Experiment configs.", no_args_is_help=True)
 
@@ -39,7 +51,7 @@ def describe(
     data_dir: Path | None = DATA_DIR_OPT,
     schema: Path | None = SCHEMA_OPT,
     format: OutputFormat = FORMAT_OPT,
-    schema_out: Path | None = typer.Option(None, "--schema-out", help="Write the (inferred) schema as YAML here."),
+    schema_out: Path | None = SCHEMA_OUT_OPT,
 ) -> None:
     """Show the schema and a per-column summary of a cohort or CSV file (aggregates only)."""
     from fedsynth.cohort.datasets import summary_frame
@@ -69,10 +81,13 @@ def describe(
     console.print(table)
     eps = ", ".join(f"{e.name} ({e.duration_col}, {e.event_col}; {e.time_unit})" for e in loaded.schema.endpoints)
     console.print(f"Survival endpoints: {eps or 'none found'}")
+    post = loaded.schema.post_baseline_columns
+    if post:
+        console.print(f"Recorded after baseline (baseline: false): {', '.join(post)}", markup=False, highlight=False)
     for note in loaded.notes:
-        console.print(f"Note: {note}")
+        console.print(f"Note: {note}", markup=False, highlight=False)
     if schema_out:
-        console.print(f"Schema written to {schema_out}")
+        console.print(f"Schema written to {schema_out} (every column of the file is in it: declared, or under 'drop:')")
 
 
 @handle_errors
@@ -81,13 +96,13 @@ def partition(
     cohort: str | None = COHORT_OPT,
     data_dir: Path | None = DATA_DIR_OPT,
     schema: Path | None = SCHEMA_OPT,
-    sites: str = typer.Option("60,30,10", "--sites", help="Site proportions, e.g. 60,30,10 or 45,20,15,10,10."),
-    by: str | None = typer.Option(None, "--by", help="Split by this column: one site per value (a centre column)."),
-    dirichlet: float | None = typer.Option(None, "--dirichlet", help="Non-IID over --by with this Dirichlet alpha."),
-    scenario: str = typer.Option("best", "--scenario", help="best (all sites hold all columns) or worst."),
-    holdout: float = typer.Option(0.1, "--holdout", help="Share of rows held out for privacy baselines and TSTR."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the split and the sites."),
-    out: Path = typer.Option(..., "--out", help="Folder for <site>.csv, holdout.csv and partition.json."),
+    sites: str = SITES_OPT,
+    by: str | None = BY_OPT,
+    dirichlet: float | None = DIRICHLET_OPT,
+    scenario: str = SCENARIO_OPT,
+    holdout: float = HOLDOUT_OPT,
+    seed: int = SEED_OPT,
+    out: Path = PARTITION_OUT_OPT,
     format: OutputFormat = FORMAT_OPT,
 ) -> None:
     """Split a cohort into a holdout and sites; write one CSV per site, holdout.csv and partition.json."""
@@ -106,8 +121,9 @@ def partition(
     )
     path = part.write(out)
     info = part.to_dict()
+    notes = list(loaded.notes) + list(part.notes)
     if format is OutputFormat.json:
-        print_json({**info, "out": str(out)})
+        print_json({**info, "notes": notes, "out": str(out)})
         return
     from rich.table import Table
 
@@ -117,14 +133,16 @@ def partition(
     for s in info["sites"]:
         table.add_row(s["name"], f"{s['n_rows']:,}", f"{100 * s['share']:.1f}%", ", ".join(s["lacks"]) or "-")
     console.print(table)
-    console.print(f"Written: {out}/<site>.csv, {out}/holdout.csv and {path}")
+    for note in notes:
+        console.print(f"Note: {note}", markup=False, highlight=False)
+    console.print(f"Written: {out}/<site>.csv, {out}/holdout.csv, {out}/schema.yaml and {path}")
 
 
 @handle_errors
 def fetch(
-    cohort: str = typer.Argument("mds-iwgpm", help="Registered cohort to fetch."),
+    cohort: str = FETCH_COHORT_ARG,
     data_dir: Path | None = DATA_DIR_OPT,
-    offline: bool = typer.Option(False, "--offline", help="Build from source files already placed in the target folder."),
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Download a public cohort's source files at a pinned commit, check them and build its CSV."""
     from fedsynth.cohort.datasets import fetch_cohort
@@ -154,8 +172,8 @@ def cohorts(format: OutputFormat = FORMAT_OPT) -> None:
 @config_app.command("validate")
 @handle_errors
 def config_validate(
-    file: Path = typer.Argument(..., help="An experiment YAML, e.g. configs/smoke.yaml."),
-    set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set strategy.rounds=5."),
+    file: Path = CONFIG_FILE_ARG,
+    set_: list[str] = SET_OPT,
     format: OutputFormat = FORMAT_OPT,
 ) -> None:
     """Check an experiment config; print the resolved config or every problem at once."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from fedsynth.cli._common import console, handle_errors, print_json
+from fedsynth.cli._common import console, err_console, handle_errors, print_json
 
 
 class OutputFormat(str, Enum):
@@ -104,20 +104,16 @@ def _read(path: Path, schema: Any, option: str) -> Any:
     mutation; a poor generator may emit a constant column): those findings are left out, every other
     problem is reported at once.
     """
-    from fedsynth.cohort.derived import add_derived
-    from fedsynth.cohort.validation import read_csv_checked, validate_frame
-    from fedsynth.errors import ValidationError
+    from fedsynth.cohort.validation import conform, read_csv_checked
 
     data_schema = schema.select(schema.data_columns)
     raw = read_csv_checked(path)
     keep = [c for c in raw.columns if c in data_schema and data_schema[c].derived is None]
-    problems = [
-        p for p in validate_frame(raw[keep], data_schema)
-        if not (p.found.startswith("is constant") or p.found == "every value is missing")
-    ]
-    if problems:
-        raise ValidationError(f"{option} file {path.name!r} (schema {schema.name!r})", problems)
-    return add_derived(data_schema.coerce(raw[keep]), data_schema)
+    # conform: the one loading rule (codes, time zero = half a day with a note, every problem at once)
+    done = conform(raw[keep], data_schema, subject=f"{option} file {path.name!r}", unusable="keep", canonical_01=True)
+    for note in done.notes:
+        err_console.print(f"Note ({option}): {note}", markup=False, highlight=False)
+    return done.data
 
 
 def _summary(rep: dict[str, Any], json_path: Path, html_path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from fedsynth.cli._common import console, handle_errors, load_input
+from fedsynth.cli._common import console, err_console, handle_errors, load_input
 
 DATA_ARG = typer.Argument(None, help="A CSV file (instead of --cohort).", show_default=False)
 COHORT_OPT = typer.Option(None, "--cohort", "-c", help="A registered cohort, e.g. mds-iwgpm.")
@@ -30,6 +30,11 @@ CONDITION_OPT = typer.Option(
     None, "--condition", help="COL=VALUE every row must have (repeat a column to accept several values)."
 )
 SAMPLE_SEED_OPT = typer.Option(0, "--seed", help="Random seed; the same seed gives the same rows.")
+MAX_TRIES_OPT = typer.Option(
+    10, "--max-tries", min=1,
+    help="With --condition/--where: batches drawn before giving up (each batch is larger as the share of "
+    "rows that meet the conditions shrinks).",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -74,34 +79,19 @@ def parse_settings(items: list[str], generator: str) -> dict[str, Any]:
     return params
 
 
-def parse_conditions(items: list[str], schema: Any) -> dict[str, Any]:
-    """``COL=VALUE`` pairs; a column given more than once accepts any of its values. Numeric and binary
-    columns read the value as a number, categorical columns keep it as text."""
-    from fedsynth.errors import Problem, ValidationError
+def parse_conditions(items: list[str], schema: Any, where: str | None = None, domain: Any = None) -> Any:
+    """Check ``--condition`` items and ``--where`` against the model (see
+    :func:`fedsynth.cohort.conditions.check_sampling_inputs`); ``domain`` gives training counts and ranges."""
+    from fedsynth.cohort.conditions import check_sampling_inputs
 
-    problems = []
-    conditions: dict[str, list[Any]] = {}
-    for item in items:
-        col, sep, raw = item.partition("=")
-        col = col.strip()
-        if not sep or not col:
-            problems.append(Problem(f"--condition {item!r}", "is not of the form COL=VALUE", fix="e.g. --condition SEX=F"))
-            continue
-        if col not in schema:
-            problems.append(Problem(f"--condition {col}", "no such column", ", ".join(schema.data_columns)))
-            continue
-        spec = schema[col]
-        value: Any = raw.strip()
-        if spec.kind.value != "categorical":
-            try:
-                value = float(value)
-            except ValueError:
-                problems.append(Problem(f"--condition {col}", f"is a {spec.kind.value} column and the value is not a number"))
-                continue
-        conditions.setdefault(col, []).append(value)
-    if problems:
-        raise ValidationError("Sampling conditions", problems)
-    return {c: v[0] if len(v) == 1 else v for c, v in conditions.items()}
+    observed: dict[str, dict[str, int]] = {}
+    bounds: dict[str, tuple[float, float]] = {}
+    for name, col in (getattr(domain, "columns", None) or {}).items():
+        if col.categories and col.category_counts:
+            observed[name] = dict(zip(col.categories, col.category_counts, strict=False))
+        elif col.is_numeric and col.lower is not None and col.upper is not None:
+            bounds[name] = (float(col.lower), float(col.upper))
+    return check_sampling_inputs(list(items), where, schema, observed=observed, bounds=bounds)
 
 
 @handle_errors
@@ -120,7 +110,8 @@ def fit(
 ) -> None:
     """Train a generator centrally on the seeded training split and write the model and a synthetic cohort."""
     from fedsynth.cohort.io import write_csv
-    from fedsynth.cohort.partition import train_holdout_split
+    from fedsynth.cohort.partition import split_with_notes
+    from fedsynth.experiments.export import write_fit_manifest
     from fedsynth.generators.base import generator_class, make_generator
 
     params = parse_settings(list(settings or []), generator)
@@ -128,13 +119,22 @@ def fit(
         params.setdefault("random_state", seed)
     loaded = load_input(data, cohort, data_dir, schema)
     table_schema = loaded.schema
-    train, holdout = train_holdout_split(loaded.data, table_schema, holdout_fraction=holdout_fraction, random_state=seed)
+    for note in loaded.notes:
+        console.print(f"Note: {note}", markup=False, highlight=False)
+    train, holdout, split_notes = split_with_notes(
+        loaded.data, table_schema, holdout_fraction=holdout_fraction, random_state=seed
+    )
+    for note in split_notes:
+        console.print(f"Note: {note}", markup=False, highlight=False)
     gen = make_generator(generator, table_schema, **params)
     started = time.perf_counter()
     gen.fit(train[table_schema.model_columns])
     fit_seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     gen.save(out / "model")
+    write_fit_manifest(out, cohort=loaded, generator=generator, params=params, seed=seed,
+                       holdout_fraction=holdout_fraction, n_train=len(train), n_holdout=len(holdout),
+                       schema_file=schema, fit_seconds=fit_seconds)
     n_rows = int(n) if n is not None else len(train)
     synthetic = gen.sample(n_rows, random_state=seed)
     write_csv(synthetic, out / "synthetic.csv", gen.schema)
@@ -146,7 +146,12 @@ def fit(
         return
     from fedsynth.evaluation import evaluate
 
-    result = evaluate(train, synthetic, table_schema, holdout_data=holdout, random_state=seed)
+    holdout_data = holdout
+    if len(holdout) < 2:
+        # privacy baselines compare holdout rows with each other: one row is not enough
+        console.print(f"Note: {len(holdout)} held-out row: the report has no holdout-based privacy baselines.")
+        holdout_data = None
+    result = evaluate(train, synthetic, table_schema, holdout_data=holdout_data, random_state=seed)
     result.to_json(out / "report.json")
     result.to_html(out / "report.html")
     console.print(f"CSF {_fmt(result.csf)}, GSF {_fmt(result.gsf)}; report: {out / 'report.html'} (and report.json).")
@@ -166,13 +171,31 @@ def sample(
     condition: list[str] | None = CONDITION_OPT,
     seed: int = SAMPLE_SEED_OPT,
     out: Path = SAMPLE_OUT_OPT,
+    max_tries: int = MAX_TRIES_OPT,
 ) -> None:
-    """Draw synthetic rows from a saved model, optionally under conditions, and write them as CSV."""
+    """Draw synthetic rows from a saved model, optionally under conditions, and write them as CSV.
+
+    Conditions and the ``where`` expression are checked against the model before any sampling: every
+    problem is listed at once, and a condition on a value no training row holds is said.
+    """
     from fedsynth.cohort.io import write_csv
-    from fedsynth.generators.base import load_generator
+    from fedsynth.errors import FedsynthError
+    from fedsynth.experiments.card import write_short_card
+    from fedsynth.generators.base import ConditionError, load_generator
 
     gen = load_generator(model_dir)
-    conditions = parse_conditions(list(condition or []), gen.schema)
-    synthetic = gen.sample(n, random_state=seed, conditions=conditions or None, where=where)
+    request = parse_conditions(list(condition or []), gen.schema, where, getattr(gen, "domain", None))
+    for note in request.notes:
+        err_console.print(f"Warning: {note}", markup=False, highlight=False)
+    try:
+        synthetic = gen.sample(
+            n, random_state=seed, conditions=request.conditions or None, where=request.where, max_tries=max_tries
+        )
+    except ConditionError as exc:
+        # The generator speaks of its max_tries parameter; on the command line it is --max-tries.
+        text = str(exc).replace("raise max_tries", f"raise --max-tries (now {max_tries})")
+        raise FedsynthError(text) from None
     write_csv(synthetic, out, gen.schema)
-    console.print(f"Wrote {len(synthetic):,} rows from {gen.name} to {out}.")
+    card = write_short_card(out, model_dir, n_samples=len(synthetic), random_state=seed,
+                            conditions=request.conditions, where=request.where)
+    console.print(f"Wrote {len(synthetic):,} rows from {gen.name} to {out} (data card: {card.name}).")

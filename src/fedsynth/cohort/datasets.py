@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from fedsynth.cohort.derived import IPSSR_CATEGORIES, add_derived
-from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema, infer_schema
-from fedsynth.cohort.validation import check_frame, read_csv_checked
+from fedsynth.cohort.derived import IPSSR_CATEGORIES
+from fedsynth.cohort.inference import infer
+from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
+from fedsynth.cohort.validation import conform, read_csv_checked
 from fedsynth.errors import DataNotFoundError, Problem, ValidationError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ class NamedCohort:
     citation: str = ""
     licence: str = ""
     description: str = ""
+    #: SPDX-style short name and URL of the licence (data cards carry them beside ``licence``).
+    licence_id: str = ""
+    licence_url: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -86,7 +90,8 @@ MDS_GENES = (
     "ETNK1", "ETV6", "MPL",
 )
 
-#: Half a day in years: OS_YEARS == 0 (45 patients, time-zero events) is set to this on load.
+#: Half a day in years: OS_YEARS == 0 (45 patients, time-zero events) is set to this on load, by the rule every
+#: cohort follows (:func:`fedsynth.cohort.validation.conform`).
 MDS_TIME_ZERO = 0.5 / 365.0
 
 
@@ -97,30 +102,30 @@ def mds_schema() -> TableSchema:
     cols = [
         ColumnSpec("ID", k, ColumnRole.ID, description="patient/sample identifier"),
         ColumnSpec("AGE", i, cl, lower=0, upper=120, description="age at sampling, years"),
-        ColumnSpec("SEX", k, cl, categories=("F", "M")),
-        ColumnSpec("MDS_TYPE", k, cl, categories=("primary", "s_t_MDS"), description="primary or secondary/therapy-related"),
+        ColumnSpec("SEX", k, cl, categories=("F", "M"), description="sex: F = female, M = male"),
+        ColumnSpec("MDS_TYPE", k, cl, categories=("primary", "s_t_MDS"), description="MDS type: primary, or secondary/therapy-related (s_t_MDS)"),
         ColumnSpec("WHO_2016", k, cl, categories=(
             "MDS-SLD", "MDS-MLD", "MDS-SLD/MLD", "MDS-RS-SLD", "MDS-RS-MLD", "MDS-RS-SLD/MLD", "MDS-del5q",
             "MDS-EB1", "MDS-EB2", "MDS-U", "CMML", "MDS/MPN-RS-T", "MDS/MPN-U", "aCML", "other"),
-            description="WHO 2016 diagnosis"),
+            description="diagnosis by the WHO 2016 classification of myeloid neoplasms"),
         ColumnSpec("CYTO_IPSSR", k, cl, categories=("Very-Good", "Good", "Int", "Poor", "Very-Poor"),
-                   description="IPSS-R cytogenetic risk"),
+                   description="cytogenetic risk group of the revised International Prognostic Scoring System (IPSS-R)"),
         ColumnSpec("HB", c, cl, lower=0, description="haemoglobin, g/dL"),
         ColumnSpec("PLT", c, cl, lower=0, description="platelets, x10^9/L"),
         ColumnSpec("ANC", c, cl, lower=0, description="absolute neutrophil count, x10^9/L"),
         ColumnSpec("WBC", c, cl, lower=0, description="white blood cells, x10^9/L (truncated at 13 by inclusion)"),
         ColumnSpec("MONOCYTES", c, cl, lower=0, description="monocytes, x10^9/L"),
-        ColumnSpec("BM_BLAST", c, cl, lower=0, upper=100, description="bone-marrow blasts, %"),
-        ColumnSpec("PB_BLAST", c, cl, lower=0, upper=100, description="peripheral-blood blasts, %"),
+        ColumnSpec("BM_BLAST", c, cl, lower=0, upper=100, description="blasts in the bone marrow, % of nucleated cells"),
+        ColumnSpec("PB_BLAST", c, cl, lower=0, upper=100, description="blasts in the peripheral blood, % of white cells"),
         ColumnSpec("IPSSR", k, cl, categories=IPSSR_CATEGORIES, derived="ipss_r_category",
                    description="IPSS-R risk group, recomputed from CYTO_IPSSR, BM_BLAST, HB, PLT, ANC"),
     ]
-    cols += [ColumnSpec(g, b, ge, description=f"{g} mutated (1) or not (0)") for g in MDS_GENES]
+    cols += [ColumnSpec(g, b, ge, description=f"{g} gene: 1 = mutated (somatic mutation found), 0 = not mutated") for g in MDS_GENES]
     cols += [
-        ColumnSpec("OS_YEARS", c, out, lower=0, description="overall survival, years"),
-        ColumnSpec("OS_STATUS", b, out, description="1 = death, 0 = censored"),
-        ColumnSpec("LFS_YEARS", c, out, lower=0, description="leukaemia-free survival, years"),
-        ColumnSpec("LFS_STATUS", b, out, description="1 = AML or death, 0 = censored"),
+        ColumnSpec("OS_YEARS", c, out, lower=0, description="overall survival: time from sampling to death or last follow-up, years"),
+        ColumnSpec("OS_STATUS", b, out, description="overall survival event: 1 = died, 0 = alive at last follow-up (censored)"),
+        ColumnSpec("LFS_YEARS", c, out, lower=0, description="leukaemia-free survival: time from sampling to AML, death or last follow-up, years"),
+        ColumnSpec("LFS_STATUS", b, out, description="leukaemia-free survival event: 1 = AML or died, 0 = neither at last follow-up (censored)"),
     ]
     cols = [_with_range(col, MDS_DECLARED_RANGES.get(col.name)) for col in cols]
     eps = (SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"), SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS"))
@@ -154,13 +159,9 @@ def _with_range(col: ColumnSpec, bounds: tuple[float, float] | None) -> ColumnSp
 
 
 def _mds_prepare(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    notes = []
+    # Time-zero durations are not handled here: the one rule for every cohort lives in validation.conform.
+    notes: list[str] = []
     df = raw.copy()
-    os_years = pd.to_numeric(df["OS_YEARS"], errors="coerce")
-    zero = int((os_years == 0).sum())
-    if zero:
-        df["OS_YEARS"] = os_years.where(os_years != 0, MDS_TIME_ZERO).astype(str).where(os_years.notna())
-        notes.append(f"OS_YEARS == 0 for {zero} patients (time-zero events) set to half a day ({MDS_TIME_ZERO:.6f} years)")
     for col in ("AGE",):
         df[col] = pd.to_numeric(df[col], errors="coerce").round().astype(str).where(df[col].notna())
     return df, notes
@@ -203,6 +204,8 @@ NAMED_COHORTS: dict[str, NamedCohort] = {
             "publishing the files."
         ),
         description="IWG-PM myelodysplastic syndromes cohort (IPSS-M derivation): 2,957 patients, clinical, 130 gene mutations, OS/LFS in years",
+        licence_id="ODbL-1.0",
+        licence_url="https://opendatacommons.org/licenses/odbl/1-0/",
     )
 }
 
@@ -298,22 +301,52 @@ def load_cohort(name: str, data_dir_: str | Path | None = None, *, schema: Table
     schema = schema or entry.schema_factory()
     prepared, notes = entry.prepare(raw)
     keep = [c for c in schema.column_names if c in prepared.columns and schema[c].derived is None]
-    table = prepared[keep]
-    check_frame(table, schema, subject=f"Cohort {name!r}")
-    table = add_derived(schema.coerce(table), schema)
-    return Cohort(name, table, schema, str(path), tuple(notes), entry.citation, entry.licence)
+    done = conform(prepared[keep], schema, subject=f"Cohort {name!r}")
+    return Cohort(name, done.data, done.schema, str(path), tuple(notes) + done.notes, entry.citation, entry.licence)
 
 
-def load_table(path: str | Path, *, schema: TableSchema | None = None, name: str | None = None) -> Cohort:
-    """Load any CSV: validate against ``schema`` (or an inferred one) and coerce to canonical dtypes."""
+def load_table(
+    path: str | Path,
+    *,
+    schema: TableSchema | None = None,
+    name: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Cohort:
+    """Load any CSV with ``schema`` (or one inferred from the file), ``overrides`` applied.
+
+    Parameters
+    ----------
+    path : str or Path
+        A comma-separated file with a header row.
+    schema : TableSchema, optional
+        The schema to conform to; inferred when absent (see :func:`fedsynth.cohort.inference.infer`).
+    name : str, optional
+        The cohort's name (default: the file's stem).
+    overrides : mapping, optional
+        Schema overrides (:meth:`TableSchema.with_overrides`).
+
+    Returns
+    -------
+    Cohort
+        The table in canonical dtypes, its schema, and ``notes`` listing every guess and change (inferred
+        kinds and roles, columns left out and why, time-zero corrections).
+
+    Raises
+    ------
+    ValidationError
+        Listing every problem of the file against the schema.
+    """
     p = Path(path)
     raw = read_csv_checked(p)
+    notes: tuple[str, ...] = ()
+    given = schema is not None
     if schema is None:
-        schema = infer_schema(raw, name=name or p.stem)
-        raw = raw[[c for c in schema.column_names if c in raw.columns]]
-    check_frame(raw, schema, subject=f"File {p.name!r}")
-    table = add_derived(schema.coerce(raw), schema)
-    return Cohort(name or p.stem, table, schema, str(p))
+        inferred = infer(raw, name=name or p.stem)
+        schema, notes = inferred.schema, inferred.notes
+    if overrides:
+        schema = schema.with_overrides(overrides)
+    done = conform(raw, schema, subject=f"File {p.name!r}", say_dropped=given or bool(overrides))
+    return Cohort(name or p.stem, done.data, done.schema, str(path), notes + done.notes)
 
 
 def load(source: str | Path, *, data_dir_: str | Path | None = None, schema: TableSchema | None = None,
@@ -325,11 +358,7 @@ def load(source: str | Path, *, data_dir_: str | Path | None = None, schema: Tab
         if overrides:
             base = base.with_overrides(overrides)
         return load_cohort(src, data_dir_, schema=base)
-    if overrides:
-        raw = read_csv_checked(src)
-        base = schema or infer_schema(raw, name=Path(src).stem)
-        schema = base.with_overrides(overrides)
-    return load_table(src, schema=schema)
+    return load_table(src, schema=schema, overrides=overrides)
 
 
 def summary_frame(cohort: Cohort) -> pd.DataFrame:

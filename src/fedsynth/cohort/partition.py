@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,22 +12,34 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from fedsynth.cohort.derived import DERIVATIONS
 from fedsynth.cohort.io import atomic_write_text, write_csv
 from fedsynth.cohort.schema import ColumnRole, TableSchema
 from fedsynth.errors import Problem, ValidationError
 
+log = logging.getLogger(__name__)
+
 #: Partition methods.
 METHODS = ("iid", "by_column", "dirichlet")
+
+#: A site with fewer training rows than this is left out (with a note): no generator learns from one or two rows.
+MIN_SITE_ROWS = 3
 
 
 @dataclass(frozen=True)
 class Site:
-    """One simulated hospital: its rows and the columns it holds (a worst-case site lacks some)."""
+    """One simulated hospital: its rows and the columns it holds (a worst-case site lacks some).
+
+    ``value`` is the value of the site column it was split by (``"Leeds General"`` for the site named
+    ``Leeds_General``), ``None`` for proportional splits.
+    """
 
     name: str
     data: pd.DataFrame
     lacks: tuple[str, ...] = ()
+    value: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -41,8 +55,11 @@ class Partition:
     sites: tuple[Site, ...]
     schema: TableSchema
     settings: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    left_out: tuple[Site, ...] = ()
 
     def site(self, name: str) -> Site:
+        """The site called ``name``; ``KeyError`` naming the sites otherwise."""
         for s in self.sites:
             if s.name == name:
                 return s
@@ -55,9 +72,12 @@ class Partition:
             "settings": dict(self.settings),
             "n_train": len(self.train),
             "n_holdout": len(self.holdout),
+            "notes": list(self.notes),
+            "left_out": [{"name": s.name, "n_rows": s.n_rows} for s in self.left_out],
             "sites": [
                 {
                     "name": s.name,
+                    **({"value": s.value} if s.value is not None else {}),
                     "n_rows": s.n_rows,
                     "share": round(s.n_rows / max(len(self.train), 1), 4),
                     "columns": [c for c in data_cols if c not in s.lacks],
@@ -68,12 +88,19 @@ class Partition:
         }
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write ``<site>.csv`` per site, ``holdout.csv`` and ``partition.json`` into ``out_dir`` (atomically)."""
+        """Write ``<site>.csv`` per site, ``holdout.csv``, ``schema.yaml`` and ``partition.json`` into ``out_dir``
+        (atomically).
+
+        ``schema.yaml`` describes the written files: binary columns are 0/1 there, so it keeps no ``codes``;
+        pass it with ``--schema`` to load a site file as a cohort of its own.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for s in self.sites:
             write_csv(s.data, out / f"{s.name}.csv", self.schema)
         write_csv(self.holdout, out / "holdout.csv", self.schema)
+        written = self.schema.without_codes()
+        atomic_write_text(out / "schema.yaml", yaml.safe_dump(written.to_dict(), sort_keys=False))
         atomic_write_text(out / "partition.json", json.dumps(self.to_dict(), indent=2))
         return out / "partition.json"
 
@@ -127,18 +154,65 @@ def train_holdout_split(
     holdout_fraction: float = 0.1,
     random_state: int | None = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded split stratified by the first endpoint's event (missing event is its own stratum)."""
+    """Seeded split stratified by the first endpoint's event (see :func:`split_with_notes`)."""
+    train, holdout, _ = split_with_notes(data, schema, holdout_fraction=holdout_fraction, random_state=random_state)
+    return train, holdout
+
+
+def split_with_notes(
+    data: pd.DataFrame,
+    schema: TableSchema,
+    *,
+    holdout_fraction: float = 0.1,
+    random_state: int | None = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Seeded train/holdout split, stratified by the first endpoint's event when the data allow it.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The cohort.
+    schema : TableSchema
+        Its schema (the first endpoint's event column is the stratum; a missing event is its own stratum).
+    holdout_fraction : float
+        Share of rows held out, in (0, 1); at least one row is held out and one kept.
+    random_state : int, optional
+        Seed.
+
+    Returns
+    -------
+    train, holdout : pandas.DataFrame
+        Rows re-indexed from 0.
+    notes : list of str
+        Set when the split could not be stratified (a stratum with one row, or fewer held-out rows than
+        strata, as in small files) and fell back to a plain seeded split.
+
+    Raises
+    ------
+    ValidationError
+        When ``holdout_fraction`` is outside (0, 1) or the data have fewer than 2 rows.
+    """
     from sklearn.model_selection import train_test_split
 
     if not 0 < holdout_fraction < 1:
         raise ValidationError("Split", [Problem("holdout_fraction", f"got {holdout_fraction}", "a number in (0, 1)")])
+    if len(data) < 2:
+        raise ValidationError("Split", [Problem("data", f"has {len(data)} row(s)", "at least 2 rows (one to train on, one to hold out)")])
+    notes: list[str] = []
     strata = _event_strata(data, schema)
-    if strata is not None and strata.value_counts().min() < 2:
-        strata = None
-    train, holdout = train_test_split(
-        data, test_size=holdout_fraction, random_state=random_state, stratify=strata
-    )
-    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+    n_holdout = max(1, min(len(data) - 1, int(np.ceil(holdout_fraction * len(data)))))
+    if strata is not None:
+        counts = strata.value_counts()
+        k = len(counts)
+        if counts.min() < 2 or n_holdout < k or len(data) - n_holdout < k:
+            strata = None
+            notes.append(
+                f"the train/holdout split is not stratified by {schema.endpoints[0].event_col!r}: "
+                f"{len(data)} rows are too few to hold out every event status"
+            )
+            log.info(notes[-1])
+    train, holdout = train_test_split(data, test_size=n_holdout, random_state=random_state, stratify=strata)
+    return train.reset_index(drop=True), holdout.reset_index(drop=True), notes
 
 
 def partition_sites(
@@ -187,7 +261,7 @@ def partition_sites(
     elif method == "by_column":
         assert by is not None
         keys = train[by].astype("object").fillna("(missing)").astype(str)
-        parts = [idx[(keys == k).to_numpy()] for k in sorted(keys.unique())]
+        parts = [idx[(keys == k).to_numpy()] for k in _column_keys(train, by)]
     else:
         assert proportions is not None and by is not None
         p = np.asarray(proportions, dtype=float) / sum(proportions)
@@ -202,6 +276,25 @@ def partition_sites(
                 assign[chunk] = site
         parts = [idx[assign == s] for s in range(k)]
     return [train.iloc[np.sort(p_)].reset_index(drop=True) for p_ in parts]
+
+
+def site_names_from_column(train: pd.DataFrame, by: str) -> list[str]:
+    """Site names for a split by column: the column's values, in the order :func:`partition_sites` uses,
+    made safe as file names (letters, digits, ``.``, ``_``, ``-``); a clash gets a numeric suffix."""
+    names: list[str] = []
+    for key in _column_keys(train, by):
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "site"
+        if base == "holdout":
+            base = "site-holdout"
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
+
+
+def _column_keys(train: pd.DataFrame, by: str) -> list[str]:
+    return sorted(train[by].astype("object").fillna("(missing)").astype(str).unique())
 
 
 def default_worst_case(schema: TableSchema, n_sites: int) -> dict[str, list[str]]:
@@ -240,6 +333,7 @@ def make_partition(
     scenario: str = "best",
     missing_columns: Mapping[str, Sequence[str]] | None = None,
     random_state: int | None = 0,
+    min_site_rows: int = MIN_SITE_ROWS,
 ) -> Partition:
     """Split ``data`` into training pool and holdout, then the pool into sites, and apply the scenario.
 
@@ -247,6 +341,12 @@ def make_partition(
     (default: :func:`default_worst_case`) lack those columns — they are removed from the site's frame. Derived
     columns go with their inputs: a site lacking an input of a derived column lacks that column too.
     Seeds for the split and for the sites are independent children of ``random_state``.
+
+    With ``method="by_column"`` the sites are named after the column's values (a centre column's
+    ``Leeds``, ``Pavia``), made safe as file names; otherwise ``site-1``, ``site-2``, ... A site with fewer
+    than ``min_site_rows`` training rows is left out (its rows leave the training pool too, so that the
+    sites still hold exactly the pool) with a note; ``notes`` also says when a small file could not be split
+    with stratification.
     """
     if isinstance(proportions, str):
         proportions = parse_proportions(proportions)
@@ -255,7 +355,7 @@ def make_partition(
     if scenario not in ("best", "worst"):
         raise ValidationError("Scenario", [Problem("scenario", f"got {scenario!r}", "best, worst")])
     split_seed, site_seed = np.random.SeedSequence(random_state).spawn(2)
-    train, holdout = train_holdout_split(
+    train, holdout, notes = split_with_notes(
         data, schema, holdout_fraction=holdout_fraction, random_state=int(split_seed.generate_state(1)[0])
     )
     frames = partition_sites(
@@ -263,9 +363,16 @@ def make_partition(
         random_state=int(site_seed.generate_state(1)[0]),
     )
     names = [f"site-{i + 1}" for i in range(len(frames))]
+    values: list[str | None] = [None] * len(frames)
+    if method == "by_column" and by is not None:
+        names = site_names_from_column(train, by)
+        values = list(_column_keys(train, by))
     lacks: dict[str, list[str]] = {}
     if scenario == "worst":
-        lacks = {k: list(v) for k, v in (missing_columns or default_worst_case(schema, len(frames))).items()}
+        default = {
+            names[int(k.split("-")[1]) - 1]: v for k, v in default_worst_case(schema, len(frames)).items()
+        }
+        lacks = {k: list(v) for k, v in (missing_columns or default).items()}
         problems = []
         for site, cols in lacks.items():
             if site not in names:
@@ -278,17 +385,27 @@ def make_partition(
                 problems.append(Problem(f"missing_columns.{site}", f"outcome columns {outcome} cannot be lacking", "clinical or genomic columns"))
         if problems:
             raise ValidationError("Worst-case scenario", problems)
-        from fedsynth.cohort.derived import DERIVATIONS
-
         for site, cols in lacks.items():
             for d in schema.derived_columns:
-                inputs = DERIVATIONS[schema[d].derived][1]  # type: ignore[index]
+                inputs = DERIVATIONS[schema[d].derived or ""][1]
                 if any(c in cols for c in inputs) and d not in cols:
                     cols.append(d)
-    sites = tuple(
-        Site(n, f.drop(columns=[c for c in lacks.get(n, []) if c in f.columns]), tuple(lacks.get(n, [])))
-        for n, f in zip(names, frames)
-    )
+    all_sites = [
+        Site(n, f.drop(columns=[c for c in lacks.get(n, []) if c in f.columns]), tuple(lacks.get(n, [])), v)
+        for n, f, v in zip(names, frames, values, strict=True)
+    ]
+    sites = tuple(s for s in all_sites if s.n_rows >= min_site_rows)
+    left_out = tuple(s for s in all_sites if s.n_rows < min_site_rows)
+    if not sites:
+        raise ValidationError(
+            "Site partition",
+            [Problem("sites", f"every site has fewer than {min_site_rows} training rows", f"at least one site with {min_site_rows} or more", "use fewer sites or more rows")],
+        )
+    if left_out:
+        small = ", ".join(f"{s.name} ({s.n_rows} row{'s' if s.n_rows != 1 else ''})" for s in left_out)
+        notes.append(f"sites with fewer than {min_site_rows} training rows are left out: {small}")
+        log.info(notes[-1])
+        train = _rows_of(train, frames, all_sites, sites)
     settings = {
         "proportions": None if proportions is None else [round(p, 6) for p in proportions],
         "method": method,
@@ -297,5 +414,15 @@ def make_partition(
         "holdout_fraction": holdout_fraction,
         "scenario": scenario,
         "random_state": random_state,
+        "stratified": not any("not stratified" in n for n in notes),
     }
-    return Partition(train, holdout, sites, schema, settings)
+    return Partition(train, holdout, sites, schema, settings, tuple(notes), left_out)
+
+
+def _rows_of(
+    train: pd.DataFrame, frames: Sequence[pd.DataFrame], all_sites: Sequence[Site], kept: Sequence[Site]
+) -> pd.DataFrame:
+    """The training pool less the rows of left-out sites (full columns, in site order)."""
+    keep = {s.name for s in kept}
+    parts = [f for f, s in zip(frames, all_sites, strict=True) if s.name in keep]
+    return pd.concat(parts, ignore_index=True)

@@ -1,8 +1,7 @@
-"""Table schema: column kinds and roles, survival endpoints, inference from a frame and YAML overrides."""
+"""Table schema: column kinds and roles, survival endpoints, dropped columns and YAML overrides."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fedsynth.cohort.missing import normalise_missing
 from fedsynth.errors import Problem, ValidationError
 
 
@@ -36,6 +36,14 @@ class ColumnRole(str, Enum):
 
 NUMERIC_KINDS = frozenset({ColumnKind.CONTINUOUS, ColumnKind.INTEGER})
 
+#: What ``role: ignore`` in a schema file means: the column is in the data but left out (see ``drop``).
+IGNORE_ROLE = "ignore"
+
+#: Units a survival duration may be recorded in, with their length in days (a year is 365 days and a month
+#: 365/12 days, so half a day in years is 0.5/365, the correction the MDS cohort has always used).
+DAYS_PER_UNIT: Mapping[str, float] = {"days": 1.0, "weeks": 7.0, "months": 365.0 / 12.0, "years": 365.0}
+TIME_UNITS = tuple(DAYS_PER_UNIT)
+
 
 @dataclass(frozen=True)
 class ColumnSpec:
@@ -59,6 +67,15 @@ class ColumnSpec:
         always consistent with the columns they come from.
     description : str
         Free text for reports and data cards.
+    baseline : bool
+        ``True`` (the default) for a value known at diagnosis. ``False`` marks a column recorded after
+        baseline (a treatment, a response, a date after diagnosis): it is modelled like any other column,
+        but a control arm must not condition on it, and reports list it.
+    codes : tuple of (str, float) pairs, optional
+        How the file writes a binary column: each label (matched case-insensitively, surrounding spaces
+        ignored) and the 0/1 value it stands for, e.g. ``(("yes", 1.0), ("no", 0.0))`` or, for an event
+        column coded 1/2, ``(("1", 0.0), ("2", 1.0))``. In YAML a mapping ``codes: {yes: 1, no: 0}``.
+        Labels are mapped before validation; a label not listed is a validation problem.
     """
 
     name: str
@@ -69,12 +86,16 @@ class ColumnSpec:
     upper: float | None = None
     derived: str | None = None
     description: str = ""
+    baseline: bool = True
+    codes: tuple[tuple[str, float], ...] | None = None
 
     @property
     def is_numeric(self) -> bool:
+        """Whether the column holds numbers (``continuous`` or ``integer``)."""
         return self.kind in NUMERIC_KINDS
 
     def to_dict(self) -> dict[str, Any]:
+        """The column as a YAML-ready mapping; keys at their default are left out."""
         out: dict[str, Any] = {"name": self.name, "kind": self.kind.value, "role": self.role.value}
         if self.categories is not None:
             out["categories"] = list(self.categories)
@@ -86,19 +107,34 @@ class ColumnSpec:
             out["derived"] = self.derived
         if self.description:
             out["description"] = self.description
+        if not self.baseline:
+            out["baseline"] = False
+        if self.codes is not None:
+            out["codes"] = {label: _whole(value) for label, value in self.codes}
         return out
 
 
 @dataclass(frozen=True)
 class SurvivalEndpoint:
-    """A survival endpoint: a duration column and an event column (1 = event, 0 = censored)."""
+    """A survival endpoint: a duration column and an event column (1 = event, 0 = censored).
+
+    ``time_unit`` is the unit of the duration column: ``days``, ``weeks``, ``months`` or ``years`` (see
+    :data:`TIME_UNITS`). It fixes what "half a day" is when a duration of exactly 0 is corrected on load
+    (0.5 days, 0.5/7 weeks, 0.5/(365/12) months or 0.5/365 years) and labels survival curves.
+    """
 
     name: str
     duration_col: str
     event_col: str
     time_unit: str = "years"
 
+    @property
+    def half_day(self) -> float:
+        """Half a day in this endpoint's time unit: what a duration of exactly 0 becomes on load."""
+        return 0.5 / DAYS_PER_UNIT[self.time_unit]
+
     def to_dict(self) -> dict[str, Any]:
+        """The endpoint as a YAML-ready mapping."""
         return {
             "name": self.name,
             "duration_col": self.duration_col,
@@ -107,8 +143,23 @@ class SurvivalEndpoint:
         }
 
 
-_COLUMN_KEYS = {"name", "kind", "role", "categories", "lower", "upper", "derived", "description"}
+@dataclass(frozen=True)
+class DroppedColumn:
+    """A column of the data that the schema leaves out, and why (``drop:`` in a schema file)."""
+
+    name: str
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"name": ..., "reason": ...}`` (reason left out when empty)."""
+        return {"name": self.name, "reason": self.reason} if self.reason else {"name": self.name}
+
+
+_COLUMN_KEYS = {
+    "name", "kind", "role", "categories", "lower", "upper", "derived", "description", "baseline", "codes",
+}
 _ENDPOINT_KEYS = {"name", "duration_col", "event_col", "time_unit"}
+_SCHEMA_KEYS = ("name", "columns", "endpoints", "drop")
 
 
 @dataclass(frozen=True)
@@ -124,6 +175,7 @@ class TableSchema:
     columns: tuple[ColumnSpec, ...]
     endpoints: tuple[SurvivalEndpoint, ...] = ()
     name: str = "custom"
+    dropped: tuple[DroppedColumn, ...] = ()
     _index: Mapping[str, ColumnSpec] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -148,6 +200,16 @@ class TableSchema:
                             valid=" or ".join(sorted(k.value for k in want)),
                         )
                     )
+        for ep in self.endpoints:
+            if ep.time_unit not in DAYS_PER_UNIT:
+                problems.append(
+                    Problem(f"endpoint {ep.name!r}", f"time_unit {ep.time_unit!r}", valid=", ".join(TIME_UNITS))
+                )
+        both = sorted({d.name for d in self.dropped} & set(self._index))
+        if both:
+            problems.append(
+                Problem("schema", f"columns {both} are both declared and dropped", fix="keep one of the two")
+            )
         if sum(c.role is ColumnRole.ID for c in self.columns) > 1:
             problems.append(Problem("schema", "more than one column has role 'id'", valid="at most one"))
         if problems:
@@ -165,6 +227,7 @@ class TableSchema:
 
     @property
     def column_names(self) -> list[str]:
+        """Every declared column, in schema order."""
         return [c.name for c in self.columns]
 
     def names(self, *, role: ColumnRole | None = None, kind: ColumnKind | None = None) -> list[str]:
@@ -176,20 +239,34 @@ class TableSchema:
         ]
 
     @property
+    def dropped_names(self) -> list[str]:
+        """Columns of the data the schema leaves out on purpose (``drop:``)."""
+        return [d.name for d in self.dropped]
+
+    @property
+    def post_baseline_columns(self) -> list[str]:
+        """Columns flagged ``baseline: false`` (recorded after diagnosis; never a control-arm criterion)."""
+        return [c.name for c in self.columns if not c.baseline]
+
+    @property
     def id_column(self) -> str | None:
+        """The identifier column, if any."""
         ids = self.names(role=ColumnRole.ID)
         return ids[0] if ids else None
 
     @property
     def clinical_columns(self) -> list[str]:
+        """Columns with role ``clinical``."""
         return self.names(role=ColumnRole.CLINICAL)
 
     @property
     def genomic_columns(self) -> list[str]:
+        """Columns with role ``genomic``."""
         return self.names(role=ColumnRole.GENOMIC)
 
     @property
     def outcome_columns(self) -> list[str]:
+        """Columns with role ``outcome``."""
         return self.names(role=ColumnRole.OUTCOME)
 
     @property
@@ -203,6 +280,7 @@ class TableSchema:
 
     @property
     def derived_columns(self) -> list[str]:
+        """Columns recomputed by a derivation instead of sampled."""
         return [c.name for c in self.columns if c.derived is not None]
 
     @property
@@ -211,6 +289,7 @@ class TableSchema:
         return [c.name for c in self.columns if c.role not in (ColumnRole.ID, ColumnRole.SITE)]
 
     def endpoint(self, name: str) -> SurvivalEndpoint:
+        """The endpoint called ``name``; ``KeyError`` naming the endpoints otherwise."""
         for ep in self.endpoints:
             if ep.name == name:
                 return ep
@@ -222,22 +301,50 @@ class TableSchema:
         keep = set(names)
         cols = tuple(c for c in self.columns if c.name in keep)
         eps = tuple(e for e in self.endpoints if e.duration_col in keep and e.event_col in keep)
-        return TableSchema(cols, eps, self.name)
+        return replace(self, columns=cols, endpoints=eps)
+
+    def without(self, dropped: Iterable[DroppedColumn]) -> TableSchema:
+        """A schema where the given columns move from the declared ones to ``dropped`` (with their reasons);
+        endpoints that lose a column go too."""
+        gone = {d.name: d for d in dropped if d.name in self._index}
+        if not gone:
+            return self
+        cols = tuple(c for c in self.columns if c.name not in gone)
+        eps = tuple(e for e in self.endpoints if e.duration_col not in gone and e.event_col not in gone)
+        return replace(self, columns=cols, endpoints=eps, dropped=self.dropped + tuple(gone.values()))
+
+    def without_codes(self) -> TableSchema:
+        """The schema of files fedsynth writes: binary columns are 0/1 there, so no column keeps ``codes``."""
+        return replace(self, columns=tuple(replace(c, codes=None) for c in self.columns))
 
     def without_derived(self) -> TableSchema:
+        """The schema without derived columns (model columns and the id)."""
         return self.select(self.model_columns + [n for n in self.names(role=ColumnRole.ID)])
 
     def with_columns(self, specs: Iterable[ColumnSpec]) -> TableSchema:
         """A schema where the given specs replace the ones of the same name (others unchanged)."""
         new = {s.name: s for s in specs}
-        return TableSchema(tuple(new.get(c.name, c) for c in self.columns), self.endpoints, self.name)
+        return replace(self, columns=tuple(new.get(c.name, c) for c in self.columns))
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TableSchema:
         """Apply YAML-style overrides.
 
-        ``overrides`` may hold ``name``, ``columns`` (a mapping of column name to the keys to change, or
-        ``null`` to drop the column), ``drop`` (a list of names) and ``endpoints`` (a list that replaces the
-        inferred endpoints). Every problem is reported at once.
+        Parameters
+        ----------
+        overrides : mapping
+            May hold ``name``, ``columns`` (a mapping of column name to the keys to change, or ``null`` to drop
+            the column; ``role: ignore`` drops it too), ``drop`` (a list of names, or of ``{name, reason}``)
+            and ``endpoints`` (a list that replaces the inferred endpoints).
+
+        Returns
+        -------
+        TableSchema
+            The new schema; dropped columns are kept in ``dropped`` so that data holding them still loads.
+
+        Raises
+        ------
+        ValidationError
+            Listing every problem at once (unknown keys, unknown columns, bad kinds or roles).
         """
         problems: list[Problem] = []
         unknown_top = set(overrides) - {"name", "columns", "drop", "endpoints"}
@@ -247,17 +354,28 @@ class TableSchema:
             )
         cols = {c.name: c for c in self.columns}
         order = [c.name for c in self.columns]
-        for name in overrides.get("drop", []) or []:
-            if name not in cols:
-                problems.append(Problem(f"drop {name!r}", "no such column", valid=", ".join(order)))
+        dropped = {d.name: d for d in self.dropped}
+
+        def drop(name: str, reason: str) -> None:
+            del cols[name]
+            order.remove(name)
+            dropped[name] = DroppedColumn(name, reason)
+
+        for entry in overrides.get("drop", []) or []:
+            try:
+                gone = _dropped_from_raw(entry)
+            except ValueError as exc:
+                problems.append(Problem("drop", str(exc)))
+                continue
+            if gone.name not in cols:
+                if gone.name not in dropped:
+                    problems.append(Problem(f"drop {gone.name!r}", "no such column", valid=", ".join(order)))
             else:
-                del cols[name]
-                order.remove(name)
+                drop(gone.name, gone.reason or "dropped by the schema overrides")
         for name, changes in (overrides.get("columns") or {}).items():
-            if changes is None:
+            if changes is None or (isinstance(changes, Mapping) and changes.get("role") == IGNORE_ROLE):
                 if name in cols:
-                    del cols[name]
-                    order.remove(name)
+                    drop(name, "dropped by the schema overrides")
                 continue
             if not isinstance(changes, Mapping):
                 problems.append(Problem(f"column {name!r}", "override must be a mapping of keys to values"))
@@ -282,6 +400,7 @@ class TableSchema:
                         continue
                     spec = _spec_from_dict({"name": name, **changes})
                     order.append(name)
+                    dropped.pop(name, None)
                 else:
                     spec = _spec_from_dict({**base.to_dict(), **changes})
             except ValueError as exc:
@@ -298,14 +417,20 @@ class TableSchema:
             raise ValidationError("Schema overrides", problems)
         # Drop endpoints whose columns were removed.
         endpoints = tuple(e for e in endpoints if e.duration_col in cols and e.event_col in cols)
-        return TableSchema(tuple(cols[n] for n in order), endpoints, overrides.get("name", self.name))
+        return replace(
+            self,
+            columns=tuple(cols[n] for n in order),
+            endpoints=endpoints,
+            name=str(overrides.get("name", self.name)),
+            dropped=tuple(dropped.values()),
+        )
 
     # -- dtypes -------------------------------------------------------------------------------------
     def coerce(self, data: pd.DataFrame) -> pd.DataFrame:
         """Return the schema's columns of ``data`` in canonical dtypes (see the class docstring).
 
-        Call :func:`fedsynth.cohort.validation.validate_frame` first on untrusted data: this method assumes
-        values already fit their kinds.
+        Call :func:`fedsynth.cohort.validation.conform` (or ``validate_frame``) first on untrusted data: this
+        method assumes values already fit their kinds.
         """
         out = {}
         for spec in self.columns:
@@ -313,8 +438,6 @@ class TableSchema:
                 continue
             col = data[spec.name]
             if col.dtype == object:
-                from fedsynth.cohort.validation import normalise_missing
-
                 col = normalise_missing(col)
             if spec.kind in (ColumnKind.CATEGORICAL,) or spec.role is ColumnRole.ID:
                 out[spec.name] = _as_label(col)
@@ -324,22 +447,34 @@ class TableSchema:
 
     # -- serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The schema as a YAML-ready mapping: ``name``, ``columns``, ``endpoints`` and, when any, ``drop``."""
+        out: dict[str, Any] = {
             "name": self.name,
             "columns": [c.to_dict() for c in self.columns],
             "endpoints": [e.to_dict() for e in self.endpoints],
         }
+        if self.dropped:
+            out["drop"] = [d.to_dict() for d in self.dropped]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TableSchema:
+        """Read a schema mapping (as :meth:`to_dict` writes it); every problem in one :class:`ValidationError`.
+
+        A column entry with ``role: ignore`` is read as a dropped column, like an entry of ``drop``.
+        """
         problems: list[Problem] = []
-        unknown = set(data) - {"name", "columns", "endpoints"}
+        if not isinstance(data, Mapping):
+            raise ValidationError("Schema", [Problem("schema", f"is a {type(data).__name__}", "a mapping of keys")])
+        unknown = set(data) - set(_SCHEMA_KEYS)
         if unknown:
-            problems.append(
-                Problem("schema", f"unknown key(s) {sorted(unknown)}", valid="name, columns, endpoints")
-            )
+            problems.append(Problem("schema", f"unknown key(s) {sorted(unknown)}", valid=", ".join(_SCHEMA_KEYS)))
         cols = []
+        dropped: list[DroppedColumn] = []
         for i, raw in enumerate(data.get("columns") or []):
+            if isinstance(raw, Mapping) and raw.get("role") == IGNORE_ROLE and "name" in raw:
+                dropped.append(DroppedColumn(str(raw["name"]), str(raw.get("description", "role: ignore"))))
+                continue
             try:
                 cols.append(_spec_from_dict(raw))
             except ValueError as exc:
@@ -350,22 +485,40 @@ class TableSchema:
                 eps.append(_endpoint_from_dict(raw))
             except ValueError as exc:
                 problems.append(Problem(f"endpoints[{i}]", str(exc)))
+        for i, raw in enumerate(data.get("drop") or []):
+            try:
+                dropped.append(_dropped_from_raw(raw))
+            except ValueError as exc:
+                problems.append(Problem(f"drop[{i}]", str(exc)))
         if not cols and not problems:
             problems.append(Problem("schema", "declares no columns", valid="a list under 'columns'"))
         if problems:
             raise ValidationError("Schema", problems)
-        return cls(tuple(cols), tuple(eps), str(data.get("name", "custom")))
+        return cls(tuple(cols), tuple(eps), str(data.get("name", "custom")), tuple(dropped))
 
     def to_yaml(self, path: str | Path) -> None:
+        """Write the schema as YAML (see :meth:`to_dict`)."""
         import yaml
 
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TableSchema:
+        """Read a schema YAML; a missing file or invalid YAML is a :class:`ValidationError`, not a traceback."""
         import yaml
 
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        p = Path(path)
+        if not p.is_file():
+            raise ValidationError("Schema", [Problem(f"file {p.name!r}", "does not exist", fix=f"check the path {str(p)!r}")])
+        try:
+            raw = yaml.safe_load(p.read_text())
+        except yaml.YAMLError:
+            raise ValidationError("Schema", [Problem(f"file {p.name!r}", "is not valid YAML")]) from None
+        return cls.from_dict(raw or {})
+
+
+def _whole(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
 
 
 def _as_label(col: pd.Series) -> pd.Series:
@@ -385,7 +538,7 @@ def _enum(value: Any, enum: type[Enum], what: str) -> Any:
     try:
         return enum(value)
     except ValueError:
-        valid = ", ".join(e.value for e in enum)  # type: ignore[attr-defined]
+        valid = ", ".join(str(e.value) for e in enum)
         raise ValueError(f"{what} must be one of {valid}; got {value!r}") from None
 
 
@@ -396,6 +549,18 @@ def _spec_from_dict(raw: Mapping[str, Any]) -> ColumnSpec:
     if bad:
         raise ValueError(f"unknown key(s) {sorted(bad)}; valid: {', '.join(sorted(_COLUMN_KEYS))}")
     cats = raw.get("categories")
+    codes = raw.get("codes")
+    if codes is not None and not isinstance(codes, Mapping):
+        raise ValueError("codes must be a mapping of labels to 0 or 1, e.g. {yes: 1, no: 0}")
+    code_pairs = None
+    if codes is not None:
+        try:
+            code_pairs = tuple((str(k), float(v)) for k, v in codes.items())
+        except (TypeError, ValueError):
+            raise ValueError("codes must map each label to a number (0 or 1)") from None
+    baseline = raw.get("baseline", True)
+    if baseline is not True and baseline is not False:
+        raise ValueError(f"baseline must be true or false; got {baseline!r}")
     return ColumnSpec(
         name=str(raw["name"]),
         kind=_enum(raw["kind"], ColumnKind, "kind"),
@@ -405,12 +570,23 @@ def _spec_from_dict(raw: Mapping[str, Any]) -> ColumnSpec:
         upper=None if raw.get("upper") is None else float(raw["upper"]),
         derived=raw.get("derived"),
         description=str(raw.get("description", "")),
+        baseline=baseline,
+        codes=code_pairs,
     )
+
+
+def _dropped_from_raw(raw: Any) -> DroppedColumn:
+    if isinstance(raw, str):
+        return DroppedColumn(raw)
+    if isinstance(raw, Mapping) and "name" in raw and set(raw) <= {"name", "reason"}:
+        return DroppedColumn(str(raw["name"]), str(raw.get("reason", "")))
+    raise ValueError("an entry of 'drop' is a column name or a mapping with 'name' (and 'reason')")
 
 
 def _endpoint_from_dict(raw: Mapping[str, Any]) -> SurvivalEndpoint:
     if not isinstance(raw, Mapping):
-        raise ValueError("an endpoint must be a mapping with name, duration_col, event_col")
+        # ValueError, like every other malformed entry: the caller collects it as one problem among all
+        raise ValueError("an endpoint must be a mapping with name, duration_col, event_col")  # noqa: TRY004
     missing = {"name", "duration_col", "event_col"} - set(raw)
     bad = set(raw) - _ENDPOINT_KEYS
     if missing or bad:
@@ -418,120 +594,9 @@ def _endpoint_from_dict(raw: Mapping[str, Any]) -> SurvivalEndpoint:
             f"endpoint keys: missing {sorted(missing)}, unknown {sorted(bad)}; "
             f"valid: {', '.join(sorted(_ENDPOINT_KEYS))}"
         )
-    return SurvivalEndpoint(
-        str(raw["name"]), str(raw["duration_col"]), str(raw["event_col"]), str(raw.get("time_unit", "years"))
-    )
+    unit = str(raw.get("time_unit", "years"))
+    if unit not in DAYS_PER_UNIT:
+        raise ValueError(f"time_unit must be one of {', '.join(TIME_UNITS)}; got {unit!r}")
+    return SurvivalEndpoint(str(raw["name"]), str(raw["duration_col"]), str(raw["event_col"]), unit)
 
 
-# -- inference ------------------------------------------------------------------------------------
-
-# (duration pattern, event pattern) pairs; {p} is the endpoint prefix captured from the duration name.
-_SURVIVAL_PATTERNS: tuple[tuple[str, str], ...] = (
-    (r"^(?P<p>.+?)[_\.]?(?:years|yrs|months|days|time|duration|dur|t)$", "{p}_status|{p}status|{p}_event|{p}event|{p}_e|{p}.status"),
-    (r"^(?P<p>os|pfs|efs|lfs|dfs|rfs|amlt|ttp)$", "{p}_status|{p}status|{p}_event|{p}_e|{p}.status"),
-    (r"^(?P<p>)(?:time|duration|survival_time|futime)$", "event|status|fustat|dead|death"),
-)
-_ID_NAMES = re.compile(r"^(id|patient_?id|sample_?id|subject_?id|record_?id|pid)$", re.IGNORECASE)
-_SITE_NAMES = re.compile(r"^(site|centre|center|hospital|institution)(_?id)?$", re.IGNORECASE)
-_GENE_NAME = re.compile(r"^[A-Z][A-Z0-9]{1,9}(_[A-Z0-9]{2,5})?$")
-
-
-def infer_schema(
-    data: pd.DataFrame,
-    *,
-    name: str = "custom",
-    max_categories: int = 50,
-) -> TableSchema:
-    """Infer a schema from a frame.
-
-    Rules, in order: id-like names (``ID``, ``patient_id``) become ``id``; site-like names (``site``,
-    ``centre``) become ``site``; survival pairs are recognised from common namings (``OS_YEARS``/``OS_STATUS``,
-    ``os``/``os_status``, ``time``/``event``) and become ``outcome``; 0/1 columns whose names look like gene
-    symbols (upper case, e.g. ``TP53``, ``MLL_PTD``) become ``genomic`` binaries when at least three such
-    columns exist (a gene panel); other 0/1 columns are clinical binaries; numbers are ``integer`` when every
-    value is whole, else ``continuous``; text with at most ``max_categories`` labels is ``categorical``.
-    Free text with more labels is left out (it cannot be modelled) and listed in a log message.
-    """
-    import logging
-
-    log = logging.getLogger(__name__)
-    lowered = {c.lower(): c for c in data.columns}
-    endpoints: list[SurvivalEndpoint] = []
-    used: set[str] = set()
-    for col in data.columns:
-        if col in used:
-            continue
-        for dur_pat, ev_pats in _SURVIVAL_PATTERNS:
-            m = re.match(dur_pat, col, flags=re.IGNORECASE)
-            if not m:
-                continue
-            p = m.group("p").lower().rstrip("_.")
-            for cand in ev_pats.split("|"):
-                ev = lowered.get(cand.format(p=p).lower())
-                if ev is not None and ev != col and ev not in used and _is_binary(data[ev]) and _is_numeric(data[col]):
-                    ep_name = (m.group("p").rstrip("_.") or "survival").upper() if p else "survival"
-                    endpoints.append(SurvivalEndpoint(ep_name, col, ev, _unit_from_name(col)))
-                    used.update({col, ev})
-                    break
-            if col in used:
-                break
-    outcome_cols = {c for e in endpoints for c in (e.duration_col, e.event_col)}
-    gene_like = [
-        c for c in data.columns if c not in outcome_cols and _GENE_NAME.match(str(c)) and _is_binary(data[c])
-    ]
-    genes = set(gene_like) if len(gene_like) >= 3 else set()
-    specs: list[ColumnSpec] = []
-    skipped: list[str] = []
-    for col in data.columns:
-        s = data[col]
-        if col in outcome_cols:
-            kind = ColumnKind.BINARY if any(e.event_col == col for e in endpoints) else ColumnKind.CONTINUOUS
-            specs.append(ColumnSpec(col, kind, ColumnRole.OUTCOME, lower=0.0 if kind is ColumnKind.CONTINUOUS else None))
-        elif _ID_NAMES.match(str(col)):
-            specs.append(ColumnSpec(col, ColumnKind.CATEGORICAL, ColumnRole.ID))
-        elif _SITE_NAMES.match(str(col)):
-            specs.append(ColumnSpec(col, ColumnKind.CATEGORICAL, ColumnRole.SITE))
-        elif col in genes:
-            specs.append(ColumnSpec(col, ColumnKind.BINARY, ColumnRole.GENOMIC))
-        elif _is_binary(s):
-            specs.append(ColumnSpec(col, ColumnKind.BINARY, ColumnRole.CLINICAL))
-        elif _is_numeric(s):
-            vals = pd.to_numeric(s, errors="coerce").dropna()
-            whole = bool(len(vals)) and bool(np.all(np.mod(vals, 1) == 0))
-            specs.append(ColumnSpec(col, ColumnKind.INTEGER if whole else ColumnKind.CONTINUOUS))
-        else:
-            labels = s.dropna().astype(str).unique()
-            if len(labels) <= max_categories:
-                specs.append(ColumnSpec(col, ColumnKind.CATEGORICAL, categories=tuple(sorted(labels))))
-            else:
-                skipped.append(col)
-    if skipped:
-        log.info("left out free-text columns with more than %d labels: %s", max_categories, skipped)
-    return TableSchema(tuple(specs), tuple(endpoints), name)
-
-
-def _unit_from_name(col: str) -> str:
-    low = col.lower()
-    for unit in ("days", "months", "years"):
-        if unit in low:
-            return unit
-    return "unknown"
-
-
-def _is_numeric(s: pd.Series) -> bool:
-    nonnull = s.dropna()
-    if nonnull.empty:
-        return False
-    return bool(pd.to_numeric(nonnull, errors="coerce").notna().all())
-
-
-def _is_binary(s: pd.Series) -> bool:
-    nonnull = pd.to_numeric(s.dropna(), errors="coerce")
-    if nonnull.empty or nonnull.isna().any():
-        return False
-    return set(np.unique(nonnull.to_numpy())) <= {0, 1}
-
-
-def updated(spec: ColumnSpec, **changes: Any) -> ColumnSpec:
-    """A copy of ``spec`` with ``changes`` applied (dataclasses.replace with a friendlier name)."""
-    return replace(spec, **changes)

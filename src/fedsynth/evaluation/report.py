@@ -36,6 +36,7 @@ import pandas as pd
 from fedsynth._io import atomic_write_text, versions
 from fedsynth._io import jsonable as to_jsonable
 from fedsynth.cohort.schema import TableSchema
+from fedsynth.evaluation import cox as _cox
 from fedsynth.evaluation import fidelity as _fid
 from fedsynth.evaluation import genomics as _gen
 from fedsynth.evaluation import privacy as _priv
@@ -93,11 +94,13 @@ class EvaluationReport:
 
     @property
     def csf(self) -> float | None:
-        return self.scores["csf"]["value"]
+        value: float | None = self.scores["csf"]["value"]
+        return value
 
     @property
     def gsf(self) -> float | None:
-        return self.scores["gsf"]["value"]
+        value: float | None = self.scores["gsf"]["value"]
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         """A deep, plain-Python copy (JSON-able)."""
@@ -169,7 +172,7 @@ def evaluate(
     -------
     EvaluationReport
     """
-    _surv.check_cox_engine(cox_engine)
+    _cox.check_cox_engine(cox_engine)
     real_data, synthetic_data, holdout_data = _prepare(real_data, synthetic_data, holdout_data, schema)
     check_inputs(real_data, synthetic_data, schema, holdout_data)
     with _single_thread():
@@ -268,12 +271,12 @@ def _evaluate(
             "pairs": "pandas Spearman correlation; contingency similarity in vectorised numpy (SDMetrics "
                      "ContingencySimilarity ~7 ms per pair, too slow for ~1,000 pairs every round)",
             "Kaplan-Meier / log-rank": "scipy.stats.ecdf (censored data) / scipy.stats.logrank (2 groups), lifelines multivariate_logrank_test (3+)",
-            "univariate Cox": _surv.COX_ENGINES[cox_engine],
-            "TSTR": f"{_surv.COX_ENGINES[cox_engine]} + lifelines concordance_index",
+            "univariate Cox": _cox.COX_ENGINES[cox_engine],
+            "TSTR": f"{_cox.COX_ENGINES[cox_engine]} + lifelines concordance_index",
             "Fisher's exact test": "scipy.stats.fisher_exact per table, scipy.stats.false_discovery_control (BH)",
             "detection": "scikit-learn HistGradientBoostingClassifier",
             "Gower": "numpy, chunked",
-            "plots": "inline SVG written by fedsynth (no matplotlib, no network)",
+            "plots": "matplotlib figures (fedsynth.evaluation.charts) inlined as SVG (no script, no network)",
         },
     }
     log.info("evaluation finished in %.1f s (CSF %s, GSF %s)", timings["total"], csf["value"], gsf["value"])
@@ -342,7 +345,8 @@ def _quick_scores(
         "pair_fidelity": fid["pairs"]["mean_similarity"],
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return to_jsonable(out)
+    scores: dict[str, Any] = to_jsonable(out)
+    return scores
 
 
 def render_rounds_html(

@@ -1,7 +1,7 @@
 """Utility: train-on-synthetic, test-on-real (TSTR) C-index of a Cox model, beside train-on-real.
 
 A Cox model (``CoxPHFitter``'s objective: Efron ties, penalizer 0.1; fitted by
-:func:`~fedsynth.evaluation.survival.cox_multivariate` or, with ``cox_engine="lifelines"``, by ``CoxPHFitter``
+:func:`~fedsynth.evaluation.cox.cox_multivariate` or, with ``cox_engine="lifelines"``, by ``CoxPHFitter``
 itself; the two agree to 1e-6) on a fixed covariate set chosen from the schema:
 numeric clinical columns (median-imputed with the training table's medians), indicators of categorical
 clinical levels held by >= 1% of real rows (most frequent level as reference) and genes mutated in >= 2% of
@@ -21,7 +21,7 @@ import pandas as pd
 
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.evaluation._prep import Columns, labels
-from fedsynth.evaluation.survival import GENE_MIN_FREQ, LEVEL_MIN_FREQ, check_cox_engine, cox_multivariate
+from fedsynth.evaluation.cox import GENE_MIN_FREQ, LEVEL_MIN_FREQ, check_cox_engine, cox_multivariate
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def tstr_analysis(
 ) -> dict[str, Any]:
     """C-index of Cox models trained on synthetic and on real data, evaluated on holdout (else real).
 
-    ``cox_engine``: ``"batched"`` or ``"lifelines"`` (see :mod:`fedsynth.evaluation.survival`).
+    ``cox_engine``: ``"batched"`` or ``"lifelines"`` (see :mod:`fedsynth.evaluation.cox`).
 
     Returns
     -------

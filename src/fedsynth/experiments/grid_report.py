@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +12,8 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{margin-top:2rem;border-bottom:1px sol
 table{border-collapse:collapse;width:100%;font-size:.85rem;margin:.8rem 0}
 th,td{border:1px solid #d9e2ec;padding:.3rem .45rem;text-align:right}th{background:#f0f4f8}
 td.l,th.l{text-align:left}.bad{color:#b42318;font-weight:600}.good{color:#067647}
-.muted{color:#627d98;font-size:.85rem}img{max-width:100%}dl{font-size:.85rem}dt{font-weight:600}
+.muted{color:#627d98;font-size:.85rem}dl{font-size:.85rem}dt{font-weight:600}
+.figs{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start;margin:8px 0}.figs svg{max-width:100%;height:auto}
 """
 
 _COLUMNS = [
@@ -36,43 +35,27 @@ def _p(v: Any) -> str:
     return "–" if v is None else (f"{v:.1e}" if v < 1e-3 else f"{v:.3f}")
 
 
-def _curves_png(generator: str, curves: list[Mapping[str, Any]], refs: Mapping[str, Any]) -> str:
-    import matplotlib
+def _curves_svg(generator: str, curves: list[Mapping[str, Any]], refs: Mapping[str, Any]) -> list[str]:
+    """CSF and GSF by round of one generator's federated runs, with its reference lines, as inline SVG."""
+    from fedsynth.evaluation import charts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-    for ax, key, title in zip(axes, ("csf", "gsf"), ("CSF by round", "GSF by round")):
-        for curve in curves:
-            pts = [(r["round"], r[key]) for r in curve["rounds"] if r.get(key) is not None]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o", label=curve["label"])
-        for i, (label, entry) in enumerate(sorted(refs.items())):
-            if entry.get(key) is not None:
-                style = "-" if label == "centralized" else ":"
-                ax.axhline(entry[key], linestyle=style, color="black" if label == "centralized" else f"C{(i + 5) % 10}",
-                           linewidth=1.2, label=label)
-        ax.set_title(f"{generator}: {title}")
-        ax.set_xlabel("round")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    out = []
+    for key, title in (("csf", "CSF by round"), ("gsf", "GSF by round")):
+        points = {c["label"]: [(r.get("round", i + 1), r.get(key)) for i, r in enumerate(c["rounds"])] for c in curves}
+        # centralized first: the upper bound every other line is read against
+        lines = {label: refs[label].get(key) for label in sorted(refs, key=lambda k: (k != "centralized", k))}
+        out.append(charts.figure_svg(charts.rounds_figure(points, lines, title=f"{generator}: {title}", width=5.0)))
+    return out
 
 
 def render_summary_html(summary: Mapping[str, Any]) -> str:
-    """The grid's summary as one standalone HTML page (inline CSS, plots as embedded PNG; no network)."""
+    """The grid's summary as one standalone HTML page (inline CSS, plots as inline SVG; no script, no network)."""
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>fedsynth grid {e(str(summary['grid']))}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>Grid: {e(str(summary['grid']))}</h1>",
-             f"<p class='muted'>{summary['n_runs']} runs, {summary['n_failed']} failed. Mean ± SD over seeds. "
-             "Privacy: NNDR p5 shown in red when below its holdout baseline.</p>"]
+             (f"<p class='muted'>{summary['n_runs']} runs, {summary['n_failed']} failed. Mean ± SD over seeds. "
+              "Privacy: NNDR p5 shown in red when below its holdout baseline.</p>")]
     if summary.get("failed"):
         parts.append("<p class='bad'>Failed runs: " + ", ".join(e(f"{f['slug']} ({f['error']})") for f in summary["failed"]) + "</p>")
     parts.append("<h2>Headline</h2><table><tr><th class='l'>generator</th><th class='l'>strategy</th>"
@@ -103,8 +86,8 @@ def render_summary_html(summary: Mapping[str, Any]) -> str:
         parts.append("</table>")
     parts.append("<h2>Scores by round</h2>")
     for gen, curves in sorted(summary.get("curves", {}).items()):
-        png = _curves_png(gen, curves, summary.get("references", {}).get(gen, {}))
-        parts.append(f"<img alt='{e(gen)} scores by round' src='data:image/png;base64,{png}'>")
+        svgs = _curves_svg(gen, curves, summary.get("references", {}).get(gen, {}))
+        parts.append("<div class='figs'>" + "".join(svgs) + "</div>")
     if not summary.get("curves"):
         parts.append("<p class='muted'>No federated run finished.</p>")
     parts.append("<h2>Survival p-value consistency (first endpoint, TP53)</h2>"

@@ -3,7 +3,7 @@
 A :class:`SitePolicy` comes from the site's own configuration — node config keys (``policy-min-count`` …), a
 policy YAML beside its data (``site-policy.yaml`` in the data file's folder, or the file named by
 ``policy-path``) — or, when none is given, the safe defaults below. A server's message carries the settings
-*it* asks for (``min_category_count``, ``privacy_check``, ``max_dcr_share`` …); :meth:`SitePolicy.effective`
+*it* asks for (``min_category_count``, ``privacy_check``, ``gate_mia_auc_above`` …); :meth:`SitePolicy.effective`
 combines them with the policy so that a message can ask for *less* disclosure, never more: a server that sends
 ``privacy_check=False`` or ``min_category_count=1`` gets the site's policy.
 
@@ -57,10 +57,13 @@ class SitePolicy:
         Whether synthetic rows (SD-sharing) may leave the site at all.
     privacy_check : bool, default True
         Whether synthetic rows must pass the site's gate before they leave.
-    max_dcr_share : float, default 0.7
-        Gate threshold: the largest share of synthetic rows closer to training than to holdout rows.
-    min_nndr_ratio : float, default 0.8
-        Gate threshold: synthetic mean NNDR at least this times the holdout's.
+    gate_exact_copies_margin : float, default 0.0
+        Release gate (:class:`~fedsynth.evaluation.gate.GateThresholds`): the share of exact copies allowed
+        above the holdout's own.
+    gate_nndr_p5_margin : float or None, default None
+        Release gate: NNDR 5th-percentile margin below the holdout's (``None``: two bootstrap standard errors).
+    gate_mia_auc_above : float, default 0.6
+        Release gate: the largest membership-inference AUC released.
     max_share_rows : int or None, default None
         The most synthetic rows the site sends per request (``None``: as many rows as it holds).
     epsilon : float, default inf
@@ -78,8 +81,9 @@ class SitePolicy:
     significant_digits: int = 3
     allow_synthetic_rows: bool = True
     privacy_check: bool = True
-    max_dcr_share: float = 0.7
-    min_nndr_ratio: float = 0.8
+    gate_exact_copies_margin: float = 0.0
+    gate_nndr_p5_margin: float | None = None
+    gate_mia_auc_above: float = 0.6
     max_share_rows: int | None = None
     epsilon: float = math.inf
 
@@ -101,10 +105,14 @@ class SitePolicy:
             bad("max_cells", "an int in the range [1, inf)")
         if not _is_int(self.significant_digits) or self.significant_digits < 1:
             bad("significant_digits", "an int in the range [1, inf)")
-        if not isinstance(self.max_dcr_share, (int, float)) or not 0.0 <= self.max_dcr_share <= 1.0:
-            bad("max_dcr_share", "a float in the range [0, 1]")
-        if not isinstance(self.min_nndr_ratio, (int, float)) or self.min_nndr_ratio < 0:
-            bad("min_nndr_ratio", "a float in the range [0, inf)")
+        if not isinstance(self.gate_exact_copies_margin, (int, float)) or not 0.0 <= self.gate_exact_copies_margin <= 1.0:
+            bad("gate_exact_copies_margin", "a float in the range [0, 1]")
+        if self.gate_nndr_p5_margin is not None and (
+            not isinstance(self.gate_nndr_p5_margin, (int, float)) or not 0.0 <= self.gate_nndr_p5_margin <= 1.0
+        ):
+            bad("gate_nndr_p5_margin", "null or a float in the range [0, 1]")
+        if not isinstance(self.gate_mia_auc_above, (int, float)) or not 0.5 <= self.gate_mia_auc_above <= 1.0:
+            bad("gate_mia_auc_above", "a float in the range [0.5, 1]")
         if self.max_share_rows is not None and (not _is_int(self.max_share_rows) or self.max_share_rows < 1):
             bad("max_share_rows", "null or an int in the range [1, inf)")
         if not isinstance(self.epsilon, (int, float)) or not self.epsilon > 0:
@@ -170,6 +178,14 @@ class SitePolicy:
         """The policy as a plain mapping (for the site's own log and tests)."""
         return dataclasses.asdict(self)
 
+    def gate_thresholds(self) -> dict[str, Any]:
+        """The release gate's thresholds (:class:`~fedsynth.evaluation.gate.GateThresholds` fields)."""
+        return {
+            "exact_copies_margin": self.gate_exact_copies_margin,
+            "nndr_p5_margin": self.gate_nndr_p5_margin,
+            "mia_auc_above": self.gate_mia_auc_above,
+        }
+
     # -- what a message may ask for -----------------------------------------------------------------
     def effective(self, requested: Mapping[str, Any]) -> SitePolicy:
         """The settings this site applies to a message that asks for ``requested`` (snake_case keys).
@@ -177,8 +193,9 @@ class SitePolicy:
         Every field takes the stricter of the site's value and the request's: a request may raise ``k``,
         lower the gate's DCR share or the rows shared, switch the gate on or synthetic rows off — never the
         reverse. Request keys: ``min_category_count`` (-> ``min_count``), ``significant_digits``,
-        ``privacy_check``, ``max_dcr_share``, ``min_nndr_ratio``, ``share_rows`` (-> ``max_share_rows``),
-        ``allow_synthetic_rows``, ``clear_counts``, ``max_cells``, ``epsilon``; others are ignored.
+        ``privacy_check``, ``gate_exact_copies_margin``, ``gate_nndr_p5_margin``, ``gate_mia_auc_above``,
+        ``share_rows`` (-> ``max_share_rows``), ``allow_synthetic_rows``, ``clear_counts``, ``max_cells``,
+        ``epsilon``; others are ignored.
         """
         r = requested
         out: dict[str, Any] = self.to_dict()
@@ -196,10 +213,15 @@ class SitePolicy:
             out["allow_synthetic_rows"] = self.allow_synthetic_rows and bool(r["allow_synthetic_rows"])
         if "clear_counts" in r:
             out["clear_counts"] = self.clear_counts and bool(r["clear_counts"])
-        if "max_dcr_share" in r:
-            out["max_dcr_share"] = min(self.max_dcr_share, max(0.0, float(r["max_dcr_share"])))
-        if "min_nndr_ratio" in r:
-            out["min_nndr_ratio"] = max(self.min_nndr_ratio, float(r["min_nndr_ratio"]))
+        if r.get("gate_exact_copies_margin") is not None:
+            out["gate_exact_copies_margin"] = min(self.gate_exact_copies_margin,
+                                                  max(0.0, float(r["gate_exact_copies_margin"])))
+        if r.get("gate_nndr_p5_margin") is not None and self.gate_nndr_p5_margin is not None:
+            # A smaller margin flags more. The site's own ``None`` (two bootstrap standard errors, known only
+            # at the gate) cannot be compared with a number, so a request does not replace it.
+            out["gate_nndr_p5_margin"] = min(self.gate_nndr_p5_margin, max(0.0, float(r["gate_nndr_p5_margin"])))
+        if r.get("gate_mia_auc_above") is not None:
+            out["gate_mia_auc_above"] = min(self.gate_mia_auc_above, max(0.5, float(r["gate_mia_auc_above"])))
         if r.get("share_rows"):
             asked = max(1, int(r["share_rows"]))
             out["max_share_rows"] = asked if self.max_share_rows is None else min(self.max_share_rows, asked)

@@ -46,7 +46,7 @@ class Param:
 
     ``capability``: the parameter acts only when the generator has this capability (e.g. the latent-mixture
     EM settings of FedAvg only act with VAE-BGM). ``when``: the parameter acts only when another parameter of the
-    same strategy has the given value (e.g. ``max_dcr_share`` only when ``privacy_check`` is true).
+    same strategy has the given value (e.g. ``gate_mia_auc_above`` only when ``privacy_check`` is true).
     """
 
     kind: type
@@ -129,6 +129,7 @@ _FEDAVG_PARAMS: dict[str, Param] = {
 
 _TWO_STEP_PARAMS: dict[str, Param] = {
     "count_look_ahead": Param(int, 1, "best next parents per variable a count request also asks about", low=0),
+    "secure_aggregation": Param(bool, False, "sum the sites' count tables by secure aggregation (server sees sums only)"),
 }
 
 _SD_SHARING_PARAMS: dict[str, Param] = {
@@ -137,10 +138,14 @@ _SD_SHARING_PARAMS: dict[str, Param] = {
     "share_rows": Param(int, None, "synthetic rows per site (default: the site's row count)", low=1, optional=True),
     "site_holdout_fraction": Param(float, 0.2, "share of a site's rows held out for its privacy check", low=0,
                                    high=1, open_low=True, open_high=True, when=("privacy_check", True)),
-    "max_dcr_share": Param(float, 0.7, "largest DCR share a site releases", low=0, high=1,
-                           when=("privacy_check", True)),
-    "min_nndr_ratio": Param(float, 0.8, "smallest synthetic/holdout mean-NNDR ratio a site releases", low=0,
-                            when=("privacy_check", True)),
+    # The release gate's thresholds (fedsynth.evaluation.gate.GateThresholds), prefixed gate_.
+    "gate_exact_copies_margin": Param(float, 0.0, "share of exact copies a site releases above its holdout's own",
+                                      low=0, high=1, when=("privacy_check", True)),
+    "gate_nndr_p5_margin": Param(float, None, "NNDR 5th-percentile margin below the site holdout's (default: two "
+                                 "bootstrap standard errors)", low=0, high=1, optional=True,
+                                 when=("privacy_check", True)),
+    "gate_mia_auc_above": Param(float, 0.6, "largest membership-inference AUC a site releases", low=0.5, high=1,
+                                when=("privacy_check", True)),
 }
 
 #: Registered strategies.

@@ -5,10 +5,12 @@ Server flow (after the shared domain): one ``train.share`` message per site; eac
 1. splits its rows into a training part and a site-internal holdout (``site_holdout_fraction``, default 0.2);
 2. fits the generator (shared domain) on the training part and samples ``share_rows`` rows (default: as many
    rows as the site holds);
-3. removes exact copies of any of its rows, then runs its privacy check (Gower distance over the columns it
-   holds): the share of synthetic rows closer to its training part than to an equal-sized holdout sample
-   (DCR share, 0.5 is ideal) must be at most ``max_dcr_share`` (0.7) and the synthetic rows' mean NNDR at
-   least ``min_nndr_ratio`` (0.8) times the holdout rows' mean NNDR; only then are the rows sent.
+3. removes exact copies of any of its rows, then runs the release gate
+   (:func:`fedsynth.evaluation.gate.release_gate`: the evaluator's Gower distance over the columns it holds,
+   its training part as members and its holdout as the baseline; exact copies above the holdout's own rate,
+   NNDR 5th percentile below the holdout's, membership-inference AUC above 0.6 fail); only then are the rows
+   sent. Thresholds: strategy params ``gate_exact_copies_margin``, ``gate_nndr_p5_margin``,
+   ``gate_mia_auc_above`` (see :class:`~fedsynth.evaluation.gate.GateThresholds`).
 
 The server pools the rows; with ``refit`` it fits one generator on the pool (the global model), otherwise the
 pool itself is what snapshots sample from. A site whose check fails is left out with a scrubbed reason.
@@ -28,9 +30,9 @@ import pandas as pd
 from flwr.app import Message, RecordDict
 
 from fedsynth.cohort.derived import add_derived
-from fedsynth.cohort.schema import ColumnKind
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
+from fedsynth.evaluation.gate import GateThresholds, release_gate
 from fedsynth.strategies import records
 from fedsynth.strategies.base import GridLike, OnRound, RoundResult, SiteInfo, Strategy, StrategyResult, site_name
 from fedsynth.strategies.site import SiteRuntime, conform_to_domain, message_config, site_generator, site_policy
@@ -46,8 +48,9 @@ class SDSharingStrategy(Strategy):
     """Each site trains locally and shares checked synthetic rows; the server pools (and optionally refits).
 
     Strategy params: ``refit`` (bool, default false), ``privacy_check`` (default true), ``share_rows`` (rows
-    per site; default: the site's row count), ``site_holdout_fraction`` (0.2), ``max_dcr_share`` (0.7),
-    ``min_nndr_ratio`` (0.8).
+    per site; default: the site's row count), ``site_holdout_fraction`` (0.2), and the release gate's
+    thresholds ``gate_exact_copies_margin`` (0), ``gate_nndr_p5_margin`` (two bootstrap standard errors),
+    ``gate_mia_auc_above`` (0.6).
     """
 
     name = "sd_sharing"
@@ -68,8 +71,7 @@ class SDSharingStrategy(Strategy):
             **self.base_config(run_token, domain),
             "privacy_check": bool(p.get("privacy_check", True)),
             "site_holdout_fraction": float(p.get("site_holdout_fraction", 0.2)),
-            "max_dcr_share": float(p.get("max_dcr_share", 0.7)),
-            "min_nndr_ratio": float(p.get("min_nndr_ratio", 0.8)),
+            **{k: float(v) for k, v in p.items() if k in _GATE_PARAMS and v is not None},
         }
 
         def content(s: SiteInfo) -> RecordDict:
@@ -105,57 +107,13 @@ class SDSharingStrategy(Strategy):
 # -- privacy check (site side) ------------------------------------------------------------------------------
 
 
-def gower_matrix(a: pd.DataFrame, b: pd.DataFrame, domain: Domain, columns: Sequence[str]) -> np.ndarray:
-    """Gower distances between rows of ``a`` and ``b`` over ``columns``: numeric |x - y| / range (domain bounds),
-    categorical mismatch; a missing value against a present one counts 1, two missing values 0."""
-    total = np.zeros((len(a), len(b)))
-    for c in columns:
-        col = domain[c]
-        if col.kind is ColumnKind.CATEGORICAL:
-            x = a[c].astype("object").where(a[c].notna(), "\0").to_numpy()
-            y = b[c].astype("object").where(b[c].notna(), "\0").to_numpy()
-            d = (x[:, None] != y[None, :]).astype(float)
-        else:
-            rng = max(col.upper - col.lower, 1e-12)
-            x = a[c].astype("float64").to_numpy()
-            y = b[c].astype("float64").to_numpy()
-            d = np.abs(x[:, None] - y[None, :]) / rng
-            xn, yn = np.isnan(x)[:, None], np.isnan(y)[None, :]
-            d = np.where(xn & yn, 0.0, np.where(xn | yn, 1.0, np.minimum(d, 1.0)))
-        total += d
-    return total / max(len(columns), 1)
+#: Strategy params that set the release gate's thresholds (prefix ``gate_`` + a GateThresholds field).
+_GATE_PARAMS = ("gate_exact_copies_margin", "gate_nndr_p5_margin", "gate_mia_auc_above")
 
 
-def _nearest_two(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    part = np.partition(dist, 1, axis=1)[:, :2] if dist.shape[1] > 1 else np.repeat(dist, 2, axis=1)
-    return part[:, 0], part[:, 1]
-
-
-def privacy_check(
-    synthetic: pd.DataFrame,
-    train: pd.DataFrame,
-    holdout: pd.DataFrame,
-    domain: Domain,
-    columns: Sequence[str],
-    *,
-    rng: np.random.Generator,
-) -> dict[str, float]:
-    """DCR share and mean NNDR of ``synthetic`` against ``train``, with holdout rows as the baseline."""
-    n_ref = min(len(holdout), len(train))
-    train_ref = train.iloc[rng.choice(len(train), n_ref, replace=False)]
-    d_syn_train = gower_matrix(synthetic, train, domain, columns)
-    d_syn_train_ref = gower_matrix(synthetic, train_ref, domain, columns)
-    d_syn_hold = gower_matrix(synthetic, holdout.iloc[:n_ref], domain, columns)
-    dcr_share = float(np.mean(d_syn_train_ref.min(axis=1) < d_syn_hold.min(axis=1)))
-    d1, d2 = _nearest_two(d_syn_train)
-    nndr = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), 0.0)
-    h1, h2 = _nearest_two(gower_matrix(holdout, train, domain, columns))
-    nndr_hold = np.where(h2 > 0, h1 / np.where(h2 > 0, h2, 1.0), 0.0)
-    return {
-        "dcr_share": dcr_share,
-        "nndr_mean": float(nndr.mean()),
-        "nndr_holdout_mean": float(nndr_hold.mean()),
-    }
+def site_gate_thresholds(cfg: Mapping[str, Any]) -> GateThresholds:
+    """The release gate's thresholds from a message config (defaults where a param was not set)."""
+    return GateThresholds.from_mapping({k[len("gate_"):]: cfg[k] for k in _GATE_PARAMS if k in cfg})
 
 
 def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -194,12 +152,14 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
     synthetic = _drop_exact_copies(synthetic, data, held)
     metrics: dict[str, Any] = {"num_examples": len(data), "exact_copies_removed": before - len(synthetic)}
     if check:
-        figures = privacy_check(synthetic, train, holdout, domain, held, rng=rng)
-        metrics.update(figures)
-        ratio = figures["nndr_mean"] / max(figures["nndr_holdout_mean"], 1e-12)
-        if figures["dcr_share"] > policy.max_dcr_share or ratio < policy.min_nndr_ratio:
+        gate, privacy = release_gate(train, synthetic, site.schema.select(held), holdout_data=holdout,
+                                     thresholds=GateThresholds.from_mapping(policy.gate_thresholds()), random_state=rng)
+        metrics.update({k: v for k, v in gate.figures.items() if v is not None})
+        metrics["dcr_share"] = privacy["dcr_share"]
+        if not gate.passed:
+            # Figure names only: the values stay at the site.
             raise PrivacyCheckError(
-                "synthetic rows failed the site's privacy check (too close to the site's own rows); nothing was released"
+                "synthetic rows failed the site's release gate (" + ", ".join(gate.flagged) + "); nothing was released"
             )
     if len(synthetic) == 0:
         raise PrivacyCheckError("no synthetic row was left after removing exact copies")

@@ -149,6 +149,8 @@ COMMON_HANDLERS: dict[str, SiteHandler] = {"query.hello": handle_hello, "query.s
 def all_site_handlers() -> dict[str, SiteHandler]:
     """Every message type a site answers, from every registered strategy module."""
     out = dict(COMMON_HANDLERS)
+    # Secure aggregation's stages (fedsynth.strategies.secure_sum) serve every strategy that sums over sites.
+    out.update(importlib.import_module("fedsynth.strategies.secure_sum").SITE_HANDLERS)
     for spec in STRATEGIES.values():
         module = importlib.import_module(spec.target.partition(":")[0])
         out.update(getattr(module, "SITE_HANDLERS", {}))

@@ -105,11 +105,15 @@ class TwoStepBNStrategy(Strategy):
             n_refusals = [0]
 
             def fetch(
-                families: list[tuple[str, tuple[str, ...]]], active: list[SiteInfo] = active, n_refusals: list[int] = n_refusals
+                families: list[tuple[str, tuple[str, ...]]],
+                active: list[SiteInfo] = active,
+                n_refusals: list[int] = n_refusals,
             ) -> list[dict[Any, np.ndarray]]:
                 nonlocal n_requests
                 n_requests += 1
                 keys = [family_key(f) for f in families]
+                if self.params.get("secure_aggregation", False):
+                    return [self._secure_counts(grid, active, {**cfg, "families": keys}, left_out)]
                 content = RecordDict({"config": records.to_config_record({**cfg, "families": keys})})
                 got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}",
                                min_sites=0)
@@ -156,6 +160,28 @@ class TwoStepBNStrategy(Strategy):
         )
 
 
+    def _secure_counts(
+        self, grid: GridLike, active: Sequence[SiteInfo], request: dict[str, Any], left_out: dict[str, str]
+    ) -> dict[Any, np.ndarray]:
+        """The count tables summed over ``active`` by secure aggregation: the server never sees one site's table.
+
+        A family no site could count (its ``present`` sum is 0) is left out, as in the clear path; a site that
+        drops is recorded and the search restarts without it.
+        """
+        from fedsynth.generators.bayesian_network import family_from_key
+        from fedsynth.strategies.secure_sum import secure_sum
+
+        # Counts are exact modulo 2**32 while every summed cell stays under 2**31 (the rows of all sites).
+        bits = 32 if sum(s.n_rows for s in active) < 2**31 else 64
+        got = secure_sum(grid, [s.node_id for s in active], request, source="two_step_bn.counts", modulus_bits=bits)
+        if got.dropped:
+            for node, reason in got.dropped.items():
+                left_out[site_name(active, node)] = reason
+            raise _SitesDropped(set(got.dropped))
+        present = got.arrays["present"]
+        keys = [str(k) for k in request["families"]]
+        return {family_from_key(k): got.arrays[k] for i, k in enumerate(keys) if present[i] > 0}
+
 
 # -- site side -------------------------------------------------------------------------------------------
 
@@ -186,6 +212,36 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     if len(safe) < len(counts):
         log.info("site %s: withheld %d of %d count tables (site policy)", site.name, len(counts) - len(safe), len(counts))
     return RecordDict({"counts": records.pack_tables(keys, safe)})
+
+
+def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np.ndarray]:
+    """Vector source ``two_step_bn.counts`` of secure aggregation: every family asked for, by key, as a table.
+
+    A family over a column the site lacks is a table of zeros of the shape the shared domain gives it (every site
+    must send the same shapes), and ``present`` (one 0/1 per family, in request order) is summed with the tables,
+    so the server learns how many sites counted each family, never which.
+    """
+    from fedsynth.generators.bayesian_network import base_column, family_from_key, family_key, n_states
+
+    cfg = dict(request)
+    domain = records.domain_from_text(str(cfg["domain"]))
+    oracle = site_model(
+        (str(cfg["run_token"]) + ":bn", site.name),
+        lambda: site_generator(cfg, site, domain).make_oracle(conform_to_domain(site.data, domain)),
+    )
+    keys = [str(k) for k in cfg.get("families", [])]
+    families = [family_from_key(k) for k in keys]
+    counts = {family_key(f): a for f, a in oracle.family_counts(families).items()}
+    out: dict[str, np.ndarray] = {"present": np.array([k in counts for k in keys], dtype=np.int64)}
+    for key, (child, parents) in zip(keys, families, strict=True):
+        if key in counts:
+            out[key] = np.asarray(counts[key], dtype=np.int64)
+        elif all(base_column(n) in oracle.domain.columns for n in (child, *parents)):
+            shape = tuple(n_states(oracle.domain, n, n_sub_bins=oracle.n_sub_bins) for n in (child, *parents))
+            out[key] = np.zeros(shape, dtype=np.int64)
+        else:
+            out[key] = np.zeros(0, dtype=np.int64)
+    return out
 
 
 SITE_HANDLERS: Mapping[str, Any] = {"query.counts": handle_counts}

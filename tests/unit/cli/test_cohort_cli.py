@@ -83,3 +83,74 @@ def test_cohorts_lists_the_mds_cohort_with_its_licence():
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
     assert rows[0]["name"] == "mds-iwgpm" and "ODbL" in rows[0]["licence"]
+
+
+def _odd_cohort(path: Path, n: int = 60) -> Path:
+    """A made-up cohort with names nobody here chose: days, yes/no, mut_ prefix, a centre column."""
+    rows = ["rec,centre,dx_date,Age,Gender,country,mut_TP53,mut_SF3B1,mut_asxl1,mut_FLT3,transfused,remarks,OS_DAYS,OS_STAT"]
+    for i in range(n):
+        rows.append(
+            f"{100 + i},{['Leeds', 'Pavia', 'Lyon'][i % 3]},2020-01-{1 + i % 28:02d},{40 + (i * 7) % 45},{1 + i % 2},UK,"
+            f"{int(i % 5 == 0)},{int(i % 3 == 1)},{int(i % 4 == 2)},0,{['yes', 'no'][i % 2]},note number {i},"
+            f"{0 if i < 2 else 30 + (i * 37) % 900},{['dead', 'alive'][i % 3 == 0]}"
+        )
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_describe_an_odd_cohort_lists_every_guess_and_writes_a_schema_that_loads_it_again(tmp_path):
+    # Setup
+    data = _odd_cohort(tmp_path / "odd.csv")
+    schema = tmp_path / "schema.yaml"
+    # Run
+    result = runner.invoke(app, ["describe", str(data), "--schema-out", str(schema), "--format", "json"])
+    again = runner.invoke(app, ["describe", str(data), "--schema", str(schema), "--format", "json"])
+    # Assert
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    notes = "\n".join(info["notes"])
+    assert "survival endpoints: OS (OS_DAYS in days, OS_STAT)" in notes
+    assert "left out 'country': constant (one value in every row)" in notes
+    assert "left out 'mut_FLT3': constant (one value in every row)" in notes
+    assert "left out 'dx_date': a date" in notes
+    assert "left out 'remarks': free text" in notes
+    assert "'Gender' is coded with numbers: read as categories ['1', '2']" in notes
+    assert "OS_DAYS == 0 for 2 patients (time-zero events) set to half a day (0.500000 days)" in notes
+    roles = {c["name"]: c["role"] for c in info["schema"]["columns"]}
+    assert roles["rec"] == "id" and roles["centre"] == "site" and roles["mut_TP53"] == "genomic"
+    assert again.exit_code == 0, again.output
+
+
+def test_partition_by_a_centre_column_names_sites_after_it(tmp_path):
+    data = _odd_cohort(tmp_path / "odd.csv")
+    result = runner.invoke(app, ["partition", str(data), "--by", "centre", "--out", str(tmp_path / "sites"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "sites" / "partition.json").read_text())
+    assert [s["name"] for s in info["sites"]] == ["Leeds", "Lyon", "Pavia"]
+    assert sorted(p.name for p in (tmp_path / "sites").glob("*.csv")) == ["Leeds.csv", "Lyon.csv", "Pavia.csv", "holdout.csv"]
+
+
+def test_partition_of_an_eight_row_file_exits_0_with_notes(tmp_path):
+    data = _odd_cohort(tmp_path / "odd.csv", n=8)
+    result = runner.invoke(app, ["partition", str(data), "--sites", "50,50", "--out", str(tmp_path / "s"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(result.stdout)["notes"]
+    assert any("not stratified by 'OS_STAT'" in n for n in notes)
+
+
+def test_evaluate_applies_the_time_zero_rule_to_a_csv_cut_from_the_cohort(tmp_path):
+    # Setup: the partition's files (0/1, days) with durations of exactly 0 in the real file
+    data = _odd_cohort(tmp_path / "odd.csv", n=90)
+    assert runner.invoke(app, ["partition", str(data), "--sites", "100", "--out", str(tmp_path / "s")]).exit_code == 0
+    real = tmp_path / "s" / "site-1.csv"
+    text = real.read_text().splitlines()
+    header = text[0].split(",")
+    first = text[1].split(",")
+    first[header.index("OS_DAYS")] = "0"
+    real.write_text("\n".join([text[0], ",".join(first), *text[2:]]) + "\n")
+    # Run
+    result = runner.invoke(app, ["evaluate", "--real", str(real), "--synthetic", str(tmp_path / "s" / "holdout.csv"),
+                                 "--schema", str(tmp_path / "s" / "schema.yaml"), "--out", str(tmp_path / "e"), "--format", "json"])
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert "OS_DAYS == 0 for 1 patients (time-zero events) set to half a day (0.500000 days)" in " ".join(result.output.split())

@@ -115,3 +115,48 @@ def test_condition_on_an_unknown_column_exits_2(app: typer.Typer, fitted_dir: Pa
                                  "--out", str(tmp_path / "c.csv")])
     assert result.exit_code == 2
     assert "--condition FLT3: no such column" in " ".join(result.output.split())
+
+
+def test_every_sampling_problem_is_listed_before_any_sampling(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
+    # Run: a misspelled category beside a valid one, an unknown column, an unknown name in --where
+    result = runner.invoke(app, ["sample", str(fitted_dir / "model"), "--n", "5", "--condition", "sex=F",
+                                 "--condition", "sex=female", "--condition", "FLT3=1", "--where", "hb > 9 and blasts < 5",
+                                 "--out", str(tmp_path / "c.csv")])
+    # Assert
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "Sampling inputs has 3 problems" in text
+    assert "--condition sex: sex has no category 'female'; valid: F, M" in text
+    assert "--where: refers to no column 'blasts'" in text
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_a_where_no_sampled_row_can_meet_exits_2_before_sampling(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sample", str(fitted_dir / "model"), "--n", "5", "--where", "age > 500",
+                                 "--out", str(tmp_path / "c.csv")])
+    assert result.exit_code == 2
+    assert "--where: asks for age outside the range the model samples it in" in " ".join(result.output.split())
+
+
+def test_rejection_sampling_stops_at_max_tries_and_names_the_option(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:
+    # Run: both conditions are possible alone, never together (the model never drew such a pair here)
+    result = runner.invoke(app, ["sample", str(fitted_dir / "model"), "--n", "5", "--where", "age > 88 and hb > 15 and hb < 15.01",
+                                 "--max-tries", "2", "--out", str(tmp_path / "c.csv")])
+    # Assert
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2
+    assert "of 5 requested rows met the conditions" in text
+    assert "raise --max-tries (now 2)" in text
+
+
+def test_fit_on_an_eight_row_file_falls_back_to_an_unstratified_split(app: typer.Typer, csv: Path, tmp_path: Path) -> None:
+    # Setup
+    small = tmp_path / "small.csv"
+    small.write_text("\n".join(csv.read_text().splitlines()[:9]) + "\n")
+    # Run
+    result = runner.invoke(app, ["fit", str(small), "--generator", "bayesian_network", "--out", str(tmp_path / "fit")])
+    # Assert
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "not stratified by 'event': 8 rows are too few to hold out every event status" in text
+    assert "Fitted bayesian_network on 7 training rows (1 held out)" in text

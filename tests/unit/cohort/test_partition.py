@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from fedsynth.cohort.partition import allocate, make_partition, parse_proportions, partition_sites
+from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.errors import ValidationError
 
 
@@ -109,3 +110,68 @@ def test_partition_writes_site_files_and_a_json_without_rows(mds_cohort, tmp_pat
     assert len(pd.read_csv(tmp_path / "site-1.csv")) == part.sites[0].n_rows
     assert len(pd.read_csv(tmp_path / "holdout.csv")) == len(part.holdout)
     assert "I-H-" not in path.read_text()
+
+
+# -- small files and sites named after a column -----------------------------------------------------------
+
+
+
+def _small(n: int = 8) -> tuple[pd.DataFrame, TableSchema]:
+    schema = TableSchema(
+        (
+            ColumnSpec("centre", ColumnKind.CATEGORICAL, ColumnRole.SITE),
+            ColumnSpec("x", ColumnKind.CONTINUOUS),
+            ColumnSpec("t", ColumnKind.CONTINUOUS, ColumnRole.OUTCOME),
+            ColumnSpec("e", ColumnKind.BINARY, ColumnRole.OUTCOME),
+        ),
+        (SurvivalEndpoint("OS", "t", "e"),),
+    )
+    data = pd.DataFrame({
+        "centre": (["St Olav's", "Pavia", "Pavia", "Lyon"] * n)[:n],
+        "x": np.arange(n, dtype=float),
+        "t": np.arange(1, n + 1, dtype=float),
+        "e": ([1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0] * n)[:n],
+    })
+    return data, schema
+
+
+def test_an_eight_row_file_splits_unstratified_with_a_note():
+    # Setup: 8 rows, 2 event strata, 1 held-out row: a stratified split is impossible
+    data, schema = _small(8)
+    # Run
+    part = make_partition(data, schema, proportions=(1.0,), random_state=0)
+    # Assert
+    assert (len(part.train), len(part.holdout)) == (7, 1)
+    assert part.notes == ("the train/holdout split is not stratified by 'e': 8 rows are too few to hold out every event status",)
+    assert part.settings["stratified"] is False
+
+
+def test_sites_split_by_a_column_are_named_after_its_values_in_partition_json(tmp_path):
+    # Setup
+    data, schema = _small(40)
+    # Run
+    part = make_partition(data, schema, proportions=None, method="by_column", by="centre", random_state=0)
+    info = json.loads(part.write(tmp_path).read_text())
+    # Assert
+    assert [(s["name"], s["value"]) for s in info["sites"]] == [("Lyon", "Lyon"), ("Pavia", "Pavia"), ("St_Olav_s", "St Olav's")]
+    assert {p.name for p in tmp_path.iterdir()} >= {"Lyon.csv", "Pavia.csv", "holdout.csv", "schema.yaml"}
+
+
+def test_sites_under_three_rows_are_left_out_with_a_note_and_leave_the_pool():
+    # Setup: 12 rows over 3 centres; after the holdout one centre keeps at most 2 rows
+    data, schema = _small(12)
+    data["centre"] = ["A"] * 5 + ["B"] * 5 + ["C"] * 2
+    # Run
+    part = make_partition(data, schema, proportions=None, method="by_column", by="centre", random_state=0)
+    # Assert
+    assert [s.name for s in part.left_out] == ["C"]
+    assert [s.name for s in part.sites] == ["A", "B"]
+    assert len(part.train) == sum(s.n_rows for s in part.sites)
+    assert any(n.startswith("sites with fewer than 3 training rows are left out: C (") for n in part.notes)
+
+
+def test_every_site_too_small_is_one_clear_error():
+    data, schema = _small(8)
+    with pytest.raises(ValidationError) as info:
+        make_partition(data, schema, proportions=(1, 1, 1, 1, 1, 1, 1), random_state=0)
+    assert "every site has fewer than 3 training rows" in str(info.value)

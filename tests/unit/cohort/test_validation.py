@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
-from fedsynth.cohort.validation import check_frame, read_csv_checked, validate_frame
+from fedsynth.cohort.validation import check_frame, conform, read_csv_checked, validate_frame
 from fedsynth.errors import ValidationError
 
 K, R = ColumnKind, ColumnRole
@@ -134,3 +135,83 @@ def test_read_csv_checked_reads_every_cell_as_text_with_na_tokens(tmp_path: Path
     # Assert
     assert df["a"].tolist() == ["007", "1.50"]
     assert df["b"].isna().all()
+
+
+# -- one loading rule: conform ----------------------------------------------------------------------------
+
+
+
+@pytest.mark.parametrize("unit,half", [("days", 0.5), ("weeks", 0.5 / 7), ("months", 0.5 / (365 / 12)), ("years", 0.5 / 365)])
+def test_a_zero_duration_becomes_half_a_day_in_the_endpoints_unit_with_a_count(unit, half):
+    # Setup
+    schema = TableSchema(
+        (ColumnSpec("t", K.CONTINUOUS, R.OUTCOME, lower=0), ColumnSpec("e", K.BINARY, R.OUTCOME), ColumnSpec("x", K.CONTINUOUS)),
+        (SurvivalEndpoint("OS", "t", "e", unit),),
+    )
+    data = pd.DataFrame({"t": ["0", "3", "0.0", "5"], "e": ["1", "0", "1", "1"], "x": ["1", "2", "3", "4"]})
+    # Run
+    done = conform(data, schema)
+    # Assert
+    assert done.data["t"].tolist() == pytest.approx([half, 3.0, half, 5.0])
+    assert done.notes == (f"t == 0 for 2 patients (time-zero events) set to half a day ({half:.6f} {unit})",)
+
+
+def test_negative_durations_stay_errors_after_the_time_zero_rule():
+    schema = _schema()
+    data = _good().assign(OS_YEARS=["0", "-1", "0.5", ""])
+    with pytest.raises(ValidationError) as info:
+        conform(data, schema)
+    assert "endpoint 'OS': 1 duration(s) in 'OS_YEARS' are <= 0" in str(info.value)
+
+
+def test_non_finite_and_beyond_float32_values_are_out_of_range_problems_without_values_or_warnings():
+    # Setup
+    data = _good().assign(HB=["inf", "1e308", "-Infinity", "3e39"], AGE=["61", "1e308", "", "55"])
+    # Run
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value warnings on the way
+        problems = [str(p) for p in validate_frame(data, _schema())]
+    # Assert
+    assert "column 'HB': 2 value(s) are infinite; valid: finite numbers" in " ".join(problems)
+    assert "column 'HB': 2 value(s) are beyond the float32 range" in " ".join(problems)
+    assert "column 'AGE': 1 value(s) are beyond the float32 range" in " ".join(problems)
+    assert not any(v in " ".join(problems) for v in ("1e308", "3e39", "inf;"))
+
+
+def test_constant_and_all_missing_columns_are_left_out_with_a_note_when_loading():
+    # Setup
+    data = _good().assign(HB=[np.nan] * 4, TP53=["0"] * 4)
+    # Run
+    done = conform(data, _schema())
+    # Assert
+    assert "HB" not in done.schema and "TP53" not in done.schema
+    assert "left out 'HB': every value is missing" in done.notes
+    assert "left out 'TP53': constant (one value in every row)" in done.notes
+    assert list(done.data.columns) == ["ID", "AGE", "SEX", "OS_YEARS", "OS_STATUS"]
+
+
+def test_an_all_missing_endpoint_column_takes_its_endpoint_out_with_a_note():
+    data = _good().assign(OS_STATUS=[np.nan] * 4)
+    done = conform(data, _schema())
+    assert done.schema.endpoints == ()
+    assert "OS_YEARS" not in done.schema
+    assert "endpoints left out (a column is all missing): ['OS']" in done.notes
+
+
+def test_coded_labels_outside_the_codes_are_counted_not_echoed():
+    schema = TableSchema((ColumnSpec("smoker", K.BINARY, codes=(("yes", 1.0), ("no", 0.0))), ColumnSpec("x", K.CONTINUOUS)))
+    data = pd.DataFrame({"smoker": ["yes", "no", "Maybe-secret", "YES"], "x": ["1", "2", "3", "4"]})
+    with pytest.raises(ValidationError) as info:
+        conform(data, schema)
+    assert "column 'smoker': 1 value(s) in 1 label(s) not listed in its codes; valid: yes, no" in str(info.value)
+    assert "Maybe-secret" not in str(info.value)
+
+
+def test_a_file_fedsynth_wrote_in_0_1_reads_with_the_coded_schema():
+    # Setup: codes 1/2 in the raw file; a site file fedsynth wrote holds 0/1
+    schema = TableSchema((ColumnSpec("flag", K.BINARY, codes=(("1", 0.0), ("2", 1.0))), ColumnSpec("x", K.CONTINUOUS)))
+    raw = pd.DataFrame({"flag": ["2", "1", "2"], "x": ["1", "2", "3"]})
+    written = pd.DataFrame({"flag": ["1", "0", "1"], "x": ["1", "2", "3"]})
+    # Run / Assert
+    assert conform(raw, schema).data["flag"].tolist() == [1.0, 0.0, 1.0]
+    assert conform(written, schema).data["flag"].tolist() == [1.0, 0.0, 1.0]

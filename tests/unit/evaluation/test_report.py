@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.evaluation import EvaluationReport, evaluate, quick_scores, render_rounds_html
+from fedsynth.evaluation import EvaluationReport, charts, evaluate, quick_scores, render_rounds_html
 
 PLANTED_FLOAT = 987.654321
 PLANTED_LABEL = "ZQXPLANTEDLABEL"
@@ -86,16 +87,40 @@ def test_planted_values_and_ids_appear_in_neither_report_file(planted_report):
         assert not any(i in text for i in ids)
 
 
+def _n_figures(figures: Any) -> int:
+    if isinstance(figures, dict):
+        return sum(_n_figures(v) for v in figures.values())
+    if isinstance(figures, list):
+        return sum(_n_figures(v) for v in figures)
+    return 0 if figures is None else 1
+
+
+def test_report_figures_cover_every_section(planted_report):
+    # Setup
+    report, _, _, _ = planted_report
+    data = report.to_dict()
+    # Run
+    figs = charts.report_figures(data)
+    # Assert: overall + TP53 + IPSSR per endpoint; frequency, per patient, co-occurrence, pair loss, NNDR;
+    # one distribution per non-genomic column
+    assert {k: len(v) for k, v in figs["km"].items()} == {"OS": 3, "LFS": 3}
+    assert all(figs[k] is not None for k in ("freq", "mpp", "cooc", "pairs", "nndr"))
+    non_genomic = [c for c in data["info"]["columns"]["data"] if c not in data["info"]["columns"]["genomic"]]
+    assert len(figs["dists"]) == len(non_genomic) == 17
+    assert [t.get_text() for t in figs["km"]["OS"][1].legends[0].get_texts()] == ["TP53=0", "TP53=1", "real",
+                                                                                     "synthetic"]
+
+
 def test_html_is_standalone_with_every_plot_and_the_definitions(planted_report):
     # Setup
-    _, _, html_path, _ = planted_report
+    report, _, html_path, _ = planted_report
     # Run
     html = html_path.read_text()
     # Assert
     assert not re.search(r"(src|href)=\"https?://", html)
-    assert "<script" not in html and "<link" not in html
-    # KM 3 x 2 endpoints, frequency, per patient, 2 co-occurrence maps, pair loss, 17 distributions, NNDR
-    assert html.count("<svg") >= 6 + 2 + 2 + 1 + 17 + 1
+    assert "<script" not in html and "<link" not in html and "<img" not in html
+    # every figure of the report is inlined once
+    assert html.count("<svg") == _n_figures(charts.report_figures(report.to_dict()))
     for heading in ("Survival", "Genomics", "Statistical fidelity", "Privacy", "Definitions", "CSF", "GSF"):
         assert heading in html
 
@@ -155,29 +180,7 @@ def test_rounds_page_shows_rounds_references_and_the_final_report(planted_report
     html = path.read_text()
     assert "centralized" in html and "site-1 alone" in html and "Final synthetic cohort" in html
     assert "0.500" in html  # nndr p5 read from nndr.synthetic.p5
-    assert html.count("<svg") >= 3 + 29
-
-
-def test_rounds_charts_tick_whole_rounds_centre_a_single_round_and_zoom_in() -> None:
-    # Setup
-    import re
-
-    from fedsynth.evaluation._render import rounds_figures
-
-    refs = {"centralized": {"csf": 0.93, "gsf": 0.85, "nndr_p5": 0.59}}
-
-    # Run
-    three = rounds_figures([{"round": i, "csf": 0.9, "gsf": 0.8, "nndr_p5": 0.6} for i in (1, 2, 3)], refs)
-    one = rounds_figures([{"round": 1, "csf": 0.9, "gsf": 0.8, "nndr_p5": 0.6}], refs)
-
-    # Assert: x tick labels are the rounds (no 1.5); one round sits mid-plot (x = 48 + 340 / 2), not on the
-    # left edge; the y axis starts near the scores, not at 0
-    labels = re.findall(r'font-size="9"[^>]*>([^<]+)</text>', three[0])
-    assert {"1", "2", "3"} <= set(labels) and "1.5" not in labels and "2.5" not in labels
-    assert '<circle cx="218.0"' in one[0]
-    assert "0.8" in labels and "0.2" not in labels
-    # a reference without a score (NaN) is left out of the zoom instead of breaking the page
-    assert rounds_figures([{"round": 1, "csf": 0.9}], {"site-1 alone": {"csf": float("nan")}})
+    assert html.count("<svg") == 3 + _n_figures(charts.report_figures(report.to_dict()))
 
 
 def test_evaluation_without_holdout_or_genes_says_what_it_could_not_compute(tiny_schema, tmp_path):

@@ -6,13 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.evaluation.survival import (
-    cox_multivariate,
-    coxph_univariate,
-    hazard_ratio_analysis,
-    survival_analysis,
-    univariate_cox,
-)
+from fedsynth.evaluation.cox import cox_multivariate, coxph_univariate, univariate_cox
+from fedsynth.evaluation.survival import hazard_ratio_analysis, survival_analysis
 
 
 def _surv(T, E, x=None, c=None):  # type: ignore[no-untyped-def]

@@ -152,11 +152,11 @@ def test_every_strategy_param_acts_or_is_rejected_all_at_once():
 def test_a_param_without_the_setting_that_makes_it_act_is_refused():
     # Setup / Run: the release thresholds act only when the site's privacy check runs
     off = _problems(generator={"name": "bayesian_network"},
-                    strategy={"name": "sd_sharing", "params": {"privacy_check": False, "max_dcr_share": 0.9}})
+                    strategy={"name": "sd_sharing", "params": {"privacy_check": False, "gate_mia_auc_above": 0.9}})
     on = _problems(generator={"name": "bayesian_network"},
-                   strategy={"name": "sd_sharing", "params": {"max_dcr_share": 0.9}})
+                   strategy={"name": "sd_sharing", "params": {"gate_mia_auc_above": 0.9}})
     # Assert
-    assert off == [("strategy.params.max_dcr_share: acts only when strategy.params.privacy_check is true; "
+    assert off == [("strategy.params.gate_mia_auc_above: acts only when strategy.params.privacy_check is true; "
                     "fix: remove it or set strategy.params.privacy_check: true")]
     assert on == []
 

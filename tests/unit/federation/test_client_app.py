@@ -72,7 +72,7 @@ def test_deployment_run_config_becomes_the_strategy(tmp_path) -> None:
     assert (strategy.name, strategy.generator, strategy.min_sites, n_nodes) == ("sd_sharing", "bayesian_network", 2, 3)
     assert strategy.generator_params == {"max_indegree": 1}
     assert strategy.params["refit"] is True and strategy.params["node_timeout"] == 30
-    assert strategy.params["privacy_check"] is True and strategy.params["max_dcr_share"] == 0.7
+    assert strategy.params["privacy_check"] is True and strategy.params["gate_mia_auc_above"] == 0.6
 
 
 def test_deployment_run_config_lists_every_problem_before_building(tmp_path) -> None:
@@ -84,7 +84,7 @@ def test_deployment_run_config_lists_every_problem_before_building(tmp_path) -> 
     SCHEMA.to_yaml(tmp_path / "schema.yaml")
     run_config = {"strategy": "sd_sharing", "generator": "bayesian_network", "rounds": 4,
                   "generator-params": '{"max_indegre":1}', "schema-path": str(tmp_path / "schema.yaml"),
-                  "strategy-params": '{"refitt":true, "max_dcr_share": "high"}'}
+                  "strategy-params": '{"refitt":true, "gate_mia_auc_above": "high"}'}
 
     # Run
     with pytest.raises(ValidationError) as info:
@@ -95,5 +95,5 @@ def test_deployment_run_config_lists_every_problem_before_building(tmp_path) -> 
     assert "Run config has 4 problems" in text
     assert "strategy.rounds: is 4, but 'sd_sharing' with 'bayesian_network' runs a fixed sequence" in text
     assert "strategy.params.refitt: is not a parameter of 'sd_sharing'" in text and "did you mean 'refit'?" in text
-    assert "strategy.params.max_dcr_share: got 'high' (str); valid: a float in the range [0, 1]" in text
+    assert "strategy.params.gate_mia_auc_above: got 'high' (str); valid: a float in the range [0.5, 1]" in text
     assert "generator.params.max_indegre: unknown parameter of 'bayesian_network'" in text

@@ -132,15 +132,16 @@ def test_a_strategy_holds_the_registry_defaults_of_the_params_that_act(mds_parti
     from fedsynth.strategies.registry import default_params
 
     schema = mds_partition.schema
-    sd = make_strategy("sd_sharing", schema, generator="bayesian_network", params={"max_dcr_share": 0.5})
+    sd = make_strategy("sd_sharing", schema, generator="bayesian_network", params={"gate_mia_auc_above": 0.55})
     sd_off = make_strategy("sd_sharing", schema, generator="bayesian_network", params={"privacy_check": False})
     two_step = make_strategy("two_step_bn", schema, generator="bayesian_network")
 
     # Assert: given values win, defaults come from the registry, params that would not act are absent
-    assert sd.params["max_dcr_share"] == 0.5 and sd.params["min_nndr_ratio"] == 0.8 and sd.params["refit"] is False
-    assert "max_dcr_share" not in sd_off.params and sd_off.params["privacy_check"] is False
+    assert sd.params["gate_mia_auc_above"] == 0.55 and sd.params["gate_exact_copies_margin"] == 0.0
+    assert sd.params["refit"] is False
+    assert "gate_mia_auc_above" not in sd_off.params and sd_off.params["privacy_check"] is False
     assert two_step.params == {"min_category_count": 5, "significant_digits": 3, "node_timeout": 120.0,
-                               "count_look_ahead": 1}
+                               "count_look_ahead": 1, "secure_aggregation": False}
     assert default_params("two_step_bn", "bayesian_network") == two_step.params
     assert sd.requires is None and two_step.requires == "two_step"
 

@@ -13,11 +13,13 @@ from fedsynth.strategies.policy import POLICY_FILENAME, SitePolicy, isolates_pat
 
 def test_a_request_can_tighten_the_policy_but_never_loosen_it() -> None:
     # Setup
-    site = SitePolicy(min_count=10, max_dcr_share=0.6, min_nndr_ratio=0.9, max_share_rows=100, epsilon=3.0)
-    looser = {"min_category_count": 1, "privacy_check": False, "max_dcr_share": 1.0, "min_nndr_ratio": 0.0,
+    site = SitePolicy(min_count=10, gate_mia_auc_above=0.6, gate_nndr_p5_margin=0.1, max_share_rows=100,
+                      epsilon=3.0)
+    looser = {"min_category_count": 1, "privacy_check": False, "gate_mia_auc_above": 1.0, "gate_nndr_p5_margin": 0.9,
+              "gate_exact_copies_margin": 1.0,
               "share_rows": 5000, "significant_digits": 12, "clear_counts": True, "allow_synthetic_rows": True,
               "epsilon": 100.0}
-    stricter = {"min_category_count": 20, "max_dcr_share": 0.55, "min_nndr_ratio": 1.0, "share_rows": 40,
+    stricter = {"min_category_count": 20, "gate_mia_auc_above": 0.55, "gate_nndr_p5_margin": 0.05, "share_rows": 40,
                 "significant_digits": 2, "allow_synthetic_rows": False, "epsilon": 1.0}
 
     # Run
@@ -25,7 +27,7 @@ def test_a_request_can_tighten_the_policy_but_never_loosen_it() -> None:
 
     # Assert
     assert got_looser == site
-    assert got_stricter == SitePolicy(min_count=20, max_dcr_share=0.55, min_nndr_ratio=1.0, max_share_rows=40,
+    assert got_stricter == SitePolicy(min_count=20, gate_mia_auc_above=0.55, gate_nndr_p5_margin=0.05, max_share_rows=40,
                                       significant_digits=2, allow_synthetic_rows=False, epsilon=1.0)
 
 
@@ -33,6 +35,8 @@ def test_a_switched_off_gate_stays_on_and_a_requested_gate_switches_on() -> None
     assert SitePolicy().effective({"privacy_check": False}).privacy_check is True
     assert SitePolicy(privacy_check=False).effective({"privacy_check": True}).privacy_check is True
     assert SitePolicy(privacy_check=False).effective({}).privacy_check is False
+    # the site's bootstrap tolerance (None) cannot be compared with a number, so a request leaves it
+    assert SitePolicy().effective({"gate_nndr_p5_margin": 1.0}).gate_nndr_p5_margin is None
 
 
 def test_isolating_tables_by_hand() -> None:
@@ -56,23 +60,23 @@ def test_the_policy_comes_from_a_file_beside_the_data_then_node_config_keys(tmp_
 
     # Run
     beside = SitePolicy.from_node_config({}, str(data))
-    overridden = SitePolicy.from_node_config({"policy_max_dcr_share": 0.5, "policy_min_count": 12}, str(data))
+    overridden = SitePolicy.from_node_config({"policy_gate_mia_auc_above": 0.55, "policy_min_count": 12}, str(data))
     default = SitePolicy.from_node_config({}, str(tmp_path / "nowhere" / "x.csv"))
 
     # Assert
     assert (beside.min_count, beside.allow_synthetic_rows, beside.epsilon) == (11, False, math.inf)
-    assert (overridden.min_count, overridden.max_dcr_share, overridden.allow_synthetic_rows) == (12, 0.5, False)
+    assert (overridden.min_count, overridden.gate_mia_auc_above, overridden.allow_synthetic_rows) == (12, 0.55, False)
     assert default == SitePolicy()
 
 
 def test_a_bad_policy_lists_every_problem_at_once(tmp_path) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("min_count: 0\nmax_dcr_share: 2\nk_anon: 5\n")
+    path.write_text("min_count: 0\ngate_mia_auc_above: 2\nk_anon: 5\n")
     with pytest.raises(ValidationError, match="k_anon: unknown setting"):
         SitePolicy.from_file(path)
     with pytest.raises(ValidationError) as err:
-        SitePolicy(min_count=0, max_dcr_share=2.0, privacy_check="no")  # type: ignore[arg-type]
-    assert [p.where for p in err.value.problems] == ["min_count", "max_dcr_share", "privacy_check"]
+        SitePolicy(min_count=0, gate_mia_auc_above=2.0, privacy_check="no")  # type: ignore[arg-type]
+    assert [p.where for p in err.value.problems] == ["min_count", "gate_mia_auc_above", "privacy_check"]
 
 
 def test_a_simulated_site_gets_its_sources_policy_else_the_defaults(mds_partition, tmp_path) -> None:

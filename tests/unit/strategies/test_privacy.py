@@ -70,7 +70,7 @@ def frame_leaks(frame: pd.DataFrame) -> list[str]:
     "strategy_name, generator, params",
     [
         ("two_step_bn", "bayesian_network", {}),
-        ("sd_sharing", "bayesian_network", {"refit": True, "max_dcr_share": 1.0, "min_nndr_ratio": 0.0}),
+        ("sd_sharing", "bayesian_network", {"refit": True, "gate_mia_auc_above": 1.0, "gate_nndr_p5_margin": 1.0, "gate_exact_copies_margin": 1.0}),
         ("fedavg", "fake_weights", {}),
     ],
 )
@@ -80,7 +80,8 @@ def test_planted_value_appears_in_no_message_log_or_pooled_row(
     # Setup: the sites' own gate is open here (the server's params cannot open it), so every site answers
     from fedsynth.strategies.policy import SitePolicy
 
-    schema, sites = planted_sites(mds_partition, policy=SitePolicy(max_dcr_share=1.0, min_nndr_ratio=0.0))
+    schema, sites = planted_sites(mds_partition, policy=SitePolicy(
+        gate_mia_auc_above=1.0, gate_nndr_p5_margin=1.0, gate_exact_copies_margin=1.0))
     assert (sites[2].data["HB"] == PLANTED_HB).sum() == 1
     grid = InProcessGrid(sites, keep_messages=True)
     gen_params = {"max_indegree": 1} if generator == "bayesian_network" else {}

@@ -158,3 +158,82 @@ def test_count_look_ahead_needs_fewer_requests_for_the_same_network(mds_partitio
     _assert_same_network(ahead, plain)
     _assert_same_network(further, plain)
     assert n_further <= n_ahead < n_plain
+
+
+def test_federated_bn_with_secure_aggregation_equals_centralized(mds_partition) -> None:
+    # Setup: the server sees masked count vectors only (no query.counts in clear)
+    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
+    from fedsynth.strategies import secure_sum
+
+    schema = mds_partition.schema.select(SMALL)
+    grid = InProcessGrid(_site_runtimes(mds_partition, schema), keep_messages=True)
+    strategy = make_strategy(
+        "two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 2}, min_sites=3,
+        params={"secure_aggregation": True},
+    )
+
+    # Run
+    fed = strategy.start(grid)
+    cen = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=2).fit(mds_partition.train[schema.model_columns])
+
+    # Assert
+    types = {m.metadata.message_type for m in grid.sent}
+    assert "query.counts" not in types and set(secure_sum.STAGES) <= types
+    assert len(fed.generator.edges_) > 5
+    _assert_same_network(fed.generator, cen)
+
+
+def test_secure_aggregation_with_a_site_lacking_a_column_equals_the_clear_sum(mds_partition) -> None:
+    # Setup: one site lacks HB; its tables over HB travel as zeros and "present" says how many sites counted each
+    schema = mds_partition.schema.select(SMALL)
+    sites = _site_runtimes(mds_partition, schema)
+    sites[1] = SiteRuntime(sites[1].name, sites[1].data.drop(columns=["HB"]), schema, seed=sites[1].seed)
+
+    def run(secure: bool):  # type: ignore[no-untyped-def]
+        from fedsynth.strategies.policy import SitePolicy
+
+        strategy = make_strategy(
+            "two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 1}, min_sites=3,
+            params={"secure_aggregation": secure},
+        )
+        # The clear run is a trusted network (clear counts); under the default policy its sites would withhold
+        # the tables that isolate patients, which masked tables need not do.
+        policy = SitePolicy(clear_counts=not secure)
+        return strategy.start(InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=s.seed, policy=policy)
+                                             for s in sites]))
+
+    # Run
+    clear, secure = run(False), run(True)
+
+    # Assert
+    assert secure.domain.to_dict() == clear.domain.to_dict()
+    _assert_same_network(secure.generator, clear.generator)
+
+
+def test_secure_aggregation_records_a_site_dropping_and_equals_centralized_without_it(mds_partition) -> None:
+    # Setup: the last site shares its keys, then fails to send its masked counts
+    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
+    from fedsynth.strategies import secure_sum
+    from fedsynth.strategies.site import all_site_handlers
+    from fedsynth.strategies.two_step_bn import count_vectors
+
+    schema = mds_partition.schema.select(SMALL)
+    sites = _site_runtimes(mds_partition, schema)
+
+    def failing(request, site):  # type: ignore[no-untyped-def]
+        if site.name == sites[-1].name:
+            raise ValueError("planted failure")
+        return count_vectors(request, site)
+
+    grid = InProcessGrid(sites, handlers={**all_site_handlers(), **secure_sum.site_handlers({"two_step_bn.counts": failing})})
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 1},
+                             min_sites=2, params={"secure_aggregation": True})
+
+    # Run
+    fed = strategy.start(grid)
+
+    # Assert
+    assert list(fed.left_out) == [sites[-1].name] and fed.left_out[sites[-1].name].startswith("collect")
+    pooled = pd.concat([s.data for s in sites[:-1]], ignore_index=True)
+    cen = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(pooled[schema.model_columns])
+    _assert_same_network(fed.generator, cen)

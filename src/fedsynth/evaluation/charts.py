@@ -1,0 +1,554 @@
+"""Every chart of fedsynth's reports as a matplotlib figure, built from the JSON-able result, plus its SVG text.
+
+The figure builders read only the report's aggregates (curves on a grid, binned distributions, frequencies,
+scores by round): never a row. They return :class:`matplotlib.figure.Figure` objects made without pyplot (no
+global figure manager, no display, no backend switch; an Agg canvas measures the text), so tests can read what
+a chart shows (its lines, labels, ticks and legend) and :func:`figure_svg` alone turns a figure into the text a
+page inlines. Computation (the ``evaluation`` modules), structure (these builders) and rendering
+(:func:`figure_svg` and the templates) stay apart, as in SDMetrics' reports.
+
+SVG output is small and reproducible: text stays text (``svg.fonttype = "none"``), element ids come from a fixed
+salt (``svg.hashsalt``) and the file carries no date or creator metadata, so the same report gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from html import escape
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
+REAL_COLOR = "#1f4e79"
+SYN_COLOR = "#d9822b"
+#: Group colours (matplotlib's tab10 without the orange and dark blue that mean "synthetic" and "real").
+PALETTE = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+#: Reference lines: colour and dash pattern both differ from line to line (and from the solid score curves).
+REF_COLORS = ("#000000", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+REF_DASHES: tuple[Any, ...] = ("--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 1)), (0, (8, 3)))
+#: Score curves by round: colour and marker differ from curve to curve.
+CURVE_COLORS = (SYN_COLOR, "#1f77b4", "#d62728", "#bcbd22", "#17becf", "#8c564b")
+CURVE_MARKERS = ("o", "s", "^", "D", "v", "P")
+#: Genes drawn in the mutation-frequency chart; the report's table lists every gene.
+TOP_GENES = 30
+#: Heatmap values are clipped to this absolute log odds ratio.
+LOG_OR_CLIP = 3.0
+
+_RC: dict[RcKeyType, Any] = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "fedsynth",
+    "svg.image_inline": True,
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],  # the metrics of the layout; a browser without it takes its sans-serif
+    "font.size": 8.0,
+    "axes.titlesize": 9.0,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 8.0,
+    "axes.edgecolor": "#999999",
+    "axes.linewidth": 0.7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e6e6e6",
+    "grid.linewidth": 0.6,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "xtick.color": "#444444",
+    "ytick.color": "#444444",
+    "legend.fontsize": 7.5,
+    "legend.frameon": True,
+    "legend.framealpha": 0.85,
+    "legend.edgecolor": "#dddddd",
+    "lines.linewidth": 1.4,
+    "figure.dpi": 72.0,
+    "savefig.dpi": 72.0,
+}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@contextmanager
+def chart_style() -> Iterator[None]:
+    """The report style (fonts, grid, SVG settings) for the figures built or saved inside the block."""
+    with mpl.rc_context(_RC):
+        yield
+
+
+def _styled(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with chart_style():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _figure(width: float, height: float, title: str) -> Figure:
+    """A figure of ``width`` x ``height`` inches laid out by matplotlib's constrained layout."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg canvas measures text for the layout; nothing is ever shown
+    fig.set_label(title)
+    return fig
+
+
+def figure_svg(fig: Figure) -> str:
+    """The figure as one ``<svg>`` element to inline in an HTML page (no XML prolog, no metadata).
+
+    Deterministic: the same figure gives the same text (fixed id salt, no date). The element carries
+    ``role="img"`` and the figure's label as ``aria-label``. The figure is laid out here, once, and keeps that
+    layout (its layout engine is removed).
+    """
+    buf = io.StringIO()
+    with chart_style():
+        engine = fig.get_layout_engine()
+        if engine is not None:
+            # savefig would draw the whole figure once without output just to run the layout, then again for the
+            # SVG; laying out first and dropping the engine saves that pass (~40% of the time of a report's charts)
+            engine.execute(fig)
+            fig.set_layout_engine(None)
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.DOTALL)
+    # Smaller text, same picture: no indentation, no ids on groups (nothing refers to them, and they would repeat
+    # across the figures of one page), path coordinates to 0.01 pt.
+    text = re.sub(r"\n\s+", "\n", text)
+    text = re.sub(r'<g id="[^"]*">', "<g>", text)
+    text = re.sub(r' d="[^"]*"', _round_path, text)
+    text = re.sub(r' ([xy])="(-?\d+\.\d+)"', lambda m: f' {m.group(1)}="{_short(m.group(2))}"', text)
+    label = str(fig.get_label() or "")
+    if label:
+        text = text.replace("<svg ", f'<svg role="img" aria-label="{escape(label)}" ', 1)
+    return text.strip()
+
+
+_NUMBER = re.compile(r"-?\d+\.\d+")
+
+
+def _short(number: str) -> str:
+    return f"{float(number):.2f}".rstrip("0").rstrip(".")
+
+
+def _round_path(match: re.Match[str]) -> str:
+    return _NUMBER.sub(lambda m: _short(m.group()), match.group())
+
+
+def _finite(values: Sequence[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def _pval(p: Any) -> str:
+    if p is None:
+        return "n/a"
+    return f"{p:.2g}" if p >= 1e-3 else "<0.001"
+
+
+# -- survival -----------------------------------------------------------------------------------------------
+
+
+@_styled
+def km_figures(name: str, endpoint: Mapping[str, Any]) -> list[Figure]:
+    """Kaplan-Meier curves of one endpoint: overall, then one figure per stratum column.
+
+    Parameters
+    ----------
+    name : str
+        The endpoint's name (e.g. ``"OS"``).
+    endpoint : mapping
+        The endpoint's entry of ``survival_analysis``: ``grid``, ``time_unit``, ``overall`` (``real``,
+        ``synthetic``, ``curve_similarity``) and ``strata`` (per column: ``groups`` with ``real`` and
+        ``synthetic`` curves on the grid, ``logrank_p_real``, ``logrank_p_synthetic``).
+
+    Returns
+    -------
+    list of Figure
+        Real curves solid, synthetic dashed; a stratum's groups share a colour between real and synthetic.
+    """
+    grid = _finite(endpoint["grid"])
+    unit = endpoint.get("time_unit", "")
+    overall = endpoint["overall"]
+    fig = _figure(4.1, 3.1, f"{name} Kaplan-Meier overall")
+    ax = fig.add_subplot()
+    ax.step(grid, _finite(overall["real"]), where="post", color=REAL_COLOR, label="real")
+    ax.step(grid, _finite(overall["synthetic"]), where="post", color=SYN_COLOR, linestyle="--", label="synthetic")
+    _km_axes(ax, f"{name} overall (similarity {overall['curve_similarity']:.3f})", f"time ({unit})")
+    ax.legend(loc="upper right")
+    out = [fig]
+    for col, stratum in endpoint.get("strata", {}).items():
+        groups = stratum.get("groups") or {}
+        if not groups:
+            continue
+        n_items = len(groups) + 2
+        fig = _figure(4.1, 3.1 + 0.16 * math.ceil(n_items / 3), f"{name} Kaplan-Meier by {col}")
+        ax = fig.add_subplot()
+        handles: list[Any] = []
+        for j, (group, entry) in enumerate(groups.items()):
+            color = PALETTE[j % len(PALETTE)]
+            (line,) = ax.step(grid, _finite(entry["real"]), where="post", color=color, label=f"{col}={group}")
+            handles.append(line)
+            if entry.get("synthetic") is not None:
+                ax.step(grid, _finite(entry["synthetic"]), where="post", color=color, linestyle="--")
+        handles += [Line2D([], [], color="#555555", label="real"),
+                    Line2D([], [], color="#555555", linestyle="--", label="synthetic")]
+        _km_axes(ax, f"{name} by {col}", f"time ({unit}); log-rank p real {_pval(stratum.get('logrank_p_real'))}, "
+                 f"synthetic {_pval(stratum.get('logrank_p_synthetic'))}")
+        fig.legend(handles=handles, loc="outside lower center", ncols=3)
+        out.append(fig)
+    return out
+
+
+def _km_axes(ax: Axes, title: str, xlabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("survival")
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlim(left=0.0)
+
+
+# -- genomics ------------------------------------------------------------------------------------------------
+
+
+@_styled
+def gene_frequency_figure(genomics: Mapping[str, Any], *, top: int = TOP_GENES) -> Figure:
+    """Mutation frequency per gene, real and synthetic, as horizontal bars (most frequent on top).
+
+    Horizontal bars keep every gene's name level and readable however many genes there are, and bar length is
+    the most precise encoding for comparing two frequencies side by side (a heatmap would encode them by colour).
+    With more than ``top`` genes only the ``top`` genes with the highest real or synthetic frequency are drawn,
+    so a gene the generator over-produces is shown too; the report's table lists every gene.
+
+    Parameters
+    ----------
+    genomics : mapping
+        ``genomics_analysis`` output: ``genes`` and ``frequency`` (``real`` and ``synthetic``: gene -> share).
+    top : int
+        Most genes drawn.
+    """
+    real, syn = genomics["frequency"]["real"], genomics["frequency"]["synthetic"]
+    genes = list(genomics["genes"])
+    shown = sorted(genes, key=lambda g: (-max(real.get(g) or 0.0, syn.get(g) or 0.0), genes.index(g)))[:top]
+    shown.sort(key=lambda g: (-(real.get(g) or 0.0), genes.index(g)))
+    n = len(shown)
+    title = "Mutation frequency per gene" if n == len(genes) else f"Mutation frequency, top {n} of {len(genes)} genes"
+    fig = _figure(5.2, 1.1 + 0.2 * n, title)
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    h = 0.4
+    ax.barh(y - h / 2, [100 * (real.get(g) or 0.0) for g in shown], height=h, color=REAL_COLOR, label="real")
+    ax.barh(y + h / 2, [100 * (syn.get(g) or 0.0) for g in shown], height=h, color=SYN_COLOR, label="synthetic")
+    ax.set_yticks(y, shown)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.grid(axis="y", visible=False)
+    ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax.set_xlabel("patients mutated")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return fig
+
+
+@_styled
+def mutations_per_patient_figure(genomics: Mapping[str, Any]) -> Figure:
+    """Share of patients by number of mutated genes, real and synthetic (grouped bars)."""
+    m = genomics["mutations_per_patient"]
+    title = f"Mutated genes per patient (1 - KS = {m['similarity']:.3f})"
+    fig = _figure(4.4, 3.0, title)
+    ax = fig.add_subplot()
+    _grouped_bars(ax, list(m["bins"]), [("real", m["real"], REAL_COLOR), ("synthetic", m["synthetic"], SYN_COLOR)],
+                  rotate=False)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+    ax.set_ylabel("patients")
+    ax.set_xlabel("mutated genes")
+    ax.set_title(title)
+    ax.legend(loc="upper right")
+    return fig
+
+
+@_styled
+def cooccurrence_figure(genomics: Mapping[str, Any]) -> Figure | None:
+    """Log odds ratio of every gene pair, real beside synthetic, on one colour scale clipped at +/-3.
+
+    Red co-occurring, blue mutually exclusive, grey untested. With more than 30 genes the two maps are stacked
+    so each stays legible. None when no gene pair was tested.
+    """
+    hm = genomics["heatmap"]
+    genes = list(hm["genes"])
+    n = len(genes)
+    if n == 0:
+        return None
+    side = max(2.6, 0.13 * n + 0.9)
+    stacked = n > 30
+    fig = _figure(side + 0.8 if stacked else 2 * side + 0.8, 2 * side + 0.3 if stacked else side + 0.3,
+                  "Gene-pair log odds ratios, real and synthetic")
+    axes = fig.subplots(2, 1) if stacked else fig.subplots(1, 2)
+    cmap = mpl.colormaps["RdBu_r"].with_extremes(bad="#eeeeee")
+    image: Any = None
+    for ax, key in zip(np.ravel(axes), ("real", "synthetic")):
+        matrix = np.array([_finite(row) for row in hm[key]], dtype=float).reshape(n, n)
+        image = ax.imshow(np.clip(matrix, -LOG_OR_CLIP, LOG_OR_CLIP), cmap=cmap, vmin=-LOG_OR_CLIP, vmax=LOG_OR_CLIP,
+                          interpolation="nearest", aspect="equal")
+        _matrix_labels(ax, genes, size=6.5 if n <= 40 else 5.5)
+        ax.set_title(f"log odds ratio, {key}")
+    bar = fig.colorbar(image, ax=list(np.ravel(axes)), shrink=0.6, aspect=25)
+    bar.set_label(f"red co-occurring, blue exclusive (clipped at ±{LOG_OR_CLIP:g})")
+    return fig
+
+
+# -- fidelity -------------------------------------------------------------------------------------------------
+
+
+@_styled
+def pair_loss_figure(fidelity: Mapping[str, Any], columns: Sequence[str]) -> Figure:
+    """Heatmap of 1 - pair similarity for every pair of ``columns`` (white 0; grey: not computed)."""
+    idx = {c: i for i, c in enumerate(columns)}
+    n = len(columns)
+    matrix = np.full((n, n), np.nan)
+    for a, b, _, sim in fidelity["pairs"]["pairs"]:
+        if a in idx and b in idx and sim is not None:
+            matrix[idx[a], idx[b]] = matrix[idx[b], idx[a]] = 1.0 - float(sim)
+    worst = float(np.nanmax(matrix)) if np.isfinite(matrix).any() else 0.0
+    vmax = max(0.1, worst)
+    side = max(3.0, 0.12 * n + 1.2)
+    fig = _figure(side + 1.0, side, "Pair-fidelity loss")
+    ax = fig.add_subplot()
+    cmap = mpl.colormaps["Purples"].with_extremes(bad="#eeeeee")
+    image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest", aspect="equal")
+    _matrix_labels(ax, list(columns), size=6.5 if n <= 50 else 5.5)
+    ax.set_title("Pair-fidelity loss (1 - pair similarity)")
+    fig.colorbar(image, ax=ax, shrink=0.6, aspect=25, label="1 - pair similarity")
+    return fig
+
+
+def _matrix_labels(ax: Axes, labels: Sequence[str], *, size: float) -> None:
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=size)
+    ax.set_yticks(ticks, labels, fontsize=size)
+    ax.tick_params(length=0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+@_styled
+def distribution_figures(fidelity: Mapping[str, Any], columns: Sequence[str]) -> list[Figure]:
+    """One small chart per column: a histogram as steps (numeric) or grouped bars (categories), real and synthetic.
+
+    Columns without a stored distribution are skipped. Titles carry the column's similarity (1-KS or 1-TVD).
+    """
+    out = []
+    for c in columns:
+        d = fidelity.get("distributions", {}).get(c)
+        if d is None:
+            continue
+        sim = fidelity["columns"][c]["similarity"]
+        if d["type"] == "histogram":
+            title = f"{c}: 1-KS {sim:.3f}"
+            fig = _figure(3.1, 2.5, title)
+            ax = fig.add_subplot()
+            edges = _finite(d["edges"])
+            ax.stairs(_finite(d["real"]), edges, color=REAL_COLOR, label="real")
+            ax.stairs(_finite(d["synthetic"]), edges, color=SYN_COLOR, linestyle="--", label="synthetic")
+            ax.set_xlabel(f"missing {100 * d['missing_real']:.0f}% real, {100 * d['missing_synthetic']:.0f}% synthetic")
+        else:
+            title = f"{c}: 1-TVD {sim:.3f}"
+            fig = _figure(3.1, 2.5, title)
+            ax = fig.add_subplot()
+            groups = [("real", d["real"], REAL_COLOR), ("synthetic", d["synthetic"], SYN_COLOR)]
+            _grouped_bars(ax, list(d["labels"]), groups,
+                          rotate=sum(len(str(x)) + 2 for x in d["labels"]) > 30)
+        ax.set_ylabel("share")
+        ax.set_title(title)
+        out.append(fig)
+    return out
+
+
+def _grouped_bars(ax: Axes, categories: Sequence[Any], groups: Sequence[tuple[str, Sequence[Any], str]],
+                  *, rotate: bool) -> None:
+    x = np.arange(len(categories))
+    width = 0.8 / max(len(groups), 1)
+    for i, (label, values, color) in enumerate(groups):
+        ax.bar(x - 0.4 + width * (i + 0.5), np.nan_to_num(_finite(values)), width=width, color=color, label=label)
+    if rotate:
+        ax.set_xticks(x, [str(c) for c in categories], rotation=60, ha="right", rotation_mode="anchor", fontsize=6.5)
+    else:
+        ax.set_xticks(x, [str(c) for c in categories])
+    ax.grid(axis="x", visible=False)
+
+
+# -- privacy --------------------------------------------------------------------------------------------------
+
+
+@_styled
+def nndr_figure(privacy: Mapping[str, Any]) -> Figure | None:
+    """Distribution of NNDR: synthetic rows against training rows beside holdout rows against training rows.
+
+    The holdout line is the baseline a new real patient would have; vertical lines mark the 5th percentiles the
+    privacy flag compares. None when the report has no NNDR histogram.
+    """
+    nndr = privacy.get("nndr", {})
+    h = nndr.get("histogram")
+    if not h:
+        return None
+    title = "NNDR (lower = closer to one training row)"
+    fig = _figure(4.8, 3.5, title)
+    ax = fig.add_subplot()
+    edges = _finite(h["edges"])
+    ax.stairs(_finite(h["synthetic"]), edges, color=SYN_COLOR, label="synthetic -> training")
+    p5_syn = (nndr.get("synthetic") or {}).get("p5")
+    if p5_syn is not None:
+        ax.axvline(p5_syn, color=SYN_COLOR, linestyle=":", linewidth=1.2,
+                   label=f"synthetic 5th percentile {p5_syn:.3f}")
+    if h.get("holdout") is not None:
+        ax.stairs(_finite(h["holdout"]), edges, color=REAL_COLOR, linestyle="--", label="holdout -> training")
+        p5_hold = (nndr.get("holdout") or {}).get("p5")
+        if p5_hold is not None:
+            ax.axvline(p5_hold, color=REAL_COLOR, linestyle="-.", linewidth=1.2,
+                       label=f"holdout 5th percentile {p5_hold:.3f}")
+    ax.set_xlim(float(edges[0]), float(edges[-1]))
+    ax.set_xlabel("nearest / second-nearest Gower distance")
+    ax.set_ylabel("share of rows")
+    ax.set_title(title)
+    fig.legend(loc="outside lower center", ncols=2)
+    return fig
+
+
+# -- scores by round ------------------------------------------------------------------------------------------
+
+
+@_styled
+def rounds_figure(
+    curves: Mapping[str, Sequence[tuple[int, float | None]]],
+    references: Mapping[str, float | None],
+    *,
+    title: str,
+    ylabel: str = "",
+    width: float = 3.9,
+) -> Figure:
+    """One score by round: a curve per federated cohort and a horizontal line per reference model.
+
+    Parameters
+    ----------
+    curves : mapping of str to sequence of (round, value)
+        Each curve's points; a None value is left out.
+    references : mapping of str to float or None
+        Reference lines by label (e.g. ``"centralized"``, ``"site-1 alone"``); None or NaN values are left out.
+    title, ylabel : str
+    width : float
+        Figure width in inches (the height grows with the legend).
+
+    Returns
+    -------
+    Figure
+        Curves solid with a marker at every round (a single round still shows as a point); reference lines
+        differ from each other by colour and dash pattern. The x axis ticks whole rounds only, with half a round
+        of margin; the y axis starts at the 0.1 step below the lowest value and ends just above 1. The legend
+        sits under the plot, where it hides no point.
+    """
+    refs = {k: float(v) for k, v in references.items() if v is not None and math.isfinite(float(v))}
+    points = {label: [(int(r), float(v)) for r, v in pts if v is not None and math.isfinite(float(v))]
+              for label, pts in curves.items()}
+    points = {label: pts for label, pts in points.items() if pts}  # a curve without a value has nothing to show
+    rounds = [r for pts in curves.values() for r, _ in pts]
+    lo, hi = (int(min(rounds)), int(max(rounds))) if rounds else (1, 1)
+    step = max(1, math.ceil((hi - lo + 1) / 10))
+    n_items = len(points) + len(refs)
+    ncols = 2 if n_items > 3 and max((len(k) for k in [*points, *refs]), default=0) <= 28 else 1
+    fig = _figure(width, 2.9 + 0.17 * math.ceil(n_items / ncols), title)
+    ax = fig.add_subplot()
+    for i, (label, pts) in enumerate(points.items()):
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, ys, color=CURVE_COLORS[i % len(CURVE_COLORS)], marker=CURVE_MARKERS[i % len(CURVE_MARKERS)],
+                markersize=5, label=label)
+    for j, (label, value) in enumerate(refs.items()):
+        ax.axhline(value, color=REF_COLORS[j % len(REF_COLORS)], linestyle=REF_DASHES[j % len(REF_DASHES)],
+                   linewidth=1.3, label=label)
+    seen = [y for pts in points.values() for _, y in pts] + list(refs.values())
+    y0 = max(0.0, math.floor((min(seen) - 0.02) * 10) / 10) if seen else 0.0
+    ax.set_ylim(y0, max(1.02, *(v + 0.02 for v in seen)) if seen else 1.02)
+    ax.set_xlim(lo - 0.5, hi + 0.5)
+    ax.xaxis.set_major_locator(FixedLocator(list(range(lo, hi + 1, step))))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 5, 10]))
+    ax.grid(axis="x", visible=False)
+    ax.set_xlabel("round")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if n_items:
+        fig.legend(loc="outside lower center", ncols=ncols)
+    return fig
+
+
+#: The per-round scores charted by :func:`rounds_figures`, with their titles.
+ROUND_SCORES = (("csf", "CSF"), ("gsf", "GSF"), ("nndr_p5", "NNDR 5th percentile"))
+
+
+def round_value(entry: Mapping[str, Any], key: str) -> float | None:
+    """A score of one round or reference: ``entry[key]``; ``nndr_p5`` may also sit in ``nndr.synthetic.p5``."""
+    value = entry.get(key)
+    if key == "nndr_p5" and value is None:
+        nndr = entry.get("nndr")
+        synthetic = nndr.get("synthetic") if isinstance(nndr, Mapping) else None
+        value = synthetic.get("p5") if isinstance(synthetic, Mapping) else None
+    return None if value is None else float(value)
+
+
+def rounds_figures(rounds: Sequence[Mapping[str, Any]], references: Mapping[str, Mapping[str, Any]]) -> list[Figure]:
+    """CSF, GSF and NNDR 5th percentile by round of one run, with a line per reference model.
+
+    Parameters
+    ----------
+    rounds : sequence of mapping
+        One entry per round: ``round`` (int; default its position from 1) and ``csf``, ``gsf``, ``nndr_p5``.
+    references : mapping of str to mapping
+        Reference models by label (e.g. ``"centralized"``, ``"site-1 alone"``), each with any of the scores.
+    """
+    out = []
+    for key, label in ROUND_SCORES:
+        points = [(int(r.get("round", i + 1)), round_value(r, key)) for i, r in enumerate(rounds)]
+        refs = {name: round_value(entry, key) for name, entry in references.items()}
+        out.append(rounds_figure({"federated rounds": points}, refs, title=f"{label} by round"))
+    return out
+
+
+# -- a whole report -----------------------------------------------------------------------------------------
+
+
+def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
+    """Every figure of a full evaluation report (the dict of ``EvaluationReport.to_dict()``).
+
+    Returns
+    -------
+    dict
+        ``km`` (endpoint name -> list of Figure), ``freq``, ``mpp``, ``cooc`` (Figure or None), ``pairs``
+        (Figure), ``dists`` (list of Figure, non-genomic columns) and ``nndr`` (Figure or None).
+    """
+    cols = report["info"]["columns"]
+    figures: dict[str, Any] = {"km": {}}
+    for name in report["survival"].get("endpoint_names", []):
+        endpoint = report["survival"][name]
+        if endpoint.get("available"):
+            figures["km"][name] = km_figures(name, endpoint)
+    gen = report["genomics"]
+    available = bool(gen.get("available"))
+    figures["freq"] = gene_frequency_figure(gen) if available else None
+    figures["mpp"] = mutations_per_patient_figure(gen) if available else None
+    figures["cooc"] = cooccurrence_figure(gen) if available else None
+    figures["pairs"] = pair_loss_figure(report["fidelity"], cols["data"])
+    genomic = set(cols["genomic"])
+    figures["dists"] = distribution_figures(report["fidelity"], [c for c in cols["data"] if c not in genomic])
+    figures["nndr"] = nndr_figure(report["privacy"])
+    return figures

@@ -1,0 +1,48 @@
+"""The data card's reading of a report: survival-effect fidelity wherever it sits, and known limitations."""
+
+from __future__ import annotations
+
+from fedsynth.experiments.card import effect_fidelity, limitations
+
+
+def _report() -> dict:  # type: ignore[type-arg]
+    rows = [
+        # clear in real, same size here: no limitation
+        {"endpoint": "OS", "variable": "G1", "log_hr_real": 1.0, "log_hr_synthetic": 0.9, "p_synthetic": 1e-5,
+         "significant_real": True, "same_direction": True},
+        # clear in real, a third of the size here: weakened
+        {"endpoint": "OS", "variable": "G2", "log_hr_real": 1.0, "log_hr_synthetic": 0.3, "p_synthetic": 0.2,
+         "significant_real": True, "same_direction": True},
+        # clearly the other way: reversed
+        {"endpoint": "OS", "variable": "AGE", "log_hr_real": 0.02, "log_hr_synthetic": -0.03, "p_synthetic": 0.001,
+         "significant_real": True, "same_direction": False},
+        # not significant in the real data: not judged
+        {"endpoint": "OS", "variable": "G3", "log_hr_real": 0.1, "log_hr_synthetic": -0.5, "p_synthetic": 0.001,
+         "significant_real": False, "same_direction": False},
+    ]
+    return {
+        "fidelity": {"columns": {"HB": {"similarity": 0.95}, "PLT": {"similarity": 0.85}}},
+        "survival": {"endpoint_names": ["OS"], "hazard_ratios": {"rows": rows},
+                     "OS": {"strata": {"G1": {"groups": {"0": {"curve_similarity": 0.97},
+                                                         "1": {"curve_similarity": 0.8}}}}}},
+    }
+
+
+def test_limitations_name_poor_columns_strata_and_weakened_or_reversed_effects() -> None:
+    # Run
+    found = limitations(_report())
+    # Assert
+    assert found == [
+        "Columns whose values are distributed unlike the real ones (similarity of 1): PLT (0.85).",
+        "OS survival curves differ from the real ones for patients with G1 = 1 (0.80) (curve similarity of 1).",
+        "1 of the 3 clear effects on OS in the real cohort are reversed here (clearly the other way): AGE.",
+        ("1 of the 3 clear effects on OS in the real cohort are less than half as strong here (log hazard ratio), "
+         "or point the other way without being clear: G2."),
+    ]
+
+
+def test_survival_effect_fidelity_is_read_where_the_report_puts_it_or_left_undefined() -> None:
+    assert effect_fidelity(_report()) is None
+    assert effect_fidelity({"scores": {"survival_effect_fidelity": {"value": 0.71}}}) == 0.71
+    assert effect_fidelity({"survival": {"effect_fidelity": 0.64}}) == 0.64
+    assert effect_fidelity({"survival_effects": {"survival_effect_fidelity": {"value": 0.5}}}) == 0.5
