@@ -528,7 +528,7 @@ def _merge_modes(
     draws = []
     total = 4000
     for m, w in zip(site_modes, weights / weights.sum()):
-        k = max(int(round(total * w)), 10)
+        k = max(round(total * w), 10)
         comp = rng.choice(len(m.weights), size=k, p=np.asarray(m.weights) / sum(m.weights))
         draws.append(rng.normal(np.asarray(m.means)[comp], np.asarray(m.stds)[comp]))
     v = np.clip(np.concatenate(draws), lo, hi).reshape(-1, 1)
