@@ -83,7 +83,7 @@ def federated_equals_pooled(train: pd.DataFrame, schema: TableSchema, gen: Any, 
     domain = gen.domain
 
     def fetch(families: list) -> list:
-        return [family_counts(s, domain, families, n_sub_bins=gen.n_sub_bins) for s in sites]
+        return [family_counts(s, domain, families, n_sub_bins=gen.params.n_sub_bins) for s in sites]
 
     oracle = SummedCountOracle(fetch)
     t0 = time.perf_counter()
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                            np.sign(np.log(tp["tp53_synthetic"]["hazard_ratio"])) == np.sign(np.log(tp["tp53_real"]["hazard_ratio"])))
     print(json.dumps(mine, indent=1, default=str), flush=True)
     if not args.no_peer:
-        peer = run_peer(train, schema, args.seed, max_indegree=gen.max_indegree)
+        peer = run_peer(train, schema, args.seed, max_indegree=gen.params.max_indegree)
         result["pgmpy_plain"] = {
             "fit_seconds": round(peer["fit_seconds"], 2),
             "fit_cpu_seconds": round(peer["fit_cpu_seconds"], 2),

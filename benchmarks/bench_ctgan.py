@@ -225,9 +225,9 @@ def run_fedsynth(
     assert gen.domain is not None
     synthetic = gen.sample(len(train), random_state=seed)
     # The same model without missing-rate calibration: how well the learnt missing state alone does.
-    gen.calibrate_missing = False
+    gen.set_params(calibrate_missing=False)
     uncalibrated = gen.sample(len(train), random_state=seed)
-    gen.calibrate_missing = True
+    gen.set_params(calibrate_missing=True)
     cols = list(train.columns)
     miss = float((train.isna().mean() - uncalibrated[cols].isna().mean()).abs().max())
     return synthetic, fit_s, gen.domain, miss

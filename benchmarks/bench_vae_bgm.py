@@ -254,7 +254,8 @@ def run_federated(cohort: Any, params: dict[str, Any], scenario: str, rounds: in
     """
     from fedsynth.cohort.partition import make_partition
     from fedsynth.encoding.domain import merge_summaries, summarize_site
-    from fedsynth.generators.vae_bgm import VAEBGMGenerator, fit_latent_mixture_federated, init_latent_mixture
+    from fedsynth.generators.latent_mixture import fit_latent_mixture_federated
+    from fedsynth.generators.vae_bgm import VAEBGMGenerator
 
     schema = cohort.schema
     part = make_partition(cohort.data, schema, proportions=(0.6, 0.3, 0.1), scenario=scenario, random_state=0)
@@ -280,13 +281,11 @@ def run_federated(cohort: Any, params: dict[str, Any], scenario: str, rounds: in
         gen.set_weights(global_w)
     server.set_weights(global_w)
     t1 = time.perf_counter()
-    init = init_latent_mixture(
-        [g.init_mixture_statistics(f) for g, f in zip(sites, frames)], n_components=server.n_components, random_state=0
-    )
+    init = server.initial_latent_mixture([g.init_mixture_statistics(f) for g, f in zip(sites, frames)], random_state=0)
     mixture, n_iter, converged = fit_latent_mixture_federated(
         lambda prm: [g.mixture_e_step_statistics(f, prm) for g, f in zip(sites, frames)],
         init,
-        max_iter=server.mixture_max_iter,
+        max_iter=server.params.mixture_max_iter,
     )
     server.set_latent_mixture(mixture)
     t2 = time.perf_counter()

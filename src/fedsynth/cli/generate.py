@@ -51,7 +51,7 @@ def parse_settings(items: list[str], generator: str) -> dict[str, Any]:
     import yaml
 
     from fedsynth.errors import Problem, ValidationError
-    from fedsynth.generators.base import generator_class
+    from fedsynth.generators import generator_class
 
     cls = generator_class(generator)
     sig = inspect.signature(cls.__init__)
@@ -112,7 +112,7 @@ def fit(
     from fedsynth.cohort.io import write_csv
     from fedsynth.cohort.partition import split_with_notes
     from fedsynth.experiments.export import write_fit_manifest
-    from fedsynth.generators.base import generator_class, make_generator
+    from fedsynth.generators import generator_class, make_generator
 
     params = parse_settings(list(settings or []), generator)
     if "random_state" in inspect.signature(generator_class(generator).__init__).parameters:
@@ -181,7 +181,7 @@ def sample(
     from fedsynth.cohort.io import write_csv
     from fedsynth.errors import FedsynthError
     from fedsynth.experiments.card import write_short_card
-    from fedsynth.generators.base import ConditionError, load_generator
+    from fedsynth.generators import ConditionError, load_generator
 
     gen = load_generator(model_dir)
     request = parse_conditions(list(condition or []), gen.schema, where, getattr(gen, "domain", None))

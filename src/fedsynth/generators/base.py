@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,14 @@ from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
+from fedsynth.generators.params import (
+    GeneratorParams,
+    check_params,
+    defaults,
+    params_doc,
+    plain_value,
+    unknown_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +64,41 @@ class Generator(Protocol):
 class SupportsWeights(Protocol):
     """Weight exchange for federated averaging (CTGAN, VAE-BGM).
 
-    ``get_weights`` returns name -> array with keys and shapes fixed by the domain, identical on every site.
-    ``partial_fit`` continues training from the current weights (and optimiser state); it never re-initialises.
+    ``initialize`` builds the model from the domain without training (the server's global model); ``get_weights``
+    returns name -> array with keys and shapes fixed by the domain, identical on every site; ``set_weights``
+    installs weights and leaves a model that can sample (it is fitted); ``partial_fit`` continues training from
+    the current weights (and optimiser state), it never re-initialises.
     """
+
+    def initialize(self) -> SupportsWeights: ...
 
     def get_weights(self) -> dict[str, np.ndarray]: ...
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None: ...
 
     def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> SupportsWeights: ...
+
+
+@runtime_checkable
+class SupportsLatentMixture(Protocol):
+    """A global latent mixture fitted by federated variational EM (VAE-BGM).
+
+    A site turns its rows into latent codes (:meth:`latent_codes`, never sent) and answers with sufficient
+    statistics (:mod:`fedsynth.generators.latent_mixture`); the server starts the EM with
+    :meth:`initial_latent_mixture` (the generator's own number of components and prior), runs it with
+    :func:`~fedsynth.generators.latent_mixture.fit_latent_mixture_federated` and installs the result with
+    :meth:`set_latent_mixture`.
+    """
+
+    def latent_codes(self, data: pd.DataFrame) -> np.ndarray: ...
+
+    def initial_latent_mixture(
+        self, statistics: Sequence[Mapping[str, np.ndarray]], *, random_state: int | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+    def set_latent_mixture(self, params: Mapping[str, np.ndarray]) -> None: ...
+
+    def get_latent_mixture(self) -> dict[str, np.ndarray] | None: ...
 
 
 @runtime_checkable
@@ -92,8 +126,16 @@ class SupportsTwoStep(Protocol):
     ) -> SupportsTwoStep: ...
 
 
-class BaseGenerator(ABC):
+P = TypeVar("P", bound=GeneratorParams)
+
+
+class BaseGenerator(ABC, Generic[P]):
     """Shared behaviour: constructors store, ``fit`` validates then calls ``_fit``, ``sample`` calls ``_sample``.
+
+    Each generator declares its hyperparameters once, as a :class:`~fedsynth.generators.params.GeneratorParams`
+    spec in ``Params``; the constructor's signature, :meth:`get_params`, the "Parameters" section of the class
+    docstring and :meth:`_validate_params` all come from it. Learnt state ends in ``_`` (``fitted_``,
+    ``layout_``, ``edges_``...) and exists after ``fit``.
 
     Parameters
     ----------
@@ -103,28 +145,86 @@ class BaseGenerator(ABC):
     domain : Domain, optional
         The shared encoding domain. When ``None``, ``fit`` builds it from the data (the centralised path);
         a federation passes the domain merged from site summaries so every site encodes identically.
+    **params
+        Hyperparameters, as declared by ``Params``; stored as given, checked by :meth:`_validate_params`.
     """
 
     #: Registry key, set by subclasses.
     name: str = ""
+    #: The hyperparameter spec, set by subclasses.
+    Params: ClassVar[type[GeneratorParams]] = GeneratorParams
+    #: Files a saved model holds beside ``generator.json`` (checked by :func:`load_generator`).
+    model_files: ClassVar[tuple[str, ...]] = ()
+    #: Whether the generator can sample (set by ``fit``, ``partial_fit``, ``set_weights`` and loading).
+    fitted_: bool = False
 
     def __init__(self, schema: TableSchema, *, domain: Domain | None = None, **params: Any) -> None:
+        self._refuse_unknown(params)
         self.schema = schema
         self.domain = domain
         self._params = dict(params)
+        # The checked form of ``_params``, filled on first use by ``params`` and cleared by ``set_params``:
+        # a cache of the one stored copy, so the hot paths do not re-check.
+        self._checked: P | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Params" in cls.__dict__ and "__init__" not in cls.__dict__:
+            # The spec is the one declaration: the constructor's signature (read by inspect, help() and the
+            # CLI's --set) and the docstring's "Parameters" section are built from it.
+            cls.__init__ = _constructor(cls.Params)  # type: ignore[method-assign]
+            cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n\n" + params_doc(cls.Params) + "\n"
 
     # -- parameters ----------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
-        """Hyperparameters that rebuild the same (unfitted) generator: ``type(g)(schema, **g.get_params())``."""
-        return dict(self._params)
+        """Hyperparameters that rebuild the same (unfitted) generator: ``type(g)(schema, **g.get_params())``.
+
+        Every declared parameter (defaults filled in) as plain, JSON-able values (tuples become lists).
+        """
+        return {**defaults(self.Params), **{k: plain_value(v) for k, v in self._params.items()}}
+
+    def set_params(self, **params: Any) -> BaseGenerator[P]:
+        """Change hyperparameters (checked on next use, like the constructor's); returns ``self``.
+
+        Meant for settings read at sampling time (e.g. CTGAN's ``calibrate_missing``); changing one that shapes
+        the model after fitting leaves a model that no longer matches its parameters.
+        """
+        self._refuse_unknown(params)
+        self._params.update(params)
+        self._checked = None
+        return self
+
+    def _refuse_unknown(self, params: Mapping[str, Any]) -> None:
+        """An unknown name is refused at once, as any keyword signature would (values are checked on use); a
+        class that declares no spec (a test double with its own constructor) is not checked."""
+        unknown = [k for k in params if k not in self.Params.model_fields]
+        if unknown and self.Params is not GeneratorParams:
+            owner = type(self).__name__
+            raise ValidationError(f"{owner} hyperparameters", [unknown_problem(self.Params, k, owner) for k in unknown])
+
+    @property
+    def params(self) -> P:
+        """The hyperparameters, checked (raises :class:`ValidationError` listing every bad one)."""
+        if self._checked is None:
+            self._checked = self._validate_params()
+        return self._checked
+
+    def _validate_params(self) -> P:
+        """Check every hyperparameter against ``Params`` and raise one error listing all problems (sklearn wording)."""
+        owner = type(self).__name__
+        problems = check_params(self.Params, self._params, owner, self.schema)
+        if problems:
+            raise ValidationError(f"{owner} hyperparameters", problems)
+        return cast(P, self.Params.model_validate(self._params))
 
     def _domain_options(self) -> dict[str, Any]:
         """Options for :meth:`Domain.from_data` when this generator builds its own domain."""
         return {}
 
     # -- fit -----------------------------------------------------------------------------------------
-    def fit(self, data: pd.DataFrame) -> BaseGenerator:
+    def fit(self, data: pd.DataFrame) -> BaseGenerator[P]:
         """Learn from ``data`` (a frame holding the schema's model columns). Returns ``self``."""
+        _ = self.params  # every hyperparameter is checked before any data is touched
         data = self._check_training_data(data)
         if self.domain is None:
             self.domain = Domain.from_data(data, self.schema, **self._domain_options())
@@ -171,7 +271,7 @@ class BaseGenerator(ABC):
         match, raising :class:`ConditionError` with the achieved acceptance rate when ``max_tries`` batches
         do not give enough rows.
         """
-        if not getattr(self, "fitted_", False):
+        if not self.fitted_:
             raise FedsynthError(f"{type(self).__name__} is not fitted yet; call fit() first")
         if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValidationError(
@@ -290,14 +390,14 @@ class BaseGenerator(ABC):
     def save(self, path: str | Path) -> None:
         """Write the fitted model to the folder ``path``: ``generator.json`` (name, params, schema, domain)
         and the generator's own files (weights as ``.npz`` without pickle, CPDs as JSON)."""
-        if not getattr(self, "fitted_", False):
+        if not self.fitted_:
             raise FedsynthError(f"{type(self).__name__} is not fitted yet; nothing to save")
         assert self.domain is not None
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
             "generator": self.name,
-            "params": _jsonable(self.get_params()),
+            "params": self.get_params(),
             "schema": self.schema.to_dict(),
             "domain": self.domain.to_dict(),
         }
@@ -310,7 +410,26 @@ class BaseGenerator(ABC):
 
     @abstractmethod
     def _load(self, folder: Path) -> None:
-        """Read learnt state written by ``_save``."""
+        """Read learnt state written by ``_save`` (with :func:`read_model_json` / :func:`read_model_npz`)."""
+
+
+def _constructor(spec: type[GeneratorParams]) -> Any:
+    """An ``__init__`` whose signature lists ``spec``'s parameters as keyword arguments with their defaults."""
+
+    def __init__(self: BaseGenerator[Any], schema: TableSchema, *, domain: Domain | None = None, **params: Any) -> None:
+        BaseGenerator.__init__(self, schema, domain=domain, **params)
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    __init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("schema", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=TableSchema),
+            inspect.Parameter("domain", kw, default=None, annotation=Domain | None),
+            *[inspect.Parameter(n, kw, default=d, annotation=spec.model_fields[n].annotation)
+              for n, d in defaults(spec).items()],
+        ]
+    )
+    return __init__
 
 
 def follow_duration_missingness(
@@ -327,6 +446,29 @@ def follow_duration_missingness(
         if ep.duration_col in columns and ep.event_col in event_values:
             gone = pd.isna(columns[ep.duration_col])
             columns[ep.event_col] = np.where(gone, np.nan, np.asarray(event_values[ep.event_col], dtype="float64"))
+
+
+def torch_device(device: str) -> Any:
+    """The ``torch.device`` for a generator's ``device`` parameter: ``"auto"`` is CUDA when available, else the
+    CPU; asking for CUDA on a machine without it is an error that says so. Imports torch (on use)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FedsynthError(f"device={device!r} was asked for but CUDA is not available; use device='auto'")
+    return torch.device(device)
+
+
+def check_epochs(generator: BaseGenerator[Any], epochs: Any) -> None:
+    """Raise a :class:`ValidationError` unless ``epochs`` (``partial_fit``'s own count) is an int >= 1."""
+    if not (isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool) and epochs >= 1):
+        owner = type(generator).__name__
+        raise ValidationError(
+            f"partial_fit of {owner}",
+            [Problem(f"The 'epochs' argument of {owner}.partial_fit must be an int in the range [1, inf)",
+                     f"Got {epochs!r} instead.")],
+        )
 
 
 def check_weights(expected: Mapping[str, np.ndarray], weights: Mapping[str, Any], owner: str) -> None:
@@ -355,62 +497,9 @@ def _label(value: Any, kind: ColumnKind) -> str:
     return str(value)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-# -- registry ------------------------------------------------------------------------------------------
-
-#: Registered generators: name -> "module:Class", imported on use so ``import fedsynth`` stays light.
-GENERATORS: dict[str, str] = {
-    "bayesian_network": "fedsynth.generators.bayesian_network:BayesianNetworkGenerator",
-    "ctgan": "fedsynth.generators.ctgan:CTGANGenerator",
-    "vae_bgm": "fedsynth.generators.vae_bgm:VAEBGMGenerator",
-}
-
-
-def generator_class(name: str) -> type[BaseGenerator]:
-    """The class registered under ``name``; a clear error lists the valid names."""
-    if name not in GENERATORS:
-        raise ValidationError(
-            "Generator", [Problem("name", f"unknown generator {name!r}", ", ".join(sorted(GENERATORS)))]
-        )
-    module, _, cls = GENERATORS[name].partition(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or exc.name.split(".")[0] == "fedsynth":
-            raise
-        raise FedsynthError(
-            f"Generator {name!r} needs a package that is not installed ({exc.name}); "
-            "install fedsynth with its dependencies: pip install -e ."
-        ) from exc
-    return getattr(mod, cls)  # type: ignore[no-any-return]
-
-
-def make_generator(
-    name: str, schema: TableSchema, *, domain: Domain | None = None, **params: Any
-) -> BaseGenerator:
-    """Build an unfitted generator by registry name."""
-    return generator_class(name)(schema, domain=domain, **params)
-
-
-def load_generator(path: str | Path) -> BaseGenerator:
-    """Load a fitted generator from a ``model/`` folder written by :meth:`BaseGenerator.save`."""
-    folder = Path(path)
-    meta_path = folder / "generator.json"
-    if not meta_path.is_file():
-        raise FedsynthError(f"{folder} is not a saved model: it has no generator.json")
-    meta = json.loads(meta_path.read_text())
-    schema = TableSchema.from_dict(meta["schema"])
-    domain = Domain.from_dict(meta["domain"])
-    gen = make_generator(meta["generator"], schema, domain=domain, **meta["params"])
-    gen._load(folder)
-    gen.fitted_ = True  # type: ignore[attr-defined]
-    return gen
+# Kept importable from here, where they lived before the split (``from fedsynth.generators.base import
+# load_generator`` is used across the code base); their homes are registry.py and model_folder.py.
+from fedsynth.generators.model_folder import load_generator as load_generator  # noqa: PLC0414
+from fedsynth.generators.registry import GENERATORS as GENERATORS  # noqa: PLC0414
+from fedsynth.generators.registry import generator_class as generator_class  # noqa: PLC0414
+from fedsynth.generators.registry import make_generator as make_generator  # noqa: PLC0414

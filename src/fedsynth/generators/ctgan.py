@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from ctgan.data_sampler import DataSampler
 from ctgan.data_transformer import SpanInfo
 from ctgan.synthesizers.ctgan import CTGAN, Discriminator, Generator
 from torch import nn, optim
 from torch.nn import functional
 
-from fedsynth.cohort.schema import ColumnKind, TableSchema
-from fedsynth.encoding.domain import ColumnDomain, Domain
-from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.base import BaseGenerator, check_weights, follow_duration_missingness
+from fedsynth.cohort.io import atomic_write_text
+from fedsynth.encoding.domain import Domain
+from fedsynth.errors import FedsynthError
+from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights, torch_device
+from fedsynth.generators.ctgan_layout import SeededDataSampler, build_layout, conditional_blocks, decode, encode
+from fedsynth.generators.model_folder import read_model_json, read_model_npz
+from fedsynth.generators.params import CTGANParams
 
 log = logging.getLogger(__name__)
 
@@ -30,132 +31,8 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "ctgan_weights.npz"
 LAYOUT_FILE = "ctgan_layout.json"
 
-#: Accepted string values of ``conditional_columns``.
-CONDITIONAL_CHOICES = ("auto", "all", "categorical", "none")
 
-
-# -- output layout ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Block:
-    """The output dims of one model column.
-
-    Numeric: ``[scalar (tanh)] + [one-hot over modes (+ "missing")]``; discrete: ``[one-hot over categories
-    (+ "missing")]``. The layout depends only on the shared domain, so every site builds the same one.
-    """
-
-    column: str
-    numeric: bool
-    start: int
-    width: int
-    has_missing: bool
-    categories: tuple[str, ...] = ()
-    means: tuple[float, ...] = ()
-    stds: tuple[float, ...] = ()
-    weights: tuple[float, ...] = ()
-
-    @property
-    def n_states(self) -> int:
-        """Width of the one-hot part (modes or categories, plus the missing state)."""
-        return self.width - 1 if self.numeric else self.width
-
-    @property
-    def onehot_start(self) -> int:
-        return self.start + 1 if self.numeric else self.start
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "column": self.column,
-            "numeric": self.numeric,
-            "start": self.start,
-            "width": self.width,
-            "has_missing": self.has_missing,
-            "categories": list(self.categories),
-            "n_modes": len(self.means),
-        }
-
-
-def _build_layout(domain: Domain, columns: Sequence[str]) -> list[_Block]:
-    blocks: list[_Block] = []
-    start = 0
-    for name in columns:
-        col: ColumnDomain = domain[name]
-        if col.is_numeric:
-            if col.modes is not None:
-                w, m, s = col.modes.weights, col.modes.means, col.modes.stds
-            else:
-                # A domain built without mixture modes: one mode from the pooled moments.
-                w, m, s = (1.0,), (col.mean,), (max(col.std, 1e-3),)
-            width = 1 + len(m) + int(col.has_missing)
-            blocks.append(_Block(name, True, start, width, col.has_missing, (), tuple(m), tuple(s), tuple(w)))
-        else:
-            width = len(col.categories) + int(col.has_missing)
-            blocks.append(_Block(name, False, start, width, col.has_missing, tuple(col.categories)))
-        start += width
-    return blocks
-
-
-def _conditional_blocks(
-    layout: Sequence[_Block], schema: TableSchema, choice: str | Sequence[str]
-) -> list[int]:
-    """Indices (into ``layout``) of the discrete blocks that make up the conditional vector."""
-    discrete = [i for i, b in enumerate(layout) if not b.numeric]
-    if isinstance(choice, str):
-        if choice == "all":
-            return discrete
-        if choice == "none":
-            return []
-        if choice == "categorical":
-            return [i for i in discrete if schema[layout[i].column].kind is ColumnKind.CATEGORICAL]
-        # "auto": multi-category columns and the survival events; 0/1 genes stay free (see the module notes).
-        events = {ep.event_col for ep in schema.endpoints}
-        return [
-            i
-            for i in discrete
-            if layout[i].column in events
-            or (schema[layout[i].column].kind is ColumnKind.CATEGORICAL and len(layout[i].categories) > 2)
-        ]
-    wanted = set(choice)
-    return [i for i in discrete if layout[i].column in wanted]
-
-
-# -- the data sampler, seeded ---------------------------------------------------------------------------
-
-
-class _SeededDataSampler(DataSampler):  # type: ignore[misc]
-    """ctgan's :class:`DataSampler` (row ids per category, log-frequency category probabilities) drawing from
-    a ``numpy.random.Generator`` instead of numpy's global state, so training is reproducible."""
-
-    def __init__(self, data: np.ndarray, output_info: list[list[SpanInfo]], log_frequency: bool,
-                 rng: np.random.Generator) -> None:
-        super().__init__(data, output_info, log_frequency)
-        self.rng = rng
-
-    def sample_condvec(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        if self._n_discrete_columns == 0:
-            return None
-        col_id = self.rng.integers(0, self._n_discrete_columns, size=batch)
-        cond = np.zeros((batch, self._n_categories), dtype="float32")
-        mask = np.zeros((batch, self._n_discrete_columns), dtype="float32")
-        mask[np.arange(batch), col_id] = 1
-        probs = self._discrete_column_category_prob[col_id]
-        r = self.rng.random(batch)[:, None]
-        cat_in_col = (probs.cumsum(axis=1) > r).argmax(axis=1)
-        cond[np.arange(batch), self._discrete_column_cond_st[col_id] + cat_in_col] = 1
-        return cond, mask, col_id, cat_in_col
-
-    def sample_data(self, data: np.ndarray, n: int, col: np.ndarray | None, opt: np.ndarray | None) -> np.ndarray:
-        if col is None or opt is None:
-            return data[self.rng.integers(0, len(data), size=n)]
-        idx = [rows[self.rng.integers(0, len(rows))] for rows in (self._rid_by_cat_cols[c][o] for c, o in zip(col, opt))]
-        return data[np.asarray(idx, dtype=np.int64)]
-
-
-# -- the generator --------------------------------------------------------------------------------------
-
-
-class CTGANGenerator(BaseGenerator):
+class CTGANGenerator(BaseGenerator[CTGANParams]):
     """Conditional tabular GAN (Xu et al. 2019) built on the ``ctgan`` package's networks and data sampler.
 
     Unlike ``ctgan.CTGAN.fit``, which rebuilds the networks and optimisers on every call, this generator keeps
@@ -167,50 +44,6 @@ class CTGANGenerator(BaseGenerator):
     drawn by its posterior responsibility, scalar ``(x - mean) / (4 std)`` clipped to [-1, 1], plus the mode's
     one-hot); categorical and 0/1 columns are one-hot over the domain's categories. A column with missing
     values in the domain gets one more state, "missing", which the model learns like any other state.
-
-    Parameters
-    ----------
-    schema : TableSchema
-        The table's schema.
-    domain : Domain, optional
-        The shared domain; built from the data by ``fit`` when ``None`` (with ``n_modes`` mixture modes).
-    epochs : int, default 300
-        Passes over the data in :meth:`fit`.
-    batch_size : int, default 100
-        Rows per step; even and a multiple of ``pac``.
-    pac : int, default 1
-        Rows the discriminator judges together (PacGAN; the ``ctgan`` package uses 10).
-    embedding_dim : int, default 128
-        Size of the generator's noise vector.
-    generator_dim, discriminator_dim : tuple of int, default (256, 256)
-        Hidden layer sizes (generator: residual layers).
-    generator_lr, discriminator_lr : float, default 1e-3
-        Adam learning rates (the ``ctgan`` package uses 2e-4).
-    generator_decay, discriminator_decay : float, default 1e-6
-        Adam weight decays.
-    discriminator_steps : int, default 1
-        Discriminator updates per generator update.
-    log_frequency : bool, default True
-        Draw conditional categories by log frequency during training (rare states are seen more often).
-    conditional_columns : {"auto", "all", "categorical", "none"} or list of str, default "auto"
-        Discrete columns that make up the conditional vector. ``"auto"``: categorical columns with more than
-        two categories plus the survival event columns, so 0/1 genes are left free and a small site never
-        trains on conditions drawn from a handful of rare-gene carriers. ``"all"`` is the ``ctgan`` package's
-        choice (every discrete column); on the pooled MDS cohort both keep gene-pair structure about equally
-        well once ``pac`` is 1 (see ``benchmarks/bench_ctgan.py``).
-    n_modes : int, default 10
-        Mixture modes per numeric column when this generator builds its own domain.
-    calibrate_missing : bool, default True
-        Give the missing state of each column to as many sampled rows as the domain's pooled missing rate
-        says, choosing the rows the model scores most likely to be missing (the pattern stays learnt). Off:
-        a row is missing when the model's missing state wins outright.
-    hard_onehot : bool, default False
-        Straight-through Gumbel softmax in training: generated one-hots are exact in the forward pass (like
-        the real ones), so the discriminator cannot tell rows apart by how soft their one-hots are.
-    device : str, default "auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    random_state : int, optional
-        Seed of initialisation and training; sampling has its own ``random_state``.
 
     Notes
     -----
@@ -229,155 +62,20 @@ class CTGANGenerator(BaseGenerator):
     """
 
     name = "ctgan"
+    Params = CTGANParams
+    model_files = (WEIGHTS_FILE, LAYOUT_FILE)
 
-    def __init__(
-        self,
-        schema: TableSchema,
-        *,
-        domain: Domain | None = None,
-        epochs: int = 300,
-        batch_size: int = 100,
-        pac: int = 1,
-        embedding_dim: int = 128,
-        generator_dim: Sequence[int] = (256, 256),
-        discriminator_dim: Sequence[int] = (256, 256),
-        generator_lr: float = 1e-3,
-        discriminator_lr: float = 1e-3,
-        generator_decay: float = 1e-6,
-        discriminator_decay: float = 1e-6,
-        discriminator_steps: int = 1,
-        log_frequency: bool = True,
-        conditional_columns: str | Sequence[str] = "auto",
-        n_modes: int = 10,
-        calibrate_missing: bool = True,
-        hard_onehot: bool = False,
-        device: str = "auto",
-        random_state: int | None = None,
-    ) -> None:
-        params: dict[str, Any] = {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "pac": pac,
-            "embedding_dim": embedding_dim,
-            "generator_dim": tuple(generator_dim) if isinstance(generator_dim, (list, tuple)) else generator_dim,
-            "discriminator_dim": (
-                tuple(discriminator_dim) if isinstance(discriminator_dim, (list, tuple)) else discriminator_dim
-            ),
-            "generator_lr": generator_lr,
-            "discriminator_lr": discriminator_lr,
-            "generator_decay": generator_decay,
-            "discriminator_decay": discriminator_decay,
-            "discriminator_steps": discriminator_steps,
-            "log_frequency": log_frequency,
-            "conditional_columns": (
-                conditional_columns if isinstance(conditional_columns, str) else list(conditional_columns)
-            ),
-            "n_modes": n_modes,
-            "calibrate_missing": calibrate_missing,
-            "hard_onehot": hard_onehot,
-            "device": device,
-            "random_state": random_state,
-        }
-        super().__init__(schema, domain=domain, **params)
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.pac = pac
-        self.embedding_dim = embedding_dim
-        self.generator_dim: Sequence[int] = params["generator_dim"]
-        self.discriminator_dim: Sequence[int] = params["discriminator_dim"]
-        self.generator_lr = generator_lr
-        self.discriminator_lr = discriminator_lr
-        self.generator_decay = generator_decay
-        self.discriminator_decay = discriminator_decay
-        self.discriminator_steps = discriminator_steps
-        self.log_frequency = log_frequency
-        self.conditional_columns: str | Sequence[str] = params["conditional_columns"]
-        self.n_modes = n_modes
-        self.calibrate_missing = calibrate_missing
-        self.hard_onehot = hard_onehot
-        self.device = device
-        self.random_state = random_state
+    generator_: Any = None
 
     # -- parameters -----------------------------------------------------------------------------------
     def _domain_options(self) -> dict[str, Any]:
-        return {"n_modes": int(self.n_modes), "n_bins": 10}
-
-    def _validate_params(self) -> None:
-        """Check every hyperparameter and raise one error listing all problems (sklearn wording)."""
-        problems: list[Problem] = []
-        cls = type(self).__name__
-
-        def bad(name: str, value: Any, valid: str) -> None:
-            problems.append(Problem(f"The {name!r} parameter of {cls}", f"got {value!r}", f"must be {valid}"))
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-        for name in ("epochs", "batch_size", "pac", "embedding_dim", "discriminator_steps", "n_modes"):
-            v = getattr(self, name)
-            if not is_int(v) or v < 1:
-                bad(name, v, "an int in the range [1, inf)")
-        bs, pac = self.batch_size, self.pac
-        if is_int(bs) and bs >= 1 and bs % 2:
-            bad("batch_size", bs, "an even int")
-        if is_int(bs) and is_int(pac) and bs >= 1 and pac >= 1 and bs % pac:
-            bad("batch_size", bs, f"a multiple of pac ({pac})")
-        for name in ("generator_dim", "discriminator_dim"):
-            v = getattr(self, name)
-            if not isinstance(v, (list, tuple)) or not v or not all(is_int(x) and x >= 1 for x in v):
-                bad(name, v, "a non-empty tuple of ints in the range [1, inf)")
-        for name in ("generator_lr", "discriminator_lr"):
-            v = getattr(self, name)
-            if not is_num(v) or not 0 < float(v) < np.inf:
-                bad(name, v, "a float in the range (0, inf)")
-        for name in ("generator_decay", "discriminator_decay"):
-            v = getattr(self, name)
-            if not is_num(v) or not 0 <= float(v) < np.inf:
-                bad(name, v, "a float in the range [0, inf)")
-        for name in ("log_frequency", "calibrate_missing", "hard_onehot"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                bad(name, getattr(self, name), "a bool")
-        cc = self.conditional_columns
-        if isinstance(cc, str):
-            if cc not in CONDITIONAL_CHOICES:
-                bad("conditional_columns", cc, f"one of {', '.join(CONDITIONAL_CHOICES)} or a list of column names")
-        else:
-            discrete = [
-                c for c in self.schema.model_columns
-                if self.schema[c].kind in (ColumnKind.CATEGORICAL, ColumnKind.BINARY)
-            ]
-            unknown = [c for c in cc if c not in discrete]
-            if unknown:
-                bad("conditional_columns", unknown, f"names of categorical or binary model columns ({', '.join(discrete)})")
-        dev = self.device
-        if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
-            bad("device", dev, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        elif dev.startswith("cuda") and not torch.cuda.is_available():
-            bad("device", dev, "'auto' or 'cpu' on a machine without CUDA")
-        rs = self.random_state
-        if rs is not None and (not is_int(rs) or rs < 0):
-            bad("random_state", rs, "None or an int in the range [0, inf)")
-        if problems:
-            raise ValidationError(f"{cls} hyperparameters", problems)
-
-    def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return {"n_modes": self.params.n_modes, "n_bins": 10}
 
     # -- fit ----------------------------------------------------------------------------------------------
-    def fit(self, data: pd.DataFrame) -> CTGANGenerator:
-        """Initialise the networks and optimisers, then train ``epochs`` epochs on ``data``. Returns ``self``."""
-        self._validate_params()
-        super().fit(data)
-        return self
-
     def _fit(self, data: pd.DataFrame) -> None:
-        self._initialise()
-        self._train(data, int(self.epochs))
+        self.generator_ = None  # fit always starts afresh; partial_fit is the one that continues
+        self.initialize()
+        self._train(data, self.params.epochs)
 
     def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> CTGANGenerator:
         """Continue training on ``data`` for ``epochs`` epochs from the current weights and optimiser state.
@@ -385,48 +83,49 @@ class CTGANGenerator(BaseGenerator):
         Initialises only when nothing was built yet (first call on a site, with or without ``set_weights``
         before it); never re-initialises. Columns absent from ``data`` are ones this site lacks.
         """
-        self._validate_params()
-        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
-            raise ValidationError(
-                f"The 'epochs' parameter of {type(self).__name__}.partial_fit",
-                [Problem("epochs", f"got {epochs!r}", "an int in the range [1, inf)")],
-            )
+        check_epochs(self, epochs)
         data = self._check_training_data(data)
         if self.domain is None:
             self.domain = Domain.from_data(data, self.schema, **self._domain_options())
-        if getattr(self, "generator_", None) is None:
-            self._initialise()
+        self.initialize()
         self._train(data, int(epochs))
         self.fitted_ = True
         return self
 
-    def _initialise(self) -> None:
-        """Build layout, networks and optimisers from the domain (seeded by ``random_state``)."""
-        assert self.domain is not None
+    def initialize(self) -> CTGANGenerator:
+        """Build layout, networks and optimisers from the domain without training (seeded by ``random_state``).
+
+        Does nothing when the networks exist already (e.g. the server's global model, or a site's first round).
+        """
+        if self.generator_ is not None:
+            return self
+        if self.domain is None:
+            raise FedsynthError(f"{type(self).__name__}.initialize needs a domain; pass domain= to the constructor")
         self.columns_ = [c for c in self.schema.model_columns if c in self.domain.columns]
-        self.layout_ = _build_layout(self.domain, self.columns_)
+        self.layout_ = build_layout(self.domain, self.columns_)
         self.data_dim_ = sum(b.width for b in self.layout_)
-        self.cond_blocks_ = _conditional_blocks(self.layout_, self.schema, self.conditional_columns)
+        self.cond_blocks_ = conditional_blocks(self.layout_, self.schema, self.params.conditional_columns)
         self.cond_dim_ = sum(self.layout_[i].width for i in self.cond_blocks_)
-        self.device_ = self._torch_device()
-        self.rng_ = np.random.default_rng(self.random_state)
+        self.device_: torch.device = torch_device(self.params.device)
+        self.rng_ = np.random.default_rng(self.params.random_state)
         with self._torch_seed(int(self.rng_.integers(2**62))):
             self.generator_ = Generator(
-                int(self.embedding_dim) + self.cond_dim_, tuple(self.generator_dim), self.data_dim_
+                self.params.embedding_dim + self.cond_dim_, self.params.generator_dim, self.data_dim_
             ).to(self.device_)
             self.discriminator_ = Discriminator(
-                self.data_dim_ + self.cond_dim_, tuple(self.discriminator_dim), pac=int(self.pac)
+                self.data_dim_ + self.cond_dim_, self.params.discriminator_dim, pac=self.params.pac
             ).to(self.device_)
         self.optimizer_g_ = optim.Adam(
-            self.generator_.parameters(), lr=float(self.generator_lr), betas=(0.5, 0.9),
-            weight_decay=float(self.generator_decay),
+            self.generator_.parameters(), lr=self.params.generator_lr, betas=(0.5, 0.9),
+            weight_decay=self.params.generator_decay,
         )
         self.optimizer_d_ = optim.Adam(
-            self.discriminator_.parameters(), lr=float(self.discriminator_lr), betas=(0.5, 0.9),
-            weight_decay=float(self.discriminator_decay),
+            self.discriminator_.parameters(), lr=self.params.discriminator_lr, betas=(0.5, 0.9),
+            weight_decay=self.params.discriminator_decay,
         )
-        self.epochs_done_ = 0
+        self.epochs_trained_ = 0
         self.losses_: list[dict[str, float]] = []
+        return self
 
     @contextmanager
     def _torch_seed(self, seed: int) -> Iterator[None]:
@@ -438,113 +137,6 @@ class CTGANGenerator(BaseGenerator):
             yield
 
     # -- encoding -------------------------------------------------------------------------------------------
-    def _encode(
-        self, data: pd.DataFrame, rng: np.random.Generator, *, out: np.ndarray | None = None, numeric: bool = True,
-        discrete: bool = True,
-    ) -> np.ndarray:
-        """The site's rows in the shared layout; columns the site lacks stay all-zero (masked in training).
-
-        ``numeric``/``discrete`` choose which blocks to (re)write into ``out``: discrete blocks are fixed, the
-        numeric ones are redrawn each epoch (a value's mode is drawn by its responsibility).
-        """
-        if out is None:
-            out = np.zeros((len(data), self.data_dim_), dtype=np.float32)
-        rows = np.arange(len(data))
-        problems: list[Problem] = []
-        for b in self.layout_:
-            if b.column not in data.columns or (b.numeric and not numeric) or (not b.numeric and not discrete):
-                continue
-            s = data[b.column]
-            miss = s.isna().to_numpy()
-            if miss.any() and not b.has_missing:
-                problems.append(Problem(
-                    f"column {b.column!r}", f"has {int(miss.sum())} missing values",
-                    "no missing values: the shared domain has no missing state for this column",
-                    "rebuild the domain from summaries of every site's data",
-                ))
-                continue
-            if b.numeric:
-                x = s.to_numpy(dtype="float64")
-                mode = np.zeros(len(x), dtype=np.int64)
-                scalar = np.zeros(len(x), dtype=np.float64)
-                obs = ~miss
-                if obs.any():
-                    xo = x[obs][:, None]
-                    mu, sd, w = np.asarray(b.means), np.asarray(b.stds), np.asarray(b.weights)
-                    logp = np.log(np.maximum(w, 1e-12)) - np.log(sd) - 0.5 * ((xo - mu) / sd) ** 2
-                    p = np.exp(logp - logp.max(axis=1, keepdims=True))
-                    p /= p.sum(axis=1, keepdims=True)
-                    # Draw each value's mode by its posterior responsibility, as CTGAN's normaliser does.
-                    chosen = (p.cumsum(axis=1) > rng.random(len(xo))[:, None]).argmax(axis=1)
-                    mode[obs] = chosen
-                    scalar[obs] = np.clip((xo[:, 0] - mu[chosen]) / (4 * sd[chosen]), -1.0, 1.0)
-                mode[miss] = len(b.means)
-                out[:, b.start : b.start + b.width] = 0.0
-                out[:, b.start] = scalar
-                out[rows, b.onehot_start + mode] = 1.0
-            else:
-                labels = _labels(s, self.schema[b.column].kind)
-                index = {c: i for i, c in enumerate(b.categories)}
-                idx = np.array([index.get(v, -1) if v is not None else len(b.categories) for v in labels])
-                unknown = int(((idx == -1) & ~miss).sum())
-                if unknown:
-                    problems.append(Problem(
-                        f"column {b.column!r}", f"has {unknown} values outside the shared domain's categories",
-                        ", ".join(b.categories),
-                    ))
-                    continue
-                out[rows, b.start + idx] = 1.0
-        if problems:
-            raise ValidationError(f"Training data for {type(self).__name__}", problems)
-        return out
-
-    def _decode(self, scores: np.ndarray) -> pd.DataFrame:
-        """Rows from generator scores: tanh scalars and, per one-hot, logits plus Gumbel noise (the state is
-        their argmax, as after ctgan's gumbel softmax).
-
-        With ``calibrate_missing`` the missing state of each column goes to the rows whose missing score most
-        exceeds their best other state, as many as the domain's pooled missing rate asks: the model decides
-        *which* rows lack a value (the learnt pattern), the shared domain fixes *how many*. An endpoint's event is
-        missing exactly where its duration is (:func:`~fedsynth.generators.base.follow_duration_missingness`).
-        """
-        assert self.domain is not None
-        n = len(scores)
-        cols: dict[str, Any] = {}
-        present: dict[str, Any] = {}  # event columns decoded as if their own missing state were never chosen
-        events = {ep.event_col for ep in self.schema.endpoints}
-        for b in self.layout_:
-            z = scores[:, b.onehot_start : b.onehot_start + b.n_states]
-            if b.has_missing:
-                best_other = z[:, :-1].argmax(axis=1)
-                margin = z[:, -1] - z[np.arange(n), best_other]
-                if self.calibrate_missing:
-                    k = round(self.domain[b.column].missing_rate * n)
-                    missing = np.zeros(n, dtype=bool)
-                    if k:
-                        missing[np.argsort(-margin, kind="stable")[:k]] = True
-                else:
-                    missing = margin > 0
-                states = np.where(missing, b.n_states - 1, best_other)
-            else:
-                best_other = states = z.argmax(axis=1)
-            if b.numeric:
-                k_modes = len(b.means)
-                safe = np.minimum(states, k_modes - 1)
-                mu, sd = np.asarray(b.means)[safe], np.asarray(b.stds)[safe]
-                x = np.clip(scores[:, b.start], -1, 1) * 4 * sd + mu
-                cols[b.column] = np.where(states == k_modes, np.nan, x)
-            else:
-                cats = np.asarray(list(b.categories) + [None], dtype=object)
-                decodings = [(cols, states)] + ([(present, best_other)] if b.column in events else [])
-                for target, st in decodings:
-                    values = cats[st]
-                    if self.schema[b.column].kind is ColumnKind.BINARY:
-                        target[b.column] = np.array([np.nan if v is None else float(v) for v in values])
-                    else:
-                        target[b.column] = np.array([np.nan if v is None else v for v in values], dtype=object)
-        follow_duration_missingness(cols, present, self.schema)
-        return pd.DataFrame(cols, columns=self.columns_)
-
     # -- networks -------------------------------------------------------------------------------------------
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         """tanh on scalars, gumbel softmax (tau 0.2, via ctgan) on every one-hot, in the domain's layout."""
@@ -553,7 +145,7 @@ class CTGANGenerator(BaseGenerator):
             if b.numeric:
                 parts.append(torch.tanh(logits[:, b.start : b.start + 1]))
             parts.append(CTGAN._gumbel_softmax(
-                logits[:, b.onehot_start : b.onehot_start + b.n_states], tau=0.2, hard=bool(self.hard_onehot)
+                logits[:, b.onehot_start : b.onehot_start + b.n_states], tau=0.2, hard=self.params.hard_onehot
             ))
         return torch.cat(parts, dim=1)
 
@@ -590,26 +182,26 @@ class CTGANGenerator(BaseGenerator):
         for j, i in enumerate(self.cond_blocks_):
             cond_offsets[i] = (j, st_c)
             st_c += self.layout_[i].width
-        bs, pac, dev = int(self.batch_size), int(self.pac), self.device_
+        bs, pac, dev = self.params.batch_size, self.params.pac, self.device_
         steps_per_epoch = max(len(data) // bs, 1)
         gen, disc = self.generator_, self.discriminator_
         gen.train()
         disc.train()
-        encoded = self._encode(data, self.rng_, numeric=False)
-        sampler = _SeededDataSampler(
+        encoded = encode(self.layout_, self.schema, data, self.rng_, numeric=False)
+        sampler = SeededDataSampler(
             np.concatenate(
                 [encoded[:, self.layout_[i].start : self.layout_[i].start + self.layout_[i].width] for i in local_cond],
                 axis=1,
             ) if local_cond else np.zeros((len(encoded), 0), dtype=np.float32),
             [[SpanInfo(self.layout_[i].width, "softmax")] for i in local_cond],
-            bool(self.log_frequency),
+            self.params.log_frequency,
             self.rng_,
         )
         for _ in range(epochs):
             seed = int(self.rng_.integers(2**62))
             erng = np.random.default_rng(seed)
             sampler.rng = erng
-            self._encode(data, erng, out=encoded, discrete=False)
+            encode(self.layout_, self.schema, data, erng, out=encoded, discrete=False)
 
             def draw_cond() -> tuple[torch.Tensor | None, torch.Tensor | None, np.ndarray | None, np.ndarray | None]:
                 cv = sampler.sample_condvec(bs)
@@ -631,8 +223,8 @@ class CTGANGenerator(BaseGenerator):
             loss_g = loss_d = torch.zeros(())
             with self._torch_seed(seed):
                 for _ in range(steps_per_epoch):
-                    for _ in range(int(self.discriminator_steps)):
-                        fakez = torch.randn(bs, int(self.embedding_dim), device=dev)
+                    for _ in range(self.params.discriminator_steps):
+                        fakez = torch.randn(bs, self.params.embedding_dim, device=dev)
                         c1, m1, col, opt = draw_cond()
                         if c1 is not None:
                             fakez = torch.cat([fakez, c1], dim=1)
@@ -660,10 +252,10 @@ class CTGANGenerator(BaseGenerator):
                         loss_d = -(torch.mean(y_real) - torch.mean(y_fake))
                         self.optimizer_d_.zero_grad(set_to_none=False)
                         pen.backward(retain_graph=True)
-                        loss_d.backward()
+                        loss_d.backward()  # type: ignore[no-untyped-call]
                         self.optimizer_d_.step()
 
-                    fakez = torch.randn(bs, int(self.embedding_dim), device=dev)
+                    fakez = torch.randn(bs, self.params.embedding_dim, device=dev)
                     c1, m1, _, _ = draw_cond()
                     if c1 is not None:
                         fakez = torch.cat([fakez, c1], dim=1)
@@ -675,13 +267,13 @@ class CTGANGenerator(BaseGenerator):
                     cross_entropy = self._cond_loss(fake, c1, m1) if c1 is not None else 0.0  # type: ignore[arg-type]
                     loss_g = -torch.mean(y_fake) + cross_entropy
                     self.optimizer_g_.zero_grad(set_to_none=False)
-                    loss_g.backward()
+                    loss_g.backward()  # type: ignore[no-untyped-call]
                     self.optimizer_g_.step()
-            self.epochs_done_ += 1
-            entry = {"epoch": float(self.epochs_done_), "generator_loss": float(loss_g.detach().cpu()),
+            self.epochs_trained_ += 1
+            entry = {"epoch": float(self.epochs_trained_), "generator_loss": float(loss_g.detach().cpu()),
                      "discriminator_loss": float(loss_d.detach().cpu())}
             self.losses_.append(entry)
-            log.debug("CTGAN epoch %d: G %.4f D %.4f", self.epochs_done_, entry["generator_loss"],
+            log.debug("CTGAN epoch %d: G %.4f D %.4f", self.epochs_trained_, entry["generator_loss"],
                       entry["discriminator_loss"])
 
     # -- sampling -------------------------------------------------------------------------------------------
@@ -700,7 +292,7 @@ class CTGANGenerator(BaseGenerator):
         return probs
 
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
-        bs, dev = int(self.batch_size), self.device_
+        bs, dev = self.params.batch_size, self.device_
         steps = n_samples // bs + 1
         probs = self._sampling_cond_probs()
         # Pick a conditional column uniformly, then its state by pooled frequency (ctgan's original-frequency
@@ -718,7 +310,7 @@ class CTGANGenerator(BaseGenerator):
             gen.train()
             with torch.no_grad(), self._torch_seed(seed):
                 for _ in range(steps):
-                    z = torch.randn(bs, int(self.embedding_dim), device=dev)
+                    z = torch.randn(bs, self.params.embedding_dim, device=dev)
                     if len(flat):
                         c = np.zeros((bs, self.cond_dim_), dtype=np.float32)
                         c[np.arange(bs), rng.choice(len(flat), size=bs, p=flat / flat.sum())] = 1.0
@@ -735,23 +327,17 @@ class CTGANGenerator(BaseGenerator):
         finally:
             for m, t in zip(bns, tracking):
                 m.track_running_stats = t
-        return self._decode(np.concatenate(out, axis=0)[:n_samples])
+        assert self.domain is not None
+        return decode(self.layout_, self.domain, self.schema, self.columns_, np.concatenate(out, axis=0)[:n_samples],
+                      calibrate_missing=self.params.calibrate_missing)
 
     # -- weights --------------------------------------------------------------------------------------------
     def _check_built(self, what: str) -> None:
-        if getattr(self, "generator_", None) is None:
+        if self.generator_ is None:
             raise FedsynthError(
                 f"{type(self).__name__} has no networks yet; {what} needs fit(), partial_fit() or "
                 "initialize(domain) first"
             )
-
-    def initialize(self) -> CTGANGenerator:
-        """Build the networks and optimisers from the domain without training (e.g. the server's global model)."""
-        if self.domain is None:
-            raise FedsynthError(f"{type(self).__name__}.initialize needs a domain; pass domain= to the constructor")
-        self._validate_params()
-        self._initialise()
-        return self
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Generator and discriminator state (``generator.*`` and ``discriminator.*``) as float32 arrays.
@@ -767,7 +353,7 @@ class CTGANGenerator(BaseGenerator):
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Load weights from :meth:`get_weights` (same keys and shapes; every mismatch is listed)."""
-        if getattr(self, "generator_", None) is None:
+        if self.generator_ is None:
             if self.domain is None:
                 raise FedsynthError(
                     f"{type(self).__name__}.set_weights needs the networks built: pass domain= to the "
@@ -794,33 +380,19 @@ class CTGANGenerator(BaseGenerator):
             "data_dim": self.data_dim_,
             "cond_dim": self.cond_dim_,
             "conditional_columns": [self.layout_[i].column for i in self.cond_blocks_],
-            "epochs_done": self.epochs_done_,
+            "epochs_trained": self.epochs_trained_,
             "blocks": [b.to_dict() for b in self.layout_],
         }
-        tmp_json = folder / (LAYOUT_FILE + ".tmp")
-        tmp_json.write_text(json.dumps(layout, indent=1))
-        tmp_json.replace(folder / LAYOUT_FILE)
+        atomic_write_text(folder / LAYOUT_FILE, json.dumps(layout, indent=1))
 
     def _load(self, folder: Path) -> None:
+        layout = read_model_json(folder, LAYOUT_FILE)
+        weights = read_model_npz(folder, WEIGHTS_FILE)
         self.initialize()
-        layout = json.loads((folder / LAYOUT_FILE).read_text())
         if layout["blocks"] != [b.to_dict() for b in self.layout_] or layout["cond_dim"] != self.cond_dim_:
             raise FedsynthError(
                 f"{folder / LAYOUT_FILE} does not match the layout rebuilt from the saved domain and parameters"
             )
-        with np.load(folder / WEIGHTS_FILE, allow_pickle=False) as npz:
-            self.set_weights({k: npz[k] for k in npz.files})
-        self.epochs_done_ = int(layout.get("epochs_done", 0))
+        self.set_weights(weights)
+        self.epochs_trained_ = int(layout.get("epochs_trained", layout.get("epochs_done", 0)))
 
-
-def _labels(s: pd.Series, kind: ColumnKind) -> list[str | None]:
-    """Domain labels of a categorical/binary column (binary 0.0/1.0 -> "0"/"1"); missing -> None."""
-    out: list[str | None] = []
-    for v in s.tolist():
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            out.append(None)
-        elif kind is ColumnKind.BINARY:
-            out.append(str(int(float(v))))
-        else:
-            out.append(str(v))
-    return out

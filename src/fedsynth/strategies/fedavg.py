@@ -16,16 +16,25 @@ Site handlers: ``train.fit``, ``query.mixture_init``, ``query.mixture_estep``.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from flwr.app import Message, RecordDict
 
 from fedsynth.encoding.domain import Domain
+from fedsynth.errors import CapabilityError
+from fedsynth.generators.base import SupportsLatentMixture, SupportsWeights
+from fedsynth.generators.latent_mixture import (
+    MixtureParams,
+    fit_latent_mixture_federated,
+    mixture_e_step_statistics,
+    mixture_init_statistics,
+)
 from fedsynth.strategies import records
 from fedsynth.strategies.base import (
     GridLike,
@@ -100,14 +109,13 @@ class FedAvgStrategy(Strategy):
     ) -> StrategyResult:
         self._column_dropout_for_absent_columns(sites)
         generator = self.new_generator(domain, random_state=self.random_state)
-        if hasattr(generator, "initialize"):
-            generator.initialize()
-        weights = generator.get_weights()
+        if not isinstance(generator, SupportsWeights):
+            raise CapabilityError(f"FedAvg needs a generator with weight exchange; {self.generator!r} has none")
+        weights = generator.initialize().get_weights()
         base = self.base_config(run_token, domain)
-        has_mixture = callable(getattr(generator, "set_latent_mixture", None))
         every = bool(self.params.get("mixture_every_round", True))
         warm = bool(self.params.get("mixture_warm_start", True))
-        mixture: dict[str, np.ndarray] | None = None
+        mixture: MixtureParams | None = None
         rounds: list[dict[str, Any]] = []
         left_out_all: dict[str, str] = {}
         for server_round in range(1, int(self.rounds) + 1):
@@ -129,14 +137,13 @@ class FedAvgStrategy(Strategy):
                 updates.append((records.from_array_record(reply["arrays"]), float(metrics["num_examples"])))
                 site_metrics[s.name] = {k: float(v) for k, v in metrics.items()}
             weights = weighted_average(updates)
-            generator.set_weights(weights)
+            generator.set_weights(weights)  # the global model can sample from here on
             answered = [s for s in sites if s.node_id in got.ok]
-            if has_mixture and (every or server_round == self.rounds):
+            if isinstance(generator, SupportsLatentMixture) and (every or server_round == self.rounds):
                 mixture = self._fit_mixture(
                     grid, answered, generator, weights, base, server_round, previous=mixture if warm else None,
                     final=server_round == self.rounds,
                 )
-            generator.fitted_ = True
             left_out = {site_name(sites, n): r for n, r in got.failed.items()}
             left_out_all.update(left_out)
             rr = RoundResult(server_round, label, generator, site_metrics=site_metrics, left_out=left_out,
@@ -165,49 +172,45 @@ class FedAvgStrategy(Strategy):
         self,
         grid: GridLike,
         sites: Sequence[SiteInfo],
-        generator: Any,
+        generator: SupportsLatentMixture,
         weights: Mapping[str, np.ndarray],
         base: Mapping[str, Any],
         server_round: int,
         *,
-        previous: dict[str, np.ndarray] | None = None,
+        previous: MixtureParams | None = None,
         final: bool = True,
-    ) -> dict[str, np.ndarray]:
+    ) -> MixtureParams:
         """Federated variational EM of the global latent mixture (codes stay at the sites).
 
         The init message is sent every time (each site re-encodes its rows under the new global weights);
         ``previous``, when given, replaces the fresh initialisation as the EM's starting point. Before the
-        ``final`` round the EM stops after ``mixture_round_max_iter`` iterations.
+        ``final`` round the EM stops after ``mixture_round_max_iter`` iterations. The loop itself is
+        :func:`~fedsynth.generators.latent_mixture.fit_latent_mixture_federated`; every E-step is one message
+        round to the sites.
         """
-        from fedsynth.generators.vae_bgm import init_latent_mixture, mixture_m_step
-
         cfg = records.to_config_record({**base, "server_round": server_round})
         init = RecordDict({"arrays": records.to_array_record(weights), "config": cfg})
         got = self.ask(grid, sites, "query.mixture_init", same_for_all(init), group_id=f"mixture-init-{server_round}")
         answered = [s for s in sites if s.node_id in got.ok]
         stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
-        params = previous if previous is not None else init_latent_mixture(
-            stats,
-            n_components=int(generator.n_components),
-            weight_concentration_prior=getattr(generator, "weight_concentration_prior", None),
-            random_state=self.random_state,
+        start = previous if previous is not None else generator.initial_latent_mixture(
+            stats, random_state=self.random_state
         )
         max_iter = int(self.params.get("mixture_max_iter", 50))
         if not final:
             max_iter = min(max_iter, int(self.params.get("mixture_round_max_iter", 3)))
-        tol = float(self.params.get("mixture_tol", 1e-3))
-        lower = -math.inf
-        for it in range(1, max_iter + 1):
+        iteration = itertools.count(1)
+
+        def e_step(params: MixtureParams) -> list[dict[str, np.ndarray]]:
             msg = RecordDict({"mixture": records.to_array_record(params), "config": cfg})
             got = self.ask(grid, answered, "query.mixture_estep", same_for_all(msg),
-                           group_id=f"mixture-{server_round}-{it}")
-            e_stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered if s.node_id in got.ok]
-            params = mixture_m_step(e_stats, params)
-            new = float(np.asarray(params["lower_bound"]))
-            if abs(new - lower) < tol:
-                break
-            lower = new
-        log.info("fedavg: global latent mixture after %d EM iterations%s", it, " (warm start)" if previous else "")
+                           group_id=f"mixture-{server_round}-{next(iteration)}")
+            return [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered if s.node_id in got.ok]
+
+        params, n_iter, _ = fit_latent_mixture_federated(
+            e_step, start, max_iter=max_iter, tol=float(self.params.get("mixture_tol", 1e-3))
+        )
+        log.info("fedavg: global latent mixture after %d EM iterations%s", n_iter, " (warm start)" if previous else "")
         generator.set_latent_mixture(params)
         return params
 
@@ -216,14 +219,19 @@ class FedAvgStrategy(Strategy):
 # -- site side -------------------------------------------------------------------------------------------
 
 
-def _site_state(msg: Message, site: SiteRuntime) -> tuple[Any, Any]:
+def _site_state(msg: Message, site: SiteRuntime) -> tuple[SupportsWeights, pd.DataFrame]:
+    """The site's generator (kept across messages of one run) and its rows conformed to the shared domain."""
     cfg = message_config(msg)
 
-    def build() -> tuple[Any, Any]:
+    def build() -> tuple[SupportsWeights, pd.DataFrame]:
         domain = records.domain_from_text(str(cfg["domain"]))
-        return site_generator(cfg, site, domain), conform_to_domain(site.data, domain)
+        generator = site_generator(cfg, site, domain)
+        if not isinstance(generator, SupportsWeights):
+            raise CapabilityError(f"FedAvg needs a generator with weight exchange; {cfg['generator']!r} has none")
+        return generator, conform_to_domain(site.data, domain)
 
-    return site_model((str(cfg["run_token"]) + ":fedavg", site.name), build)  # type: ignore[no-any-return]
+    generator, data = site_model((str(cfg["run_token"]) + ":fedavg", site.name), build)
+    return generator, data
 
 
 def _last_losses(generator: Any) -> dict[str, float]:
@@ -254,9 +262,9 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
 def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
     """``query.mixture_init``: latent codes of the site's rows under the global weights (kept in the node's
     state, never sent) and their moments (count, sum, sum of outer products)."""
-    from fedsynth.generators.vae_bgm import mixture_init_statistics
-
     generator, data = _site_state(msg, site)
+    if not isinstance(generator, SupportsLatentMixture):
+        raise CapabilityError("query.mixture_init needs a generator with a latent mixture")
     generator.set_weights(records.from_array_record(msg.content["arrays"]))
     codes = np.asarray(generator.latent_codes(data), dtype=np.float64)
     site.state["latent-codes"] = records.to_array_record({"codes": codes})
@@ -265,9 +273,7 @@ def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
 
 def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:
     """``query.mixture_estep``: responsibility-weighted sufficient statistics under the current global mixture."""
-    from fedsynth.generators.vae_bgm import mixture_e_step_statistics
-
-    codes = records.from_array_record(site.state["latent-codes"])["codes"]  # type: ignore[arg-type]
+    codes = records.from_array_record(site.state["latent-codes"])["codes"]
     params = records.from_array_record(msg.content["mixture"])
     return RecordDict({"stats": records.to_array_record(mixture_e_step_statistics(codes, params))})
 

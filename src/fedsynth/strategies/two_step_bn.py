@@ -12,7 +12,7 @@ Server flow (after the shared domain, see :mod:`fedsynth.strategies.base`):
 
 Strategy param ``count_look_ahead`` (default 1): a count request that goes out anyway also asks for the
 families hill climbing will most likely need next (each variable's best next parents among those it may still
-take, see :func:`~fedsynth.generators.bayesian_network._oracle_score`). The oracle caches tables by variable
+take, see :func:`~fedsynth.generators.bayesian_network.search.oracle_score`). The oracle caches tables by variable
 set, so one joint table serves every family of its variables, and no family with a forbidden edge is asked for.
 Whole fit on the MDS training pool (2,661 rows, 58 network variables, the pool's own domain), count requests
 and cells counted: max_indegree 2: 58 requests / 143k cells with 0, 5 / 149k with 1, 4 / 234k with 2;

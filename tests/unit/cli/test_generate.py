@@ -107,7 +107,8 @@ def test_bad_setting_value_is_reported_by_the_generator(app: typer.Typer, csv: P
     result = runner.invoke(app, ["fit", str(csv), "--generator", "bayesian_network", "--set", "score=aic",
                                  "--no-report", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
-    assert "The 'score' parameter of BayesianNetworkGenerator: got 'aic'" in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert "The 'score' parameter of BayesianNetworkGenerator must be a str among {'bic', 'bdeu'}. Got 'aic' instead." in text
 
 
 def test_condition_on_an_unknown_column_exits_2(app: typer.Typer, fitted_dir: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain, merge_summaries, summarize_site
 from fedsynth.errors import ValidationError
-from fedsynth.generators.base import load_generator, make_generator
+from fedsynth.generators import load_generator, make_generator
 from fedsynth.generators.bayesian_network import (
     ISNA_SUFFIX,
     WITHIN_SUFFIX,
@@ -450,10 +450,11 @@ def test_invalid_parameters_are_all_listed(schema: TableSchema, data: pd.DataFra
     # Assert
     msg = str(err.value)
     assert msg.startswith("BayesianNetworkGenerator hyperparameters has 4 problems:")
-    assert "The 'score' parameter of BayesianNetworkGenerator: got 'aic'; valid: must be one of 'bic', 'bdeu'" in msg
-    assert "The 'max_indegree' parameter of BayesianNetworkGenerator: got -1" in msg
-    assert "The 'equivalent_sample_size' parameter of BayesianNetworkGenerator: got 0" in msg
-    assert "The 'n_bins' parameter of BayesianNetworkGenerator: got 0" in msg
+    assert "The 'score' parameter of BayesianNetworkGenerator must be a str among {'bic', 'bdeu'}. Got 'aic' instead." in msg
+    assert "The 'max_indegree' parameter of BayesianNetworkGenerator must be an int in the range [0, inf). Got -1 instead." in msg
+    assert ("The 'equivalent_sample_size' parameter of BayesianNetworkGenerator must be a float in the range (0, inf). "
+            "Got 0 instead.") in msg
+    assert "The 'n_bins' parameter of BayesianNetworkGenerator must be an int in the range [1, inf). Got 0 instead." in msg
 
 
 def test_indicator_nodes_exist_only_for_columns_with_missing_values(domain: Domain) -> None:

@@ -132,3 +132,18 @@ def test_weights_from_two_sites_have_the_same_keys_and_shapes(name, small):
     # set_weights then get_weights is the identity
     b.set_weights(wa)
     assert all(np.array_equal(b.get_weights()[k], wa[k]) for k in wa)
+
+
+def test_each_generator_offers_the_protocols_its_strategies_type_against(fitted):
+    # Setup
+    from fedsynth.generators import SupportsLatentMixture, SupportsTwoStep
+
+    name, gen, _ = fitted
+    # Run / Assert: FedAvg needs SupportsWeights (and a latent mixture when there is one), the two-step BN
+    # SupportsTwoStep; a generator offers exactly the capabilities it has
+    offers = {p.__name__ for p in (SupportsWeights, SupportsLatentMixture, SupportsTwoStep) if isinstance(gen, p)}
+    assert offers == {
+        "bayesian_network": {"SupportsTwoStep"},
+        "ctgan": {"SupportsWeights"},
+        "vae_bgm": {"SupportsWeights", "SupportsLatentMixture"},
+    }[name]

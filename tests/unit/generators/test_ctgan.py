@@ -12,7 +12,7 @@ import torch
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain, merge_summaries, summarize_site
 from fedsynth.errors import ValidationError
-from fedsynth.generators.base import SupportsWeights, load_generator, make_generator
+from fedsynth.generators import SupportsWeights, load_generator, make_generator
 from fedsynth.generators.ctgan import CTGANGenerator
 
 # Tiny networks and batches keep every test well under a second of training on one core.
@@ -118,7 +118,7 @@ def test_registry_builds_ctgan_and_get_params_rebuilds_it(schema: TableSchema) -
     # Assert
     assert isinstance(gen, CTGANGenerator)
     assert rebuilt.get_params() == gen.get_params()
-    assert gen.get_params()["generator_dim"] == (32, 32)
+    assert gen.get_params()["generator_dim"] == [32, 32]
     assert gen._domain_options()["n_modes"] == 10
 
 
@@ -174,7 +174,7 @@ def test_partial_fit_continues_training_without_reinitialising(schema: TableSche
     assert steps_after == 2 * steps_before
     straight = CTGANGenerator(schema, domain=domain, **{**FAST, "epochs": 2}).fit(data)
     assert _weights_equal(after_partial, straight.get_weights())
-    assert gen.epochs_done_ == 2
+    assert gen.epochs_trained_ == 2
 
 
 def test_weights_from_two_sites_have_same_keys_and_shapes(schema: TableSchema, domain: Domain) -> None:
@@ -267,12 +267,12 @@ def test_invalid_parameters_are_all_listed(schema: TableSchema) -> None:
     # Assert
     msg = str(err.value)
     assert msg.startswith("CTGANGenerator hyperparameters has 6 problems:")
-    assert "The 'epochs' parameter of CTGANGenerator: got 0; valid: must be an int in the range [1, inf)" in msg
-    assert "The 'batch_size' parameter of CTGANGenerator: got 15; valid: must be an even int" in msg
-    assert "The 'batch_size' parameter of CTGANGenerator: got 15; valid: must be a multiple of pac (4)" in msg
-    assert "The 'generator_lr' parameter of CTGANGenerator: got -1.0" in msg
-    assert "The 'conditional_columns' parameter of CTGANGenerator: got 'some'" in msg
-    assert "The 'generator_dim' parameter of CTGANGenerator: got ()" in msg
+    assert "The 'epochs' parameter of CTGANGenerator must be an int in the range [1, inf). Got 0 instead." in msg
+    assert "The 'batch_size' parameter of CTGANGenerator must be an even int. Got 15 instead." in msg
+    assert "The 'batch_size' parameter of CTGANGenerator must be a multiple of pac (4). Got 15 instead." in msg
+    assert "The 'generator_lr' parameter of CTGANGenerator must be a float in the range (0, inf). Got -1.0" in msg
+    assert "The 'conditional_columns' parameter of CTGANGenerator must be a str among" in msg
+    assert "The 'generator_dim' parameter of CTGANGenerator must be a non-empty list of ints" in msg
 
 
 def test_site_lacking_a_column_trains_and_outputs_every_column(schema: TableSchema, domain: Domain) -> None:

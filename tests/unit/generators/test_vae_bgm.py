@@ -12,9 +12,8 @@ import torch
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import ValidationError
-from fedsynth.generators.base import SupportsWeights, load_generator, make_generator
-from fedsynth.generators.vae_bgm import (
-    VAEBGMGenerator,
+from fedsynth.generators import SupportsWeights, load_generator, make_generator
+from fedsynth.generators.latent_mixture import (
     fit_latent_mixture_federated,
     init_latent_mixture,
     mixture_e_step_statistics,
@@ -22,6 +21,7 @@ from fedsynth.generators.vae_bgm import (
     mixture_log_likelihood,
     mixture_m_step,
 )
+from fedsynth.generators.vae_bgm import VAEBGMGenerator
 
 TINY = {"epochs": 3, "batch_size": 64, "latent_dim": 4, "hidden_dims": (16,), "n_components": 3, "device": "cpu"}
 
@@ -306,8 +306,8 @@ def test_invalid_parameters_are_all_listed_in_sklearn_wording() -> None:
     # Assert
     msg = str(err.value)
     assert "6 problems" in msg
-    assert "The 'epochs' parameter of VAEBGMGenerator must be an int in the range [1, inf): Got 0 instead." in msg
-    assert "The 'lr' parameter of VAEBGMGenerator must be a float in the range (0, inf): Got -1.0 instead." in msg
+    assert "The 'epochs' parameter of VAEBGMGenerator must be an int in the range [1, inf). Got 0 instead." in msg
+    assert "The 'lr' parameter of VAEBGMGenerator must be a float in the range (0, inf). Got -1.0 instead." in msg
     assert "'hidden_dims' parameter" in msg and "'sampling' parameter" in msg and "'device' parameter" in msg
     assert "The 'column_dropout' parameter of VAEBGMGenerator must be a float in the range [0, 1)" in msg
 

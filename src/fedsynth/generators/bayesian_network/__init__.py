@@ -1,0 +1,54 @@
+"""Discrete Bayesian network generator learnt from count tables, so federated and centralised fits are identical.
+
+The network works on the shared :class:`~fedsynth.encoding.domain.Domain`: numeric columns become the domain's
+global quantile bins, categorical and binary columns the domain's categories, and a column with missing values
+gets a binary missingness node ``"<col>#isna"`` beside it (see :func:`network_variables`; the "missing" state,
+kept apart so that the missingness pattern is cheap to learn). Everything the learner needs from the data is a
+*family count table*: the contingency table of a child and its parents in those fixed state orders. Tables from different sites therefore
+have identical shapes and are simply summed, which is what makes the federated two-step protocol exact:
+
+1. **structure** — pgmpy's :class:`~pgmpy.causal_discovery.HillClimbSearch` with pgmpy's BIC or BDeu score whose
+   counts come from a :class:`CountOracle` instead of a data frame (:meth:`BayesianNetworkGenerator.learn_structure`);
+2. **parameters** — CPDs from the summed counts with a BDeu (Dirichlet) prior, pgmpy's estimator logic
+   (:meth:`BayesianNetworkGenerator.learn_parameters`).
+
+A site answers count requests with :func:`family_counts` on its own rows; :class:`SummedCountOracle` sums the
+replies, :class:`PooledCountOracle` answers from one table (the centralised path). Sampling is ancestral over the
+discrete states, then each bin is mapped back to a value inside it from a within-bin histogram (also a summed
+count table), and a value whose indicator says "missing" becomes NaN. Exact ``conditions`` are honoured exactly (see
+:meth:`BayesianNetworkGenerator._sample_conditioned`).
+"""
+
+from fedsynth.generators.bayesian_network.counts import (
+    ISNA_SUFFIX,
+    WITHIN_SUFFIX,
+    CountOracle,
+    Family,
+    PooledCountOracle,
+    SummedCountOracle,
+    base_column,
+    family_counts,
+    family_from_key,
+    family_key,
+    n_states,
+    network_variables,
+    state_labels,
+)
+from fedsynth.generators.bayesian_network.generator import BayesianNetworkGenerator
+
+__all__ = [
+    "ISNA_SUFFIX",
+    "WITHIN_SUFFIX",
+    "BayesianNetworkGenerator",
+    "CountOracle",
+    "Family",
+    "PooledCountOracle",
+    "SummedCountOracle",
+    "base_column",
+    "family_counts",
+    "family_from_key",
+    "family_key",
+    "n_states",
+    "network_variables",
+    "state_labels",
+]

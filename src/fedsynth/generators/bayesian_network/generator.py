@@ -1,0 +1,274 @@
+"""The Bayesian network generator: the two steps (structure from summed counts, then CPDs) and persistence."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.cohort.io import atomic_write_text
+from fedsynth.cohort.schema import ColumnRole
+from fedsynth.encoding.domain import Domain
+from fedsynth.errors import FedsynthError, Problem, ValidationError
+from fedsynth.generators.base import BaseGenerator
+from fedsynth.generators.bayesian_network.counts import (
+    ISNA_SUFFIX,
+    N_PRECISIONS,
+    WITHIN_SUFFIX,
+    CountOracle,
+    DictCountOracle,
+    Family,
+    PooledCountOracle,
+    base_column,
+    family_counts,
+    n_states,
+    network_variables,
+)
+from fedsynth.generators.bayesian_network.sampling import NetworkSampling
+from fedsynth.generators.bayesian_network.search import hill_climb_class, oracle_score
+from fedsynth.generators.model_folder import read_model_json
+from fedsynth.generators.params import BayesianNetworkParams
+
+log = logging.getLogger(__name__)
+
+#: File written by :meth:`BayesianNetworkGenerator.save` beside ``generator.json``.
+MODEL_FILE = "bayesian_network.json"
+
+
+class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkParams]):
+    """Discrete Bayesian network over the shared domain, learnt from (summable) count tables.
+
+    ``fit(data)`` runs both steps on a :class:`PooledCountOracle`. A federation calls the same two steps on a
+    :class:`SummedCountOracle` whose ``fetch`` asks every site for :meth:`count_statistics`; on the same rows the
+    result is identical (same edges, same CPDs, same samples for the same seed)::
+
+        gen = BayesianNetworkGenerator(schema, domain=shared_domain, **params)
+        oracle = SummedCountOracle(fetch)          # fetch(families) -> [site_reply, ...]
+        gen.learn_parameters(oracle, gen.learn_structure(oracle))
+
+    Attributes
+    ----------
+    edges_ : list of (parent, child)
+        The learnt structure over :func:`network_variables` (columns and ``#isna`` indicators).
+    model_ : pgmpy.models.DiscreteBayesianNetwork
+        The fitted network; states are integer codes (see :func:`state_labels`).
+    """
+
+    name = "bayesian_network"
+    Params = BayesianNetworkParams
+    model_files = (MODEL_FILE,)
+
+    def _domain_options(self) -> dict[str, Any]:
+        return {"n_bins": self.params.n_bins}  # checks every parameter before a domain is built with them
+
+    def _sub_bins(self) -> int:
+        return self.params.n_sub_bins
+
+    # -- the two steps ---------------------------------------------------------------------------------
+    def _require_domain(self) -> Domain:
+        if self.domain is None:
+            raise FedsynthError(
+                f"{type(self).__name__} has no domain; pass the shared domain to the constructor "
+                "(or call fit(data), which builds one)"
+            )
+        return self.domain
+
+    def _cards(self) -> dict[str, int]:
+        domain = self._require_domain()
+        return {v: n_states(domain, v) for v in network_variables(domain)}
+
+    def forbidden_edges(self) -> set[tuple[str, str]]:
+        """Edges the structure search may not add.
+
+        * A column and its own missingness indicator are never linked (the value of a missing entry is unknown).
+        * A column with missing values may not be a parent of any indicator: its counts cover only the rows
+          where it is observed, which would understate missingness that co-occurs with its own. Indicators
+          therefore depend on other indicators and on fully observed columns, so missing rates stay exact.
+        * When ``outcomes_last``, outcome columns (and their indicators) may not be parents of clinical or
+          genomic ones.
+        """
+        domain = self._require_domain()
+        variables = network_variables(domain)
+        indicators = [v for v in variables if v.endswith(ISNA_SUFFIX)]
+        partial = [base_column(v) for v in indicators]
+        forbidden = {(x, m) for x in partial for m in indicators}
+        forbidden |= {(m, base_column(m)) for m in indicators}
+        if self.params.outcomes_last:
+            is_outcome = {v: self.schema[base_column(v)].role is ColumnRole.OUTCOME for v in variables}
+            forbidden |= {(o, b) for o in variables if is_outcome[o] for b in variables if not is_outcome[b]}
+        return forbidden
+
+    def learn_structure(self, oracle: CountOracle) -> list[tuple[str, str]]:
+        """Step 1: hill-climbing structure search whose score reads counts from ``oracle``.
+
+        The first request asks for every family with zero or one (allowed) parent at once (and for the
+        within-bin histograms step 2 needs); after that a
+        request goes out only when hill climbing needs a table not yet fetched, and it also carries the
+        families the oracle's look-ahead expects next (see :func:`~fedsynth.generators.bayesian_network.search.oracle_score`). Returns the edges
+        ``(parent, child)`` sorted; the same counts always give the same edges.
+        """
+        from pgmpy.causal_discovery import ExpertKnowledge
+
+        cards = self._cards()
+        variables = list(cards)
+        if self.params.max_indegree == 0 or len(variables) < 2:
+            return []
+        forbidden = self.forbidden_edges()
+        # The within-bin histograms do not depend on the structure; asking for them now saves step 2 a request.
+        domain = self._require_domain()
+        oracle.family_counts(
+            [(v, ()) for v in variables]
+            + [(v, (u,)) for v in variables for u in variables if u != v and (u, v) not in forbidden]
+            + [(c + WITHIN_SUFFIX, ()) for c in domain.column_names if domain[c].is_numeric]
+        )
+        score = oracle_score(
+            self.params.score, oracle, cards, self.params.max_indegree, self.params.equivalent_sample_size, forbidden
+        )
+        search = hill_climb_class()(
+            scoring_method=score,
+            max_indegree=self.params.max_indegree,
+            expert_knowledge=ExpertKnowledge(forbidden_edges=forbidden),
+            return_type="dag",
+            max_iter=self.params.max_iter,
+            show_progress=False,
+        )
+        dummy = pd.DataFrame({v: np.arange(2, dtype=np.int64) % cards[v] for v in variables})
+        search.fit(dummy)
+        edges = sorted((str(u), str(v)) for u, v in search.causal_graph_.edges())
+        log.info("structure: %d edges after %d count requests", len(edges), oracle.n_requests)
+        return edges
+
+    def learn_parameters(self, oracle: CountOracle, edges: Sequence[tuple[str, str]]) -> BayesianNetworkGenerator:
+        """Step 2: CPDs from ``oracle``'s counts with a BDeu prior, plus the within-bin histograms.
+
+        One request asks for every family of the network and every numeric column's ``#within`` table that
+        the oracle has not cached (after :meth:`learn_structure` on the same oracle: none). A family nobody
+        could count falls back to the child's marginal from the domain. Returns ``self``, fitted.
+        """
+        from pgmpy.factors.discrete import TabularCPD
+        from pgmpy.models import DiscreteBayesianNetwork
+        from pgmpy.parameter_estimator import DiscreteBayesianEstimator
+
+        domain = self._require_domain()
+        cards = self._cards()
+        variables = list(cards)
+        edges = [(str(u), str(v)) for u, v in edges]
+        problems = [Problem(f"edge {e}", "names a column outside the domain", ", ".join(variables))
+                    for e in edges if e[0] not in cards or e[1] not in cards]
+        if problems:
+            raise ValidationError("The network structure", problems)
+        model = DiscreteBayesianNetwork()
+        model.add_nodes_from(variables)
+        model.add_edges_from(edges)
+        state_names = {v: list(range(cards[v])) for v in variables}
+        families = {v: (v, tuple(sorted(model.get_parents(v)))) for v in variables}
+        numeric = [c for c in domain.column_names if domain[c].is_numeric]
+        got = oracle.family_counts(list(families.values()) + [(c + WITHIN_SUFFIX, ()) for c in numeric])
+        cpds = []
+        for v in variables:
+            pseudo, parents, parent_cards, card = DiscreteBayesianEstimator._resolve_pseudo_counts(
+                model, state_names, v, "BDeu", self.params.equivalent_sample_size, None
+            )
+            arr = got.get(families[v])
+            if arr is None:
+                arr = self._marginal_fallback(v, parent_cards)
+            counts = arr.reshape(card, -1).astype(np.float64)
+            cpd = TabularCPD(
+                v, card, counts + pseudo, evidence=parents or None, evidence_card=parent_cards or None,
+                state_names={x: state_names[x] for x in [v, *parents]},
+            )
+            cpd.normalize()
+            cpds.append(cpd)
+        model.add_cpds(*cpds)
+        model.check_model()
+        within = {}
+        for c in numeric:
+            arr = got.get((c + WITHIN_SUFFIX, ()))
+            n_bins = len(domain[c].bins) - 1
+            table = np.zeros((n_bins, self.params.n_sub_bins * N_PRECISIONS))
+            if arr is not None:
+                table = arr.reshape(n_bins, self.params.n_sub_bins * N_PRECISIONS).astype(np.float64)
+            within[c] = table
+        self._set_model(model, edges, within)
+        self.fitted_ = True
+        return self
+
+    def _marginal_fallback(self, v: str, parent_cards: Sequence[int]) -> np.ndarray:
+        """Counts for a family nobody could count: the child's marginal from the domain, for every parent state."""
+        col = self._require_domain()[base_column(v)]
+        if v.endswith(ISNA_SUFFIX):
+            base = np.array([1.0 - col.missing_rate, col.missing_rate]) * max(col.n_observed, 1)
+        elif col.is_numeric:
+            base = np.full(len(col.bins) - 1, col.n_observed / max(len(col.bins) - 1, 1))
+        else:
+            base = np.asarray(col.category_counts, dtype=np.float64)
+        q = int(np.prod(parent_cards)) if parent_cards else 1
+        return np.repeat(base[:, None], q, axis=1) / q
+
+    def fit_from_counts(
+        self, counts: Mapping[Family, Any], edges: Sequence[tuple[str, str]] | None = None
+    ) -> BayesianNetworkGenerator:
+        """Parameters from already summed counts (``edges`` default: the learnt ``edges_``). Returns ``self``."""
+        if edges is None:
+            edges = getattr(self, "edges_", None)
+            if edges is None:
+                raise FedsynthError("fit_from_counts needs edges: call learn_structure first or pass edges")
+        return self.learn_parameters(DictCountOracle(counts), edges)
+
+    def count_statistics(self, data: pd.DataFrame, families: Iterable[Family]) -> dict[Family, np.ndarray]:
+        """What a site sends: :func:`family_counts` of its own rows in this generator's domain."""
+        domain = self._require_domain()
+        present = [c for c in self.schema.model_columns if c in data.columns]
+        coerced = self.schema.select(present).coerce(data)
+        return family_counts(coerced, domain, families, n_sub_bins=self.params.n_sub_bins)
+
+    def make_oracle(self, data: pd.DataFrame) -> PooledCountOracle:
+        """A :class:`PooledCountOracle` over ``data`` in this generator's domain (the centralised path)."""
+        present = [c for c in self.schema.model_columns if c in data.columns]
+        coerced = self.schema.select(present).coerce(data)
+        return PooledCountOracle(coerced, self._require_domain(), n_sub_bins=self.params.n_sub_bins)
+
+    def _fit(self, data: pd.DataFrame) -> None:
+        oracle = PooledCountOracle(data, self._require_domain(), n_sub_bins=self.params.n_sub_bins)
+        edges = self.learn_structure(oracle)
+        self.learn_parameters(oracle, edges)
+
+
+    # -- persistence -----------------------------------------------------------------------------------
+    def _save(self, folder: Path) -> None:
+        cpds = []
+        for v in self._order:
+            cpds.append({"variable": v, "parents": self._parents[v], "values": self._probs[v].T.tolist()})
+        state = {
+            "format": 1,
+            "edges": [list(e) for e in self.edges_],
+            "cpds": cpds,
+            "within": {c: t.tolist() for c, t in self._within.items()},
+        }
+        atomic_write_text(folder / MODEL_FILE, json.dumps(state))
+
+    def _load(self, folder: Path) -> None:
+        from pgmpy.factors.discrete import TabularCPD
+        from pgmpy.models import DiscreteBayesianNetwork
+
+        state = read_model_json(folder, MODEL_FILE)
+        cards = self._cards()
+        model = DiscreteBayesianNetwork()
+        model.add_nodes_from(list(cards))
+        model.add_edges_from([tuple(e) for e in state["edges"]])
+        cpds = []
+        for entry in state["cpds"]:
+            v, parents = entry["variable"], list(entry["parents"])
+            cpds.append(TabularCPD(
+                v, cards[v], np.asarray(entry["values"], dtype=np.float64),
+                evidence=parents or None, evidence_card=[cards[p] for p in parents] or None,
+                state_names={x: list(range(cards[x])) for x in [v, *parents]},
+            ))
+        model.add_cpds(*cpds)
+        model.check_model()
+        self._set_model(model, [tuple(e) for e in state["edges"]], {c: np.asarray(t) for c, t in state["within"].items()})

@@ -1,0 +1,284 @@
+"""VAE-BGM's layout: how the shared domain turns into model inputs and outputs, identical on every site.
+
+Numeric columns go through the domain's quantile bins to normal scores (piecewise-linear CDF, then the normal
+quantile function, probabilities clipped to [0.001, 0.999]) or are standardised with its mean and standard
+deviation; binary columns are 0/1, categorical columns one-hot over the domain's categories, and every column
+that can be missing has a missing indicator. :func:`decode` samples rows back from the decoder's outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from fedsynth.cohort.schema import ColumnKind, TableSchema
+from fedsynth.encoding.domain import Domain
+from fedsynth.generators.base import follow_duration_missingness
+
+#: Probability clipping of the quantile transform: values map to normal scores in [-3.09, 3.09].
+_Q_EPS = 1e-3
+_Z_HI = float(norm.ppf(1 - _Q_EPS))
+_Z_LO = -_Z_HI
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    name: str
+    kind: str  # "numeric", "binary", "categorical"
+    index: int  # index into the numeric / binary / categorical block
+    categories: tuple[str, ...] = ()
+    missing_index: int = -1  # index into the missing-indicator block, -1 when the column never misses
+
+
+@dataclass(frozen=True)
+class Layout:
+    columns: tuple[ColumnLayout, ...]
+    n_numeric: int
+    n_binary: int
+    cat_sizes: tuple[int, ...]
+    n_missing: int
+
+    @property
+    def n_cat_total(self) -> int:
+        return int(sum(self.cat_sizes))
+
+    @property
+    def input_dim(self) -> int:
+        return self.n_numeric + self.n_binary + self.n_cat_total + self.n_missing
+
+    @property
+    def output_dim(self) -> int:
+        # numeric means, binary logits, categorical logits, missing logits
+        return self.n_numeric + self.n_binary + self.n_cat_total + self.n_missing
+
+    @classmethod
+    def from_domain(cls, domain: Domain, schema: TableSchema) -> Layout:
+        cols: list[ColumnLayout] = []
+        n_num = n_bin = n_miss = 0
+        cat_sizes: list[int] = []
+        for name in schema.model_columns:
+            if name not in domain.columns:
+                continue
+            cd = domain[name]
+            miss = -1
+            if cd.has_missing:
+                miss = n_miss
+                n_miss += 1
+            if cd.is_numeric:
+                cols.append(ColumnLayout(name, "numeric", n_num, missing_index=miss))
+                n_num += 1
+            elif cd.kind is ColumnKind.BINARY:
+                cols.append(ColumnLayout(name, "binary", n_bin, missing_index=miss))
+                n_bin += 1
+            else:
+                cols.append(ColumnLayout(name, "categorical", len(cat_sizes), tuple(cd.categories), miss))
+                cat_sizes.append(len(cd.categories))
+        return cls(tuple(cols), n_num, n_bin, tuple(cat_sizes), n_miss)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "columns": [
+                {
+                    "name": c.name,
+                    "kind": c.kind,
+                    "index": c.index,
+                    "categories": list(c.categories),
+                    "missing_index": c.missing_index,
+                }
+                for c in self.columns
+            ],
+            "n_numeric": self.n_numeric,
+            "n_binary": self.n_binary,
+            "cat_sizes": list(self.cat_sizes),
+            "n_missing": self.n_missing,
+        }
+
+
+@dataclass
+class Encoded:
+    """One table in model form (float32 arrays; masks are 1 where a loss term counts)."""
+
+    inputs: np.ndarray  # (n, input_dim)
+    numeric: np.ndarray  # (n, n_numeric) normal scores, 0 where missing
+    numeric_mask: np.ndarray
+    binary: np.ndarray  # (n, n_binary) 0/1
+    binary_mask: np.ndarray
+    categorical: np.ndarray  # (n, n_cat) int64 category index, -1 where missing
+    missing: np.ndarray  # (n, n_missing) 0/1 missing indicators
+    missing_mask: np.ndarray  # 0 for columns the site lacks (it gives no gradient for them)
+
+
+# -- numeric transforms ------------------------------------------------------------------------------
+
+
+def quantile_forward(values: np.ndarray, bins: Sequence[float]) -> np.ndarray:
+    """Piecewise-linear CDF through the domain's quantile edges, then the normal quantile function."""
+    edges = np.asarray(bins, dtype=float)
+    levels = np.linspace(0.0, 1.0, len(edges))
+    u = np.interp(values, edges, levels)
+    return np.asarray(norm.ppf(_Q_EPS + (1 - 2 * _Q_EPS) * u))
+
+
+def quantile_inverse(z: np.ndarray, bins: Sequence[float]) -> np.ndarray:
+    edges = np.asarray(bins, dtype=float)
+    levels = np.linspace(0.0, 1.0, len(edges))
+    u = np.clip((norm.cdf(z) - _Q_EPS) / (1 - 2 * _Q_EPS), 0.0, 1.0)
+    return np.asarray(np.interp(u, levels, edges))
+
+
+# -- encoding and decoding ------------------------------------------------------------------------------
+
+
+def encode(layout: Layout, domain: Domain, data: pd.DataFrame, numeric_transform: str) -> Encoded:
+    """One table in model form. A column ``data`` lacks (a site without it) holds the domain's expectation."""
+    lay = layout
+    n = len(data)
+    num = np.zeros((n, lay.n_numeric), np.float32)
+    num_mask = np.zeros_like(num)
+    binv = np.zeros((n, lay.n_binary), np.float32)
+    bin_mask = np.zeros_like(binv)
+    cat = np.full((n, len(lay.cat_sizes)), -1, np.int64)
+    onehots = [np.zeros((n, k), np.float32) for k in lay.cat_sizes]
+    miss = np.zeros((n, lay.n_missing), np.float32)
+    miss_mask = np.zeros_like(miss)
+    for c in lay.columns:
+        cd = domain[c.name]
+        if c.name not in data.columns:
+            # A column this site lacks: the input holds the domain's expectation (median score, pooled
+            # category shares and missing rate), so the site's codes sit among similar rows of other sites
+            # rather than among rows where the value is truly missing; no loss term counts.
+            counts = np.asarray(cd.category_counts, dtype=np.float32)
+            if c.kind == "binary" and counts.sum() > 0:
+                binv[:, c.index] = counts[1] / counts.sum()
+            elif c.kind == "categorical" and counts.sum() > 0:
+                onehots[c.index][:] = counts / counts.sum()
+            if c.missing_index >= 0:
+                miss[:, c.missing_index] = cd.missing_rate
+            continue
+        s = data[c.name]
+        if c.kind == "numeric":
+            v = s.to_numpy(dtype="float64")
+            obs = ~np.isnan(v)
+            if numeric_transform == "quantile":
+                z = quantile_forward(np.clip(v[obs], cd.lower, cd.upper), cd.bins)
+            else:
+                z = (v[obs] - cd.mean) / (cd.std if cd.std > 0 else 1.0)
+            num[obs, c.index] = z
+            num_mask[obs, c.index] = 1.0
+        elif c.kind == "binary":
+            v = s.to_numpy(dtype="float64")
+            obs = ~np.isnan(v)
+            binv[obs, c.index] = (v[obs] > 0.5).astype(np.float32)
+            bin_mask[obs, c.index] = 1.0
+        else:
+            lookup = {k: i for i, k in enumerate(c.categories)}
+            idx = s.astype(object).map(lookup).fillna(-1).to_numpy(dtype=np.int64)
+            obs = idx >= 0
+            cat[:, c.index] = idx
+            onehots[c.index][np.flatnonzero(obs), idx[obs]] = 1.0
+        if c.missing_index >= 0:
+            miss[:, c.missing_index] = (~obs).astype(np.float32)
+            miss_mask[:, c.missing_index] = 1.0
+    inputs = np.concatenate([num, binv, *onehots, miss], axis=1).astype(np.float32)
+    return Encoded(inputs, num, num_mask, binv, bin_mask, cat, miss, miss_mask)
+
+
+def absent_inputs(layout: Layout, domain: Domain, numeric_transform: str) -> tuple[np.ndarray, np.ndarray]:
+    """The input row of a site lacking every column, and which input dimensions belong to each column."""
+    lay = layout
+    absent = encode(layout, domain, pd.DataFrame(index=range(1)), numeric_transform).inputs[0]
+    col_dims = np.zeros((len(lay.columns), lay.input_dim), np.float32)
+    cat_offsets = np.concatenate([[0], np.cumsum(lay.cat_sizes)]).astype(int)
+    miss_base = lay.n_numeric + lay.n_binary + lay.n_cat_total
+    for j, c in enumerate(lay.columns):
+        if c.kind == "numeric":
+            col_dims[j, c.index] = 1
+        elif c.kind == "binary":
+            col_dims[j, lay.n_numeric + c.index] = 1
+        else:
+            start = lay.n_numeric + lay.n_binary + cat_offsets[c.index]
+            col_dims[j, start : start + lay.cat_sizes[c.index]] = 1
+        if c.missing_index >= 0:
+            col_dims[j, miss_base + c.missing_index] = 1
+    return absent, col_dims
+
+
+def decode(
+    layout: Layout,
+    domain: Domain,
+    schema: TableSchema,
+    out: np.ndarray,
+    num_sigma: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    sampling: str,
+    numeric_transform: str,
+) -> pd.DataFrame:
+    """Rows from decoder outputs ``out`` (n, output_dim): each column drawn from its likelihood (or its mode).
+
+    Every random number is drawn in a fixed order (column by column), so a seed gives the same rows.
+    """
+    lay = layout
+    n = len(out)
+    like = sampling == "likelihood"
+    o_num = out[:, : lay.n_numeric]
+    o_bin = out[:, lay.n_numeric : lay.n_numeric + lay.n_binary]
+    off = lay.n_numeric + lay.n_binary
+    o_cat = []
+    for k in lay.cat_sizes:
+        o_cat.append(out[:, off : off + k])
+        off += k
+    o_miss = out[:, off : off + lay.n_missing]
+    # Draw every random number in a fixed order (column by column) so a seed gives the same rows.
+    cols: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}  # values before each column's own missing draw
+    for c in lay.columns:
+        cd = domain[c.name]
+        if c.kind == "numeric":
+            mu = o_num[:, c.index]
+            zs = mu + num_sigma[c.index] * rng.standard_normal(n) if like else mu
+            if numeric_transform == "quantile":
+                # A draw within one sigma of a bound's score is that bound: point masses at a bound (e.g.
+                # blast counts of 0) come back exact instead of smeared just inside it.
+                snap = num_sigma[c.index] if like else 0.0
+                zs = np.where(zs < _Z_LO + snap, -np.inf, np.where(zs > _Z_HI - snap, np.inf, zs))
+                vals = quantile_inverse(zs, cd.bins)
+            else:
+                vals = zs * (cd.std if cd.std > 0 else 1.0) + cd.mean
+            col: np.ndarray = vals.astype("float64")
+        elif c.kind == "binary":
+            p = sigmoid(o_bin[:, c.index])
+            col = (rng.random(n) < p).astype("float64") if like else (p > 0.5).astype("float64")
+        else:
+            logits = o_cat[c.index]
+            if like:
+                probs = softmax(logits)
+                cum = np.cumsum(probs, axis=1)
+                u = rng.random(n)[:, None]
+                idx = np.minimum((u > cum).sum(axis=1), len(c.categories) - 1)
+            else:
+                idx = logits.argmax(axis=1)
+            col = np.asarray(c.categories, dtype=object)[idx]
+        present[c.name] = col
+        if c.missing_index >= 0:
+            pm = sigmoid(o_miss[:, c.missing_index])
+            is_missing = rng.random(n) < pm if like else pm > 0.5
+            col = col.astype(object) if col.dtype == object else col.copy()
+            col[is_missing] = np.nan
+        cols[c.name] = col
+    follow_duration_missingness(cols, present, schema)
+    return pd.DataFrame(cols)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
