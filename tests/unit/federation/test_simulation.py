@@ -89,8 +89,11 @@ def test_secure_two_step_bn_over_flower_simulation_keeps_protocol_state_in_conte
     result = run_simulation(strategy, sites, schema, seeds=[1, 2, 3], handlers=handlers)
 
     # Assert: site-3 dropped at the collect stage and is left out; the rest equals the centralised network
+    from fedsynth.strategies.site import conform_to_domain
+
     assert list(result.left_out) == ["site-3"] and result.left_out["site-3"].startswith("collect: ValueError")
-    pooled = pd.concat([sites[0][1], sites[1][1]], ignore_index=True)
+    # the sites' rows as they count them: labels the domain left out (under k at every site) are missing
+    pooled = conform_to_domain(pd.concat([sites[0][1], sites[1][1]], ignore_index=True), result.domain)
     cen = BayesianNetworkGenerator(schema, domain=result.domain, max_indegree=2).fit(pooled)
     assert result.generator.edges_ == cen.edges_
     for cpd in cen.model_.get_cpds():
