@@ -126,6 +126,9 @@ def _summary(rep: dict[str, Any], json_path: Path, html_path: Path) -> dict[str,
         "column_fidelity": rep["fidelity"]["mean_similarity"],
         "pair_fidelity": rep["fidelity"]["pairs"]["mean_similarity"],
         "detection_auc": (rep["fidelity"].get("detection") or {}).get("auc"),
+        "survival_effect_fidelity": rep["survival_effects"].get("fidelity"),
+        "survival_flags": rep["survival_effects"].get("flags", []),
+        "endpoint_rules": rep["survival_effects"].get("endpoint_rules", []),
         "privacy": {
             "nndr": pv["nndr"]["synthetic"], "nndr_holdout": pv["nndr"]["holdout"], "dcr_share": pv["dcr_share"],
             "exact_copies": pv["exact_copies"], "mia_auc": pv["mia_auc"], "flags": pv["flags"],
@@ -148,14 +151,19 @@ def _print_summary(s: dict[str, Any]) -> None:
     table.add_column("score")
     table.add_column("value", justify="right")
     table.add_row("[bold]CSF[/]", f"[bold]{_f(s['csf'])}[/]")
+    from fedsynth.evaluation.scores import LABELS  # direction-only components are not called agreement
+
     for k, v in s["csf_components"].items():
-        table.add_row(f"  {k}", _f(v))
+        table.add_row(f"  {LABELS.get(k, k)}", _f(v))
     table.add_row("[bold]GSF[/]", f"[bold]{_f(s['gsf'])}[/]")
     for k, v in s["gsf_components"].items():
-        table.add_row(f"  {k}", _f(v))
+        table.add_row(f"  {LABELS.get(k, k)}", _f(v))
     table.add_row("column fidelity", _f(s["column_fidelity"]))
     table.add_row("pair fidelity", _f(s["pair_fidelity"]))
     table.add_row("detection AUC", _f(s["detection_auc"]))
+    table.add_row("[bold]survival-effect fidelity[/]", f"[bold]{_f(s['survival_effect_fidelity'])}[/]")
+    for rule in s["endpoint_rules"]:
+        table.add_row(f"  rows breaking {rule['rule']}", str(rule["violations_synthetic"]))
     p = s["privacy"]
     base = p["nndr_holdout"] or {}
     table.add_row("NNDR mean / p5", f"{_f(p['nndr']['mean'])} / {_f(p['nndr']['p5'])}")
@@ -166,4 +174,7 @@ def _print_summary(s: dict[str, Any]) -> None:
     console.print(table)
     flags = p["flags"]
     console.print(f"Privacy flags: [red]{', '.join(flags)}[/]" if flags else "Privacy flags: [green]none[/]")
+    sflags = s["survival_flags"]
+    console.print(f"Survival flags ({len(sflags)}; all in the report): [red]{'; '.join(sflags[:5])}"
+                  f"{'; ...' if len(sflags) > 5 else ''}[/]" if sflags else "Survival flags: [green]none[/]")
     console.print(f"Wrote {s['report_json']} and {s['report_html']} ({s['seconds']:.1f} s)")

@@ -154,7 +154,8 @@ def fit(
     result = evaluate(train, synthetic, table_schema, holdout_data=holdout_data, random_state=seed)
     result.to_json(out / "report.json")
     result.to_html(out / "report.html")
-    console.print(f"CSF {_fmt(result.csf)}, GSF {_fmt(result.gsf)}; report: {out / 'report.html'} (and report.json).")
+    console.print(f"CSF {_fmt(result.csf)}, GSF {_fmt(result.gsf)}, survival-effect fidelity "
+                  f"{_fmt(result.survival_effect_fidelity)}; report: {out / 'report.html'} (and report.json).")
 
 
 def _fmt(value: Any) -> str:

@@ -34,6 +34,14 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set strategy.rounds=5 (repeatable)."),
     out: Path | None = typer.Option(None, "--out", help="Parent folder of the run directory (default: output.dir, i.e. reports/)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log library progress to stderr."),
+    federation: str | None = typer.Option(None, "--federation", help="Run on the deployed SuperLink of this Flower "
+                                          "connection (see `fedsynth server start`), with `flwr run`."),
+    superlink: str | None = typer.Option(None, "--superlink", help="With --federation: HOST:PORT to write into the "
+                                         "connection entry."),
+    root_cert: Path | None = typer.Option(None, "--root-cert", help="With --superlink: the CA certificate."),
+    insecure: bool = typer.Option(False, "--insecure", help="With --superlink: the SuperLink runs without TLS."),
+    num_sites: int | None = typer.Option(None, "--num-sites", help="With --federation: site nodes to wait for "
+                                         "(default: the config's number of sites)."),
 ) -> None:
     """Train and evaluate one experiment; write config, manifest, snapshots, metrics, model and report."""
     from rich.markup import escape
@@ -44,6 +52,12 @@ def run(
 
     setup_logging(verbose)
     cfg = load_config(config, set_)
+    if federation is not None:
+        from fedsynth.cli.deploy import run_deployed
+
+        run_deployed(cfg, federation=federation, out=out, superlink=superlink, root_cert=root_cert,
+                     insecure=insecure, num_sites=num_sites)
+        return
     progress = Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False,

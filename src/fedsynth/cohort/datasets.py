@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from fedsynth.cohort.constraints import EventImplies, TimeOrder
 from fedsynth.cohort.derived import IPSSR_CATEGORIES
 from fedsynth.cohort.inference import infer
-from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
+from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
 from fedsynth.cohort.validation import conform, read_csv_checked
 from fedsynth.errors import DataNotFoundError, Problem, ValidationError
 
@@ -128,8 +129,12 @@ def mds_schema() -> TableSchema:
         ColumnSpec("LFS_STATUS", b, out, description="leukaemia-free survival event: 1 = AML or died, 0 = neither at last follow-up (censored)"),
     ]
     cols = [_with_range(col, MDS_DECLARED_RANGES.get(col.name)) for col in cols]
-    eps = (SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"), SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS"))
-    return TableSchema(tuple(cols), eps, "mds-iwgpm")
+    os_, lfs = SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"), SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS")
+    # The subgroups control arms are drawn from, always reported by the evaluator.
+    strata = (StratumSpec("TP53"), StratumSpec("IPSSR"), StratumSpec("AGE", bins=(60, 70, 80)), StratumSpec("SEX"))
+    # LFS ends at AML or death, so it never outlasts OS, and a death is an LFS event (both hold in every row).
+    rules = (TimeOrder(lfs, os_), EventImplies(os_, lfs))
+    return TableSchema(tuple(cols), (os_, lfs), "mds-iwgpm", strata=strata, constraints=rules)
 
 
 #: Declared plausible ranges (lower, upper) of the MDS cohort's numeric columns, from clinical knowledge, not

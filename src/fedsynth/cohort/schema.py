@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fedsynth.cohort.constraints import EndpointRule, rule_from_dict
 from fedsynth.cohort.missing import normalise_missing
 from fedsynth.errors import Problem, ValidationError
 
@@ -159,7 +161,39 @@ _COLUMN_KEYS = {
     "name", "kind", "role", "categories", "lower", "upper", "derived", "description", "baseline", "codes",
 }
 _ENDPOINT_KEYS = {"name", "duration_col", "event_col", "time_unit"}
-_SCHEMA_KEYS = ("name", "columns", "endpoints", "drop")
+_SCHEMA_KEYS = ("name", "columns", "endpoints", "drop", "strata", "constraints")
+_STRATUM_KEYS = {"column", "bins", "labels"}
+
+
+@dataclass(frozen=True)
+class StratumSpec:
+    """A survival stratum declared in the schema: a column's categories, or bands of a numeric column.
+
+    Parameters
+    ----------
+    column : str
+        The column whose values define the groups.
+    bins : tuple of float, optional
+        Inner cut points of a numeric column, increasing; groups are left-closed bands ``[a, b)`` with an open
+        first and last band (``bins=(60, 70, 80)``: < 60, 60-69, 70-79, >= 80). ``None`` for categorical and
+        binary columns (one group per label).
+    labels : tuple of str, optional
+        Names of the bands (``len(bins) + 1``); default from the cut points.
+    """
+
+    column: str
+    bins: tuple[float, ...] | None = None
+    labels: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any] | str:
+        if self.bins is None and self.labels is None:
+            return self.column
+        out: dict[str, Any] = {"column": self.column}
+        if self.bins is not None:
+            out["bins"] = list(self.bins)
+        if self.labels is not None:
+            out["labels"] = list(self.labels)
+        return out
 
 
 @dataclass(frozen=True)
@@ -176,6 +210,10 @@ class TableSchema:
     endpoints: tuple[SurvivalEndpoint, ...] = ()
     name: str = "custom"
     dropped: tuple[DroppedColumn, ...] = ()
+    #: Survival strata the evaluator always reports (besides its role-based defaults), see :class:`StratumSpec`.
+    strata: tuple[StratumSpec, ...] = ()
+    #: Endpoint rules every sampled row satisfies (:mod:`fedsynth.cohort.constraints`).
+    constraints: tuple[EndpointRule, ...] = ()
     _index: Mapping[str, ColumnSpec] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -212,8 +250,19 @@ class TableSchema:
             )
         if sum(c.role is ColumnRole.ID for c in self.columns) > 1:
             problems.append(Problem("schema", "more than one column has role 'id'", valid="at most one"))
+        problems += self._strata_and_rule_problems()
         if problems:
             raise ValidationError(f"Schema {self.name!r}", problems)
+
+    def _strata_and_rule_problems(self) -> list[Problem]:
+        problems = _strata_problems(self.strata, self._index)
+        for rule in self.constraints:
+            for ep in rule.endpoints:
+                if ep not in self.endpoints:
+                    problems.append(Problem(f"constraint {rule.describe()!r}", f"refers to endpoint {ep.name!r}, "
+                                            "which the schema does not declare",
+                                            ", ".join(e.name for e in self.endpoints) or "no endpoints"))
+        return problems
 
     # -- look-ups -----------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> ColumnSpec:
@@ -301,7 +350,13 @@ class TableSchema:
         keep = set(names)
         cols = tuple(c for c in self.columns if c.name in keep)
         eps = tuple(e for e in self.endpoints if e.duration_col in keep and e.event_col in keep)
-        return replace(self, columns=cols, endpoints=eps)
+        return replace(self, columns=cols, endpoints=eps, **self._kept_strata_and_rules(keep, eps))
+
+    def _kept_strata_and_rules(self, columns: Iterable[str], endpoints: tuple[SurvivalEndpoint, ...]) -> dict[str, Any]:
+        """Strata whose column and rules whose endpoints remain (for schemas that lose columns)."""
+        keep = set(columns)
+        return {"strata": tuple(st for st in self.strata if st.column in keep),
+                "constraints": tuple(r for r in self.constraints if all(ep in endpoints for ep in r.endpoints))}
 
     def without(self, dropped: Iterable[DroppedColumn]) -> TableSchema:
         """A schema where the given columns move from the declared ones to ``dropped`` (with their reasons);
@@ -311,7 +366,8 @@ class TableSchema:
             return self
         cols = tuple(c for c in self.columns if c.name not in gone)
         eps = tuple(e for e in self.endpoints if e.duration_col not in gone and e.event_col not in gone)
-        return replace(self, columns=cols, endpoints=eps, dropped=self.dropped + tuple(gone.values()))
+        return replace(self, columns=cols, endpoints=eps, dropped=self.dropped + tuple(gone.values()),
+                       **self._kept_strata_and_rules((c.name for c in cols), eps))
 
     def without_codes(self) -> TableSchema:
         """The schema of files fedsynth writes: binary columns are 0/1 there, so no column keeps ``codes``."""
@@ -326,6 +382,15 @@ class TableSchema:
         new = {s.name: s for s in specs}
         return replace(self, columns=tuple(new.get(c.name, c) for c in self.columns))
 
+    def with_rules(self, rules: Iterable[EndpointRule]) -> TableSchema:
+        """A schema with ``rules`` added to its constraints (declared rules first, no duplicates): how rules
+        learnt from the sites' answers (:func:`fedsynth.cohort.constraints.learn_rules`) enter a run's schema."""
+        merged = list(self.constraints)
+        for r in rules:
+            if r not in merged:
+                merged.append(r)
+        return replace(self, constraints=tuple(merged))
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> TableSchema:
         """Apply YAML-style overrides.
 
@@ -333,8 +398,9 @@ class TableSchema:
         ----------
         overrides : mapping
             May hold ``name``, ``columns`` (a mapping of column name to the keys to change, or ``null`` to drop
-            the column; ``role: ignore`` drops it too), ``drop`` (a list of names, or of ``{name, reason}``)
-            and ``endpoints`` (a list that replaces the inferred endpoints).
+            the column; ``role: ignore`` drops it too), ``drop`` (a list of names, or of ``{name, reason}``),
+            ``endpoints`` (a list that replaces the inferred endpoints), ``strata`` and ``constraints`` (lists
+            that replace the declared ones; see :meth:`from_dict`).
 
         Returns
         -------
@@ -347,10 +413,11 @@ class TableSchema:
             Listing every problem at once (unknown keys, unknown columns, bad kinds or roles).
         """
         problems: list[Problem] = []
-        unknown_top = set(overrides) - {"name", "columns", "drop", "endpoints"}
+        unknown_top = set(overrides) - {"name", "columns", "drop", "endpoints", "strata", "constraints"}
         for key in sorted(unknown_top):
             problems.append(
-                Problem(f"schema override {key!r}", "unknown key", valid="name, columns, drop, endpoints")
+                Problem(f"schema override {key!r}", "unknown key",
+                        valid="name, columns, drop, endpoints, strata, constraints")
             )
         cols = {c.name: c for c in self.columns}
         order = [c.name for c in self.columns]
@@ -413,16 +480,23 @@ class TableSchema:
                 endpoints = tuple(_endpoint_from_dict(e) for e in overrides["endpoints"] or [])
             except ValueError as exc:
                 problems.append(Problem("endpoints", str(exc)))
-        if problems:
-            raise ValidationError("Schema overrides", problems)
         # Drop endpoints whose columns were removed.
         endpoints = tuple(e for e in endpoints if e.duration_col in cols and e.event_col in cols)
+        strata, rules = self.strata, self.constraints
+        if "strata" in overrides:
+            strata = _strata_from_list(overrides["strata"], problems)
+        if "constraints" in overrides:
+            rules = _rules_from_list(overrides["constraints"], endpoints, problems)
+        if problems:
+            raise ValidationError("Schema overrides", problems)
         return replace(
             self,
             columns=tuple(cols[n] for n in order),
             endpoints=endpoints,
             name=str(overrides.get("name", self.name)),
             dropped=tuple(dropped.values()),
+            strata=tuple(st for st in strata if st.column in cols),
+            constraints=tuple(r for r in rules if all(ep in endpoints for ep in r.endpoints)),
         )
 
     # -- dtypes -------------------------------------------------------------------------------------
@@ -447,7 +521,8 @@ class TableSchema:
 
     # -- serialisation ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The schema as a YAML-ready mapping: ``name``, ``columns``, ``endpoints`` and, when any, ``drop``."""
+        """The schema as a YAML-ready mapping: ``name``, ``columns``, ``endpoints`` and, when any, ``drop``,
+        ``strata`` and ``constraints``."""
         out: dict[str, Any] = {
             "name": self.name,
             "columns": [c.to_dict() for c in self.columns],
@@ -455,13 +530,20 @@ class TableSchema:
         }
         if self.dropped:
             out["drop"] = [d.to_dict() for d in self.dropped]
+        if self.strata:
+            out["strata"] = [st.to_dict() for st in self.strata]
+        if self.constraints:
+            out["constraints"] = [r.to_dict() for r in self.constraints]
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TableSchema:
         """Read a schema mapping (as :meth:`to_dict` writes it); every problem in one :class:`ValidationError`.
 
-        A column entry with ``role: ignore`` is read as a dropped column, like an entry of ``drop``.
+        A column entry with ``role: ignore`` is read as a dropped column, like an entry of ``drop``. Optional
+        ``strata`` (column names, or ``{column, bins, labels}`` for bands of a numeric column) and ``constraints``
+        (endpoint rules: ``{type: time_order, shorter: LFS, longer: OS}``, ``{type: event_implies, source: OS,
+        implied: LFS}``; see :mod:`fedsynth.cohort.constraints`).
         """
         problems: list[Problem] = []
         if not isinstance(data, Mapping):
@@ -492,9 +574,11 @@ class TableSchema:
                 problems.append(Problem(f"drop[{i}]", str(exc)))
         if not cols and not problems:
             problems.append(Problem("schema", "declares no columns", valid="a list under 'columns'"))
+        strata = _strata_from_list(data.get("strata"), problems)
+        rules = _rules_from_list(data.get("constraints"), tuple(eps), problems)
         if problems:
-            raise ValidationError("Schema", problems)
-        return cls(tuple(cols), tuple(eps), str(data.get("name", "custom")), tuple(dropped))
+            raise ValidationError("Schema", problems + _strata_problems(strata, {c.name: c for c in cols}))
+        return cls(tuple(cols), tuple(eps), str(data.get("name", "custom")), tuple(dropped), strata, rules)
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the schema as YAML (see :meth:`to_dict`)."""
@@ -515,6 +599,71 @@ class TableSchema:
         except yaml.YAMLError:
             raise ValidationError("Schema", [Problem(f"file {p.name!r}", "is not valid YAML")]) from None
         return cls.from_dict(raw or {})
+
+
+def _strata_problems(strata: Iterable[StratumSpec], index: Mapping[str, ColumnSpec]) -> list[Problem]:
+    """Problems of declared strata against the columns: unknown column, bins on a non-numeric column or not
+    increasing, labels that do not match the bands."""
+    problems = []
+    for st in strata:
+        spec = index.get(st.column)
+        if spec is None:
+            problems.append(Problem(f"stratum {st.column!r}", "refers to an unknown column"))
+            continue
+        if st.bins is not None:
+            if not spec.is_numeric:
+                problems.append(Problem(f"stratum {st.column!r}", f"has bins but the column is {spec.kind.value}",
+                                        "bins only on continuous or integer columns"))
+            elif not st.bins or any(b <= a for a, b in pairwise(st.bins)):
+                problems.append(Problem(f"stratum {st.column!r}", "bins are not strictly increasing",
+                                        "increasing cut points, e.g. [60, 70, 80]"))
+        n_groups = None if st.bins is None else len(st.bins) + 1
+        if st.labels is not None and n_groups != len(st.labels):
+            problems.append(Problem(f"stratum {st.column!r}", f"has {len(st.labels)} labels",
+                                    f"{n_groups} labels (one per band)" if n_groups else "labels only with bins"))
+    return problems
+
+
+def _strata_from_list(raw: Any, problems: list[Problem]) -> tuple[StratumSpec, ...]:
+    """Strata from YAML (a column name, or a mapping ``{column, bins, labels}``); problems are appended."""
+    out = []
+    if raw is not None and not isinstance(raw, (list, tuple)):
+        problems.append(Problem("strata", f"is a {type(raw).__name__}", "a list of column names or mappings"))
+        return ()
+    for i, item in enumerate(raw or []):
+        if isinstance(item, str):
+            out.append(StratumSpec(item))
+            continue
+        if not isinstance(item, Mapping) or "column" not in item or set(item) - _STRATUM_KEYS:
+            problems.append(Problem(f"strata[{i}]", "is neither a column name nor a mapping with 'column'",
+                                    "a name, or {column: AGE, bins: [60, 70, 80], labels: [...]}"))
+            continue
+        try:
+            bins = None if item.get("bins") is None else tuple(float(b) for b in item["bins"])
+        except (TypeError, ValueError):
+            problems.append(Problem(f"strata[{i}]", "bins are not numbers", "a list of cut points"))
+            continue
+        labels = None if item.get("labels") is None else tuple(str(v) for v in item["labels"])
+        out.append(StratumSpec(str(item["column"]), bins, labels))
+    return tuple(out)
+
+
+def _rules_from_list(
+    raw: Any, endpoints: tuple[SurvivalEndpoint, ...], problems: list[Problem]
+) -> tuple[EndpointRule, ...]:
+    """Endpoint rules from YAML (see :func:`fedsynth.cohort.constraints.rule_from_dict`)."""
+    if not raw:
+        return ()
+    if not isinstance(raw, (list, tuple)):
+        problems.append(Problem("constraints", f"is a {type(raw).__name__}", "a list of rules"))
+        return ()
+    out = []
+    for i, item in enumerate(raw):
+        try:
+            out.append(rule_from_dict(item, endpoints))
+        except ValueError as exc:
+            problems.append(Problem(f"constraints[{i}]", str(exc)))
+    return tuple(out)
 
 
 def _whole(value: float) -> float | int:

@@ -35,12 +35,13 @@ import pandas as pd
 
 from fedsynth._io import atomic_write_text, versions
 from fedsynth._io import jsonable as to_jsonable
-from fedsynth.cohort.schema import TableSchema
+from fedsynth.cohort.schema import StratumSpec, TableSchema
 from fedsynth.evaluation import cox as _cox
 from fedsynth.evaluation import fidelity as _fid
 from fedsynth.evaluation import genomics as _gen
 from fedsynth.evaluation import privacy as _priv
 from fedsynth.evaluation import survival as _surv
+from fedsynth.evaluation import survival_effects as _effects
 from fedsynth.evaluation import utility as _util
 from fedsynth.evaluation._prep import Columns, check_inputs, spawn
 from fedsynth.evaluation.scores import DEFINITIONS, compute_csf, compute_gsf
@@ -76,6 +77,9 @@ class EvaluationReport:
         ``csf`` and ``gsf`` with ``components`` and ``undefined``.
     fidelity, genomics, survival, utility, privacy : mapping
         The sections (see the JSON written by :meth:`to_json`).
+    survival_effects : mapping
+        Strict survival figures, the survival-effect fidelity, its flags and endpoint-rule violations
+        (:func:`fedsynth.evaluation.survival_effects.survival_effects`); empty in reports written before it.
     info : mapping
         Versions, seeds, row counts, timings and the score definitions.
     """
@@ -87,9 +91,10 @@ class EvaluationReport:
     utility: Mapping[str, Any]
     privacy: Mapping[str, Any]
     info: Mapping[str, Any] = field(default_factory=dict)
+    survival_effects: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("scores", "fidelity", "genomics", "survival", "utility", "privacy", "info"):
+        for name in ("scores", "fidelity", "genomics", "survival", "utility", "privacy", "info", "survival_effects"):
             object.__setattr__(self, name, _freeze(to_jsonable(getattr(self, name))))
 
     @property
@@ -102,18 +107,24 @@ class EvaluationReport:
         value: float | None = self.scores["gsf"]["value"]
         return value
 
+    @property
+    def survival_effect_fidelity(self) -> float | None:
+        value: float | None = self.survival_effects.get("fidelity")
+        return value
+
     def to_dict(self) -> dict[str, Any]:
         """A deep, plain-Python copy (JSON-able)."""
         return {
             "scores": _thaw(self.scores), "fidelity": _thaw(self.fidelity), "genomics": _thaw(self.genomics),
             "survival": _thaw(self.survival), "utility": _thaw(self.utility), "privacy": _thaw(self.privacy),
-            "info": _thaw(self.info),
+            "info": _thaw(self.info), "survival_effects": _thaw(self.survival_effects),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationReport:
         return cls(**{k: copy.deepcopy(dict(data.get(k, {}))) for k in
-                      ("scores", "fidelity", "genomics", "survival", "utility", "privacy", "info")})
+                      ("scores", "fidelity", "genomics", "survival", "utility", "privacy", "info",
+                       "survival_effects")})
 
     def to_json(self, path: str | os.PathLike[str]) -> Path:
         """Write the report as JSON (atomically: temp file, then rename). Returns the path."""
@@ -140,7 +151,7 @@ def evaluate(
     *,
     holdout_data: pd.DataFrame | None = None,
     random_state: int | np.random.Generator | None = None,
-    strata: Sequence[str] | None = None,
+    strata: Sequence[str | StratumSpec] | None = None,
     detection: bool = True,
     utility: bool = True,
     cox_engine: str = "batched",
@@ -159,8 +170,10 @@ def evaluate(
         Real rows not used for training: baselines of the privacy figures and test set of TSTR.
     random_state : int or numpy Generator, optional
         Seed of every random choice (samples, classifier, bootstrap).
-    strata : sequence of str, optional
-        Columns to stratify survival by; default TP53 and IPSSR when the schema has them.
+    strata : sequence of str or StratumSpec, optional
+        Columns to stratify survival by (a numeric column declared with bands in the schema keeps its bands).
+        Default: the schema's declared strata, then every categorical clinical column and every gene mutated in
+        >= 5% of real rows (:func:`fedsynth.evaluation.strata.default_strata`).
     detection, utility : bool
         Compute the detection AUC and the TSTR C-index (the two slowest parts).
     cox_engine : {"batched", "lifelines"}
@@ -217,7 +230,7 @@ def _evaluate(
     schema: TableSchema,
     holdout_data: pd.DataFrame | None,
     random_state: int | np.random.Generator | None,
-    strata: Sequence[str] | None,
+    strata: Sequence[str | StratumSpec] | None,
     detection: bool,
     utility: bool,
     cox_engine: str,
@@ -249,6 +262,8 @@ def _evaluate(
     )
     priv = timed("privacy", _priv.privacy_analysis, real_data, synthetic_data, schema,
                  holdout_data=holdout_data, rng=rngs[3])
+    effects = timed("survival_effects", _effects.survival_effects, real_data, synthetic_data, schema, strata=strata,
+                    rng=rngs[4], cox_engine=cox_engine)
     csf = compute_csf(fid, surv, list(cols.clinical))
     gsf = compute_gsf(gen, surv)
     timings["total"] = round(time.perf_counter() - t0, 3)
@@ -275,14 +290,20 @@ def _evaluate(
             "TSTR": f"{_cox.COX_ENGINES[cox_engine]} + lifelines concordance_index",
             "Fisher's exact test": "scipy.stats.fisher_exact per table, scipy.stats.false_discovery_control (BH)",
             "detection": "scikit-learn HistGradientBoostingClassifier",
+            "strict survival figures": "Kaplan-Meier by scipy.stats.ecdf; medians, RMST (area under the step "
+                                       "curve) and the sup distance are tested equal to lifelines "
+                                       "(median_survival_time_, restricted_mean_survival_time); Cox effects: "
+                                       + _cox.COX_ENGINES[cox_engine],
             "Gower": "numpy, chunked",
             "plots": "matplotlib figures (fedsynth.evaluation.charts) inlined as SVG (no script, no network)",
         },
     }
-    log.info("evaluation finished in %.1f s (CSF %s, GSF %s)", timings["total"], csf["value"], gsf["value"])
+    log.info("evaluation finished in %.1f s (CSF %s, GSF %s, survival-effect fidelity %s)", timings["total"],
+             csf["value"], gsf["value"], effects["fidelity"])
     return EvaluationReport(
         scores={"csf": csf, "gsf": gsf},
         fidelity=fid, genomics=gen, survival=surv, utility=util, privacy=priv, info=info,
+        survival_effects=effects,
     )
 
 

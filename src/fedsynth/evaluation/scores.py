@@ -32,10 +32,12 @@ DEFINITIONS: dict[str, str] = {
                 "of the real data's size. Class agreement = share of pairs with the same class; log-OR "
                 "correlation = Pearson correlation of real and synthetic log ORs over all tested pairs.",
     "survival": "Per endpoint: Kaplan-Meier curves overall and per stratum group (groups with >= 10 "
-                "real rows). Curve similarity = 1 - mean absolute difference of the two survival curves on 101 "
+                "real rows). Strata: those named by the user, else those declared in the schema followed by every "
+                "categorical or binary clinical column and every gene mutated in >= 5% of real rows (chosen by "
+                "role, never by name); a numeric stratum is cut into its declared bands. Curve similarity = 1 - mean absolute difference of the two survival curves on 101 "
                 "equally spaced times from 0 to the real 90th percentile of follow-up. Medians from the KM "
                 "curves. Log-rank test (k groups) across a stratum's groups inside "
-                "the real data and inside a synthetic sample of the real size (Kaplan-Meier by scipy.stats.ecdf, log-rank by scipy.stats.logrank for two groups and lifelines multivariate_logrank_test for more); direction agreement = share of "
+                "the real data and inside a synthetic sample of the real size (Kaplan-Meier by scipy.stats.ecdf, log-rank by scipy.stats.logrank for two groups and lifelines multivariate_logrank_test for more); direction consistency (JSON key direction_agreement) = share of "
                 "group pairs ordered the same way by restricted mean survival time (up to the same horizon) in "
                 "real and synthetic. Univariate Cox models per clinical variable (numeric as is; one indicator "
                 "per categorical level held by >= 1% of real rows, only the rarer level of a two-level column) "
@@ -48,15 +50,39 @@ DEFINITIONS: dict[str, str] = {
     "CSF": "Clinical synthetic fidelity = mean of the defined components among: (1) column fidelity over "
            "clinical columns; (2) pair fidelity over pairs of clinical and outcome columns; (3) survival-curve "
            "similarity of the overall KM curves, averaged over endpoints (one component); (4) clinical-survival "
-           "agreement: among clinical Cox variables significant in the real data (BH q < 0.05 over all clinical "
-           "variables and endpoints), the share whose synthetic log hazard ratio has the same sign.",
+           "direction consistency (JSON key clinical_survival_agreement): among clinical Cox variables "
+           "significant in the real data (BH q < 0.05 over all clinical variables and endpoints), the share whose "
+           "synthetic log hazard ratio has the same sign. Direction only: an effect that kept its sign but lost "
+           "its size or significance still counts; see the survival-effect fidelity.",
     "GSF": "Genomic synthetic fidelity = mean of the defined components among: (1) mutation-frequency similarity "
            "1 - mean relative error |f_syn - f_real| / f_real over genes mutated in >= 1% of real patients "
            "(each error capped at 1); (2) mutations-per-patient similarity 1 - KS; (3) pair-association "
-           "agreement: among gene pairs significant in the real data (Fisher, BH q < 0.05), the share whose "
-           "synthetic log odds ratio (whole synthetic table) has the same sign; (4) gene-survival agreement: "
-           "among genes with a significant univariate Cox hazard ratio in the real data (BH q < 0.05 over all "
-           "genes and endpoints), the share with the same sign in the synthetic data.",
+           "direction consistency (JSON key pair_association_agreement): among gene pairs significant in the "
+           "real data (Fisher, BH q < 0.05), the share whose synthetic log odds ratio (whole synthetic table) has "
+           "the same sign; (4) gene-survival direction consistency (JSON key gene_survival_agreement): among "
+           "genes with a significant univariate Cox hazard ratio in the real data (BH q < 0.05 over all genes "
+           "and endpoints), the share with the same sign in the synthetic data.",
+    "survival-effect fidelity": "Beside CSF/GSF, in [0, 1], 1 for a copy of the real data. Per endpoint, for "
+                                "all patients and each stratum group with >= 10 real rows (strata: declared in "
+                                "the schema or named by the user, plus every categorical clinical column and "
+                                "every gene mutated in >= 5%), from Kaplan-Meier curves of the real rows and the "
+                                "whole synthetic table: median error |m_syn - m_real| / m_real (1 when only the "
+                                "synthetic median is never reached; undefined when the real one is not), RMST "
+                                "error |r_syn - r_real| / r_real with RMST the area under the curve up to the real "
+                                "90th percentile of follow-up, and KM distance = sup |S_real(t) - S_syn(t)| up to "
+                                "that horizon; group score = 1 - mean(min(1, median error), min(1, RMST error), "
+                                "KM distance). For each univariate Cox effect significant in the real data (as "
+                                "in CSF/GSF), refitted on a synthetic sample of the real size: effect score = "
+                                "([synthetic Wald 95% CI covers the real log HR] + [not lost] + 1 - min(1, "
+                                "|log HR_syn - log HR_real| / |log HR_real|)) / 3, where 'lost' means synthetic "
+                                "p >= 0.05 or the other sign. Fidelity = mean(mean group score, mean effect "
+                                "score) (the group part alone when no effect is significant). Flagged: every lost "
+                                "effect, every median error above 15%, every endpoint rule a synthetic row "
+                                "breaks.",
+    "endpoint rules": "Rules between survival endpoints: one time never exceeding another (e.g. LFS <= OS) and "
+                      "one event implying another (an OS death is an LFS event); the schema's rules plus the "
+                      "candidate rules that hold in every real row. Reported: synthetic rows breaking each rule "
+                      "(expected 0; generators enforce the schema's rules on every sampled row).",
     "significance-based components": "The real data choose what to check; only the direction is read in the "
                                      "synthetic data, so sample size neither helps nor hurts. A component with "
                                      "nothing to check (e.g. no significant pair) is undefined, left out of the "
@@ -86,8 +112,18 @@ DEFINITIONS: dict[str, str] = {
 }
 
 
+#: How the report names components whose JSON keys say "agreement" but which read only a direction (the keys
+#: stay, so figures stay comparable across versions; direction alone is never called agreement).
+LABELS: dict[str, str] = {
+    "clinical_survival_agreement": "clinical-survival direction consistency",
+    "gene_survival_agreement": "gene-survival direction consistency",
+    "pair_association_agreement": "pair-association direction consistency",
+}
+
+
 def _component(name: str, value: float | None, note: str = "", detail: Any = None) -> dict[str, Any]:
-    c: dict[str, Any] = {"name": name, "value": value, "defined": value is not None and np.isfinite(value)}
+    c: dict[str, Any] = {"name": name, "label": LABELS.get(name, name.replace("_", " ")), "value": value,
+                         "defined": value is not None and np.isfinite(value)}
     if note:
         c["note"] = note
     if detail is not None:

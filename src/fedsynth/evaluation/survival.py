@@ -19,7 +19,7 @@ from lifelines.statistics import multivariate_logrank_test
 from scipy import stats
 
 from fedsynth.cohort.schema import TableSchema
-from fedsynth.evaluation._prep import Columns, labels, same_size_sample, sig_round
+from fedsynth.evaluation._prep import Columns, same_size_sample, sig_round
 from fedsynth.evaluation.cox import (
     COX_ENGINES,
     COX_PENALIZER,
@@ -29,6 +29,14 @@ from fedsynth.evaluation.cox import (
     design_matrix,
     univariate_cox,
 )
+from fedsynth.evaluation.strata import (  # noqa: F401  (default_strata: the one rule, re-exported here)
+    StratumSpec,
+    band_edges,
+    default_strata,
+    group_order,
+    plotted_strata,
+    stratum_labels,
+)
 
 #: Significance level for "significant hazard ratio in the real data" (after BH correction per family).
 Q_LEVEL = 0.05
@@ -36,11 +44,6 @@ Q_LEVEL = 0.05
 GRID_POINTS = 101
 #: A stratum group needs this many real rows to be shown.
 MIN_GROUP = 10
-
-
-def default_strata(schema: TableSchema) -> list[str]:
-    """TP53 status and IPSS-R risk group when the schema has them (the MDS defaults), else none."""
-    return [c for c in ("TP53", "IPSSR") if c in schema]
 
 
 def _bh(p: np.ndarray) -> np.ndarray:
@@ -202,7 +205,7 @@ def survival_analysis(
     synthetic_data: pd.DataFrame,
     schema: TableSchema,
     *,
-    strata: Sequence[str] | None = None,
+    strata: Sequence[str | StratumSpec] | None = None,
     rng: np.random.Generator,
     curves_only: bool = False,
     cox_engine: str = "batched",
@@ -211,9 +214,10 @@ def survival_analysis(
 
     Parameters
     ----------
-    strata : sequence of str, optional
-        Columns to stratify by (each value with >= 10 real rows is a group). Default:
-        :func:`default_strata`.
+    strata : sequence of str or StratumSpec, optional
+        Columns to stratify by (each label or band with >= 10 real rows is a group). Default:
+        :func:`fedsynth.evaluation.strata.plotted_strata` (the schema's declared strata, else categorical
+        clinical columns and genes mutated in >= 5%, by role).
     curves_only : bool
         Only the overall curves and their similarity (the fast path for per-round snapshots).
     cox_engine : {"batched", "lifelines"}
@@ -228,10 +232,11 @@ def survival_analysis(
         ``separates_synthetic``, ``direction_agreement``)), ``hazard_ratios`` and ``curve_similarity``
         (mean over endpoints).
     """
-    strata = default_strata(schema) if strata is None else list(strata)
+    specs = plotted_strata(schema, real_data, strata)
     cols = Columns.from_schema(schema, real_data, synthetic_data)
+    specs = [st for st in specs if st.column in cols.data]
     syn_test = same_size_sample(synthetic_data, len(real_data), rng)
-    out: dict[str, Any] = {"endpoint_names": [], "strata_columns": strata}
+    out: dict[str, Any] = {"endpoint_names": [], "strata_columns": [st.column for st in specs]}
     sims = []
     for ep in schema.endpoints:
         if ep.duration_col not in cols.data or ep.event_col not in cols.data:
@@ -265,11 +270,12 @@ def survival_analysis(
         }
         if not curves_only:
             t_frame = _endpoint_frame(syn_test, ep.duration_col, ep.event_col)
-            for col in strata:
-                if col not in cols.data:
-                    continue
-                entry["strata"][col] = _stratum(r, s, t_frame, real_data, synthetic_data, syn_test, col, ep, grid,
-                                                logrank, schema[col].categories)
+            for st in specs:
+                edges = band_edges(st, schema, real_data)
+                lab_r, lab_s, lab_t = (stratum_labels(f.loc[e.index], st, schema, edges)
+                                       for f, e in ((real_data, r), (synthetic_data, s), (syn_test, t_frame)))
+                entry["strata"][st.column] = _stratum(r, s, t_frame, lab_r, lab_s, lab_t, ep, grid, logrank,
+                                                      group_order(st, schema, edges))
         out["endpoint_names"].append(ep.name)
         out[ep.name] = entry
     out["curve_similarity"] = float(np.mean(sims)) if sims else None
@@ -280,12 +286,9 @@ def survival_analysis(
 
 def _stratum(
     r: pd.DataFrame, s: pd.DataFrame, t: pd.DataFrame,
-    real_data: pd.DataFrame, synthetic_data: pd.DataFrame, syn_test: pd.DataFrame,
-    col: str, ep: Any, grid: np.ndarray, logrank_fn: Any, declared: Sequence[str] | None = None,
+    lab_r: pd.Series, lab_s: pd.Series, lab_t: pd.Series,
+    ep: Any, grid: np.ndarray, logrank_fn: Any, declared: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    lab_r = labels(real_data.loc[r.index, col])
-    lab_s = labels(synthetic_data.loc[s.index, col])
-    lab_t = labels(syn_test.loc[t.index, col])
     counts = lab_r.value_counts()
     groups = [g for g in counts.index if counts[g] >= MIN_GROUP]
     rank = {g: i for i, g in enumerate(declared or ())}

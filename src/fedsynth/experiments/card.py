@@ -129,6 +129,9 @@ def provenance(source: Any, generator: Any) -> dict[str, Any]:
 
 def effect_fidelity(report: Mapping[str, Any]) -> float | None:
     """The survival-effect fidelity of a report, wherever the strict survival figures put it (or ``None``)."""
+    strict = report.get("survival_effects")
+    if isinstance(strict, Mapping) and _f(strict.get("fidelity")) is not None:  # where evaluate() puts it
+        return _f(strict.get("fidelity"))
     places: list[Any] = [report.get("scores") or {}, report.get("survival") or {}, report]
     places += [v for v in (report.get("survival") or {}).values() if isinstance(v, Mapping)]
     places += [v for k, v in report.items() if "effect" in str(k) and isinstance(v, Mapping)]

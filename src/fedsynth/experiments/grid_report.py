@@ -19,7 +19,7 @@ td.l,th.l{text-align:left}.bad{color:#b42318;font-weight:600}.good{color:#067647
 _COLUMNS = [
     ("csf", "CSF"), ("gsf", "GSF"), ("nndr_p5", "NNDR p5"), ("nndr_p5_holdout", "NNDR p5 holdout"),
     ("dcr_share", "DCR share"), ("mia_auc", "MIA AUC"), ("tstr_cindex", "TSTR C"), ("trtr_cindex", "TRTR C"),
-    ("survival_agreement", "clin.-surv. agr."), ("gene_survival_agreement", "gene-surv. agr."),
+    ("survival_agreement", "clin.-surv. direction"), ("gene_survival_agreement", "gene-surv. direction"),
 ]
 
 

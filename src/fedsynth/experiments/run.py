@@ -271,6 +271,10 @@ def run_experiment(
         result = run_centralized(part.train, schema, on_round=on_round, seed=config.seed, **settings)
     else:
         strategy = make_strategy(name, schema, **settings)
+        if config.privacy is not None:
+            from fedsynth.privacy.accounting import PrivacyBudget
+
+            strategy.privacy = PrivacyBudget(config.privacy.epsilon, config.privacy.delta)  # type: ignore[attr-defined]
         if name == "local" or engine == "in_process":
             from fedsynth.federation.simulation import run_in_process
 
@@ -282,6 +286,8 @@ def run_experiment(
     timings["strategy"] = time.perf_counter() - t0
     timings.update({f"strategy_{k}": v for k, v in result.timings.items()})
     manifest["left_out"] = result.left_out
+    manifest["privacy"] = (getattr(strategy, "privacy_summary_", None) if config.privacy is not None and name != "centralized"
+                           else {"budget": None, "note": "no privacy block: no differential privacy, exact releases"})
     write_json(run_dir / "manifest.json", manifest)
 
     # -- the model --------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Which site a node is comes from the node's config: in simulation, ``partition-id`` picks one of the
 :class:`SiteSource` entries handed to :func:`make_client_app`; in a deployment, the node config names the
-site directly (``site-name``, ``data-path`` — a pickled frame or a CSV —, ``schema-path``, ``seed``). Rows are
-read inside the node and cached per process; only what a handler puts in its reply leaves the node.
+site directly (``site-name``, ``data-path`` — a CSV or Parquet file —, ``schema-path``, ``seed``, ``audit-log``).
+Rows are read inside the node and cached per process; only what a handler puts in its reply leaves the node, and
+in a deployment every reply is first described in the site's audit log (:mod:`fedsynth.deployment.audit`).
 
 The site's disclosure policy (:class:`~fedsynth.strategies.policy.SitePolicy`) is the node's own: in a
 deployment ``policy-path`` or a ``site-policy.yaml`` beside the data file, then ``policy-<field>`` keys of the
@@ -23,6 +24,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedsynth.cohort.schema import TableSchema
+from fedsynth.deployment import audit
 from fedsynth.strategies import records
 from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.site import SiteHandler, SiteRuntime, all_site_handlers, handle
@@ -49,7 +51,12 @@ _SCHEMAS: dict[str, TableSchema] = {}
 def _read_rows(path: str, schema: TableSchema) -> pd.DataFrame:
     if path not in _DATA:
         p = Path(path)
-        frame = pd.read_pickle(p) if p.suffix in (".pkl", ".pickle") else pd.read_csv(p)
+        if p.suffix in (".pkl", ".pickle"):  # only the simulation's own temporary files
+            frame = pd.read_pickle(p)
+        elif p.suffix == ".parquet":
+            frame = pd.read_parquet(p)
+        else:
+            frame = pd.read_csv(p)
         present = [c for c in schema.model_columns if c in frame.columns]
         _DATA[path] = schema.select(present).coerce(frame[present])
     return _DATA[path]
@@ -78,6 +85,15 @@ def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mappin
     return SiteRuntime(source.name, data, table_schema, source.seed, context.state, policy)
 
 
+def audit_log_path(context: Context) -> Path | None:
+    """A deployed node's audit log: ``audit-log`` from its node config, else beside its data file; ``None`` in
+    simulation (no ``data-path`` in the node config)."""
+    cfg = {records.snake(str(k)): v for k, v in context.node_config.items()}
+    if cfg.get("audit_log"):
+        return Path(str(cfg["audit_log"]))
+    return audit.default_log_path(str(cfg["data_path"])) if "data_path" in cfg else None
+
+
 def make_client_app(
     sources: Sequence[SiteSource] = (),
     schema: Mapping[str, Any] | None = None,
@@ -96,7 +112,12 @@ def make_client_app(
         register = getattr(app, category)(action)
 
         def run(msg: Message, context: Context, _handler: SiteHandler = handler) -> Message:
-            return handle(_handler, msg, site_runtime(context, srcs, sch))
+            site = site_runtime(context, srcs, sch)
+            reply = handle(_handler, msg, site)
+            log_path = audit_log_path(context)
+            if log_path is not None:
+                audit.append_entry(log_path, audit.audit_entry(site.name, msg, reply))
+            return reply
 
         register(run)
     return app

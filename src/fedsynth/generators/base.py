@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_chec
 import numpy as np
 import pandas as pd
 
+from fedsynth.cohort.constraints import enforce
 from fedsynth.cohort.derived import add_derived
 from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
@@ -383,6 +384,10 @@ class BaseGenerator(ABC, Generic[P]):
                 # (the network's #isna nodes) can leave an event without its time, which no analysis can use.
                 half = out[ep.duration_col].isna() != out[ep.event_col].isna()
                 out.loc[half, [ep.duration_col, ep.event_col]] = np.nan
+        # Endpoint rules of the schema (LFS <= OS, an OS death is an LFS event) hold in every sampled row.
+        floors = {ep.duration_col: self.domain[ep.duration_col].lower for ep in self.schema.endpoints
+                  if ep.duration_col in self.domain.columns}
+        out = enforce(out, self.schema.constraints, floors=floors)
         out = self.schema.select(self.schema.model_columns).coerce(out)
         return add_derived(out, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
 

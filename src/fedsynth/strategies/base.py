@@ -117,6 +117,8 @@ class StrategyResult:
     site_models: dict[str, Any] = field(default_factory=dict)
     synthetic: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: Every site left out of a request: ``{"site", "message_type", "round" (the request's group id), "reason"}``.
+    dropped: list[dict[str, str]] = field(default_factory=list)
 
     def sample(self, n_samples: int, *, random_state: int | None = None) -> pd.DataFrame:
         return RoundResult(0, self.strategy, self.generator, self.synthetic).sample(n_samples, random_state=random_state)
@@ -197,6 +199,8 @@ class Strategy(ABC):
         self._check(dict(params or {}))
         #: The given params over the registry's defaults (every key the strategy accepts with this generator).
         self.params = {**default_params(self.name, generator, params), **dict(params or {})}
+        #: Sites left out of a request during :meth:`start` (copied into the result's ``dropped``).
+        self.dropped: list[dict[str, str]] = []
 
     @property
     def requires(self) -> str | None:
@@ -253,26 +257,33 @@ class Strategy(ABC):
     ) -> Replies:
         """Send one instruction per site, collect the replies; failures are logged and left out.
 
-        Raises :class:`FedsynthError` when fewer than ``min_sites`` (default: the strategy's) answered.
+        Waits at most ``params["request_timeout"]`` seconds; a site that has not answered by then is left out of
+        this request and recorded in :attr:`dropped`. Raises :class:`FedsynthError` when fewer than
+        ``min_sites`` (default: the strategy's) answered.
         """
         by_node = {s.node_id: s for s in sites}
         msgs = [
             Message(content(s), dst_node_id=s.node_id, message_type=message_type, group_id=group_id) for s in sites
         ]
-        replies = list(grid.send_and_receive(msgs))
+        timeout = float(self.params["request_timeout"])
+        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        # A reply is matched to the instruction it answers: Flower's SuperLink answers for an unreachable node
+        # itself (an error reply whose source is the SuperLink), so the source id alone can name the wrong node.
+        to_node = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs if m.metadata.message_id}
         ok: dict[int, RecordDict] = {}
         failed: dict[int, str] = {}
         for r in replies:
-            node = r.metadata.src_node_id
+            node = to_node.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
             if r.has_error():
                 failed[node] = records.scrub_text(r.error.reason or f"error code {r.error.code}")
             else:
                 ok[node] = r.content
         for node in by_node:
             if node not in ok and node not in failed:
-                failed[node] = "no reply"
+                failed[node] = f"no reply within {timeout:g} s"
         for node, reason in failed.items():
             name = by_node[node].name if node in by_node else str(node)
+            self.dropped.append({"site": name, "message_type": message_type, "round": group_id, "reason": reason})
             log.warning("%s: site %s left out of %s (%s): %s", self.name, name, message_type, group_id, reason)
         need = self.min_sites if min_sites is None else min_sites
         need = min(need, len(sites))
@@ -316,11 +327,13 @@ class Strategy(ABC):
     def start(self, grid: GridLike, *, on_round: OnRound | None = None) -> StrategyResult:
         """Run the whole job over ``grid``; ``on_round`` is called after every finished round."""
         t0 = time.perf_counter()
+        self.dropped = []
         sites = self.hello(grid)
         t1 = time.perf_counter()
         domain = self.build_domain(grid, sites)
         t2 = time.perf_counter()
         result = self.run(grid, sites, domain, on_round=on_round, run_token=uuid.uuid4().hex)
+        result.dropped = list(self.dropped)
         result.timings.update(hello=t1 - t0, domain=t2 - t1, training=time.perf_counter() - t2)
         return result
 

@@ -50,6 +50,9 @@ class SiteRuntime:
     seed: int = 0
     state: RecordDict = field(default_factory=RecordDict)
     policy: SitePolicy = field(default_factory=SitePolicy)
+    #: The site's own ε ledger (:class:`fedsynth.privacy.PrivacyLedger`, keyed by the site's name): noisy
+    #: releases are charged to it before they are made, and refused past the site's budget. ``None``: no ledger.
+    privacy_ledger: Any = None
 
 
 SiteHandler = Callable[[Message, SiteRuntime], RecordDict]

@@ -29,12 +29,35 @@ Site handler: ``query.counts`` -> the count tables of the site's own rows for th
 one ``ArrayRecord`` (:func:`~fedsynth.strategies.records.pack_tables`; a family over a column the site lacks, or
 whose table would isolate patients under the site's policy, is marked absent; a request whose every table would
 isolate patients is refused with a scrubbed :class:`~fedsynth.strategies.policy.DisclosureRefused` reply).
+
+Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`TwoStepBNStrategy.privacy`): every
+count table is a Gaussian mechanism of L2 sensitivity 1 (adding or removing one patient changes one cell by
+one). The budget is split :data:`DP_SPLIT` between the two phases (zCDP/RDP, :mod:`fedsynth.privacy.accounting`):
+the structure phase calibrates one noise level for at most :data:`DP_STRUCTURE_TABLES` tables, charged per
+request before it goes out; once they are spent, families not yet counted stay unknown (a family without counts
+is never chosen), so hill climbing ends on the tables it has rather than exceed the budget; the parameter phase re-measures the final network's families in one request with the rest of the budget (PrivBayes
+and AIM likewise measure the chosen marginals afresh). The server sums the noisy tables and clips the sum at 0
+(post-processing). The spent budget goes into the run manifest (``privacy``).
+
+Trust model. Each site draws its noise from its own OS entropy, never from a seed the coordinator knows (it
+could subtract it). With ``secure_aggregation`` on (the coordinator learns only the sum over sites, see
+:mod:`fedsynth.strategies.secure_sum`) each site adds variance σ²/n_sites, so that the released sum carries σ²
+whichever party is curious; if a site drops after sharing and the sum is recovered without it, the sum carries
+(n_sites - 1)/n_sites σ², less than accounted (not corrected yet). With it off each site adds the full σ²: every
+table a site sends in clear then carries the guarantee on its own, and the sum carries n_sites·σ² (accounted as
+σ², a conservative bound). The site chooses its share from the path it answers on, not from the message. With
+ε = ∞ (no privacy block) no noise is added and the federated network equals the
+centralized one. A site with a ledger (:attr:`SiteRuntime.privacy_ledger
+<fedsynth.strategies.site.SiteRuntime.privacy_ledger>`) charges its own budget at the noise level the message
+asks for, before answering, so a coordinator asking for too little noise is refused; a table already released
+in the run is sent again unchanged, at no new cost. A site without a ledger follows the message.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +66,7 @@ from flwr.app import Message, RecordDict
 
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
+from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release
 from fedsynth.strategies import records
 from fedsynth.strategies.base import (
     GridLike,
@@ -66,6 +90,11 @@ from fedsynth.strategies.site import (
 
 log = logging.getLogger(__name__)
 
+#: Share of the run's zCDP budget per phase (structure search, then the final network's CPDs).
+DP_SPLIT: Mapping[str, float] = {"structure": 0.5, "parameters": 0.5}
+#: Most count tables the structure phase may release; its noise is calibrated to this many.
+DP_STRUCTURE_TABLES = 600
+
 
 def is_refusal(reason: str) -> bool:
     """Whether a site's (scrubbed) error reply is a refusal under its disclosure policy."""
@@ -82,6 +111,10 @@ class TwoStepBNStrategy(Strategy):
     """Federated two-step Bayesian network (structure and parameters from summed site counts)."""
 
     name = "two_step_bn"
+    #: The run's differential-privacy budget (``None``: exact counts); set from the config's ``privacy`` block.
+    privacy: PrivacyBudget | None = None
+    #: After :meth:`run`: the accountant's summary (budget, split, spent per phase, orders) for the manifest.
+    privacy_summary_: dict[str, Any] | None = None
 
     def run(
         self,
@@ -99,6 +132,9 @@ class TwoStepBNStrategy(Strategy):
         active = list(sites)
         left_out: dict[str, str] = {}
         cfg = self.base_config(run_token, domain)
+        accountant = None
+        if self.privacy is not None and not self.privacy.is_infinite:
+            accountant = PrivacyAccountant(self.privacy, DP_SPLIT)
         while True:
             generator = self.new_generator(domain)
             n_requests = 0
@@ -108,13 +144,31 @@ class TwoStepBNStrategy(Strategy):
                 families: list[tuple[str, tuple[str, ...]]],
                 active: list[SiteInfo] = active,
                 n_refusals: list[int] = n_refusals,
+                phase: str = "structure",
             ) -> list[dict[Any, np.ndarray]]:
                 nonlocal n_requests
                 n_requests += 1
                 keys = [family_key(f) for f in families]
+                extra: dict[str, Any] = {}
+                if accountant is not None:
+                    n_tables = DP_STRUCTURE_TABLES if phase == "structure" else len(keys)
+                    z = accountant.noise_multiplier(phase, n_tables)
+                    if phase == "structure":
+                        # Out of structure budget: the families left out stay unknown (never chosen), so the
+                        # search ends on the tables it has.
+                        room = accountant.uses_left(phase, z)
+                        if room < len(keys):
+                            log.warning("two_step_bn: structure budget spent; %d of %d families not asked for",
+                                        len(keys) - room, len(keys))
+                            keys = keys[:room]
+                            if not keys:
+                                return [{} for _ in active]
+                    # Charged before the request goes out: a request over budget releases nothing.
+                    accountant.charge(Release(phase, z, len(keys)))
+                    extra = {"dp_noise_std": z, "dp_n_sites": len(active)}
                 if self.params.get("secure_aggregation", False):
-                    return [self._secure_counts(grid, active, {**cfg, "families": keys}, left_out)]
-                content = RecordDict({"config": records.to_config_record({**cfg, "families": keys})})
+                    return [self._secure_counts(grid, active, {**cfg, **extra, "families": keys}, left_out)]
+                content = RecordDict({"config": records.to_config_record({**cfg, **extra, "families": keys})})
                 got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}",
                                min_sites=0)
                 # A site that refuses a query under its policy answers nothing for it (like a site lacking the
@@ -134,7 +188,11 @@ class TwoStepBNStrategy(Strategy):
             oracle = SummedCountOracle(fetch, look_ahead=int(self.params.get("count_look_ahead", 1)))
             try:
                 edges = generator.learn_structure(oracle)
-                generator.learn_parameters(oracle, edges)
+                param_oracle = oracle
+                if accountant is not None:
+                    # Fresh noisy tables for the final families, with the parameter phase's share.
+                    param_oracle = SummedCountOracle(lambda f: fetch(f, phase="parameters"), look_ahead=0)
+                generator.learn_parameters(param_oracle, edges)
                 break
             except _SitesDropped as exc:
                 active = [s for s in active if s.node_id not in exc.nodes]
@@ -144,6 +202,11 @@ class TwoStepBNStrategy(Strategy):
                     ) from None
                 log.warning("two_step_bn: restarting the structure search with %d sites", len(active))
         seconds = time.perf_counter() - t0
+        if self.privacy is not None:
+            self.privacy_summary_ = (accountant.summary() if accountant is not None
+                                     else PrivacyAccountant(self.privacy, DP_SPLIT).summary())
+            log.info("two_step_bn: privacy epsilon spent %.4g of %s", self.privacy_summary_["epsilon_spent"],
+                     self.privacy.epsilon)
         log.info("two_step_bn (%s): %d edges from %d count requests in %.2fs", label, len(edges), oracle.n_requests, seconds)
         site_metrics = {s.name: {"num_examples": float(s.n_rows)} for s in active}
         result_round = RoundResult(1, label, generator, site_metrics=site_metrics, left_out=dict(left_out), seconds=seconds)
@@ -200,18 +263,82 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     oracle = site_model((str(cfg["run_token"]) + ":bn", site.name), build)
     keys = [str(k) for k in cfg.get("families", [])]
     counts = oracle.family_counts([family_from_key(k) for k in keys])
-    # The site's policy: a table whose clear reply would isolate patients is withheld (marked absent, like a
-    # column the site lacks); a request whose every table would is refused outright.
+    # The site's policy: a table whose exact counts would isolate patients is withheld (marked absent, like a
+    # column the site lacks), with or without noise (a coordinator could ask for too little); a request whose
+    # every table would is refused outright.
     policy = site_policy(msg, site)
-    safe = {family_key(f): a for f, a in counts.items() if not isolates_patients(a, len(site.data), policy)}
-    if counts and not safe:
+    tables = {family_key(f): a for f, a in counts.items() if not isolates_patients(a, len(site.data), policy)}
+    if counts and not tables:
         raise DisclosureRefused(
             f"refused: every one of the {len(counts)} count tables asked for would isolate patients "
             "(a cell under the site's minimum count, or more cells than rows / minimum count)"
         )
-    if len(safe) < len(counts):
-        log.info("site %s: withheld %d of %d count tables (site policy)", site.name, len(counts) - len(safe), len(counts))
-    return RecordDict({"counts": records.pack_tables(keys, safe)})
+    if len(tables) < len(counts):
+        log.info("site %s: withheld %d of %d count tables (site policy)", site.name, len(counts) - len(tables),
+                 len(counts))
+    if "dp_noise_std" in cfg:
+        noisy = _noisy_tables(cfg, site, tables, secure_aggregation=False)
+        return RecordDict({"counts": records.pack_tables(keys, noisy, signed=True)})
+    return RecordDict({"counts": records.pack_tables(keys, tables)})
+
+
+def _noisy_tables(
+    cfg: Mapping[str, Any], site: SiteRuntime, tables: Mapping[str, np.ndarray], *, secure_aggregation: bool
+) -> dict[str, np.ndarray]:
+    """The site's tables with its share of the Gaussian noise, charged to its ledger first (if it has one).
+
+    The site decides its share from the path it answers on: in clear (its table is seen alone) the full σ², by
+    secure aggregation (only the sum is seen) σ²/n_sites.
+    """
+    z = float(cfg["dp_noise_std"])
+    std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=secure_aggregation)
+    # Tables already released in this run are sent again as they were (no new noise, no new cost).
+    sent: dict[tuple[str, float], np.ndarray] = site_model((str(cfg["run_token"]) + ":dp", site.name), dict)
+    new = [k for k in tables if (k, std) not in sent]
+    if new and site.privacy_ledger is not None:
+        # The site charges its own ledger at the noise the released sum carries, whatever the coordinator
+        # says it has spent; a noise level too low for what the site has left is refused here.
+        ledger = site.privacy_ledger
+        cost = Release("counts", z, len(new)).rdp(ledger.orders)
+        ledger.record(site.name, str(cfg["run_token"]), f"counts/{uuid.uuid4().hex}", cost)
+    # Noise from the site's own OS entropy: a seed the coordinator knows would let it subtract the noise.
+    fresh = add_count_noise({k: tables[k] for k in new}, std, random_state=np.random.default_rng())
+    sent.update({(k, std): a for k, a in fresh.items()})
+    return {k: sent[(k, std)] for k in tables}
+
+
+def site_noise_std(noise_std: float, n_sites: int, *, secure_aggregation: bool) -> float:
+    """Standard deviation of the Gaussian noise one site adds to each of its count tables.
+
+    Parameters
+    ----------
+    noise_std : float
+        σ the released sum must carry (noise multiplier × L2 sensitivity 1 of a count table).
+    n_sites : int
+        Sites whose tables are summed.
+    secure_aggregation : bool
+        Whether the server sees only the sum: then each site adds σ²/n_sites (the sum carries σ²); otherwise
+        each site adds σ², so that its own table, seen in clear, carries the guarantee alone.
+
+    Returns
+    -------
+    float
+        ``σ / sqrt(n_sites)`` or ``σ``.
+    """
+    return noise_std / float(np.sqrt(n_sites)) if secure_aggregation else noise_std
+
+
+def add_count_noise(
+    tables: Mapping[str, np.ndarray], std: float, *, random_state: np.random.Generator | int | None
+) -> dict[str, np.ndarray]:
+    """Each table plus i.i.d. Gaussian noise of standard deviation ``std``, rounded to integers.
+
+    Rounding is post-processing of the Gaussian mechanism (it costs no privacy); negative cells are kept, so
+    that sums over sites stay unbiased (the server clips the sum at 0). Shapes are unchanged; ``int64`` out.
+    """
+    rng = np.random.default_rng(random_state)
+    return {k: np.rint(np.asarray(a, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(a))).astype(np.int64)
+            for k, a in tables.items()}
 
 
 def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np.ndarray]:
@@ -233,6 +360,8 @@ def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np
     families = [family_from_key(k) for k in keys]
     counts = {family_key(f): a for f, a in oracle.family_counts(families).items()}
     out: dict[str, np.ndarray] = {"present": np.array([k in counts for k in keys], dtype=np.int64)}
+    if "dp_noise_std" in cfg:
+        counts = _noisy_tables(cfg, site, counts, secure_aggregation=True)
     for key, (child, parents) in zip(keys, families, strict=True):
         if key in counts:
             out[key] = np.asarray(counts[key], dtype=np.int64)

@@ -101,9 +101,10 @@ def test_report_figures_cover_every_section(planted_report):
     data = report.to_dict()
     # Run
     figs = charts.report_figures(data)
-    # Assert: overall + TP53 + IPSSR per endpoint; frequency, per patient, co-occurrence, pair loss, NNDR;
+    # Assert: overall + each declared stratum per endpoint; frequency, per patient, co-occurrence, pair loss, NNDR;
     # one distribution per non-genomic column
-    assert {k: len(v) for k, v in figs["km"].items()} == {"OS": 3, "LFS": 3}
+    # (the MDS schema declares TP53, IPSS-R, age bands and sex: overall + 4 strata per endpoint)
+    assert {k: len(v) for k, v in figs["km"].items()} == {"OS": 5, "LFS": 5}
     assert all(figs[k] is not None for k in ("freq", "mpp", "cooc", "pairs", "nndr"))
     non_genomic = [c for c in data["info"]["columns"]["data"] if c not in data["info"]["columns"]["genomic"]]
     assert len(figs["dists"]) == len(non_genomic) == 17

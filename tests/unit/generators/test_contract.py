@@ -134,6 +134,21 @@ def test_weights_from_two_sites_have_the_same_keys_and_shapes(name, small):
     assert all(np.array_equal(b.get_weights()[k], wa[k]) for k in wa)
 
 
+def test_every_sampled_row_satisfies_the_schemas_endpoint_rules(fitted, small):
+    # Setup: the MDS schema declares LFS <= OS and "an OS death is an LFS event"
+    from fedsynth.cohort.constraints import violation_counts
+
+    schema, *_ = small
+    _, gen, _ = fitted
+    # Run
+    out = gen.sample(500, random_state=2)
+    conditioned = gen.sample(50, random_state=3, conditions={"TP53": 1})
+    # Assert
+    assert len(schema.constraints) == 2
+    for frame in (out, conditioned):
+        assert [c["violations"] for c in violation_counts(frame, schema.constraints)] == [0, 0]
+
+
 def test_each_generator_offers_the_protocols_its_strategies_type_against(fitted):
     # Setup
     from fedsynth.generators import SupportsLatentMixture, SupportsTwoStep

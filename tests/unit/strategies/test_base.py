@@ -141,7 +141,7 @@ def test_a_strategy_holds_the_registry_defaults_of_the_params_that_act(mds_parti
     assert sd.params["refit"] is False
     assert "gate_mia_auc_above" not in sd_off.params and sd_off.params["privacy_check"] is False
     assert two_step.params == {"min_category_count": 5, "significant_digits": 3, "node_timeout": 120.0,
-                               "count_look_ahead": 1, "secure_aggregation": False}
+                               "request_timeout": 3600.0, "count_look_ahead": 1, "secure_aggregation": False}
     assert default_params("two_step_bn", "bayesian_network") == two_step.params
     assert sd.requires is None and two_step.requires == "two_step"
 
@@ -159,7 +159,8 @@ def test_a_baseline_delegates_with_only_the_params_its_flow_accepts(mds_partitio
 
     # Assert
     assert (flow.name, flow.rounds, flow.min_sites) == ("fedavg", 2, 1)
-    assert flow.params == {"min_category_count": 3, "significant_digits": 3, "node_timeout": 120.0}
+    assert flow.params == {"min_category_count": 3, "significant_digits": 3, "node_timeout": 120.0,
+                           "request_timeout": 3600.0}
     with pytest.raises(ValidationError, match="acts only with a generator that has a latent mixture"):
         make_strategy("local", schema, generator="ctgan", params={"mixture_max_iter": 5})
     with pytest.raises(ValidationError, match="generator.params.epochs: is not used by 'centralized'"):

@@ -1,0 +1,386 @@
+"""Strict survival figures per endpoint and stratum, the survival-effect fidelity, and endpoint-rule violations.
+
+CSF and GSF ask whether prognostic factors keep their *direction*; a synthetic control arm needs more: the
+survival of each subgroup a user samples, and the size of each effect. This module measures that, beside
+CSF/GSF (whose definitions and values are unchanged).
+
+Figures
+-------
+Per endpoint, for all patients and for each group of each stratum (:mod:`fedsynth.evaluation.strata`; a group
+needs >= 10 real rows with the endpoint known), with Kaplan-Meier curves of the real rows and of the *whole*
+synthetic table (point estimates: a larger table only makes them less noisy):
+
+- **median error** ``|m_syn - m_real| / m_real``; the median is the first time the KM curve is <= 1/2
+  (lifelines' ``median_survival_time_``). Undefined when the real curve never reaches 1/2; 1 when only the
+  synthetic one never does;
+- **RMST error** ``|r_syn - r_real| / r_real``, with ``r`` the restricted mean survival time (area under the KM
+  curve) up to the horizon ``tau`` = the real 90th percentile of the endpoint's follow-up (all patients; the
+  same horizon as CSF's curve similarity, so every group of an endpoint is cut at the same time);
+- **KM distance** ``sup_{0 <= t <= tau} |S_real(t) - S_syn(t)|`` (exact: both curves are steps, so the
+  supremum is reached at 0 or at an event time of either curve).
+
+For each covariate with a significant univariate Cox effect in the real data (the same models and choice as
+CSF/GSF: numeric columns as they are, one indicator per categorical level, genes mutated in >= 2%; BH q < 0.05
+within clinical variables and within genes over all endpoints), fitted again on a synthetic sample of the real
+data's size (so sample size neither helps nor hurts):
+
+- **log-HR difference** ``beta_syn - beta_real``;
+- **CI covers**: whether the synthetic Wald 95% interval ``beta_syn +/- 1.96 se_syn`` contains ``beta_real``;
+- **effect lost**: the synthetic effect is not significant (Wald p >= 0.05) or has the other sign.
+
+Survival-effect fidelity
+------------------------
+One figure in [0, 1], 1 for a perfect copy of the real data::
+
+    q_group  = 1 - mean(min(1, median error), min(1, RMST error), KM distance)   (undefined terms left out;
+                                                                                 0 for a group the synthetic
+                                                                                 table lacks: < 2 rows)
+    q_effect = ( [CI covers] + [not lost] + (1 - min(1, |beta_syn - beta_real| / |beta_real|)) ) / 3
+    curves   = mean of q_group over every (endpoint, group), "all patients" included
+    effects  = mean of q_effect over every real-significant (endpoint, covariate)
+    fidelity = mean(curves, effects)      (curves alone when no effect is significant in the real data)
+
+Why this shape: each term is an error a trial statistician reads directly (a median off by 40%, an RMST off by
+a year, a curve off by 0.2 somewhere) and is capped at 1, so one absurd group cannot outweigh the others;
+medians alone miss curves that cross before or after 1/2, so RMST (the area) and the sup distance (the worst
+point) sit beside them. Effects are judged three ways because each catches what the others miss: the
+coverage and the loss are the yes/no questions an analysis of the synthetic data would answer wrongly, and the
+relative log-HR error credits an effect that kept most of its size. Subgroup survival and effect sizes weigh
+the same: they are the two ways a synthetic arm misleads (wrong prognosis inside the criteria, or a wrong
+adjustment for a factor). Every group and every effect counts once, so the figure is the average arm's and
+the average effect's fidelity.
+
+Flags (listed like privacy flags): every real-significant effect lost; every median error above 15%
+(:data:`MEDIAN_FLAG`); every endpoint rule a synthetic row breaks.
+
+Endpoint rules (:mod:`fedsynth.cohort.constraints`): the schema's rules and the candidate rules that hold in
+every real row, each with its number of violating synthetic rows (expected 0) and real rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from fedsynth.cohort.constraints import candidate_rules, rule_holds, violation_counts
+from fedsynth.cohort.schema import TableSchema
+from fedsynth.evaluation._prep import Columns, mean_or_none, same_size_sample, sig_round
+from fedsynth.evaluation.cox import check_cox_engine, cox_design, coxph_univariate, design_matrix, univariate_cox
+from fedsynth.evaluation.strata import StratumSpec, band_edges, group_order, resolve_strata, stratum_labels
+from fedsynth.evaluation.survival import MIN_GROUP, Q_LEVEL, kaplan_meier
+
+log = logging.getLogger(__name__)
+
+#: Median errors above this share are flagged.
+MEDIAN_FLAG = 0.15
+#: Significance level of an effect inside the synthetic sample ("effect lost" when p >= this).
+SYNTHETIC_ALPHA = 0.05
+#: Two-sided 95% normal quantile of the Wald intervals.
+Z95 = float(stats.norm.ppf(0.975))
+
+
+# -- figures on one pair of samples -------------------------------------------------------------------------
+
+
+def km_steps(durations: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kaplan-Meier steps: the distinct event times and the survival just after each (scipy ``ecdf``).
+
+    Parameters
+    ----------
+    durations, events : ndarray of shape (n,)
+        Follow-up times (> 0) and events (1 = event, 0 = censored), no missing values.
+
+    Returns
+    -------
+    times, survival : ndarray of shape (k,)
+        Empty when there is no event (the curve stays at 1).
+    """
+    E = np.asarray(events, dtype=float) > 0
+    if not E.any():
+        return np.zeros(0), np.zeros(0)
+    sf = kaplan_meier(np.asarray(durations, dtype=float), E).sf
+    return np.asarray(sf.quantiles, dtype=float), np.asarray(sf.probabilities, dtype=float)
+
+
+def _survival_at(times: np.ndarray, surv: np.ndarray, t: np.ndarray) -> np.ndarray:
+    i = np.searchsorted(times, t, side="right") - 1
+    return np.where(i >= 0, surv[np.maximum(i, 0)] if len(surv) else 1.0, 1.0)
+
+
+def median_survival(durations: np.ndarray, events: np.ndarray) -> float | None:
+    """First time the Kaplan-Meier curve is at or below 1/2 (lifelines' ``median_survival_time_``); None if
+    it never is."""
+    return _median(*km_steps(durations, events))
+
+
+def rmst(durations: np.ndarray, events: np.ndarray, horizon: float) -> float:
+    """Restricted mean survival time up to ``horizon``: the area under the Kaplan-Meier curve on
+    ``[0, horizon]``, in the time unit of ``durations`` (lifelines ``restricted_mean_survival_time``)."""
+    return _rmst(*km_steps(durations, events), horizon)
+
+
+def km_distance(
+    durations_a: np.ndarray, events_a: np.ndarray, durations_b: np.ndarray, events_b: np.ndarray, horizon: float
+) -> float:
+    """``sup |S_a(t) - S_b(t)|`` over ``0 <= t <= horizon`` of two Kaplan-Meier curves (exact: the curves are
+    right-continuous steps, so the supremum is reached at 0 or at an event time of either curve)."""
+    return _sup_distance(km_steps(durations_a, events_a), km_steps(durations_b, events_b), horizon)
+
+
+def _median(times: np.ndarray, surv: np.ndarray) -> float | None:
+    below = np.flatnonzero(surv <= 0.5)
+    return float(times[below[0]]) if below.size else None
+
+
+def _rmst(times: np.ndarray, surv: np.ndarray, horizon: float) -> float:
+    inside = times < horizon
+    knots = np.r_[0.0, times[inside], horizon]
+    levels = np.r_[1.0, surv[inside]]
+    return float(np.sum(levels * np.diff(knots)))
+
+
+def _sup_distance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], horizon: float) -> float:
+    (ta, sa), (tb, sb) = a, b
+    pts = np.unique(np.r_[0.0, ta[ta <= horizon], tb[tb <= horizon]])
+    return float(np.max(np.abs(_survival_at(ta, sa, pts) - _survival_at(tb, sb, pts))))
+
+
+def relative_error(synthetic: float | None, real: float | None) -> float | None:
+    """``|synthetic - real| / |real|``; None when ``real`` is None or 0; 1 when only ``synthetic`` is None (a
+    median the synthetic curve never reaches)."""
+    if real is None or real == 0 or not np.isfinite(real):
+        return None
+    if synthetic is None or not np.isfinite(synthetic):
+        return 1.0
+    return abs(synthetic - real) / abs(real)
+
+
+def group_score(median_error: float | None, rmst_error: float | None, distance: float | None) -> float:
+    """``q_group = 1 - mean(min(1, median error), min(1, RMST error), KM distance)`` over the defined terms
+    (see the module docstring); 0 when none is defined (a group the synthetic table lacks)."""
+    terms = [min(1.0, e) for e in (median_error, rmst_error) if e is not None] + (
+        [distance] if distance is not None else [])
+    return 1.0 - float(np.mean(terms)) if terms else 0.0
+
+
+def effect_score(log_hr_real: float, log_hr_synthetic: float, covers: bool, lost: bool) -> float:
+    """``q_effect = ([covers] + [not lost] + 1 - min(1, |b_syn - b_real| / |b_real|)) / 3`` (module docstring);
+    a synthetic estimate that could not be fitted counts as the largest difference."""
+    size = 1.0 - min(1.0, abs(log_hr_synthetic - log_hr_real) / abs(log_hr_real)) if np.isfinite(log_hr_synthetic) else 0.0
+    return (float(covers) + float(not lost) + size) / 3.0
+
+
+def fidelity(group_scores: Sequence[float], effect_scores: Sequence[float]) -> dict[str, float | None]:
+    """The survival-effect fidelity from its parts: ``curves`` (mean group score), ``effects`` (mean effect
+    score; None without a real-significant effect) and ``value`` (their mean over the defined parts)."""
+    curves = mean_or_none(group_scores)
+    effects = mean_or_none(effect_scores)
+    return {"value": mean_or_none([v for v in (curves, effects) if v is not None]), "curves": curves,
+            "effects": effects}
+
+
+# -- the section of a report ------------------------------------------------------------------------------
+
+
+def _endpoint_frame(data: pd.DataFrame, dur: str, ev: str) -> pd.DataFrame:
+    d = data[[dur, ev]].dropna()
+    return d[d[dur] > 0]
+
+
+def _group_row(
+    stratum: str, group: str, r: pd.DataFrame, s: pd.DataFrame, dur: str, ev: str, horizon: float
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"stratum": stratum, "group": group, "n_real": len(r), "n_synthetic": len(s)}
+    km_r = km_steps(r[dur].to_numpy(float), r[ev].to_numpy(float))
+    med_r, rm_r = _median(*km_r), _rmst(*km_r, horizon)
+    row.update(median_real=None if med_r is None else sig_round(med_r, 3), rmst_real=sig_round(rm_r, 3))
+    if len(s) < 2:
+        row.update(median_synthetic=None, rmst_synthetic=None, median_error=None, rmst_error=None,
+                   km_distance=None, score=0.0, note="absent from the synthetic data (fewer than 2 rows)")
+        return row
+    km_s = km_steps(s[dur].to_numpy(float), s[ev].to_numpy(float))
+    med_s, rm_s = _median(*km_s), _rmst(*km_s, horizon)
+    med_err, rm_err = relative_error(med_s, med_r), relative_error(rm_s, rm_r)
+    dist = _sup_distance(km_r, km_s, horizon)
+    row.update(median_synthetic=None if med_s is None else sig_round(med_s, 3), rmst_synthetic=sig_round(rm_s, 3),
+               median_error=med_err, rmst_error=rm_err, km_distance=dist, score=group_score(med_err, rm_err, dist))
+    if med_r is None:
+        row["note"] = "median not reached in the real data"
+    elif med_s is None:
+        row["note"] = "median not reached in the synthetic data"
+    return row
+
+
+def _group_rows(
+    real_data: pd.DataFrame, synthetic_data: pd.DataFrame, schema: TableSchema, specs: Sequence[StratumSpec],
+    dur: str, ev: str, horizon: float,
+) -> list[dict[str, Any]]:
+    r = _endpoint_frame(real_data, dur, ev)
+    s = _endpoint_frame(synthetic_data, dur, ev)
+    rows = [_group_row("all", "all patients", r, s, dur, ev, horizon)]
+    for st in specs:
+        edges = band_edges(st, schema, real_data)
+        lab_r = stratum_labels(real_data.loc[r.index], st, schema, edges)
+        lab_s = stratum_labels(synthetic_data.loc[s.index], st, schema, edges)
+        counts = lab_r.value_counts()
+        rank = {g: i for i, g in enumerate(group_order(st, schema, edges))}
+        groups = sorted((g for g in counts.index if counts[g] >= MIN_GROUP), key=lambda g: (rank.get(g, len(rank)), g))
+        for g in groups:
+            rows.append(_group_row(st.column, str(g), r[(lab_r == g).to_numpy()], s[(lab_s == g).to_numpy()],
+                                   dur, ev, horizon))
+    return rows
+
+
+def _effect_rows(
+    real_data: pd.DataFrame, syn_test: pd.DataFrame, schema: TableSchema, cols: Columns, engine: str
+) -> list[dict[str, Any]]:
+    fit = coxph_univariate if engine == "lifelines" else univariate_cox
+    families = {"clinical": cox_design(real_data, schema, cols.clinical),
+                "genomic": cox_design(real_data, schema, cols.genomic)}
+    rows: list[dict[str, Any]] = []
+    for fam, design in families.items():
+        if not design:
+            continue
+        fam_rows: list[dict[str, Any]] = []
+        for ep in schema.endpoints:
+            if ep.duration_col not in cols.data or ep.event_col not in cols.data:
+                continue
+            fits = [fit(f[ep.duration_col].to_numpy(float), f[ep.event_col].to_numpy(float), design_matrix(f, design))
+                    for f in (real_data, syn_test)]
+            for i, (name, _, _) in enumerate(design):
+                fam_rows.append({"endpoint": ep.name, "family": fam, "variable": name,
+                                 "log_hr_real": float(fits[0]["coef"][i]), "se_real": float(fits[0]["se"][i]),
+                                 "p_real": float(fits[0]["p"][i]), "log_hr_synthetic": float(fits[1]["coef"][i]),
+                                 "se_synthetic": float(fits[1]["se"][i]), "p_synthetic": float(fits[1]["p"][i])})
+        p = np.array([r["p_real"] for r in fam_rows], dtype=float)
+        q = np.full_like(p, np.nan)
+        fin = np.isfinite(p)
+        if fin.any():
+            q[fin] = stats.false_discovery_control(p[fin], method="bh")
+        for row, qq in zip(fam_rows, q):
+            if not qq < Q_LEVEL:
+                continue
+            b_r, b_s, se_s, p_s = row["log_hr_real"], row["log_hr_synthetic"], row["se_synthetic"], row["p_synthetic"]
+            fitted = bool(np.isfinite(b_s) and np.isfinite(se_s))
+            lo, hi = (b_s - Z95 * se_s, b_s + Z95 * se_s) if fitted else (float("nan"), float("nan"))
+            covers = bool(fitted and lo <= b_r <= hi)
+            lost = not (fitted and np.isfinite(p_s) and p_s < SYNTHETIC_ALPHA and np.sign(b_s) == np.sign(b_r))
+            row.update(q_real=float(qq), ci_synthetic=[lo, hi], log_hr_difference=b_s - b_r, ci_covers_real=covers,
+                       lost=lost, score=effect_score(b_r, b_s, covers, lost))
+            rows.append(row)
+    return rows
+
+
+def endpoint_rule_report(
+    real_data: pd.DataFrame, synthetic_data: pd.DataFrame, schema: TableSchema
+) -> list[dict[str, Any]]:
+    """Violations per endpoint rule: the schema's rules (``source`` "schema") and the candidate rules that hold
+    in every real row (``source`` "real data"), with violating synthetic rows (expected 0) and real rows."""
+    rules = list(schema.constraints)
+    sources = ["schema"] * len(rules)
+    for r in candidate_rules(schema):
+        if r not in rules and rule_holds(real_data, r):
+            rules.append(r)
+            sources.append("real data")
+    syn = violation_counts(synthetic_data, rules)
+    real = violation_counts(real_data, rules)
+    return [
+        {"rule": s["rule"], "type": s["type"], "source": src, "violations_synthetic": s["violations"],
+         "checked_synthetic": s["checked"], "share_synthetic": s["violations"] / s["checked"] if s["checked"] else None,
+         "violations_real": rr["violations"]}
+        for s, rr, src in zip(syn, real, sources)
+    ]
+
+
+def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list[dict[str, Any]]) -> list[str]:
+    flags = []
+    for name, ep in endpoints.items():
+        for g in ep["groups"]:
+            where = f"{name}, {'all patients' if g['stratum'] == 'all' else g['stratum'] + ' = ' + g['group']}"
+            if g.get("note", "").startswith("absent"):
+                flags.append(f"{where}: group absent from the synthetic data")
+            elif g["median_error"] is not None and g["median_error"] > MEDIAN_FLAG:
+                syn = "not reached" if g["median_synthetic"] is None else f"{g['median_synthetic']:g}"
+                flags.append(f"{where}: median {syn} synthetic vs {g['median_real']:g} real "
+                             f"(error {100 * g['median_error']:.1f}% > {100 * MEDIAN_FLAG:.0f}%)")
+    for e in effects:
+        if e["lost"]:
+            flags.append(f"{e['endpoint']}, {e['variable']}: effect lost (log HR {e['log_hr_real']:.3g} real, "
+                         f"{e['log_hr_synthetic']:.3g} synthetic, p {e['p_synthetic']:.2g})")
+    for r in rules:
+        if r["violations_synthetic"]:
+            flags.append(f"endpoint rule {r['rule']}: broken by {r['violations_synthetic']} synthetic rows")
+    return flags
+
+
+def survival_effects(
+    real_data: pd.DataFrame,
+    synthetic_data: pd.DataFrame,
+    schema: TableSchema,
+    *,
+    strata: Sequence[str | StratumSpec] | None = None,
+    rng: np.random.Generator,
+    cox_engine: str = "batched",
+) -> dict[str, Any]:
+    """Strict survival figures, the survival-effect fidelity, its flags and endpoint-rule violations.
+
+    Parameters
+    ----------
+    real_data, synthetic_data : DataFrame
+        The real training pool and the synthetic table, in the schema's canonical dtypes.
+    schema : TableSchema
+        Endpoints, roles, declared strata and endpoint rules.
+    strata : sequence of str or StratumSpec, optional
+        Strata to use instead of the defaults (:func:`fedsynth.evaluation.strata.resolve_strata`).
+    rng : numpy Generator
+        Draws the synthetic sample of the real data's size for the Cox effects.
+    cox_engine : {"batched", "lifelines"}
+        How the univariate Cox models are fitted (equal to 1e-6).
+
+    Returns
+    -------
+    dict
+        ``fidelity`` (value in [0, 1] or None), ``parts`` (``curves``, ``effects``), ``endpoints`` (per endpoint
+        ``horizon`` and ``groups``: stratum, group, n, medians, RMSTs, errors, ``km_distance``, ``score``),
+        ``effects`` (real-significant Cox effects with log-HR difference, synthetic 95% CI, ``ci_covers_real``,
+        ``lost``, ``score``), ``flags`` (list of str), ``endpoint_rules`` (per rule: violations in synthetic and
+        real rows), ``strata`` (the stratum columns used), ``counts``.
+    """
+    check_cox_engine(cox_engine)
+    cols = Columns.from_schema(schema, real_data, synthetic_data)
+    specs = [st for st in resolve_strata(schema, real_data, strata) if st.column in cols.data]
+    endpoints: dict[str, Any] = {}
+    for ep in schema.endpoints:
+        if ep.duration_col not in cols.data or ep.event_col not in cols.data:
+            continue
+        r = _endpoint_frame(real_data, ep.duration_col, ep.event_col)
+        if len(r) < 2 or len(_endpoint_frame(synthetic_data, ep.duration_col, ep.event_col)) < 2:
+            continue
+        horizon = float(np.quantile(r[ep.duration_col], 0.9))
+        endpoints[ep.name] = {
+            "horizon": sig_round(horizon, 3), "time_unit": ep.time_unit,
+            "groups": _group_rows(real_data, synthetic_data, schema, specs, ep.duration_col, ep.event_col, horizon),
+        }
+    syn_test = same_size_sample(synthetic_data, len(real_data), rng)
+    effects = _effect_rows(real_data, syn_test, schema, cols, cox_engine) if endpoints else []
+    rules = endpoint_rule_report(real_data, synthetic_data, schema)
+    groups = [g for ep in endpoints.values() for g in ep["groups"]]
+    fid = fidelity([g["score"] for g in groups], [e["score"] for e in effects])
+    return {
+        "fidelity": fid["value"],
+        "parts": {"curves": fid["curves"], "effects": fid["effects"]},
+        "endpoints": endpoints,
+        "effects": effects,
+        "flags": _flags(endpoints, effects, rules),
+        "endpoint_rules": rules,
+        "strata": [st.column for st in specs],
+        "counts": {"groups": len(groups), "effects": len(effects), "effects_lost": sum(e["lost"] for e in effects),
+                   "median_errors_over_15pct": sum(1 for g in groups if (g["median_error"] or 0) > MEDIAN_FLAG),
+                   "rule_violations_synthetic": sum(r["violations_synthetic"] for r in rules)},
+        "sample": "KM figures: whole synthetic table; Cox effects: a synthetic sample of the real data's size",
+    }
