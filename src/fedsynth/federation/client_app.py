@@ -6,6 +6,11 @@ site directly (``site-name``, ``data-path`` — a CSV or Parquet file; never a p
 ``schema-path``, ``seed``, ``audit-log``, and optionally ``state-dir``, the site's own folder for its state between
 rounds). Rows are read inside the node and cached per process; only what a handler puts in its reply leaves the node,
 and in a deployment every reply is first described in the site's audit log (:mod:`fedsynth.deployment.audit`).
+
+
+The site's disclosure policy (:class:`~fedsynth.strategies.policy.SitePolicy`) is the node's own: in a
+deployment ``policy-path`` or a ``site-policy.yaml`` beside the data file, then ``policy-<field>`` keys of the
+node config; in simulation the :class:`SiteSource`'s ``policy`` (else the node config's keys, else defaults).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from fedsynth.cohort.schema import TableSchema
 from fedsynth.deployment import audit
 from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.site import SiteHandler, SiteRuntime, all_site_handlers, handle
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,8 @@ class SiteSource:
     seed: int = 0
     #: The site's own folder for its state between rounds (``None``: memory only).
     state_dir: str | None = None
+    #: The site's own disclosure policy (:class:`SitePolicy` fields); ``None``: the safe defaults.
+    policy: Mapping[str, Any] | None = None
 
 
 #: Formats a node reads its rows from (no pickle: a data file must not be able to run code).
@@ -77,12 +85,15 @@ def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mappin
         table_schema = _schema(str(cfg["schema_path"]) if "schema_path" in cfg else dict(schema or {}))
         source = SiteSource(str(cfg.get("site_name", f"site-{context.node_id}")), str(cfg["data_path"]),
                             int(cfg.get("seed", 0)), str(cfg["state_dir"]) if cfg.get("state_dir") else None)
+        policy = SitePolicy.from_node_config(cfg, source.data_path)
     else:
         source = sources[int(cfg["partition_id"])]
         table_schema = _schema(dict(schema or {}))
+        policy = SitePolicy.from_mapping(source.policy) if source.policy else SitePolicy.from_node_config(cfg)
     data = _read_rows(source.data_path, table_schema)
     state_dir = Path(source.state_dir) if source.state_dir else None
-    return SiteRuntime(source.name, data, table_schema, source.seed, context.state, state_dir)
+    return SiteRuntime(source.name, data, table_schema, source.seed, context.state, policy=policy,
+                       state_dir=state_dir)
 
 
 def audit_log_path(context: Context) -> Path | None:

@@ -134,6 +134,7 @@ def run_simulation(
     stop: threading.Event | None = None,
     node_timeout: float | None = None,
     handlers: Mapping[str, SiteHandler] | None = None,
+    policies: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> StrategyResult:
     """Run ``strategy`` over ``sites`` (name, rows) with Flower's simulation engine and return its result.
 
@@ -151,6 +152,9 @@ def run_simulation(
         Size of the Ray pool (default: all cores, at most one per site); each node gets one CPU.
     handlers : mapping, optional
         Replaces the sites' message handlers (tests inject failures this way).
+    policies : sequence of mappings, optional
+        Each site's own disclosure policy (:class:`~fedsynth.strategies.policy.SitePolicy` fields; ``None``: the
+        safe defaults).
 
     Raises
     ------
@@ -172,9 +176,11 @@ def run_simulation(
     old_level = flwr_logger.level
     try:
         sources = []
-        for (name, frame), seed in zip(sites, seeds):
+        site_policies = list(policies) if policies is not None else [None] * len(sites)
+        for (name, frame), seed, policy in zip(sites, seeds, site_policies):
             path = write_site_rows(rows_dir, name, frame, schema)
-            sources.append(SiteSource(name, str(path), int(seed), str(private_folder(root / "sites" / name))))
+            sources.append(SiteSource(name, str(path), int(seed), str(private_folder(root / "sites" / name)),
+                                      policy=policy))
         server_app = ServerApp()
 
         @server_app.main()

@@ -20,11 +20,15 @@ max_indegree 3: 94 / 189k, 8 / 214k, 8 / 338k. The federated run over 3 sites (6
 6 requests at max_indegree 2. The network is the same whatever the setting.
 
 A site that fails a count request is dropped and the search restarts without it (a structure mixing counts
-with and without a site would match neither), as long as ``min_sites`` remain. One "round".
+with and without a site would match neither), as long as ``min_sites`` remain. A site that *refuses* tables under
+its policy (:class:`~fedsynth.strategies.policy.SitePolicy`: a table whose clear reply would isolate patients)
+stays in: it answers nothing for those tables, which then come from the other sites (rescaled to the full row
+count by the score) or, when no site sends them, fall back to the domain's marginals. One "round".
 
 Site handler: ``query.counts`` -> the count tables of the site's own rows for the families asked for, packed in
-one ``ArrayRecord`` (:func:`~fedsynth.strategies.records.pack_tables`; a family over a column the site lacks is
-marked absent).
+one ``ArrayRecord`` (:func:`~fedsynth.strategies.records.pack_tables`; a family over a column the site lacks, or
+whose table would isolate patients under the site's policy, is marked absent; a request whose every table would
+isolate patients is refused with a scrubbed :class:`~fedsynth.strategies.policy.DisclosureRefused` reply).
 
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`TwoStepBNStrategy.privacy`): every
 count table is a Gaussian mechanism of L2 sensitivity 1 (adding or removing one patient changes one cell by
@@ -74,12 +78,14 @@ from fedsynth.strategies.base import (
     same_for_all,
     site_name,
 )
+from fedsynth.strategies.policy import DisclosureRefused, isolates_patients
 from fedsynth.strategies.site import (
     SiteRuntime,
     conform_to_domain,
     message_config,
     site_generator,
     site_model,
+    site_policy,
 )
 
 log = logging.getLogger(__name__)
@@ -90,6 +96,11 @@ DP_SPLIT: Mapping[str, float] = {"structure": 0.5, "parameters": 0.5}
 DP_STRUCTURE_TABLES = 600
 #: Owner of the tables in a checkpoint's request history under secure aggregation (only the sum is known).
 _SECURE_SUM = "(secure sum)"
+
+
+def is_refusal(reason: str) -> bool:
+    """Whether a site's (scrubbed) error reply is a refusal under its disclosure policy."""
+    return reason.startswith(DisclosureRefused.__name__)
 
 
 class _SitesDropped(Exception):
@@ -139,9 +150,13 @@ class TwoStepBNStrategy(Strategy):
         while True:
             generator = self.new_generator(domain)
             n_requests = 0
+            n_refusals = [0]
 
             def fetch(
-                families: list[tuple[str, tuple[str, ...]]], active: list[SiteInfo] = active, phase: str = "structure"
+                families: list[tuple[str, tuple[str, ...]]],
+                active: list[SiteInfo] = active,
+                n_refusals: list[int] = n_refusals,
+                phase: str = "structure",
             ) -> list[dict[Any, np.ndarray]]:
                 nonlocal n_requests
                 n_requests += 1
@@ -168,7 +183,7 @@ class TwoStepBNStrategy(Strategy):
                 # Whose tables the history holds: each site's, or under secure aggregation only their sum.
                 owners = [_SECURE_SUM] if secure else [s.name for s in active]
                 i = n_requests - 1
-                if i < len(history) and history[i][0] == keys and sorted(history[i][1]) == sorted(owners):
+                if i < len(history) and history[i][0] == keys and set(history[i][1]) <= set(owners):
                     tables = history[i][1]
                 else:
                     del history[i:]
@@ -178,15 +193,20 @@ class TwoStepBNStrategy(Strategy):
                     else:
                         content = RecordDict({"config": records.to_config_record(request)})
                         got = self.ask(grid, active, "query.counts", same_for_all(content),
-                                       group_id=f"counts-{n_requests}")
-                        if got.failed:
-                            for node, reason in got.failed.items():
+                                       group_id=f"counts-{n_requests}", min_sites=0)
+                        # A site that refuses a query under its policy answers nothing for it (like a site lacking
+                        # the columns); any other failure drops the site.
+                        failed = {n: r for n, r in got.failed.items() if not is_refusal(r)}
+                        n_refusals[0] += len(got.failed) - len(failed)
+                        if failed:
+                            for node, reason in failed.items():
                                 left_out[site_name(active, node)] = reason
-                            raise _SitesDropped(set(got.failed))
-                        tables = {s.name: records.unpack_tables(got.ok[s.node_id]["counts"], keys) for s in active}
+                            raise _SitesDropped(set(failed))
+                        tables = {s.name: records.unpack_tables(got.ok[s.node_id]["counts"], keys)
+                                  for s in active if s.node_id in got.ok}
                     history.append((keys, tables))
                     self.save_checkpoint(domain, *_encode_history(history, owners, [s.name for s in active], left_out))
-                return [{family_from_key(k): v for k, v in tables[owner].items()} for owner in owners]
+                return [{family_from_key(k): v for k, v in tables[owner].items()} for owner in owners if tables.get(owner)]
 
             oracle = SummedCountOracle(fetch, look_ahead=int(self.params.get("count_look_ahead", 1)))
             try:
@@ -221,7 +241,8 @@ class TwoStepBNStrategy(Strategy):
             generator=generator,
             domain=domain,
             sites=list(sites),
-            rounds=[{**result_round.summary(), "n_edges": len(edges), "count_requests": oracle.n_requests}],
+            rounds=[{**result_round.summary(), "n_edges": len(edges), "count_requests": oracle.n_requests,
+                     "count_refusals": n_refusals[0]}],
             left_out=left_out,
         )
 
@@ -266,7 +287,19 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     oracle = site_model((str(cfg["run_token"]) + ":bn", site.name), build)
     keys = [str(k) for k in cfg.get("families", [])]
     counts = oracle.family_counts([family_from_key(k) for k in keys])
-    tables = {family_key(f): a for f, a in counts.items()}
+    # The site's policy: a table whose exact counts would isolate patients is withheld (marked absent, like a
+    # column the site lacks), with or without noise (a coordinator could ask for too little); a request whose
+    # every table would is refused outright.
+    policy = site_policy(msg, site)
+    tables = {family_key(f): a for f, a in counts.items() if not isolates_patients(a, len(site.data), policy)}
+    if counts and not tables:
+        raise DisclosureRefused(
+            f"refused: every one of the {len(counts)} count tables asked for would isolate patients "
+            "(a cell under the site's minimum count, or more cells than rows / minimum count)"
+        )
+    if len(tables) < len(counts):
+        log.info("site %s: withheld %d of %d count tables (site policy)", site.name, len(counts) - len(tables),
+                 len(counts))
     if "dp_noise_std" in cfg:
         noisy = _noisy_tables(cfg, site, tables, secure_aggregation=False)
         return RecordDict({"counts": records.pack_tables(keys, noisy, signed=True)})
@@ -382,7 +415,7 @@ def _encode_history(
     for i, (keys, tables) in enumerate(history):
         for j, name in enumerate(names):
             for m, key in enumerate(keys):
-                if key in tables[name]:
+                if key in tables.get(name, {}):
                     arrays[f"{i}.{j}.{m}"] = tables[name][key]
     meta = {"step": len(history), "active": active, "owners": names, "left_out": dict(left_out),
             "requests": [k for k, _ in history]}
