@@ -33,6 +33,7 @@ from fedsynth.generators.protocols import (
     ConditionValue,
     Generator,
     SupportsLatentMixture,
+    SupportsLocalState,
     SupportsTwoStep,
     SupportsWeights,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "Conditions",
     "Generator",
     "SupportsLatentMixture",
+    "SupportsLocalState",
     "SupportsTwoStep",
     "SupportsWeights",
     "check_epochs",

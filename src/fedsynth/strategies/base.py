@@ -127,6 +127,14 @@ class StrategyResult:
 OnRound = Callable[[RoundResult], None]
 
 
+class Checkpoint(Protocol):
+    """Where a server keeps a strategy's state between steps (see :class:`fedsynth.strategies.checkpoint.FileCheckpoint`)."""
+
+    def save(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None: ...
+
+    def load(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None: ...
+
+
 def site_name(sites: Sequence[SiteInfo], node: int) -> str:
     """The name of the site on ``node`` (the node id when no site there is known)."""
     return next((s.name for s in sites if s.node_id == node), str(node))
@@ -176,6 +184,9 @@ class Strategy(ABC):
 
     #: Registry key (:data:`fedsynth.strategies.registry.STRATEGIES` holds what the strategy needs and accepts).
     name: ClassVar[str] = ""
+    #: Where the server checkpoints its state after every finished step (a round; for the two-step BN an
+    #: answered count request); a strategy that finds a checkpoint there at :meth:`start` resumes from it.
+    checkpoint: Checkpoint | None = None
 
     def __init__(
         self,
@@ -324,6 +335,35 @@ class Strategy(ABC):
             summaries, self.schema, n_bins=opts["n_bins"], n_modes=opts["n_modes"], random_state=self.random_state
         )
 
+    def load_checkpoint(self, domain: Domain) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """This strategy's checkpoint (``None`` when there is none); global RNG states are restored from it.
+
+        Raises :class:`FedsynthError` when the checkpoint belongs to another strategy or another shared
+        domain (the sites' data changed since it was written).
+        """
+        found = self.checkpoint.load() if self.checkpoint is not None else None
+        if found is None:
+            return None
+        meta, arrays = found
+        if meta.get("strategy") != self.name or meta.get("domain") != _domain_hash(domain):
+            raise FedsynthError(
+                f"{self.name}: the checkpoint was written by {meta.get('strategy')!r} on another shared domain; "
+                "it cannot be resumed (start the run afresh)"
+            )
+        _set_rng_states(meta.get("rng", {}), arrays)
+        log.info("%s: resuming from the checkpoint of step %s", self.name, meta.get("step"))
+        return meta, {k: v for k, v in arrays.items() if not k.startswith("rng.")}
+
+    def save_checkpoint(self, domain: Domain, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Checkpoint ``meta`` (JSON-able, with its ``step``) and ``arrays``, with the global RNG states."""
+        if self.checkpoint is None:
+            return
+        rng_meta, rng_arrays = _rng_states()
+        self.checkpoint.save(
+            {**meta, "strategy": self.name, "domain": _domain_hash(domain), "rng": rng_meta},
+            {**arrays, **rng_arrays},
+        )
+
     def start(self, grid: GridLike, *, on_round: OnRound | None = None) -> StrategyResult:
         """Run the whole job over ``grid``; ``on_round`` is called after every finished round."""
         t0 = time.perf_counter()
@@ -349,3 +389,32 @@ class Strategy(ABC):
         label: str = "federated",
     ) -> StrategyResult:
         """The strategy's own phases, after the shared domain is known."""
+
+
+def _domain_hash(domain: Domain) -> str:
+    import hashlib
+
+    return hashlib.sha256(records.domain_to_text(domain).encode()).hexdigest()
+
+
+def _rng_states() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """numpy's and (when loaded) torch's global random states, as JSON-able settings and arrays."""
+    import sys
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    meta: dict[str, Any] = {"numpy": [kind, int(pos), int(has_gauss), float(cached)]}
+    arrays = {"rng.numpy": np.asarray(keys)}
+    if "torch" in sys.modules:
+        arrays["rng.torch"] = sys.modules["torch"].get_rng_state().numpy().copy()
+    return meta, arrays
+
+
+def _set_rng_states(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    if "numpy" in meta and "rng.numpy" in arrays:
+        kind, pos, has_gauss, cached = meta["numpy"]
+        np.random.set_state((str(kind), np.asarray(arrays["rng.numpy"], dtype=np.uint32), int(pos), int(has_gauss),
+                             float(cached)))
+    if "rng.torch" in arrays:
+        import torch
+
+        torch.set_rng_state(torch.from_numpy(np.ascontiguousarray(arrays["rng.torch"], dtype=np.uint8)))
