@@ -66,7 +66,7 @@ def main() -> None:
     from fedsynth.cohort.datasets import load_cohort
     from fedsynth.cohort.partition import train_holdout_split
     from fedsynth.evaluation.survival_effects import survival_effects
-    from fedsynth.generators.base import load_generator
+    from fedsynth.generators import load_generator
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="*", type=Path)

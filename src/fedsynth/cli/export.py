@@ -77,7 +77,7 @@ def export(
                                                        fix="give both, or neither to reload them from the run")])
     if real is not None and holdout is not None:
         from fedsynth.cli.evaluate import _read
-        from fedsynth.generators.base import load_generator
+        from fedsynth.generators import load_generator
 
         schema = load_generator(src.model_dir).schema
         real_df, holdout_df = _read(real, schema, "--real"), _read(holdout, schema, "--holdout")

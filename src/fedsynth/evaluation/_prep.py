@@ -35,7 +35,10 @@ class Columns:
         present = [c for c in schema.data_columns if all(c in f.columns for f in frames)]
         num = tuple(c for c in present if schema[c].kind in (ColumnKind.CONTINUOUS, ColumnKind.INTEGER))
         cat = tuple(c for c in present if schema[c].kind in (ColumnKind.CATEGORICAL, ColumnKind.BINARY))
-        role = lambda r: tuple(c for c in present if schema[c].role is r)
+
+        def role(r: ColumnRole) -> tuple[str, ...]:
+            return tuple(c for c in present if schema[c].role is r)
+
         return cls(tuple(present), num, cat, role(ColumnRole.CLINICAL), role(ColumnRole.GENOMIC), role(ColumnRole.OUTCOME))
 
 
@@ -116,7 +119,7 @@ def numeric_bins(real: pd.Series, n_bins: int = 10) -> np.ndarray:
 def bin_codes(series: pd.Series, edges: np.ndarray) -> np.ndarray:
     """Bin index of each value (0..len(edges)); missing gets its own last code len(edges) + 1."""
     v = series.to_numpy(dtype=float)
-    codes = np.searchsorted(edges, v, side="right").astype(np.int64)
+    codes: np.ndarray = np.searchsorted(edges, v, side="right").astype(np.int64)
     codes[np.isnan(v)] = len(edges) + 1
     return codes
 

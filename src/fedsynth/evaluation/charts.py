@@ -10,142 +10,63 @@ page inlines. Computation (the ``evaluation`` modules), structure (these builder
 SVG output is small and reproducible: text stays text (``svg.fonttype = "none"``), element ids come from a fixed
 salt (``svg.hashsalt``) and the file carries no date or creator metadata, so the same report gives the same bytes.
 """
-
 from __future__ import annotations
 
-import functools
-import io
 import math
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from html import escape
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, MaxNLocator, PercentFormatter
 
-if TYPE_CHECKING:
-    from matplotlib.typing import RcKeyType
+from fedsynth.evaluation.chart_style import (
+    CURVE_COLORS,
+    CURVE_MARKERS,
+    PALETTE,
+    REAL_COLOR,
+    REF_COLORS,
+    REF_DASHES,
+    SYN_COLOR,
+    chart_style,
+    figure_svg,
+    new_figure,
+    styled,
+)
 
-REAL_COLOR = "#1f4e79"
-SYN_COLOR = "#d9822b"
-#: Group colours (matplotlib's tab10 without the orange and dark blue that mean "synthetic" and "real").
-PALETTE = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-#: Reference lines: colour and dash pattern both differ from line to line (and from the solid score curves).
-REF_COLORS = ("#000000", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
-REF_DASHES: tuple[Any, ...] = ("--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 1)), (0, (8, 3)))
-#: Score curves by round: colour and marker differ from curve to curve.
-CURVE_COLORS = (SYN_COLOR, "#1f77b4", "#d62728", "#bcbd22", "#17becf", "#8c564b")
-CURVE_MARKERS = ("o", "s", "^", "D", "v", "P")
+__all__ = [
+    "CURVE_COLORS",
+    "CURVE_MARKERS",
+    "LOG_OR_CLIP",
+    "PALETTE",
+    "REAL_COLOR",
+    "REF_COLORS",
+    "REF_DASHES",
+    "ROUND_SCORES",
+    "SYN_COLOR",
+    "TOP_GENES",
+    "chart_style",
+    "cooccurrence_figure",
+    "distribution_figures",
+    "figure_svg",
+    "gene_frequency_figure",
+    "km_figures",
+    "mutations_per_patient_figure",
+    "nndr_figure",
+    "pair_loss_figure",
+    "report_figures",
+    "round_value",
+    "rounds_figure",
+    "rounds_figures",
+]
+
 #: Genes drawn in the mutation-frequency chart; the report's table lists every gene.
 TOP_GENES = 30
 #: Heatmap values are clipped to this absolute log odds ratio.
 LOG_OR_CLIP = 3.0
-
-_RC: dict[RcKeyType, Any] = {
-    "svg.fonttype": "none",
-    "svg.hashsalt": "fedsynth",
-    "svg.image_inline": True,
-    "font.family": "sans-serif",
-    "font.sans-serif": ["DejaVu Sans"],  # the metrics of the layout; a browser without it takes its sans-serif
-    "font.size": 8.0,
-    "axes.titlesize": 9.0,
-    "axes.titleweight": "bold",
-    "axes.labelsize": 8.0,
-    "axes.edgecolor": "#999999",
-    "axes.linewidth": 0.7,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#e6e6e6",
-    "grid.linewidth": 0.6,
-    "xtick.labelsize": 7.5,
-    "ytick.labelsize": 7.5,
-    "xtick.color": "#444444",
-    "ytick.color": "#444444",
-    "legend.fontsize": 7.5,
-    "legend.frameon": True,
-    "legend.framealpha": 0.85,
-    "legend.edgecolor": "#dddddd",
-    "lines.linewidth": 1.4,
-    "figure.dpi": 72.0,
-    "savefig.dpi": 72.0,
-}
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-@contextmanager
-def chart_style() -> Iterator[None]:
-    """The report style (fonts, grid, SVG settings) for the figures built or saved inside the block."""
-    with mpl.rc_context(_RC):
-        yield
-
-
-def _styled(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with chart_style():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def _figure(width: float, height: float, title: str) -> Figure:
-    """A figure of ``width`` x ``height`` inches laid out by matplotlib's constrained layout."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)  # the Agg canvas measures text for the layout; nothing is ever shown
-    fig.set_label(title)
-    return fig
-
-
-def figure_svg(fig: Figure) -> str:
-    """The figure as one ``<svg>`` element to inline in an HTML page (no XML prolog, no metadata).
-
-    Deterministic: the same figure gives the same text (fixed id salt, no date). The element carries
-    ``role="img"`` and the figure's label as ``aria-label``. The figure is laid out here, once, and keeps that
-    layout (its layout engine is removed).
-    """
-    buf = io.StringIO()
-    with chart_style():
-        engine = fig.get_layout_engine()
-        if engine is not None:
-            # savefig would draw the whole figure once without output just to run the layout, then again for the
-            # SVG; laying out first and dropping the engine saves that pass (~40% of the time of a report's charts)
-            engine.execute(fig)
-            fig.set_layout_engine(None)
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    text = buf.getvalue()
-    text = text[text.index("<svg"):]
-    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, count=1, flags=re.DOTALL)
-    # Smaller text, same picture: no indentation, no ids on groups (nothing refers to them, and they would repeat
-    # across the figures of one page), path coordinates to 0.01 pt.
-    text = re.sub(r"\n\s+", "\n", text)
-    text = re.sub(r'<g id="[^"]*">', "<g>", text)
-    text = re.sub(r' d="[^"]*"', _round_path, text)
-    text = re.sub(r' ([xy])="(-?\d+\.\d+)"', lambda m: f' {m.group(1)}="{_short(m.group(2))}"', text)
-    label = str(fig.get_label() or "")
-    if label:
-        text = text.replace("<svg ", f'<svg role="img" aria-label="{escape(label)}" ', 1)
-    return text.strip()
-
-
-_NUMBER = re.compile(r"-?\d+\.\d+")
-
-
-def _short(number: str) -> str:
-    return f"{float(number):.2f}".rstrip("0").rstrip(".")
-
-
-def _round_path(match: re.Match[str]) -> str:
-    return _NUMBER.sub(lambda m: _short(m.group()), match.group())
 
 
 def _finite(values: Sequence[Any]) -> np.ndarray:
@@ -161,7 +82,7 @@ def _pval(p: Any) -> str:
 # -- survival -----------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def km_figures(name: str, endpoint: Mapping[str, Any]) -> list[Figure]:
     """Kaplan-Meier curves of one endpoint: overall, then one figure per stratum column.
 
@@ -182,7 +103,7 @@ def km_figures(name: str, endpoint: Mapping[str, Any]) -> list[Figure]:
     grid = _finite(endpoint["grid"])
     unit = endpoint.get("time_unit", "")
     overall = endpoint["overall"]
-    fig = _figure(4.1, 3.1, f"{name} Kaplan-Meier overall")
+    fig = new_figure(4.1, 3.1, f"{name} Kaplan-Meier overall")
     ax = fig.add_subplot()
     ax.step(grid, _finite(overall["real"]), where="post", color=REAL_COLOR, label="real")
     ax.step(grid, _finite(overall["synthetic"]), where="post", color=SYN_COLOR, linestyle="--", label="synthetic")
@@ -194,7 +115,7 @@ def km_figures(name: str, endpoint: Mapping[str, Any]) -> list[Figure]:
         if not groups:
             continue
         n_items = len(groups) + 2
-        fig = _figure(4.1, 3.1 + 0.16 * math.ceil(n_items / 3), f"{name} Kaplan-Meier by {col}")
+        fig = new_figure(4.1, 3.1 + 0.16 * math.ceil(n_items / 3), f"{name} Kaplan-Meier by {col}")
         ax = fig.add_subplot()
         handles: list[Any] = []
         for j, (group, entry) in enumerate(groups.items()):
@@ -223,7 +144,7 @@ def _km_axes(ax: Axes, title: str, xlabel: str) -> None:
 # -- genomics ------------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def gene_frequency_figure(genomics: Mapping[str, Any], *, top: int = TOP_GENES) -> Figure:
     """Mutation frequency per gene, real and synthetic, as horizontal bars (most frequent on top).
 
@@ -245,7 +166,7 @@ def gene_frequency_figure(genomics: Mapping[str, Any], *, top: int = TOP_GENES) 
     shown.sort(key=lambda g: (-(real.get(g) or 0.0), genes.index(g)))
     n = len(shown)
     title = "Mutation frequency per gene" if n == len(genes) else f"Mutation frequency, top {n} of {len(genes)} genes"
-    fig = _figure(5.2, 1.1 + 0.2 * n, title)
+    fig = new_figure(5.2, 1.1 + 0.2 * n, title)
     ax = fig.add_subplot()
     y = np.arange(n)
     h = 0.4
@@ -261,12 +182,12 @@ def gene_frequency_figure(genomics: Mapping[str, Any], *, top: int = TOP_GENES) 
     return fig
 
 
-@_styled
+@styled
 def mutations_per_patient_figure(genomics: Mapping[str, Any]) -> Figure:
     """Share of patients by number of mutated genes, real and synthetic (grouped bars)."""
     m = genomics["mutations_per_patient"]
     title = f"Mutated genes per patient (1 - KS = {m['similarity']:.3f})"
-    fig = _figure(4.4, 3.0, title)
+    fig = new_figure(4.4, 3.0, title)
     ax = fig.add_subplot()
     _grouped_bars(ax, list(m["bins"]), [("real", m["real"], REAL_COLOR), ("synthetic", m["synthetic"], SYN_COLOR)],
                   rotate=False)
@@ -278,7 +199,7 @@ def mutations_per_patient_figure(genomics: Mapping[str, Any]) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def cooccurrence_figure(genomics: Mapping[str, Any]) -> Figure | None:
     """Log odds ratio of every gene pair, real beside synthetic, on one colour scale clipped at +/-3.
 
@@ -292,7 +213,7 @@ def cooccurrence_figure(genomics: Mapping[str, Any]) -> Figure | None:
         return None
     side = max(2.6, 0.13 * n + 0.9)
     stacked = n > 30
-    fig = _figure(side + 0.8 if stacked else 2 * side + 0.8, 2 * side + 0.3 if stacked else side + 0.3,
+    fig = new_figure(side + 0.8 if stacked else 2 * side + 0.8, 2 * side + 0.3 if stacked else side + 0.3,
                   "Gene-pair log odds ratios, real and synthetic")
     axes = fig.subplots(2, 1) if stacked else fig.subplots(1, 2)
     cmap = mpl.colormaps["RdBu_r"].with_extremes(bad="#eeeeee")
@@ -311,7 +232,7 @@ def cooccurrence_figure(genomics: Mapping[str, Any]) -> Figure | None:
 # -- fidelity -------------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def pair_loss_figure(fidelity: Mapping[str, Any], columns: Sequence[str]) -> Figure:
     """Heatmap of 1 - pair similarity for every pair of ``columns`` (white 0; grey: not computed)."""
     idx = {c: i for i, c in enumerate(columns)}
@@ -323,7 +244,7 @@ def pair_loss_figure(fidelity: Mapping[str, Any], columns: Sequence[str]) -> Fig
     worst = float(np.nanmax(matrix)) if np.isfinite(matrix).any() else 0.0
     vmax = max(0.1, worst)
     side = max(3.0, 0.12 * n + 1.2)
-    fig = _figure(side + 1.0, side, "Pair-fidelity loss")
+    fig = new_figure(side + 1.0, side, "Pair-fidelity loss")
     ax = fig.add_subplot()
     cmap = mpl.colormaps["Purples"].with_extremes(bad="#eeeeee")
     image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest", aspect="equal")
@@ -343,7 +264,7 @@ def _matrix_labels(ax: Axes, labels: Sequence[str], *, size: float) -> None:
         spine.set_visible(False)
 
 
-@_styled
+@styled
 def distribution_figures(fidelity: Mapping[str, Any], columns: Sequence[str]) -> list[Figure]:
     """One small chart per column: a histogram as steps (numeric) or grouped bars (categories), real and synthetic.
 
@@ -357,7 +278,7 @@ def distribution_figures(fidelity: Mapping[str, Any], columns: Sequence[str]) ->
         sim = fidelity["columns"][c]["similarity"]
         if d["type"] == "histogram":
             title = f"{c}: 1-KS {sim:.3f}"
-            fig = _figure(3.1, 2.5, title)
+            fig = new_figure(3.1, 2.5, title)
             ax = fig.add_subplot()
             edges = _finite(d["edges"])
             ax.stairs(_finite(d["real"]), edges, color=REAL_COLOR, label="real")
@@ -365,7 +286,7 @@ def distribution_figures(fidelity: Mapping[str, Any], columns: Sequence[str]) ->
             ax.set_xlabel(f"missing {100 * d['missing_real']:.0f}% real, {100 * d['missing_synthetic']:.0f}% synthetic")
         else:
             title = f"{c}: 1-TVD {sim:.3f}"
-            fig = _figure(3.1, 2.5, title)
+            fig = new_figure(3.1, 2.5, title)
             ax = fig.add_subplot()
             groups = [("real", d["real"], REAL_COLOR), ("synthetic", d["synthetic"], SYN_COLOR)]
             _grouped_bars(ax, list(d["labels"]), groups,
@@ -392,7 +313,7 @@ def _grouped_bars(ax: Axes, categories: Sequence[Any], groups: Sequence[tuple[st
 # -- privacy --------------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def nndr_figure(privacy: Mapping[str, Any]) -> Figure | None:
     """Distribution of NNDR: synthetic rows against training rows beside holdout rows against training rows.
 
@@ -404,7 +325,7 @@ def nndr_figure(privacy: Mapping[str, Any]) -> Figure | None:
     if not h:
         return None
     title = "NNDR (lower = closer to one training row)"
-    fig = _figure(4.8, 3.5, title)
+    fig = new_figure(4.8, 3.5, title)
     ax = fig.add_subplot()
     edges = _finite(h["edges"])
     ax.stairs(_finite(h["synthetic"]), edges, color=SYN_COLOR, label="synthetic -> training")
@@ -429,7 +350,7 @@ def nndr_figure(privacy: Mapping[str, Any]) -> Figure | None:
 # -- scores by round ------------------------------------------------------------------------------------------
 
 
-@_styled
+@styled
 def rounds_figure(
     curves: Mapping[str, Sequence[tuple[int, float | None]]],
     references: Mapping[str, float | None],
@@ -467,7 +388,7 @@ def rounds_figure(
     step = max(1, math.ceil((hi - lo + 1) / 10))
     n_items = len(points) + len(refs)
     ncols = 2 if n_items > 3 and max((len(k) for k in [*points, *refs]), default=0) <= 28 else 1
-    fig = _figure(width, 2.9 + 0.17 * math.ceil(n_items / ncols), title)
+    fig = new_figure(width, 2.9 + 0.17 * math.ceil(n_items / ncols), title)
     ax = fig.add_subplot()
     for i, (label, pts) in enumerate(points.items()):
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]

@@ -131,7 +131,8 @@ def _hist_share(values: np.ndarray, edges: np.ndarray) -> list[float]:
         return [0.0] * (len(edges) - 1)
     clipped = np.clip(values, edges[0], edges[-1])
     counts, _ = np.histogram(clipped, bins=edges)
-    return (counts / len(values)).tolist()
+    shares: list[float] = (counts / len(values)).tolist()
+    return shares
 
 
 def _label_shares(

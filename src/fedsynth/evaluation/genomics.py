@@ -34,7 +34,8 @@ def log_odds_ratio(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -
     a, b, c, d = (np.asarray(x, dtype=float) for x in (a, b, c, d))
     zero = (a == 0) | (b == 0) | (c == 0) | (d == 0)
     k = np.where(zero, 0.5, 0.0)
-    return np.log((a + k) * (d + k) / ((b + k) * (c + k)))
+    lor: np.ndarray = np.log((a + k) * (d + k) / ((b + k) * (c + k)))
+    return lor
 
 
 def pair_tables(data: pd.DataFrame, genes: list[str]) -> dict[tuple[str, str], tuple[int, int, int, int]]:
@@ -116,7 +117,8 @@ def genomics_analysis(
 
     def hist(v: np.ndarray) -> list[float]:
         c = np.bincount(np.minimum(v.astype(int), MAX_COUNT), minlength=MAX_COUNT + 1)
-        return (c / max(len(v), 1)).tolist()
+        shares: list[float] = (c / max(len(v), 1)).tolist()
+        return shares
 
     pair_genes = [g for g in genes if f_r[g] >= PAIR_MIN_FREQ]
     syn_test = same_size_sample(synthetic_data, len(real_data), rng)

@@ -87,7 +87,8 @@ class GowerSpace:
         num = self._raw_num[name]
         codes = self.encoded[name][2]
         frame = pd.DataFrame(np.hstack([np.nan_to_num(num, nan=-1.2345e308), codes.astype(float)]))
-        return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        hashes: np.ndarray = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        return hashes
 
     def blocks(self, query: str, reference: str, chunk: int = CHUNK) -> Iterator[tuple[slice, np.ndarray]]:
         """Gower distance matrices of chunks of ``query`` rows against all ``reference`` rows."""
@@ -153,7 +154,8 @@ def nndr(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
     """Nearest / second-nearest distance ratio; 0 when the nearest distance is 0 (a copied row)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(d1 <= 0, 0.0, d1 / d2)
-    return np.clip(np.nan_to_num(r, nan=1.0), 0.0, 1.0)
+    ratio: np.ndarray = np.clip(np.nan_to_num(r, nan=1.0), 0.0, 1.0)
+    return ratio
 
 
 def _summ(v: np.ndarray) -> dict[str, float]:
@@ -162,7 +164,8 @@ def _summ(v: np.ndarray) -> dict[str, float]:
 
 def _hist(v: np.ndarray, bins: int = 20) -> list[float]:
     c, _ = np.histogram(np.clip(v, 0, 1), bins=np.linspace(0, 1, bins + 1))
-    return (c / max(len(v), 1)).tolist()
+    shares: list[float] = (c / max(len(v), 1)).tolist()
+    return shares
 
 
 def privacy_analysis(

@@ -338,7 +338,7 @@ def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
     """The short form of the data card for rows drawn by ``fedsynth sample``: provenance, the figures known for
     the model (its run's final evaluation: other draws of the same model, not these rows), and the licence."""
     from fedsynth.experiments.export import resolve_source
-    from fedsynth.generators.base import load_generator
+    from fedsynth.generators import load_generator
 
     source = resolve_source(model_dir)
     gen = load_generator(source.model_dir)

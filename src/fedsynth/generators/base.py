@@ -1,4 +1,5 @@
-"""Generator protocols, the shared base class (validation, post-processing, conditions, save/load) and registry."""
+"""The shared base class of every generator (validation, post-processing, conditions, save/load); the protocols
+it implements live in :mod:`fedsynth.generators.protocols` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ import inspect
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 
+from fedsynth._io import atomic_write_text
 from fedsynth.cohort.constraints import enforce
 from fedsynth.cohort.derived import add_derived
-from fedsynth.cohort.io import atomic_write_text
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
@@ -27,118 +28,36 @@ from fedsynth.generators.params import (
     plain_value,
     unknown_problem,
 )
+from fedsynth.generators.protocols import (
+    Conditions,
+    ConditionValue,
+    Generator,
+    SupportsLatentMixture,
+    SupportsLocalState,
+    SupportsTwoStep,
+    SupportsWeights,
+)
+
+__all__ = [
+    "BaseGenerator",
+    "ConditionError",
+    "ConditionValue",
+    "Conditions",
+    "Generator",
+    "SupportsLatentMixture",
+    "SupportsLocalState",
+    "SupportsTwoStep",
+    "SupportsWeights",
+    "check_epochs",
+    "check_weights",
+    "follow_duration_missingness",
+    "torch_device",
+]
 
 log = logging.getLogger(__name__)
 
-#: A condition value: one exact value or a collection of accepted values.
-ConditionValue = Any
-Conditions = Mapping[str, ConditionValue]
-
-
 class ConditionError(FedsynthError, ValueError):
     """Conditional sampling could not return enough rows that meet the conditions."""
-
-
-@runtime_checkable
-class Generator(Protocol):
-    """What every generator offers."""
-
-    schema: TableSchema
-
-    def fit(self, data: pd.DataFrame) -> Generator: ...
-
-    def sample(
-        self,
-        n_samples: int,
-        *,
-        random_state: int | None = None,
-        conditions: Conditions | None = None,
-        where: str | None = None,
-    ) -> pd.DataFrame: ...
-
-    def get_params(self) -> dict[str, Any]: ...
-
-    def save(self, path: str | Path) -> None: ...
-
-
-@runtime_checkable
-class SupportsWeights(Protocol):
-    """Weight exchange for federated averaging (CTGAN, VAE-BGM).
-
-    ``initialize`` builds the model from the domain without training (the server's global model); ``get_weights``
-    returns name -> array with keys and shapes fixed by the domain, identical on every site; ``set_weights``
-    installs weights and leaves a model that can sample (it is fitted); ``partial_fit`` continues training from
-    the current weights (and optimiser state), it never re-initialises.
-    """
-
-    def initialize(self) -> SupportsWeights: ...
-
-    def get_weights(self) -> dict[str, np.ndarray]: ...
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None: ...
-
-    def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> SupportsWeights: ...
-
-
-@runtime_checkable
-class SupportsLatentMixture(Protocol):
-    """A global latent mixture fitted by federated variational EM (VAE-BGM).
-
-    A site turns its rows into latent codes (:meth:`latent_codes`, never sent) and answers with sufficient
-    statistics (:mod:`fedsynth.generators.latent_mixture`); the server starts the EM with
-    :meth:`initial_latent_mixture` (the generator's own number of components and prior), runs it with
-    :func:`~fedsynth.generators.latent_mixture.fit_latent_mixture_federated` and installs the result with
-    :meth:`set_latent_mixture`.
-    """
-
-    def latent_codes(self, data: pd.DataFrame) -> np.ndarray: ...
-
-    def initial_latent_mixture(
-        self, statistics: Sequence[Mapping[str, np.ndarray]], *, random_state: int | None = None
-    ) -> dict[str, np.ndarray]: ...
-
-    def set_latent_mixture(self, params: Mapping[str, np.ndarray]) -> None: ...
-
-    def get_latent_mixture(self) -> dict[str, np.ndarray] | None: ...
-
-
-@runtime_checkable
-class SupportsLocalState(Protocol):
-    """Site-side training state kept between FedAvg rounds (optimiser moments, RNG), saved in the site's folder.
-
-    ``get_local_state()`` returns ``(settings, arrays)`` (JSON-able settings, numpy arrays, no pickle);
-    ``set_local_state`` restores them on a generator built with the same settings, so a resumed or re-scheduled
-    site continues exactly where it stopped.
-    """
-
-    def get_local_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
-
-    def set_local_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None: ...
-
-
-@runtime_checkable
-class SupportsTwoStep(Protocol):
-    """Two-step learning from counts (Bayesian network): structure from summed counts, then parameters.
-
-    A site answers ``count_statistics`` on its own rows; the server learns through an oracle that sums the
-    sites' count tables, so the federated network equals the centralised one on the same rows and domain.
-    """
-
-    def count_statistics(
-        self, data: pd.DataFrame, families: Sequence[tuple[str, tuple[str, ...]]]
-    ) -> dict[tuple[str, tuple[str, ...]], np.ndarray]: ...
-
-    def make_oracle(self, data: pd.DataFrame) -> Any: ...
-
-    def learn_structure(self, oracle: Any) -> list[tuple[str, str]]: ...
-
-    def learn_parameters(self, oracle: Any, edges: Sequence[tuple[str, str]]) -> SupportsTwoStep: ...
-
-    def fit_from_counts(
-        self,
-        counts: Mapping[tuple[str, tuple[str, ...]], np.ndarray],
-        edges: Sequence[tuple[str, str]] | None = None,
-    ) -> SupportsTwoStep: ...
 
 
 P = TypeVar("P", bound=GeneratorParams)
@@ -365,7 +284,7 @@ class BaseGenerator(ABC, Generic[P]):
         if where is not None:
             try:
                 mask &= data.eval(where).to_numpy(dtype=bool)
-            except Exception as exc:  # pandas raises many types for a bad expression
+            except Exception as exc:  # noqa: BLE001 - pandas raises many types for a bad expression
                 raise ValidationError(
                     "The 'where' expression",
                     [Problem("where", f"could not be evaluated ({type(exc).__name__}: {exc})",
@@ -514,11 +433,3 @@ def _label(value: Any, kind: ColumnKind) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-# Kept importable from here, where they lived before the split (``from fedsynth.generators.base import
-# load_generator`` is used across the code base); their homes are registry.py and model_folder.py.
-from fedsynth.generators.model_folder import load_generator as load_generator  # noqa: PLC0414
-from fedsynth.generators.registry import GENERATORS as GENERATORS  # noqa: PLC0414
-from fedsynth.generators.registry import generator_class as generator_class  # noqa: PLC0414
-from fedsynth.generators.registry import make_generator as make_generator  # noqa: PLC0414

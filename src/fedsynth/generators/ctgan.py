@@ -17,7 +17,7 @@ from ctgan.synthesizers.ctgan import CTGAN, Discriminator, Generator
 from torch import nn, optim
 from torch.nn import functional
 
-from fedsynth.cohort.io import atomic_write_text
+from fedsynth._io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
 from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights, torch_device

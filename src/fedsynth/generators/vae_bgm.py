@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.io import atomic_write_text
+from fedsynth._io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
 from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights, torch_device

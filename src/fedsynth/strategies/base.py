@@ -391,22 +391,6 @@ class Strategy(ABC):
         """The strategy's own phases, after the shared domain is known."""
 
 
-#: Names that lived here before the split, by their new module (forwarded with a warning so branches written
-#: against the old layout keep importing; import them from their new home).
-_MOVED = {
-    "fedsynth.strategies.site": (
-        "SITE_ERROR_CODE", "SiteRuntime", "SiteHandler", "site_model", "handle", "message_config",
-        "conform_to_domain", "release_summary", "handle_hello", "handle_summary", "COMMON_HANDLERS",
-        "all_site_handlers", "site_generator", "_round_sig",
-    ),
-    "fedsynth.strategies.registry": (
-        "CAPABILITIES", "STRATEGIES", "generator_accepts", "build_generator", "generator_capabilities",
-        "compatible_strategies", "check_capability", "strategy_class", "make_strategy", "flow_for",
-    ),
-    "fedsynth.strategies.in_process": ("InProcessGrid",),
-}
-
-
 def _domain_hash(domain: Domain) -> str:
     import hashlib
 
@@ -434,14 +418,3 @@ def _set_rng_states(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -
         import torch
 
         torch.set_rng_state(torch.from_numpy(np.ascontiguousarray(arrays["rng.torch"], dtype=np.uint8)))
-
-
-def __getattr__(name: str) -> Any:
-    import importlib
-    import warnings
-
-    for module, names in _MOVED.items():
-        if name in names:
-            warnings.warn(f"fedsynth.strategies.base.{name} moved to {module}", DeprecationWarning, stacklevel=2)
-            return getattr(importlib.import_module(module), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

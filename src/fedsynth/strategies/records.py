@@ -87,7 +87,7 @@ def to_metric_record(metrics: Mapping[str, Any]) -> MetricRecord:
     """Numeric metrics (snake_case keys) -> ``MetricRecord`` (kebab keys); non-finite values are dropped."""
     out: dict[str, Any] = {}
     for k, v in metrics.items():
-        if isinstance(v, (bool, np.bool_)) or isinstance(v, (int, np.integer)):
+        if isinstance(v, (bool, np.bool_, int, np.integer)):
             out[kebab(k)] = int(v)
         elif isinstance(v, (float, np.floating)) and math.isfinite(float(v)):
             out[kebab(k)] = float(v)

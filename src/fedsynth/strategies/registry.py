@@ -186,18 +186,19 @@ def _is_generator(name: str) -> bool:
 
 
 def generator_capabilities(generator: str) -> set[str]:
-    """Capabilities of a registered generator (read from its class, imported on use)."""
-    from fedsynth.generators import generator_class
+    """Capabilities of a registered generator: the protocols of :mod:`fedsynth.generators` its class implements.
+
+    ``"weights"`` is :class:`~fedsynth.generators.SupportsWeights`, ``"two_step"``
+    :class:`~fedsynth.generators.SupportsTwoStep`, ``"latent_mixture"``
+    :class:`~fedsynth.generators.SupportsLatentMixture` (the generators are imported on use).
+    """
+    from fedsynth.generators import SupportsLatentMixture, SupportsTwoStep, SupportsWeights, generator_class
 
     cls = generator_class(generator)
-    caps = set()
-    if all(callable(getattr(cls, m, None)) for m in ("get_weights", "set_weights", "partial_fit")):
-        caps.add("weights")
-    if all(callable(getattr(cls, m, None)) for m in ("learn_structure", "learn_parameters", "count_statistics")):
-        caps.add("two_step")
-    if callable(getattr(cls, "set_latent_mixture", None)):
-        caps.add("latent_mixture")
-    return caps
+    protocols: dict[str, type] = {
+        "weights": SupportsWeights, "two_step": SupportsTwoStep, "latent_mixture": SupportsLatentMixture,
+    }
+    return {cap for cap, protocol in protocols.items() if issubclass(cls, protocol)}
 
 
 def generator_accepts(name: str, param: str) -> bool:
@@ -289,28 +290,12 @@ def uses_rounds(strategy: str, generator: str) -> bool:
 
 
 def generator_param_problems(generator: str, params: Mapping[str, Any], *, where: str) -> list[Problem]:
-    """Problems of ``generator.params`` (hook for the generators' declarative validation).
+    """Problems of ``generator.params``, from the generator's declarative parameter spec, each placed under
+    ``where`` (see :func:`fedsynth.generators.validate_generator_params`)."""
+    from fedsynth.generators import validate_generator_params
 
-    When the generators offer ``validate_generator_params(name, params) -> list[Problem]`` it is called;
-    until then only the parameter names are checked, against the generator's constructor.
-    """
-    from fedsynth import generators
-
-    validate = getattr(generators, "validate_generator_params", None)
-    if callable(validate):
-        return [Problem(f"{where}.{p.where}" if p.where else where, p.found, p.valid, p.fix)
-                for p in validate(generator, dict(params))]
-    signature = inspect.signature(generators.generator_class(generator).__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
-        return []
-    accepted = [n for n in signature if n not in ("self", "schema", "domain")]
-    out = []
-    for key in params:
-        if key not in accepted:
-            close = difflib.get_close_matches(str(key), accepted, n=1)
-            out.append(Problem(f"{where}.{key}", f"unknown parameter of {generator!r}", ", ".join(accepted),
-                               f"did you mean {close[0]!r}?" if close else ""))
-    return out
+    return [Problem(f"{where}.{p.where}" if p.where else where, p.found, p.valid, p.fix)
+            for p in validate_generator_params(generator, dict(params))]
 
 
 def settings_problems(

@@ -138,7 +138,7 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
     check = policy.privacy_check
     held = [c for c in site.schema.model_columns if c in data.columns and c in domain.columns]
     if check:
-        n_hold = max(int(round(len(data) * float(cfg.get("site_holdout_fraction", 0.2)))), 2)
+        n_hold = max(round(len(data) * float(cfg.get("site_holdout_fraction", 0.2))), 2)
         perm = rng.permutation(len(data))
         holdout, train = data.iloc[perm[:n_hold]], data.iloc[perm[n_hold:]]
     else:

@@ -1,5 +1,9 @@
 """Secure summation (SecAgg+ stages) over Flower's message API: the server learns the sum over sites, never one site's vector.
 
+This module holds the server flow (:func:`secure_sum`); the shared protocol parts (message types, encoding, masks,
+settings) are in :mod:`fedsynth.strategies.secagg_protocol`, the site stages in :mod:`fedsynth.strategies.secagg_site`,
+and all are importable from here.
+
 Flower 1.41's SecAgg+ (``flwr.server.workflow.SecAggPlusWorkflow`` with ``secaggplus_mod``) only works through its
 legacy strategy API, which fedsynth does not use, so its stages are rebuilt here as four ``grid.send_and_receive``
 rounds with custom message types, from Flower's own primitives (``flwr.supercore.primitives.asymmetric``: ECDH key
@@ -36,62 +40,71 @@ would be a known mask. The sum itself is deterministic.
 
 from __future__ import annotations
 
-import base64
-import importlib
 import logging
 import math
-import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from flwr.app import Message, RecordDict
-from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
-from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, encrypt, generate_shared_key
-from flwr.common.secure_aggregation.secaggplus_utils import (
-    share_keys_plaintext_concat,
-    share_keys_plaintext_separate,
+from flwr.common.secure_aggregation.crypto.shamir import combine_shares
+
+from fedsynth.errors import FedsynthError, ValidationError
+from fedsynth.strategies import records
+from fedsynth.strategies.secagg_protocol import (
+    COLLECT,
+    DEFAULT_CLIPPING_RANGE,
+    DEFAULT_FRACTION_BITS,
+    SETUP,
+    SHARE_KEYS,
+    STAGES,
+    STATE_KEY,
+    UNMASK,
+    VECTOR_SOURCES,
+    VectorSource,
+    decode_vector,
+    encode_vector,
+    pairwise_mask,
+    prg_mask,
+    settings_problems,
 )
-from flwr.supercore.primitives.asymmetric import (
-    bytes_to_private_key,
-    bytes_to_public_key,
-    generate_key_pairs,
-    private_key_to_bytes,
-    public_key_to_bytes,
+from fedsynth.strategies.secagg_site import (
+    SITE_HANDLERS,
+    handle_setup,
+    handle_share_keys,
+    handle_unmask,
+    site_handlers,
 )
 
-from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.strategies import records
-from fedsynth.strategies.site import SiteHandler, SiteRuntime, message_config
+__all__ = [
+    "COLLECT",
+    "DEFAULT_CLIPPING_RANGE",
+    "DEFAULT_FRACTION_BITS",
+    "SETUP",
+    "SHARE_KEYS",
+    "SITE_HANDLERS",
+    "STAGES",
+    "STATE_KEY",
+    "UNMASK",
+    "VECTOR_SOURCES",
+    "GridLike",
+    "SecureSumResult",
+    "VectorSource",
+    "decode_vector",
+    "default_threshold",
+    "encode_vector",
+    "handle_setup",
+    "handle_share_keys",
+    "handle_unmask",
+    "prg_mask",
+    "secure_sum",
+    "settings_problems",
+    "site_handlers",
+]
 
 log = logging.getLogger(__name__)
-
-SETUP = "query.secagg_setup"
-SHARE_KEYS = "query.secagg_share_keys"
-COLLECT = "query.secagg_collect"
-UNMASK = "query.secagg_unmask"
-#: The protocol's message types, in the order they are sent.
-STAGES = (SETUP, SHARE_KEYS, COLLECT, UNMASK)
-
-#: Key of the protocol's state in a site's ``state`` (Flower's ``context.state``: a message may run in a fresh process).
-STATE_KEY = "secagg"
-
-#: Fixed-point defaults for float vectors: values clipped to +-2**10, rounded to 2**-40 (about 9e-13).
-DEFAULT_CLIPPING_RANGE = 1024.0
-DEFAULT_FRACTION_BITS = 40
-
-#: A vector source: (request settings, the site) -> named arrays. Integer arrays for an integer sum, float
-#: arrays for a fixed-point sum; every site must return the same names and shapes for the same request.
-VectorSource = Callable[[Mapping[str, Any], SiteRuntime], Mapping[str, np.ndarray]]
-
-#: Vector sources every site knows, by name -> ``"module:function"`` (imported on use).
-VECTOR_SOURCES: dict[str, str] = {
-    "two_step_bn.counts": "fedsynth.strategies.two_step_bn:count_vectors",
-}
-
 
 class GridLike(Protocol):
     """The part of ``flwr.serverapp.Grid`` the protocol uses."""
@@ -119,144 +132,7 @@ class SecureSumResult:
     dropped: dict[int, str] = field(default_factory=dict)
 
 
-# -- encoding: integers modulo 2**k ---------------------------------------------------------------------------
-
-
-def _word_dtype(modulus_bits: int) -> np.dtype[Any]:
-    return np.dtype(np.uint32 if modulus_bits <= 32 else np.uint64)
-
-
-def _mod_mask(modulus_bits: int) -> np.uint64:
-    return np.uint64((1 << modulus_bits) - 1)
-
-
-def prg_mask(seed: bytes, size: int, modulus_bits: int) -> np.ndarray:
-    """``size`` pseudo-random words uniform modulo ``2**modulus_bits``, from a 32-byte seed.
-
-    The ChaCha20 keystream (``cryptography``) under ``seed`` with a zero nonce, read as little-endian ``uint64``
-    and reduced modulo ``2**modulus_bits`` (a power of two, so exactly uniform). Each seed masks one vector of one
-    session only (fresh keys every session), which is what makes the fixed nonce safe.
-    """
-    if len(seed) != 32:
-        raise ValueError(f"a mask seed has 32 bytes, got {len(seed)}")
-    encryptor = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor()
-    words = np.frombuffer(encryptor.update(bytes(8 * size)), dtype="<u8").astype(np.uint64)
-    return words & _mod_mask(modulus_bits)
-
-
-def encode_vector(
-    arrays: Mapping[str, np.ndarray],
-    *,
-    modulus_bits: int,
-    fraction_bits: int | None,
-    clipping_range: float,
-) -> tuple[list[str], list[int], np.ndarray]:
-    """Named arrays -> (sorted names, their dims as ``ndim, *shape`` per array, one flat ``uint64`` vector mod 2**k).
-
-    Integers (``fraction_bits`` None) are taken as they are, in two's complement, and must lie in
-    ``[-2**(k-1), 2**(k-1))``; floats are clipped to ``[-clipping_range, clipping_range]`` and rounded to the
-    nearest multiple of ``2**-fraction_bits``.
-
-    Raises
-    ------
-    TypeError
-        Float arrays for an integer sum, or non-numeric arrays.
-    ValueError
-        Non-finite floats, or integers outside the modulus' signed range.
-    """
-    names = sorted(arrays)
-    dims: list[int] = []
-    parts: list[np.ndarray] = []
-    half = 1 << (modulus_bits - 1)
-    for name in names:
-        a = np.asarray(arrays[name])
-        dims.extend([a.ndim, *a.shape])
-        if fraction_bits is None:
-            if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
-                raise TypeError("an integer secure sum needs integer arrays from the vector source")
-            ints = a.astype(np.int64).ravel()
-            if ints.size and (int(ints.min()) < -half or int(ints.max()) >= half):
-                raise ValueError(f"integers must lie in [-2**{modulus_bits - 1}, 2**{modulus_bits - 1})")
-        else:
-            if not np.issubdtype(a.dtype, np.number):
-                raise TypeError("a fixed-point secure sum needs numeric arrays from the vector source")
-            f = a.astype(np.float64).ravel()
-            if not np.isfinite(f).all():
-                raise ValueError("a fixed-point secure sum got non-finite values")
-            f = np.clip(f, -clipping_range, clipping_range)
-            ints = np.rint(f * float(2**fraction_bits)).astype(np.int64)
-        parts.append(ints)
-    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    return names, dims, flat.view(np.uint64) & _mod_mask(modulus_bits)
-
-
-def decode_vector(
-    words: np.ndarray, names: Sequence[str], dims: Sequence[int], *, modulus_bits: int, fraction_bits: int | None
-) -> dict[str, np.ndarray]:
-    """Inverse of :func:`encode_vector` for a sum: words mod 2**k -> signed integers (or fixed point) by name."""
-    u = np.asarray(words, dtype=np.uint64) & _mod_mask(modulus_bits)
-    if modulus_bits == 64:
-        signed = u.view(np.int64)
-    else:
-        s = u.astype(np.int64)
-        signed = np.where(s >= (1 << (modulus_bits - 1)), s - (1 << modulus_bits), s)
-    out: dict[str, np.ndarray] = {}
-    d = c = 0
-    for name in names:
-        ndim = int(dims[d])
-        shape = tuple(int(x) for x in dims[d + 1 : d + 1 + ndim])
-        size = math.prod(shape)
-        part = signed[c : c + size].reshape(shape)
-        out[name] = part.astype(np.int64) if fraction_bits is None else part.astype(np.float64) / float(2**fraction_bits)
-        d += 1 + ndim
-        c += size
-    if d != len(dims) or c != len(signed):
-        raise ValueError("a masked vector's shapes do not match its length")
-    return out
-
-
-def _seed_of(shared_key: bytes) -> bytes:
-    # generate_shared_key returns the HKDF output base64-encoded (a Fernet key); the mask seed is the raw 32 bytes.
-    return base64.urlsafe_b64decode(shared_key)
-
-
-def _pairwise_mask(sk1: bytes, pk1_other: bytes, size: int, modulus_bits: int) -> np.ndarray:
-    shared = generate_shared_key(bytes_to_private_key(sk1), bytes_to_public_key(pk1_other))
-    return prg_mask(_seed_of(shared), size, modulus_bits)
-
-
 # -- server side ---------------------------------------------------------------------------------------------
-
-
-def settings_problems(
-    n_sites: int, *, threshold: int, modulus_bits: int, fraction_bits: int | None, clipping_range: float
-) -> list[Problem]:
-    """Every problem of a secure sum's settings (empty when they are valid)."""
-    problems: list[Problem] = []
-    if n_sites < 2:
-        problems.append(Problem("sites", f"got {n_sites}", "at least 2 (a sum over one site is that site's vector)"))
-    if not 2 <= threshold <= max(n_sites, 2):
-        problems.append(Problem("threshold", f"got {threshold}", f"an int in [2, {max(n_sites, 2)}] (the number of sites)"))
-    if not 8 <= modulus_bits <= 64:
-        problems.append(Problem("modulus_bits", f"got {modulus_bits}", "an int in [8, 64]"))
-    if fraction_bits is not None:
-        if not 0 <= fraction_bits <= 60:
-            problems.append(Problem("fraction_bits", f"got {fraction_bits}", "an int in [0, 60]"))
-        if not (math.isfinite(clipping_range) and clipping_range > 0):
-            problems.append(Problem("clipping_range", f"got {clipping_range}", "a positive finite float"))
-        elif 8 <= modulus_bits <= 64 and 0 <= fraction_bits <= 60:
-            largest = n_sites * clipping_range * 2.0**fraction_bits
-            if largest >= 2.0 ** (modulus_bits - 1):
-                problems.append(
-                    Problem(
-                        "modulus_bits",
-                        f"{modulus_bits} bits cannot hold {n_sites} sites x clipping_range {clipping_range} "
-                        f"x 2**{fraction_bits}",
-                        "n_sites * clipping_range * 2**fraction_bits < 2**(modulus_bits - 1)",
-                        "raise modulus_bits or lower fraction_bits or clipping_range",
-                    )
-                )
-    return problems
 
 
 def default_threshold(n_sites: int) -> int:
@@ -449,7 +325,7 @@ def secure_sum(
     for v in dead:
         sk1_v = combine_shares(shares[v])
         for u in u2:
-            mask = _pairwise_mask(sk1_v, pk1[u], size, modulus_bits)
+            mask = pairwise_mask(sk1_v, pk1[u], size, modulus_bits)
             # Site u added +mask when u > v and -mask otherwise; undo it.
             if u > v:
                 total -= mask
@@ -466,172 +342,3 @@ def _array_starts(dims: Sequence[int]) -> list[int]:
         starts.append(d)
         d += 1 + int(dims[d])
     return starts
-
-
-# -- site side -----------------------------------------------------------------------------------------------
-
-
-def _load_state(site: SiteRuntime, session: str, expected: str) -> dict[str, Any]:
-    if STATE_KEY not in site.state:
-        raise FedsynthError(f"secure sum: no session at this site for stage {expected}")
-    state = records.from_config_record(site.state[STATE_KEY])
-    if state["session"] != session:
-        raise FedsynthError(f"secure sum: stage {expected} is for another session than this site's")
-    if state["stage"] != expected:
-        raise FedsynthError(f"secure sum: stage {expected} arrived after stage {state['stage']}")
-    return state
-
-
-def _save_state(site: SiteRuntime, state: Mapping[str, Any]) -> None:
-    site.state[STATE_KEY] = records.to_config_record(state)
-
-
-def handle_setup(msg: Message, site: SiteRuntime) -> RecordDict:
-    """Stage 0: fresh key pairs for this session (any earlier session at this site is dropped)."""
-    cfg = message_config(msg)
-    nid = int(msg.metadata.dst_node_id)
-    nodes = [int(n) for n in cfg["node_ids"]]
-    if nid not in nodes:
-        raise FedsynthError("secure sum: this site is not among the session's sites")
-    threshold = int(cfg["threshold"])
-    fraction_bits = int(cfg["fraction_bits"])
-    problems = settings_problems(
-        len(nodes), threshold=threshold, modulus_bits=int(cfg["modulus_bits"]),
-        fraction_bits=None if fraction_bits < 0 else fraction_bits, clipping_range=float(cfg["clipping_range"]),
-    )
-    if problems:
-        raise ValidationError("Settings of the secure sum", problems)
-    sk1, pk1 = generate_key_pairs()
-    sk2, pk2 = generate_key_pairs()
-    state = {
-        "session": str(cfg["session"]), "stage": "share_keys", "nid": nid, "threshold": threshold,
-        "modulus_bits": int(cfg["modulus_bits"]), "fraction_bits": fraction_bits,
-        "clipping_range": float(cfg["clipping_range"]),
-        "sk1": private_key_to_bytes(sk1), "pk1": public_key_to_bytes(pk1),
-        "sk2": private_key_to_bytes(sk2), "pk2": public_key_to_bytes(pk2),
-    }
-    _save_state(site, state)
-    return RecordDict({"keys": records.to_config_record({"pk1": state["pk1"], "pk2": state["pk2"]})})
-
-
-def handle_share_keys(msg: Message, site: SiteRuntime) -> RecordDict:
-    """Stage 1: self-mask seed, Shamir shares of it and of ``sk1``, each encrypted for the site it goes to."""
-    cfg = message_config(msg)
-    state = _load_state(site, str(cfg["session"]), "share_keys")
-    nid = int(state["nid"])
-    nodes = [int(n) for n in cfg["node_ids"]]
-    pk1s, pk2s = [bytes(k) for k in cfg["pk1"]], [bytes(k) for k in cfg["pk2"]]
-    if len(nodes) < int(state["threshold"]):
-        raise FedsynthError("secure sum: fewer sites than the threshold")
-    if len(set(pk1s + pk2s)) != 2 * len(nodes):
-        raise FedsynthError("secure sum: some public keys are identical")
-    if nid not in nodes or pk1s[nodes.index(nid)] != state["pk1"] or pk2s[nodes.index(nid)] != state["pk2"]:
-        raise FedsynthError("secure sum: this site's own public keys were relayed wrongly")
-    seed = os.urandom(32)
-    b_shares = create_shares(seed, int(state["threshold"]), len(nodes))
-    sk1_shares = create_shares(bytes(state["sk1"]), int(state["threshold"]), len(nodes))
-    dsts: list[int] = []
-    ciphertexts: list[bytes] = []
-    for i, node in enumerate(nodes):
-        if node == nid:
-            own_b, own_sk1 = b_shares[i], sk1_shares[i]
-            continue
-        key = generate_shared_key(bytes_to_private_key(bytes(state["sk2"])), bytes_to_public_key(pk2s[i]))
-        ciphertexts.append(encrypt(key, share_keys_plaintext_concat(nid, node, b_shares[i], sk1_shares[i])))
-        dsts.append(node)
-    state.update(
-        stage="collect", seed=seed, node_ids=nodes, pk1s=pk1s, pk2s=pk2s,
-        share_owners=[nid], b_shares=[own_b], sk1_shares=[own_sk1],
-    )
-    _save_state(site, state)
-    return RecordDict({"shares": records.to_config_record({"dsts": dsts, "ciphertexts": ciphertexts})})
-
-
-def _make_collect(sources: Mapping[str, VectorSource | str]) -> SiteHandler:
-    def handle_collect(msg: Message, site: SiteRuntime) -> RecordDict:
-        """Stage 2: store the shares sent to this site, mask the site's vector and return it."""
-        cfg = message_config(msg)
-        state = _load_state(site, str(cfg["session"]), "collect")
-        nid, k = int(state["nid"]), int(state["modulus_bits"])
-        nodes, pk1s, pk2s = list(state["node_ids"]), list(state["pk1s"]), list(state["pk2s"])
-        srcs = [int(s) for s in cfg.get("srcs", [])]
-        if len(srcs) + 1 < int(state["threshold"]):
-            raise FedsynthError("secure sum: fewer sites than the threshold shared keys")
-        owners, b_shares, sk1_shares = list(state["share_owners"]), list(state["b_shares"]), list(state["sk1_shares"])
-        for src, ct in zip(srcs, cfg.get("ciphertexts", []), strict=True):
-            if src not in nodes or src == nid:
-                raise FedsynthError("secure sum: shares relayed from a site outside the session")
-            key = generate_shared_key(
-                bytes_to_private_key(bytes(state["sk2"])), bytes_to_public_key(pk2s[nodes.index(src)])
-            )
-            actual_src, dst, b_share, sk1_share = share_keys_plaintext_separate(decrypt(key, bytes(ct)))
-            if actual_src != src or dst != nid:
-                raise FedsynthError("secure sum: relayed shares name another sender or receiver")
-            owners.append(src)
-            b_shares.append(b_share)
-            sk1_shares.append(sk1_share)
-        name = str(cfg["source"])
-        if name not in sources:
-            raise FedsynthError(f"secure sum: this site has no vector source named {name!r}")
-        fn = _resolve(sources[name])
-        request = records.from_config_record(msg.content["request"]) if "request" in msg.content else {}
-        fraction_bits = int(state["fraction_bits"])
-        names, dims, words = encode_vector(
-            fn(request, site), modulus_bits=k, fraction_bits=None if fraction_bits < 0 else fraction_bits,
-            clipping_range=float(state["clipping_range"]),
-        )
-        words = words + prg_mask(bytes(state["seed"]), words.size, k)
-        for src in srcs:
-            mask = _pairwise_mask(bytes(state["sk1"]), pk1s[nodes.index(src)], words.size, k)
-            words = words + mask if nid > src else words - mask
-        words &= _mod_mask(k)
-        # The seed stays in the state: the server may need its shares, never the seed itself.
-        state.update(stage="unmask", share_owners=owners, b_shares=b_shares, sk1_shares=sk1_shares, neighbours=srcs)
-        _save_state(site, state)
-        return RecordDict(
-            {
-                "masked": records.to_array_record({"vector": words.astype(_word_dtype(k))}),
-                "layout": records.to_config_record({"names": names, "dims": dims}),
-            }
-        )
-
-    return handle_collect
-
-
-def handle_unmask(msg: Message, site: SiteRuntime) -> RecordDict:
-    """Stage 3: shares of ``b`` for active sites and of ``sk1`` for dead ones, never both for one site."""
-    cfg = message_config(msg)
-    state = _load_state(site, str(cfg["session"]), "unmask")
-    nid = int(state["nid"])
-    active = [int(n) for n in cfg.get("active", [])]
-    dead = [int(n) for n in cfg.get("dead", [])]
-    owners = [int(n) for n in state["share_owners"]]
-    if len(active) < int(state["threshold"]):
-        raise FedsynthError("secure sum: fewer active sites than the threshold; no shares are released")
-    if set(active) & set(dead) or nid in dead or nid not in active:
-        raise FedsynthError("secure sum: a site is named both active and dead; no shares are released")
-    if not set(active) | set(dead) <= set(owners):
-        raise FedsynthError("secure sum: shares asked for sites that did not share keys with this site")
-    b_shares, sk1_shares = list(state["b_shares"]), list(state["sk1_shares"])
-    out_nodes = active + dead
-    out_shares = [b_shares[owners.index(n)] for n in active] + [sk1_shares[owners.index(n)] for n in dead]
-    del site.state[STATE_KEY]  # one unmask per session: a second request finds nothing
-    return RecordDict({"shares": records.to_config_record({"node_ids": out_nodes, "shares": out_shares})})
-
-
-def _resolve(source: VectorSource | str) -> VectorSource:
-    if callable(source):
-        return source
-    module, _, attr = source.partition(":")
-    fn: VectorSource = getattr(importlib.import_module(module), attr)
-    return fn
-
-
-def site_handlers(extra_sources: Mapping[str, VectorSource] | None = None) -> dict[str, SiteHandler]:
-    """The four stage handlers a site runs, knowing :data:`VECTOR_SOURCES` plus ``extra_sources``."""
-    sources: dict[str, VectorSource | str] = {**VECTOR_SOURCES, **dict(extra_sources or {})}
-    return {SETUP: handle_setup, SHARE_KEYS: handle_share_keys, COLLECT: _make_collect(sources), UNMASK: handle_unmask}
-
-
-#: The protocol's site handlers with the built-in vector sources.
-SITE_HANDLERS: dict[str, SiteHandler] = site_handlers()

@@ -156,7 +156,7 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
     from fedsynth.cohort.schema import TableSchema
     from fedsynth.federation.simulation import run_in_process
     from fedsynth.generators import load_generator
-    from fedsynth.strategies.base import make_strategy
+    from fedsynth.strategies.registry import make_strategy
 
     schema = TableSchema.from_yaml(tmp_path / "schema.yaml")
     frames = []

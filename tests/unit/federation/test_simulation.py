@@ -24,7 +24,6 @@ def failing_counts(msg: Message, site) -> RecordDict:  # type: ignore[no-untyped
 def test_two_step_bn_over_flower_simulation_leaves_a_failing_site_out(mds_partition, caplog) -> None:
     # Setup
     from fedsynth.federation.simulation import run_simulation
-    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
     from fedsynth.strategies.registry import make_strategy
     from fedsynth.strategies.site import all_site_handlers
 
@@ -44,21 +43,29 @@ def test_two_step_bn_over_flower_simulation_leaves_a_failing_site_out(mds_partit
                             policies=trusted)
 
     # Assert: the run went on without site-3, and equals the centralised network on sites 1 and 2
-    from fedsynth.strategies.site import conform_to_domain
 
     assert [s.name for s in result.sites] == ["site-1", "site-2", "site-3"]
     assert list(result.left_out) == ["site-3"] and result.left_out["site-3"].startswith("ValueError")
-    pooled = conform_to_domain(pd.concat([sites[0][1], sites[1][1]], ignore_index=True), result.domain)
-    cen = BayesianNetworkGenerator(schema, domain=result.domain, max_indegree=2).fit(pooled)
-    assert result.generator.edges_ == cen.edges_
-    for cpd in cen.model_.get_cpds():
-        np.testing.assert_allclose(result.generator.model_.get_cpds(cpd.variable).values, cpd.values, atol=1e-9)
+    _assert_equals_centralized_network(result, schema, [sites[0][1], sites[1][1]])
     assert [r.server_round for r in rounds] == [1] and rounds[0].left_out == result.left_out
     # no data value reached the server's log
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "left out of query.counts" in logged
     assert "987" not in logged and "ZZ_PLANTED_LABEL" not in logged
     assert "simulation_total" in result.timings
+
+
+def _assert_equals_centralized_network(result, schema, frames) -> None:  # type: ignore[no-untyped-def]
+    """The federated network of ``result`` has the edges and CPDs of the centralised one fitted on ``frames``, taken
+    as the sites count them (conformed to the domain: labels it left out, under k at every site, are missing)."""
+    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
+    from fedsynth.strategies.site import conform_to_domain
+
+    pooled = conform_to_domain(pd.concat(frames, ignore_index=True), result.domain)
+    cen = BayesianNetworkGenerator(schema, domain=result.domain, max_indegree=2).fit(pooled)
+    assert result.generator.edges_ == cen.edges_
+    for cpd in cen.model_.get_cpds():
+        np.testing.assert_allclose(result.generator.model_.get_cpds(cpd.variable).values, cpd.values, atol=1e-9)
 
 
 def failing_count_vectors(request, site):  # type: ignore[no-untyped-def]
@@ -74,7 +81,6 @@ def failing_count_vectors(request, site):  # type: ignore[no-untyped-def]
 def test_secure_two_step_bn_over_flower_simulation_keeps_protocol_state_in_context(mds_partition) -> None:
     # Setup: each stage of secure aggregation may run in another simulation actor: its keys live in context.state
     from fedsynth.federation.simulation import run_simulation
-    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
     from fedsynth.strategies import secure_sum
     from fedsynth.strategies.registry import make_strategy
     from fedsynth.strategies.site import all_site_handlers
@@ -89,13 +95,7 @@ def test_secure_two_step_bn_over_flower_simulation_keeps_protocol_state_in_conte
     result = run_simulation(strategy, sites, schema, seeds=[1, 2, 3], handlers=handlers)
 
     # Assert: site-3 dropped at the collect stage and is left out; the rest equals the centralised network
-    from fedsynth.strategies.site import conform_to_domain
 
     assert list(result.left_out) == ["site-3"] and result.left_out["site-3"].startswith("collect: ValueError")
-    # the sites' rows as they count them: labels the domain left out (under k at every site) are missing
-    pooled = conform_to_domain(pd.concat([sites[0][1], sites[1][1]], ignore_index=True), result.domain)
-    cen = BayesianNetworkGenerator(schema, domain=result.domain, max_indegree=2).fit(pooled)
-    assert result.generator.edges_ == cen.edges_
-    for cpd in cen.model_.get_cpds():
-        np.testing.assert_allclose(result.generator.model_.get_cpds(cpd.variable).values, cpd.values, atol=1e-9)
+    _assert_equals_centralized_network(result, schema, [sites[0][1], sites[1][1]])
     assert "987" not in str(result.left_out) and "ZZ_PLANTED_LABEL" not in str(result.left_out)

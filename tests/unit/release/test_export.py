@@ -34,7 +34,7 @@ def fitted(mds_cohort, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     from fedsynth.cohort.io import write_csv
     from fedsynth.cohort.partition import train_holdout_split
     from fedsynth.experiments.export import write_fit_manifest
-    from fedsynth.generators.base import make_generator
+    from fedsynth.generators import make_generator
 
     out = tmp_path_factory.mktemp("fit") / "bn"
     schema = mds_cohort.schema
@@ -152,13 +152,13 @@ class _CopyingModel:
 def test_gate_refuses_a_copy_of_the_training_rows_and_releases_it_with_a_recorded_reason(
     app: typer.Typer, fitted: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fedsynth.generators import base
+    import fedsynth.generators
 
     # Setup
     d = fitted["dir"]
     train = pd.read_csv(d / "train_real.csv")
     copier = _CopyingModel(fitted["schema"].coerce(train), fitted["schema"])
-    monkeypatch.setattr(base, "load_generator", lambda path: copier)
+    monkeypatch.setattr(fedsynth.generators, "load_generator", lambda path: copier)
     # the whole training pool, so that every member is found by the attacker
     args = ["export", str(d), "--n", str(len(train)), "--real", str(d / "train_real.csv"), "--holdout", str(d / "holdout_real.csv")]
     # Run: refused

@@ -166,11 +166,3 @@ def test_a_baseline_delegates_with_only_the_params_its_flow_accepts(mds_partitio
     with pytest.raises(ValidationError, match="generator.params.epochs: is not used by 'centralized'"):
         make_strategy("centralized", schema, generator="ctgan", generator_params={"epochs": 3})
 
-
-def test_moved_names_still_import_from_base_with_a_warning() -> None:
-    from fedsynth.strategies import base, in_process
-
-    with pytest.warns(DeprecationWarning, match="moved to fedsynth.strategies.in_process"):
-        assert base.InProcessGrid is in_process.InProcessGrid
-    with pytest.raises(AttributeError):
-        _ = base.no_such_name

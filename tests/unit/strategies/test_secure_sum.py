@@ -128,8 +128,10 @@ def seeded_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         sk = ec.derive_private_key(int(rng.integers(1, 2**62)), ec.SECP384R1())
         return sk, sk.public_key()
 
-    monkeypatch.setattr(ss, "generate_key_pairs", key_pair)
-    monkeypatch.setattr(ss, "os", SimpleNamespace(urandom=lambda n: rng.bytes(n)))
+    from fedsynth.strategies import secagg_site  # where the sites draw their secrets
+
+    monkeypatch.setattr(secagg_site, "generate_key_pairs", key_pair)
+    monkeypatch.setattr(secagg_site, "os", SimpleNamespace(urandom=lambda n: rng.bytes(n)))
 
 
 @pytest.mark.usefixtures("seeded_secrets")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.io import atomic_write_text
+from fedsynth._io import atomic_write_text
 from fedsynth.cohort.schema import ColumnRole
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError

@@ -1,0 +1,178 @@
+"""The secure-sum protocol both sides share: message types, state key, fixed-point defaults, vector sources, the
+settings check, and the encoding of vectors as integers modulo ``2**k`` with their masks (ChaCha20 keyed by a seed).
+
+The server flow is :func:`fedsynth.strategies.secure_sum.secure_sum`, the site stages are in
+:mod:`fedsynth.strategies.secagg_site`; every name here is also importable from :mod:`fedsynth.strategies.secure_sum`.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
+from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
+
+from fedsynth.errors import Problem
+from fedsynth.strategies.site import SiteRuntime
+
+SETUP = "query.secagg_setup"
+SHARE_KEYS = "query.secagg_share_keys"
+COLLECT = "query.secagg_collect"
+UNMASK = "query.secagg_unmask"
+#: The protocol's message types, in the order they are sent.
+STAGES = (SETUP, SHARE_KEYS, COLLECT, UNMASK)
+
+#: Key of the protocol's state in a site's ``state`` (Flower's ``context.state``: a message may run in a fresh process).
+STATE_KEY = "secagg"
+
+#: Fixed-point defaults for float vectors: values clipped to +-2**10, rounded to 2**-40 (about 9e-13).
+DEFAULT_CLIPPING_RANGE = 1024.0
+DEFAULT_FRACTION_BITS = 40
+
+#: A vector source: (request settings, the site) -> named arrays. Integer arrays for an integer sum, float
+#: arrays for a fixed-point sum; every site must return the same names and shapes for the same request.
+VectorSource = Callable[[Mapping[str, Any], SiteRuntime], Mapping[str, np.ndarray]]
+
+#: Vector sources every site knows, by name -> ``"module:function"`` (imported on use).
+VECTOR_SOURCES: dict[str, str] = {
+    "two_step_bn.counts": "fedsynth.strategies.two_step_bn:count_vectors",
+}
+
+
+def word_dtype(modulus_bits: int) -> np.dtype[Any]:
+    return np.dtype(np.uint32 if modulus_bits <= 32 else np.uint64)
+
+
+def mod_mask(modulus_bits: int) -> np.uint64:
+    return np.uint64((1 << modulus_bits) - 1)
+
+
+def prg_mask(seed: bytes, size: int, modulus_bits: int) -> np.ndarray:
+    """``size`` pseudo-random words uniform modulo ``2**modulus_bits``, from a 32-byte seed.
+
+    The ChaCha20 keystream (``cryptography``) under ``seed`` with a zero nonce, read as little-endian ``uint64``
+    and reduced modulo ``2**modulus_bits`` (a power of two, so exactly uniform). Each seed masks one vector of one
+    session only (fresh keys every session), which is what makes the fixed nonce safe.
+    """
+    if len(seed) != 32:
+        raise ValueError(f"a mask seed has 32 bytes, got {len(seed)}")
+    encryptor = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor()
+    words = np.frombuffer(encryptor.update(bytes(8 * size)), dtype="<u8").astype(np.uint64)
+    return words & mod_mask(modulus_bits)
+
+
+def encode_vector(
+    arrays: Mapping[str, np.ndarray],
+    *,
+    modulus_bits: int,
+    fraction_bits: int | None,
+    clipping_range: float,
+) -> tuple[list[str], list[int], np.ndarray]:
+    """Named arrays -> (sorted names, their dims as ``ndim, *shape`` per array, one flat ``uint64`` vector mod 2**k).
+
+    Integers (``fraction_bits`` None) are taken as they are, in two's complement, and must lie in
+    ``[-2**(k-1), 2**(k-1))``; floats are clipped to ``[-clipping_range, clipping_range]`` and rounded to the
+    nearest multiple of ``2**-fraction_bits``.
+
+    Raises
+    ------
+    TypeError
+        Float arrays for an integer sum, or non-numeric arrays.
+    ValueError
+        Non-finite floats, or integers outside the modulus' signed range.
+    """
+    names = sorted(arrays)
+    dims: list[int] = []
+    parts: list[np.ndarray] = []
+    half = 1 << (modulus_bits - 1)
+    for name in names:
+        a = np.asarray(arrays[name])
+        dims.extend([a.ndim, *a.shape])
+        if fraction_bits is None:
+            if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+                raise TypeError("an integer secure sum needs integer arrays from the vector source")
+            ints = a.astype(np.int64).ravel()
+            if ints.size and (int(ints.min()) < -half or int(ints.max()) >= half):
+                raise ValueError(f"integers must lie in [-2**{modulus_bits - 1}, 2**{modulus_bits - 1})")
+        else:
+            if not np.issubdtype(a.dtype, np.number):
+                raise TypeError("a fixed-point secure sum needs numeric arrays from the vector source")
+            f = a.astype(np.float64).ravel()
+            if not np.isfinite(f).all():
+                raise ValueError("a fixed-point secure sum got non-finite values")
+            f = np.clip(f, -clipping_range, clipping_range)
+            ints = np.rint(f * float(2**fraction_bits)).astype(np.int64)
+        parts.append(ints)
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return names, dims, flat.view(np.uint64) & mod_mask(modulus_bits)
+
+
+def decode_vector(
+    words: np.ndarray, names: Sequence[str], dims: Sequence[int], *, modulus_bits: int, fraction_bits: int | None
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode_vector` for a sum: words mod 2**k -> signed integers (or fixed point) by name."""
+    u = np.asarray(words, dtype=np.uint64) & mod_mask(modulus_bits)
+    if modulus_bits == 64:
+        signed = u.view(np.int64)
+    else:
+        s = u.astype(np.int64)
+        signed = np.where(s >= (1 << (modulus_bits - 1)), s - (1 << modulus_bits), s)
+    out: dict[str, np.ndarray] = {}
+    d = c = 0
+    for name in names:
+        ndim = int(dims[d])
+        shape = tuple(int(x) for x in dims[d + 1 : d + 1 + ndim])
+        size = math.prod(shape)
+        part = signed[c : c + size].reshape(shape)
+        out[name] = part.astype(np.int64) if fraction_bits is None else part.astype(np.float64) / float(2**fraction_bits)
+        d += 1 + ndim
+        c += size
+    if d != len(dims) or c != len(signed):
+        raise ValueError("a masked vector's shapes do not match its length")
+    return out
+
+
+def seed_of(shared_key: bytes) -> bytes:
+    # generate_shared_key returns the HKDF output base64-encoded (a Fernet key); the mask seed is the raw 32 bytes.
+    return base64.urlsafe_b64decode(shared_key)
+
+
+def pairwise_mask(sk1: bytes, pk1_other: bytes, size: int, modulus_bits: int) -> np.ndarray:
+    shared = generate_shared_key(bytes_to_private_key(sk1), bytes_to_public_key(pk1_other))
+    return prg_mask(seed_of(shared), size, modulus_bits)
+
+
+def settings_problems(
+    n_sites: int, *, threshold: int, modulus_bits: int, fraction_bits: int | None, clipping_range: float
+) -> list[Problem]:
+    """Every problem of a secure sum's settings (empty when they are valid)."""
+    problems: list[Problem] = []
+    if n_sites < 2:
+        problems.append(Problem("sites", f"got {n_sites}", "at least 2 (a sum over one site is that site's vector)"))
+    if not 2 <= threshold <= max(n_sites, 2):
+        problems.append(Problem("threshold", f"got {threshold}", f"an int in [2, {max(n_sites, 2)}] (the number of sites)"))
+    if not 8 <= modulus_bits <= 64:
+        problems.append(Problem("modulus_bits", f"got {modulus_bits}", "an int in [8, 64]"))
+    if fraction_bits is not None:
+        if not 0 <= fraction_bits <= 60:
+            problems.append(Problem("fraction_bits", f"got {fraction_bits}", "an int in [0, 60]"))
+        if not (math.isfinite(clipping_range) and clipping_range > 0):
+            problems.append(Problem("clipping_range", f"got {clipping_range}", "a positive finite float"))
+        elif 8 <= modulus_bits <= 64 and 0 <= fraction_bits <= 60:
+            largest = n_sites * clipping_range * 2.0**fraction_bits
+            if largest >= 2.0 ** (modulus_bits - 1):
+                problems.append(
+                    Problem(
+                        "modulus_bits",
+                        f"{modulus_bits} bits cannot hold {n_sites} sites x clipping_range {clipping_range} "
+                        f"x 2**{fraction_bits}",
+                        "n_sites * clipping_range * 2**fraction_bits < 2**(modulus_bits - 1)",
+                        "raise modulus_bits or lower fraction_bits or clipping_range",
+                    )
+                )
+    return problems
