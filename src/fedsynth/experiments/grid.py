@@ -232,7 +232,7 @@ def run_grid(
             t0 = time.perf_counter()
             try:
                 run_mod.run_experiment(run.config, out_dir=runs_dir, progress=run_progress, resume=decision == "resume")
-            except Exception as exc:  # one failed cell must not lose the others; the summary marks it
+            except Exception as exc:  # noqa: BLE001 - one failed cell must not lose the others; the summary marks it
                 log.error("run %s failed: %s: %s", run.slug, type(exc).__name__, exc)
                 emit("failed", {**info, "error": f"{type(exc).__name__}: {exc}"})
                 records.append({**_describe(run), "status": "failed", "error": f"{type(exc).__name__}"})

@@ -489,6 +489,7 @@ def _run_locked(
 ) -> RunResult:
     from fedsynth.strategies.centralized import run_centralized
     from fedsynth.strategies.checkpoint import FileCheckpoint
+    from fedsynth.strategies.policy import BASELINE_POLICY
     from fedsynth.strategies.registry import make_strategy
 
     emit: Progress = progress or (lambda event, payload: None)
@@ -649,8 +650,9 @@ def _run_locked(
         else:
             from fedsynth.federation.simulation import run_in_process
 
+            # A site alone discloses to no one: its counts stay in its own process (trusted policy).
             run_in_process(make_strategy("local", schema, **settings), site_frames, schema, seeds=seeds,
-                           on_round=on_reference)
+                           on_round=on_reference, policy=BASELINE_POLICY)
     timings["references"] = time.perf_counter() - t0
 
     # -- final full evaluation and report ----------------------------------------------------------------------
@@ -709,7 +711,7 @@ def _write_html(
     try:
         render_rounds_html(by_round, lines, final, path, title=title)
         return
-    except Exception as exc:  # the rounds page must not cost the run: fall back to a plain table
+    except Exception as exc:  # noqa: BLE001 - the rounds page must not cost the run: fall back to a plain table
         log.warning("report.html: the evaluation renderer failed (%s); writing a plain table", type(exc).__name__)
     atomic_write_text(path, _fallback_html(rounds, references, report, title))
 

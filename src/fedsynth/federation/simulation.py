@@ -31,6 +31,7 @@ from fedsynth.errors import FedsynthError
 from fedsynth.federation.client_app import SiteSource, make_client_app
 from fedsynth.strategies.base import OnRound, Strategy, StrategyResult
 from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.site import SiteHandler, SiteRuntime
 
 log = logging.getLogger(__name__)
@@ -242,16 +243,18 @@ def run_in_process(
     seeds: Sequence[int] | None = None,
     on_round: OnRound | None = None,
     state_root: str | Path | None = None,
+    policy: SitePolicy | None = None,
 ) -> StrategyResult:
     """The same strategy and handlers over an in-process grid (no Flower engine, no Ray).
 
     ``state_root``: the folder under which each site keeps its state between rounds (``<root>/<name>/``), as in
-    simulation; default: memory only.
+    simulation; default: memory only. ``policy``: every site's disclosure policy (default: the safe defaults).
     """
     seeds = list(seeds) if seeds is not None else list(range(len(sites)))
     root = Path(state_root) if state_root is not None else None
     grid = InProcessGrid([
-        SiteRuntime(n, f, schema, int(s), state_dir=private_folder(root / n) if root is not None else None)
+        SiteRuntime(n, f, schema, int(s), state_dir=private_folder(root / n) if root is not None else None,
+                    policy=policy if policy is not None else SitePolicy())
         for (n, f), s in zip(sites, seeds)
     ])
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from fedsynth.errors import FedsynthError
 from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, StrategyResult
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.local import delegate
+from fedsynth.strategies.policy import BASELINE_POLICY
 from fedsynth.strategies.site import SiteRuntime
 
 
@@ -56,7 +57,8 @@ def run_centralized(
     **settings: Any,
 ) -> StrategyResult:
     """Train on the pooled ``train`` rows in this process (no Flower); ``settings`` as for any strategy."""
-    grid = InProcessGrid([SiteRuntime("pooled", train, schema, seed)])
+    # The pooled rows' holder discloses to no one (the reference runs in this process): clear counts.
+    grid = InProcessGrid([SiteRuntime("pooled", train, schema, seed, policy=BASELINE_POLICY)])
     return CentralizedStrategy(schema, **settings).start(grid, on_round=on_round)
 
 

@@ -22,6 +22,9 @@ def delegate(strategy: Strategy) -> Strategy:
     the same settings (and, for the fit-once flow, :data:`~fedsynth.strategies.registry.BASELINE_FIXED`)."""
     flow = effective_flow(strategy.name, strategy.generator)
     params = dict(strategy.params)
+    if params.get("secure_aggregation"):
+        # One data holder: there is no other party to sum with, and its counts never leave its process.
+        params["secure_aggregation"] = False
     if flow_for(strategy.generator) == "fit_once":
         params.update(BASELINE_FIXED)
     return strategy_class(flow)(

@@ -251,3 +251,9 @@ def isolates_patients(table: np.ndarray, n_rows: int, policy: SitePolicy) -> boo
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+#: The policy of the baselines' data holders (centralized: the pooled rows; local: a site alone). Their tables
+#: never leave the process that holds the rows, so nothing is disclosed and counts are used in clear; the shared
+#: domain is built by the same rules as in a federated run, so the references stay comparable.
+BASELINE_POLICY = SitePolicy(clear_counts=True)

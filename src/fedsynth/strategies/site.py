@@ -79,7 +79,7 @@ def handle(handler: SiteHandler, msg: Message, site: SiteRuntime) -> Message:
     try:
         content = handler(msg, site)
         return Message(content, reply_to=msg)
-    except Exception as exc:  # every failure must become a reply, never a traceback leaving the site
+    except Exception as exc:  # noqa: BLE001 - every failure must become a reply, never a traceback leaving the site
         reason = records.scrub_error(exc)
         log.warning("site %s: %s failed: %s", site.name, msg.metadata.message_type, reason)
         return Message(Error(SITE_ERROR_CODE, reason), reply_to=msg)
