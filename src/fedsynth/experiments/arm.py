@@ -79,7 +79,7 @@ def training_count(criteria: ArmCriteria, schema: TableSchema, domain: Any) -> T
         why = ("the criteria combine several columns, ranges or expressions, and no generator keeps joint counts "
                "(the Bayesian network's tables are smoothed probabilities, not counts)") if not simple else \
               "the model kept no label counts of that column (a derived column, or one outside the domain)"
-        return TrainingCount(None, "not known", f"not known: {why}")
+        return TrainingCount(None, "not known", why)
     cd = columns[col]
     counts = dict(zip(cd.categories, cd.category_counts, strict=False))
     included = inc.categories.get(col)

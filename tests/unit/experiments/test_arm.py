@@ -150,3 +150,52 @@ def test_include_post_baseline_keeps_those_columns(app: typer.Typer, model_dir: 
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(tmp_path / "o" / "arm.csv")
     assert "treated" in rows.columns and (rows.age <= 70).all()
+
+
+ARM_A = Path(__file__).parents[3] / "configs" / "arms" / "high_risk_tp53_wt.yaml"
+
+
+def test_mds_arm_a_criteria_select_the_patients_written_out_by_hand() -> None:
+    from fedsynth.cohort.conditions import check_sampling_inputs
+    from fedsynth.cohort.criteria import read_criteria
+    from fedsynth.cohort.datasets import load
+
+    # Setup
+    cohort = load("mds-iwgpm")
+    data, schema = cohort.data, cohort.schema
+    # Run
+    crit = read_criteria(ARM_A, schema)
+    request = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
+    got = data.eval(request.where).to_numpy(bool) & data["IPSSR"].isin(request.conditions["IPSSR"]).to_numpy() \
+        & (data["TP53"] == request.conditions["TP53"]).to_numpy()
+    # Assert
+    by_hand = (data["IPSSR"].isin(["High", "Very-High"]) & (data["TP53"] == 0) & (data["AGE"] >= 65)).to_numpy()
+    assert got.tolist() == by_hand.tolist() and by_hand.sum() > 100
+
+
+@pytest.mark.slow
+def test_mds_arm_a_from_a_centralized_network_meets_the_criteria_and_is_compared(tmp_path: Path) -> None:
+    from fedsynth.cli import app
+    from fedsynth.cohort.datasets import load
+
+    # Setup: a centralized Bayesian network on the whole cohort; the reference: the real eligible patients
+    cohort = load("mds-iwgpm")
+    result = runner.invoke(app, ["fit", "--cohort", "mds-iwgpm", "-g", "bayesian_network", "--no-report",
+                                 "--out", str(tmp_path / "fit")])
+    assert result.exit_code == 0, result.output
+    data = cohort.data
+    eligible = data[data["IPSSR"].isin(["High", "Very-High"]) & (data["TP53"] == 0) & (data["AGE"] >= 65)]
+    eligible.to_csv(tmp_path / "ref.csv", index=False)
+    # Run
+    result = runner.invoke(app, ["arm", str(ARM_A), str(tmp_path / "fit"), "--n", "300", "--reference",
+                                 str(tmp_path / "ref.csv"), "--out", str(tmp_path / "arm")])
+    # Assert
+    assert result.exit_code == 0, result.output
+    assert "Training patients who met the criteria: not known" in " ".join(result.output.split())
+    rows = pd.read_csv(tmp_path / "arm" / "arm.csv")
+    assert len(rows) == 300
+    assert rows["IPSSR"].isin(["High", "Very-High"]).all() and (rows["TP53"] == 0).all() and (rows["AGE"] >= 65).all()
+    report = json.loads((tmp_path / "arm" / "arm_report.json").read_text())
+    os_ = report["endpoints"]["OS"]
+    assert os_["reference"]["n"] == int(eligible[["OS_YEARS", "OS_STATUS"]].notna().all(axis=1).sum())
+    assert os_["comparison"]["hr_lower"] <= os_["comparison"]["hr"] <= os_["comparison"]["hr_upper"]
