@@ -44,6 +44,27 @@ def test_federated_two_step_bn_equals_centralized_on_three_site_split(mds_partit
     _assert_same_network(fed.generator, cen)
 
 
+def test_outcome_parents_keep_the_federated_network_equal_to_the_centralized_one(mds_partition) -> None:
+    # Setup: outcome nodes given 2 more baseline parents each, chosen from summed counts
+    from fedsynth.cohort.schema import ColumnRole
+    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
+
+    schema = mds_partition.schema
+    params = {"max_indegree": 1, "outcome_parents": 2}
+    grid = InProcessGrid(_site_runtimes(mds_partition, schema))
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params=params, min_sites=3)
+    # Run
+    fed = strategy.start(grid)
+    cen = BayesianNetworkGenerator(schema, domain=fed.domain, **params).fit(mds_partition.train[schema.model_columns])
+    plain = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(mds_partition.train[schema.model_columns])
+    # Assert: equal, and the added edges all point from a baseline column into an outcome node
+    _assert_same_network(fed.generator, cen)
+    added = set(cen.edges_) - set(plain.edges_)
+    assert added
+    assert all(schema[v.split("#")[0]].role is ColumnRole.OUTCOME and schema[u.split("#")[0]].role is not ColumnRole.OUTCOME
+               and "#" not in u + v for u, v in added)
+
+
 def test_summed_counts_from_mocked_replies_equal_pooled_counts(mds_partition, mock_grid) -> None:
     # Setup: each site's reply is built here from its rows; the server must sum them exactly
     from fedsynth.generators.bayesian_network import (
