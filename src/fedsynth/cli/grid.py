@@ -22,7 +22,11 @@ def grid(
     plan_only: bool = typer.Option(False, "--plan", help="List the runs the grid would make, run nothing."),
     format: str = typer.Option("text", "--format", help="text or json"),
 ) -> None:
-    """Run generators x strategies x site layouts x scenarios x seeds (+ baselines); finished runs are reused."""
+    """Run generators x strategies x site layouts x scenarios x seeds (+ baselines).
+
+    A finished run is reused only when its config, data and fedsynth version are unchanged (otherwise it is
+    rerun, and the grid says why); an interrupted run is resumed from its last checkpoint.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fedsynth.experiments.grid import load_grid_config, plan, run_grid
@@ -46,12 +50,26 @@ def grid(
                 bar.update(task, total=payload["n_runs"])
             elif event in ("reused", "finished", "failed"):
                 bar.advance(task)
-                note = {"reused": "reused", "finished": f"{payload.get('seconds', 0):.0f}s", "failed": payload.get("error", "")}[event]
+                note = {"reused": f"reused ({payload.get('reason', '')})", "finished": f"{payload.get('seconds', 0):.0f}s",
+                        "failed": payload.get("error", "")}[event]
                 bar.console.print(f"  {payload['slug']}: {note}", markup=False)
             elif event == "run":
                 bar.update(task, description=f"grid: {payload['slug']}")
+                if payload.get("reason") not in (None, "not run yet"):
+                    bar.console.print(f"  {payload['slug']}: {payload['reason']}", markup=False)
 
-        result = run_grid(cfg, out, progress=on_event)
+        try:
+            result = run_grid(cfg, out, progress=on_event)
+        except KeyboardInterrupt as exc:
+            from fedsynth.experiments.run import RunInterrupted
+
+            bar.console.print("Interrupted; the current run is recorded as interrupted and resumes on the next "
+                              "fedsynth grid.", markup=False)
+            from fedsynth.cli.run import exit_now_if_threads_linger
+
+            code = exc.exit_code if isinstance(exc, RunInterrupted) else 130
+            exit_now_if_threads_linger(code)
+            raise typer.Exit(code) from None
     if format == "json":
         print_json({"summary_json": str(result.summary_json), "summary_html": str(result.summary_html),
                     "runs": [{k: r.get(k) for k in ("slug", "status", "csf", "gsf")} for r in result.runs]})

@@ -128,12 +128,39 @@ def mds_schema() -> TableSchema:
         ColumnSpec("LFS_YEARS", c, out, lower=0, description="leukaemia-free survival: time from sampling to AML, death or last follow-up, years"),
         ColumnSpec("LFS_STATUS", b, out, description="leukaemia-free survival event: 1 = AML or died, 0 = neither at last follow-up (censored)"),
     ]
+    cols = [_with_range(col, MDS_DECLARED_RANGES.get(col.name)) for col in cols]
     os_, lfs = SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"), SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS")
     # The subgroups control arms are drawn from, always reported by the evaluator.
     strata = (StratumSpec("TP53"), StratumSpec("IPSSR"), StratumSpec("AGE", bins=(60, 70, 80)), StratumSpec("SEX"))
     # LFS ends at AML or death, so it never outlasts OS, and a death is an LFS event (both hold in every row).
     rules = (TimeOrder(lfs, os_), EventImplies(os_, lfs))
     return TableSchema(tuple(cols), (os_, lfs), "mds-iwgpm", strata=strata, constraints=rules)
+
+
+#: Declared plausible ranges (lower, upper) of the MDS cohort's numeric columns, from clinical knowledge, not
+#: from the data: wide enough for any adult patient (haemoglobin in g/dL, counts in x10^9/L, blasts in %,
+#: follow-up in years). They bound every site's released domain bounds (issue 13: a site's real extremes never
+#: leave it) and clip synthetic values; they are not the cohort's inclusion criteria.
+MDS_DECLARED_RANGES: dict[str, tuple[float, float]] = {
+    "AGE": (0, 120),
+    "HB": (0, 25),
+    "PLT": (0, 3000),
+    "ANC": (0, 100),
+    "WBC": (0, 500),
+    "MONOCYTES": (0, 200),
+    "BM_BLAST": (0, 100),
+    "PB_BLAST": (0, 100),
+    "OS_YEARS": (0, 50),
+    "LFS_YEARS": (0, 50),
+}
+
+
+def _with_range(col: ColumnSpec, bounds: tuple[float, float] | None) -> ColumnSpec:
+    import dataclasses
+
+    if bounds is None:
+        return col
+    return dataclasses.replace(col, lower=float(bounds[0]), upper=float(bounds[1]))
 
 
 def _mds_prepare(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -1,10 +1,11 @@
 """The federated domain: what every site encodes with, built from per-site summaries only.
 
-A site computes :func:`summarize_site` on its own rows (counts, bounds, moments, a quantile sketch and, when
-asked, a small Gaussian mixture per numeric column). The server merges the summaries with
-:func:`merge_summaries` into one :class:`Domain` and broadcasts it. The centralised path uses exactly the same
-code on one "site" (:meth:`Domain.from_data`), so the only thing federation changes is how many summaries are
-merged. Summaries hold aggregates only, never a row.
+A site computes :func:`summarize_site` on its own rows (counts, moments, a histogram on a grid every site shares
+and, when asked, a small Gaussian mixture per numeric column) and releases it through :func:`release_summary`
+(coarse bounds, histogram cells and category labels of at least ``k`` rows). The server merges the released
+summaries with :func:`merge_summaries` into one :class:`Domain` and broadcasts it. The centralised path uses
+exactly the same code on one "site" (:meth:`Domain.from_data`), so the only thing federation changes is how many
+summaries are merged. Released summaries hold aggregates only: no row, no patient's value.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ import pandas as pd
 
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.errors import Problem, ValidationError
-
-#: Probability levels of the quantile sketch each site sends for a numeric column.
-SKETCH_LEVELS = np.linspace(0.0, 1.0, 101)
 
 
 @dataclass(frozen=True)
@@ -133,9 +131,16 @@ class Domain:
         n_bins: int = 10,
         n_modes: int = 0,
         random_state: int | None = 0,
+        min_count: int = 1,
     ) -> Domain:
-        """The domain of one table: the same summaries-then-merge path a federation of one site takes."""
-        summary = summarize_site(data, schema, n_modes=n_modes, random_state=random_state)
+        """The domain of one table: the same summaries-release-merge path a federation of one site takes.
+
+        ``min_count`` is the ``k`` of :func:`release_summary`. The default 1 is for a data holder fitting a
+        generator on its own table (every label it holds stays encodable; bounds are still coarse). Anything
+        that is released or federated takes its domain from site summaries under each site's policy
+        (``k`` = 5 by default), as the centralised baseline does through a one-site grid."""
+        summary = release_summary(summarize_site(data, schema, n_modes=n_modes, random_state=random_state), schema,
+                                  min_count=min_count)
         return merge_summaries([summary], schema, n_bins=n_bins, n_modes=n_modes, random_state=random_state)
 
     # -- encoding helpers used by every generator ------------------------------------------------
@@ -182,6 +187,34 @@ class Domain:
 # -- per-site summaries --------------------------------------------------------------------------------
 
 
+def _grid(digits: int) -> np.ndarray:
+    """A grid shared by every site without any message: 0 and every number of ``digits`` significant digits
+    between 1e-4 and 1e9, both signs (site-independent, so histograms on it sum across sites)."""
+    mant = np.arange(10 ** (digits - 1), 10**digits) / 10 ** (digits - 1)
+    pos = np.unique(np.round(np.concatenate([mant * 10.0**e for e in range(-4, 10)]), 12))
+    return np.concatenate([-pos[::-1], [0.0], pos])
+
+
+#: The shared histogram grid (two significant digits: relative resolution 1-10% at every scale).
+HIST_GRID = _grid(2)
+#: The coarse grid released bounds are rounded to (one significant digit).
+BOUND_GRID = _grid(1)
+
+
+def coarse_bounds(lo: float, hi: float, declared_lower: float | None, declared_upper: float | None) -> tuple[float, float]:
+    """Bounds that reveal no value: the coarse grid point strictly below ``lo`` and strictly above ``hi`` (0 stays
+    0), then clipped to the schema's declared clinical range. Exact only when the schema declares both."""
+    i_down = max(int(np.searchsorted(BOUND_GRID, lo, side="left")) - 1, 0)
+    i_up = min(int(np.searchsorted(BOUND_GRID, hi, side="right")), len(BOUND_GRID) - 1)
+    down = 0.0 if lo == 0 else float(BOUND_GRID[i_down])
+    up = 0.0 if hi == 0 else float(BOUND_GRID[i_up])
+    if declared_lower is not None:
+        down = max(down, float(declared_lower))
+    if declared_upper is not None:
+        up = min(up, float(declared_upper))
+    return down, max(up, down)
+
+
 def summarize_site(
     data: pd.DataFrame,
     schema: TableSchema,
@@ -189,15 +222,15 @@ def summarize_site(
     n_modes: int = 0,
     random_state: int | None = 0,
 ) -> dict[str, Any]:
-    """Summaries of one site's rows for building the shared domain. JSON-able; holds no row.
+    """Summaries of one site's rows, *before* disclosure control (:func:`release_summary`). JSON-able; no row.
 
     For each model column the site holds: the row count and missing count; for categorical/binary columns the
-    count of each label; for numeric columns min, max, sum, sum of squares, a quantile sketch at
-    :data:`SKETCH_LEVELS` and, when ``n_modes > 0``, a Bayesian Gaussian mixture of at most ``n_modes``
-    components fitted on the site's values (scikit-learn). Columns the site lacks are simply absent.
+    count of each label; for numeric columns min, max, sum, sum of squares, a histogram on the shared grid
+    :data:`HIST_GRID` (``hist_edges``, ``hist_counts``: the grid cells between the coarse bounds, empty ones
+    included) and, when ``n_modes > 0``, a Bayesian Gaussian mixture of at most ``n_modes`` components fitted
+    on the site's values (scikit-learn). Columns the site lacks are simply absent.
 
-    The min and max are real values of the site; like every quantile they are aggregates, but a data steward
-    who wants them coarsened can round them before they leave (they are the bounds synthetic values respect).
+    The min and max here are real values of the site: only :func:`release_summary`'s output may leave it.
     """
     out: dict[str, Any] = {"n_rows": len(data), "columns": {}}
     for name in schema.model_columns:
@@ -210,12 +243,21 @@ def summarize_site(
         if spec.is_numeric:
             v = s.dropna().astype("float64").to_numpy()
             if len(v):
+                lo, hi = coarse_bounds(float(v.min()), float(v.max()), spec.lower, spec.upper)
+                inner = HIST_GRID[(HIST_GRID > lo) & (HIST_GRID < hi)]
+                edges = np.concatenate([[lo], inner, [hi]]) if hi > lo else np.array([lo, lo])
+                counts = (
+                    np.histogram(np.clip(v, lo, hi), edges)[0] if hi > lo else np.array([len(v)])
+                )
                 entry.update(
                     min=float(v.min()),
                     max=float(v.max()),
+                    lower=lo,
+                    upper=hi,
                     sum=float(v.sum()),
                     sumsq=float((v**2).sum()),
-                    quantiles=[float(q) for q in np.quantile(v, SKETCH_LEVELS)],
+                    hist_edges=[float(e) for e in edges],
+                    hist_counts=[int(c) for c in counts],
                 )
                 if n_modes > 0:
                     entry["modes"] = _fit_modes(v, n_modes, random_state).to_dict()
@@ -228,6 +270,97 @@ def summarize_site(
             entry["counts"] = {str(k): int(c) for k, c in labels.value_counts().sort_index().items()}
         out["columns"][name] = entry
     return out
+
+
+def merge_small_cells(edges: Sequence[float], counts: Sequence[int], min_count: int) -> tuple[list[float], list[int]]:
+    """Merge histogram cells from the left until each holds at least ``min_count`` rows; a remainder under
+    ``min_count`` joins the last cell. The outer edges stay; a histogram of fewer than ``min_count`` rows
+    becomes one cell. Empty cells are absorbed into their neighbours."""
+    out_edges = [float(edges[0])]
+    out_counts: list[int] = []
+    acc = 0
+    for right, c in zip(edges[1:], counts):
+        acc += int(c)
+        if acc >= min_count:
+            out_edges.append(float(right))
+            out_counts.append(acc)
+            acc = 0
+    if not out_counts:
+        return [float(edges[0]), float(edges[-1])], [acc]
+    out_counts[-1] += acc
+    out_edges[-1] = float(edges[-1])
+    return out_edges, out_counts
+
+
+def release_summary(
+    summary: Mapping[str, Any], schema: TableSchema, *, min_count: int = 5, significant_digits: int = 3
+) -> dict[str, Any]:
+    """Disclosure control of a site summary: what of :func:`summarize_site`'s output may leave the site.
+
+    * numeric bounds are the coarse bounds (:func:`coarse_bounds`: one significant digit, strictly outward,
+      within the declared clinical range); the real min and max are dropped;
+    * the histogram on the shared grid has its cells under ``min_count`` merged with their neighbours, so
+      every released cell holds at least ``min_count`` rows and no cell edge is a patient's value;
+    * sums (for the mean and standard deviation) leave only when at least ``min_count`` values were observed;
+    * mixture modes carried by fewer than ``min_count`` rows are dropped and the rest rounded to
+      ``significant_digits`` significant digits;
+    * a category label held by fewer than ``min_count`` rows of the site is not released, declared in the
+      schema or not; its rows count as missing (binary columns keep 0/1, which name nobody).
+
+    Parameters
+    ----------
+    summary : mapping
+        Output of :func:`summarize_site`.
+    schema : TableSchema
+        The table's schema (declared categories and kinds).
+    min_count : int
+        ``k``, the smallest count released (the site policy's ``min_count``).
+    significant_digits : int
+        Rounding of mixture modes.
+
+    Returns
+    -------
+    dict
+        The released summary (JSON-able), the input of :func:`merge_summaries`.
+    """
+    out: dict[str, Any] = {"n_rows": int(summary["n_rows"]), "columns": {}}
+    for name, entry in summary["columns"].items():
+        e = {k: v for k, v in entry.items() if k not in ("min", "max", "quantiles")}
+        if "hist_edges" in e:
+            n_obs = int(entry["n"]) - int(entry["n_missing"])
+            edges, counts = merge_small_cells(e["hist_edges"], e["hist_counts"], min_count)
+            e.update(hist_edges=edges, hist_counts=counts)
+            if n_obs < min_count:
+                e.pop("sum", None)
+                e.pop("sumsq", None)
+            if "modes" in e:
+                e["modes"] = _release_modes(e["modes"], n_obs, min_count, significant_digits)
+        if "counts" in e and schema[name].kind is ColumnKind.CATEGORICAL:
+            kept = {k: int(c) for k, c in e["counts"].items() if int(c) >= min_count}
+            hidden = sum(int(c) for k, c in e["counts"].items() if k not in kept)
+            e["counts"] = kept
+            e["n_missing"] = int(e["n_missing"]) + hidden
+        out["columns"][name] = e
+    return out
+
+
+def _round_sig(x: float, digits: int) -> float:
+    if x == 0 or not np.isfinite(x):
+        return float(x)
+    return float(f"{x:.{digits - 1}e}")
+
+
+def _release_modes(m: Mapping[str, Sequence[float]], n_obs: int, min_count: int, digits: int) -> dict[str, list[float]]:
+    w = np.asarray(m["weights"], dtype=float)
+    keep = w * n_obs >= min_count
+    if not keep.any():
+        keep = w == w.max()
+    w = w[keep] / w[keep].sum()
+    return {
+        "weights": [_round_sig(float(x), digits) for x in w],
+        "means": [_round_sig(float(x), digits) for x in np.asarray(m["means"], dtype=float)[keep]],
+        "stds": [max(_round_sig(float(x), digits), 1e-3) for x in np.asarray(m["stds"], dtype=float)[keep]],
+    }
 
 
 def _fit_modes(values: np.ndarray, n_modes: int, random_state: int | None) -> Modes:
@@ -277,11 +410,12 @@ def merge_summaries(
 ) -> Domain:
     """Merge site summaries into one domain.
 
-    Exact where the pooled value is a sum (counts, missing rates, category union and counts, min, max, mean,
-    standard deviation). Quantile bins are computed from the count-weighted mixture of the sites' piecewise
-    linear CDFs — exact for one site, an approximation (within the sketch's 1% resolution) for several. The
-    global mixture per numeric column is fitted (scikit-learn) to draws from the sites' mixtures, each site
-    weighted by its row count — never to real values.
+    ``summaries`` are *released* summaries (:func:`release_summary`). Exact where the pooled value is a sum
+    (counts, missing rates, category union and counts, mean, standard deviation). Bounds are the widest of the
+    sites' coarse bounds. Quantile bins come from the sum of the sites' histograms on the shared grid, linear
+    inside each released cell (every cell holds at least ``k`` rows of one site). The global mixture per numeric
+    column is fitted (scikit-learn) to draws from the sites' mixtures, each site weighted by its row count —
+    never to real values.
     """
     problems: list[Problem] = []
     rng = np.random.default_rng(random_state)
@@ -300,20 +434,18 @@ def merge_summaries(
             problems.append(Problem(f"column {name!r}", "every value is missing at every site"))
             continue
         if spec.is_numeric:
-            obs = [e for e in entries if "min" in e]
-            lo = min(e["min"] for e in obs)
-            hi = max(e["max"] for e in obs)
-            total = sum(e["sum"] for e in obs)
-            totalsq = sum(e["sumsq"] for e in obs)
-            mean = total / n_obs
-            var = max(totalsq / n_obs - mean**2, 0.0)
-            weights = np.array([int(e["n"]) - int(e["n_missing"]) for e in obs], dtype=float)
-            bins = _merged_bins([np.asarray(e["quantiles"]) for e in obs], weights, n_bins, lo, hi)
+            obs = [e for e in entries if "hist_edges" in e]
+            lo = min(float(e["lower"]) for e in obs)
+            hi = max(float(e["upper"]) for e in obs)
+            mean, var = _merged_moments(obs)
+            weights = np.array([sum(e["hist_counts"]) for e in obs], dtype=float)
+            bins = _merged_bins(obs, weights, n_bins, lo, hi)
             modes = None
             if n_modes > 0:
-                site_modes = [Modes.from_dict(e["modes"]) for e in obs if "modes" in e]
-                if site_modes:
-                    modes = _merge_modes(site_modes, weights[: len(site_modes)], n_modes, lo, hi, rng)
+                with_modes = [(Modes.from_dict(e["modes"]), w) for e, w in zip(obs, weights) if "modes" in e]
+                if with_modes:
+                    modes = _merge_modes([m for m, _ in with_modes], np.array([w for _, w in with_modes]),
+                                         n_modes, lo, hi, rng)
             columns[name] = ColumnDomain(
                 name, spec.kind, n_obs, missing_rate, lower=float(lo), upper=float(hi), mean=float(mean),
                 std=float(np.sqrt(var)), bins=tuple(bins), modes=modes,
@@ -326,8 +458,11 @@ def merge_summaries(
             if spec.kind is ColumnKind.BINARY:
                 cats: tuple[str, ...] = ("0", "1")
             elif spec.categories is not None:
-                # Declared order first; labels seen at sites but not declared are a validation matter.
-                cats = tuple(spec.categories) + tuple(sorted(set(counts) - set(spec.categories)))
+                # Declared order first; labels seen at sites but not declared are a validation matter. A label
+                # no site released (each site withholds labels under its k) is not part of the domain, declared
+                # or not: no generator can then emit it.
+                declared = tuple(c for c in spec.categories if counts.get(c, 0) > 0)
+                cats = declared + tuple(sorted(set(counts) - set(spec.categories)))
             else:
                 cats = tuple(sorted(counts))
             columns[name] = ColumnDomain(
@@ -340,23 +475,48 @@ def merge_summaries(
     return Domain(schema.select(schema.model_columns), columns, n_rows)
 
 
+def _merged_moments(entries: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """Pooled mean and variance: exact from the sites' sums; a site that withheld its sums (fewer than k values)
+    contributes its histogram's cell midpoints instead."""
+    n = total = totalsq = 0.0
+    for e in entries:
+        if "sum" in e:
+            n += float(sum(e["hist_counts"]))
+            total += float(e["sum"])
+            totalsq += float(e["sumsq"])
+        else:
+            edges = np.asarray(e["hist_edges"], dtype=float)
+            mid = (edges[:-1] + edges[1:]) / 2
+            c = np.asarray(e["hist_counts"], dtype=float)
+            n += float(c.sum())
+            total += float((c * mid).sum())
+            totalsq += float((c * mid**2).sum())
+    mean = total / n if n else 0.0
+    return mean, max(totalsq / n - mean**2, 0.0) if n else 0.0
+
+
 def _merged_bins(
-    sketches: Sequence[np.ndarray], weights: np.ndarray, n_bins: int, lo: float, hi: float
+    entries: Sequence[Mapping[str, Any]], weights: np.ndarray, n_bins: int, lo: float, hi: float
 ) -> list[float]:
+    """Quantile edges of the summed site histograms (shared grid, linear within each released cell)."""
     if hi <= lo:
         return [lo, lo + 1.0]
-    grid = np.unique(np.concatenate([np.asarray(s) for s in sketches] + [np.array([lo, hi])]))
+    grid = np.unique(np.concatenate([np.asarray(e["hist_edges"], dtype=float) for e in entries] + [np.array([lo, hi])]))
     cdf = np.zeros_like(grid)
-    for sk, w in zip(sketches, weights):
-        # Sketch values may repeat (ties); interp needs increasing x, so keep the last level of each value.
-        xs, idx = np.unique(sk[::-1], return_index=True)
-        levels = SKETCH_LEVELS[::-1][idx]
-        cdf += w * np.interp(grid, xs, levels, left=0.0, right=1.0)
-    cdf /= weights.sum()
+    for e in entries:
+        edges = np.asarray(e["hist_edges"], dtype=float)
+        cum = np.concatenate([[0.0], np.cumsum(np.asarray(e["hist_counts"], dtype=float))])
+        if edges[-1] <= edges[0]:  # every value equal: a step at that value
+            cdf += np.where(grid >= edges[0], cum[-1], 0.0)
+        else:
+            cdf += np.interp(grid, edges, cum, left=0.0, right=cum[-1])
+    cdf /= max(float(weights.sum()), 1.0)
+    # np.interp needs increasing x: keep the first grid point of each cdf level.
+    levels, first = np.unique(cdf, return_index=True)
     targets = np.linspace(0, 1, n_bins + 1)[1:-1]
-    inner = np.interp(targets, cdf, grid)
-    edges = np.unique(np.concatenate([[lo], inner, [hi]]))
-    return [float(e) for e in edges]
+    inner = np.interp(targets, levels, grid[first]) if len(levels) > 1 else np.array([])
+    edges_out = np.unique(np.concatenate([[lo], inner, [hi]]))
+    return [float(x) for x in edges_out]
 
 
 def _merge_modes(
@@ -368,7 +528,7 @@ def _merge_modes(
     draws = []
     total = 4000
     for m, w in zip(site_modes, weights / weights.sum()):
-        k = max(int(round(total * w)), 10)
+        k = max(round(total * w), 10)
         comp = rng.choice(len(m.weights), size=k, p=np.asarray(m.weights) / sum(m.weights))
         draws.append(rng.normal(np.asarray(m.means)[comp], np.asarray(m.stds)[comp]))
     v = np.clip(np.concatenate(draws), lo, hi).reshape(-1, 1)

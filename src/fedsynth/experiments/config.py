@@ -169,6 +169,29 @@ class EvaluationConfig(_Strict):
     )
 
 
+class PrivacyConfig(_Strict):
+    """The run's differential-privacy budget (absent: no differential privacy, exact releases).
+
+    Every release of the run spends from it; the split over phases and what was spent go into the manifest
+    (key ``privacy``). Supported by the two-step BN strategy (noisy count tables); see
+    :data:`DP_SUPPORTED_STRATEGIES`.
+    """
+
+    epsilon: float = Field(gt=0, description="total epsilon of the run (.inf for none)")
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of the (epsilon, delta) guarantee")
+
+
+#: Strategies that honour ``privacy:``; every other one is refused with the reason.
+DP_SUPPORTED_STRATEGIES: frozenset[str] = frozenset({"two_step_bn"})
+_DP_NOT_SUPPORTED: dict[str, str] = {
+    "fedavg": "DP-SGD for FedAvg (Opacus) is not built yet; CTGAN would also need a private discriminator and "
+              "noisy category frequencies for its conditional sampler",
+    "sd_sharing": "SD-sharing inherits the site generator's guarantee, and no site generator is trained with DP yet",
+    "centralized": "the centralized baseline is the non-private reference",
+    "local": "the local baseline releases nothing",
+}
+
+
 class OutputConfig(_Strict):
     dir: str = "reports"
     run_id: str | None = None
@@ -187,6 +210,7 @@ class ExperimentConfig(_Strict):
     seed: int = 0
     evaluation: EvaluationConfig = EvaluationConfig()
     output: OutputConfig = OutputConfig()
+    privacy: PrivacyConfig | None = Field(None, description="differential-privacy budget (absent: none)")
 
     _notes: list[str] = PrivateAttr(default_factory=list)
 
@@ -207,6 +231,10 @@ class ExperimentConfig(_Strict):
         if baseline and ev.references and "references" in ev.model_fields_set:
             out.append(Problem("evaluation.references", f"are not drawn for the {s.name} baseline (it is one)",
                                "[] (or leave it out)"))
+        if self.privacy is not None and s.name not in DP_SUPPORTED_STRATEGIES:
+            reason = _DP_NOT_SUPPORTED.get(s.name, "it has no differentially private mechanism")
+            out.append(Problem("privacy", f"is not supported with strategy {s.name}: {reason}",
+                               ", ".join(sorted(DP_SUPPORTED_STRATEGIES)), "remove privacy, or use two_step_bn"))
         n = self.sites.n_sites
         if n is not None and s.min_sites > n and s.name != "centralized":
             out.append(Problem("strategy.min_sites", f"is {s.min_sites} but only {n} sites are configured",

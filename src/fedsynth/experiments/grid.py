@@ -1,7 +1,9 @@
 """A grid of runs -> one comparison: generators x strategies x site layouts x scenarios x seeds, plus baselines.
 
 ``fedsynth grid CONFIG --out DIR`` expands a grid config into experiment configs, runs each into
-``DIR/runs/<slug>/`` (a run whose ``manifest.json`` says ``finished`` is reused, so a re-run resumes), then
+``DIR/runs/<slug>/`` (a finished run is reused only when its resolved config, data fingerprint and fedsynth
+version hash the same — otherwise it is rerun and the grid says why; an interrupted or failed run with the
+same hash is resumed from its last checkpoint), then
 writes ``DIR/summary.json`` and ``DIR/summary.html``: the headline table (mean and spread over seeds), the
 round-by-round curves per generator with centralized and local reference lines, and the survival p-value
 consistency the GenoMed4All study reports (log-rank p in real data, in each site-alone cohort and in the
@@ -173,12 +175,21 @@ def plan(grid: GridConfig) -> list[PlannedRun]:
     return runs
 
 
-def _finished(run_dir: Path) -> bool:
-    try:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("status") == "finished" and (run_dir / "report.json").is_file()
+def reuse_decision(run_dir: Path, identity: Mapping[str, Any]) -> tuple[str, str]:
+    """``("reuse" | "resume" | "run", why)`` for a planned run whose identity
+    (:func:`fedsynth.experiments.run.run_identity`) is ``identity`` and whose directory is ``run_dir``."""
+    from fedsynth.experiments.run import identity_changes, read_manifest, run_state
+
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        return "run", "not run yet"
+    changes = identity_changes(manifest.get("identity"), identity)
+    if changes:
+        return "run", "rerun: " + "; ".join(changes)
+    state = run_state(run_dir)
+    if state == "finished" and (run_dir / "report.json").is_file():
+        return "reuse", "finished with the same config, data and fedsynth version"
+    return "resume", f"{state}: resumed from its last checkpoint"
 
 
 def run_grid(
@@ -190,9 +201,17 @@ def run_grid(
     only: Callable[[PlannedRun], bool] | None = None,
 ) -> GridResult:
     """Run every planned run not already finished under ``out_dir/runs/``, then write the summary."""
-    from fedsynth.experiments.run import run_experiment
+    from fedsynth.experiments import run as run_mod
 
     emit = progress or (lambda event, payload: None)
+    fingerprints: dict[str, str] = {}
+
+    def identity(config: ExperimentConfig) -> dict[str, Any]:
+        key = json.dumps(config.cohort.model_dump(mode="json"), sort_keys=True)
+        if key not in fingerprints:
+            fingerprints[key] = run_mod.data_fingerprint(config)
+        return run_mod.run_identity(config, fingerprints[key])
+
     out = Path(out_dir)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -202,13 +221,17 @@ def run_grid(
     for i, run in enumerate(planned):
         run_dir = runs_dir / run.slug
         info = {"index": i, "n_runs": len(planned), "slug": run.slug, "run_dir": str(run_dir)}
-        if _finished(run_dir):
+        decision, why = reuse_decision(run_dir, identity(run.config))
+        info["reason"] = why
+        if decision == "reuse":
             emit("reused", info)
         else:
             emit("run", info)
+            if decision != "run" or why != "not run yet":
+                log.info("grid: %s: %s", run.slug, why)
             t0 = time.perf_counter()
             try:
-                run_experiment(run.config, out_dir=runs_dir, progress=run_progress)
+                run_mod.run_experiment(run.config, out_dir=runs_dir, progress=run_progress, resume=decision == "resume")
             except Exception as exc:  # one failed cell must not lose the others; the summary marks it
                 log.error("run %s failed: %s: %s", run.slug, type(exc).__name__, exc)
                 emit("failed", {**info, "error": f"{type(exc).__name__}: {exc}"})

@@ -12,16 +12,31 @@ Layout of ``<out>/<run-id>/``::
     report.json, report.html  scores by round with the centralised and local references, and the final
                            snapshot's full evaluation
 
+    checkpoint/            the server's state after every finished round (two-step BN: every answered count
+                           request), JSON + .npz, removed when the run finishes
+    .private/              mode 0700: ``rows/`` (the sites' rows for the simulated nodes, removed on every exit
+                           path and by the next start after a SIGKILL) and ``sites/<name>/`` (each site's own
+                           state between rounds, kept until the run finishes so it can resume)
+    .lock                  held (``fcntl.flock``) while a process writes the directory
+
 Every file is written atomically (temp file + rename); rounds are recorded as they finish, so a run killed
-mid-way keeps its finished rounds. Library code logs; progress events go to the optional ``progress`` callback
-(the CLI draws them).
+mid-way keeps its finished rounds and :func:`run_experiment` with ``resume=True`` continues from the last
+checkpoint to the same result as an uninterrupted run. ``manifest.json``'s ``status`` is one of
+:data:`RUN_STATES`; a run found ``running`` whose directory is not locked lost its process (SIGKILL, a dead
+machine) and is reported as ``interrupted (process gone)``. Library code logs; progress events go to the
+optional ``progress`` callback (the CLI draws them).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
+import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +50,7 @@ import yaml
 
 from fedsynth._io import atomic_write_text, jsonable, versions, write_json
 from fedsynth.cohort.io import write_csv
-from fedsynth.errors import Problem, ValidationError
+from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.experiments.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -57,12 +72,143 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+#: The states ``manifest.json`` records.
+RUN_STATES = ("running", "finished", "interrupted", "failed")
+
+#: The run's own folders and files that a fresh start replaces (config.yaml and the lock stay).
+_ARTEFACTS = ("snapshots", "metrics.jsonl", "model", "model.tmp", "report.json", "report.html", "checkpoint",
+              ".private", "manifest.json")
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A signal (SIGINT, SIGTERM) stopped the run; ``exit_code`` is the shell's ``128 + signal``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+# -- the run directory's lock and state ----------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` for as long as a process writes the directory.
+
+    The lock dies with its process (even after SIGKILL), so a ``running`` manifest in an unlocked directory
+    means the writer is gone.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`FedsynthError` naming the process that holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise FedsynthError(
+                f"The run directory {self.path.parent} is being written by another fedsynth process (pid {holder}); "
+                "wait for it to finish, stop it, or choose another output.run_id."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock now (probed without keeping it)."""
+        if not self.path.is_file():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's lock
+        return False
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        out = json.loads((Path(run_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def run_state(run_dir: str | Path) -> str:
+    """The state of a run directory as a person should read it: ``missing``, ``finished``, ``running``,
+    ``interrupted``, ``failed``, or ``interrupted (process gone)`` for a ``running`` manifest nobody holds."""
+    manifest = read_manifest(Path(run_dir))
+    if manifest is None:
+        return "missing"
+    status = str(manifest.get("status", "missing"))
+    if status == "running" and not RunLock(Path(run_dir)).held_elsewhere():
+        return "interrupted (process gone)"
+    return status
+
+
+# -- what a run is: its hash ---------------------------------------------------------------------------------
+
+
+def run_identity(config: ExperimentConfig, fingerprint: str) -> dict[str, Any]:
+    """What makes two runs the same run: the resolved config (without where it is written), the data's
+    fingerprint and fedsynth's version."""
+    import fedsynth
+
+    resolved = {k: v for k, v in config.to_yaml_dict().items() if k != "output"}
+    return {"config": resolved, "data_fingerprint": fingerprint, "fedsynth": str(fedsynth.__version__)}
+
+
+def run_hash(identity: Mapping[str, Any]) -> str:
+    """sha256 of :func:`run_identity` as canonical JSON."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def identity_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
+    """What differs between two run identities, one line per changed setting (settings only, never data)."""
+    if not old:
+        return ["the earlier run recorded no identity"]
+    out = []
+    if old.get("data_fingerprint") != new.get("data_fingerprint"):
+        out.append("the data changed (another fingerprint)")
+    if old.get("fedsynth") != new.get("fedsynth"):
+        out.append(f"fedsynth version {old.get('fedsynth')} -> {new.get('fedsynth')}")
+    a, b = _flat(old.get("config", {})), _flat(new.get("config", {}))
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            out.append(f"{key}: {a.get(key, '<unset>')} -> {b.get(key, '<unset>')}")
+    return out
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(obj, Mapping) and obj:
+        out: dict[str, str] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: json.dumps(obj, sort_keys=True, default=str)}
+
+
 class _MetricsLog:
     """metrics.jsonl, rewritten atomically with every new line (a killed run keeps every finished line)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, lines: Sequence[str] = ()) -> None:
         self.path = path
-        self.lines: list[str] = []
+        self.lines: list[str] = list(lines)
 
     def append(self, record: Mapping[str, Any]) -> None:
         self.lines.append(json.dumps(jsonable(record), default=str))
@@ -174,20 +320,175 @@ def strategy_settings(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
+def data_fingerprint(config: ExperimentConfig) -> str:
+    """The fingerprint of the cohort ``config`` names (what the manifest records), without partitioning it."""
+    from fedsynth.cohort.datasets import load
+    from fedsynth.cohort.schema import TableSchema
+
+    c = config.cohort
+    schema = TableSchema.from_yaml(c.schema_file) if c.schema_file else None
+    return str(load(c.source, data_dir_=c.data_dir, schema=schema, overrides=c.schema_overrides or None).fingerprint())
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Remove a previous run's artefacts (a fresh start must not leave a killed run's later rounds behind)."""
+    for name in _ARTEFACTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
+    """SIGINT and SIGTERM set ``stop`` and raise :class:`RunInterrupted` once (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():  # already stopping: the first signal's clean-up runs
+            return
+        stop.set()
+        raise RunInterrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[int(sig)] = signal.getsignal(sig)
+        signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: Mapping[int, Any]) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
 def run_experiment(
     config: ExperimentConfig,
     *,
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
     engine: str | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Run ``config`` end to end and write its run directory under ``out_dir`` (default ``config.output.dir``).
 
-    ``engine``: ``"simulation"`` (Flower's simulation engine) or ``"in_process"`` (same strategy and handlers
-    without Flower's engine); default ``config.strategy.engine``. The baselines ``centralized`` and ``local``
-    always run in process.
+    Parameters
+    ----------
+    engine : str, optional
+        ``"simulation"`` (Flower's simulation engine) or ``"in_process"`` (same strategy and handlers without
+        Flower's engine); default ``config.strategy.engine``. The baselines ``centralized`` and ``local`` always
+        run in process.
+    resume : bool
+        Continue the run in ``<out_dir>/<run_id>`` from its last checkpoint (its finished rounds are kept);
+        without a checkpoint it starts that run afresh. Without ``resume``, an existing run directory of the
+        same id is replaced.
+
+    Raises
+    ------
+    FedsynthError
+        When another process writes the run directory, or ``resume`` finds a run made with another config,
+        other data or another fedsynth version.
+    RunInterrupted
+        On SIGINT or SIGTERM (the manifest says ``interrupted``; the run can be resumed).
     """
+    run_id = _run_id(config)
+    run_dir = Path(out_dir or config.output.dir) / run_id
+    created = not run_dir.exists()
+    lock = RunLock(run_dir)
+    lock.acquire()
+    stop = threading.Event()
+    previous_handlers: dict[int, Any] = {}
+    manifest: dict[str, Any] = {}
+    state: dict[str, Any] = {"rounds": []}
+    try:
+        previous_handlers = _install_signal_handlers(stop)
+        return _run_locked(config, run_id, run_dir, manifest, state, stop, progress, engine, resume)
+    except BaseException as exc:
+        if manifest:
+            rounds = state["rounds"]
+            manifest["last_round"] = rounds[-1]["round"] if rounds else None
+            ck = _checkpoint_step(run_dir)
+            if ck is not None:
+                manifest["checkpoint_step"] = ck
+            manifest["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
+            if isinstance(exc, KeyboardInterrupt):
+                manifest["status"] = "interrupted"
+                manifest["signal"] = exc.args[0] if isinstance(exc, RunInterrupted) else "SIGINT"
+            else:
+                from fedsynth.strategies.records import scrub_error
+
+                manifest["status"] = "failed"
+                manifest["error"] = scrub_error(exc)
+            write_json(run_dir / "manifest.json", manifest)
+        raise
+    finally:
+        stop.set()
+        shutil.rmtree(run_dir / ".private" / "rows", ignore_errors=True)
+        if manifest.get("status") == "finished":
+            shutil.rmtree(run_dir / ".private", ignore_errors=True)
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+        _restore_signal_handlers(previous_handlers)
+        lock.release()
+        if created and not manifest:  # refused before it wrote anything (bad input): leave no directory behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _resume_records(run_dir: Path, schema: Any) -> tuple[list[str], list[dict[str, Any]], dict[str, Any]]:
+    """What a resumed run keeps: metrics lines and round entries up to the checkpoint's last finished round
+    (later rounds, references and their snapshots are redone), and the last kept snapshot."""
+    try:
+        ck = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    except (OSError, ValueError):
+        ck = {}
+    n_done = len(ck.get("rounds", []))  # rounds the strategy will not run again (FedAvg); none for the BN
+    kept_lines: list[str] = []
+    rounds: list[dict[str, Any]] = []
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("kind") == "round" and int(entry.get("round", 0)) <= n_done:
+            kept_lines.append(line)
+            rounds.append(entry)
+    kept = {str(r.get("snapshot")) for r in rounds}
+    snapshots = run_dir / "snapshots"
+    if snapshots.is_dir():
+        for path in list(snapshots.rglob("*.csv")):
+            if str(path.relative_to(run_dir)) not in kept:
+                path.unlink()
+    last: dict[str, Any] = {}
+    if rounds:
+        path = run_dir / str(rounds[-1]["snapshot"])
+        last = {"frame": schema.coerce(pd.read_csv(path)[list(schema.model_columns)]), "round": rounds[-1]["round"]}
+    return kept_lines, rounds, last
+
+
+def _run_locked(
+    config: ExperimentConfig,
+    run_id: str,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    state: dict[str, Any],
+    stop: threading.Event,
+    progress: Progress | None,
+    engine: str | None,
+    resume: bool,
+) -> RunResult:
     from fedsynth.strategies.centralized import run_centralized
+    from fedsynth.strategies.checkpoint import FileCheckpoint
     from fedsynth.strategies.registry import make_strategy
 
     emit: Progress = progress or (lambda event, payload: None)
@@ -196,40 +497,68 @@ def run_experiment(
     cohort, part = load_partition(config)
     schema = part.schema
     _check_strata(config, schema)
-    run_id = _run_id(config)
-    run_dir = Path(out_dir or config.output.dir) / run_id
+    identity = run_identity(config, cohort.fingerprint())
+    before = read_manifest(run_dir)
+    if before is not None and before.get("status") == "running":  # nobody holds the lock: its process is gone
+        log.warning("run %s was found running with no process behind it: interrupted (process gone)", run_id)
+        before.update(status="interrupted", note="interrupted (process gone)")
+        write_json(run_dir / "manifest.json", before)
+    resumed_from: int | None = None
+    if resume and before is not None:
+        changes = identity_changes(before.get("identity"), identity)
+        if changes:
+            raise ValidationError(
+                f"Resume of {run_dir}",
+                [Problem("run", change, "the config, data and fedsynth version the run was made with",
+                         "resume with the same config, or start the run afresh without --resume") for change in changes],
+            )
+        resumed_from = _checkpoint_step(run_dir)
+    if resumed_from is None:
+        _clear_run_dir(run_dir)
+        metric_lines: list[str] = []
+        rounds: list[dict[str, Any]] = state["rounds"]
+        last_snapshot: dict[str, Any] = {}
+    else:
+        shutil.rmtree(run_dir / ".private" / "rows", ignore_errors=True)  # left by a SIGKILL
+        metric_lines, kept_rounds, last_snapshot = _resume_records(run_dir, schema)
+        rounds = state["rounds"]
+        rounds.extend(kept_rounds)
     (run_dir / "snapshots").mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
     seeds = site_seeds(config.seed, len(part.sites))
     settings = strategy_settings(config)
     engine = engine or config.strategy.engine
-    manifest: dict[str, Any] = {
+    manifest.update({
         "run_id": run_id,
         "status": "running",
+        "pid": os.getpid(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
         "seeds": {"seed": config.seed, "site_seeds": dict(zip([s.name for s in part.sites], seeds))},
         "data": {
             "cohort": cohort.name,
-            "fingerprint": cohort.fingerprint(),
+            "fingerprint": identity["data_fingerprint"],
             "n_rows": len(cohort.data),
             "n_train": len(part.train),
             "n_holdout": len(part.holdout),
         },
         "sites": [{"name": s.name, "n_rows": s.n_rows, "lacks": list(s.lacks)} for s in part.sites],
         "strategy": {"name": config.strategy.name, "engine": engine, **{k: v for k, v in settings.items() if k != "params"}},
+        "identity": identity,
+        "run_hash": run_hash(identity),
         "timings": timings,
         "notes": config.notes,
-    }
+    })
+    if resumed_from is not None:
+        manifest["resumed_from_step"] = resumed_from
     write_json(run_dir / "manifest.json", manifest)
     emit("start", {"run_id": run_id, "run_dir": str(run_dir), "rounds": _expected_rounds(config, len(part.sites)),
-                   "sites": manifest["sites"], "strategy": config.strategy.name, "generator": config.generator.name})
+                   "sites": manifest["sites"], "strategy": config.strategy.name, "generator": config.generator.name,
+                   "resumed_from": resumed_from, "done": len(rounds)})
 
-    metrics = _MetricsLog(run_dir / "metrics.jsonl")
+    metrics = _MetricsLog(run_dir / "metrics.jsonl", metric_lines)
     n_snapshot = int(config.evaluation.snapshot_rows or len(part.train))
-    rounds: list[dict[str, Any]] = []
     references: list[dict[str, Any]] = []
-    last_snapshot: dict[str, Any] = {}
 
     def record(rr: Any, *, reference: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -265,23 +594,34 @@ def run_experiment(
     # -- the run itself -------------------------------------------------------------------------------------
     name = config.strategy.name
     site_frames = [(s.name, s.data) for s in part.sites]
+    private = run_dir / ".private"
     t0 = time.perf_counter()
     emit("phase", {"phase": f"{name} ({engine if name not in ('centralized', 'local') else 'in process'})"})
     if name == "centralized":
         result = run_centralized(part.train, schema, on_round=on_round, seed=config.seed, **settings)
     else:
         strategy = make_strategy(name, schema, **settings)
-        if name == "local" or engine == "in_process":
-            from fedsynth.federation.simulation import run_in_process
+        if config.privacy is not None:
+            from fedsynth.privacy.accounting import PrivacyBudget
 
-            result = run_in_process(strategy, site_frames, schema, seeds=seeds, on_round=on_round)
+            strategy.privacy = PrivacyBudget(config.privacy.epsilon, config.privacy.delta)  # type: ignore[attr-defined]
+        strategy.checkpoint = FileCheckpoint(run_dir / "checkpoint")
+        if name == "local" or engine == "in_process":
+            from fedsynth.federation.simulation import private_folder, run_in_process
+
+            private_folder(private)
+            result = run_in_process(strategy, site_frames, schema, seeds=seeds, on_round=on_round,
+                                    state_root=private / "sites")
         else:
             from fedsynth.federation.simulation import run_simulation
 
-            result = run_simulation(strategy, site_frames, schema, seeds=seeds, on_round=on_round)
+            result = run_simulation(strategy, site_frames, schema, seeds=seeds, on_round=on_round,
+                                    private_dir=private, stop=stop)
     timings["strategy"] = time.perf_counter() - t0
     timings.update({f"strategy_{k}": v for k, v in result.timings.items()})
     manifest["left_out"] = result.left_out
+    manifest["privacy"] = (getattr(strategy, "privacy_summary_", None) if config.privacy is not None and name != "centralized"
+                           else {"budget": None, "note": "no privacy block: no differential privacy, exact releases"})
     write_json(run_dir / "manifest.json", manifest)
 
     # -- the model --------------------------------------------------------------------------------------
@@ -343,7 +683,8 @@ def run_experiment(
     html_path = run_dir / "report.html"
     _write_html(html_path, rounds, references, report_obj, report, title=f"fedsynth run {run_id}")
     timings["total"] = time.perf_counter() - t_start
-    manifest.update(status="finished", finished=datetime.now(UTC).isoformat(timespec="seconds"))
+    manifest.update(status="finished", finished=datetime.now(UTC).isoformat(timespec="seconds"),
+                    last_round=final_round.get("round"))
     write_json(run_dir / "manifest.json", manifest)
     emit("done", {"run_dir": str(run_dir), "report": str(html_path), **_headline(final_round)})
     return RunResult(run_id, run_dir, html_path, _headline(final_round), rounds, references, dict(timings))

@@ -2,8 +2,15 @@
 
 Which site a node is comes from the node's config: in simulation, ``partition-id`` picks one of the
 :class:`SiteSource` entries handed to :func:`make_client_app`; in a deployment, the node config names the
-site directly (``site-name``, ``data-path`` — a pickled frame or a CSV —, ``schema-path``, ``seed``). Rows are
-read inside the node and cached per process; only what a handler puts in its reply leaves the node.
+site directly (``site-name``, ``data-path`` — a CSV or Parquet file; never a pickle, which could run code —,
+``schema-path``, ``seed``, ``audit-log``, and optionally ``state-dir``, the site's own folder for its state between
+rounds). Rows are read inside the node and cached per process; only what a handler puts in its reply leaves the node,
+and in a deployment every reply is first described in the site's audit log (:mod:`fedsynth.deployment.audit`).
+
+
+The site's disclosure policy (:class:`~fedsynth.strategies.policy.SitePolicy`) is the node's own: in a
+deployment ``policy-path`` or a ``site-policy.yaml`` beside the data file, then ``policy-<field>`` keys of the
+node config; in simulation the :class:`SiteSource`'s ``policy`` (else the node config's keys, else defaults).
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedsynth.cohort.schema import TableSchema
+from fedsynth.deployment import audit
+from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.site import SiteHandler, SiteRuntime, all_site_handlers, handle
 
 log = logging.getLogger(__name__)
@@ -32,6 +42,14 @@ class SiteSource:
     name: str
     data_path: str
     seed: int = 0
+    #: The site's own folder for its state between rounds (``None``: memory only).
+    state_dir: str | None = None
+    #: The site's own disclosure policy (:class:`SitePolicy` fields); ``None``: the safe defaults.
+    policy: Mapping[str, Any] | None = None
+
+
+#: Formats a node reads its rows from (no pickle: a data file must not be able to run code).
+ROW_FORMATS = (".csv", ".parquet")
 
 
 #: Per-process caches (a simulation actor serves several nodes): path -> rows, schema text -> schema.
@@ -42,7 +60,12 @@ _SCHEMAS: dict[str, TableSchema] = {}
 def _read_rows(path: str, schema: TableSchema) -> pd.DataFrame:
     if path not in _DATA:
         p = Path(path)
-        frame = pd.read_pickle(p) if p.suffix in (".pkl", ".pickle") else pd.read_csv(p)
+        if p.suffix.lower() not in ROW_FORMATS:
+            raise FedsynthError(
+                f"a site's data-path must be a CSV or Parquet file ({', '.join(ROW_FORMATS)}); got a "
+                f"{p.suffix or 'suffix-less'} file. Pickles are not read: they can run code."
+            )
+        frame = pd.read_parquet(p) if p.suffix.lower() == ".parquet" else pd.read_csv(p)
         present = [c for c in schema.model_columns if c in frame.columns]
         _DATA[path] = schema.select(present).coerce(frame[present])
     return _DATA[path]
@@ -61,12 +84,25 @@ def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mappin
     if "data_path" in cfg:
         table_schema = _schema(str(cfg["schema_path"]) if "schema_path" in cfg else dict(schema or {}))
         source = SiteSource(str(cfg.get("site_name", f"site-{context.node_id}")), str(cfg["data_path"]),
-                            int(cfg.get("seed", 0)))
+                            int(cfg.get("seed", 0)), str(cfg["state_dir"]) if cfg.get("state_dir") else None)
+        policy = SitePolicy.from_node_config(cfg, source.data_path)
     else:
         source = sources[int(cfg["partition_id"])]
         table_schema = _schema(dict(schema or {}))
+        policy = SitePolicy.from_mapping(source.policy) if source.policy else SitePolicy.from_node_config(cfg)
     data = _read_rows(source.data_path, table_schema)
-    return SiteRuntime(source.name, data, table_schema, source.seed, context.state)
+    state_dir = Path(source.state_dir) if source.state_dir else None
+    return SiteRuntime(source.name, data, table_schema, source.seed, context.state, policy=policy,
+                       state_dir=state_dir)
+
+
+def audit_log_path(context: Context) -> Path | None:
+    """A deployed node's audit log: ``audit-log`` from its node config, else beside its data file; ``None`` in
+    simulation (no ``data-path`` in the node config)."""
+    cfg = {records.snake(str(k)): v for k, v in context.node_config.items()}
+    if cfg.get("audit_log"):
+        return Path(str(cfg["audit_log"]))
+    return audit.default_log_path(str(cfg["data_path"])) if "data_path" in cfg else None
 
 
 def make_client_app(
@@ -87,7 +123,12 @@ def make_client_app(
         register = getattr(app, category)(action)
 
         def run(msg: Message, context: Context, _handler: SiteHandler = handler) -> Message:
-            return handle(_handler, msg, site_runtime(context, srcs, sch))
+            site = site_runtime(context, srcs, sch)
+            reply = handle(_handler, msg, site)
+            log_path = audit_log_path(context)
+            if log_path is not None:
+                audit.append_entry(log_path, audit.audit_entry(site.name, msg, reply))
+            return reply
 
         register(run)
     return app

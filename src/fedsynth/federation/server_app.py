@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedsynth._io import write_json
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError, ValidationError
 from fedsynth.strategies import records
@@ -109,3 +111,6 @@ def _deployed_main(grid: Grid, context: Context) -> None:
     model_dir = context.run_config.get("model-dir")
     if model_dir and result.generator is not None:
         result.generator.save(str(model_dir))
+    if model_dir:  # who was left out of which request, and the phases' timings, beside the model
+        facts = {"dropped": result.dropped, "timings": result.timings, "sites": [s.name for s in result.sites]}
+        write_json(Path(str(model_dir)).parent / "deployment.json", facts)

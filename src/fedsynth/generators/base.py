@@ -104,6 +104,20 @@ class SupportsLatentMixture(Protocol):
 
 
 @runtime_checkable
+class SupportsLocalState(Protocol):
+    """Site-side training state kept between FedAvg rounds (optimiser moments, RNG), saved in the site's folder.
+
+    ``get_local_state()`` returns ``(settings, arrays)`` (JSON-able settings, numpy arrays, no pickle);
+    ``set_local_state`` restores them on a generator built with the same settings, so a resumed or re-scheduled
+    site continues exactly where it stopped.
+    """
+
+    def get_local_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+
+    def set_local_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None: ...
+
+
+@runtime_checkable
 class SupportsTwoStep(Protocol):
     """Two-step learning from counts (Bayesian network): structure from summed counts, then parameters.
 

@@ -315,6 +315,30 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
         # A model holding (e.g. globally averaged) weights can sample; it needs no local fit first.
         self.fitted_ = True
 
+    # -- a site's training state between rounds (resume) ------------------------------------------
+    def get_local_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What local training carries from one round to the next, as ``(settings, arrays)``.
+
+        The Adam optimiser's moments and step counts, the state of the training random generator (batch
+        order, reparameterisation noise, column dropout) and the epochs trained; the weights are
+        :meth:`get_weights`. JSON-able settings plus numpy arrays, so a site can keep them without pickle.
+        """
+        from fedsynth.generators._torch_state import generator_state, optimizer_to_arrays
+
+        self.initialize()
+        meta, arrays = optimizer_to_arrays(self.optimizer_)
+        arrays["torch_generator"] = generator_state(self.torch_rng_)
+        return {"optimizer": meta, "epochs_trained": int(self.epochs_trained_)}, arrays
+
+    def set_local_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`get_local_state` returned (on a generator built with the same settings)."""
+        from fedsynth.generators._torch_state import optimizer_from_arrays, set_generator_state
+
+        self.initialize()
+        optimizer_from_arrays(self.optimizer_, dict(meta["optimizer"]), dict(arrays))
+        set_generator_state(self.torch_rng_, np.asarray(arrays["torch_generator"]))
+        self.epochs_trained_ = int(meta.get("epochs_trained", 0))
+
     # -- sampling -------------------------------------------------------------------------------------
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
         import torch

@@ -118,12 +118,22 @@ class StrategyResult:
     site_models: dict[str, Any] = field(default_factory=dict)
     synthetic: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: Every site left out of a request: ``{"site", "message_type", "round" (the request's group id), "reason"}``.
+    dropped: list[dict[str, str]] = field(default_factory=list)
 
     def sample(self, n_samples: int, *, random_state: int | None = None) -> pd.DataFrame:
         return RoundResult(0, self.strategy, self.generator, self.synthetic).sample(n_samples, random_state=random_state)
 
 
 OnRound = Callable[[RoundResult], None]
+
+
+class Checkpoint(Protocol):
+    """Where a server keeps a strategy's state between steps (see :class:`fedsynth.strategies.checkpoint.FileCheckpoint`)."""
+
+    def save(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None: ...
+
+    def load(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None: ...
 
 
 def site_name(sites: Sequence[SiteInfo], node: int) -> str:
@@ -175,6 +185,9 @@ class Strategy(ABC):
 
     #: Registry key (:data:`fedsynth.strategies.registry.STRATEGIES` holds what the strategy needs and accepts).
     name: ClassVar[str] = ""
+    #: Where the server checkpoints its state after every finished step (a round; for the two-step BN an
+    #: answered count request); a strategy that finds a checkpoint there at :meth:`start` resumes from it.
+    checkpoint: Checkpoint | None = None
 
     def __init__(
         self,
@@ -200,6 +213,8 @@ class Strategy(ABC):
         self._check(dict(params or {}))
         #: The given params over the registry's defaults (every key the strategy accepts with this generator).
         self.params = {**default_params(self.name, generator, params), **dict(params or {})}
+        #: Sites left out of a request during :meth:`start` (copied into the result's ``dropped``).
+        self.dropped: list[dict[str, str]] = []
 
     @property
     def requires(self) -> str | None:
@@ -256,26 +271,33 @@ class Strategy(ABC):
     ) -> Replies:
         """Send one instruction per site, collect the replies; failures are logged and left out.
 
-        Raises :class:`FedsynthError` when fewer than ``min_sites`` (default: the strategy's) answered.
+        Waits at most ``params["request_timeout"]`` seconds; a site that has not answered by then is left out of
+        this request and recorded in :attr:`dropped`. Raises :class:`FedsynthError` when fewer than
+        ``min_sites`` (default: the strategy's) answered.
         """
         by_node = {s.node_id: s for s in sites}
         msgs = [
             Message(content(s), dst_node_id=s.node_id, message_type=message_type, group_id=group_id) for s in sites
         ]
-        replies = list(grid.send_and_receive(msgs))
+        timeout = float(self.params["request_timeout"])
+        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        # A reply is matched to the instruction it answers: Flower's SuperLink answers for an unreachable node
+        # itself (an error reply whose source is the SuperLink), so the source id alone can name the wrong node.
+        to_node = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs if m.metadata.message_id}
         ok: dict[int, RecordDict] = {}
         failed: dict[int, str] = {}
         for r in replies:
-            node = r.metadata.src_node_id
+            node = to_node.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
             if r.has_error():
                 failed[node] = records.scrub_text(r.error.reason or f"error code {r.error.code}")
             else:
                 ok[node] = r.content
         for node in by_node:
             if node not in ok and node not in failed:
-                failed[node] = "no reply"
+                failed[node] = f"no reply within {timeout:g} s"
         for node, reason in failed.items():
             name = by_node[node].name if node in by_node else str(node)
+            self.dropped.append({"site": name, "message_type": message_type, "round": group_id, "reason": reason})
             log.warning("%s: site %s left out of %s (%s): %s", self.name, name, message_type, group_id, reason)
         need = self.min_sites if min_sites is None else min_sites
         need = min(need, len(sites))
@@ -331,14 +353,45 @@ class Strategy(ABC):
             summaries, self.schema, n_bins=opts["n_bins"], n_modes=opts["n_modes"], random_state=self.random_state
         )
 
+    def load_checkpoint(self, domain: Domain) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """This strategy's checkpoint (``None`` when there is none); global RNG states are restored from it.
+
+        Raises :class:`FedsynthError` when the checkpoint belongs to another strategy or another shared
+        domain (the sites' data changed since it was written).
+        """
+        found = self.checkpoint.load() if self.checkpoint is not None else None
+        if found is None:
+            return None
+        meta, arrays = found
+        if meta.get("strategy") != self.name or meta.get("domain") != _domain_hash(domain):
+            raise FedsynthError(
+                f"{self.name}: the checkpoint was written by {meta.get('strategy')!r} on another shared domain; "
+                "it cannot be resumed (start the run afresh)"
+            )
+        _set_rng_states(meta.get("rng", {}), arrays)
+        log.info("%s: resuming from the checkpoint of step %s", self.name, meta.get("step"))
+        return meta, {k: v for k, v in arrays.items() if not k.startswith("rng.")}
+
+    def save_checkpoint(self, domain: Domain, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Checkpoint ``meta`` (JSON-able, with its ``step``) and ``arrays``, with the global RNG states."""
+        if self.checkpoint is None:
+            return
+        rng_meta, rng_arrays = _rng_states()
+        self.checkpoint.save(
+            {**meta, "strategy": self.name, "domain": _domain_hash(domain), "rng": rng_meta},
+            {**arrays, **rng_arrays},
+        )
+
     def start(self, grid: GridLike, *, on_round: OnRound | None = None) -> StrategyResult:
         """Run the whole job over ``grid``; ``on_round`` is called after every finished round."""
         t0 = time.perf_counter()
+        self.dropped = []
         sites = self.hello(grid)
         t1 = time.perf_counter()
         domain = self.build_domain(grid, sites)
         t2 = time.perf_counter()
         result = self.run(grid, sites, domain, on_round=on_round, run_token=uuid.uuid4().hex)
+        result.dropped = list(self.dropped)
         result.timings.update(hello=t1 - t0, domain=t2 - t1, training=time.perf_counter() - t2)
         return result
 
@@ -370,6 +423,35 @@ _MOVED = {
     ),
     "fedsynth.strategies.in_process": ("InProcessGrid",),
 }
+
+
+def _domain_hash(domain: Domain) -> str:
+    import hashlib
+
+    return hashlib.sha256(records.domain_to_text(domain).encode()).hexdigest()
+
+
+def _rng_states() -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """numpy's and (when loaded) torch's global random states, as JSON-able settings and arrays."""
+    import sys
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    meta: dict[str, Any] = {"numpy": [kind, int(pos), int(has_gauss), float(cached)]}
+    arrays = {"rng.numpy": np.asarray(keys)}
+    if "torch" in sys.modules:
+        arrays["rng.torch"] = sys.modules["torch"].get_rng_state().numpy().copy()
+    return meta, arrays
+
+
+def _set_rng_states(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    if "numpy" in meta and "rng.numpy" in arrays:
+        kind, pos, has_gauss, cached = meta["numpy"]
+        np.random.set_state((str(kind), np.asarray(arrays["rng.numpy"], dtype=np.uint32), int(pos), int(has_gauss),
+                             float(cached)))
+    if "rng.torch" in arrays:
+        import torch
+
+        torch.set_rng_state(torch.from_numpy(np.ascontiguousarray(arrays["rng.torch"], dtype=np.uint8)))
 
 
 def __getattr__(name: str) -> Any:

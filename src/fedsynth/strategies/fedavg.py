@@ -28,7 +28,7 @@ from flwr.app import Message, RecordDict
 
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import CapabilityError
-from fedsynth.generators.base import SupportsLatentMixture, SupportsWeights
+from fedsynth.generators.base import SupportsLatentMixture, SupportsLocalState, SupportsWeights
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
     fit_latent_mixture_federated,
@@ -118,7 +118,17 @@ class FedAvgStrategy(Strategy):
         mixture: MixtureParams | None = None
         rounds: list[dict[str, Any]] = []
         left_out_all: dict[str, str] = {}
-        for server_round in range(1, int(self.rounds) + 1):
+        first = 1
+        resumed = self.load_checkpoint(domain)
+        if resumed is not None:  # continue after the last finished round: its weights and its mixture
+            meta, arrays = resumed
+            weights = {k[2:]: v for k, v in arrays.items() if k.startswith("w.")}
+            mixture = {k[2:]: v for k, v in arrays.items() if k.startswith("m.")} or None
+            generator.set_weights(weights)
+            if isinstance(generator, SupportsLatentMixture) and mixture is not None:
+                generator.set_latent_mixture(mixture)
+            rounds, left_out_all, first = list(meta["rounds"]), dict(meta["left_out"]), int(meta["step"]) + 1
+        for server_round in range(first, int(self.rounds) + 1):
             t0 = time.perf_counter()
             content = RecordDict(
                 {
@@ -152,6 +162,12 @@ class FedAvgStrategy(Strategy):
             log.info("fedavg (%s): round %d done in %.2fs (%d sites)", label, server_round, rr.seconds, len(updates))
             if on_round is not None:
                 on_round(rr)
+            # the round is finished once its caller has recorded it: checkpoint the server's state
+            self.save_checkpoint(
+                domain,
+                {"step": server_round, "rounds": rounds, "left_out": left_out_all},
+                {**{f"w.{k}": v for k, v in weights.items()}, **{f"m.{k}": v for k, v in (mixture or {}).items()}},
+            )
         return StrategyResult(self.name, generator, domain, list(sites), rounds, left_out_all)
 
     def _column_dropout_for_absent_columns(self, sites: Sequence[SiteInfo]) -> None:
@@ -219,19 +235,58 @@ class FedAvgStrategy(Strategy):
 # -- site side -------------------------------------------------------------------------------------------
 
 
+#: The round each cached site model has finished (per process, like the model cache).
+_SITE_ROUND: dict[tuple[str, str], int] = {}
+
+
+def _site_key(msg: Message, site: SiteRuntime) -> tuple[str, str]:
+    return (str(message_config(msg)["run_token"]) + ":fedavg", site.name)
+
+
 def _site_state(msg: Message, site: SiteRuntime) -> tuple[SupportsWeights, pd.DataFrame]:
     """The site's generator (kept across messages of one run) and its rows conformed to the shared domain."""
     cfg = message_config(msg)
 
     def build() -> tuple[SupportsWeights, pd.DataFrame]:
+        _SITE_ROUND.pop(_site_key(msg, site), None)
         domain = records.domain_from_text(str(cfg["domain"]))
         generator = site_generator(cfg, site, domain)
         if not isinstance(generator, SupportsWeights):
             raise CapabilityError(f"FedAvg needs a generator with weight exchange; {cfg['generator']!r} has none")
         return generator, conform_to_domain(site.data, domain)
 
-    generator, data = site_model((str(cfg["run_token"]) + ":fedavg", site.name), build)
+    generator, data = site_model(_site_key(msg, site), build)
     return generator, data
+
+
+def _restore_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], server_round: int) -> None:
+    """Before training round ``server_round``, make sure the site's model carries its state after the previous
+    round: the process may have a stale or no cached model (another simulation actor served the site, or the run
+    was resumed in a new process), so the site's own folder is the reference."""
+    from fedsynth.strategies.checkpoint import SiteStateStore
+
+    previous = server_round - 1
+    if (previous < 1 or _SITE_ROUND.get(key) == previous or site.state_dir is None
+            or not isinstance(generator, SupportsLocalState)):
+        return
+    found = SiteStateStore(site.state_dir).load(previous)
+    if found is None:
+        log.warning("site %s: no saved state after round %d; local training continues from fresh optimiser state",
+                    site.name, previous)
+        return
+    meta, arrays = found
+    generator.set_local_state(meta, arrays)
+
+
+def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], server_round: int) -> None:
+    from fedsynth.strategies.checkpoint import SiteStateStore
+
+    _SITE_ROUND[key] = server_round
+    if site.state_dir is None or not isinstance(generator, SupportsLocalState):
+        return
+    meta, arrays = generator.get_local_state()
+    weights = {f"w.{k}": v for k, v in generator.get_weights().items()}
+    SiteStateStore(site.state_dir).save(server_round, meta, {**arrays, **weights})
 
 
 def _last_losses(generator: Any) -> dict[str, float]:
@@ -251,8 +306,11 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
     """``train.fit``: set the global weights, train ``local_epochs`` epochs locally, return weights and counts."""
     cfg = message_config(msg)
     generator, data = _site_state(msg, site)
+    key, server_round = _site_key(msg, site), int(cfg.get("server_round", 1))
+    _restore_local_state(generator, site, key, server_round)
     generator.set_weights(records.from_array_record(msg.content["arrays"]))
     generator.partial_fit(data, epochs=int(cfg.get("local_epochs", 1)))
+    _save_local_state(generator, site, key, server_round)
     metrics = {"num_examples": len(data), **_last_losses(generator)}
     return RecordDict(
         {"arrays": records.to_array_record(generator.get_weights()), "metrics": records.to_metric_record(metrics)}

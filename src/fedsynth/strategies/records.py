@@ -212,7 +212,7 @@ def from_array_record(record: AnyRecord) -> dict[str, np.ndarray]:
     return {k: a.numpy() for k, a in arrays.items()}
 
 
-def pack_tables(keys: list[str], tables: Mapping[str, np.ndarray]) -> ArrayRecord:
+def pack_tables(keys: list[str], tables: Mapping[str, np.ndarray], *, signed: bool = False) -> ArrayRecord:
     """Integer tables asked for by ``keys`` -> three flat arrays (cheap to encode however many tables there are).
 
     ``present`` (one 0/1 per key: whether ``tables`` has it), ``dims`` (the shapes of the present tables, each
@@ -224,8 +224,9 @@ def pack_tables(keys: list[str], tables: Mapping[str, np.ndarray]) -> ArrayRecor
     arrays = [np.asarray(tables[k]) for k in keys if k in tables]
     dims = np.array([d for a in arrays for d in (a.ndim, *a.shape)], dtype=np.int64)
     cells = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, dtype=np.int64)
-    if cells.size and (cells.min() < 0 or cells.max() > np.iinfo(np.int32).max):
-        raise ValueError("pack_tables carries counts in [0, 2**31)")
+    low = np.iinfo(np.int32).min if signed else 0  # signed: noisy (differentially private) counts
+    if cells.size and (cells.min() < low or cells.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"pack_tables carries counts in [{low}, 2**31)")
     return ArrayRecord({"present": Array(present), "dims": Array(dims), "counts": Array(cells.astype(np.int32))})
 
 

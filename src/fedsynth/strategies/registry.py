@@ -113,6 +113,8 @@ COMMON_PARAMS: dict[str, Param] = {
     "significant_digits": Param(int, 3, "significant digits of released bounds, quantiles and modes", low=1),
     "node_timeout": Param(float, 120.0, "seconds the server waits for the sites' nodes to register", low=0,
                           open_low=True),
+    "request_timeout": Param(float, 3600.0, "seconds a request waits for the sites' replies; a site silent for "
+                             "longer is left out of that request", low=0, open_low=True),
 }
 
 _FEDAVG_PARAMS: dict[str, Param] = {

@@ -36,7 +36,7 @@ from fedsynth.errors import FedsynthError
 from fedsynth.evaluation.gate import GateThresholds, release_gate
 from fedsynth.strategies import records
 from fedsynth.strategies.base import GridLike, OnRound, RoundResult, SiteInfo, Strategy, StrategyResult, site_name
-from fedsynth.strategies.site import SiteRuntime, conform_to_domain, message_config, site_generator
+from fedsynth.strategies.site import SiteRuntime, conform_to_domain, message_config, site_generator, site_policy
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,14 @@ def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, columns: Seq
 def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
     """``train.share``: fit locally, sample, drop exact copies, check privacy, then (only then) release rows."""
     cfg = message_config(msg)
+    # The gate's settings are the site's policy, tightened (never loosened) by what the message asks for.
+    policy = site_policy(msg, site)
+    if not policy.allow_synthetic_rows:
+        raise PrivacyCheckError("the site's policy does not let synthetic rows leave; nothing was released")
     domain = records.domain_from_text(str(cfg["domain"]))
     data = conform_to_domain(site.data, domain).reset_index(drop=True)
     rng = np.random.default_rng(site.seed)
-    check = bool(cfg.get("privacy_check", True))
+    check = policy.privacy_check
     held = [c for c in site.schema.model_columns if c in data.columns and c in domain.columns]
     if check:
         n_hold = max(int(round(len(data) * float(cfg.get("site_holdout_fraction", 0.2)))), 2)
@@ -146,7 +150,7 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
         holdout, train = data.iloc[:0], data
     generator = site_generator(cfg, site, domain)
     generator.fit(train)
-    n_rows = int(cfg.get("share_rows", len(data)))
+    n_rows = int(policy.max_share_rows or len(data))
     synthetic = generator.sample(n_rows, random_state=int(rng.integers(2**31)))
     synthetic = synthetic[[c for c in site.schema.model_columns if c in synthetic.columns]]
     before = len(synthetic)
@@ -154,7 +158,7 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
     metrics: dict[str, Any] = {"num_examples": len(data), "exact_copies_removed": before - len(synthetic)}
     if check:
         gate, privacy = release_gate(train, synthetic, site.schema.select(held), holdout_data=holdout,
-                                     thresholds=site_gate_thresholds(cfg), random_state=rng)
+                                     thresholds=GateThresholds.from_mapping(policy.gate_thresholds()), random_state=rng)
         metrics.update({k: v for k, v in gate.figures.items() if v is not None})
         metrics["dcr_share"] = privacy["dcr_share"]
         if not gate.passed:

@@ -7,6 +7,9 @@ or data value leaves the site. Common to all strategies:
 1. ``query.hello``   -> the site's name and row count (``num-examples``) and which columns it holds;
 2. ``query.summary`` -> the site's domain summary (:func:`fedsynth.encoding.summarize_site`) after the site's
    disclosure control (:func:`release_summary`); the server merges them into the shared :class:`Domain`.
+
+Every handler applies the site's own :class:`~fedsynth.strategies.policy.SitePolicy` (:func:`site_policy`): the
+settings a message carries can tighten it, never loosen it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +28,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain, summarize_site
+from fedsynth.encoding.domain import release_summary as _release
 from fedsynth.strategies import records
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.registry import STRATEGIES, build_generator
 
 log = logging.getLogger(__name__)
@@ -35,13 +41,21 @@ SITE_ERROR_CODE = 2
 
 @dataclass
 class SiteRuntime:
-    """What a site handler sees: its own rows (never sent), schema, name, seed and persistent node state."""
+    """What a site handler sees: its own rows (never sent), schema, name, seed, persistent node state and its
+    own disclosure policy (:class:`~fedsynth.strategies.policy.SitePolicy`; safe defaults unless the site's
+    configuration gives one)."""
 
     name: str
     data: pd.DataFrame
     schema: TableSchema
     seed: int = 0
     state: RecordDict = field(default_factory=RecordDict)
+    policy: SitePolicy = field(default_factory=SitePolicy)
+    #: The site's own ε ledger (:class:`fedsynth.privacy.PrivacyLedger`, keyed by the site's name): noisy
+    #: releases are charged to it before they are made, and refused past the site's budget. ``None``: no ledger.
+    privacy_ledger: Any = None
+    #: The site's own folder for its state between rounds (resume); ``None``: kept in memory only.
+    state_dir: Path | None = None
 
 
 SiteHandler = Callable[[Message, SiteRuntime], RecordDict]
@@ -100,40 +114,15 @@ def _round_sig(x: float, digits: int, how: str = "nearest") -> float:
 def release_summary(
     summary: Mapping[str, Any], schema: TableSchema, *, min_category_count: int = 5, significant_digits: int = 3
 ) -> dict[str, Any]:
-    """Site-side disclosure control of a domain summary before it leaves the site.
+    """Site-side disclosure control of a domain summary before it leaves the site
+    (:func:`fedsynth.encoding.domain.release_summary` with ``k = min_category_count``): coarse bounds, histogram
+    cells and category labels of at least ``k`` rows, rounded mixture modes."""
+    return _release(summary, schema, min_count=min_category_count, significant_digits=significant_digits)
 
-    * bounds are coarsened outward (min down, max up) and quantile sketches and mixture modes rounded to
-      ``significant_digits`` significant digits, so no single real value (an extreme or a quantile that
-      lands on a row) leaves the site verbatim;
-    * labels of a categorical column that the schema does not declare and that fewer than
-      ``min_category_count`` rows hold are not disclosed (their rows count as missing in the domain).
-    Sums, counts and moments are aggregates and stay exact.
-    """
-    out: dict[str, Any] = {"n_rows": int(summary["n_rows"]), "columns": {}}
-    for name, entry in summary["columns"].items():
-        e = dict(entry)
-        if "min" in e:
-            lo = _round_sig(float(e["min"]), significant_digits, "down")
-            hi = _round_sig(float(e["max"]), significant_digits, "up")
-            q = [min(max(_round_sig(float(v), significant_digits), lo), hi) for v in e["quantiles"]]
-            q[0], q[-1] = lo, hi
-            e.update(min=lo, max=hi, quantiles=list(np.maximum.accumulate(q)))
-            if "modes" in e:
-                m = e["modes"]
-                e["modes"] = {
-                    "weights": [_round_sig(float(w), significant_digits) for w in m["weights"]],
-                    "means": [_round_sig(float(v), significant_digits) for v in m["means"]],
-                    "stds": [max(_round_sig(float(v), significant_digits), 1e-3) for v in m["stds"]],
-                }
-        if "counts" in e:
-            spec = schema[name]
-            declared = set(spec.categories or ()) if spec.kind is ColumnKind.CATEGORICAL else {"0", "1"}
-            kept = {k: int(c) for k, c in e["counts"].items() if k in declared or int(c) >= min_category_count}
-            hidden = sum(int(c) for k, c in e["counts"].items() if k not in kept)
-            e["counts"] = kept
-            e["n_missing"] = int(e["n_missing"]) + hidden
-        out["columns"][name] = e
-    return out
+
+def site_policy(msg: Message, site: SiteRuntime) -> SitePolicy:
+    """The settings the site applies to ``msg``: its own policy, tightened (never loosened) by the message."""
+    return site.policy.effective(message_config(msg))
 
 
 def handle_hello(msg: Message, site: SiteRuntime) -> RecordDict:
@@ -148,14 +137,13 @@ def handle_hello(msg: Message, site: SiteRuntime) -> RecordDict:
 
 
 def handle_summary(msg: Message, site: SiteRuntime) -> RecordDict:
-    """``query.summary``: the site's domain summary, after disclosure control."""
+    """``query.summary``: the site's domain summary, after disclosure control under the site's policy (a
+    message may raise ``min_category_count`` or lower ``significant_digits``, never the reverse)."""
     cfg = message_config(msg)
+    policy = site_policy(msg, site)
     raw = summarize_site(site.data, site.schema, n_modes=int(cfg.get("n_modes", 0)), random_state=site.seed)
     released = release_summary(
-        raw,
-        site.schema,
-        min_category_count=int(cfg.get("min_category_count", 5)),
-        significant_digits=int(cfg.get("significant_digits", 3)),
+        raw, site.schema, min_category_count=policy.min_count, significant_digits=policy.significant_digits
     )
     reply: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {"summary": records.to_payload_record(released)}
     if cfg.get("candidate_rules"):

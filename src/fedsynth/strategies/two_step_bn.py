@@ -20,17 +20,44 @@ max_indegree 3: 94 / 189k, 8 / 214k, 8 / 338k. The federated run over 3 sites (6
 6 requests at max_indegree 2. The network is the same whatever the setting.
 
 A site that fails a count request is dropped and the search restarts without it (a structure mixing counts
-with and without a site would match neither), as long as ``min_sites`` remain. One "round".
+with and without a site would match neither), as long as ``min_sites`` remain. A site that *refuses* tables under
+its policy (:class:`~fedsynth.strategies.policy.SitePolicy`: a table whose clear reply would isolate patients)
+stays in: it answers nothing for those tables, which then come from the other sites (rescaled to the full row
+count by the score) or, when no site sends them, fall back to the domain's marginals. One "round".
 
 Site handler: ``query.counts`` -> the count tables of the site's own rows for the families asked for, packed in
-one ``ArrayRecord`` (:func:`~fedsynth.strategies.records.pack_tables`; a family over a column the site lacks is
-marked absent).
+one ``ArrayRecord`` (:func:`~fedsynth.strategies.records.pack_tables`; a family over a column the site lacks, or
+whose table would isolate patients under the site's policy, is marked absent; a request whose every table would
+isolate patients is refused with a scrubbed :class:`~fedsynth.strategies.policy.DisclosureRefused` reply).
+
+Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`TwoStepBNStrategy.privacy`): every
+count table is a Gaussian mechanism of L2 sensitivity 1 (adding or removing one patient changes one cell by
+one). The budget is split :data:`DP_SPLIT` between the two phases (zCDP/RDP, :mod:`fedsynth.privacy.accounting`):
+the structure phase calibrates one noise level for at most :data:`DP_STRUCTURE_TABLES` tables, charged per
+request before it goes out; once they are spent, families not yet counted stay unknown (a family without counts
+is never chosen), so hill climbing ends on the tables it has rather than exceed the budget; the parameter phase re-measures the final network's families in one request with the rest of the budget (PrivBayes
+and AIM likewise measure the chosen marginals afresh). The server sums the noisy tables and clips the sum at 0
+(post-processing). The spent budget goes into the run manifest (``privacy``).
+
+Trust model. Each site draws its noise from its own OS entropy, never from a seed the coordinator knows (it
+could subtract it). With ``secure_aggregation`` on (the coordinator learns only the sum over sites, see
+:mod:`fedsynth.strategies.secure_sum`) each site adds variance σ²/n_sites, so that the released sum carries σ²
+whichever party is curious; if a site drops after sharing and the sum is recovered without it, the sum carries
+(n_sites - 1)/n_sites σ², less than accounted (not corrected yet). With it off each site adds the full σ²: every
+table a site sends in clear then carries the guarantee on its own, and the sum carries n_sites·σ² (accounted as
+σ², a conservative bound). The site chooses its share from the path it answers on, not from the message. With
+ε = ∞ (no privacy block) no noise is added and the federated network equals the
+centralized one. A site with a ledger (:attr:`SiteRuntime.privacy_ledger
+<fedsynth.strategies.site.SiteRuntime.privacy_ledger>`) charges its own budget at the noise level the message
+asks for, before answering, so a coordinator asking for too little noise is refused; a table already released
+in the run is sent again unchanged, at no new cost. A site without a ledger follows the message.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +66,7 @@ from flwr.app import Message, RecordDict
 
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
+from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release
 from fedsynth.strategies import records
 from fedsynth.strategies.base import (
     GridLike,
@@ -50,15 +78,29 @@ from fedsynth.strategies.base import (
     same_for_all,
     site_name,
 )
+from fedsynth.strategies.policy import DisclosureRefused, isolates_patients
 from fedsynth.strategies.site import (
     SiteRuntime,
     conform_to_domain,
     message_config,
     site_generator,
     site_model,
+    site_policy,
 )
 
 log = logging.getLogger(__name__)
+
+#: Share of the run's zCDP budget per phase (structure search, then the final network's CPDs).
+DP_SPLIT: Mapping[str, float] = {"structure": 0.5, "parameters": 0.5}
+#: Most count tables the structure phase may release; its noise is calibrated to this many.
+DP_STRUCTURE_TABLES = 600
+#: Owner of the tables in a checkpoint's request history under secure aggregation (only the sum is known).
+_SECURE_SUM = "(secure sum)"
+
+
+def is_refusal(reason: str) -> bool:
+    """Whether a site's (scrubbed) error reply is a refusal under its disclosure policy."""
+    return reason.startswith(DisclosureRefused.__name__)
 
 
 class _SitesDropped(Exception):
@@ -71,6 +113,10 @@ class TwoStepBNStrategy(Strategy):
     """Federated two-step Bayesian network (structure and parameters from summed site counts)."""
 
     name = "two_step_bn"
+    #: The run's differential-privacy budget (``None``: exact counts); set from the config's ``privacy`` block.
+    privacy: PrivacyBudget | None = None
+    #: After :meth:`run`: the accountant's summary (budget, split, spent per phase, orders) for the manifest.
+    privacy_summary_: dict[str, Any] | None = None
 
     def run(
         self,
@@ -88,35 +134,91 @@ class TwoStepBNStrategy(Strategy):
         active = list(sites)
         left_out: dict[str, str] = {}
         cfg = self.base_config(run_token, domain)
+        accountant = None
+        if self.privacy is not None and not self.privacy.is_infinite:
+            accountant = PrivacyAccountant(self.privacy, DP_SPLIT)
+        # Answered count requests since the search (re)started: (keys, tables by site name). Checkpointed after
+        # every answer; a resumed search asks the same requests in the same order (hill climbing is
+        # deterministic) and gets them from here instead of from the sites.
+        history: list[tuple[list[str], dict[str, dict[str, np.ndarray]]]] = []
+        resumed = self.load_checkpoint(domain)
+        if resumed is not None:
+            meta, arrays = resumed
+            active = [s for s in sites if s.name in set(meta["active"])]
+            left_out = dict(meta["left_out"])
+            history = _decode_history(meta, arrays)
         while True:
             generator = self.new_generator(domain)
             n_requests = 0
+            n_refusals = [0]
 
             def fetch(
-                families: list[tuple[str, tuple[str, ...]]], active: list[SiteInfo] = active
+                families: list[tuple[str, tuple[str, ...]]],
+                active: list[SiteInfo] = active,
+                n_refusals: list[int] = n_refusals,
+                phase: str = "structure",
             ) -> list[dict[Any, np.ndarray]]:
                 nonlocal n_requests
                 n_requests += 1
                 keys = [family_key(f) for f in families]
-                if self.params.get("secure_aggregation", False):
-                    return [self._secure_counts(grid, active, {**cfg, "families": keys}, left_out)]
-                content = RecordDict({"config": records.to_config_record({**cfg, "families": keys})})
-                got = self.ask(grid, active, "query.counts", same_for_all(content), group_id=f"counts-{n_requests}")
-                if got.failed:
-                    for node, reason in got.failed.items():
-                        left_out[site_name(active, node)] = reason
-                    raise _SitesDropped(set(got.failed))
-                return [
-                    {family_from_key(k): v for k, v in records.unpack_tables(got.ok[s.node_id]["counts"], keys).items()}
-                    for s in active
-                ]
+                extra: dict[str, Any] = {}
+                if accountant is not None:
+                    n_tables = DP_STRUCTURE_TABLES if phase == "structure" else len(keys)
+                    z = accountant.noise_multiplier(phase, n_tables)
+                    if phase == "structure":
+                        # Out of structure budget: the families left out stay unknown (never chosen), so the
+                        # search ends on the tables it has.
+                        room = accountant.uses_left(phase, z)
+                        if room < len(keys):
+                            log.warning("two_step_bn: structure budget spent; %d of %d families not asked for",
+                                        len(keys) - room, len(keys))
+                            keys = keys[:room]
+                            if not keys:
+                                return [{} for _ in active]
+                    # Charged before the request goes out: a request over budget releases nothing. A replayed
+                    # request (resume) is charged again, so the accountant ends where the interrupted run was.
+                    accountant.charge(Release(phase, z, len(keys)))
+                    extra = {"dp_noise_std": z, "dp_n_sites": len(active)}
+                secure = bool(self.params.get("secure_aggregation", False))
+                # Whose tables the history holds: each site's, or under secure aggregation only their sum.
+                owners = [_SECURE_SUM] if secure else [s.name for s in active]
+                i = n_requests - 1
+                if i < len(history) and history[i][0] == keys and set(history[i][1]) <= set(owners):
+                    tables = history[i][1]
+                else:
+                    del history[i:]
+                    request = {**cfg, **extra, "families": keys}
+                    if secure:
+                        tables = {_SECURE_SUM: self._secure_counts(grid, active, request, left_out)}
+                    else:
+                        content = RecordDict({"config": records.to_config_record(request)})
+                        got = self.ask(grid, active, "query.counts", same_for_all(content),
+                                       group_id=f"counts-{n_requests}", min_sites=0)
+                        # A site that refuses a query under its policy answers nothing for it (like a site lacking
+                        # the columns); any other failure drops the site.
+                        failed = {n: r for n, r in got.failed.items() if not is_refusal(r)}
+                        n_refusals[0] += len(got.failed) - len(failed)
+                        if failed:
+                            for node, reason in failed.items():
+                                left_out[site_name(active, node)] = reason
+                            raise _SitesDropped(set(failed))
+                        tables = {s.name: records.unpack_tables(got.ok[s.node_id]["counts"], keys)
+                                  for s in active if s.node_id in got.ok}
+                    history.append((keys, tables))
+                    self.save_checkpoint(domain, *_encode_history(history, owners, [s.name for s in active], left_out))
+                return [{family_from_key(k): v for k, v in tables[owner].items()} for owner in owners if tables.get(owner)]
 
             oracle = SummedCountOracle(fetch, look_ahead=int(self.params.get("count_look_ahead", 1)))
             try:
                 edges = generator.learn_structure(oracle)
-                generator.learn_parameters(oracle, edges)
+                param_oracle = oracle
+                if accountant is not None:
+                    # Fresh noisy tables for the final families, with the parameter phase's share.
+                    param_oracle = SummedCountOracle(lambda f: fetch(f, phase="parameters"), look_ahead=0)
+                generator.learn_parameters(param_oracle, edges)
                 break
             except _SitesDropped as exc:
+                history.clear()
                 active = [s for s in active if s.node_id not in exc.nodes]
                 if len(active) < min(self.min_sites, len(sites)):
                     raise FedsynthError(
@@ -124,6 +226,11 @@ class TwoStepBNStrategy(Strategy):
                     ) from None
                 log.warning("two_step_bn: restarting the structure search with %d sites", len(active))
         seconds = time.perf_counter() - t0
+        if self.privacy is not None:
+            self.privacy_summary_ = (accountant.summary() if accountant is not None
+                                     else PrivacyAccountant(self.privacy, DP_SPLIT).summary())
+            log.info("two_step_bn: privacy epsilon spent %.4g of %s", self.privacy_summary_["epsilon_spent"],
+                     self.privacy.epsilon)
         log.info("two_step_bn (%s): %d edges from %d count requests in %.2fs", label, len(edges), oracle.n_requests, seconds)
         site_metrics = {s.name: {"num_examples": float(s.n_rows)} for s in active}
         result_round = RoundResult(1, label, generator, site_metrics=site_metrics, left_out=dict(left_out), seconds=seconds)
@@ -134,20 +241,21 @@ class TwoStepBNStrategy(Strategy):
             generator=generator,
             domain=domain,
             sites=list(sites),
-            rounds=[{**result_round.summary(), "n_edges": len(edges), "count_requests": oracle.n_requests}],
+            rounds=[{**result_round.summary(), "n_edges": len(edges), "count_requests": oracle.n_requests,
+                     "count_refusals": n_refusals[0]}],
             left_out=left_out,
         )
 
-
     def _secure_counts(
         self, grid: GridLike, active: Sequence[SiteInfo], request: dict[str, Any], left_out: dict[str, str]
-    ) -> dict[Any, np.ndarray]:
-        """The count tables summed over ``active`` by secure aggregation: the server never sees one site's table.
+    ) -> dict[str, np.ndarray]:
+        """The count tables (by family key) summed over ``active`` by secure aggregation.
+
+        The server never sees one site's table.
 
         A family no site could count (its ``present`` sum is 0) is left out, as in the clear path; a site that
         drops is recorded and the search restarts without it.
         """
-        from fedsynth.generators.bayesian_network import family_from_key
         from fedsynth.strategies.secure_sum import secure_sum
 
         # Counts are exact modulo 2**32 while every summed cell stays under 2**31 (the rows of all sites).
@@ -159,7 +267,7 @@ class TwoStepBNStrategy(Strategy):
             raise _SitesDropped(set(got.dropped))
         present = got.arrays["present"]
         keys = [str(k) for k in request["families"]]
-        return {family_from_key(k): got.arrays[k] for i, k in enumerate(keys) if present[i] > 0}
+        return {k: got.arrays[k] for i, k in enumerate(keys) if present[i] > 0}
 
 
 # -- site side -------------------------------------------------------------------------------------------
@@ -179,7 +287,82 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     oracle = site_model((str(cfg["run_token"]) + ":bn", site.name), build)
     keys = [str(k) for k in cfg.get("families", [])]
     counts = oracle.family_counts([family_from_key(k) for k in keys])
-    return RecordDict({"counts": records.pack_tables(keys, {family_key(f): a for f, a in counts.items()})})
+    # The site's policy: a table whose exact counts would isolate patients is withheld (marked absent, like a
+    # column the site lacks), with or without noise (a coordinator could ask for too little); a request whose
+    # every table would is refused outright.
+    policy = site_policy(msg, site)
+    tables = {family_key(f): a for f, a in counts.items() if not isolates_patients(a, len(site.data), policy)}
+    if counts and not tables:
+        raise DisclosureRefused(
+            f"refused: every one of the {len(counts)} count tables asked for would isolate patients "
+            "(a cell under the site's minimum count, or more cells than rows / minimum count)"
+        )
+    if len(tables) < len(counts):
+        log.info("site %s: withheld %d of %d count tables (site policy)", site.name, len(counts) - len(tables),
+                 len(counts))
+    if "dp_noise_std" in cfg:
+        noisy = _noisy_tables(cfg, site, tables, secure_aggregation=False)
+        return RecordDict({"counts": records.pack_tables(keys, noisy, signed=True)})
+    return RecordDict({"counts": records.pack_tables(keys, tables)})
+
+
+def _noisy_tables(
+    cfg: Mapping[str, Any], site: SiteRuntime, tables: Mapping[str, np.ndarray], *, secure_aggregation: bool
+) -> dict[str, np.ndarray]:
+    """The site's tables with its share of the Gaussian noise, charged to its ledger first (if it has one).
+
+    The site decides its share from the path it answers on: in clear (its table is seen alone) the full σ², by
+    secure aggregation (only the sum is seen) σ²/n_sites.
+    """
+    z = float(cfg["dp_noise_std"])
+    std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=secure_aggregation)
+    # Tables already released in this run are sent again as they were (no new noise, no new cost).
+    sent: dict[tuple[str, float], np.ndarray] = site_model((str(cfg["run_token"]) + ":dp", site.name), dict)
+    new = [k for k in tables if (k, std) not in sent]
+    if new and site.privacy_ledger is not None:
+        # The site charges its own ledger at the noise the released sum carries, whatever the coordinator
+        # says it has spent; a noise level too low for what the site has left is refused here.
+        ledger = site.privacy_ledger
+        cost = Release("counts", z, len(new)).rdp(ledger.orders)
+        ledger.record(site.name, str(cfg["run_token"]), f"counts/{uuid.uuid4().hex}", cost)
+    # Noise from the site's own OS entropy: a seed the coordinator knows would let it subtract the noise.
+    fresh = add_count_noise({k: tables[k] for k in new}, std, random_state=np.random.default_rng())
+    sent.update({(k, std): a for k, a in fresh.items()})
+    return {k: sent[(k, std)] for k in tables}
+
+
+def site_noise_std(noise_std: float, n_sites: int, *, secure_aggregation: bool) -> float:
+    """Standard deviation of the Gaussian noise one site adds to each of its count tables.
+
+    Parameters
+    ----------
+    noise_std : float
+        σ the released sum must carry (noise multiplier × L2 sensitivity 1 of a count table).
+    n_sites : int
+        Sites whose tables are summed.
+    secure_aggregation : bool
+        Whether the server sees only the sum: then each site adds σ²/n_sites (the sum carries σ²); otherwise
+        each site adds σ², so that its own table, seen in clear, carries the guarantee alone.
+
+    Returns
+    -------
+    float
+        ``σ / sqrt(n_sites)`` or ``σ``.
+    """
+    return noise_std / float(np.sqrt(n_sites)) if secure_aggregation else noise_std
+
+
+def add_count_noise(
+    tables: Mapping[str, np.ndarray], std: float, *, random_state: np.random.Generator | int | None
+) -> dict[str, np.ndarray]:
+    """Each table plus i.i.d. Gaussian noise of standard deviation ``std``, rounded to integers.
+
+    Rounding is post-processing of the Gaussian mechanism (it costs no privacy); negative cells are kept, so
+    that sums over sites stay unbiased (the server clips the sum at 0). Shapes are unchanged; ``int64`` out.
+    """
+    rng = np.random.default_rng(random_state)
+    return {k: np.rint(np.asarray(a, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(a))).astype(np.int64)
+            for k, a in tables.items()}
 
 
 def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np.ndarray]:
@@ -201,6 +384,8 @@ def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np
     families = [family_from_key(k) for k in keys]
     counts = {family_key(f): a for f, a in oracle.family_counts(families).items()}
     out: dict[str, np.ndarray] = {"present": np.array([k in counts for k in keys], dtype=np.int64)}
+    if "dp_noise_std" in cfg:
+        counts = _noisy_tables(cfg, site, counts, secure_aggregation=True)
     for key, (child, parents) in zip(keys, families, strict=True):
         if key in counts:
             out[key] = np.asarray(counts[key], dtype=np.int64)
@@ -213,3 +398,39 @@ def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np
 
 
 SITE_HANDLERS: Mapping[str, Any] = {"query.counts": handle_counts}
+
+
+def _encode_history(
+    history: Sequence[tuple[list[str], Mapping[str, Mapping[str, np.ndarray]]]],
+    names: list[str],
+    active: list[str],
+    left_out: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The answered requests as checkpoint settings and arrays ``<request>.<owner>.<table>``.
+
+    ``names`` are the tables' owners (the active sites, or ``_SECURE_SUM`` under secure aggregation, where the
+    server never held one site's table), ``active`` the sites still in the search.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for i, (keys, tables) in enumerate(history):
+        for j, name in enumerate(names):
+            for m, key in enumerate(keys):
+                if key in tables.get(name, {}):
+                    arrays[f"{i}.{j}.{m}"] = tables[name][key]
+    meta = {"step": len(history), "active": active, "owners": names, "left_out": dict(left_out),
+            "requests": [k for k, _ in history]}
+    return meta, arrays
+
+
+def _decode_history(
+    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> list[tuple[list[str], dict[str, dict[str, np.ndarray]]]]:
+    names = [str(n) for n in meta.get("owners", meta["active"])]
+    out: list[tuple[list[str], dict[str, dict[str, np.ndarray]]]] = [
+        ([str(k) for k in keys], {n: {} for n in names}) for keys in meta["requests"]
+    ]
+    for name, table in arrays.items():
+        i, j, m = (int(x) for x in name.split("."))
+        keys, tables = out[i]
+        tables[names[j]][keys[m]] = np.asarray(table, dtype=np.int64)
+    return out

@@ -61,8 +61,18 @@ def test_grid_config_typos_are_named(tmp_path):
         load_grid_config(p)
 
 
+@pytest.fixture(autouse=True)
+def _fixed_fingerprint(monkeypatch):
+    """The grid hashes each run's data fingerprint; these tests fake the runs, so the data need not be read."""
+    import fedsynth.experiments.run as run_mod
+
+    monkeypatch.setattr(run_mod, "data_fingerprint", lambda config: "fp")
+
+
 def _fake_run(calls: list[str]):
-    def run_experiment(config, *, out_dir, progress=None, engine=None):
+    def run_experiment(config, *, out_dir, progress=None, engine=None, resume=False):
+        from fedsynth.experiments.run import run_identity
+
         calls.append(config.output.run_id)
         run_dir = Path(out_dir) / config.output.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +86,8 @@ def _fake_run(calls: list[str]):
         report = {"rounds": [{"round": 1, "label": config.strategy.name, "csf": csf, "gsf": 0.8, "nndr": 0.3}],
                   "final": {"evaluation": evaluation}}
         (run_dir / "report.json").write_text(json.dumps(report))
-        (run_dir / "manifest.json").write_text(json.dumps({"status": "finished", "timings": {"total": 1.0}}))
+        manifest = {"status": "finished", "timings": {"total": 1.0}, "identity": run_identity(config, "fp")}
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
     return run_experiment
 
 
@@ -145,6 +156,52 @@ def test_summary_reference_lines_and_site_alone_use_each_cohorts_last_round():
     assert alone == {"site-1": (0.8, 0.7), "site-2": (0.6, 0.5), "two_step_bn": (0.9, 0.85)}
     html = render_summary_html(summary)
     assert "Federated against each site alone" in html and "site-2" in html
+
+
+def test_a_changed_grid_config_reruns_exactly_the_changed_runs_and_says_why(tmp_path, monkeypatch):
+    # Setup: a finished grid with two generators
+    calls: list[str] = []
+    import fedsynth.experiments.run as run_mod
+
+    monkeypatch.setattr(run_mod, "run_experiment", _fake_run(calls))
+    gens = [{"name": "bayesian_network", "params": {"max_indegree": 1}, "strategies": ["two_step_bn"]},
+            {"name": "vae_bgm", "strategies": ["fedavg"]}]
+    run_grid(_grid(scenarios=["best"], seeds=[0], generators=gens, baselines=False), tmp_path)
+    assert len(calls) == 2
+    calls.clear()
+    gens[0]["params"] = {"max_indegree": 3}
+    events: list[tuple[str, dict]] = []
+
+    # Run: max_indegree 1 -> 3 for the Bayesian network only
+    run_grid(_grid(scenarios=["best"], seeds=[0], generators=gens, baselines=False), tmp_path,
+             progress=lambda e, p: events.append((e, dict(p))))
+
+    # Assert
+    assert calls == ["bayesian_network-two_step_bn-3-sites-best-seed0"]
+    why = {p["slug"]: (e, p["reason"]) for e, p in events if e in ("run", "reused")}
+    assert why["bayesian_network-two_step_bn-3-sites-best-seed0"] == ("run", "rerun: generator.params.max_indegree: 1 -> 3")
+    assert why["vae_bgm-fedavg-3-sites-best-seed0"][0] == "reused"
+
+
+def test_grid_resumes_an_interrupted_run_and_reruns_one_made_with_other_data(tmp_path, monkeypatch):
+    # Setup: one run interrupted (same identity), one finished on other data
+    import fedsynth.experiments.run as run_mod
+    from fedsynth.experiments.grid import reuse_decision
+    from fedsynth.experiments.run import run_identity
+
+    run = plan(_grid(scenarios=["best"], seeds=[0], baselines=False))[0]
+    identity = run_identity(run.config, "fp")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "manifest.json").write_text(json.dumps({"status": "interrupted", "identity": identity}))
+    (b / "manifest.json").write_text(json.dumps({"status": "finished", "identity": {**identity, "data_fingerprint": "x"}}))
+    (b / "report.json").write_text("{}")
+
+    # Run / Assert
+    assert reuse_decision(a, identity) == ("resume", "interrupted: resumed from its last checkpoint")
+    assert reuse_decision(b, identity) == ("run", "rerun: the data changed (another fingerprint)")
+    assert reuse_decision(tmp_path / "none", identity) == ("run", "not run yet")
+    assert run_mod.run_hash(identity) != run_mod.run_hash({**identity, "fedsynth": "9.9"})
 
 
 def test_snapshot_logrank_reads_endpoint_and_stratum_from_the_report(tmp_path):

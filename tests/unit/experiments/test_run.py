@@ -130,7 +130,33 @@ def test_a_run_killed_mid_way_keeps_its_finished_rounds(tmp_path, planted, monke
     assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == ["round-001.csv", "round-002.csv"]
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["round"] for x in lines] == [1, 2]
-    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert (manifest["status"], manifest["last_round"], manifest["checkpoint_step"]) == ("interrupted", 2, 1)
+    # the sites' rows never touched the run directory (in process), and the lock is free again
+    from fedsynth.experiments.run import RunLock, run_state
+
+    assert not (run_dir / ".private" / "rows").exists()
+    assert not RunLock(run_dir).held_elsewhere() and run_state(run_dir) == "interrupted"
+
+
+def test_a_failed_run_records_failed_with_scrubbed_error_text(tmp_path, planted, monkeypatch) -> None:
+    # Setup: the scorer fails with a message that holds a patient's value
+    from fedsynth.experiments import run as run_mod
+    from fedsynth.experiments.run import run_experiment
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise ValueError("HB 987.654321 of 'ZZ_PLANTED_LABEL' overflowed")
+
+    monkeypatch.setattr(run_mod, "score_snapshot", boom)
+
+    # Run
+    with pytest.raises(ValueError):
+        run_experiment(_config(tmp_path))
+
+    # Assert
+    manifest = json.loads((tmp_path / "run-1" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["error"].startswith("ValueError")
+    assert "987" not in manifest["error"] and PLANTED_LABEL not in manifest["error"]
 
 
 def test_fedsynth_run_command_writes_a_run_and_prints_the_report_path(tmp_path, data_dir) -> None:

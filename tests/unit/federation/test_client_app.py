@@ -21,8 +21,8 @@ def test_simulated_node_reads_the_site_named_by_its_partition_id(tmp_path) -> No
     frames = [pd.DataFrame({"AGE": [50.0 + i, 60.0], "SEX": ["F", "M"], "EXTRA": [1, 2]}) for i in range(2)]
     sources = []
     for i, f in enumerate(frames):
-        f.to_pickle(tmp_path / f"s{i}.pkl")
-        sources.append(SiteSource(f"site-{i + 1}", str(tmp_path / f"s{i}.pkl"), seed=10 + i))
+        f.to_csv(tmp_path / f"s{i}.csv", index=False)
+        sources.append(SiteSource(f"site-{i + 1}", str(tmp_path / f"s{i}.csv"), seed=10 + i))
 
     # Run
     site = site_runtime(_context({"partition-id": 1, "num-partitions": 2}), sources, SCHEMA.to_dict())
@@ -44,6 +44,21 @@ def test_deployed_node_reads_the_site_named_in_its_node_config(tmp_path) -> None
 
     # Assert
     assert (site.name, site.seed, len(site.data)) == ("hospital-a", 5, 1)
+
+
+def test_deployed_node_refuses_a_pickle_named_in_its_node_config(tmp_path) -> None:
+    # Setup: a pickle would run code when read; a node reads CSV or Parquet only
+    import pytest
+
+    from fedsynth.errors import FedsynthError
+
+    pd.DataFrame({"AGE": [40.0], "SEX": ["M"]}).to_pickle(tmp_path / "rows.pkl")
+    SCHEMA.to_yaml(tmp_path / "schema.yaml")
+    cfg = {"data-path": str(tmp_path / "rows.pkl"), "schema-path": str(tmp_path / "schema.yaml"), "site-name": "h"}
+
+    # Run / Assert
+    with pytest.raises(FedsynthError, match="CSV or Parquet"):
+        site_runtime(_context(cfg), (), None)
 
 
 def test_client_app_registers_every_strategy_message_type() -> None:

@@ -37,12 +37,18 @@ def test_two_step_bn_over_flower_simulation_leaves_a_failing_site_out(mds_partit
     caplog.set_level(logging.INFO)
 
     # Run
-    result = run_simulation(strategy, sites, schema, seeds=[1, 2, 3], on_round=rounds.append, handlers=handlers)
+    # A trusted network (clear counts): under the default site policy each site withholds the count tables that
+    # would isolate patients, and the federated network is no longer the pooled one.
+    trusted = [{"clear_counts": True}] * 3
+    result = run_simulation(strategy, sites, schema, seeds=[1, 2, 3], on_round=rounds.append, handlers=handlers,
+                            policies=trusted)
 
     # Assert: the run went on without site-3, and equals the centralised network on sites 1 and 2
+    from fedsynth.strategies.site import conform_to_domain
+
     assert [s.name for s in result.sites] == ["site-1", "site-2", "site-3"]
     assert list(result.left_out) == ["site-3"] and result.left_out["site-3"].startswith("ValueError")
-    pooled = pd.concat([sites[0][1], sites[1][1]], ignore_index=True)
+    pooled = conform_to_domain(pd.concat([sites[0][1], sites[1][1]], ignore_index=True), result.domain)
     cen = BayesianNetworkGenerator(schema, domain=result.domain, max_indegree=2).fit(pooled)
     assert result.generator.edges_ == cen.edges_
     for cpd in cen.model_.get_cpds():
@@ -83,8 +89,11 @@ def test_secure_two_step_bn_over_flower_simulation_keeps_protocol_state_in_conte
     result = run_simulation(strategy, sites, schema, seeds=[1, 2, 3], handlers=handlers)
 
     # Assert: site-3 dropped at the collect stage and is left out; the rest equals the centralised network
+    from fedsynth.strategies.site import conform_to_domain
+
     assert list(result.left_out) == ["site-3"] and result.left_out["site-3"].startswith("collect: ValueError")
-    pooled = pd.concat([sites[0][1], sites[1][1]], ignore_index=True)
+    # the sites' rows as they count them: labels the domain left out (under k at every site) are missing
+    pooled = conform_to_domain(pd.concat([sites[0][1], sites[1][1]], ignore_index=True), result.domain)
     cen = BayesianNetworkGenerator(schema, domain=result.domain, max_indegree=2).fit(pooled)
     assert result.generator.edges_ == cen.edges_
     for cpd in cen.model_.get_cpds():

@@ -12,24 +12,29 @@ from fedsynth.errors import CapabilityError
 from fedsynth.strategies import records
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.registry import make_strategy
-from fedsynth.strategies.site import SiteRuntime, _round_sig, all_site_handlers, release_summary
+from fedsynth.strategies.site import SiteRuntime, all_site_handlers, release_summary
 
 
-def _grid(partition, **kwargs) -> InProcessGrid:  # type: ignore[no-untyped-def]
-    sites = [SiteRuntime(s.name, s.data, partition.schema, seed=i) for i, s in enumerate(partition.sites)]
+def _grid(partition, policy=None, **kwargs) -> InProcessGrid:  # type: ignore[no-untyped-def]
+    extra = {} if policy is None else {"policy": policy}
+    sites = [SiteRuntime(s.name, s.data, partition.schema, seed=i, **extra) for i, s in enumerate(partition.sites)]
     return InProcessGrid(sites, **kwargs)
 
 
 def test_domain_from_site_summaries_matches_the_pooled_domain(mds_partition) -> None:
     # Setup
+    # k = 1 at the sites and the server: every label and every non-empty histogram cell is released, so the
+    # sums match the pooled domain exactly (with k = 5 each site withholds its own rare labels).
+    from fedsynth.strategies.policy import SitePolicy
+
     schema = mds_partition.schema
-    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network")
-    grid = _grid(mds_partition)
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", params={"min_category_count": 1})
+    grid = _grid(mds_partition, SitePolicy(min_count=1))
 
     # Run
     sites = strategy.hello(grid)
     fed = strategy.build_domain(grid, sites)
-    pooled = Domain.from_data(mds_partition.train, schema)
+    pooled = Domain.from_data(mds_partition.train, schema, min_count=1)
 
     # Assert
     assert [s.n_rows for s in sites] == [s.n_rows for s in mds_partition.sites]
@@ -39,8 +44,9 @@ def test_domain_from_site_summaries_matches_the_pooled_domain(mds_partition) -> 
         if col.is_numeric:
             assert got.mean == pytest.approx(col.mean, rel=1e-9) and got.std == pytest.approx(col.std, rel=1e-9)
             # bounds are coarsened outward at each site; the min of floors is the floor of the min
-            assert got.lower == _round_sig(col.lower, 3, "down") and got.upper == _round_sig(col.upper, 3, "up")
-            assert got.lower <= col.lower and got.upper >= col.upper
+            assert (got.lower, got.upper) == (col.lower, col.upper)
+            real = mds_partition.train[name].dropna()
+            assert got.lower <= real.min() and got.upper >= real.max()
         else:
             assert got.categories == col.categories and got.category_counts == col.category_counts
 
@@ -61,9 +67,11 @@ def test_rare_undeclared_labels_and_exact_extremes_do_not_leave_a_site(mds_cohor
     assert "ZZ_PLANTED_LABEL" in raw["columns"]["WHO_2016"]["counts"]
     assert "ZZ_PLANTED_LABEL" not in records.encode_payload(released)
     assert "987.654321" not in records.encode_payload(released)
-    assert released["columns"]["HB"]["max"] == 988.0
+    assert released["columns"]["HB"]["upper"] == 25.0  # the declared clinical range caps the coarse bound
     who = released["columns"]["WHO_2016"]
-    assert who["n_missing"] == raw["columns"]["WHO_2016"]["n_missing"] + 1
+    # every label under k leaves only as missing, declared or not (the planted one among them)
+    under_k = sum(c for c in raw["columns"]["WHO_2016"]["counts"].values() if c < 5)
+    assert who["n_missing"] == raw["columns"]["WHO_2016"]["n_missing"] + under_k
     assert sum(who["counts"].values()) + who["n_missing"] == who["n"]
 
 
@@ -133,7 +141,7 @@ def test_a_strategy_holds_the_registry_defaults_of_the_params_that_act(mds_parti
     assert sd.params["refit"] is False
     assert "gate_mia_auc_above" not in sd_off.params and sd_off.params["privacy_check"] is False
     assert two_step.params == {"min_category_count": 5, "significant_digits": 3, "node_timeout": 120.0,
-                               "count_look_ahead": 1, "secure_aggregation": False}
+                               "request_timeout": 3600.0, "count_look_ahead": 1, "secure_aggregation": False}
     assert default_params("two_step_bn", "bayesian_network") == two_step.params
     assert sd.requires is None and two_step.requires == "two_step"
 
@@ -151,7 +159,8 @@ def test_a_baseline_delegates_with_only_the_params_its_flow_accepts(mds_partitio
 
     # Assert
     assert (flow.name, flow.rounds, flow.min_sites) == ("fedavg", 2, 1)
-    assert flow.params == {"min_category_count": 3, "significant_digits": 3, "node_timeout": 120.0}
+    assert flow.params == {"min_category_count": 3, "significant_digits": 3, "node_timeout": 120.0,
+                           "request_timeout": 3600.0}
     with pytest.raises(ValidationError, match="acts only with a generator that has a latent mixture"):
         make_strategy("local", schema, generator="ctgan", params={"mixture_max_iter": 5})
     with pytest.raises(ValidationError, match="generator.params.epochs: is not used by 'centralized'"):

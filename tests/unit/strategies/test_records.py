@@ -109,7 +109,7 @@ def test_synthetic_rows_round_trip_through_domain_codes() -> None:
     # Setup
     schema = _small_schema()
     frame = pd.DataFrame({"AGE": [50.0, np.nan, 70.0], "SEX": ["F", np.nan, "M"], "TP53": [0.0, 1.0, np.nan]})
-    domain = Domain.from_data(frame, schema)
+    domain = Domain.from_data(frame, schema, min_count=1)  # three rows: k = 1 so every label is in the domain
 
     # Run
     back = records.array_record_to_frame(records.frame_to_array_record(frame, domain), domain, schema)

@@ -15,8 +15,9 @@ from fedsynth.strategies.site import SiteRuntime
 SMALL = ["AGE", "SEX", "HB", "PLT", "BM_BLAST", "CYTO_IPSSR", "TP53", "SF3B1", "ASXL1", "OS_YEARS", "OS_STATUS"]
 
 
-def _site_runtimes(partition, schema) -> list[SiteRuntime]:  # type: ignore[no-untyped-def]
-    return [SiteRuntime(s.name, s.data, schema, seed=i) for i, s in enumerate(partition.sites)]
+def _site_runtimes(partition, schema, policy=None) -> list[SiteRuntime]:  # type: ignore[no-untyped-def]
+    extra = {} if policy is None else {"policy": policy}
+    return [SiteRuntime(s.name, s.data, schema, seed=i, **extra) for i, s in enumerate(partition.sites)]
 
 
 def _assert_same_network(fed, cen) -> None:  # type: ignore[no-untyped-def]
@@ -31,13 +32,22 @@ def test_federated_two_step_bn_equals_centralized_on_three_site_split(mds_partit
     # Setup
     from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
 
+    # A trusted network: sites send count tables in clear even when a cell is under k. Without it (the default
+    # policy) each site withholds the tables that would isolate patients, and the federated search sees
+    # different counts than the pooled one; secure aggregation (sums only) is how that is to be lifted.
+    from fedsynth.strategies.policy import SitePolicy
+
     schema = mds_partition.schema
-    grid = InProcessGrid(_site_runtimes(mds_partition, schema))
+    grid = InProcessGrid(_site_runtimes(mds_partition, schema, SitePolicy(clear_counts=True)))
     strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 1}, min_sites=3)
 
     # Run
     fed = strategy.start(grid)
-    cen = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(mds_partition.train[schema.model_columns])
+    # The same rows as the sites use: labels the domain left out (under k at every site) count as missing.
+    from fedsynth.strategies.site import conform_to_domain
+
+    pooled = conform_to_domain(mds_partition.train[schema.model_columns], fed.domain)
+    cen = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(pooled)
 
     # Assert
     assert len(fed.generator.edges_) > 10
@@ -49,14 +59,19 @@ def test_outcome_parents_keep_the_federated_network_equal_to_the_centralized_one
     from fedsynth.cohort.schema import ColumnRole
     from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
 
+    from fedsynth.strategies.policy import SitePolicy
+    from fedsynth.strategies.site import conform_to_domain
+
     schema = mds_partition.schema
     params = {"max_indegree": 1, "outcome_parents": 2}
-    grid = InProcessGrid(_site_runtimes(mds_partition, schema))
+    # A trusted network (tables in clear), as in the equality test above.
+    grid = InProcessGrid(_site_runtimes(mds_partition, schema, SitePolicy(clear_counts=True)))
     strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params=params, min_sites=3)
     # Run
     fed = strategy.start(grid)
-    cen = BayesianNetworkGenerator(schema, domain=fed.domain, **params).fit(mds_partition.train[schema.model_columns])
-    plain = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(mds_partition.train[schema.model_columns])
+    pooled = conform_to_domain(mds_partition.train[schema.model_columns], fed.domain)
+    cen = BayesianNetworkGenerator(schema, domain=fed.domain, **params).fit(pooled)
+    plain = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(pooled)
     # Assert: equal, and the added edges all point from a baseline column into an outcome node
     _assert_same_network(fed.generator, cen)
     added = set(cen.edges_) - set(plain.edges_)
@@ -201,11 +216,17 @@ def test_secure_aggregation_with_a_site_lacking_a_column_equals_the_clear_sum(md
     sites[1] = SiteRuntime(sites[1].name, sites[1].data.drop(columns=["HB"]), schema, seed=sites[1].seed)
 
     def run(secure: bool):  # type: ignore[no-untyped-def]
+        from fedsynth.strategies.policy import SitePolicy
+
         strategy = make_strategy(
             "two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 1}, min_sites=3,
             params={"secure_aggregation": secure},
         )
-        return strategy.start(InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=s.seed) for s in sites]))
+        # The clear run is a trusted network (clear counts); under the default policy its sites would withhold
+        # the tables that isolate patients, which masked tables need not do.
+        policy = SitePolicy(clear_counts=not secure)
+        return strategy.start(InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=s.seed, policy=policy)
+                                             for s in sites]))
 
     # Run
     clear, secure = run(False), run(True)

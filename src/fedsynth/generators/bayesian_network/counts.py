@@ -336,7 +336,9 @@ class SummedCountOracle(CountOracle):
                 total[key] = total[key] + a if key in total else a.astype(np.int64, copy=True)
         if problems:
             raise ValidationError("Site count replies", problems)
-        return total
+        # Noisy (differentially private) sums can go negative: clipping at 0 after summing is post-processing
+        # and costs no privacy; exact counts are never negative, so it changes nothing for them.
+        return {k: np.clip(v, 0, None) for k, v in total.items()}
 
 
 class DictCountOracle(CountOracle):

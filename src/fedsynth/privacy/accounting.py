@@ -1,0 +1,337 @@
+"""The run's privacy budget: phases, the budget split, RDP/zCDP composition and conversion to (ε, δ).
+
+Every release of a run (a noisy count table, a batch of DP-SGD steps) is one :class:`Release`: a Gaussian
+mechanism with noise multiplier ``z`` (noise standard deviation over L2 sensitivity) applied ``count`` times.
+A Gaussian release is ``1 / (2 z²)``-zCDP per use, i.e. ``(α, α / (2 z²))``-RDP at every order ``α``
+(Bun & Steinke 2016, Mironov 2017). Composition is the sum of the RDP curves over the releases at fixed orders
+(fedsynth's own code, tested against :class:`dp_accounting.rdp.RdpAccountant`); the conversion of the composed
+curve to (ε, δ) is ``dp_accounting``'s (:func:`dp_accounting.rdp.compute_epsilon`, Canonne, Kamath & Steinke
+2020, Prop. 12 of Asoodeh et al.).
+
+The budget split: the largest ρ whose zCDP curve converts to at most the budget's ε at its δ (at the same
+orders) is shared over the run's phases in stated proportions; each phase calibrates its noise to its share, and
+:meth:`PrivacyAccountant.charge` refuses, before anything is released, a release that would take a phase past
+its share or the run past its (ε, δ).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedsynth.errors import FedsynthError, Problem, ValidationError
+
+#: RDP orders used unless a caller gives others (a Gaussian-friendly grid, as in dp_accounting's default).
+DEFAULT_ORDERS: tuple[float, ...] = (
+    1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0,
+    24.0, 28.0, 32.0, 48.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+)
+
+#: Relative slack for floating-point round-off when a release exactly fills a share.
+_SLACK = 1e-9
+
+
+class BudgetExceededError(FedsynthError):
+    """A release would take the run (or a phase, or a site's ledger) past its budget; nothing was released."""
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """A run's (or a site's) differential-privacy budget.
+
+    Parameters
+    ----------
+    epsilon : float
+        ε > 0; ``math.inf`` means no differential privacy (exact releases).
+    delta : float
+        δ in (0, 1), e.g. 1e-5; a common choice is below 1 / number of records.
+
+    Raises
+    ------
+    ValidationError
+        When ε ≤ 0 or δ is outside (0, 1).
+    """
+
+    epsilon: float
+    delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (self.epsilon > 0):
+            problems.append(Problem("privacy.epsilon", f"is {self.epsilon}", "a number > 0 (or leave privacy out)"))
+        if not (0 < self.delta < 1):
+            problems.append(Problem("privacy.delta", f"is {self.delta}", "a number in (0, 1), e.g. 1e-5"))
+        if problems:
+            raise ValidationError("Privacy budget", problems)
+
+    @property
+    def is_infinite(self) -> bool:
+        """True when ε = ∞ (no noise is added; releases are exact)."""
+        return math.isinf(self.epsilon)
+
+
+@dataclass(frozen=True)
+class Release:
+    """One Gaussian mechanism used ``count`` times in a phase.
+
+    Parameters
+    ----------
+    phase : str
+        The run phase it belongs to (e.g. ``"structure"``, ``"parameters"``).
+    noise_multiplier : float
+        ``z = σ / Δ₂``: the noise standard deviation over the L2 sensitivity of one use (``inf``: no release
+        cost, e.g. a query answered from already-noisy tables).
+    count : int
+        How many uses (e.g. count tables released with this noise).
+    """
+
+    phase: str
+    noise_multiplier: float
+    count: int = 1
+
+    @property
+    def rho(self) -> float:
+        """zCDP ρ of the whole release: ``count / (2 z²)``."""
+        if math.isinf(self.noise_multiplier):
+            return 0.0
+        return self.count / (2.0 * self.noise_multiplier**2)
+
+    def rdp(self, orders: Sequence[float]) -> np.ndarray:
+        """RDP ε(α) of the release at each order: ``α ρ`` (shape ``(len(orders),)``)."""
+        return np.asarray(orders, dtype=float) * self.rho
+
+
+@dataclass(frozen=True)
+class DPSGDRelease:
+    """DP-SGD at one site: ``steps`` noisy gradient steps on Poisson-sampled batches (Abadi et al. 2016).
+
+    The RDP curve is dp_accounting's analysis of the Poisson-sampled Gaussian mechanism (Mironov, Talwar &
+    Zhang 2019), read from a :class:`dp_accounting.rdp.RdpAccountant` that composed exactly this event. At
+    integer orders it equals Opacus's (:func:`opacus.accountants.analysis.rdp.compute_rdp`); at fractional
+    orders Opacus's older series gives smaller, less safe values, so dp_accounting's is used. Record-level: the
+    neighbouring datasets differ by one patient of the site.
+
+    Parameters
+    ----------
+    phase : str
+        The run phase (e.g. ``"training"``).
+    noise_multiplier : float
+        Gradient noise standard deviation over the per-sample clipping norm.
+    sample_rate : float
+        Expected batch size over the site's rows, in (0, 1].
+    steps : int
+        Optimiser steps taken.
+    """
+
+    phase: str
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    @property
+    def count(self) -> int:
+        return self.steps
+
+    def rdp(self, orders: Sequence[float]) -> np.ndarray:
+        """RDP ε(α) of the whole training at each order (shape ``(len(orders),)``)."""
+        from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
+        from dp_accounting.rdp import RdpAccountant
+
+        acc = RdpAccountant(orders=list(orders))
+        event = PoissonSampledDpEvent(self.sample_rate, GaussianDpEvent(self.noise_multiplier))
+        acc.compose(SelfComposedDpEvent(event, self.steps))
+        # dp_accounting exposes the curve only through this attribute (its get_epsilon converts it).
+        return np.asarray(acc._rdp, dtype=float)
+
+    def rho_at(self, orders: Sequence[float]) -> float:
+        """The smallest ρ with ε(α) ≤ α ρ at every order: the release's share of a phase's zCDP budget."""
+        curve = self.rdp(orders)
+        finite = np.isfinite(curve)
+        return float(np.max(curve[finite] / np.asarray(orders, dtype=float)[finite]))
+
+
+def epsilon_from_rdp(rdp: Sequence[float] | np.ndarray, delta: float, orders: Sequence[float] = DEFAULT_ORDERS) -> float:
+    """(ε, δ)-DP ε of a composed RDP curve (conversion by :func:`dp_accounting.rdp.compute_epsilon`)."""
+    from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+    curve = np.asarray(rdp, dtype=float)
+    if not np.any(curve > 0):
+        return 0.0
+    eps, _ = compute_epsilon(list(orders), list(curve), delta)
+    return float(eps)
+
+
+def rho_for_budget(budget: PrivacyBudget, orders: Sequence[float] = DEFAULT_ORDERS) -> float:
+    """The largest zCDP ρ whose RDP curve ``α ρ`` converts to at most ``budget.epsilon`` at ``budget.delta``.
+
+    Found by bisection (the converted ε grows with ρ); ``inf`` for an infinite budget. The closed form
+    ``ε = ρ + 2 sqrt(ρ log(1/δ))`` (Bun & Steinke, Prop. 1.3) is a looser bound and gives a smaller ρ.
+    """
+    if budget.is_infinite:
+        return math.inf
+    grid = np.asarray(orders, dtype=float)
+    lo, hi = 0.0, max(1.0, budget.epsilon)
+    while epsilon_from_rdp(grid * hi, budget.delta, orders) <= budget.epsilon:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if epsilon_from_rdp(grid * mid, budget.delta, orders) <= budget.epsilon:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return lo
+
+
+def noise_multiplier_for(rho: float, count: int) -> float:
+    """Noise multiplier ``z`` so that ``count`` Gaussian uses spend exactly ``rho``: ``sqrt(count / (2 ρ))``."""
+    if math.isinf(rho):
+        return 0.0
+    if rho <= 0 or count < 1:
+        raise ValueError(f"rho must be > 0 and count >= 1; got rho={rho}, count={count}")
+    return math.sqrt(count / (2.0 * rho))
+
+
+@dataclass
+class PrivacyAccountant:
+    """A run's accountant: the budget split over phases, every release charged before it is made.
+
+    Parameters
+    ----------
+    budget : PrivacyBudget
+        The run's (ε, δ).
+    split : Mapping[str, float]
+        Phase name -> share of the run's ρ (normalised to sum 1).
+    orders : Sequence[float]
+        RDP orders for composition and conversion.
+    prior_rdp : array-like, optional
+        RDP already spent on the same records (a resumed run, or earlier runs from a site's ledger); it counts
+        against the run's (ε, δ) but not against any phase's share.
+
+    Attributes
+    ----------
+    rho_total_ : float
+        The run's ρ (see :func:`rho_for_budget`).
+    allocation_ : dict[str, float]
+        Each phase's ρ.
+    releases_ : list[Release]
+        What was charged, in order.
+    """
+
+    budget: PrivacyBudget
+    split: Mapping[str, float]
+    orders: Sequence[float] = DEFAULT_ORDERS
+    prior_rdp: Sequence[float] | np.ndarray | None = None
+    rho_total_: float = field(init=False)
+    allocation_: dict[str, float] = field(init=False)
+    releases_: list[Release | DPSGDRelease] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.split or any(w <= 0 for w in self.split.values()):
+            raise ValueError("split needs at least one phase, every share > 0")
+        total = float(sum(self.split.values()))
+        self.rho_total_ = rho_for_budget(self.budget, self.orders)
+        self.allocation_ = {p: self.rho_total_ * w / total for p, w in self.split.items()}
+        if self.prior_rdp is not None and len(self.prior_rdp) != len(self.orders):
+            raise ValueError("prior_rdp must have one value per order")
+
+    def noise_multiplier(self, phase: str, count: int) -> float:
+        """The noise multiplier that spends ``phase``'s whole share over ``count`` uses (0 when ε = ∞)."""
+        return noise_multiplier_for(self.allocation_[phase], count)
+
+    def uses_left(self, phase: str, noise_multiplier: float) -> int:
+        """How many more uses of a Gaussian release with ``noise_multiplier`` fit in ``phase``'s share."""
+        if self.budget.is_infinite:
+            return 2**62
+        per_use = Release(phase, noise_multiplier).rho
+        left = self.allocation_[phase] - self.rho_spent(phase)
+        return max(0, math.floor(left / per_use * (1 + _SLACK)))
+
+    def rdp(self) -> np.ndarray:
+        """The composed RDP curve: prior plus the sum over every charged release (shape ``(len(orders),)``)."""
+        curve = np.zeros(len(self.orders)) if self.prior_rdp is None else np.asarray(self.prior_rdp, dtype=float)
+        for r in self.releases_:
+            curve = curve + r.rdp(self.orders)
+        return curve
+
+    def _rho(self, release: Release | DPSGDRelease) -> float:
+        return release.rho if isinstance(release, Release) else release.rho_at(self.orders)
+
+    def rho_spent(self, phase: str) -> float:
+        """ρ charged to ``phase`` (a DP-SGD release counts as its smallest dominating ρ at the orders, a loose
+        figure: see the phase's ``epsilon_alone`` in :meth:`summary`)."""
+        return float(sum(self._rho(r) for r in self.releases_ if r.phase == phase))
+
+    def epsilon_spent(self) -> float:
+        """ε of everything composed so far at the budget's δ."""
+        return epsilon_from_rdp(self.rdp(), self.budget.delta, self.orders)
+
+    def charge(self, release: Release | DPSGDRelease) -> None:
+        """Record ``release`` if it fits; otherwise raise before it is made.
+
+        Raises
+        ------
+        BudgetExceededError
+            When the release would take its phase past its share, or the run past its (ε, δ); nothing is
+            recorded.
+        KeyError
+            When the release's phase is not in the split.
+        """
+        if self.budget.is_infinite:
+            self.releases_.append(release)
+            return
+        allowed = self.allocation_[release.phase]
+        if isinstance(release, Release):
+            after = self.rho_spent(release.phase) + release.rho
+            over = after > allowed * (1 + _SLACK)
+        else:
+            # A sampled Gaussian is not ρ-zCDP for any useful ρ: its phase must stay within the ε its share of ρ
+            # converts to (the same test as the ρ one for Gaussian releases, which the ε is monotone in).
+            orders = np.asarray(self.orders, dtype=float)
+            phase_curve = sum((r.rdp(self.orders) for r in self.releases_ if r.phase == release.phase),
+                              np.zeros(len(self.orders)))
+            after = epsilon_from_rdp(phase_curve + release.rdp(self.orders), self.budget.delta, self.orders)
+            over = after > epsilon_from_rdp(orders * allowed, self.budget.delta, self.orders) * (1 + _SLACK)
+        if over:
+            raise BudgetExceededError(
+                f"privacy: phase {release.phase!r} would spend {after:.6g} (rho, or epsilon for DP-SGD), more than its share "
+                f"{allowed:.6g} of the budget (epsilon {self.budget.epsilon}, delta {self.budget.delta}); "
+                "nothing was released. Raise privacy.epsilon or ask for fewer releases."
+            )
+        eps = epsilon_from_rdp(self.rdp() + release.rdp(self.orders), self.budget.delta, self.orders)
+        if eps > self.budget.epsilon * (1 + _SLACK):
+            raise BudgetExceededError(
+                f"privacy: this release would bring the spent epsilon to {eps:.4g}, over the budget "
+                f"{self.budget.epsilon} at delta {self.budget.delta}; nothing was released."
+            )
+        self.releases_.append(release)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able account for the manifest and the report: budget, split, spent per phase, orders."""
+        phases: dict[str, Any] = {}
+        for p, rho in self.allocation_.items():
+            spent = self.rho_spent(p)
+            curve = sum((r.rdp(self.orders) for r in self.releases_ if r.phase == p), np.zeros(len(self.orders)))
+            phases[p] = {
+                "rho_allocated": _json_float(rho),
+                "rho_spent": spent,
+                "epsilon_alone": epsilon_from_rdp(curve, self.budget.delta, self.orders),
+                "releases": sum(r.count for r in self.releases_ if r.phase == p),
+            }
+        return {
+            "budget": {"epsilon": _json_float(self.budget.epsilon), "delta": self.budget.delta},
+            "accountant": "RDP composition of Gaussian releases (fedsynth), (epsilon, delta) by dp_accounting",
+            "orders": list(self.orders),
+            "split": {p: float(w) / float(sum(self.split.values())) for p, w in self.split.items()},
+            "phases": phases,
+            "epsilon_spent": self.epsilon_spent(),
+        }
+
+
+def _json_float(x: float) -> float | str:
+    return "inf" if math.isinf(x) else float(x)

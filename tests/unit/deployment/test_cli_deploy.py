@@ -1,0 +1,186 @@
+"""The deployment commands: fail closed with one actionable message (exit 2), and what they write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedsynth.cli import app
+from fedsynth.deployment import flower_config
+from fedsynth.deployment.credentials import Credentials
+
+runner = CliRunner()
+
+
+def test_credentials_command_writes_every_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["credentials", "--out", str(tmp_path / "c"), "--sites", "A,B", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    files = json.loads(result.stdout)
+    assert Path(files["ca"]).is_file() and Path(files["nodes"]["B"]["public"]).is_file()
+
+
+def test_server_refuses_to_start_without_certificates() -> None:
+    result = runner.invoke(app, ["server", "start", "--dry-run"])
+    assert result.exit_code == 2
+    assert "does not start without TLS" in result.stderr and "--insecure" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_server_start_with_credentials_builds_the_secure_command(creds: Credentials) -> None:
+    result = runner.invoke(app, ["server", "start", "--credentials", str(creds.ca_cert.parent), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "--enable-supernode-auth" in result.stdout and "--ssl-certfile" in result.stdout
+
+
+def test_server_insecure_is_allowed_and_said(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["server", "start", "--insecure", "--dry-run"])
+    assert result.exit_code == 0
+    assert "WITHOUT TLS" in result.stderr and "--insecure" in result.stdout
+
+
+def _site_files(tmp_path: Path) -> tuple[Path, Path]:
+    data = tmp_path / "a.csv"
+    data.write_text("AGE,SEX\n50,F\n60,M\n")
+    schema = tmp_path / "schema.yaml"
+    schema.write_text("name: t\ncolumns:\n- {name: AGE, kind: integer, role: clinical}\n"
+                      "- {name: SEX, kind: categorical, role: clinical}\n")
+    return data, schema
+
+
+def test_site_refuses_to_start_without_a_root_certificate(tmp_path: Path) -> None:
+    data, schema = _site_files(tmp_path)
+    result = runner.invoke(app, ["site", "start", "--superlink", "127.0.0.1:9", "--data", str(data),
+                                 "--schema", str(schema), "--name", "A", "--dry-run"])
+    assert result.exit_code == 2
+    assert "does not connect without TLS" in result.stderr and "--insecure" in result.stderr
+
+
+def test_site_lists_every_input_problem_at_once(tmp_path: Path, creds: Credentials) -> None:
+    result = runner.invoke(app, ["site", "start", "--superlink", "127.0.0.1:9", "--data", str(tmp_path / "a.pkl"),
+                                 "--schema", str(tmp_path / "none.yaml"), "--name", "bad name",
+                                 "--root-cert", str(tmp_path / "ca.pem"), "--key", str(creds.node_keys["A"][1])])
+    assert result.exit_code == 2
+    for piece in ("--name", "--schema: no file", "--data: no file", "--root-cert: no file",
+                  "--key", "5 problems"):
+        assert piece in result.stderr, piece
+
+
+def test_site_refuses_pickle(tmp_path: Path) -> None:
+    _, schema = _site_files(tmp_path)
+    pkl = tmp_path / "a.pkl"
+    pkl.write_bytes(b"x")
+    result = runner.invoke(app, ["site", "start", "--superlink", "127.0.0.1:9", "--data", str(pkl),
+                                 "--schema", str(schema), "--name", "A", "--insecure", "--dry-run"])
+    assert result.exit_code == 2 and "pickle is never read" in result.stderr
+
+
+def test_site_reports_nothing_listening(tmp_path: Path, creds: Credentials) -> None:
+    import socket
+
+    data, schema = _site_files(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = runner.invoke(app, ["site", "start", "--superlink", f"127.0.0.1:{port}", "--data", str(data),
+                                 "--schema", str(schema), "--name", "A", "--root-cert", str(creds.ca_cert),
+                                 "--key", str(creds.node_keys["A"][0]), "--dry-run"])
+    assert result.exit_code == 2 and "nothing answers" in result.stderr
+
+
+def test_site_audit_json(tmp_path: Path) -> None:
+    from fedsynth.deployment.audit import append_entry
+
+    log = tmp_path / "a.jsonl"
+    append_entry(log, {"time": "t", "site": "A", "run_id": 1, "message_type": "query.hello", "round": "hello",
+                       "error": False, "bytes": 5, "fields": {"info": {"kind": "identity", "bytes": 5}}})
+    result = runner.invoke(app, ["site", "audit", str(log), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["by_kind"] == {"identity": {"fields": 1, "bytes": 5}}
+    missing = runner.invoke(app, ["site", "audit", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 2 and "audit.jsonl" in missing.stderr
+
+
+def test_connection_entry_is_read_back_by_flower(flwr_home: Path, creds: Credentials) -> None:
+    from flwr.cli.flower_config import read_superlink_connection
+
+    path = flower_config.write_connection("lab", "127.0.0.1:9093", root_cert=creds.ca_cert)
+    conn = read_superlink_connection("lab")
+    assert path == flwr_home / "config.toml"
+    assert conn.address == "127.0.0.1:9093" and conn.root_certificates == str(creds.ca_cert.resolve())
+    assert conn.insecure is False
+    flower_config.write_connection("lab", "127.0.0.1:9999", root_cert=None, insecure=True)
+    assert read_superlink_connection("lab").insecure is True
+
+
+def test_connection_needs_a_certificate_or_insecure(flwr_home: Path) -> None:
+    with pytest.raises(flower_config.ValidationError, match="no root certificate given"):
+        flower_config.write_connection("lab", "127.0.0.1:9093", root_cert=None)
+
+
+def test_run_config_crosses_into_kebab_case_with_json_mappings(tmp_path: Path) -> None:
+    from flwr.common.config import parse_config_args
+
+    from fedsynth.strategies.records import decode_payload
+
+    path = flower_config.write_run_config(tmp_path / "rc.toml", {"min_sites": 2, "generator_params": {"a": 1},
+                                                                  "model_dir": tmp_path, "skip": None})
+    parsed = parse_config_args([str(path)])
+    assert parsed == {"min-sites": 2, "generator-params": parsed["generator-params"], "model-dir": str(tmp_path)}
+    assert decode_payload(parsed["generator-params"]) == {"a": 1}
+
+
+def test_shipped_app_is_a_valid_flower_app_naming_fedsynths_apps() -> None:
+    from flwr.cli.config_utils import load_and_validate
+
+    config, errors = load_and_validate(flower_config.app_dir() / "pyproject.toml", check_module=True)
+    assert errors == []
+    components = config["tool"]["flwr"]["app"]["components"]
+    assert components == {"serverapp": "fedsynth.federation.server_app:app",
+                          "clientapp": "fedsynth.federation.client_app:app"}
+    # every key the ServerApp reads has a default Flower can override
+    for key in ("schema-path", "model-dir", "num-sites", "min-sites", "strategy-params"):
+        assert key in config["tool"]["flwr"]["app"]["config"]
+
+
+def test_run_federation_submits_the_shipped_app_with_the_experiments_settings(
+    tmp_path: Path, flwr_home: Path, creds: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Setup: flwr run replaced by a stand-in that records its command and writes what the ServerApp would
+    from flwr.common.config import parse_config_args
+
+    from fedsynth.deployment import processes
+
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: object) -> tuple[int, str]:
+        calls.append(cmd)
+        settings = parse_config_args([cmd[cmd.index("--run-config") + 1]])
+        Path(settings["model-dir"]).mkdir(parents=True)
+        (Path(settings["model-dir"]).parent / "deployment.json").write_text(json.dumps(
+            {"dropped": [{"site": "C", "round": "counts-2", "reason": "no reply within 5 s"}]}))
+        return 0, ""
+
+    monkeypatch.setattr(processes, "run_foreground", fake_run)
+
+    # Run
+    result = runner.invoke(app, ["run", "configs/smoke.yaml", "--federation", "lab", "--superlink", "127.0.0.1:9093",
+                                 "--root-cert", str(creds.ca_cert), "--out", str(tmp_path / "r"),
+                                 "--set", "output.run_id=x", "--set", "strategy.params.request_timeout=5"])
+
+    # Assert: Flower's connection written, flwr run called on the shipped app, settings in kebab case
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "r" / "x"
+    assert "Run directory (on this machine, the coordinator's)" in result.stdout and "left out" in result.stderr
+    cmd = calls[0]
+    assert Path(cmd[0]).name == "flwr" and cmd[1:4] == ["run", str(flower_config.app_dir()), "lab"]
+    settings = parse_config_args([str(run_dir / "flower-run-config.toml")])
+    assert settings["strategy"] == "two_step_bn" and settings["num-sites"] == 3
+    assert settings["schema-path"] == str(run_dir / "schema.yaml") and (run_dir / "schema.yaml").is_file()
+    assert "rounds" not in settings  # not set in the config, and the two-step BN does not use it
+    from fedsynth.strategies.records import decode_payload
+
+    assert decode_payload(settings["strategy-params"]) == {"request_timeout": 5}
+    assert 'address = "127.0.0.1:9093"' in (flwr_home / "config.toml").read_text()

@@ -1,0 +1,32 @@
+"""The run config's ``privacy:`` block: parsed for two_step_bn, refused with the reason elsewhere."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fedsynth.errors import ValidationError
+from fedsynth.experiments.config import parse_config
+
+
+def test_privacy_block_is_parsed_and_absent_means_none() -> None:
+    cfg = parse_config({"cohort": {"name": "mds-iwgpm"}, "privacy": {"epsilon": 3, "delta": 1e-6}})
+    assert (cfg.privacy.epsilon, cfg.privacy.delta) == (3.0, 1e-6)
+    assert parse_config({"cohort": {"name": "mds-iwgpm"}}).privacy is None
+    assert math.isinf(parse_config({"cohort": {"name": "mds-iwgpm"}, "privacy": {"epsilon": float("inf")}}).privacy.epsilon)
+
+
+def test_privacy_with_fedavg_ctgan_is_refused_with_the_reason_and_every_other_problem() -> None:
+    # Setup: a bad delta and an unsupported strategy in one config
+    raw = {"cohort": {"name": "mds-iwgpm"}, "generator": {"name": "ctgan"},
+           "strategy": {"name": "fedavg"}, "privacy": {"epsilon": 1}}
+    # Run / Assert
+    with pytest.raises(ValidationError) as err:
+        parse_config(raw)
+    text = str(err.value)
+    assert "privacy: is not supported with strategy fedavg: DP-SGD for FedAvg (Opacus) is not built yet" in text
+    assert "private discriminator" in text
+    with pytest.raises(ValidationError) as err:
+        parse_config({"cohort": {"name": "mds-iwgpm"}, "privacy": {"epsilon": 0, "delta": 2}})
+    assert "privacy.epsilon" in str(err.value) and "privacy.delta" in str(err.value)
