@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from fedsynth.cli import cohort, deploy, evaluate, export, generate, grid, run
+from fedsynth.cli import arm, cohort, deploy, evaluate, export, generate, grid, run
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
@@ -23,7 +23,7 @@ app = typer.Typer(
 
 # Each command module exposes register(app) and imports heavy libraries inside its commands, so that
 # `fedsynth --help` stays fast.
-for _module in (cohort, evaluate, generate, run, grid, export, deploy):
+for _module in (cohort, evaluate, generate, arm, run, grid, export, deploy):
     _module.register(app)
 
 

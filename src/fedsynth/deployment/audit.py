@@ -33,6 +33,7 @@ CONTENT_KINDS: dict[str, str] = {
     "arrays": "weights",
     "stats": "summaries (latent mixture sufficient statistics)",
     "rows": "synthetic rows",
+    "rules": "rule-answers (one bool per candidate endpoint rule: does it hold on every row)",
 }
 
 #: Short kind names used in summaries.

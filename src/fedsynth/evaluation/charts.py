@@ -133,6 +133,36 @@ def km_figures(name: str, endpoint: Mapping[str, Any]) -> list[Figure]:
     return out
 
 
+@_styled
+def km_band_figure(name: str, curves: Mapping[str, Mapping[str, Any]], *, time_unit: str = "") -> Figure:
+    """Kaplan-Meier curves with their 95% confidence bands, one per group (a control arm and its reference).
+
+    Parameters
+    ----------
+    name : str
+        The endpoint's name (e.g. ``"OS"``), in the title.
+    curves : mapping
+        Per group label: ``times``, ``survival``, ``lower`` and ``upper`` (step curves, same length), as
+        :func:`fedsynth.evaluation.arm.km_curve` gives them. The first group is drawn in the synthetic colour,
+        the second in the real one.
+
+    Returns
+    -------
+    Figure
+        Step curves with shaded bands.
+    """
+    fig = _figure(4.6, 3.3, f"{name} Kaplan-Meier with 95% bands")
+    ax = fig.add_subplot()
+    for j, (label, c) in enumerate(curves.items()):
+        color = (SYN_COLOR, REAL_COLOR, *PALETTE)[j]
+        t = _finite(c["times"])
+        ax.step(t, _finite(c["survival"]), where="post", color=color, label=label)
+        ax.fill_between(t, _finite(c["lower"]), _finite(c["upper"]), step="post", color=color, alpha=0.18, linewidth=0)
+    _km_axes(ax, f"{name}", f"time ({time_unit})" if time_unit else "time")
+    ax.legend(loc="upper right")
+    return fig
+
+
 def _km_axes(ax: Axes, title: str, xlabel: str) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -193,6 +194,7 @@ class BaseGenerator(ABC, Generic[P]):
         conditions: Conditions | None = None,
         where: str | None = None,
         max_tries: int = 50,
+        max_seconds: float | None = None,
     ) -> pd.DataFrame:
         """Draw ``n_samples`` synthetic rows.
 
@@ -203,7 +205,7 @@ class BaseGenerator(ABC, Generic[P]):
         expression (e.g. ``"AGE >= 65 and HB < 10"``). Every returned row meets both. Generators that can
         condition exactly do so (the Bayesian network); others sample in batches and keep the rows that
         match, raising :class:`ConditionError` with the achieved acceptance rate when ``max_tries`` batches
-        do not give enough rows.
+        do not give enough rows, or when ``max_seconds`` (wall-clock seconds, checked after each batch) have passed.
         """
         if not self.fitted_:
             raise FedsynthError(f"{type(self).__name__} is not fitted yet; call fit() first")
@@ -219,6 +221,8 @@ class BaseGenerator(ABC, Generic[P]):
         kept: list[pd.DataFrame] = []
         n_kept = n_drawn = 0
         batch = max(int(n_samples), 256)
+        started = time.monotonic()
+        timed_out = False
         for _ in range(max_tries):
             raw = self._sample_conditioned(batch, conds, rng=rng)
             done = self._finish(raw)
@@ -228,13 +232,17 @@ class BaseGenerator(ABC, Generic[P]):
             n_kept += int(mask.sum())
             if n_kept >= n_samples:
                 break
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                timed_out = True
+                break
             rate = max(n_kept / n_drawn, 1.0 / n_drawn)
             batch = int(min(max((n_samples - n_kept) / rate * 1.2, 256), 200_000))
         if n_kept < n_samples:
             rate = n_kept / max(n_drawn, 1)
+            bound = f"the time bound of {max_seconds:g} s" if timed_out else "max_tries"
             raise ConditionError(
                 f"Only {n_kept} of {n_samples} requested rows met the conditions after drawing {n_drawn} "
-                f"rows (acceptance rate {rate:.4%}). Loosen the conditions or raise max_tries."
+                f"rows (acceptance rate {rate:.4%}). Loosen the conditions or raise {bound}."
             )
         return pd.concat(kept).iloc[:n_samples].reset_index(drop=True)
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from flwr.app import ConfigRecord, Message, RecordDict
 
+from fedsynth.cohort.constraints import EndpointRule
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain, merge_summaries
 from fedsynth.errors import FedsynthError, Problem, ValidationError
@@ -207,6 +208,8 @@ class Strategy(ABC):
         self.local_epochs = local_epochs
         self.min_sites = min_sites
         self.random_state = random_state
+        #: Endpoint rules learnt from the sites' answers in the domain phase (also added to ``schema``).
+        self.learnt_rules: list[EndpointRule] = []
         self._check(dict(params or {}))
         #: The given params over the registry's defaults (every key the strategy accepts with this generator).
         self.params = {**default_params(self.name, generator, params), **dict(params or {})}
@@ -320,17 +323,32 @@ class Strategy(ABC):
         return sorted(sites, key=lambda s: s.name)
 
     def build_domain(self, grid: GridLike, sites: Sequence[SiteInfo]) -> Domain:
-        """Phase 1: sites send released summaries; the server merges them into the shared domain."""
+        """Phase 1: sites send released summaries; the server merges them into the shared domain.
+
+        In the same message each site answers, per candidate endpoint rule of the schema (``LFS <= OS``, an OS
+        death is an LFS event, ...), only whether it holds on every one of its rows; the rules that hold at
+        every answering site are added to ``self.schema`` (``with_rules``), so every generator the strategy
+        builds enforces them in the rows it samples, and ``learnt_rules`` keeps them.
+        """
+        from fedsynth.cohort.constraints import candidate_rules, learn_rules
+
         opts = self.domain_options()
+        candidates = candidate_rules(self.schema)
         cfg = records.to_config_record(
             {
                 "n_modes": opts["n_modes"],
                 "min_category_count": int(self.params["min_category_count"]),
                 "significant_digits": int(self.params["significant_digits"]),
+                "candidate_rules": records.encode_payload([r.to_dict() for r in candidates]),
             }
         )
         got = self.ask(grid, sites, "query.summary", lambda s: RecordDict({"config": cfg}), group_id="summary")
         summaries = [records.from_payload_record(got.ok[s.node_id]["summary"]) for s in sites if s.node_id in got.ok]
+        answers = [list(records.from_payload_record(got.ok[s.node_id]["rules"])) for s in sites
+                   if s.node_id in got.ok and "rules" in got.ok[s.node_id]]
+        if candidates and answers:
+            self.learnt_rules = learn_rules(candidates, answers)
+            self.schema = self.schema.with_rules(self.learnt_rules)
         return merge_summaries(
             summaries, self.schema, n_bins=opts["n_bins"], n_modes=opts["n_modes"], random_state=self.random_state
         )

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from flwr.app import Message, RecordDict
 
+from fedsynth.cohort.constraints import enforce
 from fedsynth.cohort.derived import add_derived
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
@@ -89,6 +90,10 @@ class SDSharingStrategy(Strategy):
             site_metrics[s.name] = {k: float(v) for k, v in records.from_metric_record(reply["metrics"]).items()}
         pooled = pd.concat(frames, ignore_index=True)
         pooled = self.schema.select(self.schema.model_columns).coerce(pooled)
+        # Sites sampled under their own schema; the rules learnt from every site's answers hold in the pool too.
+        floors = {ep.duration_col: domain[ep.duration_col].lower for ep in self.schema.endpoints
+                  if ep.duration_col in domain.columns}
+        pooled = enforce(pooled, self.schema.constraints, floors=floors)
         pooled = add_derived(pooled, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
         generator = None
         if bool(p.get("refit", False)):

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from flwr.app import Error, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain, summarize_site
@@ -145,7 +145,15 @@ def handle_summary(msg: Message, site: SiteRuntime) -> RecordDict:
     released = release_summary(
         raw, site.schema, min_category_count=policy.min_count, significant_digits=policy.significant_digits
     )
-    return RecordDict({"summary": records.to_payload_record(released)})
+    reply: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {"summary": records.to_payload_record(released)}
+    if cfg.get("candidate_rules"):
+        # Endpoint rules: one bool per candidate (does it hold on every row here?), never a value or a count.
+        from fedsynth.cohort.constraints import rule_from_dict, site_answers
+
+        raw_rules = records.decode_payload(str(cfg["candidate_rules"]))
+        rules = [rule_from_dict(r, site.schema.endpoints) for r in raw_rules]
+        reply["rules"] = records.to_payload_record(site_answers(site.data, rules))
+    return RecordDict(reply)
 
 
 #: Handlers every strategy relies on.

@@ -81,7 +81,7 @@ def test_audit_lines_hold_kinds_and_sizes_never_a_value(sites: tuple[list[SiteRu
     assert str(MARKER) not in text and "987654" not in text
     assert {e["message_type"] for e in entries} == {"query.hello", "query.summary", "query.counts"}
     kinds = {f["kind"] for e in entries for f in e["fields"].values()}
-    assert kinds == {"identity", "metrics", "summaries", "counts"}
+    assert kinds == {"identity", "metrics", "summaries", "counts", "rule-answers"}
     hello = next(e for e in entries if e["message_type"] == "query.hello")
     assert set(hello["fields"]) == {"info", "metrics"}
     assert hello["fields"]["metrics"]["entries"] == 1  # num-examples: a name and a size, not the count

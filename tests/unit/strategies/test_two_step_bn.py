@@ -54,6 +54,32 @@ def test_federated_two_step_bn_equals_centralized_on_three_site_split(mds_partit
     _assert_same_network(fed.generator, cen)
 
 
+def test_outcome_parents_keep_the_federated_network_equal_to_the_centralized_one(mds_partition) -> None:
+    # Setup: outcome nodes given 2 more baseline parents each, chosen from summed counts
+    from fedsynth.cohort.schema import ColumnRole
+    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
+
+    from fedsynth.strategies.policy import SitePolicy
+    from fedsynth.strategies.site import conform_to_domain
+
+    schema = mds_partition.schema
+    params = {"max_indegree": 1, "outcome_parents": 2}
+    # A trusted network (tables in clear), as in the equality test above.
+    grid = InProcessGrid(_site_runtimes(mds_partition, schema, SitePolicy(clear_counts=True)))
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params=params, min_sites=3)
+    # Run
+    fed = strategy.start(grid)
+    pooled = conform_to_domain(mds_partition.train[schema.model_columns], fed.domain)
+    cen = BayesianNetworkGenerator(schema, domain=fed.domain, **params).fit(pooled)
+    plain = BayesianNetworkGenerator(schema, domain=fed.domain, max_indegree=1).fit(pooled)
+    # Assert: equal, and the added edges all point from a baseline column into an outcome node
+    _assert_same_network(fed.generator, cen)
+    added = set(cen.edges_) - set(plain.edges_)
+    assert added
+    assert all(schema[v.split("#")[0]].role is ColumnRole.OUTCOME and schema[u.split("#")[0]].role is not ColumnRole.OUTCOME
+               and "#" not in u + v for u, v in added)
+
+
 def test_summed_counts_from_mocked_replies_equal_pooled_counts(mds_partition, mock_grid) -> None:
     # Setup: each site's reply is built here from its rows; the server must sum them exactly
     from fedsynth.generators.bayesian_network import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,27 @@ log = logging.getLogger(__name__)
 
 #: File written by :meth:`BayesianNetworkGenerator.save` beside ``generator.json``.
 MODEL_FILE = "bayesian_network.json"
+
+
+def _log_likelihood(arr: np.ndarray | None, n_rows: float) -> float:
+    """Maximised log-likelihood of a family's (child states, parent configurations) count table, rescaled to
+    ``n_rows`` rows (a parent with missing values is counted on fewer rows, which must not favour it)."""
+    if arr is None or float(arr.sum()) <= 0:
+        return -math.inf
+    table = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    table *= n_rows / table.sum()
+    cond = table.sum(axis=0)
+    nz = table > 0
+    return float(np.sum(table[nz] * np.log((table / np.where(cond > 0, cond, 1.0))[nz])))
+
+
+def _bic(arr: np.ndarray | None, n_rows: float) -> float:
+    """BIC of a family's count table (:func:`_log_likelihood` minus half log n per free parameter)."""
+    if arr is None or n_rows <= 0:
+        return -math.inf
+    r = int(arr.shape[0])
+    q = int(arr.size) // max(r, 1)
+    return _log_likelihood(arr, n_rows) - 0.5 * math.log(n_rows) * q * (r - 1)
 
 
 class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkParams]):
@@ -140,8 +162,45 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         dummy = pd.DataFrame({v: np.arange(2, dtype=np.int64) % cards[v] for v in variables})
         search.fit(dummy)
         edges = sorted((str(u), str(v)) for u, v in search.causal_graph_.edges())
+        if self.params.outcome_parents > 0:
+            edges = self._add_outcome_parents(oracle, edges, forbidden)
         log.info("structure: %d edges after %d count requests", len(edges), oracle.n_requests)
         return edges
+
+    def _add_outcome_parents(
+        self, oracle: CountOracle, edges: list[tuple[str, str]], forbidden: set[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Give each outcome node ``outcome_parents`` more baseline parents, one at a time: the one whose family
+        BIC (from the counts) is highest, even when it is below the current family's — the search stopped there.
+
+        Only counts are read (one oracle request per added edge, for every candidate at once), so a federation
+        adds the same edges as a centralized fit. Candidates are clinical and genomic variables (not
+        indicators) whose edge is allowed and closes no cycle; ties go to the first name.
+        """
+        import networkx as nx
+
+        cards = self._cards()
+        graph = nx.DiGraph()
+        graph.add_nodes_from(cards)
+        graph.add_edges_from(edges)
+        is_outcome = {v: self.schema[base_column(v)].role is ColumnRole.OUTCOME for v in cards}
+        baseline = [v for v in cards if not is_outcome[v] and not v.endswith(ISNA_SUFFIX)]
+        for v in [v for v in cards if is_outcome[v] and not v.endswith(ISNA_SUFFIX)]:
+            for _ in range(self.params.outcome_parents):
+                parents = tuple(sorted(graph.predecessors(v)))
+                below = nx.descendants(graph, v)
+                cands = [w for w in baseline if w not in parents and (w, v) not in forbidden and w not in below]
+                fams = [(v, ()), (v, parents)] + [(v, parents + (w,)) for w in cands]
+                got = oracle.family_counts(fams)
+                single = got.get((v, ()))
+                n_rows = float(single.sum()) if single is not None else 0.0
+                base = _bic(got.get((v, parents)), n_rows)
+                gains = [(_bic(got.get(f), n_rows) - base, w) for f, w in zip(fams[2:], cands, strict=True)]
+                gains = sorted((g for g in gains if math.isfinite(g[0])), key=lambda t: (-t[0], t[1]))
+                if not gains:
+                    break
+                graph.add_edge(gains[0][1], v)
+        return sorted((str(u), str(v)) for u, v in graph.edges())
 
     def learn_parameters(self, oracle: CountOracle, edges: Sequence[tuple[str, str]]) -> BayesianNetworkGenerator:
         """Step 2: CPDs from ``oracle``'s counts with a BDeu prior, plus the within-bin histograms.

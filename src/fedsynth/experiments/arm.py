@@ -1,0 +1,218 @@
+"""A synthetic control arm: training patients who met the criteria, rows drawn under them, and the arm report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fedsynth.cohort.conditions import SamplingRequest
+from fedsynth.cohort.criteria import ArmCriteria
+from fedsynth.cohort.schema import ColumnKind, TableSchema
+from fedsynth.errors import FedsynthError, Problem, ValidationError
+
+log = logging.getLogger(__name__)
+
+#: Counts below this are shown as "< 5": the sites' smallest released count (the default of the site policy).
+SMALLEST_RELEASED_COUNT = 5
+
+#: Fewer training patients than this meeting the criteria earns a warning: the model has seen too few of them
+#: for its rows to describe them rather than its smoothing.
+TINY_STRATUM = 20
+
+#: Default wall-clock bound of rejection sampling, in seconds.
+DEFAULT_MAX_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class TrainingCount:
+    """How many training patients met the criteria, as far as the model's kept counts can tell.
+
+    ``value`` is None when no kept count answers the criteria; ``shown`` is what may be printed (``"< 5"`` for
+    counts under :data:`SMALLEST_RELEASED_COUNT`, ``"not known"``); ``source`` says where it came from.
+    """
+
+    value: int | None
+    shown: str
+    source: str
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, without the exact value when it is under the smallest released count."""
+        shown_value = self.value if self.value is not None and self.value >= SMALLEST_RELEASED_COUNT else None
+        return {"value": shown_value, "shown": self.shown, "source": self.source, "warnings": list(self.warnings)}
+
+
+def training_count(criteria: ArmCriteria, schema: TableSchema, domain: Any) -> TrainingCount:
+    """Training patients who met ``criteria``, from the counts the model kept at training.
+
+    The shared domain keeps, per categorical and binary column, how many training rows held each label
+    (summed over sites). Those answer criteria that name one such column only, through category sets
+    (included labels, minus excluded ones). Anything else (two columns, ranges, expressions, a derived
+    column) needs a joint count that no generator keeps — the Bayesian network's saved tables are
+    probabilities smoothed by its prior, not counts — and the answer is "not known".
+
+    Parameters
+    ----------
+    criteria : ArmCriteria
+    schema : TableSchema
+    domain : Domain or None
+        The model's domain (``generator.domain``).
+
+    Returns
+    -------
+    TrainingCount
+        With a warning when the count is 0 (empty stratum) or under :data:`TINY_STRATUM`.
+    """
+    inc, exc = criteria.inclusion, criteria.exclusion
+    named = set(inc.categories) | set(exc.categories)
+    simple = not (inc.ranges or exc.ranges or inc.expressions or exc.expressions) and len(named) == 1
+    columns = getattr(domain, "columns", None) or {}
+    col = next(iter(named)) if simple else None
+    if col is None or col not in columns or not columns[col].category_counts \
+            or schema[col].kind not in (ColumnKind.CATEGORICAL, ColumnKind.BINARY):
+        why = ("the criteria combine several columns, ranges or expressions, and no generator keeps joint counts "
+               "(the Bayesian network's tables are smoothed probabilities, not counts)") if not simple else \
+              "the model kept no label counts of that column (a derived column, or one outside the domain)"
+        return TrainingCount(None, "not known", why)
+    cd = columns[col]
+    counts = dict(zip(cd.categories, cd.category_counts, strict=False))
+    included = inc.categories.get(col)
+    total = sum(counts[k] for k in (included if included is not None else counts) if k in counts)
+    total -= sum(counts.get(k, 0) for k in exc.categories.get(col, ()) if included is None or k in included)
+    shown = f"< {SMALLEST_RELEASED_COUNT}" if total < SMALLEST_RELEASED_COUNT else str(total)
+    warnings: list[str] = []
+    if total == 0:
+        warnings.append("no training patient met the criteria: the arm's rows come from the model's prior, "
+                        "not from patients like them")
+    elif total < TINY_STRATUM:
+        warnings.append(f"fewer than {TINY_STRATUM} training patients met the criteria ({shown}): the arm "
+                        "describes the model's smoothing as much as those patients")
+    return TrainingCount(total, shown, "the shared domain's label counts (summed over sites at training)",
+                         tuple(warnings))
+
+
+def draw_arm(
+    gen: Any,
+    request: SamplingRequest,
+    n_samples: int,
+    *,
+    random_state: int,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    include_post_baseline: bool = False,
+) -> pd.DataFrame:
+    """Draw the arm: ``n_samples`` rows that meet ``request``, within ``max_seconds`` of sampling.
+
+    Generators that condition exactly (the Bayesian network, on category sets) do; the rest is rejection
+    sampling, bounded in time. Columns recorded after baseline are left out unless ``include_post_baseline``.
+
+    Raises
+    ------
+    FedsynthError
+        When the time bound (or the batch bound) passes before enough rows met the criteria, with the
+        acceptance rate reached.
+    """
+    from fedsynth.generators import ConditionError
+
+    try:
+        arm = gen.sample(n_samples, random_state=random_state, conditions=request.conditions or None,
+                         where=request.where, max_tries=10_000, max_seconds=max_seconds)
+    except ConditionError as exc:
+        raise FedsynthError(f"Arm sampling stopped: {exc}") from None
+    if not include_post_baseline:
+        arm = arm.drop(columns=[c for c in gen.schema.post_baseline_columns if c in arm.columns])
+    return arm
+
+
+def read_reference(path: str | Path, schema: TableSchema) -> pd.DataFrame:
+    """The reference arm: a CSV of real eligible patients or a trial's arm, in the schema's column names and
+    dtypes (columns it lacks are simply absent). Used as given: the criteria are not applied to it.
+
+    Raises
+    ------
+    ValidationError
+        When the file cannot be read, or holds none of the schema's endpoints.
+    """
+    p = Path(path)
+    try:
+        raw = pd.read_csv(p)
+    except (OSError, ValueError) as exc:
+        raise ValidationError("Reference file", [Problem(str(p), f"cannot be read as CSV ({type(exc).__name__})",
+                                                        fix="give a CSV with a header row")]) from None
+    present = [c for c in schema.data_columns if c in raw.columns]
+    if not any(ep.duration_col in raw.columns and ep.event_col in raw.columns for ep in schema.endpoints):
+        needed = ", ".join(f"{ep.duration_col}+{ep.event_col}" for ep in schema.endpoints)
+        raise ValidationError("Reference file", [Problem(str(p), "holds no survival endpoint of the model", needed)])
+    return schema.select(present).coerce(raw[present])
+
+
+def write_arm(
+    out: str | Path,
+    arm: pd.DataFrame,
+    schema: TableSchema,
+    *,
+    model_dir: str | Path,
+    criteria: ArmCriteria,
+    request: SamplingRequest,
+    count: TrainingCount,
+    random_state: int,
+    reference: pd.DataFrame | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Path]:
+    """Write ``arm.csv``, its short data card, ``arm_report.json`` and ``arm_report.html`` into ``out``.
+
+    Returns
+    -------
+    dict
+        ``csv``, ``card``, ``json``, ``html``: the paths written.
+    """
+    from fedsynth._io import atomic_write_text
+    from fedsynth.cohort.io import write_csv
+    from fedsynth.evaluation.arm import arm_html, arm_report
+    from fedsynth.experiments.card import write_short_card
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = folder / "arm.csv"
+    write_csv(arm, csv, schema.select([c for c in schema.data_columns if c in arm.columns]))
+    card = write_short_card(csv, model_dir, n_samples=len(arm), random_state=random_state,
+                            conditions=request.conditions, where=request.where)
+    left_out = [c for c in schema.post_baseline_columns if c not in arm.columns]
+    header: dict[str, Any] = {
+        "criteria": criteria.to_dict(), "where": request.where, "conditions": dict(request.conditions),
+        "training_count": count.to_dict(), "warnings": [*count.warnings, *(notes or [])],
+        "model": str(model_dir), "seed": random_state, "left_out": left_out,
+    }
+    ref = reference.drop(columns=[c for c in left_out if c in reference.columns]) if reference is not None else None
+    report = arm_report(arm, schema, reference=ref, header=header)
+    paths = {"csv": csv, "card": card, "json": folder / "arm_report.json", "html": folder / "arm_report.html"}
+    atomic_write_text(paths["json"], json.dumps(report, indent=2, default=str))
+    atomic_write_text(paths["html"], arm_html(report, title=f"Control arm: {criteria.name}"))
+    return paths
+
+
+def summary_lines(report: Mapping[str, Any]) -> list[str]:
+    """One line per endpoint for the console: medians and, with a reference, HR and log-rank p."""
+    lines = []
+    for name, ep in report["endpoints"].items():
+        m = ep["arm"]["median"]
+        line = f"{name}: arm median {_f(m)} {ep['time_unit']}"
+        if "reference" in ep:
+            c = ep["comparison"]
+            line += (f", reference median {_f(ep['reference']['median'])}; HR {_f(c['hr'])} "
+                     f"({_f(c['hr_lower'])}-{_f(c['hr_upper'])}), log-rank p {_p(c['logrank_p'])}")
+        lines.append(line)
+    return lines
+
+
+def _f(v: Any) -> str:
+    return "not reached" if v is None else f"{v:.2f}"
+
+
+def _p(v: Any) -> str:
+    return "n/a" if v is None else (f"{v:.2g}" if v >= 1e-3 else "<0.001")
