@@ -133,7 +133,7 @@ def km_figures(name: str, endpoint: Mapping[str, Any]) -> list[Figure]:
     return out
 
 
-@_styled
+@styled
 def km_band_figure(name: str, curves: Mapping[str, Mapping[str, Any]], *, time_unit: str = "") -> Figure:
     """Kaplan-Meier curves with their 95% confidence bands, one per group (a control arm and its reference).
 
@@ -151,7 +151,7 @@ def km_band_figure(name: str, curves: Mapping[str, Mapping[str, Any]], *, time_u
     Figure
         Step curves with shaded bands.
     """
-    fig = _figure(4.6, 3.3, f"{name} Kaplan-Meier with 95% bands")
+    fig = new_figure(4.6, 3.3, f"{name} Kaplan-Meier with 95% bands")
     ax = fig.add_subplot()
     for j, (label, c) in enumerate(curves.items()):
         color = (SYN_COLOR, REAL_COLOR, *PALETTE)[j]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _overrides import with_overrides
 
 from fedsynth.experiments.config import parse_config
 
@@ -24,13 +25,7 @@ def _config(tmp_path: Path, run_id: str, **over: Any):  # type: ignore[no-untype
         "output": {"dir": str(tmp_path), "run_id": run_id},
         "seed": 3,
     }
-    for key, value in over.items():
-        node = raw
-        *head, last = key.split(".")
-        for part in head:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return parse_config(raw)
+    return parse_config(with_overrides(raw, over))
 
 
 @pytest.fixture()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _overrides import with_overrides
 
 from fedsynth.experiments.config import parse_config
 
@@ -26,13 +27,7 @@ def _config(tmp_path: Path, **over):  # type: ignore[no-untyped-def]
         "output": {"dir": str(tmp_path), "run_id": "run-1"},
         "seed": 3,
     }
-    for key, value in over.items():
-        node = raw
-        *head, last = key.split(".")
-        for part in head:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return parse_config(raw)
+    return parse_config(with_overrides(raw, over))
 
 
 @pytest.fixture()

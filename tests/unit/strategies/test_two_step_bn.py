@@ -58,7 +58,6 @@ def test_outcome_parents_keep_the_federated_network_equal_to_the_centralized_one
     # Setup: outcome nodes given 2 more baseline parents each, chosen from summed counts
     from fedsynth.cohort.schema import ColumnRole
     from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
-
     from fedsynth.strategies.policy import SitePolicy
     from fedsynth.strategies.site import conform_to_domain
 
