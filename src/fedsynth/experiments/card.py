@@ -97,7 +97,7 @@ def provenance(source: Any, generator: Any) -> dict[str, Any]:
     m = source.manifest
     strat = dict(m.get("strategy") or {})
     data = dict(m.get("data") or {})
-    dp = m.get("differential_privacy") or (m.get("privacy") or {}).get("epsilon")
+    dp = _epsilon_statement(m)
     sites = [dict(s) for s in m.get("sites") or []]
     return {
         "source_kind": {"run": "a federated or baseline run", "fit": "a centralised fit (fedsynth fit)",
@@ -118,10 +118,28 @@ def provenance(source: Any, generator: Any) -> dict[str, Any]:
         "seeds": {"seed": (m.get("seeds") or {}).get("seed"), "site_seeds": (m.get("seeds") or {}).get("site_seeds") or {}},
         "versions_training": m.get("versions") or {},
         "versions_export": _versions(),
-        "differential_privacy": (f"differential privacy with epsilon = {dp}" if dp else
+        "differential_privacy": (dp[0] if dp else
                                  "no differential privacy (no privacy budget was set when the model was trained)"),
-        "epsilon": dp or None,
+        "epsilon": dp[1] if dp else None,
     }
+
+
+def _epsilon_statement(manifest: Mapping[str, Any]) -> tuple[str, float | str] | None:
+    """The guarantee a run's manifest records (its ``privacy`` block: budget and epsilon spent, from the run's
+    accountant), as ``(sentence, epsilon spent)``; ``None`` when the model was trained without a budget."""
+    priv = manifest.get("privacy")
+    if not isinstance(priv, Mapping) or not priv.get("budget"):
+        return None
+    budget = priv["budget"]
+    spent = priv.get("epsilon_spent", budget.get("epsilon"))
+    delta = budget.get("delta")
+    text = (f"differential privacy: (epsilon, delta) = ({_num(spent)}, {delta}) spent of a budget of epsilon "
+            f"{_num(budget.get('epsilon'))} (accountant: {priv.get('accountant', 'unknown')})")
+    return text, spent
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 # -- figures -------------------------------------------------------------------------------------------------------

@@ -548,7 +548,10 @@ def _run_locked(
         "identity": identity,
         "run_hash": run_hash(identity),
         "timings": timings,
-        "notes": config.notes,
+        # What fedsynth decided on its own: config notes, cohort loading (dropped columns, zero times, codes)
+        # and partitioning (unstratified split, sites too small to train, left out).
+        "notes": [*config.notes, *getattr(cohort, "notes", ()), *part.notes],
+        "sites_left_out": [{"name": s.name, "n_rows": s.n_rows} for s in part.left_out],
     })
     if resumed_from is not None:
         manifest["resumed_from_step"] = resumed_from
@@ -643,16 +646,26 @@ def _run_locked(
 
     # -- references: centralized and per-site local with the same generator ---------------------------------
     t0 = time.perf_counter()
+    failed_references: dict[str, str] = {}
     for ref in _references(config):
         emit("phase", {"phase": f"reference: {ref}"})
-        if ref == "centralized":
-            run_centralized(part.train, schema, on_round=on_reference, seed=config.seed, **settings)
-        else:
-            from fedsynth.federation.simulation import run_in_process
+        try:
+            if ref == "centralized":
+                run_centralized(part.train, schema, on_round=on_reference, seed=config.seed, **settings)
+            else:
+                from fedsynth.federation.simulation import run_in_process
 
-            # A site alone discloses to no one: its counts stay in its own process (trusted policy).
-            run_in_process(make_strategy("local", schema, **settings), site_frames, schema, seeds=seeds,
-                           on_round=on_reference, policy=BASELINE_POLICY)
+                # A site alone discloses to no one: its counts stay in its own process (trusted policy).
+                run_in_process(make_strategy("local", schema, **settings), site_frames, schema, seeds=seeds,
+                               on_round=on_reference, policy=BASELINE_POLICY)
+        except Exception as exc:  # noqa: BLE001 - a reference is a comparison: failing, it must not cost the run
+            from fedsynth.strategies.records import scrub_error
+
+            failed_references[ref] = scrub_error(exc)
+            log.warning("reference %s failed and is left out of the report: %s", ref, failed_references[ref])
+    if failed_references:
+        manifest["failed_references"] = failed_references
+        write_json(run_dir / "manifest.json", manifest)
     timings["references"] = time.perf_counter() - t0
 
     # -- final full evaluation and report ----------------------------------------------------------------------

@@ -198,3 +198,24 @@ def test_fedsynth_run_reports_a_bad_config_cleanly(tmp_path) -> None:
     # Assert
     assert res.exit_code == 2
     assert "two_step_bn" in res.output and "Traceback" not in res.output
+
+
+def test_a_failing_reference_is_recorded_and_the_run_still_finishes(tmp_path, planted, monkeypatch) -> None:
+    # Setup: the centralized reference fails (as VAE-BGM did on a 6-row site with no deaths), with a value in its text
+    from fedsynth.experiments.run import run_experiment
+    from fedsynth.strategies import centralized
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise np.linalg.LinAlgError("covariance not positive definite at HB 987.654321")
+
+    monkeypatch.setattr(centralized, "run_centralized", boom)
+
+    # Run
+    result = run_experiment(_config(tmp_path, **{"evaluation.final": "none"}))
+
+    # Assert: the run is finished with its model and report; the failure is named, without the value
+    manifest = json.loads((tmp_path / "run-1" / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert set(manifest["failed_references"]) == {"centralized"}
+    assert manifest["failed_references"]["centralized"].startswith("LinAlgError") and "987" not in json.dumps(manifest)
+    assert (result.run_dir / "model").is_dir() and (result.run_dir / "report.html").is_file()

@@ -46,3 +46,21 @@ def test_survival_effect_fidelity_is_read_where_the_report_puts_it_or_left_undef
     assert effect_fidelity({"scores": {"survival_effect_fidelity": {"value": 0.71}}}) == 0.71
     assert effect_fidelity({"survival": {"effect_fidelity": 0.64}}) == 0.64
     assert effect_fidelity({"survival_effects": {"survival_effect_fidelity": {"value": 0.5}}}) == 0.5
+
+
+def test_the_card_states_the_epsilon_a_run_spent_and_says_none_without_a_budget() -> None:
+    # Setup: the privacy block a DP run writes into its manifest, and the one a run without a budget writes
+    from fedsynth.experiments.card import _epsilon_statement
+
+    dp_manifest = {"privacy": {"budget": {"epsilon": 1.0, "delta": 1e-5}, "epsilon_spent": 0.9999,
+                               "accountant": "RDP composition"}}
+    plain_manifest = {"privacy": {"budget": None, "note": "no privacy block"}}
+
+    # Run
+    stated = _epsilon_statement(dp_manifest)
+
+    # Assert
+    assert stated is not None
+    text, spent = stated
+    assert spent == 0.9999 and "(1, 1e-05) spent of a budget of epsilon 1 " in text
+    assert _epsilon_statement(plain_manifest) is None and _epsilon_statement({}) is None
