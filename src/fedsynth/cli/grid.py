@@ -61,7 +61,7 @@ def grid(
         try:
             result = run_grid(cfg, out, progress=on_event)
         except KeyboardInterrupt as exc:
-            from fedsynth.experiments.run import RunInterrupted
+            from fedsynth.experiments.run_state import RunInterrupted
 
             bar.console.print("Interrupted; the current run is recorded as interrupted and resumes on the next "
                               "fedsynth grid.", markup=False)

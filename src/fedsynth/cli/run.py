@@ -56,7 +56,8 @@ def run(
 
     from fedsynth.errors import Problem, ValidationError
     from fedsynth.experiments.config import load_config
-    from fedsynth.experiments.run import RunInterrupted, read_manifest, run_experiment
+    from fedsynth.experiments.run import run_experiment
+    from fedsynth.experiments.run_state import RunInterrupted, read_manifest
 
     setup_logging(verbose)
     cfg = load_config(config, set_)

@@ -178,7 +178,7 @@ def plan(grid: GridConfig) -> list[PlannedRun]:
 def reuse_decision(run_dir: Path, identity: Mapping[str, Any]) -> tuple[str, str]:
     """``("reuse" | "resume" | "run", why)`` for a planned run whose identity
     (:func:`fedsynth.experiments.run.run_identity`) is ``identity`` and whose directory is ``run_dir``."""
-    from fedsynth.experiments.run import identity_changes, read_manifest, run_state
+    from fedsynth.experiments.run_state import identity_changes, read_manifest, run_state
 
     manifest = read_manifest(run_dir)
     if manifest is None:
@@ -202,6 +202,7 @@ def run_grid(
 ) -> GridResult:
     """Run every planned run not already finished under ``out_dir/runs/``, then write the summary."""
     from fedsynth.experiments import run as run_mod
+    from fedsynth.experiments.run_state import run_identity
 
     emit = progress or (lambda event, payload: None)
     fingerprints: dict[str, str] = {}
@@ -210,7 +211,7 @@ def run_grid(
         key = json.dumps(config.cohort.model_dump(mode="json"), sort_keys=True)
         if key not in fingerprints:
             fingerprints[key] = run_mod.data_fingerprint(config)
-        return run_mod.run_identity(config, fingerprints[key])
+        return run_identity(config, fingerprints[key])
 
     out = Path(out_dir)
     runs_dir = out / "runs"

@@ -71,7 +71,7 @@ def _fixed_fingerprint(monkeypatch):
 
 def _fake_run(calls: list[str]):
     def run_experiment(config, *, out_dir, progress=None, engine=None, resume=False):
-        from fedsynth.experiments.run import run_identity
+        from fedsynth.experiments.run_state import run_identity
 
         calls.append(config.output.run_id)
         run_dir = Path(out_dir) / config.output.run_id
@@ -187,7 +187,7 @@ def test_grid_resumes_an_interrupted_run_and_reruns_one_made_with_other_data(tmp
     # Setup: one run interrupted (same identity), one finished on other data
     import fedsynth.experiments.run as run_mod
     from fedsynth.experiments.grid import reuse_decision
-    from fedsynth.experiments.run import run_identity
+    from fedsynth.experiments.run_state import run_identity
 
     run = plan(_grid(scenarios=["best"], seeds=[0], baselines=False))[0]
     identity = run_identity(run.config, "fp")

@@ -156,7 +156,7 @@ def test_a_second_writer_of_the_same_run_directory_is_refused(tmp_path) -> None:
 
 def test_a_running_manifest_without_its_process_reads_interrupted_process_gone(tmp_path) -> None:
     # Setup: what a SIGKILL leaves: a "running" manifest and no lock holder
-    from fedsynth.experiments.run import run_state
+    from fedsynth.experiments.run_state import run_state
 
     run_dir = tmp_path / "killed"
     run_dir.mkdir()

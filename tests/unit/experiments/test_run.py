@@ -128,7 +128,7 @@ def test_a_run_killed_mid_way_keeps_its_finished_rounds(tmp_path, planted, monke
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert (manifest["status"], manifest["last_round"], manifest["checkpoint_step"]) == ("interrupted", 2, 1)
     # the sites' rows never touched the run directory (in process), and the lock is free again
-    from fedsynth.experiments.run import RunLock, run_state
+    from fedsynth.experiments.run_state import RunLock, run_state
 
     assert not (run_dir / ".private" / "rows").exists()
     assert not RunLock(run_dir).held_elsewhere() and run_state(run_dir) == "interrupted"

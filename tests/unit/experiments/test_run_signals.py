@@ -151,7 +151,7 @@ def test_sigkill_after_round_2_leaves_rows_only_in_the_private_folder_and_resume
     _cleanup(children)
 
     # Assert: site rows exist only under .private/rows (mode 0700 folder), nowhere else in the run or in /tmp
-    from fedsynth.experiments.run import run_state
+    from fedsynth.experiments.run_state import run_state
 
     assert run_state(run_dir) == "interrupted (process gone)"
     rows = sorted(p.name for p in (run_dir / ".private" / "rows").iterdir())
