@@ -41,7 +41,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -49,8 +48,47 @@ from fedsynth._io import atomic_write_text, versions, write_json
 from fedsynth.cohort.io import write_csv
 from fedsynth.errors import Problem, ValidationError
 from fedsynth.experiments.config import ExperimentConfig
+from fedsynth.experiments.run_setup import (
+    _check_strata,
+    _expected_rounds,
+    _references,
+    _run_id,
+    data_fingerprint,
+    load_partition,
+    site_seeds,
+    strategy_settings,
+)
+from fedsynth.experiments.run_state import (
+    _ARTEFACTS,
+    RunInterrupted,
+    RunLock,
+    _install_signal_handlers,
+    _MetricsLog,
+    _restore_signal_handlers,
+    identity_changes,
+    read_manifest,
+    run_hash,
+    run_identity,
+)
 
 log = logging.getLogger(__name__)
+
+#: The run's public names (some live in run_setup and run_state; tests and the grid reach them here).
+__all__ = [
+    "RunInterrupted",
+    "RunLock",
+    "RunResult",
+    "data_fingerprint",
+    "identity_changes",
+    "load_partition",
+    "read_manifest",
+    "run_experiment",
+    "run_hash",
+    "run_identity",
+    "score_snapshot",
+    "site_seeds",
+    "strategy_settings",
+]
 
 #: ``progress(event, payload)``: events ``"start"``, ``"round"``, ``"reference"``, ``"phase"``, ``"done"``.
 Progress = Callable[[str, Mapping[str, Any]], None]
@@ -68,19 +106,6 @@ class RunResult:
     references: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
-
-from fedsynth.experiments.run_state import (
-    _ARTEFACTS,
-    RunInterrupted,
-    RunLock,
-    _install_signal_handlers,
-    _MetricsLog,
-    _restore_signal_handlers,
-    identity_changes,
-    read_manifest,
-    run_hash,
-    run_identity,
-)
 
 # -- evaluation (imported on use; a missing piece degrades to a note, never a crash) -------------------------
 
@@ -110,91 +135,6 @@ _COMPONENTS = ("csf_components", "gsf_components", "column_fidelity", "pair_fide
 
 
 # -- the run ------------------------------------------------------------------------------------------------
-
-
-def site_seeds(seed: int, n_sites: int) -> list[int]:
-    """Per-site seeds: ``numpy.random.SeedSequence(seed).spawn(n_sites)``, one 32-bit int each."""
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_sites)]
-
-
-def _run_id(config: ExperimentConfig) -> str:
-    if config.output.run_id:
-        return config.output.run_id
-    return f"{config.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
-
-
-def _references(config: ExperimentConfig) -> list[str]:
-    """Reference fits of a federated run (``evaluation.references``); a baseline draws none (it is one)."""
-    from fedsynth.strategies.registry import STRATEGIES
-
-    return [] if STRATEGIES[config.strategy.name].baseline else list(config.evaluation.references)
-
-
-def _expected_rounds(config: ExperimentConfig, n_sites: int) -> int:
-    from fedsynth.strategies.registry import uses_rounds
-
-    name = config.strategy.name
-    per_model = config.strategy.rounds if uses_rounds(name, config.generator.name) else 1
-    return per_model * (n_sites if name == "local" else 1)
-
-
-def _check_strata(config: ExperimentConfig, schema: Any) -> None:
-    """``evaluation.strata`` must name columns of the schema (checked before any engine starts)."""
-    strata = config.evaluation.strata or []
-    problems = [
-        Problem(f"evaluation.strata[{i}]", f"no column {name!r} in the schema", ", ".join(schema.data_columns))
-        for i, name in enumerate(strata) if name not in schema.data_columns
-    ]
-    if problems:
-        raise ValidationError(f"Config {config.name}", problems)
-
-
-def load_partition(config: ExperimentConfig) -> tuple[Any, Any]:
-    """The cohort and its seeded partition, as the config says."""
-    from fedsynth.cohort.datasets import load
-    from fedsynth.cohort.partition import make_partition
-    from fedsynth.cohort.schema import TableSchema
-
-    c = config.cohort
-    schema = TableSchema.from_yaml(c.schema_file) if c.schema_file else None
-    cohort = load(c.source, data_dir_=c.data_dir, schema=schema, overrides=c.schema_overrides or None)
-    part = make_partition(
-        cohort.data,
-        cohort.schema,
-        proportions=config.sites.proportions if config.sites.method != "by_column" else None,
-        method=config.sites.method,
-        by=config.sites.by,
-        alpha=config.sites.alpha,
-        holdout_fraction=config.split.holdout_fraction,
-        scenario=config.scenario.name,
-        missing_columns=config.scenario.missing_columns,
-        random_state=config.seed,
-    )
-    return cohort, part
-
-
-def strategy_settings(config: ExperimentConfig) -> dict[str, Any]:
-    """The one translation from config to a strategy's settings."""
-    s = config.strategy
-    return {
-        "generator": config.generator.name,
-        "generator_params": dict(config.generator.params),
-        "rounds": s.rounds,
-        "local_epochs": s.local_epochs,
-        "min_sites": s.min_sites,
-        "random_state": config.seed,
-        "params": dict(s.params),
-    }
-
-
-def data_fingerprint(config: ExperimentConfig) -> str:
-    """The fingerprint of the cohort ``config`` names (what the manifest records), without partitioning it."""
-    from fedsynth.cohort.datasets import load
-    from fedsynth.cohort.schema import TableSchema
-
-    c = config.cohort
-    schema = TableSchema.from_yaml(c.schema_file) if c.schema_file else None
-    return str(load(c.source, data_dir_=c.data_dir, schema=schema, overrides=c.schema_overrides or None).fingerprint())
 
 
 def _clear_run_dir(run_dir: Path) -> None:
