@@ -46,6 +46,7 @@ import yaml
 
 from fedsynth._io import atomic_write_text, versions, write_json
 from fedsynth.cohort.io import write_csv
+from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import Problem, ValidationError
 from fedsynth.experiments.config import ExperimentConfig
 from fedsynth.experiments.run_setup import (
@@ -111,7 +112,7 @@ class RunResult:
 
 
 def score_snapshot(
-    real: pd.DataFrame, synthetic: pd.DataFrame, schema: Any, holdout: pd.DataFrame, *, random_state: int
+    real: pd.DataFrame, synthetic: pd.DataFrame, schema: TableSchema, holdout: pd.DataFrame, *, random_state: int
 ) -> dict[str, Any]:
     """CSF, GSF, NNDR and fidelity components of one snapshot (``evaluation.quick_scores``)."""
     from fedsynth.evaluation import quick_scores

@@ -27,6 +27,7 @@ from fedsynth.cohort.constraints import EndpointRule
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain, merge_summaries
 from fedsynth.errors import FedsynthError, Problem, ValidationError
+from fedsynth.generators.protocols import Generator
 from fedsynth.strategies import records
 from fedsynth.strategies.registry import (
     DEFAULT_LOCAL_EPOCHS,
@@ -79,7 +80,7 @@ class RoundResult:
 
     server_round: int
     label: str
-    generator: Any | None
+    generator: Generator | None
     synthetic: pd.DataFrame | None = None
     site_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
@@ -110,7 +111,7 @@ class StrategyResult:
     """What a strategy's run leaves: the global model, the domain, per-round summaries and site facts."""
 
     strategy: str
-    generator: Any | None
+    generator: Generator | None
     domain: Domain | None
     sites: list[SiteInfo]
     rounds: list[dict[str, Any]] = field(default_factory=list)

@@ -20,7 +20,7 @@ from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, Stra
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.local import delegate
 from fedsynth.strategies.policy import BASELINE_POLICY
-from fedsynth.strategies.site import SiteRuntime
+from fedsynth.strategies.site import SiteHandler, SiteRuntime
 
 
 class CentralizedStrategy(Strategy):
@@ -62,4 +62,4 @@ def run_centralized(
     return CentralizedStrategy(schema, **settings).start(grid, on_round=on_round)
 
 
-SITE_HANDLERS: Mapping[str, Any] = {}
+SITE_HANDLERS: Mapping[str, SiteHandler] = {}

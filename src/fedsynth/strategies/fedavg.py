@@ -48,6 +48,7 @@ from fedsynth.strategies.base import (
 )
 from fedsynth.strategies.registry import generator_accepts
 from fedsynth.strategies.site import (
+    SiteHandler,
     SiteRuntime,
     conform_to_domain,
     message_config,
@@ -336,7 +337,7 @@ def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:
     return RecordDict({"stats": records.to_array_record(mixture_e_step_statistics(codes, params))})
 
 
-SITE_HANDLERS: Mapping[str, Any] = {
+SITE_HANDLERS: Mapping[str, SiteHandler] = {
     "train.fit": handle_fit,
     "query.mixture_init": handle_mixture_init,
     "query.mixture_estep": handle_mixture_estep,

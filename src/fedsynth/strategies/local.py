@@ -10,11 +10,11 @@ with the site's name as label. This is an evaluation device: in a real network a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from fedsynth.encoding.domain import Domain
 from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, StrategyResult
 from fedsynth.strategies.registry import BASELINE_FIXED, effective_flow, flow_for, strategy_class
+from fedsynth.strategies.site import SiteHandler
 
 
 def delegate(strategy: Strategy) -> Strategy:
@@ -68,4 +68,4 @@ class LocalStrategy(Strategy):
         return out
 
 
-SITE_HANDLERS: Mapping[str, Any] = {}
+SITE_HANDLERS: Mapping[str, SiteHandler] = {}

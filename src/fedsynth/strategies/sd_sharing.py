@@ -36,7 +36,14 @@ from fedsynth.errors import FedsynthError
 from fedsynth.evaluation.gate import GateThresholds, release_gate
 from fedsynth.strategies import records
 from fedsynth.strategies.base import GridLike, OnRound, RoundResult, SiteInfo, Strategy, StrategyResult, site_name
-from fedsynth.strategies.site import SiteRuntime, conform_to_domain, message_config, site_generator, site_policy
+from fedsynth.strategies.site import (
+    SiteHandler,
+    SiteRuntime,
+    conform_to_domain,
+    message_config,
+    site_generator,
+    site_policy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,4 +181,4 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
     )
 
 
-SITE_HANDLERS: Mapping[str, Any] = {"train.share": handle_share}
+SITE_HANDLERS: Mapping[str, SiteHandler] = {"train.share": handle_share}

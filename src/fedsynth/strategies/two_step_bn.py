@@ -80,6 +80,7 @@ from fedsynth.strategies.base import (
 )
 from fedsynth.strategies.policy import DisclosureRefused, isolates_patients
 from fedsynth.strategies.site import (
+    SiteHandler,
     SiteRuntime,
     conform_to_domain,
     message_config,
@@ -397,7 +398,7 @@ def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np
     return out
 
 
-SITE_HANDLERS: Mapping[str, Any] = {"query.counts": handle_counts}
+SITE_HANDLERS: Mapping[str, SiteHandler] = {"query.counts": handle_counts}
 
 
 def _encode_history(
