@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from fedsynth._io import atomic_write_text, write_json
@@ -48,6 +48,17 @@ class GeneratorEntry(BaseModel):
     strategies: list[str] = Field(description="federated strategies of the registry (baselines come with baselines)")
     rounds: int | None = Field(None, ge=1, description="rounds of the strategies that average weights")
     local_epochs: int | None = Field(None, ge=1, description="local epochs of the strategies that average weights")
+    strategy_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per federated strategy, its strategy.params (e.g. two_step_bn: {secure_aggregation: true})",
+    )
+
+    @model_validator(mode="after")
+    def _params_of_listed_strategies(self) -> GeneratorEntry:
+        unused = sorted(set(self.strategy_params) - set(self.strategies))
+        if unused:
+            raise ValueError(f"strategy_params names {unused}, not among this generator's strategies {self.strategies}")
+        return self
 
 
 class GridConfig(BaseModel):
@@ -148,6 +159,8 @@ def plan(grid: GridConfig) -> list[PlannedRun]:
                 strat["rounds"] = gen.rounds
             if gen.local_epochs is not None and acts:
                 strat["local_epochs"] = gen.local_epochs
+            if gen.strategy_params.get(strategy):
+                strat["params"] = dict(gen.strategy_params[strategy])
             extra: dict[str, Any] = {}
             if strategy in STRATEGIES and not STRATEGIES[strategy].baseline:
                 extra["evaluation"] = {"references": []}

@@ -237,3 +237,28 @@ def test_snapshot_logrank_reads_endpoint_and_stratum_from_the_report(tmp_path):
     assert out == [{"cohort": "federated", "stratum": "ARM", "n": 90, "p": pytest.approx(expected, rel=1e-6)}]
     # no endpoint or no stratum in the report: nothing to test, no guessed column names
     assert snapshot_logrank(tmp_path, {**report, "final": {"evaluation": {}}}) == []
+
+
+def test_strategy_params_reach_the_planned_runs_of_that_strategy_only() -> None:
+    # Setup
+    from fedsynth.errors import ValidationError as FedsynthValidationError
+    from fedsynth.experiments.grid import GridConfig, plan
+
+    raw = {
+        "base": {"cohort": {"name": "mds-iwgpm"}},
+        "generators": [{"name": "bayesian_network", "strategies": ["two_step_bn", "sd_sharing"],
+                        "strategy_params": {"two_step_bn": {"secure_aggregation": True}}}],
+        "layouts": {"3-sites": [60, 30, 10]}, "scenarios": ["best"], "seeds": [0],
+    }
+
+    # Run
+    runs = plan(GridConfig.model_validate(raw))
+
+    # Assert: the two-step BN run carries the param; SD-sharing and the baselines do not
+    by_strategy = {r.strategy: r.config.strategy.params for r in runs}
+    assert by_strategy["two_step_bn"].get("secure_aggregation") is True
+    assert "secure_aggregation" not in by_strategy["sd_sharing"] and "secure_aggregation" not in by_strategy["centralized"]
+    # ... and params for a strategy the generator does not list are refused
+    bad = {**raw, "generators": [{**raw["generators"][0], "strategy_params": {"fedavg": {"x": 1}}}]}
+    with pytest.raises((ValueError, FedsynthValidationError)):
+        GridConfig.model_validate(bad)
