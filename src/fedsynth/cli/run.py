@@ -87,6 +87,8 @@ def run(
             sites = ", ".join(f"{s['name']} ({s['n_rows']} rows{', lacks ' + str(len(s['lacks'])) + ' cols' if s['lacks'] else ''})"
                               for s in payload["sites"])
             console.print(f"[bold]{payload['run_id']}[/]: {payload['strategy']} x {payload['generator']} over {sites}")
+            for note in payload.get("notes") or ():  # what fedsynth decided on its own, said before it runs
+                console.print(f"note: {note}", markup=False)
             task["id"] = progress.add_task("starting", total=payload["rounds"], completed=payload.get("done", 0))
         elif event == "phase":
             progress.update(task["id"], description=str(payload["phase"]))

@@ -343,7 +343,8 @@ def _run_locked(
     write_json(run_dir / "manifest.json", manifest)
     emit("start", {"run_id": run_id, "run_dir": str(run_dir), "rounds": _expected_rounds(config, len(part.sites)),
                    "sites": manifest["sites"], "strategy": config.strategy.name, "generator": config.generator.name,
-                   "resumed_from": resumed_from, "done": len(rounds)})
+                   "resumed_from": resumed_from, "done": len(rounds), "notes": manifest["notes"],
+                   "sites_left_out": manifest["sites_left_out"]})
 
     metrics = _MetricsLog(run_dir / "metrics.jsonl", metric_lines)
     n_snapshot = int(config.evaluation.snapshot_rows or len(part.train))

@@ -154,3 +154,24 @@ def test_evaluate_applies_the_time_zero_rule_to_a_csv_cut_from_the_cohort(tmp_pa
     # Assert
     assert result.exit_code == 0, result.output
     assert "OS_DAYS == 0 for 1 patients (time-zero events) set to half a day (0.500000 days)" in " ".join(result.output.split())
+
+
+def test_run_on_an_odd_cohort_says_what_it_decided_and_records_it(tmp_path):
+    # Setup: the odd CSV, a federated run by its centre column on the in-process engine
+    data = _odd_cohort(tmp_path / "odd.csv", n=90)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"name: odd\ncohort: {{path: {data}}}\nsites: {{by: centre}}\n"
+        "generator: {name: bayesian_network, params: {max_indegree: 1}}\n"
+        "strategy: {name: two_step_bn, engine: in_process, params: {secure_aggregation: true}}\n"
+        "evaluation: {snapshot_rows: 60, references: [], final: none}\n"
+        f"output: {{dir: {tmp_path / 'runs'}, run_id: odd}}\n"
+    )
+    # Run
+    result = runner.invoke(app, ["run", str(config)])
+    # Assert: the guesses are printed before the run and kept in the manifest
+    assert result.exit_code == 0, result.output
+    assert "note: " in result.output and "left out 'country': constant" in result.output
+    manifest = json.loads((tmp_path / "runs" / "odd" / "manifest.json").read_text())
+    assert any("left out 'remarks': free text" in n for n in manifest["notes"])
+    assert {s["name"] for s in manifest["sites"]} == {"Leeds", "Pavia", "Lyon"}
