@@ -370,6 +370,43 @@ class CTGANGenerator(BaseGenerator[CTGANParams]):
             net.load_state_dict(new, strict=True)
         self.fitted_ = True
 
+    # -- a site's training state between rounds (resume) ----------------------------------------------------
+    def get_local_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What local training carries from one round to the next, as ``(settings, arrays)``.
+
+        Both Adam optimisers' moments and step counts (arrays ``opt_g.*`` and ``opt_d.*``), the state of the
+        numpy generator ``rng_`` and the epochs trained; the weights are :meth:`get_weights`. ``rng_`` is the
+        only random source that lives across epochs: each epoch draws from it one seed for that epoch's mode
+        assignment, conditional sampler, row draws (a fresh ``numpy.random.Generator``) and torch noise
+        (torch's global generator seeded inside ``torch.random.fork_rng``), and the discrete encoding at the
+        start of each ``partial_fit`` draws from it too. JSON-able settings plus numpy arrays, no pickle.
+        """
+        from fedsynth.generators._torch_state import optimizer_to_arrays
+
+        self.initialize()
+        meta_g, arrays_g = optimizer_to_arrays(self.optimizer_g_, "opt_g")
+        meta_d, arrays_d = optimizer_to_arrays(self.optimizer_d_, "opt_d")
+        settings = {
+            "optimizer_g": meta_g,
+            "optimizer_d": meta_d,
+            "rng": _rng_state_to_json(self.rng_.bit_generator.state),
+            "epochs_trained": int(self.epochs_trained_),
+        }
+        return settings, {**arrays_g, **arrays_d}
+
+    def set_local_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        """Restore what :meth:`get_local_state` returned (on a generator built with the same settings).
+
+        Builds the networks first when none exist yet (needs the domain), as a site's model in a new process.
+        """
+        from fedsynth.generators._torch_state import optimizer_from_arrays
+
+        self.initialize()
+        optimizer_from_arrays(self.optimizer_g_, dict(meta["optimizer_g"]), dict(arrays), "opt_g")
+        optimizer_from_arrays(self.optimizer_d_, dict(meta["optimizer_d"]), dict(arrays), "opt_d")
+        self.rng_.bit_generator.state = _rng_state_from_json(meta["rng"])
+        self.epochs_trained_ = int(meta.get("epochs_trained", 0))
+
     # -- persistence ----------------------------------------------------------------------------------------
     def _save(self, folder: Path) -> None:
         weights = self.get_weights()
@@ -396,3 +433,27 @@ class CTGANGenerator(BaseGenerator[CTGANParams]):
         self.set_weights(weights)
         self.epochs_trained_ = int(layout.get("epochs_trained", layout.get("epochs_done", 0)))
 
+
+
+def _rng_state_to_json(state: Any) -> Any:
+    """A numpy bit generator's state with every integer as a string (PCG64's 128-bit words survive any JSON)."""
+    if isinstance(state, dict):
+        return {str(k): _rng_state_to_json(v) for k, v in state.items()}
+    if isinstance(state, (bool, str)) or state is None:
+        return state
+    if isinstance(state, (int, np.integer)):
+        return {"int": str(int(state))}
+    if isinstance(state, np.ndarray):
+        return {"array": [str(int(x)) for x in state.ravel()], "dtype": str(state.dtype)}
+    raise FedsynthError(f"random generator state holds an unexpected {type(state).__name__}")
+
+
+def _rng_state_from_json(state: Any) -> Any:
+    """Inverse of :func:`_rng_state_to_json`."""
+    if isinstance(state, dict):
+        if set(state) == {"int"}:
+            return int(state["int"])
+        if set(state) == {"array", "dtype"}:
+            return np.array([int(x) for x in state["array"]], dtype=np.dtype(state["dtype"]))
+        return {k: _rng_state_from_json(v) for k, v in state.items()}
+    return state

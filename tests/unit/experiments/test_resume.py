@@ -77,6 +77,45 @@ def test_fedavg_vae_bgm_interrupted_after_round_2_of_4_resumes_to_the_same_snaps
     assert not (cut / ".private").exists() and not (cut / "checkpoint").exists()
 
 
+CTGAN_PARAMS = {"batch_size": 20, "embedding_dim": 8, "generator_dim": [16], "discriminator_dim": [16],
+                "n_modes": 2}
+
+
+def _stop_at_round_3(event: str, payload: Any) -> None:
+    if event == "round" and payload["round"] == 3:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("keep_local_state", [True, False], ids=["local-state", "control-without-it"])
+def test_fedavg_ctgan_interrupted_after_round_2_of_3_resumes_to_the_same_snapshots(
+    tmp_path, fast_scores, monkeypatch, keep_local_state
+) -> None:
+    # Setup: a tiny FedAvg CTGAN run, uninterrupted and stopped when round 3 starts recording. The control
+    # restores nothing (fresh Adam moments and RNG after the resume) and must NOT reproduce the snapshots.
+    from fedsynth.experiments.run import run_experiment
+    from fedsynth.generators.ctgan import CTGANGenerator
+
+    over = {"generator.name": "ctgan", "generator.params": CTGAN_PARAMS, "strategy.rounds": 3,
+            "strategy.params": {}}
+    run_experiment(_config(tmp_path, "full", **over))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(tmp_path, "cut", **over), progress=_stop_at_round_3)
+    cut = tmp_path / "cut"
+    meta = json.loads((cut / ".private" / "sites" / "site-1" / "round-002.json").read_text())
+    assert sorted(meta) == ["epochs_trained", "optimizer_d", "optimizer_g", "rng"]
+    if not keep_local_state:
+        monkeypatch.setattr(CTGANGenerator, "set_local_state", lambda self, meta, arrays: None)
+
+    # Run
+    run_experiment(_config(tmp_path, "cut", **over), resume=True)
+
+    # Assert
+    full, resumed = _snapshots(tmp_path / "full"), _snapshots(cut)
+    assert sorted(resumed) == ["round-001.csv", "round-002.csv", "round-003.csv"]
+    assert resumed["round-002.csv"] == full["round-002.csv"]
+    assert (resumed["round-003.csv"] == full["round-003.csv"]) is keep_local_state
+
+
 def test_two_step_bn_interrupted_after_its_second_count_request_resumes_to_the_same_network(
     tmp_path, fast_scores, monkeypatch
 ) -> None:
