@@ -242,7 +242,25 @@ class ExperimentConfig(_Strict):
         return out
 
     def to_yaml_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The resolved config as YAML-ready data: every setting that acts, defaults included, and none that
+        does not (``sites.alpha`` without dirichlet, ``rounds`` of a fixed-phase strategy, a baseline's engine
+        and references), so that the file a run writes validates again as it is (export, grid, resume)."""
+        out = self.model_dump(mode="json")
+        sites, strategy = out["sites"], out["strategy"]
+        if self.sites.method != "dirichlet":
+            sites.pop("alpha", None)
+        if self.sites.method == "by_column":
+            sites.pop("proportions", None)
+        if self.strategy.name in STRATEGIES:
+            from fedsynth.strategies.registry import uses_rounds
+
+            if not uses_rounds(self.strategy.name, self.generator.name):
+                strategy.pop("rounds", None)
+                strategy.pop("local_epochs", None)
+            if STRATEGIES[self.strategy.name].baseline:
+                strategy.pop("engine", None)
+                out["evaluation"]["references"] = []  # a baseline draws none (it is one)
+        return out
 
 
 def _registry_problems(strategy: StrategyConfig, generator: GeneratorConfig) -> list[Problem]:

@@ -315,3 +315,39 @@ def test_config_validate_says_what_it_decided(tmp_path):
     assert res.exit_code == 0, res.output
     assert "Note: sites.by is set without sites.method: one site per value of 'CENTRE' (method: by_column)" in text
     assert "method: by_column" in text
+
+
+@pytest.mark.parametrize(
+    "path, sets",
+    [
+        ("configs/demo.yaml", []),
+        ("configs/smoke.yaml", []),
+        ("configs/fedavg_vae_bgm.yaml", []),
+        ("configs/demo.yaml", ["strategy.name=centralized", "strategy.params={}", "evaluation.references=[]"]),
+        ("configs/fedavg_vae_bgm.yaml", ["sites.by=WHO_2016", "sites.method=dirichlet", "sites.alpha=0.3"]),
+    ],
+)
+def test_the_config_a_run_writes_validates_again_unchanged(path: str, sets: list[str]) -> None:
+    # Setup: a config as a run resolves it
+    from pathlib import Path
+
+    import yaml
+
+    from fedsynth.experiments.config import load_config, parse_config
+
+    root = Path(__file__).resolve().parents[3]
+    config = load_config(root / path, sets)
+
+    # Run: what the run writes into config.yaml, read back
+    written = yaml.safe_load(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False))
+    again = parse_config(written)
+
+    # Assert: it validates, and means the same run (proportions are re-normalised: equal to rounding)
+    assert parse_config(yaml.safe_load(yaml.safe_dump(parse_config(
+        {"name": "by-centre", "cohort": {"name": "mds-iwgpm"}, "sites": {"by": "WHO_2016"}}).to_yaml_dict())))
+    a, b = again.model_dump(), config.model_dump()
+    pa, pb = a["sites"].pop("proportions"), b["sites"].pop("proportions")
+    assert (pa is None and pb is None) or pa == pytest.approx(pb)
+    if a["strategy"]["name"] == "centralized":  # a baseline is written with references [] (it draws none)
+        assert a["evaluation"].pop("references") == [] and b["evaluation"].pop("references") in ([], ["centralized", "local"])
+    assert a == b
