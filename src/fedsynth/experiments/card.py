@@ -199,6 +199,12 @@ def limitations(report: Mapping[str, Any]) -> list[str]:
             out.append(f"{len(weak)} of the {n} clear effects on {ep} in the real cohort are less than half as "
                        "strong here (log hazard ratio), or point the other way without being clear: "
                        + ", ".join(weak) + ".")
+    util = ((report.get("utility") or {}).get("endpoints")) or {}
+    for ep, v in util.items():
+        c = _f(v.get("c_index_train_synthetic"))
+        if c is not None and c <= 0.5:
+            out.append(f"A survival model for {ep} trained on these rows predicts real patients no better than chance "
+                       f"(C-index {c:.2f}; 0.5 = chance): do not use them to build or teach {ep} prediction.")
     return out
 
 
@@ -269,7 +275,9 @@ def build_card(
     cohort = licence["source_cohort"]
     created = datetime.now(UTC).isoformat(timespec="seconds")
     version = made["versions_export"].get("fedsynth", "?")
-    title = f"Synthetic {cohort} cohort for {purpose}"
+    # "the MDS cohort" reads well, "the cohort cohort" (a file named cohort.csv) does not
+    named = cohort if cohort.lower().endswith("cohort") else f"{cohort} cohort"
+    title = f"Synthetic {named} for {purpose}"
     info = report.get("info") or {}
     rows = info.get("rows") or {}
     cite = (f"{title} ({n_samples:,} synthetic patients), generated with fedsynth {version} "
@@ -280,7 +288,7 @@ def build_card(
         "title": title,
         "statement": STATEMENT,
         "summary": (f"{n_samples:,} synthetic patients drawn from a {made['generator'].replace('_', ' ')} model "
-                    f"trained on the {cohort} cohort"
+                    f"trained on the {named}"
                     + (f" ({licence['source_description']})" if licence.get("source_description") else "")
                     + ". Every row is made up by the model: the table resembles the real cohort as a whole, "
                     "and no row is a real person."),

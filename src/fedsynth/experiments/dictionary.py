@@ -72,11 +72,20 @@ def data_dictionary(data: pd.DataFrame, schema: TableSchema) -> list[dict[str, A
             cats = ["0", "1"]
         else:
             cats = None
+        if spec.codes and cats is not None:  # what the source file wrote: "1 = Dead", "0 = Alive"
+            written: dict[str, list[str]] = {}
+            for label, value in spec.codes:
+                written.setdefault(f"{value:g}", []).append(label)
+            cats = [f"{c} = {' / '.join(written[c])}" if c in written else c for c in cats]
         endpoint = None
         if ep is not None:
             endpoint = f"{ep.name} time"
+            meaning = meaning or f"{ep.name}: time from baseline to the event or to the last follow-up"
         elif col in events:
             endpoint = f"{events[col].name} event"
+            meaning = meaning or f"{events[col].name}: 1 = the event happened, 0 = censored (no event by last follow-up)"
+        elif spec.role.value == "genomic" and spec.kind is ColumnKind.BINARY:
+            meaning = meaning or f"mutation status of {col}: 1 = mutated, 0 = not mutated"
         out.append({
             "column": col, "meaning": meaning or "(no description in the schema)", "unit": unit,
             "kind": spec.kind.value, "role": spec.role.value, "categories": cats,

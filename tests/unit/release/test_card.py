@@ -64,3 +64,35 @@ def test_the_card_states_the_epsilon_a_run_spent_and_says_none_without_a_budget(
     text, spent = stated
     assert spent == 0.9999 and "(1, 1e-05) spent of a budget of epsilon 1 " in text
     assert _epsilon_statement(plain_manifest) is None and _epsilon_statement({}) is None
+
+
+def test_a_below_chance_c_index_is_a_known_limitation_and_codes_reach_the_dictionary() -> None:
+    # Setup: a report whose synthetic-trained model is below chance; a schema with a coded event column
+    import pandas as pd
+
+    from fedsynth.cohort.schema import TableSchema
+    from fedsynth.experiments.card import limitations
+    from fedsynth.experiments.dictionary import data_dictionary
+
+    report = {"utility": {"endpoints": {"OS": {"c_index_train_synthetic": 0.41, "c_index_train_real": 0.7},
+                                        "EFS": {"c_index_train_synthetic": 0.66, "c_index_train_real": 0.7}}}}
+    schema = TableSchema.from_dict({
+        "columns": [
+            {"name": "os_months", "kind": "continuous", "role": "outcome"},
+            {"name": "os_status", "kind": "binary", "role": "outcome", "codes": {"Dead": 1, "Alive": 0}},
+            {"name": "mut_TP53", "kind": "binary", "role": "genomic"},
+        ],
+        "endpoints": [{"name": "OS", "duration_col": "os_months", "event_col": "os_status", "time_unit": "months"}],
+    })
+    data = pd.DataFrame({"os_months": [1.0, 2.0], "os_status": [1, 0], "mut_TP53": [0, 1]})
+
+    # Run
+    found = limitations(report)
+    dictionary = {d["column"]: d for d in data_dictionary(data, schema)}
+
+    # Assert
+    assert len(found) == 1 and "OS" in found[0] and "0.41" in found[0]
+    assert dictionary["os_status"]["categories"] == ["0 = Alive", "1 = Dead"]
+    assert dictionary["os_status"]["meaning"].startswith("OS: 1 = the event happened")
+    assert dictionary["os_months"]["unit"] == "months" and "time from baseline" in dictionary["os_months"]["meaning"]
+    assert dictionary["mut_TP53"]["meaning"] == "mutation status of mut_TP53: 1 = mutated, 0 = not mutated"
