@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from fedsynth.generators.bayesian_network.counts import ISNA_SUFFIX, N_PRECISION
 _TOO_LARGE = object()
 
 
-class NetworkSampling:
+class NetworkSampling(ABC):
     """The sampling half of :class:`~fedsynth.generators.bayesian_network.BayesianNetworkGenerator`.
 
     :meth:`_set_model` turns a fitted pgmpy network into arrays (topological order, parents, CPD tables,
@@ -32,11 +33,13 @@ class NetworkSampling:
     _pcards: dict[str, list[int]]
     _within: dict[str, np.ndarray]
 
+    @abstractmethod
     def _require_domain(self) -> Domain:
-        raise NotImplementedError
+        """The shared domain the network was fitted on (the generator raises when it has none)."""
 
+    @abstractmethod
     def _sub_bins(self) -> int:
-        raise NotImplementedError
+        """Sub-bins per numeric bin of the within-bin histograms (the generator's ``n_sub_bins``)."""
 
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
         return self._decode(self._forward_codes(n_samples, rng), rng)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,9 @@ def oracle_score(
         _scores: dict[tuple[str, tuple[str, ...]], float]
         #: Each variable's parents when its neighbourhood was last made sure to be cached.
         _ready: dict[str, tuple[str, ...]]
+        #: The local score of a (child states, parent configurations) count table: BIC or BDeu, defined by
+        #: each score class below (pgmpy's classes are untyped, so the mixin declares what it calls).
+        _score_table: Callable[[np.ndarray], float]
         def _local_score(self, variable: str, parents: tuple[str, ...]) -> float:
             """The family's score from its (cached) count table; overrides pgmpy's, which reads a data frame."""
             key = (variable, tuple(sorted(parents)))
@@ -64,10 +67,6 @@ def oracle_score(
                 table = self._table(variable, parents)
                 self._scores[key] = _NO_DATA_SCORE if table is None else self._score_table(table)
             return self._scores[key]
-
-        def _score_table(self, table: np.ndarray) -> float:
-            """The local score of a (child states, parent configurations) count table; set by each score below."""
-            raise NotImplementedError
 
         def prefetch_model(self, model: Any) -> None:
             """Fetch, in one request, every family one edge change away from the current graph (and, when that
