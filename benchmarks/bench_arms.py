@@ -30,10 +30,109 @@ def _strategy(kind: str, schema: Any, seed: int, bn_params: dict[str, Any]) -> A
     if kind == "bn":
         return make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params=bn_params,
                              min_sites=2, random_state=seed)
-    return make_strategy("fedavg", schema, generator="vae_bgm", rounds=5, local_epochs=5, min_sites=2,
-                         random_state=seed, params={"mixture_max_iter": 30},
-                         generator_params={"hidden_dims": [64, 64], "latent_dim": 8, "n_components": 8,
-                                           "device": "cpu", "random_state": seed})
+    return _fedavg_strategy(kind, schema, seed)
+
+
+#: The config whose generator and strategy settings each FedAvg generator kind runs with (``--set`` overrides).
+FEDAVG_CONFIGS = {"vae_bgm": ROOT / "configs" / "fedavg_vae_bgm.yaml", "ctgan": ROOT / "configs" / "fedavg_ctgan.yaml"}
+_FEDAVG_SETS: dict[str, list[str]] = {}
+
+
+def _fedavg_strategy(kind: str, schema: Any, seed: int) -> Any:
+    """FedAvg of ``kind`` with its config's generator params, rounds, local epochs and strategy params."""
+    from fedsynth.experiments.config import load_config
+    from fedsynth.strategies.registry import make_strategy
+
+    cfg = load_config(FEDAVG_CONFIGS[kind], _FEDAVG_SETS.get(kind))
+    s = cfg.strategy
+    return make_strategy("fedavg", schema, generator=cfg.generator.name, rounds=s.rounds, local_epochs=s.local_epochs,
+                         min_sites=s.min_sites, random_state=seed, params=dict(s.params),
+                         generator_params={**cfg.generator.params, "device": "cpu", "random_state": seed})
+
+
+def _fedavg_settings(kind: str) -> dict[str, Any]:
+    from fedsynth.experiments.config import load_config
+
+    cfg = load_config(FEDAVG_CONFIGS[kind], _FEDAVG_SETS.get(kind))
+    return {"config": str(FEDAVG_CONFIGS[kind].relative_to(ROOT)), "sets": _FEDAVG_SETS.get(kind, []),
+            "generator_params": cfg.generator.params, "rounds": cfg.strategy.rounds,
+            "local_epochs": cfg.strategy.local_epochs, "strategy_params": cfg.strategy.params}
+
+
+class _SDVPeer:
+    """A centralized SDV synthesizer behind fedsynth's generator interface, as a peer in this benchmark.
+
+    Trained on the pooled training rows (model columns, SDV's own metadata detection, SDV defaults). ``sample``
+    is fedsynth's: rejection sampling under the same conditions as VAE-BGM and CTGAN, and the same finishing
+    (domain bounds, endpoint rules, derived columns such as IPSS-R recomputed from their inputs) — so rows
+    breaking an endpoint rule are repaired the same way; ``raw_violations_`` counts them before the repair.
+    """
+
+    def __new__(cls, kind: str, schema: Any, seed: int) -> Any:
+        from fedsynth.cohort.constraints import violation_counts
+        from fedsynth.generators.base import BaseGenerator
+        from fedsynth.generators.params import GeneratorParams
+
+        class SDVPeerGenerator(BaseGenerator[GeneratorParams]):
+            name = f"sdv_{kind}"
+            raw_violations_ = 0
+            raw_rows_ = 0
+
+            def __init__(self) -> None:
+                super().__init__(schema)
+
+            def _fit(self, data: Any) -> None:
+                import torch
+                from sdv.metadata import Metadata
+                from sdv.single_table import GaussianCopulaSynthesizer, TVAESynthesizer
+
+                frame = data[self.schema.model_columns]
+                meta = Metadata.detect_from_dataframes({"cohort": frame}, infer_keys=None)
+                for col, spec in meta.tables["cohort"].columns.items():
+                    if spec["sdtype"] not in ("numerical", "categorical", "boolean"):
+                        meta.update_column(col, sdtype="categorical", table_name="cohort")
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                self.synth_ = (TVAESynthesizer(meta, enable_gpu=False) if kind == "tvae"
+                               else GaussianCopulaSynthesizer(meta))
+                self.synth_.fit({"cohort": frame})  # SDV 2.0 takes {table name: frame}
+
+            def _sample(self, n_samples: int, *, rng: np.random.Generator) -> Any:
+                # SDV's only per-call seed is private; one seed per batch keeps rejection batches different.
+                self.synth_._set_random_state(int(rng.integers(2**31 - 1)))
+                raw = self.synth_.sample(n_samples)["cohort"]
+                coerced = self.schema.select(self.schema.model_columns).coerce(raw)
+                self.raw_rows_ += len(coerced)
+                self.raw_violations_ += sum(v["violations"] for v in violation_counts(coerced, self.schema.constraints))
+                return raw
+
+            def _save(self, folder: Path) -> None:
+                raise NotImplementedError
+
+            def _load(self, folder: Path) -> None:
+                raise NotImplementedError
+
+        return SDVPeerGenerator()
+
+
+PEERS = ("gaussian_copula", "tvae")
+
+
+def _fit(kind: str, part: Any, seed: int, bn_params: dict[str, Any]) -> tuple[Any, float]:
+    """The fitted generator of ``kind`` and its fit time in seconds: federated (bn, vae_bgm, ctgan) over the
+    partition's sites, or a centralized SDV peer on the pooled training rows (with the rules that hold there)."""
+    from fedsynth.cohort.constraints import candidate_rules, rule_holds
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.site import SiteRuntime
+
+    t0 = time.perf_counter()
+    if kind in PEERS:
+        rules = [r for r in candidate_rules(part.schema) if rule_holds(part.train, r)]
+        gen = _SDVPeer(kind, part.schema.with_rules(rules), seed).fit(part.train)
+    else:
+        grid = InProcessGrid([SiteRuntime(s.name, s.data, part.schema, seed=i) for i, s in enumerate(part.sites)])
+        gen = _strategy(kind, part.schema, seed, bn_params).start(grid).generator
+    return gen, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -43,34 +142,38 @@ def main() -> None:
     from fedsynth.cohort.datasets import load
     from fedsynth.cohort.partition import make_partition
     from fedsynth.evaluation.arm import arm_report
-    from fedsynth.strategies.in_process import InProcessGrid
-    from fedsynth.strategies.site import SiteRuntime
+    from fedsynth.evaluation.survival_effects import survival_effects
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--generators", default="bn,vae_bgm")
+    ap.add_argument("--generators", default="bn,vae_bgm", help="bn, vae_bgm, ctgan, gaussian_copula, tvae")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--bn-params", default='{"max_indegree": 2}')
+    ap.add_argument("--vae-set", action="append", default=[], help="--set override of configs/fedavg_vae_bgm.yaml")
+    ap.add_argument("--ctgan-set", action="append", default=[], help="--set override of configs/fedavg_ctgan.yaml")
+    ap.add_argument("--no-fidelity", action="store_true", help="skip the survival-effect fidelity")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arms.json"))
     args = ap.parse_args()
+    _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
+    kinds = args.generators.split(",")
     cohort = load("mds-iwgpm")
     out: dict[str, Any] = {"n": 300, "partition": "3 sites 60/30/10 (best case)", "bn_params": json.loads(args.bn_params),
-                           "runs": []}
+                           "settings": {k: _fedavg_settings(k) for k in FEDAVG_CONFIGS if k in kinds},
+                           "peers": "SDV 2.0 defaults, centralized on the pooled training rows; arms by rejection "
+                                    "sampling to the criteria (fedsynth's sample), endpoint rules repaired as for "
+                                    "every generator (rule_violations_before_repair counts the raw rows)",
+                           "runs": [], "fidelity": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
         schema, train = part.schema, part.train
-        for kind in args.generators.split(","):
-            grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i) for i, s in enumerate(part.sites)])
-            strategy = _strategy(kind, schema, seed, json.loads(args.bn_params))
-            t0 = time.perf_counter()
-            result = strategy.start(grid)
-            seconds = time.perf_counter() - t0
-            gen = result.generator
+        for kind in kinds:
+            gen, seconds = _fit(kind, part, seed, json.loads(args.bn_params))
             for arm_name in ARMS:
                 crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
                 req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
                 mask = train.eval(req.where).to_numpy(bool) if req.where else np.ones(len(train), bool)
                 for col, vals in req.conditions.items():
                     mask &= train[col].isin(vals if isinstance(vals, list) else [vals]).to_numpy()
+                gen.raw_violations_ = gen.raw_rows_ = 0
                 arm = gen.sample(300, random_state=seed, conditions=req.conditions or None, where=req.where,
                                  max_tries=1000, max_seconds=300)
                 rep = arm_report(arm, schema, reference=train[mask])
@@ -79,8 +182,21 @@ def main() -> None:
                        "n_real": int(mask.sum()), "median_os_synthetic": os_["arm"]["median"],
                        "median_os_real": os_["reference"]["median"], **os_["comparison"],
                        "rule_violations": sum(v["violations"] for v in violation_counts(arm, gen.schema.constraints))}
+                if kind in PEERS:
+                    row["rule_violations_before_repair"] = int(gen.raw_violations_)
+                    row["rows_drawn"] = int(gen.raw_rows_)
                 out["runs"].append(row)
                 print(json.dumps(row), flush=True)
+            if not args.no_fidelity:
+                # The whole-table figure of issue #11: as many synthetic rows as training rows, unconditioned.
+                syn = gen.sample(len(train), random_state=seed)
+                se = survival_effects(train, syn, schema, rng=np.random.default_rng(seed))
+                fid = {"seed": seed, "generator": kind, "fidelity": se["fidelity"], "curves_part": se["parts"]["curves"],
+                       "effects_part": se["parts"]["effects"], **se["counts"],
+                       "lost": [f"{e['endpoint']}: {e['variable']}" for e in se["effects"] if e["lost"]]}
+                out["fidelity"].append(fid)
+                print(json.dumps(fid), flush=True)
+            Path(args.out).write_text(json.dumps(out, indent=2))
     Path(args.out).write_text(json.dumps(out, indent=2))
 
 
