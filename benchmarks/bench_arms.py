@@ -98,7 +98,9 @@ class _SDVPeer:
                 self.synth_.fit({"cohort": frame})  # SDV 2.0 takes {table name: frame}
 
             def _sample(self, n_samples: int, *, rng: np.random.Generator) -> Any:
-                # SDV's only per-call seed is private; one seed per batch keeps rejection batches different.
+                # SDV's only per-call seed is private: reset its transformers' randomness, then seed the model
+                # from rng (so a random_state gives the same rows, and rejection batches still differ).
+                self.synth_.reset_sampling()
                 self.synth_._set_random_state(int(rng.integers(2**31 - 1)))
                 raw = self.synth_.sample(n_samples)["cohort"]
                 coerced = self.schema.select(self.schema.model_columns).coerce(raw)
@@ -116,6 +118,15 @@ class _SDVPeer:
 
 
 PEERS = ("gaussian_copula", "tvae")
+
+
+def _expected_lost(effects: list[dict[str, Any]]) -> float:
+    """How many of the real-significant effects a perfect generator would still lose: a fresh same-size sample
+    of the real population gives a Wald z ~ N(z_real, 1), and the effect is lost when z < 1.96 (same sign)."""
+    from scipy import stats
+
+    z = stats.norm.isf(np.array([e["p_real"] for e in effects], dtype=float) / 2)
+    return round(float(stats.norm.cdf(1.959964 - z).sum()), 2)
 
 
 def _fit(kind: str, part: Any, seed: int, bn_params: dict[str, Any]) -> tuple[Any, float]:
@@ -150,13 +161,14 @@ def main() -> None:
     ap.add_argument("--bn-params", default='{"max_indegree": 2}')
     ap.add_argument("--vae-set", action="append", default=[], help="--set override of configs/fedavg_vae_bgm.yaml")
     ap.add_argument("--ctgan-set", action="append", default=[], help="--set override of configs/fedavg_ctgan.yaml")
+    ap.add_argument("--n", type=int, default=300, help="patients per arm (larger: the model's bias, less noise)")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the survival-effect fidelity")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arms.json"))
     args = ap.parse_args()
     _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
     kinds = args.generators.split(",")
     cohort = load("mds-iwgpm")
-    out: dict[str, Any] = {"n": 300, "partition": "3 sites 60/30/10 (best case)", "bn_params": json.loads(args.bn_params),
+    out: dict[str, Any] = {"n": args.n, "partition": "3 sites 60/30/10 (best case)", "bn_params": json.loads(args.bn_params),
                            "settings": {k: _fedavg_settings(k) for k in FEDAVG_CONFIGS if k in kinds},
                            "peers": "SDV 2.0 defaults, centralized on the pooled training rows; arms by rejection "
                                     "sampling to the criteria (fedsynth's sample), endpoint rules repaired as for "
@@ -174,7 +186,7 @@ def main() -> None:
                 for col, vals in req.conditions.items():
                     mask &= train[col].isin(vals if isinstance(vals, list) else [vals]).to_numpy()
                 gen.raw_violations_ = gen.raw_rows_ = 0
-                arm = gen.sample(300, random_state=seed, conditions=req.conditions or None, where=req.where,
+                arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None, where=req.where,
                                  max_tries=1000, max_seconds=300)
                 rep = arm_report(arm, schema, reference=train[mask])
                 os_ = rep["endpoints"]["OS"]
@@ -193,7 +205,9 @@ def main() -> None:
                 se = survival_effects(train, syn, schema, rng=np.random.default_rng(seed))
                 fid = {"seed": seed, "generator": kind, "fidelity": se["fidelity"], "curves_part": se["parts"]["curves"],
                        "effects_part": se["parts"]["effects"], **se["counts"],
-                       "lost": [f"{e['endpoint']}: {e['variable']}" for e in se["effects"] if e["lost"]]}
+                       "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
+                                f"{e['p_synthetic']:.2g})" for e in se["effects"] if e["lost"]]}
+                fid["expected_lost_by_a_replicate"] = _expected_lost(se["effects"])
                 out["fidelity"].append(fid)
                 print(json.dumps(fid), flush=True)
             Path(args.out).write_text(json.dumps(out, indent=2))
