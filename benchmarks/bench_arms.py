@@ -1,13 +1,28 @@
 """Synthetic control arms against the real eligible training patients (issue #11's "done when").
 
 Three arms (configs/arms/: (a) IPSS-R High/Very-High, TP53 unmutated, AGE >= 65; (b) TP53 mutated; (c) IPSS-R
-Very-Low/Low), n = 300 each, drawn from federated models (3 sites 60/30/10, the reference best-case partition)
-at seeds 0-2: the two-step Bayesian network (two_step_bn) and VAE-BGM (fedavg, configs/fedavg_vae_bgm.yaml's
-settings). Per arm: median OS synthetic and real, its relative error, log-rank p and the hazard ratio (arm vs real,
-lifelines Cox on an arm indicator) with its 95% CI; plus endpoint-rule violations in every arm.
+Very-Low/Low), n = 300 each, at seeds 0-2 (3 sites 60/30/10, the reference best-case partition), from:
 
-Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm] [--seeds 0,1,2] [--bn-params JSON]
-Writes benchmarks/results/arms.json.
+- ``bn``: the two-step Bayesian network (two_step_bn, ``--bn-params``);
+- ``vae_bgm`` and ``ctgan``: FedAvg with the settings of configs/fedavg_vae_bgm.yaml and configs/fedavg_ctgan.yaml
+  (``--vae-set`` / ``--ctgan-set`` override them, as ``fedsynth run --set`` does);
+- peers ``gaussian_copula`` and ``tvae``: SDV's GaussianCopulaSynthesizer and TVAESynthesizer at SDV's defaults,
+  centralized on the pooled training rows. Their arms are drawn by rejection sampling to the same criteria
+  (fedsynth's ``sample``, as for VAE-BGM and CTGAN; SDV's own conditional sampling takes equalities only, not
+  AGE >= 65), and their rows get the same finishing as every generator's (domain bounds, the endpoint rules that
+  hold in every training row, derived columns such as IPSS-R from their inputs); ``rule_violations_before_repair``
+  counts the SDV rows that broke a rule, of ``rows_drawn``.
+
+Per arm: median OS synthetic and real, its relative error, log-rank p and the hazard ratio (arm vs real,
+lifelines Cox on an arm indicator) with its 95% CI, and endpoint-rule violations. Per generator and seed: the
+survival-effect fidelity (``fedsynth.evaluation.survival_effects`` of as many unconditioned synthetic rows as
+training rows), its effects lost (with real and synthetic p) and ``expected_lost_by_a_replicate``, the number a
+perfect generator would still lose by sampling noise alone.
+
+Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm,ctgan,gaussian_copula,tvae] [--seeds 0,1,2]
+       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--out FILE]
+Writes benchmarks/results/arms.json (the BN and VAE-BGM arms) or --out (benchmarks/results/arms_vae_peers.json:
+VAE-BGM, CTGAN and the SDV peers).
 """
 
 from __future__ import annotations
