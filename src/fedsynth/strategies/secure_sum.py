@@ -58,6 +58,7 @@ from fedsynth.strategies.secagg_protocol import (
     DEFAULT_CLIPPING_RANGE,
     DEFAULT_FRACTION_BITS,
     SETUP,
+    STASH_PREFIX,
     SHARE_KEYS,
     STAGES,
     STATE_KEY,
@@ -69,6 +70,8 @@ from fedsynth.strategies.secagg_protocol import (
     pairwise_mask,
     prg_mask,
     settings_problems,
+    stash_vector,
+    stashed_vector,
 )
 from fedsynth.strategies.secagg_site import (
     SITE_HANDLERS,
@@ -86,7 +89,9 @@ __all__ = [
     "SHARE_KEYS",
     "SITE_HANDLERS",
     "STAGES",
+    "STASH_PREFIX",
     "STATE_KEY",
+    "FLOAT_FRACTION_BITS",
     "UNMASK",
     "VECTOR_SOURCES",
     "GridLike",
@@ -102,6 +107,10 @@ __all__ = [
     "secure_sum",
     "settings_problems",
     "site_handlers",
+    "float_clipping_range",
+    "stash_vector",
+    "stashed_vector",
+    "sum_stashed",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,6 +142,36 @@ class SecureSumResult:
 
 
 # -- server side ---------------------------------------------------------------------------------------------
+
+#: Fractional bits of float sums (weight updates, mixture statistics, domain moments): each site's value is
+#: rounded to the nearest ``2**-32`` (error at most ``2**-33``, about 1.2e-10), in 64-bit words.
+FLOAT_FRACTION_BITS = 32
+
+
+def float_clipping_range(n_sites: int, *, modulus_bits: int = 64, fraction_bits: int = FLOAT_FRACTION_BITS) -> float:
+    """The widest clipping range ``modulus_bits``-bit words hold for a fixed-point sum over ``n_sites`` sites.
+
+    Half of what :func:`settings_problems` allows (``n_sites * range * 2**fraction_bits < 2**(modulus_bits-1)``):
+    ``2**(modulus_bits - 2 - fraction_bits) / n_sites``, e.g. about 3.6e8 for 3 sites with the defaults — far
+    above a row count times a weight.
+    """
+    return float(2 ** (modulus_bits - 2 - fraction_bits)) / max(int(n_sites), 1)
+
+
+def sum_stashed(
+    grid: GridLike, node_ids: Sequence[int], tag: str, *, timeout: float | None = None
+) -> SecureSumResult:
+    """The secure sum of the float arrays each site stashed under ``tag`` (:func:`stash_vector`), in fixed point.
+
+    A strategy first sends its ordinary instruction with the tag (the site computes its contribution and stashes
+    it instead of replying with it), then calls this; :data:`FLOAT_FRACTION_BITS` fractional bits in 64-bit
+    words, clipping range :func:`float_clipping_range` (a site whose value exceeds it fails rather than clip).
+    """
+    clip = float_clipping_range(len(node_ids))
+    return secure_sum(
+        grid, node_ids, {"tag": tag, "max_abs": clip}, source="stash", modulus_bits=64,
+        fraction_bits=FLOAT_FRACTION_BITS, clipping_range=clip, timeout=timeout,
+    )
 
 
 def default_threshold(n_sites: int) -> int:
