@@ -74,12 +74,23 @@ from fedsynth.strategies.secagg_protocol import (
     stashed_vector,
 )
 from fedsynth.strategies.secagg_site import (
-    SITE_HANDLERS,
     handle_setup,
     handle_share_keys,
     handle_unmask,
     site_handlers,
 )
+from fedsynth.strategies.site import SiteHandler, SiteRuntime
+
+
+def _handle_secure_labels(msg: Message, site: SiteRuntime) -> RecordDict:
+    from fedsynth.strategies.secure_domain import handle_labels  # imported on use: it imports this module's users
+
+    return handle_labels(msg, site)
+
+
+#: What a site answers for secure aggregation: the protocol's four stages with the built-in vector sources, and
+#: the label names the secure domain sums over (:mod:`fedsynth.strategies.secure_domain`).
+SITE_HANDLERS: dict[str, SiteHandler] = {**site_handlers(), "query.secure_labels": _handle_secure_labels}
 
 __all__ = [
     "COLLECT",
