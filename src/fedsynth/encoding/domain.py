@@ -583,7 +583,9 @@ def summary_from_grid(
             cell_counts = hist[i0:i1]
             if len(cell_edges) < 2 or cell_edges[0] != lo or cell_edges[-1] != hi:
                 cell_edges, cell_counts = np.array([lo, hi]), np.array([n_obs])
-            merged_edges, merged_counts = merge_small_cells(cell_edges, cell_counts, min_count)
+            merged_edges, merged_counts = merge_small_cells(
+                [float(x) for x in cell_edges], [int(x) for x in cell_counts], min_count
+            )
             entry.update(lower=lo, upper=hi, hist_edges=merged_edges, hist_counts=merged_counts)
             if n_obs >= min_count:
                 su, su2 = (float(x) for x in np.asarray(moments[f"{name}/moments"]))

@@ -58,7 +58,7 @@ def stash_vector(site: SiteRuntime, tag: str, arrays: Mapping[str, np.ndarray]) 
     statistics) and stashes it instead of replying with it; the secure sum that follows reads it back. Only one
     vector is kept: an older one (a round the site was left out of) is dropped.
     """
-    for key in [k for k in site.state.keys() if k.startswith(STASH_PREFIX)]:
+    for key in [k for k in site.state if k.startswith(STASH_PREFIX)]:
         del site.state[key]
     site.state[STASH_PREFIX + tag] = records.to_array_record({k: np.asarray(v) for k, v in arrays.items()})
 

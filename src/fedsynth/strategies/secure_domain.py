@@ -31,7 +31,6 @@ import numpy as np
 from flwr.app import Message, RecordDict
 
 from fedsynth.cohort.constraints import EndpointRule
-from fedsynth.errors import FedsynthError
 from fedsynth.encoding.domain import (
     candidate_labels,
     frequent_labels,
@@ -40,6 +39,7 @@ from fedsynth.encoding.domain import (
     grid_moments,
     summary_from_grid,
 )
+from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
 from fedsynth.strategies.site import SiteRuntime, site_policy
 
