@@ -10,12 +10,17 @@ reply. Three workloads:
   the wire), exact;
 * ``weights``: a VAE-sized float vector per site: the shapes of a VAE-BGM's weights on the MDS cohort's domain
   (default hyperparameters), values N(0, 0.1) float32, seeded; plain = float32 arrays (as FedAvg sends them);
-  secure = fixed point, ``modulus_bits=64``, 40 fractional bits (uint64 on the wire); max relative error reported;
+  secure = fixed point as FedAvg sums, ``modulus_bits=64``, 32 fractional bits (uint64 on the wire); max relative error reported;
 * each secure workload again with one site dropping after sharing keys (the server rebuilds its mask key);
 * ``two_step_bn``: the whole federated two-step BN on MDS (3 sites 60/30/10, max_indegree 2), clear count
-  replies vs ``secure_aggregation: true``; the networks must be identical.
+  replies vs ``secure_aggregation: true`` (domain summaries and count tables summed securely); the network must
+  be identical to the clear count flow's on the same domain;
+* ``fedavg_vae_bgm``: the whole federated VAE-BGM on MDS (FedAvg, 2 rounds x 2 local epochs, latent-mixture EM
+  capped at 10 iterations), clear vs ``secure_aggregation: true`` (domain, weight updates and mixture statistics
+  summed securely): wall time per phase, bytes per site, and the largest relative weight difference against the
+  clear flow on the same domain. ``--only-fedavg`` reruns this one alone and updates its entry.
 
-Each timing is the median of ``--repeats`` runs (default 3). Run (CPU, about a minute alone)::
+Each timing is the median of ``--repeats`` runs (default 3). Run (CPU, a few minutes alone)::
 
     FEDSYNTH_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/bench_secure_sum.py
 
@@ -111,7 +116,9 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 
 def vector_workload(kind: str, shapes: Mapping[str, tuple[int, ...]], repeats: int) -> dict[str, Any]:
-    fraction_bits = None if kind == "counts" else ss.DEFAULT_FRACTION_BITS
+    # Floats as FedAvg sums them: FLOAT_FRACTION_BITS in 64-bit words, clipping range float_clipping_range.
+    fraction_bits = None if kind == "counts" else ss.FLOAT_FRACTION_BITS
+    clip = ss.float_clipping_range(N_SITES)
     bits = 32 if kind == "counts" else 64
     out: dict[str, Any] = {"entries_per_site": int(sum(int(np.prod(s)) for s in shapes.values())),
                            "arrays": len(shapes), "modulus_bits": bits, "fraction_bits": fraction_bits}
@@ -121,13 +128,13 @@ def vector_workload(kind: str, shapes: Mapping[str, tuple[int, ...]], repeats: i
     grid = _grid(kind, shapes)
     secure_s, secure = _timed(
         lambda: ss.secure_sum(grid, grid.get_node_ids(), {}, source="bench", modulus_bits=bits,
-                              fraction_bits=fraction_bits), repeats)
+                              fraction_bits=fraction_bits, clipping_range=clip), repeats)
     secure_bytes = _bytes(grid) // repeats
     base = _grid(kind, shapes)
     drop = _DropAfterKeys(list(base.sites.values()), handlers=base.handlers, keep_messages=True)
     drop_s, dropped = _timed(
         lambda: ss.secure_sum(drop, drop.get_node_ids(), {}, source="bench", modulus_bits=bits,
-                              fraction_bits=fraction_bits, threshold=2), repeats)
+                              fraction_bits=fraction_bits, clipping_range=clip, threshold=2), repeats)
     drop_bytes = _bytes(drop) // repeats
     survivors = {k: sum(_vectors(kind, shapes, s).get(k).astype(np.float64 if kind != "counts" else np.int64)  # type: ignore[union-attr]
                         for s in range(N_SITES - 1)) for k in shapes}
@@ -186,6 +193,13 @@ def bn_workload(part: Any, schema: Any) -> dict[str, Any]:
         out[f"{label}_messages"] = len(grid.sent) + len(grid.received)
         out[f"{label}_count_requests"] = result.rounds[0]["count_requests"]
         nets[label] = result.generator
+        domain = result.domain
+    # The secure run's domain comes from summed histograms (bins differ slightly from the clear one's): the clear
+    # count flow on that same domain must give the same network.
+    same = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 2},
+                         min_sites=3)
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i) for i, s in enumerate(part.sites)])
+    nets["plain"] = same.run(grid, same.hello(grid), domain, on_round=None, run_token="bench-bn-clear").generator
     out["same_edges"] = nets["plain"].edges_ == nets["secure"].edges_
     out["max_cpd_difference"] = max(
         float(np.max(np.abs(nets["secure"].model_.get_cpds(c.variable).values - c.values)))
@@ -197,17 +211,81 @@ def bn_workload(part: Any, schema: Any) -> dict[str, Any]:
     return out
 
 
+def _bytes_per_site(grid: InProcessGrid) -> dict[str, int]:
+    """Bytes of the instructions to and the replies from each site (Flower's protobuf)."""
+    out = {s.name: 0 for s in grid.sites.values()}
+    for m in grid.sent:
+        out[grid.sites[m.metadata.dst_node_id].name] += int(message_to_proto(m).ByteSize())
+    for m in grid.received:
+        out[grid.sites[m.metadata.src_node_id].name] += int(message_to_proto(m).ByteSize())
+    return out
+
+
+#: FedAvg VAE-BGM with short settings (the generator's defaults otherwise).
+FEDAVG_SETTINGS: dict[str, Any] = {"rounds": 2, "local_epochs": 2, "params": {"mixture_max_iter": 10}}
+
+
+def fedavg_workload(part: Any, schema: Any) -> dict[str, Any]:
+    """Whole federated VAE-BGM runs (FedAvg + federated latent-mixture EM), clear vs ``secure_aggregation: true``:
+    wall time per phase, bytes per site, and the secure model against the clear one trained on the same domain."""
+    from fedsynth.strategies.registry import make_strategy
+
+    def strategy(secure: bool) -> Any:
+        return make_strategy("fedavg", schema, generator="vae_bgm", rounds=FEDAVG_SETTINGS["rounds"],
+                             local_epochs=FEDAVG_SETTINGS["local_epochs"], min_sites=3, random_state=0,
+                             params={**FEDAVG_SETTINGS["params"], "secure_aggregation": secure})
+
+    def sites() -> list[SiteRuntime]:
+        return [SiteRuntime(s.name, s.data, schema, seed=i) for i, s in enumerate(part.sites)]
+
+    out: dict[str, Any] = {"settings": FEDAVG_SETTINGS, "site_rows": {s.name: len(s.data) for s in part.sites}}
+    results = {}
+    for label, secure in (("plain", False), ("secure", True)):
+        grid = InProcessGrid(sites(), keep_messages=True)
+        t0 = time.perf_counter()
+        result = strategy(secure).start(grid)
+        out[f"{label}_seconds"] = round(time.perf_counter() - t0, 3)
+        out[f"{label}_phase_seconds"] = {k: round(v, 3) for k, v in result.timings.items()}
+        per_site = _bytes_per_site(grid)
+        out[f"{label}_bytes_per_site"] = per_site
+        out[f"{label}_bytes"] = sum(per_site.values())
+        out[f"{label}_messages"] = len(grid.sent) + len(grid.received)
+        results[label] = result
+    # The clear flow on the secure run's domain (its bins come from summed histograms): the same model expected.
+    same = strategy(False)
+    grid = InProcessGrid(sites())
+    clear = same.run(grid, same.hello(grid), results["secure"].domain, on_round=None, run_token="bench-clear")
+    got, want = results["secure"].generator.get_weights(), clear.generator.get_weights()
+    out["max_relative_weight_difference"] = max(
+        float(np.max(np.abs(got[k].astype(np.float64) - want[k]) / np.maximum(np.abs(want[k]), 1e-12))) for k in want)
+    out["time_ratio"] = round(out["secure_seconds"] / out["plain_seconds"], 2)
+    out["training_time_ratio"] = round(out["secure_phase_seconds"]["training"] / out["plain_phase_seconds"]["training"], 2)
+    out["bytes_ratio"] = round(out["secure_bytes"] / out["plain_bytes"], 3)
+    out["bytes_ratio_per_site"] = {k: round(out["secure_bytes_per_site"][k] / v, 3)
+                                   for k, v in out["plain_bytes_per_site"].items()}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--count-entries", type=int, default=200_000)
     parser.add_argument("--no-bn", action="store_true", help="skip the whole federated two-step BN")
+    parser.add_argument("--no-fedavg", action="store_true", help="skip the whole federated VAE-BGM")
+    parser.add_argument("--only-fedavg", action="store_true",
+                        help="run the federated VAE-BGM only and update its entry in --out")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
     shapes, part, schema = vae_shapes()
-    result: dict[str, Any] = {
+    if args.only_fedavg:
+        result = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "secure_sum"}
+        result["fedavg_vae_bgm"] = fedavg_workload(part, schema)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["fedavg_vae_bgm"], indent=2))
+        return
+    result = {
         "benchmark": "secure_sum",
         "sites": N_SITES,
         "repeats": args.repeats,
@@ -218,6 +296,8 @@ def main() -> None:
     }
     if not args.no_bn:
         result["two_step_bn"] = bn_workload(part, schema)
+    if not args.no_fedavg:
+        result["fedavg_vae_bgm"] = fedavg_workload(part, schema)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
