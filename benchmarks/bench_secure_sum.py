@@ -285,10 +285,10 @@ def fidelity_workload(part: Any, schema: Any) -> dict[str, Any]:
     from fedsynth.strategies.registry import make_strategy
 
     runs = {
-        "two_step_bn": dict(name="two_step_bn", generator="bayesian_network", generator_params={"max_indegree": 2},
-                            params={}),
-        "vae_bgm": dict(name="fedavg", generator="vae_bgm", generator_params={}, rounds=FEDAVG_SETTINGS["rounds"],
-                        local_epochs=FEDAVG_SETTINGS["local_epochs"], params=dict(FEDAVG_SETTINGS["params"])),
+        "two_step_bn": {"name": "two_step_bn", "generator": "bayesian_network", "generator_params": {"max_indegree": 2},
+                            "params": {}},
+        "vae_bgm": {"name": "fedavg", "generator": "vae_bgm", "generator_params": {}, "rounds": FEDAVG_SETTINGS["rounds"],
+                        "local_epochs": FEDAVG_SETTINGS["local_epochs"], "params": dict(FEDAVG_SETTINGS["params"])},
     }
     real = part.train
     out: dict[str, Any] = {}
