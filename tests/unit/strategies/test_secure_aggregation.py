@@ -8,6 +8,7 @@ import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,48 @@ def test_fedavg_with_secure_aggregation_gives_the_plain_fedavg_model(generator: 
             assert not reply.has_error() and "arrays" not in reply.content and "stats" not in reply.content
             assert records.from_metric_record(reply.content["metrics"]) == {}
     assert secure.rounds[-1]["site_metrics"] == {"(secure sum)": {"num_examples": 260}} or generator == "ctgan"
+
+
+def test_server_view_of_one_sites_masked_weight_update_is_uniform(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Setup: key pairs and mask seeds from a seeded generator, so the statistical test sees one fixed draw (the
+    # protocol takes them from the operating system's randomness: a seeded mask would be a known mask)
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from scipy import stats
+
+    from fedsynth.strategies import secagg_site
+
+    rng = np.random.default_rng(11)
+
+    def key_pair() -> tuple[Any, Any]:
+        sk = ec.derive_private_key(int(rng.integers(1, 2**62)), ec.SECP384R1())
+        return sk, sk.public_key()
+
+    monkeypatch.setattr(secagg_site, "generate_key_pairs", key_pair)
+    monkeypatch.setattr(secagg_site, "os", SimpleNamespace(urandom=lambda n: rng.bytes(n)))
+    grid = InProcessGrid(_small_sites([120, 80, 60]), keep_messages=True)
+    strategy = make_strategy("fedavg", SCHEMA, generator="vae_bgm", rounds=1, min_sites=3, random_state=0,
+                             generator_params={"latent_dim": 2, "hidden_dims": [256], "n_components": 2},
+                             params={"secure_aggregation": True, "mixture_max_iter": 2})
+
+    # Run
+    result = strategy.start(grid)
+
+    # Assert: the first masked vector site 1 sent after training (its n * w in fixed point, 64-bit words) is
+    # uniform: KS on the words scaled to [0, 1), chi-square on their top byte
+    fit = next(i for i, m in enumerate(grid.sent) if m.metadata.message_type == "train.fit")
+    masked = next(records.from_array_record(r.content["masked"])["vector"] for r in grid.received[fit:]
+                  if r.metadata.message_type == ss.COLLECT and r.metadata.src_node_id == 1)
+    assert masked.dtype == np.uint64 and masked.size > 2560
+    assert stats.kstest(masked.astype(np.float64) / 2.0**64, "uniform").pvalue > 0.01
+    assert stats.chisquare(np.bincount((masked >> np.uint64(56)).astype(np.int64), minlength=256)).pvalue > 0.01
+    # ... while the same site's clear fixed-point words (small multiples of 2**-32, two's complement) fail both
+    from fedsynth.strategies.fedavg import _weighted_update
+
+    weights = result.generator.get_weights()  # the same scale as a site's update
+    _, _, clear = ss.encode_vector(_weighted_update(weights, {"num_examples": 120}), modulus_bits=64,
+                                   fraction_bits=ss.FLOAT_FRACTION_BITS, clipping_range=ss.float_clipping_range(3))
+    assert stats.kstest(clear.astype(np.float64) / 2.0**64, "uniform").pvalue < 1e-6
+    assert stats.chisquare(np.bincount((clear >> np.uint64(56)).astype(np.int64), minlength=256) + 1e-9).pvalue < 1e-6
 
 
 @pytest.mark.usefixtures("fake_generators")
