@@ -24,6 +24,16 @@ pairs on SECP384R1; ``flwr.common.secure_aggregation.crypto``: HKDF shared keys,
    every dead one, never both for one site. The server rebuilds those secrets from ``threshold`` shares, removes
    the self masks of the active sites and the dead sites' pairwise masks, and decodes the sum.
 
+Who uses it: everything summed over sites when a strategy's ``secure_aggregation`` is on (default false in
+simulation, true in a deployed run, :data:`~fedsynth.strategies.registry.DEPLOYMENT_DEFAULTS`) — the shared domain's
+histograms and counts (:mod:`fedsynth.strategies.secure_domain`, sources ``domain.histograms`` and
+``domain.moments``), the two-step BN's count tables (``two_step_bn.counts``), FedAvg's weight updates and VAE-BGM's
+latent-mixture statistics. The last two are computed by the strategy's own instruction (``train.fit``,
+``query.mixture_*`` carrying a ``secagg_tag``), which the site answers with nothing of them: it stashes its
+contribution in its state (:func:`stash_vector`) and the secure sum that follows reads it back (source ``stash``,
+:func:`sum_stashed`: fixed point with :data:`FLOAT_FRACTION_BITS` fractional bits in 64-bit words). Weighted FedAvg
+is the secure sum of ``n_i * w_i`` and of ``n_i``, divided on the server.
+
 Every site masks against every other site (SecAgg+ with its neighbour graph complete, i.e. SecAgg: a federation
 of hospitals has few sites). Trust model (DESIGN.md §6): an honest-but-curious coordinator that follows the
 protocol sees public keys, ciphertexts it cannot decrypt, masked vectors that are uniform modulo ``2**k``, and the
