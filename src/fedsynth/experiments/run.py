@@ -395,6 +395,8 @@ def _run_locked(
             from fedsynth.privacy.accounting import PrivacyBudget
 
             strategy.privacy = PrivacyBudget(config.privacy.epsilon, config.privacy.delta)  # type: ignore[attr-defined]
+            # The sites' ledgers record this run's releases under its id, so a resumed run is not charged twice.
+            strategy.privacy_run_id = run_dir.name  # type: ignore[attr-defined]
         strategy.checkpoint = FileCheckpoint(run_dir / "checkpoint")
         if name == "local" or engine == "in_process":
             from fedsynth.federation.simulation import private_folder, run_in_process
