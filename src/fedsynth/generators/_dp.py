@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +76,7 @@ def dpsgd_schedule(n_rows: int, batch_size: int) -> tuple[float, int]:
     if n_rows < 1 or batch_size < 1:
         raise ValueError(f"n_rows and batch_size must be >= 1; got {n_rows}, {batch_size}")
     q = min(batch_size, n_rows) / n_rows
-    return q, int(math.ceil(1.0 / q))
+    return q, math.ceil(1.0 / q)
 
 
 def _os_generator(device: Any) -> Any:
@@ -142,13 +142,13 @@ def dp_train_vae(generator: Any, enc: Any, epochs: int, settings: DPSGDSettings)
             return vae_loss(self.vae, layout, list(batch), p.beta, rng)
 
     wrapper = _RowLoss()
-    named = [(k, v) for k, v in wrapper.named_parameters() if v.requires_grad]
+    named: list[tuple[str, Any]] = [(k, v) for k, v in wrapper.named_parameters() if v.requires_grad]
 
     def row_loss(params: dict[str, Any], *row: Any) -> Any:
         return functional_call(wrapper, params, tuple(r.unsqueeze(0) for r in row))
 
     per_row = vmap(grad_and_value(row_loss), in_dims=(None,) + (0,) * len(tensors), randomness="different")
-    expected = max(1, int(round(settings.sample_rate * n)))
+    expected = max(1, round(settings.sample_rate * n))
     sampler = _os_generator(dev)
     dp_opt = DPOptimizer(
         generator.optimizer_, noise_multiplier=float(settings.noise_multiplier),
@@ -177,7 +177,7 @@ def dp_train_vae(generator: Any, enc: Any, epochs: int, settings: DPSGDSettings)
                     params = {k: v.detach() for k, v in named}
                     grads, losses = per_row(params, *batch)
                     for k, v in named:
-                        v.grad_sample = grads[k]
+                        v.grad_sample = grads[k]  # what Opacus's DPOptimizer reads
                     total += float(losses.sum())
                     seen += len(idx)
                 dp_opt.step()
@@ -202,7 +202,7 @@ def clip_codes(codes: np.ndarray, code_clip: float) -> np.ndarray:
     """Each code (row) scaled down to L2 norm at most ``code_clip``; shape kept."""
     x = np.asarray(codes, dtype=np.float64)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x * np.minimum(1.0, code_clip / np.maximum(norms, 1e-12))
+    return np.asarray(x * np.minimum(1.0, code_clip / np.maximum(norms, 1e-12)))
 
 
 def noisy_mixture_statistics(
@@ -236,10 +236,10 @@ def noisy_mixture_statistics(
 
     def noisy(a: np.ndarray, sensitivity: float) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
-        return a + random_state.normal(0.0, z * sensitivity, size=a.shape)
+        return np.asarray(a + random_state.normal(0.0, z * sensitivity, size=a.shape))
 
     def sym(a: np.ndarray) -> np.ndarray:
-        return 0.5 * (a + np.swapaxes(a, -1, -2))
+        return np.asarray(0.5 * (a + np.swapaxes(a, -1, -2)))
 
     if "sum_outer" in statistics:  # init moments: n, sum, sum_outer
         out["n"] = noisy(statistics["n"], 1.0)
@@ -260,7 +260,7 @@ def _psd(cov: np.ndarray, floor: float) -> np.ndarray:
     return np.asarray((v * np.maximum(w, floor)) @ v.T)
 
 
-def repair_init_statistics(stats: list[Mapping[str, np.ndarray]], *, floor: float = 1e-3) -> list[dict[str, np.ndarray]]:
+def repair_init_statistics(stats: Sequence[Mapping[str, np.ndarray]], *, floor: float = 1e-3) -> list[dict[str, np.ndarray]]:
     """Server side: the summed noisy moments as one consistent set (count at least 2, covariance positive
     definite); post-processing of the noisy releases."""
     n = max(2.0, float(sum(float(s["n"]) for s in stats)))
@@ -271,7 +271,7 @@ def repair_init_statistics(stats: list[Mapping[str, np.ndarray]], *, floor: floa
     return [{"n": np.asarray(n), "sum": s1, "sum_outer": cov * (n - 1) + n * np.outer(mean, mean)}]
 
 
-def repair_e_step_statistics(stats: list[Mapping[str, np.ndarray]], *, floor: float = 1e-3) -> list[dict[str, np.ndarray]]:
+def repair_e_step_statistics(stats: Sequence[Mapping[str, np.ndarray]], *, floor: float = 1e-3) -> list[dict[str, np.ndarray]]:
     """Server side: the summed noisy E-step statistics as one consistent set (each component's count at least 1,
     its covariance positive definite); post-processing of the noisy releases."""
     nk = np.maximum(np.sum([np.asarray(s["nk"], dtype=np.float64) for s in stats], axis=0), 1.0)

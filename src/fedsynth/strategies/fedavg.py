@@ -242,12 +242,12 @@ class FedAvgStrategy(Strategy):
                     plan.charge_round(s.name)
         for server_round in range(first, int(self.rounds) + 1):
             t0 = time.perf_counter()
-            arrays = records.to_array_record(weights)
+            packed = records.to_array_record(weights)
             if plan is not None:
                 for s in sites:  # charged before the round is asked for: a round over budget releases nothing
                     plan.charge_round(s.name)
 
-            def content(s: SiteInfo, server_round: int = server_round, arrays: Any = arrays) -> RecordDict:
+            def content(s: SiteInfo, server_round: int = server_round, arrays: Any = packed) -> RecordDict:
                 cfg = {**base, "server_round": server_round}
                 if plan is not None:
                     cfg.update(dp_noise_multiplier=plan.sites[s.name]["noise_multiplier"],
@@ -359,7 +359,7 @@ class FedAvgStrategy(Strategy):
         charge(sites)
         got = self.ask(grid, sites, "query.mixture_init", same_for_all(init), group_id=f"mixture-init-{server_round}")
         answered = [s for s in sites if s.node_id in got.ok]
-        stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
+        stats: list[dict[str, np.ndarray]] = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
         if plan is not None:
             from fedsynth.generators._dp import repair_init_statistics
 
