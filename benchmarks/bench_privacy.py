@@ -163,7 +163,7 @@ def _undiscretise(domain: Any, codes: dict[str, np.ndarray], rng: np.random.Gene
     return pd.DataFrame(out)
 
 
-def mst_synthesize(part: Any, epsilon: float, seed: int, n_bins: int = 10, iters: int = 1500) -> tuple[Any, float]:
+def mst_synthesize(part: Any, epsilon: float, seed: int, n_bins: int = 10, iters: int = 500) -> tuple[Any, float]:
     """MST at (ε, δ): returns the synthetic rows and the ε its ρ converts to (dp_accounting)."""
     import jax
 
@@ -171,7 +171,7 @@ def mst_synthesize(part: Any, epsilon: float, seed: int, n_bins: int = 10, iters
     import mbi
     from mbi.estimation import MirrorDescent
 
-    from fedsynth.privacy.accounting import PrivacyBudget, epsilon_from_rdp, rho_for_budget, DEFAULT_ORDERS
+    from fedsynth.privacy.accounting import DEFAULT_ORDERS, PrivacyBudget, epsilon_from_rdp, rho_for_budget
 
     rng = np.random.default_rng(seed)
     domain, codes, sizes = _discretise(part, n_bins)
@@ -193,13 +193,21 @@ def mst_synthesize(part: Any, epsilon: float, seed: int, n_bins: int = 10, iters
         return out
 
     one_way = measure([(c,) for c in names])
-    est = MirrorDescent()
-    model = est.estimate(mdom, one_way, iters=iters // 3)
+    # The 1-way model is the product of the (noisy, projected to counts) 1-way marginals, so its 2-way marginals
+    # are outer products (post-processing; MST fits it with Private-PGM, which gives the same up to its
+    # projection, at a jax compilation per pair).
+    n = len(part.train)
+    p1 = {m.clique[0]: np.maximum(np.asarray(m.noisy_measurement), 0.0) for m in one_way}
+    p1 = {c: v / v.sum() if v.sum() > 0 else np.full(len(v), 1.0 / len(v)) for c, v in p1.items()}
     # Tree selection: Kruskal over pairs, each edge by the exponential mechanism on the L1 error of the 1-way
     # model's 2-way marginal (sensitivity 1); each of the d-1 draws gets rho/3/(d-1) = eps_i^2 / 8 zCDP.
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    err = {p: float(np.abs(np.asarray(data.project(p).datavector()) - np.asarray(model.project(p).datavector())).sum())
-           for p in pairs}
+    counts = {c: codes[c] for c in names}
+
+    def joint(a: str, b: str) -> np.ndarray:
+        return np.bincount(counts[a] * sizes[b] + counts[b], minlength=sizes[a] * sizes[b]).astype(float)
+
+    err = {(a, b): float(np.abs(joint(a, b) - n * np.outer(p1[a], p1[b]).ravel()).sum()) for a, b in pairs}
     eps_i = math.sqrt(8.0 * (rho / 3.0) / (len(names) - 1))
     parent = {c: c for c in names}
 
@@ -218,7 +226,7 @@ def mst_synthesize(part: Any, epsilon: float, seed: int, n_bins: int = 10, iters
         chosen.append(pick)
         parent[find(pick[0])] = find(pick[1])
     two_way = measure(chosen)
-    model = est.estimate(mdom, one_way + two_way, iters=iters)
+    model = MirrorDescent().estimate(mdom, one_way + two_way, iters=iters)
     synth = model.synthetic_data(len(part.train))
     rows = _undiscretise(domain, {c: np.asarray(synth.data[c]) for c in names}, rng)
     spent = epsilon_from_rdp(np.asarray(DEFAULT_ORDERS) * rho, DELTA)
