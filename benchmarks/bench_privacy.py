@@ -17,7 +17,7 @@ pool, holdout as the NNDR baseline; survival-effect fidelity from :mod:`fedsynth
   (``pip install 'fedsynth[bench-privacy]'``); without it the MST rows say so.
 
 Run:  .venv/bin/python benchmarks/bench_privacy.py [--epsilons 1,3,10,inf] [--methods bn,vae,mst] [--seed 0]
-        [--vae-rounds 3] [--vae-epochs 4] [--out benchmarks/results/privacy.json]
+        [--vae-rounds 2] [--vae-epochs 3] [--out benchmarks/results/privacy.json]
 """
 
 from __future__ import annotations
@@ -253,8 +253,8 @@ def main() -> None:
     ap.add_argument("--methods", default="bn,vae,mst")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-indegree", type=int, default=2)
-    ap.add_argument("--vae-rounds", type=int, default=3)
-    ap.add_argument("--vae-epochs", type=int, default=4)
+    ap.add_argument("--vae-rounds", type=int, default=2)
+    ap.add_argument("--vae-epochs", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "privacy.json"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)

@@ -296,14 +296,18 @@ def site_ledger(policy: SitePolicy, folder: str | Path | None) -> Any:
     return PrivacyLedger(Path(folder) / LEDGER_FILE, PrivacyBudget(policy.epsilon, policy.delta))
 
 
-def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str) -> float:
-    """What the site can still spend on ``dataset``: its budget less what its ledger has recorded (ε at the
-    policy's δ; ``inf`` for an unlimited budget). Composition in RDP makes a new run cost at most this much
-    more, so a run asking for no more than this is not refused by the ledger for lack of budget overall."""
-    if math.isinf(policy.epsilon):
-        return math.inf
+def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str) -> tuple[float, float]:
+    """What the site can still spend on ``dataset`` and at which δ: its ledger's budget (built from the policy,
+    :func:`site_ledger`) less what the ledger has recorded; the policy's budget when it keeps no ledger
+    (``inf``: unlimited). The ledger composes in RDP, so a new run costs it at most its own ε more (basic
+    composition bounds the RDP one): a run asking for no more than this is not refused for lack of budget."""
+    budget = ledger.budget if ledger is not None else None
+    epsilon = float(budget.epsilon) if budget is not None else policy.epsilon
+    delta = float(budget.delta) if budget is not None else policy.delta
+    if math.isinf(epsilon):
+        return math.inf, delta
     spent = float(ledger.epsilon_spent(dataset)) if ledger is not None else 0.0
-    return max(0.0, policy.epsilon - spent)
+    return max(0.0, epsilon - spent), delta
 
 
 def handle_privacy_budget(msg: Any, site: Any) -> Any:
@@ -312,9 +316,9 @@ def handle_privacy_budget(msg: Any, site: Any) -> Any:
 
     from fedsynth.strategies import records
 
-    left = epsilon_left(site.policy, site.privacy_ledger, site.name)
+    left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name)
     return RecordDict({"metrics": records.to_metric_record(
-        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": float(site.policy.delta)})})
+        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta})})
 
 
 def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dict[str, float]:
