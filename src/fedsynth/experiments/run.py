@@ -395,6 +395,8 @@ def _run_locked(
             from fedsynth.privacy.accounting import PrivacyBudget
 
             strategy.privacy = PrivacyBudget(config.privacy.epsilon, config.privacy.delta)  # type: ignore[attr-defined]
+            # The sites' ledgers record this run's releases under its id, so a resumed run is not charged twice.
+            strategy.privacy_run_id = run_dir.name  # type: ignore[attr-defined]
         strategy.checkpoint = FileCheckpoint(run_dir / "checkpoint")
         if name == "local" or engine == "in_process":
             from fedsynth.federation.simulation import private_folder, run_in_process
@@ -468,6 +470,10 @@ def _run_locked(
         report_obj = evaluate(part.train, final_frame, schema, holdout_data=part.holdout, random_state=config.seed,
                               strata=config.evaluation.strata, detection=full, utility=full)
         final_json = report_obj.to_dict()
+        dp_line = _dp_statement(manifest)
+        if dp_line is not None:  # the privacy section states the run's guarantee
+            final_json["privacy"] = {**final_json["privacy"], "differential_privacy": dp_line}
+            report_obj = final_json
     timings["evaluation"] = time.perf_counter() - t0
     final_round = rounds[-1] if rounds else {}
     report = {
@@ -479,6 +485,7 @@ def _run_locked(
         "references": references,
         "final": {"round": final_round.get("round"), **_headline(final_round), "evaluation": final_json},
         "left_out": result.left_out,
+        "differential_privacy": manifest.get("privacy"),
     }
     write_json(run_dir / "report.json", report)
     html_path = run_dir / "report.html"
@@ -489,6 +496,14 @@ def _run_locked(
     write_json(run_dir / "manifest.json", manifest)
     emit("done", {"run_dir": str(run_dir), "report": str(html_path), **_headline(final_round)})
     return RunResult(run_id, run_dir, html_path, _headline(final_round), rounds, references, dict(timings))
+
+
+def _dp_statement(manifest: Mapping[str, Any]) -> str | None:
+    """The run's differential-privacy guarantee as one sentence (the data card's), ``None`` without a budget."""
+    from fedsynth.experiments.card import _epsilon_statement
+
+    found = _epsilon_statement(manifest)
+    return None if found is None else found[0]
 
 
 def _write_html(

@@ -29,7 +29,7 @@ from fedsynth.cohort.schema import TableSchema
 from fedsynth.deployment import audit
 from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
-from fedsynth.strategies.policy import SitePolicy
+from fedsynth.strategies.policy import SitePolicy, site_ledger
 from fedsynth.strategies.site import SiteHandler, SiteRuntime, all_site_handlers, handle
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,10 @@ def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mappin
         policy = SitePolicy.from_mapping(source.policy) if source.policy else SitePolicy.from_node_config(cfg)
     data = _read_rows(source.data_path, table_schema)
     state_dir = Path(source.state_dir) if source.state_dir else None
+    # The ε ledger lives beside the site's data in a deployment, in its private state folder in simulation.
+    ledger_dir = Path(source.data_path).parent if "data_path" in cfg else state_dir
     return SiteRuntime(source.name, data, table_schema, source.seed, context.state, policy=policy,
-                       state_dir=state_dir)
+                       state_dir=state_dir, privacy_ledger=site_ledger(policy, ledger_dir))
 
 
 def audit_log_path(context: Context) -> Path | None:

@@ -31,7 +31,7 @@ from fedsynth.errors import FedsynthError
 from fedsynth.federation.client_app import SiteSource, make_client_app
 from fedsynth.strategies.base import OnRound, Strategy, StrategyResult
 from fedsynth.strategies.in_process import InProcessGrid
-from fedsynth.strategies.policy import SitePolicy
+from fedsynth.strategies.policy import SitePolicy, site_ledger
 from fedsynth.strategies.site import SiteHandler, SiteRuntime
 
 log = logging.getLogger(__name__)
@@ -252,9 +252,11 @@ def run_in_process(
     """
     seeds = list(seeds) if seeds is not None else list(range(len(sites)))
     root = Path(state_root) if state_root is not None else None
+    site_policy = policy if policy is not None else SitePolicy()
     grid = InProcessGrid([
         SiteRuntime(n, f, schema, int(s), state_dir=private_folder(root / n) if root is not None else None,
-                    policy=policy if policy is not None else SitePolicy())
+                    policy=site_policy,
+                    privacy_ledger=site_ledger(site_policy, root / n if root is not None else None))
         for (n, f), s in zip(sites, seeds)
     ])
     t0 = time.perf_counter()

@@ -93,6 +93,9 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
     layout_: Layout | None = None
     latent_mixture_: MixtureParams | None = None
     epochs_trained_: int = 0
+    #: DP-SGD settings (:class:`fedsynth.generators._dp.DPSGDSettings`) a federated site sets before training
+    #: under a privacy budget; ``None``: plain training.
+    dp_sgd_: Any = None
 
     def _domain_options(self) -> dict[str, Any]:
         # Finer quantile bins make the piecewise-linear normal-score transform closer to the real CDF.
@@ -168,6 +171,11 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
         import torch
 
         assert self.layout_ is not None and self.domain is not None
+        if self.dp_sgd_ is not None:
+            from fedsynth.generators._dp import dp_train_vae
+
+            dp_train_vae(self, enc, epochs, self.dp_sgd_)
+            return
         p = self.params
         model, opt, dev, layout = self.network_, self.optimizer_, self.device_, self.layout_
         tensors = [

@@ -16,8 +16,10 @@ its share or the run past its (ε, δ).
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,19 @@ DEFAULT_ORDERS: tuple[float, ...] = (
     1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0,
     24.0, 28.0, 32.0, 48.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 )
+
+@contextmanager
+def _quiet_absl() -> Iterator[None]:
+    """dp_accounting logs (through absl) every fractional order it cannot evaluate for a large sampling rate;
+    those orders are left out of the conversion (their ε is ``inf``), which is safe, so the warnings are hidden."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
 
 #: Relative slack for floating-point round-off when a release exactly fills a share.
 _SLACK = 1e-9
@@ -138,12 +153,11 @@ class DPSGDRelease:
 
     def rdp(self, orders: Sequence[float]) -> np.ndarray:
         """RDP ε(α) of the whole training at each order (shape ``(len(orders),)``)."""
-        from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
         from dp_accounting.rdp import RdpAccountant
 
         acc = RdpAccountant(orders=list(orders))
-        event = PoissonSampledDpEvent(self.sample_rate, GaussianDpEvent(self.noise_multiplier))
-        acc.compose(SelfComposedDpEvent(event, self.steps))
+        with _quiet_absl():
+            acc.compose(dpsgd_event(self.noise_multiplier, self.sample_rate, self.steps))
         # dp_accounting exposes the curve only through this attribute (its get_epsilon converts it).
         return np.asarray(acc._rdp, dtype=float)
 
@@ -197,6 +211,77 @@ def noise_multiplier_for(rho: float, count: int) -> float:
     return math.sqrt(count / (2.0 * rho))
 
 
+def dpsgd_event(noise_multiplier: float, sample_rate: float, steps: int) -> Any:
+    """dp_accounting's event for ``steps`` DP-SGD steps: a Poisson-sampled Gaussian mechanism, self-composed."""
+    from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
+
+    return SelfComposedDpEvent(PoissonSampledDpEvent(sample_rate, GaussianDpEvent(noise_multiplier)), steps)
+
+
+def calibrate_dpsgd_noise(
+    budget: PrivacyBudget,
+    sample_rate: float,
+    steps: int,
+    *,
+    other_rho: float = 0.0,
+    orders: Sequence[float] = DEFAULT_ORDERS,
+) -> float:
+    """The smallest DP-SGD noise multiplier whose training, composed with ``other_rho`` of Gaussian releases,
+    stays within ``budget``.
+
+    Calibration is dp_accounting's (:func:`dp_accounting.calibrate_dp_mechanism`, bisection on the noise
+    multiplier with an :class:`~dp_accounting.rdp.RdpAccountant` at ``orders``): the event is ``steps``
+    Poisson-sampled Gaussian steps composed with one Gaussian mechanism of zCDP ``other_rho`` (the run's
+    other phases, e.g. the latent-mixture statistics), so the whole run converts to at most ``budget.epsilon``
+    at ``budget.delta``.
+
+    Parameters
+    ----------
+    budget : PrivacyBudget
+        The run's (ε, δ); ``inf`` gives 0 (no noise).
+    sample_rate : float
+        Expected batch size over the site's rows, in (0, 1].
+    steps : int
+        DP-SGD steps over the whole run (rounds × local epochs × steps per epoch).
+    other_rho : float
+        zCDP ρ of the run's other releases on the same rows (0: none).
+    orders : Sequence[float]
+        RDP orders of the accountant.
+
+    Returns
+    -------
+    float
+        The noise multiplier (noise standard deviation over the clipping norm).
+
+    Raises
+    ------
+    BudgetExceededError
+        When ``other_rho`` alone spends the budget (no noise level is enough).
+    """
+    from dp_accounting import ComposedDpEvent, GaussianDpEvent, calibrate_dp_mechanism
+    from dp_accounting.mechanism_calibration import ExplicitBracketInterval
+    from dp_accounting.rdp import RdpAccountant
+
+    if budget.is_infinite:
+        return 0.0
+    grid = np.asarray(orders, dtype=float)
+    if other_rho > 0 and epsilon_from_rdp(grid * other_rho, budget.delta, orders) >= budget.epsilon:
+        raise BudgetExceededError(
+            f"privacy: the run's other releases alone spend epsilon {budget.epsilon}; nothing is left for training"
+        )
+    others = [GaussianDpEvent(noise_multiplier_for(other_rho, 1))] if other_rho > 0 else []
+
+    def event(z: float) -> Any:
+        return ComposedDpEvent([dpsgd_event(z, sample_rate, steps), *others])
+
+    with _quiet_absl():
+        z = calibrate_dp_mechanism(
+            lambda: RdpAccountant(orders=list(orders)), event, budget.epsilon, budget.delta,
+            ExplicitBracketInterval(1e-2, 1e4), tol=1e-4,
+        )
+    return float(z)
+
+
 @dataclass
 class PrivacyAccountant:
     """A run's accountant: the budget split over phases, every release charged before it is made.
@@ -212,6 +297,9 @@ class PrivacyAccountant:
     prior_rdp : array-like, optional
         RDP already spent on the same records (a resumed run, or earlier runs from a site's ledger); it counts
         against the run's (ε, δ) but not against any phase's share.
+    remainder_phase : str, optional
+        A DP-SGD phase whose share is what the other phases leave of the run's (ε, δ) (its noise is calibrated
+        with them, :func:`calibrate_dpsgd_noise`): its releases are held to the run's budget, not to a share.
 
     Attributes
     ----------
@@ -227,6 +315,7 @@ class PrivacyAccountant:
     split: Mapping[str, float]
     orders: Sequence[float] = DEFAULT_ORDERS
     prior_rdp: Sequence[float] | np.ndarray | None = None
+    remainder_phase: str | None = None
     rho_total_: float = field(init=False)
     allocation_: dict[str, float] = field(init=False)
     releases_: list[Release | DPSGDRelease] = field(init=False, default_factory=list)
@@ -286,7 +375,9 @@ class PrivacyAccountant:
             self.releases_.append(release)
             return
         allowed = self.allocation_[release.phase]
-        if isinstance(release, Release):
+        if release.phase == self.remainder_phase and isinstance(release, DPSGDRelease):
+            after, over = 0.0, False  # held to the run's (epsilon, delta) below
+        elif isinstance(release, Release):
             after = self.rho_spent(release.phase) + release.rho
             over = after > allowed * (1 + _SLACK)
         else:

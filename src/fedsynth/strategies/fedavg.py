@@ -12,6 +12,20 @@ Server flow (after the shared domain):
    weighted sufficient statistics out), M-step on the server. Codes never leave a site.
 
 Site handlers: ``train.fit``, ``query.mixture_init``, ``query.mixture_estep``.
+
+Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`FedAvgStrategy.privacy`; VAE-BGM
+only): record-level (ε, δ) for every patient of every site. Before anything is released the coordinator asks each
+site what its ledger still allows (:func:`~fedsynth.strategies.policy.check_site_budgets`). The budget is split
+(:data:`DP_SPLIT`): the latent-mixture statistics get :data:`DP_MIXTURE_SHARE` of the run's zCDP ρ (the Gaussian
+mechanism on clipped codes, :mod:`fedsynth.generators._dp`; one initial request and :data:`DP_MIXTURE_ITERS` EM
+iterations, after the last round only), and DP-SGD takes the remainder: each site's noise multiplier is
+calibrated by dp_accounting for its own sampling rate (batch size over its rows) and its steps over the whole
+run (rounds × local epochs × steps per epoch), composed with the mixture's releases, so the whole run converts to
+at most ε at δ. The server's accountant (one per site) charges every round before it is asked for; a site with a
+ledger charges its own before it answers, and a site that already released a round of this run (a resumed run
+asking for it again) sends the same weights again, at no new cost. Domain summaries are released under the
+sites' disclosure policies (coarsened, small cells merged), not under this budget. The spent budget goes into the
+run manifest (``privacy``), per site and for the run (the largest over sites).
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,13 +42,21 @@ import pandas as pd
 from flwr.app import Message, RecordDict
 
 from fedsynth.encoding.domain import Domain
-from fedsynth.errors import CapabilityError
+from fedsynth.errors import CapabilityError, Problem, ValidationError
 from fedsynth.generators.base import SupportsLatentMixture, SupportsLocalState, SupportsWeights
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
     fit_latent_mixture_federated,
     mixture_e_step_statistics,
     mixture_init_statistics,
+)
+from fedsynth.privacy.accounting import (
+    DPSGDRelease,
+    PrivacyAccountant,
+    PrivacyBudget,
+    Release,
+    calibrate_dpsgd_noise,
+    noise_multiplier_for,
 )
 from fedsynth.strategies import records
 from fedsynth.strategies.base import (
@@ -83,6 +106,79 @@ def weighted_average(updates: Sequence[tuple[Mapping[str, np.ndarray], float]]) 
 ABSENT_COLUMN_DROPOUT = 0.2
 
 
+#: Share of the run's zCDP budget spent on the latent-mixture statistics; DP-SGD takes what remains.
+DP_MIXTURE_SHARE = 0.15
+#: The budget split of a private FedAvg run (``training`` is the remainder phase, see
+#: :class:`~fedsynth.privacy.accounting.PrivacyAccountant`).
+DP_SPLIT: Mapping[str, float] = {"training": 1.0 - DP_MIXTURE_SHARE, "mixture": DP_MIXTURE_SHARE}
+#: Per-row gradient clipping norm of DP-SGD.
+DP_MAX_GRAD_NORM = 1.0
+#: L2 norm latent codes are clipped to before their mixture statistics are released.
+DP_CODE_CLIP = 4.0
+#: Federated EM iterations of the private latent mixture (each one a noisy release; no convergence test).
+DP_MIXTURE_ITERS = 5
+#: Generators FedAvg can train under a privacy budget, and why the others cannot.
+DP_GENERATORS = frozenset({"vae_bgm"})
+DP_NOT_SUPPORTED = {
+    "ctgan": "CTGAN under differential privacy needs a private discriminator (DP-CTGAN, PATE-CTGAN) and category "
+             "frequencies for its conditional sampler from a noisy domain; neither is built",
+}
+
+
+class _DPPlan:
+    """A private FedAvg run's plan: per site its sampling rate, steps per round, noise multiplier and accountant."""
+
+    def __init__(self, budget: PrivacyBudget, sites: Sequence[SiteInfo], batch_size: int, rounds: int,
+                 local_epochs: int) -> None:
+        from fedsynth.generators._dp import MIXTURE_RELEASES_PER_REQUEST, dpsgd_schedule
+
+        self.budget = budget
+        probe = PrivacyAccountant(budget, DP_SPLIT, remainder_phase="training")
+        rho_mix = probe.allocation_["mixture"]
+        self.mixture_releases = MIXTURE_RELEASES_PER_REQUEST * (1 + DP_MIXTURE_ITERS)
+        self.mixture_noise = noise_multiplier_for(rho_mix, self.mixture_releases)
+        self.sites: dict[str, dict[str, float]] = {}
+        self.accountants: dict[str, PrivacyAccountant] = {}
+        for s in sites:
+            q, per_epoch = dpsgd_schedule(s.n_rows, batch_size)
+            steps = int(local_epochs) * per_epoch
+            z = calibrate_dpsgd_noise(budget, q, steps * int(rounds), other_rho=rho_mix, orders=probe.orders)
+            self.sites[s.name] = {"sample_rate": q, "steps_per_round": steps, "noise_multiplier": z}
+            self.accountants[s.name] = PrivacyAccountant(budget, DP_SPLIT, remainder_phase="training")
+
+    def charge_round(self, site: str) -> None:
+        p = self.sites[site]
+        self.accountants[site].charge(
+            DPSGDRelease("training", p["noise_multiplier"], p["sample_rate"], int(p["steps_per_round"])))
+
+    def charge_mixture(self, site: str) -> None:
+        from fedsynth.generators._dp import MIXTURE_RELEASES_PER_REQUEST
+
+        self.accountants[site].charge(Release("mixture", self.mixture_noise, MIXTURE_RELEASES_PER_REQUEST))
+
+    def summary(self, epsilon_left: Mapping[str, float]) -> dict[str, Any]:
+        per_site = {name: {**acc.summary(), **self.sites[name]} for name, acc in self.accountants.items()}
+        spent = max((v["epsilon_spent"] for v in per_site.values()), default=0.0)
+        first = next(iter(per_site.values()), {})
+        return {
+            "budget": {"epsilon": self.budget.epsilon, "delta": self.budget.delta},
+            "accountant": "DP-SGD: dp_accounting RDP of the Poisson-sampled Gaussian (noise calibrated by "
+                          "dp_accounting, clipping and noise by Opacus's DPOptimizer); latent-mixture statistics: "
+                          "Gaussian mechanism; composition in RDP, (epsilon, delta) by dp_accounting",
+            "guarantee": "record-level (epsilon, delta) for every patient of every site; the run's epsilon is the "
+                         "largest over sites",
+            "split": first.get("split", dict(DP_SPLIT)),
+            "split_note": "training (DP-SGD) takes what the mixture phase leaves; domain summaries are released "
+                          "under the sites' disclosure policies, not this budget",
+            "orders": first.get("orders"),
+            "max_grad_norm": DP_MAX_GRAD_NORM, "code_clip": DP_CODE_CLIP, "mixture_iterations": DP_MIXTURE_ITERS,
+            "mixture_noise_multiplier": self.mixture_noise,
+            "epsilon_spent": spent,
+            "sites": per_site,
+            "epsilon_left_before": {k: ("inf" if v == float("inf") else v) for k, v in epsilon_left.items()},
+        }
+
+
 class FedAvgStrategy(Strategy):
     """FedAvg over ``rounds`` rounds of ``local_epochs`` local epochs, weighted by site row counts.
 
@@ -100,6 +196,12 @@ class FedAvgStrategy(Strategy):
     """
 
     name = "fedavg"
+    #: The run's differential-privacy budget (``None``: plain training); set from the config's ``privacy`` block.
+    privacy: PrivacyBudget | None = None
+    #: After :meth:`run` under a budget: the accountants' summary (budget, split, spent per site) for the manifest.
+    privacy_summary_: dict[str, Any] | None = None
+    #: Name the sites' ledgers record this run's releases under (stable across a resume; default: the run token).
+    privacy_run_id: str | None = None
 
     def run(
         self,
@@ -119,6 +221,10 @@ class FedAvgStrategy(Strategy):
         base = self.base_config(run_token, domain)
         every = bool(self.params.get("mixture_every_round", True))
         warm = bool(self.params.get("mixture_warm_start", True))
+        plan = self._dp_plan(grid, sites, generator)
+        if plan is not None:
+            base["dp_run"] = self.privacy_run_id or run_token
+            every = False  # each mixture fit is a release: one, after the last round
         mixture: MixtureParams | None = None
         rounds: list[dict[str, Any]] = []
         left_out_all: dict[str, str] = {}
@@ -132,18 +238,30 @@ class FedAvgStrategy(Strategy):
             if isinstance(generator, SupportsLatentMixture) and mixture is not None:
                 generator.set_latent_mixture(mixture)
             rounds, left_out_all, first = list(meta["rounds"]), dict(meta["left_out"]), int(meta["step"]) + 1
+        if plan is not None:
+            # The rounds a resumed run finished were spent: the accountants start where the interrupted run was.
+            for _ in rounds:
+                for s in sites:
+                    plan.charge_round(s.name)
         for server_round in range(first, int(self.rounds) + 1):
             t0 = time.perf_counter()
             secure = self._secure(sites)
-            # Under secure aggregation each site stashes its update under this tag instead of replying with it.
-            tag = {"secagg_tag": f"fit-{server_round}"} if secure else {}
-            content = RecordDict(
-                {
-                    "arrays": records.to_array_record(weights),
-                    "config": records.to_config_record({**base, "server_round": server_round, **tag}),
-                }
-            )
-            got = self.ask(grid, sites, "train.fit", same_for_all(content), group_id=f"round-{server_round}")
+            packed = records.to_array_record(weights)
+            if plan is not None:
+                for s in sites:  # charged before the round is asked for: a round over budget releases nothing
+                    plan.charge_round(s.name)
+
+            def content(s: SiteInfo, server_round: int = server_round, arrays: Any = packed,
+                        secure: bool = secure) -> RecordDict:
+                cfg: dict[str, Any] = {**base, "server_round": server_round}
+                if secure:  # each site stashes its update under this tag instead of replying with it
+                    cfg["secagg_tag"] = f"fit-{server_round}"
+                if plan is not None:
+                    cfg.update(dp_noise_multiplier=plan.sites[s.name]["noise_multiplier"],
+                               dp_max_grad_norm=DP_MAX_GRAD_NORM)
+                return RecordDict({"arrays": arrays, "config": records.to_config_record(cfg)})
+
+            got = self.ask(grid, sites, "train.fit", content, group_id=f"round-{server_round}")
             updates = []
             site_metrics: dict[str, dict[str, float]] = {}
             if secure:
@@ -162,7 +280,7 @@ class FedAvgStrategy(Strategy):
             if isinstance(generator, SupportsLatentMixture) and (every or server_round == self.rounds):
                 mixture = self._fit_mixture(
                     grid, answered, generator, weights, base, server_round, previous=mixture if warm else None,
-                    final=server_round == self.rounds,
+                    final=server_round == self.rounds, plan=plan,
                 )
             left_out = {site_name(sites, n): r for n, r in got.failed.items()}
             left_out_all.update(left_out)
@@ -178,7 +296,31 @@ class FedAvgStrategy(Strategy):
                 {"step": server_round, "rounds": rounds, "left_out": left_out_all},
                 {**{f"w.{k}": v for k, v in weights.items()}, **{f"m.{k}": v for k, v in (mixture or {}).items()}},
             )
+        if plan is not None:
+            self.privacy_summary_ = plan.summary(self._epsilon_left)
+            log.info("fedavg: privacy epsilon spent %.4g of %s (largest over sites)",
+                     self.privacy_summary_["epsilon_spent"], plan.budget.epsilon)
+        elif self.privacy is not None:
+            self.privacy_summary_ = {**PrivacyAccountant(self.privacy, DP_SPLIT).summary(),
+                                     "note": "epsilon = inf: no noise, exact weights and statistics"}
         return StrategyResult(self.name, generator, domain, list(sites), rounds, left_out_all)
+
+    def _dp_plan(self, grid: GridLike, sites: Sequence[SiteInfo], generator: Any) -> _DPPlan | None:
+        """The run's DP plan, after checking that the generator has a private mechanism and that every site's
+        ledger still allows the run's budget (both before anything is released); ``None`` without a budget."""
+        from fedsynth.strategies.policy import check_site_budgets
+
+        self._epsilon_left: dict[str, float] = {}
+        if self.privacy is None or self.privacy.is_infinite:
+            return None
+        if self.generator not in DP_GENERATORS:
+            reason = DP_NOT_SUPPORTED.get(self.generator, "it has no differentially private training")
+            raise ValidationError("Privacy", [Problem(
+                "privacy", f"is not supported for FedAvg with generator {self.generator}: {reason}",
+                ", ".join(sorted(DP_GENERATORS)), "remove privacy, or use generator vae_bgm (or strategy two_step_bn)")])
+        self._epsilon_left = check_site_budgets(self, grid, sites, self.privacy)
+        batch_size = int(getattr(getattr(generator, "params", None), "batch_size", 128))
+        return _DPPlan(self.privacy, sites, batch_size, int(self.rounds), int(self.local_epochs))
 
     def _column_dropout_for_absent_columns(self, sites: Sequence[SiteInfo]) -> None:
         """When a site lacks columns and the generator has ``column_dropout`` left at 0, train with
@@ -243,6 +385,7 @@ class FedAvgStrategy(Strategy):
         *,
         previous: MixtureParams | None = None,
         final: bool = True,
+        plan: _DPPlan | None = None,
     ) -> MixtureParams:
         """Federated variational EM of the global latent mixture (codes stay at the sites).
 
@@ -254,14 +397,27 @@ class FedAvgStrategy(Strategy):
         """
         secure = self._secure(sites)
         tag = {"secagg_tag": f"mixture-init-{server_round}"} if secure else {}
-        cfg = records.to_config_record({**base, "server_round": server_round, **tag})
+        dp_cfg = {} if plan is None else {"dp_mixture_noise": plan.mixture_noise, "dp_code_clip": DP_CODE_CLIP}
+        cfg = records.to_config_record({**base, **dp_cfg, "server_round": server_round, **tag})
+
+        def charge(to: Sequence[SiteInfo]) -> None:
+            for s in to if plan is not None else ():
+                assert plan is not None
+                plan.charge_mixture(s.name)
+
         init = RecordDict({"arrays": records.to_array_record(weights), "config": cfg})
+        charge(sites)
         got = self.ask(grid, sites, "query.mixture_init", same_for_all(init), group_id=f"mixture-init-{server_round}")
         answered = [s for s in sites if s.node_id in got.ok]
+        stats: list[dict[str, np.ndarray]]
         if secure:  # the sites' moments summed: the server sees no site's
             stats = [self._secure_sum(grid, answered, f"mixture-init-{server_round}")]
         else:
             stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
+        if plan is not None:
+            from fedsynth.generators._dp import repair_init_statistics
+
+            stats = repair_init_statistics(stats)
         start = previous if previous is not None else generator.initial_latent_mixture(
             stats, random_state=self.random_state
         )
@@ -270,18 +426,31 @@ class FedAvgStrategy(Strategy):
             max_iter = min(max_iter, int(self.params.get("mixture_round_max_iter", 3)))
         iteration = itertools.count(1)
 
+        tol = float(self.params.get("mixture_tol", 1e-3))
+        if plan is not None:
+            max_iter, tol = DP_MIXTURE_ITERS, 0.0  # a fixed number of noisy releases, no convergence test
+
         def e_step(params: MixtureParams) -> list[dict[str, np.ndarray]]:
             group = f"mixture-{server_round}-{next(iteration)}"
-            step_cfg = records.to_config_record({**base, "server_round": server_round, "secagg_tag": group}) if secure else cfg
+            step_cfg = cfg
+            if secure:
+                step_cfg = records.to_config_record(
+                    {**base, **dp_cfg, "server_round": server_round, "secagg_tag": group}
+                )
             msg = RecordDict({"mixture": records.to_array_record(params), "config": step_cfg})
+            charge(answered)
             got = self.ask(grid, answered, "query.mixture_estep", same_for_all(msg), group_id=group)
             if secure:
-                return [self._secure_sum(grid, [s for s in answered if s.node_id in got.ok], group)]
-            return [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered if s.node_id in got.ok]
+                out = [self._secure_sum(grid, [s for s in answered if s.node_id in got.ok], group)]
+            else:
+                out = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered if s.node_id in got.ok]
+            if plan is not None:
+                from fedsynth.generators._dp import repair_e_step_statistics
 
-        params, n_iter, _ = fit_latent_mixture_federated(
-            e_step, start, max_iter=max_iter, tol=float(self.params.get("mixture_tol", 1e-3))
-        )
+                return repair_e_step_statistics(out)
+            return out
+
+        params, n_iter, _ = fit_latent_mixture_federated(e_step, start, max_iter=max_iter, tol=tol)
         log.info("fedavg: global latent mixture after %d EM iterations%s", n_iter, " (warm start)" if previous else "")
         generator.set_latent_mixture(params)
         return params
@@ -334,7 +503,8 @@ def _restore_local_state(generator: SupportsWeights, site: SiteRuntime, key: tup
     generator.set_local_state(meta, arrays)
 
 
-def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], server_round: int) -> None:
+def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], server_round: int,
+                      extra: Mapping[str, Any] | None = None) -> None:
     from fedsynth.strategies.checkpoint import SiteStateStore
 
     _SITE_ROUND[key] = server_round
@@ -342,7 +512,62 @@ def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[
         return
     meta, arrays = generator.get_local_state()
     weights = {f"w.{k}": v for k, v in generator.get_weights().items()}
-    SiteStateStore(site.state_dir).save(server_round, meta, {**arrays, **weights})
+    SiteStateStore(site.state_dir).save(server_round, {**meta, **dict(extra or {})}, {**arrays, **weights})
+
+
+# -- differential privacy (site side) --------------------------------------------------------------------
+
+
+def _dp_run(cfg: Mapping[str, Any]) -> str:
+    return str(cfg.get("dp_run", cfg["run_token"]))
+
+
+def _charge_ledger(site: SiteRuntime, cfg: Mapping[str, Any], key: str, release: Release | DPSGDRelease) -> None:
+    """Charge the site's own ledger before a noisy release leaves (refused past the site's budget)."""
+    ledger = site.privacy_ledger
+    if ledger is not None:
+        ledger.record(site.name, _dp_run(cfg), key, release.rdp(ledger.orders))
+
+
+def _released_round(site: SiteRuntime, cfg: Mapping[str, Any], server_round: int) -> dict[str, np.ndarray] | None:
+    """The weights this site already released for ``server_round`` of this private run (a resumed run asking
+    again), or ``None``. Sending them again adds no information and costs nothing; training again would."""
+    from fedsynth.strategies.checkpoint import SiteStateStore
+
+    if site.state_dir is None:
+        return None
+    found = SiteStateStore(site.state_dir).load(server_round)
+    if found is None or found[0].get("dp_run") != _dp_run(cfg):
+        return None
+    return {k[2:]: v for k, v in found[1].items() if k.startswith("w.")}
+
+
+def _prepare_dp_fit(generator: Any, data: pd.DataFrame, site: SiteRuntime, cfg: Mapping[str, Any],
+                    server_round: int) -> None:
+    """Charge this round's DP-SGD to the site's ledger (at the noise the message asks for and the site's own
+    sampling rate), then switch the generator to DP-SGD for it."""
+    from fedsynth.generators._dp import DPSGDSettings, dpsgd_schedule
+
+    q, per_epoch = dpsgd_schedule(len(data), int(generator.params.batch_size))
+    z = float(cfg["dp_noise_multiplier"])
+    steps = int(cfg.get("local_epochs", 1)) * per_epoch
+    _charge_ledger(site, cfg, f"dpsgd/round-{server_round}", DPSGDRelease("training", z, q, steps))
+    generator.dp_sgd_ = DPSGDSettings(z, float(cfg["dp_max_grad_norm"]), q, per_epoch)
+
+
+def _private_statistics(site: SiteRuntime, cfg: Mapping[str, Any], what: str,
+                        stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Latent-mixture statistics as they leave a private run: Gaussian noise (OS entropy) on statistics of
+    clipped codes, charged to the site's ledger first; unchanged without a budget."""
+    if "dp_mixture_noise" not in cfg:
+        return dict(stats)
+    from fedsynth.generators._dp import MIXTURE_RELEASES_PER_REQUEST, noisy_mixture_statistics
+
+    z = float(cfg["dp_mixture_noise"])
+    _charge_ledger(site, cfg, f"mixture/{cfg.get('server_round', 0)}/{what}/{uuid.uuid4().hex}",
+                   Release("mixture", z, MIXTURE_RELEASES_PER_REQUEST))
+    return noisy_mixture_statistics(stats, code_clip=float(cfg["dp_code_clip"]), noise_multiplier=z,
+                                    random_state=np.random.default_rng())
 
 
 def _last_losses(generator: Any) -> dict[str, float]:
@@ -364,10 +589,23 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
     generator, data = _site_state(msg, site)
     key, server_round = _site_key(msg, site), int(cfg.get("server_round", 1))
     _restore_local_state(generator, site, key, server_round)
+    private = "dp_noise_multiplier" in cfg
+    if private and (again := _released_round(site, cfg, server_round)) is not None:
+        _restore_local_state(generator, site, key, server_round + 1)  # its state after that round
+        generator.set_weights(again)
+        _SITE_ROUND[key] = server_round
+        return RecordDict({"arrays": records.to_array_record(again),
+                           "metrics": records.to_metric_record({"num_examples": len(data)})})
     generator.set_weights(records.from_array_record(msg.content["arrays"]))
-    generator.partial_fit(data, epochs=int(cfg.get("local_epochs", 1)))
-    _save_local_state(generator, site, key, server_round)
-    metrics = {"num_examples": len(data), **_last_losses(generator)}
+    if private:
+        _prepare_dp_fit(generator, data, site, cfg, server_round)
+    try:
+        generator.partial_fit(data, epochs=int(cfg.get("local_epochs", 1)))
+    finally:
+        if private:
+            generator.dp_sgd_ = None  # type: ignore[attr-defined]
+    _save_local_state(generator, site, key, server_round, {"dp_run": _dp_run(cfg)} if private else None)
+    metrics = {"num_examples": len(data), **({} if private else _last_losses(generator))}
     secure = _stash_for_secure_sum(cfg, site, _weighted_update(generator.get_weights(), metrics))
     if secure is not None:
         return secure
@@ -384,17 +622,23 @@ def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
         raise CapabilityError("query.mixture_init needs a generator with a latent mixture")
     generator.set_weights(records.from_array_record(msg.content["arrays"]))
     codes = np.asarray(generator.latent_codes(data), dtype=np.float64)
+    cfg = message_config(msg)
+    if "dp_code_clip" in cfg:
+        from fedsynth.generators._dp import clip_codes
+
+        codes = clip_codes(codes, float(cfg["dp_code_clip"]))
     site.state["latent-codes"] = records.to_array_record({"codes": codes})
-    stats = mixture_init_statistics(codes)
-    return _stash_for_secure_sum(message_config(msg), site, stats) or RecordDict({"stats": records.to_array_record(stats)})
+    stats = _private_statistics(site, cfg, "init", mixture_init_statistics(codes))
+    return _stash_for_secure_sum(cfg, site, stats) or RecordDict({"stats": records.to_array_record(stats)})
 
 
 def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:
     """``query.mixture_estep``: responsibility-weighted sufficient statistics under the current global mixture."""
     codes = records.from_array_record(site.state["latent-codes"])["codes"]
     params = records.from_array_record(msg.content["mixture"])
-    stats = mixture_e_step_statistics(codes, params)
-    return _stash_for_secure_sum(message_config(msg), site, stats) or RecordDict({"stats": records.to_array_record(stats)})
+    cfg = message_config(msg)
+    stats = _private_statistics(site, cfg, "estep", mixture_e_step_statistics(codes, params))
+    return _stash_for_secure_sum(cfg, site, stats) or RecordDict({"stats": records.to_array_record(stats)})
 
 
 def _weighted_update(weights: Mapping[str, np.ndarray], metrics: Mapping[str, float]) -> dict[str, np.ndarray]:

@@ -67,7 +67,12 @@ class SitePolicy:
     max_share_rows : int or None, default None
         The most synthetic rows the site sends per request (``None``: as many rows as it holds).
     epsilon : float, default inf
-        The site's differential-privacy budget (recorded only; spending it is issue 13 item 3).
+        The site's differential-privacy budget per dataset, across runs: the limit of its ε ledger
+        (:func:`site_ledger`). Every noisy release (count tables, DP-SGD rounds, latent-mixture statistics) is
+        charged to the ledger before it leaves, and refused past it; a coordinator learns what is left
+        (``query.privacy_budget``) and refuses a run that asks for more.
+    delta : float, default 1e-5
+        The δ at which the ledger converts its composed RDP curve to ε.
 
     Raises
     ------
@@ -86,6 +91,7 @@ class SitePolicy:
     gate_mia_auc_above: float = 0.6
     max_share_rows: int | None = None
     epsilon: float = math.inf
+    delta: float = 1e-5
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -117,6 +123,8 @@ class SitePolicy:
             bad("max_share_rows", "null or an int in the range [1, inf)")
         if not isinstance(self.epsilon, (int, float)) or not self.epsilon > 0:
             bad("epsilon", "a float in the range (0, inf]")
+        if not isinstance(self.delta, (int, float)) or not 0 < self.delta < 1:
+            bad("delta", "a float in the range (0, 1)")
         for name in ("clear_counts", "allow_synthetic_rows", "privacy_check"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "true or false")
@@ -257,3 +265,108 @@ def _is_int(v: Any) -> bool:
 #: never leave the process that holds the rows, so nothing is disclosed and counts are used in clear; the shared
 #: domain is built by the same rules as in a federated run, so the references stay comparable.
 BASELINE_POLICY = SitePolicy(clear_counts=True)
+
+
+# -- the site's ε ledger ---------------------------------------------------------------------------------
+
+#: Name of the message a coordinator sends to learn what each site's ledger still allows.
+PRIVACY_BUDGET_MESSAGE = "query.privacy_budget"
+
+
+def site_ledger(policy: SitePolicy, folder: str | Path | None) -> Any:
+    """The site's ε ledger (:class:`~fedsynth.privacy.ledger.PrivacyLedger`), limited by its policy's budget.
+
+    Parameters
+    ----------
+    policy : SitePolicy
+        The site's own policy: ``epsilon`` and ``delta`` are the ledger's per-dataset limit.
+    folder : path or None
+        Where the ledger file lives: in a deployment the folder of the site's data file, in simulation the
+        site's private state folder. ``None``: no ledger (nothing is kept across runs).
+
+    Returns
+    -------
+    PrivacyLedger or None
+    """
+    if folder is None:
+        return None
+    from fedsynth.privacy.accounting import PrivacyBudget
+    from fedsynth.privacy.ledger import LEDGER_FILE, PrivacyLedger
+
+    return PrivacyLedger(Path(folder) / LEDGER_FILE, PrivacyBudget(policy.epsilon, policy.delta))
+
+
+def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str) -> tuple[float, float]:
+    """What the site can still spend on ``dataset`` and at which δ: its ledger's budget (built from the policy,
+    :func:`site_ledger`) less what the ledger has recorded; the policy's budget when it keeps no ledger
+    (``inf``: unlimited). The ledger composes in RDP, so a new run costs it at most its own ε more (basic
+    composition bounds the RDP one): a run asking for no more than this is not refused for lack of budget."""
+    budget = ledger.budget if ledger is not None else None
+    epsilon = float(budget.epsilon) if budget is not None else policy.epsilon
+    delta = float(budget.delta) if budget is not None else policy.delta
+    if math.isinf(epsilon):
+        return math.inf, delta
+    spent = float(ledger.epsilon_spent(dataset)) if ledger is not None else 0.0
+    return max(0.0, epsilon - spent), delta
+
+
+def handle_privacy_budget(msg: Any, site: Any) -> Any:
+    """``query.privacy_budget``: the ε this site still has for its dataset and its δ (two numbers, no data)."""
+    from flwr.app import RecordDict
+
+    from fedsynth.strategies import records
+
+    left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name)
+    return RecordDict({"metrics": records.to_metric_record(
+        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta})})
+
+
+def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dict[str, float]:
+    """Coordinator side, before a run spends anything: ask every site what its ledger still allows and refuse
+    a run whose ε is more than the smallest (or whose δ is larger than a site's).
+
+    Parameters
+    ----------
+    strategy : Strategy
+        The running strategy (its :meth:`ask` sends the query).
+    grid, sites
+        The Flower grid and the sites of the run.
+    budget : PrivacyBudget
+        The run's (ε, δ).
+
+    Returns
+    -------
+    dict
+        Site name -> ε left (``inf``: unlimited) for the manifest.
+
+    Raises
+    ------
+    BudgetExceededError
+        Naming every site that has less than the run asks for; nothing was released.
+    """
+    from flwr.app import ConfigRecord, RecordDict
+
+    from fedsynth.privacy.accounting import BudgetExceededError
+    from fedsynth.strategies import records
+
+    got = strategy.ask(grid, sites, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": ConfigRecord({})}),
+                       group_id="privacy-budget")
+    left: dict[str, float] = {}
+    short: list[str] = []
+    for s in sites:
+        if s.node_id not in got.ok:
+            continue
+        m = records.from_metric_record(got.ok[s.node_id]["metrics"])
+        eps = math.inf if float(m["epsilon_left"]) < 0 else float(m["epsilon_left"])
+        left[s.name] = eps
+        if budget.epsilon > eps * (1 + 1e-9):
+            short.append(f"{s.name} has epsilon {eps:.4g} left")
+        elif budget.delta > float(m["delta"]) * (1 + 1e-9):
+            short.append(f"{s.name} allows delta {float(m['delta']):.3g}")
+    if short:
+        raise BudgetExceededError(
+            f"privacy: the run asks for epsilon {budget.epsilon:g} at delta {budget.delta:g}, more than its sites "
+            f"allow ({'; '.join(short)}); nothing was released. Lower privacy.epsilon to at most "
+            f"{min(left.values()):.4g}, or leave out the sites that are spent."
+        )
+    return left

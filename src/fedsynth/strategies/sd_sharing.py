@@ -32,7 +32,7 @@ from flwr.app import Message, RecordDict
 from fedsynth.cohort.constraints import enforce
 from fedsynth.cohort.derived import add_derived
 from fedsynth.encoding.domain import Domain
-from fedsynth.errors import FedsynthError
+from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.evaluation.gate import GateThresholds, release_gate
 from fedsynth.strategies import records
 from fedsynth.strategies.base import GridLike, OnRound, RoundResult, SiteInfo, Strategy, StrategyResult, site_name
@@ -48,6 +48,14 @@ from fedsynth.strategies.site import (
 log = logging.getLogger(__name__)
 
 
+#: Why SD-sharing refuses a privacy budget: the released rows would carry no guarantee.
+DP_NOT_SUPPORTED = (
+    "a site's local generator is not fitted with differential privacy (VAE-BGM's local fit puts a mixture on raw "
+    "latent codes, the Bayesian network's uses exact counts, and the release gate decides on the real rows), so "
+    "its released rows would carry no guarantee"
+)
+
+
 class PrivacyCheckError(FedsynthError):
     """A site's synthetic rows did not pass its own privacy check; nothing was released."""
 
@@ -59,9 +67,14 @@ class SDSharingStrategy(Strategy):
     per site; default: the site's row count), ``site_holdout_fraction`` (0.2), and the release gate's
     thresholds ``gate_exact_copies_margin`` (0), ``gate_nndr_p5_margin`` (two bootstrap standard errors),
     ``gate_mia_auc_above`` (0.6).
+
+    Differential privacy is not supported (:data:`DP_NOT_SUPPORTED`): a finite :attr:`privacy` budget is refused
+    before any site is asked for rows.
     """
 
     name = "sd_sharing"
+    #: The run's differential-privacy budget; only ``None`` or ε = ∞ is accepted (see :data:`DP_NOT_SUPPORTED`).
+    privacy: Any = None
 
     def run(
         self,
@@ -73,6 +86,10 @@ class SDSharingStrategy(Strategy):
         run_token: str,
         label: str = "federated",
     ) -> StrategyResult:
+        if self.privacy is not None and not self.privacy.is_infinite:
+            raise ValidationError("Privacy", [Problem("privacy", f"is not supported with strategy sd_sharing: "
+                                                      f"{DP_NOT_SUPPORTED}", "two_step_bn, or fedavg with vae_bgm",
+                                                      "remove privacy, or change the strategy")])
         t0 = time.perf_counter()
         p = self.params
         cfg = {

@@ -30,7 +30,7 @@ from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain, summarize_site
 from fedsynth.encoding.domain import release_summary as _release
 from fedsynth.strategies import records
-from fedsynth.strategies.policy import SitePolicy
+from fedsynth.strategies.policy import PRIVACY_BUDGET_MESSAGE, SitePolicy, handle_privacy_budget
 from fedsynth.strategies.registry import STRATEGIES, build_generator
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,8 @@ def handle_summary(msg: Message, site: SiteRuntime) -> RecordDict:
 
 
 #: Handlers every strategy relies on.
-COMMON_HANDLERS: dict[str, SiteHandler] = {"query.hello": handle_hello, "query.summary": handle_summary}
+COMMON_HANDLERS: dict[str, SiteHandler] = {"query.hello": handle_hello, "query.summary": handle_summary,
+                                           PRIVACY_BUDGET_MESSAGE: handle_privacy_budget}
 
 
 def all_site_handlers() -> dict[str, SiteHandler]:

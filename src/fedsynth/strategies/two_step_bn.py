@@ -137,6 +137,10 @@ class TwoStepBNStrategy(Strategy):
         cfg = self.base_config(run_token, domain)
         accountant = None
         if self.privacy is not None and not self.privacy.is_infinite:
+            from fedsynth.strategies.policy import check_site_budgets
+
+            # Every site's ledger must still allow the run's budget, before any noisy table is asked for.
+            check_site_budgets(self, grid, sites, self.privacy)
             accountant = PrivacyAccountant(self.privacy, DP_SPLIT)
         # Answered count requests since the search (re)started: (keys, tables by site name). Checkpointed after
         # every answer; a resumed search asks the same requests in the same order (hill climbing is

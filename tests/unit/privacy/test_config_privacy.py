@@ -25,8 +25,18 @@ def test_privacy_with_fedavg_ctgan_is_refused_with_the_reason_and_every_other_pr
     with pytest.raises(ValidationError) as err:
         parse_config(raw)
     text = str(err.value)
-    assert "privacy: is not supported with strategy fedavg: DP-SGD for FedAvg (Opacus) is not built yet" in text
+    assert "privacy: is not supported for fedavg with generator ctgan: CTGAN under differential privacy" in text
     assert "private discriminator" in text
     with pytest.raises(ValidationError) as err:
         parse_config({"cohort": {"name": "mds-iwgpm"}, "privacy": {"epsilon": 0, "delta": 2}})
     assert "privacy.epsilon" in str(err.value) and "privacy.delta" in str(err.value)
+
+
+def test_privacy_is_accepted_for_fedavg_vae_bgm_and_refused_for_sd_sharing_with_the_reason() -> None:
+    ok = parse_config({"cohort": {"name": "mds-iwgpm"}, "generator": {"name": "vae_bgm"},
+                       "strategy": {"name": "fedavg"}, "privacy": {"epsilon": 3}})
+    assert ok.privacy is not None and ok.privacy.epsilon == 3
+    with pytest.raises(ValidationError) as err:
+        parse_config({"cohort": {"name": "mds-iwgpm"}, "generator": {"name": "vae_bgm"},
+                      "strategy": {"name": "sd_sharing"}, "privacy": {"epsilon": 3}})
+    assert "not fitted with differential privacy" in str(err.value)

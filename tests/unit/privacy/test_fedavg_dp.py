@@ -1,0 +1,173 @@
+"""FedAvg VAE-BGM under a privacy budget: the run spends at most its budget at every site, the sites' own ledgers
+compose to the server's account, a resumed run never spends twice, a run asking more than a site has left stops
+before releasing anything, and CTGAN / SD-sharing are refused with their reasons."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
+from dp_accounting.rdp import RdpAccountant
+
+from fedsynth.errors import ValidationError
+from fedsynth.privacy.accounting import DEFAULT_ORDERS, BudgetExceededError, PrivacyBudget
+from fedsynth.privacy.ledger import LEDGER_FILE
+from fedsynth.strategies import fedavg
+from fedsynth.strategies.checkpoint import FileCheckpoint
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.policy import SitePolicy, site_ledger
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime
+
+SMALL = ["AGE", "SEX", "HB", "PLT", "BM_BLAST", "CYTO_IPSSR", "TP53", "SF3B1", "OS_YEARS", "OS_STATUS"]
+PARAMS = {"hidden_dims": [16], "latent_dim": 3, "n_components": 2, "batch_size": 256, "device": "cpu"}
+
+
+def _sites(partition, schema, root: Path, policy: SitePolicy | None = None) -> list[SiteRuntime]:  # type: ignore[no-untyped-def]
+    policy = policy or SitePolicy()
+    return [SiteRuntime(s.name, s.data[SMALL], schema, seed=i, policy=policy, state_dir=root / s.name,
+                        privacy_ledger=site_ledger(policy, root / s.name))
+            for i, s in enumerate(partition.sites)]
+
+
+def _strategy(schema, budget: PrivacyBudget | None, generator: str = "vae_bgm", rounds: int = 2):  # type: ignore[no-untyped-def]
+    strategy = make_strategy("fedavg", schema, generator=generator,
+                             generator_params=PARAMS if generator == "vae_bgm" else {},
+                             rounds=rounds, local_epochs=1, min_sites=3)
+    strategy.privacy = budget
+    strategy.privacy_run_id = "run-a"
+    return strategy
+
+
+def _reference(site_plan: dict, mixture_noise: float, mixture_releases: int, rounds: int) -> RdpAccountant:
+    ref = RdpAccountant(orders=list(DEFAULT_ORDERS))
+    event = PoissonSampledDpEvent(site_plan["sample_rate"], GaussianDpEvent(site_plan["noise_multiplier"]))
+    ref.compose(SelfComposedDpEvent(event, int(site_plan["steps_per_round"]) * rounds))
+    ref.compose(SelfComposedDpEvent(GaussianDpEvent(mixture_noise), mixture_releases))
+    return ref
+
+
+def test_private_run_spends_its_budget_at_every_site_as_dp_accounting_composes_it(mds_partition, tmp_path) -> None:
+    # Setup
+    schema = mds_partition.schema.select(SMALL)
+    strategy = _strategy(schema, PrivacyBudget(3.0, 1e-5))
+    sites = _sites(mds_partition, schema, tmp_path)
+    # Run
+    result = strategy.start(InProcessGrid(sites))
+    rows = result.generator.sample(300, random_state=0)
+    # Assert: every site's account equals dp_accounting's composition of what it released, at the same orders
+    summary = strategy.privacy_summary_
+    assert summary["split"] == {"training": pytest.approx(0.85), "mixture": pytest.approx(0.15)}
+    for site in sites:
+        mine = summary["sites"][site.name]
+        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg.DP_MIXTURE_ITERS), 2)
+        assert mine["epsilon_spent"] == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
+        assert mine["epsilon_spent"] <= 3.0 * (1 + 1e-9)
+        # ... and the site's own ledger, charged at the site before each release, holds the same curve
+        np.testing.assert_allclose(site.privacy_ledger.spent_rdp(site.name), ref._rdp, rtol=1e-6)
+    assert summary["epsilon_spent"] == pytest.approx(3.0, rel=1e-3)
+    assert len(rows) == 300 and list(rows.columns) == schema.model_columns
+
+
+def test_resumed_run_never_spends_twice_nor_past_its_budget(mds_partition, tmp_path) -> None:
+    # Setup: the run is interrupted after round 2 was trained and released but before it was checkpointed
+    schema = mds_partition.schema.select(SMALL)
+    budget = PrivacyBudget(2.0, 1e-5)
+    sites = _sites(mds_partition, schema, tmp_path / "sites")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(rr) -> None:  # type: ignore[no-untyped-def]
+        if rr.server_round == 2:
+            raise Stop
+
+    first = _strategy(schema, budget, rounds=3)
+    first.checkpoint = FileCheckpoint(tmp_path / "checkpoint")
+    with pytest.raises(Stop):
+        first.start(InProcessGrid(sites), on_round=stop_at_2)
+    # Run: the same run resumed in a fresh strategy (new process), the sites keep their folders and ledgers
+    resumed = _strategy(schema, budget, rounds=3)
+    resumed.checkpoint = FileCheckpoint(tmp_path / "checkpoint")
+    resumed.start(InProcessGrid(_sites(mds_partition, schema, tmp_path / "sites")))
+    # Assert: each ledger holds every round once, and exactly what an uninterrupted run's plan composes
+    summary = resumed.privacy_summary_
+    for site in sites:
+        mine = summary["sites"][site.name]
+        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg.DP_MIXTURE_ITERS), 3)
+        ledger = site_ledger(SitePolicy(), tmp_path / "sites" / site.name)
+        np.testing.assert_allclose(ledger.spent_rdp(site.name), ref._rdp, rtol=1e-6)
+        assert ledger.epsilon_spent(site.name) <= 2.0 * (1 + 1e-9)
+        assert mine["epsilon_spent"] == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
+
+
+def test_run_asking_more_than_a_site_has_left_stops_before_releasing(mds_partition, tmp_path) -> None:
+    # Setup: one site's policy allows epsilon 1 in all; the run asks for 3
+    schema = mds_partition.schema.select(SMALL)
+    sites = _sites(mds_partition, schema, tmp_path)
+    tight = SitePolicy(epsilon=1.0)
+    sites[1] = SiteRuntime(sites[1].name, sites[1].data, schema, seed=1, policy=tight,
+                           state_dir=tmp_path / sites[1].name, privacy_ledger=site_ledger(tight, tmp_path / sites[1].name))
+    grid = InProcessGrid(sites, keep_messages=True)
+    # Run / Assert: one message naming the site and what it has; nothing was trained or charged
+    with pytest.raises(BudgetExceededError, match=rf"\({sites[1].name} has epsilon 1 left\); nothing was released"):
+        _strategy(schema, PrivacyBudget(3.0, 1e-5)).start(grid)
+    assert not any((tmp_path / s.name / LEDGER_FILE).exists() for s in sites)
+    assert {m.metadata.message_type for m in grid.sent} == {"query.hello", "query.summary", "query.privacy_budget"}
+
+
+def test_sites_ledger_refuses_a_coordinator_asking_for_too_little_noise(mds_partition, tmp_path) -> None:
+    # Setup: a coordinator whose plan claims ε 1 but sends noise for ε 50
+    schema = mds_partition.schema.select(SMALL)
+    policy = SitePolicy(epsilon=1.0)
+    sites = _sites(mds_partition, schema, tmp_path, policy)
+    strategy = _strategy(schema, PrivacyBudget(1.0, 1e-5))
+    real = fedavg._DPPlan
+
+    class Cheating(real):  # type: ignore[misc, valid-type]
+        def __init__(self, budget, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(PrivacyBudget(50.0, budget.delta), *args, **kwargs)
+            self.budget = budget
+
+        def charge_round(self, site: str) -> None:
+            pass
+
+    fedavg._DPPlan = Cheating  # type: ignore[misc]
+    try:
+        with pytest.raises(Exception, match="only 0 of 3 sites answered train.fit"):
+            strategy.start(InProcessGrid(sites))
+    finally:
+        fedavg._DPPlan = real  # type: ignore[misc]
+    for s in sites:
+        assert s.privacy_ledger.epsilon_spent(s.name) == 0.0
+
+
+def test_fedavg_ctgan_under_a_budget_is_refused_with_the_reason(mds_partition) -> None:
+    schema = mds_partition.schema.select(SMALL)
+    strategy = _strategy(schema, PrivacyBudget(3.0), generator="ctgan")
+    with pytest.raises(ValidationError, match="private discriminator"):
+        strategy.start(InProcessGrid([SiteRuntime(s.name, s.data[SMALL], schema, seed=i)
+                                      for i, s in enumerate(mds_partition.sites)]))
+
+
+def test_infinite_budget_trains_without_noise_and_spends_nothing(mds_partition, tmp_path) -> None:
+    schema = mds_partition.schema.select(SMALL)
+    strategy = _strategy(schema, PrivacyBudget(math.inf), rounds=1)
+    sites = _sites(mds_partition, schema, tmp_path)
+    strategy.start(InProcessGrid(sites))
+    assert strategy.privacy_summary_["epsilon_spent"] == 0.0
+    assert all(s.privacy_ledger.epsilon_spent(s.name) == 0.0 for s in sites)
+
+
+def test_sd_sharing_under_a_budget_is_refused_before_any_row_is_asked_for(mds_partition) -> None:
+    schema = mds_partition.schema.select(SMALL)
+    strategy = make_strategy("sd_sharing", schema, generator="bayesian_network", min_sites=3)
+    strategy.privacy = PrivacyBudget(3.0)
+    grid = InProcessGrid([SiteRuntime(s.name, s.data[SMALL], schema, seed=i) for i, s in enumerate(mds_partition.sites)],
+                         keep_messages=True)
+    with pytest.raises(ValidationError, match="not fitted with differential privacy"):
+        strategy.start(grid)
+    assert "train.share" not in {m.metadata.message_type for m in grid.sent}
