@@ -172,7 +172,7 @@ class ArmConfig(_Strict):
 
     criteria: str = Field(min_length=1, description="an eligibility-criteria YAML, e.g. configs/arms/lower_risk.yaml")
     n: int = Field(DEFAULT_ARM_PATIENTS, ge=1, description="patients in the arm")
-    max_seconds: float = Field(DEFAULT_MAX_SECONDS, gt=0, description="time bound of rejection sampling (seconds)")
+    max_seconds: float = Field(DEFAULT_MAX_SECONDS, ge=0.1, description="time bound of rejection sampling (seconds)")
 
     @model_validator(mode="before")
     @classmethod
