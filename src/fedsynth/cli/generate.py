@@ -82,15 +82,9 @@ def parse_settings(items: list[str], generator: str) -> dict[str, Any]:
 def parse_conditions(items: list[str], schema: Any, where: str | None = None, domain: Any = None) -> Any:
     """Check ``--condition`` items and ``--where`` against the model (see
     :func:`fedsynth.cohort.conditions.check_sampling_inputs`); ``domain`` gives training counts and ranges."""
-    from fedsynth.cohort.conditions import check_sampling_inputs
+    from fedsynth.cohort.conditions import check_sampling_inputs, domain_limits
 
-    observed: dict[str, dict[str, int]] = {}
-    bounds: dict[str, tuple[float, float]] = {}
-    for name, col in (getattr(domain, "columns", None) or {}).items():
-        if col.categories and col.category_counts:
-            observed[name] = dict(zip(col.categories, col.category_counts, strict=False))
-        elif col.is_numeric and col.lower is not None and col.upper is not None:
-            bounds[name] = (float(col.lower), float(col.upper))
+    observed, bounds = domain_limits(domain)
     return check_sampling_inputs(list(items), where, schema, observed=observed, bounds=bounds)
 
 

@@ -127,6 +127,22 @@ def check_sampling_inputs(
     return SamplingRequest(out, where, tuple(notes))
 
 
+def domain_limits(domain: Any) -> tuple[dict[str, dict[str, int]], dict[str, tuple[float, float]]]:
+    """What a model's domain tells :func:`check_sampling_inputs`: ``observed`` (per categorical or binary column,
+    training rows per label, summed over sites) and ``bounds`` (per numeric column, the range it is sampled in).
+
+    ``domain`` is a :class:`fedsynth.encoding.Domain` or ``None`` (then both are empty).
+    """
+    observed: dict[str, dict[str, int]] = {}
+    bounds: dict[str, tuple[float, float]] = {}
+    for name, col in (getattr(domain, "columns", None) or {}).items():
+        if col.categories and col.category_counts:
+            observed[name] = dict(zip(col.categories, col.category_counts, strict=False))
+        elif col.is_numeric and col.lower is not None and col.upper is not None:
+            bounds[name] = (float(col.lower), float(col.upper))
+    return observed, bounds
+
+
 def _valid_columns(columns: Sequence[str]) -> str:
     shown = ", ".join(columns[:40])
     return shown + (f", ... ({len(columns)} columns)" if len(columns) > 40 else "")

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.errors import Problem, ValidationError
 
@@ -67,6 +70,32 @@ class ArmCriteria:
         parts += [f"not ({_range_expr(c, lo, hi)})" for c, (lo, hi) in self.exclusion.ranges.items()]
         parts += [f"not ({e})" for e in self.exclusion.expressions]
         return " and ".join(parts) if parts else None
+
+    def query(self, schema: TableSchema) -> str | None:
+        """Every item, inclusion category sets included, as one pandas query (``None`` when there is none).
+
+        The same rules as :meth:`where`: a missing value meets no inclusion item and triggers no exclusion item.
+        """
+        parts = [f"({_isin_expr(col, values, schema)})" for col, values in self.inclusion.categories.items()]
+        rest = self.where(schema)
+        return " and ".join([*parts, *([rest] if rest else [])]) or None
+
+    def eligible(self, data: pd.DataFrame, schema: TableSchema) -> np.ndarray:
+        """Which rows of ``data`` meet the criteria (e.g. the real eligible patients a synthetic arm is judged
+        against).
+
+        Parameters
+        ----------
+        data : DataFrame
+            Rows in the schema's column names (derived columns included where criteria name them).
+        schema : TableSchema
+
+        Returns
+        -------
+        ndarray of bool, shape (n_rows,)
+        """
+        q = self.query(schema)
+        return np.ones(len(data), dtype=bool) if q is None else data.eval(q).to_numpy(dtype=bool)
 
     def to_dict(self) -> dict[str, Any]:
         """The criteria as written in a report (JSON-able)."""

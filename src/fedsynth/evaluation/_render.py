@@ -55,7 +55,12 @@ def _env() -> Any:
     def pct(v: Any, nd: int = 1) -> str:
         return "—" if v is None else f"{100 * float(v):.{nd}f}%"
 
+    def num(v: Any) -> str:
+        """A number as written in a criteria file: 65.0 -> 65, 0.5 -> 0.5."""
+        return "—" if v is None else f"{float(v):g}"
+
     env.filters["fmt"] = fmt
+    env.filters["num"] = num
     env.filters["pct"] = pct
     env.filters["pval"] = _p
     env.filters["hr"] = lambda v: "—" if v is None or not math.isfinite(float(v)) else f"{math.exp(float(v)):.2f}"
@@ -80,12 +85,17 @@ def rounds_html(
     final: Mapping[str, Any] | None,
     *,
     title: str,
+    arms: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """Scores by round with reference lines, then the final report when there is one, as one HTML page."""
+    """Scores by round with reference lines, the control arms when there are any, then the final report when
+    there is one, as one HTML page."""
+    from fedsynth.evaluation.arm import arm_plots
+
     html: str = _env().get_template("rounds.html.j2").render(
         rounds=rounds, references=references, title=title,
         rounds_plots=_svg(charts.rounds_figures(rounds, references)),
         r=final, plots=report_plots(final) if final is not None else None,
         value=charts.round_value,
+        arms=arms, arm_plots=[arm_plots(a["report"]) if a.get("report") else {} for a in arms],
     )
     return html

@@ -219,16 +219,27 @@ def arm_report(
     }
 
 
-def arm_html(report: Mapping[str, Any], *, title: str) -> str:
-    """The arm report as one standalone HTML page (inline SVG charts from :mod:`.charts`)."""
-    from fedsynth.evaluation import charts
-    from fedsynth.evaluation._render import _env
+def arm_plots(report: Mapping[str, Any]) -> dict[str, str]:
+    """Per endpoint, the Kaplan-Meier curves of the arm (and of its reference) with 95% bands, as inline SVG.
 
+    The reference is labelled by the header's ``reference.short`` when the report has one, else "reference".
+    """
+    from fedsynth.evaluation import charts
+
+    about = report.get("header", {}).get("reference")
+    ref_label = str(about.get("short", "reference")) if isinstance(about, Mapping) else "reference"
     plots = {}
     for name, entry in report["endpoints"].items():
         curves = {"synthetic arm": entry["arm"]}
         if "reference" in entry:
-            curves["reference"] = entry["reference"]
+            curves[ref_label] = entry["reference"]
         plots[name] = charts.figure_svg(charts.km_band_figure(name, curves, time_unit=entry["time_unit"]))
-    html: str = _env().get_template("arm.html.j2").render(r=report, plots=plots, title=title)
+    return plots
+
+
+def arm_html(report: Mapping[str, Any], *, title: str) -> str:
+    """The arm report as one standalone HTML page (inline SVG charts from :mod:`.charts`)."""
+    from fedsynth.evaluation._render import _env
+
+    html: str = _env().get_template("arm.html.j2").render(r=report, plots=arm_plots(report), title=title)
     return html

@@ -8,7 +8,7 @@ Signatures (for the federation and experiment code)::
     quick_scores(real_data, synthetic_data, schema, *, holdout_data=None, random_state=None) -> dict
         # keys: csf, gsf, csf_components, gsf_components, csf_undefined, gsf_undefined,
         #       nndr {synthetic: {mean, p5}, holdout: {mean, p5} | None}, column_fidelity, pair_fidelity, seconds
-    render_rounds_html(rounds, references, final, path, *, title="Scores by round") -> Path
+    render_rounds_html(rounds, references, final, path, *, title="Scores by round", arms=()) -> Path
         # rounds: [{"round": 1, "csf": .., "gsf": .., "nndr_p5": ..} | quick_scores(...) + {"round": n}, ...]
         # references: {"centralized": {"csf": .., "gsf": .., "nndr_p5": ..}, "site-1 alone": {...}}
         # final: an EvaluationReport embedded below the round plots, or None
@@ -377,8 +377,10 @@ def render_rounds_html(
     path: str | os.PathLike[str],
     *,
     title: str = "Scores by round",
+    arms: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
-    """Write a standalone HTML page: CSF, GSF and NNDR p5 by round with reference lines, then the final report.
+    """Write a standalone HTML page: CSF, GSF and NNDR p5 by round with reference lines, the control arms, then
+    the final report.
 
     Parameters
     ----------
@@ -394,12 +396,16 @@ def render_rounds_html(
         Where to write the file.
     title : str
         Page title.
+    arms : sequence of dict, optional
+        Control arms drawn from the final model, each with ``name``, ``title``, ``criteria_file``, ``files``
+        (links relative to the page), ``kept``, ``error`` and ``report`` (:func:`fedsynth.evaluation.arm.arm_report`),
+        as :func:`fedsynth.experiments.run_arms.draw_run_arms` gives them; shown before the final report.
     """
     from fedsynth.evaluation import _render
 
     html = _render.rounds_html(
         to_jsonable(rounds), to_jsonable(references),
         None if final is None else (final.to_dict() if isinstance(final, EvaluationReport) else _thaw(final)),
-        title=title,
+        title=title, arms=to_jsonable(list(arms)),
     )
     return atomic_write_text(path, html)

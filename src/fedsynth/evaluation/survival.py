@@ -210,7 +210,7 @@ def survival_analysis(
     curves_only: bool = False,
     cox_engine: str = "batched",
 ) -> dict[str, Any]:
-    """Kaplan-Meier, medians, log-rank and Cox agreement per endpoint of ``schema``.
+    """Kaplan-Meier, medians, log-rank and Cox hazard ratios (real against synthetic) per endpoint of ``schema``.
 
     Parameters
     ----------

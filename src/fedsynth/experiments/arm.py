@@ -163,8 +163,11 @@ def write_arm(
     random_state: int,
     reference: pd.DataFrame | None = None,
     notes: list[str] | None = None,
+    header: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write ``arm.csv``, its short data card, ``arm_report.json`` and ``arm_report.html`` into ``out``.
+
+    ``header`` adds to what the report states first (e.g. ``reference``: what the reference patients are).
 
     Returns
     -------
@@ -183,13 +186,13 @@ def write_arm(
     card = write_short_card(csv, model_dir, n_samples=len(arm), random_state=random_state,
                             conditions=request.conditions, where=request.where)
     left_out = [c for c in schema.post_baseline_columns if c not in arm.columns]
-    header: dict[str, Any] = {
+    stated: dict[str, Any] = {
         "criteria": criteria.to_dict(), "where": request.where, "conditions": dict(request.conditions),
         "training_count": count.to_dict(), "warnings": [*count.warnings, *(notes or [])],
-        "model": str(model_dir), "seed": random_state, "left_out": left_out,
+        "model": str(model_dir), "seed": random_state, "left_out": left_out, **(header or {}),
     }
     ref = reference.drop(columns=[c for c in left_out if c in reference.columns]) if reference is not None else None
-    report = arm_report(arm, schema, reference=ref, header=header)
+    report = arm_report(arm, schema, reference=ref, header=stated)
     paths = {"csv": csv, "card": card, "json": folder / "arm_report.json", "html": folder / "arm_report.html"}
     atomic_write_text(paths["json"], json.dumps(report, indent=2, default=str))
     atomic_write_text(paths["html"], arm_html(report, title=f"Control arm: {criteria.name}"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from pydantic import ValidationError as PydanticValidationError
 
 from fedsynth.errors import Problem, ValidationError
+from fedsynth.experiments.arm import DEFAULT_MAX_SECONDS
 from fedsynth.strategies.registry import (
     DEFAULT_LOCAL_EPOCHS,
     DEFAULT_MIN_SITES,
@@ -155,6 +157,34 @@ Reference = Literal["centralized", "local"]
 REFERENCES: tuple[Reference, ...] = ("centralized", "local")
 
 
+#: Patients in a control arm of ``evaluation.arms`` when its entry does not say.
+DEFAULT_ARM_PATIENTS = 300
+
+
+class ArmConfig(_Strict):
+    """One control arm a run draws from its final model (an entry of ``evaluation.arms``).
+
+    A bare path is short for ``{criteria: PATH}``. Paths are read relative to the working directory, like
+    ``cohort.schema_file``; the files themselves are read and checked against the cohort's schema when the run
+    starts (:func:`fedsynth.experiments.run_arms.plan_arms`), so that a run directory's ``config.yaml`` still
+    validates where the criteria files are not.
+    """
+
+    criteria: str = Field(min_length=1, description="an eligibility-criteria YAML, e.g. configs/arms/lower_risk.yaml")
+    n: int = Field(DEFAULT_ARM_PATIENTS, ge=1, description="patients in the arm")
+    max_seconds: float = Field(DEFAULT_MAX_SECONDS, ge=0.1, description="time bound of rejection sampling (seconds)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_alone(cls, data: Any) -> Any:
+        return {"criteria": data} if isinstance(data, str) else data
+
+    @property
+    def name(self) -> str:
+        """The arm's name in the run directory (``arms/<name>/``): the criteria file's stem."""
+        return Path(self.criteria).stem
+
+
 class EvaluationConfig(_Strict):
     snapshot_rows: int | None = Field(None, ge=1, description="rows sampled per round (default: training size)")
     strata: list[str] | None = Field(
@@ -166,6 +196,10 @@ class EvaluationConfig(_Strict):
     )
     final: Literal["full", "lite", "none"] = Field(
         "full", description="final evaluation: full, lite (no detection AUC, no TSTR) or none"
+    )
+    arms: list[ArmConfig] = Field(
+        default_factory=list,
+        description="control arms drawn from the final model, each against the real eligible training patients",
     )
 
 
@@ -246,6 +280,7 @@ class ExperimentConfig(_Strict):
             out.append(Problem("privacy", f"is not supported for fedavg with generator {self.generator.name}: "
                                f"{reason}", "fedavg with vae_bgm, or two_step_bn",
                                "remove privacy, or use generator vae_bgm"))
+        out += _arm_problems(self)
         n = self.sites.n_sites
         if n is not None and s.min_sites > n and s.name != "centralized":
             out.append(Problem("strategy.min_sites", f"is {s.min_sites} but only {n} sites are configured",
@@ -274,6 +309,28 @@ class ExperimentConfig(_Strict):
         return out
 
 
+def _arm_problems(config: ExperimentConfig) -> list[Problem]:
+    """``evaluation.arms`` needs one global model to draw from, and arms with distinct names."""
+    arms, s = config.evaluation.arms, config.strategy
+    if not arms:
+        return []
+    out: list[Problem] = []
+    if s.name == "local":
+        out.append(Problem("evaluation.arms", "the local baseline trains one model per site and saves no global "
+                           "model to draw an arm from", fix="remove evaluation.arms, or use another strategy"))
+    elif s.name == "sd_sharing" and not s.params.get("refit", False):
+        out.append(Problem("evaluation.arms", "sd_sharing without refit pools synthetic rows and saves no model to "
+                           "draw an arm from", fix="set strategy.params.refit: true, or remove evaluation.arms"))
+    seen: dict[str, int] = {}
+    for i, arm in enumerate(arms):
+        if arm.name in seen:
+            out.append(Problem(f"evaluation.arms[{i}].criteria", f"has the file name {arm.name!r} of "
+                               f"evaluation.arms[{seen[arm.name]}] (arms are written to arms/<file name>/)",
+                               fix="give each arm's criteria file its own name"))
+        seen.setdefault(arm.name, i)
+    return out
+
+
 def _registry_problems(strategy: StrategyConfig, generator: GeneratorConfig) -> list[Problem]:
     """The strategy registry's rules for the strategy and generator sections (rounds and epochs only if given)."""
     given = strategy.model_fields_set
@@ -299,13 +356,16 @@ def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Valid field names at ``loc`` (walking nested models), for 'unknown key' messages."""
     current: Any = model
     for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
+        if current is None:
             return []
+        if isinstance(part, int):  # an item of a list of models: the model is already current
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []
-        ann = field.annotation
-        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        # a model, a list of models or an optional model
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        current = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
     return list(getattr(current, "model_fields", {})) if current is not None else []
 
 

@@ -9,6 +9,8 @@ Layout of ``<out>/<run-id>/``::
     metrics.jsonl          one line per round (and per reference run): CSF, GSF, NNDR, fidelity components,
                            site metrics (losses, row counts), sites left out and why
     model/                 the global generator (generator.save; fedsynth.generators.load_generator reads it)
+    arms/<name>/           each control arm of evaluation.arms (experiments.run_arms): arm.csv, arm.card.json,
+                           arm_report.json/html against the real eligible training patients
     report.json, report.html  scores by round with the centralised and local references, and the final
                            snapshot's full evaluation
 
@@ -49,6 +51,7 @@ from fedsynth.cohort.io import write_csv
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import Problem, ValidationError
 from fedsynth.experiments.config import ExperimentConfig
+from fedsynth.experiments.run_arms import arm_summaries, draw_run_arms, plan_arms
 from fedsynth.experiments.run_setup import (
     _check_strata,
     _expected_rounds,
@@ -283,6 +286,7 @@ def _run_locked(
     cohort, part = load_partition(config)
     schema = part.schema
     _check_strata(config, schema)
+    arm_plan = plan_arms(config, schema)  # every criteria file read and checked before anything trains
     identity = run_identity(config, cohort.fingerprint())
     before = read_manifest(run_dir)
     if before is not None and before.get("status") == "running":  # nobody holds the lock: its process is gone
@@ -475,6 +479,9 @@ def _run_locked(
             final_json["privacy"] = {**final_json["privacy"], "differential_privacy": dp_line}
             report_obj = final_json
     timings["evaluation"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    arms = draw_run_arms(arm_plan, run_dir, real_data=part.train, random_state=config.seed, progress=emit)
+    timings["arms"] = time.perf_counter() - t0
     final_round = rounds[-1] if rounds else {}
     report = {
         "run_id": run_id,
@@ -486,10 +493,11 @@ def _run_locked(
         "final": {"round": final_round.get("round"), **_headline(final_round), "evaluation": final_json},
         "left_out": result.left_out,
         "differential_privacy": manifest.get("privacy"),
+        "arms": arm_summaries(arms),
     }
     write_json(run_dir / "report.json", report)
     html_path = run_dir / "report.html"
-    _write_html(html_path, rounds, references, report_obj, report, title=f"fedsynth run {run_id}")
+    _write_html(html_path, rounds, references, report_obj, report, title=f"fedsynth run {run_id}", arms=arms)
     timings["total"] = time.perf_counter() - t_start
     manifest.update(status="finished", finished=datetime.now(UTC).isoformat(timespec="seconds"),
                     last_round=final_round.get("round"))
@@ -514,6 +522,7 @@ def _write_html(
     report: Mapping[str, Any],
     *,
     title: str,
+    arms: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     from fedsynth.evaluation import render_rounds_html
 
@@ -523,7 +532,7 @@ def _write_html(
         lines[label] = {k: ref.get(k) for k in ("csf", "gsf", "nndr_p5")}
     by_round = [{k: r.get(k) for k in ("round", "csf", "gsf", "nndr_p5")} for r in rounds]
     try:
-        render_rounds_html(by_round, lines, final, path, title=title)
+        render_rounds_html(by_round, lines, final, path, title=title, arms=arms)
         return
     except Exception as exc:  # noqa: BLE001 - the rounds page must not cost the run: fall back to a plain table
         log.warning("report.html: the evaluation renderer failed (%s); writing a plain table", type(exc).__name__)

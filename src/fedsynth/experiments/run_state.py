@@ -24,7 +24,7 @@ from fedsynth.experiments.config import ExperimentConfig
 RUN_STATES = ("running", "finished", "interrupted", "failed")
 
 #: The run's own folders and files that a fresh start replaces (config.yaml and the lock stay).
-_ARTEFACTS = ("snapshots", "metrics.jsonl", "model", "model.tmp", "report.json", "report.html", "checkpoint",
+_ARTEFACTS = ("snapshots", "metrics.jsonl", "model", "model.tmp", "arms", "report.json", "report.html", "checkpoint",
               ".private", "manifest.json")
 
 

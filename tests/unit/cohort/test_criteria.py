@@ -73,3 +73,25 @@ def test_shipped_example_criteria_read_against_the_mds_schema() -> None:
     for path in sorted(root.glob("*.yaml")):
         crit = read_criteria(path, schema)
         check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
+
+
+def test_eligible_picks_the_hand_chosen_real_rows(tmp_path: Path) -> None:
+    # Setup: the rows of the first test; 0/1 codes of a binary column and a label set of a categorical one
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ninclusion:\n  categories: {RISK: [High, Very-High], TP53: [0]}\n"
+                    "  ranges: {AGE: {min: 65}}\nexclusion:\n  ranges: {HB: {max: 6}}\n"
+                    "  expressions: ['AGE > 90']\n")
+    frame = pd.DataFrame({
+        "AGE": [70, 64, 70, 70, 95, 70, np.nan, 70],
+        "RISK": ["High", "High", "Low", "Very-High", "High", "High", np.nan, "High"],
+        "TP53": [0, 0, 0, 0, 0, 1, 0, 0],
+        "HB": [9.0, 9.0, 9.0, np.nan, 9.0, 9.0, 9.0, 5.0],
+    })
+    crit = read_criteria(path, _schema())
+
+    # Run
+    mask = crit.eligible(frame, _schema())
+
+    # Assert: a missing value meets no inclusion item (rows 6) and triggers no exclusion item (row 3)
+    assert mask.tolist() == [True, False, False, True, False, False, False, False]
+    assert crit.eligible(frame.iloc[:0], _schema()).tolist() == []

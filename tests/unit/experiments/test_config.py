@@ -351,3 +351,55 @@ def test_the_config_a_run_writes_validates_again_unchanged(path: str, sets: list
     if a["strategy"]["name"] == "centralized":  # a baseline is written with references [] (it draws none)
         assert a["evaluation"].pop("references") == [] and b["evaluation"].pop("references") in ([], ["centralized", "local"])
     assert a == b
+
+
+def test_evaluation_arms_take_a_path_or_an_entry_with_300_patients_by_default() -> None:
+    # Run
+    config = parse_config({"cohort": {"name": "mds-iwgpm"}, "evaluation": {"arms": [
+        "configs/arms/high_risk_tp53_wt.yaml", {"criteria": "other/lower_risk.yaml", "n": 120, "max_seconds": 30}]}})
+
+    # Assert: a bare path is an entry with the defaults; the resolved config writes entries and validates again
+    a, b = config.evaluation.arms
+    assert (a.criteria, a.n, a.max_seconds, a.name) == ("configs/arms/high_risk_tp53_wt.yaml", 300, 120.0, "high_risk_tp53_wt")
+    assert (b.n, b.max_seconds, b.name) == (120, 30.0, "lower_risk")
+    written = config.to_yaml_dict()["evaluation"]["arms"]
+    assert written[0] == {"criteria": "configs/arms/high_risk_tp53_wt.yaml", "n": 300, "max_seconds": 120.0}
+    assert parse_config(config.to_yaml_dict()).evaluation.arms == config.evaluation.arms
+
+
+def test_bad_evaluation_arms_exit_2_with_every_problem_at_once(tmp_path, monkeypatch):
+    # Setup: a baseline with no global model, a count of 0, a misspelt key, two files of one name, a non-entry
+    from typer.testing import CliRunner
+
+    from fedsynth.cli import app
+    from fedsynth.experiments import run as run_mod
+
+    monkeypatch.setattr(run_mod, "load_partition", lambda config: pytest.fail("data was loaded"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "cohort: {name: mds-iwgpm}\nstrategy: {name: local}\nevaluation:\n  references: []\n  arms:\n"
+        "    - {criteria: a/x.yaml, n: 0}\n    - {criteria: b.yaml, patients: 10}\n    - [not, an, entry]\n"
+    )
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("cohort: {name: mds-iwgpm}\nstrategy: {name: local}\nevaluation:\n  references: []\n"
+                   "  arms: [a/x.yaml, b/x.yaml]\n")
+    runner = CliRunner()
+
+    # Run
+    structure = [runner.invoke(app, ["config", "validate", str(bad)]),
+                 runner.invoke(app, ["run", str(bad), "--out", str(tmp_path)])]
+    rules = runner.invoke(app, ["run", str(dup), "--out", str(tmp_path)])
+
+    # Assert: exit 2, one message each, every problem named, no traceback
+    for res in structure:
+        text = " ".join(res.output.split())
+        assert res.exit_code == 2, res.output
+        assert "has 3 problems" in text and "Traceback" not in text
+        for part in ("evaluation.arms.0.n: Input should be greater than or equal to 1",
+                     "evaluation.arms.1.patients: unknown key; valid: criteria, n, max_seconds",
+                     "evaluation.arms.2: Input should be a valid dictionary"):
+            assert part in text, part
+    text = " ".join(rules.output.split())
+    assert rules.exit_code == 2 and "has 2 problems" in text
+    assert "evaluation.arms: the local baseline trains one model per site and saves no global model" in text
+    assert "evaluation.arms[1].criteria: has the file name 'x' of evaluation.arms[0]" in text
