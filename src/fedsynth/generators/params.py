@@ -252,6 +252,23 @@ class BayesianNetworkParams(GeneratorParams):
         "search's penalty refused it: survival within strata of prognostic factors needs such parents). 0 keeps "
         "the searched structure; measured on MDS in the README.",
     )
+    survival_model: Literal["piecewise_exponential", "network"] = Field(
+        "piecewise_exponential",
+        description="How survival endpoints are sampled. 'piecewise_exponential': per endpoint, hazards of the "
+        "event and of censoring per interval (the duration's bins) and parent configuration, from summed counts of "
+        "events and person-time, parents chosen among baseline and derived prognostic columns; the observed time "
+        "is the earlier of an event and a censoring time (see bayesian_network/survival.py). 'network': the "
+        "network's own time bins and event nodes.",
+    )
+    survival_parents: int = Field(
+        3, ge=0, description="Most parents of each hazard (event, censoring) of the piecewise-exponential model.",
+    )
+    survival_prior_rows: float = Field(
+        2.0, gt=0,
+        description="Strength, in rows, of the gamma prior on each hazard of the piecewise-exponential model: it "
+        "shrinks a configuration's hazard towards its configuration without the last parent, and scores "
+        "candidate parents (log marginal likelihood, centred on the parentless hazard).",
+    )
 
 
 #: Accepted string values of CTGAN's ``conditional_columns``.
