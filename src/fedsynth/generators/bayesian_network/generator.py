@@ -40,8 +40,8 @@ from fedsynth.generators.bayesian_network.survival import (
     EndpointModel,
     EndpointSpec,
     exposure,
-    split_gain,
     shrunk_hazards,
+    split_gain,
     survival_endpoints,
 )
 from fedsynth.generators.model_folder import read_model_json
@@ -261,7 +261,8 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
 
         One step adds to a hazard the candidate (:meth:`survival_candidates`) with the largest
         :func:`~.survival.split_gain` (gamma prior worth ``survival_prior_rows`` rows), while that is positive
-        and fewer than ``survival_parents`` are chosen; ties go to the first candidate. Each step asks the oracle once, for
+        and fewer than ``survival_parents`` are chosen; ties go to the first candidate. After the first step,
+        only candidates whose gain alone was positive are tried. Each step asks the oracle once, for
         every candidate of both hazards of the endpoint, so a federation chooses the same parents as a
         centralised fit. Returns ``{duration_col: {"event": [...], "censor": [...]}}``.
         """
@@ -273,21 +274,26 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
             edges = domain[spec.duration_col].bins
             chosen: dict[str, tuple[str, ...]] = {"event": (), "censor": ()}
             active = {k: self.params.survival_parents > 0 for k in chosen}
+            # After the first step only candidates with a positive gain on their own are tried (tables grow with
+            # every parent; a column that says nothing alone rarely says much given the others).
+            pool = {k: list(cands) for k in chosen}
             while any(active.values()):
                 fams: list[Family] = []
                 for kind, parents in chosen.items():
                     if active[kind]:
-                        fams += [(tv, (ev, *parents, c)) for c in cands if c not in parents]
+                        fams += [(tv, (ev, *parents, c)) for c in pool[kind] if c not in parents]
                 got = oracle.family_counts(fams)
                 for kind, parents in chosen.items():
                     if not active[kind]:
                         continue
                     gains = []
-                    for c in cands:
+                    for c in pool[kind]:
                         arr = got.get((tv, (ev, *parents, c)))
                         if c not in parents and arr is not None and float(arr.sum()) > 0:
                             n_split = n_states(domain, c)
                             gains.append((_split_gain(arr, edges, kind, n_split, self.params.survival_prior_rows), c))
+                    if not parents:
+                        pool[kind] = [c for g, c in gains if g > 0]
                     gains.sort(key=lambda t: -t[0])
                     if not gains or not gains[0][0] > 0:
                         active[kind] = False

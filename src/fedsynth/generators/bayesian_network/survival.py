@@ -114,7 +114,7 @@ def survival_endpoints(schema: TableSchema, columns: Sequence[str]) -> list[Endp
     return order
 
 
-def exposure(table: np.ndarray, edges: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def exposure(table: np.ndarray, edges: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Events, censorings and person-time per parent configuration and interval, from one count table.
 
     Parameters
@@ -324,7 +324,9 @@ class EndpointModel:
                    [int(c) for c in d["censor_cards"]], np.asarray(d["censor_hazard"], dtype=np.float64))
 
 
-def draw_piecewise_exponential(hazard: np.ndarray, edges: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+def draw_piecewise_exponential(
+    hazard: np.ndarray, edges: Sequence[float] | np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """One time per row from a piecewise-constant hazard (``inf`` when none happens before the last edge).
 
     Parameters
@@ -345,7 +347,7 @@ def draw_piecewise_exponential(hazard: np.ndarray, edges: Sequence[float], rng: 
     lam = np.asarray(hazard, dtype=np.float64)
     n, k = lam.shape
     cum = np.concatenate([np.zeros((n, 1)), np.cumsum(lam * np.diff(e)[None, :], axis=1)], axis=1)
-    u = rng.exponential(size=n)
+    u = np.asarray(rng.exponential(size=n), dtype=np.float64)
     idx = (cum[:, 1:] < u[:, None]).sum(axis=1)  # interval where H reaches u; k = never
     out = np.full(n, np.inf)
     inside = idx < k
