@@ -193,8 +193,68 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         edges = sorted((str(u), str(v)) for u, v in search.causal_graph_.edges())
         if self.params.outcome_parents > 0:
             edges = self._add_outcome_parents(oracle, edges, forbidden)
+        if self.params.derived_input_parents > 0:
+            edges = self._add_derived_input_parents(oracle, edges, forbidden)
         log.info("structure: %d edges after %d count requests", len(edges), oracle.n_requests)
         return edges
+
+    def _add_derived_input_parents(
+        self, oracle: CountOracle, edges: list[tuple[str, str]], forbidden: set[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Give each input of a derived column ``derived_input_parents`` more parents among that derivation's
+        other inputs, one at a time, each the one with the best family BIC on the summed counts (added even
+        where the search's penalty refused it; no cycle, no forbidden edge, at most ``max_indegree`` parents).
+
+        A derived column (a risk score) is a function of its inputs' *joint* values: inputs the search left
+        unlinked make the derived value's distribution, and its relation to the inputs' other parents (a gene
+        that shifts the whole score), too flat. Only counts are read, so a federation adds the same edges.
+        """
+        from fedsynth.cohort.derived import DERIVATIONS
+
+        domain = self._require_domain()
+        groups = []
+        for c in self.schema.derived_columns:
+            key = self.schema[c].derived
+            if key in DERIVATIONS:
+                inputs = [x for x in DERIVATIONS[str(key)][1] if x in domain.columns]
+                if len(inputs) > 1:
+                    groups.append(inputs)
+        for inputs in groups:
+            edges = self._add_parents(oracle, edges, forbidden, inputs, inputs, self.params.derived_input_parents,
+                                      max_parents=self.params.max_indegree)
+        return edges
+
+    def _add_parents(
+        self, oracle: CountOracle, edges: list[tuple[str, str]], forbidden: set[tuple[str, str]],
+        targets: Sequence[str], candidates: Sequence[str], n_more: int, max_parents: int | None = None,
+    ) -> list[tuple[str, str]]:
+        """``n_more`` parents for each of ``targets`` from ``candidates``, by best family BIC (see
+        :meth:`_add_derived_input_parents`); one oracle request per added edge."""
+        import networkx as nx
+
+        cards = self._cards()
+        graph = nx.DiGraph()
+        graph.add_nodes_from(cards)
+        graph.add_edges_from(edges)
+        for v in targets:
+            for _ in range(n_more):
+                parents = tuple(sorted(graph.predecessors(v)))
+                if max_parents is not None and len(parents) >= max_parents:
+                    break
+                below = nx.descendants(graph, v)
+                cands = [w for w in candidates
+                         if w != v and w not in parents and (w, v) not in forbidden and w not in below]
+                fams = [(v, ()), (v, parents)] + [(v, parents + (w,)) for w in cands]
+                got = oracle.family_counts(fams)
+                single = got.get((v, ()))
+                n_rows = float(single.sum()) if single is not None else 0.0
+                base = _bic(got.get((v, parents)), n_rows)
+                gains = [(_bic(got.get(f), n_rows) - base, w) for f, w in zip(fams[2:], cands, strict=True)]
+                gains = sorted((g for g in gains if math.isfinite(g[0])), key=lambda t: (-t[0], t[1]))
+                if not gains:
+                    break
+                graph.add_edge(gains[0][1], v)
+        return sorted((str(u), str(v)) for u, v in graph.edges())
 
     def _add_outcome_parents(
         self, oracle: CountOracle, edges: list[tuple[str, str]], forbidden: set[tuple[str, str]]
