@@ -187,3 +187,39 @@ def test_network_survival_model_remains_available(fitted_pair) -> None:  # type:
     gen = make_generator("bayesian_network", _schema(), max_indegree=2, survival_model="network").fit(data)
     assert gen._survival == []  # type: ignore[attr-defined]
     assert len(gen.sample(50, random_state=0)) == 50
+
+
+def test_a_model_saved_without_a_survival_model_samples_survival_from_the_network(fitted_pair, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from fedsynth.generators import load_generator
+    from fedsynth.generators.bayesian_network.generator import MODEL_FILE
+
+    # Setup: a model folder as written before the survival model existed
+    _, gen = fitted_pair
+    gen.save(tmp_path / "m")  # type: ignore[attr-defined]
+    state = json.loads((tmp_path / "m" / MODEL_FILE).read_text())
+    del state["survival"]
+    (tmp_path / "m" / MODEL_FILE).write_text(json.dumps(state))
+    # Run
+    loaded = load_generator(tmp_path / "m")
+    # Assert
+    assert loaded._survival == []  # type: ignore[attr-defined]
+    assert loaded.sample(20, random_state=0)["OS_T"].notna().any()
+
+
+def test_derived_input_parents_link_the_inputs_of_a_derived_column(mds_cohort) -> None:  # type: ignore[no-untyped-def]
+    from fedsynth.cohort.derived import DERIVATIONS
+
+    # Setup
+    schema = mds_cohort.schema
+    data = mds_cohort.data[schema.model_columns]
+    inputs = set(DERIVATIONS[str(schema[schema.derived_columns[0]].derived)][1])
+
+    def linked(k: int) -> int:
+        gen = make_generator("bayesian_network", schema, max_indegree=2, survival_parents=0,
+                             derived_input_parents=k).fit(data)
+        return sum(u in inputs and v in inputs for u, v in gen.edges_)  # type: ignore[attr-defined]
+
+    # Run / Assert: the forced edges are among the inputs, on top of the searched ones
+    assert linked(1) > linked(0)
