@@ -50,7 +50,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--generators", default="bn,vae_bgm")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--bn-params", default='{"max_indegree": 3, "survival_parents": 4, "derived_input_parents": 1}')
+    ap.add_argument("--bn-params", default='{"max_indegree": 3, "survival_parents": 4, "survival_modifiers": 8,'
+                    ' "derived_input_parents": 1}')
     # The demo's and shipped grids' setting: under the sites' default disclosure policy only secure aggregation
     # lets every count table through (in clear, tables with small cells are withheld).
     ap.add_argument("--bn-strategy-params", default='{"secure_aggregation": true}')

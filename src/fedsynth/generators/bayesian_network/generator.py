@@ -42,6 +42,7 @@ from fedsynth.generators.bayesian_network.survival import (
     exposure,
     shrunk_hazards,
     split_gain,
+    state_ratios,
     survival_endpoints,
 )
 from fedsynth.generators.model_folder import read_model_json
@@ -361,6 +362,19 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
                     chosen[kind] = parents + (gains[0][1],)
                     active[kind] = len(chosen[kind]) < self.params.survival_parents
             out[spec.duration_col] = {k: list(v) for k, v in chosen.items()}
+            if self.params.survival_modifiers > 0:
+                fams = [(tv, (ev, *chosen[k], c)) for k in chosen for c in pool[k] if c not in chosen[k]]
+                got = oracle.family_counts(fams)
+                for kind, parents in chosen.items():
+                    gains = []
+                    for c in pool[kind]:
+                        arr = got.get((tv, (ev, *parents, c)))
+                        if c not in parents and arr is not None and float(arr.sum()) > 0:
+                            g = _split_gain(arr, edges, kind, n_states(domain, c), self.params.survival_prior_rows)
+                            gains.append((g, c))
+                    gains.sort(key=lambda t: -t[0])
+                    out[spec.duration_col][kind + "_modifiers"] = [
+                        c for g, c in gains[: self.params.survival_modifiers] if g > 0]
             log.info("survival %s: event hazard parents %s, censoring %s", spec.duration_col,
                      out[spec.duration_col]["event"], out[spec.duration_col]["censor"])
         return out
@@ -371,6 +385,8 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
             chosen = parents.get(spec.duration_col, {})
             for kind in ("event", "censor"):
                 fams.append((spec.time_variable, (spec.exit_variable, *chosen.get(kind, ()))))
+                fams += [(spec.time_variable, (spec.exit_variable, *chosen.get(kind, ()), m))
+                         for m in chosen.get(kind + "_modifiers", ())]
         return fams
 
     def _fit_survival(
@@ -383,6 +399,7 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
             chosen = parents.get(spec.duration_col, {})
             edges = np.asarray(domain[spec.duration_col].bins, dtype=np.float64)
             hazards: dict[str, tuple[list[str], list[int], np.ndarray]] = {}
+            modifiers: dict[str, list[tuple[str, tuple[float, ...]]]] = {"event": [], "censor": []}
             for kind in ("event", "censor"):
                 ps = [str(p) for p in chosen.get(kind, ())]
                 arr = got.get((spec.time_variable, (spec.exit_variable, *ps)))
@@ -391,13 +408,22 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
                 events, censored, person_time = exposure(arr, edges)
                 cards = [n_states(self._count_domain(), p) for p in ps]
                 counts = events if kind == "event" else censored
-                hazards[kind] = (ps, cards, shrunk_hazards(counts, person_time, cards,
-                                                           self.params.survival_prior_rows, float(arr.sum())))
+                hazard = shrunk_hazards(counts, person_time, cards, self.params.survival_prior_rows, float(arr.sum()))
+                hazards[kind] = (ps, cards, hazard)
+                for m in chosen.get(kind + "_modifiers", ()):
+                    marr = got.get((spec.time_variable, (spec.exit_variable, *ps, m)))
+                    if marr is None or float(marr.sum()) <= 0:
+                        continue
+                    mev, mce, mpt = exposure(marr, edges)
+                    ratios = state_ratios(mev if kind == "event" else mce, mpt, n_states(self._count_domain(), m),
+                                          hazard)
+                    modifiers[kind].append((str(m), tuple(float(x) for x in ratios)))
             if len(hazards) < 2:
                 log.warning("survival %s: no counts; its times come from the network", spec.duration_col)
                 continue
             (pe, ce, he), (pc, cc, hc) = hazards["event"], hazards["censor"]
-            models.append(EndpointModel(spec, edges, pe, ce, he, pc, cc, hc))
+            models.append(EndpointModel(spec, edges, pe, ce, he, pc, cc, hc,
+                                        tuple(modifiers["event"]), tuple(modifiers["censor"])))
         return models
 
     def learn_parameters(self, oracle: CountOracle, edges: Sequence[tuple[str, str]]) -> BayesianNetworkGenerator:

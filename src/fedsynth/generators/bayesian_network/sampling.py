@@ -162,8 +162,13 @@ class NetworkSampling(ABC):
             sp = m.spec
             qe = config_index(pcodes(m.event_parents), m.event_cards, n)
             qc = config_index(pcodes(m.censor_parents), m.censor_cards, n)
-            t_event = draw_piecewise_exponential(m.event_hazard[qe], m.edges, rng)
-            t_censor = draw_piecewise_exponential(m.censor_hazard[qc], m.edges, rng)
+            event_hazard, censor_hazard = m.event_hazard[qe], m.censor_hazard[qc]
+            for name, ratios in m.event_modifiers:
+                event_hazard = event_hazard * np.asarray(ratios)[pcodes([name])[0]][:, None]
+            for name, ratios in m.censor_modifiers:
+                censor_hazard = censor_hazard * np.asarray(ratios)[pcodes([name])[0]][:, None]
+            t_event = draw_piecewise_exponential(event_hazard, m.edges, rng)
+            t_censor = draw_piecewise_exponential(censor_hazard, m.edges, rng)
             time = np.minimum(t_event, t_censor)
             event = (t_event <= t_censor) & np.isfinite(t_event)
             never = ~np.isfinite(time)

@@ -22,7 +22,10 @@ mutation status) comes out close to the overall curve. This module models each s
 * **Parents** are chosen greedily among the baseline clinical and genomic columns and derived categorical
   columns, one at a time: the one with the largest log Bayes factor for giving its states their own hazard
   ratio within each current configuration (:func:`split_gain`, gamma-Poisson), as long as that is positive,
-  separately for the event and the censoring hazard
+  separately for the event and the censoring hazard. Up to ``survival_modifiers`` further candidates whose
+  gain given those parents is positive become *modifiers*: one hazard ratio per state against the parents'
+  hazards (:func:`state_ratios`), multiplied in; each ratio is estimated given the parents only (not the
+  other modifiers: the tables stay one parent wider), so modifiers correlated with each other overlap
   (:func:`select_parents` in the generator; one count request per step for every candidate at once).
 * **Sampling** (:func:`draw_piecewise_exponential`): an event time and a censoring time per row from the two
   hazards of its configuration; the observed time is their minimum (the last edge when neither happens
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -308,20 +311,54 @@ class EndpointModel:
     censor_parents: list[str]
     censor_cards: list[int]
     censor_hazard: np.ndarray
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Modifiers of each hazard: a column and one hazard ratio per state (see :func:`state_ratios`).
+    event_modifiers: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    censor_modifiers: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"spec": self.spec.to_dict(), "edges": self.edges.tolist(),
                 "event_parents": self.event_parents, "event_cards": self.event_cards,
                 "event_hazard": self.event_hazard.tolist(), "censor_parents": self.censor_parents,
-                "censor_cards": self.censor_cards, "censor_hazard": self.censor_hazard.tolist()}
+                "censor_cards": self.censor_cards, "censor_hazard": self.censor_hazard.tolist(),
+                "event_modifiers": [[m, list(r)] for m, r in self.event_modifiers],
+                "censor_modifiers": [[m, list(r)] for m, r in self.censor_modifiers]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EndpointModel:
+        def mods(raw: Any) -> tuple[tuple[str, tuple[float, ...]], ...]:
+            return tuple((str(m), tuple(float(x) for x in r)) for m, r in raw or [])
+
         return cls(EndpointSpec(**d["spec"]), np.asarray(d["edges"], dtype=np.float64),
                    [str(p) for p in d["event_parents"]], [int(c) for c in d["event_cards"]],
                    np.asarray(d["event_hazard"], dtype=np.float64), [str(p) for p in d["censor_parents"]],
-                   [int(c) for c in d["censor_cards"]], np.asarray(d["censor_hazard"], dtype=np.float64))
+                   [int(c) for c in d["censor_cards"]], np.asarray(d["censor_hazard"], dtype=np.float64),
+                   mods(d.get("event_modifiers")), mods(d.get("censor_modifiers")))
+
+
+def state_ratios(counts: np.ndarray, person_time: np.ndarray, n_split: int, hazard: np.ndarray) -> np.ndarray:
+    """Hazard ratio of each state of a modifier against fitted hazards of the current configurations.
+
+    Parameters
+    ----------
+    counts, person_time : ndarray of shape (n_configs * n_split, n_intervals)
+        Exits and person-time per configuration of (parents, modifier), modifier last (C order).
+    n_split : int
+        The modifier's number of states.
+    hazard : ndarray of shape (n_configs, n_intervals)
+        The parents' fitted hazards.
+
+    Returns
+    -------
+    ndarray of shape (n_split,)
+        ``(a + D_s) / (a + E_s)``: observed exits over those the parents' hazards expect for the rows in state
+        s (posterior mean under Gamma(a, a), :data:`RATIO_PRIOR_EVENTS`).
+    """
+    d = np.asarray(counts, dtype=np.float64)
+    t = np.asarray(person_time, dtype=np.float64)
+    k = d.shape[1]
+    d3, t3 = d.reshape(-1, n_split, k), t.reshape(-1, n_split, k)
+    expected = np.einsum("jsk,jk->s", t3, np.asarray(hazard, dtype=np.float64))
+    return np.asarray((RATIO_PRIOR_EVENTS + d3.sum(axis=(0, 2))) / (RATIO_PRIOR_EVENTS + expected))
 
 
 def draw_piecewise_exponential(
