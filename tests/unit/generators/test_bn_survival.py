@@ -223,3 +223,25 @@ def test_derived_input_parents_link_the_inputs_of_a_derived_column(mds_cohort) -
 
     # Run / Assert: the forced edges are among the inputs, on top of the searched ones
     assert linked(1) > linked(0)
+
+
+def test_state_ratios_are_observed_over_expected_exits_with_a_gamma_prior() -> None:
+    from fedsynth.generators.bayesian_network.survival import RATIO_PRIOR_EVENTS as A
+    from fedsynth.generators.bayesian_network.survival import state_ratios
+
+    # One configuration (hazard 0.1 per unit), two states with 10 and 20 units of person-time: E = 1 and 2.
+    ratios = state_ratios(np.array([[3.0], [0.0]]), np.array([[10.0], [20.0]]), 2, np.array([[0.1]]))
+    assert ratios.tolist() == pytest.approx([(A + 3) / (A + 1), (A + 0) / (A + 2)])
+
+
+def test_a_modifier_carries_an_effect_left_out_of_the_parents() -> None:
+    # Setup: survival parents capped at 0, so G1's effect can only come back as a modifier.
+    schema = _schema()
+    data = _frame(2000, 4)
+    gen = make_generator("bayesian_network", schema, max_indegree=1, survival_parents=0, survival_modifiers=2).fit(data)
+    # Run
+    model = next(m for m in gen._survival if m.spec.duration_col == "OS_T")  # type: ignore[attr-defined]
+    ratios = dict(model.event_modifiers)
+    # Assert: the hazard ratio of G1 = 1 against G1 = 0 is about the planted 5.
+    assert "G1#m" in ratios
+    assert ratios["G1#m"][1] / ratios["G1#m"][0] == pytest.approx(5.0, rel=0.25)
