@@ -1,14 +1,28 @@
 """Synthetic control arms against the real eligible training patients (issue #11's "done when").
 
 Three arms (configs/arms/: (a) IPSS-R High/Very-High, TP53 unmutated, AGE >= 65; (b) TP53 mutated; (c) IPSS-R
-Very-Low/Low), n = 300 each, drawn from federated models (3 sites 60/30/10, the reference best-case partition)
-at seeds 0-2: the two-step Bayesian network (two_step_bn) and VAE-BGM (fedavg, configs/fedavg_vae_bgm.yaml's
-settings). Per arm: median OS synthetic and real, its relative error, log-rank p and the hazard ratio (arm vs real,
-lifelines Cox on an arm indicator) with its 95% CI; plus endpoint-rule violations in every arm.
+Very-Low/Low), n = 300 each, at seeds 0-2 (3 sites 60/30/10, the reference best-case partition), from:
 
-Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm] [--seeds 0,1,2] [--bn-params JSON]
-       [--bn-strategy-params JSON] [--out FILE]
-Writes benchmarks/results/arms.json (the BN alone: --generators bn --out benchmarks/results/arms_bn.json).
+- ``bn``: the two-step Bayesian network (two_step_bn, ``--bn-params``);
+- ``vae_bgm`` and ``ctgan``: FedAvg with the settings of configs/fedavg_vae_bgm.yaml and configs/fedavg_ctgan.yaml
+  (``--vae-set`` / ``--ctgan-set`` override them, as ``fedsynth run --set`` does);
+- peers ``gaussian_copula`` and ``tvae``: SDV's GaussianCopulaSynthesizer and TVAESynthesizer at SDV's defaults,
+  centralized on the pooled training rows. Their arms are drawn by rejection sampling to the same criteria
+  (fedsynth's ``sample``, as for VAE-BGM and CTGAN; SDV's own conditional sampling takes equalities only, not
+  AGE >= 65), and their rows get the same finishing as every generator's (domain bounds, the endpoint rules that
+  hold in every training row, derived columns such as IPSS-R from their inputs); ``rule_violations_before_repair``
+  counts the SDV rows that broke a rule, of ``rows_drawn``.
+
+Per arm: median OS synthetic and real, its relative error, log-rank p and the hazard ratio (arm vs real,
+lifelines Cox on an arm indicator) with its 95% CI, and endpoint-rule violations. Per generator and seed: the
+survival-effect fidelity (``fedsynth.evaluation.survival_effects`` of as many unconditioned synthetic rows as
+training rows), its effects lost (with real and synthetic p) and ``expected_lost_by_a_replicate``, the number a
+perfect generator would still lose by sampling noise alone.
+
+Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm,ctgan,gaussian_copula,tvae] [--seeds 0,1,2]
+       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--out FILE]
+Writes benchmarks/results/arms.json (the BN and VAE-BGM arms) or --out (benchmarks/results/arms_vae_peers.json:
+VAE-BGM, CTGAN and the SDV peers).
 """
 
 from __future__ import annotations
@@ -25,16 +39,131 @@ ARMS = ("high_risk_tp53_wt", "tp53_mutated", "lower_risk")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _strategy(kind: str, schema: Any, seed: int, bn_params: dict[str, Any], bn_strategy: dict[str, Any]) -> Any:
+#: The BN's federated setting (the demo's and shipped grids'): under the sites' default disclosure policy only secure
+#: aggregation lets every count table through (in clear, tables with small cells are withheld).
+BN_STRATEGY_PARAMS: dict[str, Any] = {"secure_aggregation": True}
+
+
+def _strategy(kind: str, schema: Any, seed: int, bn_params: dict[str, Any]) -> Any:
     from fedsynth.strategies.registry import make_strategy
 
     if kind == "bn":
         return make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params=bn_params,
-                             min_sites=2, random_state=seed, params=bn_strategy)
-    return make_strategy("fedavg", schema, generator="vae_bgm", rounds=5, local_epochs=5, min_sites=2,
-                         random_state=seed, params={"mixture_max_iter": 30},
-                         generator_params={"hidden_dims": [64, 64], "latent_dim": 8, "n_components": 8,
-                                           "device": "cpu", "random_state": seed})
+                             min_sites=2, random_state=seed, params=BN_STRATEGY_PARAMS)
+    return _fedavg_strategy(kind, schema, seed)
+
+
+#: The config whose generator and strategy settings each FedAvg generator kind runs with (``--set`` overrides).
+FEDAVG_CONFIGS = {"vae_bgm": ROOT / "configs" / "fedavg_vae_bgm.yaml", "ctgan": ROOT / "configs" / "fedavg_ctgan.yaml"}
+_FEDAVG_SETS: dict[str, list[str]] = {}
+
+
+def _fedavg_strategy(kind: str, schema: Any, seed: int) -> Any:
+    """FedAvg of ``kind`` with its config's generator params, rounds, local epochs and strategy params."""
+    from fedsynth.experiments.config import load_config
+    from fedsynth.strategies.registry import make_strategy
+
+    cfg = load_config(FEDAVG_CONFIGS[kind], _FEDAVG_SETS.get(kind))
+    s = cfg.strategy
+    return make_strategy("fedavg", schema, generator=cfg.generator.name, rounds=s.rounds, local_epochs=s.local_epochs,
+                         min_sites=s.min_sites, random_state=seed, params=dict(s.params),
+                         generator_params={**cfg.generator.params, "device": "cpu", "random_state": seed})
+
+
+def _fedavg_settings(kind: str) -> dict[str, Any]:
+    from fedsynth.experiments.config import load_config
+
+    cfg = load_config(FEDAVG_CONFIGS[kind], _FEDAVG_SETS.get(kind))
+    return {"config": str(FEDAVG_CONFIGS[kind].relative_to(ROOT)), "sets": _FEDAVG_SETS.get(kind, []),
+            "generator_params": cfg.generator.params, "rounds": cfg.strategy.rounds,
+            "local_epochs": cfg.strategy.local_epochs, "strategy_params": cfg.strategy.params}
+
+
+class _SDVPeer:
+    """A centralized SDV synthesizer behind fedsynth's generator interface, as a peer in this benchmark.
+
+    Trained on the pooled training rows (model columns, SDV's own metadata detection, SDV defaults). ``sample``
+    is fedsynth's: rejection sampling under the same conditions as VAE-BGM and CTGAN, and the same finishing
+    (domain bounds, endpoint rules, derived columns such as IPSS-R recomputed from their inputs) — so rows
+    breaking an endpoint rule are repaired the same way; ``raw_violations_`` counts them before the repair.
+    """
+
+    def __new__(cls, kind: str, schema: Any, seed: int) -> Any:
+        from fedsynth.cohort.constraints import violation_counts
+        from fedsynth.generators.base import BaseGenerator
+        from fedsynth.generators.params import GeneratorParams
+
+        class SDVPeerGenerator(BaseGenerator[GeneratorParams]):
+            name = f"sdv_{kind}"
+            raw_violations_ = 0
+            raw_rows_ = 0
+
+            def __init__(self) -> None:
+                super().__init__(schema)
+
+            def _fit(self, data: Any) -> None:
+                import torch
+                from sdv.metadata import Metadata
+                from sdv.single_table import GaussianCopulaSynthesizer, TVAESynthesizer
+
+                frame = data[self.schema.model_columns]
+                meta = Metadata.detect_from_dataframes({"cohort": frame}, infer_keys=None)
+                for col, spec in meta.tables["cohort"].columns.items():
+                    if spec["sdtype"] not in ("numerical", "categorical", "boolean"):
+                        meta.update_column(col, sdtype="categorical", table_name="cohort")
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+                self.synth_ = (TVAESynthesizer(meta, enable_gpu=False) if kind == "tvae"
+                               else GaussianCopulaSynthesizer(meta))
+                self.synth_.fit({"cohort": frame})  # SDV 2.0 takes {table name: frame}
+
+            def _sample(self, n_samples: int, *, rng: np.random.Generator) -> Any:
+                # SDV's only per-call seed is private: reset its transformers' randomness, then seed the model
+                # from rng (so a random_state gives the same rows, and rejection batches still differ).
+                self.synth_.reset_sampling()
+                self.synth_._set_random_state(int(rng.integers(2**31 - 1)))
+                raw = self.synth_.sample(n_samples)["cohort"]
+                coerced = self.schema.select(self.schema.model_columns).coerce(raw)
+                self.raw_rows_ += len(coerced)
+                self.raw_violations_ += sum(v["violations"] for v in violation_counts(coerced, self.schema.constraints))
+                return raw
+
+            def _save(self, folder: Path) -> None:
+                raise NotImplementedError
+
+            def _load(self, folder: Path) -> None:
+                raise NotImplementedError
+
+        return SDVPeerGenerator()
+
+
+PEERS = ("gaussian_copula", "tvae")
+
+
+def _expected_lost(effects: list[dict[str, Any]]) -> float:
+    """How many of the real-significant effects a perfect generator would still lose: a fresh same-size sample
+    of the real population gives a Wald z ~ N(z_real, 1), and the effect is lost when z < 1.96 (same sign)."""
+    from scipy import stats
+
+    z = stats.norm.isf(np.array([e["p_real"] for e in effects], dtype=float) / 2)
+    return round(float(stats.norm.cdf(1.959964 - z).sum()), 2)
+
+
+def _fit(kind: str, part: Any, seed: int, bn_params: dict[str, Any]) -> tuple[Any, float]:
+    """The fitted generator of ``kind`` and its fit time in seconds: federated (bn, vae_bgm, ctgan) over the
+    partition's sites, or a centralized SDV peer on the pooled training rows (with the rules that hold there)."""
+    from fedsynth.cohort.constraints import candidate_rules, rule_holds
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.site import SiteRuntime
+
+    t0 = time.perf_counter()
+    if kind in PEERS:
+        rules = [r for r in candidate_rules(part.schema) if rule_holds(part.train, r)]
+        gen = _SDVPeer(kind, part.schema.with_rules(rules), seed).fit(part.train)
+    else:
+        grid = InProcessGrid([SiteRuntime(s.name, s.data, part.schema, seed=i) for i, s in enumerate(part.sites)])
+        gen = _strategy(kind, part.schema, seed, bn_params).start(grid).generator
+    return gen, time.perf_counter() - t0
 
 
 def main() -> None:
@@ -44,39 +173,42 @@ def main() -> None:
     from fedsynth.cohort.datasets import load
     from fedsynth.cohort.partition import make_partition
     from fedsynth.evaluation.arm import arm_report
-    from fedsynth.strategies.in_process import InProcessGrid
-    from fedsynth.strategies.site import SiteRuntime
+    from fedsynth.evaluation.survival_effects import survival_effects
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--generators", default="bn,vae_bgm")
+    ap.add_argument("--generators", default="bn,vae_bgm", help="bn, vae_bgm, ctgan, gaussian_copula, tvae")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--bn-params", default='{"max_indegree": 3, "survival_parents": 4, "survival_modifiers": 8,'
                     ' "derived_input_parents": 1}')
-    # The demo's and shipped grids' setting: under the sites' default disclosure policy only secure aggregation
-    # lets every count table through (in clear, tables with small cells are withheld).
-    ap.add_argument("--bn-strategy-params", default='{"secure_aggregation": true}')
+    ap.add_argument("--vae-set", action="append", default=[], help="--set override of configs/fedavg_vae_bgm.yaml")
+    ap.add_argument("--ctgan-set", action="append", default=[], help="--set override of configs/fedavg_ctgan.yaml")
+    ap.add_argument("--n", type=int, default=300, help="patients per arm (larger: the model's bias, less noise)")
+    ap.add_argument("--no-fidelity", action="store_true", help="skip the survival-effect fidelity")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arms.json"))
     args = ap.parse_args()
+    _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
+    kinds = args.generators.split(",")
     cohort = load("mds-iwgpm")
-    out: dict[str, Any] = {"n": 300, "partition": "3 sites 60/30/10 (best case)", "bn_params": json.loads(args.bn_params),
-                           "bn_strategy_params": json.loads(args.bn_strategy_params), "runs": []}
+    out: dict[str, Any] = {"n": args.n, "partition": "3 sites 60/30/10 (best case)", "bn_params": json.loads(args.bn_params),
+                           "bn_strategy_params": BN_STRATEGY_PARAMS,
+                           "settings": {k: _fedavg_settings(k) for k in FEDAVG_CONFIGS if k in kinds},
+                           "peers": "SDV 2.0 defaults, centralized on the pooled training rows; arms by rejection "
+                                    "sampling to the criteria (fedsynth's sample), endpoint rules repaired as for "
+                                    "every generator (rule_violations_before_repair counts the raw rows)",
+                           "runs": [], "fidelity": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
         schema, train = part.schema, part.train
-        for kind in args.generators.split(","):
-            grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i) for i, s in enumerate(part.sites)])
-            strategy = _strategy(kind, schema, seed, json.loads(args.bn_params), json.loads(args.bn_strategy_params))
-            t0 = time.perf_counter()
-            result = strategy.start(grid)
-            seconds = time.perf_counter() - t0
-            gen = result.generator
+        for kind in kinds:
+            gen, seconds = _fit(kind, part, seed, json.loads(args.bn_params))
             for arm_name in ARMS:
                 crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
                 req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
                 mask = train.eval(req.where).to_numpy(bool) if req.where else np.ones(len(train), bool)
                 for col, vals in req.conditions.items():
                     mask &= train[col].isin(vals if isinstance(vals, list) else [vals]).to_numpy()
-                arm = gen.sample(300, random_state=seed, conditions=req.conditions or None, where=req.where,
+                gen.raw_violations_ = gen.raw_rows_ = 0
+                arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None, where=req.where,
                                  max_tries=1000, max_seconds=300)
                 rep = arm_report(arm, schema, reference=train[mask])
                 os_ = rep["endpoints"]["OS"]
@@ -84,8 +216,23 @@ def main() -> None:
                        "n_real": int(mask.sum()), "median_os_synthetic": os_["arm"]["median"],
                        "median_os_real": os_["reference"]["median"], **os_["comparison"],
                        "rule_violations": sum(v["violations"] for v in violation_counts(arm, gen.schema.constraints))}
+                if kind in PEERS:
+                    row["rule_violations_before_repair"] = int(gen.raw_violations_)
+                    row["rows_drawn"] = int(gen.raw_rows_)
                 out["runs"].append(row)
                 print(json.dumps(row), flush=True)
+            if not args.no_fidelity:
+                # The whole-table figure of issue #11: as many synthetic rows as training rows, unconditioned.
+                syn = gen.sample(len(train), random_state=seed)
+                se = survival_effects(train, syn, schema, rng=np.random.default_rng(seed))
+                fid = {"seed": seed, "generator": kind, "fidelity": se["fidelity"], "curves_part": se["parts"]["curves"],
+                       "effects_part": se["parts"]["effects"], **se["counts"],
+                       "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
+                                f"{e['p_synthetic']:.2g})" for e in se["effects"] if e["lost"]]}
+                fid["expected_lost_by_a_replicate"] = _expected_lost(se["effects"])
+                out["fidelity"].append(fid)
+                print(json.dumps(fid), flush=True)
+            Path(args.out).write_text(json.dumps(out, indent=2))
     Path(args.out).write_text(json.dumps(out, indent=2))
 
 

@@ -10,12 +10,20 @@ reply. Three workloads:
   the wire), exact;
 * ``weights``: a VAE-sized float vector per site: the shapes of a VAE-BGM's weights on the MDS cohort's domain
   (default hyperparameters), values N(0, 0.1) float32, seeded; plain = float32 arrays (as FedAvg sends them);
-  secure = fixed point, ``modulus_bits=64``, 40 fractional bits (uint64 on the wire); max relative error reported;
+  secure = fixed point as FedAvg sums, ``modulus_bits=64``, 32 fractional bits (uint64 on the wire); max relative error reported;
 * each secure workload again with one site dropping after sharing keys (the server rebuilds its mask key);
 * ``two_step_bn``: the whole federated two-step BN on MDS (3 sites 60/30/10, max_indegree 2), clear count
-  replies vs ``secure_aggregation: true``; the networks must be identical.
+  replies (default site policy: isolating tables withheld) vs ``secure_aggregation: true`` (domain summaries and
+  count tables summed securely); the secure network must be identical to the clear count flow's on the same
+  domain in a trusted network (``clear_counts``, nothing withheld);
+* ``fedavg_vae_bgm``: the whole federated VAE-BGM on MDS (FedAvg, 2 rounds x 2 local epochs, latent-mixture EM
+  capped at 10 iterations), clear vs ``secure_aggregation: true`` (domain, weight updates and mixture statistics
+  summed securely): wall time per phase, bytes per site, and the largest relative weight difference against the
+  clear flow on the same domain. ``--only-fedavg`` reruns this one alone and updates its entry;
+* ``domain_fidelity`` (``--only-fidelity``, not in the default run): CSF, GSF and survival-effect fidelity of the
+  two-step BN and VAE-BGM on the clear domain vs the domain from securely summed histograms.
 
-Each timing is the median of ``--repeats`` runs (default 3). Run (CPU, about a minute alone)::
+Each timing is the median of ``--repeats`` runs (default 3). Run (CPU, a few minutes alone)::
 
     FEDSYNTH_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/bench_secure_sum.py
 
@@ -111,7 +119,9 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 
 
 def vector_workload(kind: str, shapes: Mapping[str, tuple[int, ...]], repeats: int) -> dict[str, Any]:
-    fraction_bits = None if kind == "counts" else ss.DEFAULT_FRACTION_BITS
+    # Floats as FedAvg sums them: FLOAT_FRACTION_BITS in 64-bit words, clipping range float_clipping_range.
+    fraction_bits = None if kind == "counts" else ss.FLOAT_FRACTION_BITS
+    clip = ss.float_clipping_range(N_SITES)
     bits = 32 if kind == "counts" else 64
     out: dict[str, Any] = {"entries_per_site": int(sum(int(np.prod(s)) for s in shapes.values())),
                            "arrays": len(shapes), "modulus_bits": bits, "fraction_bits": fraction_bits}
@@ -121,13 +131,13 @@ def vector_workload(kind: str, shapes: Mapping[str, tuple[int, ...]], repeats: i
     grid = _grid(kind, shapes)
     secure_s, secure = _timed(
         lambda: ss.secure_sum(grid, grid.get_node_ids(), {}, source="bench", modulus_bits=bits,
-                              fraction_bits=fraction_bits), repeats)
+                              fraction_bits=fraction_bits, clipping_range=clip), repeats)
     secure_bytes = _bytes(grid) // repeats
     base = _grid(kind, shapes)
     drop = _DropAfterKeys(list(base.sites.values()), handlers=base.handlers, keep_messages=True)
     drop_s, dropped = _timed(
         lambda: ss.secure_sum(drop, drop.get_node_ids(), {}, source="bench", modulus_bits=bits,
-                              fraction_bits=fraction_bits, threshold=2), repeats)
+                              fraction_bits=fraction_bits, clipping_range=clip, threshold=2), repeats)
     drop_bytes = _bytes(drop) // repeats
     survivors = {k: sum(_vectors(kind, shapes, s).get(k).astype(np.float64 if kind != "counts" else np.int64)  # type: ignore[union-attr]
                         for s in range(N_SITES - 1)) for k in shapes}
@@ -186,14 +196,116 @@ def bn_workload(part: Any, schema: Any) -> dict[str, Any]:
         out[f"{label}_messages"] = len(grid.sent) + len(grid.received)
         out[f"{label}_count_requests"] = result.rounds[0]["count_requests"]
         nets[label] = result.generator
+        domain = result.domain
+    # The secure run's domain comes from summed histograms (bins differ slightly from the clear one's): the clear
+    # count flow on that same domain, in a trusted network (clear_counts: no table withheld), must give the same
+    # network.
+    from fedsynth.strategies.policy import SitePolicy
+
+    same = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 2},
+                         min_sites=3)
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i, policy=SitePolicy(clear_counts=True))
+                          for i, s in enumerate(part.sites)])
+    nets["plain"] = same.run(grid, same.hello(grid), domain, on_round=None, run_token="bench-bn-clear").generator
     out["same_edges"] = nets["plain"].edges_ == nets["secure"].edges_
     out["max_cpd_difference"] = max(
         float(np.max(np.abs(nets["secure"].model_.get_cpds(c.variable).values - c.values)))
         for c in nets["plain"].model_.get_cpds()
-    )
+    ) if out["same_edges"] else None
     out["time_ratio"] = round(out["secure_seconds"] / out["plain_seconds"], 2)
     out["count_phase_time_ratio"] = round(out["secure_count_phase_seconds"] / out["plain_count_phase_seconds"], 2)
     out["bytes_ratio"] = round(out["secure_bytes"] / out["plain_bytes"], 3)
+    return out
+
+
+def _bytes_per_site(grid: InProcessGrid) -> dict[str, int]:
+    """Bytes of the instructions to and the replies from each site (Flower's protobuf)."""
+    out = {s.name: 0 for s in grid.sites.values()}
+    for m in grid.sent:
+        out[grid.sites[m.metadata.dst_node_id].name] += int(message_to_proto(m).ByteSize())
+    for m in grid.received:
+        out[grid.sites[m.metadata.src_node_id].name] += int(message_to_proto(m).ByteSize())
+    return out
+
+
+#: FedAvg VAE-BGM with short settings (the generator's defaults otherwise).
+FEDAVG_SETTINGS: dict[str, Any] = {"rounds": 2, "local_epochs": 2, "params": {"mixture_max_iter": 10}}
+
+
+def fedavg_workload(part: Any, schema: Any) -> dict[str, Any]:
+    """Whole federated VAE-BGM runs (FedAvg + federated latent-mixture EM), clear vs ``secure_aggregation: true``:
+    wall time per phase, bytes per site, and the secure model against the clear one trained on the same domain."""
+    from fedsynth.strategies.registry import make_strategy
+
+    def strategy(secure: bool) -> Any:
+        return make_strategy("fedavg", schema, generator="vae_bgm", rounds=FEDAVG_SETTINGS["rounds"],
+                             local_epochs=FEDAVG_SETTINGS["local_epochs"], min_sites=3, random_state=0,
+                             params={**FEDAVG_SETTINGS["params"], "secure_aggregation": secure})
+
+    def sites() -> list[SiteRuntime]:
+        return [SiteRuntime(s.name, s.data, schema, seed=i) for i, s in enumerate(part.sites)]
+
+    out: dict[str, Any] = {"settings": FEDAVG_SETTINGS, "site_rows": {s.name: len(s.data) for s in part.sites}}
+    results = {}
+    for label, secure in (("plain", False), ("secure", True)):
+        grid = InProcessGrid(sites(), keep_messages=True)
+        t0 = time.perf_counter()
+        result = strategy(secure).start(grid)
+        out[f"{label}_seconds"] = round(time.perf_counter() - t0, 3)
+        out[f"{label}_phase_seconds"] = {k: round(v, 3) for k, v in result.timings.items()}
+        per_site = _bytes_per_site(grid)
+        out[f"{label}_bytes_per_site"] = per_site
+        out[f"{label}_bytes"] = sum(per_site.values())
+        out[f"{label}_messages"] = len(grid.sent) + len(grid.received)
+        results[label] = result
+    # The clear flow on the secure run's domain (its bins come from summed histograms): the same model expected.
+    same = strategy(False)
+    grid = InProcessGrid(sites())
+    clear = same.run(grid, same.hello(grid), results["secure"].domain, on_round=None, run_token="bench-clear")
+    got, want = results["secure"].generator.get_weights(), clear.generator.get_weights()
+    out["max_relative_weight_difference"] = max(
+        float(np.max(np.abs(got[k].astype(np.float64) - want[k]) / np.maximum(np.abs(want[k]), 1e-12))) for k in want)
+    out["time_ratio"] = round(out["secure_seconds"] / out["plain_seconds"], 2)
+    out["training_time_ratio"] = round(out["secure_phase_seconds"]["training"] / out["plain_phase_seconds"]["training"], 2)
+    out["bytes_ratio"] = round(out["secure_bytes"] / out["plain_bytes"], 3)
+    out["bytes_ratio_per_site"] = {k: round(out["secure_bytes_per_site"][k] / v, 3)
+                                   for k, v in out["plain_bytes_per_site"].items()}
+    return out
+
+
+def fidelity_workload(part: Any, schema: Any) -> dict[str, Any]:
+    """Does the domain built from securely summed histograms stay good? Two-step BN (max_indegree 2) and VAE-BGM
+    (FedAvg, :data:`FEDAVG_SETTINGS`) on the clear domain (each site's released summary) and on the secure one
+    (summed histograms); the BN's clear run is a trusted network (``clear_counts``: no table withheld), so the
+    domain is the only difference. CSF, GSF (``quick_scores``) and the survival-effect fidelity of a synthetic
+    cohort of the training pool's size (seed 0), against the training pool."""
+    from fedsynth.evaluation.report import quick_scores
+    from fedsynth.evaluation.survival_effects import survival_effects
+    from fedsynth.strategies.policy import SitePolicy
+    from fedsynth.strategies.registry import make_strategy
+
+    runs = {
+        "two_step_bn": {"name": "two_step_bn", "generator": "bayesian_network", "generator_params": {"max_indegree": 2},
+                            "params": {}},
+        "vae_bgm": {"name": "fedavg", "generator": "vae_bgm", "generator_params": {}, "rounds": FEDAVG_SETTINGS["rounds"],
+                        "local_epochs": FEDAVG_SETTINGS["local_epochs"], "params": dict(FEDAVG_SETTINGS["params"])},
+    }
+    real = part.train
+    out: dict[str, Any] = {}
+    for label, run in runs.items():
+        out[label] = {}
+        for domain_kind, secure in (("clear_domain", False), ("secure_domain", True)):
+            settings = {k: v for k, v in run.items() if k != "name"}
+            settings["params"] = {**settings["params"], "secure_aggregation": secure}
+            strategy = make_strategy(str(run["name"]), schema, min_sites=3, random_state=0, **settings)
+            grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i, policy=SitePolicy(clear_counts=True))
+                                  for i, s in enumerate(part.sites)])
+            result = strategy.start(grid)
+            synthetic = result.generator.sample(len(real), random_state=0)
+            scores = quick_scores(real, synthetic, schema, random_state=0)
+            effects = survival_effects(real, synthetic, schema, rng=np.random.default_rng(0))
+            out[label][domain_kind] = {"csf": round(scores["csf"], 4), "gsf": round(scores["gsf"], 4),
+                                       "survival_effect_fidelity": round(effects["fidelity"], 4)}
     return out
 
 
@@ -202,12 +314,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--count-entries", type=int, default=200_000)
     parser.add_argument("--no-bn", action="store_true", help="skip the whole federated two-step BN")
+    parser.add_argument("--no-fedavg", action="store_true", help="skip the whole federated VAE-BGM")
+    parser.add_argument("--only-fedavg", action="store_true",
+                        help="run the federated VAE-BGM only and update its entry in --out")
+    parser.add_argument("--only-fidelity", action="store_true",
+                        help="measure CSF/GSF/survival-effect fidelity on the clear vs the secure domain only and "
+                             "update its entry (domain_fidelity) in --out")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
     shapes, part, schema = vae_shapes()
-    result: dict[str, Any] = {
+    if args.only_fidelity:
+        result = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "secure_sum"}
+        result["domain_fidelity"] = fidelity_workload(part, schema)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["domain_fidelity"], indent=2))
+        return
+    if args.only_fedavg:
+        result = json.loads(args.out.read_text()) if args.out.exists() else {"benchmark": "secure_sum"}
+        result["fedavg_vae_bgm"] = fedavg_workload(part, schema)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["fedavg_vae_bgm"], indent=2))
+        return
+    result = {
         "benchmark": "secure_sum",
         "sites": N_SITES,
         "repeats": args.repeats,
@@ -218,6 +348,8 @@ def main() -> None:
     }
     if not args.no_bn:
         result["two_step_bn"] = bn_workload(part, schema)
+    if not args.no_fedavg:
+        result["fedavg_vae_bgm"] = fedavg_workload(part, schema)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

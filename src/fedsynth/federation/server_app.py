@@ -20,6 +20,7 @@ from fedsynth.strategies.registry import (
     DEFAULT_LOCAL_EPOCHS,
     DEFAULT_MIN_SITES,
     DEFAULT_ROUNDS,
+    deployment_params,
     make_strategy,
     settings_problems,
 )
@@ -76,7 +77,7 @@ def strategy_from_run_config(run_config: Mapping[str, Any]) -> tuple[Strategy, i
     name = str(cfg.get("strategy", "two_step_bn"))
     generator = str(cfg.get("generator", "bayesian_network"))
     generator_params = records.decode_payload(str(cfg.get("generator_params", "{}")))
-    params = records.decode_payload(str(cfg.get("strategy_params", "{}")))
+    params = deployment_params(name, generator, records.decode_payload(str(cfg.get("strategy_params", "{}"))))
     rounds = int(cfg["rounds"]) if "rounds" in cfg else None
     local_epochs = int(cfg["local_epochs"]) if "local_epochs" in cfg else None
     problems = settings_problems(name, generator, params=params, generator_params=generator_params, rounds=rounds,

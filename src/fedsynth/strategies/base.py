@@ -343,10 +343,16 @@ class Strategy(ABC):
                 "candidate_rules": records.encode_payload([r.to_dict() for r in candidates]),
             }
         )
-        got = self.ask(grid, sites, "query.summary", lambda s: RecordDict({"config": cfg}), group_id="summary")
-        summaries = [records.from_payload_record(got.ok[s.node_id]["summary"]) for s in sites if s.node_id in got.ok]
-        answers = [list(records.from_payload_record(got.ok[s.node_id]["rules"])) for s in sites
-                   if s.node_id in got.ok and "rules" in got.ok[s.node_id]]
+        if self.params.get("secure_aggregation") and len(sites) >= 2:  # the server learns sums over sites only
+            from fedsynth.strategies.secure_domain import secure_summary
+
+            summary, answers = secure_summary(self, grid, sites, candidates, n_modes=opts["n_modes"])
+            summaries = [summary]
+        else:
+            got = self.ask(grid, sites, "query.summary", lambda s: RecordDict({"config": cfg}), group_id="summary")
+            summaries = [records.from_payload_record(got.ok[s.node_id]["summary"]) for s in sites if s.node_id in got.ok]
+            answers = [list(records.from_payload_record(got.ok[s.node_id]["rules"])) for s in sites
+                       if s.node_id in got.ok and "rules" in got.ok[s.node_id]]
         if candidates and answers:
             self.learnt_rules = learn_rules(candidates, answers)
             self.schema = self.schema.with_rules(self.learnt_rules)

@@ -58,6 +58,9 @@ from fedsynth.strategies.site import (
 
 log = logging.getLogger(__name__)
 
+#: Who the round metrics belong to under secure aggregation (the row-weighted means over the sites).
+SECURE_SUM_LABEL = "(secure sum)"
+
 
 def weighted_average(updates: Sequence[tuple[Mapping[str, np.ndarray], float]]) -> dict[str, np.ndarray]:
     """Average named weights, each update weighted by its row count (``num-examples``); dtypes are kept."""
@@ -131,23 +134,29 @@ class FedAvgStrategy(Strategy):
             rounds, left_out_all, first = list(meta["rounds"]), dict(meta["left_out"]), int(meta["step"]) + 1
         for server_round in range(first, int(self.rounds) + 1):
             t0 = time.perf_counter()
+            secure = self._secure(sites)
+            # Under secure aggregation each site stashes its update under this tag instead of replying with it.
+            tag = {"secagg_tag": f"fit-{server_round}"} if secure else {}
             content = RecordDict(
                 {
                     "arrays": records.to_array_record(weights),
-                    "config": records.to_config_record({**base, "server_round": server_round}),
+                    "config": records.to_config_record({**base, "server_round": server_round, **tag}),
                 }
             )
             got = self.ask(grid, sites, "train.fit", same_for_all(content), group_id=f"round-{server_round}")
             updates = []
             site_metrics: dict[str, dict[str, float]] = {}
-            for s in sites:
-                if s.node_id not in got.ok:
-                    continue
-                reply = got.ok[s.node_id]
-                metrics = records.from_metric_record(reply["metrics"])
-                updates.append((records.from_array_record(reply["arrays"]), float(metrics["num_examples"])))
-                site_metrics[s.name] = {k: float(v) for k, v in metrics.items()}
-            weights = weighted_average(updates)
+            if secure:
+                weights, site_metrics = self._secure_average(grid, sites, got.ok, weights, server_round)
+            else:
+                for s in sites:
+                    if s.node_id not in got.ok:
+                        continue
+                    reply = got.ok[s.node_id]
+                    metrics = records.from_metric_record(reply["metrics"])
+                    updates.append((records.from_array_record(reply["arrays"]), float(metrics["num_examples"])))
+                    site_metrics[s.name] = {k: float(v) for k, v in metrics.items()}
+                weights = weighted_average(updates)
             generator.set_weights(weights)  # the global model can sample from here on
             answered = [s for s in sites if s.node_id in got.ok]
             if isinstance(generator, SupportsLatentMixture) and (every or server_round == self.rounds):
@@ -160,7 +169,7 @@ class FedAvgStrategy(Strategy):
             rr = RoundResult(server_round, label, generator, site_metrics=site_metrics, left_out=left_out,
                              seconds=time.perf_counter() - t0)
             rounds.append(rr.summary())
-            log.info("fedavg (%s): round %d done in %.2fs (%d sites)", label, server_round, rr.seconds, len(updates))
+            log.info("fedavg (%s): round %d done in %.2fs (%d sites)", label, server_round, rr.seconds, len(answered))
             if on_round is not None:
                 on_round(rr)
             # the round is finished once its caller has recorded it: checkpoint the server's state
@@ -185,6 +194,44 @@ class FedAvgStrategy(Strategy):
             log.info("fedavg: %s lack columns; training with column_dropout=%s", ", ".join(lacking),
                      ABSENT_COLUMN_DROPOUT)
 
+    def _secure(self, sites: Sequence[SiteInfo]) -> bool:
+        """Whether sums over ``sites`` go through secure aggregation (a sum over one site would be its vector)."""
+        return bool(self.params.get("secure_aggregation", False)) and len(sites) >= 2
+
+    def _secure_sum(self, grid: GridLike, sites: Sequence[SiteInfo], tag: str) -> dict[str, np.ndarray]:
+        """Secure sum of what ``sites`` stashed under ``tag``; sites dropping inside the protocol are recorded."""
+        from fedsynth.strategies.secure_sum import sum_stashed
+
+        got = sum_stashed(grid, [s.node_id for s in sites], tag, timeout=float(self.params["request_timeout"]))
+        for node, reason in got.dropped.items():
+            self.dropped.append({"site": site_name(sites, node), "message_type": "secure sum", "round": tag,
+                                 "reason": reason})
+        return got.arrays
+
+    def _secure_average(
+        self,
+        grid: GridLike,
+        sites: Sequence[SiteInfo],
+        answered: Mapping[int, RecordDict],
+        weights: Mapping[str, np.ndarray],
+        server_round: int,
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+        """FedAvg by secure aggregation: sum of ``n_i * w_i`` and of ``n_i`` over the sites, then divide.
+
+        Each site stashed its row-count-weighted update (and losses) on ``train.fit``; the server learns the
+        sums only, so its round metrics are the row-weighted mean losses over the sites (under
+        :data:`SECURE_SUM_LABEL`), never one site's.
+        """
+        sums = self._secure_sum(grid, [s for s in sites if s.node_id in answered], f"fit-{server_round}")
+        n = float(sums["n"])
+        out = {}
+        for k, old in weights.items():
+            mean = sums[f"w.{k}"] / n
+            dtype = np.asarray(old).dtype
+            out[k] = (np.rint(mean) if np.issubdtype(dtype, np.integer) else mean).astype(dtype)
+        metrics = {"num_examples": round(n), **{k[2:]: float(v) / n for k, v in sums.items() if k.startswith("m.")}}
+        return out, {SECURE_SUM_LABEL: metrics}
+
     def _fit_mixture(
         self,
         grid: GridLike,
@@ -205,11 +252,16 @@ class FedAvgStrategy(Strategy):
         :func:`~fedsynth.generators.latent_mixture.fit_latent_mixture_federated`; every E-step is one message
         round to the sites.
         """
-        cfg = records.to_config_record({**base, "server_round": server_round})
+        secure = self._secure(sites)
+        tag = {"secagg_tag": f"mixture-init-{server_round}"} if secure else {}
+        cfg = records.to_config_record({**base, "server_round": server_round, **tag})
         init = RecordDict({"arrays": records.to_array_record(weights), "config": cfg})
         got = self.ask(grid, sites, "query.mixture_init", same_for_all(init), group_id=f"mixture-init-{server_round}")
         answered = [s for s in sites if s.node_id in got.ok]
-        stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
+        if secure:  # the sites' moments summed: the server sees no site's
+            stats = [self._secure_sum(grid, answered, f"mixture-init-{server_round}")]
+        else:
+            stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
         start = previous if previous is not None else generator.initial_latent_mixture(
             stats, random_state=self.random_state
         )
@@ -219,9 +271,12 @@ class FedAvgStrategy(Strategy):
         iteration = itertools.count(1)
 
         def e_step(params: MixtureParams) -> list[dict[str, np.ndarray]]:
-            msg = RecordDict({"mixture": records.to_array_record(params), "config": cfg})
-            got = self.ask(grid, answered, "query.mixture_estep", same_for_all(msg),
-                           group_id=f"mixture-{server_round}-{next(iteration)}")
+            group = f"mixture-{server_round}-{next(iteration)}"
+            step_cfg = records.to_config_record({**base, "server_round": server_round, "secagg_tag": group}) if secure else cfg
+            msg = RecordDict({"mixture": records.to_array_record(params), "config": step_cfg})
+            got = self.ask(grid, answered, "query.mixture_estep", same_for_all(msg), group_id=group)
+            if secure:
+                return [self._secure_sum(grid, [s for s in answered if s.node_id in got.ok], group)]
             return [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered if s.node_id in got.ok]
 
         params, n_iter, _ = fit_latent_mixture_federated(
@@ -313,6 +368,9 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
     generator.partial_fit(data, epochs=int(cfg.get("local_epochs", 1)))
     _save_local_state(generator, site, key, server_round)
     metrics = {"num_examples": len(data), **_last_losses(generator)}
+    secure = _stash_for_secure_sum(cfg, site, _weighted_update(generator.get_weights(), metrics))
+    if secure is not None:
+        return secure
     return RecordDict(
         {"arrays": records.to_array_record(generator.get_weights()), "metrics": records.to_metric_record(metrics)}
     )
@@ -327,14 +385,38 @@ def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
     generator.set_weights(records.from_array_record(msg.content["arrays"]))
     codes = np.asarray(generator.latent_codes(data), dtype=np.float64)
     site.state["latent-codes"] = records.to_array_record({"codes": codes})
-    return RecordDict({"stats": records.to_array_record(mixture_init_statistics(codes))})
+    stats = mixture_init_statistics(codes)
+    return _stash_for_secure_sum(message_config(msg), site, stats) or RecordDict({"stats": records.to_array_record(stats)})
 
 
 def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:
     """``query.mixture_estep``: responsibility-weighted sufficient statistics under the current global mixture."""
     codes = records.from_array_record(site.state["latent-codes"])["codes"]
     params = records.from_array_record(msg.content["mixture"])
-    return RecordDict({"stats": records.to_array_record(mixture_e_step_statistics(codes, params))})
+    stats = mixture_e_step_statistics(codes, params)
+    return _stash_for_secure_sum(message_config(msg), site, stats) or RecordDict({"stats": records.to_array_record(stats)})
+
+
+def _weighted_update(weights: Mapping[str, np.ndarray], metrics: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """What a site adds to a secure FedAvg sum: ``n * w`` per weight (``w.<name>``), ``n``, and ``n * loss``
+    per metric (``m.<name>``), float64; the server divides the sums by the summed ``n``."""
+    n = float(metrics["num_examples"])
+    out = {f"w.{k}": np.asarray(v, dtype=np.float64) * n for k, v in weights.items()}
+    out.update({f"m.{k}": np.asarray(float(v) * n) for k, v in metrics.items() if k != "num_examples"})
+    out["n"] = np.asarray(n)
+    return out
+
+
+def _stash_for_secure_sum(cfg: Mapping[str, Any], site: SiteRuntime, arrays: Mapping[str, np.ndarray]) -> RecordDict | None:
+    """Under secure aggregation (the instruction carries ``secagg_tag``) keep ``arrays`` for the secure sum that
+    follows and reply with nothing of them; otherwise ``None`` (reply in clear)."""
+    tag = cfg.get("secagg_tag")
+    if not tag:
+        return None
+    from fedsynth.strategies.secure_sum import stash_vector
+
+    stash_vector(site, str(tag), arrays)
+    return RecordDict({"metrics": records.to_metric_record({})})
 
 
 SITE_HANDLERS: Mapping[str, SiteHandler] = {

@@ -115,7 +115,15 @@ COMMON_PARAMS: dict[str, Param] = {
                           open_low=True),
     "request_timeout": Param(float, 3600.0, "seconds a request waits for the sites' replies; a site silent for "
                              "longer is left out of that request", low=0, open_low=True),
+    "secure_aggregation": Param(bool, False, "everything summed over sites (domain histograms, count tables, "
+                                "weight updates, latent-mixture statistics) is summed by secure aggregation: the "
+                                "server sees sums only (default false in simulation, true in deployment)"),
 }
+
+#: Settings a deployed run (``fedsynth run --federation``, :func:`fedsynth.federation.server_app.
+#: strategy_from_run_config`) takes unless its run config says otherwise: outside one process, the coordinator
+#: learns only sums over sites.
+DEPLOYMENT_DEFAULTS: dict[str, Any] = {"secure_aggregation": True}
 
 _FEDAVG_PARAMS: dict[str, Param] = {
     "mixture_max_iter": Param(int, 50, "EM iterations of the final global latent mixture", low=1,
@@ -131,7 +139,6 @@ _FEDAVG_PARAMS: dict[str, Param] = {
 
 _TWO_STEP_PARAMS: dict[str, Param] = {
     "count_look_ahead": Param(int, 1, "best next parents per variable a count request also asks about", low=0),
-    "secure_aggregation": Param(bool, False, "sum the sites' count tables by secure aggregation (server sees sums only)"),
 }
 
 _SD_SHARING_PARAMS: dict[str, Param] = {
@@ -279,6 +286,15 @@ def default_params(strategy: str, generator: str, given: Mapping[str, Any] | Non
         k: p.default for k, p in accepted.items()
         if (p.capability is None or p.capability in caps) and (p.when is None or resolved.get(p.when[0]) == p.when[1])
     }
+
+
+def deployment_params(strategy: str, generator: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``params`` over :data:`DEPLOYMENT_DEFAULTS` (those ``strategy`` accepts with ``generator``): what a deployed
+    run uses. A key the run config gives, e.g. ``secure_aggregation: false``, is kept as given."""
+    if strategy not in STRATEGIES or not _is_generator(generator):
+        return dict(params or {})  # the settings check names the problem
+    accepted = accepted_params(strategy, generator)
+    return {**{k: v for k, v in DEPLOYMENT_DEFAULTS.items() if k in accepted}, **dict(params or {})}
 
 
 def uses_rounds(strategy: str, generator: str) -> bool:

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
 from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
 
-from fedsynth.errors import Problem
+from fedsynth.errors import FedsynthError, Problem
+from fedsynth.strategies import records
 from fedsynth.strategies.site import SiteRuntime
 
 SETUP = "query.secagg_setup"
@@ -41,7 +42,42 @@ VectorSource = Callable[[Mapping[str, Any], SiteRuntime], Mapping[str, np.ndarra
 #: Vector sources every site knows, by name -> ``"module:function"`` (imported on use).
 VECTOR_SOURCES: dict[str, str] = {
     "two_step_bn.counts": "fedsynth.strategies.two_step_bn:count_vectors",
+    "stash": "fedsynth.strategies.secagg_protocol:stashed_vector",
+    "domain.histograms": "fedsynth.strategies.secure_domain:histogram_vector",
+    "domain.moments": "fedsynth.strategies.secure_domain:moment_vector",
 }
+
+#: Prefix of the site-state key under which a site keeps the vector it computed for the next secure sum.
+STASH_PREFIX = "secagg-stash:"
+
+
+def stash_vector(site: SiteRuntime, tag: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """Keep ``arrays`` in the site's state under ``tag`` for the next secure sum (source ``stash``).
+
+    A strategy's ordinary handler computes what the site contributes (a weighted weight update, mixture
+    statistics) and stashes it instead of replying with it; the secure sum that follows reads it back. Only one
+    vector is kept: an older one (a round the site was left out of) is dropped.
+    """
+    for key in [k for k in site.state if k.startswith(STASH_PREFIX)]:
+        del site.state[key]
+    site.state[STASH_PREFIX + tag] = records.to_array_record({k: np.asarray(v) for k, v in arrays.items()})
+
+
+def stashed_vector(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np.ndarray]:
+    """Vector source ``stash``: the arrays stashed under ``request["tag"]`` (each read once).
+
+    ``request["max_abs"]``, when given, is the fixed point's clipping range: a value beyond it is an error rather
+    than a silently clipped weight.
+    """
+    key = STASH_PREFIX + str(request["tag"])
+    if key not in site.state:
+        raise FedsynthError(f"secure sum: this site holds no vector for {request['tag']!r}")
+    arrays = records.from_array_record(site.state[key])
+    del site.state[key]
+    limit = request.get("max_abs")
+    if limit is not None and any(a.size and float(np.max(np.abs(a))) > float(limit) for a in arrays.values()):
+        raise FedsynthError("secure sum: a value exceeds the fixed-point range (raise modulus_bits or fraction_bits)")
+    return arrays
 
 
 def word_dtype(modulus_bits: int) -> np.dtype[Any]:

@@ -24,6 +24,16 @@ pairs on SECP384R1; ``flwr.common.secure_aggregation.crypto``: HKDF shared keys,
    every dead one, never both for one site. The server rebuilds those secrets from ``threshold`` shares, removes
    the self masks of the active sites and the dead sites' pairwise masks, and decodes the sum.
 
+Who uses it: everything summed over sites when a strategy's ``secure_aggregation`` is on (default false in
+simulation, true in a deployed run, :data:`~fedsynth.strategies.registry.DEPLOYMENT_DEFAULTS`) — the shared domain's
+histograms and counts (:mod:`fedsynth.strategies.secure_domain`, sources ``domain.histograms`` and
+``domain.moments``), the two-step BN's count tables (``two_step_bn.counts``), FedAvg's weight updates and VAE-BGM's
+latent-mixture statistics. The last two are computed by the strategy's own instruction (``train.fit``,
+``query.mixture_*`` carrying a ``secagg_tag``), which the site answers with nothing of them: it stashes its
+contribution in its state (:func:`stash_vector`) and the secure sum that follows reads it back (source ``stash``,
+:func:`sum_stashed`: fixed point with :data:`FLOAT_FRACTION_BITS` fractional bits in 64-bit words). Weighted FedAvg
+is the secure sum of ``n_i * w_i`` and of ``n_i``, divided on the server.
+
 Every site masks against every other site (SecAgg+ with its neighbour graph complete, i.e. SecAgg: a federation
 of hospitals has few sites). Trust model (DESIGN.md §6): an honest-but-curious coordinator that follows the
 protocol sees public keys, ciphertexts it cannot decrypt, masked vectors that are uniform modulo ``2**k``, and the
@@ -60,6 +70,7 @@ from fedsynth.strategies.secagg_protocol import (
     SETUP,
     SHARE_KEYS,
     STAGES,
+    STASH_PREFIX,
     STATE_KEY,
     UNMASK,
     VECTOR_SOURCES,
@@ -69,23 +80,38 @@ from fedsynth.strategies.secagg_protocol import (
     pairwise_mask,
     prg_mask,
     settings_problems,
+    stash_vector,
+    stashed_vector,
 )
 from fedsynth.strategies.secagg_site import (
-    SITE_HANDLERS,
     handle_setup,
     handle_share_keys,
     handle_unmask,
     site_handlers,
 )
+from fedsynth.strategies.site import SiteHandler, SiteRuntime
+
+
+def _handle_secure_labels(msg: Message, site: SiteRuntime) -> RecordDict:
+    from fedsynth.strategies.secure_domain import handle_labels  # imported on use: it imports this module's users
+
+    return handle_labels(msg, site)
+
+
+#: What a site answers for secure aggregation: the protocol's four stages with the built-in vector sources, and
+#: the label names the secure domain sums over (:mod:`fedsynth.strategies.secure_domain`).
+SITE_HANDLERS: dict[str, SiteHandler] = {**site_handlers(), "query.secure_labels": _handle_secure_labels}
 
 __all__ = [
     "COLLECT",
     "DEFAULT_CLIPPING_RANGE",
     "DEFAULT_FRACTION_BITS",
+    "FLOAT_FRACTION_BITS",
     "SETUP",
     "SHARE_KEYS",
     "SITE_HANDLERS",
     "STAGES",
+    "STASH_PREFIX",
     "STATE_KEY",
     "UNMASK",
     "VECTOR_SOURCES",
@@ -95,6 +121,7 @@ __all__ = [
     "decode_vector",
     "default_threshold",
     "encode_vector",
+    "float_clipping_range",
     "handle_setup",
     "handle_share_keys",
     "handle_unmask",
@@ -102,6 +129,9 @@ __all__ = [
     "secure_sum",
     "settings_problems",
     "site_handlers",
+    "stash_vector",
+    "stashed_vector",
+    "sum_stashed",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,6 +163,36 @@ class SecureSumResult:
 
 
 # -- server side ---------------------------------------------------------------------------------------------
+
+#: Fractional bits of float sums (weight updates, mixture statistics, domain moments): each site's value is
+#: rounded to the nearest ``2**-32`` (error at most ``2**-33``, about 1.2e-10), in 64-bit words.
+FLOAT_FRACTION_BITS = 32
+
+
+def float_clipping_range(n_sites: int, *, modulus_bits: int = 64, fraction_bits: int = FLOAT_FRACTION_BITS) -> float:
+    """The widest clipping range ``modulus_bits``-bit words hold for a fixed-point sum over ``n_sites`` sites.
+
+    Half of what :func:`settings_problems` allows (``n_sites * range * 2**fraction_bits < 2**(modulus_bits-1)``):
+    ``2**(modulus_bits - 2 - fraction_bits) / n_sites``, e.g. about 3.6e8 for 3 sites with the defaults — far
+    above a row count times a weight.
+    """
+    return float(2 ** (modulus_bits - 2 - fraction_bits)) / max(int(n_sites), 1)
+
+
+def sum_stashed(
+    grid: GridLike, node_ids: Sequence[int], tag: str, *, timeout: float | None = None
+) -> SecureSumResult:
+    """The secure sum of the float arrays each site stashed under ``tag`` (:func:`stash_vector`), in fixed point.
+
+    A strategy first sends its ordinary instruction with the tag (the site computes its contribution and stashes
+    it instead of replying with it), then calls this; :data:`FLOAT_FRACTION_BITS` fractional bits in 64-bit
+    words, clipping range :func:`float_clipping_range` (a site whose value exceeds it fails rather than clip).
+    """
+    clip = float_clipping_range(len(node_ids))
+    return secure_sum(
+        grid, node_ids, {"tag": tag, "max_abs": clip}, source="stash", modulus_bits=64,
+        fraction_bits=FLOAT_FRACTION_BITS, clipping_range=clip, timeout=timeout,
+    )
 
 
 def default_threshold(n_sites: int) -> int:

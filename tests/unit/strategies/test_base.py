@@ -160,7 +160,7 @@ def test_a_baseline_delegates_with_only_the_params_its_flow_accepts(mds_partitio
     # Assert
     assert (flow.name, flow.rounds, flow.min_sites) == ("fedavg", 2, 1)
     assert flow.params == {"min_category_count": 3, "significant_digits": 3, "node_timeout": 120.0,
-                           "request_timeout": 3600.0}
+                           "request_timeout": 3600.0, "secure_aggregation": False}
     with pytest.raises(ValidationError, match="acts only with a generator that has a latent mixture"):
         make_strategy("local", schema, generator="ctgan", params={"mixture_max_iter": 5})
     with pytest.raises(ValidationError, match="generator.params.epochs: is not used by 'centralized'"):
