@@ -378,6 +378,7 @@ def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np
     so the server learns how many sites counted each family, never which.
     """
     from fedsynth.generators.bayesian_network import base_column, family_from_key, family_key, n_states
+    from fedsynth.generators.bayesian_network.counts import derived_categories
 
     cfg = dict(request)
     domain = records.domain_from_text(str(cfg["domain"]))
@@ -394,7 +395,8 @@ def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np
     for key, (child, parents) in zip(keys, families, strict=True):
         if key in counts:
             out[key] = np.asarray(counts[key], dtype=np.int64)
-        elif all(base_column(n) in oracle.domain.columns for n in (child, *parents)):
+        elif all(base_column(n) in oracle.domain.columns or derived_categories(oracle.domain, n) is not None
+                 for n in (child, *parents)):
             shape = tuple(n_states(oracle.domain, n, n_sub_bins=oracle.n_sub_bins) for n in (child, *parents))
             out[key] = np.zeros(shape, dtype=np.int64)
         else:

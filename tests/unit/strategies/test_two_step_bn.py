@@ -12,6 +12,10 @@ from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.registry import make_strategy
 from fedsynth.strategies.site import SiteRuntime
 
+#: A trusted network's size cap, above the survival model's largest table (the default cap of 100,000 cells
+#: withholds the widest survival families, which then come from no site and are not chosen).
+TRUSTED_MAX_CELLS = 10**8
+
 SMALL = ["AGE", "SEX", "HB", "PLT", "BM_BLAST", "CYTO_IPSSR", "TP53", "SF3B1", "ASXL1", "OS_YEARS", "OS_STATUS"]
 
 
@@ -26,6 +30,13 @@ def _assert_same_network(fed, cen) -> None:  # type: ignore[no-untyped-def]
         other = fed.model_.get_cpds(cpd.variable)
         assert other.get_evidence() == cpd.get_evidence()
         np.testing.assert_allclose(other.values, cpd.values, rtol=0, atol=1e-9)
+    # The piecewise-exponential survival model: same parents, same hazards.
+    assert fed.survival_parents_ == cen.survival_parents_
+    assert len(fed._survival) == len(cen._survival)
+    for a, b in zip(fed._survival, cen._survival, strict=True):
+        assert (a.event_parents, a.censor_parents) == (b.event_parents, b.censor_parents)
+        np.testing.assert_allclose(a.event_hazard, b.event_hazard, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(a.censor_hazard, b.censor_hazard, rtol=0, atol=1e-12)
 
 
 def test_federated_two_step_bn_equals_centralized_on_three_site_split(mds_partition) -> None:
@@ -38,7 +49,7 @@ def test_federated_two_step_bn_equals_centralized_on_three_site_split(mds_partit
     from fedsynth.strategies.policy import SitePolicy
 
     schema = mds_partition.schema
-    grid = InProcessGrid(_site_runtimes(mds_partition, schema, SitePolicy(clear_counts=True)))
+    grid = InProcessGrid(_site_runtimes(mds_partition, schema, SitePolicy(clear_counts=True, max_cells=TRUSTED_MAX_CELLS)))
     strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 1}, min_sites=3)
 
     # Run
@@ -64,7 +75,7 @@ def test_outcome_parents_keep_the_federated_network_equal_to_the_centralized_one
     schema = mds_partition.schema
     params = {"max_indegree": 1, "outcome_parents": 2}
     # A trusted network (tables in clear), as in the equality test above.
-    grid = InProcessGrid(_site_runtimes(mds_partition, schema, SitePolicy(clear_counts=True)))
+    grid = InProcessGrid(_site_runtimes(mds_partition, schema, SitePolicy(clear_counts=True, max_cells=TRUSTED_MAX_CELLS)))
     strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params=params, min_sites=3)
     # Run
     fed = strategy.start(grid)
@@ -223,7 +234,7 @@ def test_secure_aggregation_with_a_site_lacking_a_column_equals_the_clear_sum(md
         )
         # The clear run is a trusted network (clear counts); under the default policy its sites would withhold
         # the tables that isolate patients, which masked tables need not do.
-        policy = SitePolicy(clear_counts=not secure)
+        policy = SitePolicy(clear_counts=not secure, max_cells=TRUSTED_MAX_CELLS)
         grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=s.seed, policy=policy) for s in sites])
         if domain is None:
             return strategy.start(grid)

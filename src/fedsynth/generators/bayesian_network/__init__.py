@@ -17,6 +17,10 @@ replies, :class:`PooledCountOracle` answers from one table (the centralised path
 discrete states, then each bin is mapped back to a value inside it from a within-bin histogram (also a summed
 count table), and a value whose indicator says "missing" becomes NaN. Exact ``conditions`` are honoured exactly (see
 :meth:`BayesianNetworkGenerator._sample_conditioned`).
+
+Survival endpoints are sampled, by default, by a piecewise-exponential model per parent configuration whose events
+and person-time per interval are also summed count tables (:mod:`~fedsynth.generators.bayesian_network.survival`):
+the network's time bins cannot carry survival within the strata users sample.
 """
 
 from fedsynth.generators.bayesian_network.counts import (

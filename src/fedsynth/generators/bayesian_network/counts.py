@@ -31,16 +31,66 @@ ISNA_SUFFIX = "#isna"
 #: Precision classes of a value inside its sub-bin: whole number, 1, 2 or 3 decimals, or finer.
 N_PRECISIONS = 5
 
+#: Suffix of a survival time's position on the survival model's grid: the time's bin and one of
+#: :data:`TIME_SUB_BINS` equal-width sub-bins (person-time per interval is computed from these counts).
+TIME_SUFFIX = "#t"
+
+#: Sub-bins per bin of a ``#t`` variable.
+TIME_SUB_BINS = 5
+
+#: Suffix of a column's states plus one last state "missing" (a survival model's parent: every row counts).
+WITH_MISSING_SUFFIX = "#m"
+
+#: Marker of an endpoint's exit variable relative to a longer endpoint: ``"<event>#exit:<duration>:<longer>"``
+#: has the states 0 = censored before the longer endpoint's time, 1 = event before it, 2 = time reached it.
+EXIT_MARK = "#exit:"
+
 
 # -- state spaces ----------------------------------------------------------------------------------------
 
 
 def base_column(name: str) -> str:
-    """The model column a network variable belongs to (``"HB#isna"`` -> ``"HB"``)."""
-    for suffix in (WITHIN_SUFFIX, ISNA_SUFFIX):
+    """The column a network variable belongs to (``"HB#isna"`` -> ``"HB"``)."""
+    if EXIT_MARK in name:
+        return name.split(EXIT_MARK, 1)[0]
+    for suffix in (WITHIN_SUFFIX, ISNA_SUFFIX, TIME_SUFFIX, WITH_MISSING_SUFFIX):
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def exit_variable(event_col: str, duration_col: str, longer_duration_col: str) -> str:
+    """Name of an endpoint's exit variable relative to a longer endpoint's time (see :data:`EXIT_MARK`)."""
+    return f"{event_col}{EXIT_MARK}{duration_col}:{longer_duration_col}"
+
+
+def variable_columns(domain: Domain, name: str) -> list[str]:
+    """The data columns a variable's states are computed from.
+
+    A derived column (``"<derived>#m"``) reads its derivation's inputs; an exit variable reads its event, its
+    duration and the longer endpoint's duration; every other variable reads its base column. A table can count
+    a family only when it holds every column its variables read.
+    """
+    from fedsynth.cohort.derived import DERIVATIONS
+
+    if EXIT_MARK in name:
+        event, rest = name.split(EXIT_MARK, 1)
+        return [event, *rest.split(":", 1)]
+    col = base_column(name)
+    if col not in domain.columns and col in domain.schema and domain.schema[col].derived in DERIVATIONS:
+        return list(DERIVATIONS[str(domain.schema[col].derived)][1])
+    return [col]
+
+
+def derived_categories(domain: Domain, name: str) -> tuple[str, ...] | None:
+    """The declared categories of a derived categorical column of the domain's schema (``None`` otherwise)."""
+    col = base_column(name)
+    if col in domain.columns or col not in domain.schema:
+        return None
+    spec = domain.schema[col]
+    if spec.derived is None or spec.kind is not ColumnKind.CATEGORICAL or not spec.categories:
+        return None
+    return tuple(spec.categories)
 
 
 def network_variables(domain: Domain) -> list[str]:
@@ -60,9 +110,18 @@ def network_variables(domain: Domain) -> list[str]:
 
 def n_states(domain: Domain, name: str, *, n_sub_bins: int = 10) -> int:
     """Number of discrete states of a network variable (or of a ``#within`` pseudo-variable) in ``domain``."""
+    if EXIT_MARK in name:
+        return 3
+    if name.endswith(WITH_MISSING_SUFFIX):
+        cats = derived_categories(domain, name)
+        if cats is not None:
+            return len(cats) + 1
+        return n_states(domain, base_column(name), n_sub_bins=n_sub_bins) + 1
     col = domain[base_column(name)]
     if name.endswith(ISNA_SUFFIX):
         return 2
+    if name.endswith(TIME_SUFFIX):
+        return (len(col.bins) - 1) * TIME_SUB_BINS
     if name.endswith(WITHIN_SUFFIX):
         return (len(col.bins) - 1) * n_sub_bins * N_PRECISIONS
     return len(col.bins) - 1 if col.is_numeric else len(col.categories)
@@ -90,9 +149,41 @@ def _precision_class(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def encode_variable(domain: Domain, name: str, data: pd.DataFrame, n_sub_bins: int = 10) -> np.ndarray:
+    """Integer state codes of one variable over ``data``'s rows; -1 marks a row without a state (missing, or a
+    label outside the domain), which is left out of every count that involves the variable.
+
+    Besides the network's variables: ``"<duration>#t"`` (time bin and sub-bin), ``"<col>#m"`` (the column's
+    states, or a derived categorical column's declared categories computed from its inputs, plus "missing" as
+    the last state) and exit variables (:func:`exit_variable`).
+    """
+    if EXIT_MARK in name:
+        event_col, duration_col, longer_col = variable_columns(domain, name)
+        event = pd.to_numeric(data[event_col], errors="coerce").to_numpy(dtype=np.float64)
+        time = pd.to_numeric(data[duration_col], errors="coerce").to_numpy(dtype=np.float64)
+        longer = pd.to_numeric(data[longer_col], errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            reached = time >= longer
+        codes = np.where(reached, 2, np.where(event == 1, 1, 0)).astype(np.int64)
+        return np.where(np.isnan(event) | np.isnan(time) | np.isnan(longer), -1, codes)
+    if name.endswith(WITH_MISSING_SUFFIX):
+        card = n_states(domain, name, n_sub_bins=n_sub_bins)
+        cats = derived_categories(domain, name)
+        if cats is not None:
+            from fedsynth.cohort.derived import DERIVATIONS
+
+            func = DERIVATIONS[str(domain.schema[base_column(name)].derived)][0]
+            values = func(data)
+            lookup = {c: i for i, c in enumerate(cats)}
+            codes = values.map(lambda x: lookup.get(str(x), card - 1) if pd.notna(x) else card - 1)
+            return np.asarray(codes.to_numpy(), dtype=np.int64)
+        raw = _encode_column(domain, base_column(name), data[base_column(name)], n_sub_bins)
+        return np.where(raw < 0, card - 1, raw)
+    return _encode_column(domain, name, data[base_column(name)], n_sub_bins)
+
+
 def _encode_column(domain: Domain, name: str, values: pd.Series, n_sub_bins: int) -> np.ndarray:
-    """Integer state codes of one variable; -1 marks a row without a state (missing, or a label outside the
-    domain), which is left out of every count that involves the variable."""
+    """Integer state codes of one variable that reads one column (see :func:`encode_variable`)."""
     if name.endswith(ISNA_SUFFIX):
         return np.asarray(values.isna().to_numpy(), dtype=np.int64)
     col = domain[base_column(name)]
@@ -100,7 +191,14 @@ def _encode_column(domain: Domain, name: str, values: pd.Series, n_sub_bins: int
     if col.is_numeric:
         v = values.astype("float64").to_numpy()
         codes = np.where(missing, 0, domain.bin_index(col.name, values).to_numpy()).astype(np.int64)
-        if name.endswith(WITHIN_SUFFIX):
+        if name.endswith(TIME_SUFFIX):
+            edges = np.asarray(col.bins)
+            v = np.nan_to_num(v)
+            left = edges[codes]
+            width = edges[codes + 1] - left
+            pos = np.where(width > 0, (v - left) / np.where(width > 0, width, 1.0), 0.0) * TIME_SUB_BINS
+            codes = codes * TIME_SUB_BINS + np.clip(np.floor(pos), 0, TIME_SUB_BINS - 1).astype(np.int64)
+        elif name.endswith(WITHIN_SUFFIX):
             edges = np.asarray(col.bins)
             v = np.nan_to_num(v)
             left = edges[codes]
@@ -167,7 +265,7 @@ def _count_families(
     def codes(name: str) -> tuple[np.ndarray, int]:
         if name not in cache:
             card = n_states(domain, name, n_sub_bins=n_sub_bins)
-            raw = _encode_column(domain, name, data[base_column(name)], n_sub_bins)
+            raw = encode_variable(domain, name, data, n_sub_bins)
             cache[name] = (np.where(raw < 0, card, raw), card)
         return cache[name]
 
@@ -176,7 +274,7 @@ def _count_families(
     for child, parents in families:
         fam = (child, tuple(parents))
         names = (child, *fam[1])
-        if any(base_column(n) not in data.columns or base_column(n) not in domain.columns for n in names):
+        if any(not _countable(domain, data, n) for n in names):
             continue
         got = [codes(n) for n in names]
         cards = tuple(c for _, c in got)
@@ -192,6 +290,14 @@ def _count_families(
         table = np.bincount(flat, minlength=math.prod(ext)).reshape(ext)
         out[fam] = np.ascontiguousarray(table[tuple(slice(0, c) for c in cards)], dtype=np.int64)
     return out
+
+
+def _countable(domain: Domain, data: pd.DataFrame, name: str) -> bool:
+    """Whether ``data`` holds every column ``name`` reads and the domain gives it states."""
+    cols = variable_columns(domain, name)
+    if any(c not in data.columns or c not in domain.columns for c in cols):
+        return False
+    return base_column(name) in domain.columns or derived_categories(domain, name) is not None
 
 
 # -- count oracles ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -20,18 +21,30 @@ from fedsynth.generators.base import BaseGenerator
 from fedsynth.generators.bayesian_network.counts import (
     ISNA_SUFFIX,
     N_PRECISIONS,
+    WITH_MISSING_SUFFIX,
     WITHIN_SUFFIX,
     CountOracle,
     DictCountOracle,
     Family,
     PooledCountOracle,
     base_column,
+    derived_categories,
     family_counts,
     n_states,
     network_variables,
+    variable_columns,
 )
 from fedsynth.generators.bayesian_network.sampling import NetworkSampling
 from fedsynth.generators.bayesian_network.search import hill_climb_class, oracle_score
+from fedsynth.generators.bayesian_network.survival import (
+    EndpointModel,
+    EndpointSpec,
+    exposure,
+    shrunk_hazards,
+    split_gain,
+    state_ratios,
+    survival_endpoints,
+)
 from fedsynth.generators.model_folder import read_model_json
 from fedsynth.generators.params import BayesianNetworkParams
 
@@ -60,6 +73,13 @@ def _bic(arr: np.ndarray | None, n_rows: float) -> float:
     r = int(arr.shape[0])
     q = int(arr.size) // max(r, 1)
     return _log_likelihood(arr, n_rows) - 0.5 * math.log(n_rows) * q * (r - 1)
+
+
+def _split_gain(table: np.ndarray, edges: Sequence[float], kind: str, n_split: int, prior_rows: float) -> float:
+    """:func:`~.survival.split_gain` of one hazard (``kind`` "event" or "censor") of a survival family's table
+    (candidate parent last)."""
+    events, censored, person_time = exposure(table, edges)
+    return split_gain(events if kind == "event" else censored, person_time, n_split, prior_rows, float(table.sum()))
 
 
 class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkParams]):
@@ -100,6 +120,15 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
             )
         return self.domain
 
+    def _count_domain(self) -> Domain:
+        """The shared domain with this generator's whole schema: the domain keeps only model columns, but a
+        survival parent may be a derived column, computed at the site from its inputs (states: its declared
+        categories). Used for counting and for the survival model's states; the domain itself is unchanged."""
+        domain = self._require_domain()
+        if not self.schema.derived_columns:
+            return domain
+        return dataclasses.replace(domain, schema=self.schema.select(self.schema.data_columns))
+
     def _cards(self) -> dict[str, int]:
         domain = self._require_domain()
         return {v: n_states(domain, v) for v in network_variables(domain)}
@@ -138,6 +167,7 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
 
         cards = self._cards()
         variables = list(cards)
+        self.survival_parents_ = self.learn_survival_parents(oracle)
         if self.params.max_indegree == 0 or len(variables) < 2:
             return []
         forbidden = self.forbidden_edges()
@@ -164,8 +194,68 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         edges = sorted((str(u), str(v)) for u, v in search.causal_graph_.edges())
         if self.params.outcome_parents > 0:
             edges = self._add_outcome_parents(oracle, edges, forbidden)
+        if self.params.derived_input_parents > 0:
+            edges = self._add_derived_input_parents(oracle, edges, forbidden)
         log.info("structure: %d edges after %d count requests", len(edges), oracle.n_requests)
         return edges
+
+    def _add_derived_input_parents(
+        self, oracle: CountOracle, edges: list[tuple[str, str]], forbidden: set[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Give each input of a derived column ``derived_input_parents`` more parents among that derivation's
+        other inputs, one at a time, each the one with the best family BIC on the summed counts (added even
+        where the search's penalty refused it; no cycle, no forbidden edge, at most ``max_indegree`` parents).
+
+        A derived column (a risk score) is a function of its inputs' *joint* values: inputs the search left
+        unlinked make the derived value's distribution, and its relation to the inputs' other parents (a gene
+        that shifts the whole score), too flat. Only counts are read, so a federation adds the same edges.
+        """
+        from fedsynth.cohort.derived import DERIVATIONS
+
+        domain = self._require_domain()
+        groups = []
+        for c in self.schema.derived_columns:
+            key = self.schema[c].derived
+            if key in DERIVATIONS:
+                inputs = [x for x in DERIVATIONS[str(key)][1] if x in domain.columns]
+                if len(inputs) > 1:
+                    groups.append(inputs)
+        for inputs in groups:
+            edges = self._add_parents(oracle, edges, forbidden, inputs, inputs, self.params.derived_input_parents,
+                                      max_parents=self.params.max_indegree)
+        return edges
+
+    def _add_parents(
+        self, oracle: CountOracle, edges: list[tuple[str, str]], forbidden: set[tuple[str, str]],
+        targets: Sequence[str], candidates: Sequence[str], n_more: int, max_parents: int | None = None,
+    ) -> list[tuple[str, str]]:
+        """``n_more`` parents for each of ``targets`` from ``candidates``, by best family BIC (see
+        :meth:`_add_derived_input_parents`); one oracle request per added edge."""
+        import networkx as nx
+
+        cards = self._cards()
+        graph = nx.DiGraph()
+        graph.add_nodes_from(cards)
+        graph.add_edges_from(edges)
+        for v in targets:
+            for _ in range(n_more):
+                parents = tuple(sorted(graph.predecessors(v)))
+                if max_parents is not None and len(parents) >= max_parents:
+                    break
+                below = nx.descendants(graph, v)
+                cands = [w for w in candidates
+                         if w != v and w not in parents and (w, v) not in forbidden and w not in below]
+                fams = [(v, ()), (v, parents)] + [(v, parents + (w,)) for w in cands]
+                got = oracle.family_counts(fams)
+                single = got.get((v, ()))
+                n_rows = float(single.sum()) if single is not None else 0.0
+                base = _bic(got.get((v, parents)), n_rows)
+                gains = [(_bic(got.get(f), n_rows) - base, w) for f, w in zip(fams[2:], cands, strict=True)]
+                gains = sorted((g for g in gains if math.isfinite(g[0])), key=lambda t: (-t[0], t[1]))
+                if not gains:
+                    break
+                graph.add_edge(gains[0][1], v)
+        return sorted((str(u), str(v)) for u, v in graph.edges())
 
     def _add_outcome_parents(
         self, oracle: CountOracle, edges: list[tuple[str, str]], forbidden: set[tuple[str, str]]
@@ -202,6 +292,140 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
                 graph.add_edge(gains[0][1], v)
         return sorted((str(u), str(v)) for u, v in graph.edges())
 
+    # -- survival endpoints (piecewise exponential, see survival.py) -----------------------------------
+    def _survival_specs(self) -> list[EndpointSpec]:
+        """The endpoints the piecewise-exponential model samples (none with ``survival_model='network'``)."""
+        if self.params.survival_model != "piecewise_exponential":
+            return []
+        return survival_endpoints(self.schema, self._require_domain().column_names)
+
+    def survival_candidates(self) -> list[str]:
+        """Candidate parents of the survival hazards: ``"<col>#m"`` for every baseline clinical or genomic
+        column of the domain and every derived categorical one (declared categories, inputs in the domain).
+
+        Chosen from the schema's roles and derivations, never from column names.
+        """
+        domain = self._count_domain()
+        roles = (ColumnRole.CLINICAL, ColumnRole.GENOMIC)
+        out = [c + WITH_MISSING_SUFFIX for c in domain.column_names
+               if self.schema[c].role in roles and self.schema[c].baseline]
+        for c in domain.schema.derived_columns:
+            spec = domain.schema[c]
+            name = c + WITH_MISSING_SUFFIX
+            if (spec.role in roles and spec.baseline and derived_categories(domain, name) is not None
+                    and all(x in domain.columns for x in variable_columns(domain, name))):
+                out.append(name)
+        return out
+
+    def learn_survival_parents(self, oracle: CountOracle) -> dict[str, dict[str, list[str]]]:
+        """Parents of each endpoint's event and censoring hazards, greedily, by a score of the summed counts.
+
+        One step adds to a hazard the candidate (:meth:`survival_candidates`) with the largest
+        :func:`~.survival.split_gain` (gamma prior worth ``survival_prior_rows`` rows), while that is positive
+        and fewer than ``survival_parents`` are chosen; ties go to the first candidate. After the first step,
+        only candidates whose gain alone was positive are tried. Each step asks the oracle once, for
+        every candidate of both hazards of the endpoint, so a federation chooses the same parents as a
+        centralised fit. Returns ``{duration_col: {"event": [...], "censor": [...]}}``.
+        """
+        domain = self._count_domain()
+        cands = self.survival_candidates()
+        out: dict[str, dict[str, list[str]]] = {}
+        for spec in self._survival_specs():
+            tv, ev = spec.time_variable, spec.exit_variable
+            edges = domain[spec.duration_col].bins
+            chosen: dict[str, tuple[str, ...]] = {"event": (), "censor": ()}
+            active = {k: self.params.survival_parents > 0 for k in chosen}
+            # After the first step only candidates with a positive gain on their own are tried (tables grow with
+            # every parent; a column that says nothing alone rarely says much given the others).
+            pool = {k: list(cands) for k in chosen}
+            while any(active.values()):
+                fams: list[Family] = []
+                for kind, parents in chosen.items():
+                    if active[kind]:
+                        fams += [(tv, (ev, *parents, c)) for c in pool[kind] if c not in parents]
+                got = oracle.family_counts(fams)
+                for kind, parents in chosen.items():
+                    if not active[kind]:
+                        continue
+                    gains = []
+                    for c in pool[kind]:
+                        arr = got.get((tv, (ev, *parents, c)))
+                        if c not in parents and arr is not None and float(arr.sum()) > 0:
+                            n_split = n_states(domain, c)
+                            gains.append((_split_gain(arr, edges, kind, n_split, self.params.survival_prior_rows), c))
+                    if not parents:
+                        pool[kind] = [c for g, c in gains if g > 0]
+                    gains.sort(key=lambda t: -t[0])
+                    if not gains or not gains[0][0] > 0:
+                        active[kind] = False
+                        continue
+                    chosen[kind] = parents + (gains[0][1],)
+                    active[kind] = len(chosen[kind]) < self.params.survival_parents
+            out[spec.duration_col] = {k: list(v) for k, v in chosen.items()}
+            if self.params.survival_modifiers > 0:
+                fams = [(tv, (ev, *chosen[k], c)) for k in chosen for c in pool[k] if c not in chosen[k]]
+                got = oracle.family_counts(fams)
+                for kind, parents in chosen.items():
+                    gains = []
+                    for c in pool[kind]:
+                        arr = got.get((tv, (ev, *parents, c)))
+                        if c not in parents and arr is not None and float(arr.sum()) > 0:
+                            g = _split_gain(arr, edges, kind, n_states(domain, c), self.params.survival_prior_rows)
+                            gains.append((g, c))
+                    gains.sort(key=lambda t: -t[0])
+                    out[spec.duration_col][kind + "_modifiers"] = [
+                        c for g, c in gains[: self.params.survival_modifiers] if g > 0]
+            log.info("survival %s: event hazard parents %s, censoring %s", spec.duration_col,
+                     out[spec.duration_col]["event"], out[spec.duration_col]["censor"])
+        return out
+
+    def _survival_families(self, parents: Mapping[str, Mapping[str, Sequence[str]]]) -> list[Family]:
+        fams: list[Family] = []
+        for spec in self._survival_specs():
+            chosen = parents.get(spec.duration_col, {})
+            for kind in ("event", "censor"):
+                fams.append((spec.time_variable, (spec.exit_variable, *chosen.get(kind, ()))))
+                fams += [(spec.time_variable, (spec.exit_variable, *chosen.get(kind, ()), m))
+                         for m in chosen.get(kind + "_modifiers", ())]
+        return fams
+
+    def _fit_survival(
+        self, got: Mapping[Family, np.ndarray], parents: Mapping[str, Mapping[str, Sequence[str]]]
+    ) -> list[EndpointModel]:
+        """The endpoint models from the summed tables (an endpoint whose table nobody sent is left to the network)."""
+        domain = self._require_domain()
+        models = []
+        for spec in self._survival_specs():
+            chosen = parents.get(spec.duration_col, {})
+            edges = np.asarray(domain[spec.duration_col].bins, dtype=np.float64)
+            hazards: dict[str, tuple[list[str], list[int], np.ndarray]] = {}
+            modifiers: dict[str, list[tuple[str, tuple[float, ...]]]] = {"event": [], "censor": []}
+            for kind in ("event", "censor"):
+                ps = [str(p) for p in chosen.get(kind, ())]
+                arr = got.get((spec.time_variable, (spec.exit_variable, *ps)))
+                if arr is None or float(arr.sum()) <= 0:
+                    break
+                events, censored, person_time = exposure(arr, edges)
+                cards = [n_states(self._count_domain(), p) for p in ps]
+                counts = events if kind == "event" else censored
+                hazard = shrunk_hazards(counts, person_time, cards, self.params.survival_prior_rows, float(arr.sum()))
+                hazards[kind] = (ps, cards, hazard)
+                for m in chosen.get(kind + "_modifiers", ()):
+                    marr = got.get((spec.time_variable, (spec.exit_variable, *ps, m)))
+                    if marr is None or float(marr.sum()) <= 0:
+                        continue
+                    mev, mce, mpt = exposure(marr, edges)
+                    ratios = state_ratios(mev if kind == "event" else mce, mpt, n_states(self._count_domain(), m),
+                                          hazard)
+                    modifiers[kind].append((str(m), tuple(float(x) for x in ratios)))
+            if len(hazards) < 2:
+                log.warning("survival %s: no counts; its times come from the network", spec.duration_col)
+                continue
+            (pe, ce, he), (pc, cc, hc) = hazards["event"], hazards["censor"]
+            models.append(EndpointModel(spec, edges, pe, ce, he, pc, cc, hc,
+                                        tuple(modifiers["event"]), tuple(modifiers["censor"])))
+        return models
+
     def learn_parameters(self, oracle: CountOracle, edges: Sequence[tuple[str, str]]) -> BayesianNetworkGenerator:
         """Step 2: CPDs from ``oracle``'s counts with a BDeu prior, plus the within-bin histograms.
 
@@ -227,7 +451,11 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         state_names = {v: list(range(cards[v])) for v in variables}
         families = {v: (v, tuple(sorted(model.get_parents(v)))) for v in variables}
         numeric = [c for c in domain.column_names if domain[c].is_numeric]
-        got = oracle.family_counts(list(families.values()) + [(c + WITHIN_SUFFIX, ()) for c in numeric])
+        survival_parents = getattr(self, "survival_parents_", None)
+        if survival_parents is None:
+            survival_parents = self.survival_parents_ = self.learn_survival_parents(oracle)
+        got = oracle.family_counts(list(families.values()) + [(c + WITHIN_SUFFIX, ()) for c in numeric]
+                                   + self._survival_families(survival_parents))
         cpds = []
         for v in variables:
             pseudo, parents, parent_cards, card = DiscreteBayesianEstimator._resolve_pseudo_counts(
@@ -254,6 +482,7 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
                 table = arr.reshape(n_bins, self.params.n_sub_bins * N_PRECISIONS).astype(np.float64)
             within[c] = table
         self._set_model(model, edges, within)
+        self._survival = self._fit_survival(got, survival_parents)
         self.fitted_ = True
         return self
 
@@ -281,7 +510,7 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
 
     def count_statistics(self, data: pd.DataFrame, families: Iterable[Family]) -> dict[Family, np.ndarray]:
         """What a site sends: :func:`family_counts` of its own rows in this generator's domain."""
-        domain = self._require_domain()
+        domain = self._count_domain()
         present = [c for c in self.schema.model_columns if c in data.columns]
         coerced = self.schema.select(present).coerce(data)
         return family_counts(coerced, domain, families, n_sub_bins=self.params.n_sub_bins)
@@ -290,10 +519,10 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         """A :class:`PooledCountOracle` over ``data`` in this generator's domain (the centralised path)."""
         present = [c for c in self.schema.model_columns if c in data.columns]
         coerced = self.schema.select(present).coerce(data)
-        return PooledCountOracle(coerced, self._require_domain(), n_sub_bins=self.params.n_sub_bins)
+        return PooledCountOracle(coerced, self._count_domain(), n_sub_bins=self.params.n_sub_bins)
 
     def _fit(self, data: pd.DataFrame) -> None:
-        oracle = PooledCountOracle(data, self._require_domain(), n_sub_bins=self.params.n_sub_bins)
+        oracle = PooledCountOracle(data, self._count_domain(), n_sub_bins=self.params.n_sub_bins)
         edges = self.learn_structure(oracle)
         self.learn_parameters(oracle, edges)
 
@@ -308,6 +537,7 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
             "edges": [list(e) for e in self.edges_],
             "cpds": cpds,
             "within": {c: t.tolist() for c, t in self._within.items()},
+            "survival": [m.to_dict() for m in self._survival],
         }
         atomic_write_text(folder / MODEL_FILE, json.dumps(state))
 
@@ -331,3 +561,5 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         model.add_cpds(*cpds)
         model.check_model()
         self._set_model(model, [tuple(e) for e in state["edges"]], {c: np.asarray(t) for c, t in state["within"].items()})
+        # Models saved before the survival model existed sample survival from the network.
+        self._survival = [EndpointModel.from_dict(m) for m in state.get("survival", [])]

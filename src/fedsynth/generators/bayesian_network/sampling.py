@@ -11,7 +11,19 @@ import pandas as pd
 
 from fedsynth.cohort.schema import ColumnKind
 from fedsynth.encoding.domain import ColumnDomain, Domain
-from fedsynth.generators.bayesian_network.counts import ISNA_SUFFIX, N_PRECISIONS, n_states, network_variables
+from fedsynth.generators.bayesian_network.counts import (
+    ISNA_SUFFIX,
+    N_PRECISIONS,
+    base_column,
+    derived_categories,
+    n_states,
+    network_variables,
+)
+from fedsynth.generators.bayesian_network.survival import (
+    EndpointModel,
+    config_index,
+    draw_piecewise_exponential,
+)
 
 # Marker: exact conditional sampling would need a factor larger than allowed; rejection is used instead.
 _TOO_LARGE = object()
@@ -32,10 +44,16 @@ class NetworkSampling(ABC):
     _probs: dict[str, np.ndarray]
     _pcards: dict[str, list[int]]
     _within: dict[str, np.ndarray]
+    #: Survival endpoints sampled by the piecewise-exponential model (empty: the network samples them).
+    _survival: list[EndpointModel]
 
     @abstractmethod
     def _require_domain(self) -> Domain:
         """The shared domain the network was fitted on (the generator raises when it has none)."""
+
+    @abstractmethod
+    def _count_domain(self) -> Domain:
+        """The domain whose schema names the derived columns survival parents may be (see the generator)."""
 
     @abstractmethod
     def _sub_bins(self) -> int:
@@ -98,7 +116,74 @@ class NetworkSampling(ABC):
                 values = values.astype(object) if values.dtype == object else values.astype(np.float64)
                 values[isna == 1] = np.nan
             out[name] = values
-        return pd.DataFrame(out)
+        frame = pd.DataFrame(out)
+        if getattr(self, "_survival", None):
+            self._draw_survival(frame, codes, rng)
+        return frame
+
+    def _parent_codes(self, name: str, frame: pd.DataFrame, codes: Mapping[str, np.ndarray]) -> np.ndarray:
+        """States of a survival parent ``"<col>#m"`` for sampled rows: the network's code, or "missing" (the
+        last state) where the row's value is missing; a derived column is computed from the decoded values."""
+        domain = self._count_domain()
+        card = n_states(domain, name)
+        cats = derived_categories(domain, name)
+        if cats is not None:
+            from fedsynth.cohort.derived import DERIVATIONS
+
+            func = DERIVATIONS[str(domain.schema[base_column(name)].derived)][0]
+            lookup = {c: i for i, c in enumerate(cats)}
+            values = func(frame)
+            return np.asarray([lookup.get(str(x), card - 1) if pd.notna(x) else card - 1 for x in values], dtype=np.int64)
+        col = base_column(name)
+        out = np.asarray(codes[col], dtype=np.int64).copy()
+        isna = codes.get(col + ISNA_SUFFIX)
+        if isna is not None:
+            out[np.asarray(isna) == 1] = card - 1
+        return out
+
+    def _draw_survival(self, frame: pd.DataFrame, codes: Mapping[str, np.ndarray], rng: np.random.Generator) -> None:
+        """Replace each modelled endpoint's time and event (in place, rows where the network drew a time) by
+        draws from its piecewise-exponential hazards (see :mod:`~.survival`).
+
+        Event and censoring times are drawn per row; the earlier is observed (neither before the last edge:
+        censored there). An endpoint bounded by a longer one ends at the longer time when neither of its own
+        exits comes first, with the longer event if that implies its own (else censored).
+        """
+        n = len(frame)
+        cache: dict[str, np.ndarray] = {}
+
+        def pcodes(names: list[str]) -> list[np.ndarray]:
+            for p in names:
+                if p not in cache:
+                    cache[p] = self._parent_codes(p, frame, codes)
+            return [cache[p] for p in names]
+
+        for m in self._survival:
+            sp = m.spec
+            qe = config_index(pcodes(m.event_parents), m.event_cards, n)
+            qc = config_index(pcodes(m.censor_parents), m.censor_cards, n)
+            event_hazard, censor_hazard = m.event_hazard[qe], m.censor_hazard[qc]
+            for name, ratios in m.event_modifiers:
+                event_hazard = event_hazard * np.asarray(ratios)[pcodes([name])[0]][:, None]
+            for name, ratios in m.censor_modifiers:
+                censor_hazard = censor_hazard * np.asarray(ratios)[pcodes([name])[0]][:, None]
+            t_event = draw_piecewise_exponential(event_hazard, m.edges, rng)
+            t_censor = draw_piecewise_exponential(censor_hazard, m.edges, rng)
+            time = np.minimum(t_event, t_censor)
+            event = (t_event <= t_censor) & np.isfinite(t_event)
+            never = ~np.isfinite(time)
+            time[never] = m.edges[-1]
+            if sp.longer_duration_col is not None and sp.longer_event_col is not None:
+                longer = pd.to_numeric(frame[sp.longer_duration_col], errors="coerce").to_numpy(dtype=np.float64)
+                longer_event = pd.to_numeric(frame[sp.longer_event_col], errors="coerce").to_numpy(dtype=np.float64)
+                with np.errstate(invalid="ignore"):
+                    reached = ~np.isnan(longer) & (time >= longer)
+                time = np.where(reached, longer, time)
+                implied = (longer_event == 1) if sp.longer_event_implies else np.zeros(n, dtype=bool)
+                event = np.where(reached, implied, event)
+            observed = frame[sp.duration_col].notna().to_numpy()
+            frame[sp.duration_col] = np.where(observed, time, np.nan)
+            frame[sp.event_col] = np.where(observed, event.astype(np.float64), np.nan)
 
     def _values_in_bins(self, name: str, col: ColumnDomain, bins: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A value inside each sampled bin from the bin's within-bin histogram: a sub-bin and a precision are
