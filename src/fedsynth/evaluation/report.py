@@ -377,6 +377,7 @@ def render_rounds_html(
     path: str | os.PathLike[str],
     *,
     title: str = "Scores by round",
+    sections: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write a standalone HTML page: CSF, GSF and NNDR p5 by round with reference lines, then the final report.
 
@@ -394,12 +395,15 @@ def render_rounds_html(
         Where to write the file.
     title : str
         Page title.
+    sections : sequence of dict
+        Extra parts shown below the scores by round, each with ``title``, ``paragraphs`` (list of str),
+        ``columns`` and ``rows`` (a table of aggregates); e.g. how a deployment's figures were computed.
     """
     from fedsynth.evaluation import _render
 
     html = _render.rounds_html(
         to_jsonable(rounds), to_jsonable(references),
         None if final is None else (final.to_dict() if isinstance(final, EvaluationReport) else _thaw(final)),
-        title=title,
+        title=title, sections=to_jsonable(list(sections)),
     )
     return atomic_write_text(path, html)

@@ -92,8 +92,9 @@ def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mappin
         policy = SitePolicy.from_mapping(source.policy) if source.policy else SitePolicy.from_node_config(cfg)
     data = _read_rows(source.data_path, table_schema)
     state_dir = Path(source.state_dir) if source.state_dir else None
+    holdout = _read_rows(str(cfg["holdout_path"]), table_schema) if cfg.get("holdout_path") else None
     return SiteRuntime(source.name, data, table_schema, source.seed, context.state, policy=policy,
-                       state_dir=state_dir)
+                       state_dir=state_dir, holdout=holdout)
 
 
 def audit_log_path(context: Context) -> Path | None:
