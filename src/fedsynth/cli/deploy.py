@@ -179,6 +179,9 @@ def site_start(
     seed: Annotated[int, typer.Option("--seed", help="This site's seed.")] = 0,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Audit log (default: beside --data, "
                                           "<data>.audit.jsonl).")] = None,
+    holdout: Annotated[Path | None, typer.Option("--holdout", help="This site's holdout: its own rows kept out of "
+                                        "training, for the privacy figures of the snapshots it scores (default: "
+                                        "<data>.holdout.csv beside --data, when present).")] = None,
     port: Annotated[int, typer.Option("--port", help="Local port of the node's ClientApp API (one per node).")] = 9094,
     insecure: Annotated[bool, typer.Option("--insecure", help="The SuperLink runs without TLS (trials only).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything and print the command; start nothing.")] = False,
@@ -193,6 +196,11 @@ def site_start(
     from fedsynth.errors import Problem, ValidationError
 
     problems = check_site_name(name, "--name") + _check_site_data(data, schema)
+    if holdout is None and data.with_name(data.stem + ".holdout" + data.suffix).is_file():
+        holdout = data.with_name(data.stem + ".holdout" + data.suffix)
+    if holdout is not None:
+        problems += [Problem("--holdout", p.found, p.valid, p.fix) for p in _check_site_data(holdout, schema)
+                     if p.where == "--data"]
     if not insecure and root_cert is None:
         problems.append(Problem("--root-cert", "no root certificate given, and the site does not connect without TLS",
                                 "the coordinator's CA certificate (ca.pem)", "give --root-cert, or " +
@@ -209,6 +217,8 @@ def site_start(
     log_path = (audit_log or audit.default_log_path(data)).resolve()
     node_config = {"site-name": name, "data-path": str(data.resolve()), "schema-path": str(schema.resolve()),
                    "seed": seed, "audit-log": str(log_path)}
+    if holdout is not None:
+        node_config["holdout-path"] = str(holdout.resolve())
     cmd = processes.supernode_command(superlink=superlink, root_cert=None if insecure else root_cert, key=key,
                                       node_config=node_config, port=port)
     if dry_run:
@@ -216,7 +226,8 @@ def site_start(
         return
     if insecure:
         err_console.print("[yellow]Warning:[/] --insecure: this site talks to the SuperLink WITHOUT TLS.")
-    console.print(f"Site {name}: SuperNode connecting to {superlink}; audit log {log_path}; Ctrl-C stops it.")
+    console.print(f"Site {name}: SuperNode connecting to {superlink}; audit log {log_path}; "
+                  f"holdout {holdout or 'none (no holdout-based privacy figures)'}; Ctrl-C stops it.")
     code, output = processes.run_foreground(cmd)
     flower_code = processes.flower_exit_code(output)
     if flower_code == processes.SUPERNODE_CONNECTION_ERROR:

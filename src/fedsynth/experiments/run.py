@@ -19,9 +19,13 @@ Layout of ``<out>/<run-id>/``::
                            state between rounds, kept until the run finishes so it can resume)
     .lock                  held (``fcntl.flock``) while a process writes the directory
 
+    (a deployment, :mod:`fedsynth.experiments.deployed`, adds ``schema.yaml`` and ``audit/<site>.jsonl``, the
+    coordinator's copy of every reply received; its snapshots are scored at the sites)
+
 Every file is written atomically (temp file + rename); rounds are recorded as they finish, so a run killed
 mid-way keeps its finished rounds and :func:`run_experiment` with ``resume=True`` continues from the last
-checkpoint to the same result as an uninterrupted run. ``manifest.json``'s ``status`` is one of
+checkpoint to the same result as an uninterrupted run. The directory is written by
+:mod:`fedsynth.experiments.run_writer`, the one writer both engines use. ``manifest.json``'s ``status`` is one of
 :data:`RUN_STATES`; a run found ``running`` whose directory is not locked lost its process (SIGKILL, a dead
 machine) and is reported as ``interrupted (process gone)``. Library code logs; progress events go to the
 optional ``progress`` callback (the CLI draws them).

@@ -49,7 +49,7 @@ def test_each_site_scores_the_snapshot_against_its_own_rows_and_replies_with_agg
     sites = _sites(mds_partition)
 
     # Run
-    got, grid, domain, strategy = _score(mds_partition, sites, synthetic)
+    got, grid, domain, _ = _score(mds_partition, sites, synthetic)
 
     # Assert: every site answered; site-1's figures are the evaluation's figures of the snapshot against its own
     # rows and holdout (3 significant digits, its policy's default)
@@ -95,7 +95,7 @@ def test_a_copy_of_one_sites_rows_is_flagged_by_that_sites_privacy_figures(mds_p
     # Assert: at site-2 every synthetic row is an exact copy and membership is easy to infer; elsewhere not
     own, other = got.per_site[sites[1].name], got.per_site[sites[0].name]
     assert own["exact_copies"] == 1.0 and own["nndr_p5"] == 0.0
-    assert own["mia_auc"] > 0.9 and own["dcr_share"] > 0.9
+    assert own["mia_auc"] > 0.9 and own["dcr_share"] > 0.5  # DCR: against a training sample of the holdout's size
     assert other["exact_copies"] < 0.05
     # combined exact copies is a sum over sites: it never hides one site's copies
     assert got.combined["exact_copies"] >= 1.0
