@@ -288,8 +288,6 @@ def _method_rows() -> list[list[str]]:
 def report_sections(final: Mapping[str, Any], dropped: Iterable[Mapping[str, str]], audit_dir: Path) -> list[ReportSection]:
     """The deployment's parts of ``report.html``: how each figure was computed, the final round per site, the
     sites left out, and what the coordinator received from each site."""
-    from fedsynth.strategies.site_scoring import how_combined
-
     scores = dict(final.get("scores") or {})
     combined = {**{k: final.get(k) for k in ("csf", "gsf", "nndr", "nndr_p5")},
                 **dict(final.get("components") or {}), **scores}
@@ -313,7 +311,8 @@ def report_sections(final: Mapping[str, Any], dropped: Iterable[Mapping[str, str
     keys = ("num_examples", "holdout_rows", "csf", "gsf", "nndr_p5", "dcr_share", "mia_auc", "exact_copies")
     sites = ReportSection(
         "Figures per site (last round)",
-        [f"Each site's own figures; combined as above ({how_combined('csf')}: training rows)."] if per_site else
+        [("Each site's own figures of the last snapshot, against its own rows and holdout; the rows are the weights "
+         "of the combined figures above.")] if per_site else
         ["No site returned scores."],
         ["site", *keys],
         [[site, *(f.get(k) for k in keys)] for site, f in sorted(per_site.items())],

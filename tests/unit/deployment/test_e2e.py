@@ -146,7 +146,7 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
     # Run: the experiment, submitted with flwr run
     t0 = time.monotonic()
     run = _cli("run", "configs/smoke.yaml", "--federation", "lab", "--out", str(tmp_path / "reports"),
-               "--set", "output.run_id=deployed", env=env, timeout=600)
+               "--set", "output.run_id=deployed", env=env, timeout=900)
     wall = time.monotonic() - t0
 
     # Assert: the run finished and wrote the full run directory where it said, on the coordinator's machine
@@ -158,7 +158,9 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
         assert (run_dir / name).is_file(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["engine"] == "deployment"
-    assert [s["name"] for s in manifest["sites"]] == list(SITES) and manifest["dropped"] == []
+    assert [s["name"] for s in manifest["sites"]] == list(SITES)
+    # every site answered every request; a small site may refuse count tables that would isolate patients
+    assert all(d["reason"].startswith("DisclosureRefused") for d in manifest["dropped"])
     print(f"deployed two-step BN wall time: {wall:.1f} s; timings: {manifest['timings']}")
 
     # Assert: the round was scored at the three sites, each against its own rows and holdout
