@@ -129,11 +129,14 @@ class AuditingGrid:
         msgs = list(messages)
         replies = list(self.grid.send_and_receive(msgs, timeout=timeout))
         sent = {m.metadata.message_id: m for m in msgs if m.metadata.message_id}
+        matched = []
         for reply in replies:
             msg = sent.get(reply.metadata.reply_to_message_id)
             node = msg.metadata.dst_node_id if msg is not None else reply.metadata.src_node_id
-            if not reply.has_error():
+            matched.append((node, msg, reply))
+            if not reply.has_error():  # names first: one exchange may carry a site's hello and other requests
                 self._learn(node, reply)
+        for node, msg, reply in matched:
             name = self.names.get(node, f"node-{node}")
             audit.append_entry(self.folder / f"{name}.jsonl", audit.audit_entry(name, msg or reply, reply))
         return replies

@@ -132,3 +132,34 @@ def test_a_deployed_run_refuses_a_baseline_and_a_run_config_without_the_experime
     with pytest.raises(ValidationError, match="experiment"):
         run_deployed(InProcessGrid([]), {"num-sites": 1})
     assert not (tmp_path / "b").exists()
+
+
+def test_the_coordinators_audit_files_every_reply_under_its_site_even_before_its_hello(tmp_path, mds_partition) -> None:
+    # Setup: two sites; one exchange carries a summary request ahead of the hellos, and one site fails
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from fedsynth.deployment.audit import read_log, summarize
+    from fedsynth.experiments.deployed import AuditingGrid
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.site import SiteRuntime
+
+    sites = [SiteRuntime(s.name, s.data, mds_partition.schema, seed=i) for i, s in enumerate(mds_partition.sites[:2])]
+    audited = AuditingGrid(InProcessGrid(sites), tmp_path / "audit")
+    empty = RecordDict({"config": ConfigRecord({})})
+    msgs = [Message(empty, dst_node_id=1, message_type="query.summary", group_id="summary"),
+            Message(empty, dst_node_id=2, message_type="query.nothing", group_id="x"),
+            *(Message(empty, dst_node_id=n, message_type="query.hello", group_id="hello") for n in (1, 2))]
+
+    # Run
+    replies = list(audited.send_and_receive(msgs))
+
+    # Assert: one file per site, named from its hello; the failed reply is filed too, as an error without fields
+    assert len(replies) == 4 and sorted(p.name for p in (tmp_path / "audit").iterdir()) == \
+        sorted(f"{s.name}.jsonl" for s in sites)
+    first = read_log(tmp_path / "audit" / f"{sites[0].name}.jsonl")
+    assert [e["message_type"] for e in first] == ["query.summary", "query.hello"]
+    assert {f["kind"] for f in first[0]["fields"].values()} == {"summaries"}
+    second = read_log(tmp_path / "audit" / f"{sites[1].name}.jsonl")
+    assert second[0]["error"] and second[0]["fields"] == {}
+    assert summarize(second).n_errors == 1 and audited.rows == {1: len(sites[0].data), 2: len(sites[1].data)}
+    assert [s.name for s in audited.sites()] == [s.name for s in sites]
