@@ -179,6 +179,9 @@ def site_start(
     seed: Annotated[int, typer.Option("--seed", help="This site's seed.")] = 0,
     audit_log: Annotated[Path | None, typer.Option("--audit-log", help="Audit log (default: beside --data, "
                                           "<data>.audit.jsonl).")] = None,
+    holdout: Annotated[Path | None, typer.Option("--holdout", help="This site's holdout: its own rows kept out of "
+                                        "training, for the privacy figures of the snapshots it scores (default: "
+                                        "<data>.holdout.csv beside --data, when present).")] = None,
     port: Annotated[int, typer.Option("--port", help="Local port of the node's ClientApp API (one per node).")] = 9094,
     insecure: Annotated[bool, typer.Option("--insecure", help="The SuperLink runs without TLS (trials only).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything and print the command; start nothing.")] = False,
@@ -193,6 +196,11 @@ def site_start(
     from fedsynth.errors import Problem, ValidationError
 
     problems = check_site_name(name, "--name") + _check_site_data(data, schema)
+    if holdout is None and data.with_name(data.stem + ".holdout" + data.suffix).is_file():
+        holdout = data.with_name(data.stem + ".holdout" + data.suffix)
+    if holdout is not None:
+        problems += [Problem("--holdout", p.found, p.valid, p.fix) for p in _check_site_data(holdout, schema)
+                     if p.where == "--data"]
     if not insecure and root_cert is None:
         problems.append(Problem("--root-cert", "no root certificate given, and the site does not connect without TLS",
                                 "the coordinator's CA certificate (ca.pem)", "give --root-cert, or " +
@@ -209,6 +217,8 @@ def site_start(
     log_path = (audit_log or audit.default_log_path(data)).resolve()
     node_config = {"site-name": name, "data-path": str(data.resolve()), "schema-path": str(schema.resolve()),
                    "seed": seed, "audit-log": str(log_path)}
+    if holdout is not None:
+        node_config["holdout-path"] = str(holdout.resolve())
     cmd = processes.supernode_command(superlink=superlink, root_cert=None if insecure else root_cert, key=key,
                                       node_config=node_config, port=port)
     if dry_run:
@@ -216,7 +226,8 @@ def site_start(
         return
     if insecure:
         err_console.print("[yellow]Warning:[/] --insecure: this site talks to the SuperLink WITHOUT TLS.")
-    console.print(f"Site {name}: SuperNode connecting to {superlink}; audit log {log_path}; Ctrl-C stops it.")
+    console.print(f"Site {name}: SuperNode connecting to {superlink}; audit log {log_path}; "
+                  f"holdout {holdout or 'none (no holdout-based privacy figures)'}; Ctrl-C stops it.")
     code, output = processes.run_foreground(cmd)
     flower_code = processes.flower_exit_code(output)
     if flower_code == processes.SUPERNODE_CONNECTION_ERROR:
@@ -307,23 +318,26 @@ def run_deployed(
     root_cert: Path | None,
     insecure: bool,
     num_sites: int | None,
+    resume: Path | None = None,
 ) -> None:
     """``fedsynth run CONFIG --federation NAME``: submit the experiment to a SuperLink with ``flwr run``.
 
-    Writes the connection entry ``NAME`` into Flower's configuration when ``superlink`` is given, the resolved
-    config, the schema and the Flower run config into the run directory, then runs ``flwr run`` from the app
-    folder fedsynth ships and waits for the run to end. The ServerApp runs on the SuperLink's machine and writes
-    the model there, so run this on the coordinator (where the run directory is).
+    Writes the connection entry ``NAME`` into Flower's configuration when ``superlink`` is given, then runs
+    ``flwr run`` from the app folder fedsynth ships, with the resolved config, the schema and the number of site
+    nodes as its run config, and waits for the run to end. The ServerApp (:mod:`fedsynth.experiments.deployed`)
+    runs on the SuperLink's machine and writes the run directory there, at the absolute path this command
+    prints: run it on the coordinator. ``resume``: a deployed run directory to continue (same config).
     """
     import datetime as dt
-    import json
-
-    import yaml
+    import tempfile
 
     from fedsynth.cohort.datasets import NAMED_COHORTS
     from fedsynth.cohort.schema import TableSchema
     from fedsynth.deployment import flower_config, processes
     from fedsynth.errors import FedsynthError, Problem, ValidationError
+    from fedsynth.experiments.deployed import run_config_settings
+    from fedsynth.experiments.run_state import read_manifest
+    from fedsynth.strategies.registry import STRATEGIES
 
     problems = []
     if cfg.cohort.schema_file:
@@ -336,39 +350,46 @@ def run_deployed(
     if cfg.cohort.schema_overrides:
         problems.append(Problem("cohort.schema_overrides", "not applied in a deployment",
                                 "overrides written into cohort.schema_file (the file every site starts with)"))
+    if STRATEGIES[cfg.strategy.name].baseline:
+        problems.append(Problem("strategy.name", f"{cfg.strategy.name} is a baseline (it pools or isolates rows)",
+                                "a federated strategy: " + ", ".join(k for k, v in STRATEGIES.items() if not v.baseline),
+                                "run baselines without --federation"))
     n_sites = num_sites or cfg.sites.n_sites
     if not n_sites:
         problems.append(Problem("--num-sites", "unknown", "how many site nodes the run waits for"))
+    if resume is not None and read_manifest(resume) is None:
+        problems.append(Problem("--resume", f"{str(resume)!r} is not a run directory (no readable manifest.json)",
+                                "a folder a deployed run wrote"))
     if problems:
         raise ValidationError("Deployed run", problems)
     if superlink is not None:
         flower_config.write_connection(federation, superlink, root_cert=root_cert, insecure=insecure)
-    run_id = cfg.output.run_id or f"{cfg.name}-deployed-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
-    run_dir = (Path(out or cfg.output.dir) / run_id).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_yaml_dict(), sort_keys=False))
-    schema.to_yaml(run_dir / "schema.yaml")
-    params = dict(cfg.strategy.params)
-    # rounds and local epochs only when the config sets them: the registry refuses them where they do not act
-    given = {k: getattr(cfg.strategy, k) for k in ("rounds", "local_epochs") if k in cfg.strategy.model_fields_set}
-    settings = {
-        "strategy": cfg.strategy.name, "generator": cfg.generator.name, "generator_params": cfg.generator.params,
-        "strategy_params": params, "rounds": given.get("rounds"), "local_epochs": given.get("local_epochs"),
-        "min_sites": cfg.strategy.min_sites, "num_sites": int(n_sites), "seed": cfg.seed,
-        "schema_path": run_dir / "schema.yaml", "model_dir": run_dir / "model",
-    }
-    rc_path = flower_config.write_run_config(run_dir / "flower-run-config.toml", settings)
+    if resume is not None:
+        run_id, out_dir = resume.name, resume.resolve().parent
+    else:
+        run_id = cfg.output.run_id or f"{cfg.name}-deployed-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+        out_dir = Path(out or cfg.output.dir).resolve()
+    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out_dir), "run_id": run_id})})
+    run_dir = out_dir / run_id
     console.print(f"Run directory (on this machine, the coordinator's): {run_dir}")
-    cmd = [processes.executable("flwr"), "run", str(flower_config.app_dir()), federation,
-           "--run-config", str(rc_path), "--stream"]
-    code, _ = processes.run_foreground(cmd)
-    model = run_dir / "model"
-    if code != 0 or not model.is_dir():
-        raise FedsynthError(f"the deployed run did not finish (flwr run exited with {code}); "
-                            f"`flwr log RUN_ID {federation}` shows the ServerApp's log")
-    console.print(f"Model: {model}")
-    report = run_dir / "deployment.json"
-    if report.is_file():
-        dropped = json.loads(report.read_text()).get("dropped", [])
-        for d in dropped:
-            err_console.print(f"[yellow]left out:[/] site {d['site']} in {d['round']} ({d['reason']})")
+    with tempfile.TemporaryDirectory(prefix="fedsynth-run-config-") as tmp:
+        rc_path = flower_config.write_run_config(
+            Path(tmp) / "run-config.toml",
+            run_config_settings(cfg, schema, num_sites=int(n_sites), resume=resume is not None))
+        cmd = [processes.executable("flwr"), "run", str(flower_config.app_dir()), federation,
+               "--run-config", str(rc_path), "--stream"]
+        code, _ = processes.run_foreground(cmd)
+    manifest = read_manifest(run_dir) or {}
+    if code != 0 or manifest.get("status") != "finished":
+        state = manifest.get("status", "not started")
+        detail = f": {manifest['error']}" if manifest.get("error") else ""
+        raise FedsynthError(f"the deployed run did not finish (flwr run exited with {code}; the run is "
+                            f"{state}{detail}); `flwr log RUN_ID {federation}` shows the ServerApp's log")
+    console.print(f"Report: {run_dir / 'report.html'}")
+    sites = ", ".join(f"{s['name']} ({s['n_rows']} rows)" for s in manifest.get("sites", []))
+    console.print(f"Sites that took part: {sites or '-'}")
+    from rich.markup import escape
+
+    for d in manifest.get("dropped", []):
+        err_console.print(f"[yellow]left out:[/] site {escape(str(d['site']))} in {escape(str(d['round']))} "
+                          f"({escape(str(d['message_type']))}: {escape(str(d['reason']))})", highlight=False)

@@ -65,7 +65,7 @@ def run(
         from fedsynth.cli.deploy import run_deployed
 
         run_deployed(cfg, federation=federation, out=out, superlink=superlink, root_cert=root_cert,
-                     insecure=insecure, num_sites=num_sites)
+                     insecure=insecure, num_sites=num_sites, resume=resume)
         return
     if resume is not None:
         if read_manifest(resume) is None:

@@ -34,6 +34,7 @@ CONTENT_KINDS: dict[str, str] = {
     "stats": "summaries (latent mixture sufficient statistics)",
     "rows": "synthetic rows",
     "rules": "rule-answers (one bool per candidate endpoint rule: does it hold on every row)",
+    "scores": "metrics (aggregate scores of a synthetic snapshot against the site's rows and holdout)",
 }
 
 #: Short kind names used in summaries.

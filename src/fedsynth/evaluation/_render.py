@@ -86,13 +86,14 @@ def rounds_html(
     *,
     title: str,
     arms: Sequence[Mapping[str, Any]] = (),
+    sections: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """Scores by round with reference lines, the control arms when there are any, then the final report when
-    there is one, as one HTML page."""
+    """Scores by round with reference lines, the extra ``sections``, the control arms when there are any, then
+    the final report when there is one, as one HTML page."""
     from fedsynth.evaluation.arm import arm_plots
 
     html: str = _env().get_template("rounds.html.j2").render(
-        rounds=rounds, references=references, title=title,
+        rounds=rounds, references=references, title=title, sections=list(sections),
         rounds_plots=_svg(charts.rounds_figures(rounds, references)),
         r=final, plots=report_plots(final) if final is not None else None,
         value=charts.round_value,

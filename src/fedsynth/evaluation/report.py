@@ -378,6 +378,7 @@ def render_rounds_html(
     *,
     title: str = "Scores by round",
     arms: Sequence[Mapping[str, Any]] = (),
+    sections: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write a standalone HTML page: CSF, GSF and NNDR p5 by round with reference lines, the control arms, then
     the final report.
@@ -400,12 +401,15 @@ def render_rounds_html(
         Control arms drawn from the final model, each with ``name``, ``title``, ``criteria_file``, ``files``
         (links relative to the page), ``kept``, ``error`` and ``report`` (:func:`fedsynth.evaluation.arm.arm_report`),
         as :func:`fedsynth.experiments.run_arms.draw_run_arms` gives them; shown before the final report.
+    sections : sequence of dict
+        Extra parts shown below the scores by round, each with ``title``, ``paragraphs`` (list of str),
+        ``columns`` and ``rows`` (a table of aggregates); e.g. how a deployment's figures were computed.
     """
     from fedsynth.evaluation import _render
 
     html = _render.rounds_html(
         to_jsonable(rounds), to_jsonable(references),
         None if final is None else (final.to_dict() if isinstance(final, EvaluationReport) else _thaw(final)),
-        title=title, arms=to_jsonable(list(arms)),
+        title=title, arms=to_jsonable(list(arms)), sections=to_jsonable(list(sections)),
     )
     return atomic_write_text(path, html)

@@ -25,7 +25,7 @@ RUN_STATES = ("running", "finished", "interrupted", "failed")
 
 #: The run's own folders and files that a fresh start replaces (config.yaml and the lock stay).
 _ARTEFACTS = ("snapshots", "metrics.jsonl", "model", "model.tmp", "arms", "report.json", "report.html", "checkpoint",
-              ".private", "manifest.json")
+              ".private", "manifest.json", "audit")
 
 
 class RunInterrupted(KeyboardInterrupt):

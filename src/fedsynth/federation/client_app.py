@@ -94,8 +94,9 @@ def site_runtime(context: Context, sources: Sequence[SiteSource], schema: Mappin
     state_dir = Path(source.state_dir) if source.state_dir else None
     # The ε ledger lives beside the site's data in a deployment, in its private state folder in simulation.
     ledger_dir = Path(source.data_path).parent if "data_path" in cfg else state_dir
+    holdout = _read_rows(str(cfg["holdout_path"]), table_schema) if cfg.get("holdout_path") else None
     return SiteRuntime(source.name, data, table_schema, source.seed, context.state, policy=policy,
-                       state_dir=state_dir, privacy_ledger=site_ledger(policy, ledger_dir))
+                       state_dir=state_dir, privacy_ledger=site_ledger(policy, ledger_dir), holdout=holdout)
 
 
 def audit_log_path(context: Context) -> Path | None:

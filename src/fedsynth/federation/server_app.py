@@ -1,17 +1,19 @@
-"""The ServerApp: wait for the sites' nodes, run the strategy, hand every finished round to the caller's callback."""
+"""ServerApp wiring: wait for the sites' nodes, run the strategy, hand every finished round to the caller's callback.
+
+The ServerApp a deployment runs lives with the experiments (:mod:`fedsynth.experiments.deployed`), since it
+writes run directories; this module keeps the generic pieces it and the simulation use.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
-from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedsynth._io import write_json
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError, ValidationError
 from fedsynth.strategies import records
@@ -98,20 +100,3 @@ def strategy_from_run_config(run_config: Mapping[str, Any]) -> tuple[Strategy, i
     )
     return strategy, int(cfg.get("num_sites", strategy.min_sites))
 
-
-#: The ServerApp a deployment runs (``fedsynth.federation.server_app:app``); settings come from the run config
-#: (see :func:`strategy_from_run_config`); the global model is saved to ``model-dir`` when given.
-app = ServerApp()
-
-
-@app.main()
-def _deployed_main(grid: Grid, context: Context) -> None:
-    strategy, n_nodes = strategy_from_run_config(context.run_config)
-    wait_for_nodes(grid, n_nodes, timeout=float(strategy.params["node_timeout"]))
-    result = strategy.start(grid)
-    model_dir = context.run_config.get("model-dir")
-    if model_dir and result.generator is not None:
-        result.generator.save(str(model_dir))
-    if model_dir:  # who was left out of which request, and the phases' timings, beside the model
-        facts = {"dropped": result.dropped, "timings": result.timings, "sites": [s.name for s in result.sites]}
-        write_json(Path(str(model_dir)).parent / "deployment.json", facts)

@@ -56,6 +56,9 @@ class SiteRuntime:
     privacy_ledger: Any = None
     #: The site's own folder for its state between rounds (resume); ``None``: kept in memory only.
     state_dir: Path | None = None
+    #: The site's own holdout: rows that never train a model, for the privacy figures of the snapshots it scores
+    #: (:mod:`fedsynth.strategies.site_scoring`); ``None``: the site keeps none.
+    holdout: pd.DataFrame | None = None
 
 
 SiteHandler = Callable[[Message, SiteRuntime], RecordDict]
@@ -166,6 +169,7 @@ def all_site_handlers() -> dict[str, SiteHandler]:
     out = dict(COMMON_HANDLERS)
     # Secure aggregation's stages (fedsynth.strategies.secure_sum) serve every strategy that sums over sites.
     out.update(importlib.import_module("fedsynth.strategies.secure_sum").SITE_HANDLERS)
+    out.update(importlib.import_module("fedsynth.strategies.site_scoring").SITE_HANDLERS)  # a deployment's scores
     for spec in STRATEGIES.values():
         module = importlib.import_module(spec.target.partition(":")[0])
         out.update(getattr(module, "SITE_HANDLERS", {}))

@@ -15,6 +15,18 @@ from fedsynth.deployment.credentials import Credentials
 runner = CliRunner()
 
 
+def _smoke():  # type: ignore[no-untyped-def]
+    from fedsynth.experiments.config import load_config
+
+    return load_config("configs/smoke.yaml")
+
+
+def _smoke_schema():  # type: ignore[no-untyped-def]
+    from fedsynth.cohort.datasets import NAMED_COHORTS
+
+    return NAMED_COHORTS["mds-iwgpm"].schema_factory()
+
+
 def test_credentials_command_writes_every_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["credentials", "--out", str(tmp_path / "c"), "--sites", "A,B", "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -56,6 +68,30 @@ def test_site_refuses_to_start_without_a_root_certificate(tmp_path: Path) -> Non
                                  "--schema", str(schema), "--name", "A", "--dry-run"])
     assert result.exit_code == 2
     assert "does not connect without TLS" in result.stderr and "--insecure" in result.stderr
+
+
+def test_site_hands_its_holdout_to_its_node_given_or_found_beside_the_data(tmp_path: Path) -> None:
+    # Setup: something listening where the SuperLink would be (the site probes it before a dry run)
+    import socket
+
+    data, schema = _site_files(tmp_path)
+    holdout = tmp_path / "a.holdout.csv"
+    holdout.write_text(data.read_text())
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        args = ["site", "start", "--superlink", address, "--data", str(data), "--schema", str(schema), "--name", "A",
+                "--insecure", "--dry-run"]
+
+        # Run: the holdout beside the data is found; an explicit one that does not exist is refused
+        found = runner.invoke(app, args)
+        missing = runner.invoke(app, [*args, "--holdout", str(tmp_path / "none.csv")])
+
+    # Assert
+    assert found.exit_code == 0, found.output
+    assert f"holdout-path='{holdout.resolve()}'" in "".join(found.stdout.split())
+    assert missing.exit_code == 2 and "--holdout: no file" in missing.stderr
 
 
 def test_site_lists_every_input_problem_at_once(tmp_path: Path, creds: Credentials) -> None:
@@ -138,11 +174,13 @@ def test_shipped_app_is_a_valid_flower_app_naming_fedsynths_apps() -> None:
     config, errors = load_and_validate(flower_config.app_dir() / "pyproject.toml", check_module=True)
     assert errors == []
     components = config["tool"]["flwr"]["app"]["components"]
-    assert components == {"serverapp": "fedsynth.federation.server_app:app",
+    assert components == {"serverapp": "fedsynth.experiments.deployed:app",
                           "clientapp": "fedsynth.federation.client_app:app"}
-    # every key the ServerApp reads has a default Flower can override
-    for key in ("schema-path", "model-dir", "num-sites", "min-sites", "strategy-params"):
-        assert key in config["tool"]["flwr"]["app"]["config"]
+    # every key the ServerApp reads has a default Flower can override (Flower drops keys without one)
+    from fedsynth.experiments.deployed import run_config_settings
+
+    written = set(flower_config.run_config(run_config_settings(_smoke(), _smoke_schema(), num_sites=3)))
+    assert written == set(config["tool"]["flwr"]["app"]["config"])
 
 
 def test_run_federation_submits_the_shipped_app_with_the_experiments_settings(
@@ -155,12 +193,20 @@ def test_run_federation_submits_the_shipped_app_with_the_experiments_settings(
 
     calls: list[list[str]] = []
 
+    submitted: dict[str, object] = {}
+
     def fake_run(cmd: list[str], **_: object) -> tuple[int, str]:
+        from fedsynth.experiments.deployed import read_run_config
+
         calls.append(cmd)
-        settings = parse_config_args([cmd[cmd.index("--run-config") + 1]])
-        Path(settings["model-dir"]).mkdir(parents=True)
-        (Path(settings["model-dir"]).parent / "deployment.json").write_text(json.dumps(
-            {"dropped": [{"site": "C", "round": "counts-2", "reason": "no reply within 5 s"}]}))
+        submitted.update(parse_config_args([cmd[cmd.index("--run-config") + 1]]))
+        config = read_run_config(submitted).config
+        run_dir = Path(config.output.dir) / str(config.output.run_id)
+        run_dir.mkdir(parents=True)
+        (run_dir / "manifest.json").write_text(json.dumps({
+            "status": "finished", "sites": [{"name": "A", "n_rows": 10}],
+            "dropped": [{"site": "C", "round": "counts-002", "message_type": "query.counts",
+                         "reason": "no reply within 5 s"}]}))
         return 0, ""
 
     monkeypatch.setattr(processes, "run_foreground", fake_run)
@@ -176,11 +222,13 @@ def test_run_federation_submits_the_shipped_app_with_the_experiments_settings(
     assert "Run directory (on this machine, the coordinator's)" in result.stdout and "left out" in result.stderr
     cmd = calls[0]
     assert Path(cmd[0]).name == "flwr" and cmd[1:4] == ["run", str(flower_config.app_dir()), "lab"]
-    settings = parse_config_args([str(run_dir / "flower-run-config.toml")])
-    assert settings["strategy"] == "two_step_bn" and settings["num-sites"] == 3
-    assert settings["schema-path"] == str(run_dir / "schema.yaml") and (run_dir / "schema.yaml").is_file()
-    assert "rounds" not in settings  # not set in the config, and the two-step BN does not use it
-    from fedsynth.strategies.records import decode_payload
+    from fedsynth.experiments.deployed import read_run_config
 
-    assert decode_payload(settings["strategy-params"]) == {"request_timeout": 5}
+    settings = read_run_config(submitted)
+    assert settings.num_sites == 3 and not settings.resume
+    assert settings.config.strategy.name == "two_step_bn" and settings.config.strategy.params == {"request_timeout": 5}
+    assert settings.config.output.dir == str((tmp_path / "r").resolve()) and settings.config.output.run_id == "x"
+    assert settings.schema.model_columns == _smoke_schema().model_columns
+    assert "site C in counts-002" in " ".join(result.stderr.split())
+    assert f"Report:{(run_dir / 'report.html').resolve()}" in "".join(result.stdout.split())
     assert 'address = "127.0.0.1:9093"' in (flwr_home / "config.toml").read_text()

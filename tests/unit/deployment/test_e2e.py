@@ -1,5 +1,6 @@
 """A real deployment on loopback: a SuperLink and three SuperNodes as separate processes, TLS and node
-authentication on, each node reading only its own site file; a two-step BN run submitted with ``flwr run``.
+authentication on, each node reading only its own site file (and its own holdout); a two-step BN run submitted
+with ``flwr run`` writes the full run directory on the coordinator, its snapshot scored at the sites.
 
 Slow (about 2-3 minutes on 2 cores): run with ``pytest -m slow tests/unit/deployment/test_e2e.py``. Every
 process it starts is stopped (with its process group) at the end, pass or fail.
@@ -83,11 +84,16 @@ def _federation(data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[b
     done = _cli("describe", "--cohort", "mds-iwgpm", "--schema-out", str(tmp_path / "schema.yaml"), env=env)
     assert done.returncode == 0, done.stderr
     site_files = {}
-    for i, name in enumerate(SITES, 1):  # each site keeps its own folder: its data and its audit log
+    # each site keeps its own folder: its data, its own holdout (a share of the partition's holdout, rows that
+    # train nothing; found beside the data as rows.holdout.csv) and its audit log
+    holdout = pd.read_csv(tmp_path / "sites" / "holdout.csv")
+    shares = [holdout.iloc[i::len(SITES)] for i in range(len(SITES))]
+    for i, name in enumerate(SITES, 1):
         folder = tmp_path / f"hospital-{name}"
         folder.mkdir()
         site_files[name] = folder / "rows.csv"
         (tmp_path / "sites" / f"site-{i}.csv").rename(site_files[name])
+        shares[i - 1].to_csv(folder / "rows.holdout.csv", index=False)
     creds = tmp_path / "creds"
     done = _cli("credentials", "--out", str(creds), "--sites", "A,B,C,D", env=env)
     assert done.returncode == 0, done.stderr
@@ -140,19 +146,35 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
     # Run: the experiment, submitted with flwr run
     t0 = time.monotonic()
     run = _cli("run", "configs/smoke.yaml", "--federation", "lab", "--out", str(tmp_path / "reports"),
-               "--set", "output.run_id=deployed", env=env, timeout=600)
+               "--set", "output.run_id=deployed", env=env, timeout=900)
     wall = time.monotonic() - t0
 
-    # Assert: the run finished and wrote the model where it said
+    # Assert: the run finished and wrote the full run directory where it said, on the coordinator's machine
     run_dir = tmp_path / "reports" / "deployed"
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert f"Run directory (on this machine, the coordinator's): {run_dir}" in " ".join(run.stdout.split())
-    assert (run_dir / "model" / "generator.json").is_file()
-    facts = json.loads((run_dir / "deployment.json").read_text())
-    assert sorted(facts["sites"]) == list(SITES) and facts["dropped"] == []
-    print(f"deployed two-step BN wall time: {wall:.1f} s; phases: {facts['timings']}")
+    for name in ("config.yaml", "manifest.json", "metrics.jsonl", "snapshots/round-001.csv", "model/generator.json",
+                 "report.json", "report.html", *(f"audit/{site}.jsonl" for site in SITES)):
+        assert (run_dir / name).is_file(), name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["engine"] == "deployment"
+    assert [s["name"] for s in manifest["sites"]] == list(SITES)
+    # every site answered every request; a small site may refuse count tables that would isolate patients
+    assert all(d["reason"].startswith("DisclosureRefused") for d in manifest["dropped"])
+    print(f"deployed two-step BN wall time: {wall:.1f} s; timings: {manifest['timings']}")
 
-    # Assert: the deployed network equals the one the same strategy learns in process on the same files
+    # Assert: the round was scored at the three sites, each against its own rows and holdout
+    line = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    at_sites = line["scores"]["scored_at_sites"]
+    assert sorted(at_sites) == list(SITES) and all(v["holdout_rows"] > 0 for v in at_sites.values())
+    assert line["csf"] is not None and line["scores"]["mia_auc"] is not None
+    assert "Scores computed at the sites" in (run_dir / "report.html").read_text()
+
+    # Assert: the deployed network and its CPDs equal the ones the same strategy learns in process on the same
+    # files, and the snapshot is the rows that network samples at the run's seed
+    import numpy as np
+
+    from fedsynth.cohort.io import write_csv
     from fedsynth.cohort.schema import TableSchema
     from fedsynth.federation.simulation import run_in_process
     from fedsynth.generators import load_generator
@@ -169,6 +191,16 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
     reference = run_in_process(strategy, frames, schema, seeds=[1, 2, 3])
     deployed = load_generator(run_dir / "model")
     assert sorted(deployed.model_.edges()) == sorted(reference.generator.model_.edges())
+    for cpd in reference.generator.model_.get_cpds():
+        np.testing.assert_allclose(deployed.model_.get_cpds(cpd.variable).values, cpd.values)
+    write_csv(reference.generator.sample(500, random_state=0 + 1), tmp_path / "reference.csv", schema)
+    assert (run_dir / "snapshots" / "round-001.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
+
+    # Assert: the coordinator's copy of the audit names, per site, every reply it received
+    for name in SITES:
+        copy = [json.loads(line) for line in (run_dir / "audit" / f"{name}.jsonl").read_text().splitlines()]
+        assert {e["message_type"] for e in copy} == {"query.hello", "query.summary", "query.counts",
+                                                     "evaluate.snapshot"}
 
     # Assert: the intruder and the wrong CA were refused with messages a person can act on
     assert intruder.returncode == 2, intruder.stdout + intruder.stderr
@@ -180,7 +212,8 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
         log = site_files[name].with_name("rows.audit.jsonl")
         text = log.read_text()
         entries = [json.loads(line) for line in text.splitlines()]
-        assert {e["message_type"] for e in entries} == {"query.hello", "query.summary", "query.counts"}
+        assert {e["message_type"] for e in entries} == {"query.hello", "query.summary", "query.counts",
+                                                        "evaluate.snapshot"}
         assert all(e["site"] == name for e in entries)
         ids = pd.read_csv(site_files[name], usecols=["ID"])["ID"].astype(str)
         assert not any(i in text for i in ids)
@@ -191,12 +224,13 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
 def test_a_site_killed_mid_run_is_left_out_and_reported(
     data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    # Setup: the same federation; requests time out after 20 s
+    # Setup: the same federation; requests time out after 120 s (a loaded 2-core machine answers a hello in ~50 s)
     fed = _federation(data_dir, tmp_path, started)
     run = processes.start([FEDSYNTH, "run", "configs/smoke.yaml", "--federation", "lab", "--out",
                            str(tmp_path / "reports"), "--set", "output.run_id=dropped",
-                           "--set", "strategy.params.request_timeout=20"],
+                           "--set", "strategy.params.request_timeout=120"],
                           log_path=tmp_path / "run.log", env=fed.env, cwd=Path.cwd())
+    started.insert(0, run)  # stopped first, whatever happens
 
     # Run: once site C has sent its domain summary, its SuperNode is killed
     log_c = fed.site_files["C"].with_name("rows.audit.jsonl")
@@ -206,16 +240,21 @@ def test_a_site_killed_mid_run_is_left_out_and_reported(
         assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
         time.sleep(0.5)
     processes.stop(fed.nodes["C"], grace=15)
-    code = run.wait(timeout=600)
+    code = run.wait(timeout=1200)
 
     # Assert: the run finished with A and B, and says C was left out, and of which request
     output = (tmp_path / "run.log").read_text()
     assert code == 0, output[-3000:]
-    facts = json.loads((tmp_path / "reports" / "dropped" / "deployment.json").read_text())
+    manifest = json.loads((tmp_path / "reports" / "dropped" / "manifest.json").read_text())
     # (C may die before or after its summary reply left: the audit line is written just before sending)
-    assert {d["site"] for d in facts["dropped"]} == {"C"}
-    assert all(d["round"] == "summary" or d["round"].startswith("counts-") for d in facts["dropped"])
+    # (a site may also refuse count tables that would isolate patients: not a drop of the site)
+    silent = [d for d in manifest["dropped"] if not d["reason"].startswith("DisclosureRefused")]
+    assert manifest["status"] == "finished" and {d["site"] for d in silent} == {"C"}, manifest["dropped"]
+    assert all(d["round"] == "summary" or d["round"].startswith(("counts-", "score-")) for d in silent)
+    assert set(manifest["dropped_by_round"]) == {d["round"] for d in manifest["dropped"]}
+    assert "C" not in json.loads((tmp_path / "reports" / "dropped" / "metrics.jsonl").read_text()
+                                 .splitlines()[0])["scores"]["scored_at_sites"]
     assert (tmp_path / "reports" / "dropped" / "model" / "generator.json").is_file()
     assert "left out: site C" in " ".join(output.split())
     entries = [json.loads(line) for line in log_c.read_text().splitlines()]
-    assert {e["message_type"] for e in entries} <= {"query.hello", "query.summary", "query.counts"}
+    assert {e["message_type"] for e in entries} <= {"query.hello", "query.summary", "query.counts", "evaluate.snapshot"}

@@ -1,0 +1,165 @@
+"""The deployed ServerApp's run: the same run directory as a simulated run, scores from the sites, an audit copy.
+
+The deployment's grid is replaced by an in-process grid of the same sites (same messages, same handlers), so the
+run directory the coordinator writes can be checked against a simulated run of the same config without starting
+Flower's processes (the slow loopback test in tests/unit/deployment/test_e2e.py does that).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsynth.experiments.config import ExperimentConfig, parse_config
+
+
+def _config(tmp_path: Path, run_id: str) -> ExperimentConfig:
+    return parse_config({
+        "name": "t",
+        "cohort": {"name": "mds-iwgpm"},
+        "sites": {"proportions": [60, 30, 10]},
+        "generator": {"name": "bayesian_network", "params": {"max_indegree": 2}},
+        "strategy": {"name": "two_step_bn", "engine": "in_process"},
+        "evaluation": {"snapshot_rows": 300, "references": [], "final": "none"},
+        "output": {"dir": str(tmp_path), "run_id": run_id},
+        "seed": 3,
+    })
+
+
+def _deployed_run_config(config: ExperimentConfig, schema, num_sites: int) -> dict:  # type: ignore[no-untyped-def]
+    """What the ServerApp's context.run_config holds after `fedsynth run --federation` (Flower's keys)."""
+    from fedsynth.deployment.flower_config import run_config
+    from fedsynth.experiments.deployed import run_config_settings
+
+    return run_config(run_config_settings(config, schema, num_sites=num_sites))
+
+
+def test_a_deployed_run_writes_the_run_directory_and_learns_the_simulated_network(tmp_path, data_dir) -> None:
+    # Setup: the simulated run, and the same sites behind an in-process grid, each with a share of the holdout
+    from fedsynth.experiments.deployed import run_deployed
+    from fedsynth.experiments.run import load_partition, run_experiment, site_seeds
+    from fedsynth.generators import load_generator
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.site import SiteRuntime
+
+    simulated = run_experiment(_config(tmp_path / "sim", "run"))
+    config = _config(tmp_path / "dep", "run")
+    _, part = load_partition(config)
+    holdouts = np.array_split(part.holdout.reset_index(drop=True), len(part.sites))
+    seeds = site_seeds(config.seed, len(part.sites))
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, part.schema, seed, holdout=h)
+                          for s, seed, h in zip(part.sites, seeds, holdouts, strict=True)])
+
+    # Run
+    result = run_deployed(grid, _deployed_run_config(config, part.schema, len(part.sites)))
+
+    # Assert: the full run directory, where the config names it
+    run_dir = tmp_path / "dep" / "run"
+    assert result.run_dir == run_dir
+    for name in ("config.yaml", "manifest.json", "metrics.jsonl", "report.json", "report.html", "schema.yaml",
+                 "snapshots/round-001.csv", "model/generator.json"):
+        assert (run_dir / name).is_file(), name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["strategy"]["engine"] == "deployment"
+    assert manifest["engine"] == "deployment"
+    assert [s["name"] for s in manifest["sites"]] == [s.name for s in part.sites]
+    assert [s["n_rows"] for s in manifest["sites"]] == [len(s.data) for s in part.sites]
+    # (the small sites refuse count tables that would isolate patients: left out of those requests, by round)
+    assert all(d["message_type"] == "query.counts" and d["reason"].startswith("DisclosureRefused")
+               for d in manifest["dropped"])
+    assert set(manifest["dropped_by_round"]) == {d["round"] for d in manifest["dropped"]}
+
+    # Assert: the deployed network and its CPDs equal the simulated ones, so the snapshot is the same rows
+    dep, sim = load_generator(run_dir / "model"), load_generator(simulated.run_dir / "model")
+    assert sorted(dep.model_.edges()) == sorted(sim.model_.edges())
+    for cpd in sim.model_.get_cpds():
+        np.testing.assert_allclose(dep.model_.get_cpds(cpd.variable).values, cpd.values)
+    assert (run_dir / "snapshots" / "round-001.csv").read_bytes() == \
+        (simulated.run_dir / "snapshots" / "round-001.csv").read_bytes()
+
+    # Assert: the round's scores come from the three sites, combined by their rows
+    line = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    at_sites = line["scores"]["scored_at_sites"]
+    assert sorted(at_sites) == sorted(s.name for s in part.sites)
+    rows = {n: v["rows"] for n, v in at_sites.items()}
+    per_site = line["scores"]["site_scores"]
+    assert line["csf"] == pytest.approx(sum(rows[n] * per_site[n]["csf"] for n in rows) / sum(rows.values()))
+    assert line["scores"]["mia_auc"] is not None and line["scores"]["dcr_share"] is not None
+    sim_line = json.loads((simulated.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert abs(line["csf"] - sim_line["csf"]) < 0.15  # the same snapshot, scored per site instead of pooled
+
+    # Assert: the coordinator's audit has one line per reply received, per site, without values
+    from fedsynth.deployment.audit import read_log
+
+    for site in part.sites:
+        entries = read_log(run_dir / "audit" / f"{site.name}.jsonl")
+        assert {e["message_type"] for e in entries} == {"query.hello", "query.summary", "query.counts",
+                                                        "evaluate.snapshot"}
+        assert all(e["site"] == site.name for e in entries)
+        assert all(e["fields"] == {} for e in entries if e["error"])  # a refusal: its scrubbed reason only
+        refused = {(d["round"]) for d in manifest["dropped"] if d["site"] == site.name}
+        assert {e["round"] for e in entries if e["error"]} == refused
+        kinds = {f["kind"] for e in entries for f in e["fields"].values()}
+        assert kinds == {"identity", "metrics", "summaries", "counts", "rule-answers"}
+
+    # Assert: the report says how each figure was computed, that no references were run, and what was received
+    html = (run_dir / "report.html").read_text()
+    assert "Scores computed at the sites" in html and "not run in a deployment" in html
+    assert "weighted by their training rows" in html and "What the coordinator received (audit)" in html
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["deployment"]["figures"]["mia_auc"]["combined"].startswith("mean over the sites with a holdout")
+    assert sorted(report["deployment"]["audit"]) == sorted(s.name for s in part.sites)
+
+
+def test_a_deployed_run_refuses_a_baseline_and_a_run_config_without_the_experiment(tmp_path, data_dir) -> None:
+    # Setup
+    from fedsynth.errors import ValidationError
+    from fedsynth.experiments.deployed import run_deployed
+    from fedsynth.strategies.in_process import InProcessGrid
+
+    config = parse_config({**_config(tmp_path, "b").to_yaml_dict(),
+                           "strategy": {"name": "centralized"}, "evaluation": {"references": []}})
+    from fedsynth.cohort.datasets import NAMED_COHORTS
+
+    schema = NAMED_COHORTS["mds-iwgpm"].schema_factory()
+
+    # Run / Assert
+    with pytest.raises(ValidationError, match="baseline"):
+        run_deployed(InProcessGrid([]), _deployed_run_config(config, schema, 1))
+    with pytest.raises(ValidationError, match="experiment"):
+        run_deployed(InProcessGrid([]), {"num-sites": 1})
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_coordinators_audit_files_every_reply_under_its_site_even_before_its_hello(tmp_path, mds_partition) -> None:
+    # Setup: two sites; one exchange carries a summary request ahead of the hellos, and one site fails
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from fedsynth.deployment.audit import read_log, summarize
+    from fedsynth.experiments.deployed import AuditingGrid
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.site import SiteRuntime
+
+    sites = [SiteRuntime(s.name, s.data, mds_partition.schema, seed=i) for i, s in enumerate(mds_partition.sites[:2])]
+    audited = AuditingGrid(InProcessGrid(sites), tmp_path / "audit")
+    empty = RecordDict({"config": ConfigRecord({})})
+    msgs = [Message(empty, dst_node_id=1, message_type="query.summary", group_id="summary"),
+            Message(empty, dst_node_id=2, message_type="query.nothing", group_id="x"),
+            *(Message(empty, dst_node_id=n, message_type="query.hello", group_id="hello") for n in (1, 2))]
+
+    # Run
+    replies = list(audited.send_and_receive(msgs))
+
+    # Assert: one file per site, named from its hello; the failed reply is filed too, as an error without fields
+    assert len(replies) == 4 and sorted(p.name for p in (tmp_path / "audit").iterdir()) == \
+        sorted(f"{s.name}.jsonl" for s in sites)
+    first = read_log(tmp_path / "audit" / f"{sites[0].name}.jsonl")
+    assert [e["message_type"] for e in first] == ["query.summary", "query.hello"]
+    assert {f["kind"] for f in first[0]["fields"].values()} == {"summaries"}
+    second = read_log(tmp_path / "audit" / f"{sites[1].name}.jsonl")
+    assert second[0]["error"] and second[0]["fields"] == {}
+    assert summarize(second).n_errors == 1 and audited.rows == {1: len(sites[0].data), 2: len(sites[1].data)}
+    assert [s.name for s in audited.sites()] == [s.name for s in sites]
