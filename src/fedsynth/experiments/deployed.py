@@ -201,7 +201,10 @@ def schema_fingerprint(schema: TableSchema) -> str:
 def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> RunResult:
     config, schema = settings.config, settings.schema
     identity = run_identity(config, schema_fingerprint(schema))
-    strategy_facts = {k: v for k, v in strategy_settings(config).items() if k != "params"}
+    deployed_settings = strategy_settings(config, deployed=True)
+    strategy_facts = {k: v for k, v in deployed_settings.items() if k != "params"}
+    # On by default in a deployment: the coordinator learns sums over the sites, never one site's table or update.
+    strategy_facts["secure_aggregation"] = bool(deployed_settings["params"].get("secure_aggregation", False))
     skipped = list(_references(config))
     notes = [*config.notes]
     if skipped:
@@ -221,7 +224,7 @@ def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> Run
               expected_rounds=_expected_rounds(config, settings.num_sites))
     schema.to_yaml(run.path / "schema.yaml")
     audited = AuditingGrid(grid, run.path / "audit")
-    strategy = build_strategy(config, schema, run.path)
+    strategy = build_strategy(config, schema, run.path, deployed=True)
     scoring_seconds: list[float] = []
 
     def score(synthetic: pd.DataFrame, rr: Any) -> dict[str, Any]:  # at the sites, against their own rows

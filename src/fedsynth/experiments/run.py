@@ -100,13 +100,13 @@ def score_snapshot(
     return dict(quick_scores(real, synthetic, schema, holdout_data=holdout, random_state=random_state))
 
 
-def build_strategy(config: ExperimentConfig, schema: TableSchema, run_dir: Path) -> Any:
+def build_strategy(config: ExperimentConfig, schema: TableSchema, run_dir: Path, *, deployed: bool = False) -> Any:
     """The config's federated strategy, with its privacy budget and its checkpoint in ``run_dir/checkpoint``
-    (the same for every engine)."""
+    (the same for every engine; ``deployed``: with the deployment defaults, secure aggregation on)."""
     from fedsynth.strategies.checkpoint import FileCheckpoint
     from fedsynth.strategies.registry import make_strategy
 
-    strategy = make_strategy(config.strategy.name, schema, **strategy_settings(config))
+    strategy = make_strategy(config.strategy.name, schema, **strategy_settings(config, deployed=deployed))
     if config.privacy is not None:
         from fedsynth.privacy.accounting import PrivacyBudget
 

@@ -76,9 +76,14 @@ def load_partition(config: ExperimentConfig) -> tuple[Any, Any]:
     return cohort, part
 
 
-def strategy_settings(config: ExperimentConfig) -> dict[str, Any]:
-    """The one translation from config to a strategy's settings."""
+def strategy_settings(config: ExperimentConfig, *, deployed: bool = False) -> dict[str, Any]:
+    """The one translation from config to a strategy's settings; ``deployed`` adds the deployment defaults
+    (:func:`~fedsynth.strategies.registry.deployment_params`: secure aggregation on unless the config says
+    ``secure_aggregation: false``)."""
+    from fedsynth.strategies.registry import deployment_params
+
     s = config.strategy
+    params = deployment_params(s.name, config.generator.name, s.params) if deployed else dict(s.params)
     return {
         "generator": config.generator.name,
         "generator_params": dict(config.generator.params),
@@ -86,7 +91,7 @@ def strategy_settings(config: ExperimentConfig) -> dict[str, Any]:
         "local_epochs": s.local_epochs,
         "min_sites": s.min_sites,
         "random_state": config.seed,
-        "params": dict(s.params),
+        "params": params,
     }
 
 

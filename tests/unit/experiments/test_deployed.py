@@ -16,13 +16,16 @@ import pytest
 from fedsynth.experiments.config import ExperimentConfig, parse_config
 
 
-def _config(tmp_path: Path, run_id: str) -> ExperimentConfig:
+def _config(tmp_path: Path, run_id: str, **strategy_params: object) -> ExperimentConfig:
+    # secure_aggregation is set explicitly so that the simulated run (off by default) and the deployed one (on by
+    # default) send the same messages; the deployment default itself is checked below.
     return parse_config({
         "name": "t",
         "cohort": {"name": "mds-iwgpm"},
         "sites": {"proportions": [60, 30, 10]},
         "generator": {"name": "bayesian_network", "params": {"max_indegree": 2}},
-        "strategy": {"name": "two_step_bn", "engine": "in_process"},
+        "strategy": {"name": "two_step_bn", "engine": "in_process",
+                     "params": {"secure_aggregation": False, **strategy_params}},
         "evaluation": {"snapshot_rows": 300, "references": [], "final": "none"},
         "output": {"dir": str(tmp_path), "run_id": run_id},
         "seed": 3,
@@ -64,7 +67,7 @@ def test_a_deployed_run_writes_the_run_directory_and_learns_the_simulated_networ
         assert (run_dir / name).is_file(), name
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["strategy"]["engine"] == "deployment"
-    assert manifest["engine"] == "deployment"
+    assert manifest["engine"] == "deployment" and manifest["strategy"]["secure_aggregation"] is False
     assert [s["name"] for s in manifest["sites"]] == [s.name for s in part.sites]
     assert [s["n_rows"] for s in manifest["sites"]] == [len(s.data) for s in part.sites]
     # (the small sites refuse count tables that would isolate patients: left out of those requests, by round)
@@ -163,3 +166,24 @@ def test_the_coordinators_audit_files_every_reply_under_its_site_even_before_its
     assert second[0]["error"] and second[0]["fields"] == {}
     assert summarize(second).n_errors == 1 and audited.rows == {1: len(sites[0].data), 2: len(sites[1].data)}
     assert [s.name for s in audited.sites()] == [s.name for s in sites]
+
+
+def test_a_deployed_run_sums_securely_unless_its_config_says_false(tmp_path, data_dir) -> None:
+    # Setup: the same experiment with secure_aggregation left out, and set to false
+    from fedsynth.cohort.datasets import load
+    from fedsynth.experiments.run import build_strategy
+
+    schema = load("mds-iwgpm").schema
+    unset = _config(tmp_path, "a")
+    unset = unset.model_copy(update={"strategy": unset.strategy.model_copy(update={"params": {}})})
+    off = _config(tmp_path, "b")
+
+    # Run
+    deployed_default = build_strategy(unset, schema, tmp_path / "a", deployed=True)
+    deployed_off = build_strategy(off, schema, tmp_path / "b", deployed=True)
+    simulated = build_strategy(unset, schema, tmp_path / "c")
+
+    # Assert: on by default in a deployment, as the config says otherwise, off by default in simulation
+    assert deployed_default.params["secure_aggregation"] is True
+    assert deployed_off.params["secure_aggregation"] is False
+    assert simulated.params["secure_aggregation"] is False
