@@ -167,8 +167,8 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
 
         cards = self._cards()
         variables = list(cards)
-        self.survival_parents_ = self.learn_survival_parents(oracle)
         if self.params.max_indegree == 0 or len(variables) < 2:
+            self.survival_parents_ = self.learn_survival_parents(oracle)
             return []
         forbidden = self.forbidden_edges()
         # The within-bin histograms do not depend on the structure; asking for them now saves step 2 a request.
@@ -196,6 +196,8 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
             edges = self._add_outcome_parents(oracle, edges, forbidden)
         if self.params.derived_input_parents > 0:
             edges = self._add_derived_input_parents(oracle, edges, forbidden)
+        # After the network's search, so that under a privacy budget the search's tables come first.
+        self.survival_parents_ = self.learn_survival_parents(oracle)
         log.info("structure: %d edges after %d count requests", len(edges), oracle.n_requests)
         return edges
 
