@@ -356,6 +356,11 @@ class VAEBGMParams(GeneratorParams):
         description="Share of columns hidden from the encoder per training row (replaced by what a site lacking "
         "them sends), with their loss still counted; recommended (e.g. 0.2) for worst-case federations.",
     )
+    condition_components: bool = Field(
+        True, description="Conditional sampling draws latent components by P(component | condition) from the "
+        "category counts kept at training (then rejects rows that miss the condition); false draws them by their "
+        "mixture weights alone.",
+    )
 
 
 #: Every registered generator's spec, by registry name (light: checking a config imports no engine).

@@ -35,7 +35,14 @@ import pandas as pd
 from fedsynth._io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.generators.base import BaseGenerator, check_epochs, check_weights, torch_device
+from fedsynth.generators.base import BaseGenerator, Conditions, check_epochs, check_weights, torch_device
+from fedsynth.generators.component_counts import (
+    CountColumns,
+    component_condition_weights,
+    component_count_statistics,
+    count_columns,
+    where_categories,
+)
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
     check_mixture,
@@ -92,7 +99,9 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
     device_: Any = None
     layout_: Layout | None = None
     latent_mixture_: MixtureParams | None = None
+    component_counts_: dict[str, np.ndarray] | None = None
     epochs_trained_: int = 0
+    _proposal_: np.ndarray | None = None
 
     def _domain_options(self) -> dict[str, Any]:
         # Finer quantile bins make the piecewise-linear normal-score transform closer to the real CDF.
@@ -146,6 +155,10 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
             max_iter=p.mixture_max_iter,
             random_state=p.random_state,
         )
+        if self.latent_mixture_ is not None:
+            self.component_counts_ = component_count_statistics(
+                self._latent_means(enc), data, self.latent_mixture_, self.count_columns(), self.schema
+            )
 
     def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> VAEBGMGenerator:
         """Continue training on ``data`` for ``epochs`` passes, from the current weights and optimiser state.
@@ -279,8 +292,50 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
         return mixture_e_step_statistics(self.latent_codes(data), params)
 
     def set_latent_mixture(self, params: Mapping[str, np.ndarray]) -> None:
-        """Install a latent mixture for sampling (e.g. the global one from the federated EM)."""
+        """Install a latent mixture for sampling (e.g. the global one from the federated EM).
+
+        Component counts kept for an earlier mixture are dropped (their components are not this one's)."""
         self.latent_mixture_ = check_mixture(params, self.params.latent_dim)
+        self.component_counts_ = None
+
+    # -- per-component category counts (conditional sampling) -----------------------------------------
+    def count_columns(self) -> CountColumns:
+        """The columns whose labels are counted per latent component, with their labels (see
+        :func:`~fedsynth.generators.component_counts.count_columns`)."""
+        assert self.domain is not None
+        return count_columns(self.schema, self.domain)
+
+    def component_count_statistics(
+        self, data: pd.DataFrame, mixture: Mapping[str, np.ndarray], codes: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """Site side, after the last mixture fit: per component, responsibility-weighted label counts.
+
+        Parameters
+        ----------
+        data : DataFrame
+            The site's training rows (conformed to the shared domain).
+        mixture : dict
+            The global mixture whose components are counted.
+        codes : array (n_rows, latent_dim), optional
+            ``data``'s latent codes when already computed (row for row); else encoded here.
+
+        Returns
+        -------
+        dict
+            Column -> float64 array ``(K, n_labels + 1)`` (last: missing); sums over sites give the pooled counts.
+        """
+        if codes is None:
+            codes = self.latent_codes(data)
+        return component_count_statistics(codes, data, mixture, self.count_columns(), self.schema)
+
+    def set_component_counts(self, counts: Mapping[str, np.ndarray] | None) -> None:
+        """Install the summed counts of :meth:`component_count_statistics` (for the installed mixture)."""
+        self.component_counts_ = None if counts is None else {k: np.asarray(v, dtype=np.float64).copy()
+                                                             for k, v in counts.items()}
+
+    def get_component_counts(self) -> dict[str, np.ndarray] | None:
+        """The installed component counts (column -> (K, n_labels + 1)) or ``None``."""
+        return None if self.component_counts_ is None else {k: v.copy() for k, v in self.component_counts_.items()}
 
     def get_latent_mixture(self) -> MixtureParams | None:
         """The installed latent mixture (float64 arrays) or ``None``; kept apart from :meth:`get_weights`
@@ -340,12 +395,49 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
         self.epochs_trained_ = int(meta.get("epochs_trained", 0))
 
     # -- sampling -------------------------------------------------------------------------------------
+    def sample(
+        self,
+        n_samples: int,
+        *,
+        random_state: int | None = None,
+        conditions: Conditions | None = None,
+        where: str | None = None,
+        max_tries: int = 50,
+        max_seconds: float | None = None,
+    ) -> pd.DataFrame:
+        """Draw ``n_samples`` rows (see :meth:`BaseGenerator.sample`).
+
+        Under conditions (category sets in ``conditions``, and the ``COL == value`` / ``COL in [...]`` terms of
+        a conjunctive ``where``) with ``condition_components`` on and component counts kept at training, latent
+        components are drawn by P(k | condition) ∝ pi_k prod P(column in values | k)
+        (:func:`~fedsynth.generators.component_counts.component_condition_weights`) instead of pi_k; rows that
+        miss the conditions are still rejected, so every returned row meets them exactly.
+        """
+        self._proposal_ = None
+        if (self.fitted_ and self.params.condition_components and self.component_counts_ is not None
+                and self.latent_mixture_ is not None and (conditions or where)):
+            cols = self.count_columns()
+            conds = {**where_categories(where, cols, self.schema),
+                     **{k: [str(v) for v in vs] for k, vs in self._check_conditions(conditions).items()}}
+            if any(c in self.component_counts_ for c in conds):
+                self._proposal_ = component_condition_weights(
+                    self.latent_mixture_["weights"], self.component_counts_, cols, conds
+                )
+        try:
+            return super().sample(n_samples, random_state=random_state, conditions=conditions, where=where,
+                                  max_tries=max_tries, max_seconds=max_seconds)
+        finally:
+            self._proposal_ = None
+
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
         import torch
 
         assert self.layout_ is not None and self.domain is not None
         p = self.params
-        z = sample_mixture(self.latent_mixture_, n_samples, p.latent_dim, rng)
+        mixture = self.latent_mixture_
+        if mixture is not None and self._proposal_ is not None:
+            mixture = {**mixture, "weights": self._proposal_}
+        z = sample_mixture(mixture, n_samples, p.latent_dim, rng)
         with torch.no_grad():
             out = self.network_.decode(torch.as_tensor(z, dtype=torch.float32, device=self.device_))
             num_sigma = self.network_.numeric_sigma().cpu().numpy().astype(np.float64)
@@ -367,6 +459,9 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
             "latent_mixture": None
             if self.latent_mixture_ is None
             else {k: v.tolist() for k, v in self.latent_mixture_.items()},
+            "component_counts": None
+            if self.component_counts_ is None
+            else {k: v.tolist() for k, v in self.component_counts_.items()},
         }
         atomic_write_text(folder / STATE_FILE, json.dumps(state))
 
@@ -382,4 +477,8 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
         self.epochs_trained_ = int(state.get("epochs_trained", 0))
         mix = state.get("latent_mixture")
         self.latent_mixture_ = None if mix is None else {k: np.asarray(v, dtype=np.float64) for k, v in mix.items()}
+        counts = state.get("component_counts")
+        self.component_counts_ = None if counts is None else {
+            k: np.asarray(v, dtype=np.float64) for k, v in counts.items()
+        }
 

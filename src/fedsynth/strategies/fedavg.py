@@ -9,9 +9,12 @@ Server flow (after the shared domain):
 3. for a generator with a latent mixture (VAE-BGM), the server then fits the *global* mixture by federated
    variational EM: ``query.mixture_init`` (global weights in; the site computes its latent codes, keeps them in
    its node state and returns their moments) and ``query.mixture_estep`` (current mixture in, responsibility-
-   weighted sufficient statistics out), M-step on the server. Codes never leave a site.
+   weighted sufficient statistics out), M-step on the server. Codes never leave a site;
+4. after the last round's mixture, ``query.component_counts`` (mixture in): per component, responsibility-weighted
+   counts of each categorical column's labels (:mod:`fedsynth.generators.component_counts`), summed on the
+   server; conditional sampling draws components by them.
 
-Site handlers: ``train.fit``, ``query.mixture_init``, ``query.mixture_estep``.
+Site handlers: ``train.fit``, ``query.mixture_init``, ``query.mixture_estep``, ``query.component_counts``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from fedsynth.generators.latent_mixture import (
     mixture_e_step_statistics,
     mixture_init_statistics,
 )
+from fedsynth.generators.component_counts import sum_component_counts
 from fedsynth.strategies import records
 from fedsynth.strategies.base import (
     GridLike,
@@ -117,6 +121,7 @@ class FedAvgStrategy(Strategy):
         every = bool(self.params.get("mixture_every_round", True))
         warm = bool(self.params.get("mixture_warm_start", True))
         mixture: MixtureParams | None = None
+        counts: dict[str, np.ndarray] | None = None
         rounds: list[dict[str, Any]] = []
         left_out_all: dict[str, str] = {}
         first = 1
@@ -128,6 +133,9 @@ class FedAvgStrategy(Strategy):
             generator.set_weights(weights)
             if isinstance(generator, SupportsLatentMixture) and mixture is not None:
                 generator.set_latent_mixture(mixture)
+            counts = {k[2:]: v for k, v in arrays.items() if k.startswith("c.")} or None
+            if counts is not None and hasattr(generator, "set_component_counts"):
+                generator.set_component_counts(counts)
             rounds, left_out_all, first = list(meta["rounds"]), dict(meta["left_out"]), int(meta["step"]) + 1
         for server_round in range(first, int(self.rounds) + 1):
             t0 = time.perf_counter()
@@ -155,6 +163,9 @@ class FedAvgStrategy(Strategy):
                     grid, answered, generator, weights, base, server_round, previous=mixture if warm else None,
                     final=server_round == self.rounds,
                 )
+                if server_round == self.rounds and hasattr(generator, "set_component_counts"):
+                    counts = self._component_counts(grid, answered, mixture, base, server_round)
+                    generator.set_component_counts(counts)
             left_out = {site_name(sites, n): r for n, r in got.failed.items()}
             left_out_all.update(left_out)
             rr = RoundResult(server_round, label, generator, site_metrics=site_metrics, left_out=left_out,
@@ -167,7 +178,8 @@ class FedAvgStrategy(Strategy):
             self.save_checkpoint(
                 domain,
                 {"step": server_round, "rounds": rounds, "left_out": left_out_all},
-                {**{f"w.{k}": v for k, v in weights.items()}, **{f"m.{k}": v for k, v in (mixture or {}).items()}},
+                {**{f"w.{k}": v for k, v in weights.items()}, **{f"m.{k}": v for k, v in (mixture or {}).items()},
+                 **{f"c.{k}": v for k, v in (counts or {}).items()}},
             )
         return StrategyResult(self.name, generator, domain, list(sites), rounds, left_out_all)
 
@@ -230,6 +242,17 @@ class FedAvgStrategy(Strategy):
         log.info("fedavg: global latent mixture after %d EM iterations%s", n_iter, " (warm start)" if previous else "")
         generator.set_latent_mixture(params)
         return params
+
+    def _component_counts(
+        self, grid: GridLike, sites: Sequence[SiteInfo], mixture: MixtureParams, base: Mapping[str, Any],
+        server_round: int,
+    ) -> dict[str, np.ndarray] | None:
+        """The sites' per-component label counts under the final mixture, summed (``None`` when none answered)."""
+        cfg = records.to_config_record({**base, "server_round": server_round})
+        msg = RecordDict({"mixture": records.to_array_record(mixture), "config": cfg})
+        got = self.ask(grid, sites, "query.component_counts", same_for_all(msg), group_id=f"counts-{server_round}")
+        stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in sites if s.node_id in got.ok]
+        return sum_component_counts(stats) if stats else None
 
 
 
@@ -337,8 +360,19 @@ def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:
     return RecordDict({"stats": records.to_array_record(mixture_e_step_statistics(codes, params))})
 
 
+def handle_component_counts(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.component_counts``: per component of the global mixture, responsibility-weighted label counts of
+    the site's rows (from the codes kept at ``query.mixture_init``)."""
+    generator, data = _site_state(msg, site)
+    codes = records.from_array_record(site.state["latent-codes"])["codes"]
+    mixture = records.from_array_record(msg.content["mixture"])
+    stats = generator.component_count_statistics(data, mixture, codes)  # type: ignore[attr-defined]
+    return RecordDict({"stats": records.to_array_record(stats)})
+
+
 SITE_HANDLERS: Mapping[str, SiteHandler] = {
     "train.fit": handle_fit,
     "query.mixture_init": handle_mixture_init,
     "query.mixture_estep": handle_mixture_estep,
+    "query.component_counts": handle_component_counts,
 }
