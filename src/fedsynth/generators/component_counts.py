@@ -117,10 +117,10 @@ def component_count_statistics(
     for name, labels in columns.items():
         if name not in frame.columns:
             continue
-        kind = schema[name].kind
-        values = frame[name].map(lambda v: None if pd.isna(v) else _label(v, kind))
+        kind, missing = schema[name].kind, len(labels)
         index = {lab: j for j, lab in enumerate(labels)}
-        pos = values.map(lambda v: len(labels) if v is None else index.get(v, len(labels))).to_numpy(dtype=np.int64)
+        pos = np.array([missing if pd.isna(v) else index.get(_label(v, kind), missing) for v in frame[name]],
+                       dtype=np.int64)
         onehot = np.zeros((len(pos), len(labels) + 1))
         onehot[np.arange(len(pos)), pos] = 1.0
         out[name] = r.T @ onehot
@@ -166,9 +166,9 @@ def component_condition_weights(
         log_p = log_p + np.log(np.maximum(p, 1e-300))
         used = True
     if not used:
-        return pi
-    out = np.exp(log_p - logsumexp(log_p))
-    return out if np.isfinite(out).all() and out.sum() > 0 else pi
+        return np.asarray(pi)
+    out: np.ndarray = np.exp(log_p - float(logsumexp(log_p)))
+    return out if bool(np.isfinite(out).all()) and float(out.sum()) > 0 else np.asarray(pi)
 
 
 _BACKQUOTED = re.compile(r"`([^`]*)`")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,14 @@ import pandas as pd
 from fedsynth._io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.generators.base import BaseGenerator, Conditions, check_epochs, check_weights, torch_device
+from fedsynth.generators.base import (
+    BaseGenerator,
+    ConditionError,
+    Conditions,
+    check_epochs,
+    check_weights,
+    torch_device,
+)
 from fedsynth.generators.component_counts import (
     CountColumns,
     component_condition_weights,
@@ -405,29 +413,98 @@ class VAEBGMGenerator(BaseGenerator[VAEBGMParams]):
         max_tries: int = 50,
         max_seconds: float | None = None,
     ) -> pd.DataFrame:
-        """Draw ``n_samples`` rows (see :meth:`BaseGenerator.sample`).
+        """Draw ``n_samples`` rows (see :meth:`BaseGenerator.sample`); every row meets the conditions exactly.
 
         Under conditions (category sets in ``conditions``, and the ``COL == value`` / ``COL in [...]`` terms of
-        a conjunctive ``where``) with ``condition_components`` on and component counts kept at training, latent
-        components are drawn by P(k | condition) ∝ pi_k prod P(column in values | k)
-        (:func:`~fedsynth.generators.component_counts.component_condition_weights`) instead of pi_k; rows that
-        miss the conditions are still rejected, so every returned row meets them exactly.
+        a conjunctive ``where``), with component counts kept at training, latent components are weighted by
+        P(k | condition) ∝ pi_k prod P(column in values | k)
+        (:func:`~fedsynth.generators.component_counts.component_condition_weights`). With
+        ``condition_components="stratified"`` (default) the returned rows are split over components by a
+        multinomial draw from these weights and each component's share is filled by rejection among its own
+        decoded rows; ``"proposal"`` draws components by these weights and rejects as usual; ``"off"`` ignores
+        the counts. ``max_tries`` and ``max_seconds`` bound each component's rejection (stratified) or the
+        whole draw; :class:`~fedsynth.generators.base.ConditionError` when they are reached.
         """
-        self._proposal_ = None
-        if (self.fitted_ and self.params.condition_components and self.component_counts_ is not None
+        mode = self.params.condition_components
+        weights = None
+        if (self.fitted_ and mode != "off" and self.component_counts_ is not None
                 and self.latent_mixture_ is not None and (conditions or where)):
             cols = self.count_columns()
             conds = {**where_categories(where, cols, self.schema),
                      **{k: [str(v) for v in vs] for k, vs in self._check_conditions(conditions).items()}}
             if any(c in self.component_counts_ for c in conds):
-                self._proposal_ = component_condition_weights(
+                weights = component_condition_weights(
                     self.latent_mixture_["weights"], self.component_counts_, cols, conds
                 )
+        if weights is not None and mode == "stratified" and isinstance(n_samples, (int, np.integer)) and n_samples >= 1:
+            return self._sample_stratified(n_samples, weights, random_state=random_state, conditions=conditions,
+                                           where=where, max_tries=max_tries, max_seconds=max_seconds)
+        self._proposal_ = weights
         try:
             return super().sample(n_samples, random_state=random_state, conditions=conditions, where=where,
                                   max_tries=max_tries, max_seconds=max_seconds)
         finally:
             self._proposal_ = None
+
+    def _sample_stratified(
+        self,
+        n_samples: int,
+        weights: np.ndarray,
+        *,
+        random_state: int | None,
+        conditions: Conditions | None,
+        where: str | None,
+        max_tries: int,
+        max_seconds: float | None,
+    ) -> pd.DataFrame:
+        """Rows split over components by Multinomial(n_samples, weights), each share filled by rejection among the
+        component's own decoded rows; rows shuffled."""
+        rng = np.random.default_rng(random_state)
+        alloc = rng.multinomial(int(n_samples), weights / weights.sum())
+        parts: list[pd.DataFrame] = []
+        started = time.monotonic()
+        try:
+            for k in np.flatnonzero(alloc):
+                self._proposal_ = np.eye(len(weights))[k]
+                parts.append(self._draw_meeting(int(alloc[k]), conditions, where, rng, max_tries, max_seconds,
+                                                started))
+        finally:
+            self._proposal_ = None
+        out = pd.concat(parts, ignore_index=True)
+        return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
+
+    def _draw_meeting(
+        self,
+        n: int,
+        conditions: Conditions | None,
+        where: str | None,
+        rng: np.random.Generator,
+        max_tries: int,
+        max_seconds: float | None,
+        started: float,
+    ) -> pd.DataFrame:
+        """``n`` rows from the current proposal that meet the conditions (rejection in batches, as the base does)."""
+        conds = self._check_conditions(conditions)
+        kept: list[pd.DataFrame] = []
+        n_kept = n_drawn = 0
+        batch = max(n, 256)
+        for _ in range(max_tries):
+            done = self._finish(self._sample(batch, rng=rng))
+            mask = self._condition_mask(done, conds, where)
+            n_drawn += len(done)
+            kept.append(done[mask])
+            n_kept += int(mask.sum())
+            if n_kept >= n:
+                return pd.concat(kept).iloc[:n]
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                break
+            rate = max(n_kept / n_drawn, 1.0 / n_drawn)
+            batch = int(min(max((n - n_kept) / rate * 1.2, 256), 200_000))
+        raise ConditionError(
+            f"Only {n_kept} of the {n} rows asked of one latent component met the conditions after drawing "
+            f"{n_drawn} rows (acceptance rate {n_kept / max(n_drawn, 1):.4%}). Loosen the conditions, raise "
+            "max_tries or max_seconds, or sample with condition_components='proposal'."
+        )
 
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
         import torch

@@ -32,13 +32,13 @@ from flwr.app import Message, RecordDict
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import CapabilityError
 from fedsynth.generators.base import SupportsLatentMixture, SupportsLocalState, SupportsWeights
+from fedsynth.generators.component_counts import sum_component_counts
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
     fit_latent_mixture_federated,
     mixture_e_step_statistics,
     mixture_init_statistics,
 )
-from fedsynth.generators.component_counts import sum_component_counts
 from fedsynth.strategies import records
 from fedsynth.strategies.base import (
     GridLike,

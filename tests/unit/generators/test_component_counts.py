@@ -174,3 +174,34 @@ def test_component_weights_follow_the_condition(federated) -> None:  # type: ign
     gen2.set_component_counts(counts)
     gen2.set_latent_mixture(mix)
     assert gen2.get_component_counts() is None
+
+
+@pytest.mark.parametrize("mode", ["stratified", "proposal", "off"])
+def test_every_mode_meets_the_conditions_exactly(federated, mode) -> None:  # type: ignore[no-untyped-def]
+    gen, _ = federated
+    gen.set_params(condition_components=mode)
+    try:
+        rows = gen.sample(30, random_state=1, conditions={"SEX": ["M"]}, where="MUT == 1")
+    finally:
+        gen.set_params(condition_components="stratified")
+    assert len(rows) == 30 and (rows["SEX"] == "M").all() and (rows["MUT"] == 1).all()
+
+
+def test_stratified_shares_follow_the_component_weights(federated, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Setup: record which component each stratified batch is drawn from
+    gen, _ = federated
+    seen: list[int] = []
+    original = type(gen)._sample
+
+    def spy(self, n_samples, *, rng):  # type: ignore[no-untyped-def]
+        seen.append(int(np.argmax(self._proposal_)))
+        return original(self, n_samples, rng=rng)
+
+    monkeypatch.setattr(type(gen), "_sample", spy)
+    w = component_condition_weights(gen.get_latent_mixture()["weights"], gen.get_component_counts(),
+                                    gen.count_columns(), {"MUT": ["1"]})
+    # Run: the allocation is the multinomial draw of the same seed
+    gen.sample(200, random_state=5, conditions={"MUT": 1})
+    alloc = np.random.default_rng(5).multinomial(200, w / w.sum())
+    # Assert: exactly the components given a share are drawn from, each at least once
+    assert set(seen) == set(np.flatnonzero(alloc).tolist())
