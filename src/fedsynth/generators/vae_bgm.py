@@ -18,7 +18,14 @@ Choices (measured on the MDS cohort, 90% training split, ``benchmarks/bench_vae_
   Bernoulli, categorical, Bernoulli missing indicators). Taking the mode (``sampling="mode"``) gave
   QualityReport 0.876, missing-rate gaps up to 5 points, an exaggerated TP53 hazard ratio and NNDR p5 0.37
   (below the holdout's 0.54);
-- the mixture is variational with a Dirichlet-process weight prior (see :mod:`~fedsynth.generators.latent_mixture`).
+- the mixture is variational with a Dirichlet-process weight prior (see :mod:`~fedsynth.generators.latent_mixture`);
+- conditional sampling (``condition_components="stratified"``) splits the rows over latent components by
+  P(component | condition), from per-component label counts summed over sites at training
+  (:mod:`~fedsynth.generators.component_counts`), then rejects inside each component. Plain rejection kept rows
+  that met ``TP53 = 1`` by decoding noise, drawn from components of lower-risk patients (federated 5 x 60
+  epochs: TP53-mutated arm median OS 32-47% too long at seeds 0-2). Chosen on seed 7 over ``"proposal"``
+  (components drawn by that probability, then rejection: the condition counted twice, lower-risk arm 21% too
+  long) and ``"off"``; measured in ``benchmarks/results/arms_vae_cond.json``.
 """
 
 from __future__ import annotations

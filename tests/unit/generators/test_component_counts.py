@@ -205,3 +205,11 @@ def test_stratified_shares_follow_the_component_weights(federated, monkeypatch) 
     alloc = np.random.default_rng(5).multinomial(200, w / w.sum())
     # Assert: exactly the components given a share are drawn from, each at least once
     assert set(seen) == set(np.flatnonzero(alloc).tolist())
+
+
+def test_stratified_draw_fails_clearly_when_no_row_can_meet_the_conditions(federated) -> None:  # type: ignore[no-untyped-def]
+    from fedsynth.generators.base import ConditionError
+
+    gen, _ = federated
+    with pytest.raises(ConditionError, match="latent component"):
+        gen.sample(10, random_state=0, conditions={"MUT": 1}, where="AGE < -1000", max_tries=2)
