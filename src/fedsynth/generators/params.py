@@ -388,6 +388,13 @@ class VAEBGMParams(GeneratorParams):
         description="Share of columns hidden from the encoder per training row (replaced by what a site lacking "
         "them sends), with their loss still counted; recommended (e.g. 0.2) for worst-case federations.",
     )
+    condition_components: Literal["stratified", "proposal", "off"] = Field(
+        "stratified", description="How conditional sampling uses the per-component category counts kept at "
+        "training: 'stratified' gives each component the share P(component | condition) of the returned rows "
+        "(rejection inside each component), 'proposal' draws components by that probability and then rejects "
+        "(counts the condition twice), 'off' draws them by the mixture weights alone. Rows always meet the "
+        "conditions exactly.",
+    )
 
 
 #: Every registered generator's spec, by registry name (light: checking a config imports no engine).

@@ -9,9 +9,12 @@ Server flow (after the shared domain):
 3. for a generator with a latent mixture (VAE-BGM), the server then fits the *global* mixture by federated
    variational EM: ``query.mixture_init`` (global weights in; the site computes its latent codes, keeps them in
    its node state and returns their moments) and ``query.mixture_estep`` (current mixture in, responsibility-
-   weighted sufficient statistics out), M-step on the server. Codes never leave a site.
+   weighted sufficient statistics out), M-step on the server. Codes never leave a site;
+4. after the last round's mixture, ``query.component_counts`` (mixture in): per component, responsibility-weighted
+   counts of each categorical column's labels (:mod:`fedsynth.generators.component_counts`), summed on the
+   server; conditional sampling draws components by them.
 
-Site handlers: ``train.fit``, ``query.mixture_init``, ``query.mixture_estep``.
+Site handlers: ``train.fit``, ``query.mixture_init``, ``query.mixture_estep``, ``query.component_counts``.
 
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`FedAvgStrategy.privacy`; VAE-BGM
 only): record-level (ε, δ) for every patient of every site. Before anything is released the coordinator asks each
@@ -25,7 +28,8 @@ at most ε at δ. The server's accountant (one per site) charges every round bef
 ledger charges its own before it answers, and a site that already released a round of this run (a resumed run
 asking for it again) sends the same weights again, at no new cost. Domain summaries are released under the
 sites' disclosure policies (coarsened, small cells merged), not under this budget. The spent budget goes into the
-run manifest (``privacy``), per site and for the run (the largest over sites).
+run manifest (``privacy``), per site and for the run (the largest over sites). Under a privacy budget the per-component label counts (step 4) are not asked for: they are outside the
+accounting, so conditional sampling then rejects rows only.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from flwr.app import Message, RecordDict
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import CapabilityError, Problem, ValidationError
 from fedsynth.generators.base import SupportsLatentMixture, SupportsLocalState, SupportsWeights
+from fedsynth.generators.component_counts import sum_component_counts
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
     fit_latent_mixture_federated,
@@ -226,6 +231,7 @@ class FedAvgStrategy(Strategy):
             base["dp_run"] = self.privacy_run_id or run_token
             every = False  # each mixture fit is a release: one, after the last round
         mixture: MixtureParams | None = None
+        counts: dict[str, np.ndarray] | None = None
         rounds: list[dict[str, Any]] = []
         left_out_all: dict[str, str] = {}
         first = 1
@@ -237,6 +243,9 @@ class FedAvgStrategy(Strategy):
             generator.set_weights(weights)
             if isinstance(generator, SupportsLatentMixture) and mixture is not None:
                 generator.set_latent_mixture(mixture)
+            counts = {k[2:]: v for k, v in arrays.items() if k.startswith("c.")} or None
+            if counts is not None and hasattr(generator, "set_component_counts"):
+                generator.set_component_counts(counts)
             rounds, left_out_all, first = list(meta["rounds"]), dict(meta["left_out"]), int(meta["step"]) + 1
         if plan is not None:
             # The rounds a resumed run finished were spent: the accountants start where the interrupted run was.
@@ -282,6 +291,9 @@ class FedAvgStrategy(Strategy):
                     grid, answered, generator, weights, base, server_round, previous=mixture if warm else None,
                     final=server_round == self.rounds, plan=plan,
                 )
+                if server_round == self.rounds and hasattr(generator, "set_component_counts") and plan is None:
+                    counts = self._component_counts(grid, answered, mixture, base, server_round, secure=secure)
+                    generator.set_component_counts(counts)
             left_out = {site_name(sites, n): r for n, r in got.failed.items()}
             left_out_all.update(left_out)
             rr = RoundResult(server_round, label, generator, site_metrics=site_metrics, left_out=left_out,
@@ -294,7 +306,8 @@ class FedAvgStrategy(Strategy):
             self.save_checkpoint(
                 domain,
                 {"step": server_round, "rounds": rounds, "left_out": left_out_all},
-                {**{f"w.{k}": v for k, v in weights.items()}, **{f"m.{k}": v for k, v in (mixture or {}).items()}},
+                {**{f"w.{k}": v for k, v in weights.items()}, **{f"m.{k}": v for k, v in (mixture or {}).items()},
+                 **{f"c.{k}": v for k, v in (counts or {}).items()}},
             )
         if plan is not None:
             self.privacy_summary_ = plan.summary(self._epsilon_left)
@@ -454,6 +467,24 @@ class FedAvgStrategy(Strategy):
         log.info("fedavg: global latent mixture after %d EM iterations%s", n_iter, " (warm start)" if previous else "")
         generator.set_latent_mixture(params)
         return params
+
+    def _component_counts(
+        self, grid: GridLike, sites: Sequence[SiteInfo], mixture: MixtureParams, base: Mapping[str, Any],
+        server_round: int, *, secure: bool = False,
+    ) -> dict[str, np.ndarray] | None:
+        """The sites' per-component label counts under the final mixture, summed (``None`` when none answered);
+        under secure aggregation the server learns only the sum."""
+        group = f"counts-{server_round}"
+        tag = {"secagg_tag": group} if secure else {}
+        cfg = records.to_config_record({**base, "server_round": server_round, **tag})
+        msg = RecordDict({"mixture": records.to_array_record(mixture), "config": cfg})
+        got = self.ask(grid, sites, "query.component_counts", same_for_all(msg), group_id=group)
+        answered = [s for s in sites if s.node_id in got.ok]
+        if secure:
+            stats = [self._secure_sum(grid, answered, group)] if answered else []
+        else:
+            stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
+        return sum_component_counts(stats) if stats else None
 
 
 
@@ -663,8 +694,19 @@ def _stash_for_secure_sum(cfg: Mapping[str, Any], site: SiteRuntime, arrays: Map
     return RecordDict({"metrics": records.to_metric_record({})})
 
 
+def handle_component_counts(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.component_counts``: per component of the global mixture, responsibility-weighted label counts of
+    the site's rows (from the codes kept at ``query.mixture_init``)."""
+    generator, data = _site_state(msg, site)
+    codes = records.from_array_record(site.state["latent-codes"])["codes"]
+    mixture = records.from_array_record(msg.content["mixture"])
+    stats = generator.component_count_statistics(data, mixture, codes)  # type: ignore[attr-defined]
+    return _stash_for_secure_sum(message_config(msg), site, stats) or RecordDict({"stats": records.to_array_record(stats)})
+
+
 SITE_HANDLERS: Mapping[str, SiteHandler] = {
     "train.fit": handle_fit,
     "query.mixture_init": handle_mixture_init,
     "query.mixture_estep": handle_mixture_estep,
+    "query.component_counts": handle_component_counts,
 }

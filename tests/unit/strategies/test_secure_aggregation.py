@@ -155,11 +155,15 @@ def test_fedavg_with_secure_aggregation_gives_the_plain_fedavg_model(generator: 
     if generator == "vae_bgm":
         for key, value in plain.generator.latent_mixture_.items():
             np.testing.assert_allclose(secure.generator.latent_mixture_[key], value, rtol=1e-5, atol=1e-7)
+        want_counts, got_counts = plain.generator.get_component_counts(), secure.generator.get_component_counts()
+        assert want_counts and sorted(got_counts) == sorted(want_counts)
+        for key, value in want_counts.items():  # the per-component label counts, summed securely
+            np.testing.assert_allclose(got_counts[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
     # ... and no site's weights or statistics reached the server: its replies to the training and mixture
     # instructions are empty, the sums came masked
     for reply in secure_grid.received:
         kind = reply.metadata.message_type
-        if kind in ("train.fit", "query.mixture_init", "query.mixture_estep"):
+        if kind in ("train.fit", "query.mixture_init", "query.mixture_estep", "query.component_counts"):
             assert not reply.has_error() and "arrays" not in reply.content and "stats" not in reply.content
             assert records.from_metric_record(reply.content["metrics"]) == {}
     assert secure.rounds[-1]["site_metrics"] == {"(secure sum)": {"num_examples": 260}} or generator == "ctgan"

@@ -1,0 +1,215 @@
+"""Per-component label counts of VAE-BGM's latent mixture: hand-computed P(k | condition), site sums equal the
+pooled counts, the FedAvg hook, and conditional draws that meet the conditions exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
+from fedsynth.encoding.domain import Domain
+from fedsynth.generators import load_generator
+from fedsynth.generators.component_counts import (
+    component_condition_weights,
+    component_count_statistics,
+    component_responsibilities,
+    count_columns,
+    sum_component_counts,
+    where_categories,
+)
+from fedsynth.strategies.in_process import InProcessGrid
+from fedsynth.strategies.registry import make_strategy
+from fedsynth.strategies.site import SiteRuntime
+
+SCHEMA = TableSchema(
+    (
+        ColumnSpec("AGE", ColumnKind.CONTINUOUS),
+        ColumnSpec("SEX", ColumnKind.CATEGORICAL, categories=("F", "M")),
+        ColumnSpec("MUT", ColumnKind.BINARY),
+    )
+)
+COLUMNS = {"SEX": ("F", "M"), "MUT": ("0", "1")}
+MIXTURE_1D = {
+    "weights": np.array([0.75, 0.25]),
+    "means": np.array([[-1.0], [2.0]]),
+    "covariances": np.array([[[1.0]], [[4.0]]]),
+}
+
+
+def test_condition_weights_match_a_hand_computation() -> None:
+    # Setup: three components; SEX counts (F, M, missing) and MUT counts (0, 1, missing) per component
+    weights = np.array([0.5, 0.3, 0.2])
+    counts = {
+        "SEX": np.array([[8.0, 2.0, 0.0], [1.0, 9.0, 0.0], [5.0, 4.0, 1.0]]),
+        "MUT": np.array([[10.0, 0.0, 0.0], [5.0, 5.0, 0.0], [2.0, 8.0, 0.0]]),
+    }
+    # Run / Assert: one column, no pseudo-count: P(F | k) = .8, .1, .5 -> .4, .03, .1 over .53
+    got = component_condition_weights(weights, counts, COLUMNS, {"SEX": ["F"]}, pseudo_count=0.0)
+    np.testing.assert_allclose(got, np.array([0.4, 0.03, 0.1]) / 0.53)
+    # two columns multiply: P(F|k) P(MUT=1|k) = .8*0, .1*.5, .5*.8 -> 0, .015, .08 over .095
+    got = component_condition_weights(weights, counts, COLUMNS, {"SEX": ["F"], "MUT": ["1"]}, pseudo_count=0.0)
+    np.testing.assert_allclose(got, np.array([0.0, 0.015, 0.08]) / 0.095, atol=1e-12)
+    # a set of labels adds them; the pseudo-row spreads one count over the 3 labels (F, M, missing)
+    got = component_condition_weights(weights, counts, COLUMNS, {"SEX": ["F", "M"]})
+    p = np.array([(10 + 2 / 3) / 11, (10 + 2 / 3) / 11, (9 + 2 / 3) / 11])
+    np.testing.assert_allclose(got, weights * p / (weights * p).sum())
+    # no counted column conditioned (a numeric one): the mixture weights themselves
+    np.testing.assert_allclose(component_condition_weights(weights, counts, COLUMNS, {"AGE": ["70"]}), weights)
+
+
+def test_responsibilities_match_bayes_rule_by_hand() -> None:
+    x = np.array([[0.0], [1.5]])
+    a = 0.75 * norm.pdf(x[:, 0], -1.0, 1.0)
+    b = 0.25 * norm.pdf(x[:, 0], 2.0, 2.0)
+    r = component_responsibilities(x, MIXTURE_1D)
+    np.testing.assert_allclose(r, np.column_stack([a, b]) / (a + b)[:, None])
+
+
+def _site_rows(n: int, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame]:
+    codes = rng.normal(0, 2, (n, 1))
+    sex = np.where(rng.random(n) < 0.5, "F", "M").astype(object)
+    sex[rng.random(n) < 0.1] = np.nan
+    frame = SCHEMA.coerce(pd.DataFrame({"AGE": rng.normal(60, 5, n), "SEX": sex,
+                                        "MUT": (rng.random(n) < 0.3).astype(float)}))
+    return codes, frame
+
+
+def test_site_counts_sum_to_the_pooled_counts() -> None:
+    # Setup: three sites; the third lacks MUT
+    rng = np.random.default_rng(0)
+    sites = [_site_rows(n, rng) for n in (50, 30, 20)]
+    sites[2] = (sites[2][0], sites[2][1].drop(columns=["MUT"]))
+    # Run
+    per_site = [component_count_statistics(c, d, MIXTURE_1D, COLUMNS, SCHEMA) for c, d in sites]
+    summed = sum_component_counts(per_site)
+    pooled_all = component_count_statistics(
+        np.vstack([c for c, _ in sites]), pd.concat([d for _, d in sites]), MIXTURE_1D, COLUMNS, SCHEMA
+    )
+    pooled_mut = component_count_statistics(
+        np.vstack([c for c, _ in sites[:2]]), pd.concat([d for _, d in sites[:2]]), MIXTURE_1D, COLUMNS, SCHEMA
+    )
+    # Assert: equal to the pooled counts; a lacking site adds nothing to its column; every row counted once
+    assert "MUT" not in per_site[2]
+    np.testing.assert_allclose(summed["SEX"], pooled_all["SEX"])
+    np.testing.assert_allclose(summed["MUT"], pooled_mut["MUT"])
+    assert summed["SEX"].sum() == pytest.approx(100)
+    assert summed["SEX"][:, 2].sum() == pytest.approx(sum(d["SEX"].isna().sum() for _, d in sites))
+
+
+def test_count_columns_reads_kinds_not_names() -> None:
+    _, frame = _site_rows(40, np.random.default_rng(1))
+    domain = Domain.from_data(frame, SCHEMA)
+    assert count_columns(SCHEMA, domain) == {"SEX": ("F", "M"), "MUT": ("0", "1")}
+
+
+def test_where_categories_reads_conjunctive_equalities_only() -> None:
+    assert where_categories("`SEX` == 'F' and AGE >= 65", COLUMNS, SCHEMA) == {"SEX": ["F"]}
+    assert where_categories("(MUT in [1]) & (SEX == 'M')", COLUMNS, SCHEMA) == {"MUT": ["1"], "SEX": ["M"]}
+    assert where_categories("1 == MUT", COLUMNS, SCHEMA) == {"MUT": ["1"]}
+    assert where_categories("SEX == 'F' or MUT == 1", COLUMNS, SCHEMA) == {}
+    assert where_categories("SEX != 'F'", COLUMNS, SCHEMA) == {}
+    assert where_categories("AGE >", COLUMNS, SCHEMA) == {}
+
+
+def _fedavg_sites() -> list[SiteRuntime]:
+    rng = np.random.default_rng(3)
+    out = []
+    for i, n in enumerate((120, 80, 60)):
+        # two kinds of patient: MUT carriers are older; the latent space can separate them
+        mut = (rng.random(n) < 0.3).astype(float)
+        frame = pd.DataFrame({"AGE": rng.normal(55 + 20 * mut, 3), "SEX": rng.choice(["F", "M"], n), "MUT": mut})
+        out.append(SiteRuntime(f"site-{i + 1}", SCHEMA.coerce(frame), SCHEMA, seed=i))
+    return out
+
+
+@pytest.fixture(scope="module")
+def federated() -> tuple[object, list[SiteRuntime]]:
+    sites = _fedavg_sites()
+    strategy = make_strategy(
+        "fedavg", SCHEMA, generator="vae_bgm", rounds=2, local_epochs=3, min_sites=2, random_state=0,
+        generator_params={"batch_size": 32, "latent_dim": 2, "hidden_dims": [16], "n_components": 3},
+    )
+    return strategy.start(InProcessGrid(sites)).generator, sites
+
+
+def test_fedavg_collects_the_pooled_counts_under_the_final_mixture(federated) -> None:  # type: ignore[no-untyped-def]
+    gen, sites = federated
+    # pooled reference: every site's codes under the final global weights, counted in one place
+    codes = np.vstack([gen.latent_codes(s.data) for s in sites])
+    pooled = component_count_statistics(
+        codes, pd.concat([s.data for s in sites]), gen.get_latent_mixture(), gen.count_columns(), SCHEMA
+    )
+    counts = gen.get_component_counts()
+    assert set(counts) == {"SEX", "MUT"}
+    for col in counts:
+        np.testing.assert_allclose(counts[col], pooled[col], rtol=1e-6, atol=1e-6)
+
+
+def test_conditional_draws_meet_the_conditions_exactly(federated, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    gen, _ = federated
+    # Run: conditions, a where with a category term and a range, and the same after a save/load round trip
+    a = gen.sample(40, random_state=0, conditions={"MUT": 1}, where="SEX == 'F' and AGE >= 60")
+    gen.save(tmp_path / "m")
+    loaded = load_generator(tmp_path / "m")
+    b = loaded.sample(40, random_state=0, where="MUT == 1 and `SEX` in ['M']")
+    # Assert
+    assert len(a) == 40 and (a["MUT"] == 1).all() and (a["SEX"] == "F").all() and (a["AGE"] >= 60).all()
+    assert len(b) == 40 and (b["MUT"] == 1).all() and (b["SEX"] == "M").all()
+    for col, c in gen.get_component_counts().items():
+        np.testing.assert_allclose(loaded.get_component_counts()[col], c)
+
+
+def test_component_weights_follow_the_condition(federated) -> None:  # type: ignore[no-untyped-def]
+    gen, _ = federated
+    counts, mix = gen.get_component_counts(), gen.get_latent_mixture()
+    w1 = component_condition_weights(mix["weights"], counts, gen.count_columns(), {"MUT": ["1"]})
+    w0 = component_condition_weights(mix["weights"], counts, gen.count_columns(), {"MUT": ["0"]})
+    # P(MUT = 1 | k) per component from the counts: the MUT = 1 weights lean to the components richer in carriers
+    share = counts["MUT"][:, 1] / counts["MUT"].sum(axis=1)
+    assert np.dot(w1, share) > np.dot(mix["weights"] / mix["weights"].sum(), share) > np.dot(w0, share)
+    # a new mixture drops counts kept for the old one
+    gen2 = type(gen)(SCHEMA, domain=gen.domain, latent_dim=2, hidden_dims=[16], n_components=3)
+    gen2.set_component_counts(counts)
+    gen2.set_latent_mixture(mix)
+    assert gen2.get_component_counts() is None
+
+
+@pytest.mark.parametrize("mode", ["stratified", "proposal", "off"])
+def test_every_mode_meets_the_conditions_exactly(federated, mode) -> None:  # type: ignore[no-untyped-def]
+    gen, _ = federated
+    gen.set_params(condition_components=mode)
+    try:
+        rows = gen.sample(30, random_state=1, conditions={"SEX": ["M"]}, where="MUT == 1")
+    finally:
+        gen.set_params(condition_components="stratified")
+    assert len(rows) == 30 and (rows["SEX"] == "M").all() and (rows["MUT"] == 1).all()
+
+
+def test_stratified_shares_follow_the_component_weights(federated, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Setup: record which component each stratified batch is drawn from
+    gen, _ = federated
+    seen: list[int] = []
+    original = type(gen)._sample
+
+    def spy(self, n_samples, *, rng):  # type: ignore[no-untyped-def]
+        seen.append(int(np.argmax(self._proposal_)))
+        return original(self, n_samples, rng=rng)
+
+    monkeypatch.setattr(type(gen), "_sample", spy)
+    w = component_condition_weights(gen.get_latent_mixture()["weights"], gen.get_component_counts(),
+                                    gen.count_columns(), {"MUT": ["1"]})
+    # Run: the allocation is the multinomial draw of the same seed
+    gen.sample(200, random_state=5, conditions={"MUT": 1})
+    alloc = np.random.default_rng(5).multinomial(200, w / w.sum())
+    # Assert: exactly the components given a share are drawn from, each at least once
+    assert set(seen) == set(np.flatnonzero(alloc).tolist())
+
+
+def test_stratified_draw_fails_clearly_when_no_row_can_meet_the_conditions(federated) -> None:  # type: ignore[no-untyped-def]
+    from fedsynth.generators.base import ConditionError
+
+    gen, _ = federated
+    with pytest.raises(ConditionError, match="latent component"):
+        gen.sample(10, random_state=0, conditions={"MUT": 1}, where="AGE < -1000", max_tries=2)
