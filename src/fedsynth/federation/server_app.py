@@ -105,9 +105,13 @@ app = ServerApp()
 
 @app.main()
 def _deployed_main(grid: Grid, context: Context) -> None:
+    from fedsynth.federation.polling import PollingGrid
+
     strategy, n_nodes = strategy_from_run_config(context.run_config)
-    wait_for_nodes(grid, n_nodes, timeout=float(strategy.params["node_timeout"]))
-    result = strategy.start(grid)
+    # Replies are pulled every 50 ms, not every 3 s as Flower's send_and_receive does (see federation.polling).
+    polling = PollingGrid(grid)
+    polling.wait_for_nodes(n_nodes, timeout=float(strategy.params["node_timeout"]))
+    result = strategy.start(polling)
     model_dir = context.run_config.get("model-dir")
     if model_dir and result.generator is not None:
         result.generator.save(str(model_dir))

@@ -9,7 +9,9 @@ Server flow (after the shared domain):
 3. for a generator with a latent mixture (VAE-BGM), the server then fits the *global* mixture by federated
    variational EM: ``query.mixture_init`` (global weights in; the site computes its latent codes, keeps them in
    its node state and returns their moments) and ``query.mixture_estep`` (current mixture in, responsibility-
-   weighted sufficient statistics out), M-step on the server. Codes never leave a site.
+   weighted sufficient statistics out), M-step on the server. Codes never leave a site. From round 2 the EM
+   starts from the previous round's mixture (warm start), which goes out with ``query.mixture_init``: the sites
+   answer the first E-step in the same reply (``estep``), one message round fewer per round.
 
 Site handlers: ``train.fit``, ``query.mixture_init``, ``query.mixture_estep``.
 """
@@ -51,7 +53,9 @@ from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
     conform_to_domain,
+    load_site_state,
     message_config,
+    save_site_state,
     site_generator,
     site_model,
 )
@@ -207,18 +211,29 @@ class FedAvgStrategy(Strategy):
         """
         cfg = records.to_config_record({**base, "server_round": server_round})
         init = RecordDict({"arrays": records.to_array_record(weights), "config": cfg})
+        if previous is not None:
+            # A warm start knows the EM's starting point already: the sites answer its first E-step in the init
+            # reply (one message round fewer per round; the same statistics as an E-step message would bring).
+            init["mixture"] = records.to_array_record(previous)
         got = self.ask(grid, sites, "query.mixture_init", same_for_all(init), group_id=f"mixture-init-{server_round}")
         answered = [s for s in sites if s.node_id in got.ok]
         stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
         start = previous if previous is not None else generator.initial_latent_mixture(
             stats, random_state=self.random_state
         )
+        first: list[dict[str, np.ndarray]] | None = None
+        if previous is not None:
+            first = [records.from_array_record(got.ok[s.node_id]["estep"]) for s in answered]
         max_iter = int(self.params.get("mixture_max_iter", 50))
         if not final:
             max_iter = min(max_iter, int(self.params.get("mixture_round_max_iter", 3)))
         iteration = itertools.count(1)
 
         def e_step(params: MixtureParams) -> list[dict[str, np.ndarray]]:
+            nonlocal first
+            if first is not None:  # the first E-step, answered with the init message
+                done, first = first, None
+                return done
             msg = RecordDict({"mixture": records.to_array_record(params), "config": cfg})
             got = self.ask(grid, answered, "query.mixture_estep", same_for_all(msg),
                            group_id=f"mixture-{server_round}-{next(iteration)}")
@@ -260,17 +275,24 @@ def _site_state(msg: Message, site: SiteRuntime) -> tuple[SupportsWeights, pd.Da
     return generator, data
 
 
-def _restore_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], server_round: int) -> None:
-    """Before training round ``server_round``, make sure the site's model carries its state after the previous
-    round: the process may have a stale or no cached model (another simulation actor served the site, or the run
-    was resumed in a new process), so the site's own folder is the reference."""
-    from fedsynth.strategies.checkpoint import SiteStateStore
+#: The part of a site's state (:func:`~fedsynth.strategies.site.save_site_state`) FedAvg keeps between rounds.
+LOCAL_STATE = "fedavg-local"
 
+
+def _restore_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], run_token: str,
+                         server_round: int) -> None:
+    """Before training round ``server_round``, make sure the site's model carries its local state after the
+    previous round (optimiser moments, random generator state, epochs trained).
+
+    A model cached in this process that finished the previous round has it already. Otherwise (a fresh
+    ClientApp process per message in a deployment, another simulation actor served the site, a resumed run) it
+    comes from the node's ``context.state`` or the site's own folder
+    (:func:`~fedsynth.strategies.site.load_site_state`). The weights themselves come with every message.
+    """
     previous = server_round - 1
-    if (previous < 1 or _SITE_ROUND.get(key) == previous or site.state_dir is None
-            or not isinstance(generator, SupportsLocalState)):
+    if previous < 1 or _SITE_ROUND.get(key) == previous or not isinstance(generator, SupportsLocalState):
         return
-    found = SiteStateStore(site.state_dir).load(previous)
+    found = load_site_state(site, run_token, LOCAL_STATE, previous)
     if found is None:
         log.warning("site %s: no saved state after round %d; local training continues from fresh optimiser state",
                     site.name, previous)
@@ -279,15 +301,13 @@ def _restore_local_state(generator: SupportsWeights, site: SiteRuntime, key: tup
     generator.set_local_state(meta, arrays)
 
 
-def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], server_round: int) -> None:
-    from fedsynth.strategies.checkpoint import SiteStateStore
-
+def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], run_token: str,
+                      server_round: int) -> None:
     _SITE_ROUND[key] = server_round
-    if site.state_dir is None or not isinstance(generator, SupportsLocalState):
+    if not isinstance(generator, SupportsLocalState):
         return
     meta, arrays = generator.get_local_state()
-    weights = {f"w.{k}": v for k, v in generator.get_weights().items()}
-    SiteStateStore(site.state_dir).save(server_round, meta, {**arrays, **weights})
+    save_site_state(site, run_token, LOCAL_STATE, server_round, meta, arrays)
 
 
 def _last_losses(generator: Any) -> dict[str, float]:
@@ -307,11 +327,11 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
     """``train.fit``: set the global weights, train ``local_epochs`` epochs locally, return weights and counts."""
     cfg = message_config(msg)
     generator, data = _site_state(msg, site)
-    key, server_round = _site_key(msg, site), int(cfg.get("server_round", 1))
-    _restore_local_state(generator, site, key, server_round)
+    key, server_round, token = _site_key(msg, site), int(cfg.get("server_round", 1)), str(cfg["run_token"])
+    _restore_local_state(generator, site, key, token, server_round)
     generator.set_weights(records.from_array_record(msg.content["arrays"]))
     generator.partial_fit(data, epochs=int(cfg.get("local_epochs", 1)))
-    _save_local_state(generator, site, key, server_round)
+    _save_local_state(generator, site, key, token, server_round)
     metrics = {"num_examples": len(data), **_last_losses(generator)}
     return RecordDict(
         {"arrays": records.to_array_record(generator.get_weights()), "metrics": records.to_metric_record(metrics)}
@@ -327,7 +347,11 @@ def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
     generator.set_weights(records.from_array_record(msg.content["arrays"]))
     codes = np.asarray(generator.latent_codes(data), dtype=np.float64)
     site.state["latent-codes"] = records.to_array_record({"codes": codes})
-    return RecordDict({"stats": records.to_array_record(mixture_init_statistics(codes))})
+    reply = RecordDict({"stats": records.to_array_record(mixture_init_statistics(codes))})
+    if "mixture" in msg.content:  # a warm start: the first E-step under the previous round's mixture, too
+        params = records.from_array_record(msg.content["mixture"])
+        reply["estep"] = records.to_array_record(mixture_e_step_statistics(codes, params))
+    return reply
 
 
 def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:
