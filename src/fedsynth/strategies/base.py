@@ -318,12 +318,15 @@ class Strategy(ABC):
             t[f"wait_s:{r.message_type}"] = t.get(f"wait_s:{r.message_type}", 0.0) + waited / len(requests)
         # A reply is matched to the instruction it answers: Flower's SuperLink answers for an unreachable node
         # itself (an error reply whose source is the SuperLink), so the source id alone can name the wrong node.
+        # Without message ids (a grid that does not push through Flower), a reply's type names its request.
         where = {m.metadata.message_id: (i, m.metadata.dst_node_id)
                  for i, batch in enumerate(msgs) for m in batch if m.metadata.message_id}
+        by_type = {r.message_type: i for i, r in reversed(list(enumerate(requests)))}
         ok: list[dict[int, RecordDict]] = [{} for _ in requests]
         failed: list[dict[int, str]] = [{} for _ in requests]
         for reply in replies:
-            i, node = where.get(reply.metadata.reply_to_message_id, (0, reply.metadata.src_node_id))
+            i, node = where.get(reply.metadata.reply_to_message_id,
+                                (by_type.get(reply.metadata.message_type, 0), reply.metadata.src_node_id))
             if reply.has_error():
                 failed[i][node] = records.scrub_text(reply.error.reason or f"error code {reply.error.code}")
             else:

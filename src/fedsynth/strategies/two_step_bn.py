@@ -283,7 +283,9 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     cfg = message_config(msg)
 
     def build() -> Any:
-        # One oracle over the site's own rows per run: the rows are coerced and conformed once.
+        # One oracle over the site's own rows per run and process: the rows are coerced and conformed once. It is
+        # not site state: its tables are a function of the rows and the domain (which every message carries), so
+        # a fresh process (a deployment) rebuilds it and counts the same.
         domain = records.domain_from_text(str(cfg["domain"]))
         return site_generator(cfg, site, domain).make_oracle(conform_to_domain(site.data, domain))
 
