@@ -206,16 +206,27 @@ def run_simulation_case(case: Mapping[str, Any], schema: Any, frames: list[tuple
             "model": _model_facts(result.generator)}
 
 
+#: The pooled training rows the final models are scored against (set in :func:`main`).
+POOL: dict[str, Any] = {}
+
+
 def _model_facts(generator: Any) -> dict[str, Any]:
-    """What identifies the learnt model: a BN's edges; a weight model's weight checksum."""
+    """What identifies the learnt model (a BN's edges; a weight model's weight checksum) and its CSF/GSF
+    (:func:`fedsynth.evaluation.quick_scores` of 2,000 sampled rows, seed 0, against the pooled training rows)."""
     import numpy as np
 
+    facts: dict[str, Any] = {}
     if hasattr(generator, "model_") and hasattr(generator.model_, "edges"):
-        return {"edges": sorted([list(e) for e in generator.model_.edges()])}
-    if hasattr(generator, "get_weights"):
+        facts["edges"] = sorted([list(e) for e in generator.model_.edges()])
+    elif hasattr(generator, "get_weights"):
         w = generator.get_weights()
-        return {"weights_sum": float(sum(float(np.abs(np.asarray(v, dtype=np.float64)).sum()) for v in w.values()))}
-    return {}
+        facts["weights_sum"] = float(sum(float(np.abs(np.asarray(v, dtype=np.float64)).sum()) for v in w.values()))
+    if POOL:
+        from fedsynth.evaluation import quick_scores
+
+        q = quick_scores(POOL["rows"], generator.sample(2000, random_state=0), POOL["schema"], random_state=0)
+        facts["scores"] = {"csf": round(float(q["csf"]), 4), "gsf": round(float(q["gsf"]), 4)}
+    return facts
 
 
 # -- deployed on loopback ------------------------------------------------------------------------------------------
@@ -257,12 +268,15 @@ def federation(work: Path, schema_path: Path, files: Mapping[str, Path], env: Ma
         for name in SITES:
             _cli("site", "register", name, str(creds / "nodes" / f"{name}.pub"), "--superlink", address,
                  "--root-cert", str(creds / "ca.pem"), "--federation", "bench", env=env)
+        # One CPU thread per site, as the simulation engine gives each node one CPU (Ray sets OMP_NUM_THREADS=1
+        # in its actors): on one loopback machine three nodes share its cores, as three simulated nodes do.
+        site_env = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         for name, seed in zip(SITES, SEEDS):
             started.append(processes.start(
                 [fedsynth, "site", "start", "--superlink", address, "--data", str(files[name]),
                  "--schema", str(schema_path), "--name", name, "--root-cert", str(creds / "ca.pem"),
                  "--key", str(creds / "nodes" / name), "--seed", str(seed), "--port", str(_free_port())],
-                log_path=work / f"site-{name}.log", env=env, cwd=work))
+                log_path=work / f"site-{name}.log", env=site_env, cwd=work))
         yield "bench"
     finally:
         for p in reversed(started):
@@ -364,6 +378,9 @@ def main() -> None:
         schema_path, files = make_sites(work, env)
         schema, frames = site_frames(schema_path, files)
         out["setup"]["rows"] = {n: len(f) for n, f in frames}
+        import pandas as pd
+
+        POOL.update(rows=pd.concat([f for _, f in frames], ignore_index=True), schema=schema)
         out["setup"]["clientapp_import_s"] = clientapp_start_s(env)
         cases = {name.strip(): strategy_settings(name.strip(), args.rounds, args.local_epochs)
                  for name in args.strategies.split(",") if name.strip()}
@@ -394,7 +411,9 @@ def main() -> None:
                 "simulation_vs_in_process_wall": _ratio(sim and sim["wall_s"], inp and inp["wall_s"]),
             }
             if dep and sim:
-                r["deployed_equals_simulation_model"] = dep["model"] == sim["model"]
+                same = {k: dep["model"].get(k) == sim["model"].get(k) for k in ("edges", "weights_sum", "scores")
+                        if k in dep["model"]}
+                r["deployed_equals_simulation"] = same
         out["strategies"] = results
     out["setup"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out["bench_wall_s"] = round(time.perf_counter() - t_bench, 1)

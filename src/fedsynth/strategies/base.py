@@ -300,7 +300,8 @@ class Strategy(ABC):
 
         Each node answers its queued messages one after the other, right away: in a deployment, a request queued
         behind another costs no wait for the node's next look for work (Flower's SuperNode looks every 3 s when
-        it found none). Failures, timeouts and ``min_sites`` as in :meth:`ask`, per request.
+        it found none). Failures, timeouts and ``min_sites`` as in :meth:`ask`, per request. The requests must
+        not write the same node state either: the simulation engine may run two messages of one node at once.
         """
         msgs = [
             [Message(r.content(s), dst_node_id=s.node_id, message_type=r.message_type, group_id=r.group_id)
