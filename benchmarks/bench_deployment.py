@@ -346,6 +346,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
+def _write(path: str, out: Mapping[str, Any]) -> None:
+    """The results so far (a run stopped half-way keeps what it measured; ``partial`` says so)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", default="two_step_bn,fedavg_vae_bgm")
@@ -391,6 +397,7 @@ def main() -> None:
                     print(f"[{name}] deployed ...", flush=True)
                     results[name]["deployed"] = run_deployed_case(name, case, schema_path, files, work, env,
                                                                   connection)
+                    _write(args.out, {**out, "strategies": results, "partial": True})
                     print(f"[{name}] deployed: {results[name]['deployed']['wall_s']} s", flush=True)
         for way, fn in (("simulation", run_simulation_case), ("in_process", run_in_process_case)):
             if way not in ways:
@@ -400,6 +407,7 @@ def main() -> None:
                 folder = work / f"{name}-{way}"
                 folder.mkdir()
                 results[name][way] = fn(case, schema, frames, folder)
+                _write(args.out, {**out, "strategies": results, "partial": True})
                 print(f"[{name}] {way}: {results[name][way]['wall_s']} s", flush=True)
         for name, r in results.items():
             dep, sim, inp = r.get("deployed"), r.get("simulation"), r.get("in_process")
@@ -417,8 +425,7 @@ def main() -> None:
         out["strategies"] = results
     out["setup"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out["bench_wall_s"] = round(time.perf_counter() - t_bench, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    _write(args.out, out)
     print(json.dumps({n: r["ratios"] for n, r in out["strategies"].items()}, indent=1))
     print(f"written to {args.out}")
 
