@@ -183,6 +183,8 @@ def site_start(
                                         "training, for the privacy figures of the snapshots it scores (default: "
                                         "<data>.holdout.csv beside --data, when present).")] = None,
     port: Annotated[int, typer.Option("--port", help="Local port of the node's ClientApp API (one per node).")] = 9094,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="This site's own folder for its state "
+                                         "between rounds, per run (default: beside --data, <data>.state/).")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="The SuperLink runs without TLS (trials only).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything and print the command; start nothing.")] = False,
 ) -> None:
@@ -216,7 +218,8 @@ def site_start(
         raise ValidationError(f"Site {name}", [problem])
     log_path = (audit_log or audit.default_log_path(data)).resolve()
     node_config = {"site-name": name, "data-path": str(data.resolve()), "schema-path": str(schema.resolve()),
-                   "seed": seed, "audit-log": str(log_path)}
+                   "seed": seed, "audit-log": str(log_path),
+                   "state-dir": str((state_dir or data.with_name(data.stem + ".state")).resolve())}
     if holdout is not None:
         node_config["holdout-path"] = str(holdout.resolve())
     cmd = processes.supernode_command(superlink=superlink, root_cert=None if insecure else root_cert, key=key,

@@ -32,6 +32,7 @@ CONTENT_KINDS: dict[str, str] = {
     "counts": "counts (contingency tables)",
     "arrays": "weights",
     "stats": "summaries (latent mixture sufficient statistics)",
+    "estep": "summaries (latent mixture sufficient statistics)",
     "rows": "synthetic rows",
     "rules": "rule-answers (one bool per candidate endpoint rule: does it hold on every row)",
     "scores": "metrics (aggregate scores of a synthetic snapshot against the site's rows and holdout)",

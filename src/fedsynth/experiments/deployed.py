@@ -353,5 +353,8 @@ app = ServerApp()
 
 @app.main()
 def _main(grid: Grid, context: Context) -> None:
-    result = run_deployed(grid, context.run_config)
+    from fedsynth.federation.polling import PollingGrid
+
+    # Replies are pulled every 50 ms, not every 3 s as Flower's send_and_receive does (see federation.polling).
+    result = run_deployed(PollingGrid(grid), context.run_config)
     log.info("run directory %s; report %s", result.run_dir, result.report_html)

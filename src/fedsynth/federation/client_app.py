@@ -7,6 +7,13 @@ site directly (``site-name``, ``data-path`` — a CSV or Parquet file; never a p
 rounds). Rows are read inside the node and cached per process; only what a handler puts in its reply leaves the node,
 and in a deployment every reply is first described in the site's audit log (:mod:`fedsynth.deployment.audit`).
 
+A deployed SuperNode starts a fresh ClientApp process for every message, so nothing a site needs from one message
+to the next may live in the process: it lives in Flower's ``context.state`` (which the SuperNode hands to the next
+process) and, with ``state-dir``, in that folder per run and step, so that a restarted node or a resumed run
+continues exactly (:func:`fedsynth.strategies.site.save_site_state`; FedAvg's optimiser moments and random
+generator, the latent codes, the noisy count tables a site already released). Per-process caches only spare
+rebuilding what the rows and the message determine.
+
 
 The site's disclosure policy (:class:`~fedsynth.strategies.policy.SitePolicy`) is the node's own: in a
 deployment ``policy-path`` or a ``site-policy.yaml`` beside the data file, then ``policy-<field>`` keys of the

@@ -18,34 +18,30 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from flwr.app import Context, Message
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError
 from fedsynth.federation.client_app import SiteSource, make_client_app
+from fedsynth.federation.polling import PollingGrid, RunStopped
 from fedsynth.strategies.base import OnRound, Strategy, StrategyResult
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.policy import SitePolicy, site_ledger
 from fedsynth.strategies.site import SiteHandler, SiteRuntime
 
+__all__ = ["PollingGrid", "RunStopped", "StoppableGrid", "private_folder", "run_in_process", "run_simulation",
+           "write_site_rows"]
+
 log = logging.getLogger(__name__)
-
-#: Seconds between two looks at the sites' replies (and at the stop event).
-POLL_INTERVAL = 0.05
-
 
 #: Seconds a stopped run waits for the server thread to finish the round it is recording.
 SERVER_JOIN_TIMEOUT = 20.0
-
-
-class RunStopped(FedsynthError):
-    """The run was asked to stop (a signal, or the caller's exit) while the server waited for sites."""
 
 
 def private_folder(path: str | Path) -> Path:
@@ -70,41 +66,8 @@ def write_site_rows(folder: Path, name: str, frame: pd.DataFrame, schema: TableS
     return path
 
 
-class StoppableGrid:
-    """Flower's grid with waits that end when ``stop`` is set (Flower's own ``send_and_receive`` polls forever)."""
-
-    def __init__(self, grid: Grid, stop: threading.Event, *, poll: float = POLL_INTERVAL) -> None:
-        self.grid = grid
-        self.stop = stop
-        self.poll = poll
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        pending = set(self.grid.push_messages(messages))
-        end = None if timeout is None else time.monotonic() + timeout
-        out: list[Message] = []
-        while pending:
-            if self.stop.is_set():
-                raise RunStopped("the run was stopped while the server waited for the sites' replies")
-            got = list(self.grid.pull_messages(pending))
-            out.extend(got)
-            pending.difference_update(m.metadata.reply_to_message_id for m in got)
-            if not pending or (end is not None and time.monotonic() > end):
-                break
-            self.stop.wait(self.poll)
-        return out
-
-    def wait_for_nodes(self, n_nodes: int, *, timeout: float) -> None:
-        t0 = time.monotonic()
-        while len(list(self.grid.get_node_ids())) < n_nodes:
-            if self.stop.is_set():
-                raise RunStopped("the run was stopped while the server waited for the sites' nodes")
-            if time.monotonic() - t0 > timeout:
-                n = len(list(self.grid.get_node_ids()))
-                raise FedsynthError(f"only {n} of {n_nodes} site nodes connected within {timeout:.0f}s")
-            self.stop.wait(self.poll)
+#: The simulation's grid: Flower's, with fast polling and waits that end when the run is stopped.
+StoppableGrid = PollingGrid
 
 
 def _init_ray(num_cpus: int) -> None:

@@ -61,6 +61,18 @@ class SiteInfo:
     columns: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Request:
+    """One instruction to each of ``sites`` (:meth:`Strategy.ask_together`): its type, per-site content builder,
+    group id and the answers it needs (``min_sites``; ``None``: the strategy's)."""
+
+    sites: Sequence[SiteInfo]
+    message_type: str
+    content: Callable[[SiteInfo], RecordDict]
+    group_id: str
+    min_sites: int | None = None
+
+
 @dataclass
 class Replies:
     """Answers of one request: good contents by node and scrubbed failure reasons by node."""
@@ -189,6 +201,8 @@ class Strategy(ABC):
     #: Where the server checkpoints its state after every finished step (a round; for the two-step BN an
     #: answered count request); a strategy that finds a checkpoint there at :meth:`start` resumes from it.
     checkpoint: Checkpoint | None = None
+    #: The token of the run in progress (set by :meth:`start`; kept in the checkpoint, reused on resume).
+    run_token_: str = ""
 
     def __init__(
         self,
@@ -216,6 +230,9 @@ class Strategy(ABC):
         self.params = {**default_params(self.name, generator, params), **dict(params or {})}
         #: Sites left out of a request during :meth:`start` (copied into the result's ``dropped``).
         self.dropped: list[dict[str, str]] = []
+        #: Per message type, requests sent (``requests:<type>``) and seconds waited for their replies
+        #: (``wait_s:<type>``) during :meth:`start` (copied into the result's ``timings``).
+        self.request_timings: dict[str, float] = {}
 
     @property
     def requires(self) -> str | None:
@@ -276,52 +293,131 @@ class Strategy(ABC):
         this request and recorded in :attr:`dropped`. Raises :class:`FedsynthError` when fewer than
         ``min_sites`` (default: the strategy's) answered.
         """
-        by_node = {s.node_id: s for s in sites}
+        return self.ask_together(grid, [Request(sites, message_type, content, group_id, min_sites)])[0]
+
+    def ask_together(self, grid: GridLike, requests: Sequence[Request]) -> list[Replies]:
+        """Send several requests that do not depend on one another at once; their replies, in order.
+
+        Each node answers its queued messages one after the other, right away: in a deployment, a request queued
+        behind another costs no wait for the node's next look for work (Flower's SuperNode looks every 3 s when
+        it found none). Failures, timeouts and ``min_sites`` as in :meth:`ask`, per request. The requests must
+        not write the same node state either: the simulation engine may run two messages of one node at once.
+        """
         msgs = [
-            Message(content(s), dst_node_id=s.node_id, message_type=message_type, group_id=group_id) for s in sites
+            [Message(r.content(s), dst_node_id=s.node_id, message_type=r.message_type, group_id=r.group_id)
+             for s in r.sites]
+            for r in requests
         ]
         timeout = float(self.params["request_timeout"])
-        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        t0 = time.perf_counter()
+        replies = list(grid.send_and_receive([m for batch in msgs for m in batch], timeout=timeout))
+        # Where a run's time goes: requests (sequential round trips) and the seconds waited for them, per type.
+        waited = time.perf_counter() - t0
+        for r in requests:
+            t = self.request_timings
+            t[f"requests:{r.message_type}"] = t.get(f"requests:{r.message_type}", 0) + 1
+            t[f"wait_s:{r.message_type}"] = t.get(f"wait_s:{r.message_type}", 0.0) + waited / len(requests)
         # A reply is matched to the instruction it answers: Flower's SuperLink answers for an unreachable node
         # itself (an error reply whose source is the SuperLink), so the source id alone can name the wrong node.
-        to_node = {m.metadata.message_id: m.metadata.dst_node_id for m in msgs if m.metadata.message_id}
-        ok: dict[int, RecordDict] = {}
-        failed: dict[int, str] = {}
-        for r in replies:
-            node = to_node.get(r.metadata.reply_to_message_id, r.metadata.src_node_id)
-            if r.has_error():
-                failed[node] = records.scrub_text(r.error.reason or f"error code {r.error.code}")
+        # Without message ids (a grid that does not push through Flower), a reply's type names its request.
+        where = {m.metadata.message_id: (i, m.metadata.dst_node_id)
+                 for i, batch in enumerate(msgs) for m in batch if m.metadata.message_id}
+        by_type = {r.message_type: i for i, r in reversed(list(enumerate(requests)))}
+        ok: list[dict[int, RecordDict]] = [{} for _ in requests]
+        failed: list[dict[int, str]] = [{} for _ in requests]
+        for reply in replies:
+            i, node = where.get(reply.metadata.reply_to_message_id,
+                                (by_type.get(reply.metadata.message_type, 0), reply.metadata.src_node_id))
+            if reply.has_error():
+                failed[i][node] = records.scrub_text(reply.error.reason or f"error code {reply.error.code}")
             else:
-                ok[node] = r.content
-        for node in by_node:
-            if node not in ok and node not in failed:
-                failed[node] = f"no reply within {timeout:g} s"
-        for node, reason in failed.items():
-            name = by_node[node].name if node in by_node else str(node)
-            self.dropped.append({"site": name, "message_type": message_type, "round": group_id, "reason": reason})
-            log.warning("%s: site %s left out of %s (%s): %s", self.name, name, message_type, group_id, reason)
-        need = self.min_sites if min_sites is None else min_sites
-        need = min(need, len(sites))
-        if len(ok) < need:
-            raise FedsynthError(
-                f"{self.name}: only {len(ok)} of {len(sites)} sites answered {message_type} ({group_id}); "
-                f"the strategy needs at least {need} (strategy.min_sites)"
-            )
-        return Replies(ok, failed)
+                ok[i][node] = reply.content
+        out = []
+        for i, r in enumerate(requests):
+            by_node = {s.node_id: s for s in r.sites}
+            for node in by_node:
+                if node not in ok[i] and node not in failed[i]:
+                    failed[i][node] = f"no reply within {timeout:g} s"
+            for node, reason in failed[i].items():
+                name = by_node[node].name if node in by_node else str(node)
+                self.dropped.append({"site": name, "message_type": r.message_type, "round": r.group_id,
+                                     "reason": reason})
+                log.warning("%s: site %s left out of %s (%s): %s", self.name, name, r.message_type, r.group_id,
+                            reason)
+            need = min(self.min_sites if r.min_sites is None else r.min_sites, len(r.sites))
+            if len(ok[i]) < need:
+                raise FedsynthError(
+                    f"{self.name}: only {len(ok[i])} of {len(r.sites)} sites answered {r.message_type} "
+                    f"({r.group_id}); the strategy needs at least {need} (strategy.min_sites)"
+                )
+            out.append(Replies(ok[i], failed[i]))
+        return out
 
-    def hello(self, grid: GridLike) -> list[SiteInfo]:
-        """Phase 0: learn each node's site name, row count and columns."""
+    def _hello_request(self, grid: GridLike) -> Request:
         nodes = sorted(int(n) for n in grid.get_node_ids())
         probe = [SiteInfo(n, f"node-{n}", 0, ()) for n in nodes]
-        got = self.ask(grid, probe, "query.hello", lambda s: RecordDict({"config": ConfigRecord({})}), group_id="hello")
+        return Request(probe, "query.hello", lambda s: RecordDict({"config": ConfigRecord({})}), "hello")
+
+    @staticmethod
+    def _sites_from_hello(request: Request, got: Replies) -> list[SiteInfo]:
         sites = []
-        for node in nodes:
+        for node in (s.node_id for s in request.sites):
             if node not in got.ok:
                 continue
             info = records.from_config_record(got.ok[node]["info"])
             metrics = records.from_metric_record(got.ok[node]["metrics"])
             sites.append(SiteInfo(node, str(info["site_name"]), int(metrics["num_examples"]), tuple(info["columns"])))
         return sorted(sites, key=lambda s: s.name)
+
+    def hello(self, grid: GridLike) -> list[SiteInfo]:
+        """Phase 0: learn each node's site name, row count and columns."""
+        request = self._hello_request(grid)
+        return self._sites_from_hello(request, self.ask_together(grid, [request])[0])
+
+    def _summary_request(self, sites: Sequence[SiteInfo]) -> Request:
+        from fedsynth.cohort.constraints import candidate_rules
+
+        opts = self.domain_options()
+        cfg = records.to_config_record(
+            {
+                "n_modes": opts["n_modes"],
+                "min_category_count": int(self.params["min_category_count"]),
+                "significant_digits": int(self.params["significant_digits"]),
+                "candidate_rules": records.encode_payload([r.to_dict() for r in candidate_rules(self.schema)]),
+            }
+        )
+        return Request(sites, "query.summary", lambda s: RecordDict({"config": cfg}), "summary")
+
+    def _secure_domain_wanted(self, sites: Sequence[SiteInfo]) -> bool:
+        return bool(self.params.get("secure_aggregation")) and len(sites) >= 2
+
+    def _secure_domain(self, grid: GridLike, sites: Sequence[SiteInfo]) -> Domain:
+        """The shared domain from sums over the sites (:mod:`fedsynth.strategies.secure_domain`): the server
+        learns no site's summary."""
+        from fedsynth.cohort.constraints import candidate_rules
+        from fedsynth.strategies.secure_domain import secure_summary
+
+        opts = self.domain_options()
+        summary, answers = secure_summary(self, grid, sites, candidate_rules(self.schema), n_modes=opts["n_modes"])
+        return self._merge_domain([summary], answers)
+
+    def _domain_from_summaries(self, sites: Sequence[SiteInfo], got: Replies) -> Domain:
+        summaries = [records.from_payload_record(got.ok[s.node_id]["summary"]) for s in sites if s.node_id in got.ok]
+        answers = [list(records.from_payload_record(got.ok[s.node_id]["rules"])) for s in sites
+                   if s.node_id in got.ok and "rules" in got.ok[s.node_id]]
+        return self._merge_domain(summaries, answers)
+
+    def _merge_domain(self, summaries: Sequence[Mapping[str, Any]], answers: Sequence[Sequence[Any]]) -> Domain:
+        from fedsynth.cohort.constraints import candidate_rules, learn_rules
+
+        opts = self.domain_options()
+        candidates = candidate_rules(self.schema)
+        if candidates and answers:
+            self.learnt_rules = learn_rules(candidates, answers)
+            self.schema = self.schema.with_rules(self.learnt_rules)
+        return merge_summaries(
+            summaries, self.schema, n_bins=opts["n_bins"], n_modes=opts["n_modes"], random_state=self.random_state
+        )
 
     def build_domain(self, grid: GridLike, sites: Sequence[SiteInfo]) -> Domain:
         """Phase 1: sites send released summaries; the server merges them into the shared domain.
@@ -331,34 +427,21 @@ class Strategy(ABC):
         every answering site are added to ``self.schema`` (``with_rules``), so every generator the strategy
         builds enforces them in the rows it samples, and ``learnt_rules`` keeps them.
         """
-        from fedsynth.cohort.constraints import candidate_rules, learn_rules
+        if self._secure_domain_wanted(sites):  # the server learns sums over sites only
+            return self._secure_domain(grid, sites)
+        return self._domain_from_summaries(sites, self.ask_together(grid, [self._summary_request(sites)])[0])
 
-        opts = self.domain_options()
-        candidates = candidate_rules(self.schema)
-        cfg = records.to_config_record(
-            {
-                "n_modes": opts["n_modes"],
-                "min_category_count": int(self.params["min_category_count"]),
-                "significant_digits": int(self.params["significant_digits"]),
-                "candidate_rules": records.encode_payload([r.to_dict() for r in candidates]),
-            }
-        )
-        if self.params.get("secure_aggregation") and len(sites) >= 2:  # the server learns sums over sites only
-            from fedsynth.strategies.secure_domain import secure_summary
-
-            summary, answers = secure_summary(self, grid, sites, candidates, n_modes=opts["n_modes"])
-            summaries = [summary]
-        else:
-            got = self.ask(grid, sites, "query.summary", lambda s: RecordDict({"config": cfg}), group_id="summary")
-            summaries = [records.from_payload_record(got.ok[s.node_id]["summary"]) for s in sites if s.node_id in got.ok]
-            answers = [list(records.from_payload_record(got.ok[s.node_id]["rules"])) for s in sites
-                       if s.node_id in got.ok and "rules" in got.ok[s.node_id]]
-        if candidates and answers:
-            self.learnt_rules = learn_rules(candidates, answers)
-            self.schema = self.schema.with_rules(self.learnt_rules)
-        return merge_summaries(
-            summaries, self.schema, n_bins=opts["n_bins"], n_modes=opts["n_modes"], random_state=self.random_state
-        )
+    def hello_and_domain(self, grid: GridLike) -> tuple[list[SiteInfo], Domain]:
+        """Phases 0 and 1 in one exchange (:meth:`ask_together`): the summary request does not depend on the
+        hello replies, so both go to every node at once; only the summaries of sites that said hello are merged.
+        The same sites and domain as :meth:`hello` then :meth:`build_domain`, one round trip fewer."""
+        hello = self._hello_request(grid)
+        if self._secure_domain_wanted(hello.sites):  # the secure domain takes its own exchanges after the hello
+            sites = self._sites_from_hello(hello, self.ask_together(grid, [hello])[0])
+            return sites, self.build_domain(grid, sites)
+        got_hello, got_summary = self.ask_together(grid, [hello, self._summary_request(hello.sites)])
+        sites = self._sites_from_hello(hello, got_hello)
+        return sites, self._domain_from_summaries(sites, got_summary)
 
     def load_checkpoint(self, domain: Domain) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """This strategy's checkpoint (``None`` when there is none); global RNG states are restored from it.
@@ -385,7 +468,8 @@ class Strategy(ABC):
             return
         rng_meta, rng_arrays = _rng_states()
         self.checkpoint.save(
-            {**meta, "strategy": self.name, "domain": _domain_hash(domain), "rng": rng_meta},
+            {**meta, "strategy": self.name, "domain": _domain_hash(domain), "rng": rng_meta,
+             "run_token": self.run_token_},
             {**arrays, **rng_arrays},
         )
 
@@ -393,14 +477,23 @@ class Strategy(ABC):
         """Run the whole job over ``grid``; ``on_round`` is called after every finished round."""
         t0 = time.perf_counter()
         self.dropped = []
-        sites = self.hello(grid)
-        t1 = time.perf_counter()
-        domain = self.build_domain(grid, sites)
-        t2 = time.perf_counter()
-        result = self.run(grid, sites, domain, on_round=on_round, run_token=uuid.uuid4().hex)
+        self.request_timings = {}
+        sites, domain = self.hello_and_domain(grid)
+        t1 = t2 = time.perf_counter()
+        result = self.run(grid, sites, domain, on_round=on_round, run_token=self._new_run_token())
         result.dropped = list(self.dropped)
         result.timings.update(hello=t1 - t0, domain=t2 - t1, training=time.perf_counter() - t2)
+        result.timings.update(self.request_timings)
         return result
+
+    def _new_run_token(self) -> str:
+        """The token every instruction of this run carries: the interrupted run's (read from its checkpoint) when
+        resuming, so that each site finds its own state of that run (:func:`~fedsynth.strategies.site.
+        load_site_state`); a fresh one otherwise."""
+        found = self.checkpoint.load() if self.checkpoint is not None else None
+        token = found[0].get("run_token") if found is not None else None
+        self.run_token_ = str(token) if token else uuid.uuid4().hex
+        return self.run_token_
 
     @abstractmethod
     def run(

@@ -9,7 +9,10 @@ Server flow (after the shared domain):
 3. for a generator with a latent mixture (VAE-BGM), the server then fits the *global* mixture by federated
    variational EM: ``query.mixture_init`` (global weights in; the site computes its latent codes, keeps them in
    its node state and returns their moments) and ``query.mixture_estep`` (current mixture in, responsibility-
-   weighted sufficient statistics out), M-step on the server. Codes never leave a site;
+   weighted sufficient statistics out), M-step on the server. Codes never leave a site. From round 2 the EM
+   starts from the previous round's mixture (warm start); without secure aggregation or a privacy budget it goes
+   out with ``query.mixture_init`` and the sites answer the first E-step in the same reply (``estep``), one
+   message round fewer per round;
 4. after the last round's mixture, ``query.component_counts`` (mixture in): per component, responsibility-weighted
    counts of each categorical column's labels (:mod:`fedsynth.generators.component_counts`), summed on the
    server; conditional sampling draws components by them.
@@ -79,7 +82,9 @@ from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
     conform_to_domain,
+    load_site_state,
     message_config,
+    save_site_state,
     site_generator,
     site_model,
 )
@@ -420,6 +425,14 @@ class FedAvgStrategy(Strategy):
 
         init = RecordDict({"arrays": records.to_array_record(weights), "config": cfg})
         charge(sites)
+        # A warm start knows the EM's starting point already: in clear and without a budget the sites answer its
+        # first E-step in the init reply (one message round fewer per round; the same statistics as an E-step
+        # message would bring). Under secure aggregation or DP every E-step goes through its own masked or noisy
+        # release, so it stays a message of its own.
+        piggyback = previous is not None and not secure and plan is None
+        if piggyback:
+            assert previous is not None
+            init["mixture"] = records.to_array_record(previous)
         got = self.ask(grid, sites, "query.mixture_init", same_for_all(init), group_id=f"mixture-init-{server_round}")
         answered = [s for s in sites if s.node_id in got.ok]
         stats: list[dict[str, np.ndarray]]
@@ -434,6 +447,9 @@ class FedAvgStrategy(Strategy):
         start = previous if previous is not None else generator.initial_latent_mixture(
             stats, random_state=self.random_state
         )
+        first: list[dict[str, np.ndarray]] | None = None
+        if piggyback:
+            first = [records.from_array_record(got.ok[s.node_id]["estep"]) for s in answered]
         max_iter = int(self.params.get("mixture_max_iter", 50))
         if not final:
             max_iter = min(max_iter, int(self.params.get("mixture_round_max_iter", 3)))
@@ -444,6 +460,10 @@ class FedAvgStrategy(Strategy):
             max_iter, tol = DP_MIXTURE_ITERS, 0.0  # a fixed number of noisy releases, no convergence test
 
         def e_step(params: MixtureParams) -> list[dict[str, np.ndarray]]:
+            nonlocal first
+            if first is not None:  # the first E-step, answered with the init message
+                done, first = first, None
+                return done
             group = f"mixture-{server_round}-{next(iteration)}"
             step_cfg = cfg
             if secure:
@@ -515,17 +535,24 @@ def _site_state(msg: Message, site: SiteRuntime) -> tuple[SupportsWeights, pd.Da
     return generator, data
 
 
-def _restore_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], server_round: int) -> None:
-    """Before training round ``server_round``, make sure the site's model carries its state after the previous
-    round: the process may have a stale or no cached model (another simulation actor served the site, or the run
-    was resumed in a new process), so the site's own folder is the reference."""
-    from fedsynth.strategies.checkpoint import SiteStateStore
+#: The part of a site's state (:func:`~fedsynth.strategies.site.save_site_state`) FedAvg keeps between rounds.
+LOCAL_STATE = "fedavg-local"
 
+
+def _restore_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], run_token: str,
+                         server_round: int) -> None:
+    """Before training round ``server_round``, make sure the site's model carries its local state after the
+    previous round (optimiser moments, random generator state, epochs trained).
+
+    A model cached in this process that finished the previous round has it already. Otherwise (a fresh
+    ClientApp process per message in a deployment, another simulation actor served the site, a resumed run) it
+    comes from the node's ``context.state`` or the site's own folder
+    (:func:`~fedsynth.strategies.site.load_site_state`). The weights themselves come with every message.
+    """
     previous = server_round - 1
-    if (previous < 1 or _SITE_ROUND.get(key) == previous or site.state_dir is None
-            or not isinstance(generator, SupportsLocalState)):
+    if previous < 1 or _SITE_ROUND.get(key) == previous or not isinstance(generator, SupportsLocalState):
         return
-    found = SiteStateStore(site.state_dir).load(previous)
+    found = load_site_state(site, run_token, LOCAL_STATE, previous)
     if found is None:
         log.warning("site %s: no saved state after round %d; local training continues from fresh optimiser state",
                     site.name, previous)
@@ -534,16 +561,14 @@ def _restore_local_state(generator: SupportsWeights, site: SiteRuntime, key: tup
     generator.set_local_state(meta, arrays)
 
 
-def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], server_round: int,
-                      extra: Mapping[str, Any] | None = None) -> None:
-    from fedsynth.strategies.checkpoint import SiteStateStore
-
+def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[str, str], run_token: str,
+                      server_round: int, extra: Mapping[str, Any] | None = None) -> None:
     _SITE_ROUND[key] = server_round
-    if site.state_dir is None or not isinstance(generator, SupportsLocalState):
+    if not isinstance(generator, SupportsLocalState):
         return
     meta, arrays = generator.get_local_state()
     weights = {f"w.{k}": v for k, v in generator.get_weights().items()}
-    SiteStateStore(site.state_dir).save(server_round, {**meta, **dict(extra or {})}, {**arrays, **weights})
+    save_site_state(site, run_token, LOCAL_STATE, server_round, {**meta, **dict(extra or {})}, {**arrays, **weights})
 
 
 # -- differential privacy (site side) --------------------------------------------------------------------
@@ -563,11 +588,7 @@ def _charge_ledger(site: SiteRuntime, cfg: Mapping[str, Any], key: str, release:
 def _released_round(site: SiteRuntime, cfg: Mapping[str, Any], server_round: int) -> dict[str, np.ndarray] | None:
     """The weights this site already released for ``server_round`` of this private run (a resumed run asking
     again), or ``None``. Sending them again adds no information and costs nothing; training again would."""
-    from fedsynth.strategies.checkpoint import SiteStateStore
-
-    if site.state_dir is None:
-        return None
-    found = SiteStateStore(site.state_dir).load(server_round)
+    found = load_site_state(site, str(cfg["run_token"]), LOCAL_STATE, server_round)
     if found is None or found[0].get("dp_run") != _dp_run(cfg):
         return None
     return {k[2:]: v for k, v in found[1].items() if k.startswith("w.")}
@@ -618,11 +639,11 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
     """``train.fit``: set the global weights, train ``local_epochs`` epochs locally, return weights and counts."""
     cfg = message_config(msg)
     generator, data = _site_state(msg, site)
-    key, server_round = _site_key(msg, site), int(cfg.get("server_round", 1))
-    _restore_local_state(generator, site, key, server_round)
+    key, server_round, token = _site_key(msg, site), int(cfg.get("server_round", 1)), str(cfg["run_token"])
+    _restore_local_state(generator, site, key, token, server_round)
     private = "dp_noise_multiplier" in cfg
     if private and (again := _released_round(site, cfg, server_round)) is not None:
-        _restore_local_state(generator, site, key, server_round + 1)  # its state after that round
+        _restore_local_state(generator, site, key, token, server_round + 1)  # its state after that round
         generator.set_weights(again)
         _SITE_ROUND[key] = server_round
         return RecordDict({"arrays": records.to_array_record(again),
@@ -635,7 +656,7 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
     finally:
         if private:
             generator.dp_sgd_ = None  # type: ignore[attr-defined]
-    _save_local_state(generator, site, key, server_round, {"dp_run": _dp_run(cfg)} if private else None)
+    _save_local_state(generator, site, key, token, server_round, {"dp_run": _dp_run(cfg)} if private else None)
     metrics = {"num_examples": len(data), **({} if private else _last_losses(generator))}
     secure = _stash_for_secure_sum(cfg, site, _weighted_update(generator.get_weights(), metrics))
     if secure is not None:
@@ -660,7 +681,14 @@ def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
         codes = clip_codes(codes, float(cfg["dp_code_clip"]))
     site.state["latent-codes"] = records.to_array_record({"codes": codes})
     stats = _private_statistics(site, cfg, "init", mixture_init_statistics(codes))
-    return _stash_for_secure_sum(cfg, site, stats) or RecordDict({"stats": records.to_array_record(stats)})
+    stashed = _stash_for_secure_sum(cfg, site, stats)
+    if stashed is not None:
+        return stashed
+    reply = RecordDict({"stats": records.to_array_record(stats)})
+    if "mixture" in msg.content:  # a warm start in clear: the first E-step under the previous round's mixture
+        params = records.from_array_record(msg.content["mixture"])
+        reply["estep"] = records.to_array_record(mixture_e_step_statistics(codes, params))
+    return reply
 
 
 def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:

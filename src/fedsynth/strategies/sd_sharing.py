@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,6 @@ from fedsynth.cohort.constraints import enforce
 from fedsynth.cohort.derived import add_derived
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.evaluation.gate import GateThresholds, release_gate
 from fedsynth.strategies import records
 from fedsynth.strategies.base import GridLike, OnRound, RoundResult, SiteInfo, Strategy, StrategyResult, site_name
 from fedsynth.strategies.site import (
@@ -44,6 +43,9 @@ from fedsynth.strategies.site import (
     site_generator,
     site_policy,
 )
+
+if TYPE_CHECKING:
+    from fedsynth.evaluation.gate import GateThresholds
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ _GATE_PARAMS = ("gate_exact_copies_margin", "gate_nndr_p5_margin", "gate_mia_auc
 
 def site_gate_thresholds(cfg: Mapping[str, Any]) -> GateThresholds:
     """The release gate's thresholds from a message config (defaults where a param was not set)."""
+    from fedsynth.evaluation.gate import GateThresholds  # the evaluation package is heavy: not at a node's start
+
     return GateThresholds.from_mapping({k[len("gate_"):]: cfg[k] for k in _GATE_PARAMS if k in cfg})
 
 
@@ -181,6 +185,8 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
     synthetic = _drop_exact_copies(synthetic, data, held)
     metrics: dict[str, Any] = {"num_examples": len(data), "exact_copies_removed": before - len(synthetic)}
     if check:
+        from fedsynth.evaluation.gate import GateThresholds, release_gate
+
         gate, privacy = release_gate(train, synthetic, site.schema.select(held), holdout_data=holdout,
                                      thresholds=GateThresholds.from_mapping(policy.gate_thresholds()), random_state=rng)
         metrics.update({k: v for k, v in gate.figures.items() if v is not None})

@@ -77,6 +77,81 @@ def site_model(key: tuple[str, str], build: Callable[[], Any]) -> Any:
     return _SITE_MODELS[key]
 
 
+# -- a site's own state between messages -------------------------------------------------------------------
+#
+# In a deployment every message runs in a fresh ClientApp process: what a site must carry from one message to
+# the next (optimiser moments, random generator states, noisy tables already released) lives in the node's
+# ``context.state`` (:attr:`SiteRuntime.state`, which Flower hands back to the next process), and with a
+# ``state_dir`` also in the site's own folder, per run and step, so that a restarted node or a resumed run finds
+# it. The per-process caches (:func:`site_model`) only spare rebuilding it within one process.
+
+
+def site_state_folder(site: SiteRuntime, run_token: str, part: str) -> Path | None:
+    """The site's folder for ``part`` of its state in run ``run_token`` (``None`` without a ``state_dir``)."""
+    if site.state_dir is None:
+        return None
+    return site.state_dir / _safe_name(run_token) / _safe_name(part)
+
+
+def _safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:80] or "_"
+
+
+def save_site_state(
+    site: SiteRuntime,
+    run_token: str,
+    part: str,
+    step: int,
+    meta: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+) -> None:
+    """Keep ``part`` of the site's state after ``step`` (a round, a request) of run ``run_token``.
+
+    Into the node's ``context.state`` (records ``<part>.meta`` and ``<part>.arrays``; only the latest step) and,
+    with a ``state_dir``, into ``<state_dir>/<run>/<part>/`` (:class:`~fedsynth.strategies.checkpoint.
+    SiteStateStore`: the two latest steps, JSON and ``.npz``, no pickle).
+
+    Parameters
+    ----------
+    meta : mapping
+        JSON-able settings.
+    arrays : mapping of str to ndarray
+        Named numeric arrays.
+    """
+    import json
+
+    site.state[f"{part}.meta"] = ConfigRecord({"run": run_token, "step": int(step), "json": json.dumps(dict(meta))})
+    site.state[f"{part}.arrays"] = records.to_array_record(arrays)
+    folder = site_state_folder(site, run_token, part)
+    if folder is not None and site.state_dir is not None:
+        from fedsynth.strategies.checkpoint import SiteStateStore
+
+        if not site.state_dir.is_dir():  # the site's own folder: readable by the node's user only
+            site.state_dir.mkdir(parents=True, exist_ok=True)
+            site.state_dir.chmod(0o700)
+        SiteStateStore(folder).save(step, meta, arrays)
+
+
+def load_site_state(
+    site: SiteRuntime, run_token: str, part: str, step: int
+) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """``(meta, arrays)`` of ``part`` after ``step`` of run ``run_token``: from the node's ``context.state`` when it
+    holds that step, else from the site's folder; ``None`` when neither has it."""
+    import json
+
+    meta_key, arrays_key = f"{part}.meta", f"{part}.arrays"
+    if meta_key in site.state and arrays_key in site.state:
+        rec = site.state[meta_key]
+        if isinstance(rec, ConfigRecord) and rec.get("run") == run_token and rec.get("step") == int(step):
+            return dict(json.loads(str(rec["json"]))), records.from_array_record(site.state[arrays_key])
+    folder = site_state_folder(site, run_token, part)
+    if folder is None:
+        return None
+    from fedsynth.strategies.checkpoint import SiteStateStore
+
+    return SiteStateStore(folder).load(step)
+
+
 def handle(handler: SiteHandler, msg: Message, site: SiteRuntime) -> Message:
     """Run a site handler and wrap its answer; any failure becomes a scrubbed error reply (no data values)."""
     try:

@@ -83,7 +83,9 @@ from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
     conform_to_domain,
+    load_site_state,
     message_config,
+    save_site_state,
     site_generator,
     site_model,
     site_policy,
@@ -285,7 +287,9 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     cfg = message_config(msg)
 
     def build() -> Any:
-        # One oracle over the site's own rows per run: the rows are coerced and conformed once.
+        # One oracle over the site's own rows per run and process: the rows are coerced and conformed once. It is
+        # not site state: its tables are a function of the rows and the domain (which every message carries), so
+        # a fresh process (a deployment) rebuilds it and counts the same.
         domain = records.domain_from_text(str(cfg["domain"]))
         return site_generator(cfg, site, domain).make_oracle(conform_to_domain(site.data, domain))
 
@@ -321,8 +325,10 @@ def _noisy_tables(
     """
     z = float(cfg["dp_noise_std"])
     std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=secure_aggregation)
-    # Tables already released in this run are sent again as they were (no new noise, no new cost).
-    sent: dict[tuple[str, float], np.ndarray] = site_model((str(cfg["run_token"]) + ":dp", site.name), dict)
+    # Tables already released in this run are sent again as they were (no new noise, no new cost). They are
+    # the site's state: kept in the node's context.state (each message may run in a fresh process) and folder.
+    token = str(cfg["run_token"])
+    sent = _released_tables(site, token)
     new = [k for k in tables if (k, std) not in sent]
     if new and site.privacy_ledger is not None:
         # The site charges its own ledger at the noise the released sum carries, whatever the coordinator
@@ -332,8 +338,26 @@ def _noisy_tables(
         ledger.record(site.name, str(cfg["run_token"]), f"counts/{uuid.uuid4().hex}", cost)
     # Noise from the site's own OS entropy: a seed the coordinator knows would let it subtract the noise.
     fresh = add_count_noise({k: tables[k] for k in new}, std, random_state=np.random.default_rng())
-    sent.update({(k, std): a for k, a in fresh.items()})
+    if fresh:
+        sent.update({(k, std): a for k, a in fresh.items()})
+        order = list(sent)
+        save_site_state(site, token, DP_RELEASED, 0, {"tables": [[k, s] for k, s in order]},
+                        {f"t{i}": sent[ks] for i, ks in enumerate(order)})
     return {k: sent[(k, std)] for k in tables}
+
+
+#: The part of a site's state (:func:`~fedsynth.strategies.site.save_site_state`) holding the noisy count tables
+#: it has released in a run, by family key and noise level.
+DP_RELEASED = "bn-dp-released"
+
+
+def _released_tables(site: SiteRuntime, run_token: str) -> dict[tuple[str, float], np.ndarray]:
+    """The noisy tables the site has released in run ``run_token`` (its node state, else its folder)."""
+    found = load_site_state(site, run_token, DP_RELEASED, 0)
+    if found is None:
+        return {}
+    meta, arrays = found
+    return {(str(k), float(std)): np.asarray(arrays[f"t{i}"]) for i, (k, std) in enumerate(meta["tables"])}
 
 
 def site_noise_std(noise_std: float, n_sites: int, *, secure_aggregation: bool) -> float:

@@ -57,7 +57,8 @@ def test_fedavg_vae_bgm_interrupted_after_round_2_of_4_resumes_to_the_same_snaps
     assert (manifest["status"], manifest["checkpoint_step"]) == ("interrupted", 2)
     # every site kept its own state (optimiser, RNG, weights) per round in its own private folder
     for site in ("site-1", "site-2", "site-3"):
-        assert sorted(p.name for p in (cut / ".private" / "sites" / site).iterdir()) == [
+        run_folder = next((cut / ".private" / "sites" / site).iterdir()) / "fedavg-local"  # per run, then per part
+        assert sorted(p.name for p in run_folder.iterdir()) == [
             "round-002.json", "round-002.npz", "round-003.json", "round-003.npz"]
     assert not [p for p in cut.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt")]
 
@@ -101,7 +102,8 @@ def test_fedavg_ctgan_interrupted_after_round_2_of_3_resumes_to_the_same_snapsho
     with pytest.raises(KeyboardInterrupt):
         run_experiment(_config(tmp_path, "cut", **over), progress=_stop_at_round_3)
     cut = tmp_path / "cut"
-    meta = json.loads((cut / ".private" / "sites" / "site-1" / "round-002.json").read_text())
+    run_folder = next((cut / ".private" / "sites" / "site-1").iterdir()) / "fedavg-local"
+    meta = json.loads((run_folder / "round-002.json").read_text())
     assert sorted(meta) == ["epochs_trained", "optimizer_d", "optimizer_g", "rng"]
     if not keep_local_state:
         monkeypatch.setattr(CTGANGenerator, "set_local_state", lambda self, meta, arrays: None)

@@ -130,8 +130,10 @@ def _estep_messages_per_round(warm: bool, round_max_iter: int = 50) -> dict[int,
     strategy.start(grid)
     counts: dict[int, int] = {}
     for msg in grid.sent:
-        if msg.metadata.message_type == "query.mixture_estep":
-            rnd = int(msg.metadata.group_id.split("-")[1])
+        # an E-step is its own message, or (warm start) rides on the init message with the previous mixture
+        if msg.metadata.message_type == "query.mixture_estep" or (
+                msg.metadata.message_type == "query.mixture_init" and "mixture" in msg.content):
+            rnd = int(msg.metadata.group_id.split("-")[-1 if msg.metadata.message_type.endswith("init") else 1])
             counts[rnd] = counts.get(rnd, 0) + 1
     return counts
 
