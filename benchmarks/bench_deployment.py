@@ -294,7 +294,8 @@ def run_deployed_case(
         "cohort": {"name": "mds-iwgpm"},  # the coordinator's schema: the named cohort's, as every site's file
         "sites": {"proportions": [60, 30, 10]},
         "generator": {"name": case["generator"], "params": dict(case["generator_params"])},
-        "strategy": {"name": case["strategy"], "min_sites": 2, "params": {"request_timeout": REQUEST_TIMEOUT},
+        "strategy": {"name": case["strategy"], "min_sites": 2, "params": {"request_timeout": REQUEST_TIMEOUT,
+                                                                          "secure_aggregation": False},
                      **{k: case[k] for k in ("rounds", "local_epochs") if case[k] is not None}},
         "seed": 0,
         "output": {"dir": str(work / "reports"), "run_id": label},
@@ -306,9 +307,10 @@ def run_deployed_case(
     done = _cli("run", str(config_path), "--federation", connection, env=env, timeout=3600)
     wall = time.perf_counter() - t0
     run_dir = work / "reports" / label
-    facts = json.loads((run_dir / "deployment.json").read_text())
+    facts = json.loads((run_dir / "manifest.json").read_text())  # the run directory the coordinator wrote
     timings = {k: round(float(v), 3) for k, v in facts.get("timings", {}).items()}
-    timings["strategy_s"] = round(sum(float(facts["timings"].get(k, 0.0)) for k in ("hello", "domain", "training")), 3)
+    timings["strategy_s"] = round(sum(float(facts["timings"].get(f"strategy_{k}", 0.0))
+                                      for k in ("hello", "domain", "training")), 3)
     lines = {n: [{"message_type": e["message_type"], "bytes": e["bytes"]} for e in _audit_lines(files[n])[len(audit_before[n]):]]
              for n in SITES}
     from fedsynth.generators import load_generator
