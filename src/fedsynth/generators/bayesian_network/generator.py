@@ -269,30 +269,11 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         adds the same edges as a centralized fit. Candidates are clinical and genomic variables (not
         indicators) whose edge is allowed and closes no cycle; ties go to the first name.
         """
-        import networkx as nx
-
         cards = self._cards()
-        graph = nx.DiGraph()
-        graph.add_nodes_from(cards)
-        graph.add_edges_from(edges)
         is_outcome = {v: self.schema[base_column(v)].role is ColumnRole.OUTCOME for v in cards}
         baseline = [v for v in cards if not is_outcome[v] and not v.endswith(ISNA_SUFFIX)]
-        for v in [v for v in cards if is_outcome[v] and not v.endswith(ISNA_SUFFIX)]:
-            for _ in range(self.params.outcome_parents):
-                parents = tuple(sorted(graph.predecessors(v)))
-                below = nx.descendants(graph, v)
-                cands = [w for w in baseline if w not in parents and (w, v) not in forbidden and w not in below]
-                fams = [(v, ()), (v, parents)] + [(v, parents + (w,)) for w in cands]
-                got = oracle.family_counts(fams)
-                single = got.get((v, ()))
-                n_rows = float(single.sum()) if single is not None else 0.0
-                base = _bic(got.get((v, parents)), n_rows)
-                gains = [(_bic(got.get(f), n_rows) - base, w) for f, w in zip(fams[2:], cands, strict=True)]
-                gains = sorted((g for g in gains if math.isfinite(g[0])), key=lambda t: (-t[0], t[1]))
-                if not gains:
-                    break
-                graph.add_edge(gains[0][1], v)
-        return sorted((str(u), str(v)) for u, v in graph.edges())
+        outcomes = [v for v in cards if is_outcome[v] and not v.endswith(ISNA_SUFFIX)]
+        return self._add_parents(oracle, edges, forbidden, outcomes, baseline, self.params.outcome_parents)
 
     # -- survival endpoints (piecewise exponential, see survival.py) -----------------------------------
     def _survival_specs(self) -> list[EndpointSpec]:
