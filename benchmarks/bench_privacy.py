@@ -197,7 +197,8 @@ def vae_run(part: Any, epsilon: float, seed: int, settings: dict[str, Any], secu
         "method": f"vae_bgm (federated, {'DP-SGD, ' if not math.isinf(epsilon) else ''}"
                   f"{'secure aggregation' if secure else 'clear'})",
         "epsilon_spent": summary.get("epsilon_spent"), "split": summary.get("split"), "sites": sites,
-        "rounds": settings["rounds"], "local_epochs": settings["local_epochs"], "train_seconds": round(seconds, 2),
+        "config_sets": settings["sets"], "rounds": settings["rounds"], "local_epochs": settings["local_epochs"],
+        "train_seconds": round(seconds, 2),
         "phase_seconds": {k: round(v, 2) for k, v in result.timings.items() if k in ("hello", "domain", "training")},
         "round_seconds": [r["seconds"] for r in result.rounds]}
     if math.isinf(epsilon):
@@ -368,7 +369,10 @@ def secure_cost(rows: list[dict[str, Any]], generators: dict[str, Any]) -> dict[
     site, with their ratios (secure / plain); for the BN, whether both learned the same network."""
     by = {r["kind"]: r for r in rows if r["epsilon"] == "inf" and "traffic" in r}
     out: dict[str, Any] = {}
-    for name, secure, plain in (("two_step_bn", "bn", "bn-plain"), ("vae_bgm", "vae", "vae-plain")):
+    tags = sorted({k.split("@", 1)[1] if "@" in k else "" for k in by})
+    pairs = [(f"{name}{'@' + t if t else ''}", f"{m}{'@' + t if t else ''}", f"{m}-plain{'@' + t if t else ''}")
+             for t in tags for name, m in (("two_step_bn", "bn"), ("vae_bgm", "vae"))]
+    for name, secure, plain in pairs:
         if secure not in by or plain not in by:
             continue
         s, p = by[secure]["traffic"], by[plain]["traffic"]
@@ -382,7 +386,7 @@ def secure_cost(rows: list[dict[str, Any]], generators: dict[str, Any]) -> dict[
             "scores_plain_vs_secure": {k: [by[plain][k], by[secure][k]]
                                        for k in ("csf", "gsf", "survival_effect_fidelity", "nndr_mean")},
         }
-        if name == "two_step_bn" and secure in generators and plain in generators:
+        if name.startswith("two_step_bn") and secure in generators and plain in generators:
             # Not necessarily equal: the secure domain comes from summed histograms, the clear one from each
             # site's released summary (bins differ slightly).
             entry["same_network_as_plain"] = same_network(generators[secure], generators[plain])
@@ -420,6 +424,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bn-params", default="{}", help="JSON overrides of the BN generator's defaults")
     ap.add_argument("--vae-set", action="append", default=[], help="KEY=VALUE override of configs/fedavg_vae_bgm.yaml")
+    ap.add_argument("--tag", default="", help="appended to each run's kind as @TAG (runs of other settings)")
     ap.add_argument("--note", action="append", default=[], help="a sentence recorded in the JSON's notes")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in --out and skip them")
     ap.add_argument("--merge", action="append", default=[],
@@ -463,7 +468,8 @@ def main() -> None:
         for method in methods:
             if method.endswith("-plain") and not math.isinf(eps):
                 continue
-            if (str(_eps(eps)), method) in done:
+            kind = f"{method}@{args.tag}" if args.tag else method
+            if (str(_eps(eps)), kind) in done:
                 continue
             if method == "bn":
                 row = bn_run(part, eps, args.seed, bn_params)
@@ -476,8 +482,8 @@ def main() -> None:
             else:
                 row = mst_run(part, eps, args.seed)
             if "_generator" in row:
-                generators[method] = row.pop("_generator")
-            row = {"epsilon": _eps(eps), "delta": DELTA, "seed": args.seed, "kind": method, **row}
+                generators[kind] = row.pop("_generator")
+            row = {"epsilon": _eps(eps), "delta": DELTA, "seed": args.seed, "kind": kind, **row}
             rows.append(row)
             _print(row)
             _write(out, out_path, rows, generators, cost, round(time.perf_counter() - t_all, 1) + old.get("seconds", 0.0))
