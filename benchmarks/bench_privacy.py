@@ -55,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 DELTA = 1e-5
 #: The tuned FedAvg VAE-BGM (generator params, rounds, local epochs, strategy params); ``--vae-set`` overrides.
 VAE_CONFIG = ROOT / "configs" / "fedavg_vae_bgm.yaml"
+#: Score the runs without secure aggregation too (``--no-score-plain``: they are cost runs only).
+SCORE_PLAIN = True
 
 
 def _eps(x: float) -> float | str:
@@ -204,6 +206,8 @@ def vae_run(part: Any, epsilon: float, seed: int, settings: dict[str, Any], secu
     if math.isinf(epsilon):
         row["traffic"] = _traffic(grid, result, seconds)
         row["_generator"] = result.generator
+    if not secure and not SCORE_PLAIN:
+        return {**row, "note": "not scored (--no-score-plain): a cost run"}
     return {**row, **score(part, result.generator.sample(len(part.train), random_state=seed), seed)}
 
 
@@ -383,7 +387,7 @@ def secure_cost(rows: list[dict[str, Any]], generators: dict[str, Any]) -> dict[
             if "training" in s["phase_seconds"] and p["phase_seconds"].get("training") else None,
             "bytes_ratio": round(s["bytes"] / p["bytes"], 3),
             "bytes_ratio_per_site": {k: round(s["bytes_per_site"][k] / v, 3) for k, v in p["bytes_per_site"].items()},
-            "scores_plain_vs_secure": {k: [by[plain][k], by[secure][k]]
+            "scores_plain_vs_secure": {k: [by[plain].get(k), by[secure].get(k)]
                                        for k in ("csf", "gsf", "survival_effect_fidelity", "nndr_mean")},
         }
         if name.startswith("two_step_bn") and secure in generators and plain in generators:
@@ -430,7 +434,10 @@ def main() -> None:
     ap.add_argument("--merge", action="append", default=[],
                     help="a result file of this bench whose runs (and notes, settings) are kept and not rerun")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "privacy.json"))
+    ap.add_argument("--no-score-plain", action="store_true", help="time the *-plain runs without scoring them")
     args = ap.parse_args()
+    global SCORE_PLAIN
+    SCORE_PLAIN = not args.no_score_plain
     logging.basicConfig(level=logging.ERROR)
     import warnings
 
