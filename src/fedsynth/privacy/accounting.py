@@ -11,7 +11,10 @@ curve to (ε, δ) is ``dp_accounting``'s (:func:`dp_accounting.rdp.compute_epsil
 The budget split: the largest ρ whose zCDP curve converts to at most the budget's ε at its δ (at the same
 orders) is shared over the run's phases in stated proportions; each phase calibrates its noise to its share, and
 :meth:`PrivacyAccountant.charge` refuses, before anything is released, a release that would take a phase past
-its share or the run past its (ε, δ).
+its share or the run past its (ε, δ). Releases made before a strategy's own phases (the hello's row counts and
+the shared domain, :mod:`fedsynth.strategies.secure_domain`) travel with the budget (:attr:`PrivacyBudget.spent`):
+the accountant starts with them charged at exactly what they cost and shares the rest, and the manifest's split
+names every phase, those included.
 """
 
 from __future__ import annotations

@@ -208,8 +208,9 @@ class Strategy(ABC):
     #: finite ε, :meth:`start` spends the hello's and the domain's releases first and leaves here the budget
     #: that records them (:meth:`~fedsynth.privacy.accounting.PrivacyBudget.spending`).
     privacy: PrivacyBudget | None = None
-    #: The hello's and the domain's releases of the run in progress (finite ε only; see :meth:`start`).
-    _pre_run_releases: tuple[Release, Release] | None = None
+    #: The hello's (when its row counts are noised) and the domain's releases of the run in progress (finite ε
+    #: only; see :meth:`start`).
+    _pre_run_releases: tuple[Release, ...] | None = None
 
     def __init__(
         self,
@@ -364,11 +365,11 @@ class Strategy(ABC):
         nodes = sorted(int(n) for n in grid.get_node_ids())
         probe = [SiteInfo(n, f"node-{n}", 0, ()) for n in nodes]
         cfg = ConfigRecord({})
-        if self._pre_run_releases is not None:  # a noisy row count (fedsynth.strategies.secure_domain)
+        hello = self._pre_run_release("hello")
+        if hello is not None:  # a noisy row count (fedsynth.strategies.secure_domain)
             from fedsynth.strategies.secure_domain import dp_request
 
-            cfg = records.to_config_record(dp_request(self._pre_run_releases[0], self.run_token_, self._dp_run(),
-                                                      len(probe)))
+            cfg = records.to_config_record(dp_request(hello, self.run_token_, self._dp_run(), len(probe)))
         return Request(probe, "query.hello", lambda s: RecordDict({"config": cfg}), "hello")
 
     @staticmethod
@@ -432,6 +433,9 @@ class Strategy(ABC):
             summaries, self.schema, n_bins=opts["n_bins"], n_modes=opts["n_modes"], random_state=self.random_state
         )
 
+    def _pre_run_release(self, phase: str) -> Release | None:
+        return next((r for r in self._pre_run_releases or () if r.phase == phase), None)
+
     def _dp_run(self) -> str:
         """The id the sites' ledgers record this run's releases under (the run directory's name, else the token)."""
         return str(getattr(self, "privacy_run_id", None) or self.run_token_)
@@ -441,8 +445,9 @@ class Strategy(ABC):
         endpoint rules are the schema's declared ones only."""
         from fedsynth.strategies.secure_domain import private_summary
 
-        assert self._pre_run_releases is not None
-        summary = private_summary(self, grid, sites, self._pre_run_releases[1], dp_run=self._dp_run(),
+        release = self._pre_run_release("domain")
+        assert release is not None
+        summary = private_summary(self, grid, sites, release, dp_run=self._dp_run(),
                                   n_modes=self.domain_options()["n_modes"])
         return self._merge_domain([summary], [])
 
@@ -517,7 +522,10 @@ class Strategy(ABC):
 
             # Every site's ledger must allow the run's budget before the first noisy release (the hello).
             check_site_budgets(self, grid, self._hello_request(grid).sites, budget)
-            self._pre_run_releases = pre_run_releases(budget, len(self.schema.model_columns))
+            # A weight-training strategy's DP-SGD plan needs each site's exact row count (its sampling rate and
+            # steps), so its hello stays exact (see fedsynth.strategies.secure_domain); the others' is noised.
+            self._pre_run_releases = pre_run_releases(budget, len(self.schema.model_columns),
+                                                      hello=self.requires != "weights")
         sites, domain = self.hello_and_domain(grid)
         if budget is not None and self._pre_run_releases is not None:
             # The strategy's accountant composes the hello and the domain with its own phases.

@@ -322,7 +322,8 @@ def handle_privacy_budget(msg: Any, site: Any) -> Any:
     left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name,
                                exclude_runs=[str(r) for r in cfg.get("runs", [])])
     return RecordDict({"metrics": records.to_metric_record(
-        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta})})
+        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta}),
+        "info": records.to_config_record({"site_name": site.name})})
 
 
 def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dict[str, float]:
@@ -365,12 +366,15 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dic
         if s.node_id not in got.ok:
             continue
         m = records.from_metric_record(got.ok[s.node_id]["metrics"])
+        # The site's own name (asked before the hello, the server knows only its node)
+        name = str(records.from_config_record(got.ok[s.node_id]["info"])["site_name"]) if "info" in got.ok[s.node_id] \
+            else s.name
         eps = math.inf if float(m["epsilon_left"]) < 0 else float(m["epsilon_left"])
-        left[s.name] = eps
+        left[name] = eps
         if budget.epsilon > eps * (1 + 1e-9):
-            short.append(f"{s.name} has epsilon {eps:.4g} left")
+            short.append(f"{name} has epsilon {eps:.4g} left")
         elif budget.delta > float(m["delta"]) * (1 + 1e-9):
-            short.append(f"{s.name} allows delta {float(m['delta']):.3g}")
+            short.append(f"{name} allows delta {float(m['delta']):.3g}")
     if short:
         raise BudgetExceededError(
             f"privacy: the run asks for epsilon {budget.epsilon:g} at delta {budget.delta:g}, more than its sites "

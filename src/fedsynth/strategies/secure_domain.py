@@ -164,7 +164,11 @@ def _record_dropped(strategy: Strategy, sites: Sequence[SiteInfo], dropped: Mapp
 # * ``hello`` (:data:`DP_HELLO_SHARE` of the run's ρ): each site's row count, sensitivity 1, sent in clear with
 #   the full σ and shifted down by :data:`HELLO_MARGIN` σ, so that the coordinator's figure is a lower bound
 #   with probability 0.9987 (a DP-SGD plan calibrated on it over-estimates the sampling rate: conservative).
-#   FedAvg weighs sites by the counts in their training replies, not by this one.
+#   FedAvg weighs sites by the counts in their training replies, not by this one; but its DP-SGD plan derives
+#   each site's sampling rate *and* steps per epoch from this count while the site takes them from its real one,
+#   so a noisy count could under-account a site (more steps at a slightly lower rate). Until the site follows the
+#   plan's rate and steps, weight-training strategies (FedAvg) keep the exact count in the hello and spend no
+#   ``hello`` share (:meth:`Strategy.start <fedsynth.strategies.base.Strategy.start>`).
 # * ``domain`` (:data:`DP_DOMAIN_SHARE`): per model column one count vector of sensitivity 1
 #   (:func:`~fedsynth.encoding.dp_domain.dp_counts`), C columns -> C Gaussian uses at one noise multiplier; the
 #   noise is the two-step BN's (:mod:`fedsynth.privacy.noise`): σ²/n_sites per site under secure aggregation,
@@ -193,10 +197,10 @@ def noise_source() -> np.random.Generator:
     return np.random.default_rng()
 
 
-def pre_run_releases(budget: PrivacyBudget, n_columns: int) -> tuple[Release, Release]:
-    """The hello's and the domain's Gaussian releases for ``budget``: their noise multipliers spend exactly
-    :data:`DP_HELLO_SHARE` and :data:`DP_DOMAIN_SHARE` of the run's ρ (:func:`~fedsynth.privacy.accounting.
-    rho_for_budget`); the domain's release counts one use per model column.
+def pre_run_releases(budget: PrivacyBudget, n_columns: int, *, hello: bool = True) -> tuple[Release, ...]:
+    """The hello's (when ``hello``) and the domain's Gaussian releases for ``budget``, in that order: their noise
+    multipliers spend exactly :data:`DP_HELLO_SHARE` and :data:`DP_DOMAIN_SHARE` of the run's ρ
+    (:func:`~fedsynth.privacy.accounting.rho_for_budget`); the domain's release counts one use per model column.
 
     Raises
     ------
@@ -206,9 +210,10 @@ def pre_run_releases(budget: PrivacyBudget, n_columns: int) -> tuple[Release, Re
     if budget.is_infinite:
         raise ValueError("an infinite budget releases exact summaries; there is nothing to calibrate")
     rho = rho_for_budget(budget.fresh())
-    z_hello = noise_multiplier_for(DP_HELLO_SHARE * rho, 1)
-    z_domain = noise_multiplier_for(DP_DOMAIN_SHARE * rho, n_columns)
-    return Release("hello", z_hello, 1), Release("domain", z_domain, n_columns)
+    domain = Release("domain", noise_multiplier_for(DP_DOMAIN_SHARE * rho, n_columns), n_columns)
+    if not hello:
+        return (domain,)
+    return Release("hello", noise_multiplier_for(DP_HELLO_SHARE * rho, 1), 1), domain
 
 
 def dp_request(release: Release, run_token: str, dp_run: str, n_sites: int) -> dict[str, Any]:

@@ -32,7 +32,8 @@ isolate patients is refused with a scrubbed :class:`~fedsynth.strategies.policy.
 
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`TwoStepBNStrategy.privacy`): every
 count table is a Gaussian mechanism of L2 sensitivity 1 (adding or removing one patient changes one cell by
-one). The budget is split :data:`DP_SPLIT` between the two phases (zCDP/RDP, :mod:`fedsynth.privacy.accounting`):
+one). What the hello's row counts and the shared domain leave of the budget (:mod:`fedsynth.strategies.
+secure_domain`) is split :data:`DP_SPLIT` between the two phases (zCDP/RDP, :mod:`fedsynth.privacy.accounting`):
 the structure phase calibrates one noise level for at most :data:`DP_STRUCTURE_TABLES` tables, charged per
 request before it goes out; once they are spent, families not yet counted stay unknown (a family without counts
 is never chosen), so hill climbing ends on the tables it has rather than exceed the budget; the parameter phase re-measures the final network's families in one request with the rest of the budget (PrivBayes

@@ -44,12 +44,12 @@ def _strategy(schema, budget: PrivacyBudget | None, generator: str = "vae_bgm", 
 
 def _reference(site_plan: dict, mixture_noise: float, mixture_releases: int, rounds: int,
                budget: PrivacyBudget) -> RdpAccountant:
-    """dp_accounting's composition of one site's releases: the hello's row count and the domain's count vectors
-    (one use per model column), DP-SGD and the latent-mixture statistics."""
+    """dp_accounting's composition of one site's releases: the domain's count vectors (one use per model column;
+    FedAvg's hello keeps the exact row count its DP-SGD plan needs), DP-SGD and the latent-mixture statistics."""
     from fedsynth.strategies.secure_domain import pre_run_releases
 
     ref = RdpAccountant(orders=list(DEFAULT_ORDERS))
-    for release in pre_run_releases(budget, len(SMALL)):
+    for release in pre_run_releases(budget, len(SMALL), hello=False):
         ref.compose(SelfComposedDpEvent(GaussianDpEvent(release.noise_multiplier), release.count))
     event = PoissonSampledDpEvent(site_plan["sample_rate"], GaussianDpEvent(site_plan["noise_multiplier"]))
     ref.compose(SelfComposedDpEvent(event, int(site_plan["steps_per_round"]) * rounds))
@@ -67,11 +67,11 @@ def test_private_run_spends_its_budget_at_every_site_as_dp_accounting_composes_i
     rows = result.generator.sample(300, random_state=0)
     # Assert: every site's account equals dp_accounting's composition of what it released, at the same orders
     summary = strategy.privacy_summary_
-    from fedsynth.strategies.secure_domain import DP_DOMAIN_SHARE, DP_HELLO_SHARE
+    from fedsynth.strategies.secure_domain import DP_DOMAIN_SHARE
 
-    rest = 1 - DP_HELLO_SHARE - DP_DOMAIN_SHARE
-    assert summary["split"] == {"hello": pytest.approx(DP_HELLO_SHARE), "domain": pytest.approx(DP_DOMAIN_SHARE),
-                                "training": pytest.approx(0.85 * rest), "mixture": pytest.approx(0.15 * rest)}
+    rest = 1 - DP_DOMAIN_SHARE
+    assert summary["split"] == {"domain": pytest.approx(DP_DOMAIN_SHARE), "training": pytest.approx(0.85 * rest),
+                                "mixture": pytest.approx(0.15 * rest)}
     for site in sites:
         mine = summary["sites"][site.name]
         ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg.DP_MIXTURE_ITERS), 2,
@@ -128,7 +128,8 @@ def test_run_asking_more_than_a_site_has_left_stops_before_releasing(mds_partiti
     with pytest.raises(BudgetExceededError, match=rf"\({sites[1].name} has epsilon 1 left\); nothing was released"):
         _strategy(schema, PrivacyBudget(3.0, 1e-5)).start(grid)
     assert not any((tmp_path / s.name / LEDGER_FILE).exists() for s in sites)
-    assert {m.metadata.message_type for m in grid.sent} == {"query.hello", "query.summary", "query.privacy_budget"}
+    # ... the budget question is the first message: not even the hello's noisy row count went out
+    assert {m.metadata.message_type for m in grid.sent} == {"query.privacy_budget"}
 
 
 def test_sites_ledger_refuses_a_coordinator_asking_for_too_little_noise(mds_partition, tmp_path) -> None:
