@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 
 from fedsynth.cohort.constraints import EndpointRule
 from fedsynth.cohort.schema import TableSchema
@@ -40,6 +40,7 @@ from fedsynth.strategies.registry import (
     default_params,
     settings_problems,
 )
+from fedsynth.strategies.secure_domain import hello_settings, plan_private_run, private_summary
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +205,8 @@ class Strategy(ABC):
     checkpoint: Checkpoint | None = None
     #: The token of the run in progress (set by :meth:`start`; kept in the checkpoint, reused on resume).
     run_token_: str = ""
-    #: The run's differential-privacy budget (``None``: none); set from the config's ``privacy`` block. Under a
-    #: finite ε, :meth:`start` spends the hello's and the domain's releases first and leaves here the budget
-    #: that records them (:meth:`~fedsynth.privacy.accounting.PrivacyBudget.spending`).
+    #: The run's DP budget (``None``: none); after the hello and domain, with their releases (:mod:`.secure_domain`).
     privacy: PrivacyBudget | None = None
-    #: The hello's (when its row counts are noised) and the domain's releases of the run in progress (finite ε
-    #: only; see :meth:`start`).
     _pre_run_releases: tuple[Release, ...] | None = None
 
     def __init__(
@@ -364,12 +361,7 @@ class Strategy(ABC):
     def _hello_request(self, grid: GridLike) -> Request:
         nodes = sorted(int(n) for n in grid.get_node_ids())
         probe = [SiteInfo(n, f"node-{n}", 0, ()) for n in nodes]
-        cfg = ConfigRecord({})
-        hello = self._pre_run_release("hello")
-        if hello is not None:  # a noisy row count (fedsynth.strategies.secure_domain)
-            from fedsynth.strategies.secure_domain import dp_request
-
-            cfg = records.to_config_record(dp_request(hello, self.run_token_, self._dp_run(), len(probe)))
+        cfg = records.to_config_record(hello_settings(self, len(probe)))  # a noisy row count under a budget
         return Request(probe, "query.hello", lambda s: RecordDict({"config": cfg}), "hello")
 
     @staticmethod
@@ -433,24 +425,6 @@ class Strategy(ABC):
             summaries, self.schema, n_bins=opts["n_bins"], n_modes=opts["n_modes"], random_state=self.random_state
         )
 
-    def _pre_run_release(self, phase: str) -> Release | None:
-        return next((r for r in self._pre_run_releases or () if r.phase == phase), None)
-
-    def _dp_run(self) -> str:
-        """The id the sites' ledgers record this run's releases under (the run directory's name, else the token)."""
-        return str(getattr(self, "privacy_run_id", None) or self.run_token_)
-
-    def _private_domain(self, grid: GridLike, sites: Sequence[SiteInfo]) -> Domain:
-        """The shared domain from noisy sums (:func:`~fedsynth.strategies.secure_domain.private_summary`);
-        endpoint rules are the schema's declared ones only."""
-        from fedsynth.strategies.secure_domain import private_summary
-
-        release = self._pre_run_release("domain")
-        assert release is not None
-        summary = private_summary(self, grid, sites, release, dp_run=self._dp_run(),
-                                  n_modes=self.domain_options()["n_modes"])
-        return self._merge_domain([summary], [])
-
     def build_domain(self, grid: GridLike, sites: Sequence[SiteInfo]) -> Domain:
         """Phase 1: sites send released summaries; the server merges them into the shared domain.
 
@@ -459,8 +433,8 @@ class Strategy(ABC):
         every answering site are added to ``self.schema`` (``with_rules``), so every generator the strategy
         builds enforces them in the rows it samples, and ``learnt_rules`` keeps them.
         """
-        if self._pre_run_releases is not None:  # a finite privacy budget: noisy sums over sites
-            return self._private_domain(grid, sites)
+        if self._pre_run_releases is not None:  # a finite privacy budget: noisy sums, declared rules only
+            return self._merge_domain([private_summary(self, grid, sites)], [])
         if self._secure_domain_wanted(sites):  # the server learns sums over sites only
             return self._secure_domain(grid, sites)
         return self._domain_from_summaries(sites, self.ask_together(grid, [self._summary_request(sites)])[0])
@@ -470,8 +444,7 @@ class Strategy(ABC):
         hello replies, so both go to every node at once; only the summaries of sites that said hello are merged.
         The same sites and domain as :meth:`hello` then :meth:`build_domain`, one round trip fewer."""
         hello = self._hello_request(grid)
-        if self._pre_run_releases is not None or self._secure_domain_wanted(hello.sites):
-            # the private and the secure domain take their own exchanges after the hello
+        if self._pre_run_releases is not None or self._secure_domain_wanted(hello.sites):  # exchanges after hello
             sites = self._sites_from_hello(hello, self.ask_together(grid, [hello])[0])
             return sites, self.build_domain(grid, sites)
         got_hello, got_summary = self.ask_together(grid, [hello, self._summary_request(hello.sites)])
@@ -514,22 +487,8 @@ class Strategy(ABC):
         self.dropped = []
         self.request_timings = {}
         run_token = self._new_run_token()  # before the hello: the sites keep what they release under it
-        budget = self.privacy.fresh() if self.privacy is not None else None
-        self._pre_run_releases = None
-        if budget is not None and not budget.is_infinite:
-            from fedsynth.strategies.policy import check_site_budgets
-            from fedsynth.strategies.secure_domain import pre_run_releases
-
-            # Every site's ledger must allow the run's budget before the first noisy release (the hello).
-            check_site_budgets(self, grid, self._hello_request(grid).sites, budget)
-            # A weight-training strategy's DP-SGD plan needs each site's exact row count (its sampling rate and
-            # steps), so its hello stays exact (see fedsynth.strategies.secure_domain); the others' is noised.
-            self._pre_run_releases = pre_run_releases(budget, len(self.schema.model_columns),
-                                                      hello=self.requires != "weights")
+        plan_private_run(self, grid)  # under a finite budget: the hello's and the domain's releases
         sites, domain = self.hello_and_domain(grid)
-        if budget is not None and self._pre_run_releases is not None:
-            # The strategy's accountant composes the hello and the domain with its own phases.
-            self.privacy = budget.spending(*self._pre_run_releases)
         t1 = t2 = time.perf_counter()
         result = self.run(grid, sites, domain, on_round=on_round, run_token=run_token)
         result.dropped = list(self.dropped)

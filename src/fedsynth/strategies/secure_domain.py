@@ -216,6 +216,49 @@ def pre_run_releases(budget: PrivacyBudget, n_columns: int, *, hello: bool = Tru
     return Release("hello", noise_multiplier_for(DP_HELLO_SHARE * rho, 1), 1), domain
 
 
+def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] | None:
+    """Coordinator side, before the hello: the releases a run under a finite budget makes before its own phases
+    (``None`` without one), once every site has said its ledger allows the run
+    (:func:`~fedsynth.strategies.policy.check_site_budgets`, before anything is released). They are set on the
+    strategy (``_pre_run_releases``, which the hello and the domain read) and recorded in its budget
+    (``strategy.privacy = budget.spending(...)``), so that the accountant of its own phases composes them.
+
+    A weight-training strategy's DP-SGD plan needs each site's exact row count (see the comment above), so its
+    hello stays exact and spends nothing; every other strategy's hello is noised.
+
+    Raises
+    ------
+    BudgetExceededError
+        A site's ledger has less left than the run asks for.
+    """
+    strategy._pre_run_releases = None
+    budget = strategy.privacy.fresh() if strategy.privacy is not None else None
+    if budget is None or budget.is_infinite:
+        return None
+    from fedsynth.strategies.policy import check_site_budgets
+
+    check_site_budgets(strategy, grid, strategy._hello_request(grid).sites, budget)
+    releases = pre_run_releases(budget, len(strategy.schema.model_columns), hello=strategy.requires != "weights")
+    strategy._pre_run_releases = releases
+    strategy.privacy = budget.spending(*releases)
+    return releases
+
+
+def _release_of(strategy: Strategy, phase: str) -> Release | None:
+    return next((r for r in strategy._pre_run_releases or () if r.phase == phase), None)
+
+
+def dp_run_id(strategy: Strategy) -> str:
+    """The id the sites' ledgers record the run's releases under: its run directory's name, else its token."""
+    return str(getattr(strategy, "privacy_run_id", None) or strategy.run_token_)
+
+
+def hello_settings(strategy: Strategy, n_sites: int) -> dict[str, Any]:
+    """What the hello carries: the noise of the row counts under a budget that noises them, else nothing."""
+    hello = _release_of(strategy, "hello")
+    return {} if hello is None else dp_request(hello, strategy.run_token_, dp_run_id(strategy), n_sites)
+
+
 def dp_request(release: Release, run_token: str, dp_run: str, n_sites: int) -> dict[str, Any]:
     """The settings a private hello or domain request carries (noise multiplier, run ids, sites summed)."""
     return {"dp_noise_std": float(release.noise_multiplier), "dp_uses": int(release.count), "run_token": run_token,
@@ -276,26 +319,22 @@ def handle_noisy_counts(msg: Message, site: SiteRuntime) -> RecordDict:
         noisy_domain_vector(message_config(msg), site, secure_aggregation=False))})
 
 
-def private_summary(
-    strategy: Strategy,
-    grid: GridLike,
-    sites: Sequence[SiteInfo],
-    release: Release,
-    *,
-    dp_run: str,
-    n_modes: int,
-) -> dict[str, Any]:
-    """The domain summary from noisy sums over ``sites`` (secure aggregation when the strategy's
-    ``secure_aggregation`` is on and two sites or more answer, else each site's noisy vector in clear), ready
-    for :func:`~fedsynth.encoding.domain.merge_summaries`.
+def private_summary(strategy: Strategy, grid: GridLike, sites: Sequence[SiteInfo]) -> dict[str, Any]:
+    """The domain summary from noisy sums over ``sites`` at the run's ``domain`` release (secure aggregation when
+    the strategy's ``secure_aggregation`` is on and two sites or more answer, else each site's noisy vector in
+    clear), ready for :func:`~fedsynth.encoding.domain.merge_summaries`.
 
     Raises
     ------
     FedsynthError
-        Fewer sites than the strategy's ``min_sites`` answer.
+        Fewer sites than the strategy's ``min_sites`` answer, or no ``domain`` release is planned.
     """
     from fedsynth.strategies.base import same_for_all
 
+    release = _release_of(strategy, "domain")
+    if release is None:
+        raise FedsynthError("private domain: the run plans no domain release (no finite privacy budget)")
+    dp_run, n_modes = dp_run_id(strategy), strategy.domain_options()["n_modes"]
     params = strategy.params
     k = int(params["min_category_count"])
     schema = strategy.schema
