@@ -17,7 +17,8 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
-from fedsynth.encoding.domain import Domain, grid_counts, summarize_site
+from fedsynth.encoding.domain import Domain, summarize_site
+from fedsynth.encoding.grid import grid_counts
 from fedsynth.strategies import records
 from fedsynth.strategies import secure_sum as ss
 from fedsynth.strategies.in_process import InProcessGrid
