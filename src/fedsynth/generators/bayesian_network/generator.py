@@ -129,9 +129,27 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
             return domain
         return dataclasses.replace(domain, schema=self.schema.select(self.schema.data_columns))
 
+    def _network_variables(self) -> list[str]:
+        """The network's nodes: :func:`network_variables` of the domain, then, with ``derived_nodes``, the
+        :meth:`derived_nodes`."""
+        variables = network_variables(self._require_domain())
+        return variables + self.derived_nodes() if self.params.derived_nodes else variables
+
+    def derived_nodes(self) -> list[str]:
+        """``"<col>#m"`` for every derived categorical column of the schema whose derivation's inputs are all in
+        the domain (states: its declared categories, then "missing"; counted at the sites from the inputs).
+
+        Chosen from the schema's derivations, never from column names. As network nodes (``derived_nodes``) they
+        may be parents of their inputs, never their children (:meth:`forbidden_edges`).
+        """
+        domain = self._count_domain()
+        return [c + WITH_MISSING_SUFFIX for c in domain.schema.derived_columns
+                if derived_categories(domain, c + WITH_MISSING_SUFFIX) is not None
+                and all(x in domain.columns for x in variable_columns(domain, c + WITH_MISSING_SUFFIX))]
+
     def _cards(self) -> dict[str, int]:
-        domain = self._require_domain()
-        return {v: n_states(domain, v) for v in network_variables(domain)}
+        domain = self._count_domain()
+        return {v: n_states(domain, v) for v in self._network_variables()}
 
     def forbidden_edges(self) -> set[tuple[str, str]]:
         """Edges the structure search may not add.
@@ -142,9 +160,12 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
           therefore depend on other indicators and on fully observed columns, so missing rates stay exact.
         * When ``outcomes_last``, outcome columns (and their indicators) may not be parents of clinical or
           genomic ones.
+        * A derived node (:meth:`derived_nodes`) has none of its inputs (nor their indicators) as a parent: it is
+          a function of them, so as their child it would be a leaf no sampled value reads; as their parent it
+          carries the dependence of the inputs' joint values on the rest of the network.
         """
-        domain = self._require_domain()
-        variables = network_variables(domain)
+        domain = self._count_domain()
+        variables = self._network_variables()
         indicators = [v for v in variables if v.endswith(ISNA_SUFFIX)]
         partial = [base_column(v) for v in indicators]
         forbidden = {(x, m) for x in partial for m in indicators}
@@ -152,6 +173,9 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         if self.params.outcomes_last:
             is_outcome = {v: self.schema[base_column(v)].role is ColumnRole.OUTCOME for v in variables}
             forbidden |= {(o, b) for o in variables if is_outcome[o] for b in variables if not is_outcome[b]}
+        for d in (v for v in variables if derived_categories(domain, v) is not None):
+            inputs = set(variable_columns(domain, d))
+            forbidden |= {(v, d) for v in variables if base_column(v) in inputs}
         return forbidden
 
     def learn_structure(self, oracle: CountOracle) -> list[tuple[str, str]]:
@@ -471,6 +495,10 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
 
     def _marginal_fallback(self, v: str, parent_cards: Sequence[int]) -> np.ndarray:
         """Counts for a family nobody could count: the child's marginal from the domain, for every parent state."""
+        cats = derived_categories(self._count_domain(), v)
+        if cats is not None:  # a derived node: uniform over its categories and "missing"
+            q = int(np.prod(parent_cards)) if parent_cards else 1
+            return np.full((len(cats) + 1, q), 1.0 / q)
         col = self._require_domain()[base_column(v)]
         if v.endswith(ISNA_SUFFIX):
             base = np.array([1.0 - col.missing_rate, col.missing_rate]) * max(col.n_observed, 1)
@@ -531,7 +559,8 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         state = read_model_json(folder, MODEL_FILE)
         cards = self._cards()
         model = DiscreteBayesianNetwork()
-        model.add_nodes_from(list(cards))
+        # The saved CPDs name the nodes (a model saved before derived nodes existed has none of them).
+        model.add_nodes_from([str(entry["variable"]) for entry in state["cpds"]])
         model.add_edges_from([tuple(e) for e in state["edges"]])
         cpds = []
         for entry in state["cpds"]:

@@ -17,7 +17,6 @@ from fedsynth.generators.bayesian_network.counts import (
     base_column,
     derived_categories,
     n_states,
-    network_variables,
 )
 from fedsynth.generators.bayesian_network.survival import (
     EndpointModel,
@@ -56,6 +55,10 @@ class NetworkSampling(ABC):
         """The domain whose schema names the derived columns survival parents may be (see the generator)."""
 
     @abstractmethod
+    def _network_variables(self) -> list[str]:
+        """The network's nodes in their fixed order (the domain's variables, then any derived nodes)."""
+
+    @abstractmethod
     def _sub_bins(self) -> int:
         """Sub-bins per numeric bin of the within-bin histograms (the generator's ``n_sub_bins``)."""
 
@@ -65,10 +68,9 @@ class NetworkSampling(ABC):
     def _set_model(self, model: Any, edges: Sequence[tuple[str, str]], within: Mapping[str, np.ndarray]) -> None:
         import networkx as nx
 
-        domain = self._require_domain()
         self.model_ = model
         self.edges_ = sorted((str(u), str(v)) for u, v in edges)
-        order = {c: i for i, c in enumerate(network_variables(domain))}
+        order = {c: i for i, c in enumerate(self._network_variables())}
         self._order = list(nx.lexicographical_topological_sort(model, key=lambda n: f"{order[n]:06d}"))
         self._parents = {v: list(model.get_cpds(v).variables[1:]) for v in self._order}
         self._probs = {v: np.asarray(model.get_cpds(v).get_values(), dtype=np.float64).T for v in self._order}
@@ -76,7 +78,7 @@ class NetworkSampling(ABC):
         self._within = {c: np.asarray(t, dtype=np.float64) for c, t in within.items()}
 
     def _cards_cache(self, v: str) -> int:
-        return n_states(self._require_domain(), v)
+        return n_states(self._count_domain(), v)
 
     def _forward_codes(
         self, n_samples: int, rng: np.random.Generator, fixed: Mapping[str, np.ndarray] | None = None
