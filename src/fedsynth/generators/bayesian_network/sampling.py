@@ -22,7 +22,12 @@ from fedsynth.generators.bayesian_network.survival import (
     EndpointModel,
     config_index,
     draw_piecewise_exponential,
+    median_calibration,
 )
+
+#: Rows the network draws to calibrate the survival modifiers (:meth:`NetworkSampling._calibrated`), with a fixed
+#: seed: the calibration is then a function of the summed counts alone, so a federation gets the same hazards.
+CALIBRATION_ROWS = 20_000
 
 # Marker: exact conditional sampling would need a factor larger than allowed; rejection is used instead.
 _TOO_LARGE = object()
@@ -141,6 +146,42 @@ class NetworkSampling(ABC):
         isna = codes.get(col + ISNA_SUFFIX)
         if isna is not None:
             out[np.asarray(isna) == 1] = card - 1
+        return out
+
+    def _calibrated(self, models: Sequence[EndpointModel]) -> list[EndpointModel]:
+        """``models`` with each hazard that has modifiers rescaled per parent configuration by
+        :func:`~.survival.median_calibration`, over :data:`CALIBRATION_ROWS` rows drawn from the fitted network
+        (fixed seed; call with ``self._survival`` empty, so that the draw is the network's own)."""
+        import dataclasses
+
+        if not any(m.event_modifiers or m.censor_modifiers for m in models):
+            return list(models)
+        rng = np.random.default_rng(0)
+        codes = self._forward_codes(CALIBRATION_ROWS, rng)
+        frame = self._decode(codes, rng)
+        cache: dict[str, np.ndarray] = {}
+
+        def pcodes(name: str) -> np.ndarray:
+            if name not in cache:
+                cache[name] = self._parent_codes(name, frame, codes)
+            return cache[name]
+
+        out = []
+        for m in models:
+            hazards = {}
+            for kind, parents, cards, hazard, modifiers in (
+                ("event_hazard", m.event_parents, m.event_cards, m.event_hazard, m.event_modifiers),
+                ("censor_hazard", m.censor_parents, m.censor_cards, m.censor_hazard, m.censor_modifiers),
+            ):
+                if modifiers:
+                    ratio = np.ones(CALIBRATION_ROWS)
+                    for name, ratios in modifiers:
+                        ratio = ratio * np.asarray(ratios)[pcodes(name)]
+                    q = config_index([pcodes(p) for p in parents], cards, CALIBRATION_ROWS)
+                    hazard = hazard * median_calibration(q, ratio, hazard.shape[0])[:, None]
+                hazards[kind] = hazard
+            out.append(dataclasses.replace(m, event_hazard=hazards["event_hazard"],
+                                           censor_hazard=hazards["censor_hazard"]))
         return out
 
     def _draw_survival(self, frame: pd.DataFrame, codes: Mapping[str, np.ndarray], rng: np.random.Generator) -> None:
