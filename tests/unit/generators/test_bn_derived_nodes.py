@@ -58,20 +58,21 @@ def test_a_derived_nodes_table_is_counted_from_its_inputs(small) -> None:  # typ
 
 def test_derived_nodes_carry_a_genes_shift_of_the_whole_risk_group(small) -> None:  # type: ignore[no-untyped-def]
     # Setup: TP53-mutated patients are mostly IPSS-R Very-High through several inputs at once (karyotype, blasts,
-    # counts), each of which alone depends on TP53 too weakly for a single-family score to link them.
+    # counts). With one parent per node (in the full network other columns take up the inputs' parent slots),
+    # TP53 can reach one input only; the derived node reaches them all.
     schema, data = small
     real = ipss_r_category(data[data["TP53"] == 1]).value_counts(normalize=True).get("Very-High", 0.0)
 
     def very_high_among_mutated(derived_nodes: bool) -> float:
-        gen = make_generator("bayesian_network", schema, derived_nodes=derived_nodes).fit(data)
+        gen = make_generator("bayesian_network", schema, max_indegree=1, derived_nodes=derived_nodes).fit(data)
         rows = gen.sample(4000, random_state=0, conditions={"TP53": 1})
-        return float((rows["IPSSR"] == "Very-High").mean())
+        return float((rows["IPSSR"].dropna() == "Very-High").mean())  # among rows with a risk group, as real
 
     # Run
     with_nodes, without = very_high_among_mutated(True), very_high_among_mutated(False)
-    # Assert: the share is restored within 6 points with the node, and is nearer the real one than without it
+    # Assert: within 6 points of the real share (about one half) with the node; less than half of it without
     assert abs(with_nodes - real) < 0.06
-    assert abs(with_nodes - real) < abs(without - real)
+    assert without < real / 2
 
 
 def test_a_model_saved_without_derived_nodes_still_loads_and_samples(small, tmp_path) -> None:  # type: ignore[no-untyped-def]
