@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -137,7 +138,7 @@ def extreme_leaks_in_message(msg: Message) -> list[str]:
     for key, rec in msg.content.items():
         if isinstance(rec, (ConfigRecord, MetricRecord)):
             text = repr(dict(rec))
-            found += [f"{key} text" for m in ("19.731", "19.73") if m in text]
+            found += [f"{key} text"] if EXTREME_TEXT.search(text.encode()) else []
         elif isinstance(rec, ArrayRecord):
             for name, arr in rec.items():
                 values = arr.numpy()
@@ -146,11 +147,18 @@ def extreme_leaks_in_message(msg: Message) -> list[str]:
     return found
 
 
+#: The planted value as text: itself, or rounded to 2 digits as a whole number ("19.73" but not a drawn 19.7309...).
+EXTREME_TEXT = re.compile(rb"19\.731|19\.73(?![0-9])")
+
+
 def files_holding(folder: Any, needles: tuple[bytes, ...]) -> list[str]:
-    return [str(p) for p in folder.rglob("*") if p.is_file() and any(n in p.read_bytes() for n in needles)]
+    def holds(data: bytes) -> bool:
+        return EXTREME_TEXT.search(data) is not None or any(n in data for n in needles)
+
+    return [str(p) for p in folder.rglob("*") if p.is_file() and holds(p.read_bytes())]
 
 
-EXTREME_BYTES = (b"19.731", b"19.73", np.float64(EXTREME_HB).tobytes(), np.float32(EXTREME_HB).tobytes())
+EXTREME_BYTES = (np.float64(EXTREME_HB).tobytes(), np.float32(EXTREME_HB).tobytes())
 
 
 @pytest.mark.parametrize(
@@ -178,7 +186,7 @@ def test_a_sites_extreme_value_appears_in_no_message_log_or_model_file(
 
     # Assert: no message, no log line, no domain bound, no model file, no released row holds the number
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "19.731" not in logged and "19.73" not in logged
+    assert EXTREME_TEXT.search(logged.encode()) is None
     leaks = {m.metadata.message_type: extreme_leaks_in_message(m) for m in grid.sent + grid.received}
     assert {k: v for k, v in leaks.items() if v} == {}
     assert result.domain["HB"].upper == 20.0  # the coarse bound, not the site's maximum
