@@ -63,7 +63,7 @@ from fedsynth.privacy.accounting import (
     calibrate_dpsgd_noise,
     noise_multiplier_for,
 )
-from fedsynth.strategies import records
+from fedsynth.strategies import fedavg_site, records
 from fedsynth.strategies.base import (
     GridLike,
     OnRound,
@@ -74,9 +74,8 @@ from fedsynth.strategies.base import (
     same_for_all,
     site_name,
 )
-# The site side's handlers, re-exported: all_site_handlers finds them on the strategy's module.
-from fedsynth.strategies.fedavg_site import SITE_HANDLERS as SITE_HANDLERS
 from fedsynth.strategies.registry import generator_accepts
+from fedsynth.strategies.site import SiteHandler
 
 log = logging.getLogger(__name__)
 
@@ -494,3 +493,8 @@ class FedAvgStrategy(Strategy):
         else:
             stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
         return sum_component_counts(stats) if stats else None
+
+
+#: What a site does with each of this strategy's messages (:mod:`fedsynth.strategies.fedavg_site`), here where
+#: :func:`~fedsynth.strategies.site.all_site_handlers` looks for a strategy's handlers.
+SITE_HANDLERS: Mapping[str, SiteHandler] = fedavg_site.SITE_HANDLERS
