@@ -177,6 +177,18 @@ def _timings(result: Any) -> dict[str, Any]:
     return t
 
 
+def requests_summary(timings: Mapping[str, Any]) -> dict[str, Any]:
+    """Sequential requests of a run (each one a message to every site and a wait for all replies) and, per
+    message type, how many and the mean seconds the server waited for each one's replies."""
+    per_type = {}
+    for key, n in timings.items():
+        if key.startswith("requests:") and float(n) > 0:
+            kind = key.partition(":")[2]
+            per_type[kind] = {"requests": int(n),
+                              "wait_s_each": round(float(timings.get(f"wait_s:{kind}", 0.0)) / float(n), 2)}
+    return {"sequential": sum(v["requests"] for v in per_type.values()), "by_type": dict(sorted(per_type.items()))}
+
+
 def run_in_process_case(case: Mapping[str, Any], schema: Any, frames: list[tuple[str, Any]], work: Path) -> dict[str, Any]:
     from fedsynth.strategies.in_process import InProcessGrid
     from fedsynth.strategies.site import SiteRuntime
@@ -189,8 +201,9 @@ def run_in_process_case(case: Mapping[str, Any], schema: Any, frames: list[tuple
     t0 = time.perf_counter()
     result = strategy.start(grid)
     wall = time.perf_counter() - t0
-    return {"wall_s": round(wall, 2), "timings": _timings(result), "sites": per_site(_read_lines(folder)),
-            "model": _model_facts(result.generator)}
+    return {"wall_s": round(wall, 2), "timings": _timings(result), "requests": requests_summary(result.timings),
+            "secure_aggregation": bool(strategy.params.get("secure_aggregation", False)),
+            "sites": per_site(_read_lines(folder)), "model": _model_facts(result.generator)}
 
 
 def run_simulation_case(case: Mapping[str, Any], schema: Any, frames: list[tuple[str, Any]], work: Path) -> dict[str, Any]:
@@ -202,8 +215,9 @@ def run_simulation_case(case: Mapping[str, Any], schema: Any, frames: list[tuple
     t0 = time.perf_counter()
     result = run_simulation(strategy, frames, schema, seeds=SEEDS, handlers=counting_handlers(folder))
     wall = time.perf_counter() - t0
-    return {"wall_s": round(wall, 2), "timings": _timings(result), "sites": per_site(_read_lines(folder)),
-            "model": _model_facts(result.generator)}
+    return {"wall_s": round(wall, 2), "timings": _timings(result), "requests": requests_summary(result.timings),
+            "secure_aggregation": bool(strategy.params.get("secure_aggregation", False)),
+            "sites": per_site(_read_lines(folder)), "model": _model_facts(result.generator)}
 
 
 #: The pooled training rows the final models are scored against (set in :func:`main`).
@@ -311,11 +325,19 @@ def run_deployed_case(
     timings = {k: round(float(v), 3) for k, v in facts.get("timings", {}).items()}
     timings["strategy_s"] = round(sum(float(facts["timings"].get(f"strategy_{k}", 0.0))
                                       for k in ("hello", "domain", "training")), 3)
+    # The deployed run scores every round's snapshot at the sites (inside the training phase); the simulation and
+    # in-process ways score nothing: their strategy time compares with this one less the scoring.
+    timings["strategy_less_scoring_s"] = round(timings["strategy_s"] - float(timings.get("scoring_at_sites", 0.0)), 3)
+    secure = bool(facts.get("strategy", {}).get("secure_aggregation", True))
+    if secure:
+        raise RuntimeError("the deployed benchmark run used secure aggregation; it must run without it")
     lines = {n: [{"message_type": e["message_type"], "bytes": e["bytes"]} for e in _audit_lines(files[n])[len(audit_before[n]):]]
              for n in SITES}
     from fedsynth.generators import load_generator
 
-    return {"wall_s": round(wall, 2), "timings": timings, "sites": per_site(lines), "dropped": facts.get("dropped", []),
+    strategy_timings = {k[len("strategy_"):]: v for k, v in facts["timings"].items() if k.startswith("strategy_")}
+    return {"wall_s": round(wall, 2), "timings": timings, "requests": requests_summary(strategy_timings),
+            "secure_aggregation": secure, "sites": per_site(lines), "dropped": facts.get("dropped", []),
             "model": _model_facts(load_generator(run_dir / "model")), "output_tail": done.stdout[-300:]}
 
 
@@ -352,6 +374,25 @@ def _write(path: str, out: Mapping[str, Any]) -> None:
     """The results so far (a run stopped half-way keeps what it measured; ``partial`` says so)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(out, indent=1) + "\n")
+
+
+def _previous_entries(path: str, fresh: Mapping[str, Any]) -> dict[str, Any]:
+    """The strategies of an earlier result file that this run did not redo, each with the setup it was measured
+    under (``measured_under``): a run of one strategy keeps the other's figures."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        old = json.loads(p.read_text())
+    except ValueError:
+        return {}
+    kept = {}
+    for name, entry in old.get("strategies", {}).items():
+        if name not in fresh:
+            under = entry.get("measured_under") or {k: old.get("setup", {}).get(k)
+                                                    for k in ("command", "note", "machine", "clientapp_import_s")}
+            kept[name] = {**entry, "measured_under": under}
+    return kept
 
 
 def main() -> None:
@@ -393,13 +434,14 @@ def main() -> None:
         cases = {name.strip(): strategy_settings(name.strip(), args.rounds, args.local_epochs)
                  for name in args.strategies.split(",") if name.strip()}
         results: dict[str, dict[str, Any]] = {name: {"settings": case} for name, case in cases.items()}
+        kept = _previous_entries(args.out, cases)  # read before the first partial write replaces the file
         if "deployed" in ways:
             with federation(work, schema_path, files, env) as connection:
                 for name, case in cases.items():
                     print(f"[{name}] deployed ...", flush=True)
                     results[name]["deployed"] = run_deployed_case(name, case, schema_path, files, work, env,
                                                                   connection)
-                    _write(args.out, {**out, "strategies": results, "partial": True})
+                    _write(args.out, {**out, "strategies": {**kept, **results}, "partial": True})
                     print(f"[{name}] deployed: {results[name]['deployed']['wall_s']} s", flush=True)
         for way, fn in (("simulation", run_simulation_case), ("in_process", run_in_process_case)):
             if way not in ways:
@@ -409,7 +451,7 @@ def main() -> None:
                 folder = work / f"{name}-{way}"
                 folder.mkdir()
                 results[name][way] = fn(case, schema, frames, folder)
-                _write(args.out, {**out, "strategies": results, "partial": True})
+                _write(args.out, {**out, "strategies": {**kept, **results}, "partial": True})
                 print(f"[{name}] {way}: {results[name][way]['wall_s']} s", flush=True)
         for name, r in results.items():
             dep, sim, inp = r.get("deployed"), r.get("simulation"), r.get("in_process")
@@ -417,6 +459,8 @@ def main() -> None:
                 "deployed_vs_simulation_wall": _ratio(dep and dep["wall_s"], sim and sim["wall_s"]),
                 "deployed_vs_simulation_strategy": _ratio(dep and dep["timings"]["strategy_s"],
                                                           sim and sim["timings"]["strategy_s"]),
+                "deployed_less_scoring_vs_simulation_strategy": _ratio(
+                    dep and dep["timings"].get("strategy_less_scoring_s"), sim and sim["timings"]["strategy_s"]),
                 "deployed_vs_in_process_wall": _ratio(dep and dep["wall_s"], inp and inp["wall_s"]),
                 "simulation_vs_in_process_wall": _ratio(sim and sim["wall_s"], inp and inp["wall_s"]),
             }
@@ -424,7 +468,7 @@ def main() -> None:
                 same = {k: dep["model"].get(k) == sim["model"].get(k) for k in ("edges", "weights_sum", "scores")
                         if k in dep["model"]}
                 r["deployed_equals_simulation"] = same
-        out["strategies"] = results
+        out["strategies"] = {**kept, **results}
     out["setup"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out["bench_wall_s"] = round(time.perf_counter() - t_bench, 1)
     _write(args.out, out)

@@ -126,11 +126,12 @@ COMMON_PARAMS: dict[str, Param] = {
 DEPLOYMENT_DEFAULTS: dict[str, Any] = {"secure_aggregation": True}
 
 _FEDAVG_PARAMS: dict[str, Param] = {
-    "mixture_max_iter": Param(int, 50, "EM iterations of the final global latent mixture", low=1,
+    "mixture_max_iter": Param(int, 10, "EM iterations (message rounds) of the final global latent mixture", low=1,
                               capability="latent_mixture"),
     "mixture_round_max_iter": Param(int, 3, "EM cap in every round but the last", low=1,
                                     capability="latent_mixture"),
-    "mixture_tol": Param(float, 1e-3, "EM convergence tolerance", low=0, open_low=True, capability="latent_mixture"),
+    "mixture_tol": Param(float, 1e-2, "EM convergence tolerance: change of the evidence lower bound per row",
+                         low=0, open_low=True, capability="latent_mixture"),
     "mixture_every_round": Param(bool, True, "fit the mixture after every round (else after the last)",
                                  capability="latent_mixture"),
     "mixture_warm_start": Param(bool, True, "start each round's EM from the previous mixture",

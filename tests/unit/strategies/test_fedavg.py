@@ -125,7 +125,10 @@ def _estep_messages_per_round(warm: bool, round_max_iter: int = 50) -> dict[int,
     strategy = make_strategy(
         "fedavg", SCHEMA, generator="vae_bgm", rounds=3, local_epochs=2, min_sites=2, random_state=0,
         generator_params={"batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2},
-        params={"mixture_warm_start": warm, "mixture_round_max_iter": round_max_iter},
+        # a tight tolerance (1e-3 on the bound summed over the 260 rows) and a high cap: the EM runs long enough
+        # for the number of its message rounds to show the warm start
+        params={"mixture_warm_start": warm, "mixture_round_max_iter": round_max_iter, "mixture_tol": 1e-3 / 260,
+                "mixture_max_iter": 50},
     )
     strategy.start(grid)
     counts: dict[int, int] = {}
@@ -155,6 +158,32 @@ def test_vae_bgm_mixture_em_is_capped_before_the_last_round_only() -> None:
     assert counts[1] == counts[2] == 3
     assert counts[3] >= 3
     assert sum(counts.values()) < sum(uncapped.values())
+
+
+def test_vae_bgm_mixture_em_tolerance_is_per_row_and_the_final_round_capped(monkeypatch) -> None:
+    # Setup: record what the strategy hands the EM loop (260 rows over 3 sites; 2 rounds)
+    from fedsynth.strategies import fedavg_server
+
+    seen: list[tuple[int, float]] = []
+    real = fedavg_server.fit_latent_mixture_federated
+
+    def recording(e_step, start, *, max_iter, tol):  # type: ignore[no-untyped-def]
+        seen.append((max_iter, tol))
+        return real(e_step, start, max_iter=max_iter, tol=tol)
+
+    monkeypatch.setattr(fedavg_server, "fit_latent_mixture_federated", recording)
+    strategy = make_strategy(
+        "fedavg", SCHEMA, generator="vae_bgm", rounds=2, local_epochs=1, min_sites=2, random_state=0,
+        generator_params={"batch_size": 32, "latent_dim": 2, "hidden_dims": [8], "n_components": 2},
+        params={"mixture_tol": 0.5},
+    )
+
+    # Run
+    strategy.start(InProcessGrid(_sites([120, 80, 60])))
+
+    # Assert: the bound is summed over all rows, so the tolerance is 0.5 nats x 260 rows; round 1 stops at
+    # mixture_round_max_iter (3), the last round at mixture_max_iter (default 10)
+    assert seen == [(3, pytest.approx(130.0)), (10, pytest.approx(130.0))]
 
 
 def _dropout_sent(sites: list[SiteRuntime], generator_params: dict) -> float | None:
