@@ -296,9 +296,10 @@ def site_ledger(policy: SitePolicy, folder: str | Path | None) -> Any:
     return PrivacyLedger(Path(folder) / LEDGER_FILE, PrivacyBudget(policy.epsilon, policy.delta))
 
 
-def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str) -> tuple[float, float]:
+def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str, *, exclude_run: str | None = None) -> tuple[float, float]:
     """What the site can still spend on ``dataset`` and at which δ: its ledger's budget (built from the policy,
-    :func:`site_ledger`) less what the ledger has recorded; the policy's budget when it keeps no ledger
+    :func:`site_ledger`) less what the ledger has recorded (but run ``exclude_run``'s own spending: a resumed run
+    is held to what the others left); the policy's budget when it keeps no ledger
     (``inf``: unlimited). The ledger composes in RDP, so a new run costs it at most its own ε more (basic
     composition bounds the RDP one): a run asking for no more than this is not refused for lack of budget."""
     budget = ledger.budget if ledger is not None else None
@@ -306,7 +307,11 @@ def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str) -> tuple[float, 
     delta = float(budget.delta) if budget is not None else policy.delta
     if math.isinf(epsilon):
         return math.inf, delta
-    spent = float(ledger.epsilon_spent(dataset)) if ledger is not None else 0.0
+    spent = 0.0
+    if ledger is not None:
+        from fedsynth.privacy.accounting import epsilon_from_rdp
+
+        spent = epsilon_from_rdp(ledger.spent_rdp(dataset, exclude_run=exclude_run), delta, ledger.orders)
     return max(0.0, epsilon - spent), delta
 
 
@@ -316,12 +321,14 @@ def handle_privacy_budget(msg: Any, site: Any) -> Any:
 
     from fedsynth.strategies import records
 
-    left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name)
+    run = records.from_config_record(msg.content["config"]).get("dp_run") if "config" in msg.content else None
+    left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name,
+                               exclude_run=None if run is None else str(run))
     return RecordDict({"metrics": records.to_metric_record(
         {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta})})
 
 
-def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dict[str, float]:
+def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run_id: str | None = None) -> dict[str, float]:
     """Coordinator side, before a run spends anything: ask every site what its ledger still allows and refuse
     a run whose ε is more than the smallest (or whose δ is larger than a site's).
 
@@ -333,6 +340,8 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dic
         The Flower grid and the sites of the run.
     budget : PrivacyBudget
         The run's (ε, δ).
+    run_id : str, optional
+        The id the sites' ledgers record this run under: a resumed run's own spending is not counted against it.
 
     Returns
     -------
@@ -344,12 +353,13 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dic
     BudgetExceededError
         Naming every site that has less than the run asks for; nothing was released.
     """
-    from flwr.app import ConfigRecord, RecordDict
+    from flwr.app import RecordDict
 
     from fedsynth.privacy.accounting import BudgetExceededError
     from fedsynth.strategies import records
 
-    got = strategy.ask(grid, sites, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": ConfigRecord({})}),
+    ask = {} if run_id is None else {"dp_run": run_id}
+    got = strategy.ask(grid, sites, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": records.to_config_record(ask)}),
                        group_id="privacy-budget")
     left: dict[str, float] = {}
     short: list[str] = []

@@ -166,9 +166,6 @@ class SDSharingStrategy(Strategy):
                 accounts[s.name] = records.from_payload_record(reply["privacy"])
         if self.privacy is not None:
             self.privacy_summary_ = self._privacy_summary(accounts, epsilon_left)
-        if not frames:
-            raise FedsynthError("sd_sharing: no site released synthetic rows (" + "; ".join(
-                f"{site_name(sites, n)}: {r}" for n, r in got.failed.items()) + ")")
         pooled = pd.concat(frames, ignore_index=True)
         pooled = self.schema.select(self.schema.model_columns).coerce(pooled)
         # Sites sampled under their own schema; the rules learnt from every site's answers hold in the pool too.
@@ -200,7 +197,7 @@ class SDSharingStrategy(Strategy):
             raise ValidationError("Privacy", [Problem(
                 "privacy", f"is not supported for sd_sharing with generator {self.generator}: {reason}",
                 ", ".join(sorted(DP_GENERATORS)), "remove privacy, or use generator vae_bgm or bayesian_network")])
-        return check_site_budgets(self, grid, sites, self.privacy)
+        return check_site_budgets(self, grid, sites, self.privacy, run_id=self.privacy_run_id)
 
     def _privacy_summary(self, accounts: Mapping[str, Any], epsilon_left: Mapping[str, float]) -> dict[str, Any]:
         """The manifest's ``privacy`` block: the budget, each releasing site's plan and spending, the split, and
@@ -340,7 +337,7 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
 
 
 #: A private run's gate refusal: no figure and no flagged check (their values are outside the guarantee).
-_GATE_REFUSED_DP = "the private model's rows failed the site's release gate; nothing was released"
+_GATE_REFUSED_DP = "rows of the private model failed the release gate of this site; nothing was released"
 
 
 # -- differential privacy (site side) --------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_private_bn_sharing_spends_its_noisy_tables_within_the_budget_and_charge
 # -- resume and the site's budget -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("generator", ["bayesian_network", "vae_bgm"])
+@pytest.mark.parametrize("generator", [pytest.param("bayesian_network", marks=pytest.mark.slow), "vae_bgm"])
 def test_resumed_private_run_gets_the_same_rows_and_never_spends_twice(mds_partition, tmp_path, generator) -> None:
     # Setup: a site budget of 5; the run asks for 3
     schema = mds_partition.schema.select(SMALL)
@@ -235,12 +235,15 @@ def test_private_ctgan_sharing_is_refused_with_the_reason_before_any_row_is_aske
 def test_a_site_asked_for_a_private_fit_of_a_generator_without_one_refuses(mds_partition, tmp_path) -> None:
     # Setup: a coordinator that skips its own check and asks for private CTGAN rows
     schema = mds_partition.schema.select(SMALL)
-    strategy = _strategy(schema, PrivacyBudget(3.0), "ctgan", min_sites=0)
+    strategy = _strategy(schema, PrivacyBudget(3.0), "ctgan", min_sites=1)
     strategy._check_privacy = lambda grid, sites: {}  # type: ignore[method-assign]
     sites = _sites(mds_partition, schema, tmp_path)
+    grid = InProcessGrid(sites, keep_messages=True)
     # Run / Assert: no site trains a plain CTGAN; nothing is spent
-    with pytest.raises(Exception, match="no site released synthetic rows"):
-        strategy.start(InProcessGrid(sites))
+    with pytest.raises(Exception, match="only 0 of 3 sites answered train.share"):
+        strategy.start(grid)
+    replies = [r for m, r in zip(grid.sent, grid.received) if m.metadata.message_type == "train.share"]
+    assert len(replies) == 3 and all("no differentially private fit" in r.error.reason for r in replies)
     assert all(s.privacy_ledger.epsilon_spent(s.name) == 0.0 for s in sites)
 
 
@@ -353,7 +356,7 @@ def _holds_extreme(msg: Any) -> bool:
     return False
 
 
-@pytest.mark.parametrize("generator", ["bayesian_network", "vae_bgm"])
+@pytest.mark.parametrize("generator", [pytest.param("bayesian_network", marks=pytest.mark.slow), "vae_bgm"])
 def test_a_planted_extreme_and_one_patient_category_appear_in_no_released_row(
     mds_partition, tmp_path, generator
 ) -> None:
