@@ -374,3 +374,22 @@ def test_a_planted_extreme_and_one_patient_category_appear_in_no_released_row(
     assert len(rows) > 0 and (rows["WHO_2016"] != ONE_PATIENT_LABEL).all()
     assert not np.isclose(rows["HB"].astype(float), EXTREME_HB, rtol=0, atol=1e-6).any()
     assert [m.metadata.message_type for m in grid.sent + grid.received if _holds_extreme(m)] == []
+
+
+def test_epsilon_left_for_a_resumed_run_leaves_out_that_runs_own_spending(tmp_path) -> None:
+    # Setup: a site budget of 5; run-a spent a Gaussian of zCDP rho 0.05, run-b another
+    from fedsynth.privacy.accounting import Release
+    from fedsynth.strategies.policy import epsilon_left
+
+    policy = SitePolicy(epsilon=5.0)
+    ledger = site_ledger(policy, tmp_path)
+    curve = Release("x", math.sqrt(1 / (2 * 0.05))).rdp(ledger.orders)
+    ledger.record("site", "run-a", "k", curve)
+    ledger.record("site", "run-b", "k", curve)
+    # Run
+    left_all, _ = epsilon_left(policy, ledger, "site")
+    left_a, _ = epsilon_left(policy, ledger, "site", exclude_run="run-a")
+    # Assert: hand-composed: rho 0.1 for both runs, 0.05 without run-a's, converted by dp_accounting
+    assert left_all == pytest.approx(5.0 - epsilon_from_rdp(2 * curve, 1e-5, ledger.orders), rel=1e-12)
+    assert left_a == pytest.approx(5.0 - epsilon_from_rdp(curve, 1e-5, ledger.orders), rel=1e-12)
+    assert left_a > left_all
