@@ -216,16 +216,15 @@ class PrivacyConfig(_Strict):
 
 
 #: Strategies that honour ``privacy:``; every other one is refused with the reason.
-DP_SUPPORTED_STRATEGIES: frozenset[str] = frozenset({"two_step_bn", "fedavg"})
+DP_SUPPORTED_STRATEGIES: frozenset[str] = frozenset({"two_step_bn", "fedavg", "sd_sharing"})
 #: FedAvg honours ``privacy:`` with these generators only (DP-SGD at each site).
 DP_FEDAVG_GENERATORS: frozenset[str] = frozenset({"vae_bgm"})
 _DP_FEDAVG_NOT_SUPPORTED = ("CTGAN under differential privacy needs a private discriminator (DP-CTGAN, PATE-CTGAN) "
                             "and category frequencies for its conditional sampler from a noisy domain; neither is "
                             "built")
+#: SD-sharing honours ``privacy:`` with these generators only (each site's own private fit).
+DP_SD_SHARING_GENERATORS: frozenset[str] = frozenset({"vae_bgm", "bayesian_network"})
 _DP_NOT_SUPPORTED: dict[str, str] = {
-    "sd_sharing": "a site's local generator is not fitted with differential privacy (VAE-BGM's local fit puts a "
-                  "mixture on raw latent codes, the Bayesian network's uses exact counts), so its released rows "
-                  "would carry no guarantee; use fedavg with vae_bgm, or two_step_bn",
     "centralized": "the centralized baseline is the non-private reference",
     "local": "the local baseline releases nothing",
 }
@@ -273,13 +272,20 @@ class ExperimentConfig(_Strict):
         if self.privacy is not None and s.name not in DP_SUPPORTED_STRATEGIES:
             reason = _DP_NOT_SUPPORTED.get(s.name, "it has no differentially private mechanism")
             out.append(Problem("privacy", f"is not supported with strategy {s.name}: {reason}",
-                               "two_step_bn, or fedavg with vae_bgm", "remove privacy, or use two_step_bn"))
+                               "two_step_bn, fedavg with vae_bgm, or sd_sharing with vae_bgm or bayesian_network",
+                               "remove privacy, or use two_step_bn"))
         elif (self.privacy is not None and s.name == "fedavg"
               and self.generator.name not in DP_FEDAVG_GENERATORS):
             reason = _DP_FEDAVG_NOT_SUPPORTED if self.generator.name == "ctgan" else "it has no DP training"
             out.append(Problem("privacy", f"is not supported for fedavg with generator {self.generator.name}: "
                                f"{reason}", "fedavg with vae_bgm, or two_step_bn",
                                "remove privacy, or use generator vae_bgm"))
+        elif (self.privacy is not None and s.name == "sd_sharing"
+              and self.generator.name not in DP_SD_SHARING_GENERATORS):
+            reason = _DP_FEDAVG_NOT_SUPPORTED if self.generator.name == "ctgan" else "it has no private fit"
+            out.append(Problem("privacy", f"is not supported for sd_sharing with generator {self.generator.name}: "
+                               f"{reason}", "sd_sharing with vae_bgm or bayesian_network",
+                               "remove privacy, or use generator vae_bgm or bayesian_network"))
         out += _arm_problems(self)
         n = self.sites.n_sites
         if n is not None and s.min_sites > n and s.name != "centralized":

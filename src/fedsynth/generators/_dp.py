@@ -23,6 +23,13 @@ weighted sum of outer products by ``C²`` (Frobenius norm), so each of the three
 EM's convergence test (``log_prob_norm``, ``resp_entropy``) are not released; the federated EM then runs a fixed
 number of iterations. The server repairs the noisy sums (counts at least 1, covariances projected onto the
 positive-definite cone: post-processing) before its M-step.
+
+**A site's private fit on its own** (SD-sharing, :func:`plan_local_vae` and :func:`fit_vae_bgm_private`): the same
+two mechanisms at one site, no coordinator in the loop: DP-SGD for the VAE, then the latent mixture by variational
+EM on the Gaussian-noised statistics of the site's clipped codes (one initial request and :data:`MIXTURE_ITERS`
+iterations, no convergence test), repaired as the server would. The mixture gets :data:`MIXTURE_SHARE` of the
+budget's zCDP ρ; the DP-SGD noise multiplier is calibrated by dp_accounting so that both together convert to at most
+the budget's ε at its δ. Rows sampled from the fitted model are post-processing and carry the same guarantee.
 """
 
 from __future__ import annotations
@@ -36,10 +43,33 @@ from typing import Any
 
 import numpy as np
 
+from fedsynth.privacy.accounting import (
+    DEFAULT_ORDERS,
+    DPSGDRelease,
+    PrivacyAccountant,
+    PrivacyBudget,
+    Release,
+    calibrate_dpsgd_noise,
+    noise_multiplier_for,
+)
+
 log = logging.getLogger(__name__)
 
 #: Gaussian releases per latent-mixture request (counts, weighted sums, weighted sums of outer products).
 MIXTURE_RELEASES_PER_REQUEST = 3
+#: Per-row gradient clipping norm of a site's private VAE-BGM fit.
+MAX_GRAD_NORM = 1.0
+#: L2 norm latent codes are clipped to before their mixture statistics are released.
+CODE_CLIP = 4.0
+#: EM iterations of a private latent mixture (each one a noisy release; no convergence test).
+MIXTURE_ITERS = 5
+#: Share of the budget's zCDP ρ spent on the latent-mixture statistics; DP-SGD takes what remains.
+MIXTURE_SHARE = 0.15
+#: Why CTGAN has no private fit in fedsynth (FedAvg and SD-sharing alike).
+CTGAN_DP_NOT_SUPPORTED = (
+    "CTGAN under differential privacy needs a private discriminator (DP-CTGAN, PATE-CTGAN) and category "
+    "frequencies for its conditional sampler from a noisy domain; neither is built"
+)
 
 
 @dataclass(frozen=True)
@@ -284,3 +314,171 @@ def repair_e_step_statistics(stats: Sequence[Mapping[str, np.ndarray]], *, floor
     ])
     return [{"n": np.asarray(float(nk.sum())), "nk": nk, "sum_x": sx, "sum_xx": fixed,
              "log_prob_norm": np.asarray(0.0), "resp_entropy": np.asarray(0.0)}]
+
+
+# -- a site's private fit on its own (SD-sharing) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalVAEPlan:
+    """How one site fits VAE-BGM on its own rows within a budget: DP-SGD, then a private latent mixture.
+
+    Parameters
+    ----------
+    budget : PrivacyBudget
+        The (ε, δ) the whole fit spends.
+    dpsgd : DPSGDSettings
+        DP-SGD noise multiplier (calibrated by dp_accounting), clipping norm, sampling rate, steps per epoch.
+    epochs : int
+        DP-SGD epochs (``epochs × dpsgd.steps_per_epoch`` steps in all).
+    mixture_noise : float
+        Noise multiplier of each Gaussian release of the mixture's statistics.
+    code_clip : float
+        L2 clipping norm of the latent codes.
+    mixture_iters : int
+        EM iterations after the initial request.
+    mixture_share : float
+        Share of the budget's zCDP ρ the mixture's releases were given.
+    """
+
+    budget: PrivacyBudget
+    dpsgd: DPSGDSettings
+    epochs: int
+    mixture_noise: float
+    code_clip: float
+    mixture_iters: int
+    mixture_share: float = MIXTURE_SHARE
+
+    @property
+    def steps(self) -> int:
+        """DP-SGD steps of the whole fit."""
+        return int(self.epochs) * int(self.dpsgd.steps_per_epoch)
+
+    @property
+    def mixture_releases(self) -> int:
+        """Gaussian releases of the mixture: three per request, ``1 + mixture_iters`` requests."""
+        return MIXTURE_RELEASES_PER_REQUEST * (1 + int(self.mixture_iters))
+
+    @property
+    def split(self) -> dict[str, float]:
+        """The budget split (``training`` is the remainder phase)."""
+        share = self.mixture_share
+        return {"training": 1.0 - share, "mixture": share}
+
+    def releases(self) -> list[Release | DPSGDRelease]:
+        """What the fit releases inside the site: the DP-SGD training and the mixture's Gaussian releases."""
+        return [
+            DPSGDRelease("training", self.dpsgd.noise_multiplier, self.dpsgd.sample_rate, self.steps),
+            Release("mixture", self.mixture_noise, self.mixture_releases),
+        ]
+
+    def accountant(self, orders: Sequence[float] = DEFAULT_ORDERS) -> PrivacyAccountant:
+        """An accountant with the whole fit charged (raises :class:`BudgetExceededError` if it did not fit)."""
+        acc = PrivacyAccountant(self.budget, self.split, orders=orders, remainder_phase="training")
+        for r in self.releases():
+            acc.charge(r)
+        return acc
+
+    def rdp(self, orders: Sequence[float] = DEFAULT_ORDERS) -> np.ndarray:
+        """The fit's composed RDP curve at ``orders`` (what a site's ledger is charged)."""
+        return np.asarray(sum((r.rdp(orders) for r in self.releases()), np.zeros(len(orders))), dtype=float)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan's settings, JSON-able (for the manifest)."""
+        return {
+            "noise_multiplier": self.dpsgd.noise_multiplier, "max_grad_norm": self.dpsgd.max_grad_norm,
+            "sample_rate": self.dpsgd.sample_rate, "steps": self.steps, "epochs": int(self.epochs),
+            "mixture_noise_multiplier": self.mixture_noise, "mixture_releases": self.mixture_releases,
+            "code_clip": self.code_clip, "mixture_iterations": int(self.mixture_iters),
+        }
+
+
+def plan_local_vae(
+    budget: PrivacyBudget,
+    n_rows: int,
+    batch_size: int,
+    epochs: int,
+    *,
+    max_grad_norm: float = MAX_GRAD_NORM,
+    code_clip: float = CODE_CLIP,
+    mixture_iters: int = MIXTURE_ITERS,
+    mixture_share: float = MIXTURE_SHARE,
+    orders: Sequence[float] = DEFAULT_ORDERS,
+) -> LocalVAEPlan:
+    """The plan of a site's private VAE-BGM fit on ``n_rows`` rows within ``budget``.
+
+    The mixture's releases get ``mixture_share`` of the budget's zCDP ρ (:class:`PrivacyAccountant`'s split);
+    DP-SGD's noise multiplier is :func:`~fedsynth.privacy.accounting.calibrate_dpsgd_noise` for the Poisson
+    sampling rate ``min(batch_size, n_rows) / n_rows`` and ``epochs × ceil(1 / q)`` steps, composed with the
+    mixture's releases, so that the whole fit converts to at most ``budget.epsilon`` at ``budget.delta``.
+
+    Raises
+    ------
+    ValueError
+        When ``budget`` is infinite (a non-private fit needs no plan) or ``n_rows``/``batch_size`` < 1.
+    BudgetExceededError
+        When the mixture's share alone spends the budget.
+    """
+    if budget.is_infinite:
+        raise ValueError("plan_local_vae needs a finite budget")
+    split = {"training": 1.0 - mixture_share, "mixture": mixture_share}
+    probe = PrivacyAccountant(budget, split, orders=orders, remainder_phase="training")
+    rho_mix = probe.allocation_["mixture"]
+    releases = MIXTURE_RELEASES_PER_REQUEST * (1 + int(mixture_iters))
+    q, per_epoch = dpsgd_schedule(n_rows, batch_size)
+    z = calibrate_dpsgd_noise(budget, q, int(epochs) * per_epoch, other_rho=rho_mix, orders=orders)
+    return LocalVAEPlan(budget, DPSGDSettings(z, float(max_grad_norm), q, per_epoch), int(epochs),
+                        noise_multiplier_for(rho_mix, releases), float(code_clip), int(mixture_iters),
+                        mixture_share=float(mixture_share))
+
+
+def fit_vae_bgm_private(generator: Any, data: Any, plan: LocalVAEPlan) -> Any:
+    """Fit a :class:`~fedsynth.generators.vae_bgm.VAEBGMGenerator` (domain set, not yet trained) on ``data`` as
+    ``plan`` says: DP-SGD, then the latent mixture from Gaussian-noised statistics of the clipped codes.
+
+    The noise (gradients, Poisson sampling, mixture statistics) comes from the operating system's entropy, never
+    from the generator's seed. Per-component label counts (conditional sampling) are not computed: they would be
+    a release outside the plan, so conditional draws reject rows only.
+
+    Parameters
+    ----------
+    generator : VAEBGMGenerator
+        Built with the shared domain.
+    data : DataFrame
+        The site's training rows (n rows).
+    plan : LocalVAEPlan
+        From :func:`plan_local_vae` for ``len(data)`` rows.
+
+    Returns
+    -------
+    VAEBGMGenerator
+        ``generator``, fitted, with its private latent mixture installed.
+    """
+    from fedsynth.generators.latent_mixture import (
+        fit_latent_mixture_federated,
+        mixture_e_step_statistics,
+        mixture_init_statistics,
+    )
+
+    generator.dp_sgd_ = plan.dpsgd
+    try:
+        generator.partial_fit(data, epochs=plan.epochs)
+    finally:
+        generator.dp_sgd_ = None
+    codes = clip_codes(generator.latent_codes(data), plan.code_clip)
+    rng = np.random.default_rng()  # OS entropy: whoever knows the run's seeds cannot subtract the noise
+
+    def noisy(stats: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return noisy_mixture_statistics(stats, code_clip=plan.code_clip, noise_multiplier=plan.mixture_noise,
+                                        random_state=rng)
+
+    start = generator.initial_latent_mixture(repair_init_statistics([noisy(mixture_init_statistics(codes))]),
+                                             random_state=generator.params.random_state)
+    params, _, _ = fit_latent_mixture_federated(
+        lambda p: repair_e_step_statistics([noisy(mixture_e_step_statistics(codes, p))]), start,
+        max_iter=plan.mixture_iters, tol=0.0,  # a fixed number of noisy releases, no convergence test
+    )
+    generator.set_latent_mixture(params)
+    log.info("VAE-BGM private fit: %d DP-SGD steps (z=%.3g, q=%.3g), mixture after %d noisy EM iterations",
+             plan.steps, plan.dpsgd.noise_multiplier, plan.dpsgd.sample_rate, plan.mixture_iters)
+    return generator

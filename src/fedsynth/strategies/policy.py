@@ -326,7 +326,7 @@ def handle_privacy_budget(msg: Any, site: Any) -> Any:
         "info": records.to_config_record({"site_name": site.name})})
 
 
-def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dict[str, float]:
+def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run_id: str | None = None) -> dict[str, float]:
     """Coordinator side, before a run spends anything: ask every site what its ledger still allows and refuse
     a run whose ε is more than the smallest (or whose δ is larger than a site's).
 
@@ -338,6 +338,8 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dic
         The Flower grid and the sites of the run.
     budget : PrivacyBudget
         The run's (ε, δ).
+    run_id : str, optional
+        The id the sites' ledgers record this run under: a resumed run's own spending is not counted against it.
 
     Returns
     -------
@@ -349,14 +351,15 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dic
     BudgetExceededError
         Naming every site that has less than the run asks for; nothing was released.
     """
-    from flwr.app import ConfigRecord, RecordDict
+    from flwr.app import RecordDict
 
     from fedsynth.privacy.accounting import BudgetExceededError
     from fedsynth.strategies import records
 
     # The run's own releases so far (its hello and domain, or its spending before a resume) are not held against
     # it: its ids as the sites' ledgers record them.
-    runs = sorted({str(r) for r in (getattr(strategy, "run_token_", ""), getattr(strategy, "privacy_run_id", None)) if r})
+    runs = sorted({str(r) for r in (getattr(strategy, "run_token_", ""), getattr(strategy, "privacy_run_id", None),
+                                    run_id) if r})
     cfg = records.to_config_record({"runs": runs}) if runs else ConfigRecord({})
     got = strategy.ask(grid, sites, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": cfg}),
                        group_id="privacy-budget")

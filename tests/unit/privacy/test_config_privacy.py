@@ -32,11 +32,16 @@ def test_privacy_with_fedavg_ctgan_is_refused_with_the_reason_and_every_other_pr
     assert "privacy.epsilon" in str(err.value) and "privacy.delta" in str(err.value)
 
 
-def test_privacy_is_accepted_for_fedavg_vae_bgm_and_refused_for_sd_sharing_with_the_reason() -> None:
+def test_privacy_is_accepted_for_fedavg_vae_bgm_and_sd_sharing_and_refused_for_sd_sharing_ctgan() -> None:
     ok = parse_config({"cohort": {"name": "mds-iwgpm"}, "generator": {"name": "vae_bgm"},
                        "strategy": {"name": "fedavg"}, "privacy": {"epsilon": 3}})
     assert ok.privacy is not None and ok.privacy.epsilon == 3
+    for generator in ("vae_bgm", "bayesian_network"):
+        ok = parse_config({"cohort": {"name": "mds-iwgpm"}, "generator": {"name": generator},
+                           "strategy": {"name": "sd_sharing"}, "privacy": {"epsilon": 3}})
+        assert ok.privacy is not None
     with pytest.raises(ValidationError) as err:
-        parse_config({"cohort": {"name": "mds-iwgpm"}, "generator": {"name": "vae_bgm"},
+        parse_config({"cohort": {"name": "mds-iwgpm"}, "generator": {"name": "ctgan"},
                       "strategy": {"name": "sd_sharing"}, "privacy": {"epsilon": 3}})
-    assert "not fitted with differential privacy" in str(err.value)
+    assert ("privacy: is not supported for sd_sharing with generator ctgan: CTGAN under differential privacy "
+            "needs a private discriminator") in str(err.value)

@@ -1,6 +1,7 @@
 """FedAvg VAE-BGM under a privacy budget: the run spends at most its budget at every site, the sites' own ledgers
 compose to the server's account, a resumed run never spends twice, a run asking more than a site has left stops
-before releasing anything, and CTGAN / SD-sharing are refused with their reasons."""
+before releasing anything, and CTGAN is refused with its reason (SD-sharing under a budget:
+test_sd_sharing_dp.py)."""
 
 from __future__ import annotations
 
@@ -178,14 +179,3 @@ def test_infinite_budget_trains_without_noise_and_spends_nothing(mds_partition, 
     strategy.start(InProcessGrid(sites))
     assert strategy.privacy_summary_["epsilon_spent"] == 0.0
     assert all(s.privacy_ledger.epsilon_spent(s.name) == 0.0 for s in sites)
-
-
-def test_sd_sharing_under_a_budget_is_refused_before_any_row_is_asked_for(mds_partition) -> None:
-    schema = mds_partition.schema.select(SMALL)
-    strategy = make_strategy("sd_sharing", schema, generator="bayesian_network", min_sites=3)
-    strategy.privacy = PrivacyBudget(3.0)
-    grid = InProcessGrid([SiteRuntime(s.name, s.data[SMALL], schema, seed=i) for i, s in enumerate(mds_partition.sites)],
-                         keep_messages=True)
-    with pytest.raises(ValidationError, match="not fitted with differential privacy"):
-        strategy.start(grid)
-    assert "train.share" not in {m.metadata.message_type for m in grid.sent}
