@@ -23,6 +23,12 @@ differs, because the coordinator holds no real rows:
   (:mod:`fedsynth.experiments.run_arms`, ``arms/<name>/``), without a reference arm: the coordinator holds no
   eligible patients to compare them with. Their criteria files are read on the coordinator's machine
   (``fedsynth run --federation`` passes their absolute paths).
+
+A deployed run whose ServerApp died (killed, the coordinator's machine restarted) continues with
+``fedsynth run CONFIG --federation NAME --resume RUN_DIR``: the run config says ``resume``, the finished rounds in
+the run directory are kept, the strategy continues from its checkpoint (``RUN_DIR/checkpoint``) under the
+interrupted run's token, and each site continues from its own state of that run in its state folder
+(``fedsynth site start --state-dir``), so the result is the uninterrupted run's.
 """
 
 from __future__ import annotations

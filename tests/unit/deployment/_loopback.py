@@ -37,9 +37,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``fedsynth ARGS`` in a child process, waiting at most ``timeout`` seconds."""
-    return subprocess.run([FEDSYNTH, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False)
+def cli(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``fedsynth ARGS`` in a child process (in the repository's root, where ``configs/`` is), waiting at most
+    ``timeout`` seconds."""
+    return subprocess.run([FEDSYNTH, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False,
+                          cwd=cwd)
 
 
 def wait_for_port(port: int, timeout: float) -> None:
@@ -64,6 +66,21 @@ def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"not within {timeout:.0f}s: {what}")
         time.sleep(0.2)
+
+
+def run_bounded(cmd: list[str], *, env: dict[str, str], log: Path, timeout: float,
+                started: list[subprocess.Popen[bytes]], cwd: Path = ROOT) -> tuple[int, str]:
+    """Run ``cmd`` in its own process group (``flwr run`` and what it starts included) for at most ``timeout``
+    seconds; its exit code and output. On timeout the group is stopped and the test fails with the output's tail."""
+    proc = processes.start(cmd, log_path=log, env=env, cwd=cwd)
+    started.insert(0, proc)  # stopped first at the end, whatever happens
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        processes.stop(proc, grace=15)
+        raise AssertionError(f"{' '.join(cmd[1:3])} ... did not end within {timeout:.0f}s:\n"
+                             f"{log.read_text()[-3000:]}") from None
+    return code, log.read_text()
 
 
 @dataclass

