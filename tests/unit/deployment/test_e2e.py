@@ -28,7 +28,7 @@ from ._loopback import cli as _cli
 pytestmark = pytest.mark.slow
 
 #: Bound of one deployed or simulated run on a loaded 2-core machine (seconds; a bound, not a timing check).
-RUN_TIMEOUT = 1800
+RUN_TIMEOUT = 3000
 
 
 def test_deployed_two_step_bn_over_tls_with_node_auth(

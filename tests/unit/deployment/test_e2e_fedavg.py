@@ -74,7 +74,9 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 def _holds(values: Any, planted: float) -> bool:
     """Whether ``values`` hold ``planted`` (as float64 to 1e-9 relative, or as the float32 it rounds to)."""
     v = np.asarray(values, dtype=np.float64).ravel()
-    return bool(np.any(np.isclose(v, planted, rtol=1e-9, atol=0)) or np.any(v.astype(np.float32) == np.float32(planted)))
+    with np.errstate(over="ignore"):  # masked integers beyond float32's range: inf, never the planted value
+        as_float32 = v.astype(np.float32)
+    return bool(np.any(np.isclose(v, planted, rtol=1e-9, atol=0)) or np.any(as_float32 == np.float32(planted)))
 
 
 def _text_holds(text: str, planted: float) -> bool:
