@@ -365,6 +365,12 @@ def run_deployed(
                                 "a folder a deployed run wrote"))
     if problems:
         raise ValidationError("Deployed run", problems)
+    if cfg.evaluation.arms:  # read by the ServerApp on this machine, from wherever the SuperLink was started
+        from fedsynth.experiments.run_arms import plan_arms
+
+        arms = [a.model_copy(update={"criteria": str(Path(a.criteria).resolve())}) for a in cfg.evaluation.arms]
+        cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"arms": arms})})
+        plan_arms(cfg, schema)  # every criteria file checked before the run is submitted
     if superlink is not None:
         flower_config.write_connection(federation, superlink, root_cert=root_cert, insecure=insecure)
     if resume is not None:

@@ -307,8 +307,42 @@ def start(cmd: Sequence[str], *, log_path: Path | None = None, env: Mapping[str,
             out.close()
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, their children ...), read from ``/proc``; empty where there is none."""
+    parents: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in Path("/proc").iterdir() if e.name.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def stop(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> int:
-    """End ``proc`` and its process group: SIGTERM, then SIGKILL after ``grace`` seconds; its exit code."""
+    """End ``proc`` and its process group: SIGTERM, then SIGKILL after ``grace`` seconds; its exit code.
+
+    Flower's SuperLink and SuperNode start their SuperExec in a session of its own, and SuperExec starts the
+    ServerApp and ClientApp processes in that session's group: those groups are ended too (a ServerApp left
+    behind would go on waiting for a SuperLink that is gone).
+    """
+    groups: set[int] = set()
+    for pid in _descendants(proc.pid):
+        try:
+            groups.add(os.getpgid(pid))
+        except (ProcessLookupError, PermissionError):
+            pass
+    groups.discard(proc.pid)
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -322,10 +356,11 @@ def stop(proc: subprocess.Popen[bytes], *, grace: float = 10.0) -> int:
             except ProcessLookupError:
                 pass
             proc.wait()
-    try:  # children Flower started in the group (superexec, app processes) that outlived the leader
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    for group in (proc.pid, *sorted(groups)):  # what Flower started, in the group or in sessions of its own
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     return int(proc.returncode)
 
 

@@ -18,7 +18,17 @@ differs, because the coordinator holds no real rows:
 - ``audit/<site>.jsonl`` is the coordinator's copy of the audit: one line per reply received (message type,
   round, bytes, kind of content per field, never a value), in the format of the sites' own logs, so
   ``fedsynth site audit <run>/audit/A.jsonl`` reads it;
-- ``schema.yaml`` is the federation's schema the run was given.
+- ``schema.yaml`` is the federation's schema the run was given;
+- the control arms of ``evaluation.arms`` are drawn from the final model as in a simulated run
+  (:mod:`fedsynth.experiments.run_arms`, ``arms/<name>/``), without a reference arm: the coordinator holds no
+  eligible patients to compare them with. Their criteria files are read on the coordinator's machine
+  (``fedsynth run --federation`` passes their absolute paths).
+
+A deployed run whose ServerApp died (killed, the coordinator's machine restarted) continues with
+``fedsynth run CONFIG --federation NAME --resume RUN_DIR``: the run config says ``resume``, the finished rounds in
+the run directory are kept, the strategy continues from its checkpoint (``RUN_DIR/checkpoint``) under the
+interrupted run's token, and each site continues from its own state of that run in its state folder
+(``fedsynth site start --state-dir``), so the result is the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from fedsynth.deployment import audit
 from fedsynth.errors import Problem, ValidationError
 from fedsynth.experiments.config import ExperimentConfig, parse_config
 from fedsynth.experiments.run import build_strategy, privacy_summary, strategy_settings
+from fedsynth.experiments.run_arms import arm_summaries, draw_run_arms, plan_arms
 from fedsynth.experiments.run_setup import _expected_rounds, _references, _run_id
 from fedsynth.experiments.run_state import run_identity
 from fedsynth.experiments.run_writer import Progress, ReportSection, RunDirectory, RunResult, write_run
@@ -200,6 +211,7 @@ def schema_fingerprint(schema: TableSchema) -> str:
 
 def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> RunResult:
     config, schema = settings.config, settings.schema
+    arm_plan = plan_arms(config, schema)  # every criteria file read and checked before anything trains
     identity = run_identity(config, schema_fingerprint(schema))
     deployed_settings = strategy_settings(config, deployed=True)
     strategy_facts = {k: v for k, v in deployed_settings.items() if k != "params"}
@@ -256,6 +268,10 @@ def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> Run
     run.manifest["privacy"] = privacy_summary(config, strategy)
     run.write_manifest()
     run.save_model(result, config.strategy.name)
+    t0 = time.perf_counter()
+    # no real reference: the coordinator holds no eligible patients (run_arms.REFERENCE_SOURCE)
+    arms = draw_run_arms(arm_plan, run.path, real_data=None, random_state=config.seed, progress=run.emit)
+    run.timings["arms"] = time.perf_counter() - t0
 
     final = run.rounds[-1] if run.rounds else {}
     final_scores = dict(final.get("scores") or {})
@@ -265,8 +281,8 @@ def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> Run
                   "figures": {row[0]: {"what": row[1], "combined": row[2]} for row in _method_rows()},
                   "references": NO_REFERENCES, "dropped": result.dropped,
                   "audit": {site: summary.to_dict() for site, summary in audit_summaries(run.path / "audit").items()}}
-    return run.finish(left_out=result.left_out, final_extra=final_extra, report_extra={"deployment": deployment},
-                      sections=sections)
+    return run.finish(left_out=result.left_out, final_extra=final_extra, sections=sections, arms=arms,
+                      report_extra={"deployment": deployment, "arms": arm_summaries(arms)})
 
 
 def dropped_by_round(dropped: Iterable[Mapping[str, str]]) -> dict[str, list[dict[str, str]]]:

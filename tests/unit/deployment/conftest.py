@@ -1,7 +1,10 @@
-"""Shared fixtures: one set of development credentials per test session (key generation is the slow part)."""
+"""Shared fixtures: one set of development credentials per test session (key generation is the slow part), and the
+processes a test starts, stopped at its end."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +29,14 @@ def flwr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "flwr"
     monkeypatch.setenv("FLWR_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts (with their process groups); all stopped at its end, pass or fail."""
+    from fedsynth.deployment import processes
+
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        processes.stop(p, grace=15)

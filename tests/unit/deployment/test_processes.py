@@ -147,3 +147,48 @@ def test_flowers_printed_exit_code_is_found() -> None:
     output = "INFO ...\n\x1b[91mERROR \x1b[0m:     Exit Code: 305\nFailed to initialize the connection\n"
     assert processes.flower_exit_code(output) == 305
     assert processes.flower_exit_code("all fine") is None
+
+
+def test_stop_ends_what_the_process_started_in_a_session_of_its_own(tmp_path: Path) -> None:
+    # Setup: a stand-in for the SuperLink, whose helper (SuperExec) runs in a new session and starts a child there
+    # (the ServerApp), as Flower starts them
+    import os
+    import sys
+    import time
+
+    if not Path("/proc").is_dir():
+        pytest.skip("stop() finds a process's descendants in /proc (Linux)")
+    pids = tmp_path / "pids"
+    (tmp_path / "app.py").write_text("import time\ntime.sleep(300)\n")
+    (tmp_path / "superexec.py").write_text(
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, {str(tmp_path / 'app.py')!r}])\n"
+        f"open({str(pids)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(300)\n")
+    (tmp_path / "superlink.py").write_text(
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, {str(tmp_path / 'superexec.py')!r}], start_new_session=True)\n"
+        "time.sleep(300)\n")
+    proc = processes.start([sys.executable, str(tmp_path / "superlink.py")])
+    t0 = time.monotonic()
+    while not (pids.is_file() and pids.read_text()):
+        assert time.monotonic() - t0 < 60 and proc.poll() is None
+        time.sleep(0.1)
+    grandchild = int(pids.read_text())
+
+    # Run
+    processes.stop(proc, grace=5)
+
+    # Assert: the helper's own session is ended with it (the grandchild is gone or a zombie about to be reaped)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10:
+        try:
+            state = Path(f"/proc/{grandchild}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(os.getpgid(grandchild), 9)  # the stand-in SuperExec's group, with its child
+        raise AssertionError("a process started in a session of its own outlived stop()")
