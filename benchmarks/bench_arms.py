@@ -138,6 +138,10 @@ class _SDVPeer:
 
 
 PEERS = ("gaussian_copula", "tvae")
+#: VAE-BGM's conditioning modes drawn from one fit with --compare-conditioning; "*_labels_only": component weights
+#: from the label counts alone (range terms such as AGE >= 65 left to rejection, the weights before #11's range counts).
+LABELS_ONLY = "_labels_only"
+VAE_MODES = ("stratified", "stratified" + LABELS_ONLY, "proposal", "proposal" + LABELS_ONLY, "off")
 
 
 def _expected_lost(effects: list[dict[str, Any]]) -> float:
@@ -185,7 +189,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="patients per arm (larger: the model's bias, less noise)")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the survival-effect fidelity")
     ap.add_argument("--compare-conditioning", action="store_true",
-                    help="VAE-BGM: draw each arm with each condition_components mode (same fit; 'components')")
+                    help="VAE-BGM: draw each arm with each mode of VAE_MODES (same fit; 'components')")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arms.json"))
     args = ap.parse_args()
     _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
@@ -214,13 +218,20 @@ def main() -> None:
                     return m
 
                 mask = eligible(train)
-                modes = ["stratified", "proposal", "off"] if (args.compare_conditioning and kind == "vae_bgm") else [None]
+                modes = [*VAE_MODES] if (args.compare_conditioning and kind == "vae_bgm") else [None]
                 for mode in modes:
                     if mode is not None:
-                        gen.set_params(condition_components=mode)
+                        gen.set_params(condition_components=mode.removesuffix(LABELS_ONLY))
                     gen.raw_violations_ = gen.raw_rows_ = 0
-                    arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None, where=req.where,
-                                     max_tries=1000, max_seconds=300)
+                    counts = gen.get_component_counts() if mode and mode.endswith(LABELS_ONLY) else None
+                    if counts is not None:  # the former weights: label counts only, ranges by rejection alone
+                        gen.set_component_counts({c: v for c, v in counts.items() if c not in gen.count_bins()})
+                    try:
+                        arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None,
+                                         where=req.where, max_tries=1000, max_seconds=300)
+                    finally:
+                        if counts is not None:
+                            gen.set_component_counts(counts)
                     rep = arm_report(arm, schema, reference=train[mask])
                     os_ = rep["endpoints"]["OS"]
                     row = {"seed": seed, "generator": kind, "arm": arm_name, "fit_seconds": round(seconds, 1),
