@@ -139,7 +139,8 @@ class _SDVPeer:
 
 PEERS = ("gaussian_copula", "tvae")
 #: VAE-BGM's conditioning modes drawn from one fit with --compare-conditioning; "*_labels_only": component weights
-#: from the label counts alone (range terms such as AGE >= 65 left to rejection, the weights before #11's range counts).
+#: from the label counts alone (range terms such as AGE >= 65 left to rejection, the weights before #11's range
+#: counts), drawn only for arms with a range or expression (for the others they are the same draw).
 LABELS_ONLY = "_labels_only"
 VAE_MODES = ("stratified", "stratified" + LABELS_ONLY, "proposal", "proposal" + LABELS_ONLY, "off")
 
@@ -190,6 +191,7 @@ def main() -> None:
     ap.add_argument("--no-fidelity", action="store_true", help="skip the survival-effect fidelity")
     ap.add_argument("--compare-conditioning", action="store_true",
                     help="VAE-BGM: draw each arm with each mode of VAE_MODES (same fit; 'components')")
+    ap.add_argument("--vae-modes", default=",".join(VAE_MODES), help="the modes --compare-conditioning draws")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arms.json"))
     args = ap.parse_args()
     _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
@@ -218,7 +220,8 @@ def main() -> None:
                     return m
 
                 mask = eligible(train)
-                modes = [*VAE_MODES] if (args.compare_conditioning and kind == "vae_bgm") else [None]
+                modes = [m for m in args.vae_modes.split(",") if req.where or not m.endswith(LABELS_ONLY)] if (
+                    args.compare_conditioning and kind == "vae_bgm") else [None]
                 for mode in modes:
                     if mode is not None:
                         gen.set_params(condition_components=mode.removesuffix(LABELS_ONLY))
