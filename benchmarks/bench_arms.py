@@ -259,7 +259,8 @@ def main() -> None:
                 fid = {"seed": seed, "generator": kind, "fidelity": se["fidelity"], "curves_part": se["parts"]["curves"],
                        "effects_part": se["parts"]["effects"], **se["counts"],
                        "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
-                                f"{e['p_synthetic']:.2g})" for e in se["effects"] if e["lost"]]}
+                                f"{e['p_synthetic']:.2g}; log HR real {e['log_hr_real']:.3g}, synthetic "
+                                f"{e['log_hr_synthetic']:.3g})" for e in se["effects"] if e["lost"]]}
                 fid["expected_lost_by_a_replicate"] = _expected_lost(se["effects"])
                 out["fidelity"].append(fid)
                 print(json.dumps(fid), flush=True)
