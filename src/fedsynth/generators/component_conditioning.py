@@ -121,7 +121,7 @@ class ComponentConditionedGenerator(BaseGenerator[VAEBGMParams]):
         cols, bins = self.count_columns(), self.count_bins()
         conds = {**where_categories(where, cols, self.schema),
                  **{k: [str(v) for v in vs] for k, vs in self._check_conditions(conditions).items() if k in cols}}
-        ranges = where_ranges(where, bins, self.schema)
+        ranges = where_ranges(where, bins, self.schema) if self.params.condition_ranges else {}
         if not any(c in self.component_counts_ for c in [*conds, *ranges]):
             return None
         integer = [c for c in bins if self.schema[c].kind is ColumnKind.INTEGER]

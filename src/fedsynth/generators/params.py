@@ -395,6 +395,10 @@ class VAEBGMParams(GeneratorParams):
         "(counts the condition twice), 'off' draws them by the mixture weights alone. Rows always meet the "
         "conditions exactly.",
     )
+    condition_ranges: bool = Field(
+        True, description="Whether range terms of a conditional draw's where (AGE >= 65) weigh the latent components "
+        "too, from per-component bin counts on the domain's grid; False: category sets only, ranges by rejection.",
+    )
 
 
 #: Every registered generator's spec, by registry name (light: checking a config imports no engine).

@@ -277,6 +277,11 @@ def test_age_range_weights_lean_to_the_older_carriers(federated) -> None:  # typ
     # Assert: an age range alone moves the weights to the carriers' components, and away from them
     assert np.dot(old, share) > np.dot(pi / pi.sum(), share) > np.dot(young, share)
     assert gen.condition_weights(None, "AGE >= 70 or MUT == 1") is None  # nothing readable: plain weights
+    gen.set_params(condition_ranges=False)
+    try:  # category sets only: the range is left to rejection
+        assert gen.condition_weights(None, "AGE >= 70") is None
+    finally:
+        gen.set_params(condition_ranges=True)
 
 
 def test_conditional_draws_meet_the_conditions_exactly(federated, tmp_path) -> None:  # type: ignore[no-untyped-def]
