@@ -138,11 +138,11 @@ class _SDVPeer:
 
 
 PEERS = ("gaussian_copula", "tvae")
-#: VAE-BGM's conditioning modes drawn from one fit with --compare-conditioning; "*_labels_only": component weights
-#: from the label counts alone (range terms such as AGE >= 65 left to rejection, the weights before #11's range
-#: counts), drawn only for arms with a range or expression (for the others they are the same draw).
-LABELS_ONLY = "_labels_only"
-VAE_MODES = ("stratified", "stratified" + LABELS_ONLY, "proposal", "proposal" + LABELS_ONLY, "off")
+#: VAE-BGM's conditioning modes drawn from one fit with --compare-conditioning (condition_components); "*_ranges":
+#: with condition_ranges (range terms such as AGE >= 65 weigh the components too), drawn only for arms with a range
+#: or expression (for the others it is the same draw).
+RANGES = "_ranges"
+VAE_MODES = ("stratified", "stratified" + RANGES, "proposal", "proposal" + RANGES, "off")
 
 
 def _expected_lost(effects: list[dict[str, Any]]) -> float:
@@ -210,6 +210,7 @@ def main() -> None:
         for kind in kinds:
             gen, seconds = _fit(kind, part, seed, json.loads(args.bn_params))
             default_mode = gen.get_params().get("condition_components")
+            default_ranges = gen.get_params().get("condition_ranges")
             for arm_name in ARMS:
                 crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
                 req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
@@ -220,21 +221,15 @@ def main() -> None:
                     return m
 
                 mask = eligible(train)
-                modes = [m for m in args.vae_modes.split(",") if req.where or not m.endswith(LABELS_ONLY)] if (
+                modes = [m for m in args.vae_modes.split(",") if req.where or not m.endswith(RANGES)] if (
                     args.compare_conditioning and kind == "vae_bgm") else [None]
                 for mode in modes:
                     if mode is not None:
-                        gen.set_params(condition_components=mode.removesuffix(LABELS_ONLY))
+                        gen.set_params(condition_components=mode.removesuffix(RANGES),
+                                       condition_ranges=mode.endswith(RANGES))
                     gen.raw_violations_ = gen.raw_rows_ = 0
-                    counts = gen.get_component_counts() if mode and mode.endswith(LABELS_ONLY) else None
-                    if counts is not None:  # the former weights: label counts only, ranges by rejection alone
-                        gen.set_component_counts({c: v for c, v in counts.items() if c not in gen.count_bins()})
-                    try:
-                        arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None,
-                                         where=req.where, max_tries=1000, max_seconds=300)
-                    finally:
-                        if counts is not None:
-                            gen.set_component_counts(counts)
+                    arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None, where=req.where,
+                                     max_tries=1000, max_seconds=300)
                     rep = arm_report(arm, schema, reference=train[mask])
                     os_ = rep["endpoints"]["OS"]
                     row = {"seed": seed, "generator": kind, "arm": arm_name, "fit_seconds": round(seconds, 1),
@@ -251,7 +246,7 @@ def main() -> None:
                     out["runs"].append(row)
                     print(json.dumps(row), flush=True)
                 if len(modes) > 1:
-                    gen.set_params(condition_components=default_mode)
+                    gen.set_params(condition_components=default_mode, condition_ranges=default_ranges)
             if not args.no_fidelity:
                 # The whole-table figure of issue #11: as many synthetic rows as training rows, unconditioned.
                 syn = gen.sample(len(train), random_state=seed)

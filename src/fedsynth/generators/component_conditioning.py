@@ -2,8 +2,11 @@
 
 The counts behind the weights are :mod:`fedsynth.generators.component_counts` (per component, label counts of
 categorical columns and bin counts of numeric baseline columns, summed over sites at training). A condition is
-the category sets of ``conditions`` and the equality and range terms of a conjunctive ``where``
-(``TP53 == 0 and AGE >= 65``); every returned row still meets the whole condition exactly, by rejection.
+the category sets of ``conditions`` and the equality terms of a conjunctive ``where`` (``TP53 == 0``), and with
+``condition_ranges=True`` its range terms (``AGE >= 65``); every returned row still meets the whole condition
+exactly, by rejection. Range terms are off by default: on the selection seeds 7 and 8 they moved arm (a) (IPSS-R
+High/Very-High, TP53 unmutated, AGE >= 65) away from the real eligible patients in the stratified mode
+(``benchmarks/results/arms_vae_cond.json``).
 
 Modes (``condition_components``; chosen and measured in ``benchmarks/results/arms_vae_cond.json``):
 
@@ -113,9 +116,9 @@ class ComponentConditionedGenerator(BaseGenerator[VAEBGMParams]):
 
     # -- conditional draws ----------------------------------------------------------------------------
     def condition_weights(self, conditions: Conditions | None, where: str | None) -> np.ndarray | None:
-        """P(k | condition) from the installed counts (category sets of ``conditions``, the equality and range
-        terms of a conjunctive ``where``), or ``None`` when no counted column is conditioned (or nothing is
-        installed)."""
+        """P(k | condition) from the installed counts (category sets of ``conditions``, the equality terms of a
+        conjunctive ``where`` and, with ``condition_ranges``, its range terms), or ``None`` when no counted column
+        is conditioned (or nothing is installed)."""
         if self.component_counts_ is None or self.latent_mixture_ is None or not (conditions or where):
             return None
         cols, bins = self.count_columns(), self.count_bins()

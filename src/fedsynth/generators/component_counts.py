@@ -19,7 +19,8 @@ decoded rows are still filtered so that every returned row meets the condition e
 the mixture's point estimates (``weights``, ``means``, ``covariances``), the parameters sampling draws from.
 
 Numeric baseline columns (not outcomes, not ``baseline: false``) are counted the same way on the shared domain's
-bins (``counts[col][k, b]``, missing last), so a range term such as ``AGE >= 65`` enters the product too::
+bins (``counts[col][k, b]``, missing last), so a range term such as ``AGE >= 65`` can enter the product too
+(VAE-BGM's ``condition_ranges``)::
 
     P(lo <= col <= hi | k) = (sum_b c_kb f_b + sum_b f_b / L) / (c_k + 1)
 

@@ -271,17 +271,20 @@ def test_age_range_weights_lean_to_the_older_carriers(federated) -> None:  # typ
     gen, _ = federated
     counts, pi = gen.get_component_counts(), gen.get_latent_mixture()["weights"]
     share = counts["MUT"][:, 1] / counts["MUT"].sum(axis=1)
-    # Run
-    old = gen.condition_weights(None, "AGE >= 70")
-    young = gen.condition_weights(None, "`AGE` < 60")
-    # Assert: an age range alone moves the weights to the carriers' components, and away from them
-    assert np.dot(old, share) > np.dot(pi / pi.sum(), share) > np.dot(young, share)
-    assert gen.condition_weights(None, "AGE >= 70 or MUT == 1") is None  # nothing readable: plain weights
-    gen.set_params(condition_ranges=False)
-    try:  # category sets only: the range is left to rejection
-        assert gen.condition_weights(None, "AGE >= 70") is None
+    # by default (condition_ranges=False) a range is left to rejection
+    assert gen.condition_weights(None, "AGE >= 70") is None
+    gen.set_params(condition_ranges=True)
+    try:
+        # Run
+        old = gen.condition_weights(None, "AGE >= 70")
+        young = gen.condition_weights(None, "`AGE` < 60")
+        # Assert: an age range alone moves the weights to the carriers' components, and away from them
+        assert np.dot(old, share) > np.dot(pi / pi.sum(), share) > np.dot(young, share)
+        assert gen.condition_weights(None, "AGE >= 70 or MUT == 1") is None  # nothing readable: plain weights
+        rows = gen.sample(30, random_state=2, where="AGE >= 70 and MUT == 1")
+        assert len(rows) == 30 and (rows["AGE"] >= 70).all() and (rows["MUT"] == 1).all()
     finally:
-        gen.set_params(condition_ranges=True)
+        gen.set_params(condition_ranges=False)
 
 
 def test_conditional_draws_meet_the_conditions_exactly(federated, tmp_path) -> None:  # type: ignore[no-untyped-def]
