@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--generators", default="bn,vae_bgm", help="bn, vae_bgm, ctgan, gaussian_copula, tvae")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--bn-params", default='{"max_indegree": 3, "survival_parents": 4, "survival_modifiers": 8,'
-                    ' "derived_input_parents": 1}')
+                    ' "derived_input_parents": 1, "derived_nodes": true}')
     ap.add_argument("--vae-set", action="append", default=[], help="--set override of configs/fedavg_vae_bgm.yaml")
     ap.add_argument("--ctgan-set", action="append", default=[], help="--set override of configs/fedavg_ctgan.yaml")
     ap.add_argument("--n", type=int, default=300, help="patients per arm (larger: the model's bias, less noise)")

@@ -1,13 +1,17 @@
 """Differential privacy on MDS, federated over 3 sites (60/30/10): ε in {1, 3, 10, ∞} × {two-step BN, VAE-BGM}, beside
-a centralized DP synthesizer (MST on Private-PGM, ``mbi``) at the same ε.
+a centralized DP synthesizer (MST on Private-PGM, ``mbi``) at the same ε; and the cost of secure aggregation at ε = ∞.
 
 For each ε and method: the ε the accountant spent (for the federated runs, the largest over sites), then CSF, GSF,
 survival-effect fidelity and NNDR of a sample the size of the training pool (quick scores against the training
 pool, holdout as the NNDR baseline; survival-effect fidelity from :mod:`fedsynth.evaluation.survival_effects`).
 
-- two-step BN: noisy count tables (zCDP), in process (:class:`~fedsynth.strategies.in_process.InProcessGrid`);
-- VAE-BGM: FedAvg with DP-SGD at each site and the Gaussian mechanism on the latent-mixture statistics
-  (:mod:`fedsynth.generators._dp`), short settings (``--vae-rounds`` × ``--vae-epochs``, hidden 64-64, latent 8);
+- two-step BN: the generator's default hyperparameters (``--bn-params`` overrides them; piecewise-exponential
+  survival model) with secure aggregation on (the deployment default): noisy count tables (zCDP) summed securely,
+  each site adding its share of the noise. At ε = ∞ the network is checked against the centralized BN fitted on
+  the pooled training rows over the same domain (edges, CPDs, survival parents and hazards) and the result recorded;
+- VAE-BGM: FedAvg with the product's tuned settings, read from configs/fedavg_vae_bgm.yaml (``--vae-set KEY=VALUE``
+  overrides it as ``fedsynth run --set`` does, e.g. ``--vae-set strategy.local_epochs=10``), secure aggregation on,
+  DP-SGD at each site and the Gaussian mechanism on the latent-mixture statistics (:mod:`fedsynth.generators._dp`);
 - MST (McKenna, Sheldon & Miklau 2021, the NIST 2018 winner's successor): all 1-way marginals, a maximum spanning
   tree of 2-way marginals chosen by the exponential mechanism, those 2-way marginals, Private-PGM estimation
   (``mbi``) and sampling; ρ split in thirds, zCDP converted to (ε, δ) by dp_accounting like the federated runs.
@@ -15,9 +19,15 @@ pool, holdout as the NNDR baseline; survival-effect fidelity from :mod:`fedsynth
   categories) is treated as public for every method, as the federated runs' domain is (it is released under the
   sites' disclosure policies, not the budget). ``mbi`` is an optional bench dependency
   (``pip install 'fedsynth[bench-privacy]'``); without it the MST rows say so.
+- secure aggregation's cost (``--methods`` ``bn-plain``/``vae-plain``, at ε = ∞ only): each generator's ε = ∞ run
+  again with secure aggregation off — the BN in a trusted network (site policy ``clear_counts``: tables sent in
+  clear, nothing withheld, so the same network is learned and only the protocol differs), the VAE-BGM with weight
+  updates and mixture statistics in clear — against its secure run: wall time per phase and bytes per site
+  (Flower's protobuf of every instruction and reply, as benchmarks/bench_secure_sum.py counts them, whose
+  synthetic-vector and short-run workloads this does not repeat).
 
-Run:  .venv/bin/python benchmarks/bench_privacy.py [--epsilons 1,3,10,inf] [--methods bn,vae,mst] [--seed 0]
-        [--vae-rounds 2] [--vae-epochs 3] [--out benchmarks/results/privacy.json]
+Run:  .venv/bin/python benchmarks/bench_privacy.py [--epsilons 1,3,10,inf] [--methods bn,vae,mst,bn-plain,vae-plain]
+        [--seed 0] [--bn-params JSON] [--vae-set KEY=VALUE ...] [--note TEXT] [--out benchmarks/results/privacy.json]
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import logging
 import math
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,11 +47,16 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("FEDSYNTH_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("FEDSYNTH_DATA_DIR", str(ROOT.parent / "shared" / "data"))
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DELTA = 1e-5
-VAE_PARAMS = {"hidden_dims": [64, 64], "latent_dim": 8, "n_components": 4, "batch_size": 256, "device": "cpu"}
+#: The tuned FedAvg VAE-BGM (generator params, rounds, local epochs, strategy params); ``--vae-set`` overrides.
+VAE_CONFIG = ROOT / "configs" / "fedavg_vae_bgm.yaml"
+#: Score the runs without secure aggregation too (``--no-score-plain``: they are cost runs only).
+SCORE_PLAIN = True
 
 
 def _eps(x: float) -> float | str:
@@ -62,48 +79,136 @@ def score(part: Any, synthetic: Any, seed: int) -> dict[str, Any]:
     }
 
 
-def bn_run(part: Any, epsilon: float, seed: int, max_indegree: int) -> dict[str, Any]:
-    from fedsynth.privacy.accounting import PrivacyBudget
+def _grid(part: Any, root: str, seed: int, *, policy: Any = None, keep: bool = False) -> Any:
+    """The partition's sites on an in-process grid, as :func:`fedsynth.federation.simulation.run_in_process` builds
+    it (state folder and ε ledger per site under ``root``), keeping every message when ``keep``."""
+    from fedsynth.federation.simulation import private_folder
     from fedsynth.strategies.in_process import InProcessGrid
-    from fedsynth.strategies.registry import make_strategy
+    from fedsynth.strategies.policy import SitePolicy, site_ledger
     from fedsynth.strategies.site import SiteRuntime
 
-    schema = part.schema
-    grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=seed + i) for i, s in enumerate(part.sites)])
-    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network",
-                             generator_params={"max_indegree": max_indegree}, min_sites=3, random_state=seed)
+    pol = policy if policy is not None else SitePolicy()
+    return InProcessGrid([
+        SiteRuntime(s.name, s.data, part.schema, seed + i, state_dir=private_folder(Path(root) / s.name), policy=pol,
+                    privacy_ledger=site_ledger(pol, Path(root) / s.name))
+        for i, s in enumerate(part.sites)], keep_messages=keep)
+
+
+def _traffic(grid: Any, result: Any, seconds: float) -> dict[str, Any]:
+    """Wall time (total and per phase) and bytes per site of a run on a grid that kept its messages."""
+    from bench_secure_sum import _bytes_per_site
+
+    per_site = _bytes_per_site(grid)
+    return {"seconds": round(seconds, 2), "phase_seconds": {k: round(v, 2) for k, v in result.timings.items()},
+            "bytes_per_site": per_site, "bytes": sum(per_site.values()),
+            "messages": len(grid.sent) + len(grid.received)}
+
+
+def bn_strategy(part: Any, seed: int, bn_params: dict[str, Any], secure: bool) -> Any:
+    from fedsynth.strategies.registry import make_strategy
+
+    return make_strategy("two_step_bn", part.schema, generator="bayesian_network", generator_params=bn_params,
+                         min_sites=3, random_state=seed, params={"secure_aggregation": secure})
+
+
+def same_network(fed: Any, cen: Any) -> dict[str, Any]:
+    """Are two fitted BNs the same: edges, CPDs (largest absolute difference), survival parents and hazards."""
+    out: dict[str, Any] = {"same_edges": fed.edges_ == cen.edges_}
+    if out["same_edges"]:
+        out["max_cpd_difference"] = max(
+            float(np.max(np.abs(fed.model_.get_cpds(c.variable).values - c.values))) for c in cen.model_.get_cpds())
+    fs, cs = getattr(fed, "_survival", []), getattr(cen, "_survival", [])
+    out["same_survival_parents"] = (getattr(fed, "survival_parents_", None) == getattr(cen, "survival_parents_", None)
+                                    and len(fs) == len(cs) and all(
+        (a.event_parents, a.censor_parents) == (b.event_parents, b.censor_parents) for a, b in zip(fs, cs)))
+    if out["same_survival_parents"] and fs:
+        out["max_hazard_difference"] = max(
+            max(float(np.max(np.abs(np.asarray(a.event_hazard) - b.event_hazard))),
+                float(np.max(np.abs(np.asarray(a.censor_hazard) - b.censor_hazard)))) for a, b in zip(fs, cs))
+    out["equal"] = bool(out["same_edges"] and out.get("max_cpd_difference", 1.0) <= 1e-9
+                        and out["same_survival_parents"] and out.get("max_hazard_difference", 0.0) <= 1e-12)
+    return out
+
+
+def bn_run(part: Any, epsilon: float, seed: int, bn_params: dict[str, Any], secure: bool = True) -> dict[str, Any]:
+    """The federated two-step BN at ``epsilon`` (secure aggregation unless ``secure`` is false: then a trusted
+    network, clear counts, ε = ∞ only); at ε = ∞ with secure aggregation, checked against the centralized BN."""
+    from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
+    from fedsynth.privacy.accounting import PrivacyBudget
+    from fedsynth.strategies.policy import SitePolicy
+    from fedsynth.strategies.site import conform_to_domain
+
+    strategy = bn_strategy(part, seed, bn_params, secure)
     strategy.privacy = PrivacyBudget(epsilon, DELTA)
-    t0 = time.perf_counter()
-    result = strategy.start(grid)
-    seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="bench-privacy-") as root:
+        grid = _grid(part, root, seed, policy=None if secure else SitePolicy(clear_counts=True),
+                     keep=math.isinf(epsilon))
+        t0 = time.perf_counter()
+        result = strategy.start(grid)
+        seconds = time.perf_counter() - t0
     summary = strategy.privacy_summary_ or {}
-    return {"method": "two_step_bn (federated)", "epsilon_spent": summary.get("epsilon_spent"),
-            "phases": summary.get("phases"), "n_edges": len(result.generator.edges_), "train_seconds": round(seconds, 2),
-            **score(part, result.generator.sample(len(part.train), random_state=seed), seed)}
+    gen = result.generator
+    row: dict[str, Any] = {
+        "method": "two_step_bn (federated, secure aggregation)" if secure else "two_step_bn (federated, clear counts)",
+        "epsilon_spent": summary.get("epsilon_spent"), "phases": summary.get("phases"), "n_edges": len(gen.edges_),
+        "count_requests": result.rounds[0].get("count_requests") if result.rounds else None,
+        "train_seconds": round(seconds, 2)}
+    if math.isinf(epsilon):
+        row["traffic"] = _traffic(grid, result, seconds)
+        if secure:
+            # The federated BN with secure aggregation and exact sums must be the centralized one on the same domain
+            # (labels the domain left out count as missing, as at the sites).
+            t0 = time.perf_counter()
+            pooled = conform_to_domain(part.train[part.schema.model_columns], result.domain)
+            cen = BayesianNetworkGenerator(part.schema, domain=result.domain, **bn_params).fit(pooled)
+            row["centralized_check"] = {**same_network(gen, cen), "centralized_fit_seconds":
+                                        round(time.perf_counter() - t0, 2)}
+        row["_generator"] = gen
+    return {**row, **score(part, gen.sample(len(part.train), random_state=seed), seed)}
 
 
-def vae_run(part: Any, epsilon: float, seed: int, rounds: int, epochs: int) -> dict[str, Any]:
-    from fedsynth.federation.simulation import run_in_process
+def vae_settings(sets: list[str]) -> dict[str, Any]:
+    """The FedAvg VAE-BGM settings of :data:`VAE_CONFIG` with ``sets`` (``KEY=VALUE``) applied."""
+    from fedsynth.experiments.config import load_config
+
+    cfg = load_config(VAE_CONFIG, sets)
+    return {"config": str(VAE_CONFIG.relative_to(ROOT)), "sets": list(sets), "generator": cfg.generator.name,
+            "generator_params": {**cfg.generator.params, "device": "cpu"}, "rounds": cfg.strategy.rounds,
+            "local_epochs": cfg.strategy.local_epochs, "min_sites": cfg.strategy.min_sites,
+            "strategy_params": dict(cfg.strategy.params)}
+
+
+def vae_run(part: Any, epsilon: float, seed: int, settings: dict[str, Any], secure: bool = True) -> dict[str, Any]:
     from fedsynth.privacy.accounting import PrivacyBudget
     from fedsynth.strategies.registry import make_strategy
 
-    schema = part.schema
-    strategy = make_strategy("fedavg", schema, generator="vae_bgm", generator_params=VAE_PARAMS, rounds=rounds,
-                             local_epochs=epochs, min_sites=3, random_state=seed,
-                             params={"mixture_max_iter": 30})
+    strategy = make_strategy("fedavg", part.schema, generator=settings["generator"], rounds=settings["rounds"],
+                             local_epochs=settings["local_epochs"], min_sites=settings["min_sites"], random_state=seed,
+                             generator_params={**settings["generator_params"], "random_state": seed},
+                             params={**settings["strategy_params"], "secure_aggregation": secure})
     strategy.privacy = PrivacyBudget(epsilon, DELTA)
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-privacy-") as root:
-        result = run_in_process(strategy, [(s.name, s.data) for s in part.sites], schema,
-                                seeds=[seed + i for i in range(len(part.sites))], state_root=root)
-    seconds = time.perf_counter() - t0
+        grid = _grid(part, root, seed, keep=math.isinf(epsilon))
+        t0 = time.perf_counter()
+        result = strategy.start(grid)
+        seconds = time.perf_counter() - t0
     summary = strategy.privacy_summary_ or {}
     sites = {name: {k: s.get(k) for k in ("epsilon_spent", "noise_multiplier", "sample_rate", "steps_per_round")}
              for name, s in (summary.get("sites") or {}).items()}
-    return {"method": "vae_bgm (federated, DP-SGD)", "epsilon_spent": summary.get("epsilon_spent"),
-            "split": summary.get("split"), "sites": sites, "rounds": rounds, "local_epochs": epochs,
-            "train_seconds": round(seconds, 2),
-            **score(part, result.generator.sample(len(part.train), random_state=seed), seed)}
+    row: dict[str, Any] = {
+        "method": f"vae_bgm (federated, {'DP-SGD, ' if not math.isinf(epsilon) else ''}"
+                  f"{'secure aggregation' if secure else 'clear'})",
+        "epsilon_spent": summary.get("epsilon_spent"), "split": summary.get("split"), "sites": sites,
+        "config_sets": settings["sets"], "rounds": settings["rounds"], "local_epochs": settings["local_epochs"],
+        "train_seconds": round(seconds, 2),
+        "phase_seconds": {k: round(v, 2) for k, v in result.timings.items() if k in ("hello", "domain", "training")},
+        "round_seconds": [r["seconds"] for r in result.rounds]}
+    if math.isinf(epsilon):
+        row["traffic"] = _traffic(grid, result, seconds)
+        row["_generator"] = result.generator
+    if not secure and not SCORE_PLAIN:
+        return {**row, "note": "not scored (--no-score-plain): a cost run"}
+    return {**row, **score(part, result.generator.sample(len(part.train), random_state=seed), seed)}
 
 
 # -- centralized MST on Private-PGM (mbi) ------------------------------------------------------------------
@@ -247,52 +352,149 @@ def mst_run(part: Any, epsilon: float, seed: int) -> dict[str, Any]:
             **score(part, rows, seed)}
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str]:
+    return str(row["epsilon"]), str(row["kind"])
+
+
+def _print(row: dict[str, Any]) -> None:
+    if "csf" in row:
+        spent = row["epsilon_spent"]
+        sef = row["survival_effect_fidelity"]
+        print(f"eps={row['epsilon']!s:>4} {row['method']:<52} spent {'-' if spent is None else f'{spent:.4g}'}  "
+              f"CSF {row['csf']:.3f}  GSF {row['gsf']:.3f}  SEF {'-' if sef is None else f'{sef:.3f}'}  "
+              f"NNDR {row['nndr_mean']:.3f} (holdout {row['holdout_nndr_mean']:.3f})  {row['train_seconds']}s",
+              flush=True)
+    else:
+        print(f"eps={row['epsilon']!s:>4} {row['method']:<52} {row['note']}", flush=True)
+
+
+def secure_cost(rows: list[dict[str, Any]], generators: dict[str, Any]) -> dict[str, Any]:
+    """Secure aggregation against plain at ε = ∞, per generator: wall time (total, training phase) and bytes per
+    site, with their ratios (secure / plain); for the BN, whether both learned the same network."""
+    by = {r["kind"]: r for r in rows if r["epsilon"] == "inf" and "traffic" in r}
+    out: dict[str, Any] = {}
+    tags = sorted({k.split("@", 1)[1] if "@" in k else "" for k in by})
+    pairs = [(f"{name}{'@' + t if t else ''}", f"{m}{'@' + t if t else ''}", f"{m}-plain{'@' + t if t else ''}")
+             for t in tags for name, m in (("two_step_bn", "bn"), ("vae_bgm", "vae"))]
+    for name, secure, plain in pairs:
+        if secure not in by or plain not in by:
+            continue
+        s, p = by[secure]["traffic"], by[plain]["traffic"]
+        entry: dict[str, Any] = {
+            "plain": {"method": by[plain]["method"], **p}, "secure": {"method": by[secure]["method"], **s},
+            "time_ratio": round(s["seconds"] / p["seconds"], 2),
+            "training_time_ratio": round(s["phase_seconds"]["training"] / p["phase_seconds"]["training"], 2)
+            if "training" in s["phase_seconds"] and p["phase_seconds"].get("training") else None,
+            "bytes_ratio": round(s["bytes"] / p["bytes"], 3),
+            "bytes_ratio_per_site": {k: round(s["bytes_per_site"][k] / v, 3) for k, v in p["bytes_per_site"].items()},
+            "scores_plain_vs_secure": {k: [by[plain].get(k), by[secure].get(k)]
+                                       for k in ("csf", "gsf", "survival_effect_fidelity", "nndr_mean")},
+        }
+        if name.startswith("two_step_bn") and secure in generators and plain in generators:
+            # Not necessarily equal: the secure domain comes from summed histograms, the clear one from each
+            # site's released summary (bins differ slightly).
+            entry["same_network_as_plain"] = same_network(generators[secure], generators[plain])
+        out[name] = entry
+    return out
+
+
+def _write(out: dict[str, Any], path: Path, rows: list[dict[str, Any]], generators: dict[str, Any],
+           cost: dict[str, Any], seconds: float) -> None:
+    """Write the result (after every run: a partial result survives), the secure-aggregation cost recomputed
+    from the runs' traffic, keeping what an earlier file knew that this process cannot (the BN network check)."""
+    new = secure_cost(rows, generators)
+    for name, entry in new.items():
+        if "same_network_as_plain" not in entry and "same_network_as_plain" in cost.get(name, {}):
+            entry["same_network_as_plain"] = cost[name]["same_network_as_plain"]
+    out["secure_aggregation_cost"] = {**cost, **new}
+    out["seconds"] = seconds
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epsilons", default="1,3,10,inf")
-    ap.add_argument("--methods", default="bn,vae,mst")
+    ap.add_argument("--methods", default="bn,vae,mst,bn-plain,vae-plain",
+                    help="bn, vae, mst; bn-plain and vae-plain (secure aggregation off) run at ε = ∞ only")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-indegree", type=int, default=2)
-    ap.add_argument("--vae-rounds", type=int, default=2)
-    ap.add_argument("--vae-epochs", type=int, default=3)
+    ap.add_argument("--bn-params", default="{}", help="JSON overrides of the BN generator's defaults")
+    ap.add_argument("--vae-set", action="append", default=[], help="KEY=VALUE override of configs/fedavg_vae_bgm.yaml")
+    ap.add_argument("--tag", default="", help="appended to each run's kind as @TAG (runs of other settings)")
+    ap.add_argument("--note", action="append", default=[], help="a sentence recorded in the JSON's notes")
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in --out and skip them")
+    ap.add_argument("--merge", action="append", default=[],
+                    help="a result file of this bench whose runs (and notes, settings) are kept and not rerun")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "privacy.json"))
+    ap.add_argument("--no-score-plain", action="store_true", help="time the *-plain runs without scoring them")
     args = ap.parse_args()
+    global SCORE_PLAIN
+    SCORE_PLAIN = not args.no_score_plain
     logging.basicConfig(level=logging.ERROR)
     import warnings
 
     warnings.filterwarnings("ignore")
     from fedsynth.cohort.datasets import load_cohort
     from fedsynth.cohort.partition import make_partition
+    from fedsynth.generators.params import BayesianNetworkParams
 
+    bn_params = json.loads(args.bn_params)
+    settings = vae_settings(args.vae_set)
     cohort = load_cohort("mds-iwgpm")
     part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=0)
     methods = args.methods.split(",")
-    rows = []
+    out_path = Path(args.out)
+    old = json.loads(out_path.read_text()) if args.resume and out_path.exists() else {}
+    rows: list[dict[str, Any]] = list(old.get("runs", []))
+    cost: dict[str, Any] = dict(old.get("secure_aggregation_cost", {}))
+    for other in (json.loads(Path(f).read_text()) for f in args.merge):
+        keys = {_key(r) for r in rows}
+        rows += [r for r in other.get("runs", []) if _key(r) not in keys]
+        old["notes"] = old.get("notes", []) + [n for n in other.get("notes", []) if n not in old.get("notes", [])]
+        old["seconds"] = old.get("seconds", 0.0) + other.get("seconds", 0.0)
+        cost.update(other.get("secure_aggregation_cost", {}))
+    done = {_key(r) for r in rows}
+    generators: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        "benchmark": "privacy", "cohort": "mds-iwgpm", "sites": [0.6, 0.3, 0.1], "seed": args.seed, "delta": DELTA,
+        "commit": _commit(), "notes": old.get("notes", []) + args.note,
+        "bn": {"generator_params": {**BayesianNetworkParams().model_dump(), **bn_params}, "overrides": bn_params,
+               "secure_aggregation": True, "site_policy": "defaults (k = 5, max_cells 100,000)"},
+        "vae": {**settings, "secure_aggregation": True},
+        "platform": platform.platform(), "cpus": os.cpu_count(), "runs": rows}
     t_all = time.perf_counter()
     for eps in [float(e) for e in args.epsilons.split(",")]:
         for method in methods:
+            if method.endswith("-plain") and not math.isinf(eps):
+                continue
+            kind = f"{method}@{args.tag}" if args.tag else method
+            if (str(_eps(eps)), kind) in done:
+                continue
             if method == "bn":
-                row = bn_run(part, eps, args.seed, args.max_indegree)
+                row = bn_run(part, eps, args.seed, bn_params)
+            elif method == "bn-plain":
+                row = bn_run(part, eps, args.seed, bn_params, secure=False)
             elif method == "vae":
-                row = vae_run(part, eps, args.seed, args.vae_rounds, args.vae_epochs)
+                row = vae_run(part, eps, args.seed, settings)
+            elif method == "vae-plain":
+                row = vae_run(part, eps, args.seed, settings, secure=False)
             else:
                 row = mst_run(part, eps, args.seed)
-            row = {"epsilon": _eps(eps), "delta": DELTA, "seed": args.seed, **row}
+            if "_generator" in row:
+                generators[kind] = row.pop("_generator")
+            row = {"epsilon": _eps(eps), "delta": DELTA, "seed": args.seed, "kind": kind, **row}
             rows.append(row)
-            if "csf" in row:
-                spent = row["epsilon_spent"]
-                sef = row["survival_effect_fidelity"]
-                print(f"eps={row['epsilon']!s:>4} {row['method']:<30} spent {spent:.4g}  CSF {row['csf']:.3f}  "
-                      f"GSF {row['gsf']:.3f}  SEF {'-' if sef is None else f'{sef:.3f}'}  NNDR {row['nndr_mean']:.3f}"
-                      f" (holdout {row['holdout_nndr_mean']:.3f})  {row['train_seconds']}s", flush=True)
-            else:
-                print(f"eps={row['epsilon']!s:>4} {row['method']:<30} {row['note']}", flush=True)
-    out = {"benchmark": "privacy", "cohort": "mds-iwgpm", "sites": [0.6, 0.3, 0.1], "delta": DELTA,
-           "max_indegree": args.max_indegree, "vae": {"params": VAE_PARAMS, "rounds": args.vae_rounds,
-                                                      "local_epochs": args.vae_epochs},
-           "platform": platform.platform(), "seconds": round(time.perf_counter() - t_all, 1), "runs": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1, default=str))
+            _print(row)
+            _write(out, out_path, rows, generators, cost, round(time.perf_counter() - t_all, 1) + old.get("seconds", 0.0))
+    _write(out, out_path, rows, generators, cost, round(time.perf_counter() - t_all, 1) + old.get("seconds", 0.0))
     print(f"wrote {args.out}")
 
 

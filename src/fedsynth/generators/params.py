@@ -259,6 +259,14 @@ class BayesianNetworkParams(GeneratorParams):
         "counts (up to max_indegree): a derived risk group depends on its inputs' joint values. 1 chosen on MDS "
         "seed 7 against 0 and 2 (IPSS-R of TP53-mutated patients, arm medians; benchmarks/bench_arms.py).",
     )
+    derived_nodes: bool = Field(
+        True,
+        description="Each derived categorical column whose inputs are all in the domain (IPSS-R from karyotype, "
+        "blasts and counts) is also a network node, counted at the sites from its inputs, that may be a parent of "
+        "its inputs but never their child: a column's dependence on the derived risk group as a whole (a gene that "
+        "shifts the whole score) then reaches every input jointly, which single-input families are too weak to "
+        "carry. Sampled rows still recompute the derived column from their drawn inputs.",
+    )
     survival_model: Literal["piecewise_exponential", "network"] = Field(
         "piecewise_exponential",
         description="How survival endpoints are sampled. 'piecewise_exponential': per endpoint, hazards of the "

@@ -11,11 +11,15 @@ curve to (ε, δ) is ``dp_accounting``'s (:func:`dp_accounting.rdp.compute_epsil
 The budget split: the largest ρ whose zCDP curve converts to at most the budget's ε at its δ (at the same
 orders) is shared over the run's phases in stated proportions; each phase calibrates its noise to its share, and
 :meth:`PrivacyAccountant.charge` refuses, before anything is released, a release that would take a phase past
-its share or the run past its (ε, δ).
+its share or the run past its (ε, δ). Releases made before a strategy's own phases (the hello's row counts and
+the shared domain, :mod:`fedsynth.strategies.secure_domain`) travel with the budget (:attr:`PrivacyBudget.spent`):
+the accountant starts with them charged at exactly what they cost and shares the rest, and the manifest's split
+names every phase, those included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,6 +77,10 @@ class PrivacyBudget:
 
     epsilon: float
     delta: float = 1e-5
+    #: Gaussian releases of the run already made before the phases this budget is handed to (the hello's row
+    #: counts and the shared domain, :meth:`spending`): an accountant built on the budget starts with them
+    #: charged and shares only what they leave among its own phases; DP-SGD calibration composes them in.
+    spent: tuple[Release, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -87,6 +95,19 @@ class PrivacyBudget:
     def is_infinite(self) -> bool:
         """True when ε = ∞ (no noise is added; releases are exact)."""
         return math.isinf(self.epsilon)
+
+    @property
+    def spent_rho(self) -> float:
+        """zCDP ρ of the releases already made (:attr:`spent`)."""
+        return float(sum(r.rho for r in self.spent))
+
+    def spending(self, *releases: Release) -> PrivacyBudget:
+        """The same (ε, δ) with ``releases`` recorded as already made (see :attr:`spent`)."""
+        return dataclasses.replace(self, spent=(*self.spent, *releases))
+
+    def fresh(self) -> PrivacyBudget:
+        """The same (ε, δ) with nothing spent."""
+        return PrivacyBudget(self.epsilon, self.delta)
 
 
 @dataclass(frozen=True)
@@ -244,7 +265,8 @@ def calibrate_dpsgd_noise(
     steps : int
         DP-SGD steps over the whole run (rounds × local epochs × steps per epoch).
     other_rho : float
-        zCDP ρ of the run's other releases on the same rows (0: none).
+        zCDP ρ of the run's other releases on the same rows (0: none), besides ``budget.spent`` (always
+        composed in).
     orders : Sequence[float]
         RDP orders of the accountant.
 
@@ -264,6 +286,7 @@ def calibrate_dpsgd_noise(
 
     if budget.is_infinite:
         return 0.0
+    other_rho = other_rho + budget.spent_rho  # the releases made before this phase (hello, domain)
     grid = np.asarray(orders, dtype=float)
     if other_rho > 0 and epsilon_from_rdp(grid * other_rho, budget.delta, orders) >= budget.epsilon:
         raise BudgetExceededError(
@@ -323,9 +346,24 @@ class PrivacyAccountant:
     def __post_init__(self) -> None:
         if not self.split or any(w <= 0 for w in self.split.values()):
             raise ValueError("split needs at least one phase, every share > 0")
+        overlap = {r.phase for r in self.budget.spent} & set(self.split)
+        if overlap:
+            raise ValueError(f"phases {sorted(overlap)} are both in the split and already spent")
         total = float(sum(self.split.values()))
         self.rho_total_ = rho_for_budget(self.budget, self.orders)
-        self.allocation_ = {p: self.rho_total_ * w / total for p, w in self.split.items()}
+        # The releases made before this accountant's phases (the budget's ``spent``) take exactly what they cost;
+        # the split shares what they leave.
+        before: dict[str, float] = {}
+        for r in self.budget.spent:
+            before[r.phase] = before.get(r.phase, 0.0) + r.rho
+        rest = self.rho_total_ - sum(before.values())
+        if not self.budget.is_infinite and rest <= 0:
+            raise BudgetExceededError(
+                f"privacy: the releases before the run's phases ({', '.join(before)}) spend the whole budget "
+                f"(epsilon {self.budget.epsilon}); nothing is left"
+            )
+        self.allocation_ = {**before, **{p: rest * w / total for p, w in self.split.items()}}
+        self.releases_ = list(self.budget.spent)
         if self.prior_rdp is not None and len(self.prior_rdp) != len(self.orders):
             raise ValueError("prior_rdp must have one value per order")
 
@@ -402,6 +440,15 @@ class PrivacyAccountant:
             )
         self.releases_.append(release)
 
+    def split_shares(self) -> dict[str, float]:
+        """Each phase's share of the run's ρ, the releases made before the phases (``budget.spent``) included;
+        the shares sum to 1."""
+        if math.isinf(self.rho_total_) or self.rho_total_ <= 0:
+            before = {r.phase for r in self.budget.spent}
+            total = float(sum(self.split.values()))
+            return {**{p: 0.0 for p in before}, **{p: float(w) / total for p, w in self.split.items()}}
+        return {p: float(rho) / self.rho_total_ for p, rho in self.allocation_.items()}
+
     def summary(self) -> dict[str, Any]:
         """JSON-able account for the manifest and the report: budget, split, spent per phase, orders."""
         phases: dict[str, Any] = {}
@@ -418,7 +465,7 @@ class PrivacyAccountant:
             "budget": {"epsilon": _json_float(self.budget.epsilon), "delta": self.budget.delta},
             "accountant": "RDP composition of Gaussian releases (fedsynth), (epsilon, delta) by dp_accounting",
             "orders": list(self.orders),
-            "split": {p: float(w) / float(sum(self.split.values())) for p, w in self.split.items()},
+            "split": self.split_shares(),
             "phases": phases,
             "epsilon_spent": self.epsilon_spent(),
         }

@@ -13,7 +13,7 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,20 +57,21 @@ class PrivacyLedger:
             raise ValueError(f"privacy ledger {self.path.name} was written at other RDP orders")
         return data
 
-    def spent_rdp(self, dataset: str, *, exclude_run: str | None = None) -> np.ndarray:
-        """The composed RDP curve of every recorded release on ``dataset`` (optionally but one run's)."""
+    def spent_rdp(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> np.ndarray:
+        """The composed RDP curve of every recorded release on ``dataset`` (optionally but some runs')."""
         runs = self._read()["datasets"].get(dataset, {})
+        excluded = {exclude_run} if isinstance(exclude_run, str) else set(exclude_run or ())
         curve = np.zeros(len(self.orders))
         for run_id, releases in runs.items():
-            if run_id == exclude_run:
+            if run_id in excluded:
                 continue
             for entry in releases.values():
                 curve = curve + np.asarray(entry["rdp"], dtype=float)
         return curve
 
-    def epsilon_spent(self, dataset: str) -> float:
-        """ε spent on ``dataset`` so far, at the site's δ."""
-        return epsilon_from_rdp(self.spent_rdp(dataset), self.budget.delta, self.orders)
+    def epsilon_spent(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> float:
+        """ε spent on ``dataset`` so far (optionally but some runs'), at the site's δ."""
+        return epsilon_from_rdp(self.spent_rdp(dataset, exclude_run=exclude_run), self.budget.delta, self.orders)
 
     def fits(self, dataset: str, rdp: Sequence[float] | np.ndarray) -> bool:
         """Whether spending ``rdp`` more on ``dataset`` stays within the site's budget."""

@@ -21,13 +21,14 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 
 from fedsynth.cohort.constraints import EndpointRule
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain, merge_summaries
 from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.generators.protocols import Generator
+from fedsynth.privacy.accounting import PrivacyBudget, Release
 from fedsynth.strategies import records
 from fedsynth.strategies.registry import (
     DEFAULT_LOCAL_EPOCHS,
@@ -39,6 +40,7 @@ from fedsynth.strategies.registry import (
     default_params,
     settings_problems,
 )
+from fedsynth.strategies.secure_domain import hello_settings, plan_private_run, private_summary
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +205,9 @@ class Strategy(ABC):
     checkpoint: Checkpoint | None = None
     #: The token of the run in progress (set by :meth:`start`; kept in the checkpoint, reused on resume).
     run_token_: str = ""
+    #: The run's DP budget (``None``: none); after the hello and domain, with their releases (:mod:`.secure_domain`).
+    privacy: PrivacyBudget | None = None
+    _pre_run_releases: tuple[Release, ...] | None = None
 
     def __init__(
         self,
@@ -356,7 +361,8 @@ class Strategy(ABC):
     def _hello_request(self, grid: GridLike) -> Request:
         nodes = sorted(int(n) for n in grid.get_node_ids())
         probe = [SiteInfo(n, f"node-{n}", 0, ()) for n in nodes]
-        return Request(probe, "query.hello", lambda s: RecordDict({"config": ConfigRecord({})}), "hello")
+        cfg = records.to_config_record(hello_settings(self, len(probe)))  # a noisy row count under a budget
+        return Request(probe, "query.hello", lambda s: RecordDict({"config": cfg}), "hello")
 
     @staticmethod
     def _sites_from_hello(request: Request, got: Replies) -> list[SiteInfo]:
@@ -427,6 +433,8 @@ class Strategy(ABC):
         every answering site are added to ``self.schema`` (``with_rules``), so every generator the strategy
         builds enforces them in the rows it samples, and ``learnt_rules`` keeps them.
         """
+        if self._pre_run_releases is not None:  # a finite privacy budget: noisy sums, declared rules only
+            return self._merge_domain([private_summary(self, grid, sites)], [])
         if self._secure_domain_wanted(sites):  # the server learns sums over sites only
             return self._secure_domain(grid, sites)
         return self._domain_from_summaries(sites, self.ask_together(grid, [self._summary_request(sites)])[0])
@@ -436,7 +444,7 @@ class Strategy(ABC):
         hello replies, so both go to every node at once; only the summaries of sites that said hello are merged.
         The same sites and domain as :meth:`hello` then :meth:`build_domain`, one round trip fewer."""
         hello = self._hello_request(grid)
-        if self._secure_domain_wanted(hello.sites):  # the secure domain takes its own exchanges after the hello
+        if self._pre_run_releases is not None or self._secure_domain_wanted(hello.sites):  # exchanges after hello
             sites = self._sites_from_hello(hello, self.ask_together(grid, [hello])[0])
             return sites, self.build_domain(grid, sites)
         got_hello, got_summary = self.ask_together(grid, [hello, self._summary_request(hello.sites)])
@@ -478,9 +486,11 @@ class Strategy(ABC):
         t0 = time.perf_counter()
         self.dropped = []
         self.request_timings = {}
+        run_token = self._new_run_token()  # before the hello: the sites keep what they release under it
+        plan_private_run(self, grid)  # under a finite budget: the hello's and the domain's releases
         sites, domain = self.hello_and_domain(grid)
         t1 = t2 = time.perf_counter()
-        result = self.run(grid, sites, domain, on_round=on_round, run_token=self._new_run_token())
+        result = self.run(grid, sites, domain, on_round=on_round, run_token=run_token)
         result.dropped = list(self.dropped)
         result.timings.update(hello=t1 - t0, domain=t2 - t1, training=time.perf_counter() - t2)
         result.timings.update(self.request_timings)

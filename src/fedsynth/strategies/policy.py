@@ -296,17 +296,19 @@ def site_ledger(policy: SitePolicy, folder: str | Path | None) -> Any:
     return PrivacyLedger(Path(folder) / LEDGER_FILE, PrivacyBudget(policy.epsilon, policy.delta))
 
 
-def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str) -> tuple[float, float]:
+def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str, *, exclude_runs: Any = ()) -> tuple[float, float]:
     """What the site can still spend on ``dataset`` and at which δ: its ledger's budget (built from the policy,
     :func:`site_ledger`) less what the ledger has recorded; the policy's budget when it keeps no ledger
     (``inf``: unlimited). The ledger composes in RDP, so a new run costs it at most its own ε more (basic
-    composition bounds the RDP one): a run asking for no more than this is not refused for lack of budget."""
+    composition bounds the RDP one): a run asking for no more than this is not refused for lack of budget. What
+    the runs ``exclude_runs`` spent is not counted (the asking run's own releases so far: its hello and domain,
+    or what it spent before it was resumed)."""
     budget = ledger.budget if ledger is not None else None
     epsilon = float(budget.epsilon) if budget is not None else policy.epsilon
     delta = float(budget.delta) if budget is not None else policy.delta
     if math.isinf(epsilon):
         return math.inf, delta
-    spent = float(ledger.epsilon_spent(dataset)) if ledger is not None else 0.0
+    spent = float(ledger.epsilon_spent(dataset, exclude_run=list(exclude_runs))) if ledger is not None else 0.0
     return max(0.0, epsilon - spent), delta
 
 
@@ -316,9 +318,12 @@ def handle_privacy_budget(msg: Any, site: Any) -> Any:
 
     from fedsynth.strategies import records
 
-    left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name)
+    cfg = records.from_config_record(msg.content["config"]) if "config" in msg.content else {}
+    left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name,
+                               exclude_runs=[str(r) for r in cfg.get("runs", [])])
     return RecordDict({"metrics": records.to_metric_record(
-        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta})})
+        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta}),
+        "info": records.to_config_record({"site_name": site.name})})
 
 
 def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dict[str, float]:
@@ -349,7 +354,11 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dic
     from fedsynth.privacy.accounting import BudgetExceededError
     from fedsynth.strategies import records
 
-    got = strategy.ask(grid, sites, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": ConfigRecord({})}),
+    # The run's own releases so far (its hello and domain, or its spending before a resume) are not held against
+    # it: its ids as the sites' ledgers record them.
+    runs = sorted({str(r) for r in (getattr(strategy, "run_token_", ""), getattr(strategy, "privacy_run_id", None)) if r})
+    cfg = records.to_config_record({"runs": runs}) if runs else ConfigRecord({})
+    got = strategy.ask(grid, sites, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": cfg}),
                        group_id="privacy-budget")
     left: dict[str, float] = {}
     short: list[str] = []
@@ -357,12 +366,15 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any) -> dic
         if s.node_id not in got.ok:
             continue
         m = records.from_metric_record(got.ok[s.node_id]["metrics"])
+        # The site's own name (asked before the hello, the server knows only its node)
+        name = str(records.from_config_record(got.ok[s.node_id]["info"])["site_name"]) if "info" in got.ok[s.node_id] \
+            else s.name
         eps = math.inf if float(m["epsilon_left"]) < 0 else float(m["epsilon_left"])
-        left[s.name] = eps
+        left[name] = eps
         if budget.epsilon > eps * (1 + 1e-9):
-            short.append(f"{s.name} has epsilon {eps:.4g} left")
+            short.append(f"{name} has epsilon {eps:.4g} left")
         elif budget.delta > float(m["delta"]) * (1 + 1e-9):
-            short.append(f"{s.name} allows delta {float(m['delta']):.3g}")
+            short.append(f"{name} allows delta {float(m['delta']):.3g}")
     if short:
         raise BudgetExceededError(
             f"privacy: the run asks for epsilon {budget.epsilon:g} at delta {budget.delta:g}, more than its sites "

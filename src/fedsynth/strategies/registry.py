@@ -161,7 +161,7 @@ _SD_SHARING_PARAMS: dict[str, Param] = {
 STRATEGIES: dict[str, StrategySpec] = {
     "centralized": StrategySpec("fedsynth.strategies.centralized:CentralizedStrategy", baseline=True),
     "local": StrategySpec("fedsynth.strategies.local:LocalStrategy", baseline=True),
-    "fedavg": StrategySpec("fedsynth.strategies.fedavg:FedAvgStrategy", "weights", _FEDAVG_PARAMS, uses_rounds=True),
+    "fedavg": StrategySpec("fedsynth.strategies.fedavg_server:FedAvgStrategy", "weights", _FEDAVG_PARAMS, uses_rounds=True),
     "two_step_bn": StrategySpec("fedsynth.strategies.two_step_bn:TwoStepBNStrategy", "two_step", _TWO_STEP_PARAMS),
     "sd_sharing": StrategySpec("fedsynth.strategies.sd_sharing:SDSharingStrategy", None, _SD_SHARING_PARAMS),
 }

@@ -7,14 +7,14 @@ no ``query.summary`` (each site's own histogram, moments and label counts); inst
 1. ``query.secure_labels`` — each site names, per categorical column, the labels it holds at least ``k`` times
    under its own policy (names, no count; a label rarer than ``k`` at every site is never named);
 2. a secure sum of counts (source ``domain.histograms``): per column the rows and missing values, per numeric
-   column a histogram on the grid every site shares (:func:`~fedsynth.encoding.domain.histogram_edges`), per
+   column a histogram on the grid every site shares (:func:`~fedsynth.encoding.grid.histogram_edges`), per
    categorical column the count of each declared or named label, and per candidate endpoint rule whether it
    fails at the site — all exact integers modulo ``2**32``;
-3. the server takes coarse bounds from the summed histograms (:func:`~fedsynth.encoding.domain.grid_bounds`);
+3. the server takes coarse bounds from the summed histograms (:func:`~fedsynth.encoding.grid.grid_bounds`);
 4. a secure sum in fixed point (source ``domain.moments``) of each numeric column's sum and sum of squares,
    rescaled to [0, 1] within those bounds;
 5. the server applies disclosure control to the sums (cells and labels of at least ``k`` rows,
-   :func:`~fedsynth.encoding.domain.summary_from_grid`) and merges the result like one site's summary.
+   :func:`~fedsynth.encoding.grid.summary_from_grid`) and merges the result like one site's summary.
 
 What the server sees: label names some site holds ``k`` times, and sums over sites. A label held by fewer than
 ``k`` patients across the federation is not in the domain (declared or not); no bound or quantile edge is a
@@ -24,6 +24,7 @@ patient's value (bounds are coarse grid points, quantile edges are interpolated 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,9 @@ import numpy as np
 from flwr.app import Message, RecordDict
 
 from fedsynth.cohort.constraints import EndpointRule
-from fedsynth.encoding.domain import (
+from fedsynth.cohort.schema import ColumnKind
+from fedsynth.encoding.dp_domain import dp_counts, noisy_summary
+from fedsynth.encoding.grid import (
     candidate_labels,
     frequent_labels,
     grid_bounds,
@@ -40,8 +43,17 @@ from fedsynth.encoding.domain import (
     summary_from_grid,
 )
 from fedsynth.errors import FedsynthError
+from fedsynth.privacy.accounting import PrivacyBudget, Release, noise_multiplier_for, rho_for_budget
+from fedsynth.privacy.noise import add_count_noise, site_noise_std
 from fedsynth.strategies import records
-from fedsynth.strategies.site import SiteRuntime, site_policy
+from fedsynth.strategies.site import (
+    SiteHandler,
+    SiteRuntime,
+    load_site_state,
+    message_config,
+    save_site_state,
+    site_policy,
+)
 
 if TYPE_CHECKING:
     from fedsynth.strategies.base import GridLike, SiteInfo, Strategy
@@ -61,9 +73,13 @@ def handle_labels(msg: Message, site: SiteRuntime) -> RecordDict:
 
 
 def histogram_vector(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np.ndarray]:
-    """Vector source ``domain.histograms``: :func:`~fedsynth.encoding.domain.grid_counts` of the site's rows over
-    the request's candidate labels, and ``rules/fail`` (1 where a candidate endpoint rule fails on a row here)."""
+    """Vector source ``domain.histograms``: :func:`~fedsynth.encoding.grid.grid_counts` of the site's rows over
+    the request's candidate labels, and ``rules/fail`` (1 where a candidate endpoint rule fails on a row here);
+    under a privacy budget (``dp_noise_std`` in the request) the site's noisy vector (:func:`noisy_domain_vector`)."""
     from fedsynth.cohort.constraints import rule_from_dict, site_answers
+
+    if "dp_noise_std" in request:
+        return noisy_domain_vector(request, site, secure_aggregation=True)
 
     labels = records.decode_payload(str(request["labels"]))
     out = grid_counts(site.data, site.schema, labels)
@@ -75,7 +91,7 @@ def histogram_vector(request: Mapping[str, Any], site: SiteRuntime) -> dict[str,
 
 
 def moment_vector(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np.ndarray]:
-    """Vector source ``domain.moments``: :func:`~fedsynth.encoding.domain.grid_moments` within the request's bounds."""
+    """Vector source ``domain.moments``: :func:`~fedsynth.encoding.grid.grid_moments` within the request's bounds."""
     bounds = {str(k): (float(v[0]), float(v[1])) for k, v in records.decode_payload(str(request["bounds"])).items()}
     return grid_moments(site.data, site.schema, bounds)
 
@@ -136,3 +152,232 @@ def _record_dropped(strategy: Strategy, sites: Sequence[SiteInfo], dropped: Mapp
     for node, reason in dropped.items():
         strategy.dropped.append({"site": site_name(sites, node), "message_type": "secure sum", "round": step,
                                  "reason": reason})
+
+
+# -- under a privacy budget: the hello's row count and the domain, released with noise ---------------------------
+#
+# Under ``privacy: {epsilon, delta}`` with a finite ε, :meth:`Strategy.start <fedsynth.strategies.base.Strategy.
+# start>` spends two Gaussian releases before the strategy's own phases, and hands the strategy a budget that
+# records them (:meth:`PrivacyBudget.spending <fedsynth.privacy.accounting.PrivacyBudget.spending>`), so its
+# accountant composes them with everything else and states the split in the manifest:
+#
+# * ``hello`` (:data:`DP_HELLO_SHARE` of the run's ρ): each site's row count, sensitivity 1, sent in clear with
+#   the full σ and shifted down by :data:`HELLO_MARGIN` σ, so that the coordinator's figure is a lower bound
+#   with probability 0.9987 (a DP-SGD plan calibrated on it over-estimates the sampling rate: conservative).
+#   FedAvg weighs sites by the counts in their training replies, not by this one; but its DP-SGD plan derives
+#   each site's sampling rate *and* steps per epoch from this count while the site takes them from its real one,
+#   so a noisy count could under-account a site (more steps at a slightly lower rate). Until the site follows the
+#   plan's rate and steps, weight-training strategies (FedAvg) keep the exact count in the hello and spend no
+#   ``hello`` share (:meth:`Strategy.start <fedsynth.strategies.base.Strategy.start>`).
+# * ``domain`` (:data:`DP_DOMAIN_SHARE`): per model column one count vector of sensitivity 1
+#   (:func:`~fedsynth.encoding.dp_domain.dp_counts`), C columns -> C Gaussian uses at one noise multiplier; the
+#   noise is the two-step BN's (:mod:`fedsynth.privacy.noise`): σ²/n_sites per site under secure aggregation,
+#   the full σ² per site in clear. Endpoint rules are the schema's declared ones only (whether a candidate rule
+#   holds at every row is not a noisy count); label names of categorical columns without declared categories
+#   still come from ``query.secure_labels`` (names held at least k times at one site, outside ε).
+#
+# A site charges each release to its own ledger (at the noise the message asks for) before it answers, keeps
+# what it released in its state, and sends it again unchanged, at no new cost, when a resumed run asks again.
+
+#: Share of the run's zCDP ρ spent on the sites' row counts in the hello.
+DP_HELLO_SHARE = 0.01
+#: Share of the run's zCDP ρ spent on the shared domain's count vectors.
+DP_DOMAIN_SHARE = 0.10
+#: How many noise standard deviations a released row count is shifted down (a high-probability lower bound).
+HELLO_MARGIN = 3.0
+#: Message type of the noisy domain counts in clear (without secure aggregation).
+NOISY_COUNTS = "query.noisy_domain_counts"
+#: Parts of a site's state (:func:`~fedsynth.strategies.site.save_site_state`) holding what it released.
+_HELLO_RELEASED, _DOMAIN_RELEASED = "dp-hello-released", "dp-domain-released"
+
+
+def noise_source() -> np.random.Generator:
+    """Where a site's noise comes from: the operating system's entropy (a seed the coordinator knew would let it
+    subtract the noise). One function, so that a test can fix it."""
+    return np.random.default_rng()
+
+
+def pre_run_releases(budget: PrivacyBudget, n_columns: int, *, hello: bool = True) -> tuple[Release, ...]:
+    """The hello's (when ``hello``) and the domain's Gaussian releases for ``budget``, in that order: their noise
+    multipliers spend exactly :data:`DP_HELLO_SHARE` and :data:`DP_DOMAIN_SHARE` of the run's ρ
+    (:func:`~fedsynth.privacy.accounting.rho_for_budget`); the domain's release counts one use per model column.
+
+    Raises
+    ------
+    ValueError
+        For an infinite budget (nothing is noised then).
+    """
+    if budget.is_infinite:
+        raise ValueError("an infinite budget releases exact summaries; there is nothing to calibrate")
+    rho = rho_for_budget(budget.fresh())
+    domain = Release("domain", noise_multiplier_for(DP_DOMAIN_SHARE * rho, n_columns), n_columns)
+    if not hello:
+        return (domain,)
+    return Release("hello", noise_multiplier_for(DP_HELLO_SHARE * rho, 1), 1), domain
+
+
+def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] | None:
+    """Coordinator side, before the hello: the releases a run under a finite budget makes before its own phases
+    (``None`` without one), once every site has said its ledger allows the run
+    (:func:`~fedsynth.strategies.policy.check_site_budgets`, before anything is released). They are set on the
+    strategy (``_pre_run_releases``, which the hello and the domain read) and recorded in its budget
+    (``strategy.privacy = budget.spending(...)``), so that the accountant of its own phases composes them.
+
+    A weight-training strategy's DP-SGD plan needs each site's exact row count (see the comment above), so its
+    hello stays exact and spends nothing; every other strategy's hello is noised.
+
+    Raises
+    ------
+    BudgetExceededError
+        A site's ledger has less left than the run asks for.
+    """
+    strategy._pre_run_releases = None
+    budget = strategy.privacy.fresh() if strategy.privacy is not None else None
+    if budget is None or budget.is_infinite:
+        return None
+    from fedsynth.strategies.policy import check_site_budgets
+
+    check_site_budgets(strategy, grid, strategy._hello_request(grid).sites, budget)
+    releases = pre_run_releases(budget, len(strategy.schema.model_columns), hello=strategy.requires != "weights")
+    strategy._pre_run_releases = releases
+    strategy.privacy = budget.spending(*releases)
+    return releases
+
+
+def _release_of(strategy: Strategy, phase: str) -> Release | None:
+    return next((r for r in strategy._pre_run_releases or () if r.phase == phase), None)
+
+
+def dp_run_id(strategy: Strategy) -> str:
+    """The id the sites' ledgers record the run's releases under: its run directory's name, else its token."""
+    return str(getattr(strategy, "privacy_run_id", None) or strategy.run_token_)
+
+
+def hello_settings(strategy: Strategy, n_sites: int) -> dict[str, Any]:
+    """What the hello carries: the noise of the row counts under a budget that noises them, else nothing."""
+    hello = _release_of(strategy, "hello")
+    return {} if hello is None else dp_request(hello, strategy.run_token_, dp_run_id(strategy), n_sites)
+
+
+def dp_request(release: Release, run_token: str, dp_run: str, n_sites: int) -> dict[str, Any]:
+    """The settings a private hello or domain request carries (noise multiplier, run ids, sites summed)."""
+    return {"dp_noise_std": float(release.noise_multiplier), "dp_uses": int(release.count), "run_token": run_token,
+            "dp_run": dp_run, "dp_n_sites": int(n_sites)}
+
+
+def _charge(site: SiteRuntime, cfg: Mapping[str, Any], release: Release) -> None:
+    """Charge ``release`` to the site's ledger (if it keeps one) under the run's id; refused past its budget."""
+    if site.privacy_ledger is None:
+        return
+    ledger = site.privacy_ledger
+    ledger.record(site.name, str(cfg.get("dp_run") or cfg["run_token"]), f"{release.phase}/{uuid.uuid4().hex}",
+                  release.rdp(ledger.orders))
+
+
+def _released(site: SiteRuntime, cfg: Mapping[str, Any], part: str, std: float) -> dict[str, np.ndarray] | None:
+    found = load_site_state(site, str(cfg["run_token"]), part, 0)
+    if found is None or float(found[0].get("std", -1.0)) != std:
+        return None
+    return found[1]
+
+
+def noisy_row_count(cfg: Mapping[str, Any], site: SiteRuntime) -> int:
+    """Site side of a private hello: the site's row count plus Gaussian noise of the full σ (it is seen alone),
+    shifted down by :data:`HELLO_MARGIN` σ, rounded, at least 1 — charged to the site's ledger first, and the
+    same figure again when the run asks again."""
+    z = float(cfg["dp_noise_std"])
+    again = _released(site, cfg, _HELLO_RELEASED, z)
+    if again is not None:
+        return int(again["n"][0])
+    _charge(site, cfg, Release("hello", z, 1))
+    noisy = add_count_noise({"n": np.array([len(site.data)])}, z, random_state=noise_source())["n"]
+    n = np.maximum(np.rint(noisy - HELLO_MARGIN * z), 1).astype(np.int64)
+    save_site_state(site, str(cfg["run_token"]), _HELLO_RELEASED, 0, {"std": z}, {"n": n})
+    return int(n[0])
+
+
+def noisy_domain_vector(cfg: Mapping[str, Any], site: SiteRuntime, *, secure_aggregation: bool) -> dict[str, np.ndarray]:
+    """Site side of a private domain: :func:`~fedsynth.encoding.dp_domain.dp_counts` of the site's rows over the
+    request's labels plus the site's share of the noise (:func:`~fedsynth.privacy.noise.site_noise_std`, from
+    the path it answers on), charged to its ledger first; the same vector again when the run asks again."""
+    z = float(cfg["dp_noise_std"])
+    std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=secure_aggregation)
+    again = _released(site, cfg, _DOMAIN_RELEASED, std)
+    if again is not None:
+        return again
+    labels = records.decode_payload(str(cfg["labels"]))
+    counts = dp_counts(site.data, site.schema, labels)
+    _charge(site, cfg, Release("domain", z, int(cfg["dp_uses"])))
+    noisy = add_count_noise(counts, std, random_state=noise_source())
+    save_site_state(site, str(cfg["run_token"]), _DOMAIN_RELEASED, 0, {"std": std}, noisy)
+    return noisy
+
+
+def handle_noisy_counts(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.noisy_domain_counts``: the site's noisy domain vector in clear (full σ: it is seen alone)."""
+    return RecordDict({"counts": records.to_array_record(
+        noisy_domain_vector(message_config(msg), site, secure_aggregation=False))})
+
+
+def private_summary(strategy: Strategy, grid: GridLike, sites: Sequence[SiteInfo]) -> dict[str, Any]:
+    """The domain summary from noisy sums over ``sites`` at the run's ``domain`` release (secure aggregation when
+    the strategy's ``secure_aggregation`` is on and two sites or more answer, else each site's noisy vector in
+    clear), ready for :func:`~fedsynth.encoding.domain.merge_summaries`.
+
+    Raises
+    ------
+    FedsynthError
+        Fewer sites than the strategy's ``min_sites`` answer, or no ``domain`` release is planned.
+    """
+    from fedsynth.strategies.base import same_for_all
+
+    release = _release_of(strategy, "domain")
+    if release is None:
+        raise FedsynthError("private domain: the run plans no domain release (no finite privacy budget)")
+    dp_run, n_modes = dp_run_id(strategy), strategy.domain_options()["n_modes"]
+    params = strategy.params
+    k = int(params["min_category_count"])
+    schema = strategy.schema
+    undeclared = [c for c in schema.model_columns
+                  if schema[c].kind is ColumnKind.CATEGORICAL and schema[c].categories is None]
+    announced: list[Any] = []
+    answered = list(sites)
+    if undeclared:  # label names only where the schema declares none (outside ε, see the comment above)
+        cfg = records.to_config_record({"min_category_count": k})
+        got = strategy.ask(grid, sites, LABELS, lambda s: RecordDict({"config": cfg}), group_id="summary-labels")
+        answered = [s for s in sites if s.node_id in got.ok]
+        announced = [records.from_payload_record(got.ok[s.node_id]["labels"]) for s in answered]
+    labels = candidate_labels(schema, announced)
+    for c in schema.model_columns:  # declared categories only where the schema declares them
+        if schema[c].categories is not None and c in labels:
+            labels[c] = list(schema[c].categories or ())
+    request = {"labels": records.encode_payload(labels),
+               **dp_request(release, strategy.run_token_, dp_run, len(answered))}
+    if bool(params.get("secure_aggregation")) and len(answered) >= 2:
+        from fedsynth.strategies.secure_sum import secure_sum
+
+        got_sum = secure_sum(grid, [s.node_id for s in answered], request, source="domain.histograms",
+                             modulus_bits=32, timeout=float(params["request_timeout"]))
+        _record_dropped(strategy, sites, got_sum.dropped, "summary-noisy-counts")
+        summed = got_sum.arrays
+        in_sum = [s for s in answered if s.node_id in set(got_sum.included)]
+        # Each site added sigma**2 / n_sites: the sum carries sigma**2 (less when a site dropped after sharing and
+        # the sum was recovered without it, as for the two-step BN's tables: not corrected yet).
+        noise_std = release.noise_multiplier
+    else:
+        content = RecordDict({"config": records.to_config_record(request)})
+        got = strategy.ask(grid, answered, NOISY_COUNTS, same_for_all(content), group_id="summary-noisy-counts")
+        vectors = [records.from_array_record(got.ok[s.node_id]["counts"]) for s in answered if s.node_id in got.ok]
+        summed = {key: np.sum([v[key] for v in vectors], axis=0) for key in vectors[0]}
+        in_sum = [s for s in answered if s.node_id in got.ok]
+        noise_std = release.noise_multiplier * float(np.sqrt(len(in_sum)))  # each site added the full sigma**2
+    holders = {c: [s.name for s in in_sum if c in s.columns] for c in schema.model_columns}
+    log.info("private domain: noisy counts of %d sites summed (noise multiplier %.4g, %d uses)", len(in_sum),
+             release.noise_multiplier, release.count)
+    return noisy_summary(summed, labels, schema, holders=holders, noise_std=noise_std, min_count=k,
+                         significant_digits=int(params["significant_digits"]), n_modes=n_modes,
+                         random_state=strategy.random_state)
+
+
+#: The message a site answers for the private domain in clear (the secure path runs through secure_sum's stages).
+SITE_HANDLERS: Mapping[str, SiteHandler] = {NOISY_COUNTS: handle_noisy_counts}

@@ -204,12 +204,21 @@ def site_policy(msg: Message, site: SiteRuntime) -> SitePolicy:
 
 
 def handle_hello(msg: Message, site: SiteRuntime) -> RecordDict:
-    """``query.hello``: who the site is and how many rows it holds (nothing else)."""
+    """``query.hello``: who the site is and how many rows it holds (nothing else); under a privacy budget
+    (``dp_noise_std`` in the message) a noisy lower bound of the row count
+    (:func:`~fedsynth.strategies.secure_domain.noisy_row_count`)."""
     held = [c for c in site.schema.model_columns if c in site.data.columns]
+    cfg = message_config(msg)
+    if "dp_noise_std" in cfg:
+        from fedsynth.strategies.secure_domain import noisy_row_count
+
+        n_rows = noisy_row_count(cfg, site)
+    else:
+        n_rows = len(site.data)
     return RecordDict(
         {
             "info": records.to_config_record({"site_name": site.name, "columns": held}),
-            "metrics": records.to_metric_record({"num_examples": len(site.data)}),
+            "metrics": records.to_metric_record({"num_examples": n_rows}),
         }
     )
 
@@ -245,6 +254,7 @@ def all_site_handlers() -> dict[str, SiteHandler]:
     # Secure aggregation's stages (fedsynth.strategies.secure_sum) serve every strategy that sums over sites.
     out.update(importlib.import_module("fedsynth.strategies.secure_sum").SITE_HANDLERS)
     out.update(importlib.import_module("fedsynth.strategies.site_scoring").SITE_HANDLERS)  # a deployment's scores
+    out.update(importlib.import_module("fedsynth.strategies.secure_domain").SITE_HANDLERS)  # the private domain
     for spec in STRATEGIES.values():
         module = importlib.import_module(spec.target.partition(":")[0])
         out.update(getattr(module, "SITE_HANDLERS", {}))

@@ -32,7 +32,8 @@ isolate patients is refused with a scrubbed :class:`~fedsynth.strategies.policy.
 
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`TwoStepBNStrategy.privacy`): every
 count table is a Gaussian mechanism of L2 sensitivity 1 (adding or removing one patient changes one cell by
-one). The budget is split :data:`DP_SPLIT` between the two phases (zCDP/RDP, :mod:`fedsynth.privacy.accounting`):
+one). What the hello's row counts and the shared domain leave of the budget (:mod:`fedsynth.strategies.
+secure_domain`) is split :data:`DP_SPLIT` between the two phases (zCDP/RDP, :mod:`fedsynth.privacy.accounting`):
 the structure phase calibrates one noise level for at most :data:`DP_STRUCTURE_TABLES` tables, charged per
 request before it goes out; once they are spent, families not yet counted stay unknown (a family without counts
 is never chosen), so hill climbing ends on the tables it has rather than exceed the budget; the parameter phase re-measures the final network's families in one request with the rest of the budget (PrivBayes
@@ -67,6 +68,7 @@ from flwr.app import Message, RecordDict
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
 from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release
+from fedsynth.privacy.noise import add_count_noise, site_noise_std
 from fedsynth.strategies import records
 from fedsynth.strategies.base import (
     GridLike,
@@ -358,40 +360,6 @@ def _released_tables(site: SiteRuntime, run_token: str) -> dict[tuple[str, float
         return {}
     meta, arrays = found
     return {(str(k), float(std)): np.asarray(arrays[f"t{i}"]) for i, (k, std) in enumerate(meta["tables"])}
-
-
-def site_noise_std(noise_std: float, n_sites: int, *, secure_aggregation: bool) -> float:
-    """Standard deviation of the Gaussian noise one site adds to each of its count tables.
-
-    Parameters
-    ----------
-    noise_std : float
-        σ the released sum must carry (noise multiplier × L2 sensitivity 1 of a count table).
-    n_sites : int
-        Sites whose tables are summed.
-    secure_aggregation : bool
-        Whether the server sees only the sum: then each site adds σ²/n_sites (the sum carries σ²); otherwise
-        each site adds σ², so that its own table, seen in clear, carries the guarantee alone.
-
-    Returns
-    -------
-    float
-        ``σ / sqrt(n_sites)`` or ``σ``.
-    """
-    return noise_std / float(np.sqrt(n_sites)) if secure_aggregation else noise_std
-
-
-def add_count_noise(
-    tables: Mapping[str, np.ndarray], std: float, *, random_state: np.random.Generator | int | None
-) -> dict[str, np.ndarray]:
-    """Each table plus i.i.d. Gaussian noise of standard deviation ``std``, rounded to integers.
-
-    Rounding is post-processing of the Gaussian mechanism (it costs no privacy); negative cells are kept, so
-    that sums over sites stay unbiased (the server clips the sum at 0). Shapes are unchanged; ``int64`` out.
-    """
-    rng = np.random.default_rng(random_state)
-    return {k: np.rint(np.asarray(a, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(a))).astype(np.int64)
-            for k, a in tables.items()}
 
 
 def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np.ndarray]:

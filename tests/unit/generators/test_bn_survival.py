@@ -245,3 +245,52 @@ def test_a_modifier_carries_an_effect_left_out_of_the_parents() -> None:
     # Assert: the hazard ratio of G1 = 1 against G1 = 0 is about the planted 5.
     assert "G1#m" in ratios
     assert ratios["G1#m"][1] / ratios["G1#m"][0] == pytest.approx(5.0, rel=0.25)
+
+
+def test_median_calibration_of_one_shared_ratio_is_its_inverse() -> None:
+    from fedsynth.generators.bayesian_network.survival import median_calibration
+
+    # Every row of the one configuration has ratio 2: exp(-c * 2 * ln 2) = 1/2 at c = 1/2.
+    assert median_calibration(np.zeros(40, dtype=np.int64), np.full(40, 2.0), 1) == pytest.approx([0.5], rel=1e-9)
+
+
+def test_median_calibration_solves_the_mean_survival_by_hand() -> None:
+    from fedsynth.generators.bayesian_network.survival import median_calibration
+
+    # Setup: configuration 0 has rows with ratios 1 and 3 (ten of each); configuration 1 has two rows only.
+    configs = np.array([0] * 20 + [1, 1])
+    ratios = np.array([1.0, 3.0] * 10 + [5.0, 5.0])
+    # Run
+    c = median_calibration(configs, ratios, 2, min_rows=10)
+    # Assert: with x = 2**-c, (x + x**3) / 2 = 1/2, the real root of x**3 + x - 1 (Cardano); configuration 1, under
+    # min_rows, takes the factor of all 22 rows: (10 (x + x**3) + 2 x**5) / 22 = 1/2.
+    x = np.cbrt(0.5 + math.sqrt(0.25 + 1 / 27)) + np.cbrt(0.5 - math.sqrt(0.25 + 1 / 27))
+    assert c[0] == pytest.approx(-math.log2(x), rel=1e-9)
+    y = 2.0 ** -c[1]
+    assert (10 * (y + y**3) + 2 * y**5) / 22 == pytest.approx(0.5, abs=1e-9)
+
+
+def test_calibrated_modifiers_keep_survival_when_they_are_correlated(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from fedsynth.generators.bayesian_network.sampling import NetworkSampling
+
+    # Setup: G2 copies G1 in 90% of rows, so each carries G1's fivefold hazard on its own; with no survival
+    # parents both come back as modifiers, whose product counts the effect twice.
+    data = _frame(3000, 5)
+    rng = np.random.default_rng(6)
+    data["G2"] = np.where(rng.random(len(data)) < 0.9, data["G1"], 1.0 - data["G1"])
+    real = KaplanMeierFitter().fit(data["OS_T"], data["OS_E"]).median_survival_time_
+
+    def median(calibrate: bool) -> float:
+        if not calibrate:
+            monkeypatch.setattr(NetworkSampling, "_calibrated", lambda self, models: list(models))
+        gen = make_generator("bayesian_network", _schema(), max_indegree=1, survival_parents=0,
+                             survival_modifiers=2).fit(data)
+        rows = gen.sample(6000, random_state=0)
+        return float(KaplanMeierFitter().fit(rows["OS_T"], rows["OS_E"]).median_survival_time_)
+
+    # Run
+    calibrated = median(True)
+    plain = median(False)
+    # Assert: calibrated within 10% of the real median; the plain product too short and further off
+    assert calibrated == pytest.approx(real, rel=0.10)
+    assert plain < real and abs(plain - real) > abs(calibrated - real)

@@ -15,7 +15,7 @@ from dp_accounting.rdp import RdpAccountant
 from fedsynth.errors import ValidationError
 from fedsynth.privacy.accounting import DEFAULT_ORDERS, BudgetExceededError, PrivacyBudget
 from fedsynth.privacy.ledger import LEDGER_FILE
-from fedsynth.strategies import fedavg
+from fedsynth.strategies import fedavg_server
 from fedsynth.strategies.checkpoint import FileCheckpoint
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.policy import SitePolicy, site_ledger
@@ -42,8 +42,15 @@ def _strategy(schema, budget: PrivacyBudget | None, generator: str = "vae_bgm", 
     return strategy
 
 
-def _reference(site_plan: dict, mixture_noise: float, mixture_releases: int, rounds: int) -> RdpAccountant:
+def _reference(site_plan: dict, mixture_noise: float, mixture_releases: int, rounds: int,
+               budget: PrivacyBudget) -> RdpAccountant:
+    """dp_accounting's composition of one site's releases: the domain's count vectors (one use per model column;
+    FedAvg's hello keeps the exact row count its DP-SGD plan needs), DP-SGD and the latent-mixture statistics."""
+    from fedsynth.strategies.secure_domain import pre_run_releases
+
     ref = RdpAccountant(orders=list(DEFAULT_ORDERS))
+    for release in pre_run_releases(budget, len(SMALL), hello=False):
+        ref.compose(SelfComposedDpEvent(GaussianDpEvent(release.noise_multiplier), release.count))
     event = PoissonSampledDpEvent(site_plan["sample_rate"], GaussianDpEvent(site_plan["noise_multiplier"]))
     ref.compose(SelfComposedDpEvent(event, int(site_plan["steps_per_round"]) * rounds))
     ref.compose(SelfComposedDpEvent(GaussianDpEvent(mixture_noise), mixture_releases))
@@ -60,10 +67,15 @@ def test_private_run_spends_its_budget_at_every_site_as_dp_accounting_composes_i
     rows = result.generator.sample(300, random_state=0)
     # Assert: every site's account equals dp_accounting's composition of what it released, at the same orders
     summary = strategy.privacy_summary_
-    assert summary["split"] == {"training": pytest.approx(0.85), "mixture": pytest.approx(0.15)}
+    from fedsynth.strategies.secure_domain import DP_DOMAIN_SHARE
+
+    rest = 1 - DP_DOMAIN_SHARE
+    assert summary["split"] == {"domain": pytest.approx(DP_DOMAIN_SHARE), "training": pytest.approx(0.85 * rest),
+                                "mixture": pytest.approx(0.15 * rest)}
     for site in sites:
         mine = summary["sites"][site.name]
-        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg.DP_MIXTURE_ITERS), 2)
+        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg_server.DP_MIXTURE_ITERS), 2,
+                         PrivacyBudget(3.0, 1e-5))
         assert mine["epsilon_spent"] == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
         assert mine["epsilon_spent"] <= 3.0 * (1 + 1e-9)
         # ... and the site's own ledger, charged at the site before each release, holds the same curve
@@ -97,7 +109,8 @@ def test_resumed_run_never_spends_twice_nor_past_its_budget(mds_partition, tmp_p
     summary = resumed.privacy_summary_
     for site in sites:
         mine = summary["sites"][site.name]
-        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg.DP_MIXTURE_ITERS), 3)
+        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg_server.DP_MIXTURE_ITERS), 3,
+                         budget)
         ledger = site_ledger(SitePolicy(), tmp_path / "sites" / site.name)
         np.testing.assert_allclose(ledger.spent_rdp(site.name), ref._rdp, rtol=1e-6)
         assert ledger.epsilon_spent(site.name) <= 2.0 * (1 + 1e-9)
@@ -116,7 +129,8 @@ def test_run_asking_more_than_a_site_has_left_stops_before_releasing(mds_partiti
     with pytest.raises(BudgetExceededError, match=rf"\({sites[1].name} has epsilon 1 left\); nothing was released"):
         _strategy(schema, PrivacyBudget(3.0, 1e-5)).start(grid)
     assert not any((tmp_path / s.name / LEDGER_FILE).exists() for s in sites)
-    assert {m.metadata.message_type for m in grid.sent} == {"query.hello", "query.summary", "query.privacy_budget"}
+    # ... the budget question is the first message: not even the hello's noisy row count went out
+    assert {m.metadata.message_type for m in grid.sent} == {"query.privacy_budget"}
 
 
 def test_sites_ledger_refuses_a_coordinator_asking_for_too_little_noise(mds_partition, tmp_path) -> None:
@@ -125,7 +139,7 @@ def test_sites_ledger_refuses_a_coordinator_asking_for_too_little_noise(mds_part
     policy = SitePolicy(epsilon=1.0)
     sites = _sites(mds_partition, schema, tmp_path, policy)
     strategy = _strategy(schema, PrivacyBudget(1.0, 1e-5))
-    real = fedavg._DPPlan
+    real = fedavg_server._DPPlan
 
     class Cheating(real):  # type: ignore[misc, valid-type]
         def __init__(self, budget, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
@@ -135,14 +149,18 @@ def test_sites_ledger_refuses_a_coordinator_asking_for_too_little_noise(mds_part
         def charge_round(self, site: str) -> None:
             pass
 
-    fedavg._DPPlan = Cheating  # type: ignore[misc]
+    fedavg_server._DPPlan = Cheating  # type: ignore[misc]
     try:
         with pytest.raises(Exception, match="only 0 of 3 sites answered train.fit"):
             strategy.start(InProcessGrid(sites))
     finally:
-        fedavg._DPPlan = real  # type: ignore[misc]
+        fedavg_server._DPPlan = real  # type: ignore[misc]
+    # ... each ledger holds the shared domain's release (made before training) and nothing of the refused training
+    from fedsynth.strategies.secure_domain import pre_run_releases
+
+    (domain,) = pre_run_releases(PrivacyBudget(1.0, 1e-5), len(SMALL), hello=False)
     for s in sites:
-        assert s.privacy_ledger.epsilon_spent(s.name) == 0.0
+        np.testing.assert_allclose(s.privacy_ledger.spent_rdp(s.name), domain.rdp(DEFAULT_ORDERS), rtol=1e-12)
 
 
 def test_fedavg_ctgan_under_a_budget_is_refused_with_the_reason(mds_partition) -> None:

@@ -53,7 +53,7 @@ def test_private_fedavg_run_states_its_epsilon_in_manifest_report_and_export(tmp
     # Assert: manifest, report.json, report.html
     priv = manifest["privacy"]
     assert 0 < priv["epsilon_spent"] <= 3.0 * (1 + 1e-9)
-    assert set(priv["split"]) == {"training", "mixture"} and len(priv["sites"]) == 3
+    assert set(priv["split"]) == {"domain", "training", "mixture"} and len(priv["sites"]) == 3
     report = json.loads((run_dir / "report.json").read_text())
     assert report["differential_privacy"]["epsilon_spent"] == priv["epsilon_spent"]
     html = (run_dir / "report.html").read_text()

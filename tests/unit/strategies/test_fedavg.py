@@ -10,7 +10,7 @@ from flwr.app import Message, RecordDict
 from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
 from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
-from fedsynth.strategies.fedavg import weighted_average
+from fedsynth.strategies.fedavg_server import weighted_average
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.registry import make_strategy
 from fedsynth.strategies.site import SiteRuntime

@@ -12,7 +12,7 @@ from flwr.app import Message, RecordDict
 
 from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
 from fedsynth.strategies import records
-from fedsynth.strategies.fedavg import handle_mixture_estep, handle_mixture_init
+from fedsynth.strategies.fedavg_site import handle_mixture_estep, handle_mixture_init
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.registry import make_strategy
 from fedsynth.strategies.site import SiteRuntime

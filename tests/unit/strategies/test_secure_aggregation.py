@@ -18,7 +18,8 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
-from fedsynth.encoding.domain import Domain, grid_counts, summarize_site
+from fedsynth.encoding.domain import Domain, summarize_site
+from fedsynth.encoding.grid import grid_counts
 from fedsynth.strategies import records
 from fedsynth.strategies import secure_sum as ss
 from fedsynth.strategies.in_process import InProcessGrid
@@ -204,7 +205,7 @@ def test_server_view_of_one_sites_masked_weight_update_is_uniform(monkeypatch: p
     assert stats.kstest(masked.astype(np.float64) / 2.0**64, "uniform").pvalue > 0.01
     assert stats.chisquare(np.bincount((masked >> np.uint64(56)).astype(np.int64), minlength=256)).pvalue > 0.01
     # ... while the same site's clear fixed-point words (small multiples of 2**-32, two's complement) fail both
-    from fedsynth.strategies.fedavg import _weighted_update
+    from fedsynth.strategies.fedavg_site import _weighted_update
 
     weights = result.generator.get_weights()  # the same scale as a site's update
     _, _, clear = ss.encode_vector(_weighted_update(weights, {"num_examples": 120}), modulus_bits=64,

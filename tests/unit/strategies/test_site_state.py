@@ -14,7 +14,7 @@ from flwr.app import Message, RecordDict
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 
 from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
-from fedsynth.strategies import fedavg, records
+from fedsynth.strategies import fedavg_site, records
 from fedsynth.strategies import site as site_mod
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.registry import make_strategy
@@ -49,7 +49,7 @@ def _sites(sizes: Sequence[int], *, state_root: Path | None = None) -> list[Site
 def _forget_process() -> None:
     """What a new ClientApp process does not have: every per-process cache of site models."""
     site_mod._SITE_MODELS.clear()
-    fedavg._SITE_ROUND.clear()
+    fedavg_site._SITE_ROUND.clear()
 
 
 class FreshProcessGrid(InProcessGrid):
@@ -113,7 +113,7 @@ def test_fedavg_vae_bgm_in_a_fresh_process_per_message_equals_one_long_lived_pro
 def test_fedavg_vae_bgm_without_the_node_state_does_not_continue_exactly(reference: Any) -> None:
     # Setup / Run: the control — a fresh process per message whose node state lacks the local training state
     # (fresh optimiser moments and random generator at every round) — must NOT reproduce the reference
-    fresh = _fedavg_vae(FreshProcessGrid(_sites([120, 80, 60]), drop=[fedavg.LOCAL_STATE]))
+    fresh = _fedavg_vae(FreshProcessGrid(_sites([120, 80, 60]), drop=[fedavg_site.LOCAL_STATE]))
 
     # Assert
     assert not _same_model(fresh, reference)
@@ -126,13 +126,13 @@ def test_fedavg_vae_bgm_continues_from_the_sites_folders_when_the_node_state_is_
     # node any more, only in each site's own folder
 
     # Run
-    fresh = _fedavg_vae(FreshProcessGrid(_sites([120, 80, 60], state_root=tmp_path), drop=[fedavg.LOCAL_STATE]))
+    fresh = _fedavg_vae(FreshProcessGrid(_sites([120, 80, 60], state_root=tmp_path), drop=[fedavg_site.LOCAL_STATE]))
 
     # Assert: the same model; each site kept its state per run and round in its own folder (no pickle)
     assert _same_model(fresh, reference)
     runs = sorted(p.name for p in (tmp_path / "site-1").iterdir())
     assert len(runs) == 1
-    files = sorted(p.name for p in (tmp_path / "site-1" / runs[0] / fedavg.LOCAL_STATE).iterdir())
+    files = sorted(p.name for p in (tmp_path / "site-1" / runs[0] / fedavg_site.LOCAL_STATE).iterdir())
     assert files == ["round-002.json", "round-002.npz", "round-003.json", "round-003.npz"]
 
 

@@ -20,7 +20,14 @@ count table), and a value whose indicator says "missing" becomes NaN. Exact ``co
 
 Survival endpoints are sampled, by default, by a piecewise-exponential model per parent configuration whose events
 and person-time per interval are also summed count tables (:mod:`~fedsynth.generators.bayesian_network.survival`):
-the network's time bins cannot carry survival within the strata users sample.
+the network's time bins cannot carry survival within the strata users sample. Their modifiers are calibrated
+per parent configuration on a fixed-seed draw from the network (:func:`~.survival.median_calibration`), and
+survival fitting lives in :mod:`~fedsynth.generators.bayesian_network.survival_fit`.
+
+A derived categorical column whose inputs are all in the domain (a risk group such as IPSS-R) is also a network
+node (``derived_nodes``), counted at the sites from its inputs and allowed to be their parent, never their
+child: a gene's shift of the whole risk group then reaches every input jointly. Rows still recompute the column
+from their drawn inputs.
 """
 
 from fedsynth.generators.bayesian_network.counts import (

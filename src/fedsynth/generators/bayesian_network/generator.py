@@ -36,15 +36,8 @@ from fedsynth.generators.bayesian_network.counts import (
 )
 from fedsynth.generators.bayesian_network.sampling import NetworkSampling
 from fedsynth.generators.bayesian_network.search import hill_climb_class, oracle_score
-from fedsynth.generators.bayesian_network.survival import (
-    EndpointModel,
-    EndpointSpec,
-    exposure,
-    shrunk_hazards,
-    split_gain,
-    state_ratios,
-    survival_endpoints,
-)
+from fedsynth.generators.bayesian_network.survival import EndpointModel
+from fedsynth.generators.bayesian_network.survival_fit import SurvivalFitting
 from fedsynth.generators.model_folder import read_model_json
 from fedsynth.generators.params import BayesianNetworkParams
 
@@ -75,14 +68,7 @@ def _bic(arr: np.ndarray | None, n_rows: float) -> float:
     return _log_likelihood(arr, n_rows) - 0.5 * math.log(n_rows) * q * (r - 1)
 
 
-def _split_gain(table: np.ndarray, edges: Sequence[float], kind: str, n_split: int, prior_rows: float) -> float:
-    """:func:`~.survival.split_gain` of one hazard (``kind`` "event" or "censor") of a survival family's table
-    (candidate parent last)."""
-    events, censored, person_time = exposure(table, edges)
-    return split_gain(events if kind == "event" else censored, person_time, n_split, prior_rows, float(table.sum()))
-
-
-class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkParams]):
+class BayesianNetworkGenerator(SurvivalFitting, NetworkSampling, BaseGenerator[BayesianNetworkParams]):
     """Discrete Bayesian network over the shared domain, learnt from (summable) count tables.
 
     ``fit(data)`` runs both steps on a :class:`PooledCountOracle`. A federation calls the same two steps on a
@@ -129,9 +115,27 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
             return domain
         return dataclasses.replace(domain, schema=self.schema.select(self.schema.data_columns))
 
+    def _network_variables(self) -> list[str]:
+        """The network's nodes: :func:`network_variables` of the domain, then, with ``derived_nodes``, the
+        :meth:`derived_nodes`."""
+        variables = network_variables(self._require_domain())
+        return variables + self.derived_nodes() if self.params.derived_nodes else variables
+
+    def derived_nodes(self) -> list[str]:
+        """``"<col>#m"`` for every derived categorical column of the schema whose derivation's inputs are all in
+        the domain (states: its declared categories, then "missing"; counted at the sites from the inputs).
+
+        Chosen from the schema's derivations, never from column names. As network nodes (``derived_nodes``) they
+        may be parents of their inputs, never their children (:meth:`forbidden_edges`).
+        """
+        domain = self._count_domain()
+        return [c + WITH_MISSING_SUFFIX for c in domain.schema.derived_columns
+                if derived_categories(domain, c + WITH_MISSING_SUFFIX) is not None
+                and all(x in domain.columns for x in variable_columns(domain, c + WITH_MISSING_SUFFIX))]
+
     def _cards(self) -> dict[str, int]:
-        domain = self._require_domain()
-        return {v: n_states(domain, v) for v in network_variables(domain)}
+        domain = self._count_domain()
+        return {v: n_states(domain, v) for v in self._network_variables()}
 
     def forbidden_edges(self) -> set[tuple[str, str]]:
         """Edges the structure search may not add.
@@ -142,9 +146,12 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
           therefore depend on other indicators and on fully observed columns, so missing rates stay exact.
         * When ``outcomes_last``, outcome columns (and their indicators) may not be parents of clinical or
           genomic ones.
+        * A derived node (:meth:`derived_nodes`) has none of its inputs (nor their indicators) as a parent: it is
+          a function of them, so as their child it would be a leaf no sampled value reads; as their parent it
+          carries the dependence of the inputs' joint values on the rest of the network.
         """
-        domain = self._require_domain()
-        variables = network_variables(domain)
+        domain = self._count_domain()
+        variables = self._network_variables()
         indicators = [v for v in variables if v.endswith(ISNA_SUFFIX)]
         partial = [base_column(v) for v in indicators]
         forbidden = {(x, m) for x in partial for m in indicators}
@@ -152,6 +159,9 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         if self.params.outcomes_last:
             is_outcome = {v: self.schema[base_column(v)].role is ColumnRole.OUTCOME for v in variables}
             forbidden |= {(o, b) for o in variables if is_outcome[o] for b in variables if not is_outcome[b]}
+        for d in (v for v in variables if derived_categories(domain, v) is not None):
+            inputs = set(variable_columns(domain, d))
+            forbidden |= {(v, d) for v in variables if base_column(v) in inputs}
         return forbidden
 
     def learn_structure(self, oracle: CountOracle) -> list[tuple[str, str]]:
@@ -275,140 +285,6 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         outcomes = [v for v in cards if is_outcome[v] and not v.endswith(ISNA_SUFFIX)]
         return self._add_parents(oracle, edges, forbidden, outcomes, baseline, self.params.outcome_parents)
 
-    # -- survival endpoints (piecewise exponential, see survival.py) -----------------------------------
-    def _survival_specs(self) -> list[EndpointSpec]:
-        """The endpoints the piecewise-exponential model samples (none with ``survival_model='network'``)."""
-        if self.params.survival_model != "piecewise_exponential":
-            return []
-        return survival_endpoints(self.schema, self._require_domain().column_names)
-
-    def survival_candidates(self) -> list[str]:
-        """Candidate parents of the survival hazards: ``"<col>#m"`` for every baseline clinical or genomic
-        column of the domain and every derived categorical one (declared categories, inputs in the domain).
-
-        Chosen from the schema's roles and derivations, never from column names.
-        """
-        domain = self._count_domain()
-        roles = (ColumnRole.CLINICAL, ColumnRole.GENOMIC)
-        out = [c + WITH_MISSING_SUFFIX for c in domain.column_names
-               if self.schema[c].role in roles and self.schema[c].baseline]
-        for c in domain.schema.derived_columns:
-            spec = domain.schema[c]
-            name = c + WITH_MISSING_SUFFIX
-            if (spec.role in roles and spec.baseline and derived_categories(domain, name) is not None
-                    and all(x in domain.columns for x in variable_columns(domain, name))):
-                out.append(name)
-        return out
-
-    def learn_survival_parents(self, oracle: CountOracle) -> dict[str, dict[str, list[str]]]:
-        """Parents of each endpoint's event and censoring hazards, greedily, by a score of the summed counts.
-
-        One step adds to a hazard the candidate (:meth:`survival_candidates`) with the largest
-        :func:`~.survival.split_gain` (gamma prior worth ``survival_prior_rows`` rows), while that is positive
-        and fewer than ``survival_parents`` are chosen; ties go to the first candidate. After the first step,
-        only candidates whose gain alone was positive are tried. Each step asks the oracle once, for
-        every candidate of both hazards of the endpoint, so a federation chooses the same parents as a
-        centralised fit. Returns ``{duration_col: {"event": [...], "censor": [...]}}``.
-        """
-        domain = self._count_domain()
-        cands = self.survival_candidates()
-        out: dict[str, dict[str, list[str]]] = {}
-        for spec in self._survival_specs():
-            tv, ev = spec.time_variable, spec.exit_variable
-            edges = domain[spec.duration_col].bins
-            chosen: dict[str, tuple[str, ...]] = {"event": (), "censor": ()}
-            active = {k: self.params.survival_parents > 0 for k in chosen}
-            # After the first step only candidates with a positive gain on their own are tried (tables grow with
-            # every parent; a column that says nothing alone rarely says much given the others).
-            pool = {k: list(cands) for k in chosen}
-            while any(active.values()):
-                fams: list[Family] = []
-                for kind, parents in chosen.items():
-                    if active[kind]:
-                        fams += [(tv, (ev, *parents, c)) for c in pool[kind] if c not in parents]
-                got = oracle.family_counts(fams)
-                for kind, parents in chosen.items():
-                    if not active[kind]:
-                        continue
-                    gains = []
-                    for c in pool[kind]:
-                        arr = got.get((tv, (ev, *parents, c)))
-                        if c not in parents and arr is not None and float(arr.sum()) > 0:
-                            n_split = n_states(domain, c)
-                            gains.append((_split_gain(arr, edges, kind, n_split, self.params.survival_prior_rows), c))
-                    if not parents:
-                        pool[kind] = [c for g, c in gains if g > 0]
-                    gains.sort(key=lambda t: -t[0])
-                    if not gains or not gains[0][0] > 0:
-                        active[kind] = False
-                        continue
-                    chosen[kind] = parents + (gains[0][1],)
-                    active[kind] = len(chosen[kind]) < self.params.survival_parents
-            out[spec.duration_col] = {k: list(v) for k, v in chosen.items()}
-            if self.params.survival_modifiers > 0:
-                fams = [(tv, (ev, *chosen[k], c)) for k in chosen for c in pool[k] if c not in chosen[k]]
-                got = oracle.family_counts(fams)
-                for kind, parents in chosen.items():
-                    gains = []
-                    for c in pool[kind]:
-                        arr = got.get((tv, (ev, *parents, c)))
-                        if c not in parents and arr is not None and float(arr.sum()) > 0:
-                            g = _split_gain(arr, edges, kind, n_states(domain, c), self.params.survival_prior_rows)
-                            gains.append((g, c))
-                    gains.sort(key=lambda t: -t[0])
-                    out[spec.duration_col][kind + "_modifiers"] = [
-                        c for g, c in gains[: self.params.survival_modifiers] if g > 0]
-            log.info("survival %s: event hazard parents %s, censoring %s", spec.duration_col,
-                     out[spec.duration_col]["event"], out[spec.duration_col]["censor"])
-        return out
-
-    def _survival_families(self, parents: Mapping[str, Mapping[str, Sequence[str]]]) -> list[Family]:
-        fams: list[Family] = []
-        for spec in self._survival_specs():
-            chosen = parents.get(spec.duration_col, {})
-            for kind in ("event", "censor"):
-                fams.append((spec.time_variable, (spec.exit_variable, *chosen.get(kind, ()))))
-                fams += [(spec.time_variable, (spec.exit_variable, *chosen.get(kind, ()), m))
-                         for m in chosen.get(kind + "_modifiers", ())]
-        return fams
-
-    def _fit_survival(
-        self, got: Mapping[Family, np.ndarray], parents: Mapping[str, Mapping[str, Sequence[str]]]
-    ) -> list[EndpointModel]:
-        """The endpoint models from the summed tables (an endpoint whose table nobody sent is left to the network)."""
-        domain = self._require_domain()
-        models = []
-        for spec in self._survival_specs():
-            chosen = parents.get(spec.duration_col, {})
-            edges = np.asarray(domain[spec.duration_col].bins, dtype=np.float64)
-            hazards: dict[str, tuple[list[str], list[int], np.ndarray]] = {}
-            modifiers: dict[str, list[tuple[str, tuple[float, ...]]]] = {"event": [], "censor": []}
-            for kind in ("event", "censor"):
-                ps = [str(p) for p in chosen.get(kind, ())]
-                arr = got.get((spec.time_variable, (spec.exit_variable, *ps)))
-                if arr is None or float(arr.sum()) <= 0:
-                    break
-                events, censored, person_time = exposure(arr, edges)
-                cards = [n_states(self._count_domain(), p) for p in ps]
-                counts = events if kind == "event" else censored
-                hazard = shrunk_hazards(counts, person_time, cards, self.params.survival_prior_rows, float(arr.sum()))
-                hazards[kind] = (ps, cards, hazard)
-                for m in chosen.get(kind + "_modifiers", ()):
-                    marr = got.get((spec.time_variable, (spec.exit_variable, *ps, m)))
-                    if marr is None or float(marr.sum()) <= 0:
-                        continue
-                    mev, mce, mpt = exposure(marr, edges)
-                    ratios = state_ratios(mev if kind == "event" else mce, mpt, n_states(self._count_domain(), m),
-                                          hazard)
-                    modifiers[kind].append((str(m), tuple(float(x) for x in ratios)))
-            if len(hazards) < 2:
-                log.warning("survival %s: no counts; its times come from the network", spec.duration_col)
-                continue
-            (pe, ce, he), (pc, cc, hc) = hazards["event"], hazards["censor"]
-            models.append(EndpointModel(spec, edges, pe, ce, he, pc, cc, hc,
-                                        tuple(modifiers["event"]), tuple(modifiers["censor"])))
-        return models
-
     def learn_parameters(self, oracle: CountOracle, edges: Sequence[tuple[str, str]]) -> BayesianNetworkGenerator:
         """Step 2: CPDs from ``oracle``'s counts with a BDeu prior, plus the within-bin histograms.
 
@@ -465,12 +341,17 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
                 table = arr.reshape(n_bins, self.params.n_sub_bins * N_PRECISIONS).astype(np.float64)
             within[c] = table
         self._set_model(model, edges, within)
-        self._survival = self._fit_survival(got, survival_parents)
+        self._survival = []
+        self._survival = self._calibrated(self._fit_survival(got, survival_parents))
         self.fitted_ = True
         return self
 
     def _marginal_fallback(self, v: str, parent_cards: Sequence[int]) -> np.ndarray:
         """Counts for a family nobody could count: the child's marginal from the domain, for every parent state."""
+        cats = derived_categories(self._count_domain(), v)
+        if cats is not None:  # a derived node: uniform over its categories and "missing"
+            q = int(np.prod(parent_cards)) if parent_cards else 1
+            return np.full((len(cats) + 1, q), 1.0 / q)
         col = self._require_domain()[base_column(v)]
         if v.endswith(ISNA_SUFFIX):
             base = np.array([1.0 - col.missing_rate, col.missing_rate]) * max(col.n_observed, 1)
@@ -531,7 +412,8 @@ class BayesianNetworkGenerator(NetworkSampling, BaseGenerator[BayesianNetworkPar
         state = read_model_json(folder, MODEL_FILE)
         cards = self._cards()
         model = DiscreteBayesianNetwork()
-        model.add_nodes_from(list(cards))
+        # The saved CPDs name the nodes (a model saved before derived nodes existed has none of them).
+        model.add_nodes_from([str(entry["variable"]) for entry in state["cpds"]])
         model.add_edges_from([tuple(e) for e in state["edges"]])
         cpds = []
         for entry in state["cpds"]:

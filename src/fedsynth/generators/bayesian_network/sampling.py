@@ -17,13 +17,17 @@ from fedsynth.generators.bayesian_network.counts import (
     base_column,
     derived_categories,
     n_states,
-    network_variables,
 )
 from fedsynth.generators.bayesian_network.survival import (
     EndpointModel,
     config_index,
     draw_piecewise_exponential,
+    median_calibration,
 )
+
+#: Rows the network draws to calibrate the survival modifiers (:meth:`NetworkSampling._calibrated`), with a fixed
+#: seed: the calibration is then a function of the summed counts alone, so a federation gets the same hazards.
+CALIBRATION_ROWS = 20_000
 
 # Marker: exact conditional sampling would need a factor larger than allowed; rejection is used instead.
 _TOO_LARGE = object()
@@ -56,6 +60,10 @@ class NetworkSampling(ABC):
         """The domain whose schema names the derived columns survival parents may be (see the generator)."""
 
     @abstractmethod
+    def _network_variables(self) -> list[str]:
+        """The network's nodes in their fixed order (the domain's variables, then any derived nodes)."""
+
+    @abstractmethod
     def _sub_bins(self) -> int:
         """Sub-bins per numeric bin of the within-bin histograms (the generator's ``n_sub_bins``)."""
 
@@ -65,10 +73,9 @@ class NetworkSampling(ABC):
     def _set_model(self, model: Any, edges: Sequence[tuple[str, str]], within: Mapping[str, np.ndarray]) -> None:
         import networkx as nx
 
-        domain = self._require_domain()
         self.model_ = model
         self.edges_ = sorted((str(u), str(v)) for u, v in edges)
-        order = {c: i for i, c in enumerate(network_variables(domain))}
+        order = {c: i for i, c in enumerate(self._network_variables())}
         self._order = list(nx.lexicographical_topological_sort(model, key=lambda n: f"{order[n]:06d}"))
         self._parents = {v: list(model.get_cpds(v).variables[1:]) for v in self._order}
         self._probs = {v: np.asarray(model.get_cpds(v).get_values(), dtype=np.float64).T for v in self._order}
@@ -76,7 +83,7 @@ class NetworkSampling(ABC):
         self._within = {c: np.asarray(t, dtype=np.float64) for c, t in within.items()}
 
     def _cards_cache(self, v: str) -> int:
-        return n_states(self._require_domain(), v)
+        return n_states(self._count_domain(), v)
 
     def _forward_codes(
         self, n_samples: int, rng: np.random.Generator, fixed: Mapping[str, np.ndarray] | None = None
@@ -139,6 +146,42 @@ class NetworkSampling(ABC):
         isna = codes.get(col + ISNA_SUFFIX)
         if isna is not None:
             out[np.asarray(isna) == 1] = card - 1
+        return out
+
+    def _calibrated(self, models: Sequence[EndpointModel]) -> list[EndpointModel]:
+        """``models`` with each hazard that has modifiers rescaled per parent configuration by
+        :func:`~.survival.median_calibration`, over :data:`CALIBRATION_ROWS` rows drawn from the fitted network
+        (fixed seed; call with ``self._survival`` empty, so that the draw is the network's own)."""
+        import dataclasses
+
+        if not any(m.event_modifiers or m.censor_modifiers for m in models):
+            return list(models)
+        rng = np.random.default_rng(0)
+        codes = self._forward_codes(CALIBRATION_ROWS, rng)
+        frame = self._decode(codes, rng)
+        cache: dict[str, np.ndarray] = {}
+
+        def pcodes(name: str) -> np.ndarray:
+            if name not in cache:
+                cache[name] = self._parent_codes(name, frame, codes)
+            return cache[name]
+
+        out = []
+        for m in models:
+            hazards = {}
+            for kind, parents, cards, hazard, modifiers in (
+                ("event_hazard", m.event_parents, m.event_cards, m.event_hazard, m.event_modifiers),
+                ("censor_hazard", m.censor_parents, m.censor_cards, m.censor_hazard, m.censor_modifiers),
+            ):
+                if modifiers:
+                    ratio = np.ones(CALIBRATION_ROWS)
+                    for name, ratios in modifiers:
+                        ratio = ratio * np.asarray(ratios)[pcodes(name)]
+                    q = config_index([pcodes(p) for p in parents], cards, CALIBRATION_ROWS)
+                    hazard = hazard * median_calibration(q, ratio, hazard.shape[0])[:, None]
+                hazards[kind] = hazard
+            out.append(dataclasses.replace(m, event_hazard=hazards["event_hazard"],
+                                           censor_hazard=hazards["censor_hazard"]))
         return out
 
     def _draw_survival(self, frame: pd.DataFrame, codes: Mapping[str, np.ndarray], rng: np.random.Generator) -> None:

@@ -1,0 +1,243 @@
+"""The shared domain under a privacy budget: count vectors on a coarse shared grid, released with Gaussian noise.
+
+Under ``privacy: {epsilon, delta}`` no domain summary leaves a site exactly. Each site counts its rows with
+:func:`dp_counts` — per model column one vector in which every row that holds the column falls in exactly one
+cell (missing, a cell of :data:`DP_GRID` within the declared range, or a candidate label), so adding or removing
+one patient changes each column's vector by one in one cell: L2 sensitivity 1 per column, √C over C columns. The
+sites add Gaussian noise to these vectors (:mod:`fedsynth.privacy.noise`, the two-step BN's count mechanism and
+trust model), the server sums them (securely or in clear) and :func:`noisy_summary` turns the noisy sums into a
+summary that :func:`~fedsynth.encoding.domain.merge_summaries` merges like any other. Everything here is
+post-processing of the noisy sums and costs no privacy:
+
+* bounds are the schema's declared clinical range where it declares one; an undeclared end comes from the noisy
+  histogram: the coarse grid point (:data:`~fedsynth.encoding.domain.BOUND_GRID`) beyond the noisy support
+  (:func:`noisy_support`: the outermost cells of blocks whose noisy sum clears a threshold set by σ) — a grid
+  point, never a site's minimum or maximum;
+* quantile bins come from the noisy cells of the support (their noisy
+  cumulative count, made non-decreasing from 0), mean and standard deviation from the same cells' midpoints (no
+  moments are released);
+* a categorical label whose noisy total is under ``k`` is suppressed (its rows count as missing), declared or not;
+* the rows holding a column are estimated once for every group of columns held by the same sites (an
+  inverse-variance weighted mean of the columns' noisy totals: a binary column's total has 3 noisy cells, a
+  numeric one's hundreds), so missing rates are noisy missing counts over a precise total.
+
+Why a coarser grid than the exact sums' :data:`~fedsynth.encoding.domain.HIST_GRID` (two significant digits): the
+noise of a quantile grows with the number of cells summed below it, so at the noise a small ε gives (σ ≈ 30 per
+cell at ε = 3 over 43 columns) 90 cells per decade would bury every quantile; :data:`DP_GRID` has 24 log-spaced
+cells per decade (each about 10% wide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.cohort.schema import TableSchema
+from fedsynth.encoding.domain import coarse_bounds
+from fedsynth.encoding.grid import grid_counts, histogram_edges, kept_labels, modes_from_histogram
+
+#: Cells per decade of :data:`DP_GRID`.
+DP_CELLS_PER_DECADE = 24
+#: Family-wise rate at which :func:`noisy_support` lets a cell of pure noise pass, per column (all levels).
+SUPPORT_FALSE_POSITIVE_RATE = 0.01
+#: Block sizes (adjacent cells summed) at which :func:`noisy_support` looks for occupied cells.
+BLOCK_SIZES = (1, 2, 4, 8, 24)
+
+
+def _log_grid(per_decade: int) -> np.ndarray:
+    """0 and ``per_decade`` log-spaced points per decade (two significant digits) from 1e-4 to 1e10, both signs."""
+    mant = np.unique(np.round(10.0 ** (np.arange(per_decade) / per_decade), 1))
+    pos = np.unique(np.round(np.concatenate([mant * 10.0**e for e in range(-4, 10)] + [np.array([1e10])]), 12))
+    return np.concatenate([-pos[::-1], [0.0], pos])
+
+
+#: The grid noisy domain histograms are counted on (site-independent: the same at every site without a message).
+DP_GRID = _log_grid(DP_CELLS_PER_DECADE)
+
+
+def dp_histogram_edges(lower: float | None, upper: float | None) -> np.ndarray:
+    """Cell edges of a numeric column's noisy histogram: :data:`DP_GRID` within the declared range."""
+    return histogram_edges(lower, upper, DP_GRID)
+
+
+def dp_counts(data: pd.DataFrame, schema: TableSchema, labels: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """A site's count vectors for the noisy domain (``int64``, same names and shapes at every site).
+
+    Per model column: ``<name>/missing`` (1,) — rows that hold the column with no value, or with a label outside
+    ``labels[name]``; numeric ``<name>/hist`` — counts on :func:`dp_histogram_edges`; categorical and binary
+    ``<name>/labels`` — the count of each of ``labels[name]``. Each row the site holds the column for is in
+    exactly one of these cells (L2 sensitivity 1 per column); a column the site lacks is all zeros. No row count
+    is sent: the server takes it from the column sums.
+
+    Parameters
+    ----------
+    data : DataFrame
+        The site's rows.
+    schema : TableSchema
+        The table's schema.
+    labels : mapping of str to list of str
+        Candidate labels per categorical or binary column (:func:`~fedsynth.encoding.grid.candidate_labels`).
+
+    Returns
+    -------
+    dict of str to ndarray
+    """
+    counts = grid_counts(data, schema, labels, edges=dp_histogram_edges)
+    out: dict[str, np.ndarray] = {}
+    for name in schema.model_columns:
+        out[f"{name}/missing"] = np.asarray(counts[f"{name}/n"][1:2], dtype=np.int64)
+        for part in ("hist", "labels"):
+            if f"{name}/{part}" in counts:
+                out[f"{name}/{part}"] = counts[f"{name}/{part}"]
+    return out
+
+
+def support_threshold(noise_std: float, n_cells: int, min_count: int) -> float:
+    """The noisy count a cell (or block of cells) needs to count as occupied: at least ``min_count``, and high
+    enough that among ``n_cells`` empty ones with Gaussian noise of standard deviation ``noise_std`` one passes
+    with probability at most :data:`SUPPORT_FALSE_POSITIVE_RATE` (a one-sided Bonferroni bound)."""
+    from scipy.stats import norm
+
+    z = float(norm.isf(SUPPORT_FALSE_POSITIVE_RATE / max(n_cells, 1)))
+    return max(float(min_count), z * float(noise_std))
+
+
+def noisy_support(hist: np.ndarray, noise_std: float, min_count: int) -> tuple[int, int]:
+    """The first and last cell of a noisy histogram's support: the outermost cells of any block of 1, 2, 4, 8 or
+    24 adjacent cells whose noisy sum clears :func:`support_threshold` at its level (a block of ``b`` cells
+    carries noise ``noise_std * sqrt(b)``; coarse blocks find spread-out values that no single cell shows, fine
+    ones sharpen the ends). When nothing clears any level, the most counted cell.
+
+    Returns
+    -------
+    (int, int)
+        Indices of the first and last occupied cell (inclusive).
+    """
+    first, last = len(hist), -1
+    for b in BLOCK_SIZES:
+        n_blocks = -(-len(hist) // b)
+        sums = np.add.reduceat(hist, np.arange(0, len(hist), b)) if len(hist) else np.zeros(0)
+        tau = support_threshold(noise_std * float(np.sqrt(b)), n_blocks * len(BLOCK_SIZES), min_count)
+        hit = np.flatnonzero(sums >= tau)
+        if len(hit):
+            first = min(first, int(hit[0]) * b)
+            last = max(last, min(int(hit[-1]) * b + b, len(hist)) - 1)
+    if last < 0:
+        i = int(np.argmax(hist))
+        return i, i
+    return first, last
+
+
+def _numeric_entry(
+    hist: np.ndarray, lower: float | None, upper: float | None, noise_std: float, min_count: int
+) -> dict[str, Any]:
+    """Bounds and cells of one numeric column from its noisy histogram (see the module)."""
+    edges = dp_histogram_edges(lower, upper)
+    i0, i1 = noisy_support(hist, noise_std, min_count)
+    left, right = float(edges[i0]), float(edges[i1 + 1])
+    lo, hi = coarse_bounds(left, right, lower, upper)
+    lo = float(lower) if lower is not None else min(lo, left)
+    hi = float(upper) if upper is not None else max(hi, right)
+    # Cells from the noisy cumulative count, made non-decreasing from 0: clipping each cell at 0 instead would
+    # pile the positive half of every sparse cell's noise into the distribution (hundreds of rows over a decade).
+    cum = np.maximum.accumulate(np.clip(np.cumsum(hist[i0 : i1 + 1]), 0, None))
+    cells = np.diff(np.concatenate([[0.0], np.rint(cum)])).astype(np.int64)
+    if cells.sum() == 0:
+        cells[int(np.argmax(hist[i0 : i1 + 1]))] = 1
+    cell_edges = [float(e) for e in edges[i0 : i1 + 2]]
+    counts = [int(c) for c in cells]
+    # Empty cells out to the bounds, so that the first and last edges are the bounds (merge_summaries' layout).
+    if lo < cell_edges[0]:
+        cell_edges, counts = [lo, *cell_edges], [0, *counts]
+    if hi > cell_edges[-1]:
+        cell_edges, counts = [*cell_edges, hi], [*counts, 0]
+    return {"lower": lo, "upper": hi, "hist_edges": cell_edges, "hist_counts": counts}
+
+
+def _rows_holding(
+    summed: Mapping[str, np.ndarray], schema: TableSchema, holders: Mapping[str, Collection[str]]
+) -> dict[str, float]:
+    """Per column, the rows that hold it: one estimate per group of columns held by the same sites, the
+    inverse-variance weighted mean of the group's noisy column totals (a total over m cells has variance m σ²)."""
+    groups: dict[frozenset[str], list[tuple[float, int]]] = {}
+    for name in schema.model_columns:
+        if not holders.get(name):
+            continue
+        parts = [np.asarray(summed[key], dtype=float) for key in (f"{name}/missing", f"{name}/hist", f"{name}/labels")
+                 if key in summed]
+        groups.setdefault(frozenset(holders[name]), []).append((float(sum(p.sum() for p in parts)),
+                                                               sum(p.size for p in parts)))
+    estimate = {g: max(0.0, sum(t / m for t, m in totals) / sum(1.0 / m for _, m in totals))
+                for g, totals in groups.items()}
+    return {name: estimate[frozenset(holders[name])] for name in schema.model_columns if holders.get(name)}
+
+
+def noisy_summary(
+    summed: Mapping[str, np.ndarray],
+    labels: Mapping[str, Sequence[str]],
+    schema: TableSchema,
+    *,
+    holders: Mapping[str, Collection[str]],
+    noise_std: float,
+    min_count: int = 5,
+    significant_digits: int = 3,
+    n_modes: int = 0,
+    random_state: int | None = 0,
+) -> dict[str, Any]:
+    """Server side: the noisy sums of :func:`dp_counts` as one summary (the input of
+    :func:`~fedsynth.encoding.domain.merge_summaries`); post-processing only (see the module).
+
+    Parameters
+    ----------
+    summed : mapping of str to ndarray
+        The sum over sites of the sites' noisy :func:`dp_counts` vectors.
+    labels : mapping of str to list of str
+        The candidate labels the vectors were counted over.
+    schema : TableSchema
+        The table's schema (declared ranges and categories).
+    holders : mapping of str to collection of str
+        Per column, the sites that hold it (from the sites' hello); a column no site holds is left out.
+    noise_std : float
+        σ the sums carry per cell (for the support threshold).
+    min_count : int
+        ``k``: the smallest noisy total a categorical label needs to be released, and the least a histogram cell
+        or a missing count needs to count as non-empty.
+    significant_digits, n_modes, random_state
+        Rounding, number and seed of mixture modes fitted to draws from the noisy histogram (``n_modes > 0``).
+
+    Returns
+    -------
+    dict
+        ``{"n_rows": ..., "columns": {...}}`` in :func:`~fedsynth.encoding.domain.release_summary`'s layout,
+        without sums (mean and standard deviation then come from the cells' midpoints).
+    """
+    rng = np.random.default_rng(random_state)
+    rows = _rows_holding(summed, schema, holders)
+    # A noisy missing count is taken as 0 unless it clears the bar one cell of pure noise passes 1% of the time.
+    floor = support_threshold(noise_std, 1, min_count)
+    columns: dict[str, Any] = {}
+    for name, n in ((c, round(r)) for c, r in rows.items()):
+        spec = schema[name]
+        noisy_missing = float(np.asarray(summed[f"{name}/missing"]).sum())
+        missing = int(np.clip(np.rint(noisy_missing), 0, n)) if noisy_missing >= floor else 0
+        entry: dict[str, Any] = {"kind": spec.kind.value, "n": n, "n_missing": missing}
+        if spec.is_numeric:
+            hist = np.asarray(summed[f"{name}/hist"], dtype=float)
+            entry.update(_numeric_entry(hist, spec.lower, spec.upper, noise_std, min_count))
+            if n_modes > 0:
+                entry["modes"] = modes_from_histogram(entry["hist_edges"], entry["hist_counts"], max(n - missing, 1),
+                                                      n_modes, rng, min_count=min_count,
+                                                      significant_digits=significant_digits, random_state=random_state)
+        else:
+            c = np.asarray(summed[f"{name}/labels"], dtype=float)
+            kept = kept_labels(list(labels.get(name, ())), c, spec.kind, min_count)
+            entry["counts"] = kept
+            # Suppressed labels' rows count as missing, as a site's own release does.
+            suppressed = int(np.clip(np.rint(c), 0, None).sum()) - sum(kept.values())
+            entry["n_missing"] = min(n, missing + max(suppressed, 0))
+        columns[name] = entry
+    sizes = [int(e["n"]) for e in columns.values()]
+    return {"n_rows": max(sizes) if sizes else 0, "columns": columns}
