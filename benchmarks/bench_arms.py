@@ -138,6 +138,11 @@ class _SDVPeer:
 
 
 PEERS = ("gaussian_copula", "tvae")
+#: VAE-BGM's conditioning modes drawn from one fit with --compare-conditioning (condition_components); "*_ranges":
+#: with condition_ranges (range terms such as AGE >= 65 weigh the components too), drawn only for arms with a range
+#: or expression (for the others it is the same draw).
+RANGES = "_ranges"
+VAE_MODES = ("stratified", "stratified" + RANGES, "proposal", "proposal" + RANGES, "off")
 
 
 def _expected_lost(effects: list[dict[str, Any]]) -> float:
@@ -185,7 +190,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="patients per arm (larger: the model's bias, less noise)")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the survival-effect fidelity")
     ap.add_argument("--compare-conditioning", action="store_true",
-                    help="VAE-BGM: draw each arm with each condition_components mode (same fit; 'components')")
+                    help="VAE-BGM: draw each arm with each mode of VAE_MODES (same fit; 'components')")
+    ap.add_argument("--vae-modes", default=",".join(VAE_MODES), help="the modes --compare-conditioning draws")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arms.json"))
     args = ap.parse_args()
     _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
@@ -204,6 +210,7 @@ def main() -> None:
         for kind in kinds:
             gen, seconds = _fit(kind, part, seed, json.loads(args.bn_params))
             default_mode = gen.get_params().get("condition_components")
+            default_ranges = gen.get_params().get("condition_ranges")
             for arm_name in ARMS:
                 crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
                 req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
@@ -214,10 +221,12 @@ def main() -> None:
                     return m
 
                 mask = eligible(train)
-                modes = ["stratified", "proposal", "off"] if (args.compare_conditioning and kind == "vae_bgm") else [None]
+                modes = [m for m in args.vae_modes.split(",") if req.where or not m.endswith(RANGES)] if (
+                    args.compare_conditioning and kind == "vae_bgm") else [None]
                 for mode in modes:
                     if mode is not None:
-                        gen.set_params(condition_components=mode)
+                        gen.set_params(condition_components=mode.removesuffix(RANGES),
+                                       condition_ranges=mode.endswith(RANGES))
                     gen.raw_violations_ = gen.raw_rows_ = 0
                     arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None, where=req.where,
                                      max_tries=1000, max_seconds=300)
@@ -237,7 +246,7 @@ def main() -> None:
                     out["runs"].append(row)
                     print(json.dumps(row), flush=True)
                 if len(modes) > 1:
-                    gen.set_params(condition_components=default_mode)
+                    gen.set_params(condition_components=default_mode, condition_ranges=default_ranges)
             if not args.no_fidelity:
                 # The whole-table figure of issue #11: as many synthetic rows as training rows, unconditioned.
                 syn = gen.sample(len(train), random_state=seed)
@@ -245,7 +254,8 @@ def main() -> None:
                 fid = {"seed": seed, "generator": kind, "fidelity": se["fidelity"], "curves_part": se["parts"]["curves"],
                        "effects_part": se["parts"]["effects"], **se["counts"],
                        "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
-                                f"{e['p_synthetic']:.2g})" for e in se["effects"] if e["lost"]]}
+                                f"{e['p_synthetic']:.2g}; log HR real {e['log_hr_real']:.3g}, synthetic "
+                                f"{e['log_hr_synthetic']:.3g})" for e in se["effects"] if e["lost"]]}
                 fid["expected_lost_by_a_replicate"] = _expected_lost(se["effects"])
                 out["fidelity"].append(fid)
                 print(json.dumps(fid), flush=True)

@@ -17,6 +17,23 @@ Sums over sites equal the pooled counts. A conditional draw then picks component
 (``L`` labels including missing, one pseudo-row spread evenly), a product over the conditioned columns, and the
 decoded rows are still filtered so that every returned row meets the condition exactly. Components are read with
 the mixture's point estimates (``weights``, ``means``, ``covariances``), the parameters sampling draws from.
+
+Numeric baseline columns (not outcomes, not ``baseline: false``) are counted the same way on the shared domain's
+bins (``counts[col][k, b]``, missing last), so a range term such as ``AGE >= 65`` can enter the product too
+(VAE-BGM's ``condition_ranges``)::
+
+    P(lo <= col <= hi | k) = (sum_b c_kb f_b + sum_b f_b / L) / (c_k + 1)
+
+with ``f_b`` the share of bin ``b`` inside the range: values spread evenly inside a bin (a continuous column: the
+share of its length; an integer column: the share of the integers it holds), ``L`` = bins + 1.
+
+What a site releases in clear (no secure aggregation) follows its smallest released count ``k``
+(:func:`release_counts`): summed over components a column's table is the site's row count per label or bin, so a
+label held by fewer than ``k`` rows is left out (as the shared domain leaves it out), a bin under ``k`` is merged
+with its neighbours and the merged counts spread evenly over the merged bins (as the domain's histograms merge
+cells), and a missing count under ``k`` is left out. The per-component split of a row is soft (responsibilities),
+as for the label counts. Under secure aggregation the server learns only the sums and nothing is merged; under a
+privacy budget the counts are not asked for.
 """
 
 from __future__ import annotations
@@ -31,11 +48,15 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from fedsynth.cohort.derived import DERIVATIONS
-from fedsynth.cohort.schema import ColumnKind, TableSchema
+from fedsynth.cohort.schema import ColumnKind, ColumnRole, TableSchema
 from fedsynth.encoding.domain import Domain
 
 #: Column -> its labels, in count order (the missing label is the extra last count).
 CountColumns = dict[str, tuple[str, ...]]
+#: Numeric column -> the shared domain's bin edges (``n_bins + 1``; the missing count is the extra last count).
+CountBins = dict[str, tuple[float, ...]]
+#: Numeric column -> the inclusive range ``(lo, hi)`` a condition asks of it (``-inf``/``inf`` when open).
+Ranges = dict[str, tuple[float, float]]
 
 
 def count_columns(schema: TableSchema, domain: Domain) -> CountColumns:
@@ -51,6 +72,19 @@ def count_columns(schema: TableSchema, domain: Domain) -> CountColumns:
         cats = getattr(spec, "categories", None)
         if spec.kind is ColumnKind.CATEGORICAL and cats:
             out[name] = tuple(str(c) for c in cats)
+    return out
+
+
+def count_bins(schema: TableSchema, domain: Domain) -> CountBins:
+    """The numeric columns counted per component on the shared domain's bins, with the bin edges: every
+    continuous or integer column of the domain that a control-arm criterion may name (not an outcome, not
+    ``baseline: false``) and that has at least one bin."""
+    after = set(schema.post_baseline_columns)
+    out: CountBins = {}
+    for name, col in domain.columns.items():
+        if (col.is_numeric and name in schema and name not in after and schema[name].role is not ColumnRole.OUTCOME
+                and len(col.bins) >= 2):
+            out[name] = tuple(float(b) for b in col.bins)
     return out
 
 
@@ -84,8 +118,11 @@ def component_count_statistics(
     mixture: Mapping[str, np.ndarray],
     columns: Mapping[str, Sequence[str]],
     schema: TableSchema,
+    *,
+    bins: Mapping[str, Sequence[float]] | None = None,
+    min_count: int = 1,
 ) -> dict[str, np.ndarray]:
-    """Site side: per component, the responsibility-weighted counts of each counted column's labels.
+    """Site side: per component, the responsibility-weighted counts of each counted column's labels or bins.
 
     Parameters
     ----------
@@ -99,12 +136,19 @@ def component_count_statistics(
         From :func:`count_columns`.
     schema : TableSchema
         The run's schema (for the derived columns' definitions).
+    bins : mapping, optional
+        From :func:`count_bins`: numeric columns counted per bin of the shared grid (a value outside the edges
+        counts in the nearest end bin).
+    min_count : int, default 1
+        The site's smallest released count ``k`` in clear (:func:`release_counts`); 1 releases the counts as
+        they are (secure aggregation, or a data holder fitting on its own rows).
 
     Returns
     -------
     dict of float64 arrays
-        ``col -> (K, n_labels + 1)`` (the last count: missing), for each counted column the site holds (or, for a
-        derived column, holds every input of); a column the site lacks is left out, so it adds nothing to the sums.
+        ``col -> (K, n_cells + 1)`` (labels or bins; the last count: missing), for each counted column the site
+        holds (or, for a derived column, holds every input of); a column the site lacks, or whose every count is
+        withheld, is left out, so it adds nothing to the sums.
     """
     r = component_responsibilities(codes, mixture)
     frame = data
@@ -121,9 +165,78 @@ def component_count_statistics(
         index = {lab: j for j, lab in enumerate(labels)}
         pos = np.array([missing if pd.isna(v) else index.get(_label(v, kind), missing) for v in frame[name]],
                        dtype=np.int64)
-        onehot = np.zeros((len(pos), len(labels) + 1))
-        onehot[np.arange(len(pos)), pos] = 1.0
-        out[name] = r.T @ onehot
+        out[name] = release_counts(_onehot_counts(r, pos, len(labels) + 1), min_count, ordered=False)
+    for name, edges in (bins or {}).items():
+        if name not in frame.columns:
+            continue
+        e = np.asarray(edges, dtype=np.float64)
+        v = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+        pos = np.clip(np.searchsorted(e, v, side="right") - 1, 0, len(e) - 2)
+        pos[np.isnan(v)] = len(e) - 1
+        out[name] = release_counts(_onehot_counts(r, pos, len(e)), min_count, ordered=True)
+    return {k: v for k, v in out.items() if v.any()}
+
+
+def _onehot_counts(r: np.ndarray, pos: np.ndarray, n_cells: int) -> np.ndarray:
+    onehot = np.zeros((len(pos), n_cells))
+    onehot[np.arange(len(pos)), pos] = 1.0
+    return np.asarray(r.T @ onehot)
+
+
+def release_counts(table: np.ndarray, min_count: int, *, ordered: bool) -> np.ndarray:
+    """What a site releases in clear of one column's per-component counts under its smallest released count.
+
+    The column sums of ``table`` (over components) are the site's row counts per cell. With ``k = min_count``:
+    the missing cell (last) is zeroed when it holds 1..k-1 rows; unordered cells (labels) holding 1..k-1 rows
+    are zeroed; ordered cells (bins) are merged from the left until each merged run holds at least ``k`` rows (an
+    empty cell stays alone; a remainder under ``k`` joins the runs before it), and a run's counts are spread
+    evenly over its cells; when all value cells hold fewer than ``k`` rows together they are zeroed.
+
+    Parameters
+    ----------
+    table : array (K, n_cells + 1)
+        Per component, counts per label or bin, missing last.
+    min_count : int
+        ``k``; 1 returns a copy of ``table``.
+    ordered : bool
+        Whether the value cells are bins of a numeric column (merged) or labels (withheld).
+
+    Returns
+    -------
+    float64 array of the same shape
+        Merged runs keep their total, so the released table sums to the rows it keeps.
+    """
+    out = np.array(table, dtype=np.float64, copy=True)
+    k = int(min_count)
+    if k <= 1:
+        return out
+    rows = out.sum(axis=0)
+    small = (rows > 1e-9) & (rows < k - 1e-9)
+    if small[-1]:
+        out[:, -1] = 0.0
+    if not ordered:
+        out[:, :-1][:, small[:-1]] = 0.0
+        return out
+    runs: list[list[int]] = []
+    cur: list[int] = []
+    acc = 0.0
+    for j, c in enumerate(rows[:-1]):
+        cur.append(j)
+        acc += float(c)
+        if acc >= k - 1e-9 or acc <= 1e-9:
+            runs.append(cur)
+            cur, acc = [], 0.0
+    while cur and acc < k - 1e-9 and runs:  # a remainder under k joins the runs before it
+        cur = runs.pop() + cur
+        acc = float(rows[cur].sum())
+    if cur and acc < k - 1e-9:
+        out[:, cur] = 0.0
+        cur = []
+    if cur:
+        runs.append(cur)
+    for run in runs:
+        if len(run) > 1:
+            out[:, run] = out[:, run].sum(axis=1, keepdims=True) / len(run)
     return out
 
 
@@ -143,13 +256,38 @@ def component_condition_weights(
     columns: Mapping[str, Sequence[str]],
     conditions: Mapping[str, Sequence[str]],
     *,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    bins: Mapping[str, Sequence[float]] | None = None,
+    integer: Sequence[str] = (),
     pseudo_count: float = 1.0,
 ) -> np.ndarray:
-    """P(k | conditions) ∝ pi_k * prod_col P(col in V_col | k), from the summed counts; shape ``(K,)``, sums to 1.
+    """P(k | conditions) ∝ pi_k * prod_col P(col meets its term | k), from the summed counts; shape ``(K,)``, sums to 1.
 
-    ``conditions`` maps a column to the labels it may hold (as :func:`count_columns` writes them). Columns
-    without counts (numeric ones, or ones no site held) are left out of the product. Returns the mixture weights
-    (normalised) when no conditioned column has counts, and when the product vanishes for every component.
+    Parameters
+    ----------
+    weights : array (K,)
+        The mixture weights ``pi``.
+    counts : mapping
+        Summed counts (:func:`component_count_statistics`).
+    columns : mapping
+        Label columns (:func:`count_columns`).
+    conditions : mapping
+        Column -> the labels it may hold (as :func:`count_columns` writes them); columns without label counts
+        are left out of the product.
+    ranges : mapping, optional
+        Numeric column -> inclusive ``(lo, hi)`` (:func:`where_ranges`); a column without bin counts is left out.
+    bins : mapping, optional
+        Bin edges of the numeric columns (:func:`count_bins`).
+    integer : sequence of str
+        The numeric columns holding integers (their bins' shares count integers, :func:`range_shares`).
+    pseudo_count : float, default 1
+        One pseudo-row per component spread evenly over a column's cells (labels or bins, and missing).
+
+    Returns
+    -------
+    array (K,)
+        The mixture weights (normalised) when no conditioned column has counts, and when the product vanishes
+        for every component.
     """
     pi = np.asarray(weights, dtype=np.float64)
     pi = pi / pi.sum()
@@ -160,10 +298,16 @@ def component_condition_weights(
             continue
         c = np.asarray(counts[col], dtype=np.float64)
         labels = list(columns[col])
-        idx = [labels.index(str(v)) for v in values if str(v) in labels]
-        n_labels = c.shape[1]
-        p = (c[:, idx].sum(axis=1) + pseudo_count * len(idx) / n_labels) / (c.sum(axis=1) + pseudo_count)
-        log_p = log_p + np.log(np.maximum(p, 1e-300))
+        share = np.zeros(c.shape[1])
+        share[[labels.index(str(v)) for v in values if str(v) in labels]] = 1.0
+        log_p = log_p + np.log(np.maximum(_cell_probability(c, share, pseudo_count), 1e-300))
+        used = True
+    for col, (lo, hi) in (ranges or {}).items():
+        if col not in counts or bins is None or col not in bins:
+            continue
+        c = np.asarray(counts[col], dtype=np.float64)
+        share = np.append(range_shares(bins[col], lo, hi, integer=col in integer), 0.0)  # missing meets no range
+        log_p = log_p + np.log(np.maximum(_cell_probability(c, share, pseudo_count), 1e-300))
         used = True
     if not used:
         return np.asarray(pi)
@@ -171,16 +315,52 @@ def component_condition_weights(
     return out if bool(np.isfinite(out).all()) and float(out.sum()) > 0 else np.asarray(pi)
 
 
+def _cell_probability(c: np.ndarray, share: np.ndarray, pseudo_count: float) -> np.ndarray:
+    """Per component ``(sum_j c_kj s_j + pseudo * sum_j s_j / L) / (c_k + pseudo)``, ``L`` cells."""
+    return np.asarray((c @ share + pseudo_count * share.sum() / c.shape[1]) / (c.sum(axis=1) + pseudo_count))
+
+
+def range_shares(edges: Sequence[float], lo: float, hi: float, *, integer: bool = False) -> np.ndarray:
+    """The share of each bin inside the inclusive range ``[lo, hi]``, values spread evenly inside a bin.
+
+    Bins are ``[e_b, e_b+1)``, the last one closed (as :meth:`~fedsynth.encoding.domain.Domain.bin_index` assigns
+    values). A continuous column: the share of the bin's length; an integer column: the share of the integers
+    the bin holds (0 for a bin that holds none).
+
+    Parameters
+    ----------
+    edges : sequence of float
+        Strictly increasing bin edges, ``n_bins + 1`` of them.
+    lo, hi : float
+        Inclusive bounds (``-inf``/``inf`` when open).
+    integer : bool, default False
+
+    Returns
+    -------
+    float64 array (n_bins,)
+        Values in [0, 1].
+    """
+    e = np.asarray(edges, dtype=np.float64)
+    left, right = e[:-1], e[1:]
+    if integer:
+        first = np.ceil(left)
+        last = np.ceil(right) - 1.0
+        last[-1] = np.floor(right[-1])
+        held = np.maximum(last - first + 1.0, 0.0)
+        inside = np.maximum(np.minimum(last, np.floor(hi)) - np.maximum(first, np.ceil(lo)) + 1.0, 0.0)
+        return np.asarray(np.divide(inside, held, out=np.zeros_like(held), where=held > 0))
+    inside = np.maximum(np.minimum(right, hi) - np.maximum(left, lo), 0.0)
+    return np.asarray(inside / (right - left))
+
+
 _BACKQUOTED = re.compile(r"`([^`]*)`")
 
 
-def where_categories(where: str | None, columns: Mapping[str, Sequence[str]], schema: TableSchema) -> dict[str, list[str]]:
-    """The category conditions a ``where`` expression implies, as far as they can be read: the terms of a
-    top-level conjunction (``and`` or ``&``) of the form ``COL == value``, ``value == COL`` or ``COL in [values]``
-    on a counted column. Anything else (ranges, ``or``, negations) gives nothing here; rejection still applies
-    the whole expression to every row."""
+def _conjunction(where: str | None) -> tuple[list[ast.Compare], dict[str, str]]:
+    """The comparisons at the top level of a conjunction (``and`` or ``&``) in ``where``, and the names that
+    stand for its backquoted column names; anything else (``or``, negations, calls) is left out."""
     if not where:
-        return {}
+        return [], {}
     names: dict[str, str] = {}
 
     def _name(m: re.Match[str]) -> str:
@@ -191,8 +371,8 @@ def where_categories(where: str | None, columns: Mapping[str, Sequence[str]], sc
     try:
         tree = ast.parse(_BACKQUOTED.sub(_name, where), mode="eval").body
     except SyntaxError:
-        return {}
-    terms: list[ast.expr] = []
+        return [], {}
+    terms: list[ast.Compare] = []
 
     def _flatten(node: ast.expr) -> None:
         if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
@@ -201,13 +381,22 @@ def where_categories(where: str | None, columns: Mapping[str, Sequence[str]], sc
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd):
             _flatten(node.left)
             _flatten(node.right)
-        else:
+        elif isinstance(node, ast.Compare):
             terms.append(node)
 
     _flatten(tree)
+    return terms, names
+
+
+def where_categories(where: str | None, columns: Mapping[str, Sequence[str]], schema: TableSchema) -> dict[str, list[str]]:
+    """The category conditions a ``where`` expression implies, as far as they can be read: the terms of a
+    top-level conjunction (``and`` or ``&``) of the form ``COL == value``, ``value == COL`` or ``COL in [values]``
+    on a counted column. Anything else (ranges, ``or``, negations) gives nothing here; rejection still applies
+    the whole expression to every row."""
+    terms, names = _conjunction(where)
     out: dict[str, list[str]] = {}
     for t in terms:
-        if not (isinstance(t, ast.Compare) and len(t.ops) == 1):
+        if len(t.ops) != 1:
             continue
         left, op, right = t.left, t.ops[0], t.comparators[0]
         if isinstance(op, ast.Eq) and isinstance(left, ast.Constant) and isinstance(right, ast.Name):
@@ -229,6 +418,62 @@ def where_categories(where: str | None, columns: Mapping[str, Sequence[str]], sc
         except (TypeError, ValueError):
             continue
         out[col] = [lab for lab in labels if lab in out[col]] if col in out else labels
+    return out
+
+
+#: A comparison operator, flipped (``65 <= AGE`` is ``AGE >= 65``).
+_FLIP: dict[type[ast.cmpop], type[ast.cmpop]] = {ast.Lt: ast.Gt, ast.LtE: ast.GtE, ast.Gt: ast.Lt, ast.GtE: ast.LtE,
+                                                 ast.Eq: ast.Eq}
+
+
+def where_ranges(where: str | None, bins: Mapping[str, Sequence[float]], schema: TableSchema) -> Ranges:
+    """The ranges a ``where`` expression asks of counted numeric columns, as inclusive ``(lo, hi)``.
+
+    Read from the comparisons of a top-level conjunction (``and`` or ``&``) between a column with bin counts and
+    a number: ``COL >= v``, ``v < COL``, ``COL == v``, chains such as ``18 <= COL < 65``; several terms on one
+    column intersect. On an integer column strict bounds become inclusive ones (``AGE > 64.5`` is
+    ``AGE >= 65``); on a continuous column ``<`` reads as ``<=`` (one point weighs nothing). Anything else gives
+    nothing here (rejection still applies the whole expression to every row).
+
+    Parameters
+    ----------
+    where : str or None
+        A pandas query, as ``sample``'s ``where``.
+    bins : mapping
+        The counted numeric columns (:func:`count_bins`).
+    schema : TableSchema
+
+    Returns
+    -------
+    dict
+        Column -> ``(lo, hi)``; ``-inf``/``inf`` when open.
+    """
+    terms, names = _conjunction(where)
+    out: Ranges = {}
+    for t in terms:
+        operands = [t.left, *t.comparators]
+        for left, op, right in zip(operands, t.ops, operands[1:]):
+            opt: type[ast.cmpop] = type(op)
+            if isinstance(left, ast.Constant) and isinstance(right, ast.Name) and opt in _FLIP:
+                left, right, opt = right, left, _FLIP[opt]
+            if not isinstance(left, ast.Name) or opt not in _FLIP:
+                continue
+            col = names.get(left.id, left.id)
+            try:
+                value = ast.literal_eval(right)
+            except (ValueError, TypeError, SyntaxError):
+                continue
+            if col not in bins or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            integer = schema[col].kind is ColumnKind.INTEGER
+            v = float(value)
+            lo, hi = -np.inf, np.inf
+            if opt in (ast.Gt, ast.GtE, ast.Eq):
+                lo = (np.floor(v) + 1.0 if opt is ast.Gt else np.ceil(v)) if integer else v
+            if opt in (ast.Lt, ast.LtE, ast.Eq):
+                hi = (np.ceil(v) - 1.0 if opt is ast.Lt else np.floor(v)) if integer else v
+            old = out.get(col, (-np.inf, np.inf))
+            out[col] = (max(old[0], float(lo)), min(old[1], float(hi)))
     return out
 
 

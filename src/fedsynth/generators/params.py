@@ -397,11 +397,16 @@ class VAEBGMParams(GeneratorParams):
         "them sends), with their loss still counted; recommended (e.g. 0.2) for worst-case federations.",
     )
     condition_components: Literal["stratified", "proposal", "off"] = Field(
-        "stratified", description="How conditional sampling uses the per-component category counts kept at "
-        "training: 'stratified' gives each component the share P(component | condition) of the returned rows "
+        "stratified", description="How conditional sampling uses the per-component label and bin counts kept at "
+        "training (category sets and range terms such as AGE >= 65): 'stratified' gives each component the share P(component | condition) of the returned rows "
         "(rejection inside each component), 'proposal' draws components by that probability and then rejects "
         "(counts the condition twice), 'off' draws them by the mixture weights alone. Rows always meet the "
         "conditions exactly.",
+    )
+    condition_ranges: bool = Field(
+        False, description="Whether range terms of a conditional draw's where (AGE >= 65) weigh the latent components "
+        "too, from per-component bin counts on the domain's grid; False (default, chosen on seeds 7/8 in "
+        "benchmarks/results/arms_vae_cond.json): category sets only, ranges by rejection inside each component.",
     )
 
 

@@ -265,8 +265,10 @@ def handle_component_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     generator, data = _site_state(msg, site)
     codes = records.from_array_record(site.state["latent-codes"])["codes"]
     mixture = records.from_array_record(msg.content["mixture"])
-    stats = generator.component_count_statistics(data, mixture, codes)  # type: ignore[attr-defined]
-    return _stash_for_secure_sum(message_config(msg), site, stats) or RecordDict({"stats": records.to_array_record(stats)})
+    cfg = message_config(msg)  # in clear, the site's smallest released count applies to what it sends
+    k = 1 if cfg.get("secagg_tag") or site.policy.clear_counts else site.policy.min_count
+    stats = generator.component_count_statistics(data, mixture, codes, min_count=k)  # type: ignore[attr-defined]
+    return _stash_for_secure_sum(cfg, site, stats) or RecordDict({"stats": records.to_array_record(stats)})
 
 
 SITE_HANDLERS: Mapping[str, SiteHandler] = {
