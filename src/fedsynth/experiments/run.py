@@ -110,7 +110,7 @@ def build_strategy(config: ExperimentConfig, schema: TableSchema, run_dir: Path,
     if config.privacy is not None:
         from fedsynth.privacy.accounting import PrivacyBudget
 
-        strategy.privacy = PrivacyBudget(config.privacy.epsilon, config.privacy.delta)  # type: ignore[attr-defined]
+        strategy.privacy = PrivacyBudget(config.privacy.epsilon, config.privacy.delta)
         # The sites' ledgers record this run's releases under its id, so a resumed run is not charged twice.
         strategy.privacy_run_id = run_dir.name  # type: ignore[attr-defined]
     strategy.checkpoint = FileCheckpoint(run_dir / "checkpoint")

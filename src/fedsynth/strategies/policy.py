@@ -351,7 +351,7 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
     BudgetExceededError
         Naming every site that has less than the run asks for; nothing was released.
     """
-    from flwr.app import RecordDict
+    from flwr.app import ConfigRecord, RecordDict
 
     from fedsynth.privacy.accounting import BudgetExceededError
     from fedsynth.strategies import records

@@ -431,7 +431,8 @@ def _fit_bn_private(generator: Any, train: pd.DataFrame, accountant: PrivacyAcco
     network measured afresh with the parameter phase's share. Noise from OS entropy; sums clipped at 0 by the
     oracle (post-processing). Returns the noise multipliers and table counts."""
     from fedsynth.generators.bayesian_network import Family, SummedCountOracle, family_key
-    from fedsynth.strategies.two_step_bn import DP_STRUCTURE_TABLES, add_count_noise
+    from fedsynth.privacy.noise import add_count_noise
+    from fedsynth.strategies.two_step_bn import DP_STRUCTURE_TABLES
 
     exact = generator.make_oracle(train)  # exact counts: they never leave this function
     rng = np.random.default_rng()  # OS entropy: whoever knows the run's seeds cannot subtract the noise
