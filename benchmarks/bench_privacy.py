@@ -16,8 +16,8 @@ pool, holdout as the NNDR baseline; survival-effect fidelity from :mod:`fedsynth
   tree of 2-way marginals chosen by the exponential mechanism, those 2-way marginals, Private-PGM estimation
   (``mbi``) and sampling; ρ split in thirds, zCDP converted to (ε, δ) by dp_accounting like the federated runs.
   Centralized: it sees the pooled training rows (the trusted-curator model). The discretisation (domain bins and
-  categories) is treated as public for every method, as the federated runs' domain is (it is released under the
-  sites' disclosure policies, not the budget). ``mbi`` is an optional bench dependency
+  categories) is treated as public for every method; the runs recorded in results/privacy.json predate the
+  domain's own DP release (since then a federated run under a budget spends 10% of it on the domain). ``mbi`` is an optional bench dependency
   (``pip install 'fedsynth[bench-privacy]'``); without it the MST rows say so.
 - secure aggregation's cost (``--methods`` ``bn-plain``/``vae-plain``, at ε = ∞ only): each generator's ε = ∞ run
   again with secure aggregation off — the BN in a trusted network (site policy ``clear_counts``: tables sent in

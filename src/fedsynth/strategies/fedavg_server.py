@@ -166,8 +166,8 @@ class _DPPlan:
             "guarantee": "record-level (epsilon, delta) for every patient of every site; the run's epsilon is the "
                          "largest over sites",
             "split": first.get("split", dict(DP_SPLIT)),
-            "split_note": "training (DP-SGD) takes what the mixture phase leaves; domain summaries are released "
-                          "under the sites' disclosure policies, not this budget",
+            "split_note": "the domain release is charged first at its exact cost; training (DP-SGD) takes what "
+                          "the mixture phase leaves of the rest",
             "orders": first.get("orders"),
             "max_grad_norm": DP_MAX_GRAD_NORM, "code_clip": DP_CODE_CLIP, "mixture_iterations": DP_MIXTURE_ITERS,
             "mixture_noise_multiplier": self.mixture_noise,
