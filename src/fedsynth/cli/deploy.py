@@ -7,6 +7,7 @@ message a person can act on (exit code 2) instead of a connection error from dee
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,7 +90,8 @@ def server_start(
     if no_node_auth:
         err_console.print("[yellow]Warning:[/] --no-node-auth: any SuperNode may join.")
     if dry_run:
-        console.print(" ".join(cmd), markup=False, highlight=False)
+        # one unwrapped line a shell reads back as the same arguments (--node-config is a single argument)
+        console.print(shlex.join(cmd), markup=False, highlight=False, soft_wrap=True)
         return
     if not 0 < port < 65536:
         raise ValidationError("Command line", [Problem("--port", f"got {port}", "1-65535")])
@@ -225,7 +227,8 @@ def site_start(
     cmd = processes.supernode_command(superlink=superlink, root_cert=None if insecure else root_cert, key=key,
                                       node_config=node_config, port=port)
     if dry_run:
-        console.print(" ".join(cmd), markup=False, highlight=False)
+        # one unwrapped line a shell reads back as the same arguments (--node-config is a single argument)
+        console.print(shlex.join(cmd), markup=False, highlight=False, soft_wrap=True)
         return
     if insecure:
         err_console.print("[yellow]Warning:[/] --insecure: this site talks to the SuperLink WITHOUT TLS.")

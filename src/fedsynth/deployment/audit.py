@@ -36,6 +36,14 @@ CONTENT_KINDS: dict[str, str] = {
     "rows": "synthetic rows",
     "rules": "rule-answers (one bool per candidate endpoint rule: does it hold on every row)",
     "scores": "metrics (aggregate scores of a synthetic snapshot against the site's rows and holdout)",
+    # secure aggregation (strategies/secagg_site.py, secure_domain.py): what a site sends so that the
+    # coordinator learns only the sum over sites
+    "labels": "labels (names of the category labels the site holds at least k times; no count)",
+    "keys": "keys (secure aggregation: the site's two public keys for this sum)",
+    "shares": "key-shares (secure aggregation: encrypted key shares for the other sites, or the shares "
+              "revealed to unmask the sum)",
+    "masked": "masked (secure aggregation: the site's vector under masks; only the sum over sites is readable)",
+    "layout": "layout (secure aggregation: names and lengths of the summed parts)",
 }
 
 #: Short kind names used in summaries.

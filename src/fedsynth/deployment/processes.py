@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -387,9 +388,27 @@ def run_foreground(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, 
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop(proc))
+    terminated: list[float] = []
+
+    def forward_sigterm(*_: Any) -> None:
+        # Only pass the signal on: waiting for the child here would re-enter the ``proc.wait`` this handler
+        # interrupted, which holds the child's wait lock (a deadlock); the loop below waits and escalates.
+        terminated.append(time.monotonic())
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = signal.signal(signal.SIGTERM, forward_sigterm)
     try:
-        code = proc.wait()
+        while True:
+            try:
+                code = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if terminated and time.monotonic() - terminated[0] > _TERM_GRACE_S:
+                    code = stop(proc, grace=0)
+                    break
     except KeyboardInterrupt:
         code = stop(proc)
     finally:
@@ -397,3 +416,7 @@ def run_foreground(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, 
         stop(proc, grace=5)  # the group: children still holding the output pipe
         reader.join(timeout=5)
     return code, "".join(tail)
+
+
+#: Seconds a Flower process has to end after a forwarded SIGTERM before its group is killed.
+_TERM_GRACE_S = 10.0

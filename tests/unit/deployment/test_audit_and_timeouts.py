@@ -92,6 +92,29 @@ def test_audit_lines_hold_kinds_and_sizes_never_a_value(sites: tuple[list[SiteRu
         assert e["bytes"] == sum(f["bytes"] for f in e["fields"].values()) > 0
 
 
+def test_secure_aggregation_replies_are_named_for_the_steward_not_other(
+        sites: tuple[list[SiteRuntime], TableSchema], tmp_path: Path) -> None:
+    # Setup: a two-step BN run with secure aggregation (a deployed run's default): labels, keys, key shares,
+    # masked vectors and their layout are what leaves a site
+    from fedsynth.strategies import secure_sum
+
+    runtimes, schema = sites
+    grid = InProcessGrid(runtimes, keep_messages=True)
+    make_strategy("two_step_bn", schema, generator="bayesian_network", min_sites=3,
+                  params={"secure_aggregation": True}).start(grid)
+
+    # Run
+    entries = [audit.audit_entry("A", msg, reply) for msg, reply in zip(grid.sent, grid.received, strict=True)
+               if grid.sites[msg.metadata.dst_node_id].name == "A"]
+
+    # Assert: every stage of the protocol was audited, and every field has a kind a steward can read
+    assert set(secure_sum.STAGES) <= {e["message_type"] for e in entries}
+    kinds = {f["kind"] for e in entries for f in e["fields"].values()}
+    assert "other" not in kinds
+    assert {"labels", "keys", "key-shares", "masked", "layout"} <= kinds
+    assert "counts" not in kinds  # no count table travels in clear
+
+
 def test_summary_totals_are_the_sums_of_the_lines(tmp_path: Path) -> None:
     # Setup: three hand-written lines, two runs
     lines = [

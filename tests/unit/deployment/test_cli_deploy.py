@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -90,8 +91,34 @@ def test_site_hands_its_holdout_to_its_node_given_or_found_beside_the_data(tmp_p
 
     # Assert
     assert found.exit_code == 0, found.output
-    assert f"holdout-path='{holdout.resolve()}'" in "".join(found.stdout.split())
+    assert f"holdout-path='{holdout.resolve()}'" in " ".join(shlex.split(found.stdout))
     assert missing.exit_code == 2 and "--holdout: no file" in missing.stderr
+
+
+def test_site_dry_run_prints_one_line_a_shell_reads_back_as_the_command(tmp_path: Path, creds: Credentials) -> None:
+    # Setup: a long path (the printed command is wider than any terminal) and something listening
+    import socket
+
+    folder = tmp_path / ("hospital-" + "a" * 60)
+    folder.mkdir()
+    data, schema = _site_files(folder)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+
+        # Run
+        result = runner.invoke(app, ["site", "start", "--superlink", address, "--data", str(data), "--schema",
+                                     str(schema), "--name", "A", "--insecure", "--port", "9200", "--dry-run"])
+
+    # Assert: one line; --node-config is one argument holding every key, as Flower reads it
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, lines
+    argv = shlex.split(lines[0])
+    node_config = argv[argv.index("--node-config") + 1]
+    assert node_config.startswith("site-name='A' ") and f"data-path='{data.resolve()}'" in node_config
+    assert argv[argv.index("--port") + 1] == "9200" and "--insecure" in argv
 
 
 def test_site_lists_every_input_problem_at_once(tmp_path: Path, creds: Credentials) -> None:

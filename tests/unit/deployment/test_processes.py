@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 import ssl
 import threading
@@ -192,3 +193,39 @@ def test_stop_ends_what_the_process_started_in_a_session_of_its_own(tmp_path: Pa
     else:
         os.killpg(os.getpgid(grandchild), 9)  # the stand-in SuperExec's group, with its child
         raise AssertionError("a process started in a session of its own outlived stop()")
+
+
+def test_sigterm_stops_a_foreground_flower_process_and_its_wrapper(tmp_path: Path) -> None:
+    # Setup: `fedsynth server start` / `site start` run Flower in the foreground through run_foreground; docker,
+    # systemd and `kill` stop them with SIGTERM. A stand-in child that prints once, then sleeps.
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "wrapper.py"
+    script.write_text(
+        "import sys\n"
+        "from fedsynth.deployment import processes\n"
+        "code, _ = processes.run_foreground([sys.executable, '-c', "
+        "\"import time; print('ready', flush=True); time.sleep(600)\"])\n"
+        "print('wrapper done', code, flush=True)\n"
+    )
+    wrapper = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        assert wrapper.stdout is not None
+        assert wrapper.stdout.readline().strip() == "ready"
+
+        # Run
+        wrapper.send_signal(signal.SIGTERM)
+        try:
+            out, _ = wrapper.communicate(timeout=120)  # a hang guard, not a timing assertion
+        except subprocess.TimeoutExpired:
+            pytest.fail("the wrapper did not end after SIGTERM (its handler deadlocked on the child's wait)")
+    finally:
+        if wrapper.poll() is None:
+            os.killpg(wrapper.pid, signal.SIGKILL)
+            wrapper.wait()
+
+    # Assert: the wrapper ended after its child, which ended by the forwarded SIGTERM
+    assert f"wrapper done -{signal.SIGTERM.value}" in out
