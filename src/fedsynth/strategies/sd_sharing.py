@@ -44,6 +44,7 @@ spending.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -118,6 +119,9 @@ class SDSharingStrategy(Strategy):
     name = "sd_sharing"
     #: The run's differential-privacy budget (``None``: plain fits); set from the config's ``privacy`` block.
     privacy: PrivacyBudget | None = None
+    #: The shared domain and the hello are released under the sites' disclosure policies, not the budget: the
+    #: sites' private fits spend all of it (the domain's DP release is not yet composed with a site's own plan).
+    private_domain = False
     #: After :meth:`run` under a budget: each site's plan and spending, the split, the gate's status (manifest).
     privacy_summary_: dict[str, Any] | None = None
     #: Name the sites' ledgers record this run's spending under (stable across a resume; default: the run token).
@@ -145,8 +149,11 @@ class SDSharingStrategy(Strategy):
         }
         if private:
             assert self.privacy is not None
+            # What this run already spent at every site before the fits (its hello and domain releases): each site
+            # plans its fit with what is left, so the run as a whole stays within (ε, δ).
+            spent = [[r.phase, float(r.noise_multiplier), int(r.count)] for r in self.privacy.spent]
             cfg.update(dp_epsilon=float(self.privacy.epsilon), dp_delta=float(self.privacy.delta),
-                       dp_run=self.privacy_run_id or run_token)
+                       dp_run=self.privacy_run_id or run_token, dp_spent=json.dumps(spent))
 
         def content(s: SiteInfo) -> RecordDict:
             n = int(p.get("share_rows") or s.n_rows)
@@ -344,10 +351,14 @@ _GATE_REFUSED_DP = "rows of the private model failed the release gate of this si
 
 
 def _message_budget(cfg: Mapping[str, Any]) -> PrivacyBudget | None:
-    """The run's (ε, δ) a private ``train.share`` carries; ``None`` for a plain one."""
+    """The run's (ε, δ) a private ``train.share`` carries, with the releases the run already made at the site
+    (hello, domain) recorded as spent; ``None`` for a plain one."""
     if "dp_epsilon" not in cfg:
         return None
-    return PrivacyBudget(float(cfg["dp_epsilon"]), float(cfg["dp_delta"]))
+    from fedsynth.privacy.accounting import Release
+
+    spent = [Release(str(phase), float(z), int(count)) for phase, z, count in json.loads(str(cfg.get("dp_spent", "[]")))]
+    return PrivacyBudget(float(cfg["dp_epsilon"]), float(cfg["dp_delta"])).spending(*spent)
 
 
 def _dp_run(cfg: Mapping[str, Any]) -> str:
@@ -414,7 +425,7 @@ def _fit_private(generator: Any, train: pd.DataFrame, site: SiteRuntime, cfg: Ma
         from fedsynth.strategies.two_step_bn import DP_SPLIT
 
         accountant = PrivacyAccountant(budget, DP_SPLIT)
-        rho = accountant.rho_total_
+        rho = accountant.rho_total_ - budget.spent_rho  # the hello and domain were charged when they were sent
         charged = _charge_plan(site, cfg, lambda orders: np.asarray(orders, dtype=float) * rho)
         details = _fit_bn_private(generator, train, accountant)
     else:

@@ -224,7 +224,9 @@ def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] 
     (``strategy.privacy = budget.spending(...)``), so that the accountant of its own phases composes them.
 
     A weight-training strategy's DP-SGD plan needs each site's exact row count (see the comment above), so its
-    hello stays exact and spends nothing; every other strategy's hello is noised.
+    hello stays exact and spends nothing; every other strategy's hello is noised. A strategy whose class sets
+    ``private_domain = False`` (SD-sharing, for now) gets the domain under the sites' disclosure policies,
+    outside the budget.
 
     Raises
     ------
@@ -233,7 +235,7 @@ def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] 
     """
     strategy._pre_run_releases = None
     budget = strategy.privacy.fresh() if strategy.privacy is not None else None
-    if budget is None or budget.is_infinite:
+    if budget is None or budget.is_infinite or not getattr(strategy, "private_domain", True):
         return None
     from fedsynth.strategies.policy import check_site_budgets
 
