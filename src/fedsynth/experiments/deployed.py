@@ -323,7 +323,9 @@ def final_figures(final: Mapping[str, Any]) -> dict[str, Any]:
     (``nndr_mean``, ``nndr_holdout_p5`` ...; ``csf_component.<name>`` for the components): numbers, or None."""
     scores = dict(final.get("scores") or {})
     components = dict(final.get("components") or {})
-    nndr = scores.get("nndr") if isinstance(scores.get("nndr"), Mapping) else {}
+    nndr = scores.get("nndr")
+    if not isinstance(nndr, Mapping):
+        nndr = {}
     syn = dict(nndr.get("synthetic") or {})
     hold = dict(nndr.get("holdout") or {})
     out: dict[str, Any] = {k: v for k, v in {**components, **scores}.items() if isinstance(v, (int, float))}
