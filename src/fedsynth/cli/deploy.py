@@ -291,14 +291,14 @@ def site_audit(
     """Summarise what left this site: replies, bytes and kinds of content, per run and message type, and when."""
     from rich.table import Table
 
-    from fedsynth.deployment.audit import read_log, summarize
+    from fedsynth.deployment.audit import format_bytes, read_log, summarize
 
     summary = summarize(read_log(log))
     if fmt == "json":
         print_json(summary.to_dict())
         return
     console.print(f"Site {summary.site}: {summary.n_replies} replies ({summary.n_errors} errors), "
-                  f"{summary.bytes:,} bytes, from {summary.first} to {summary.last}. No value is logged.")
+                  f"{format_bytes(summary.bytes)}, from {summary.first} to {summary.last}. No value is logged.")
     for title, rows, unit in (("Kind of content", summary.by_kind, "fields"),
                               ("Message type", summary.by_message_type, "replies"),
                               ("Run", summary.runs, "replies")):
@@ -311,7 +311,7 @@ def site_audit(
             table.add_column("to")
         for key, v in rows.items():
             extra = [str(v["first"]), str(v["last"])] if title == "Run" else []
-            table.add_row(key, str(v[unit]), f"{v['bytes']:,}", *extra)
+            table.add_row(key, str(v[unit]), format_bytes(int(v["bytes"])), *extra)
         console.print(table)
 
 

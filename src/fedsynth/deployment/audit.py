@@ -141,6 +141,18 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
+def format_bytes(n: int) -> str:
+    """A byte count for a person: ``812 B``, ``1.6 kB``, ``2.35 MB``, ``1.2 GB`` (decimal units, as Flower's
+    and most tools' transfer sizes); what ``fedsynth site audit`` and a deployed run's report show."""
+    if n < 1000:
+        return f"{n} B"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            value = n / size
+            return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class AuditSummary:
     """What left a site, for its steward: totals, per run, per message type and per kind of content."""

@@ -87,13 +87,17 @@ def rounds_html(
     title: str,
     arms: Sequence[Mapping[str, Any]] = (),
     sections: Sequence[Mapping[str, Any]] = (),
+    facts: Sequence[tuple[str, str]] = (),
+    scored_at_sites: bool = False,
 ) -> str:
-    """Scores by round with reference lines, the extra ``sections``, the control arms when there are any, then
-    the final report when there is one, as one HTML page."""
+    """Scores by round (with a line per reference model, when there are any), the extra ``sections``, the control
+    arms when there are any, then the final report when there is one, as one HTML page; ``facts`` (label, text)
+    are listed under the title, ``scored_at_sites`` says the rounds were scored at the sites (a deployment)."""
     from fedsynth.evaluation.arm import arm_plots
 
     html: str = _env().get_template("rounds.html.j2").render(
-        rounds=rounds, references=references, title=title, sections=list(sections),
+        rounds=rounds, references=references, title=title, sections=list(sections), facts=list(facts),
+        scored_at_sites=scored_at_sites,
         rounds_plots=_svg(charts.rounds_figures(rounds, references)),
         r=final, plots=report_plots(final) if final is not None else None,
         value=charts.round_value,

@@ -379,9 +379,11 @@ def render_rounds_html(
     title: str = "Scores by round",
     arms: Sequence[Mapping[str, Any]] = (),
     sections: Sequence[Mapping[str, Any]] = (),
+    facts: Sequence[tuple[str, str]] = (),
+    scored_at_sites: bool = False,
 ) -> Path:
-    """Write a standalone HTML page: CSF, GSF and NNDR p5 by round with reference lines, the control arms, then
-    the final report.
+    """Write a standalone HTML page: CSF, GSF and NNDR p5 by round (with reference lines when there are
+    references), the control arms, then the final report.
 
     Parameters
     ----------
@@ -404,6 +406,11 @@ def render_rounds_html(
     sections : sequence of dict
         Extra parts shown below the scores by round, each with ``title``, ``paragraphs`` (list of str),
         ``columns`` and ``rows`` (a table of aggregates); e.g. how a deployment's figures were computed.
+    facts : sequence of (str, str)
+        The run's facts listed under the title (label, text), e.g. ``("secure aggregation", "on")``.
+    scored_at_sites : bool
+        The rounds were scored at the sites against their own rows and combined by row counts (a deployment),
+        not against pooled rows; the page says which.
     """
     from fedsynth.evaluation import _render
 
@@ -411,5 +418,6 @@ def render_rounds_html(
         to_jsonable(rounds), to_jsonable(references),
         None if final is None else (final.to_dict() if isinstance(final, EvaluationReport) else _thaw(final)),
         title=title, arms=to_jsonable(list(arms)), sections=to_jsonable(list(sections)),
+        facts=[(str(k), str(v)) for k, v in facts], scored_at_sites=scored_at_sites,
     )
     return atomic_write_text(path, html)

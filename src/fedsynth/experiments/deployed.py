@@ -307,37 +307,80 @@ def _method_rows() -> list[list[str]]:
     return method_lines()
 
 
+#: The figures whose holdout baseline the report shows beside them (figure -> its holdout counterpart).
+_HOLDOUT_BESIDE = {"nndr_mean": "nndr_holdout_mean", "nndr_p5": "nndr_holdout_p5", "exact_copies": "exact_copies_holdout"}
+
+#: The method row standing for every CSF/GSF component (:func:`fedsynth.strategies.site_scoring.method_lines`).
+_COMPONENT_ROW = "csf_component.* / gsf_component.*"
+
+#: The per-site figures of the report: key in the site's scores -> column heading.
+_SITE_COLUMNS = {"num_examples": "training rows", "holdout_rows": "holdout rows", "csf": "CSF", "gsf": "GSF",
+                 "nndr_p5": "NNDR p5", "dcr_share": "DCR share", "mia_auc": "MIA AUC", "exact_copies": "exact copies"}
+
+
+def final_figures(final: Mapping[str, Any]) -> dict[str, Any]:
+    """The combined figures of a round's metrics entry, flat and by the names of :data:`site_scoring.FIGURES`
+    (``nndr_mean``, ``nndr_holdout_p5`` ...; ``csf_component.<name>`` for the components): numbers, or None."""
+    scores = dict(final.get("scores") or {})
+    components = dict(final.get("components") or {})
+    nndr = scores.get("nndr")
+    if not isinstance(nndr, Mapping):
+        nndr = {}
+    syn = dict(nndr.get("synthetic") or {})
+    hold = dict(nndr.get("holdout") or {})
+    out: dict[str, Any] = {k: v for k, v in {**components, **scores}.items() if isinstance(v, (int, float))}
+    out.update(csf=final.get("csf"), gsf=final.get("gsf"),
+               nndr_mean=syn.get("mean", final.get("nndr")), nndr_p5=syn.get("p5", final.get("nndr_p5")),
+               nndr_holdout_mean=hold.get("mean"), nndr_holdout_p5=hold.get("p5"))
+    for key in ("csf_components", "gsf_components"):
+        prefix = key.replace("_components", "_component.")
+        out.update({prefix + str(name): v for name, v in dict(components.get(key) or {}).items()})
+    return out
+
+
 def report_sections(final: Mapping[str, Any], dropped: Iterable[Mapping[str, str]], audit_dir: Path) -> list[ReportSection]:
     """The deployment's parts of ``report.html``: how each figure was computed, the final round per site, the
     sites left out, and what the coordinator received from each site."""
-    scores = dict(final.get("scores") or {})
-    combined = {**{k: final.get(k) for k in ("csf", "gsf", "nndr", "nndr_p5")},
-                **dict(final.get("components") or {}), **scores}
-    values = {"nndr_mean": combined.get("nndr"), "nndr_holdout_mean": ((scores.get("nndr") or {}).get("holdout") or {}).get("mean"),
-              "nndr_holdout_p5": ((scores.get("nndr") or {}).get("holdout") or {}).get("p5")}
+    from fedsynth.deployment.audit import format_bytes
+
+    values = final_figures(final)
+    components = sorted(k for k in values if k.startswith(("csf_component.", "gsf_component.")))
+    rows: list[list[Any]] = []
+    for name, what, how in _method_rows():
+        if name == _COMPONENT_ROW:  # one row per component the sites returned
+            rows.extend([c, f"component of {c.split('_', 1)[0].upper()}, at the site", how, values[c], ""]
+                        for c in components)
+            continue
+        baseline = values.get(_HOLDOUT_BESIDE[name]) if name in _HOLDOUT_BESIDE else ""
+        rows.append([name, what, how, values.get(name), baseline])
+    paragraphs = [
+        ("This run was deployed: the coordinator holds no real rows. After each round the coordinator sent the "
+         "synthetic snapshot to the sites; each site scored it against its own training rows and, when it keeps "
+         "one, its own holdout (rows that never trained the model), and returned aggregate figures only (one "
+         "number per figure, rounded under its policy). The figures below are combined over the sites as stated; "
+         "they are not the pooled figures: nearest neighbours are searched within one site's rows, and "
+         "significance-based components use each site's own tests."),
+        NO_REFERENCES[0].upper() + NO_REFERENCES[1:] + ".",
+    ]
+    if not components:
+        paragraphs.append("The components of CSF and GSF are not shown: no site returned any for this round.")
     methods = ReportSection(
-        "Scores computed at the sites",
-        [
-            ("This run was deployed: the coordinator holds no real rows. After each round the coordinator sent the "
-            "synthetic snapshot to the sites; each site scored it against its own training rows and, when it keeps "
-            "one, its own holdout (rows that never trained the model), and returned aggregate figures only (one "
-            "number per figure, rounded under its policy). The figures below are combined over the sites as stated; "
-            "they are not the pooled figures: nearest neighbours are searched within one site's rows, and "
-            "significance-based components use each site's own tests."),
-            NO_REFERENCES[0].upper() + NO_REFERENCES[1:] + ".",
-        ],
-        ["figure", "what", "how the sites' values were combined", f"round {final.get('round', '-')}"],
-        [[name, what, how, values.get(name, combined.get(name))] for name, what, how in _method_rows()],
+        "Scores computed at the sites", paragraphs,
+        ["figure", "what", "how the sites' values were combined", f"round {final.get('round', '-')}",
+         "holdout baseline"],
+        rows,
     )
+    scores = dict(final.get("scores") or {})
     per_site = dict(scores.get("site_scores") or {})
-    keys = ("num_examples", "holdout_rows", "csf", "gsf", "nndr_p5", "dcr_share", "mia_auc", "exact_copies")
+    counts = ("num_examples", "holdout_rows")
     sites = ReportSection(
         "Figures per site (last round)",
-        [("Each site's own figures of the last snapshot, against its own rows and holdout; the rows are the weights "
-         "of the combined figures above.")] if per_site else
-        ["No site returned scores."],
-        ["site", *keys],
-        [[site, *(f.get(k) for k in keys)] for site, f in sorted(per_site.items())],
+        [("Each site's own figures of the last snapshot, against its own rows and holdout; its training rows "
+          "(holdout rows for the holdout-based figures) are its weight in the combined figures above.")]
+        if per_site else ["No site returned scores."],
+        ["site", *_SITE_COLUMNS.values()],
+        [[site, *(None if f.get(k) is None else (int(f[k]) if k in counts else f[k]) for k in _SITE_COLUMNS)]
+         for site, f in sorted(per_site.items())],
     )
     for reason_site, reason in dict(scores.get("scoring_left_out") or {}).items():
         sites.paragraphs.append(f"Site {reason_site} did not score the last snapshot: {reason}.")
@@ -355,9 +398,10 @@ def report_sections(final: Mapping[str, Any], dropped: Iterable[Mapping[str, str
         "What the coordinator received (audit)",
         [("One line per reply received is kept in audit/<site>.jsonl (message type, round, bytes, kind of content per "
          "field; never a value); `fedsynth site audit` reads it like a site's own log.")],
-        ["site", "replies", "errors", "bytes", "kinds of content (fields, bytes)", "first", "last"],
-        [[site, s.n_replies, s.n_errors, s.bytes,
-          "; ".join(f"{k}: {v['fields']}, {v['bytes']:,} B" for k, v in sorted(s.by_kind.items())), s.first, s.last]
+        ["site", "replies", "errors", "size", "kinds of content (fields, size)", "first", "last"],
+        [[site, s.n_replies, s.n_errors, format_bytes(s.bytes),
+          "; ".join(f"{k}: {v['fields']} fields, {format_bytes(v['bytes'])}" for k, v in sorted(s.by_kind.items())),
+          s.first, s.last]
          for site, s in summaries.items()],
     )
     return [methods, sites, left, received]

@@ -183,6 +183,9 @@ class RunDirectory:
             "run_hash": run_hash(identity),
             "timings": self.timings,
         })
+        strategy = self.manifest.get("strategy")
+        if isinstance(strategy, dict) and "rounds" in strategy:
+            strategy.update(ran_rounds(config))
         if resumed_from is not None:
             self.manifest["resumed_from_step"] = resumed_from
         self.write_manifest()
@@ -306,9 +309,11 @@ class RunDirectory:
             report["sections"] = [s.to_dict() for s in sections]
         write_json(self.path / "report.json", report)
         html_path = self.path / "report.html"
-        write_html(html_path, self.rounds, self.references, final_evaluation, report, sections,
-                   title=f"fedsynth run {self.run_id}", arms=arms)
         self.timings["total"] = time.perf_counter() - self.t_start
+        write_html(html_path, self.rounds, self.references, final_evaluation, report, sections,
+                   title=f"fedsynth run {self.run_id}", arms=arms, facts=run_facts(self.manifest, config,
+                                                                                   self.timings["total"]),
+                   scored_at_sites=self.manifest.get("engine") == "deployment")
         self.manifest.update(status="finished", finished=datetime.now(UTC).isoformat(timespec="seconds"),
                              last_round=final_round.get("round"))
         self.write_manifest()
@@ -422,6 +427,47 @@ def _resume_records(run_dir: Path, schema: Any) -> tuple[list[str], list[dict[st
     return kept_lines, rounds, last
 
 
+def ran_rounds(config: ExperimentConfig) -> dict[str, Any]:
+    """What the manifest records of a strategy's rounds and local epochs: the config's when they act (weight
+    averaging), otherwise the one round that ran and no local epochs (the two-step BN, SD-sharing)."""
+    from fedsynth.strategies.registry import uses_rounds
+
+    if uses_rounds(config.strategy.name, config.generator.name):
+        return {"rounds": config.strategy.rounds, "local_epochs": config.strategy.local_epochs}
+    return {"rounds": 1, "local_epochs": None}
+
+
+def format_duration(seconds: float) -> str:
+    """``41.2 s``, ``2 min 41 s``, ``1 h 03 min``: a run's wall time as the report shows it."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def run_facts(manifest: Mapping[str, Any], config: ExperimentConfig, seconds: float) -> list[tuple[str, str]]:
+    """The facts ``report.html`` lists under its title, from the manifest: engine and strategy, sites, secure
+    aggregation, start and wall time."""
+    strategy = dict(manifest.get("strategy") or {})
+    secure = strategy.get("secure_aggregation", config.strategy.params.get("secure_aggregation", False))
+    engine = str(manifest.get("engine") or strategy.get("engine") or "")
+    rounds = strategy.get("rounds")
+    facts = [
+        ("strategy", f"{config.strategy.name} with {config.generator.name}"
+                     + (f", {rounds} round{'s' if rounds != 1 else ''}" if rounds else "")),
+        ("engine", {"deployment": "deployment (a coordinator and the sites' own nodes)", "in_process": "in process",
+                    "simulation": "Flower simulation"}.get(engine, engine)),
+        ("sites", ", ".join(str(s.get("name")) for s in manifest.get("sites") or []) or "none recorded"),
+        ("secure aggregation", "on (the coordinator sees only sums over the sites)" if secure else "off"),
+        ("started (UTC)", str(manifest.get("started", "—"))),
+        ("wall time", format_duration(seconds) + (" (this attempt; resumed)" if "resumed_from_step" in manifest
+                                                  else "")),
+    ]
+    return facts
+
+
 def write_html(
     path: Path,
     rounds: Sequence[Mapping[str, Any]],
@@ -432,8 +478,11 @@ def write_html(
     *,
     title: str,
     arms: Sequence[Mapping[str, Any]] = (),
+    facts: Sequence[tuple[str, str]] = (),
+    scored_at_sites: bool = False,
 ) -> None:
-    """``report.html``: scores by round with the references' lines, the extra sections, the final evaluation."""
+    """``report.html``: the run's ``facts``, scores by round with the references' lines, the extra sections, the
+    final evaluation."""
     from fedsynth.evaluation import render_rounds_html
 
     lines: dict[str, dict[str, Any]] = {}
@@ -443,7 +492,7 @@ def write_html(
     by_round = [{k: r.get(k) for k in ("round", "csf", "gsf", "nndr_p5")} for r in rounds]
     try:
         render_rounds_html(by_round, lines, final, path, title=title, sections=[s.to_dict() for s in sections],
-                           arms=arms)
+                           arms=arms, facts=facts, scored_at_sites=scored_at_sites)
         return
     except Exception as exc:  # noqa: BLE001 - the rounds page must not cost the run: fall back to a plain table
         log.warning("report.html: the evaluation renderer failed (%s); writing a plain table", type(exc).__name__)
