@@ -52,6 +52,7 @@ from flwr.app import RecordDict
 
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import CapabilityError, Problem, ValidationError
+from fedsynth.generators import _dp
 from fedsynth.generators.base import SupportsLatentMixture, SupportsWeights
 from fedsynth.generators.component_counts import sum_component_counts
 from fedsynth.generators.latent_mixture import MixtureParams, fit_latent_mixture_federated
@@ -104,23 +105,22 @@ def weighted_average(updates: Sequence[tuple[Mapping[str, np.ndarray], float]]) 
 ABSENT_COLUMN_DROPOUT = 0.2
 
 
+# The DP-SGD settings and the CTGAN reason are the ones a site's private fit uses (fedsynth.generators._dp), so
+# FedAvg and SD-sharing cannot drift apart.
 #: Share of the run's zCDP budget spent on the latent-mixture statistics; DP-SGD takes what remains.
-DP_MIXTURE_SHARE = 0.15
+DP_MIXTURE_SHARE = _dp.MIXTURE_SHARE
 #: The budget split of a private FedAvg run (``training`` is the remainder phase, see
 #: :class:`~fedsynth.privacy.accounting.PrivacyAccountant`).
 DP_SPLIT: Mapping[str, float] = {"training": 1.0 - DP_MIXTURE_SHARE, "mixture": DP_MIXTURE_SHARE}
 #: Per-row gradient clipping norm of DP-SGD.
-DP_MAX_GRAD_NORM = 1.0
+DP_MAX_GRAD_NORM = _dp.MAX_GRAD_NORM
 #: L2 norm latent codes are clipped to before their mixture statistics are released.
-DP_CODE_CLIP = 4.0
+DP_CODE_CLIP = _dp.CODE_CLIP
 #: Federated EM iterations of the private latent mixture (each one a noisy release; no convergence test).
-DP_MIXTURE_ITERS = 5
+DP_MIXTURE_ITERS = _dp.MIXTURE_ITERS
 #: Generators FedAvg can train under a privacy budget, and why the others cannot.
 DP_GENERATORS = frozenset({"vae_bgm"})
-DP_NOT_SUPPORTED = {
-    "ctgan": "CTGAN under differential privacy needs a private discriminator (DP-CTGAN, PATE-CTGAN) and category "
-             "frequencies for its conditional sampler from a noisy domain; neither is built",
-}
+DP_NOT_SUPPORTED = {"ctgan": _dp.CTGAN_DP_NOT_SUPPORTED}
 
 
 class _DPPlan:
