@@ -13,7 +13,8 @@ message type: the median seconds of the import of the ClientApp module, of the w
 and which heavy libraries the process imported. Ratios before/after.
 
 The messages are recorded once, in process, from a two-step BN run on the MDS cohort (60/30/10, seed 0, no secure
-aggregation): the first ``query.hello``, ``query.summary`` and ``query.counts`` that site 1 received.
+aggregation): the first ``query.hello``, ``query.summary`` and ``query.counts`` that site 1 received; and, with secure
+aggregation on (a deployment's default), its first ``query.secure_labels`` and ``query.secagg_setup``.
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/bench_clientapp_start.py [--before DIR/src] [--repeat 5]
         [--out benchmarks/results/clientapp_start.json]
@@ -37,6 +38,9 @@ os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGE_TYPES = ("query.hello", "query.summary", "query.counts")
+#: The first messages of a deployed two-step BN (secure aggregation on, its deployment default) that a fresh
+#: process can answer without the node state of earlier ones.
+SECURE_MESSAGE_TYPES = ("query.secure_labels", "query.secagg_setup")
 HEAVY = ("torch", "sklearn", "pgmpy", "sdv", "lifelines", "matplotlib", "opacus", "scipy", "scipy.stats",
          "pydantic", "jinja2", "networkx", "rich")
 
@@ -46,6 +50,7 @@ import json, sys, time
 t0 = time.perf_counter()
 import flwr.supernode.runtime.run_clientapp  # what every flwr-clientapp process imports before the app
 t1 = time.perf_counter()
+flower_heavy = {m for m in json.loads(sys.argv[3]) if m in sys.modules}
 import fedsynth.federation.client_app as client_app
 t2 = time.perf_counter()
 from flwr.app import Context, RecordDict
@@ -60,7 +65,8 @@ reply = client_app.app(msg, ctx)
 t3 = time.perf_counter()
 assert not reply.has_error(), reply.error
 print(json.dumps({"flower_s": t1 - t0, "import_s": t2 - t1, "answer_s": t3 - t2, "message_s": t3 - t1,
-                  "heavy": sorted(m for m in json.loads(sys.argv[3]) if m in sys.modules)}))
+                  "heavy": sorted(m for m in json.loads(sys.argv[3]) if m in sys.modules and m not in flower_heavy),
+                  "flower_heavy": sorted(flower_heavy)}))
 """
 
 
@@ -78,16 +84,18 @@ def record(work: Path) -> dict[str, Path]:
     cohort = load_cohort("mds-iwgpm")
     part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=0)
     part.write(work / "sites")
-    grid = InProcessGrid([SiteRuntime(s.name, s.data, cohort.schema, i) for i, s in enumerate(part.sites)],
-                         keep_messages=True)
-    make_strategy("two_step_bn", cohort.schema, generator="bayesian_network", generator_params={"max_indegree": 2},
-                  min_sites=3, random_state=0).start(grid)
     out: dict[str, Path] = {}
-    for msg in grid.sent:
-        kind = msg.metadata.message_type
-        if kind in MESSAGE_TYPES and kind not in out and msg.metadata.dst_node_id == 1:
-            out[kind] = work / f"{kind}.pb"
-            out[kind].write_bytes(message_to_proto(msg).SerializeToString())
+    for secure, kinds in ((False, MESSAGE_TYPES), (True, SECURE_MESSAGE_TYPES)):
+        grid = InProcessGrid([SiteRuntime(s.name, s.data, cohort.schema, i) for i, s in enumerate(part.sites)],
+                             keep_messages=True)
+        make_strategy("two_step_bn", cohort.schema, generator="bayesian_network",
+                      generator_params={"max_indegree": 2}, min_sites=3, random_state=0,
+                      params={"secure_aggregation": secure}).start(grid)
+        for msg in grid.sent:
+            kind = msg.metadata.message_type
+            if kind in kinds and kind not in out and msg.metadata.dst_node_id == 1:
+                out[kind] = work / f"{kind}.pb"
+                out[kind].write_bytes(message_to_proto(msg).SerializeToString())
     return out
 
 
@@ -151,7 +159,8 @@ def main() -> None:
             rows = runs[tree][kind]
             entry[tree] = {k: round(statistics.median(r[k] for r in rows), 3)
                            for k in ("flower_s", "import_s", "answer_s", "message_s")}
-            entry[tree]["heavy_imports"] = rows[-1]["heavy"]
+            entry[tree]["heavy_imports"] = rows[-1]["heavy"]  # beyond those Flower's runtime imported
+            entry[tree]["flower_heavy_imports"] = rows[-1]["flower_heavy"]
         entry["ratio_before_after"] = {k: round(entry["before"][k] / entry["after"][k], 2)
                                        for k in ("import_s", "message_s") if entry["after"][k] > 0}
         result["by_message_type"][kind] = entry

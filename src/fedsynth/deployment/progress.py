@@ -21,6 +21,8 @@ PREFIX = "fedsynth | "
 LOGGER = "fedsynth.progress"
 
 _ROUND_GROUP = re.compile(r"^round-0*(\d+)$")
+#: A group id ending in a long hexadecimal session id (secure aggregation's ``secagg-<uuid>``): shown by its first 8.
+_SESSION_GROUP = re.compile(r"^(.*-)([0-9a-f]{8})[0-9a-f]{8,}$")
 
 
 def _names(sites: Sequence[str]) -> str:
@@ -37,7 +39,7 @@ def _request(payload: Mapping[str, Any], rounds: int | None) -> str:
     if match and rounds:
         label = f"round {int(match.group(1))}/{rounds}"
     else:
-        label = group or "request"
+        label = _SESSION_GROUP.sub(r"\1\2", group) or "request"
     kinds = "+".join(payload.get("message_types") or ())
     answered = list(payload.get("answered") or ())
     errors = list(payload.get("errors") or ())

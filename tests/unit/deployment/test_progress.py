@@ -30,6 +30,8 @@ def test_a_request_line_names_the_round_its_time_and_every_site_that_did_not_ans
         "round 2/5 (train.fit): 1 of 3 sites answered in 41 s; no reply from C; error from B"
     everyone = {**payload, "group": "counts-3", "answered": ["A", "B", "C"], "errors": [], "silent": []}
     assert describe("request", everyone, rounds=5) == "counts-3 (train.fit): 3 of 3 sites answered in 41 s"
+    secure = {**everyone, "group": "secagg-c7d7b9418bd14280a9fbf8a8b7bfac3f", "message_types": ["query.secagg_setup"]}
+    assert describe("request", secure).startswith("secagg-c7d7b941 (query.secagg_setup): 3 of 3")
 
 
 def test_start_round_and_done_lines_say_where_the_run_is_and_what_each_round_scored() -> None:
