@@ -14,7 +14,8 @@ and which heavy libraries the process imported. Ratios before/after.
 
 The messages are recorded once, in process, from a two-step BN run on the MDS cohort (60/30/10, seed 0, no secure
 aggregation): the first ``query.hello``, ``query.summary`` and ``query.counts`` that site 1 received; and, with secure
-aggregation on (a deployment's default), its first ``query.secure_labels`` and ``query.secagg_setup``.
+aggregation on (a deployment's default), its first ``query.secure_labels`` and ``query.secagg_setup``; and the last
+``query.mixture_estep`` of a one-round FedAvg VAE-BGM (1 local epoch), replayed with site 1's node state.
 
 Run:  PYTHONPATH=src .venv/bin/python benchmarks/bench_clientapp_start.py [--before DIR/src] [--repeat 5]
         [--out benchmarks/results/clientapp_start.json]
@@ -59,7 +60,14 @@ from flwr.proto.message_pb2 import Message as ProtoMessage
 proto = ProtoMessage()
 proto.ParseFromString(open(sys.argv[1], "rb").read())
 msg = message_from_proto(proto)
-ctx = Context(run_id=1, node_id=msg.metadata.dst_node_id, node_config=json.loads(sys.argv[2]), state=RecordDict(),
+state = RecordDict()
+if len(sys.argv) > 4:  # the node's state, as the SuperNode hands it to the process (FedAvg's latent codes)
+    from flwr.common.serde import recorddict_from_proto
+    from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
+    held = ProtoRecordDict()
+    held.ParseFromString(open(sys.argv[4], "rb").read())
+    state = recorddict_from_proto(held)
+ctx = Context(run_id=1, node_id=msg.metadata.dst_node_id, node_config=json.loads(sys.argv[2]), state=state,
               run_config={})
 reply = client_app.app(msg, ctx)
 t3 = time.perf_counter()
@@ -96,12 +104,26 @@ def record(work: Path) -> dict[str, Path]:
             if kind in kinds and kind not in out and msg.metadata.dst_node_id == 1:
                 out[kind] = work / f"{kind}.pb"
                 out[kind].write_bytes(message_to_proto(msg).SerializeToString())
+    # FedAvg VAE-BGM's most frequent message, an E-step of the latent mixture: it needs the latent codes that the
+    # node's state holds (one short round; the last E-step with site 1's state at the end)
+    from flwr.common.serde import recorddict_to_proto
+
+    sites = [SiteRuntime(s.name, s.data, cohort.schema, i) for i, s in enumerate(part.sites)]
+    grid = InProcessGrid(sites, keep_messages=True)
+    make_strategy("fedavg", cohort.schema, generator="vae_bgm", generator_params={"device": "cpu"}, rounds=1,
+                  local_epochs=1, min_sites=3, random_state=0).start(grid)
+    estep = [m for m in grid.sent if m.metadata.message_type == "query.mixture_estep" and m.metadata.dst_node_id == 1]
+    out["query.mixture_estep"] = work / "query.mixture_estep.pb"
+    out["query.mixture_estep"].write_bytes(message_to_proto(estep[-1]).SerializeToString())
+    (work / "query.mixture_estep.state.pb").write_bytes(recorddict_to_proto(sites[0].state).SerializeToString())
     return out
 
 
 def run_child(src: Path, message: Path, node_config: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(message), json.dumps(node_config), json.dumps(HEAVY)],
+    state = message.with_name(message.stem + ".state.pb")
+    done = subprocess.run([sys.executable, "-c", CHILD, str(message), json.dumps(node_config), json.dumps(HEAVY),
+                           *([str(state)] if state.is_file() else [])],
                           capture_output=True, text=True, env=env, check=False, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"the replayed message failed under {src}:\n{done.stderr[-3000:]}")
