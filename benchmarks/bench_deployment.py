@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -74,10 +73,9 @@ def strategy_settings(name: str, rounds: int, local_epochs: int) -> dict[str, An
 
 
 def _env(home: Path) -> dict[str, str]:
-    from fedsynth.deployment import processes
+    from fedsynth.deployment.loopback import loopback_env
 
-    return processes.child_env({"FLWR_HOME": str(home / "flwr"), "PYTHONPATH": os.pathsep.join(sys.path),
-                                "FEDSYNTH_DATA_DIR": os.environ["FEDSYNTH_DATA_DIR"]})
+    return loopback_env(home, {"FEDSYNTH_DATA_DIR": os.environ["FEDSYNTH_DATA_DIR"]})
 
 
 def _cli(*args: str, env: Mapping[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -93,18 +91,14 @@ def _cli(*args: str, env: Mapping[str, str], timeout: float = 300) -> subprocess
 def make_sites(work: Path, env: Mapping[str, str]) -> tuple[Path, dict[str, Path]]:
     """Partition the cohort (60/30/10, seed 0) into one file per site, each in its own folder; the schema."""
     from fedsynth.cohort.datasets import NAMED_COHORTS
+    from fedsynth.deployment.loopback import site_folders
 
     _cli("partition", "--cohort", "mds-iwgpm", "--sites", "60,30,10", "--seed", "0", "--out", str(work / "parts"),
          env=env)
     schema_path = work / "schema.yaml"
     NAMED_COHORTS["mds-iwgpm"].schema_factory().to_yaml(schema_path)
-    files = {}
-    for i, name in enumerate(SITES, 1):
-        folder = work / f"hospital-{name}"
-        folder.mkdir()
-        files[name] = folder / "rows.csv"
-        (work / "parts" / f"site-{i}.csv").rename(files[name])
-    return schema_path, files
+    # no holdout at the sites, as when these figures were first measured: the sites score no privacy figures
+    return schema_path, site_folders(work / "parts", work, SITES, holdouts=False)
 
 
 def site_frames(schema_path: Path, files: Mapping[str, Path]) -> tuple[Any, list[tuple[str, Any]]]:
@@ -246,52 +240,21 @@ def _model_facts(generator: Any) -> dict[str, Any]:
 # -- deployed on loopback ------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing listened on port {port} within {timeout:.0f}s")
-
-
 @contextmanager
 def federation(work: Path, schema_path: Path, files: Mapping[str, Path], env: Mapping[str, str]) -> Iterator[str]:
-    """A SuperLink and three SuperNodes on 127.0.0.1 (TLS, node authentication); yields the connection name."""
+    """A SuperLink and three SuperNodes on 127.0.0.1 (TLS, node authentication), started by
+    :func:`fedsynth.deployment.loopback.start_loopback`; yields the connection name. Every process is stopped at
+    the end."""
     from fedsynth.deployment import processes
+    from fedsynth.deployment.loopback import start_loopback
 
-    fedsynth = processes.executable("fedsynth")
     started: list[subprocess.Popen[bytes]] = []
     try:
-        creds = work / "creds"
-        _cli("credentials", "--out", str(creds), "--sites", ",".join(SITES), env=env)
-        port = _free_port()
-        started.append(processes.start([fedsynth, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                                        "--credentials", str(creds)], log_path=work / "superlink.log", env=env,
-                                       cwd=work))
-        _wait_for_port(port, 90)
-        address = f"127.0.0.1:{port}"
-        for name in SITES:
-            _cli("site", "register", name, str(creds / "nodes" / f"{name}.pub"), "--superlink", address,
-                 "--root-cert", str(creds / "ca.pem"), "--federation", "bench", env=env)
         # One CPU thread per site, as the simulation engine gives each node one CPU (Ray sets OMP_NUM_THREADS=1
         # in its actors): on one loopback machine three nodes share its cores, as three simulated nodes do.
-        site_env = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        for name, seed in zip(SITES, SEEDS):
-            started.append(processes.start(
-                [fedsynth, "site", "start", "--superlink", address, "--data", str(files[name]),
-                 "--schema", str(schema_path), "--name", name, "--root-cert", str(creds / "ca.pem"),
-                 "--key", str(creds / "nodes" / name), "--seed", str(seed), "--port", str(_free_port())],
-                log_path=work / f"site-{name}.log", env=site_env, cwd=work))
-        yield "bench"
+        fed = start_loopback(work, files, schema_path, env=env, started=started, seeds=dict(zip(SITES, SEEDS)),
+                             connection="bench", site_env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        yield fed.connection
     finally:
         for p in reversed(started):
             processes.stop(p, grace=15)

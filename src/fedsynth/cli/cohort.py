@@ -27,7 +27,8 @@ DIRICHLET_OPT = typer.Option(None, "--dirichlet", help="Non-IID over --by with t
 SCENARIO_OPT = typer.Option("best", "--scenario", help="best (all sites hold all columns) or worst.")
 HOLDOUT_OPT = typer.Option(0.1, "--holdout", help="Share of rows held out for privacy baselines and TSTR.")
 SEED_OPT = typer.Option(0, "--seed", help="Seed for the split and the sites.")
-PARTITION_OUT_OPT = typer.Option(..., "--out", help="Folder for <site>.csv, holdout.csv, schema.yaml and partition.json.")
+PARTITION_OUT_OPT = typer.Option(..., "--out", help="Folder for <site>.csv, <site>.holdout.csv, holdout.csv, "
+                                 "schema.yaml and partition.json.")
 FETCH_COHORT_ARG = typer.Argument("mds-iwgpm", help="Registered cohort to fetch.")
 OFFLINE_OPT = typer.Option(False, "--offline", help="Build from source files already placed in the target folder.")
 CONFIG_FILE_ARG = typer.Argument(..., help="An experiment YAML, e.g. configs/smoke.yaml.")
@@ -105,7 +106,12 @@ def partition(
     out: Path = PARTITION_OUT_OPT,
     format: OutputFormat = FORMAT_OPT,
 ) -> None:
-    """Split a cohort into a holdout and sites; write one CSV per site, holdout.csv and partition.json."""
+    """Split a cohort into a holdout and sites; write one CSV per site, each site's share of the holdout,
+    holdout.csv and partition.json.
+
+    <site>.holdout.csv is the site's own holdout (rows that train nothing), split as the sites were: beside
+    <site>.csv it is what `fedsynth site start --data <site>.csv` scores privacy figures against.
+    """
     from fedsynth.cohort.partition import make_partition, parse_proportions
 
     loaded = load_input(data, cohort, data_dir, schema)
@@ -128,14 +134,21 @@ def partition(
     from rich.table import Table
 
     table = Table(title=f"{loaded.name}: {info['n_train']:,} training rows over {len(part.sites)} sites, {info['n_holdout']:,} held out")
-    for col in ("site", "rows", "share", "lacks"):
+    for col in ("site", "rows", "share", "holdout rows", "lacks"):
         table.add_column(col)
     for s in info["sites"]:
-        table.add_row(s["name"], f"{s['n_rows']:,}", f"{100 * s['share']:.1f}%", ", ".join(s["lacks"]) or "-")
+        held = "-" if s["n_holdout"] is None else f"{s['n_holdout']:,}"
+        table.add_row(s["name"], f"{s['n_rows']:,}", f"{100 * s['share']:.1f}%", held, ", ".join(s["lacks"]) or "-")
     console.print(table)
     for note in notes:
         console.print(f"Note: {note}", markup=False, highlight=False)
-    console.print(f"Written: {out}/<site>.csv, {out}/holdout.csv, {out}/schema.yaml and {path}")
+    from fedsynth.cohort.partition import site_holdout_file
+
+    console.print(f"Written to {out}:", markup=False, highlight=False)
+    for s in part.sites:
+        held = f", {site_holdout_file(s.name)} (its holdout)" if s.name in part.site_holdouts else ""
+        console.print(f"  {s.name}.csv{held}", markup=False, highlight=False)
+    console.print(f"  holdout.csv (every held-out row), schema.yaml, {path.name}", markup=False, highlight=False)
 
 
 @handle_errors

@@ -333,6 +333,8 @@ def run_deployed(
     nodes as its run config, and waits for the run to end. The ServerApp (:mod:`fedsynth.experiments.deployed`)
     runs on the SuperLink's machine and writes the run directory there, at the absolute path this command
     prints: run it on the coordinator. ``resume``: a deployed run directory to continue (same config).
+    While the run goes on, ``flwr run --stream`` passes on the ServerApp's log, whose progress lines
+    (:mod:`fedsynth.deployment.progress`) say how each request and round went.
     """
     import datetime as dt
     import tempfile
@@ -340,6 +342,7 @@ def run_deployed(
     from fedsynth.cohort.datasets import NAMED_COHORTS
     from fedsynth.cohort.schema import TableSchema
     from fedsynth.deployment import flower_config, processes
+    from fedsynth.deployment.progress import PREFIX
     from fedsynth.errors import FedsynthError, Problem, ValidationError
     from fedsynth.experiments.deployed import run_config_settings
     from fedsynth.experiments.run_state import read_manifest
@@ -384,6 +387,9 @@ def run_deployed(
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out_dir), "run_id": run_id})})
     run_dir = out_dir / run_id
     console.print(f"Run directory (on this machine, the coordinator's): {run_dir}")
+    console.print(f"Progress follows from the ServerApp's log: one '{PREFIX.strip()}' line per request as its "
+                  "replies are in and per round as it is scored (`flwr log RUN_ID "
+                  f"{federation}` shows the log again).", markup=False, highlight=False)
     with tempfile.TemporaryDirectory(prefix="fedsynth-run-config-") as tmp:
         rc_path = flower_config.write_run_config(
             Path(tmp) / "run-config.toml",

@@ -57,6 +57,9 @@ class Partition:
     settings: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     left_out: tuple[Site, ...] = ()
+    #: Each site's own share of the holdout (:func:`split_holdout`), by site name: rows that train nothing, for
+    #: the privacy figures a deployed site scores against its own rows. Empty when the holdout is too small.
+    site_holdouts: Mapping[str, pd.DataFrame] = field(default_factory=dict)
 
     def site(self, name: str) -> Site:
         """The site called ``name``; ``KeyError`` naming the sites otherwise."""
@@ -80,6 +83,7 @@ class Partition:
                     **({"value": s.value} if s.value is not None else {}),
                     "n_rows": s.n_rows,
                     "share": round(s.n_rows / max(len(self.train), 1), 4),
+                    "n_holdout": len(self.site_holdouts[s.name]) if s.name in self.site_holdouts else None,
                     "columns": [c for c in data_cols if c not in s.lacks],
                     "lacks": list(s.lacks),
                 }
@@ -88,9 +92,11 @@ class Partition:
         }
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write ``<site>.csv`` per site, ``holdout.csv``, ``schema.yaml`` and ``partition.json`` into ``out_dir``
-        (atomically).
+        """Write ``<site>.csv`` and ``<site>.holdout.csv`` per site, ``holdout.csv``, ``schema.yaml`` and
+        ``partition.json`` into ``out_dir`` (atomically).
 
+        ``<site>.holdout.csv`` is the site's share of ``holdout.csv`` (:func:`split_holdout`); beside
+        ``<site>.csv`` it is the holdout ``fedsynth site start --data <site>.csv`` finds on its own.
         ``schema.yaml`` describes the written files: binary columns are 0/1 there, so it keeps no ``codes``;
         pass it with ``--schema`` to load a site file as a cohort of its own.
         """
@@ -98,11 +104,18 @@ class Partition:
         out.mkdir(parents=True, exist_ok=True)
         for s in self.sites:
             write_csv(s.data, out / f"{s.name}.csv", self.schema)
+            if s.name in self.site_holdouts:
+                write_csv(self.site_holdouts[s.name], out / site_holdout_file(s.name), self.schema)
         write_csv(self.holdout, out / "holdout.csv", self.schema)
         written = self.schema.without_codes()
         atomic_write_text(out / "schema.yaml", yaml.safe_dump(written.to_dict(), sort_keys=False))
         atomic_write_text(out / "partition.json", json.dumps(self.to_dict(), indent=2))
         return out / "partition.json"
+
+
+def site_holdout_file(site: str) -> str:
+    """The file name of a site's share of the holdout: ``<site>.holdout.csv``, beside ``<site>.csv``."""
+    return f"{site}.holdout.csv"
 
 
 def allocate(n: int, proportions: Sequence[float]) -> list[int]:
@@ -297,6 +310,57 @@ def _column_keys(train: pd.DataFrame, by: str) -> list[str]:
     return sorted(train[by].astype("object").fillna("(missing)").astype(str).unique())
 
 
+def split_holdout(
+    holdout: pd.DataFrame,
+    schema: TableSchema,
+    sites: Sequence[Site],
+    *,
+    by: str | None = None,
+    random_state: int | None = 0,
+) -> dict[str, pd.DataFrame]:
+    """Each site's own share of the holdout, split with :func:`partition_sites` as the training rows were.
+
+    A deployed site scores the synthetic snapshots' privacy figures against its own holdout (rows that train
+    nothing), so a simulated network's holdout is shared out over its sites: by the column ``by`` when the sites
+    were split by it (each site gets the holdout rows of its own value; rows of a value no site holds go to no
+    site), otherwise IID in proportion to the sites' training rows (for a proportional split, the configured
+    proportions, exact to one row; a Dirichlet split's label skew is not repeated). A site that lacks columns
+    lacks them in its holdout too.
+
+    Parameters
+    ----------
+    holdout : pandas.DataFrame
+        The held-out rows (every column).
+    schema : TableSchema
+        Their schema.
+    sites : sequence of Site
+        The sites (their ``value`` of ``by`` when split by a column; their row counts otherwise).
+    by : str, optional
+        The column the sites were split by (``method="by_column"``); ``None`` for proportional splits.
+    random_state : int, optional
+        Seed of the IID split.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Site name -> its holdout rows (disjoint; together at most the holdout). Empty when the holdout has fewer
+        rows than there are sites.
+    """
+    if not sites:
+        return {}
+    if by is not None and all(s.value is not None for s in sites):
+        parts = partition_sites(holdout, schema, method="by_column", by=by)
+        by_value = dict(zip(_column_keys(holdout, by), parts, strict=True))
+        frames = [by_value.get(str(s.value), holdout.iloc[:0]) for s in sites]
+    elif len(holdout) < len(sites):
+        return {}
+    else:
+        frames = partition_sites(holdout, schema, proportions=[max(s.n_rows, 1) for s in sites], method="iid",
+                                 random_state=random_state)
+    return {s.name: f.drop(columns=[c for c in s.lacks if c in f.columns]).reset_index(drop=True)
+            for s, f in zip(sites, frames, strict=True)}
+
+
 def default_worst_case(schema: TableSchema, n_sites: int) -> dict[str, list[str]]:
     """The shipped worst case: which named sites lack which columns.
 
@@ -340,7 +404,8 @@ def make_partition(
     ``scenario="best"``: every site holds every column. ``"worst"``: the sites named in ``missing_columns``
     (default: :func:`default_worst_case`) lack those columns — they are removed from the site's frame. Derived
     columns go with their inputs: a site lacking an input of a derived column lacks that column too.
-    Seeds for the split and for the sites are independent children of ``random_state``.
+    Seeds for the split, for the sites and for each site's share of the holdout (:func:`split_holdout`,
+    ``site_holdouts``) are independent children of ``random_state``.
 
     With ``method="by_column"`` the sites are named after the column's values (a centre column's
     ``Leeds``, ``Pavia``), made safe as file names; otherwise ``site-1``, ``site-2``, ... A site with fewer
@@ -354,7 +419,8 @@ def make_partition(
         proportions = parse_proportions(list(proportions))
     if scenario not in ("best", "worst"):
         raise ValidationError("Scenario", [Problem("scenario", f"got {scenario!r}", "best, worst")])
-    split_seed, site_seed = np.random.SeedSequence(random_state).spawn(2)
+    # the third child seeds the holdout's split over the sites; the first two are those of earlier versions
+    split_seed, site_seed, holdout_seed = np.random.SeedSequence(random_state).spawn(3)
     train, holdout, notes = split_with_notes(
         data, schema, holdout_fraction=holdout_fraction, random_state=int(split_seed.generate_state(1)[0])
     )
@@ -416,7 +482,13 @@ def make_partition(
         "random_state": random_state,
         "stratified": not any("not stratified" in n for n in notes),
     }
-    return Partition(train, holdout, sites, schema, settings, tuple(notes), left_out)
+    site_holdouts = split_holdout(holdout, schema, sites, by=by if method == "by_column" else None,
+                                  random_state=int(holdout_seed.generate_state(1)[0]))
+    if not site_holdouts:
+        notes.append(f"the holdout ({len(holdout)} rows) is too small to share over {len(sites)} sites: "
+                     "no site holdout files")
+        log.info(notes[-1])
+    return Partition(train, holdout, sites, schema, settings, tuple(notes), left_out, site_holdouts)
 
 
 def _rows_of(

@@ -123,11 +123,16 @@ class AuditingGrid:
         Flower's grid (or any object with ``get_node_ids`` and ``send_and_receive``).
     folder : Path
         The run directory's ``audit/`` folder.
+    progress : callable, optional
+        Receives a ``request`` event once each request's replies are in (or its wait ended): its group id, message
+        types, how many sites it went to, which answered, answered with an error or sent nothing, and the seconds
+        it took (:func:`fedsynth.deployment.progress.describe`).
     """
 
-    def __init__(self, grid: Any, folder: Path) -> None:
+    def __init__(self, grid: Any, folder: Path, progress: Progress | None = None) -> None:
         self.grid = grid
         self.folder = Path(folder)
+        self.progress = progress
         #: Site name by node id, from the sites' replies.
         self.names: dict[int, str] = {}
         #: Training rows by node id, from the sites' hello replies.
@@ -138,7 +143,9 @@ class AuditingGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         msgs = list(messages)
+        t0 = time.monotonic()
         replies = list(self.grid.send_and_receive(msgs, timeout=timeout))
+        seconds = time.monotonic() - t0
         sent = {m.metadata.message_id: m for m in msgs if m.metadata.message_id}
         matched = []
         for reply in replies:
@@ -150,7 +157,24 @@ class AuditingGrid:
         for node, msg, reply in matched:
             name = self.names.get(node, f"node-{node}")
             audit.append_entry(self.folder / f"{name}.jsonl", audit.audit_entry(name, msg or reply, reply))
+        if self.progress is not None and msgs:
+            self.progress("request", self._request_facts(msgs, matched, seconds))
         return replies
+
+    def _request_facts(self, msgs: list[Message], matched: list[tuple[int, Message | None, Message]],
+                       seconds: float) -> dict[str, Any]:
+        """One request's ``request`` event: which sites answered, answered with an error, or sent nothing."""
+        to = sorted({int(m.metadata.dst_node_id) for m in msgs})
+        ok = {int(n) for n, _, r in matched if not r.has_error()}
+        failed = {int(n) for n, _, r in matched if r.has_error()} - ok
+
+        def name(node: int) -> str:
+            return self.names.get(node, f"node-{node}")
+
+        return {"group": ",".join(sorted({str(m.metadata.group_id) for m in msgs if m.metadata.group_id})),
+                "message_types": sorted({m.metadata.message_type for m in msgs}), "sent": len(to),
+                "answered": [name(n) for n in to if n in ok], "errors": [name(n) for n in to if n in failed],
+                "silent": [name(n) for n in to if n not in ok and n not in failed], "seconds": round(seconds, 1)}
 
     def _learn(self, node: int, reply: Message) -> None:
         content = reply.content
@@ -235,7 +259,7 @@ def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> Run
     run.begin(config, schema, identity, facts, resume=settings.resume,
               expected_rounds=_expected_rounds(config, settings.num_sites))
     schema.to_yaml(run.path / "schema.yaml")
-    audited = AuditingGrid(grid, run.path / "audit")
+    audited = AuditingGrid(grid, run.path / "audit", progress=run.emit)
     strategy = build_strategy(config, schema, run.path, deployed=True)
     scoring_seconds: list[float] = []
 
@@ -413,8 +437,10 @@ app = ServerApp()
 
 @app.main()
 def _main(grid: Grid, context: Context) -> None:
+    from fedsynth.deployment.progress import stdout_progress
     from fedsynth.federation.polling import PollingGrid
 
     # Replies are pulled every 50 ms, not every 3 s as Flower's send_and_receive does (see federation.polling).
-    result = run_deployed(PollingGrid(grid), context.run_config)
+    # Progress goes to standard output: Flower keeps it as the run's log, streamed to `fedsynth run --federation`.
+    result = run_deployed(PollingGrid(grid), context.run_config, progress=stdout_progress())
     log.info("run directory %s; report %s", result.run_dir, result.report_html)

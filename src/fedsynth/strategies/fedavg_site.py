@@ -29,8 +29,7 @@ import pandas as pd
 from flwr.app import Message, RecordDict
 
 from fedsynth.errors import CapabilityError
-from fedsynth.generators.base import SupportsLatentMixture, SupportsLocalState, SupportsWeights
-from fedsynth.generators.latent_mixture import mixture_e_step_statistics, mixture_init_statistics
+from fedsynth.generators.protocols import SupportsLatentMixture, SupportsLocalState, SupportsWeights
 from fedsynth.privacy.accounting import DPSGDRelease, Release
 from fedsynth.strategies import records
 from fedsynth.strategies.site import (
@@ -206,6 +205,8 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
 def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
     """``query.mixture_init``: latent codes of the site's rows under the global weights (kept in the node's
     state, never sent) and their moments (count, sum, sum of outer products)."""
+    from fedsynth.generators.latent_mixture import mixture_e_step_statistics, mixture_init_statistics
+
     generator, data = _site_state(msg, site)
     if not isinstance(generator, SupportsLatentMixture):
         raise CapabilityError("query.mixture_init needs a generator with a latent mixture")
@@ -230,6 +231,8 @@ def handle_mixture_init(msg: Message, site: SiteRuntime) -> RecordDict:
 
 def handle_mixture_estep(msg: Message, site: SiteRuntime) -> RecordDict:
     """``query.mixture_estep``: responsibility-weighted sufficient statistics under the current global mixture."""
+    from fedsynth.generators.latent_mixture import mixture_e_step_statistics
+
     codes = records.from_array_record(site.state["latent-codes"])["codes"]
     params = records.from_array_record(msg.content["mixture"])
     cfg = message_config(msg)

@@ -97,7 +97,8 @@ class StrategySpec:
 
     ``uses_rounds``: whether ``rounds`` and ``local_epochs`` act (weight averaging); strategies with a fixed
     number of phases run one round. ``baseline``: the strategy runs the generator's own flow (see
-    :func:`flow_for`) and accepts that flow's parameters.
+    :func:`flow_for`) and accepts that flow's parameters. ``site_module``: the module whose ``SITE_HANDLERS``
+    a site answers with, when it is not the target's (a site then imports none of the server's flow).
     """
 
     target: str
@@ -105,6 +106,12 @@ class StrategySpec:
     params: Mapping[str, Param] = field(default_factory=dict)
     uses_rounds: bool = False
     baseline: bool = False
+    site_module: str | None = None
+
+    @property
+    def site_handlers_module(self) -> str:
+        """The module holding the strategy's ``SITE_HANDLERS``."""
+        return self.site_module or self.target.partition(":")[0]
 
 
 #: Parameters every strategy accepts: the sites' disclosure control and how long the server waits for nodes.
@@ -162,7 +169,8 @@ _SD_SHARING_PARAMS: dict[str, Param] = {
 STRATEGIES: dict[str, StrategySpec] = {
     "centralized": StrategySpec("fedsynth.strategies.centralized:CentralizedStrategy", baseline=True),
     "local": StrategySpec("fedsynth.strategies.local:LocalStrategy", baseline=True),
-    "fedavg": StrategySpec("fedsynth.strategies.fedavg_server:FedAvgStrategy", "weights", _FEDAVG_PARAMS, uses_rounds=True),
+    "fedavg": StrategySpec("fedsynth.strategies.fedavg_server:FedAvgStrategy", "weights", _FEDAVG_PARAMS, uses_rounds=True,
+                           site_module="fedsynth.strategies.fedavg_site"),
     "two_step_bn": StrategySpec("fedsynth.strategies.two_step_bn:TwoStepBNStrategy", "two_step", _TWO_STEP_PARAMS),
     "sd_sharing": StrategySpec("fedsynth.strategies.sd_sharing:SDSharingStrategy", None, _SD_SHARING_PARAMS),
 }

@@ -255,8 +255,8 @@ def all_site_handlers() -> dict[str, SiteHandler]:
     out.update(importlib.import_module("fedsynth.strategies.secure_sum").SITE_HANDLERS)
     out.update(importlib.import_module("fedsynth.strategies.site_scoring").SITE_HANDLERS)  # a deployment's scores
     out.update(importlib.import_module("fedsynth.strategies.secure_domain").SITE_HANDLERS)  # the private domain
-    for spec in STRATEGIES.values():
-        module = importlib.import_module(spec.target.partition(":")[0])
+    for spec in STRATEGIES.values():  # the site's modules only: a fresh ClientApp process per message pays them
+        module = importlib.import_module(spec.site_handlers_module)
         out.update(getattr(module, "SITE_HANDLERS", {}))
     return out
 

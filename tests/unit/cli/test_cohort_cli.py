@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
@@ -58,7 +59,10 @@ def test_partition_writes_sites_holdout_and_json(data_dir, tmp_path):
     assert [s["name"] for s in info["sites"]] == [f"site-{i}" for i in range(1, 6)]
     assert sum(s["n_rows"] for s in info["sites"]) == info["n_train"] == 2661
     assert info["sites"][4]["lacks"]
-    assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["holdout.csv"] + [f"site-{i}.csv" for i in range(1, 6)]
+    assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["holdout.csv"] + [
+        f for i in range(1, 6) for f in (f"site-{i}.csv", f"site-{i}.holdout.csv")]
+    # each site's holdout lacks what its training file lacks (the worst-case short panel at site-5)
+    assert list(pd.read_csv(tmp_path / "site-5.holdout.csv").columns) == list(pd.read_csv(tmp_path / "site-5.csv").columns)
 
 
 def test_partition_rejects_bad_sites_cleanly(data_dir, tmp_path):
@@ -127,7 +131,8 @@ def test_partition_by_a_centre_column_names_sites_after_it(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "sites" / "partition.json").read_text())
     assert [s["name"] for s in info["sites"]] == ["Leeds", "Lyon", "Pavia"]
-    assert sorted(p.name for p in (tmp_path / "sites").glob("*.csv")) == ["Leeds.csv", "Lyon.csv", "Pavia.csv", "holdout.csv"]
+    assert sorted(p.name for p in (tmp_path / "sites").glob("*.csv")) == [
+        "Leeds.csv", "Leeds.holdout.csv", "Lyon.csv", "Lyon.holdout.csv", "Pavia.csv", "Pavia.holdout.csv", "holdout.csv"]
 
 
 def test_partition_of_an_eight_row_file_exits_0_with_notes(tmp_path):

@@ -175,3 +175,65 @@ def test_every_site_too_small_is_one_clear_error():
     with pytest.raises(ValidationError) as info:
         make_partition(data, schema, proportions=(1, 1, 1, 1, 1, 1, 1), random_state=0)
     assert "every site has fewer than 3 training rows" in str(info.value)
+
+
+# -- each site's own holdout ------------------------------------------------------------------------------
+
+
+def test_each_site_holds_a_disjoint_share_of_the_holdout_in_the_configured_proportions(mds_cohort, tmp_path):
+    # Run
+    part = make_partition(mds_cohort.data, mds_cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=3)
+    part.write(tmp_path)
+    # Assert: 296 held-out rows shared 60/30/10 by largest remainder (177.6, 88.8, 29.6 -> 178, 89, 29)
+    assert len(part.holdout) == 296
+    assert [len(part.site_holdouts[s.name]) for s in part.sites] == [178, 89, 29]
+    # the shares are disjoint, together the whole holdout, and share no row with any site's training file
+    files = {s.name: pd.read_csv(tmp_path / f"{s.name}.holdout.csv") for s in part.sites}
+    held = [_ids(f) for f in files.values()]
+    assert sum(len(h) for h in held) == len(part.holdout) and set().union(*held) == _ids(part.holdout)
+    trained = set().union(*(_ids(pd.read_csv(tmp_path / f"{s.name}.csv")) for s in part.sites))
+    assert not trained & set().union(*held)
+    info = json.loads((tmp_path / "partition.json").read_text())
+    assert [s["n_holdout"] for s in info["sites"]] == [178, 89, 29]
+
+
+def test_site_holdouts_are_reproducible_at_a_seed_and_leave_the_sites_rows_as_they_were(mds_cohort):
+    # Run
+    a = make_partition(mds_cohort.data, mds_cohort.schema, random_state=7)
+    b = make_partition(mds_cohort.data, mds_cohort.schema, random_state=7)
+    c = make_partition(mds_cohort.data, mds_cohort.schema, random_state=8)
+    # Assert: the same seed gives the same shares; another seed other shares
+    assert {k: list(v["ID"]) for k, v in a.site_holdouts.items()} == {k: list(v["ID"]) for k, v in b.site_holdouts.items()}
+    assert _ids(a.site_holdouts["site-1"]) != _ids(c.site_holdouts["site-1"])
+    # the holdout's split over the sites takes a seed of its own: the split and the sites are those that
+    # the first two children of the seed give, as before site holdouts existed
+    from fedsynth.cohort.partition import partition_sites, split_with_notes
+
+    split_seed, site_seed = np.random.SeedSequence(7).spawn(2)
+    train, holdout, _ = split_with_notes(mds_cohort.data, mds_cohort.schema, random_state=int(split_seed.generate_state(1)[0]))
+    frames = partition_sites(train, mds_cohort.schema, proportions=[0.6, 0.3, 0.1], random_state=int(site_seed.generate_state(1)[0]))
+    assert [list(f["ID"]) for f in frames] == [list(s.data["ID"]) for s in a.sites]
+    assert list(holdout["ID"]) == list(a.holdout["ID"])
+
+
+def test_site_holdouts_of_a_split_by_column_follow_the_column_and_worst_case_sites_lack_their_columns(mds_cohort):
+    # Run
+    by = make_partition(mds_cohort.data, mds_cohort.schema, proportions=None, method="by_column", by="SEX", random_state=0)
+    worst = make_partition(mds_cohort.data, mds_cohort.schema, scenario="worst",
+                           missing_columns={"site-3": ["TP53"]}, random_state=0)
+    # Assert: each centre's holdout is the held-out rows of its own value
+    for s in by.sites:
+        expected = by.holdout[by.holdout["SEX"].astype(str) == s.value]
+        assert _ids(by.site_holdouts[s.name]) == _ids(expected) and len(expected) > 0
+    assert "TP53" not in worst.site_holdouts["site-3"].columns
+    assert list(worst.site_holdouts["site-3"].columns) == list(worst.site("site-3").data.columns)
+
+
+def test_a_holdout_smaller_than_the_sites_gives_no_site_holdouts_and_says_so():
+    # Setup: 8 rows, one held out, two sites
+    data, schema = _small(8)
+    # Run
+    part = make_partition(data, schema, proportions=(1, 1), random_state=0)
+    # Assert
+    assert part.site_holdouts == {}
+    assert "the holdout (1 rows) is too small to share over 2 sites: no site holdout files" in part.notes

@@ -13,17 +13,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from fedsynth.deployment import processes
+from fedsynth.deployment import loopback, processes
 
 SITES = ("A", "B", "C")
 FEDSYNTH = processes.executable("fedsynth")
@@ -31,28 +27,10 @@ FLWR = processes.executable("flwr")
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cli(*args: str, env: dict[str, str], timeout: float = 120, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """``fedsynth ARGS`` in a child process (in the repository's root, where ``configs/`` is), waiting at most
     ``timeout`` seconds."""
-    return subprocess.run([FEDSYNTH, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False,
-                          cwd=cwd)
-
-
-def wait_for_port(port: int, timeout: float) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"nothing listened on port {port} within {timeout:.0f}s")
+    return loopback.cli(*args, env=env, timeout=timeout, cwd=cwd)
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
@@ -98,61 +76,30 @@ class Federation:
 def federation(data_dir: Path, tmp_path: Path, started: list[subprocess.Popen[bytes]], *,
                plant: Callable[[dict[str, Path]], None] | None = None,
                extra_env: Mapping[str, str] | None = None) -> Federation:
-    """Partition the cohort into three site files, make credentials (a fourth site D's key is made and never
-    registered), start a SuperLink (TLS, node authentication), register the three sites and start their
-    SuperNodes.
+    """Partition the cohort into three site files, each with its own share of the holdout beside it, make
+    credentials (a fourth site D's key is made and never registered), start a SuperLink (TLS, node authentication),
+    register the three sites under the connection ``lab`` and start their SuperNodes
+    (:func:`fedsynth.deployment.loopback.start_loopback`).
 
     ``plant(site_files)`` may change the site files before any node reads them; ``extra_env`` is added to every
     process's environment (the SuperLink's ServerApps inherit it).
     """
-    # Setup: Flower's configuration in a private folder; three site files and a schema
-    env = processes.child_env({"FLWR_HOME": str(tmp_path / "flwr"), "FEDSYNTH_DATA_DIR": str(data_dir),
-                               "PYTHONPATH": os.pathsep.join(sys.path), **dict(extra_env or {})})
+    # Setup: Flower's configuration in a private folder; three site folders (rows and holdout) and a schema
+    env = loopback.loopback_env(tmp_path, {"FEDSYNTH_DATA_DIR": str(data_dir), **dict(extra_env or {})})
     done = cli("partition", "--cohort", "mds-iwgpm", "--sites", "60,30,10", "--seed", "0",
                "--out", str(tmp_path / "sites"), env=env)
     assert done.returncode == 0, done.stderr
     done = cli("describe", "--cohort", "mds-iwgpm", "--schema-out", str(tmp_path / "schema.yaml"), env=env)
     assert done.returncode == 0, done.stderr
-    site_files = {}
-    # each site keeps its own folder: its data, its own holdout (a share of the partition's holdout, rows that
-    # train nothing; found beside the data as rows.holdout.csv) and its audit log
-    holdout = pd.read_csv(tmp_path / "sites" / "holdout.csv")
-    shares = [holdout.iloc[i::len(SITES)] for i in range(len(SITES))]
-    for i, name in enumerate(SITES, 1):
-        folder = tmp_path / f"hospital-{name}"
-        folder.mkdir()
-        site_files[name] = folder / "rows.csv"
-        (tmp_path / "sites" / f"site-{i}.csv").rename(site_files[name])
-        shares[i - 1].to_csv(folder / "rows.holdout.csv", index=False)
+    site_files = loopback.site_folders(tmp_path / "sites", tmp_path, SITES)
     if plant is not None:
         plant(site_files)
-    creds = tmp_path / "creds"
-    done = cli("credentials", "--out", str(creds), "--sites", "A,B,C,D", env=env)
-    assert done.returncode == 0, done.stderr
 
-    # Run: the coordinator
-    port = free_port()
-    started.append(processes.start([FEDSYNTH, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                                    "--credentials", str(creds)], log_path=tmp_path / "superlink.log", env=env,
-                                   cwd=tmp_path))
-    wait_for_port(port, 60)
-    address = f"127.0.0.1:{port}"
-    for name in SITES:
-        done = cli("site", "register", name, str(creds / "nodes" / f"{name}.pub"), "--superlink", address,
-                   "--root-cert", str(creds / "ca.pem"), "--federation", "lab", env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
-
-    # Run: the hospitals, each with its own file, key and port
-    nodes: dict[str, subprocess.Popen[bytes]] = {}
-    for i, name in enumerate(SITES, 1):
-        nodes[name] = processes.start(
-            [FEDSYNTH, "site", "start", "--superlink", address,
-             "--data", str(site_files[name]), "--schema", str(tmp_path / "schema.yaml"), "--name", name,
-             "--root-cert", str(creds / "ca.pem"), "--key", str(creds / "nodes" / name), "--seed", str(i),
-             "--port", str(free_port())],
-            log_path=tmp_path / f"site-{name}.log", env=env, cwd=tmp_path)
-        started.append(nodes[name])
-    return Federation(env, address, creds, tmp_path / "schema.yaml", site_files, nodes)
+    # Run: the coordinator and the hospitals, each with its own folder, key and port
+    fed = loopback.start_loopback(tmp_path, site_files, tmp_path / "schema.yaml", env=env, started=started,
+                                  seeds={name: i for i, name in enumerate(SITES, 1)}, connection="lab",
+                                  unregistered=["D"], port_timeout=60)
+    return Federation(fed.env, fed.address, fed.creds, tmp_path / "schema.yaml", site_files, fed.nodes)
 
 
 # -- a ServerApp that keeps what the coordinator receives ------------------------------------------------------

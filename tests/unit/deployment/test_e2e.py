@@ -21,8 +21,9 @@ import pandas as pd
 import pytest
 
 from fedsynth.deployment import processes
+from fedsynth.deployment.loopback import free_port
 
-from ._loopback import FEDSYNTH, ROOT, SITES, federation, free_port, run_bounded
+from ._loopback import FEDSYNTH, ROOT, SITES, federation, run_bounded
 from ._loopback import cli as _cli
 
 pytestmark = pytest.mark.slow
@@ -67,6 +68,11 @@ def test_deployed_two_step_bn_over_tls_with_node_auth(
     run_dir = tmp_path / "reports" / "deployed"
     assert code == 0, output[-3000:]
     assert f"Run directory (on this machine, the coordinator's): {run_dir}" in " ".join(output.split())
+    # the progress the user followed, from the ServerApp's log: each request as it completed, the scored round
+    progress = [line for line in output.splitlines() if line.startswith("fedsynth | ")]
+    assert progress[0] == f"fedsynth | run deployed: two_step_bn x bayesian_network, 1 round; run directory (on the coordinator): {run_dir}"
+    assert any(line.startswith("fedsynth | round 1/1 scored: CSF ") and "(at 3 sites)" in line for line in progress)
+    assert any("(query.hello" in line and ": 3 of 3 sites answered in " in line for line in progress)
     for name in ("config.yaml", "manifest.json", "metrics.jsonl", "snapshots/round-001.csv", "model/generator.json",
                  "report.json", "report.html", *(f"audit/{site}.jsonl" for site in SITES)):
         assert (run_dir / name).is_file(), name
@@ -188,5 +194,9 @@ def test_a_site_killed_mid_run_is_left_out_and_reported(
                                  .splitlines()[0])["scores"]["scored_at_sites"]
     assert (tmp_path / "reports" / "dropped" / "model" / "generator.json").is_file()
     assert "left out: site C" in " ".join(output.split())
+    # the user saw it as it happened: the requests C did not answer name it, in the ServerApp's progress lines
+    progress = [line for line in output.splitlines() if line.startswith("fedsynth | ")]
+    assert any("no reply from C" in line or "error from C" in line for line in progress), progress
+    assert any(line.startswith("fedsynth | round 1/1 scored: CSF ") and "(at 2 sites)" in line for line in progress)
     entries = [json.loads(line) for line in log_c.read_text().splitlines()]
     assert {e["message_type"] for e in entries} <= DEPLOYED_BN_REPLIES

@@ -8,6 +8,7 @@ Flower's processes (the slow loopback test in tests/unit/deployment/test_e2e.py 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def _deployed_run_config(config: ExperimentConfig, schema, num_sites: int) -> di
     return run_config(run_config_settings(config, schema, num_sites=num_sites))
 
 
-def test_a_deployed_run_writes_the_run_directory_and_learns_the_simulated_network(tmp_path, data_dir) -> None:
+def test_a_deployed_run_writes_the_run_directory_and_learns_the_simulated_network(tmp_path, data_dir, caplog) -> None:
     # Setup: the simulated run, and the same sites behind an in-process grid, each with a share of the holdout
     from fedsynth.experiments.deployed import run_deployed
     from fedsynth.experiments.run import load_partition, run_experiment, site_seeds
@@ -51,13 +52,29 @@ def test_a_deployed_run_writes_the_run_directory_and_learns_the_simulated_networ
     simulated = run_experiment(_config(tmp_path / "sim", "run"))
     config = _config(tmp_path / "dep", "run")
     _, part = load_partition(config)
-    holdouts = np.array_split(part.holdout.reset_index(drop=True), len(part.sites))
     seeds = site_seeds(config.seed, len(part.sites))
-    grid = InProcessGrid([SiteRuntime(s.name, s.data, part.schema, seed, holdout=h)
-                          for s, seed, h in zip(part.sites, seeds, holdouts, strict=True)])
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, part.schema, seed, holdout=part.site_holdouts[s.name])
+                          for s, seed in zip(part.sites, seeds, strict=True)])
+    events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
 
     # Run
-    result = run_deployed(grid, _deployed_run_config(config, part.schema, len(part.sites)))
+    result = run_deployed(grid, _deployed_run_config(config, part.schema, len(part.sites)),
+                          progress=lambda event, payload: events.append((event, dict(payload))))
+
+    # Assert: the progress a user follows: the run directory first, every request as it completes, the round
+    from fedsynth.deployment.progress import ProgressLog
+
+    progress = ProgressLog(logging.getLogger("test.deployed.progress"))
+    with caplog.at_level(logging.INFO, logger="test.deployed.progress"):
+        for event, payload in events:
+            progress(event, payload)
+    lines = [r.getMessage() for r in caplog.records if r.name == "test.deployed.progress"]
+    assert lines[0].endswith(f"run directory (on the coordinator): {tmp_path / 'dep' / 'run'}")
+    requests = [p for e, p in events if e == "request"]
+    assert [p["message_types"] for p in requests[:1]] == [["query.hello", "query.summary"]]
+    assert any("counts-1 (query.counts): 3 of 3 sites answered in" in line for line in lines)
+    assert any(line.startswith("fedsynth | round 1/1 scored: CSF ") and "(at 3 sites)" in line for line in lines)
+    assert lines[-1].startswith("fedsynth | finished: ") and lines[-1].endswith("report.html")
 
     # Assert: the full run directory, where the config names it
     run_dir = tmp_path / "dep" / "run"
