@@ -123,9 +123,10 @@ class SDSharingStrategy(Strategy):
     thresholds ``gate_exact_copies_margin`` (0), ``gate_nndr_p5_margin`` (two bootstrap standard errors),
     ``gate_mia_auc_above`` (0.6).
 
-    Under a finite :attr:`privacy` budget each site fits its generator with differential privacy (VAE-BGM,
-    Bayesian network; see the module docstring); CTGAN is refused (:data:`DP_NOT_SUPPORTED`) before any site is
-    asked for rows.
+    Under a finite :attr:`privacy` budget the hello and the shared domain are noisy releases under the budget and
+    each site fits its generator with differential privacy on what they leave (VAE-BGM, Bayesian network; see the
+    module docstring); CTGAN is refused (:data:`DP_NOT_SUPPORTED`, :meth:`check_private_run`) before anything is
+    asked.
     """
 
     name = "sd_sharing"

@@ -34,10 +34,10 @@ def _sites(partition, schema, root: Path, policy: SitePolicy | None = None) -> l
             for i, s in enumerate(partition.sites)]
 
 
-def _strategy(schema, budget: PrivacyBudget | None, generator: str = "vae_bgm", rounds: int = 2):  # type: ignore[no-untyped-def]
+def _strategy(schema, budget: PrivacyBudget | None, generator: str = "vae_bgm", rounds: int = 2, **params):  # type: ignore[no-untyped-def]
     strategy = make_strategy("fedavg", schema, generator=generator,
                              generator_params=PARAMS if generator == "vae_bgm" else {},
-                             rounds=rounds, local_epochs=1, min_sites=3)
+                             rounds=rounds, local_epochs=1, min_sites=3, params=params or None)
     strategy.privacy = budget
     strategy.privacy_run_id = "run-a"
     return strategy
@@ -185,8 +185,9 @@ def test_infinite_budget_trains_without_noise_and_spends_nothing(mds_partition, 
     assert all(s.privacy_ledger.epsilon_spent(s.name) == 0.0 for s in sites)
 
 
+@pytest.mark.parametrize("secure", [False, True])
 def test_under_a_budget_no_exact_row_count_leaves_a_site_and_each_trains_at_the_plans_rate(
-    mds_partition, tmp_path, monkeypatch
+    mds_partition, tmp_path, monkeypatch, secure: bool
 ) -> None:
     # Setup: every reply recorded; the sites' DP-SGD settings recorded as they train; the sites' count noise seeded
     # (in a deployment it comes from OS entropy)
@@ -207,12 +208,15 @@ def test_under_a_budget_no_exact_row_count_leaves_a_site_and_each_trains_at_the_
         return real_train(generator, enc, epochs, settings)
 
     monkeypatch.setattr(_dp, "dp_train_vae", recording)
-    strategy = _strategy(schema, PrivacyBudget(3.0, 1e-5), rounds=1)
+    strategy = _strategy(schema, PrivacyBudget(3.0, 1e-5), rounds=1, secure_aggregation=secure)
     grid = InProcessGrid(sites, keep_messages=True)
     # Run
     strategy.start(grid)
     # Assert: no reply's figures (hello, training replies) hold a site's exact row count; the mixture statistics
     # are Gaussian releases of their own
+    from fedsynth.strategies.secagg_protocol import COLLECT
+
+    assert (COLLECT in {m.metadata.message_type for m in grid.sent}) is secure  # the path asked for was taken
     for reply in grid.received:
         assert not reply.has_error()
         if "metrics" in reply.content:
