@@ -180,8 +180,10 @@ class _DPPlan:
             "guarantee": "record-level (epsilon, delta) for every patient of every site; the run's epsilon is the "
                          "largest over sites",
             "split": first.get("split", dict(DP_SPLIT)),
-            "split_note": "the domain release is charged first at its exact cost; training (DP-SGD) takes what "
-                          "the mixture phase leaves of the rest",
+            "split_note": "the hello (noisy row counts) and the domain (noisy count vectors) are charged first at "
+                          "their exact cost; training (DP-SGD) takes what the mixture phase leaves of the rest; each "
+                          "site's sampling rate and steps are planned on the hello's noisy count and the site trains "
+                          "at exactly those",
             "orders": first.get("orders"),
             "max_grad_norm": DP_MAX_GRAD_NORM, "code_clip": DP_CODE_CLIP, "mixture_iterations": DP_MIXTURE_ITERS,
             "mixture_noise_multiplier": self.mixture_noise,
