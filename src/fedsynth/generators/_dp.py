@@ -109,6 +109,32 @@ def dpsgd_schedule(n_rows: int, batch_size: int) -> tuple[float, int]:
     return q, math.ceil(1.0 / q)
 
 
+def dpsgd_settings_from_request(cfg: Mapping[str, Any]) -> DPSGDSettings:
+    """The DP-SGD settings a coordinator's training request carries (FedAvg's ``train.fit`` under a budget):
+    ``dp_noise_multiplier``, ``dp_max_grad_norm``, ``dp_sample_rate`` and ``dp_steps_per_epoch``.
+
+    The coordinator plans the rate and the steps from the hello's noisy row count (it never learns the exact one)
+    and the site trains at exactly those: the RDP of Poisson-sampled Gaussian steps depends on the rate, the
+    steps and the noise multiplier only, so what the site's ledger is charged equals the coordinator's account.
+
+    Raises
+    ------
+    ValueError
+        A setting is missing or out of range (noise multiplier and clipping norm > 0, rate in (0, 1], steps ≥ 1):
+        the site trains nothing.
+    """
+    try:
+        z, clip = float(cfg["dp_noise_multiplier"]), float(cfg["dp_max_grad_norm"])
+        q, per_epoch = float(cfg["dp_sample_rate"]), int(cfg["dp_steps_per_epoch"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("a private training request needs dp_noise_multiplier, dp_max_grad_norm, dp_sample_rate "
+                         "and dp_steps_per_epoch") from None
+    if not (z > 0 and clip > 0 and 0 < q <= 1 and per_epoch >= 1):
+        raise ValueError("a private training request's DP-SGD settings are out of range (noise multiplier and "
+                         "clipping norm > 0, sample rate in (0, 1], steps per epoch >= 1)")
+    return DPSGDSettings(z, clip, q, per_epoch)
+
+
 def _os_generator(device: Any) -> Any:
     import torch
 

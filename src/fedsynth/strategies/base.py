@@ -233,6 +233,9 @@ class Strategy(ABC):
         self._check(dict(params or {}))
         #: The given params over the registry's defaults (every key the strategy accepts with this generator).
         self.params = {**default_params(self.name, generator, params), **dict(params or {})}
+        #: Under a finite budget: site name -> the ε its ledger had left before the run (manifest; set by
+        #: :func:`~fedsynth.strategies.secure_domain.plan_private_run`).
+        self.epsilon_left_: dict[str, float] = {}
         #: Sites left out of a request during :meth:`start` (copied into the result's ``dropped``).
         self.dropped: list[dict[str, str]] = []
         #: Per message type, requests sent (``requests:<type>``) and seconds waited for their replies
@@ -258,6 +261,10 @@ class Strategy(ABC):
         problems = settings_problems(self.name, self.generator, params=params, generator_params=self.generator_params)
         if problems:
             raise ValidationError(f"Settings of {type(self).__name__}", problems)
+
+    def check_private_run(self) -> None:
+        """Raise :class:`~fedsynth.errors.ValidationError` when this strategy cannot run under :attr:`privacy`
+        (e.g. a generator without a private mechanism); called before anything is released. Default: it can."""
 
     # -- helpers every flow uses ---------------------------------------------------------------------
     def new_generator(self, domain: Domain, *, random_state: int | None = None) -> Any:

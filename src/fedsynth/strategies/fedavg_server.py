@@ -29,12 +29,14 @@ site what its ledger still allows (:func:`~fedsynth.strategies.policy.check_site
 (:data:`DP_SPLIT`): the latent-mixture statistics get :data:`DP_MIXTURE_SHARE` of the run's zCDP ρ (the Gaussian
 mechanism on clipped codes, :mod:`fedsynth.generators._dp`; one initial request and :data:`DP_MIXTURE_ITERS` EM
 iterations, after the last round only), and DP-SGD takes the remainder: each site's noise multiplier is
-calibrated by dp_accounting for its own sampling rate (batch size over its rows) and its steps over the whole
-run (rounds × local epochs × steps per epoch), composed with the mixture's releases, so the whole run converts to
-at most ε at δ. The server's accountant (one per site) charges every round before it is asked for; a site with a
+calibrated by dp_accounting for its sampling rate (batch size over the hello's noisy lower bound of its row
+count) and its steps over the whole run (rounds × local epochs × steps per epoch), composed with the hello's,
+the domain's and the mixture's releases, so the whole run converts to exactly ε at δ. ``train.fit`` carries the
+rate and steps and the site trains at exactly those (no exact row count is needed at the server, and none leaves
+the site: a site's update is weighed by the hello's noisy count). The server's accountant (one per site) charges every round before it is asked for; a site with a
 ledger charges its own before it answers, and a site that already released a round of this run (a resumed run
-asking for it again) sends the same weights again, at no new cost. Domain summaries are released under the
-sites' disclosure policies (coarsened, small cells merged), not under this budget. The spent budget goes into the
+asking for it again) sends the same weights again, at no new cost. The hello and the domain summaries are
+released under this budget too (:mod:`fedsynth.strategies.secure_domain`). The spent budget goes into the
 run manifest (``privacy``), per site and for the run (the largest over sites). Under a privacy budget the per-component label counts (step 4) are not asked for: they are outside the
 accounting, so conditional sampling then rejects rows only.
 """
@@ -138,11 +140,23 @@ class _DPPlan:
         self.sites: dict[str, dict[str, float]] = {}
         self.accountants: dict[str, PrivacyAccountant] = {}
         for s in sites:
+            # s.n_rows is the hello's noisy lower bound: the rate is at least the true one (larger batches), and
+            # the site samples at this rate and takes these steps, so the accounting does not depend on its count.
             q, per_epoch = dpsgd_schedule(s.n_rows, batch_size)
             steps = int(local_epochs) * per_epoch
             z = calibrate_dpsgd_noise(budget, q, steps * int(rounds), other_rho=rho_mix, orders=probe.orders)
-            self.sites[s.name] = {"sample_rate": q, "steps_per_round": steps, "noise_multiplier": z}
+            self.sites[s.name] = {"sample_rate": q, "steps_per_epoch": per_epoch, "steps_per_round": steps,
+                                  "noise_multiplier": z}
             self.accountants[s.name] = PrivacyAccountant(budget, DP_SPLIT, remainder_phase="training")
+
+    def fit_settings(self, site: SiteInfo) -> dict[str, Any]:
+        """What ``train.fit`` carries to ``site`` under the plan: the DP-SGD noise multiplier, clipping norm,
+        Poisson sampling rate and steps per epoch the site trains at (its ledger is charged exactly these), and
+        the weight of its update — the hello's noisy row count, so that no exact count leaves the site."""
+        p = self.sites[site.name]
+        return {"dp_noise_multiplier": p["noise_multiplier"], "dp_max_grad_norm": DP_MAX_GRAD_NORM,
+                "dp_sample_rate": p["sample_rate"], "dp_steps_per_epoch": int(p["steps_per_epoch"]),
+                "dp_weight": int(site.n_rows)}
 
     def charge_round(self, site: str) -> None:
         p = self.sites[site]
@@ -166,8 +180,10 @@ class _DPPlan:
             "guarantee": "record-level (epsilon, delta) for every patient of every site; the run's epsilon is the "
                          "largest over sites",
             "split": first.get("split", dict(DP_SPLIT)),
-            "split_note": "the domain release is charged first at its exact cost; training (DP-SGD) takes what "
-                          "the mixture phase leaves of the rest",
+            "split_note": "the hello (noisy row counts) and the domain (noisy count vectors) are charged first at "
+                          "their exact cost; training (DP-SGD) takes what the mixture phase leaves of the rest; each "
+                          "site's sampling rate and steps are planned on the hello's noisy count and the site trains "
+                          "at exactly those",
             "orders": first.get("orders"),
             "max_grad_norm": DP_MAX_GRAD_NORM, "code_clip": DP_CODE_CLIP, "mixture_iterations": DP_MIXTURE_ITERS,
             "mixture_noise_multiplier": self.mixture_noise,
@@ -220,7 +236,7 @@ class FedAvgStrategy(Strategy):
         base = self.base_config(run_token, domain)
         every = bool(self.params.get("mixture_every_round", True))
         warm = bool(self.params.get("mixture_warm_start", True))
-        plan = self._dp_plan(grid, sites, generator)
+        plan = self._dp_plan(sites, generator)
         if plan is not None:
             base["dp_run"] = self.privacy_run_id or run_token
             every = False  # each mixture fit is a release: one, after the last round
@@ -260,8 +276,7 @@ class FedAvgStrategy(Strategy):
                 if secure:  # each site stashes its update under this tag instead of replying with it
                     cfg["secagg_tag"] = f"fit-{server_round}"
                 if plan is not None:
-                    cfg.update(dp_noise_multiplier=plan.sites[s.name]["noise_multiplier"],
-                               dp_max_grad_norm=DP_MAX_GRAD_NORM)
+                    cfg.update(plan.fit_settings(s))
                 return RecordDict({"arrays": arrays, "config": records.to_config_record(cfg)})
 
             got = self.ask(grid, sites, "train.fit", content, group_id=f"round-{server_round}")
@@ -304,7 +319,7 @@ class FedAvgStrategy(Strategy):
                  **{f"c.{k}": v for k, v in (counts or {}).items()}},
             )
         if plan is not None:
-            self.privacy_summary_ = plan.summary(self._epsilon_left)
+            self.privacy_summary_ = plan.summary(self.epsilon_left_)
             log.info("fedavg: privacy epsilon spent %.4g of %s (largest over sites)",
                      self.privacy_summary_["epsilon_spent"], plan.budget.epsilon)
         elif self.privacy is not None:
@@ -312,20 +327,23 @@ class FedAvgStrategy(Strategy):
                                      "note": "epsilon = inf: no noise, exact weights and statistics"}
         return StrategyResult(self.name, generator, domain, list(sites), rounds, left_out_all)
 
-    def _dp_plan(self, grid: GridLike, sites: Sequence[SiteInfo], generator: Any) -> _DPPlan | None:
-        """The run's DP plan, after checking that the generator has a private mechanism and that every site's
-        ledger still allows the run's budget (both before anything is released); ``None`` without a budget."""
-        from fedsynth.strategies.policy import check_site_budgets
+    def check_private_run(self) -> None:
+        """Under a finite budget, refuse a generator without private training (before the hello: nothing is
+        asked)."""
+        if self.privacy is None or self.privacy.is_infinite or self.generator in DP_GENERATORS:
+            return
+        reason = DP_NOT_SUPPORTED.get(self.generator, "it has no differentially private training")
+        raise ValidationError("Privacy", [Problem(
+            "privacy", f"is not supported for FedAvg with generator {self.generator}: {reason}",
+            ", ".join(sorted(DP_GENERATORS)), "remove privacy, or use generator vae_bgm (or strategy two_step_bn)")])
 
-        self._epsilon_left: dict[str, float] = {}
+    def _dp_plan(self, sites: Sequence[SiteInfo], generator: Any) -> _DPPlan | None:
+        """The run's DP plan (``None`` without a finite budget). The generator was checked and every site's ledger
+        asked before the hello (:func:`~fedsynth.strategies.secure_domain.plan_private_run`); each site's sampling
+        rate and steps come from the hello's noisy row count, and the site trains at exactly those."""
         if self.privacy is None or self.privacy.is_infinite:
             return None
-        if self.generator not in DP_GENERATORS:
-            reason = DP_NOT_SUPPORTED.get(self.generator, "it has no differentially private training")
-            raise ValidationError("Privacy", [Problem(
-                "privacy", f"is not supported for FedAvg with generator {self.generator}: {reason}",
-                ", ".join(sorted(DP_GENERATORS)), "remove privacy, or use generator vae_bgm (or strategy two_step_bn)")])
-        self._epsilon_left = check_site_budgets(self, grid, sites, self.privacy)
+        self.check_private_run()
         batch_size = int(getattr(getattr(generator, "params", None), "batch_size", 128))
         return _DPPlan(self.privacy, sites, batch_size, int(self.rounds), int(self.local_epochs))
 

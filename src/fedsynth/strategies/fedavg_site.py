@@ -130,17 +130,25 @@ def _released_round(site: SiteRuntime, cfg: Mapping[str, Any], server_round: int
     return {k[2:]: v for k, v in found[1].items() if k.startswith("w.")}
 
 
-def _prepare_dp_fit(generator: Any, data: pd.DataFrame, site: SiteRuntime, cfg: Mapping[str, Any],
-                    server_round: int) -> None:
-    """Charge this round's DP-SGD to the site's ledger (at the noise the message asks for and the site's own
-    sampling rate), then switch the generator to DP-SGD for it."""
-    from fedsynth.generators._dp import DPSGDSettings, dpsgd_schedule
+def _prepare_dp_fit(generator: Any, site: SiteRuntime, cfg: Mapping[str, Any], server_round: int) -> None:
+    """Charge this round's DP-SGD to the site's ledger at the settings the message carries (noise multiplier,
+    Poisson sampling rate, steps; :func:`~fedsynth.generators._dp.dpsgd_settings_from_request`), then switch the
+    generator to DP-SGD at exactly those. The coordinator planned them from the hello's noisy row count; the
+    privacy of Poisson-sampled steps depends on the rate, the steps and the noise only, so the site's ledger and
+    the coordinator's accountant hold the same figure whatever the site's true count."""
+    from fedsynth.generators._dp import dpsgd_settings_from_request
 
-    q, per_epoch = dpsgd_schedule(len(data), int(generator.params.batch_size))
-    z = float(cfg["dp_noise_multiplier"])
-    steps = int(cfg.get("local_epochs", 1)) * per_epoch
-    _charge_ledger(site, cfg, f"dpsgd/round-{server_round}", DPSGDRelease("training", z, q, steps))
-    generator.dp_sgd_ = DPSGDSettings(z, float(cfg["dp_max_grad_norm"]), q, per_epoch)
+    settings = dpsgd_settings_from_request(cfg)
+    steps = int(cfg.get("local_epochs", 1)) * settings.steps_per_epoch
+    _charge_ledger(site, cfg, f"dpsgd/round-{server_round}",
+                   DPSGDRelease("training", settings.noise_multiplier, settings.sample_rate, steps))
+    generator.dp_sgd_ = settings
+
+
+def _num_examples(cfg: Mapping[str, Any], data: pd.DataFrame) -> int:
+    """The weight of the site's update: its row count, or under a budget the hello's noisy lower bound the message
+    carries (``dp_weight``; post-processing of a release, so no exact count leaves the site)."""
+    return int(cfg["dp_weight"]) if "dp_noise_multiplier" in cfg else len(data)
 
 
 def _private_statistics(site: SiteRuntime, cfg: Mapping[str, Any], what: str,
@@ -182,18 +190,20 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
         _restore_local_state(generator, site, key, token, server_round + 1)  # its state after that round
         generator.set_weights(again)
         _SITE_ROUND[key] = server_round
-        return RecordDict({"arrays": records.to_array_record(again),
-                           "metrics": records.to_metric_record({"num_examples": len(data)})})
+        sent = {"num_examples": _num_examples(cfg, data)}
+        # Under secure aggregation the same update goes into the sum again, never in clear.
+        return _stash_for_secure_sum(cfg, site, _weighted_update(again, sent)) or RecordDict(
+            {"arrays": records.to_array_record(again), "metrics": records.to_metric_record(sent)})
     generator.set_weights(records.from_array_record(msg.content["arrays"]))
     if private:
-        _prepare_dp_fit(generator, data, site, cfg, server_round)
+        _prepare_dp_fit(generator, site, cfg, server_round)
     try:
         generator.partial_fit(data, epochs=int(cfg.get("local_epochs", 1)))
     finally:
         if private:
             generator.dp_sgd_ = None  # type: ignore[attr-defined]
     _save_local_state(generator, site, key, token, server_round, {"dp_run": _dp_run(cfg)} if private else None)
-    metrics = {"num_examples": len(data), **({} if private else _last_losses(generator))}
+    metrics = {"num_examples": _num_examples(cfg, data), **({} if private else _last_losses(generator))}
     secure = _stash_for_secure_sum(cfg, site, _weighted_update(generator.get_weights(), metrics))
     if secure is not None:
         return secure

@@ -20,9 +20,12 @@ Site handler: ``train.share`` -> synthetic rows (category codes / floats) and pr
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`SDSharingStrategy.privacy`):
 record-level (ε, δ) for every patient of every site, by post-processing: each site fits its generator on its own
 rows with a differentially private mechanism, and the rows it samples from that model inherit the guarantee.
-Before anything is trained the coordinator asks each site what its ledger still allows
-(:func:`~fedsynth.strategies.policy.check_site_budgets`); the message carries the run's (ε, δ) and each site
-plans its own noise from its own row count and charges its ledger the whole plan before it trains.
+Before anything is released the coordinator asks each site what its ledger still allows
+(:func:`~fedsynth.strategies.policy.check_site_budgets`). The hello (a noisy lower bound of each site's row count)
+and the shared domain (noisy count vectors) are released under the budget, as for every strategy
+(:mod:`fedsynth.strategies.secure_domain`); ``train.share`` carries the run's (ε, δ) and those two releases
+(``dp_spent``), and each site plans its own noise from its own row count with what they leave, so that the three
+compose to exactly the run's (ε, δ), and charges its ledger the whole plan before it trains.
 
 - **VAE-BGM**: DP-SGD (Opacus's ``DPOptimizer``, per-row gradients by ``torch.func``), then the latent mixture
   from Gaussian-noised statistics of clipped codes (:func:`~fedsynth.generators._dp.plan_local_vae`,
@@ -61,7 +64,16 @@ from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.generators._dp import CTGAN_DP_NOT_SUPPORTED
 from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release
 from fedsynth.strategies import records
-from fedsynth.strategies.base import GridLike, OnRound, RoundResult, SiteInfo, Strategy, StrategyResult, site_name
+from fedsynth.strategies.base import (
+    GridLike,
+    OnRound,
+    RoundResult,
+    SiteInfo,
+    Strategy,
+    StrategyResult,
+    same_for_all,
+    site_name,
+)
 from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
@@ -111,17 +123,15 @@ class SDSharingStrategy(Strategy):
     thresholds ``gate_exact_copies_margin`` (0), ``gate_nndr_p5_margin`` (two bootstrap standard errors),
     ``gate_mia_auc_above`` (0.6).
 
-    Under a finite :attr:`privacy` budget each site fits its generator with differential privacy (VAE-BGM,
-    Bayesian network; see the module docstring); CTGAN is refused (:data:`DP_NOT_SUPPORTED`) before any site is
-    asked for rows.
+    Under a finite :attr:`privacy` budget the hello and the shared domain are noisy releases under the budget and
+    each site fits its generator with differential privacy on what they leave (VAE-BGM, Bayesian network; see the
+    module docstring); CTGAN is refused (:data:`DP_NOT_SUPPORTED`, :meth:`check_private_run`) before anything is
+    asked.
     """
 
     name = "sd_sharing"
     #: The run's differential-privacy budget (``None``: plain fits); set from the config's ``privacy`` block.
     privacy: PrivacyBudget | None = None
-    #: The shared domain and the hello are released under the sites' disclosure policies, not the budget: the
-    #: sites' private fits spend all of it (the domain's DP release is not yet composed with a site's own plan).
-    private_domain = False
     #: After :meth:`run` under a budget: each site's plan and spending, the split, the gate's status (manifest).
     privacy_summary_: dict[str, Any] | None = None
     #: Name the sites' ledgers record this run's spending under (stable across a resume; default: the run token).
@@ -138,7 +148,6 @@ class SDSharingStrategy(Strategy):
         label: str = "federated",
     ) -> StrategyResult:
         t0 = time.perf_counter()
-        epsilon_left = self._check_privacy(grid, sites)
         private = self.privacy is not None and not self.privacy.is_infinite
         p = self.params
         cfg: dict[str, Any] = {
@@ -149,15 +158,18 @@ class SDSharingStrategy(Strategy):
         }
         if private:
             assert self.privacy is not None
-            # What this run already spent at every site before the fits (its hello and domain releases): each site
-            # plans its fit with what is left, so the run as a whole stays within (ε, δ).
+            # What this run already spent at every site before the fits (its hello and domain releases, planned by
+            # plan_private_run and charged to each site's ledger when they left): each site plans its fit with what
+            # they leave, so hello, domain and fit compose to the run's (ε, δ).
             spent = [[r.phase, float(r.noise_multiplier), int(r.count)] for r in self.privacy.spent]
             cfg.update(dp_epsilon=float(self.privacy.epsilon), dp_delta=float(self.privacy.delta),
                        dp_run=self.privacy_run_id or run_token, dp_spent=json.dumps(spent))
 
-        def content(s: SiteInfo) -> RecordDict:
-            n = int(p.get("share_rows") or s.n_rows)
-            return RecordDict({"config": records.to_config_record({**cfg, "share_rows": n})})
+        if p.get("share_rows"):
+            cfg["share_rows"] = int(p["share_rows"])
+        # Without share_rows each site samples as many rows as it holds: its own count, which under a budget the
+        # server knows only as a noisy lower bound (the hello's).
+        content = same_for_all(RecordDict({"config": records.to_config_record(cfg)}))
 
         got = self.ask(grid, sites, "train.share", content, group_id="share")
         frames = []
@@ -172,7 +184,7 @@ class SDSharingStrategy(Strategy):
             if "privacy" in reply:
                 accounts[s.name] = records.from_payload_record(reply["privacy"])
         if self.privacy is not None:
-            self.privacy_summary_ = self._privacy_summary(accounts, epsilon_left)
+            self.privacy_summary_ = self._privacy_summary(accounts, self.epsilon_left_)
         pooled = pd.concat(frames, ignore_index=True)
         pooled = self.schema.select(self.schema.model_columns).coerce(pooled)
         # Sites sampled under their own schema; the rules learnt from every site's answers hold in the pool too.
@@ -192,19 +204,14 @@ class SDSharingStrategy(Strategy):
             on_round(rr)
         return StrategyResult(self.name, generator, domain, list(sites), [rr.summary()], left_out, synthetic=pooled)
 
-    def _check_privacy(self, grid: GridLike, sites: Sequence[SiteInfo]) -> dict[str, float]:
-        """Under a finite budget: refuse a generator without a private fit, then check that every site's ledger
-        still allows the run's budget (both before any row is asked for). Returns site name -> ε left."""
-        from fedsynth.strategies.policy import check_site_budgets
-
-        if self.privacy is None or self.privacy.is_infinite:
-            return {}
-        if self.generator not in DP_GENERATORS:
-            reason = DP_NOT_SUPPORTED.get(self.generator, "it has no differentially private fit")
-            raise ValidationError("Privacy", [Problem(
-                "privacy", f"is not supported for sd_sharing with generator {self.generator}: {reason}",
-                ", ".join(sorted(DP_GENERATORS)), "remove privacy, or use generator vae_bgm or bayesian_network")])
-        return check_site_budgets(self, grid, sites, self.privacy, run_id=self.privacy_run_id)
+    def check_private_run(self) -> None:
+        """Under a finite budget, refuse a generator without a private fit (before the hello: nothing is asked)."""
+        if self.privacy is None or self.privacy.is_infinite or self.generator in DP_GENERATORS:
+            return
+        reason = DP_NOT_SUPPORTED.get(self.generator, "it has no differentially private fit")
+        raise ValidationError("Privacy", [Problem(
+            "privacy", f"is not supported for sd_sharing with generator {self.generator}: {reason}",
+            ", ".join(sorted(DP_GENERATORS)), "remove privacy, or use generator vae_bgm or bayesian_network")])
 
     def _privacy_summary(self, accounts: Mapping[str, Any], epsilon_left: Mapping[str, float]) -> dict[str, Any]:
         """The manifest's ``privacy`` block: the budget, each releasing site's plan and spending, the split, and
@@ -238,13 +245,14 @@ _ACCOUNTANT = {
                         "dp_accounting",
 }
 _SPLIT_NOTE = {
-    "vae_bgm": "training (DP-SGD) takes what the mixture phase leaves; each site's ledger is charged the whole plan "
-               "before it trains; domain summaries are released under the sites' disclosure policies, not this "
-               "budget",
-    "bayesian_network": "structure: noise for at most DP_STRUCTURE_TABLES tables (the search ends on the tables it "
-                        "has when they are spent); parameters: the final network's families measured afresh; each "
-                        "site's ledger is charged the whole budget before it fits; domain summaries are released "
-                        "under the sites' disclosure policies, not this budget",
+    "vae_bgm": "hello (noisy row count) and domain (noisy count vectors) are charged first at their exact cost; of "
+               "the rest, the mixture takes its share and training (DP-SGD) what the mixture leaves; each site's "
+               "ledger is charged the hello and domain when they leave, and its whole fit before it trains",
+    "bayesian_network": "hello (noisy row count) and domain (noisy count vectors) are charged first at their exact "
+                        "cost; of the rest, structure: noise for at most DP_STRUCTURE_TABLES tables (the search ends "
+                        "on the tables it has when they are spent); parameters: the final network's families measured "
+                        "afresh; each site's ledger is charged the hello and domain when they leave, and what they "
+                        "leave of the budget before it fits",
 }
 
 

@@ -163,12 +163,10 @@ def _record_dropped(strategy: Strategy, sites: Sequence[SiteInfo], dropped: Mapp
 #
 # * ``hello`` (:data:`DP_HELLO_SHARE` of the run's ρ): each site's row count, sensitivity 1, sent in clear with
 #   the full σ and shifted down by :data:`HELLO_MARGIN` σ, so that the coordinator's figure is a lower bound
-#   with probability 0.9987 (a DP-SGD plan calibrated on it over-estimates the sampling rate: conservative).
-#   FedAvg weighs sites by the counts in their training replies, not by this one; but its DP-SGD plan derives
-#   each site's sampling rate *and* steps per epoch from this count while the site takes them from its real one,
-#   so a noisy count could under-account a site (more steps at a slightly lower rate). Until the site follows the
-#   plan's rate and steps, weight-training strategies (FedAvg) keep the exact count in the hello and spend no
-#   ``hello`` share (:meth:`Strategy.start <fedsynth.strategies.base.Strategy.start>`).
+#   with probability 0.9987. Every strategy's hello is noised: FedAvg's DP-SGD plan takes each site's sampling
+#   rate and steps from this figure and the site trains at exactly that rate and those steps (they travel in
+#   ``train.fit``), so the accounting holds whatever the site's true count; FedAvg also weighs a site's update by
+#   this figure, and SD-sharing's sites sample as many rows as they hold unless the run asks for a number.
 # * ``domain`` (:data:`DP_DOMAIN_SHARE`): per model column one count vector of sensitivity 1
 #   (:func:`~fedsynth.encoding.dp_domain.dp_counts`), C columns -> C Gaussian uses at one noise multiplier; the
 #   noise is the two-step BN's (:mod:`fedsynth.privacy.noise`): σ²/n_sites per site under secure aggregation,
@@ -197,9 +195,9 @@ def noise_source() -> np.random.Generator:
     return np.random.default_rng()
 
 
-def pre_run_releases(budget: PrivacyBudget, n_columns: int, *, hello: bool = True) -> tuple[Release, ...]:
-    """The hello's (when ``hello``) and the domain's Gaussian releases for ``budget``, in that order: their noise
-    multipliers spend exactly :data:`DP_HELLO_SHARE` and :data:`DP_DOMAIN_SHARE` of the run's ρ
+def pre_run_releases(budget: PrivacyBudget, n_columns: int) -> tuple[Release, ...]:
+    """The hello's and the domain's Gaussian releases for ``budget``, in that order: their noise multipliers spend
+    exactly :data:`DP_HELLO_SHARE` and :data:`DP_DOMAIN_SHARE` of the run's ρ
     (:func:`~fedsynth.privacy.accounting.rho_for_budget`); the domain's release counts one use per model column.
 
     Raises
@@ -210,10 +208,8 @@ def pre_run_releases(budget: PrivacyBudget, n_columns: int, *, hello: bool = Tru
     if budget.is_infinite:
         raise ValueError("an infinite budget releases exact summaries; there is nothing to calibrate")
     rho = rho_for_budget(budget.fresh())
-    domain = Release("domain", noise_multiplier_for(DP_DOMAIN_SHARE * rho, n_columns), n_columns)
-    if not hello:
-        return (domain,)
-    return Release("hello", noise_multiplier_for(DP_HELLO_SHARE * rho, 1), 1), domain
+    return (Release("hello", noise_multiplier_for(DP_HELLO_SHARE * rho, 1), 1),
+            Release("domain", noise_multiplier_for(DP_DOMAIN_SHARE * rho, n_columns), n_columns))
 
 
 def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] | None:
@@ -223,24 +219,28 @@ def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] 
     strategy (``_pre_run_releases``, which the hello and the domain read) and recorded in its budget
     (``strategy.privacy = budget.spending(...)``), so that the accountant of its own phases composes them.
 
-    A weight-training strategy's DP-SGD plan needs each site's exact row count (see the comment above), so its
-    hello stays exact and spends nothing; every other strategy's hello is noised. A strategy whose class sets
-    ``private_domain = False`` (SD-sharing, for now) gets the domain under the sites' disclosure policies,
-    outside the budget.
+    Every strategy's hello and domain are released under the budget: the strategy's own phases (the two-step
+    BN's tables, FedAvg's DP-SGD, each SD-sharing site's private fit) plan with what these two leave. What every
+    site's ledger allowed is kept in ``strategy.epsilon_left_`` (for the manifest).
 
     Raises
     ------
+    ValidationError
+        The strategy cannot run under a budget (:meth:`Strategy.check_private_run
+        <fedsynth.strategies.base.Strategy.check_private_run>`, e.g. CTGAN); nothing was asked.
     BudgetExceededError
         A site's ledger has less left than the run asks for.
     """
     strategy._pre_run_releases = None
+    strategy.epsilon_left_ = {}
     budget = strategy.privacy.fresh() if strategy.privacy is not None else None
-    if budget is None or budget.is_infinite or not getattr(strategy, "private_domain", True):
+    if budget is None or budget.is_infinite:
         return None
     from fedsynth.strategies.policy import check_site_budgets
 
-    check_site_budgets(strategy, grid, strategy._hello_request(grid).sites, budget)
-    releases = pre_run_releases(budget, len(strategy.schema.model_columns), hello=strategy.requires != "weights")
+    strategy.check_private_run()
+    strategy.epsilon_left_ = check_site_budgets(strategy, grid, strategy._hello_request(grid).sites, budget)
+    releases = pre_run_releases(budget, len(strategy.schema.model_columns))
     strategy._pre_run_releases = releases
     strategy.privacy = budget.spending(*releases)
     return releases
@@ -276,8 +276,14 @@ def _charge(site: SiteRuntime, cfg: Mapping[str, Any], release: Release) -> None
                   release.rdp(ledger.orders))
 
 
+def _state_key(cfg: Mapping[str, Any]) -> str:
+    """Under which id a site keeps what it released: the run's ledger id (its run directory's name, stable when
+    the run is resumed by a strategy that kept no checkpoint, as SD-sharing's), else the run token."""
+    return str(cfg.get("dp_run") or cfg["run_token"])
+
+
 def _released(site: SiteRuntime, cfg: Mapping[str, Any], part: str, std: float) -> dict[str, np.ndarray] | None:
-    found = load_site_state(site, str(cfg["run_token"]), part, 0)
+    found = load_site_state(site, _state_key(cfg), part, 0)
     if found is None or float(found[0].get("std", -1.0)) != std:
         return None
     return found[1]
@@ -294,7 +300,7 @@ def noisy_row_count(cfg: Mapping[str, Any], site: SiteRuntime) -> int:
     _charge(site, cfg, Release("hello", z, 1))
     noisy = add_count_noise({"n": np.array([len(site.data)])}, z, random_state=noise_source())["n"]
     n = np.maximum(np.rint(noisy - HELLO_MARGIN * z), 1).astype(np.int64)
-    save_site_state(site, str(cfg["run_token"]), _HELLO_RELEASED, 0, {"std": z}, {"n": n})
+    save_site_state(site, _state_key(cfg), _HELLO_RELEASED, 0, {"std": z}, {"n": n})
     return int(n[0])
 
 
@@ -311,7 +317,7 @@ def noisy_domain_vector(cfg: Mapping[str, Any], site: SiteRuntime, *, secure_agg
     counts = dp_counts(site.data, site.schema, labels)
     _charge(site, cfg, Release("domain", z, int(cfg["dp_uses"])))
     noisy = add_count_noise(counts, std, random_state=noise_source())
-    save_site_state(site, str(cfg["run_token"]), _DOMAIN_RELEASED, 0, {"std": std}, noisy)
+    save_site_state(site, _state_key(cfg), _DOMAIN_RELEASED, 0, {"std": std}, noisy)
     return noisy
 
 

@@ -34,10 +34,10 @@ def _sites(partition, schema, root: Path, policy: SitePolicy | None = None) -> l
             for i, s in enumerate(partition.sites)]
 
 
-def _strategy(schema, budget: PrivacyBudget | None, generator: str = "vae_bgm", rounds: int = 2):  # type: ignore[no-untyped-def]
+def _strategy(schema, budget: PrivacyBudget | None, generator: str = "vae_bgm", rounds: int = 2, **params):  # type: ignore[no-untyped-def]
     strategy = make_strategy("fedavg", schema, generator=generator,
                              generator_params=PARAMS if generator == "vae_bgm" else {},
-                             rounds=rounds, local_epochs=1, min_sites=3)
+                             rounds=rounds, local_epochs=1, min_sites=3, params=params or None)
     strategy.privacy = budget
     strategy.privacy_run_id = "run-a"
     return strategy
@@ -45,12 +45,12 @@ def _strategy(schema, budget: PrivacyBudget | None, generator: str = "vae_bgm", 
 
 def _reference(site_plan: dict, mixture_noise: float, mixture_releases: int, rounds: int,
                budget: PrivacyBudget) -> RdpAccountant:
-    """dp_accounting's composition of one site's releases: the domain's count vectors (one use per model column;
-    FedAvg's hello keeps the exact row count its DP-SGD plan needs), DP-SGD and the latent-mixture statistics."""
+    """dp_accounting's composition of one site's releases: the hello's noisy row count, the domain's count vectors
+    (one use per model column), DP-SGD and the latent-mixture statistics."""
     from fedsynth.strategies.secure_domain import pre_run_releases
 
     ref = RdpAccountant(orders=list(DEFAULT_ORDERS))
-    for release in pre_run_releases(budget, len(SMALL), hello=False):
+    for release in pre_run_releases(budget, len(SMALL)):
         ref.compose(SelfComposedDpEvent(GaussianDpEvent(release.noise_multiplier), release.count))
     event = PoissonSampledDpEvent(site_plan["sample_rate"], GaussianDpEvent(site_plan["noise_multiplier"]))
     ref.compose(SelfComposedDpEvent(event, int(site_plan["steps_per_round"]) * rounds))
@@ -68,11 +68,11 @@ def test_private_run_spends_its_budget_at_every_site_as_dp_accounting_composes_i
     rows = result.generator.sample(300, random_state=0)
     # Assert: every site's account equals dp_accounting's composition of what it released, at the same orders
     summary = strategy.privacy_summary_
-    from fedsynth.strategies.secure_domain import DP_DOMAIN_SHARE
+    from fedsynth.strategies.secure_domain import DP_DOMAIN_SHARE, DP_HELLO_SHARE
 
-    rest = 1 - DP_DOMAIN_SHARE
-    assert summary["split"] == {"domain": pytest.approx(DP_DOMAIN_SHARE), "training": pytest.approx(0.85 * rest),
-                                "mixture": pytest.approx(0.15 * rest)}
+    rest = 1 - DP_DOMAIN_SHARE - DP_HELLO_SHARE
+    assert summary["split"] == {"hello": pytest.approx(DP_HELLO_SHARE), "domain": pytest.approx(DP_DOMAIN_SHARE),
+                                "training": pytest.approx(0.85 * rest), "mixture": pytest.approx(0.15 * rest)}
     for site in sites:
         mine = summary["sites"][site.name]
         ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg_server.DP_MIXTURE_ITERS), 2,
@@ -156,20 +156,24 @@ def test_sites_ledger_refuses_a_coordinator_asking_for_too_little_noise(mds_part
             strategy.start(InProcessGrid(sites))
     finally:
         fedavg_server._DPPlan = real  # type: ignore[misc]
-    # ... each ledger holds the shared domain's release (made before training) and nothing of the refused training
+    # ... each ledger holds the hello's and the domain's releases (made before training) and nothing of the refused
+    # training
     from fedsynth.strategies.secure_domain import pre_run_releases
 
-    (domain,) = pre_run_releases(PrivacyBudget(1.0, 1e-5), len(SMALL), hello=False)
+    hello, domain = pre_run_releases(PrivacyBudget(1.0, 1e-5), len(SMALL))
     for s in sites:
-        np.testing.assert_allclose(s.privacy_ledger.spent_rdp(s.name), domain.rdp(DEFAULT_ORDERS), rtol=1e-12)
+        np.testing.assert_allclose(s.privacy_ledger.spent_rdp(s.name),
+                                   hello.rdp(DEFAULT_ORDERS) + domain.rdp(DEFAULT_ORDERS), rtol=1e-12)
 
 
-def test_fedavg_ctgan_under_a_budget_is_refused_with_the_reason(mds_partition) -> None:
+def test_fedavg_ctgan_under_a_budget_is_refused_with_the_reason_before_anything_is_asked(mds_partition) -> None:
     schema = mds_partition.schema.select(SMALL)
     strategy = _strategy(schema, PrivacyBudget(3.0), generator="ctgan")
+    grid = InProcessGrid([SiteRuntime(s.name, s.data[SMALL], schema, seed=i) for i, s in enumerate(mds_partition.sites)],
+                         keep_messages=True)
     with pytest.raises(ValidationError, match="private discriminator"):
-        strategy.start(InProcessGrid([SiteRuntime(s.name, s.data[SMALL], schema, seed=i)
-                                      for i, s in enumerate(mds_partition.sites)]))
+        strategy.start(grid)
+    assert grid.sent == []
 
 
 def test_infinite_budget_trains_without_noise_and_spends_nothing(mds_partition, tmp_path) -> None:
@@ -179,3 +183,57 @@ def test_infinite_budget_trains_without_noise_and_spends_nothing(mds_partition, 
     strategy.start(InProcessGrid(sites))
     assert strategy.privacy_summary_["epsilon_spent"] == 0.0
     assert all(s.privacy_ledger.epsilon_spent(s.name) == 0.0 for s in sites)
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_under_a_budget_no_exact_row_count_leaves_a_site_and_each_trains_at_the_plans_rate(
+    mds_partition, tmp_path, monkeypatch, secure: bool
+) -> None:
+    # Setup: every reply recorded; the sites' DP-SGD settings recorded as they train; the sites' count noise seeded
+    # (in a deployment it comes from OS entropy)
+    from fedsynth.generators import _dp
+    from fedsynth.strategies import records, secure_domain
+
+    rng = np.random.default_rng(7)
+    monkeypatch.setattr(secure_domain, "noise_source", lambda: rng)
+
+    schema = mds_partition.schema.select(SMALL)
+    sites = _sites(mds_partition, schema, tmp_path)
+    exact = {len(s.data) for s in sites}
+    trained: list[tuple[float, int]] = []
+    real_train = _dp.dp_train_vae
+
+    def recording(generator, enc, epochs, settings):  # type: ignore[no-untyped-def]
+        trained.append((settings.sample_rate, settings.steps_per_epoch))
+        return real_train(generator, enc, epochs, settings)
+
+    monkeypatch.setattr(_dp, "dp_train_vae", recording)
+    strategy = _strategy(schema, PrivacyBudget(3.0, 1e-5), rounds=1, secure_aggregation=secure)
+    grid = InProcessGrid(sites, keep_messages=True)
+    # Run
+    strategy.start(grid)
+    # Assert: no reply's figures (hello, training replies) hold a site's exact row count; the mixture statistics
+    # are Gaussian releases of their own
+    from fedsynth.strategies.secagg_protocol import COLLECT
+
+    assert (COLLECT in {m.metadata.message_type for m in grid.sent}) is secure  # the path asked for was taken
+    for reply in grid.received:
+        assert not reply.has_error()
+        if "metrics" in reply.content:
+            figures = {round(float(v)) for v in records.from_metric_record(reply.content["metrics"]).values()}
+            assert not exact & figures, reply.metadata.message_type
+    hello = {str(records.from_config_record(r.content["info"])["site_name"]):
+             int(records.from_metric_record(r.content["metrics"])["num_examples"])
+             for m, r in zip(grid.sent, grid.received) if m.metadata.message_type == "query.hello"}
+    assert all(1 <= hello[s.name] < len(s.data) for s in sites)  # a lower bound (3 sigma below, w.p. 0.9987)
+    # ... each site trained at the plan's rate and steps (planned on the noisy count), which its ledger was charged
+    plans = strategy.privacy_summary_["sites"]
+    assert sorted(trained) == sorted((p["sample_rate"], p["steps_per_epoch"]) for p in plans.values())
+    for s in sites:
+        q, per_epoch = _dp.dpsgd_schedule(hello[s.name], PARAMS["batch_size"])
+        assert plans[s.name]["sample_rate"] == pytest.approx(q) and plans[s.name]["steps_per_epoch"] == per_epoch
+        ref = _reference(plans[s.name], strategy.privacy_summary_["mixture_noise_multiplier"],
+                         3 * (1 + fedavg_server.DP_MIXTURE_ITERS), 1, PrivacyBudget(3.0, 1e-5))
+        np.testing.assert_allclose(s.privacy_ledger.spent_rdp(s.name), ref._rdp, rtol=1e-6)
+        assert plans[s.name]["epsilon_spent"] == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
+    assert strategy.privacy_summary_["epsilon_spent"] == pytest.approx(3.0, rel=1e-3)
