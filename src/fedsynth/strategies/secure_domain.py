@@ -44,7 +44,7 @@ from fedsynth.encoding.grid import (
 )
 from fedsynth.errors import FedsynthError
 from fedsynth.privacy.accounting import PrivacyBudget, Release, noise_multiplier_for, rho_for_budget
-from fedsynth.privacy.noise import add_count_noise, site_noise_std
+from fedsynth.privacy.noise import add_count_noise, noise_shares, site_noise_std
 from fedsynth.strategies import records
 from fedsynth.strategies.site import (
     SiteHandler,
@@ -171,7 +171,7 @@ def _record_dropped(strategy: Strategy, sites: Sequence[SiteInfo], dropped: Mapp
 #   ``hello`` share (:meth:`Strategy.start <fedsynth.strategies.base.Strategy.start>`).
 # * ``domain`` (:data:`DP_DOMAIN_SHARE`): per model column one count vector of sensitivity 1
 #   (:func:`~fedsynth.encoding.dp_domain.dp_counts`), C columns -> C Gaussian uses at one noise multiplier; the
-#   noise is the two-step BN's (:mod:`fedsynth.privacy.noise`): σ²/n_sites per site under secure aggregation,
+#   noise is the two-step BN's (:mod:`fedsynth.privacy.noise`): σ²/min_sites per site under secure aggregation,
 #   the full σ² per site in clear. Endpoint rules are the schema's declared ones only (whether a candidate rule
 #   holds at every row is not a noisy count); label names of categorical columns without declared categories
 #   still come from ``query.secure_labels`` (names held at least k times at one site, outside ε).
@@ -261,10 +261,11 @@ def hello_settings(strategy: Strategy, n_sites: int) -> dict[str, Any]:
     return {} if hello is None else dp_request(hello, strategy.run_token_, dp_run_id(strategy), n_sites)
 
 
-def dp_request(release: Release, run_token: str, dp_run: str, n_sites: int) -> dict[str, Any]:
-    """The settings a private hello or domain request carries (noise multiplier, run ids, sites summed)."""
+def dp_request(release: Release, run_token: str, dp_run: str, min_sites: int) -> dict[str, Any]:
+    """The settings a private hello or domain request carries (noise multiplier, run ids, and the fewest sites a
+    secure sum may finish with, :func:`~fedsynth.privacy.noise.noise_shares`)."""
     return {"dp_noise_std": float(release.noise_multiplier), "dp_uses": int(release.count), "run_token": run_token,
-            "dp_run": dp_run, "dp_n_sites": int(n_sites)}
+            "dp_run": dp_run, "dp_min_sites": int(min_sites)}
 
 
 def _charge(site: SiteRuntime, cfg: Mapping[str, Any], release: Release) -> None:
@@ -303,7 +304,7 @@ def noisy_domain_vector(cfg: Mapping[str, Any], site: SiteRuntime, *, secure_agg
     request's labels plus the site's share of the noise (:func:`~fedsynth.privacy.noise.site_noise_std`, from
     the path it answers on), charged to its ledger first; the same vector again when the run asks again."""
     z = float(cfg["dp_noise_std"])
-    std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=secure_aggregation)
+    std = site_noise_std(z, int(cfg["dp_min_sites"]), secure_aggregation=secure_aggregation)
     again = _released(site, cfg, _DOMAIN_RELEASED, std)
     if again is not None:
         return again
@@ -353,19 +354,19 @@ def private_summary(strategy: Strategy, grid: GridLike, sites: Sequence[SiteInfo
     for c in schema.model_columns:  # declared categories only where the schema declares them
         if schema[c].categories is not None and c in labels:
             labels[c] = list(schema[c].categories or ())
+    shares = noise_shares(len(answered), strategy.min_sites)
     request = {"labels": records.encode_payload(labels),
-               **dp_request(release, strategy.run_token_, dp_run, len(answered))}
+               **dp_request(release, strategy.run_token_, dp_run, shares)}
     if bool(params.get("secure_aggregation")) and len(answered) >= 2:
         from fedsynth.strategies.secure_sum import secure_sum
 
         got_sum = secure_sum(grid, [s.node_id for s in answered], request, source="domain.histograms",
-                             modulus_bits=32, timeout=float(params["request_timeout"]))
+                             modulus_bits=32, timeout=float(params["request_timeout"]), min_sites=shares)
         _record_dropped(strategy, sites, got_sum.dropped, "summary-noisy-counts")
         summed = got_sum.arrays
         in_sum = [s for s in answered if s.node_id in set(got_sum.included)]
-        # Each site added sigma**2 / n_sites: the sum carries sigma**2 (less when a site dropped after sharing and
-        # the sum was recovered without it, as for the two-step BN's tables: not corrected yet).
-        noise_std = release.noise_multiplier
+        # Each site added sigma**2 / shares and at least `shares` sites are in the sum: it carries >= sigma**2.
+        noise_std = release.noise_multiplier * float(np.sqrt(len(in_sum) / shares))
     else:
         content = RecordDict({"config": records.to_config_record(request)})
         got = strategy.ask(grid, answered, NOISY_COUNTS, same_for_all(content), group_id="summary-noisy-counts")
