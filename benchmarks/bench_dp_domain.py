@@ -5,7 +5,11 @@
   and parameter phases share the remaining 89%;
 - ``policy_domain``: the domain as it was before (exact summaries under each site's disclosure policy: coarse
   bounds, cells and labels of at least k rows, *outside* the budget), the BN's phases share the whole budget;
-- ``exact`` (ε = ∞): no noise anywhere, the reference.
+- ``exact`` (ε = ∞): no noise anywhere, the reference;
+- ``secure_split_3`` and ``secure_split_2``: ``dp_domain`` with secure aggregation, each site adding σ²/3 (the
+  sites' noise split over all 3 sites, ``min_sites`` 3: the calibration before dropouts were accounted for) or
+  σ²/2 (``min_sites`` 2, the default: a sum that loses one site still carries σ², :mod:`fedsynth.privacy.noise`).
+  With all 3 sites present the released sums carry σ² and 1.5 σ²: the fidelity cost of surviving a dropout.
 
 Each condition over ``--seeds`` seeds (the generator's seed and the sample's; the sites' noise comes from OS
 entropy, as in a deployment). CSF, GSF, survival-effect fidelity of a sample the size of the training pool
@@ -13,7 +17,7 @@ entropy, as in a deployment). CSF, GSF, survival-effect fidelity of a sample the
 OS_YEARS beside the real ones.
 
 Run:  .venv/bin/python benchmarks/bench_dp_domain.py [--epsilon 3] [--seeds 0,1,2] [--max-indegree 2]
-        [--out benchmarks/results/dp_domain.json]
+        [--conditions exact,policy_domain,dp_domain] [--out benchmarks/results/dp_domain.json]
 """
 
 from __future__ import annotations
@@ -57,8 +61,11 @@ def one_run(part: Any, condition: str, epsilon: float, seed: int, max_indegree: 
 
     schema = part.schema
     grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=seed + i) for i, s in enumerate(part.sites)])
+    secure = condition.startswith("secure_split_")
+    min_sites = int(condition.rsplit("_", 1)[1]) if secure else 3
     strategy = make_strategy("two_step_bn", schema, generator="bayesian_network",
-                             generator_params={"max_indegree": max_indegree}, min_sites=3, random_state=seed)
+                             generator_params={"max_indegree": max_indegree}, min_sites=min_sites, random_state=seed,
+                             params={"secure_aggregation": True} if secure else None)
     strategy.privacy = PrivacyBudget(math.inf if condition == "exact" else epsilon, DELTA)
     t0 = time.perf_counter()
     if condition == "policy_domain":
@@ -73,6 +80,7 @@ def one_run(part: Any, condition: str, epsilon: float, seed: int, max_indegree: 
     summary = strategy.privacy_summary_ or {}
     deciles = {c: [round(float(b), 3) for b in result.domain[c].bins] for c in SHOWN}
     return {"condition": condition, "seed": seed, "epsilon_spent": summary.get("epsilon_spent"),
+            "distributed_noise": summary.get("distributed_noise"),
             "split": summary.get("split"), "seconds": round(seconds, 1), "bins": deciles,
             **score(part, result.generator.sample(len(part.train), random_state=seed), seed)}
 

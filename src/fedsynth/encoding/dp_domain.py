@@ -21,6 +21,22 @@ post-processing of the noisy sums and costs no privacy:
   inverse-variance weighted mean of the columns' noisy totals: a binary column's total has 3 noisy cells, a
   numeric one's hundreds), so missing rates are noisy missing counts over a precise total.
 
+Label names of a categorical column whose categories the schema does not declare come from the data, so which
+names exist is itself a release: a label held by one patient names that patient. Under a budget they are chosen
+by DP partition selection with Gaussian thresholding (:func:`select_labels`, :func:`label_threshold`), each site
+on its own rows: a label is named only when its count at the site plus Gaussian noise of the domain's σ clears a
+threshold τ set so that a label held by one patient is named with probability at most the threshold's share of
+δ. Sites hold disjoint patients, so the union of the names is as private as one site's (parallel composition);
+the named labels' counts then go into the noisy sums like declared ones, and a label under ``k`` there is
+suppressed as before. Accounting (:func:`label_selection_budget`): the names are
+``C_u`` more Gaussian uses at the domain's noise multiplier (one per column without declared categories: a
+patient adds one to one label's count per column, L2 sensitivity √C_u), composed in RDP with everything else;
+the threshold's failure probability :data:`LABEL_THRESHOLD_DELTA_SHARE` × δ is kept out of the δ at which the
+run's RDP curve is converted, so the run stays (ε, δ)-DP in all. Sources: Desfontaines, Voss, Gipson &
+Mandayam, "Differentially private partition selection", PoPETs 2022; Wilson et al., "Differentially private SQL
+with bounded user contribution", PoPETs 2020; Google's differential-privacy library
+(``GaussianPartitionSelection``: τ = 1 + σ Φ⁻¹(1 − δ'), δ' = 1 − (1 − δ_τ)^(1/L0), and δ = δ_noise + δ_τ).
+
 Why a coarser grid than the exact sums' :data:`~fedsynth.encoding.domain.HIST_GRID` (two significant digits): the
 noise of a quantile grows with the number of cells summed below it, so at the noise a small ε gives (σ ≈ 30 per
 cell at ε = 3 over 43 columns) 90 cells per decade would bury every quantile; :data:`DP_GRID` has 24 log-spaced
@@ -29,15 +45,17 @@ cells per decade (each about 10% wide).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.schema import TableSchema
+from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import coarse_bounds
 from fedsynth.encoding.grid import grid_counts, histogram_edges, kept_labels, modes_from_histogram
+from fedsynth.privacy.accounting import PrivacyBudget
 
 #: Cells per decade of :data:`DP_GRID`.
 DP_CELLS_PER_DECADE = 24
@@ -92,6 +110,98 @@ def dp_counts(data: pd.DataFrame, schema: TableSchema, labels: Mapping[str, Sequ
         for part in ("hist", "labels"):
             if f"{name}/{part}" in counts:
                 out[f"{name}/{part}"] = counts[f"{name}/{part}"]
+    return out
+
+
+#: Share of the run's δ taken by label selection's threshold (the chance that a label held by one patient is
+#: named); the run's RDP curve is converted to ε at the rest (:func:`label_selection_budget`).
+LABEL_THRESHOLD_DELTA_SHARE = 0.1
+
+
+def undeclared_categoricals(schema: TableSchema) -> list[str]:
+    """The categorical model columns whose categories the schema does not declare (their labels come from the
+    data, so under a budget they are chosen by :func:`select_labels`)."""
+    return [c for c in schema.model_columns
+            if schema[c].kind is ColumnKind.CATEGORICAL and schema[c].categories is None]
+
+
+def label_selection_budget(budget: PrivacyBudget, schema: TableSchema) -> PrivacyBudget:
+    """The budget the run's RDP accountant converts at: ``budget`` with δ less the label threshold's share
+    (:data:`LABEL_THRESHOLD_DELTA_SHARE`) when the schema has columns without declared categories, else
+    ``budget`` unchanged. The threshold's δ is :func:`label_threshold_delta` of the result."""
+    if not undeclared_categoricals(schema) or budget.is_infinite:
+        return budget
+    return dataclasses.replace(budget, delta=budget.delta * (1.0 - LABEL_THRESHOLD_DELTA_SHARE))
+
+
+def label_threshold_delta(rdp_budget: PrivacyBudget) -> float:
+    """δ_τ, the threshold's share of the run's δ, from the budget :func:`label_selection_budget` returned."""
+    return rdp_budget.delta * LABEL_THRESHOLD_DELTA_SHARE / (1.0 - LABEL_THRESHOLD_DELTA_SHARE)
+
+
+def label_threshold(noise_std: float, threshold_delta: float, n_columns: int) -> float:
+    """τ of Gaussian partition selection: a label counted by one patient only (its count 1) clears it, with
+    noise of standard deviation ``noise_std``, with probability ``δ' = 1 − (1 − δ_τ)^(1/n_columns)``, so that a
+    patient's ``n_columns`` labels (one per column) are named with probability at most ``threshold_delta``.
+
+    Parameters
+    ----------
+    noise_std : float
+        σ of the noise on each label count (the domain's noise multiplier: sensitivity 1 per column).
+    threshold_delta : float
+        δ_τ in (0, 1).
+    n_columns : int
+        Columns whose labels are selected (L0: labels one patient contributes to).
+
+    Returns
+    -------
+    float
+        ``1 + σ Φ⁻¹(1 − δ')`` (Google's ``GaussianPartitionSelection::CalculateThresholdFromStddev``).
+    """
+    from scipy.stats import norm
+
+    per_label = -float(np.expm1(np.log1p(-threshold_delta) / max(int(n_columns), 1)))
+    return 1.0 + float(noise_std) * float(norm.isf(per_label))
+
+
+def select_labels(
+    data: pd.DataFrame,
+    schema: TableSchema,
+    columns: Sequence[str],
+    *,
+    noise_std: float,
+    threshold: float,
+    random_state: np.random.Generator | int | None,
+) -> dict[str, list[str]]:
+    """A site's label names under a budget: per column of ``columns`` it holds, the labels whose count in its rows
+    plus Gaussian noise of standard deviation ``noise_std`` exceeds ``threshold`` (:func:`label_threshold`),
+    sorted. Only names leave (no count); a label the site does not hold is never named.
+
+    Parameters
+    ----------
+    data : DataFrame
+        The site's rows (one per patient).
+    schema : TableSchema
+        The table's schema.
+    columns : sequence of str
+        Categorical columns without declared categories (:func:`undeclared_categoricals`).
+    noise_std, threshold : float
+        σ and τ.
+    random_state : Generator, int or None
+        The noise's source (a site's OS entropy in a run).
+
+    Returns
+    -------
+    dict of str to list of str
+    """
+    rng = np.random.default_rng(random_state)
+    out: dict[str, list[str]] = {}
+    for name in columns:
+        if name not in data.columns:
+            continue
+        counts = data[name].dropna().astype(str).value_counts()
+        noisy = counts.to_numpy(dtype=float) + rng.normal(0.0, noise_std, size=len(counts))
+        out[name] = sorted(str(label) for label, x in zip(counts.index, noisy, strict=True) if x > threshold)
     return out
 
 

@@ -120,7 +120,8 @@ def build_strategy(config: ExperimentConfig, schema: TableSchema, run_dir: Path,
 def privacy_summary(config: ExperimentConfig, strategy: Any) -> Any:
     """What the manifest says of differential privacy: the strategy's summary, or that none was asked for."""
     if config.privacy is not None and strategy is not None:
-        return getattr(strategy, "privacy_summary_", None)
+        summary, domain = getattr(strategy, "privacy_summary_", None), getattr(strategy, "domain_privacy_", None)
+        return {**summary, **domain} if isinstance(summary, dict) and domain else summary
     return {"budget": None, "note": "no privacy block: no differential privacy, exact releases"}
 
 

@@ -208,6 +208,8 @@ class Strategy(ABC):
     #: The run's DP budget (``None``: none); after the hello and domain, with their releases (:mod:`.secure_domain`).
     privacy: PrivacyBudget | None = None
     _pre_run_releases: tuple[Release, ...] | None = None
+    #: What the private domain states for the manifest's ``privacy`` (its distributed noise, label selection).
+    domain_privacy_: dict[str, Any] | None = None
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ patient's value (bounds are coarse grid points, quantile edges are interpolated 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ import numpy as np
 from flwr.app import Message, RecordDict
 
 from fedsynth.cohort.constraints import EndpointRule
-from fedsynth.cohort.schema import ColumnKind
+from fedsynth.encoding import dp_domain
 from fedsynth.encoding.dp_domain import dp_counts, noisy_summary
 from fedsynth.encoding.grid import (
     candidate_labels,
@@ -44,7 +45,7 @@ from fedsynth.encoding.grid import (
 )
 from fedsynth.errors import FedsynthError
 from fedsynth.privacy.accounting import PrivacyBudget, Release, noise_multiplier_for, rho_for_budget
-from fedsynth.privacy.noise import add_count_noise, site_noise_std
+from fedsynth.privacy.noise import add_count_noise, noise_calibration, noise_shares, site_noise_std
 from fedsynth.strategies import records
 from fedsynth.strategies.site import (
     SiteHandler,
@@ -66,8 +67,11 @@ LABELS = "query.secure_labels"
 
 def handle_labels(msg: Message, site: SiteRuntime) -> RecordDict:
     """``query.secure_labels``: per categorical column, the labels the site holds at least ``k`` times (its own
-    policy's ``min_count``, tightened by the message, never loosened) — names only."""
-    policy = site_policy(msg, site)
+    policy's ``min_count``, tightened by the message, never loosened) — names only; under a budget
+    (``dp_label_threshold`` in the message) the names DP partition selection keeps (:func:`noisy_label_names`)."""
+    cfg, policy = message_config(msg), site_policy(msg, site)
+    if "dp_label_threshold" in cfg:  # under a budget: DP partition selection (names only, see noisy_label_names)
+        return RecordDict({"labels": records.to_payload_record(noisy_label_names(cfg, site, policy.min_count))})
     return RecordDict({"labels": records.to_payload_record(frequent_labels(site.data, site.schema,
                                                                              min_count=policy.min_count))})
 
@@ -169,10 +173,13 @@ def _record_dropped(strategy: Strategy, sites: Sequence[SiteInfo], dropped: Mapp
 #   this figure, and SD-sharing's sites sample as many rows as they hold unless the run asks for a number.
 # * ``domain`` (:data:`DP_DOMAIN_SHARE`): per model column one count vector of sensitivity 1
 #   (:func:`~fedsynth.encoding.dp_domain.dp_counts`), C columns -> C Gaussian uses at one noise multiplier; the
-#   noise is the two-step BN's (:mod:`fedsynth.privacy.noise`): σ²/n_sites per site under secure aggregation,
+#   noise is the two-step BN's (:mod:`fedsynth.privacy.noise`): σ²/min_sites per site under secure aggregation,
 #   the full σ² per site in clear. Endpoint rules are the schema's declared ones only (whether a candidate rule
-#   holds at every row is not a noisy count); label names of categorical columns without declared categories
-#   still come from ``query.secure_labels`` (names held at least k times at one site, outside ε).
+#   holds at every row is not a noisy count). Label names of categorical columns without declared categories
+#   come from ``query.secure_labels`` under DP partition selection (:func:`noisy_label_names`,
+#   :mod:`fedsynth.encoding.dp_domain`): one more use per such column at the domain's noise multiplier, and the
+#   threshold's δ kept out of the δ the run's RDP curve is converted at (:func:`~fedsynth.encoding.dp_domain.
+#   label_selection_budget`).
 #
 # A site charges each release to its own ledger (at the noise the message asks for) before it answers, keeps
 # what it released in its state, and sends it again unchanged, at no new cost, when a resumed run asks again.
@@ -187,6 +194,7 @@ HELLO_MARGIN = 3.0
 NOISY_COUNTS = "query.noisy_domain_counts"
 #: Parts of a site's state (:func:`~fedsynth.strategies.site.save_site_state`) holding what it released.
 _HELLO_RELEASED, _DOMAIN_RELEASED = "dp-hello-released", "dp-domain-released"
+_LABELS_RELEASED = "dp-labels-released"
 
 
 def noise_source() -> np.random.Generator:
@@ -240,7 +248,9 @@ def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] 
 
     strategy.check_private_run()
     strategy.epsilon_left_ = check_site_budgets(strategy, grid, strategy._hello_request(grid).sites, budget)
-    releases = pre_run_releases(budget, len(strategy.schema.model_columns))
+    budget = dp_domain.label_selection_budget(budget, strategy.schema)  # the label threshold's share of delta
+    n_uses = len(strategy.schema.model_columns) + len(dp_domain.undeclared_categoricals(strategy.schema))
+    releases = pre_run_releases(budget, n_uses)
     strategy._pre_run_releases = releases
     strategy.privacy = budget.spending(*releases)
     return releases
@@ -261,10 +271,11 @@ def hello_settings(strategy: Strategy, n_sites: int) -> dict[str, Any]:
     return {} if hello is None else dp_request(hello, strategy.run_token_, dp_run_id(strategy), n_sites)
 
 
-def dp_request(release: Release, run_token: str, dp_run: str, n_sites: int) -> dict[str, Any]:
-    """The settings a private hello or domain request carries (noise multiplier, run ids, sites summed)."""
+def dp_request(release: Release, run_token: str, dp_run: str, min_sites: int) -> dict[str, Any]:
+    """The settings a private hello or domain request carries (noise multiplier, run ids, and the fewest sites a
+    secure sum may finish with, :func:`~fedsynth.privacy.noise.noise_shares`)."""
     return {"dp_noise_std": float(release.noise_multiplier), "dp_uses": int(release.count), "run_token": run_token,
-            "dp_run": dp_run, "dp_n_sites": int(n_sites)}
+            "dp_run": dp_run, "dp_min_sites": int(min_sites)}
 
 
 def _charge(site: SiteRuntime, cfg: Mapping[str, Any], release: Release) -> None:
@@ -309,7 +320,7 @@ def noisy_domain_vector(cfg: Mapping[str, Any], site: SiteRuntime, *, secure_agg
     request's labels plus the site's share of the noise (:func:`~fedsynth.privacy.noise.site_noise_std`, from
     the path it answers on), charged to its ledger first; the same vector again when the run asks again."""
     z = float(cfg["dp_noise_std"])
-    std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=secure_aggregation)
+    std = site_noise_std(z, int(cfg["dp_min_sites"]), secure_aggregation=secure_aggregation)
     again = _released(site, cfg, _DOMAIN_RELEASED, std)
     if again is not None:
         return again
@@ -319,6 +330,34 @@ def noisy_domain_vector(cfg: Mapping[str, Any], site: SiteRuntime, *, secure_agg
     noisy = add_count_noise(counts, std, random_state=noise_source())
     save_site_state(site, _state_key(cfg), _DOMAIN_RELEASED, 0, {"std": std}, noisy)
     return noisy
+
+
+def _label_selection(strategy: Strategy, release: Release, columns: Sequence[str]) -> dict[str, Any]:
+    """The threshold a site's label names must clear under the run's budget (:func:`~fedsynth.encoding.dp_domain.
+    label_threshold` at the domain's noise multiplier and the threshold's share of δ)."""
+    if not columns or strategy.privacy is None:
+        return {}
+    delta = dp_domain.label_threshold_delta(strategy.privacy)
+    return {"dp_label_threshold": dp_domain.label_threshold(release.noise_multiplier, delta, len(columns)),
+            "dp_label_delta": delta}
+
+
+def noisy_label_names(cfg: Mapping[str, Any], site: SiteRuntime, min_count: int = 0) -> dict[str, list[str]]:
+    """Site side of a private ``query.secure_labels``: per categorical column without declared categories, the
+    labels whose count here plus Gaussian noise of the full σ (the names are seen alone) clears the message's
+    threshold, or the site's ``min_count`` when higher (a higher threshold only lowers the chance of naming a rare
+    label; :func:`~fedsynth.encoding.dp_domain.select_labels`) — charged to the site's ledger first, the same
+    names again when the run asks again."""
+    z, tau = float(cfg["dp_noise_std"]), max(float(cfg["dp_label_threshold"]), float(min_count))
+    found = load_site_state(site, str(cfg["run_token"]), _LABELS_RELEASED, 0)
+    if found is not None and found[0].get("std") == z and found[0].get("threshold") == tau:
+        return {str(c): [str(x) for x in names] for c, names in found[0]["labels"].items()}
+    _charge(site, cfg, Release("domain", z, int(cfg["dp_uses"])))
+    names = dp_domain.select_labels(site.data, site.schema, dp_domain.undeclared_categoricals(site.schema),
+                                    noise_std=z, threshold=tau, random_state=noise_source())
+    save_site_state(site, str(cfg["run_token"]), _LABELS_RELEASED, 0, {"std": z, "threshold": tau, "labels": names},
+                    {"n": np.array([sum(len(v) for v in names.values())], dtype=np.int64)})
+    return names
 
 
 def handle_noisy_counts(msg: Message, site: SiteRuntime) -> RecordDict:
@@ -346,12 +385,15 @@ def private_summary(strategy: Strategy, grid: GridLike, sites: Sequence[SiteInfo
     params = strategy.params
     k = int(params["min_category_count"])
     schema = strategy.schema
-    undeclared = [c for c in schema.model_columns
-                  if schema[c].kind is ColumnKind.CATEGORICAL and schema[c].categories is None]
+    undeclared = dp_domain.undeclared_categoricals(schema)
     announced: list[Any] = []
     answered = list(sites)
-    if undeclared:  # label names only where the schema declares none (outside ε, see the comment above)
-        cfg = records.to_config_record({"min_category_count": k})
+    n_counts = len(schema.model_columns)
+    selection = _label_selection(strategy, release, undeclared)
+    if undeclared:  # label names only where the schema declares none, by DP partition selection
+        cfg = records.to_config_record({"min_category_count": k, **selection,
+                                        **dp_request(dataclasses.replace(release, count=len(undeclared)),
+                                                     strategy.run_token_, dp_run, 1)})
         got = strategy.ask(grid, sites, LABELS, lambda s: RecordDict({"config": cfg}), group_id="summary-labels")
         answered = [s for s in sites if s.node_id in got.ok]
         announced = [records.from_payload_record(got.ok[s.node_id]["labels"]) for s in answered]
@@ -359,19 +401,19 @@ def private_summary(strategy: Strategy, grid: GridLike, sites: Sequence[SiteInfo
     for c in schema.model_columns:  # declared categories only where the schema declares them
         if schema[c].categories is not None and c in labels:
             labels[c] = list(schema[c].categories or ())
+    shares = noise_shares(len(answered), strategy.min_sites)
     request = {"labels": records.encode_payload(labels),
-               **dp_request(release, strategy.run_token_, dp_run, len(answered))}
+               **dp_request(dataclasses.replace(release, count=n_counts), strategy.run_token_, dp_run, shares)}
     if bool(params.get("secure_aggregation")) and len(answered) >= 2:
         from fedsynth.strategies.secure_sum import secure_sum
 
         got_sum = secure_sum(grid, [s.node_id for s in answered], request, source="domain.histograms",
-                             modulus_bits=32, timeout=float(params["request_timeout"]))
+                             modulus_bits=32, timeout=float(params["request_timeout"]), min_sites=shares)
         _record_dropped(strategy, sites, got_sum.dropped, "summary-noisy-counts")
         summed = got_sum.arrays
         in_sum = [s for s in answered if s.node_id in set(got_sum.included)]
-        # Each site added sigma**2 / n_sites: the sum carries sigma**2 (less when a site dropped after sharing and
-        # the sum was recovered without it, as for the two-step BN's tables: not corrected yet).
-        noise_std = release.noise_multiplier
+        # Each site added sigma**2 / shares and at least `shares` sites are in the sum: it carries >= sigma**2.
+        noise_std = release.noise_multiplier * float(np.sqrt(len(in_sum) / shares))
     else:
         content = RecordDict({"config": records.to_config_record(request)})
         got = strategy.ask(grid, answered, NOISY_COUNTS, same_for_all(content), group_id="summary-noisy-counts")
@@ -380,6 +422,10 @@ def private_summary(strategy: Strategy, grid: GridLike, sites: Sequence[SiteInfo
         in_sum = [s for s in answered if s.node_id in got.ok]
         noise_std = release.noise_multiplier * float(np.sqrt(len(in_sum)))  # each site added the full sigma**2
     holders = {c: [s.name for s in in_sum if c in s.columns] for c in schema.model_columns}
+    strategy.domain_privacy_ = {"domain_distributed_noise": noise_calibration(
+        len(answered), strategy.min_sites, secure_aggregation=bool(params.get("secure_aggregation")) and len(answered) >= 2),
+        **({"label_selection": {**selection, "columns": undeclared, "named": {c: len(labels[c]) for c in undeclared}}}
+           if undeclared else {})}
     log.info("private domain: noisy counts of %d sites summed (noise multiplier %.4g, %d uses)", len(in_sum),
              release.noise_multiplier, release.count)
     return noisy_summary(summed, labels, schema, holders=holders, noise_std=noise_std, min_count=k,

@@ -245,6 +245,7 @@ def secure_sum(
     fraction_bits: int | None = None,
     clipping_range: float = DEFAULT_CLIPPING_RANGE,
     timeout: float | None = None,
+    min_sites: int = 0,
 ) -> SecureSumResult:
     """Sum one vector per site so that the server learns the sum only (SecAgg+ stages over ``grid``).
 
@@ -274,6 +275,10 @@ def secure_sum(
         Fixed point only: each site's values are clipped to ``[-clipping_range, clipping_range]``.
     timeout : float, optional
         Seconds each stage waits for replies; a site that does not answer is dropped.
+    min_sites : int
+        The fewest sites whose vectors the sum may hold, besides ``threshold``: a sum of distributed noise
+        calibrated to this many sites (:func:`~fedsynth.privacy.noise.noise_shares`) fails rather than be
+        released with less noise than accounted. 0: the threshold alone.
 
     Returns
     -------
@@ -285,7 +290,7 @@ def secure_sum(
     ValidationError
         Every problem of the settings at once.
     FedsynthError
-        Fewer than ``threshold`` sites remain at some stage, the sites' vectors differ in shape, or too few
+        Fewer than ``threshold`` (or ``min_sites``) sites remain at some stage, the sites' vectors differ in shape, or too few
         shares came back to unmask.
 
     Notes
@@ -304,16 +309,15 @@ def secure_sum(
     session = uuid.uuid4().hex
     exchange = _Exchange(grid, session, timeout)
     dropped: dict[int, str] = {}
+    need = max(t, int(min_sites))
 
     def keep(stage: str, ok: Mapping[int, RecordDict], failed: Mapping[int, str]) -> list[int]:
         for node, reason in failed.items():
             dropped[node] = f"{stage}: {reason}"
             log.warning("secure sum %s: node %d dropped at %s: %s", session[:8], node, stage, reason)
-        if len(ok) < t:
-            raise FedsynthError(
-                f"secure sum: only {len(ok)} sites answered {stage}; the threshold is {t} "
-                f"(dropped: {len(dropped)})"
-            )
+        if len(ok) < need:
+            what = f"the threshold is {t}" if need == t else f"the noise is calibrated to at least {need} sites"
+            raise FedsynthError(f"secure sum: only {len(ok)} sites answered {stage}; {what} (dropped: {len(dropped)})")
         return sorted(ok)
 
     # Stage 0: key pairs.

@@ -42,11 +42,12 @@ and AIM likewise measure the chosen marginals afresh). The server sums the noisy
 
 Trust model. Each site draws its noise from its own OS entropy, never from a seed the coordinator knows (it
 could subtract it). With ``secure_aggregation`` on (the coordinator learns only the sum over sites, see
-:mod:`fedsynth.strategies.secure_sum`) each site adds variance σ²/n_sites, so that the released sum carries σ²
-whichever party is curious; if a site drops after sharing and the sum is recovered without it, the sum carries
-(n_sites - 1)/n_sites σ², less than accounted (not corrected yet). With it off each site adds the full σ²: every
-table a site sends in clear then carries the guarantee on its own, and the sum carries n_sites·σ² (accounted as
-σ², a conservative bound). The site chooses its share from the path it answers on, not from the message. With
+:mod:`fedsynth.strategies.secure_sum`) each site adds variance σ²/min_sites and the secure sum fails with fewer
+than ``min_sites`` sites, so that the released sum carries at least σ² whichever party is curious, also when a
+site drops after sharing and the sum is recovered without it (:mod:`fedsynth.privacy.noise`; the manifest's
+``privacy.distributed_noise`` states it). With it off each site adds the full σ²: every table a site sends in
+clear then carries the guarantee on its own, and the sum carries n_sites·σ² (accounted as σ², a conservative
+bound). The site chooses its share from the path it answers on, not from the message. With
 ε = ∞ (no privacy block) no noise is added and the federated network equals the
 centralized one. A site with a ledger (:attr:`SiteRuntime.privacy_ledger
 <fedsynth.strategies.site.SiteRuntime.privacy_ledger>`) charges its own budget at the noise level the message
@@ -68,7 +69,7 @@ from flwr.app import Message, RecordDict
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
 from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release
-from fedsynth.privacy.noise import add_count_noise, site_noise_std
+from fedsynth.privacy.noise import add_count_noise, noise_calibration, noise_shares, site_noise_std
 from fedsynth.strategies import records
 from fedsynth.strategies.base import (
     GridLike,
@@ -187,7 +188,7 @@ class TwoStepBNStrategy(Strategy):
                     # Charged before the request goes out: a request over budget releases nothing. A replayed
                     # request (resume) is charged again, so the accountant ends where the interrupted run was.
                     accountant.charge(Release(phase, z, len(keys)))
-                    extra = {"dp_noise_std": z, "dp_n_sites": len(active)}
+                    extra = {"dp_noise_std": z, "dp_min_sites": noise_shares(len(active), self.min_sites)}
                 secure = bool(self.params.get("secure_aggregation", False))
                 # Whose tables the history holds: each site's, or under secure aggregation only their sum.
                 owners = [_SECURE_SUM] if secure else [s.name for s in active]
@@ -238,6 +239,9 @@ class TwoStepBNStrategy(Strategy):
         if self.privacy is not None:
             self.privacy_summary_ = (accountant.summary() if accountant is not None
                                      else PrivacyAccountant(self.privacy, DP_SPLIT).summary())
+            if accountant is not None:
+                self.privacy_summary_["distributed_noise"] = noise_calibration(
+                    len(sites), self.min_sites, secure_aggregation=bool(self.params.get("secure_aggregation")))
             log.info("two_step_bn: privacy epsilon spent %.4g of %s", self.privacy_summary_["epsilon_spent"],
                      self.privacy.epsilon)
         log.info("two_step_bn (%s): %d edges from %d count requests in %.2fs", label, len(edges), oracle.n_requests, seconds)
@@ -269,7 +273,8 @@ class TwoStepBNStrategy(Strategy):
 
         # Counts are exact modulo 2**32 while every summed cell stays under 2**31 (the rows of all sites).
         bits = 32 if sum(s.n_rows for s in active) < 2**31 else 64
-        got = secure_sum(grid, [s.node_id for s in active], request, source="two_step_bn.counts", modulus_bits=bits)
+        got = secure_sum(grid, [s.node_id for s in active], request, source="two_step_bn.counts", modulus_bits=bits,
+                         min_sites=int(request.get("dp_min_sites", 0)))
         if got.dropped:
             for node, reason in got.dropped.items():
                 left_out[site_name(active, node)] = reason
@@ -323,10 +328,10 @@ def _noisy_tables(
     """The site's tables with its share of the Gaussian noise, charged to its ledger first (if it has one).
 
     The site decides its share from the path it answers on: in clear (its table is seen alone) the full σ², by
-    secure aggregation (only the sum is seen) σ²/n_sites.
+    secure aggregation (only the sum is seen) σ²/min_sites (:func:`~fedsynth.privacy.noise.noise_shares`).
     """
     z = float(cfg["dp_noise_std"])
-    std = site_noise_std(z, int(cfg["dp_n_sites"]), secure_aggregation=secure_aggregation)
+    std = site_noise_std(z, int(cfg["dp_min_sites"]), secure_aggregation=secure_aggregation)
     # Tables already released in this run are sent again as they were (no new noise, no new cost). They are
     # the site's state: kept in the node's context.state (each message may run in a fresh process) and folder.
     token = str(cfg["run_token"])

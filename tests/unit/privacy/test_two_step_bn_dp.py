@@ -180,7 +180,7 @@ def test_a_coordinator_asking_for_noiseless_counts_is_refused_by_a_site_with_a_l
 
 
 def test_noisy_counts_by_secure_aggregation_stay_within_budget_and_sample(mds_partition) -> None:
-    # Setup: the same run with the tables summed by secure aggregation (each site adds sigma^2 / n_sites)
+    # Setup: the same run with the tables summed by secure aggregation (each site adds sigma^2 / min_sites)
     schema = mds_partition.schema.select(SMALL)
     strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", generator_params={"max_indegree": 1},
                              min_sites=3, params={"secure_aggregation": True})
@@ -189,6 +189,7 @@ def test_noisy_counts_by_secure_aggregation_stay_within_budget_and_sample(mds_pa
     result = strategy.start(_grid(mds_partition, schema))
     # Assert
     assert 0 < strategy.privacy_summary_["epsilon_spent"] <= 1.0 + 1e-9
+    assert strategy.privacy_summary_["distributed_noise"]["site_variance_share"] == "1/3"
     assert len(result.generator.sample(100, random_state=0)) == 100
     from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
 

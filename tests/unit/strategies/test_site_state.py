@@ -152,7 +152,7 @@ def _noisy_count_request(site: SiteRuntime, families: list[str]) -> dict[str, np
 
     domain = merge_summaries([summarize_site(site.data, SCHEMA, random_state=0)], SCHEMA, random_state=0)
     cfg = {"run_token": "run-1", "generator": "bayesian_network", "generator_params": "{}",
-           "domain": records.domain_to_text(domain), "families": families, "dp_noise_std": 3.0, "dp_n_sites": 1}
+           "domain": records.domain_to_text(domain), "families": families, "dp_noise_std": 3.0, "dp_min_sites": 1}
     msg = Message(RecordDict({"config": records.to_config_record(cfg)}), dst_node_id=1, message_type="query.counts")
     from fedsynth.strategies.in_process import _ensure_task_identity
 
