@@ -60,10 +60,20 @@ from fedsynth.generators.latent_mixture import (
 )
 from fedsynth.generators.model_folder import read_model_json, read_model_npz
 from fedsynth.generators.params import VAEBGMParams
+from fedsynth.generators.survival_calibration import (
+    SurvivalCalibration,
+    calibration_strata,
+    endpoint_edges,
+    fit_survival_calibration,
+    survival_counts,
+)
 from fedsynth.generators.vae_layout import Encoded, Layout, absent_inputs, decode, encode
 from fedsynth.generators.vae_network import build_vae, vae_loss
 
 log = logging.getLogger(__name__)
+
+#: Unconditioned rows drawn to fit the survival calibration (:meth:`VAEBGMGenerator.fit_survival_calibration`).
+CALIBRATION_ROWS = 20_000
 
 #: Files written by :meth:`VAEBGMGenerator.save` beside ``generator.json``.
 WEIGHTS_FILE = "vae_weights.npz"
@@ -105,6 +115,10 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
     device_: Any = None
     layout_: Layout | None = None
     epochs_trained_: int = 0
+    #: Per-level factors on sampled durations (:mod:`fedsynth.generators.survival_calibration`); ``None``: none.
+    survival_calibration_: SurvivalCalibration | None = None
+    #: The summed counts the calibration was fitted on (in memory only, for refitting; not saved).
+    survival_counts_: dict[str, np.ndarray] | None = None
     #: DP-SGD settings (:class:`fedsynth.generators._dp.DPSGDSettings`) a federated site sets before training
     #: under a privacy budget; ``None``: plain training.
     dp_sgd_: Any = None
@@ -166,6 +180,9 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
                 self._latent_means(enc), data, self.latent_mixture_, self.count_columns(), self.schema,
                 bins=self.count_bins(),
             )
+        self.survival_calibration_ = None
+        if p.survival_calibration:
+            self.fit_survival_calibration(self.survival_count_statistics(data))
 
     def partial_fit(self, data: pd.DataFrame, *, epochs: int = 1) -> VAEBGMGenerator:
         """Continue training on ``data`` for ``epochs`` passes, from the current weights and optimiser state.
@@ -367,6 +384,50 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         set_generator_state(self.torch_rng_, np.asarray(arrays["torch_generator"]))
         self.epochs_trained_ = int(meta.get("epochs_trained", 0))
 
+    # -- survival calibration within strata ---------------------------------------------------------
+    def survival_count_statistics(self, data: pd.DataFrame, *, min_count: int = 1) -> dict[str, np.ndarray]:
+        """Site side: events, person-time and row counts per level of the calibration strata
+        (:func:`~fedsynth.generators.survival_calibration.survival_counts`); sums over sites are the pooled ones.
+
+        Parameters
+        ----------
+        data : DataFrame
+            The site's training rows (conformed to the shared domain).
+        min_count : int, default 1
+            The site's smallest released count in clear (levels under it withheld); 1 under secure aggregation.
+        """
+        if self.domain is None:
+            raise FedsynthError(f"{type(self).__name__} has no domain yet; it cannot count survival")
+        return survival_counts(data, self.schema, calibration_strata(self.schema, self.domain),
+                               endpoint_edges(self.schema, self.domain), min_count=min_count)
+
+    def fit_survival_calibration(self, counts: Mapping[str, np.ndarray], *, min_count: int = 5,
+                                 **options: Any) -> None:
+        """Fit the per-level duration factors against the real ``counts`` (summed :meth:`survival_count_statistics`)
+        on :data:`CALIBRATION_ROWS` unconditioned rows of the current model (drawn with ``random_state``).
+
+        ``min_count`` is the sites' smallest released count: a level with fewer real rows gets no factor. Sampling
+        applies the factors while ``survival_calibration`` is on. ``options`` go to
+        :func:`~fedsynth.generators.survival_calibration.fit_survival_calibration` (``min_rows``, ``damping``...)."""
+        assert self.domain is not None
+        self.survival_calibration_ = None
+        self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
+        synthetic = self.sample(CALIBRATION_ROWS, random_state=self.params.random_state)
+        self.survival_calibration_ = fit_survival_calibration(
+            synthetic, counts, self.schema, self.domain, calibration_strata(self.schema, self.domain),
+            min_count=min_count, **options)
+        cal = self.survival_calibration_
+        log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log median error %.3g",
+                 len(cal.strata), cal.sweeps, cal.max_log_error)
+
+    def _finish(self, raw: pd.DataFrame) -> pd.DataFrame:
+        out = super()._finish(raw)
+        if self.survival_calibration_ is not None and self.params.survival_calibration:
+            assert self.domain is not None
+            # Every endpoint of a row by one factor, then a monotone clip: the endpoint rules _finish enforced hold.
+            out = self.survival_calibration_.apply(out, self.schema, self.domain)
+        return out
+
     # -- sampling (conditional draws: ComponentConditionedGenerator.sample) ---------------------------
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
         import torch
@@ -401,6 +462,9 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
             "component_counts": None
             if self.component_counts_ is None
             else {k: v.tolist() for k, v in self.component_counts_.items()},
+            "survival_calibration": None
+            if self.survival_calibration_ is None
+            else self.survival_calibration_.to_dict(),
         }
         atomic_write_text(folder / STATE_FILE, json.dumps(state))
 
@@ -420,4 +484,6 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         self.component_counts_ = None if counts is None else {
             k: np.asarray(v, dtype=np.float64) for k, v in counts.items()
         }
+        cal = state.get("survival_calibration")
+        self.survival_calibration_ = None if cal is None else SurvivalCalibration.from_dict(cal)
 
