@@ -382,13 +382,13 @@ def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain, log_factor:
     return enforce(out, schema.constraints, floors=floors)
 
 
-def _gene_kept(st: CalibrationStratum, counts: Mapping[str, np.ndarray]) -> bool:
+def _gene_kept(st: CalibrationStratum, counts: Mapping[str, np.ndarray], min_freq: float) -> bool:
     n = counts.get(f"n{SEP}{st.column}")
     if not st.genomic:
         return True
     if n is None or n.sum() <= 0 or "1" not in st.labels:
         return False
-    return bool(n[st.labels.index("1")] / n.sum() >= GENE_MIN_FREQ)
+    return bool(n[st.labels.index("1")] / n.sum() >= min_freq)
 
 
 def fit_survival_calibration(
@@ -405,6 +405,7 @@ def fit_survival_calibration(
     tol: float = 0.01,
     max_log_factor: float = math.log(4.0),
     endpoints: str = "all",
+    gene_min_freq: float = GENE_MIN_FREQ,
 ) -> SurvivalCalibration:
     """Per-level factors on synthetic durations so that each level's median matches the real one (damped raking).
 
@@ -433,13 +434,15 @@ def fit_survival_calibration(
         Whose median errors a level's factor corrects: the mean over every endpoint of the schema, or only the
         schema's first endpoint (its primary one). One factor moves every endpoint of a row, so when a model's
         endpoints are off in opposite directions only one of them can be matched.
+    gene_min_freq : float, default :data:`GENE_MIN_FREQ`
+        Smallest mutation share of a genomic stratum (in the summed real counts).
 
     Returns
     -------
     SurvivalCalibration
     """
     edges = endpoint_edges(schema, domain)
-    kept = [st for st in strata if _gene_kept(st, counts) and f"n{SEP}{st.column}" in counts
+    kept = [st for st in strata if _gene_kept(st, counts, gene_min_freq) and f"n{SEP}{st.column}" in counts
             and st.column in synthetic_data.columns]
     eps = [ep for ep in schema.endpoints if ep.name in edges and ep.duration_col in synthetic_data.columns
            and ep.event_col in synthetic_data.columns]
