@@ -20,9 +20,12 @@ training rows), its effects lost (with real and synthetic p) and ``expected_lost
 perfect generator would still lose by sampling noise alone.
 
 Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm,ctgan,gaussian_copula,tvae] [--seeds 0,1,2]
-       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--out FILE]
-Writes benchmarks/results/arms.json (the BN and VAE-BGM arms) or --out (benchmarks/results/arms_vae_peers.json:
-VAE-BGM, CTGAN and the SDV peers).
+       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--cal-variants JSON] [--out FILE]
+       [--keep-from FILE ...]
+Writes ONE results file for every generator and peer, benchmarks/results/arms.json (or --out): the rows of this
+call, plus the rows of (generator, seed) pairs it did not measure, kept from the file already there and from any
+--keep-from file. ``--cal-variants`` draws VAE-BGM's arms and fidelity with its survival calibration off
+(``{"off": true}``) or refitted with other options, from the same fit (rows record ``calibration_variant``).
 """
 
 from __future__ import annotations
