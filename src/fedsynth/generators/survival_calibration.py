@@ -406,6 +406,7 @@ def fit_survival_calibration(
     max_log_factor: float = math.log(4.0),
     endpoints: str = "all",
     gene_min_freq: float = GENE_MIN_FREQ,
+    drawn_for: np.ndarray | None = None,
 ) -> SurvivalCalibration:
     """Per-level factors on synthetic durations so that each level's median matches the real one (damped raking).
 
@@ -436,6 +437,10 @@ def fit_survival_calibration(
         endpoints are off in opposite directions only one of them can be matched.
     gene_min_freq : float, default :data:`GENE_MIN_FREQ`
         Smallest mutation share of a genomic stratum (in the summed real counts).
+    drawn_for : ndarray of str, shape (n_rows,), optional
+        Per synthetic row, the stratum column it was drawn for (a conditional draw on one of its levels, the way
+        control arms are drawn); a stratum's medians are then read on its own rows only ("" : a row of an
+        unconditioned draw, read for every stratum). ``None``: every row is read for every stratum.
 
     Returns
     -------
@@ -452,7 +457,8 @@ def fit_survival_calibration(
         eps = [ep for ep in eps if schema.endpoints and ep.name == schema.endpoints[0].name]
     floor = max(int(min_rows), int(min_count))
     real_med: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels), NaN where no target
-    codes: dict[str, np.ndarray] = {}
+    codes: dict[str, np.ndarray] = {}  # each row's level (the factor it takes)
+    read: dict[str, np.ndarray] = {}  # the level a row is read for in the stratum's medians (-1: not read)
     for st in kept:
         n_real = counts[f"n{SEP}{st.column}"]
         rows = []
@@ -462,6 +468,11 @@ def fit_survival_calibration(
             rows.append(np.where(n_real >= floor, med, np.nan))
         real_med[st.column] = np.array(rows).reshape(len(eps), len(st.labels))
         codes[st.column] = stratum_codes(synthetic_data, st)
+        if drawn_for is not None:
+            mine = (np.asarray(drawn_for) == st.column) | (np.asarray(drawn_for) == "")
+            read[st.column] = np.where(mine, codes[st.column], -1)
+        else:
+            read[st.column] = codes[st.column]
     times = {ep.name: pd.to_numeric(synthetic_data[ep.duration_col], errors="coerce").to_numpy(dtype=np.float64)
              for ep in eps}
     events = {ep.name: pd.to_numeric(synthetic_data[ep.event_col], errors="coerce").to_numpy(dtype=np.float64)
@@ -474,12 +485,12 @@ def fit_survival_calibration(
     for sweeps in range(1, int(max_sweeps) + 1):
         worst = 0.0
         for st in kept:
-            c, n_lev = codes[st.column], len(st.labels)
-            n_syn = np.bincount(c[c >= 0], minlength=n_lev)
+            r, n_lev = read[st.column], len(st.labels)
+            n_syn = np.bincount(r[r >= 0], minlength=n_lev)
             errs = []
             for i, ep in enumerate(eps):
                 t = np.clip(times[ep.name] * np.exp(row), *bounds[ep.name])
-                ev, pt = _exposure(t, events[ep.name], c, n_lev, edges[ep.name])
+                ev, pt = _exposure(t, events[ep.name], r, n_lev, edges[ep.name])
                 syn = pwe_medians(ev, pt, edges[ep.name])
                 real = real_med[st.column][i]
                 ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (n_syn >= min_rows)

@@ -54,7 +54,7 @@ import pandas as pd
 from fedsynth._io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.generators.base import check_epochs, check_weights, torch_device
+from fedsynth.generators.base import ConditionError, check_epochs, check_weights, torch_device
 from fedsynth.generators.component_conditioning import ComponentConditionedGenerator
 from fedsynth.generators.component_counts import component_count_statistics
 from fedsynth.generators.latent_mixture import (
@@ -82,6 +82,8 @@ log = logging.getLogger(__name__)
 
 #: Unconditioned rows drawn to fit the survival calibration (:meth:`VAEBGMGenerator.fit_survival_calibration`).
 CALIBRATION_ROWS = 20_000
+#: Rows drawn per stratum level when the calibration reads levels on conditional draws (``conditioned=True``).
+LEVEL_ROWS = 1_000
 
 #: Files written by :meth:`VAEBGMGenerator.save` beside ``generator.json``.
 WEIGHTS_FILE = "vae_weights.npz"
@@ -412,21 +414,45 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
                                endpoint_edges(self.schema, self.domain), min_count=min_count)
 
     def fit_survival_calibration(self, counts: Mapping[str, np.ndarray], *, min_count: int = 5,
-                                 **options: Any) -> None:
+                                 conditioned: bool = False, **options: Any) -> None:
         """Fit the per-level duration factors against the real ``counts`` (summed :meth:`survival_count_statistics`)
         on :data:`CALIBRATION_ROWS` unconditioned rows of the current model (drawn with ``random_state``).
 
         ``min_count`` is the sites' smallest released count: a level with fewer real rows gets no factor. Sampling
         applies the factors while ``survival_calibration`` is on. ``options`` go to
-        :func:`~fedsynth.generators.survival_calibration.fit_survival_calibration` (``min_rows``, ``damping``...)."""
+        :func:`~fedsynth.generators.survival_calibration.fit_survival_calibration` (``min_rows``, ``damping``...).
+        ``conditioned=True`` (a fitted model only) reads each level's median on :data:`LEVEL_ROWS` rows drawn under
+        that level as a condition (as control arms are drawn) instead of on the unconditioned rows."""
         assert self.domain is not None
         self.survival_calibration_ = None
         self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
         # An unconditioned draw, as sample() makes it (fit calls this before the model counts as fitted).
         synthetic = self._finish(self._sample(CALIBRATION_ROWS, rng=np.random.default_rng(self.params.random_state)))
+        strata = calibration_strata(self.schema, self.domain)
+        drawn_for = None
+        if conditioned and self.fitted_:
+            parts, tags = [synthetic], [np.full(len(synthetic), "", dtype=object)]
+            for st in strata:
+                for j, label in enumerate(st.labels):
+                    cond, where = None, None
+                    if st.bins is None:
+                        cond = {st.column: label}
+                    else:
+                        lo = [f"`{st.column}` >= {st.bins[j - 1]!r}"] if j > 0 else []
+                        hi = [f"`{st.column}` < {st.bins[j]!r}"] if j < len(st.bins) else []
+                        where = " and ".join(lo + hi)
+                    try:
+                        part = self.sample(LEVEL_ROWS, random_state=self.params.random_state, conditions=cond,
+                                           where=where, max_tries=20)
+                    except ConditionError:
+                        continue  # a level the model rarely draws: read on the unconditioned rows only
+                    parts.append(part)
+                    tags.append(np.full(len(part), st.column, dtype=object))
+            synthetic = pd.concat(parts, ignore_index=True)
+            drawn_for = np.concatenate(tags)
         self.survival_calibration_ = fit_survival_calibration(
-            synthetic, counts, self.schema, self.domain, calibration_strata(self.schema, self.domain),
-            min_count=min_count, **options)
+            synthetic, counts, self.schema, self.domain, strata, min_count=min_count, drawn_for=drawn_for,
+            **options)
         cal = self.survival_calibration_
         log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log median error %.3g",
                  len(cal.strata), cal.sweeps, cal.max_log_error)
