@@ -248,3 +248,24 @@ def test_fedavg_sums_the_sites_counts_and_vae_bgm_samples_calibrated_durations(t
     # the factors are saved with the model
     gen.save(tmp_path / "m")  # type: ignore[attr-defined]
     pd.testing.assert_frame_equal(load_generator(tmp_path / "m").sample(500, random_state=3), on)
+
+
+def test_levels_are_read_on_the_rows_drawn_for_their_stratum_when_told() -> None:
+    # Setup: rows drawn for GROUP are the real rows at a quarter of their times; rows drawn for another stratum
+    # (GENE) at half: GROUP's medians must be read on its own rows only
+    schema = _schema()
+    real = _frame(2000, 9)
+    domain = Domain.from_data(real, schema, n_bins=20)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    mine = real.assign(OS_YEARS=real["OS_YEARS"] / 4, LFS_YEARS=real["LFS_YEARS"] / 4)
+    other = real.assign(OS_YEARS=real["OS_YEARS"] / 2, LFS_YEARS=real["LFS_YEARS"] / 2)
+    synthetic = pd.concat([mine, other], ignore_index=True)
+    drawn_for = np.array(["GROUP"] * len(mine) + ["GENE"] * len(other), dtype=object)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, drawn_for=drawn_for, tol=1e-6,
+                                   max_sweeps=200)
+    pooled = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200)
+    # Assert: factor 4 (the GROUP rows become the real ones); read on every row it lies between 2 and 4
+    np.testing.assert_allclose(np.exp(cal.row_log_factors(mine)), 4.0, rtol=1e-3)
+    assert np.all((np.exp(pooled.row_log_factors(mine)) > 2.2) & (np.exp(pooled.row_log_factors(mine)) < 3.8))
