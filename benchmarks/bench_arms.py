@@ -210,6 +210,10 @@ def _write(path: str, out: dict[str, Any], measured: set[tuple[str, int]], keep_
         if not Path(src).exists():
             continue
         old = json.loads(Path(src).read_text())
+        if src == path:  # notes and selection records of the file already there stay
+            for k, v in old.items():
+                if k not in ("runs", "fidelity", "kept_from"):
+                    merged.setdefault(k, v)
         pairs = {(r["generator"], r["seed"]) for r in [*old.get("runs", []), *old.get("fidelity", [])]}
         take = pairs - measured - seen
         for key in ("runs", "fidelity"):
