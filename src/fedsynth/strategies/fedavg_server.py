@@ -545,7 +545,7 @@ class FedAvgStrategy(Strategy):
         if secure:
             stats = [self._secure_sum(grid, answered, group)] if answered else []
         else:
-            stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
+            stats = [records.from_array_record(got.ok[s.node_id]["survival"]) for s in answered]
         if not stats:
             return None
         summed = sum_survival_counts(stats)

@@ -293,7 +293,7 @@ def handle_survival_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     cfg = message_config(msg)
     k = 1 if cfg.get("secagg_tag") or site.policy.clear_counts else site.policy.min_count
     stats = generator.survival_count_statistics(data, min_count=k)  # type: ignore[attr-defined]
-    return _stash_for_secure_sum(cfg, site, stats) or RecordDict({"stats": records.to_array_record(stats)})
+    return _stash_for_secure_sum(cfg, site, stats) or RecordDict({"survival": records.to_array_record(stats)})
 
 
 SITE_HANDLERS: Mapping[str, SiteHandler] = {
