@@ -20,9 +20,12 @@ training rows), its effects lost (with real and synthetic p) and ``expected_lost
 perfect generator would still lose by sampling noise alone.
 
 Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm,ctgan,gaussian_copula,tvae] [--seeds 0,1,2]
-       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--out FILE]
-Writes benchmarks/results/arms.json (the BN and VAE-BGM arms) or --out (benchmarks/results/arms_vae_peers.json:
-VAE-BGM, CTGAN and the SDV peers).
+       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--cal-variants JSON] [--out FILE]
+       [--keep-from FILE ...]
+Writes ONE results file for every generator and peer, benchmarks/results/arms.json (or --out): the rows of this
+call, plus the rows of (generator, seed) pairs it did not measure, kept from the file already there and from any
+--keep-from file. ``--cal-variants`` draws VAE-BGM's arms and fidelity with its survival calibration off
+(``{"off": true}``) or refitted with other options, from the same fit (rows record ``calibration_variant``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import numpy as np
 
 ARMS = ("high_risk_tp53_wt", "tp53_mutated", "lower_risk")
 ROOT = Path(__file__).resolve().parents[1]
+#: The one results file of this benchmark (every generator and peer).
+RESULTS = ROOT / "benchmarks" / "results" / "arms.json"
 
 
 #: The BN's federated setting (the demo's and shipped grids'): under the sites' default disclosure policy only secure
@@ -171,6 +176,59 @@ def _fit(kind: str, part: Any, seed: int, bn_params: dict[str, Any]) -> tuple[An
     return gen, time.perf_counter() - t0
 
 
+def _set_calibration(gen: Any, variant: dict[str, Any]) -> None:
+    """Draw with VAE-BGM's survival calibration off (``{"off": true}``) or refitted with ``variant``'s options on
+    the counts the federation summed (``{}``: the default, the same factors as the fit's)."""
+    if variant.get("off"):
+        gen.set_params(survival_calibration=False)
+        return
+    gen.set_params(survival_calibration=True)
+    gen.fit_survival_calibration(gen.survival_counts_, **variant)
+
+
+def _calibration_fields(gen: Any, variant: dict[str, Any] | None) -> dict[str, Any]:
+    """What a row records of the survival calibration it was drawn with (nothing for a generator without one)."""
+    if "survival_calibration" not in gen.get_params():
+        return {}
+    cal = getattr(gen, "survival_calibration_", None)
+    on = bool(gen.get_params()["survival_calibration"]) and cal is not None
+    out: dict[str, Any] = {"survival_calibration": on}
+    if variant is not None:
+        out["calibration_variant"] = variant
+    if on:
+        out["calibration_sweeps"], out["calibration_max_log_error"] = cal.sweeps, round(cal.max_log_error, 4)
+    return out
+
+
+def _write(path: str, out: dict[str, Any], measured: set[tuple[str, int]], keep_from: list[str]) -> None:
+    """Write ``out`` to ``path``, keeping the runs and fidelity rows of (generator, seed) pairs not measured in this
+    call from the file already there and from ``keep_from`` (first file first), so one file holds every
+    generator and peer; settings of kept generators are kept too."""
+    merged = {**out, "runs": [], "fidelity": []}
+    seen: set[tuple[str, int]] = set()
+    for src in [path, *keep_from]:
+        if not Path(src).exists():
+            continue
+        old = json.loads(Path(src).read_text())
+        if src == path:  # notes and selection records of the file already there stay
+            for k, v in old.items():
+                if k not in ("runs", "fidelity", "kept_from"):
+                    merged.setdefault(k, v)
+        pairs = {(r["generator"], r["seed"]) for r in [*old.get("runs", []), *old.get("fidelity", [])]}
+        take = pairs - measured - seen
+        for key in ("runs", "fidelity"):
+            merged[key] += [r for r in old.get(key, []) if (r["generator"], r["seed"]) in take]
+        for k, v in old.get("settings", {}).items():
+            if any(g == k for g, _ in take):
+                merged["settings"].setdefault(k, v)
+        if take:
+            merged.setdefault("kept_from", {})[str(Path(src).name)] = sorted(f"{g} seed {sd}" for g, sd in take)
+        seen |= take
+    merged["runs"] += out["runs"]
+    merged["fidelity"] += out["fidelity"]
+    Path(path).write_text(json.dumps(merged, indent=2))
+
+
 def main() -> None:
     from fedsynth.cohort.conditions import check_sampling_inputs
     from fedsynth.cohort.constraints import violation_counts
@@ -192,7 +250,15 @@ def main() -> None:
     ap.add_argument("--compare-conditioning", action="store_true",
                     help="VAE-BGM: draw each arm with each mode of VAE_MODES (same fit; 'components')")
     ap.add_argument("--vae-modes", default=",".join(VAE_MODES), help="the modes --compare-conditioning draws")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arms.json"))
+    ap.add_argument("--cal-variants", default=None,
+                    help="VAE-BGM: JSON list of survival-calibration settings to draw each arm with from one fit, "
+                         'e.g. \'[{"off": true}, {}, {"min_rows": 10}]\' ({} = the default; options go to '
+                         "fit_survival_calibration)")
+    ap.add_argument("--out", default=str(RESULTS), help="results file; rows of (generator, seed) pairs not "
+                    "measured in this call are kept from it (one file for every generator and peer)")
+    ap.add_argument("--keep-from", action="append", default=[],
+                    help="another results file whose rows of (generator, seed) pairs not measured here are kept "
+                         "(e.g. the SDV peers and CTGAN of an earlier run)")
     args = ap.parse_args()
     _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
     kinds = args.generators.split(",")
@@ -204,6 +270,7 @@ def main() -> None:
                                     "sampling to the criteria (fedsynth's sample), endpoint rules repaired as for "
                                     "every generator (rule_violations_before_repair counts the raw rows)",
                            "runs": [], "fidelity": []}
+    measured: set[tuple[str, int]] = set()
     for seed in [int(s) for s in args.seeds.split(",")]:
         part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
         schema, train = part.schema, part.train
@@ -211,56 +278,63 @@ def main() -> None:
             gen, seconds = _fit(kind, part, seed, json.loads(args.bn_params))
             default_mode = gen.get_params().get("condition_components")
             default_ranges = gen.get_params().get("condition_ranges")
-            for arm_name in ARMS:
-                crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
-                req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
-                def eligible(frame: Any, req: Any = req) -> Any:
-                    m = frame.eval(req.where).to_numpy(bool) if req.where else np.ones(len(frame), bool)
-                    for col, vals in req.conditions.items():
-                        m &= frame[col].isin(vals if isinstance(vals, list) else [vals]).to_numpy()
-                    return m
+            variants = json.loads(args.cal_variants) if kind == "vae_bgm" and args.cal_variants else [None]
+            for variant in variants:
+                if variant is not None:
+                    _set_calibration(gen, variant)
+                for arm_name in ARMS:
+                    crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
+                    req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
+                    def eligible(frame: Any, req: Any = req) -> Any:
+                        m = frame.eval(req.where).to_numpy(bool) if req.where else np.ones(len(frame), bool)
+                        for col, vals in req.conditions.items():
+                            m &= frame[col].isin(vals if isinstance(vals, list) else [vals]).to_numpy()
+                        return m
 
-                mask = eligible(train)
-                modes = [m for m in args.vae_modes.split(",") if req.where or not m.endswith(RANGES)] if (
-                    args.compare_conditioning and kind == "vae_bgm") else [None]
-                for mode in modes:
-                    if mode is not None:
-                        gen.set_params(condition_components=mode.removesuffix(RANGES),
-                                       condition_ranges=mode.endswith(RANGES))
-                    gen.raw_violations_ = gen.raw_rows_ = 0
-                    arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None, where=req.where,
-                                     max_tries=1000, max_seconds=300)
-                    rep = arm_report(arm, schema, reference=train[mask])
-                    os_ = rep["endpoints"]["OS"]
-                    row = {"seed": seed, "generator": kind, "arm": arm_name, "fit_seconds": round(seconds, 1),
-                           "n_real": int(mask.sum()), "median_os_synthetic": os_["arm"]["median"],
-                           "median_os_real": os_["reference"]["median"], **os_["comparison"],
-                           "rule_violations": sum(v["violations"]
-                                                  for v in violation_counts(arm, gen.schema.constraints)),
-                           "rows_meeting_criteria": int(eligible(arm).sum())}
-                    if mode is not None:
-                        row["components"] = mode
-                    if kind in PEERS:
-                        row["rule_violations_before_repair"] = int(gen.raw_violations_)
-                        row["rows_drawn"] = int(gen.raw_rows_)
-                    out["runs"].append(row)
-                    print(json.dumps(row), flush=True)
-                if len(modes) > 1:
-                    gen.set_params(condition_components=default_mode, condition_ranges=default_ranges)
-            if not args.no_fidelity:
-                # The whole-table figure of issue #11: as many synthetic rows as training rows, unconditioned.
-                syn = gen.sample(len(train), random_state=seed)
-                se = survival_effects(train, syn, schema, rng=np.random.default_rng(seed))
-                fid = {"seed": seed, "generator": kind, "fidelity": se["fidelity"], "curves_part": se["parts"]["curves"],
-                       "effects_part": se["parts"]["effects"], **se["counts"],
-                       "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
-                                f"{e['p_synthetic']:.2g}; log HR real {e['log_hr_real']:.3g}, synthetic "
-                                f"{e['log_hr_synthetic']:.3g})" for e in se["effects"] if e["lost"]]}
-                fid["expected_lost_by_a_replicate"] = _expected_lost(se["effects"])
-                out["fidelity"].append(fid)
-                print(json.dumps(fid), flush=True)
-            Path(args.out).write_text(json.dumps(out, indent=2))
-    Path(args.out).write_text(json.dumps(out, indent=2))
+                    mask = eligible(train)
+                    modes = [m for m in args.vae_modes.split(",") if req.where or not m.endswith(RANGES)] if (
+                        args.compare_conditioning and kind == "vae_bgm") else [None]
+                    for mode in modes:
+                        if mode is not None:
+                            gen.set_params(condition_components=mode.removesuffix(RANGES),
+                                           condition_ranges=mode.endswith(RANGES))
+                        gen.raw_violations_ = gen.raw_rows_ = 0
+                        arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None,
+                                         where=req.where, max_tries=1000, max_seconds=300)
+                        rep = arm_report(arm, schema, reference=train[mask])
+                        os_ = rep["endpoints"]["OS"]
+                        row = {"seed": seed, "generator": kind, "arm": arm_name, "fit_seconds": round(seconds, 1),
+                               "n_real": int(mask.sum()), "median_os_synthetic": os_["arm"]["median"],
+                               "median_os_real": os_["reference"]["median"], **os_["comparison"],
+                               "rule_violations": sum(v["violations"]
+                                                      for v in violation_counts(arm, gen.schema.constraints)),
+                               "rows_meeting_criteria": int(eligible(arm).sum())}
+                        row.update(_calibration_fields(gen, variant))
+                        if mode is not None:
+                            row["components"] = mode
+                        if kind in PEERS:
+                            row["rule_violations_before_repair"] = int(gen.raw_violations_)
+                            row["rows_drawn"] = int(gen.raw_rows_)
+                        out["runs"].append(row)
+                        print(json.dumps(row), flush=True)
+                    if len(modes) > 1:
+                        gen.set_params(condition_components=default_mode, condition_ranges=default_ranges)
+                if not args.no_fidelity:
+                    # The whole-table figure of issue #11: as many synthetic rows as training rows, unconditioned.
+                    syn = gen.sample(len(train), random_state=seed)
+                    se = survival_effects(train, syn, schema, rng=np.random.default_rng(seed))
+                    fid = {"seed": seed, "generator": kind, "fidelity": se["fidelity"],
+                           "curves_part": se["parts"]["curves"], "effects_part": se["parts"]["effects"],
+                           **se["counts"], **_calibration_fields(gen, variant),
+                           "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
+                                    f"{e['p_synthetic']:.2g}; log HR real {e['log_hr_real']:.3g}, synthetic "
+                                    f"{e['log_hr_synthetic']:.3g})" for e in se["effects"] if e["lost"]]}
+                    fid["expected_lost_by_a_replicate"] = _expected_lost(se["effects"])
+                    out["fidelity"].append(fid)
+                    print(json.dumps(fid), flush=True)
+            measured.add((kind, seed))
+            _write(args.out, out, measured, args.keep_from)
+    _write(args.out, out, measured, args.keep_from)
 
 
 if __name__ == "__main__":

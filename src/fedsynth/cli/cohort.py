@@ -109,8 +109,8 @@ def partition(
     """Split a cohort into a holdout and sites; write one CSV per site, each site's share of the holdout,
     holdout.csv and partition.json.
 
-    <site>.holdout.csv is the site's own holdout (rows that train nothing), split as the sites were: beside
-    <site>.csv it is what `fedsynth site start --data <site>.csv` scores privacy figures against.
+    Each site's own holdout (rows that train nothing, split as the sites were) is written beside its training
+    file as <site>.holdout.csv: `fedsynth site start --data <site>.csv` scores privacy figures against it.
     """
     from fedsynth.cohort.partition import make_partition, parse_proportions
 

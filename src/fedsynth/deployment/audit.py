@@ -34,6 +34,7 @@ CONTENT_KINDS: dict[str, str] = {
     "stats": "summaries (latent mixture sufficient statistics)",
     "estep": "summaries (latent mixture sufficient statistics)",
     "rows": "synthetic rows",
+    "survival": "counts (events and person-time per duration interval, per level of each survival stratum)",
     "rules": "rule-answers (one bool per candidate endpoint rule: does it hold on every row)",
     "scores": "metrics (aggregate scores of a synthetic snapshot against the site's rows and holdout)",
     # secure aggregation (strategies/secagg_site.py, secure_domain.py): what a site sends so that the

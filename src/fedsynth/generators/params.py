@@ -408,6 +408,11 @@ class VAEBGMParams(GeneratorParams):
         "too, from per-component bin counts on the domain's grid; False (default, chosen on seeds 7/8 in "
         "benchmarks/results/arms_vae_cond.json): category sets only, ranges by rejection inside each component.",
     )
+    survival_calibration: bool = Field(
+        True, description="Rescale sampled durations per level of the prognostic strata so each level's median "
+        "survival matches the real one (fedsynth.generators.survival_calibration; counts summed over sites, not "
+        "asked for under a finite privacy budget).",
+    )
 
 
 #: Every registered generator's spec, by registry name (light: checking a config imports no engine).

@@ -21,7 +21,8 @@ Server flow (after the shared domain):
    server; conditional sampling draws components by them.
 
 Site handlers (:mod:`fedsynth.strategies.fedavg_site`, re-exported here as :data:`SITE_HANDLERS`): ``train.fit``,
-``query.mixture_init``, ``query.mixture_estep``, ``query.component_counts``.
+``query.mixture_init``, ``query.mixture_estep``, ``query.component_counts``, ``query.survival_counts`` (after the
+last round, not under a privacy budget: the survival calibration's events and person-time per stratum level).
 
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`FedAvgStrategy.privacy`; VAE-BGM
 only): record-level (ε, δ) for every patient of every site. Before anything is released the coordinator asks each
@@ -242,6 +243,7 @@ class FedAvgStrategy(Strategy):
             every = False  # each mixture fit is a release: one, after the last round
         mixture: MixtureParams | None = None
         counts: dict[str, np.ndarray] | None = None
+        survival: dict[str, np.ndarray] | None = None
         rounds: list[dict[str, Any]] = []
         left_out_all: dict[str, str] = {}
         first = 1
@@ -256,6 +258,9 @@ class FedAvgStrategy(Strategy):
             counts = {k[2:]: v for k, v in arrays.items() if k.startswith("c.")} or None
             if counts is not None and hasattr(generator, "set_component_counts"):
                 generator.set_component_counts(counts)
+            survival = {k[2:]: v for k, v in arrays.items() if k.startswith("s.")} or None
+            if survival is not None and hasattr(generator, "fit_survival_calibration"):
+                generator.fit_survival_calibration(survival)
             rounds, left_out_all, first = list(meta["rounds"]), dict(meta["left_out"]), int(meta["step"]) + 1
         if plan is not None:
             # The rounds a resumed run finished were spent: the accountants start where the interrupted run was.
@@ -303,6 +308,8 @@ class FedAvgStrategy(Strategy):
                 if server_round == self.rounds and hasattr(generator, "set_component_counts") and plan is None:
                     counts = self._component_counts(grid, answered, mixture, base, server_round, secure=secure)
                     generator.set_component_counts(counts)
+                if server_round == self.rounds and plan is None:
+                    survival = self._survival_counts(grid, answered, generator, base, server_round, secure=secure)
             left_out = {site_name(sites, n): r for n, r in got.failed.items()}
             left_out_all.update(left_out)
             rr = RoundResult(server_round, label, generator, site_metrics=site_metrics, left_out=left_out,
@@ -316,7 +323,8 @@ class FedAvgStrategy(Strategy):
                 domain,
                 {"step": server_round, "rounds": rounds, "left_out": left_out_all},
                 {**{f"w.{k}": v for k, v in weights.items()}, **{f"m.{k}": v for k, v in (mixture or {}).items()},
-                 **{f"c.{k}": v for k, v in (counts or {}).items()}},
+                 **{f"c.{k}": v for k, v in (counts or {}).items()},
+                 **{f"s.{k}": v for k, v in (survival or {}).items()}},
             )
         if plan is not None:
             self.privacy_summary_ = plan.summary(self.epsilon_left_)
@@ -515,6 +523,34 @@ class FedAvgStrategy(Strategy):
         else:
             stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
         return sum_component_counts(stats) if stats else None
+
+    def _survival_counts(
+        self, grid: GridLike, sites: Sequence[SiteInfo], generator: Any, base: Mapping[str, Any],
+        server_round: int, *, secure: bool = False,
+    ) -> dict[str, np.ndarray] | None:
+        """The sites' events and person-time per level of the survival calibration's strata, summed, and the
+        generator's calibration fitted on them (:mod:`fedsynth.generators.survival_calibration`); ``None`` (no
+        calibration) when the generator has none or no site answered. Not asked under a privacy budget: the
+        counts are not noised, so the step is off there."""
+        if not hasattr(generator, "fit_survival_calibration") or not generator.get_params().get(
+                "survival_calibration", False):
+            return None
+        from fedsynth.generators.survival_calibration import sum_survival_counts
+
+        group = f"survival-{server_round}"
+        tag = {"secagg_tag": group} if secure else {}
+        msg = RecordDict({"config": records.to_config_record({**base, "server_round": server_round, **tag})})
+        got = self.ask(grid, sites, "query.survival_counts", same_for_all(msg), group_id=group)
+        answered = [s for s in sites if s.node_id in got.ok]
+        if secure:
+            stats = [self._secure_sum(grid, answered, group)] if answered else []
+        else:
+            stats = [records.from_array_record(got.ok[s.node_id]["survival"]) for s in answered]
+        if not stats:
+            return None
+        summed = sum_survival_counts(stats)
+        generator.fit_survival_calibration(summed)
+        return summed
 
 
 #: What a site does with each of this strategy's messages (:mod:`fedsynth.strategies.fedavg_site`), here where

@@ -8,7 +8,8 @@ answers them here (:data:`SITE_HANDLERS`):
 - ``query.mixture_init``: encode the site's rows under the global weights, keep the latent codes in the node's
   state (they never leave) and reply with their moments (and, on a warm start in clear, the first E-step);
 - ``query.mixture_estep``: responsibility-weighted sufficient statistics under the current global mixture;
-- ``query.component_counts``: per component, responsibility-weighted label counts of the site's rows.
+- ``query.component_counts``: per component, responsibility-weighted label counts of the site's rows;
+- ``query.survival_counts``: events and person-time per interval and level of the survival calibration's strata.
 
 Site state: the generator is cached per process and run (:func:`~fedsynth.strategies.site.site_model`); its local
 state after each round (optimiser moments, random state, epochs) goes to the node's ``context.state`` and the
@@ -284,9 +285,21 @@ def handle_component_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     return _stash_for_secure_sum(cfg, site, stats) or RecordDict({"stats": records.to_array_record(stats)})
 
 
+def handle_survival_counts(msg: Message, site: SiteRuntime) -> RecordDict:
+    """``query.survival_counts``: events, person-time and row counts per level of the generator's calibration
+    strata (:mod:`fedsynth.generators.survival_calibration`); in clear, levels under the site's smallest released
+    count are withheld."""
+    generator, data = _site_state(msg, site)
+    cfg = message_config(msg)
+    k = 1 if cfg.get("secagg_tag") or site.policy.clear_counts else site.policy.min_count
+    stats = generator.survival_count_statistics(data, min_count=k)  # type: ignore[attr-defined]
+    return _stash_for_secure_sum(cfg, site, stats) or RecordDict({"survival": records.to_array_record(stats)})
+
+
 SITE_HANDLERS: Mapping[str, SiteHandler] = {
     "train.fit": handle_fit,
     "query.mixture_init": handle_mixture_init,
     "query.mixture_estep": handle_mixture_estep,
     "query.component_counts": handle_component_counts,
+    "query.survival_counts": handle_survival_counts,
 }

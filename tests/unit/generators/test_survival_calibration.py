@@ -1,0 +1,271 @@
+"""Survival calibration within strata: hand-computed piecewise-exponential medians and factors, endpoint rules kept,
+strata from roles (never names), the sites' smallest released count, site sums equal to the pooled counts, and the
+VAE-BGM hook (fit, sample, save/load)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedsynth.cohort.constraints import candidate_rules, rule_holds, violation_counts
+from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
+from fedsynth.encoding.domain import Domain
+from fedsynth.generators.survival_calibration import (
+    SurvivalCalibration,
+    calibration_strata,
+    endpoint_edges,
+    fit_survival_calibration,
+    pwe_medians,
+    sum_survival_counts,
+    survival_counts,
+)
+
+OS = SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS")
+LFS = SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS")
+
+
+def _schema(names: dict[str, str] | None = None) -> TableSchema:
+    n = {"GROUP": "GROUP", "GENE": "GENE", "RARE": "RARE", "AGE": "AGE", **(names or {})}
+    cols = (
+        ColumnSpec(n["AGE"], ColumnKind.INTEGER),
+        ColumnSpec(n["GROUP"], ColumnKind.CATEGORICAL, categories=("a", "b")),
+        ColumnSpec(n["GENE"], ColumnKind.BINARY, ColumnRole.GENOMIC),
+        ColumnSpec(n["RARE"], ColumnKind.BINARY, ColumnRole.GENOMIC),
+        ColumnSpec("OS_YEARS", ColumnKind.CONTINUOUS, ColumnRole.OUTCOME),
+        ColumnSpec("OS_STATUS", ColumnKind.BINARY, ColumnRole.OUTCOME),
+        ColumnSpec("LFS_YEARS", ColumnKind.CONTINUOUS, ColumnRole.OUTCOME),
+        ColumnSpec("LFS_STATUS", ColumnKind.BINARY, ColumnRole.OUTCOME),
+    )
+    return TableSchema(cols, (OS, LFS), "tiny")
+
+
+def _frame(n: int, seed: int, names: dict[str, str] | None = None) -> pd.DataFrame:
+    n_ = {"GROUP": "GROUP", "GENE": "GENE", "RARE": "RARE", "AGE": "AGE", **(names or {})}
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b"], n)
+    gene = (rng.random(n) < 0.3).astype(float)
+    rare = (rng.random(n) < 0.02).astype(float)
+    os_t = rng.exponential(np.where(group == "a", 4.0, 1.5) * np.where(gene == 1, 0.6, 1.0)) + 0.01
+    lfs_t = os_t * np.where(rng.random(n) < 0.7, 1.0, rng.random(n))  # LFS <= OS in every row
+    os_e = (rng.random(n) < 0.7).astype(float)
+    lfs_e = np.maximum(os_e, (lfs_t < os_t).astype(float))  # an OS death is an LFS event
+    return pd.DataFrame({n_["AGE"]: rng.integers(40, 90, n).astype(float), n_["GROUP"]: group, n_["GENE"]: gene,
+                         n_["RARE"]: rare, "OS_YEARS": os_t, "OS_STATUS": os_e, "LFS_YEARS": lfs_t,
+                         "LFS_STATUS": lfs_e})
+
+
+def test_pwe_median_matches_a_hand_computation_and_the_exponential_median() -> None:
+    # Setup: hazards 1/2 and 1/2 on [0, 1) and [1, 3); cumulative hazard 0.5 at t = 1
+    # Run / Assert: ln 2 is reached at 1 + (ln 2 - 0.5) / 0.5
+    got = pwe_medians(np.array([[1.0, 2.0]]), np.array([[2.0, 4.0]]), np.array([0.0, 1.0, 3.0]))
+    assert got[0] == pytest.approx(1.0 + (math.log(2) - 0.5) / 0.5)
+    # one interval: the exponential median ln 2 * T / d; never reached within the last edge -> NaN
+    got = pwe_medians(np.array([[4.0], [1.0]]), np.array([[10.0], [1.0]]), np.array([0.0, 100.0]))
+    assert got[0] == pytest.approx(math.log(2) * 10.0 / 4.0)
+    got = pwe_medians(np.array([[1.0]]), np.array([[100.0]]), np.array([0.0, 10.0]))
+    assert np.isnan(got[0])
+
+
+def test_events_and_person_time_per_level_match_a_hand_count() -> None:
+    # Setup: GROUP a has times 0.5 (event) and 2.5 (censored); b has 1.5 (event); edges 0, 1, 2, 3
+    schema = _schema()
+    data = pd.DataFrame({"AGE": [50.0, 60.0, 70.0], "GROUP": ["a", "a", "b"], "GENE": [0.0, 0.0, 1.0],
+                         "RARE": [0.0, 0.0, 0.0], "OS_YEARS": [0.5, 2.5, 1.5], "OS_STATUS": [1.0, 0.0, 1.0],
+                         "LFS_YEARS": [0.5, 2.5, 1.5], "LFS_STATUS": [1.0, 0.0, 1.0]})
+    strata = calibration_strata(schema, Domain.from_data(_frame(200, 0), schema))
+    edges = {"OS": np.array([0.0, 1.0, 2.0, 3.0]), "LFS": np.array([0.0, 1.0, 2.0, 3.0])}
+    # Run
+    got = survival_counts(data, schema, strata, edges)
+    # Assert: events a = (1, 0, 0), b = (0, 1, 0); person-time a = (0.5 + 1, 1, 0.5), b = (1, 0.5, 0)
+    np.testing.assert_allclose(got["n|GROUP"], [2.0, 1.0])
+    np.testing.assert_allclose(got["d|OS|GROUP"], [[1, 0, 0], [0, 1, 0]])
+    np.testing.assert_allclose(got["t|OS|GROUP"], [[1.5, 1.0, 0.5], [1.0, 0.5, 0.0]])
+
+
+def test_calibration_finds_the_hand_computed_factor_of_each_level() -> None:
+    # Setup: the synthetic rows are the real rows with every time of GROUP a halved and of b divided by 3
+    schema = _schema()
+    real = _frame(3000, 1)
+    domain = Domain.from_data(real, schema, n_bins=20)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    shrink = np.where(real["GROUP"] == "a", 2.0, 3.0)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200)
+    # Assert: the row factors are 2 (GROUP a) and 3 (GROUP b): the rescaled rows are the real ones
+    factors = np.exp(cal.row_log_factors(synthetic))
+    np.testing.assert_allclose(factors, shrink, rtol=1e-3)
+    back = cal.apply(synthetic, schema, domain)
+    np.testing.assert_allclose(back["OS_YEARS"], real["OS_YEARS"], rtol=1e-3)
+
+
+def test_endpoint_order_rules_hold_after_calibration_even_at_the_domain_bounds() -> None:
+    # Setup: real rows with LFS <= OS and an OS death implying an LFS event; synthetic rows meeting the rules
+    real = _frame(2000, 2)
+    schema = _schema()
+    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)])
+    assert len(schema.constraints) == 2
+    domain = Domain.from_data(real, schema, n_bins=10)
+    strata = calibration_strata(schema, domain)
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    synthetic = _frame(4000, 3)
+    synthetic["OS_YEARS"] *= np.where(synthetic["GROUP"] == "a", 0.2, 5.0)  # far off: factors reach the bounds
+    synthetic["LFS_YEARS"] *= np.where(synthetic["GROUP"] == "a", 0.2, 5.0)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata)
+    out = cal.apply(synthetic, schema, domain)
+    # Assert: no rule broken; the rank order of OS kept among rows of the same levels (one factor per cell)
+    assert all(v["violations"] == 0 for v in violation_counts(out, schema.constraints))
+    for level, gene in [("a", 0.0), ("a", 1.0), ("b", 0.0), ("b", 1.0)]:
+        m = ((synthetic["GROUP"] == level) & (synthetic["GENE"] == gene)).to_numpy()
+        before, after = synthetic.loc[m, "OS_YEARS"].to_numpy(), out.loc[m, "OS_YEARS"].to_numpy()
+        order = np.argsort(before, kind="stable")
+        assert np.all(np.diff(after[order]) >= -1e-12)
+
+
+def test_strata_come_from_roles_and_declared_strata_never_from_column_names() -> None:
+    # Setup: the same table under other names, and names of the MDS cohort on columns of other roles
+    plain = _schema()
+    renamed = _schema({"GROUP": "XQ1", "GENE": "ZZ9", "RARE": "QQ2", "AGE": "WW"})
+    misleading = TableSchema((ColumnSpec("TP53", ColumnKind.CONTINUOUS), ColumnSpec("IPSSR", ColumnKind.INTEGER),
+                              ColumnSpec("OS_YEARS", ColumnKind.CONTINUOUS, ColumnRole.OUTCOME),
+                              ColumnSpec("OS_STATUS", ColumnKind.BINARY, ColumnRole.OUTCOME)), (OS,), "names")
+    # Run
+    a = calibration_strata(plain, Domain.from_data(_frame(300, 4), plain))
+    b = calibration_strata(renamed, Domain.from_data(_frame(300, 4, {"GROUP": "XQ1", "GENE": "ZZ9", "RARE": "QQ2",
+                                                                      "AGE": "WW"}), renamed))
+    frame = pd.DataFrame({"TP53": np.linspace(0, 1, 50), "IPSSR": np.arange(50.0), "OS_YEARS": np.linspace(1, 5, 50),
+                          "OS_STATUS": np.ones(50)})
+    c = calibration_strata(misleading, Domain.from_data(frame, misleading))
+    # Assert: same strata by position; a numeric column is a stratum only when declared with cut points
+    assert [(s.column, s.labels, s.genomic) for s in a] == [
+        ("GROUP", ("a", "b"), False), ("GENE", ("0", "1"), True), ("RARE", ("0", "1"), True)]
+    assert [(s.labels, s.genomic) for s in a] == [(s.labels, s.genomic) for s in b]
+    assert c == []
+    declared = TableSchema(plain.columns, plain.endpoints, "tiny", strata=(StratumSpec("AGE", (60.0, 70.0)),))
+    d = calibration_strata(declared, Domain.from_data(_frame(300, 4), declared))
+    assert d[0].column == "AGE" and d[0].bins == (60.0, 70.0) and len(d[0].labels) == 3
+
+
+def test_rare_genes_and_levels_under_the_smallest_released_count_get_no_factor() -> None:
+    # Setup: RARE is mutated in about 2% of rows (< 5%: not a stratum); GENE level 1 is held by 3 rows at one site
+    schema = _schema()
+    real = _frame(1500, 5)
+    domain = Domain.from_data(real, schema, n_bins=10)
+    strata = calibration_strata(schema, domain)
+    edges = endpoint_edges(schema, domain)
+    site = real.iloc[:40].copy()
+    site["GENE"] = 0.0
+    site.iloc[:3, site.columns.get_loc("GENE")] = 1.0
+    # Run: in clear with k = 5 the site withholds GENE = 1 (3 rows) but releases GENE = 0 (37 rows)
+    released = survival_counts(site, schema, strata, edges, min_count=5)
+    # Assert
+    np.testing.assert_allclose(released["n|GENE"], [37.0, 0.0])
+    assert np.all(released["d|OS|GENE"][1] == 0) and np.all(released["t|OS|GENE"][1] == 0)
+    # a level with fewer rows in the sum than k (here k = 50 > GENE=1's rows) gets no factor
+    counts = survival_counts(real, schema, strata, edges)
+    n_mut = counts["n|GENE"][1]
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * 0.5, LFS_YEARS=real["LFS_YEARS"] * 0.5)
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, min_count=int(n_mut) + 1)
+    assert [s.column for s in cal.strata] == ["GROUP", "GENE"]  # RARE dropped by its mutation share
+    assert cal.log_factors["GENE"][1] == 0.0  # no factor of its own; the shared part (x2) is the intercept's
+    np.testing.assert_allclose(np.exp(cal.row_log_factors(synthetic)), 2.0, rtol=0.05)
+
+
+def test_site_counts_sum_to_the_pooled_counts() -> None:
+    # Setup: three sites of one table
+    schema = _schema()
+    real = _frame(900, 6)
+    domain = Domain.from_data(real, schema, n_bins=10)
+    strata, edges = calibration_strata(schema, domain), endpoint_edges(schema, domain)
+    # Run
+    parts = [survival_counts(real.iloc[i::3], schema, strata, edges) for i in range(3)]
+    pooled = survival_counts(real, schema, strata, edges)
+    summed = sum_survival_counts(parts)
+    # Assert
+    assert summed.keys() == pooled.keys()
+    for k in pooled:
+        np.testing.assert_allclose(summed[k], pooled[k], atol=1e-9)
+
+
+def test_calibration_round_trips_through_a_dict() -> None:
+    schema = _schema()
+    real = _frame(1000, 7)
+    domain = Domain.from_data(real, schema, n_bins=10)
+    strata = calibration_strata(schema, domain)
+    cal = fit_survival_calibration(real.assign(OS_YEARS=real["OS_YEARS"] * 0.7), survival_counts(
+        real, schema, strata, endpoint_edges(schema, domain)), schema, domain, strata)
+    back = SurvivalCalibration.from_dict(cal.to_dict())
+    np.testing.assert_allclose(back.row_log_factors(real), cal.row_log_factors(real))
+
+
+def _fedavg(secure: bool) -> tuple[object, list[object]]:
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.registry import make_strategy
+    from fedsynth.strategies.site import SiteRuntime
+
+    schema = _schema()
+    real = _frame(600, 8)
+    sites = [SiteRuntime(f"site-{i + 1}", schema.coerce(real.iloc[a:b].reset_index(drop=True)), schema, seed=i)
+             for i, (a, b) in enumerate([(0, 300), (300, 480), (480, 600)])]
+    strategy = make_strategy("fedavg", schema, generator="vae_bgm", rounds=1, local_epochs=2, min_sites=2,
+                             random_state=0, params={"secure_aggregation": secure},
+                             generator_params={"batch_size": 64, "latent_dim": 2, "hidden_dims": [16],
+                                               "n_components": 2, "device": "cpu"})
+    return strategy.start(InProcessGrid(sites)).generator, sites
+
+
+def test_fedavg_sums_the_sites_counts_and_vae_bgm_samples_calibrated_durations(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fedsynth.generators import load_generator
+
+    # Setup / Run: FedAvg of a tiny VAE-BGM over three sites, in clear (default policy, k = 5) and securely
+    gen, sites = _fedavg(secure=False)
+    secure_gen, _ = _fedavg(secure=True)
+    # Assert: the server holds the sum of what each site releases (in clear with k = 5; securely the plain sums, on
+    # that run's own secure domain)
+    for g, k in ((gen, 5), (secure_gen, 1)):
+        strata = calibration_strata(g.schema, g.domain)  # type: ignore[attr-defined]
+        edges = endpoint_edges(g.schema, g.domain)  # type: ignore[attr-defined]
+        expected = sum_survival_counts([survival_counts(s.data, g.schema, strata, edges, min_count=k)  # type: ignore[attr-defined]
+                                        for s in sites])
+        got = g.survival_counts_  # type: ignore[attr-defined]
+        assert got.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_allclose(got[key], expected[key], atol=1e-6)
+    cal = gen.survival_calibration_  # type: ignore[attr-defined]
+    assert cal is not None
+    # sampling applies the factors to the rows the model draws (same draw with the step off)
+    on = gen.sample(500, random_state=3)  # type: ignore[attr-defined]
+    gen.set_params(survival_calibration=False)  # type: ignore[attr-defined]
+    off = gen.sample(500, random_state=3)  # type: ignore[attr-defined]
+    gen.set_params(survival_calibration=True)  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(on, cal.apply(off, gen.schema, gen.domain), check_dtype=False)  # type: ignore[attr-defined]
+    assert not np.allclose(on["OS_YEARS"], off["OS_YEARS"], equal_nan=True)
+    # the factors are saved with the model
+    gen.save(tmp_path / "m")  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(load_generator(tmp_path / "m").sample(500, random_state=3), on)
+
+
+def test_levels_are_read_on_the_rows_drawn_for_their_stratum_when_told() -> None:
+    # Setup: rows drawn for GROUP are the real rows at a quarter of their times; rows drawn for another stratum
+    # (GENE) at half: GROUP's medians must be read on its own rows only
+    schema = _schema()
+    real = _frame(2000, 9)
+    domain = Domain.from_data(real, schema, n_bins=20)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    mine = real.assign(OS_YEARS=real["OS_YEARS"] / 4, LFS_YEARS=real["LFS_YEARS"] / 4)
+    other = real.assign(OS_YEARS=real["OS_YEARS"] / 2, LFS_YEARS=real["LFS_YEARS"] / 2)
+    synthetic = pd.concat([mine, other], ignore_index=True)
+    drawn_for = np.array(["GROUP"] * len(mine) + ["GENE"] * len(other), dtype=object)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, drawn_for=drawn_for, tol=1e-6,
+                                   max_sweeps=200)
+    pooled = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200)
+    # Assert: factor 4 (the GROUP rows become the real ones); read on every row it lies between 2 and 4
+    np.testing.assert_allclose(np.exp(cal.row_log_factors(mine)), 4.0, rtol=1e-3)
+    assert np.all((np.exp(pooled.row_log_factors(mine)) > 2.2) & (np.exp(pooled.row_log_factors(mine)) < 3.8))
