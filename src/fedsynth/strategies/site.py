@@ -207,6 +207,8 @@ UNDER_BUDGET: dict[str, UnderBudget] = {
     "query.mixture_estep": UnderBudget(_DP_MIXTURE, "latent-mixture statistics of clipped codes with noise"),
     "query.component_counts": UnderBudget(None, "per-component label counts have no private form (a private "
                                                 "FedAvg run does not ask for them)"),
+    "query.survival_counts": UnderBudget(None, "events and person-time per calibration stratum have no private "
+                                               "form (a private FedAvg run does not ask for them)"),
     "train.share": UnderBudget(("dp_epsilon",), "synthetic rows of a generator fitted with DP at the site"),
     "evaluate.snapshot": UnderBudget(None, "scores against the site's rows are outside any ε (a chosen snapshot "
                                            "probes them: exact copies, distances, membership)"),
