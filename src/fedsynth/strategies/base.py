@@ -12,6 +12,7 @@ deployment, or :class:`~fedsynth.strategies.in_process.InProcessGrid` (the basel
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -491,12 +492,22 @@ class Strategy(ABC):
         )
 
     def start(self, grid: GridLike, *, on_round: OnRound | None = None) -> StrategyResult:
-        """Run the whole job over ``grid``; ``on_round`` is called after every finished round."""
+        """Run the whole job over ``grid``; ``on_round`` is called after every finished round.
+
+        First every site says what its ε ledger allows (:func:`~fedsynth.strategies.policy.check_site_budgets`):
+        a run under a finite budget asks for no more than that, and a run without one (ε = ∞) stops with
+        :class:`~fedsynth.privacy.accounting.BudgetExceededError` when a site's own policy sets a finite ε — in
+        both cases before anything is released.
+        """
         t0 = time.perf_counter()
         self.dropped = []
         self.request_timings = {}
         run_token = self._new_run_token()  # before the hello: the sites keep what they release under it
         plan_private_run(self, grid)  # under a finite budget: the hello's and the domain's releases
+        if self._pre_run_releases is None:  # exact releases: refused up front by a site whose policy sets an ε
+            from fedsynth.strategies.policy import check_site_budgets
+
+            check_site_budgets(self, grid, self._hello_request(grid).sites, PrivacyBudget(math.inf))
         sites, domain = self.hello_and_domain(grid)
         t1 = t2 = time.perf_counter()
         result = self.run(grid, sites, domain, on_round=on_round, run_token=run_token)

@@ -337,7 +337,8 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
     grid, sites
         The Flower grid and the sites of the run.
     budget : PrivacyBudget
-        The run's (ε, δ).
+        The run's (ε, δ); ``ε = inf`` (a run without a ``privacy:`` block) is refused by every site whose policy
+        sets a finite budget (it releases only under differential privacy).
     run_id : str, optional
         The id the sites' ledgers record this run under: a resumed run's own spending is not counted against it.
 
@@ -364,6 +365,7 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
     got = strategy.ask(grid, sites, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": cfg}),
                        group_id="privacy-budget")
     left: dict[str, float] = {}
+    deltas: dict[str, float] = {}
     short: list[str] = []
     for s in sites:
         if s.node_id not in got.ok:
@@ -373,11 +375,22 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
         name = str(records.from_config_record(got.ok[s.node_id]["info"])["site_name"]) if "info" in got.ok[s.node_id] \
             else s.name
         eps = math.inf if float(m["epsilon_left"]) < 0 else float(m["epsilon_left"])
-        left[name] = eps
+        left[name], deltas[name] = eps, float(m["delta"])
+        if math.isinf(budget.epsilon):
+            continue
         if budget.epsilon > eps * (1 + 1e-9):
             short.append(f"{name} has epsilon {eps:.4g} left")
         elif budget.delta > float(m["delta"]) * (1 + 1e-9):
             short.append(f"{name} allows delta {float(m['delta']):.3g}")
+    bounded = sorted(n for n, e in left.items() if not math.isinf(e))
+    if math.isinf(budget.epsilon) and bounded:
+        raise BudgetExceededError(
+            "privacy: the run has no privacy budget (epsilon = inf: exact releases), but "
+            f"{', '.join(f'{n} (epsilon {left[n]:.4g} left)' for n in bounded)} release only under "
+            "differential privacy (their own policy); nothing was released. Set privacy: {epsilon, delta} in the "
+            f"run config with epsilon at most {min(left[n] for n in bounded):.4g} and delta at most "
+            f"{min(deltas[n] for n in bounded):.3g}, or leave out those sites."
+        )
     if short:
         raise BudgetExceededError(
             f"privacy: the run asks for epsilon {budget.epsilon:g} at delta {budget.delta:g}, more than its sites "

@@ -30,7 +30,12 @@ from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain, summarize_site
 from fedsynth.encoding.domain import release_summary as _release
 from fedsynth.strategies import records
-from fedsynth.strategies.policy import PRIVACY_BUDGET_MESSAGE, SitePolicy, handle_privacy_budget
+from fedsynth.strategies.policy import (
+    PRIVACY_BUDGET_MESSAGE,
+    DisclosureRefused,
+    SitePolicy,
+    handle_privacy_budget,
+)
 from fedsynth.strategies.registry import STRATEGIES, build_generator
 
 log = logging.getLogger(__name__)
@@ -152,9 +157,119 @@ def load_site_state(
     return SiteStateStore(folder).load(step)
 
 
+# -- what a site under a finite ε budget answers ----------------------------------------------------------
+#
+# A site whose own policy sets a finite ε releases nothing computed from its rows except under differential
+# privacy: a request without the settings of a private request (a coordinator running at ε = ∞, or one that
+# leaves the keys out) asks for looser settings than the site's policy, and gets the site's policy: a refusal.
+# What the private form of each message carries is the key its handler branches on; that the noise it asks for
+# fits the site's budget is the site's ε ledger's business (it charges every noisy release before it leaves).
+
+
+@dataclass(frozen=True)
+class UnderBudget:
+    """What a site under a finite ε budget needs before it answers one message type.
+
+    ``needs`` ``None``: refused (the message has no private form); ``()``: answered (nothing computed from the
+    rows leaves); otherwise every key named must be in the message's settings (``config``, or for the secure
+    sum's masked vector the ``request`` its vector source reads). ``forbids``: content parts that, beside a
+    private answer, would release something in clear."""
+
+    needs: tuple[str, ...] | None
+    why: str
+    forbids: tuple[str, ...] = ()
+
+
+_ANSWERED = ()
+_DP_NOISE = ("dp_noise_std",)
+_DP_MIXTURE = ("dp_mixture_noise", "dp_code_clip")
+
+#: Every message type a site answers (:func:`all_site_handlers`), classified: the ONE table the site consults
+#: when its policy sets a finite ε (:func:`check_private_request`). A type missing here is refused (fail closed).
+UNDER_BUDGET: dict[str, UnderBudget] = {
+    "query.privacy_budget": UnderBudget(_ANSWERED, "the ε its ledger has left and its δ: no row enters it"),
+    "query.secagg_setup": UnderBudget(_ANSWERED, "fresh public keys"),
+    "query.secagg_share_keys": UnderBudget(_ANSWERED, "encrypted Shamir shares of the site's own mask secrets"),
+    "query.secagg_unmask": UnderBudget(_ANSWERED, "mask shares; what they unmask is the masked vector, "
+                                                  "whose request passed this table at the collect stage"),
+    "query.secagg_collect": UnderBudget(_ANSWERED, "the site's masked vector: decided per vector source on the "
+                                                   "request it carries (COLLECT_UNDER_BUDGET)"),
+    "query.hello": UnderBudget(_DP_NOISE, "the row count: a noisy lower bound under dp_noise_std, else exact"),
+    "query.summary": UnderBudget(None, "the site's own domain summary has no private form (a private run builds "
+                                       "the domain from noisy counts, query.noisy_domain_counts)"),
+    "query.secure_labels": UnderBudget(("dp_label_threshold", "dp_noise_std"),
+                                       "label names: DP partition selection under dp_label_threshold"),
+    "query.noisy_domain_counts": UnderBudget(_DP_NOISE, "the site's domain count vector with Gaussian noise"),
+    "query.counts": UnderBudget(_DP_NOISE, "the two-step BN's family count tables with Gaussian noise"),
+    "train.fit": UnderBudget(("dp_noise_multiplier",), "FedAvg weights trained by DP-SGD"),
+    "query.mixture_init": UnderBudget(_DP_MIXTURE, "latent-mixture statistics of clipped codes with noise",
+                                      forbids=("mixture",)),  # a warm start's E-step goes back in clear
+    "query.mixture_estep": UnderBudget(_DP_MIXTURE, "latent-mixture statistics of clipped codes with noise"),
+    "query.component_counts": UnderBudget(None, "per-component label counts have no private form (a private "
+                                                "FedAvg run does not ask for them)"),
+    "query.survival_counts": UnderBudget(None, "events and person-time per calibration stratum have no private "
+                                               "form (a private FedAvg run does not ask for them)"),
+    "train.share": UnderBudget(("dp_epsilon",), "synthetic rows of a generator fitted with DP at the site"),
+    "evaluate.snapshot": UnderBudget(None, "scores against the site's rows are outside any ε (a chosen snapshot "
+                                           "probes them: exact copies, distances, membership)"),
+}
+
+#: The secure sum's masked vector under a finite site budget, per vector source (its ``request``): the DP
+#: request's keys, as for the message that would carry the same vector in clear. ``stash`` is what a private
+#: instruction (``train.fit``, ``query.mixture_*``, themselves checked above) left for the sum: already noised.
+COLLECT_UNDER_BUDGET: dict[str, UnderBudget] = {
+    "domain.histograms": UnderBudget(_DP_NOISE, "the domain's count vector with Gaussian noise"),
+    "two_step_bn.counts": UnderBudget(_DP_NOISE, "the two-step BN's count tables with Gaussian noise"),
+    "domain.moments": UnderBudget(None, "exact sums and sums of squares (a private run does not ask for them)"),
+    "stash": UnderBudget(_ANSWERED, "what a private instruction already noised"),
+}
+
+
+def check_private_request(msg: Message, site: SiteRuntime) -> None:
+    """Refuse ``msg`` when the site's policy sets a finite ε and the message is not a private request
+    (:data:`UNDER_BUDGET`); nothing to do under ``ε = inf``.
+
+    Raises
+    ------
+    DisclosureRefused
+        Naming the message type and what it lacks, never a value; the coordinator's operator is told to set
+        ``privacy: {epsilon, delta}`` in the run config.
+    """
+    if math.isinf(site.policy.epsilon):
+        return
+    mtype = msg.metadata.message_type
+    rule, cfg = UNDER_BUDGET.get(mtype), message_config(msg)
+    if mtype == "query.secagg_collect":
+        rule = COLLECT_UNDER_BUDGET.get(str(cfg.get("source", "")))
+        cfg = records.from_config_record(msg.content["request"]) if "request" in msg.content else {}
+    if rule is None or rule.needs is None:
+        lacks = "it has no private form"
+    elif missing := [k for k in rule.needs if not _positive(cfg.get(k))]:
+        lacks = f"it lacks {', '.join(missing)} (a positive finite number each)"
+    elif extra := [k for k in rule.forbids if k in msg.content]:
+        lacks = f"it carries {', '.join(extra)}, whose answer would leave in clear"
+    else:
+        return
+    raise DisclosureRefused(
+        "this site releases only under a differential-privacy budget (its own policy sets a finite epsilon): "
+        f"{mtype} refused, {lacks}; nothing was released. Set privacy: {{epsilon, delta}} in the run config, at "
+        "most what the site has left (query.privacy_budget)"
+    )
+
+
+def _positive(value: Any) -> bool:
+    """Whether a DP setting is a positive finite number (a noise of 0 or inf ε is no privacy)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and math.isfinite(float(value)) and float(value) > 0
+
+
 def handle(handler: SiteHandler, msg: Message, site: SiteRuntime) -> Message:
-    """Run a site handler and wrap its answer; any failure becomes a scrubbed error reply (no data values)."""
+    """Run a site handler and wrap its answer; any failure becomes a scrubbed error reply (no data values).
+
+    Under a finite ε in the site's policy, a message that is not a private request is refused before its
+    handler runs (:func:`check_private_request`)."""
     try:
+        check_private_request(msg, site)
         content = handler(msg, site)
         return Message(content, reply_to=msg)
     except Exception as exc:  # noqa: BLE001 - every failure must become a reply, never a traceback leaving the site

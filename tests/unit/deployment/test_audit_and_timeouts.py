@@ -79,7 +79,8 @@ def test_audit_lines_hold_kinds_and_sizes_never_a_value(sites: tuple[list[SiteRu
     text = log.read_text()
     entries = audit.read_log(log)
     assert str(MARKER) not in text and "987654" not in text
-    assert {e["message_type"] for e in entries} == {"query.hello", "query.summary", "query.counts"}
+    assert {e["message_type"] for e in entries} == {"query.privacy_budget", "query.hello", "query.summary",
+                                                    "query.counts"}
     kinds = {f["kind"] for e in entries for f in e["fields"].values()}
     assert kinds == {"identity", "metrics", "summaries", "counts", "rule-answers"}
     hello = next(e for e in entries if e["message_type"] == "query.hello")

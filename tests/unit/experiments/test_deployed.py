@@ -71,7 +71,7 @@ def test_a_deployed_run_writes_the_run_directory_and_learns_the_simulated_networ
     lines = [r.getMessage() for r in caplog.records if r.name == "test.deployed.progress"]
     assert lines[0].endswith(f"run directory (on the coordinator): {tmp_path / 'dep' / 'run'}")
     requests = [p for e, p in events if e == "request"]
-    assert [p["message_types"] for p in requests[:1]] == [["query.hello", "query.summary"]]
+    assert [p["message_types"] for p in requests[:2]] == [["query.privacy_budget"], ["query.hello", "query.summary"]]
     assert any("counts-1 (query.counts): 3 of 3 sites answered in" in line for line in lines)
     assert any(line.startswith("fedsynth | round 1/1 scored: CSF ") and "(at 3 sites)" in line for line in lines)
     assert lines[-1].startswith("fedsynth | finished: ") and lines[-1].endswith("report.html")
@@ -116,8 +116,8 @@ def test_a_deployed_run_writes_the_run_directory_and_learns_the_simulated_networ
 
     for site in part.sites:
         entries = read_log(run_dir / "audit" / f"{site.name}.jsonl")
-        assert {e["message_type"] for e in entries} == {"query.hello", "query.summary", "query.counts",
-                                                        "evaluate.snapshot"}
+        assert {e["message_type"] for e in entries} == {"query.privacy_budget", "query.hello", "query.summary",
+                                                        "query.counts", "evaluate.snapshot"}
         assert all(e["site"] == site.name for e in entries)
         assert all(e["fields"] == {} for e in entries if e["error"])  # a refusal: its scrubbed reason only
         refused = {(d["round"]) for d in manifest["dropped"] if d["site"] == site.name}
