@@ -33,9 +33,10 @@ RUN_TIMEOUT = 3000
 
 
 #: The replies a site sends in a deployed two-step BN run, with secure aggregation on (a deployment's default):
-#: the hello, the domain's labels, secure aggregation's rounds (the domain's histograms and the count tables go
-#: only as masked vectors; no clear summary or count table), and the snapshot's scores.
-DEPLOYED_BN_REPLIES = {"query.hello", "query.secure_labels", "query.secagg_setup", "query.secagg_share_keys",
+#: the sites' budget question (what each has left: two numbers), the hello, the domain's labels, secure
+#: aggregation's rounds (the domain's histograms and the count tables go only as masked vectors; no clear summary or
+#: count table), and the snapshot's scores.
+DEPLOYED_BN_REPLIES = {"query.privacy_budget", "query.hello", "query.secure_labels", "query.secagg_setup", "query.secagg_share_keys",
                        "query.secagg_collect", "query.secagg_unmask", "evaluate.snapshot"}
 
 
