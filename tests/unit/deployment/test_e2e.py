@@ -36,8 +36,8 @@ RUN_TIMEOUT = 3000
 #: the sites' budget question (what each has left: two numbers), the hello, the domain's labels, secure
 #: aggregation's rounds (the domain's histograms and the count tables go only as masked vectors; no clear summary or
 #: count table), and the snapshot's scores.
-DEPLOYED_BN_REPLIES = {"query.privacy_budget", "query.hello", "query.secure_labels", "query.secagg_setup", "query.secagg_share_keys",
-                       "query.secagg_collect", "query.secagg_unmask", "evaluate.snapshot"}
+DEPLOYED_BN_REPLIES = {"query.privacy_budget", "query.hello", "query.secure_labels", "query.secagg_setup",
+                       "query.secagg_share_keys", "query.secagg_collect", "query.secagg_unmask", "evaluate.snapshot"}
 
 
 def test_deployed_two_step_bn_over_tls_with_node_auth(
