@@ -275,13 +275,11 @@ def survival_counts(data: pd.DataFrame, schema: TableSchema, strata: Sequence[Ca
 
 
 def sum_survival_counts(stats: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Key-wise sum of the sites' :func:`survival_counts` (a key a site lacks adds nothing)."""
-    out: dict[str, np.ndarray] = {}
-    for s in stats:
-        for k, v in s.items():
-            a = np.asarray(v, dtype=np.float64)
-            out[k] = out[k] + a if k in out else a.copy()
-    return out
+    """Key-wise sum of the sites' :func:`survival_counts` (a key a site lacks adds nothing): the same sum as the
+    component counts' (:func:`~fedsynth.generators.component_counts.sum_component_counts`)."""
+    from fedsynth.generators.component_counts import sum_component_counts
+
+    return sum_component_counts(stats)
 
 
 def pwe_medians(events: np.ndarray, person_time: np.ndarray, edges: np.ndarray) -> np.ndarray:
