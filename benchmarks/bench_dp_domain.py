@@ -10,6 +10,9 @@
   sites' noise split over all 3 sites, ``min_sites`` 3: the calibration before dropouts were accounted for) or
   σ²/2 (``min_sites`` 2, the default: a sum that loses one site still carries σ², :mod:`fedsynth.privacy.noise`).
   With all 3 sites present the released sums carry σ² and 1.5 σ²: the fidelity cost of surviving a dropout.
+- ``labels_at_k``: ``dp_domain`` with the former label rule, a declared label kept when its noisy total reaches k
+  (a one-patient label then passes often at a small ε), against ``dp_domain``'s
+  :func:`~fedsynth.encoding.dp_domain.label_release_threshold`: the fidelity cost of keeping labels under k out.
 
 Each condition over ``--seeds`` seeds (the generator's seed and the sample's; the sites' noise comes from OS
 entropy, as in a deployment). CSF, GSF, survival-effect fidelity of a sample the size of the training pool
@@ -67,21 +70,32 @@ def one_run(part: Any, condition: str, epsilon: float, seed: int, max_indegree: 
                              generator_params={"max_indegree": max_indegree}, min_sites=min_sites, random_state=seed,
                              params={"secure_aggregation": True} if secure else None)
     strategy.privacy = PrivacyBudget(math.inf if condition == "exact" else epsilon, DELTA)
+    from fedsynth.encoding import dp_domain
+
+    threshold = dp_domain.label_release_threshold
+    if condition == "labels_at_k":
+        dp_domain.label_release_threshold = lambda noise_std, n_labels, min_count: int(min_count)  # type: ignore
     t0 = time.perf_counter()
-    if condition == "policy_domain":
-        # The flow before the private domain: exact summaries under the sites' policies, outside the budget.
-        token = strategy._new_run_token()
-        strategy._pre_run_releases = None
-        sites, domain = strategy.hello_and_domain(grid)
-        result = strategy.run(grid, sites, domain, on_round=None, run_token=token)
-    else:
-        result = strategy.start(grid)
+    try:
+        if condition == "policy_domain":
+            # The flow before the private domain: exact summaries under the sites' policies, outside the budget.
+            token = strategy._new_run_token()
+            strategy._pre_run_releases = None
+            sites, domain = strategy.hello_and_domain(grid)
+            result = strategy.run(grid, sites, domain, on_round=None, run_token=token)
+        else:
+            result = strategy.start(grid)
+    finally:
+        dp_domain.label_release_threshold = threshold
     seconds = time.perf_counter() - t0
     summary = strategy.privacy_summary_ or {}
     deciles = {c: [round(float(b), 3) for b in result.domain[c].bins] for c in SHOWN}
+    n_labels = {c: len(result.domain[c].categories) for c in schema.model_columns
+                if schema[c].kind.value == "categorical"}
     return {"condition": condition, "seed": seed, "epsilon_spent": summary.get("epsilon_spent"),
             "distributed_noise": summary.get("distributed_noise"),
             "split": summary.get("split"), "seconds": round(seconds, 1), "bins": deciles,
+            "categorical_labels_released": sum(n_labels.values()),
             **score(part, result.generator.sample(len(part.train), random_state=seed), seed)}
 
 
@@ -113,7 +127,7 @@ def main() -> None:
         mine = [r for r in rows if r["condition"] == condition]
         table[condition] = {m: {"mean": round(statistics.mean(r[m] for r in mine), 4),
                                 "sd": round(statistics.stdev(r[m] for r in mine), 4) if len(mine) > 1 else None}
-                            for m in ("csf", "gsf", "survival_effect_fidelity")}
+                            for m in ("csf", "gsf", "survival_effect_fidelity", "categorical_labels_released")}
     out = {"epsilon": args.epsilon, "delta": DELTA, "max_indegree": args.max_indegree, "seeds": args.seeds,
            "real_deciles": real, "summary": table, "runs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

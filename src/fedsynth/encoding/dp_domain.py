@@ -16,7 +16,9 @@ post-processing of the noisy sums and costs no privacy:
 * quantile bins come from the noisy cells of the support (their noisy
   cumulative count, made non-decreasing from 0), mean and standard deviation from the same cells' midpoints (no
   moments are released);
-* a categorical label whose noisy total is under ``k`` is suppressed (its rows count as missing), declared or not;
+* a categorical label whose noisy total is under :func:`label_release_threshold` (k plus enough noise standard
+  deviations that a label held by fewer than k patients passes with probability at most 1% per column) is
+  suppressed (its rows count as missing), declared or not;
 * the rows holding a column are estimated once for every group of columns held by the same sites (an
   inverse-variance weighted mean of the columns' noisy totals: a binary column's total has 3 noisy cells, a
   numeric one's hundreds), so missing rates are noisy missing counts over a precise total.
@@ -27,8 +29,8 @@ by DP partition selection with Gaussian thresholding (:func:`select_labels`, :fu
 on its own rows: a label is named only when its count at the site plus Gaussian noise of the domain's σ clears a
 threshold τ set so that a label held by one patient is named with probability at most the threshold's share of
 δ. Sites hold disjoint patients, so the union of the names is as private as one site's (parallel composition);
-the named labels' counts then go into the noisy sums like declared ones, and a label under ``k`` there is
-suppressed as before. Accounting (:func:`label_selection_budget`): the names are
+the named labels' counts then go into the noisy sums like declared ones, and a label under the release threshold
+there is suppressed as before. Accounting (:func:`label_selection_budget`): the names are
 ``C_u`` more Gaussian uses at the domain's noise multiplier (one per column without declared categories: a
 patient adds one to one label's count per column, L2 sensitivity √C_u), composed in RDP with everything else;
 the threshold's failure probability :data:`LABEL_THRESHOLD_DELTA_SHARE` × δ is kept out of the δ at which the
@@ -215,6 +217,19 @@ def support_threshold(noise_std: float, n_cells: int, min_count: int) -> float:
     return max(float(min_count), z * float(noise_std))
 
 
+def label_release_threshold(noise_std: float, n_labels: int, min_count: int) -> int:
+    """The noisy total a categorical label needs to be released from the noisy domain: high enough that a label
+    held by fewer than ``min_count`` (k) patients across the federation passes with probability at most
+    :data:`SUPPORT_FALSE_POSITIVE_RATE` per column (one-sided Bonferroni over the column's ``n_labels``), i.e.
+    ``ceil(k - 1 + z * noise_std)`` with ``z = Φ⁻¹(1 - rate / n_labels)``, and never under k. Post-processing of
+    the noisy sums: it costs no ε. The price is that a label with few more than k patients is suppressed too
+    (its rows count as missing), more so at a small ε."""
+    from scipy.stats import norm
+
+    z = float(norm.isf(SUPPORT_FALSE_POSITIVE_RATE / max(int(n_labels), 1)))
+    return max(int(min_count), int(np.ceil(int(min_count) - 1 + z * float(noise_std))))
+
+
 def noisy_support(hist: np.ndarray, noise_std: float, min_count: int) -> tuple[int, int]:
     """The first and last cell of a noisy histogram's support: the outermost cells of any block of 1, 2, 4, 8 or
     24 adjacent cells whose noisy sum clears :func:`support_threshold` at its level (a block of ``b`` cells
@@ -313,8 +328,8 @@ def noisy_summary(
     noise_std : float
         σ the sums carry per cell (for the support threshold).
     min_count : int
-        ``k``: the smallest noisy total a categorical label needs to be released, and the least a histogram cell
-        or a missing count needs to count as non-empty.
+        ``k``: a categorical label needs a noisy total of :func:`label_release_threshold` (at least k) to be
+        released; the least a histogram cell or a missing count needs to count as non-empty.
     significant_digits, n_modes, random_state
         Rounding, number and seed of mixture modes fitted to draws from the noisy histogram (``n_modes > 0``).
 
@@ -343,7 +358,8 @@ def noisy_summary(
                                                       significant_digits=significant_digits, random_state=random_state)
         else:
             c = np.asarray(summed[f"{name}/labels"], dtype=float)
-            kept = kept_labels(list(labels.get(name, ())), c, spec.kind, min_count)
+            names = list(labels.get(name, ()))
+            kept = kept_labels(names, c, spec.kind, label_release_threshold(noise_std, len(names), min_count))
             entry["counts"] = kept
             # Suppressed labels' rows count as missing, as a site's own release does.
             suppressed = int(np.clip(np.rint(c), 0, None).sum()) - sum(kept.values())

@@ -282,3 +282,43 @@ def test_a_private_domain_in_clear_has_every_column_and_only_declared_rules(mds_
     assert strategy.learnt_rules == []
     assert all(s.n_rows <= len(p.data) for s, p in zip(sites, mds_partition.sites, strict=True))
     assert set(dom["SEX"].categories) == {"F", "M"}
+
+
+def test_the_label_release_threshold_is_hand_computed_and_never_under_k() -> None:
+    from fedsynth.encoding.dp_domain import label_release_threshold
+
+    # z = Phi^-1(1 - 0.01 / 10) = 3.0902; 5 - 1 + 3.0902 * 16 = 53.44 -> 54
+    assert label_release_threshold(16.0, 10, 5) == 54
+    # z = Phi^-1(1 - 0.01 / 3) = 2.7131; 4 + 2.7131 * 16 = 47.41 -> 48
+    assert label_release_threshold(16.0, 3, 5) == 48
+    assert label_release_threshold(0.1, 10, 5) == 5
+
+
+def test_a_declared_label_under_k_passes_the_noisy_domain_at_the_promised_rate() -> None:
+    # Setup: one declared categorical column, labels held by 1, 300 and 200 patients; sigma 16 per cell (about
+    # epsilon 3 on the MDS domain); 2,000 independent noisy releases
+    from fedsynth.cohort.schema import ColumnKind, ColumnSpec
+    from fedsynth.encoding.dp_domain import noisy_summary
+    from fedsynth.encoding.grid import kept_labels
+
+    schema = TableSchema((ColumnSpec("C", ColumnKind.CATEGORICAL, categories=("rare", "x", "y")),), ())
+    labels = {"C": ["rare", "x", "y"]}
+    rng = np.random.default_rng(0)
+    sigma, n = 16.0, 2000
+    kept_rare = kept_common = old_rule_rare = 0
+    # Run
+    for _ in range(n):
+        noisy = np.array([1.0, 300.0, 200.0]) + rng.normal(0.0, sigma, 3)
+        summed = {"C/labels": noisy, "C/missing": np.array([rng.normal(0.0, sigma)])}
+        out = noisy_summary(summed, labels, schema, holders={"C": ["A", "B"]}, noise_std=sigma, min_count=5)
+        counts = out["columns"]["C"]["counts"]
+        kept_rare += "rare" in counts
+        kept_common += {"x", "y"} <= set(counts)
+        old_rule_rare += "rare" in kept_labels(["rare", "x", "y"], noisy, ColumnKind.CATEGORICAL, 5)
+    # Assert: threshold 48 -> P(1 + N(0, 16^2) rounds to >= 48) = P(Z >= 46.5 / 16) = 0.0018 (3.7 expected);
+    # a 99.9% binomial bound; the common labels always pass; the former rule (noisy total >= k) let the
+    # one-patient label through about 40% of the time
+    p = float(stats.norm.sf(46.5 / sigma))
+    assert kept_rare <= stats.binom.ppf(0.999, n, p)
+    assert kept_common == n
+    assert old_rule_rare / n > 0.3

@@ -421,6 +421,26 @@ def test_a_planted_extreme_appears_in_no_message_and_rows_keep_to_the_private_do
     assert [m.metadata.message_type for m in grid.sent + grid.received if _holds_extreme(m)] == []
 
 
+def test_a_one_patient_category_is_not_in_the_private_domain_nor_in_released_rows(
+    mds_partition, tmp_path, monkeypatch
+) -> None:
+    # Setup: a declared WHO label held by one patient at the smallest site; the sites' noise from one seeded
+    # generator (OS entropy in a deployment), so that the run is the same at every call
+    from fedsynth.strategies import secure_domain
+
+    rng = np.random.default_rng(11)
+    monkeypatch.setattr(secure_domain, "noise_source", lambda: rng)
+    schema = mds_partition.schema.select(WITH_WHO)
+    sites = _planted_sites(mds_partition, schema, tmp_path)
+    # Run
+    result = _strategy(schema, PrivacyBudget(3.0), "vae_bgm").start(InProcessGrid(sites))
+    # Assert: the label's noisy total stays under the release threshold (k - 1 plus z sigma), so it is neither in
+    # the domain nor in any released row; the common labels are
+    assert ONE_PATIENT_LABEL not in result.domain["WHO_2016"].categories
+    assert len(result.domain["WHO_2016"].categories) >= 3
+    assert (result.synthetic["WHO_2016"] != ONE_PATIENT_LABEL).all()
+
+
 def test_epsilon_left_for_a_resumed_run_leaves_out_that_runs_own_spending(tmp_path) -> None:
     # Setup: a site budget of 5; run-a spent a Gaussian of zCDP rho 0.05, run-b another
     from fedsynth.privacy.accounting import Release
