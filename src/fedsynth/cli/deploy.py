@@ -386,7 +386,7 @@ def run_deployed(
         out_dir = Path(out or cfg.output.dir).resolve()
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out_dir), "run_id": run_id})})
     run_dir = out_dir / run_id
-    console.print(f"Run directory (on this machine, the coordinator's): {run_dir}")
+    console.print(f"Run directory (on this machine, the coordinator's): {run_dir}", soft_wrap=True, markup=False)
     console.print(f"Progress follows from the ServerApp's log: one '{PREFIX.strip()}' line per request as its "
                   "replies are in and per round as it is scored (`flwr log RUN_ID "
                   f"{federation}` shows the log again).", markup=False, highlight=False)

@@ -247,6 +247,8 @@ def test_run_federation_submits_the_shipped_app_with_the_experiments_settings(
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "r" / "x"
     assert "Run directory (on this machine, the coordinator's)" in result.stdout and "left out" in result.stderr
+    # the path is on the line it names, whatever the terminal's width (a user copies it)
+    assert f"Run directory (on this machine, the coordinator's): {run_dir}\n" in result.stdout
     cmd = calls[0]
     assert Path(cmd[0]).name == "flwr" and cmd[1:4] == ["run", str(flower_config.app_dir()), "lab"]
     from fedsynth.experiments.deployed import read_run_config
