@@ -328,10 +328,14 @@ def _noisy_tables(
     """The site's tables with its share of the Gaussian noise, charged to its ledger first (if it has one).
 
     The site decides its share from the path it answers on: in clear (its table is seen alone) the full σ², by
-    secure aggregation (only the sum is seen) σ²/min_sites (:func:`~fedsynth.privacy.noise.noise_shares`).
+    secure aggregation (only the sum is seen) σ²/min_sites (:func:`~fedsynth.privacy.noise.noise_shares`), with
+    the split the collect stage checked against its session
+    (:func:`~fedsynth.strategies.secagg_protocol.masked_noise_std`), never the message's alone.
     """
+    from fedsynth.strategies.secagg_protocol import masked_noise_std
+
     z = float(cfg["dp_noise_std"])
-    std = site_noise_std(z, int(cfg["dp_min_sites"]), secure_aggregation=secure_aggregation)
+    std = masked_noise_std(cfg) if secure_aggregation else site_noise_std(z, 1, secure_aggregation=False)
     # Tables already released in this run are sent again as they were (no new noise, no new cost). They are
     # the site's state: kept in the node's context.state (each message may run in a fresh process) and folder.
     token = str(cfg["run_token"])
