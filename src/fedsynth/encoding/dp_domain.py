@@ -166,6 +166,32 @@ def label_threshold(noise_std: float, threshold_delta: float, n_columns: int) ->
     return 1.0 + float(noise_std) * float(norm.isf(per_label))
 
 
+def label_selection_delta(noise_std: float, threshold: float, n_columns: int) -> float:
+    """δ_τ a threshold spends: the chance that a patient's labels (one per column, each counted by that patient
+    alone) clear ``threshold`` under noise of standard deviation ``noise_std`` in at least one of ``n_columns``
+    columns, ``1 − (1 − Φ̄((τ − 1)/σ))^n_columns`` — the inverse of :func:`label_threshold`, computed from what a
+    site actually applied (a higher τ, e.g. the site's own k, spends less), for its ledger.
+
+    Parameters
+    ----------
+    noise_std : float
+        σ of the noise on each label count.
+    threshold : float
+        τ the site applied.
+    n_columns : int
+        Columns whose labels were selected (at most one label per patient in each).
+
+    Returns
+    -------
+    float
+        δ_τ in [0, 1].
+    """
+    from scipy.stats import norm
+
+    per_label = float(norm.sf((float(threshold) - 1.0) / float(noise_std)))
+    return -float(np.expm1(max(int(n_columns), 1) * np.log1p(-per_label)))
+
+
 def select_labels(
     data: pd.DataFrame,
     schema: TableSchema,

@@ -6,6 +6,6 @@ from fedsynth.privacy.accounting import (
     PrivacyBudget,
     Release,
 )
-from fedsynth.privacy.ledger import PrivacyLedger
+from fedsynth.privacy.ledger import MemoryLedger, PrivacyLedger
 
-__all__ = ["BudgetExceededError", "PrivacyAccountant", "PrivacyBudget", "PrivacyLedger", "Release"]
+__all__ = ["BudgetExceededError", "MemoryLedger", "PrivacyAccountant", "PrivacyBudget", "PrivacyLedger", "Release"]

@@ -189,6 +189,30 @@ class DPSGDRelease:
         return float(np.max(curve[finite] / np.asarray(orders, dtype=float)[finite]))
 
 
+def larger_per_phase(*accounts: Sequence[Release]) -> tuple[Release, ...]:
+    """Per phase, the releases of whichever account spent the most ρ in it (the first on a tie), in order of
+    first appearance: what a site plans with when it has its own record of a run's releases beside the
+    coordinator's (an account that under-reports a phase cannot lower what is counted for it).
+
+    Parameters
+    ----------
+    *accounts : sequence of Release
+        Each a list of releases of the same run (e.g. the coordinator's statement, then the site's own record).
+
+    Returns
+    -------
+    tuple of Release
+    """
+    phases: list[str] = []
+    for account in accounts:
+        phases += [r.phase for r in account if r.phase not in phases]
+    out: list[Release] = []
+    for phase in phases:
+        groups = [[r for r in account if r.phase == phase] for account in accounts]
+        out += max(groups, key=lambda g: sum(r.rho for r in g))  # max keeps the first of equal ones
+    return tuple(out)
+
+
 def epsilon_from_rdp(rdp: Sequence[float] | np.ndarray, delta: float, orders: Sequence[float] = DEFAULT_ORDERS) -> float:
     """(ε, δ)-DP ε of a composed RDP curve (conversion by :func:`dp_accounting.rdp.compute_epsilon`)."""
     from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon

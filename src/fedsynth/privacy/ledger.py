@@ -5,6 +5,15 @@ Each entry is keyed by run and release: recording the same release of the same r
 re-sends a table drawn with the same seed, which carries no new information) does not spend twice; a new key
 is new spending. Writes go through a temporary file and :func:`os.replace` under an exclusive lock, so a crash
 leaves the old or the new ledger, never half of one.
+
+A release may also carry a δ of its own beside its RDP curve (label selection's threshold, DP partition
+selection: the chance that a label held by one patient is named, :mod:`fedsynth.encoding.dp_domain`). Such δs
+add up, and the composed curve is converted to ε at the site's δ less their sum, as the run's own accountant
+converts at the run's δ less the threshold's share: the site's (ε, δ) after a run is the one its manifest states.
+
+A site without a folder for the file (a simulation without a state folder) keeps a :class:`MemoryLedger`: the
+same bookkeeping, held by the process (and by whatever store the site hands it, e.g. its node state), so that a
+finite budget in its policy is enforced there as in a deployment.
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,26 +67,40 @@ class PrivacyLedger:
             raise ValueError(f"privacy ledger {self.path.name} was written at other RDP orders")
         return data
 
-    def spent_rdp(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> np.ndarray:
-        """The composed RDP curve of every recorded release on ``dataset`` (optionally but some runs')."""
+    def _runs(self, dataset: str, exclude_run: str | Collection[str] | None) -> Iterator[dict[str, Any]]:
         runs = self._read()["datasets"].get(dataset, {})
         excluded = {exclude_run} if isinstance(exclude_run, str) else set(exclude_run or ())
-        curve = np.zeros(len(self.orders))
         for run_id, releases in runs.items():
-            if run_id in excluded:
-                continue
-            for entry in releases.values():
-                curve = curve + np.asarray(entry["rdp"], dtype=float)
+            if run_id not in excluded:
+                yield from releases.values()
+
+    def spent_rdp(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> np.ndarray:
+        """The composed RDP curve of every recorded release on ``dataset`` (optionally but some runs')."""
+        curve = np.zeros(len(self.orders))
+        for entry in self._runs(dataset, exclude_run):
+            curve = curve + np.asarray(entry["rdp"], dtype=float)
         return curve
 
-    def epsilon_spent(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> float:
-        """ε spent on ``dataset`` so far (optionally but some runs'), at the site's δ."""
-        return epsilon_from_rdp(self.spent_rdp(dataset, exclude_run=exclude_run), self.budget.delta, self.orders)
+    def spent_delta(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> float:
+        """The sum of the δs recorded beside the RDP curves on ``dataset`` (label selection's thresholds)."""
+        return float(sum(float(entry.get("delta", 0.0)) for entry in self._runs(dataset, exclude_run)))
 
-    def fits(self, dataset: str, rdp: Sequence[float] | np.ndarray) -> bool:
-        """Whether spending ``rdp`` more on ``dataset`` stays within the site's budget."""
+    def _epsilon(self, curve: np.ndarray, delta_spent: float) -> float:
+        """ε of ``curve`` at the site's δ less ``delta_spent`` (``inf`` when nothing of δ is left)."""
+        left = self.budget.delta - delta_spent
+        if left <= 0:
+            return float("inf")
+        return epsilon_from_rdp(curve, left, self.orders)
+
+    def epsilon_spent(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> float:
+        """ε spent on ``dataset`` so far (optionally but some runs'), at the site's δ less the recorded δs."""
+        return self._epsilon(self.spent_rdp(dataset, exclude_run=exclude_run),
+                             self.spent_delta(dataset, exclude_run=exclude_run))
+
+    def fits(self, dataset: str, rdp: Sequence[float] | np.ndarray, delta: float = 0.0) -> bool:
+        """Whether spending ``rdp`` (and ``delta``) more on ``dataset`` stays within the site's budget."""
         after = self.spent_rdp(dataset) + np.asarray(rdp, dtype=float)
-        return epsilon_from_rdp(after, self.budget.delta, self.orders) <= self.budget.epsilon * (1 + 1e-9)
+        return self._epsilon(after, self.spent_delta(dataset) + float(delta)) <= self.budget.epsilon * (1 + 1e-9)
 
     # -- writing -------------------------------------------------------------------------------------------
 
@@ -90,7 +114,13 @@ class PrivacyLedger:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def record(self, dataset: str, run_id: str, key: str, rdp: Sequence[float] | np.ndarray) -> bool:
+    def _write(self, data: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path)
+
+    def record(self, dataset: str, run_id: str, key: str, rdp: Sequence[float] | np.ndarray,
+               delta: float = 0.0) -> bool:
         """Charge one release to the ledger, or refuse it before it is made.
 
         Parameters
@@ -99,42 +129,98 @@ class PrivacyLedger:
             Which records, which run, which release of the run (e.g. ``"structure/3"``).
         rdp : array-like
             The release's RDP curve at the ledger's orders.
+        delta : float, default 0
+            A δ the release spends beside its curve (label selection's threshold); the ledger converts at the
+            site's δ less the sum of these.
 
         Returns
         -------
         bool
-            True when newly charged; False when this (run, key) was already recorded with the same curve.
+            True when newly charged; False when this (run, key) was already recorded with the same cost.
 
         Raises
         ------
         BudgetExceededError
             When the release would take ``dataset`` past the site's budget (nothing is written), or when the
-            same (run, key) is recorded again with another curve.
+            same (run, key) is recorded again with another cost.
         """
         curve = [float(x) for x in np.asarray(rdp, dtype=float)]
         if len(curve) != len(self.orders):
             raise ValueError("rdp must have one value per order")
+        delta = float(delta)
         with self._locked():
             data = self._read()
             runs = data["datasets"].setdefault(dataset, {})
             releases = runs.setdefault(run_id, {})
             if key in releases:
-                if np.allclose(releases[key]["rdp"], curve, rtol=1e-12, atol=0):
+                same = np.allclose(releases[key]["rdp"], curve, rtol=1e-12, atol=0) and math.isclose(
+                    float(releases[key].get("delta", 0.0)), delta, rel_tol=1e-12, abs_tol=0.0)
+                if same:
                     return False
                 raise BudgetExceededError(
                     f"privacy ledger: release {key!r} of run {run_id!r} was recorded with another cost; "
                     "a resumed run must reuse its seeds, or use a new run id"
                 )
             spent = self.spent_rdp(dataset) + np.asarray(curve)
-            eps = epsilon_from_rdp(spent, self.budget.delta, self.orders)
+            eps = self._epsilon(spent, self.spent_delta(dataset) + delta)
             if eps > self.budget.epsilon * (1 + 1e-9):
                 raise BudgetExceededError(
                     f"privacy ledger: dataset {dataset!r} would reach epsilon {eps:.4g}, over the site's budget "
                     f"{self.budget.epsilon} at delta {self.budget.delta}; nothing was released"
                 )
-            releases[key] = {"rdp": curve}
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1))
-            os.replace(tmp, self.path)
+            releases[key] = {"rdp": curve, **({"delta": delta} if delta else {})}
+            self._write(data)
         log.info("privacy ledger: %s/%s charged; dataset now at epsilon %.4g", run_id, key, eps)
         return True
+
+
+class MemoryLedger(PrivacyLedger):
+    """A site's ε ledger without a file: the same bookkeeping, held in memory.
+
+    For a site whose policy sets a finite ε but which has no folder for a ledger file (a simulation without a
+    state folder): its budget is enforced for as long as the ledger lives, and beyond one object when it is
+    given stores to keep its text in (each a ``(load, save)`` pair; it reads the union of what they hold and
+    writes to every one), e.g. one held by the process and one in the site's node state (which Flower hands to
+    the next message's process). Nothing is kept across processes that share no store.
+
+    Parameters
+    ----------
+    budget : PrivacyBudget
+        The site's total budget per dataset.
+    orders : Sequence[float]
+        RDP orders.
+    stores : sequence of (load, save) pairs, optional
+        ``load() -> str | None`` returns the ledger's JSON text (``None``: empty), ``save(text)`` keeps it.
+        Default: one store private to this object.
+    """
+
+    def __init__(self, budget: PrivacyBudget, orders: Sequence[float] = DEFAULT_ORDERS,
+                 stores: Sequence[tuple[Callable[[], str | None], Callable[[str], None]]] = ()) -> None:
+        super().__init__(Path("<memory>"), budget, orders)
+        if not stores:
+            own: dict[str, str] = {}
+            stores = [(lambda: own.get("text"), lambda text: own.update(text=text))]
+        self.stores = list(stores)
+
+    def _read(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {"version": _VERSION, "orders": list(self.orders), "datasets": {}}
+        for load, _ in self.stores:
+            text = load()
+            if not text:
+                continue
+            data = json.loads(text)
+            if tuple(float(o) for o in data.get("orders", [])) != self.orders:
+                raise ValueError("a privacy ledger held in memory was written at other RDP orders")
+            for dataset, runs in data["datasets"].items():
+                for run_id, releases in runs.items():
+                    merged["datasets"].setdefault(dataset, {}).setdefault(run_id, {}).update(releases)
+        return merged
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        yield
+
+    def _write(self, data: dict[str, Any]) -> None:
+        text = json.dumps(data)
+        for _, save in self.stores:
+            save(text)

@@ -6,7 +6,9 @@ deviation σ = noise multiplier × L2 sensitivity. Trust model (DESIGN.md §6): 
 own OS entropy (a seed the coordinator knew would let it subtract the noise). Under secure aggregation the
 coordinator sees only the sum, so the sites split σ² between them; in clear each site's own vector is seen alone,
 so each adds the full σ² (the sum then carries n_sites·σ², accounted as σ²: conservative). The site chooses its
-share from the path it answers on, never from what the message says.
+share from the path it answers on; on the masked path the split the message asks for (``dp_min_sites``) is used
+only after the site checked it against its own secure-sum session: at most the session's threshold, the fewest
+sites a sum can be unmasked with (:func:`fedsynth.strategies.secagg_protocol.verified_noise_request`).
 
 Dropouts. A secure sum is recovered without a site that drops after sharing its keys (SecAgg+: its pairwise masks
 are rebuilt from the survivors' Shamir shares), but that site's *noise* is not in the sum. Had each of n sites

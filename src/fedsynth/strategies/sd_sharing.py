@@ -293,7 +293,7 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
     policy = site_policy(msg, site)
     if not policy.allow_synthetic_rows:
         raise PrivacyCheckError("the site's policy does not let synthetic rows leave; nothing was released")
-    budget = _message_budget(cfg)
+    budget = _message_budget(cfg, site)
     if budget is not None and (again := _released_share(site, cfg)) is not None:
         return again
     domain = records.domain_from_text(str(cfg["domain"]))
@@ -358,14 +358,21 @@ _GATE_REFUSED_DP = "rows of the private model failed the release gate of this si
 # -- differential privacy (site side) --------------------------------------------------------------------
 
 
-def _message_budget(cfg: Mapping[str, Any]) -> PrivacyBudget | None:
+def _message_budget(cfg: Mapping[str, Any], site: SiteRuntime) -> PrivacyBudget | None:
     """The run's (ε, δ) a private ``train.share`` carries, with the releases the run already made at the site
-    (hello, domain) recorded as spent; ``None`` for a plain one."""
+    (hello, domain) recorded as spent; ``None`` for a plain one.
+
+    What was spent is, per phase, the larger of the coordinator's statement (``dp_spent``) and the site's own
+    record of what it released under the run's id (:func:`~fedsynth.strategies.secure_domain.site_releases`), so
+    a coordinator that under-reports the hello or the domain gets no extra budget for the fit."""
     if "dp_epsilon" not in cfg:
         return None
-    from fedsynth.privacy.accounting import Release
+    from fedsynth.privacy.accounting import Release, larger_per_phase
+    from fedsynth.strategies.secure_domain import site_releases
 
-    spent = [Release(str(phase), float(z), int(count)) for phase, z, count in json.loads(str(cfg.get("dp_spent", "[]")))]
+    claimed = [Release(str(phase), float(z), int(count))
+               for phase, z, count in json.loads(str(cfg.get("dp_spent", "[]")))]
+    spent = larger_per_phase(claimed, site_releases(site, cfg))
     return PrivacyBudget(float(cfg["dp_epsilon"]), float(cfg["dp_delta"])).spending(*spent)
 
 

@@ -80,6 +80,80 @@ def stashed_vector(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, n
     return arrays
 
 
+#: Key under which the collect stage hands a vector source the noise split it verified against its own session
+#: (:func:`verified_noise_request`); a key of that name in the coordinator's request is dropped first.
+VERIFIED_NOISE_SHARES = "secagg_verified_noise_shares"
+
+
+def verified_noise_request(request: Mapping[str, Any], *, threshold: int, n_sites: int) -> dict[str, Any]:
+    """The request a vector source runs on at the collect stage: ``request`` with its noise split checked.
+
+    Under a privacy budget (``dp_noise_std`` in the request) each site adds σ²/``dp_min_sites`` to what it masks
+    (:func:`~fedsynth.privacy.noise.site_noise_std`), so a sum carries σ² only if at least ``dp_min_sites``
+    vectors are in it. The site itself releases its unmasking shares only when at least ``threshold`` sites are
+    active (:func:`~fedsynth.strategies.secagg_site.handle_unmask`), so any sum that can be unmasked holds at
+    least ``threshold`` vectors; ``dp_min_sites`` is therefore accepted only in ``[1, threshold]`` (and at most
+    the session's sites). A larger number (a coordinator asking each site for less noise than any unmaskable
+    sum needs) is refused. The verified number travels on under :data:`VERIFIED_NOISE_SHARES`, which
+    :func:`masked_noise_std` requires: the masked path's noise cannot be drawn without this check.
+
+    Parameters
+    ----------
+    request : mapping
+        The ``request`` the collect message carries (flat settings for the vector source).
+    threshold : int
+        The session's Shamir threshold, as the site stored it at the setup stage.
+    n_sites : int
+        The sites of the session (those that shared keys).
+
+    Returns
+    -------
+    dict
+        ``request`` without any coordinator-given :data:`VERIFIED_NOISE_SHARES`, plus the verified split when it
+        asks for noise.
+
+    Raises
+    ------
+    DisclosureRefused
+        ``dp_min_sites`` missing, not a whole number, under 1, over ``threshold`` or over ``n_sites``; no value
+        of the site is named.
+    """
+    from fedsynth.strategies.policy import DisclosureRefused
+
+    out = {k: v for k, v in request.items() if k != VERIFIED_NOISE_SHARES}
+    if "dp_noise_std" not in out:
+        return out
+    asked = out.get("dp_min_sites")
+    most = min(int(threshold), int(n_sites))
+    if not isinstance(asked, (int, np.integer)) or isinstance(asked, bool) or not 1 <= int(asked) <= most:
+        # Short and number-free: a site's error text is scrubbed of numbers and cut at 300 characters.
+        raise DisclosureRefused(
+            "refused: dp_min_sites is over the secure sum's threshold, so a sum unmasked with fewer sites would "
+            "carry less than the accounted noise; nothing was released. Ask for dp_min_sites at most the threshold "
+            "(run the secure sum with threshold >= min_sites)"
+        )
+    out[VERIFIED_NOISE_SHARES] = int(asked)
+    return out
+
+
+def masked_noise_std(request: Mapping[str, Any]) -> float:
+    """The noise standard deviation a site adds to a vector it masks: σ/√``dp_min_sites`` with the split the
+    collect stage verified (:func:`verified_noise_request`), never the message's own.
+
+    Raises
+    ------
+    FedsynthError
+        The request did not pass the collect stage's check (no verified split): nothing is drawn.
+    """
+    from fedsynth.privacy.noise import site_noise_std
+
+    if VERIFIED_NOISE_SHARES not in request:
+        raise FedsynthError("secure sum: a masked vector's noise is drawn only at the collect stage, after its "
+                            "noise split was checked against the session; nothing was released")
+    return site_noise_std(float(request["dp_noise_std"]), int(request[VERIFIED_NOISE_SHARES]),
+                          secure_aggregation=True)
+
+
 def word_dtype(modulus_bits: int) -> np.dtype[Any]:
     return np.dtype(np.uint32 if modulus_bits <= 32 else np.uint64)
 

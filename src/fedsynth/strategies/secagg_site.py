@@ -43,6 +43,7 @@ from fedsynth.strategies.secagg_protocol import (
     pairwise_mask,
     prg_mask,
     settings_problems,
+    verified_noise_request,
     word_dtype,
 )
 from fedsynth.strategies.site import SiteHandler, SiteRuntime, message_config
@@ -154,6 +155,9 @@ def _make_collect(sources: Mapping[str, VectorSource | str]) -> SiteHandler:
             raise FedsynthError(f"secure sum: this site has no vector source named {name!r}")
         fn = _resolve(sources[name])
         request = records.from_config_record(msg.content["request"]) if "request" in msg.content else {}
+        # Under a budget the site checks the noise split against its own session before anything is computed:
+        # any sum it helps unmask must carry the accounted sigma^2 (one check for every vector source).
+        request = verified_noise_request(request, threshold=int(state["threshold"]), n_sites=len(nodes))
         fraction_bits = int(state["fraction_bits"])
         names, dims, words = encode_vector(
             fn(request, site), modulus_bits=k, fraction_bits=None if fraction_bits < 0 else fraction_bits,

@@ -278,13 +278,14 @@ def dp_request(release: Release, run_token: str, dp_run: str, min_sites: int) ->
             "dp_run": dp_run, "dp_min_sites": int(min_sites)}
 
 
-def _charge(site: SiteRuntime, cfg: Mapping[str, Any], release: Release) -> None:
-    """Charge ``release`` to the site's ledger (if it keeps one) under the run's id; refused past its budget."""
+def _charge(site: SiteRuntime, cfg: Mapping[str, Any], release: Release, delta: float = 0.0) -> None:
+    """Charge ``release`` (and a ``delta`` it spends beside its RDP curve: label selection's threshold) to the
+    site's ledger (if it keeps one) under the run's id; refused past its budget."""
     if site.privacy_ledger is None:
         return
     ledger = site.privacy_ledger
     ledger.record(site.name, str(cfg.get("dp_run") or cfg["run_token"]), f"{release.phase}/{uuid.uuid4().hex}",
-                  release.rdp(ledger.orders))
+                  release.rdp(ledger.orders), delta=delta)
 
 
 def _state_key(cfg: Mapping[str, Any]) -> str:
@@ -311,16 +312,20 @@ def noisy_row_count(cfg: Mapping[str, Any], site: SiteRuntime) -> int:
     _charge(site, cfg, Release("hello", z, 1))
     noisy = add_count_noise({"n": np.array([len(site.data)])}, z, random_state=noise_source())["n"]
     n = np.maximum(np.rint(noisy - HELLO_MARGIN * z), 1).astype(np.int64)
-    save_site_state(site, _state_key(cfg), _HELLO_RELEASED, 0, {"std": z}, {"n": n})
+    save_site_state(site, _state_key(cfg), _HELLO_RELEASED, 0, {"std": z, "release": ["hello", z, 1]}, {"n": n})
     return int(n[0])
 
 
 def noisy_domain_vector(cfg: Mapping[str, Any], site: SiteRuntime, *, secure_aggregation: bool) -> dict[str, np.ndarray]:
     """Site side of a private domain: :func:`~fedsynth.encoding.dp_domain.dp_counts` of the site's rows over the
     request's labels plus the site's share of the noise (:func:`~fedsynth.privacy.noise.site_noise_std`, from
-    the path it answers on), charged to its ledger first; the same vector again when the run asks again."""
+    the path it answers on; on the masked path the split the collect stage verified,
+    :func:`~fedsynth.strategies.secagg_protocol.masked_noise_std`), charged to its ledger first; the same vector
+    again when the run asks again."""
+    from fedsynth.strategies.secagg_protocol import masked_noise_std
+
     z = float(cfg["dp_noise_std"])
-    std = site_noise_std(z, int(cfg["dp_min_sites"]), secure_aggregation=secure_aggregation)
+    std = masked_noise_std(cfg) if secure_aggregation else site_noise_std(z, 1, secure_aggregation=False)
     again = _released(site, cfg, _DOMAIN_RELEASED, std)
     if again is not None:
         return again
@@ -328,7 +333,8 @@ def noisy_domain_vector(cfg: Mapping[str, Any], site: SiteRuntime, *, secure_agg
     counts = dp_counts(site.data, site.schema, labels)
     _charge(site, cfg, Release("domain", z, int(cfg["dp_uses"])))
     noisy = add_count_noise(counts, std, random_state=noise_source())
-    save_site_state(site, _state_key(cfg), _DOMAIN_RELEASED, 0, {"std": std}, noisy)
+    save_site_state(site, _state_key(cfg), _DOMAIN_RELEASED, 0,
+                    {"std": std, "release": ["domain", z, int(cfg["dp_uses"])]}, noisy)
     return noisy
 
 
@@ -349,15 +355,34 @@ def noisy_label_names(cfg: Mapping[str, Any], site: SiteRuntime, min_count: int 
     label; :func:`~fedsynth.encoding.dp_domain.select_labels`) — charged to the site's ledger first, the same
     names again when the run asks again."""
     z, tau = float(cfg["dp_noise_std"]), max(float(cfg["dp_label_threshold"]), float(min_count))
-    found = load_site_state(site, str(cfg["run_token"]), _LABELS_RELEASED, 0)
+    found = load_site_state(site, _state_key(cfg), _LABELS_RELEASED, 0)
     if found is not None and found[0].get("std") == z and found[0].get("threshold") == tau:
         return {str(c): [str(x) for x in names] for c, names in found[0]["labels"].items()}
-    _charge(site, cfg, Release("domain", z, int(cfg["dp_uses"])))
-    names = dp_domain.select_labels(site.data, site.schema, dp_domain.undeclared_categoricals(site.schema),
-                                    noise_std=z, threshold=tau, random_state=noise_source())
-    save_site_state(site, str(cfg["run_token"]), _LABELS_RELEASED, 0, {"std": z, "threshold": tau, "labels": names},
+    # The threshold's delta, from the threshold the site applies (not from the message's statement): the chance
+    # that a patient's one-patient labels are named, over the columns the schema leaves undeclared.
+    columns = dp_domain.undeclared_categoricals(site.schema)
+    delta_tau = dp_domain.label_selection_delta(z, tau, len(columns)) if columns else 0.0
+    _charge(site, cfg, Release("domain", z, int(cfg["dp_uses"])), delta=delta_tau)
+    names = dp_domain.select_labels(site.data, site.schema, columns, noise_std=z, threshold=tau, random_state=noise_source())
+    save_site_state(site, _state_key(cfg), _LABELS_RELEASED, 0,
+                    {"std": z, "threshold": tau, "labels": names, "release": ["domain", z, int(cfg["dp_uses"])]},
                     {"n": np.array([sum(len(v) for v in names.values())], dtype=np.int64)})
     return names
+
+
+def site_releases(site: SiteRuntime, cfg: Mapping[str, Any]) -> list[Release]:
+    """What this site itself released before a run's own phases, from its own state (never from a message): the
+    hello's noisy row count, the domain's noisy count vector and the label names, as the
+    :class:`~fedsynth.privacy.accounting.Release` each was charged at (the label names are ``domain`` uses, as in
+    the coordinator's plan). Keyed by the run's ledger id (``dp_run``, else ``run_token``); empty when the site
+    released nothing under it."""
+    out: list[Release] = []
+    for part in (_HELLO_RELEASED, _DOMAIN_RELEASED, _LABELS_RELEASED):
+        found = load_site_state(site, _state_key(cfg), part, 0)
+        if found is not None and "release" in found[0]:
+            phase, z, count = found[0]["release"]
+            out.append(Release(str(phase), float(z), int(count)))
+    return out
 
 
 def handle_noisy_counts(msg: Message, site: SiteRuntime) -> RecordDict:

@@ -262,7 +262,8 @@ def secure_sum(
         Name of the vector source the sites run (:data:`VECTOR_SOURCES`, or one given to :func:`site_handlers`).
     threshold : int, optional
         Shares that rebuild a site's secrets, and the fewest sites that must remain at every stage; default
-        :func:`default_threshold` (a majority, at least 2).
+        :func:`default_threshold` (a majority, at least 2), raised to ``min_sites`` (each site refuses to mask
+        noise split over more sites than the threshold).
     modulus_bits : int
         ``k``: sums are computed modulo ``2**k`` and decoded as signed integers in ``[-2**(k-1), 2**(k-1))``.
         Integer sums are exact while the true sum's magnitude stays under ``2**(k-1)``; masked vectors travel as
@@ -300,7 +301,9 @@ def secure_sum(
     ``SecAggPlusWorkflow`` and ``secaggplus_mod``.
     """
     nodes = sorted({int(n) for n in node_ids})
-    t = default_threshold(len(nodes)) if threshold is None else int(threshold)
+    # The threshold is at least min_sites: each site refuses to mask noise split over more sites than the fewest
+    # a sum may be unmasked with (secagg_protocol.verified_noise_request).
+    t = max(default_threshold(len(nodes)), min(int(min_sites), len(nodes))) if threshold is None else int(threshold)
     problems = settings_problems(
         len(nodes), threshold=t, modulus_bits=modulus_bits, fraction_bits=fraction_bits, clipping_range=clipping_range
     )
@@ -316,7 +319,8 @@ def secure_sum(
             dropped[node] = f"{stage}: {reason}"
             log.warning("secure sum %s: node %d dropped at %s: %s", session[:8], node, stage, reason)
         if len(ok) < need:
-            what = f"the threshold is {t}" if need == t else f"the noise is calibrated to at least {need} sites"
+            what = (f"the noise is calibrated to at least {need} sites" if int(min_sites) >= need
+                    else f"the threshold is {t}")
             raise FedsynthError(f"secure sum: only {len(ok)} sites answered {stage}; {what} (dropped: {len(dropped)})")
         return sorted(ok)
 

@@ -57,13 +57,42 @@ class SiteRuntime:
     state: RecordDict = field(default_factory=RecordDict)
     policy: SitePolicy = field(default_factory=SitePolicy)
     #: The site's own ε ledger (:class:`fedsynth.privacy.PrivacyLedger`, keyed by the site's name): noisy
-    #: releases are charged to it before they are made, and refused past the site's budget. ``None``: no ledger.
+    #: releases are charged to it before they are made, and refused past the site's budget. ``None`` under a
+    #: policy with a finite ε: an in-memory ledger kept in the node state (:func:`memory_ledger`), so that the
+    #: budget is enforced without a ledger file too; ``None`` under ε = ∞: no ledger.
     privacy_ledger: Any = None
     #: The site's own folder for its state between rounds (resume); ``None``: kept in memory only.
     state_dir: Path | None = None
     #: The site's own holdout: rows that never train a model, for the privacy figures of the snapshots it scores
     #: (:mod:`fedsynth.strategies.site_scoring`); ``None``: the site keeps none.
     holdout: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        if self.privacy_ledger is None and not math.isinf(self.policy.epsilon):
+            self.privacy_ledger = memory_ledger(self.policy, self.state)
+
+
+#: Key of the in-memory ledger's text in a site's node state.
+MEMORY_LEDGER_KEY = "privacy-ledger"
+
+
+def memory_ledger(policy: SitePolicy, state: RecordDict) -> Any:
+    """A site's ε ledger without a file (:class:`~fedsynth.privacy.ledger.MemoryLedger`), limited by its policy's
+    budget and kept in its node ``state`` (Flower's ``context.state``, handed to every message's process of the
+    run): a simulation without a state folder enforces a site's finite ε as a deployment does. What it records
+    lasts as long as the node state (one run in a simulation); give the site a state folder to keep it across
+    runs."""
+    from fedsynth.privacy.accounting import PrivacyBudget
+    from fedsynth.privacy.ledger import MemoryLedger
+
+    def load() -> str | None:
+        record = state.get(MEMORY_LEDGER_KEY)
+        return str(record["json"]) if isinstance(record, ConfigRecord) else None
+
+    def save(text: str) -> None:
+        state[MEMORY_LEDGER_KEY] = ConfigRecord({"json": text})
+
+    return MemoryLedger(PrivacyBudget(policy.epsilon, policy.delta), stores=[(load, save)])
 
 
 SiteHandler = Callable[[Message, SiteRuntime], RecordDict]
@@ -163,7 +192,8 @@ def load_site_state(
 # privacy: a request without the settings of a private request (a coordinator running at ε = ∞, or one that
 # leaves the keys out) asks for looser settings than the site's policy, and gets the site's policy: a refusal.
 # What the private form of each message carries is the key its handler branches on; that the noise it asks for
-# fits the site's budget is the site's ε ledger's business (it charges every noisy release before it leaves).
+# fits the site's budget is the site's ε ledger's business (it charges every noisy release before it leaves; a
+# site with a finite ε always has one, in memory when it has no folder for the file, SiteRuntime.__post_init__).
 
 
 @dataclass(frozen=True)

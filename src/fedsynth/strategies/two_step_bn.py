@@ -47,12 +47,15 @@ than ``min_sites`` sites, so that the released sum carries at least σ² whichev
 site drops after sharing and the sum is recovered without it (:mod:`fedsynth.privacy.noise`; the manifest's
 ``privacy.distributed_noise`` states it). With it off each site adds the full σ²: every table a site sends in
 clear then carries the guarantee on its own, and the sum carries n_sites·σ² (accounted as σ², a conservative
-bound). The site chooses its share from the path it answers on, not from the message. With
+bound). The site chooses its share from the path it answers on, and on the masked path takes the message's
+``dp_min_sites`` only once it is at most its secure-sum session's threshold (checked at the collect stage,
+:func:`~fedsynth.strategies.secagg_protocol.verified_noise_request`). With
 ε = ∞ (no privacy block) no noise is added and the federated network equals the
 centralized one. A site with a ledger (:attr:`SiteRuntime.privacy_ledger
 <fedsynth.strategies.site.SiteRuntime.privacy_ledger>`) charges its own budget at the noise level the message
 asks for, before answering, so a coordinator asking for too little noise is refused; a table already released
-in the run is sent again unchanged, at no new cost. A site without a ledger follows the message.
+in the run is sent again unchanged, at no new cost. A site with a finite ε always has a ledger (in memory
+when it has no folder for the file); a site at ε = ∞ keeps none and follows the message's noise level.
 """
 
 from __future__ import annotations
@@ -328,10 +331,14 @@ def _noisy_tables(
     """The site's tables with its share of the Gaussian noise, charged to its ledger first (if it has one).
 
     The site decides its share from the path it answers on: in clear (its table is seen alone) the full σ², by
-    secure aggregation (only the sum is seen) σ²/min_sites (:func:`~fedsynth.privacy.noise.noise_shares`).
+    secure aggregation (only the sum is seen) σ²/min_sites (:func:`~fedsynth.privacy.noise.noise_shares`), with
+    the split the collect stage checked against its session
+    (:func:`~fedsynth.strategies.secagg_protocol.masked_noise_std`), never the message's alone.
     """
+    from fedsynth.strategies.secagg_protocol import masked_noise_std
+
     z = float(cfg["dp_noise_std"])
-    std = site_noise_std(z, int(cfg["dp_min_sites"]), secure_aggregation=secure_aggregation)
+    std = masked_noise_std(cfg) if secure_aggregation else site_noise_std(z, 1, secure_aggregation=False)
     # Tables already released in this run are sent again as they were (no new noise, no new cost). They are
     # the site's state: kept in the node's context.state (each message may run in a fresh process) and folder.
     token = str(cfg["run_token"])

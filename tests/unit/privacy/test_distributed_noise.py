@@ -77,18 +77,68 @@ def test_a_sum_missing_a_site_that_dropped_after_sharing_still_carries_the_accou
     assert residual.var() > Z**2 * (1 - 4 * math.sqrt(2 / n))
 
 
-def test_control_shares_split_over_every_site_leave_a_dropped_sum_short_of_the_accounted_noise(
+def test_a_coordinator_asking_for_a_split_over_more_sites_than_the_threshold_is_refused_at_collect(
     mds_partition, monkeypatch
 ) -> None:
-    # Setup: the former calibration (each of 3 sites adds sigma^2 / 3) and a sum held only to its threshold (2)
+    # Setup: the former calibration (each of 3 sites adds sigma^2 / 3) in a sum whose threshold is 2: had the
+    # sites followed it, a sum over the 2 survivors would carry 2/3 sigma^2 (a curious coordinator's gain)
+    # Run / Assert: every site refuses to mask its vector, naming the check; nothing is unmasked
+    with pytest.raises(FedsynthError, match="only 0 sites answered collect"):
+        _noise_of_sum(mds_partition, monkeypatch, min_sites_in_request=3, min_sites_of_sum=0, seed=12)
+
+
+def test_a_site_refuses_a_noise_split_larger_than_its_sessions_threshold(mds_partition) -> None:
+    # Setup: a secure sum of 3 sites with threshold 2, driven by hand so that each collect reply is seen
+    schema = mds_partition.schema.select(SMALL)
+    sites = [SiteRuntime(s.name, s.data, schema, seed=i) for i, s in enumerate(mds_partition.sites)]
+    grid = InProcessGrid(sites, keep_messages=True)
+    labels = {c: list(schema[c].categories or ("0", "1")) for c in schema.model_columns if not schema[c].is_numeric}
+    release = Release("domain", Z, len(schema.model_columns))
+
+    def run(min_sites_in_request: int) -> list[Message]:
+        request = {"labels": records.encode_payload(labels),
+                   **secure_domain.dp_request(release, "run-x", "run-x", min_sites_in_request)}
+        grid.received.clear()
+        try:
+            ss.secure_sum(grid, grid.get_node_ids(), request, source="domain.histograms", modulus_bits=32, threshold=2)
+        except FedsynthError:
+            pass
+        return [m for m in grid.received if m.metadata.message_type == ss.COLLECT]
+
     # Run
-    residual, included = _noise_of_sum(mds_partition, monkeypatch, min_sites_in_request=3, min_sites_of_sum=0,
-                                       seed=12)
-    # Assert: the sum carries about 2/3 sigma^2, well under what the accountant assumed
-    n = len(residual)
-    assert included == [1, 2]
-    assert residual.var() / (Z**2 * 2 / 3 + 2 / 12) == pytest.approx(1.0, abs=4 * math.sqrt(2 / n))
-    assert residual.var() < Z**2 * (1 - 4 * math.sqrt(2 / n))
+    over, within = run(3), run(2)
+    # Assert: asked for sigma^2/3 with threshold 2, each site refuses with the reason and no value; at the
+    # threshold each masks its vector
+    assert len(over) == 3 and all(m.has_error() for m in over)
+    reason = over[0].error.reason
+    assert reason.startswith("DisclosureRefused: refused: dp_min_sites is over the secure sum's threshold")
+    assert "nothing was released" in reason and "Ask for dp_min_sites at most the threshold" in reason
+    assert len(within) == 3 and not any(m.has_error() for m in within)
+
+
+def test_a_masked_vectors_noise_cannot_be_drawn_without_the_collect_stages_check(mds_partition) -> None:
+    # Setup: the domain's and the BN's vector sources called directly with a private request, as a coordinator's
+    # request (even one naming the verified key itself) reaches them only through the collect stage
+    from fedsynth.strategies import two_step_bn
+    from fedsynth.strategies.secagg_protocol import VERIFIED_NOISE_SHARES, verified_noise_request
+
+    schema = mds_partition.schema.select(SMALL)
+    site = SiteRuntime("site-1", mds_partition.sites[0].data, schema)
+    labels = {c: list(schema[c].categories or ("0", "1")) for c in schema.model_columns if not schema[c].is_numeric}
+    request = {"labels": records.encode_payload(labels),
+               **secure_domain.dp_request(Release("domain", Z, len(schema.model_columns)), "r", "r", 5)}
+    # Run / Assert: no vector source draws masked noise from an unchecked request
+    with pytest.raises(FedsynthError, match="only at the collect stage"):
+        secure_domain.histogram_vector(request, site)
+    with pytest.raises(FedsynthError, match="only at the collect stage"):
+        two_step_bn._noisy_tables(request, site, {}, secure_aggregation=True)
+    # ... and a coordinator cannot plant the verified key: the check replaces it with what it verified, or refuses
+    planted = {**request, "dp_min_sites": 2, VERIFIED_NOISE_SHARES: 9}
+    assert verified_noise_request(planted, threshold=2, n_sites=3)[VERIFIED_NOISE_SHARES] == 2
+    with pytest.raises(FedsynthError, match="dp_min_sites is over the secure sum's threshold"):
+        verified_noise_request({**request, VERIFIED_NOISE_SHARES: 1}, threshold=2, n_sites=3)
+    # ... while a request without noise passes unchanged (exact sums carry no split)
+    assert verified_noise_request({"labels": "{}"}, threshold=2, n_sites=3) == {"labels": "{}"}
 
 
 def test_a_secure_sum_calibrated_to_every_site_fails_when_one_drops(mds_partition, monkeypatch) -> None:

@@ -129,6 +129,10 @@ def test_a_sites_domain_noise_has_the_calibrated_scale(mds_partition, monkeypatc
     labels = {c: list(schema[c].categories or ("0", "1")) for c in schema.model_columns if not schema[c].is_numeric}
     cfg = {"labels": records.encode_payload(labels),
            **secure_domain.dp_request(domain, "run-a", "run-a", 3)}
+    if secure:  # as the collect stage hands it on, after checking the split against a 3-site session
+        from fedsynth.strategies.secagg_protocol import verified_noise_request
+
+        cfg = verified_noise_request(cfg, threshold=3, n_sites=3)
     exact = dp_counts(site.data, schema, labels)
     # Run
     noisy = noisy_domain_vector(cfg, site, secure_aggregation=secure)

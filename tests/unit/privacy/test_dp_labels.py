@@ -149,7 +149,8 @@ def test_a_resumed_run_gets_the_same_names_at_no_new_cost(mds_partition, tmp_pat
     # Setup: a site answers the private label query of a run, then the same query again (a resume)
     schema = _undeclared(mds_partition.schema.select(SMALL), "CYTO_IPSSR")
     site = _sites_with_a_rare_label(mds_partition, schema, tmp_path)[0]
-    cfg = {"dp_label_threshold": 50.0, **secure_domain.dp_request(Release("domain", 20.0, 1), "run-a", "run-a", 1)}
+    tau = dp_domain.label_threshold(20.0, 1e-6, 1)  # delta_tau 1e-6 of the ledger's 1e-5
+    cfg = {"dp_label_threshold": tau, **secure_domain.dp_request(Release("domain", 20.0, 1), "run-a", "run-a", 1)}
     # Run
     first = secure_domain.noisy_label_names(cfg, site)
     spent = site.privacy_ledger.spent_rdp(site.name)
@@ -158,6 +159,35 @@ def test_a_resumed_run_gets_the_same_names_at_no_new_cost(mds_partition, tmp_pat
     assert first == again and math.isfinite(float(spent.sum()))
     np.testing.assert_allclose(site.privacy_ledger.spent_rdp(site.name), spent, rtol=0)
     np.testing.assert_allclose(spent, Release("domain", 20.0, 1).rdp(DEFAULT_ORDERS), rtol=1e-12)
+    assert site.privacy_ledger.spent_delta(site.name) == pytest.approx(1e-6, rel=1e-9)
+
+
+def test_the_site_ledger_records_the_label_thresholds_delta_as_the_manifest_states_it(mds_partition, tmp_path) -> None:
+    # Setup: a private two-step BN run (epsilon 3, delta 1e-5) with CYTO_IPSSR undeclared; each site's ledger
+    # allows (10, 1e-5)
+    from fedsynth.privacy.accounting import epsilon_from_rdp
+
+    schema = _undeclared(mds_partition.schema.select(SMALL), "CYTO_IPSSR")
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network", min_sites=3,
+                             generator_params={"max_indegree": 1})
+    strategy.privacy = PrivacyBudget(3.0, 1e-5)
+    sites = _sites_with_a_rare_label(mds_partition, schema, tmp_path)
+    # Run
+    strategy.start(InProcessGrid(sites))
+    # Assert: the manifest states the threshold's delta_tau and the delta the RDP curve is converted at; each
+    # ledger holds that delta_tau beside the curve and converts at the rest, so the site's (epsilon, delta) after
+    # the run is the manifest's: delta_tau + the accountant's delta = 1e-5, epsilon within the run's 3
+    stated = strategy.domain_privacy_["label_selection"]
+    rdp_delta = strategy.privacy_summary_["budget"]["delta"]
+    assert stated["dp_label_delta"] + rdp_delta == pytest.approx(1e-5, rel=1e-12)
+    for site in sites:
+        ledger = site.privacy_ledger
+        assert ledger.spent_delta(site.name) == pytest.approx(stated["dp_label_delta"], rel=1e-9)
+        eps = ledger.epsilon_spent(site.name)
+        assert eps == pytest.approx(epsilon_from_rdp(ledger.spent_rdp(site.name), rdp_delta), rel=1e-9)
+        assert 0 < eps <= strategy.privacy_summary_["epsilon_spent"] * (1 + 1e-9)
+        # ... the control: converted at the ledger's whole delta (the former ledger) the site would state less
+        assert epsilon_from_rdp(ledger.spent_rdp(site.name), 1e-5) < eps
 
 
 def test_the_manifest_states_the_domains_label_selection_and_noise_split() -> None:

@@ -82,3 +82,45 @@ def test_refused_release_leaves_the_file_unchanged(tmp_path: Path) -> None:
     with pytest.raises(BudgetExceededError, match="over the site's budget"):
         ledger.record("mds", "run-b", "s/1", _curve(0.5))
     assert path.read_text() == text
+
+
+def test_a_release_with_a_delta_of_its_own_is_converted_at_the_delta_left(tmp_path: Path) -> None:
+    # Setup: a site budget (5, 1e-5); label selection spends delta_tau 1e-6 beside its Gaussian use
+    ledger = PrivacyLedger(tmp_path / LEDGER_FILE, PrivacyBudget(5.0, 1e-5))
+    ref = RdpAccountant(orders=list(DEFAULT_ORDERS))
+    ref.compose(GaussianDpEvent(10.0))
+    ref.compose(GaussianDpEvent(7.0))
+    # Run
+    ledger.record("mds", "run-a", "domain/1", _curve(10.0), delta=1e-6)
+    ledger.record("mds", "run-a", "structure/1", _curve(7.0))
+    # Assert: dp_accounting's epsilon at the 9e-6 left, not at 1e-5
+    assert ledger.spent_delta("mds") == pytest.approx(1e-6, rel=1e-12)
+    assert ledger.epsilon_spent("mds") == pytest.approx(ref.get_epsilon(9e-6), rel=1e-6)
+    assert ledger.epsilon_spent("mds") > ref.get_epsilon(1e-5)
+    assert ledger.spent_delta("mds", exclude_run="run-a") == 0.0
+    # ... the same release again is free, with another delta it is another cost; a delta past the site's is refused
+    assert ledger.record("mds", "run-a", "domain/1", _curve(10.0), delta=1e-6) is False
+    with pytest.raises(BudgetExceededError, match="another cost"):
+        ledger.record("mds", "run-a", "domain/1", _curve(10.0), delta=2e-6)
+    with pytest.raises(BudgetExceededError, match="nothing was released"):
+        ledger.record("mds", "run-b", "domain/1", _curve(1e6), delta=9e-6)
+    assert not ledger.fits("mds", _curve(1e6), delta=9e-6) and ledger.fits("mds", _curve(1e6), delta=1e-6)
+
+
+def test_a_memory_ledger_keeps_the_same_books_in_every_store_it_is_given() -> None:
+    # Setup: two stores (a process's and a node state's), and a ledger file's twin for the same releases
+    from fedsynth.privacy.ledger import MemoryLedger
+
+    a: dict[str, str] = {}
+    b: dict[str, str] = {}
+    stores = [(lambda: a.get("t"), lambda t: a.update(t=t)), (lambda: b.get("t"), lambda t: b.update(t=t))]
+    ledger = MemoryLedger(PrivacyBudget(1.0, 1e-5), stores=stores)
+    # Run
+    ledger.record("mds", "run-a", "hello/1", _curve(20.0))
+    only_b = MemoryLedger(PrivacyBudget(1.0, 1e-5), stores=stores[1:])
+    # Assert: both stores hold the release; a ledger reading one of them sees it, and refuses past the budget
+    assert ledger.epsilon_spent("mds") > 0.0
+    assert only_b.epsilon_spent("mds") == pytest.approx(ledger.epsilon_spent("mds"), rel=1e-12)
+    with pytest.raises(BudgetExceededError):
+        only_b.record("mds", "run-a", "structure/1", _curve(0.5))
+    assert MemoryLedger(PrivacyBudget(1.0, 1e-5)).epsilon_spent("mds") == 0.0

@@ -8,6 +8,7 @@ message or released row."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,71 @@ def test_a_site_whose_ledger_is_short_refuses_the_fit_before_training(mds_partit
         before.compose(event)
     np.testing.assert_allclose(sites[1].privacy_ledger.spent_rdp(sites[1].name), before._rdp, rtol=1e-12)
     assert set(strategy.privacy_summary_["sites"]) == {sites[0].name, sites[2].name}
+
+
+def test_a_coordinator_that_under_reports_the_hello_and_domain_gets_no_extra_budget_for_the_fit(
+    mds_partition, tmp_path
+) -> None:
+    # Setup: the same private BN run twice, the second by a coordinator that sends dp_spent = [] after its
+    # private hello and domain (as if they had cost nothing, so that each site would plan its fit with all of 3)
+    schema = mds_partition.schema.select(SMALL)
+    budget = PrivacyBudget(3.0, 1e-5)
+    honest_sites = _sites(mds_partition, schema, tmp_path / "honest")[2:]  # the smallest site: a quick fit
+    lying_sites = _sites(mds_partition, schema, tmp_path / "lying")[2:]
+    honest = _strategy(schema, budget, "bayesian_network", min_sites=1)
+    lying = _strategy(schema, budget, "bayesian_network", min_sites=1)
+    run = lying.run
+
+    def under_reporting_run(*args: Any, **kwargs: Any) -> Any:
+        lying.privacy = lying.privacy.fresh()  # what train.share's dp_spent is built from
+        return run(*args, **kwargs)
+
+    lying.run = under_reporting_run
+    grid = InProcessGrid(lying_sites, keep_messages=True)
+    # Run
+    honest.start(InProcessGrid(honest_sites))
+    lying.start(grid)
+    # Assert: the coordinator did send an empty dp_spent, and every site planned its fit from its own record of
+    # the hello and domain: the same structure noise and split as in the honest run (the parameter phase's noise
+    # depends on the network found), and its ledger holds the run's 3 and no more
+    shares = [records.from_config_record(m.content["config"]) for m in grid.sent
+              if m.metadata.message_type == "train.share"]
+    assert shares and all(c["dp_spent"] == "[]" for c in shares)
+    for h, site in zip(honest_sites, lying_sites, strict=True):
+        want, got = honest.privacy_summary_["sites"][h.name], lying.privacy_summary_["sites"][site.name]
+        assert got["structure_noise_multiplier"] == pytest.approx(want["structure_noise_multiplier"], rel=1e-12)
+        assert got["split"] == pytest.approx(want["split"], rel=1e-12)
+        assert site.privacy_ledger.epsilon_spent(site.name) <= 3.0 * (1 + 1e-9)
+        assert site.privacy_ledger.epsilon_spent(site.name) == pytest.approx(
+            h.privacy_ledger.epsilon_spent(h.name), rel=1e-9)
+
+
+def test_the_site_plans_with_the_larger_of_its_record_and_the_coordinators_per_phase(mds_partition) -> None:
+    # Setup: a site that released a hello and a domain under run-a; the coordinator over-states the domain
+    from fedsynth.privacy.accounting import Release
+    from fedsynth.strategies import secure_domain
+
+    schema = mds_partition.schema.select(SMALL)
+    site = SiteRuntime("site-1", mds_partition.sites[0].data[SMALL], schema)
+    hello, domain = secure_domain.pre_run_releases(PrivacyBudget(3.0, 1e-5), len(SMALL))
+    secure_domain.noisy_row_count(secure_domain.dp_request(hello, "tok", "run-a", 3), site)
+    labels = {c: list(schema[c].categories or ("0", "1")) for c in schema.model_columns if not schema[c].is_numeric}
+    secure_domain.noisy_domain_vector({"labels": records.encode_payload(labels),
+                                       **secure_domain.dp_request(domain, "tok", "run-a", 3)}, site,
+                                      secure_aggregation=False)
+    more = Release("domain", domain.noise_multiplier / 2, domain.count)
+
+    def plan(dp_spent: list[Release], run: str = "run-a") -> Any:
+        cfg = {"dp_epsilon": 3.0, "dp_delta": 1e-5, "dp_run": run, "run_token": "tok",
+               "dp_spent": json.dumps([[r.phase, r.noise_multiplier, r.count] for r in dp_spent])}
+        return sd_sharing._message_budget(cfg, site)
+
+    # Run / Assert: its own record when the coordinator says less, the coordinator's when it says more
+    assert plan([]).spent_rho == pytest.approx(hello.rho + domain.rho, rel=1e-12)
+    assert plan([hello, more]).spent_rho == pytest.approx(hello.rho + more.rho, rel=1e-12)
+    assert plan([hello, domain]).spent == (hello, domain)
+    # ... and under another run's id the site has no record: the coordinator's statement stands
+    assert plan([], run="run-b").spent == ()
 
 
 # -- what is refused -------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from flwr.app import Message, RecordDict
 
-from fedsynth.privacy.accounting import BudgetExceededError, PrivacyBudget
+from fedsynth.errors import FedsynthError
+from fedsynth.privacy.accounting import BudgetExceededError, PrivacyBudget, Release
 from fedsynth.strategies import records
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.policy import SitePolicy, site_ledger
@@ -306,3 +307,47 @@ def test_a_private_fedavg_run_with_secure_sums_passes_a_budgeted_sites_gate(mds_
     assert result.generator is not None
     for s in sites:
         assert 0 < s.privacy_ledger.epsilon_spent(s.name) <= 1.0 * (1 + 1e-9)
+
+
+# -- a site without a ledger file: its finite budget is enforced in memory ---------------------------------------
+
+
+def test_a_site_with_a_finite_budget_and_no_ledger_file_keeps_one_in_its_node_state(mds_partition) -> None:
+    # Setup / Run: site runtimes as a simulation without a state folder builds them (no ledger given)
+    from fedsynth.privacy.ledger import MemoryLedger
+
+    schema = mds_partition.schema.select(SMALL)
+    budgeted, unbounded = _sites(mds_partition, schema, {0: BUDGETED})[:2]
+    # Assert: the budgeted site has an in-memory ledger at its policy's budget, kept in its node state (what
+    # Flower hands the next message's process); the unbounded one has none, as before
+    assert isinstance(budgeted.privacy_ledger, MemoryLedger)
+    assert (budgeted.privacy_ledger.budget.epsilon, budgeted.privacy_ledger.budget.delta) == (3.0, 1e-5)
+    assert unbounded.privacy_ledger is None
+    orders = budgeted.privacy_ledger.orders
+    budgeted.privacy_ledger.record(budgeted.name, "run-a", "hello/1", Release("hello", 20.0).rdp(orders))
+    again = SiteRuntime(budgeted.name, budgeted.data, schema, policy=BUDGETED, state=budgeted.state)
+    spent = budgeted.privacy_ledger.epsilon_spent(budgeted.name)
+    assert spent > 0 and again.privacy_ledger.epsilon_spent(budgeted.name) == pytest.approx(spent, rel=1e-12)
+
+
+def test_in_simulation_without_a_state_folder_a_run_over_the_sites_budget_is_refused_by_the_site(
+    mds_partition, monkeypatch
+) -> None:
+    # Setup: every site's policy allows epsilon 1; a coordinator that skips the budget question asks for 3
+    # (the hello and the domain fit within 1; the private fit of SD-sharing does not)
+    from fedsynth.federation.simulation import run_in_process
+    from fedsynth.strategies import policy as policy_module
+
+    schema = mds_partition.schema.select(SMALL)
+    strategy = make_strategy("sd_sharing", schema, generator="bayesian_network", generator_params={"max_indegree": 1},
+                             min_sites=1, params={"privacy_check": False})
+    strategy.privacy = PrivacyBudget(3.0, 1e-5)
+    monkeypatch.setattr(policy_module, "check_site_budgets", lambda *args, **kwargs: {})
+    frames = [(s.name, s.data[SMALL]) for s in mds_partition.sites]
+    # Run: the simulation's in-process path, no state folder (so no ledger file at any site)
+    with pytest.raises(FedsynthError) as exc:
+        run_in_process(strategy, frames, schema, policy=SitePolicy(privacy_check=False, epsilon=1.0))
+    # Assert: no site trained or released rows: each refused the fit by its ledger, as a deployed site would
+    assert "train.share" in str(exc.value)
+    assert {s.name for s in mds_partition.sites} == {d["site"] for d in strategy.dropped
+                                                      if "BudgetExceededError" in d["reason"]}
