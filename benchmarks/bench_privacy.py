@@ -332,7 +332,15 @@ def mst_synthesize(part: Any, epsilon: float, seed: int, n_bins: int = 10, iters
         parent[find(pick[0])] = find(pick[1])
     two_way = measure(chosen)
     model = MirrorDescent().estimate(mdom, one_way + two_way, iters=iters)
-    synth = model.synthetic_data(len(part.train))
+    # mbi 2.0's MarkovRandomField.synthetic_data draws from NumPy's global generator and takes no seed: seed it
+    # here (and put it back) so that a run is reproducible at its --seed; the 29 Nov rows were not (their CSF
+    # moved by up to 0.04 between draws of the same model).
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        synth = model.synthetic_data(len(part.train))
+    finally:
+        np.random.set_state(state)
     rows = _undiscretise(domain, {c: np.asarray(synth.data[c]) for c in names}, rng)
     spent = epsilon_from_rdp(np.asarray(DEFAULT_ORDERS) * rho, DELTA)
     return rows, spent
