@@ -130,6 +130,16 @@ def same_network(fed: Any, cen: Any) -> dict[str, Any]:
     return out
 
 
+def domain_labels(domain: Any, schema: Any) -> dict[str, Any]:
+    """How many labels of the categorical columns (binary ones left out) the federated domain released, against
+    the labels the schema declares: under a budget a label is released only when its noisy total clears
+    k - 1 + z sigma, and its rows count as missing otherwise."""
+    cats = [c for c in domain.column_names if not domain[c].is_numeric and domain[c].kind.value != "binary"]
+    declared = {c: len(schema[c].categories or ()) for c in cats if c in schema}
+    return {"released": sum(len(domain[c].categories) for c in cats), "declared": sum(declared.values()),
+            "columns": len(cats)}
+
+
 def bn_run(part: Any, epsilon: float, seed: int, bn_params: dict[str, Any], secure: bool = True) -> dict[str, Any]:
     """The federated two-step BN at ``epsilon`` (secure aggregation unless ``secure`` is false: then a trusted
     network, clear counts, ε = ∞ only); at ε = ∞ with secure aggregation, checked against the centralized BN."""
@@ -152,7 +162,7 @@ def bn_run(part: Any, epsilon: float, seed: int, bn_params: dict[str, Any], secu
         "method": "two_step_bn (federated, secure aggregation)" if secure else "two_step_bn (federated, clear counts)",
         "epsilon_spent": summary.get("epsilon_spent"), "phases": summary.get("phases"), "n_edges": len(gen.edges_),
         "count_requests": result.rounds[0].get("count_requests") if result.rounds else None,
-        "train_seconds": round(seconds, 2)}
+        "domain_labels": domain_labels(result.domain, part.schema), "train_seconds": round(seconds, 2)}
     if math.isinf(epsilon):
         row["traffic"] = _traffic(grid, result, seconds)
         if secure:
@@ -478,6 +488,8 @@ def main() -> None:
                "secure_aggregation": True, "site_policy": "defaults (k = 5, max_cells 100,000)"},
         "vae": {**settings, "secure_aggregation": True},
         "platform": platform.platform(), "cpus": os.cpu_count(), "runs": rows}
+    # --resume keeps what the file recorded besides its runs (e.g. a run-to-run spread, the processes' load)
+    out.update({k: v for k, v in old.items() if k not in out and k not in ("secure_aggregation_cost", "seconds")})
     t_all = time.perf_counter()
     for eps in [float(e) for e in args.epsilons.split(",")]:
         for method in methods:
