@@ -15,10 +15,13 @@ pool, holdout as the NNDR baseline; survival-effect fidelity from :mod:`fedsynth
 - MST (McKenna, Sheldon & Miklau 2021, the NIST 2018 winner's successor): all 1-way marginals, a maximum spanning
   tree of 2-way marginals chosen by the exponential mechanism, those 2-way marginals, Private-PGM estimation
   (``mbi``) and sampling; ρ split in thirds, zCDP converted to (ε, δ) by dp_accounting like the federated runs.
-  Centralized: it sees the pooled training rows (the trusted-curator model). The discretisation (domain bins and
-  categories) is treated as public for every method; the runs recorded in results/privacy.json predate the
-  domain's own DP release (since then a federated run under a budget spends 10% of it on the domain). ``mbi`` is an optional bench dependency
+  Centralized: it sees the pooled training rows (the trusted-curator model) and its discretisation (domain bins
+  and categories from those rows) is treated as public, while a federated run under a budget spends 10% of it on
+  the shared domain and releases a label only above k - 1 + z sigma. ``mbi`` 2.0 samples from NumPy's global
+  generator, which this bench seeds at ``--seed`` (an MST row is reproducible; the federated runs' noise comes
+  from each site's OS entropy and is not). ``mbi`` is an optional bench dependency
   (``pip install 'fedsynth[bench-privacy]'``); without it the MST rows say so.
+- the federated BN rows record ``domain_labels``: how many labels of the categorical columns the domain released.
 - secure aggregation's cost (``--methods`` ``bn-plain``/``vae-plain``, at ε = ∞ only): each generator's ε = ∞ run
   again with secure aggregation off — the BN in a trusted network (site policy ``clear_counts``: tables sent in
   clear, nothing withheld, so the same network is learned and only the protocol differs), the VAE-BGM with weight
