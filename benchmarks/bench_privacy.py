@@ -15,10 +15,13 @@ pool, holdout as the NNDR baseline; survival-effect fidelity from :mod:`fedsynth
 - MST (McKenna, Sheldon & Miklau 2021, the NIST 2018 winner's successor): all 1-way marginals, a maximum spanning
   tree of 2-way marginals chosen by the exponential mechanism, those 2-way marginals, Private-PGM estimation
   (``mbi``) and sampling; ρ split in thirds, zCDP converted to (ε, δ) by dp_accounting like the federated runs.
-  Centralized: it sees the pooled training rows (the trusted-curator model). The discretisation (domain bins and
-  categories) is treated as public for every method; the runs recorded in results/privacy.json predate the
-  domain's own DP release (since then a federated run under a budget spends 10% of it on the domain). ``mbi`` is an optional bench dependency
+  Centralized: it sees the pooled training rows (the trusted-curator model) and its discretisation (domain bins
+  and categories from those rows) is treated as public, while a federated run under a budget spends 10% of it on
+  the shared domain and releases a label only above k - 1 + z sigma. ``mbi`` 2.0 samples from NumPy's global
+  generator, which this bench seeds at ``--seed`` (an MST row is reproducible; the federated runs' noise comes
+  from each site's OS entropy and is not). ``mbi`` is an optional bench dependency
   (``pip install 'fedsynth[bench-privacy]'``); without it the MST rows say so.
+- the federated BN rows record ``domain_labels``: how many labels of the categorical columns the domain released.
 - secure aggregation's cost (``--methods`` ``bn-plain``/``vae-plain``, at ε = ∞ only): each generator's ε = ∞ run
   again with secure aggregation off — the BN in a trusted network (site policy ``clear_counts``: tables sent in
   clear, nothing withheld, so the same network is learned and only the protocol differs), the VAE-BGM with weight
@@ -130,6 +133,16 @@ def same_network(fed: Any, cen: Any) -> dict[str, Any]:
     return out
 
 
+def domain_labels(domain: Any, schema: Any) -> dict[str, Any]:
+    """How many labels of the categorical columns (binary ones left out) the federated domain released, against
+    the labels the schema declares: under a budget a label is released only when its noisy total clears
+    k - 1 + z sigma, and its rows count as missing otherwise."""
+    cats = [c for c in domain.column_names if not domain[c].is_numeric and domain[c].kind.value != "binary"]
+    declared = {c: len(schema[c].categories or ()) for c in cats if c in schema}
+    return {"released": sum(len(domain[c].categories) for c in cats), "declared": sum(declared.values()),
+            "columns": len(cats)}
+
+
 def bn_run(part: Any, epsilon: float, seed: int, bn_params: dict[str, Any], secure: bool = True) -> dict[str, Any]:
     """The federated two-step BN at ``epsilon`` (secure aggregation unless ``secure`` is false: then a trusted
     network, clear counts, ε = ∞ only); at ε = ∞ with secure aggregation, checked against the centralized BN."""
@@ -152,7 +165,7 @@ def bn_run(part: Any, epsilon: float, seed: int, bn_params: dict[str, Any], secu
         "method": "two_step_bn (federated, secure aggregation)" if secure else "two_step_bn (federated, clear counts)",
         "epsilon_spent": summary.get("epsilon_spent"), "phases": summary.get("phases"), "n_edges": len(gen.edges_),
         "count_requests": result.rounds[0].get("count_requests") if result.rounds else None,
-        "train_seconds": round(seconds, 2)}
+        "domain_labels": domain_labels(result.domain, part.schema), "train_seconds": round(seconds, 2)}
     if math.isinf(epsilon):
         row["traffic"] = _traffic(grid, result, seconds)
         if secure:
@@ -332,7 +345,15 @@ def mst_synthesize(part: Any, epsilon: float, seed: int, n_bins: int = 10, iters
         parent[find(pick[0])] = find(pick[1])
     two_way = measure(chosen)
     model = MirrorDescent().estimate(mdom, one_way + two_way, iters=iters)
-    synth = model.synthetic_data(len(part.train))
+    # mbi 2.0's MarkovRandomField.synthetic_data draws from NumPy's global generator and takes no seed: seed it
+    # here (and put it back) so that a run is reproducible at its --seed; the 29 Nov rows were not (their CSF
+    # moved by up to 0.04 between draws of the same model).
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        synth = model.synthetic_data(len(part.train))
+    finally:
+        np.random.set_state(state)
     rows = _undiscretise(domain, {c: np.asarray(synth.data[c]) for c in names}, rng)
     spent = epsilon_from_rdp(np.asarray(DEFAULT_ORDERS) * rho, DELTA)
     return rows, spent
@@ -470,6 +491,8 @@ def main() -> None:
                "secure_aggregation": True, "site_policy": "defaults (k = 5, max_cells 100,000)"},
         "vae": {**settings, "secure_aggregation": True},
         "platform": platform.platform(), "cpus": os.cpu_count(), "runs": rows}
+    # --resume keeps what the file recorded besides its runs (e.g. a run-to-run spread, the processes' load)
+    out.update({k: v for k, v in old.items() if k not in out and k not in ("secure_aggregation_cost", "seconds")})
     t_all = time.perf_counter()
     for eps in [float(e) for e in args.epsilons.split(",")]:
         for method in methods:
