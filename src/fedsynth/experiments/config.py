@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
+import math
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -211,8 +212,17 @@ class PrivacyConfig(_Strict):
     :data:`DP_SUPPORTED_STRATEGIES`.
     """
 
-    epsilon: float = Field(gt=0, description="total epsilon of the run (.inf for none)")
+    epsilon: float = Field(gt=0, description="total epsilon of the run, finite (leave out privacy: for none)")
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of the (epsilon, delta) guarantee")
+
+    @field_validator("epsilon")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        # An infinite epsilon is no guarantee: the run would release exact counts while its manifest, report and
+        # cards printed a budget. No privacy block is the way to say "no differential privacy".
+        if math.isinf(v):
+            raise ValueError("must be finite; leave out the privacy block for a run without differential privacy")
+        return v
 
 
 #: Strategies that honour ``privacy:``; every other one is refused with the reason.

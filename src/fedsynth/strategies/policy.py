@@ -367,6 +367,8 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
     left: dict[str, float] = {}
     deltas: dict[str, float] = {}
     short: list[str] = []
+    short_eps: list[float] = []
+    short_delta: list[float] = []
     for s in sites:
         if s.node_id not in got.ok:
             continue
@@ -380,8 +382,10 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
             continue
         if budget.epsilon > eps * (1 + 1e-9):
             short.append(f"{name} has epsilon {eps:.4g} left")
-        elif budget.delta > float(m["delta"]) * (1 + 1e-9):
+            short_eps.append(eps)
+        if budget.delta > float(m["delta"]) * (1 + 1e-9):
             short.append(f"{name} allows delta {float(m['delta']):.3g}")
+            short_delta.append(float(m["delta"]))
     bounded = sorted(n for n, e in left.items() if not math.isinf(e))
     if math.isinf(budget.epsilon) and bounded:
         raise BudgetExceededError(
@@ -392,9 +396,12 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
             f"{min(deltas[n] for n in bounded):.3g}, or leave out those sites."
         )
     if short:
+        # The fix names the setting that is over: epsilon, delta or both.
+        fixes = ([f"privacy.epsilon to at most {min(short_eps):.4g}"] if short_eps else []) + \
+            ([f"privacy.delta to at most {min(short_delta):.3g}"] if short_delta else [])
         raise BudgetExceededError(
             f"privacy: the run asks for epsilon {budget.epsilon:g} at delta {budget.delta:g}, more than its sites "
-            f"allow ({'; '.join(short)}); nothing was released. Lower privacy.epsilon to at most "
-            f"{min(left.values()):.4g}, or leave out the sites that are spent."
+            f"allow ({'; '.join(short)}); nothing was released. Lower {' and '.join(fixes)}, or run without "
+            "those sites."
         )
     return left

@@ -14,7 +14,16 @@ def test_privacy_block_is_parsed_and_absent_means_none() -> None:
     cfg = parse_config({"cohort": {"name": "mds-iwgpm"}, "privacy": {"epsilon": 3, "delta": 1e-6}})
     assert (cfg.privacy.epsilon, cfg.privacy.delta) == (3.0, 1e-6)
     assert parse_config({"cohort": {"name": "mds-iwgpm"}}).privacy is None
-    assert math.isinf(parse_config({"cohort": {"name": "mds-iwgpm"}, "privacy": {"epsilon": float("inf")}}).privacy.epsilon)
+
+
+def test_an_infinite_epsilon_is_refused_with_the_way_to_say_no_privacy() -> None:
+    # An infinite budget is no guarantee: such a run released exact counts while its manifest, report and cards
+    # printed "(epsilon, delta) = (0, 1e-05) spent of a budget of epsilon inf".
+    for eps in (float("inf"), "inf"):  # YAML .inf reads as float("inf")
+        with pytest.raises(ValidationError) as err:
+            parse_config({"cohort": {"name": "mds-iwgpm"}, "privacy": {"epsilon": eps}})
+        assert "privacy.epsilon: must be finite; leave out the privacy block" in str(err.value)
+    assert math.isfinite(parse_config({"cohort": {"name": "mds-iwgpm"}, "privacy": {"epsilon": 1e6}}).privacy.epsilon)
 
 
 def test_privacy_with_fedavg_ctgan_is_refused_with_the_reason_and_every_other_problem() -> None:
