@@ -36,6 +36,7 @@ optional ``progress`` callback (the CLI draws them).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -162,6 +163,26 @@ def run_experiment(
     return write_run(run, lambda: _run_locked(config, run, engine, resume))
 
 
+def _simulated_site_policy(cohort_source: str) -> tuple[Any, str | None]:
+    """Every simulated site's disclosure policy: the ``site-policy.yaml`` beside the cohort's file when there is
+    one (each simulated site stands for a hospital holding part of that file, and follows what its data steward
+    wrote there), else the safe defaults; with the file's name, or ``None`` without one.
+
+    Raises
+    ------
+    ValidationError
+        The file is not a valid policy (every problem listed).
+    """
+    from fedsynth.strategies.policy import POLICY_FILENAME, SitePolicy
+
+    beside = Path(cohort_source).parent / POLICY_FILENAME
+    if not beside.is_file():
+        return SitePolicy(), None
+    policy = SitePolicy.from_file(str(beside))
+    log.info("every simulated site follows the policy in %s beside the cohort file", POLICY_FILENAME)
+    return policy, POLICY_FILENAME
+
+
 def _run_locked(config: ExperimentConfig, run: RunDirectory, engine: str | None, resume: bool) -> RunResult:
     from fedsynth.strategies.centralized import run_centralized
     from fedsynth.strategies.policy import BASELINE_POLICY
@@ -192,6 +213,10 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, engine: str | None,
         "notes": [*config.notes, *getattr(cohort, "notes", ()), *part.notes],
         "sites_left_out": [{"name": s.name, "n_rows": s.n_rows} for s in part.left_out],
     }
+    site_policy, policy_file = _simulated_site_policy(cohort.source)
+    if policy_file is not None:
+        facts["site_policy"] = {"file": policy_file, **{k: ("inf" if isinstance(v, float) and math.isinf(v) else v)
+                                                        for k, v in site_policy.to_dict().items()}}
     run.begin(config, schema, identity, facts, resume=resume, expected_rounds=_expected_rounds(config, len(part.sites)))
 
     def score(synthetic: pd.DataFrame, rr: Any) -> dict[str, Any]:  # against the pooled training rows
@@ -215,12 +240,13 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, engine: str | None,
 
             private_folder(private)
             result = run_in_process(strategy, site_frames, schema, seeds=seeds, on_round=on_round,
-                                    state_root=private / "sites")
+                                    state_root=private / "sites", policy=site_policy)
         else:
             from fedsynth.federation.simulation import run_simulation
 
             result = run_simulation(strategy, site_frames, schema, seeds=seeds, on_round=on_round,
-                                    private_dir=private, stop=run.stop)
+                                    private_dir=private, stop=run.stop,
+                                    policies=[site_policy.to_dict()] * len(site_frames))
     timings["strategy"] = time.perf_counter() - t0
     timings.update({f"strategy_{k}": v for k, v in result.timings.items()})
     run.manifest["left_out"] = result.left_out

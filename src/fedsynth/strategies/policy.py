@@ -389,11 +389,11 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
     bounded = sorted(n for n, e in left.items() if not math.isinf(e))
     if math.isinf(budget.epsilon) and bounded:
         raise BudgetExceededError(
-            "privacy: the run has no privacy budget (epsilon = inf: exact releases), but "
+            "privacy: the run has no privacy block (no differential privacy: exact releases), but "
             f"{', '.join(f'{n} (epsilon {left[n]:.4g} left)' for n in bounded)} release only under "
             "differential privacy (their own policy); nothing was released. Set privacy: {epsilon, delta} in the "
             f"run config with epsilon at most {min(left[n] for n in bounded):.4g} and delta at most "
-            f"{min(deltas[n] for n in bounded):.3g}, or leave out those sites."
+            f"{min(deltas[n] for n in bounded):.3g}, or run without those sites."
         )
     if short:
         # The fix names the setting that is over: epsilon, delta or both.
