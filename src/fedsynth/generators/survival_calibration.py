@@ -1,17 +1,17 @@
-"""Survival calibration within prognostic strata: sampled durations rescaled so each stratum's median survival matches
-the real one, from events and person-time summed over sites.
+"""Survival calibration within prognostic strata: sampled durations rescaled so each stratum level's median survival
+(or hazard) matches the real one, from events and person-time summed over sites.
 
 Generators that do not model survival by counts (VAE-BGM) reproduce the overall survival curve well but bias it
 inside strata: rare protective levels are pulled towards the mean (a VAE's decoder shares its capacity), and a
 control arm sampled in a risk group lives too long or too short. This post-step corrects it the way an
-accelerated-failure-time model would. Each sampled row's durations (every endpoint of the row, by the same factor,
-so a time-order rule such as LFS <= OS keeps holding; the times are then clipped to the domain's bounds, a monotone
-map, so the order still holds) are multiplied by
+accelerated-failure-time model would. Each sampled row's durations are multiplied by
 
     f(row) = exp(sum_s b_s[level_s(row)])
 
-a product of one factor per level of each prognostic stratum ``s`` (a missing level has none). Inside a level the
-rank order of the times is kept.
+a product of one factor per level of each prognostic stratum ``s`` (a missing level has none): one factor for every
+endpoint of the row (a time-order rule such as LFS <= OS keeps holding; the times are then clipped to the domain's
+bounds, a monotone map, so the order still holds), or one per endpoint (``endpoints="each"``, below; a shorter
+endpoint is then capped at its longer one). Inside a level the rank order of an endpoint's times is kept.
 
 **Strata** (:func:`calibration_strata`; from schema roles, never from column names): the schema's declared
 ``strata:`` (categories, or bands of a numeric column at its declared cut points), then every baseline categorical
@@ -39,8 +39,11 @@ same estimator on both sides), by one of two targets:
 The factors of one stratum at a time are moved by a damped step ``b += damping * mean over endpoints of the
 error`` (iterative raking, as iterative proportional fitting moves one margin at a time), sweeping the strata until
 every level is within ``tol`` on the log scale or ``max_sweeps`` is reached. Factors are bounded by
-``max_log_factor``. With the hazard target a converged fit solves the score equations of a Poisson main-effects
-model on the synthetic rows (each level's events equal its expected events at the real ratio).
+``max_log_factor``. With the hazard target a converged fit gives each level the real standardised event ratio
+(its hazard ratio against the real baseline; on the real side the maximum-likelihood estimate of a Poisson model
+with the level's expected events as offset). Strata overlap (a risk group and its inputs), so the factors can
+offset one another, and strata whose levels are all off in one direction pull the shared intercept against each
+other: a fit may stop at ``max_sweeps`` without converging (``max_log_error`` says how far).
 
 **Endpoints**: one factor for every endpoint of a row (``endpoints="all"``, the mean of their errors; or
 ``"first"``, the primary endpoint's), or a factor per endpoint (``"each"``). A model whose endpoints are off in

@@ -241,6 +241,7 @@ def test_fedavg_sums_the_sites_counts_and_vae_bgm_samples_calibrated_durations(t
             np.testing.assert_allclose(got[key], expected[key], atol=1e-6)
     cal = gen.survival_calibration_  # type: ignore[attr-defined]
     assert cal is not None
+    assert set(cal.endpoint_factors) == {"OS", "LFS"}  # VAE-BGM's default: a factor per endpoint
     # sampling applies the factors to the rows the model draws (same draw with the step off)
     on = gen.sample(500, random_state=3)  # type: ignore[attr-defined]
     gen.set_params(survival_calibration=False)  # type: ignore[attr-defined]
