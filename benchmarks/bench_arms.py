@@ -21,7 +21,7 @@ perfect generator would still lose by sampling noise alone.
 
 Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm,ctgan,gaussian_copula,tvae] [--seeds 0,1,2]
        [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--cal-variants JSON] [--out FILE]
-       [--keep-from FILE ...]
+       [--keep-from FILE ...] [--fits-dir DIR]
 Writes ONE results file for every generator and peer, benchmarks/results/arms.json (or --out): the rows of this
 call, plus the rows of (generator, seed) pairs it did not measure, kept from the file already there and from any
 --keep-from file. ``--cal-variants`` draws VAE-BGM's arms and fidelity with its survival calibration off
@@ -176,6 +176,30 @@ def _fit(kind: str, part: Any, seed: int, bn_params: dict[str, Any]) -> tuple[An
     return gen, time.perf_counter() - t0
 
 
+def _cached_fit(kind: str, part: Any, seed: int, bn_params: dict[str, Any], fits_dir: str | None) -> tuple[Any, float]:
+    """:func:`_fit`, or with ``fits_dir`` the generator saved there by an earlier call with the same kind and seed
+    (saved after fitting when absent; VAE-BGM's summed survival counts beside it, for refitting the calibration)."""
+    if fits_dir is None or kind in PEERS:
+        return _fit(kind, part, seed, bn_params)
+    from fedsynth.generators import load_generator
+
+    folder = Path(fits_dir) / f"{kind}_seed{seed}"
+    extra = folder.with_suffix(".npz")
+    if folder.exists():
+        gen = load_generator(folder)
+        seconds = float(json.loads(folder.with_suffix(".json").read_text())["fit_seconds"])
+        if extra.exists():
+            with np.load(extra) as z:
+                gen.survival_counts_ = {k: z[k] for k in z.files}
+        return gen, seconds
+    gen, seconds = _fit(kind, part, seed, bn_params)
+    gen.save(folder)
+    folder.with_suffix(".json").write_text(json.dumps({"fit_seconds": seconds}))
+    if getattr(gen, "survival_counts_", None):
+        np.savez(extra, **gen.survival_counts_)
+    return gen, seconds
+
+
 def _set_calibration(gen: Any, variant: dict[str, Any]) -> None:
     """Draw with VAE-BGM's survival calibration off (``{"off": true}``) or refitted with ``variant``'s options on
     the counts the federation summed (``{}``: the default, the same factors as the fit's)."""
@@ -259,6 +283,9 @@ def main() -> None:
     ap.add_argument("--keep-from", action="append", default=[],
                     help="another results file whose rows of (generator, seed) pairs not measured here are kept "
                          "(e.g. the SDV peers and CTGAN of an earlier run)")
+    ap.add_argument("--fits-dir", default=None,
+                    help="reuse the fits saved in this folder by an earlier call (same kind and seed; saved there "
+                         "when absent): to compare calibration variants on one fit across calls")
     args = ap.parse_args()
     _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
     kinds = args.generators.split(",")
@@ -275,7 +302,7 @@ def main() -> None:
         part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
         schema, train = part.schema, part.train
         for kind in kinds:
-            gen, seconds = _fit(kind, part, seed, json.loads(args.bn_params))
+            gen, seconds = _cached_fit(kind, part, seed, json.loads(args.bn_params), args.fits_dir)
             default_mode = gen.get_params().get("condition_components")
             default_ranges = gen.get_params().get("condition_ranges")
             variants = json.loads(args.cal_variants) if kind == "vae_bgm" and args.cal_variants else [None]

@@ -1,17 +1,17 @@
-"""Survival calibration within prognostic strata: sampled durations rescaled so each stratum's median survival matches
-the real one, from events and person-time summed over sites.
+"""Survival calibration within prognostic strata: sampled durations rescaled so each stratum level's median survival
+(or hazard) matches the real one, from events and person-time summed over sites.
 
 Generators that do not model survival by counts (VAE-BGM) reproduce the overall survival curve well but bias it
 inside strata: rare protective levels are pulled towards the mean (a VAE's decoder shares its capacity), and a
 control arm sampled in a risk group lives too long or too short. This post-step corrects it the way an
-accelerated-failure-time model would. Each sampled row's durations (every endpoint of the row, by the same factor,
-so a time-order rule such as LFS <= OS keeps holding; the times are then clipped to the domain's bounds, a monotone
-map, so the order still holds) are multiplied by
+accelerated-failure-time model would. Each sampled row's durations are multiplied by
 
     f(row) = exp(sum_s b_s[level_s(row)])
 
-a product of one factor per level of each prognostic stratum ``s`` (a missing level has none). Inside a level the
-rank order of the times is kept.
+a product of one factor per level of each prognostic stratum ``s`` (a missing level has none): one factor for every
+endpoint of the row (a time-order rule such as LFS <= OS keeps holding; the times are then clipped to the domain's
+bounds, a monotone map, so the order still holds), or one per endpoint (``endpoints="each"``, below; a shorter
+endpoint is then capped at its longer one). Inside a level the rank order of an endpoint's times is kept.
 
 **Strata** (:func:`calibration_strata`; from schema roles, never from column names): the schema's declared
 ``strata:`` (categories, or bands of a numeric column at its declared cut points), then every baseline categorical
@@ -25,33 +25,52 @@ sites' answers add up to the pooled ones (:func:`sum_survival_counts`): the same
 network's piecewise-exponential survival. In clear a site withholds a level held by 1 to ``k - 1`` of its rows
 (``k``, its smallest released count); a level with fewer than ``max(k, min_rows)`` rows in the sum gets no factor.
 
-**Fit** (:func:`fit_survival_calibration`): on a large unconditioned sample of the generator, the median of each
-level under a piecewise-exponential model (hazard = events / person-time per interval, the same estimator on both
-sides, :func:`pwe_medians`) is compared with the real one; the factors of one stratum at a time are moved by a
-damped step ``b += damping * mean over endpoints of log(real median / synthetic median)`` (iterative raking, as
-iterative proportional fitting moves one margin at a time), sweeping the strata until every level is within
-``tol`` on the log scale or ``max_sweeps`` is reached. Factors are bounded by ``max_log_factor``.
+**Fit** (:func:`fit_survival_calibration`): on a large unconditioned sample of the generator, each level is
+compared with the real one under a piecewise-exponential model (hazard = events / person-time per interval, the
+same estimator on both sides), by one of two targets:
+
+- ``target="median"``: the level's median (:func:`pwe_medians`); the error is ``log(real / synthetic median)``.
+  Undefined for a level whose median lies past follow-up, and read where the curve may be flat;
+- ``target="hazard"``: the level's observed over expected events under the real pooled hazard of the stratum
+  (:func:`pooled_hazard`, :func:`hazard_ratios`: the level's hazard ratio in a Poisson model with the baseline's
+  expected events as offset, Laird & Olivier, 1981); the error is ``log(synthetic / real ratio)`` (times scaled by
+  ``f`` divide a constant hazard by ``f``). It uses every event of the level and is defined whatever its median.
+
+The factors of one stratum at a time are moved by a damped step ``b += damping * mean over endpoints of the
+error`` (iterative raking, as iterative proportional fitting moves one margin at a time), sweeping the strata until
+every level is within ``tol`` on the log scale or ``max_sweeps`` is reached. Factors are bounded by
+``max_log_factor``. With the hazard target a converged fit gives each level the real standardised event ratio
+(its hazard ratio against the real baseline; on the real side the maximum-likelihood estimate of a Poisson model
+with the level's expected events as offset). Strata overlap (a risk group and its inputs), so the factors can
+offset one another, and strata whose levels are all off in one direction pull the shared intercept against each
+other: a fit may stop at ``max_sweeps`` without converging (``max_log_error`` says how far).
+
+**Endpoints**: one factor for every endpoint of a row (``endpoints="all"``, the mean of their errors; or
+``"first"``, the primary endpoint's), or a factor per endpoint (``"each"``). A model whose endpoints are off in
+opposite directions (LFS too short against OS: with one factor OS is pushed as far too long as LFS stays too
+short) needs the latter; each duration is then scaled by its own factor and a time-order rule's shorter endpoint
+is capped at its longer one (:func:`cap_time_order`), so the rules still hold.
 
 Under a finite privacy budget the counts would be a further release; FedAvg does not ask for them then, and the
 step is off (no factor).
 
 Source of the method: the accelerated-failure-time model (e.g. Kalbfleisch & Prentice, *The Statistical Analysis
 of Failure Time Data*, 2002, ch. 2.3), raking (Deming & Stephan, 1940), the piecewise-exponential estimator
-(Friedman, 1982, Ann. Statist. 10:101-113).
+(Friedman, 1982, Ann. Statist. 10:101-113) and its Poisson form (Laird & Olivier, 1981, JASA 76:231-240).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.constraints import enforce
+from fedsynth.cohort.constraints import TimeOrder, enforce
 from fedsynth.cohort.derived import DERIVATIONS
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, TableSchema
 from fedsynth.encoding.domain import Domain
@@ -309,6 +328,46 @@ def pwe_medians(events: np.ndarray, person_time: np.ndarray, edges: np.ndarray) 
     return out
 
 
+def pooled_hazard(events: np.ndarray, person_time: np.ndarray) -> np.ndarray:
+    """The piecewise-exponential hazard of all levels together: ``sum events / sum person-time`` per interval.
+
+    Parameters
+    ----------
+    events, person_time : ndarray of shape (n_levels, n_intervals)
+
+    Returns
+    -------
+    ndarray of shape (n_intervals,)
+        Events per unit of person-time (0 where an interval has no person-time).
+    """
+    d = np.atleast_2d(np.asarray(events, dtype=np.float64)).sum(axis=0)
+    t = np.atleast_2d(np.asarray(person_time, dtype=np.float64)).sum(axis=0)
+    out: np.ndarray = np.divide(d, t, out=np.zeros_like(d), where=t > 0)
+    return out
+
+
+def hazard_ratios(events: np.ndarray, person_time: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """Each level's observed over expected events under a baseline piecewise-exponential hazard (its standardised
+    event ratio, the maximum-likelihood hazard ratio of a Poisson model with the level as its only covariate and
+    the baseline's expected events as offset).
+
+    Parameters
+    ----------
+    events, person_time : ndarray of shape (n_levels, n_intervals)
+    baseline : ndarray of shape (n_intervals,)
+        Hazard per interval (:func:`pooled_hazard` of the real counts).
+
+    Returns
+    -------
+    ndarray of shape (n_levels,)
+        ``sum_j events[l, j] / sum_j person_time[l, j] * baseline[j]``; NaN where a level expects no event.
+    """
+    ev = np.atleast_2d(np.asarray(events, dtype=np.float64)).sum(axis=1)
+    expected = np.atleast_2d(np.asarray(person_time, dtype=np.float64)) @ np.asarray(baseline, dtype=np.float64)
+    out: np.ndarray = np.divide(ev, expected, out=np.full_like(ev, np.nan), where=expected > 0)
+    return out
+
+
 @dataclass
 class SurvivalCalibration:
     """Fitted per-level log factors on sampled durations (:func:`fit_survival_calibration`).
@@ -318,13 +377,19 @@ class SurvivalCalibration:
     strata : tuple of CalibrationStratum
         The strata kept (genomic ones past the mutation share).
     log_factors : dict of str to ndarray
-        Column -> ``(n_levels,)`` log factors (0 for a level without one).
+        Column -> ``(n_levels,)`` log factors (0 for a level without one), shared by every endpoint without factors
+        of its own.
     intercept : float
         Log factor of every row (the part common to a stratum's levels).
     sweeps : int
         Raking sweeps run.
     max_log_error : float
-        The largest ``|mean log(real / synthetic median)|`` over the calibrated levels at the last sweep.
+        The largest ``|log error|`` step over the calibrated levels at the last sweep.
+    endpoint_factors : dict of str to dict, optional
+        Endpoint name -> its own column -> log factors (``endpoints="each"``); an endpoint not in it takes
+        ``log_factors``.
+    endpoint_intercepts : dict of str to float, optional
+        Endpoint name -> its own intercept (with ``endpoint_factors``).
     """
 
     strata: tuple[CalibrationStratum, ...]
@@ -332,47 +397,98 @@ class SurvivalCalibration:
     intercept: float = 0.0
     sweeps: int = 0
     max_log_error: float = float("nan")
+    endpoint_factors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    endpoint_intercepts: dict[str, float] = field(default_factory=dict)
 
-    def row_log_factors(self, data: pd.DataFrame) -> np.ndarray:
-        """Each row's log factor: the sum of its levels' (shape ``(n_rows,)``; a missing level adds 0)."""
-        total = np.full(len(data), self.intercept)
+    def row_log_factors(self, data: pd.DataFrame, endpoint: str | None = None) -> np.ndarray:
+        """Each row's log factor: the sum of its levels' (shape ``(n_rows,)``; a missing level adds 0), for
+        ``endpoint``'s duration (its own factors where it has some, else the shared ones)."""
+        own = endpoint is not None and endpoint in self.endpoint_factors
+        factors = self.endpoint_factors[endpoint] if own and endpoint is not None else self.log_factors
+        total = np.full(len(data), self.endpoint_intercepts.get(endpoint, 0.0) if own and endpoint is not None
+                        else self.intercept)
         for st in self.strata:
             if st.column not in data.columns:
                 continue
             codes = stratum_codes(data, st)
-            b = self.log_factors[st.column]
+            b = factors[st.column]
             total += np.where(codes >= 0, b[np.maximum(codes, 0)], 0.0)
         return total
 
     def apply(self, data: pd.DataFrame, schema: TableSchema, domain: Domain) -> pd.DataFrame:
         """``data`` with every endpoint's duration multiplied by the row's factor, clipped to the domain's bounds.
 
-        The same factor for all endpoints of a row and a monotone clip keep every time-order rule that held.
+        With one factor for all endpoints of a row a monotone clip keeps every time-order rule that held; with a
+        factor per endpoint, a shorter endpoint's time is capped at its longer one's (:func:`cap_time_order`).
         """
-        return _scaled(data, schema, domain, self.row_log_factors(data))
+        logs = {ep.name: self.row_log_factors(data, ep.name) for ep in schema.endpoints}
+        return _scaled(data, schema, domain, logs)
 
     def to_dict(self) -> dict[str, Any]:
         return {"strata": [st.to_dict() for st in self.strata],
                 "log_factors": {k: v.tolist() for k, v in self.log_factors.items()}, "intercept": self.intercept,
-                "sweeps": self.sweeps, "max_log_error": self.max_log_error}
+                "sweeps": self.sweeps, "max_log_error": self.max_log_error,
+                "endpoint_factors": {e: {k: v.tolist() for k, v in f.items()}
+                                     for e, f in self.endpoint_factors.items()},
+                "endpoint_intercepts": dict(self.endpoint_intercepts)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurvivalCalibration:
         return cls(tuple(CalibrationStratum.from_dict(s) for s in d["strata"]),
                    {k: np.asarray(v, dtype=np.float64) for k, v in d["log_factors"].items()},
-                   float(d.get("intercept", 0.0)), int(d.get("sweeps", 0)), float(d.get("max_log_error", float("nan"))))
+                   float(d.get("intercept", 0.0)), int(d.get("sweeps", 0)), float(d.get("max_log_error", float("nan"))),
+                   {str(e): {k: np.asarray(v, dtype=np.float64) for k, v in f.items()}
+                    for e, f in d.get("endpoint_factors", {}).items()},
+                   {str(e): float(v) for e, v in d.get("endpoint_intercepts", {}).items()})
 
 
-def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain, log_factor: np.ndarray) -> pd.DataFrame:
+def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Times with each time-order rule's shorter endpoint capped at its longer one (``min``), passes until none
+    moves (at most one per rule: a chain ``A <= B <= C`` settles from its end).
+
+    Parameters
+    ----------
+    times : dict of str to ndarray
+        Duration column -> times (NaN: missing, left as it is).
+    rules : sequence
+        The schema's constraints; only :class:`~fedsynth.cohort.constraints.TimeOrder` ones act.
+
+    Returns
+    -------
+    dict of str to ndarray
+        New arrays (the inputs are not changed).
+    """
+    out = {k: np.array(v, dtype=np.float64, copy=True) for k, v in times.items()}
+    order = [r for r in rules if isinstance(r, TimeOrder) and r.shorter.duration_col in out
+             and r.longer.duration_col in out]
+    for _ in range(len(order)):
+        moved = False
+        for r in order:
+            a, b = out[r.shorter.duration_col], out[r.longer.duration_col]
+            with np.errstate(invalid="ignore"):
+                over = a > b
+            if over.any():
+                a[over] = b[over]
+                moved = True
+        if not moved:
+            break
+    return out
+
+
+def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
+            log_factor: Mapping[str, np.ndarray]) -> pd.DataFrame:
     out = data.copy()
-    f = np.exp(log_factor)
+    times: dict[str, np.ndarray] = {}
     for ep in schema.endpoints:
         if ep.duration_col not in out.columns:
             continue
-        v = pd.to_numeric(out[ep.duration_col], errors="coerce").to_numpy(dtype=np.float64) * f
+        v = pd.to_numeric(out[ep.duration_col], errors="coerce").to_numpy(dtype=np.float64)
+        v = v * np.exp(log_factor[ep.name])
         if ep.duration_col in domain.columns:
             v = np.clip(v, domain[ep.duration_col].lower, domain[ep.duration_col].upper)
-        out[ep.duration_col] = v
+        times[ep.duration_col] = v
+    for col, v in cap_time_order(times, schema.constraints).items():
+        out[col] = v
     # Durations of different endpoints may have different domain bounds, so a clip can reorder two equal times
     # at a bound: the schema's endpoint rules are enforced again (as every generator's _finish does).
     floors = {ep.duration_col: domain[ep.duration_col].lower for ep in schema.endpoints
@@ -405,8 +521,10 @@ def fit_survival_calibration(
     endpoints: str = "all",
     gene_min_freq: float = GENE_MIN_FREQ,
     drawn_for: np.ndarray | None = None,
+    target: str = "median",
 ) -> SurvivalCalibration:
-    """Per-level factors on synthetic durations so that each level's median matches the real one (damped raking).
+    """Per-level factors on synthetic durations so that each level's median or hazard matches the real one
+    (damped raking).
 
     Parameters
     ----------
@@ -429,16 +547,20 @@ def fit_survival_calibration(
         Stop when every calibrated level's ``|log(real / synthetic median)|`` is below it.
     max_log_factor : float, default log 4
         Bound on each level's ``|log factor|``.
-    endpoints : {"all", "first"}, default "all"
-        Whose median errors a level's factor corrects: the mean over every endpoint of the schema, or only the
-        schema's first endpoint (its primary one). One factor moves every endpoint of a row, so when a model's
-        endpoints are off in opposite directions only one of them can be matched.
+    endpoints : {"all", "first", "each"}, default "all"
+        Whose errors a level's factor corrects: the mean over every endpoint of the schema, or only the schema's
+        first endpoint (its primary one), one factor moving every endpoint of a row (so when a model's endpoints
+        are off in opposite directions only one of them can be matched); or ``"each"``: a factor per endpoint,
+        fitted on its own errors, a time-order rule's shorter endpoint capped at its longer one.
     gene_min_freq : float, default :data:`GENE_MIN_FREQ`
         Smallest mutation share of a genomic stratum (in the summed real counts).
     drawn_for : ndarray of str, shape (n_rows,), optional
         Per synthetic row, the stratum column it was drawn for (a conditional draw on one of its levels, the way
         control arms are drawn); a stratum's medians are then read on its own rows only ("" : a row of an
         unconditioned draw, read for every stratum). ``None``: every row is read for every stratum.
+    target : {"median", "hazard"}, default "median"
+        What a level matches: its piecewise-exponential median, or its observed over expected events under the
+        real pooled hazard (module docstring).
 
     Returns
     -------
@@ -449,68 +571,107 @@ def fit_survival_calibration(
             and st.column in synthetic_data.columns]
     eps = [ep for ep in schema.endpoints if ep.name in edges and ep.duration_col in synthetic_data.columns
            and ep.event_col in synthetic_data.columns]
-    if endpoints not in ("all", "first"):
-        raise ValueError(f"endpoints must be 'all' or 'first'; got {endpoints!r}")
-    if endpoints == "first":
-        eps = [ep for ep in eps if schema.endpoints and ep.name == schema.endpoints[0].name]
+    if endpoints not in ("all", "first", "each"):
+        raise ValueError(f"endpoints must be 'all', 'first' or 'each'; got {endpoints!r}")
+    if target not in ("median", "hazard"):
+        raise ValueError(f"target must be 'median' or 'hazard'; got {target!r}")
+    # Groups of endpoints that share one factor: (the endpoints whose errors move it, the endpoints it scales).
+    if endpoints == "each":
+        groups = [([i], [i]) for i in range(len(eps))]
+    elif endpoints == "first":
+        first = [i for i, ep in enumerate(eps) if schema.endpoints and ep.name == schema.endpoints[0].name]
+        groups = [(first, list(range(len(eps))))]
+    else:
+        groups = [(list(range(len(eps))), list(range(len(eps))))]
     floor = max(int(min_rows), int(min_count))
     real_med: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels), NaN where no target
+    real_smr: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels) observed / expected events, real
+    baseline: dict[str, list[np.ndarray]] = {}  # column -> per endpoint the real pooled hazard per interval
     codes: dict[str, np.ndarray] = {}  # each row's level (the factor it takes)
     read: dict[str, np.ndarray] = {}  # the level a row is read for in the stratum's medians (-1: not read)
     for st in kept:
         n_real = counts[f"n{SEP}{st.column}"]
-        rows = []
+        rows, smrs, bases = [], [], []
         for ep in eps:
             d, t = counts.get(f"d{SEP}{ep.name}{SEP}{st.column}"), counts.get(f"t{SEP}{ep.name}{SEP}{st.column}")
-            med = np.full(len(st.labels), np.nan) if d is None or t is None else pwe_medians(d, t, edges[ep.name])
+            n_int = len(edges[ep.name]) - 1
+            if d is None or t is None:
+                med, smr, base = np.full(len(st.labels), np.nan), np.full(len(st.labels), np.nan), np.zeros(n_int)
+            else:
+                med, base = pwe_medians(d, t, edges[ep.name]), pooled_hazard(d, t)
+                smr = hazard_ratios(d, t, base)
             rows.append(np.where(n_real >= floor, med, np.nan))
+            smrs.append(np.where(n_real >= floor, smr, np.nan))
+            bases.append(base)
         real_med[st.column] = np.array(rows).reshape(len(eps), len(st.labels))
+        real_smr[st.column] = np.array(smrs).reshape(len(eps), len(st.labels))
+        baseline[st.column] = bases
         codes[st.column] = stratum_codes(synthetic_data, st)
         if drawn_for is not None:
             mine = (np.asarray(drawn_for) == st.column) | (np.asarray(drawn_for) == "")
             read[st.column] = np.where(mine, codes[st.column], -1)
         else:
             read[st.column] = codes[st.column]
-    times = {ep.name: pd.to_numeric(synthetic_data[ep.duration_col], errors="coerce").to_numpy(dtype=np.float64)
-             for ep in eps}
-    events = {ep.name: pd.to_numeric(synthetic_data[ep.event_col], errors="coerce").to_numpy(dtype=np.float64)
-              for ep in eps}
-    bounds = {ep.name: (domain[ep.duration_col].lower, domain[ep.duration_col].upper) for ep in eps}
-    log_factors = {st.column: np.zeros(len(st.labels)) for st in kept}
-    intercept = 0.0
-    row = np.zeros(len(synthetic_data))
+    times = [pd.to_numeric(synthetic_data[ep.duration_col], errors="coerce").to_numpy(dtype=np.float64)
+             for ep in eps]
+    events = [pd.to_numeric(synthetic_data[ep.event_col], errors="coerce").to_numpy(dtype=np.float64)
+              for ep in eps]
+    bounds = [(domain[ep.duration_col].lower, domain[ep.duration_col].upper) for ep in eps]
+    factors = [{st.column: np.zeros(len(st.labels)) for st in kept} for _ in groups]
+    intercepts = [0.0 for _ in groups]
+    row_of = [np.zeros(len(synthetic_data)) for _ in groups]  # each group's row log factor
+    group_of = {i: g for g, (_, scaled) in enumerate(groups) for i in scaled}
+
+    def scaled_times() -> list[np.ndarray]:
+        out = {eps[i].duration_col: np.clip(times[i] * np.exp(row_of[group_of[i]]), *bounds[i])
+               for i in range(len(eps))}
+        if endpoints == "each":  # a factor per endpoint: a shorter endpoint is capped at its longer one
+            out = cap_time_order(out, schema.constraints)
+        return [out[ep.duration_col] for ep in eps]
+
+    def level_errors(i: int, t: np.ndarray, st: CalibrationStratum, r: np.ndarray, n_syn: np.ndarray) -> np.ndarray:
+        """log(real / synthetic) of endpoint ``i`` per level of ``st`` (NaN: no target): the factor its times lack."""
+        ev, pt = _exposure(t, events[i], r, len(st.labels), edges[eps[i].name])
+        if target == "hazard":
+            syn, real = hazard_ratios(ev, pt, baseline[st.column][i]), real_smr[st.column][i]
+            ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (real > 0) & (n_syn >= min_rows)
+            return np.where(ok, np.log(np.where(ok, syn, 1.0) / np.where(ok, real, 1.0)), np.nan)
+        syn, real = pwe_medians(ev, pt, edges[eps[i].name]), real_med[st.column][i]
+        ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (n_syn >= min_rows)
+        return np.where(ok, np.log(np.where(ok, real, 1.0) / np.where(ok, syn, 1.0)), np.nan)
+
     sweeps, worst = 0, float("nan")
     for sweeps in range(1, int(max_sweeps) + 1):
         worst = 0.0
         for st in kept:
             r, n_lev = read[st.column], len(st.labels)
             n_syn = np.bincount(r[r >= 0], minlength=n_lev)
-            errs = []
-            for i, ep in enumerate(eps):
-                t = np.clip(times[ep.name] * np.exp(row), *bounds[ep.name])
-                ev, pt = _exposure(t, events[ep.name], r, n_lev, edges[ep.name])
-                syn = pwe_medians(ev, pt, edges[ep.name])
-                real = real_med[st.column][i]
-                ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (n_syn >= min_rows)
-                errs.append(np.where(ok, np.log(np.where(ok, real, 1.0) / np.where(ok, syn, 1.0)), np.nan))
-            err = np.array(errs).reshape(len(eps), n_lev)
-            fin = np.isfinite(err)
-            have = fin.any(axis=0)
-            step = np.where(fin, err, 0.0).sum(axis=0) / np.maximum(fin.sum(axis=0), 1)
-            if have.any():
-                worst = max(worst, float(np.abs(step[have]).max()))
-            # The part common to the stratum's levels is a shift of every row (the intercept), so a stratum's
-            # factors stay centred and cannot drift against another's (strata overlap: a risk group and its
-            # inputs), which would move the rows of levels without a factor.
-            common = float(np.average(step[have], weights=n_syn[have])) if have.any() else 0.0
-            intercept = float(np.clip(intercept + damping * common, -max_log_factor, max_log_factor))
-            old = log_factors[st.column]
-            new = np.clip(old + damping * np.where(have, step - common, 0.0), -max_log_factor, max_log_factor)
-            log_factors[st.column] = new
-            row = intercept + np.zeros(len(row))
-            for other in kept:
-                co = codes[other.column]
-                row += np.where(co >= 0, log_factors[other.column][np.maximum(co, 0)], 0.0)
+            t_now = scaled_times()
+            for g, (fitted_on, _) in enumerate(groups):
+                err = np.array([level_errors(i, t_now[i], st, r, n_syn) for i in fitted_on]).reshape(
+                    len(fitted_on), n_lev)
+                fin = np.isfinite(err)
+                have = fin.any(axis=0)
+                step = np.where(fin, err, 0.0).sum(axis=0) / np.maximum(fin.sum(axis=0), 1)
+                if have.any():
+                    worst = max(worst, float(np.abs(step[have]).max()))
+                # The part common to the stratum's levels is a shift of every row (the intercept), so a stratum's
+                # factors stay centred and cannot drift against another's (strata overlap: a risk group and its
+                # inputs), which would move the rows of levels without a factor.
+                common = float(np.average(step[have], weights=n_syn[have])) if have.any() else 0.0
+                intercepts[g] = float(np.clip(intercepts[g] + damping * common, -max_log_factor, max_log_factor))
+                old = factors[g][st.column]
+                factors[g][st.column] = np.clip(old + damping * np.where(have, step - common, 0.0),
+                                                -max_log_factor, max_log_factor)
+                row = intercepts[g] + np.zeros(len(synthetic_data))
+                for other in kept:
+                    co = codes[other.column]
+                    row += np.where(co >= 0, factors[g][other.column][np.maximum(co, 0)], 0.0)
+                row_of[g] = row
         if worst < tol:
             break
-    return SurvivalCalibration(tuple(kept), log_factors, intercept, sweeps, worst)
+    if endpoints == "each":
+        return SurvivalCalibration(tuple(kept), {st.column: np.zeros(len(st.labels)) for st in kept}, 0.0, sweeps,
+                                   worst, {eps[g].name: factors[g] for g in range(len(groups))},
+                                   {eps[g].name: intercepts[g] for g in range(len(groups))})
+    return SurvivalCalibration(tuple(kept), factors[0], intercepts[0], sweeps, worst)

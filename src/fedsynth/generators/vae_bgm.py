@@ -31,9 +31,10 @@ Choices (measured on the MDS cohort, 90% training split, ``benchmarks/bench_vae_
   error 1.5% -> 7.9% with log-rank p 0.033; 7.8% -> 18.5%), so ranges are left to rejection by default. Measured in
   ``benchmarks/results/arms_vae_cond.json``.
 - sampled durations are calibrated within prognostic strata (``survival_calibration=True``,
-  :mod:`~fedsynth.generators.survival_calibration`): every endpoint of a row is multiplied by one factor, the
+  :mod:`~fedsynth.generators.survival_calibration`): each endpoint of a row is multiplied by its factor, the
   product of per-level factors of the schema's strata and its role-based strata, fitted after training on
-  :data:`CALIBRATION_ROWS` unconditioned rows so that each level's median survival matches the real one, from
+  :data:`CALIBRATION_ROWS` unconditioned rows and :data:`LEVEL_ROWS` rows drawn under each level (as arms are
+  drawn) so that each level's median survival matches the real one, from
   events and person-time per interval and level summed over sites (FedAvg's ``query.survival_counts``; not asked
   for under a finite privacy budget, where the step is off). Without it the VAE pulled rare protective levels
   towards the mean and control arms drawn in risk groups lived up to a fifth too long or short
@@ -414,15 +415,18 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
                                endpoint_edges(self.schema, self.domain), min_count=min_count)
 
     def fit_survival_calibration(self, counts: Mapping[str, np.ndarray], *, min_count: int = 5,
-                                 conditioned: bool = False, **options: Any) -> None:
+                                 conditioned: bool = True, endpoints: str = "each", **options: Any) -> None:
         """Fit the per-level duration factors against the real ``counts`` (summed :meth:`survival_count_statistics`)
         on :data:`CALIBRATION_ROWS` unconditioned rows of the current model (drawn with ``random_state``).
 
         ``min_count`` is the sites' smallest released count: a level with fewer real rows gets no factor. Sampling
         applies the factors while ``survival_calibration`` is on. ``options`` go to
-        :func:`~fedsynth.generators.survival_calibration.fit_survival_calibration` (``min_rows``, ``damping``...).
-        ``conditioned=True`` (a fitted model only) reads each level's median on :data:`LEVEL_ROWS` rows drawn under
-        that level as a condition (as control arms are drawn) instead of on the unconditioned rows."""
+        :func:`~fedsynth.generators.survival_calibration.fit_survival_calibration` (``min_rows``, ``target``...).
+        ``conditioned=True`` (the default; a fitted model only, so a centralized fit reads the unconditioned rows)
+        reads each level's median on :data:`LEVEL_ROWS` rows drawn under that level as a condition (as control arms
+        are drawn) besides the unconditioned rows; ``endpoints="each"`` (the default) fits a factor per endpoint
+        (LFS is not pulled by OS's error, nor OS by LFS's). Both chosen on seeds 7, 8 and 9
+        (``benchmarks/results/arms.json``, ``selection_seeds_7_8``)."""
         assert self.domain is not None
         self.survival_calibration_ = None
         self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
@@ -452,7 +456,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
             drawn_for = np.concatenate(tags)
         self.survival_calibration_ = fit_survival_calibration(
             synthetic, counts, self.schema, self.domain, strata, min_count=min_count, drawn_for=drawn_for,
-            **options)
+            endpoints=endpoints, **options)
         cal = self.survival_calibration_
         log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log median error %.3g",
                  len(cal.strata), cal.sweeps, cal.max_log_error)

@@ -10,14 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.cohort.constraints import candidate_rules, rule_holds, violation_counts
+from fedsynth.cohort.constraints import TimeOrder, candidate_rules, rule_holds, violation_counts
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.survival_calibration import (
     SurvivalCalibration,
     calibration_strata,
+    cap_time_order,
     endpoint_edges,
     fit_survival_calibration,
+    hazard_ratios,
+    pooled_hazard,
     pwe_medians,
     sum_survival_counts,
     survival_counts,
@@ -238,6 +241,7 @@ def test_fedavg_sums_the_sites_counts_and_vae_bgm_samples_calibrated_durations(t
             np.testing.assert_allclose(got[key], expected[key], atol=1e-6)
     cal = gen.survival_calibration_  # type: ignore[attr-defined]
     assert cal is not None
+    assert set(cal.endpoint_factors) == {"OS", "LFS"}  # VAE-BGM's default: a factor per endpoint
     # sampling applies the factors to the rows the model draws (same draw with the step off)
     on = gen.sample(500, random_state=3)  # type: ignore[attr-defined]
     gen.set_params(survival_calibration=False)  # type: ignore[attr-defined]
@@ -269,3 +273,110 @@ def test_levels_are_read_on_the_rows_drawn_for_their_stratum_when_told() -> None
     # Assert: factor 4 (the GROUP rows become the real ones); read on every row it lies between 2 and 4
     np.testing.assert_allclose(np.exp(cal.row_log_factors(mine)), 4.0, rtol=1e-3)
     assert np.all((np.exp(pooled.row_log_factors(mine)) > 2.2) & (np.exp(pooled.row_log_factors(mine)) < 3.8))
+
+
+def test_pooled_hazard_and_standardised_event_ratios_match_a_hand_computation() -> None:
+    # Setup: two levels, two intervals; events a = (2, 1), b = (1, 3); person-time a = (4, 2), b = (2, 2)
+    d, t = np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([[4.0, 2.0], [2.0, 2.0]])
+    # Run
+    base = pooled_hazard(d, t)
+    smr = hazard_ratios(d, t, base)
+    # Assert: pooled hazard 3/6 and 4/4; expected events a = 4 * 0.5 + 2 * 1 = 4 (3 seen), b = 2 * 0.5 + 2 * 1 = 3
+    np.testing.assert_allclose(base, [0.5, 1.0])
+    np.testing.assert_allclose(smr, [3 / 4, 4 / 3])
+    # a level without person-time expects nothing: NaN, not a division by zero
+    assert np.isnan(hazard_ratios(np.array([[0.0, 0.0]]), np.array([[0.0, 0.0]]), base)[0])
+
+
+def test_hazard_ratios_maximise_the_poisson_likelihood_with_the_baseline_as_offset() -> None:
+    # Setup: per-interval counts of one level against a baseline hazard; the reference is the numerical maximum of
+    # the Poisson log-likelihood sum_j d_j (b + log mu_j) - e^b mu_j, mu_j = person-time_j * baseline_j (scipy)
+    from scipy.optimize import minimize_scalar
+
+    d, t = np.array([[3.0, 5.0, 2.0]]), np.array([[10.0, 8.0, 6.0]])
+    base = np.array([0.2, 0.4, 0.5])
+    mu = t[0] * base
+    # Run
+    best = minimize_scalar(lambda b: -float(np.sum(d[0] * (b + np.log(mu)) - np.exp(b) * mu)),
+                           bounds=(-5.0, 5.0), method="bounded", options={"xatol": 1e-10})
+    # Assert: the level's hazard ratio is e^b at the maximum (10 events, 8.2 expected)
+    assert hazard_ratios(d, t, base)[0] == pytest.approx(math.exp(best.x), rel=1e-6)
+    assert hazard_ratios(d, t, base)[0] == pytest.approx(10.0 / 8.2)
+
+
+def _long_lived(n: int, seed: int) -> pd.DataFrame:
+    """GROUP a lives long (mean 40 years) under follow-up censored at 3 years: its median lies past follow-up."""
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b"], n)
+    raw = rng.exponential(np.where(group == "a", 40.0, 1.5)) + 0.01
+    t = np.minimum(raw, 3.0)
+    e = (raw <= 3.0).astype(float)
+    return pd.DataFrame({"AGE": rng.integers(40, 90, n).astype(float), "GROUP": group, "GENE": 0.0, "RARE": 0.0,
+                         "OS_YEARS": t, "OS_STATUS": e, "LFS_YEARS": t, "LFS_STATUS": e})
+
+
+def test_hazard_matching_finds_the_factor_of_a_level_whose_median_lies_past_follow_up() -> None:
+    # Setup: GROUP a's real median is past follow-up (no median target); the synthetic rows are the real rows with
+    # every time of a halved and of b divided by 3
+    schema = _schema()
+    real = _long_lived(4000, 10)
+    domain = Domain.from_data(real, schema, n_bins=10)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    assert np.isnan(pwe_medians(counts["d|OS|GROUP"], counts["t|OS|GROUP"], endpoint_edges(schema, domain)["OS"])[0])
+    shrink = np.where(real["GROUP"] == "a", 2.0, 3.0)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200,
+                                   target="hazard")
+    old = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200)
+    # Assert: factors 2 (a) and 3 (b), the rescaled rows are the real ones
+    np.testing.assert_allclose(np.exp(cal.row_log_factors(synthetic)), shrink, rtol=1e-3)
+    np.testing.assert_allclose(cal.apply(synthetic, schema, domain)["OS_YEARS"], real["OS_YEARS"], rtol=1e-3)
+    # control: matching medians gives a no target of its own, so it takes b's factor (3, not 2)
+    a = (real["GROUP"] == "a").to_numpy()
+    assert np.exp(old.row_log_factors(synthetic))[a].mean() == pytest.approx(3.0, rel=0.02)
+
+
+def test_a_factor_per_endpoint_matches_each_endpoint_and_keeps_the_time_order() -> None:
+    # Setup: synthetic OS is the real OS; synthetic LFS is the real LFS halved (LFS <= OS still holds), so one factor
+    # for both endpoints can match neither
+    real = _frame(3000, 11)
+    schema = _schema()
+    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)])
+    domain = Domain.from_data(real, schema, n_bins=20)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    synthetic = real.assign(LFS_YEARS=real["LFS_YEARS"] / 2)
+    # Run
+    each = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200,
+                                    target="hazard", endpoints="each")
+    shared = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200,
+                                      target="hazard")
+    out = each.apply(synthetic, schema, domain)
+    # Assert: OS left as it is, LFS doubled back to the real one; the rule holds in every row
+    np.testing.assert_allclose(np.exp(each.row_log_factors(synthetic, "OS")), 1.0, atol=1e-3)
+    np.testing.assert_allclose(np.exp(each.row_log_factors(synthetic, "LFS")), 2.0, rtol=1e-3)
+    np.testing.assert_allclose(out["LFS_YEARS"], real["LFS_YEARS"], rtol=1e-3)
+    np.testing.assert_allclose(out["OS_YEARS"], real["OS_YEARS"], rtol=1e-3)
+    assert all(v["violations"] == 0 for v in violation_counts(out, schema.constraints))
+    # control: one shared factor lands between 1 and 2, so OS moves away from the real one
+    f = np.exp(shared.row_log_factors(synthetic, "OS"))
+    assert np.all((f > 1.1) & (f < 1.9))
+    # the per-endpoint factors survive a round trip
+    back = SurvivalCalibration.from_dict(each.to_dict())
+    np.testing.assert_allclose(back.row_log_factors(real, "LFS"), each.row_log_factors(real, "LFS"))
+
+
+def test_a_shorter_time_is_capped_at_its_longer_one_along_a_chain() -> None:
+    # Setup: rules A <= B and B <= C; row 0 breaks both, row 1 none, row 2 has a missing B
+    a, b, c = (SurvivalEndpoint(x, f"{x}_T", f"{x}_E") for x in "ABC")
+    rules = [TimeOrder(a, b), TimeOrder(b, c)]
+    times = {"A_T": np.array([5.0, 1.0, 4.0]), "B_T": np.array([4.0, 2.0, np.nan]), "C_T": np.array([3.0, 3.0, 1.0])}
+    # Run
+    got = cap_time_order(times, rules)
+    # Assert: row 0 becomes (3, 3, 3); row 1 unchanged; a missing time caps nothing and stays missing
+    np.testing.assert_allclose(got["A_T"], [3.0, 1.0, 4.0])
+    np.testing.assert_allclose(got["B_T"], [3.0, 2.0, np.nan])
+    np.testing.assert_allclose(got["C_T"], [3.0, 3.0, 1.0])
+    assert times["A_T"][0] == 5.0  # inputs untouched
