@@ -132,3 +132,25 @@ def test_the_size_cap_still_holds_under_a_budget() -> None:
     got = _ask(site, run="cap", dp_noise_std=3.0, dp_min_sites=1)
     # Assert: the 2x2 table is withheld, the 2-cell marginals leave
     assert set(got) == set(_families()[1:])
+
+
+def test_a_site_whose_floor_a_run_does_not_meet_leaves_the_run_with_the_reason(mds_partition) -> None:
+    # Setup: three sites; the smallest one accepts no noise multiplier under 1e6 (its own policy)
+    from fedsynth.privacy.accounting import PrivacyBudget
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.registry import make_strategy
+
+    schema = mds_partition.schema.select(["AGE", "SEX", "HB", "CYTO_IPSSR", "TP53", "OS_YEARS", "OS_STATUS"])
+    policies = [SitePolicy(), SitePolicy(), SitePolicy(min_noise_multiplier=1e6)]
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i, policy=policies[i])
+                          for i, s in enumerate(mds_partition.sites)])
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network",
+                             generator_params={"max_indegree": 1}, min_sites=2)
+    strategy.privacy = PrivacyBudget(1.0, 1e-5)
+    # Run
+    result = strategy.start(grid)
+    # Assert: the run goes on with the two others; the third is left out with the refusal's reason (no values)
+    third = mds_partition.sites[2].name
+    assert set(result.left_out) == {third}
+    assert "NoiseFloorRefused" in result.left_out[third] and "min_noise_multiplier" in result.left_out[third]
+    assert len(result.generator.sample(50, random_state=0)) == 50
