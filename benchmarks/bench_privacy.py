@@ -28,6 +28,11 @@ pool, holdout as the NNDR baseline; survival-effect fidelity from :mod:`fedsynth
   updates and mixture statistics in clear — against its secure run: wall time per phase and bytes per site
   (Flower's protobuf of every instruction and reply, as benchmarks/bench_secure_sum.py counts them, whose
   synthetic-vector and short-run workloads this does not repeat).
+- ``bn-clear-dp`` (not in the default methods): the two-step BN under a budget *without* secure aggregation, on
+  the sites' default policy (k = 5): each site sends its noisy tables one at a time with the full noise. Its rows
+  record ``tables_withheld_by_site`` (tables a site withheld under its policy, from the site handler's log),
+  ``count_refusals`` and ``survival_endpoints_fitted``: before issue 13's fix a site withheld there every table
+  whose exact counts isolated patients, outside the noise.
 
 Run:  .venv/bin/python benchmarks/bench_privacy.py [--epsilons 1,3,10,inf] [--methods bn,vae,mst,bn-plain,vae-plain]
         [--seed 0] [--bn-params JSON] [--vae-set KEY=VALUE ...] [--note TEXT] [--out benchmarks/results/privacy.json]
@@ -143,9 +148,27 @@ def domain_labels(domain: Any, schema: Any) -> dict[str, Any]:
             "columns": len(cats)}
 
 
-def bn_run(part: Any, epsilon: float, seed: int, bn_params: dict[str, Any], secure: bool = True) -> dict[str, Any]:
+class _Withheld(logging.Handler):
+    """Counts, per site, the count tables a site withheld under its policy (from the site handler's log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.asked: dict[str, int] = {}
+        self.withheld: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "withheld %d of %d count tables" in str(record.msg) and record.args:
+            name, withheld, asked = record.args  # type: ignore[misc]
+            self.withheld[str(name)] = self.withheld.get(str(name), 0) + int(withheld)
+            self.asked[str(name)] = self.asked.get(str(name), 0) + int(asked)
+
+
+def bn_run(part: Any, epsilon: float, seed: int, bn_params: dict[str, Any], secure: bool = True,
+           trusted: bool = True) -> dict[str, Any]:
     """The federated two-step BN at ``epsilon`` (secure aggregation unless ``secure`` is false: then a trusted
-    network, clear counts, ε = ∞ only); at ε = ∞ with secure aggregation, checked against the centralized BN."""
+    network, clear counts, ε = ∞ only — or with ``trusted`` false, the sites' default policy: noisy tables sent
+    one site at a time, each carrying the full noise); at ε = ∞ with secure aggregation, checked against the
+    centralized BN."""
     from fedsynth.generators.bayesian_network import BayesianNetworkGenerator
     from fedsynth.privacy.accounting import PrivacyBudget
     from fedsynth.strategies.policy import SitePolicy
@@ -153,18 +176,35 @@ def bn_run(part: Any, epsilon: float, seed: int, bn_params: dict[str, Any], secu
 
     strategy = bn_strategy(part, seed, bn_params, secure)
     strategy.privacy = PrivacyBudget(epsilon, DELTA)
-    with tempfile.TemporaryDirectory(prefix="bench-privacy-") as root:
-        grid = _grid(part, root, seed, policy=None if secure else SitePolicy(clear_counts=True),
-                     keep=math.isinf(epsilon))
-        t0 = time.perf_counter()
-        result = strategy.start(grid)
-        seconds = time.perf_counter() - t0
+    site_log, counter = logging.getLogger("fedsynth.strategies.two_step_bn"), _Withheld()
+    level, propagate = site_log.level, site_log.propagate
+    site_log.setLevel(logging.INFO)
+    site_log.propagate = False
+    site_log.addHandler(counter)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-privacy-") as root:
+            grid = _grid(part, root, seed, policy=None if secure or not trusted else SitePolicy(clear_counts=True),
+                         keep=math.isinf(epsilon))
+            t0 = time.perf_counter()
+            result = strategy.start(grid)
+            seconds = time.perf_counter() - t0
+    finally:
+        site_log.removeHandler(counter)
+        site_log.setLevel(level)
+        site_log.propagate = propagate
     summary = strategy.privacy_summary_ or {}
     gen = result.generator
+    method = ("two_step_bn (federated, secure aggregation)" if secure else
+              "two_step_bn (federated, clear counts)" if trusted else
+              "two_step_bn (federated, noisy counts in clear, default site policy)")
     row: dict[str, Any] = {
-        "method": "two_step_bn (federated, secure aggregation)" if secure else "two_step_bn (federated, clear counts)",
+        "method": method,
         "epsilon_spent": summary.get("epsilon_spent"), "phases": summary.get("phases"), "n_edges": len(gen.edges_),
         "count_requests": result.rounds[0].get("count_requests") if result.rounds else None,
+        "count_refusals": result.rounds[0].get("count_refusals") if result.rounds else None,
+        "tables_withheld_by_site": {n: {"withheld": counter.withheld[n], "asked": counter.asked[n]}
+                                    for n in sorted(counter.asked)},
+        "survival_endpoints_fitted": len(getattr(gen, "_survival", []) or []),
         "domain_labels": domain_labels(result.domain, part.schema), "train_seconds": round(seconds, 2)}
     if math.isinf(epsilon):
         row["traffic"] = _traffic(grid, result, seconds)
@@ -445,7 +485,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epsilons", default="1,3,10,inf")
     ap.add_argument("--methods", default="bn,vae,mst,bn-plain,vae-plain",
-                    help="bn, vae, mst; bn-plain and vae-plain (secure aggregation off) run at ε = ∞ only")
+                    help="bn, vae, mst; bn-plain and vae-plain (secure aggregation off) run at ε = ∞ only; "
+                         "bn-clear-dp: the BN without secure aggregation on the sites' default policy")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bn-params", default="{}", help="JSON overrides of the BN generator's defaults")
     ap.add_argument("--vae-set", action="append", default=[], help="KEY=VALUE override of configs/fedavg_vae_bgm.yaml")
@@ -505,6 +546,8 @@ def main() -> None:
                 row = bn_run(part, eps, args.seed, bn_params)
             elif method == "bn-plain":
                 row = bn_run(part, eps, args.seed, bn_params, secure=False)
+            elif method == "bn-clear-dp":
+                row = bn_run(part, eps, args.seed, bn_params, secure=False, trusted=False)
             elif method == "vae":
                 row = vae_run(part, eps, args.seed, settings)
             elif method == "vae-plain":

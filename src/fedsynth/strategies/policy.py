@@ -8,7 +8,12 @@ combines them with the policy so that a message can ask for *less* disclosure, n
 ``privacy_check=False`` or ``min_category_count=1`` gets the site's policy.
 
 What "isolates patients" means (issue 13, item 0) is :func:`isolates_patients`: a table the site would send in
-clear isolates patients when it has a non-empty cell under ``k`` or more cells than ``rows / k``.
+clear isolates patients when it has a non-empty cell under ``k`` or more cells than ``rows / k``. That test reads
+the exact counts, so it applies to clear requests only: under a privacy budget (a request carrying
+``dp_noise_std``) no decision about what to send may depend on the rows outside the noise, or one patient could
+decide whether a table leaves. A private request is instead checked on its settings alone
+(:func:`check_noise_floor`: a noise multiplier under the site's ``min_noise_multiplier`` is refused before
+anything is counted) and on table sizes (:func:`over_size_cap`: cells, never rows).
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ NODE_CONFIG_PREFIX = "policy_"
 
 class DisclosureRefused(FedsynthError):
     """A site refused a query because its clear reply would isolate patients (no value is named)."""
+
+
+class NoiseFloorRefused(DisclosureRefused):
+    """A site refused a private request as a whole: its noise multiplier is under the site's
+    ``min_noise_multiplier`` (decided on the request's settings, before anything is counted).
+
+    Unlike a plain :class:`DisclosureRefused` (the site stays in and answers nothing for that query), a
+    coordinator treats it as the site failing the request: the site leaves the run with this reason, since every
+    further request at that noise would be refused too."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,13 @@ class SitePolicy:
         (``query.privacy_budget``) and refuses a run that asks for more.
     delta : float, default 1e-5
         The δ at which the ledger converts its composed RDP curve to ε.
+    min_noise_multiplier : float, default 1.0
+        The smallest noise multiplier ``z`` (Gaussian noise standard deviation per unit of L2 sensitivity; for a
+        count table, the standard deviation of each cell of the released sum) the site accepts on a private
+        request (``dp_noise_std``). A request asking for less is refused as a whole before any count is made
+        (:func:`check_noise_floor`). It replaces, data-independently, the exact-count check a private request
+        cannot use: under it a private request answers every table it can count. A site with a finite
+        ``epsilon`` is also bounded by its ledger.
 
     Raises
     ------
@@ -92,6 +113,7 @@ class SitePolicy:
     max_share_rows: int | None = None
     epsilon: float = math.inf
     delta: float = 1e-5
+    min_noise_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -125,6 +147,8 @@ class SitePolicy:
             bad("epsilon", "a float in the range (0, inf]")
         if not isinstance(self.delta, (int, float)) or not 0 < self.delta < 1:
             bad("delta", "a float in the range (0, 1)")
+        if not _is_number(self.min_noise_multiplier) or not 0 < self.min_noise_multiplier < math.inf:
+            bad("min_noise_multiplier", "a float in the range (0, inf)")
         for name in ("clear_counts", "allow_synthetic_rows", "privacy_check"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "true or false")
@@ -203,7 +227,8 @@ class SitePolicy:
         reverse. Request keys: ``min_category_count`` (-> ``min_count``), ``significant_digits``,
         ``privacy_check``, ``gate_exact_copies_margin``, ``gate_nndr_p5_margin``, ``gate_mia_auc_above``,
         ``share_rows`` (-> ``max_share_rows``), ``allow_synthetic_rows``, ``clear_counts``, ``max_cells``,
-        ``epsilon``; others are ignored.
+        ``epsilon``, ``min_noise_multiplier`` (a request may ask for more noise, never less); others are
+        ignored.
         """
         r = requested
         out: dict[str, Any] = self.to_dict()
@@ -235,6 +260,8 @@ class SitePolicy:
             out["max_share_rows"] = asked if self.max_share_rows is None else min(self.max_share_rows, asked)
         if "epsilon" in r:
             out["epsilon"] = min(self.epsilon, float(r["epsilon"]))
+        if r.get("min_noise_multiplier") is not None:
+            out["min_noise_multiplier"] = max(self.min_noise_multiplier, float(r["min_noise_multiplier"]))
         return SitePolicy(**out)
 
 
@@ -255,6 +282,49 @@ def isolates_patients(table: np.ndarray, n_rows: int, policy: SitePolicy) -> boo
     if bool(((arr > 0) & (arr < k)).any()):
         return True
     return cells > n_rows / k
+
+
+def over_size_cap(table: np.ndarray, policy: SitePolicy) -> bool:
+    """Whether ``table`` has more cells than the site answers at all (``policy.max_cells``).
+
+    The one withholding rule of a private request: it reads the table's shape (fixed by the shared domain and
+    the family asked for), never its counts or the site's row count, so it is the same for neighbouring
+    datasets and needs no share of the privacy budget.
+    """
+    return int(np.asarray(table).size) > policy.max_cells
+
+
+def check_noise_floor(noise_multiplier: float, policy: SitePolicy) -> None:
+    """Refuse a private request whose noise multiplier is under the site's ``min_noise_multiplier``.
+
+    Called before any count is made: the decision reads the request's setting and the site's policy only.
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        ``z`` of the request (its ``dp_noise_std``): the noise standard deviation per unit of L2 sensitivity
+        that the released sum carries.
+    policy : SitePolicy
+        The site's policy, tightened by the request (:meth:`SitePolicy.effective`).
+
+    Raises
+    ------
+    NoiseFloorRefused
+        ``z`` is not a positive finite number, or is under ``policy.min_noise_multiplier``; the message names the
+        setting to change, no value of the site (a site's error text is scrubbed of numbers anyway).
+    """
+    z = float(noise_multiplier) if _is_number(noise_multiplier) else math.nan
+    if math.isfinite(z) and z >= policy.min_noise_multiplier:
+        return
+    raise NoiseFloorRefused(
+        "refused: the request's noise multiplier (dp_noise_std) is below the site's min_noise_multiplier; nothing "
+        "was counted or released. Lower privacy.epsilon in the run config (more noise), or ask the site to lower "
+        "min_noise_multiplier in its policy"
+    )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def _is_int(v: Any) -> bool:

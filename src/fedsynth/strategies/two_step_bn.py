@@ -26,9 +26,15 @@ stays in: it answers nothing for those tables, which then come from the other si
 count by the score) or, when no site sends them, fall back to the domain's marginals. One "round".
 
 Site handler: ``query.counts`` -> the count tables of the site's own rows for the families asked for, packed in
-one ``ArrayRecord`` (:func:`~fedsynth.strategies.records.pack_tables`; a family over a column the site lacks, or
-whose table would isolate patients under the site's policy, is marked absent; a request whose every table would
-isolate patients is refused with a scrubbed :class:`~fedsynth.strategies.policy.DisclosureRefused` reply).
+one ``ArrayRecord`` (:func:`~fedsynth.strategies.records.pack_tables`; a family over a column the site lacks is
+marked absent). In clear, a table that would isolate patients under the site's policy
+(:func:`~fedsynth.strategies.policy.isolates_patients`, read on the exact counts) is marked absent too, and a
+request whose every table would is refused with a scrubbed :class:`~fedsynth.strategies.policy.DisclosureRefused`
+reply. Under a privacy budget nothing is withheld on the counts (that choice would read the rows outside the
+noise: one patient could decide whether a table leaves): the site answers every table it can count, noisy, except
+tables over its ``max_cells`` (a shape, not a count); a request whose noise multiplier is under the site's
+``min_noise_multiplier`` is refused as a whole before anything is counted
+(:class:`~fedsynth.strategies.policy.NoiseFloorRefused`; the coordinator drops the site with that reason).
 
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`TwoStepBNStrategy.privacy`): every
 count table is a Gaussian mechanism of L2 sensitivity 1 (adding or removing one patient changes one cell by
@@ -51,9 +57,10 @@ bound). The site chooses its share from the path it answers on, and on the maske
 ``dp_min_sites`` only once it is at most its secure-sum session's threshold (checked at the collect stage,
 :func:`~fedsynth.strategies.secagg_protocol.verified_noise_request`). With
 ε = ∞ (no privacy block) no noise is added and the federated network equals the
-centralized one. A site with a ledger (:attr:`SiteRuntime.privacy_ledger
-<fedsynth.strategies.site.SiteRuntime.privacy_ledger>`) charges its own budget at the noise level the message
-asks for, before answering, so a coordinator asking for too little noise is refused; a table already released
+centralized one. Every site refuses a noise multiplier under its policy's ``min_noise_multiplier`` (default 1), whatever its
+budget. A site with a ledger (:attr:`SiteRuntime.privacy_ledger
+<fedsynth.strategies.site.SiteRuntime.privacy_ledger>`) also charges its own budget at the noise level the message
+asks for, before answering, so a coordinator asking for too little noise for what it has left is refused; a table already released
 in the run is sent again unchanged, at no new cost. A site with a finite ε always has a ledger (in memory
 when it has no folder for the file); a site at ε = ∞ keeps none and follows the message's noise level.
 """
@@ -84,7 +91,7 @@ from fedsynth.strategies.base import (
     same_for_all,
     site_name,
 )
-from fedsynth.strategies.policy import DisclosureRefused, isolates_patients
+from fedsynth.strategies.policy import DisclosureRefused, check_noise_floor, isolates_patients, over_size_cap
 from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
@@ -295,6 +302,11 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     from fedsynth.generators.bayesian_network import family_from_key, family_key
 
     cfg = message_config(msg)
+    policy = site_policy(msg, site)
+    private = "dp_noise_std" in cfg
+    if private:
+        # Decided on the request and the policy alone, before anything is counted.
+        check_noise_floor(cfg["dp_noise_std"], policy)
 
     def build() -> Any:
         # One oracle over the site's own rows per run and process: the rows are coerced and conformed once. It is
@@ -306,20 +318,23 @@ def handle_counts(msg: Message, site: SiteRuntime) -> RecordDict:
     oracle = site_model((str(cfg["run_token"]) + ":bn", site.name), build)
     keys = [str(k) for k in cfg.get("families", [])]
     counts = oracle.family_counts([family_from_key(k) for k in keys])
-    # The site's policy: a table whose exact counts would isolate patients is withheld (marked absent, like a
-    # column the site lacks), with or without noise (a coordinator could ask for too little); a request whose
-    # every table would is refused outright.
-    policy = site_policy(msg, site)
-    tables = {family_key(f): a for f, a in counts.items() if not isolates_patients(a, len(site.data), policy)}
+    if private:
+        # Under a budget the noise protects every table, and no choice of what to send may read the exact counts
+        # (or the row count): one patient would decide whether a table leaves. Only the size cap stays: it reads
+        # a table's shape, which the shared domain fixes.
+        tables = {family_key(f): a for f, a in counts.items() if not over_size_cap(a, policy)}
+        what = "has more cells than the site answers (its max_cells)"
+    else:
+        # In clear, a table whose exact counts would isolate patients is withheld (marked absent, like a column
+        # the site lacks).
+        tables = {family_key(f): a for f, a in counts.items() if not isolates_patients(a, len(site.data), policy)}
+        what = "would isolate patients (a cell under the site's minimum count, or more cells than rows / minimum count)"
     if counts and not tables:
-        raise DisclosureRefused(
-            f"refused: every one of the {len(counts)} count tables asked for would isolate patients "
-            "(a cell under the site's minimum count, or more cells than rows / minimum count)"
-        )
+        raise DisclosureRefused(f"refused: every one of the {len(counts)} count tables asked for {what}")
     if len(tables) < len(counts):
         log.info("site %s: withheld %d of %d count tables (site policy)", site.name, len(counts) - len(tables),
                  len(counts))
-    if "dp_noise_std" in cfg:
+    if private:
         noisy = _noisy_tables(cfg, site, tables, secure_aggregation=False)
         return RecordDict({"counts": records.pack_tables(keys, noisy, signed=True)})
     return RecordDict({"counts": records.pack_tables(keys, tables)})
@@ -385,6 +400,9 @@ def count_vectors(request: Mapping[str, Any], site: SiteRuntime) -> dict[str, np
     from fedsynth.generators.bayesian_network.counts import derived_categories
 
     cfg = dict(request)
+    if "dp_noise_std" in cfg:
+        # As on the clear path: a noise multiplier under the site's floor is refused before anything is counted.
+        check_noise_floor(cfg["dp_noise_std"], site.policy.effective(cfg))
     domain = records.domain_from_text(str(cfg["domain"]))
     oracle = site_model(
         (str(cfg["run_token"]) + ":bn", site.name),

@@ -79,6 +79,30 @@ def test_a_bad_policy_lists_every_problem_at_once(tmp_path) -> None:
     assert [p.where for p in err.value.problems] == ["min_count", "gate_mia_auc_above", "privacy_check"]
 
 
+def test_the_noise_floor_comes_from_the_sites_file_or_node_config_and_a_server_cannot_lower_it(tmp_path) -> None:
+    # Setup: a floor of 2 in the file beside the data, 3 in the node config
+    (tmp_path / POLICY_FILENAME).write_text("min_noise_multiplier: 2.0\n")
+    data = tmp_path / "site.csv"
+    data.write_text("a\n1\n")
+
+    # Run
+    from_file = SitePolicy.from_node_config({}, str(data))
+    from_node = SitePolicy.from_node_config({"policy_min_noise_multiplier": 3.0}, str(data))
+
+    # Assert: file, then node config; the default is 1; a request may raise the floor, never lower it
+    assert (from_file.min_noise_multiplier, from_node.min_noise_multiplier) == (2.0, 3.0)
+    assert SitePolicy().min_noise_multiplier == 1.0
+    assert from_file.effective({"min_noise_multiplier": 0.1}).min_noise_multiplier == 2.0
+    assert from_file.effective({"min_noise_multiplier": 5.0}).min_noise_multiplier == 5.0
+    assert from_file.effective({}).min_noise_multiplier == 2.0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan, "2", True])
+def test_a_noise_floor_that_is_not_a_positive_finite_number_is_a_policy_problem(bad: object) -> None:
+    with pytest.raises(ValidationError, match="min_noise_multiplier"):
+        SitePolicy(min_noise_multiplier=bad)  # type: ignore[arg-type]
+
+
 def test_a_simulated_site_gets_its_sources_policy_else_the_defaults(mds_partition, tmp_path) -> None:
     # Setup
     from flwr.app import Context, RecordDict
