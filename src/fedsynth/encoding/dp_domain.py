@@ -57,6 +57,7 @@ import pandas as pd
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import coarse_bounds
 from fedsynth.encoding.grid import grid_counts, histogram_edges, kept_labels, modes_from_histogram
+from fedsynth.errors import Problem, ValidationError
 from fedsynth.privacy.accounting import PrivacyBudget
 
 #: Cells per decade of :data:`DP_GRID`.
@@ -364,12 +365,19 @@ def noisy_summary(
     dict
         ``{"n_rows": ..., "columns": {...}}`` in :func:`~fedsynth.encoding.domain.release_summary`'s layout,
         without sums (mean and standard deviation then come from the cells' midpoints).
+
+    Raises
+    ------
+    ValidationError
+        A categorical column none of whose labels cleared the release threshold (every such column listed, with
+        the threshold in patients and the settings that would change it; no count is named).
     """
     rng = np.random.default_rng(random_state)
     rows = _rows_holding(summed, schema, holders)
     # A noisy missing count is taken as 0 unless it clears the bar one cell of pure noise passes 1% of the time.
     floor = support_threshold(noise_std, 1, min_count)
     columns: dict[str, Any] = {}
+    silenced: list[Problem] = []
     for name, n in ((c, round(r)) for c, r in rows.items()):
         spec = schema[name]
         noisy_missing = float(np.asarray(summed[f"{name}/missing"]).sum())
@@ -385,11 +393,21 @@ def noisy_summary(
         else:
             c = np.asarray(summed[f"{name}/labels"], dtype=float)
             names = list(labels.get(name, ()))
-            kept = kept_labels(names, c, spec.kind, label_release_threshold(noise_std, len(names), min_count))
+            threshold = label_release_threshold(noise_std, len(names), min_count)
+            kept = kept_labels(names, c, spec.kind, threshold)
+            if names and not kept:
+                # Not "every value is missing" (merge_summaries' words for a column with no values): here every
+                # category fell under the release threshold, a figure of σ and k alone (no patient's value).
+                silenced.append(Problem(
+                    f"column {name!r}", f"no category cleared the private domain's release threshold (a category "
+                    f"needs a noisy total of about {threshold:.0f} patients over the sites at this budget)",
+                    fix="raise privacy.epsilon, or leave the column out of the model (its role in the schema)"))
             entry["counts"] = kept
             # Suppressed labels' rows count as missing, as a site's own release does.
             suppressed = int(np.clip(np.rint(c), 0, None).sum()) - sum(kept.values())
             entry["n_missing"] = min(n, missing + max(suppressed, 0))
         columns[name] = entry
+    if silenced:
+        raise ValidationError("The private domain", silenced)
     sizes = [int(e["n"]) for e in columns.values()]
     return {"n_rows": max(sizes) if sizes else 0, "columns": columns}

@@ -326,3 +326,29 @@ def test_a_declared_label_under_k_passes_the_noisy_domain_at_the_promised_rate()
     assert kept_rare <= stats.binom.ppf(0.999, n, p)
     assert kept_common == n
     assert old_rule_rare / n > 0.3
+
+
+def test_a_column_whose_every_label_falls_under_the_release_threshold_is_named_with_the_fix() -> None:
+    # Setup: two declared categorical columns; under sigma 16 (threshold 48 patients for 3 labels) every label of
+    # "B" (held by 10, 12 and 9 patients) falls under it, "A" keeps its common labels. Before, such a run failed
+    # later with "column 'B': every value is missing at every site", which was not what had happened.
+    from fedsynth.cohort.schema import ColumnKind, ColumnSpec
+    from fedsynth.encoding.dp_domain import label_release_threshold, noisy_summary
+    from fedsynth.errors import ValidationError
+
+    schema = TableSchema((ColumnSpec("A", ColumnKind.CATEGORICAL, categories=("a", "b", "c")),
+                          ColumnSpec("B", ColumnKind.CATEGORICAL, categories=("x", "y", "z"))), ())
+    labels = {"A": ["a", "b", "c"], "B": ["x", "y", "z"]}
+    summed = {"A/labels": np.array([300.0, 200.0, 100.0]), "A/missing": np.array([0.0]),
+              "B/labels": np.array([10.0, 12.0, 9.0]), "B/missing": np.array([0.0])}
+    assert label_release_threshold(16.0, 3, 5) == 48
+    # Run / Assert: one problem, for B only, with the threshold and the settings to change; no count of B named
+    with pytest.raises(ValidationError) as err:
+        noisy_summary(summed, labels, schema, holders={"A": ["s"], "B": ["s"]}, noise_std=16.0, min_count=5)
+    text = str(err.value)
+    assert "column 'B': no category cleared the private domain's release threshold" in text
+    assert "about 48 patients" in text and "raise privacy.epsilon" in text
+    assert "column 'A'" not in text and "10" not in text and "12" not in text
+    # Control: with less noise both columns are released
+    out = noisy_summary(summed, labels, schema, holders={"A": ["s"], "B": ["s"]}, noise_std=1.0, min_count=5)
+    assert set(out["columns"]["B"]["counts"]) == {"x", "y", "z"}
