@@ -63,8 +63,24 @@ def _env() -> Any:
     env.filters["num"] = num
     env.filters["pct"] = pct
     env.filters["pval"] = _p
-    env.filters["hr"] = lambda v: "—" if v is None or not math.isfinite(float(v)) else f"{math.exp(float(v)):.2f}"
+    env.filters["hr"] = hazard_ratio_text
     return env
+
+
+#: |log HR| past which a hazard ratio is written as a bound: a Cox fit on a covariate that separates the events
+#: (e.g. an undertrained model's synthetic rows) returns log HRs in the hundreds, whose exp overflows a float.
+_LOG_HR_SHOWN = math.log(1e6)
+
+
+def hazard_ratio_text(log_hr: Any) -> str:
+    """A hazard ratio from its log for a report cell: two decimals, "> 1e6" / "< 1e-6" past those bounds (a
+    separated covariate), "—" when missing or not finite."""
+    if log_hr is None or not math.isfinite(float(log_hr)):
+        return "—"
+    v = float(log_hr)
+    if abs(v) > _LOG_HR_SHOWN:
+        return "> 1e6" if v > 0 else "< 1e-6"
+    return f"{math.exp(v):.2f}"
 
 
 def report_plots(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any
 
@@ -220,3 +221,13 @@ def test_a_bootstrap_sample_without_derived_columns_is_scored(mds_split):
     out = quick_scores(a, boot, schema, holdout_data=holdout, random_state=0)
     # Assert
     assert out["csf"] > 0.85 and out["nndr"]["synthetic"]["p5"] == 0.0
+
+
+def test_a_separated_covariates_hazard_ratio_is_written_as_a_bound_not_an_overflow() -> None:
+    # A Cox fit on a covariate that separates the events gave log HR ~ 800 in an undertrained model's rows:
+    # exp() overflowed and the whole report.html fell back to a plain table.
+    from fedsynth.evaluation._render import hazard_ratio_text
+
+    assert hazard_ratio_text(800.0) == "> 1e6" and hazard_ratio_text(-800.0) == "< 1e-6"
+    assert hazard_ratio_text(0.0) == "1.00" and hazard_ratio_text(math.log(2.5)) == "2.50"
+    assert hazard_ratio_text(None) == "—" and hazard_ratio_text(float("nan")) == "—"

@@ -53,13 +53,17 @@ def test_private_fedavg_run_states_its_epsilon_in_manifest_report_and_export(tmp
     # Assert: manifest, report.json, report.html
     priv = manifest["privacy"]
     assert 0 < priv["epsilon_spent"] <= 3.0 * (1 + 1e-9)
-    assert set(priv["split"]) == {"domain", "training", "mixture"} and len(priv["sites"]) == 3
+    assert set(priv["split"]) == {"hello", "domain", "training", "mixture"} and len(priv["sites"]) == 3
     report = json.loads((run_dir / "report.json").read_text())
     assert report["differential_privacy"]["epsilon_spent"] == priv["epsilon_spent"]
     html = (run_dir / "report.html").read_text()
     assert "Differential privacy: (epsilon, delta) = (" in html and "spent of a budget of epsilon 3" in html
+    # the sentence's first letter goes up, the rest keeps its case (Jinja's capitalize lowered "RDP", "Gaussian")
+    assert "(accountant: DP-SGD: dp_accounting RDP of the Poisson-sampled Gaussian" in html
     # ... and the export's data card
     out = tmp_path / "export"
     result = export_cohort(resolve_source(run_dir), n_samples=200, out_dir=out, allow_flagged="test of the card")
     assert result.card["made"]["epsilon"] == priv["epsilon_spent"]
     assert "spent of a budget of epsilon 3" in (out / "card.md").read_text()
+    assert "(accountant: DP-SGD: dp_accounting RDP of the Poisson-sampled Gaussian" in (out / "card.md").read_text()
+    assert "(accountant: DP-SGD: dp_accounting RDP of the Poisson-sampled Gaussian" in (out / "card.html").read_text()
