@@ -167,6 +167,7 @@ class TwoStepBNStrategy(Strategy):
             active = [s for s in sites if s.name in set(meta["active"])]
             left_out = dict(meta["left_out"])
             history = _decode_history(meta, arrays)
+        budget_spent_said: list[bool] = []
         while True:
             generator = self.new_generator(domain)
             n_requests = 0
@@ -190,8 +191,11 @@ class TwoStepBNStrategy(Strategy):
                         # search ends on the tables it has.
                         room = accountant.uses_left(phase, z)
                         if room < len(keys):
-                            log.warning("two_step_bn: structure budget spent; %d of %d families not asked for",
-                                        len(keys) - room, len(keys))
+                            # Once per run as a warning (the search asks again at every step once spent).
+                            log.log(logging.INFO if budget_spent_said else logging.WARNING,
+                                    "two_step_bn: structure budget spent; %d of %d families not asked for",
+                                    len(keys) - room, len(keys))
+                            budget_spent_said.append(True)
                             keys = keys[:room]
                             if not keys:
                                 return [{} for _ in active]

@@ -88,14 +88,20 @@ def test_epsilon_one_changes_the_network_within_budget_and_samples_valid_rows(md
             assert {_label(v) for v in values} <= {_label(c) for c in col.categories}, name
 
 
-def test_structure_search_ends_on_its_tables_when_its_budget_is_spent(mds_partition, monkeypatch) -> None:
+def test_structure_search_ends_on_its_tables_when_its_budget_is_spent(mds_partition, monkeypatch, caplog) -> None:
     # Setup: room for only 40 structure tables, fewer than the search would ask for
+    import logging
+
     monkeypatch.setattr(two_step_bn, "DP_STRUCTURE_TABLES", 40)
     schema = mds_partition.schema.select(SMALL)
     grid = _grid(mds_partition, schema, keep_messages=True)
     strategy = _strategy(schema, PrivacyBudget(1.0, 1e-5))
     # Run
-    result = strategy.start(grid)
+    with caplog.at_level(logging.INFO, logger=two_step_bn.log.name):
+        result = strategy.start(grid)
+    # Assert: the spent budget is a warning once per run (it was repeated at every later search step)
+    spent = [r for r in caplog.records if "structure budget spent" in r.getMessage()]
+    assert len(spent) >= 2 and [r.levelno for r in spent].count(logging.WARNING) == 1
     # Assert: each site was asked for at most 40 structure tables plus one parameter request; budget held
     asked = [m for m in grid.sent if m.metadata.message_type == "query.counts"]
     per_site = len(asked) // 3
