@@ -125,7 +125,7 @@ class SitePolicy:
         out = []
 
         def bad(name: str, valid: str) -> None:
-            out.append(Problem(name, f"got {getattr(self, name)!r}", valid, "fix the site's policy"))
+            out.append(Problem(name, f"got {getattr(self, name)!r}", valid))
 
         if not _is_int(self.min_count) or self.min_count < 1:
             bad("min_count", "an int in the range [1, inf)")
@@ -159,18 +159,23 @@ class SitePolicy:
     def from_mapping(cls, values: Mapping[str, Any], *, source: str = "site policy") -> SitePolicy:
         """A policy from snake_case keys (unknown keys are an error that lists the valid ones)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValidationError(
-                f"The {source}",
-                [Problem(k, "unknown setting", ", ".join(sorted(names)), "remove or rename it") for k in unknown],
-            )
+        # Unknown keys and bad values are listed together, so one edit of the file fixes them all.
+        problems = [Problem(k, "unknown setting", ", ".join(sorted(names)), "remove or rename it")
+                    for k in sorted(set(values) - names)]
         kwargs: dict[str, Any] = {}
         for k, v in values.items():
+            if k not in names:
+                continue
             if k == "epsilon" and isinstance(v, str) and v.strip().lower() in ("inf", "infinity", ".inf"):
                 v = math.inf
             kwargs[k] = v
-        return cls(**kwargs)
+        try:
+            policy = cls(**kwargs)
+        except ValidationError as exc:
+            problems += exc.problems
+        if problems:
+            raise ValidationError(f"The {source}", problems)
+        return policy
 
     @classmethod
     def from_file(cls, path: str | Path) -> SitePolicy:
@@ -317,9 +322,10 @@ def check_noise_floor(noise_multiplier: float, policy: SitePolicy) -> None:
     if math.isfinite(z) and z >= policy.min_noise_multiplier:
         return
     raise NoiseFloorRefused(
-        "refused: the request's noise multiplier (dp_noise_std) is below the site's min_noise_multiplier; nothing "
-        "was counted or released. Lower privacy.epsilon in the run config (more noise), or ask the site to lower "
-        "min_noise_multiplier in its policy"
+        # No apostrophes: a site's error text is scrubbed of quoted spans on its way to the coordinator.
+        "refused: the noise multiplier of the request (dp_noise_std) is below min_noise_multiplier in the policy of "
+        "this site; nothing was counted or released. Lower privacy.epsilon in the run config (more noise), or ask "
+        "the site to lower min_noise_multiplier in its policy"
     )
 
 

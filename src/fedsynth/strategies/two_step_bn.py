@@ -245,8 +245,10 @@ class TwoStepBNStrategy(Strategy):
                 history.clear()
                 active = [s for s in active if s.node_id not in exc.nodes]
                 if len(active) < min(self.min_sites, len(sites)):
+                    why = "; ".join(f"{n}: {r}" for n, r in sorted(left_out.items()))
                     raise FedsynthError(
                         f"two_step_bn: only {len(active)} sites left; strategy.min_sites is {self.min_sites}"
+                        + (f" (left out: {why})" if why else "")
                     ) from None
                 log.warning("two_step_bn: restarting the structure search with %d sites", len(active))
         seconds = time.perf_counter() - t0

@@ -154,3 +154,42 @@ def test_a_site_whose_floor_a_run_does_not_meet_leaves_the_run_with_the_reason(m
     assert set(result.left_out) == {third}
     assert "NoiseFloorRefused" in result.left_out[third] and "min_noise_multiplier" in result.left_out[third]
     assert len(result.generator.sample(50, random_state=0)) == 50
+
+
+def test_a_run_every_site_refuses_names_why_the_sites_left(mds_partition) -> None:
+    # Setup: every site accepts no noise multiplier under 1e6. The run used to end with "only 0 sites left;
+    # strategy.min_sites is 2" and nothing else, and the reason it had logged was cut at the apostrophes
+    # ("the request<...>s min_noise_multiplier") by the scrubbing of a site's error text.
+    from fedsynth.errors import FedsynthError
+    from fedsynth.privacy.accounting import PrivacyBudget
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.registry import make_strategy
+
+    schema = mds_partition.schema.select(["AGE", "SEX", "TP53", "OS_YEARS", "OS_STATUS"])
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i, policy=SitePolicy(min_noise_multiplier=1e6))
+                          for i, s in enumerate(mds_partition.sites)])
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network",
+                             generator_params={"max_indegree": 1}, min_sites=2)
+    strategy.privacy = PrivacyBudget(1.0, 1e-5)
+    # Run
+    with pytest.raises(FedsynthError) as err:
+        strategy.start(grid)
+    # Assert: each site is named with the whole reason
+    text = str(err.value)
+    assert "only 0 sites left" in text and "left out:" in text
+    assert all(s.name in text for s in mds_partition.sites)
+    assert "below min_noise_multiplier in the policy of this site" in text and "<...>" not in text
+
+
+def test_a_policy_file_lists_unknown_keys_and_bad_values_together(tmp_path) -> None:
+    # Before: only the unknown key was reported; the value errors came after the user had fixed it
+    from fedsynth.errors import ValidationError
+
+    path = tmp_path / "site-policy.yaml"
+    path.write_text("epsilon: -1\nmin_noise_multiplier: 0\nepsilonn: 3\n")
+    with pytest.raises(ValidationError) as err:
+        SitePolicy.from_file(str(path))
+    text = str(err.value)
+    assert "3 problems" in text and "epsilonn: unknown setting" in text
+    assert "epsilon: got -1" in text and "min_noise_multiplier: got 0" in text
+    assert "site-policy.yaml" in text
