@@ -398,7 +398,8 @@ def handle_privacy_budget(msg: Any, site: Any) -> Any:
     left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name,
                                exclude_runs=[str(r) for r in cfg.get("runs", [])])
     return RecordDict({"metrics": records.to_metric_record(
-        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta}),
+        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta,
+         "min_noise_multiplier": float(site.policy.min_noise_multiplier)}),
         "info": records.to_config_record({"site_name": site.name})})
 
 
@@ -421,7 +422,9 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
     Returns
     -------
     dict
-        Site name -> ε left (``inf``: unlimited) for the manifest.
+        Site name -> ε left (``inf``: unlimited) for the manifest. The largest ``min_noise_multiplier`` the sites
+        state is set on ``strategy.noise_floor_`` (0 when none states one): a strategy that asks for count tables
+        adds at least that much noise, so no site's floor refuses a request part-way through the run.
 
     Raises
     ------
@@ -443,6 +446,7 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
     left: dict[str, float] = {}
     deltas: dict[str, float] = {}
     short: list[str] = []
+    floors: list[float] = []
     short_eps: list[float] = []
     short_delta: list[float] = []
     for s in sites:
@@ -454,6 +458,7 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
             else s.name
         eps = math.inf if float(m["epsilon_left"]) < 0 else float(m["epsilon_left"])
         left[name], deltas[name] = eps, float(m["delta"])
+        floors.append(float(m.get("min_noise_multiplier", 0.0)))
         if math.isinf(budget.epsilon):
             continue
         if budget.epsilon > eps * (1 + 1e-9):
@@ -462,6 +467,7 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
         if budget.delta > float(m["delta"]) * (1 + 1e-9):
             short.append(f"{name} allows delta {float(m['delta']):.3g}")
             short_delta.append(float(m["delta"]))
+    strategy.noise_floor_ = max(floors, default=0.0)
     bounded = sorted(n for n, e in left.items() if not math.isinf(e))
     if math.isinf(budget.epsilon) and bounded:
         raise BudgetExceededError(

@@ -168,6 +168,7 @@ class TwoStepBNStrategy(Strategy):
             left_out = dict(meta["left_out"])
             history = _decode_history(meta, arrays)
         budget_spent_said: list[bool] = []
+        floor_said: list[bool] = []
         while True:
             generator = self.new_generator(domain)
             n_requests = 0
@@ -186,6 +187,15 @@ class TwoStepBNStrategy(Strategy):
                 if accountant is not None:
                     n_tables = DP_STRUCTURE_TABLES if phase == "structure" else len(keys)
                     z = accountant.noise_multiplier(phase, n_tables)
+                    floor = float(getattr(self, "noise_floor_", 0.0))
+                    if z < floor:
+                        # A site's policy accepts no less noise: asking for less would only get the site refused
+                        # part-way (after earlier releases were charged). More noise spends less of the budget.
+                        log.log(logging.INFO if floor_said else logging.WARNING,
+                                "two_step_bn: %s tables at the sites' min_noise_multiplier %.4g instead of %.4g; "
+                                "the run spends less than its epsilon", phase, floor, z)
+                        floor_said.append(True)
+                        z = floor
                     if phase == "structure":
                         # Out of structure budget: the families left out stay unknown (never chosen), so the
                         # search ends on the tables it has.

@@ -134,9 +134,13 @@ def test_the_size_cap_still_holds_under_a_budget() -> None:
     assert set(got) == set(_families()[1:])
 
 
-def test_a_site_whose_floor_a_run_does_not_meet_leaves_the_run_with_the_reason(mds_partition) -> None:
-    # Setup: three sites; the smallest one accepts no noise multiplier under 1e6 (its own policy)
+def test_a_site_whose_floor_a_run_does_not_meet_leaves_the_run_with_the_reason(mds_partition, monkeypatch) -> None:
+    # Setup: three sites; the smallest one accepts no noise multiplier under 1e6 (its own policy); the
+    # coordinator skips the budget question (where it would learn the floor and raise its noise to it)
     from fedsynth.privacy.accounting import PrivacyBudget
+    from fedsynth.strategies import policy as policy_mod
+
+    monkeypatch.setattr(policy_mod, "check_site_budgets", lambda *args, **kwargs: {})
     from fedsynth.strategies.in_process import InProcessGrid
     from fedsynth.strategies.registry import make_strategy
 
@@ -156,11 +160,15 @@ def test_a_site_whose_floor_a_run_does_not_meet_leaves_the_run_with_the_reason(m
     assert len(result.generator.sample(50, random_state=0)) == 50
 
 
-def test_a_run_every_site_refuses_names_why_the_sites_left(mds_partition) -> None:
-    # Setup: every site accepts no noise multiplier under 1e6. The run used to end with "only 0 sites left;
-    # strategy.min_sites is 2" and nothing else, and the reason it had logged was cut at the apostrophes
-    # ("the request<...>s min_noise_multiplier") by the scrubbing of a site's error text.
+def test_a_run_every_site_refuses_names_why_the_sites_left(mds_partition, monkeypatch) -> None:
+    # Setup: every site accepts no noise multiplier under 1e6, and the coordinator skips the budget question.
+    # The run used to end with "only 0 sites left; strategy.min_sites is 2" and nothing else, and the reason it
+    # had logged was cut at the apostrophes ("the request<...>s min_noise_multiplier") by the scrubbing of a
+    # site's error text.
     from fedsynth.errors import FedsynthError
+    from fedsynth.strategies import policy as policy_mod
+
+    monkeypatch.setattr(policy_mod, "check_site_budgets", lambda *args, **kwargs: {})
     from fedsynth.privacy.accounting import PrivacyBudget
     from fedsynth.strategies.in_process import InProcessGrid
     from fedsynth.strategies.registry import make_strategy
@@ -193,3 +201,28 @@ def test_a_policy_file_lists_unknown_keys_and_bad_values_together(tmp_path) -> N
     assert "3 problems" in text and "epsilonn: unknown setting" in text
     assert "epsilon: got -1" in text and "min_noise_multiplier: got 0" in text
     assert "site-policy.yaml" in text
+
+
+def test_the_coordinator_raises_its_noise_to_the_sites_floor_and_the_run_finishes(mds_partition) -> None:
+    # Setup: every site accepts no noise multiplier under 1e4, far above what epsilon 1 asks for per table. The
+    # sites used to refuse part-way (the first table they saw under the floor), after the hello, the domain and
+    # earlier tables had been released and charged; now the budget question tells the coordinator the floor.
+    from fedsynth.privacy.accounting import PrivacyBudget
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.registry import make_strategy
+
+    schema = mds_partition.schema.select(["AGE", "SEX", "TP53", "OS_YEARS", "OS_STATUS"])
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i, policy=SitePolicy(min_noise_multiplier=1e4))
+                          for i, s in enumerate(mds_partition.sites)], keep_messages=True)
+    strategy = make_strategy("two_step_bn", schema, generator="bayesian_network",
+                             generator_params={"max_indegree": 1}, min_sites=2)
+    strategy.privacy = PrivacyBudget(1.0, 1e-5)
+    # Run
+    result = strategy.start(grid)
+    # Assert: no site left; every count request carried at least the floor; the run spent less than its epsilon
+    assert result.left_out == {}
+    asked = [records.from_config_record(m.content["config"]) for m in grid.sent
+             if m.metadata.message_type == "query.counts"]
+    assert asked and min(float(c["dp_noise_std"]) for c in asked) >= 1e4
+    assert 0 < strategy.privacy_summary_["epsilon_spent"] < 1.0
+    assert len(result.generator.sample(20, random_state=0)) == 20

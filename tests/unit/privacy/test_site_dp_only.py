@@ -94,13 +94,13 @@ def test_an_unbounded_run_is_refused_up_front_by_a_site_with_a_budget(mds_partit
     text = str(exc.value)
     assert "site-2 (epsilon 3 left)" in text and "site-1" not in text and "site-3" not in text
     assert "nothing was released" in text and "privacy: {epsilon, delta}" in text and "at most 3" in text
-    # ... only the budget question went out, and every reply holds the ε left, δ and the site's name: no count,
-    # label or statistic of any site
+    # ... only the budget question went out, and every reply holds the ε left, δ, the noise floor (settings of
+    # the policy) and the site's name: no count, label or statistic of any site
     assert {m.metadata.message_type for m in grid.sent} == {"query.privacy_budget"}
     for reply in grid.received:
         assert not reply.has_error()
         assert set(reply.content) == {"metrics", "info"}
-        assert set(records.from_metric_record(reply.content["metrics"])) == {"epsilon_left", "delta"}
+        assert set(records.from_metric_record(reply.content["metrics"])) == {"epsilon_left", "delta", "min_noise_multiplier"}
         assert set(records.from_config_record(reply.content["info"])) == {"site_name"}
 
 
