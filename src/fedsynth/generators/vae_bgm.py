@@ -69,13 +69,8 @@ from fedsynth.generators.latent_mixture import (
 )
 from fedsynth.generators.model_folder import read_model_json, read_model_npz
 from fedsynth.generators.params import VAEBGMParams
-from fedsynth.generators.survival_calibration import (
-    SurvivalCalibration,
-    calibration_strata,
-    endpoint_edges,
-    fit_survival_calibration,
-    survival_counts,
-)
+from fedsynth.generators.survival_calibration import SurvivalCalibration, fit_survival_calibration
+from fedsynth.generators.survival_strata import calibration_strata, endpoint_edges, survival_counts
 from fedsynth.generators.vae_layout import Encoded, Layout, absent_inputs, decode, encode
 from fedsynth.generators.vae_network import build_vae, vae_loss
 
@@ -400,7 +395,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
     # -- survival calibration within strata ---------------------------------------------------------
     def survival_count_statistics(self, data: pd.DataFrame, *, min_count: int = 1) -> dict[str, np.ndarray]:
         """Site side: events, person-time and row counts per level of the calibration strata
-        (:func:`~fedsynth.generators.survival_calibration.survival_counts`); sums over sites are the pooled ones.
+        (:func:`~fedsynth.generators.survival_strata.survival_counts`); sums over sites are the pooled ones.
 
         Parameters
         ----------

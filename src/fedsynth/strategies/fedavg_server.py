@@ -535,7 +535,7 @@ class FedAvgStrategy(Strategy):
         if not hasattr(generator, "fit_survival_calibration") or not generator.get_params().get(
                 "survival_calibration", False):
             return None
-        from fedsynth.generators.survival_calibration import sum_survival_counts
+        from fedsynth.generators.survival_strata import sum_survival_counts
 
         group = f"survival-{server_round}"
         tag = {"secagg_tag": group} if secure else {}
