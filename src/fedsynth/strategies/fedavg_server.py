@@ -512,17 +512,26 @@ class FedAvgStrategy(Strategy):
     ) -> dict[str, np.ndarray] | None:
         """The sites' per-component label counts under the final mixture, summed (``None`` when none answered);
         under secure aggregation the server learns only the sum."""
-        group = f"counts-{server_round}"
+        stats = self._site_counts(grid, sites, "query.component_counts", f"counts-{server_round}", base,
+                                  server_round, "stats", secure=secure,
+                                  extra={"mixture": records.to_array_record(mixture)})
+        return sum_component_counts(stats) if stats else None
+
+    def _site_counts(
+        self, grid: GridLike, sites: Sequence[SiteInfo], message_type: str, group: str, base: Mapping[str, Any],
+        server_round: int, reply_key: str, *, secure: bool, extra: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """The count vectors the sites answer ``message_type`` with: each site's (its reply's ``reply_key``)
+        in clear, or one secure sum over those that answered (the server learns only the sum); empty when none
+        answered."""
         tag = {"secagg_tag": group} if secure else {}
         cfg = records.to_config_record({**base, "server_round": server_round, **tag})
-        msg = RecordDict({"mixture": records.to_array_record(mixture), "config": cfg})
-        got = self.ask(grid, sites, "query.component_counts", same_for_all(msg), group_id=group)
+        msg = RecordDict({**(extra or {}), "config": cfg})
+        got = self.ask(grid, sites, message_type, same_for_all(msg), group_id=group)
         answered = [s for s in sites if s.node_id in got.ok]
         if secure:
-            stats = [self._secure_sum(grid, answered, group)] if answered else []
-        else:
-            stats = [records.from_array_record(got.ok[s.node_id]["stats"]) for s in answered]
-        return sum_component_counts(stats) if stats else None
+            return [self._secure_sum(grid, answered, group)] if answered else []
+        return [records.from_array_record(got.ok[s.node_id][reply_key]) for s in answered]
 
     def _survival_counts(
         self, grid: GridLike, sites: Sequence[SiteInfo], generator: Any, base: Mapping[str, Any],
@@ -537,15 +546,8 @@ class FedAvgStrategy(Strategy):
             return None
         from fedsynth.generators.survival_strata import sum_survival_counts
 
-        group = f"survival-{server_round}"
-        tag = {"secagg_tag": group} if secure else {}
-        msg = RecordDict({"config": records.to_config_record({**base, "server_round": server_round, **tag})})
-        got = self.ask(grid, sites, "query.survival_counts", same_for_all(msg), group_id=group)
-        answered = [s for s in sites if s.node_id in got.ok]
-        if secure:
-            stats = [self._secure_sum(grid, answered, group)] if answered else []
-        else:
-            stats = [records.from_array_record(got.ok[s.node_id]["survival"]) for s in answered]
+        stats = self._site_counts(grid, sites, "query.survival_counts", f"survival-{server_round}", base,
+                                  server_round, "survival", secure=secure)
         if not stats:
             return None
         summed = sum_survival_counts(stats)
