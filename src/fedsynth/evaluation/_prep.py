@@ -125,13 +125,13 @@ def bin_codes(series: pd.Series, edges: np.ndarray) -> np.ndarray:
 
 
 def same_size_sample(
-    synthetic_data: pd.DataFrame, n: int, rng: np.random.Generator
+    synthetic_data: pd.DataFrame, n: int, rng: np.random.Generator, factor: int = 1
 ) -> pd.DataFrame:
-    """Rows of ``synthetic_data`` for tests of significance: a sample without replacement of the real
-    data's size when the synthetic table is larger, else the whole table."""
-    if len(synthetic_data) <= n:
+    """Rows of ``synthetic_data`` for tests of significance: a sample without replacement of ``factor`` times the
+    real data's size ``n`` when the synthetic table is larger, else the whole table."""
+    if len(synthetic_data) <= factor * n:
         return synthetic_data
-    idx = rng.choice(len(synthetic_data), size=n, replace=False)
+    idx = rng.choice(len(synthetic_data), size=factor * n, replace=False)
     return synthetic_data.iloc[np.sort(idx)]
 
 
