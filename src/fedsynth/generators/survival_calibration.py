@@ -34,7 +34,13 @@ same estimator on both sides), by one of two targets:
 - ``target="hazard"``: the level's observed over expected events under the real pooled hazard of the stratum
   (:func:`pooled_hazard`, :func:`hazard_ratios`: the level's hazard ratio in a Poisson model with the baseline's
   expected events as offset, Laird & Olivier, 1981); the error is ``log(synthetic / real ratio)`` (times scaled by
-  ``f`` divide a constant hazard by ``f``). It uses every event of the level and is defined whatever its median.
+  ``f`` divide a constant hazard by ``f``). It uses every event of the level and is defined whatever its median;
+- ``target="rmst"``: the level's restricted mean survival time (:func:`pwe_rmst`, the area under its curve) up to
+  the endpoint's follow-up horizon (:func:`follow_up_horizon`: the edge by which 90% of the real person-time is
+  spent, near the evaluator's 90th percentile of follow-up); the error is ``log(real / synthetic RMST)`` (times
+  scaled by ``f`` scale the area by about ``f`` while it stays under the horizon). It reads the whole curve up to
+  the horizon, so a level whose median sits where its curve drops steeply (a small level's late deaths) is not
+  matched on that one point while its early years stay wrong.
 
 The factors of one stratum at a time are moved by a damped step ``b += damping * mean over endpoints of the
 error`` (iterative raking, as iterative proportional fitting moves one margin at a time), sweeping the strata until
@@ -86,7 +92,7 @@ from fedsynth.generators.survival_strata import (  # the strata and counts live 
 
 __all__ = [
     "GENE_MIN_FREQ", "CalibrationStratum", "SurvivalCalibration", "calibration_strata", "endpoint_edges",
-    "fit_survival_calibration", "pwe_medians", "stratum_codes", "sum_survival_counts", "survival_counts",
+    "fit_survival_calibration", "follow_up_horizon", "pwe_medians", "pwe_rmst", "stratum_codes", "sum_survival_counts", "survival_counts",
 ]
 
 
@@ -116,6 +122,63 @@ def pwe_medians(events: np.ndarray, person_time: np.ndarray, edges: np.ndarray) 
         if j < len(width) and hazard[i, j] > 0:
             out[i] = edges[j] + (target - cum[i, j]) / hazard[i, j]
     return out
+
+
+def pwe_rmst(events: np.ndarray, person_time: np.ndarray, edges: np.ndarray, horizon: float) -> np.ndarray:
+    """Restricted mean survival time up to ``horizon`` per row of a piecewise-exponential model (hazard
+    ``events / person-time`` per interval): the area under its survival curve ``S(t) = exp(-H(t))``.
+
+    Each interval ``[a, b)`` cut at the horizon adds ``S(a) (1 - exp(-h w)) / h`` (``S(a) w`` where ``h = 0``),
+    with ``w = min(b, horizon) - a``.
+
+    Parameters
+    ----------
+    events, person_time : ndarray of shape (n_levels, n_intervals)
+    edges : ndarray of shape (n_intervals + 1,)
+    horizon : float
+        Upper limit of the area (in the durations' unit); past the last edge the curve is held flat.
+
+    Returns
+    -------
+    ndarray of shape (n_levels,)
+        The area from 0 (the curve is 1 before the first edge) to ``horizon``.
+    """
+    ev = np.atleast_2d(np.asarray(events, dtype=np.float64))
+    pt = np.atleast_2d(np.asarray(person_time, dtype=np.float64))
+    hazard = np.divide(ev, pt, out=np.zeros_like(ev), where=pt > 0)
+    e = np.asarray(edges, dtype=np.float64)
+    width = np.clip(np.minimum(e[1:], horizon) - e[:-1], 0.0, None)
+    hw = hazard * width
+    start = np.exp(-np.concatenate([np.zeros((len(ev), 1)), np.cumsum(hw, axis=1)[:, :-1]], axis=1))
+    area = np.where(hazard > 0, start * -np.expm1(-hw) / np.where(hazard > 0, hazard, 1.0), start * width)
+    tail = max(0.0, float(horizon) - float(e[-1])) * np.exp(-hw.sum(axis=1))
+    lead = min(max(float(e[0]), 0.0), float(horizon))  # before the first edge every row is alive
+    out: np.ndarray = area.sum(axis=1) + tail + lead
+    return out
+
+
+def follow_up_horizon(person_time: np.ndarray, edges: np.ndarray, share: float = 0.9) -> float:
+    """The edge by which ``share`` of all person-time is spent (from the summed counts: the follow-up horizon of
+    an RMST, near the evaluator's real 90th percentile of follow-up).
+
+    Parameters
+    ----------
+    person_time : ndarray of shape (n_levels, n_intervals)
+        Any stratum's person-time (its levels together hold every row's).
+    edges : ndarray of shape (n_intervals + 1,)
+    share : float, default 0.9
+
+    Returns
+    -------
+    float
+        The first edge whose cumulative person-time reaches ``share`` of the total (the last edge if none).
+    """
+    pt = np.atleast_2d(np.asarray(person_time, dtype=np.float64)).sum(axis=0)
+    cum = np.cumsum(pt)
+    if cum[-1] <= 0:
+        return float(edges[-1])
+    j = int(np.searchsorted(cum, share * cum[-1], side="left"))
+    return float(edges[min(j + 1, len(edges) - 1)])
 
 
 def pooled_hazard(events: np.ndarray, person_time: np.ndarray) -> np.ndarray:
@@ -348,9 +411,10 @@ def fit_survival_calibration(
         Per synthetic row, the stratum column it was drawn for (a conditional draw on one of its levels, the way
         control arms are drawn); a stratum's medians are then read on its own rows only ("" : a row of an
         unconditioned draw, read for every stratum). ``None``: every row is read for every stratum.
-    target : {"median", "hazard"}, default "median"
-        What a level matches: its piecewise-exponential median, or its observed over expected events under the
-        real pooled hazard (module docstring).
+    target : {"median", "hazard", "rmst"}, default "median"
+        What a level matches: its piecewise-exponential median, its observed over expected events under the
+        real pooled hazard, or its restricted mean survival time up to the endpoint's follow-up horizon
+        (module docstring).
 
     Returns
     -------
@@ -363,8 +427,8 @@ def fit_survival_calibration(
            and ep.event_col in synthetic_data.columns]
     if endpoints not in ("all", "first", "each"):
         raise ValueError(f"endpoints must be 'all', 'first' or 'each'; got {endpoints!r}")
-    if target not in ("median", "hazard"):
-        raise ValueError(f"target must be 'median' or 'hazard'; got {target!r}")
+    if target not in ("median", "hazard", "rmst"):
+        raise ValueError(f"target must be 'median', 'hazard' or 'rmst'; got {target!r}")
     # Groups of endpoints that share one factor: (the endpoints whose errors move it, the endpoints it scales).
     if endpoints == "each":
         groups = [([i], [i]) for i in range(len(eps))]
@@ -377,24 +441,30 @@ def fit_survival_calibration(
     real_med: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels), NaN where no target
     real_smr: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels) observed / expected events, real
     baseline: dict[str, list[np.ndarray]] = {}  # column -> per endpoint the real pooled hazard per interval
+    real_rmst: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels) RMST up to the endpoint's horizon
+    horizons: dict[int, float] = {}  # endpoint index -> real follow-up horizon (first stratum with counts)
     codes: dict[str, np.ndarray] = {}  # each row's level (the factor it takes)
     read: dict[str, np.ndarray] = {}  # the level a row is read for in the stratum's medians (-1: not read)
     for st in kept:
         n_real = counts[f"n{SEP}{st.column}"]
-        rows, smrs, bases = [], [], []
-        for ep in eps:
+        rows, smrs, bases, areas = [], [], [], []
+        for k, ep in enumerate(eps):
             d, t = counts.get(f"d{SEP}{ep.name}{SEP}{st.column}"), counts.get(f"t{SEP}{ep.name}{SEP}{st.column}")
             n_int = len(edges[ep.name]) - 1
+            nan = np.full(len(st.labels), np.nan)
             if d is None or t is None:
-                med, smr, base = np.full(len(st.labels), np.nan), np.full(len(st.labels), np.nan), np.zeros(n_int)
+                med, smr, area, base = nan, nan, nan, np.zeros(n_int)
             else:
+                horizons.setdefault(k, follow_up_horizon(t, edges[ep.name]))
                 med, base = pwe_medians(d, t, edges[ep.name]), pooled_hazard(d, t)
-                smr = hazard_ratios(d, t, base)
+                smr, area = hazard_ratios(d, t, base), pwe_rmst(d, t, edges[ep.name], horizons[k])
             rows.append(np.where(n_real >= floor, med, np.nan))
             smrs.append(np.where(n_real >= floor, smr, np.nan))
+            areas.append(np.where(n_real >= floor, area, np.nan))
             bases.append(base)
         real_med[st.column] = np.array(rows).reshape(len(eps), len(st.labels))
         real_smr[st.column] = np.array(smrs).reshape(len(eps), len(st.labels))
+        real_rmst[st.column] = np.array(areas).reshape(len(eps), len(st.labels))
         baseline[st.column] = bases
         codes[st.column] = stratum_codes(synthetic_data, st)
         if drawn_for is not None:
@@ -426,6 +496,10 @@ def fit_survival_calibration(
             syn, real = hazard_ratios(ev, pt, baseline[st.column][i]), real_smr[st.column][i]
             ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (real > 0) & (n_syn >= min_rows)
             return np.where(ok, np.log(np.where(ok, syn, 1.0) / np.where(ok, real, 1.0)), np.nan)
+        if target == "rmst":
+            syn, real = pwe_rmst(ev, pt, edges[eps[i].name], horizons.get(i, float(edges[eps[i].name][-1]))), real_rmst[st.column][i]
+            ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (real > 0) & (n_syn >= min_rows)
+            return np.where(ok, np.log(np.where(ok, real, 1.0) / np.where(ok, syn, 1.0)), np.nan)
         syn, real = pwe_medians(ev, pt, edges[eps[i].name]), real_med[st.column][i]
         ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (n_syn >= min_rows)
         return np.where(ok, np.log(np.where(ok, real, 1.0) / np.where(ok, syn, 1.0)), np.nan)

@@ -7,13 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines import CoxPHFitter, KaplanMeierFitter
+from scipy import stats
 from lifelines.utils import restricted_mean_survival_time
 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
 from fedsynth.evaluation.cox import COX_PENALIZER
 from fedsynth.evaluation.strata import band_labels, default_strata, resolve_strata, stratum_labels
 from fedsynth.evaluation.survival_effects import (
+    EFFECT_ROWS_FACTOR,
     effect_score,
+    expected_lost_by_chance,
     endpoint_rule_report,
     fidelity,
     group_score,
@@ -119,6 +122,70 @@ def test_effect_figures_equal_lifelines_coxph():
     assert row["p_synthetic"] == pytest.approx(cph_s.summary.loc["x", "p"], rel=1e-3)
     assert row["ci_covers_real"] == bool(lo <= cph_r.params_["x"] <= hi)
     assert row["log_hr_difference"] == pytest.approx(cph_s.params_["x"] - cph_r.params_["x"], abs=1e-5)
+
+
+def test_a_larger_synthetic_table_is_read_at_the_real_size_against_lifelines():
+    # Setup: 200 real rows, 1,000 synthetic rows (m / n = 5 <= EFFECT_ROWS_FACTOR: every row is fitted)
+    real, syn = _toy(200, 0), _toy(1000, 1, effect=0.6)
+    # Run
+    out = survival_effects(real, syn, _toy_schema(), rng=np.random.default_rng(0))
+    # Assert: lifelines on all 1,000 rows, its SE times sqrt(1000 / 200), the Wald p and interval from that SE
+    row = next(e for e in out["effects"] if e["variable"] == "x")
+    cph_s = CoxPHFitter(penalizer=COX_PENALIZER).fit(syn[["x", "T", "E"]], "T", "E")
+    b, se_n = cph_s.params_["x"], cph_s.standard_errors_["x"] * np.sqrt(5)
+    assert row["log_hr_synthetic"] == pytest.approx(b, abs=1e-5)
+    assert row["se_synthetic"] == pytest.approx(se_n, rel=1e-4)
+    assert row["p_synthetic"] == pytest.approx(2 * stats.norm.sf(abs(b) / se_n), rel=1e-3)
+    assert row["ci_synthetic"] == pytest.approx([b - 1.959964 * se_n, b + 1.959964 * se_n], abs=1e-4)
+    assert out["counts"]["synthetic_rows_for_effects"] == 1000
+
+
+def test_the_synthetic_rows_for_effects_stop_at_the_factor_times_the_real_rows():
+    # Setup: a synthetic table 15 times the real one
+    real, syn = _toy(100, 0), _toy(1500, 1)
+    # Run
+    out = survival_effects(real, syn, _toy_schema(), rng=np.random.default_rng(0))
+    # Assert: a sample of EFFECT_ROWS_FACTOR x 100 rows
+    assert out["counts"]["synthetic_rows_for_effects"] == EFFECT_ROWS_FACTOR * 100
+
+
+def test_expected_lost_by_chance_equals_hand_computed_values():
+    # Setup: |z_real| = 1.96 (lost half the time by one same-size draw) and 3.0
+    effects = [{"p_real": 2 * stats.norm.sf(1.959964)}, {"p_real": 2 * stats.norm.sf(3.0)}]
+    # Run / Assert: sum Phi((1.96 - |z|) * sqrt(m / n))
+    assert expected_lost_by_chance(effects, 1.0) == pytest.approx(0.5 + stats.norm.cdf(1.959964 - 3.0), abs=0.005)
+    assert expected_lost_by_chance(effects, 4.0) == pytest.approx(0.5 + stats.norm.cdf(2 * (1.959964 - 3.0)), abs=0.005)
+    assert expected_lost_by_chance(effects, 0.5) == expected_lost_by_chance(effects, 1.0)  # a smaller table: one draw
+    assert expected_lost_by_chance([], 10.0) == 0.0
+
+
+def test_an_effect_reproduced_exactly_is_lost_by_chance_in_one_draw_and_kept_at_the_real_size():
+    # Setup: a borderline real effect (|z| about 2.3) and a generator that reproduces it exactly: synthetic rows
+    # drawn from the real rows' own model (covariate and log HR as estimated on the real rows)
+    n, draws = 300, 40
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=n)
+    t = rng.exponential(np.exp(-0.04 * x)) + 0.01
+    real = pd.DataFrame({"x": x, "c": np.where(rng.random(n) < 0.5, "a", "b"), "T": t, "E": 1.0})
+    beta = CoxPHFitter(penalizer=COX_PENALIZER).fit(real[["x", "T", "E"]], "T", "E").params_["x"]
+
+    def model_draw(m: int, seed: int) -> pd.DataFrame:
+        g = np.random.default_rng(seed)
+        xs = g.normal(size=m)
+        return pd.DataFrame({"x": xs, "c": np.where(g.random(m) < 0.5, "a", "b"),
+                             "T": g.exponential(np.exp(-beta * xs)) + 0.01, "E": 1.0})
+
+    # Run
+    runs = {m: [survival_effects(real, model_draw(m, s), _toy_schema(), rng=np.random.default_rng(s))
+                for s in range(draws)] for m in (n, EFFECT_ROWS_FACTOR * n)}
+    # Assert: the real effect is significant; one same-size draw loses it about as often as expected by chance,
+    # the reading at the real size from 10 x n rows far less often (its own expectation)
+    lost = {m: [next(e for e in r["effects"] if e["variable"] == "x")["lost"] for r in rs] for m, rs in runs.items()}
+    expected = {m: runs[m][0]["counts"]["expected_lost_by_chance"] for m in runs}
+    assert 0.15 < expected[n] < 0.6 and expected[EFFECT_ROWS_FACTOR * n] < expected[n] / 2
+    assert np.mean(lost[n]) == pytest.approx(expected[n], abs=0.2)
+    assert np.mean(lost[EFFECT_ROWS_FACTOR * n]) == pytest.approx(expected[EFFECT_ROWS_FACTOR * n], abs=0.15)
+    assert np.mean(lost[EFFECT_ROWS_FACTOR * n]) < np.mean(lost[n])
 
 
 def test_a_perfect_copy_scores_one_and_raises_no_flag(mds_split):

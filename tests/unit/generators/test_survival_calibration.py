@@ -19,9 +19,11 @@ from fedsynth.generators.survival_calibration import (
     cap_time_order,
     endpoint_edges,
     fit_survival_calibration,
+    follow_up_horizon,
     hazard_ratios,
     pooled_hazard,
     pwe_medians,
+    pwe_rmst,
     sum_survival_counts,
     survival_counts,
 )
@@ -336,6 +338,46 @@ def test_hazard_matching_finds_the_factor_of_a_level_whose_median_lies_past_foll
     # control: matching medians gives a no target of its own, so it takes b's factor (3, not 2)
     a = (real["GROUP"] == "a").to_numpy()
     assert np.exp(old.row_log_factors(synthetic))[a].mean() == pytest.approx(3.0, rel=0.02)
+
+
+def test_pwe_rmst_and_the_follow_up_horizon_match_hand_computations() -> None:
+    # Setup: hazard 1/2 on [0, 1) (1 event over 2 years at risk), 0 on [1, 3), 1 on [3, 5)
+    d, t, e = np.array([[1.0, 0.0, 2.0]]), np.array([[2.0, 4.0, 2.0]]), np.array([0.0, 1.0, 3.0, 5.0])
+    # Run / Assert: area = (1 - e^-0.5) / 0.5 + e^-0.5 * 2 + e^-0.5 * (1 - e^-2) / 1 up to 5
+    s1 = math.exp(-0.5)
+    assert pwe_rmst(d, t, e, 5.0)[0] == pytest.approx((1 - s1) / 0.5 + 2 * s1 + s1 * (1 - math.exp(-2.0)))
+    # cut inside the second interval: (1 - e^-0.5) / 0.5 + e^-0.5 * 1.5
+    assert pwe_rmst(d, t, e, 2.5)[0] == pytest.approx((1 - s1) / 0.5 + 1.5 * s1)
+    # past the last edge the curve is held flat; before a first edge above 0 it is 1
+    assert pwe_rmst(d, t, e, 6.0)[0] == pytest.approx(pwe_rmst(d, t, e, 5.0)[0] + s1 * math.exp(-2.0))
+    assert pwe_rmst(np.array([[0.0]]), np.array([[3.0]]), np.array([1.0, 4.0]), 3.0)[0] == pytest.approx(3.0)
+    # one constant hazard: the exponential's (1 - e^{-h tau}) / h
+    assert pwe_rmst(np.array([[4.0]]), np.array([[10.0]]), np.array([0.0, 100.0]), 2.0)[0] == pytest.approx(
+        (1 - math.exp(-0.8)) / 0.4)
+    # horizon: person-time 2, 4, 2 (of 8) per interval -> 90% (7.2) is reached in the third, which ends at 5;
+    # with levels summed, and 50% (4) reached at the end of the second interval (edge 3)
+    assert follow_up_horizon(t, e) == 5.0
+    assert follow_up_horizon(np.array([[1.0, 2.0, 0.0], [1.0, 2.0, 2.0]]), e, share=0.5) == 3.0
+
+
+def test_rmst_matching_finds_the_hand_computed_factor_of_each_level() -> None:
+    # Setup: GROUP a lives past follow-up at its median (no median target); the synthetic rows are the real rows
+    # with every time of a halved and of b divided by 3
+    schema = _schema()
+    real = _long_lived(4000, 10)
+    domain = Domain.from_data(real, schema, n_bins=10)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    shrink = np.where(real["GROUP"] == "a", 2.0, 3.0)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=300,
+                                   target="rmst", endpoints="each")
+    # Assert: factors 2 (a) and 3 (b) for each endpoint (to 1%: a's area, cut at the horizon, moves slowly with its
+    # factor, so the damped raking nears it slowly); the median target has none of its own for a
+    for ep in ("OS", "LFS"):
+        np.testing.assert_allclose(np.exp(cal.row_log_factors(synthetic, ep)), shrink, rtol=1e-2)
+    np.testing.assert_allclose(cal.apply(synthetic, schema, domain)["OS_YEARS"], real["OS_YEARS"], rtol=1e-2)
 
 
 def test_a_factor_per_endpoint_matches_each_endpoint_and_keeps_the_time_order() -> None:
