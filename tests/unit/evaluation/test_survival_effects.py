@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from lifelines import CoxPHFitter, KaplanMeierFitter
-from scipy import stats
 from lifelines.utils import restricted_mean_survival_time
+from scipy import stats
 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
 from fedsynth.evaluation.cox import COX_PENALIZER
@@ -16,8 +16,8 @@ from fedsynth.evaluation.strata import band_labels, default_strata, resolve_stra
 from fedsynth.evaluation.survival_effects import (
     EFFECT_ROWS_FACTOR,
     effect_score,
-    expected_lost_by_chance,
     endpoint_rule_report,
+    expected_lost_by_chance,
     fidelity,
     group_score,
     km_distance,
