@@ -22,7 +22,7 @@ training-size rows alone (one same-size draw, as measured before the effects wer
 ``expected_lost_by_chance`` is what a generator that reproduced every effect exactly would lose to that draw).
 
 Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm,ctgan,gaussian_copula,tvae] [--seeds 0,1,2]
-       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--cal-variants JSON] [--out FILE]
+       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--no-arms] [--cal-variants JSON] [--out FILE]
        [--keep-from FILE ...] [--fits-dir DIR]
 Writes ONE results file for every generator and peer, benchmarks/results/arms.json (or --out): the rows of this
 call, plus the rows of (generator, seed) pairs it did not measure, kept from the file already there and from any
@@ -264,6 +264,7 @@ def main() -> None:
     ap.add_argument("--ctgan-set", action="append", default=[], help="--set override of configs/fedavg_ctgan.yaml")
     ap.add_argument("--n", type=int, default=300, help="patients per arm (larger: the model's bias, less noise)")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the survival-effect fidelity")
+    ap.add_argument("--no-arms", action="store_true", help="skip the arms (the survival-effect fidelity only)")
     ap.add_argument("--compare-conditioning", action="store_true",
                     help="VAE-BGM: draw each arm with each mode of VAE_MODES (same fit; 'components')")
     ap.add_argument("--vae-modes", default=",".join(VAE_MODES), help="the modes --compare-conditioning draws")
@@ -302,7 +303,7 @@ def main() -> None:
             for variant in variants:
                 if variant is not None:
                     _set_calibration(gen, variant)
-                for arm_name in ARMS:
+                for arm_name in () if args.no_arms else ARMS:
                     crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
                     req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
                     def eligible(frame: Any, req: Any = req) -> Any:
