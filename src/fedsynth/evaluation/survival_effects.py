@@ -24,14 +24,18 @@ CSF/GSF: numeric columns as they are, one indicator per categorical level, genes
 within clinical variables and within genes over all endpoints), fitted again on the synthetic table and read **at
 the real data's size** ``n`` (so sample size neither helps nor hurts):
 
-- the synthetic fit uses up to ``EFFECT_ROWS_FACTOR * n`` synthetic rows (``m``; a sample without replacement
-  when the table is larger, the whole table otherwise), and its Wald standard error is rescaled to ``n`` rows,
-  ``se_n = se_m * sqrt(m / n)`` when ``m > n`` (the Wald SE of a Cox coefficient shrinks as one over the square root
-  of the rows drawn from one distribution; Tsiatis, 1981, Ann. Statist. 9:93-108). ``z = beta_syn / se_n`` is then
-  what a synthetic sample of the real data's size would show, without the chance of one draw: a single draw
-  of ``n`` rows (``m = n``, a synthetic table no larger than the real one) scatters ``z`` by 1 around it, so an
-  effect with real ``|z|`` near 1.96 is lost half the time even by a generator that reproduced it exactly;
-  ``m = 10 n`` leaves a scatter of 0.32;
+- the synthetic fit uses up to ``EFFECT_ROWS_FACTOR * n`` synthetic rows (a sample without replacement when the
+  table is larger, the whole table otherwise), and its Wald standard error is rescaled to the real fit's size,
+  ``se_n = se_m * sqrt(m / n)`` with ``m`` and ``n`` the rows the synthetic and the real fit used (the Wald SE of
+  a Cox coefficient shrinks as one over the square root of the rows drawn from one distribution, Tsiatis, 1981,
+  Ann. Statist. 9:93-108; the penalty, scaled by the rows, keeps that exact). ``z = beta_syn / se_n`` is then what
+  a synthetic sample of the real data's size would show, with less of one draw's chance: a draw of ``m`` rows
+  scatters ``z`` by ``sqrt(n / m)`` around it, so with ``m = n`` (a synthetic table of the real size, as a run's
+  snapshot is by default) an effect with real ``|z|`` near 1.96 is lost half the time even by a generator that
+  reproduced it exactly; ``m = 10 n`` narrows the scatter to 0.32 (a borderline effect is still lost about half
+  the time; one at ``|z| = 2.5`` almost never). A smaller table (``m < n``) is read at the real size too, with a
+  wider scatter. For a rare level the rescaled SE is the large-sample one, somewhat narrower than a real
+  ``n``-row fit would give;
 - **log-HR difference** ``beta_syn - beta_real``;
 - **CI covers**: whether the synthetic Wald 95% interval at the real size ``beta_syn +/- 1.96 se_n`` contains
   ``beta_real``;
@@ -40,7 +44,7 @@ the real data's size** ``n`` (so sample size neither helps nor hurts):
 
 ``counts.expected_lost_by_chance`` is how many effects a generator that reproduced every real effect exactly
 would still lose to the synthetic rows' sampling noise alone: ``sum Phi((1.96 - |z_real|) * sqrt(m / n))``
-(0.0 when ``m`` is large; for ``m = n`` it is also what a fresh real sample of the same size would lose).
+(:func:`expected_lost_by_chance`; with ``m = n`` about what a fresh real sample of the same size would lose).
 
 Survival-effect fidelity
 ------------------------
@@ -258,7 +262,6 @@ def _effect_rows(
 ) -> list[dict[str, Any]]:
     """The real-significant effects, the synthetic ones read at the real data's size (module docstring)."""
     fit = coxph_univariate if engine == "lifelines" else univariate_cox
-    se_scale = math.sqrt(len(syn_test) / len(real_data)) if len(syn_test) > len(real_data) else 1.0
     families = {"clinical": cox_design(real_data, schema, cols.clinical),
                 "genomic": cox_design(real_data, schema, cols.genomic)}
     rows: list[dict[str, Any]] = []
@@ -272,12 +275,15 @@ def _effect_rows(
             fits = [fit(f[ep.duration_col].to_numpy(float), f[ep.event_col].to_numpy(float), design_matrix(f, design))
                     for f in (real_data, syn_test)]
             for i, (name, _, _) in enumerate(design):
-                b_s, se_n = float(fits[1]["coef"][i]), float(fits[1]["se"][i]) * se_scale
-                p_n = float(2 * stats.norm.sf(abs(b_s) / se_n)) if se_scale != 1.0 else float(fits[1]["p"][i])
+                # Read at the real fit's size: the rows each fit used (the covariate and endpoint known).
+                n_r, n_s = float(fits[0]["n"][i]), float(fits[1]["n"][i])
+                ratio = n_s / n_r if n_r > 0 and n_s > 0 else float("nan")
+                b_s, se_n = float(fits[1]["coef"][i]), float(fits[1]["se"][i]) * math.sqrt(ratio)
+                p_n = float(2 * stats.norm.sf(abs(b_s) / se_n)) if np.isfinite(se_n) and se_n > 0 else float("nan")
                 fam_rows.append({"endpoint": ep.name, "family": fam, "variable": name,
                                  "log_hr_real": float(fits[0]["coef"][i]), "se_real": float(fits[0]["se"][i]),
                                  "p_real": float(fits[0]["p"][i]), "log_hr_synthetic": b_s,
-                                 "se_synthetic": se_n, "p_synthetic": p_n})
+                                 "se_synthetic": se_n, "p_synthetic": p_n, "rows_ratio": ratio})
         p = np.array([r["p_real"] for r in fam_rows], dtype=float)
         q = np.full_like(p, np.nan)
         fin = np.isfinite(p)
@@ -297,28 +303,32 @@ def _effect_rows(
     return rows
 
 
-def expected_lost_by_chance(effects: Sequence[Mapping[str, Any]], rows_ratio: float) -> float:
+def expected_lost_by_chance(effects: Sequence[Mapping[str, Any]]) -> float:
     """Effects a generator that reproduced every real effect exactly would still lose to sampling noise.
 
     Such a generator's ``z`` at the real size is ``N(z_real, n / m)`` over draws of ``m`` synthetic rows (the SE
     rescaled as in the module docstring), and an effect is lost when ``|z| < 1.96``; so the expectation is
     ``sum Phi((1.96 - |z_real|) * sqrt(m / n))`` over the real-significant effects (the far tail, a significant
-    effect of the other sign, is below 1e-8 and left out).
+    effect of the other sign, is left out; so is the selection of effects by their real significance, which makes
+    ``|z_real|`` an overestimate of the true effect: the count is a floor for a fresh real sample).
 
     Parameters
     ----------
     effects : sequence of mapping
-        Rows of :func:`survival_effects`' ``effects`` (``p_real`` used: ``|z_real| = Phi^-1(1 - p_real / 2)``).
-    rows_ratio : float
-        ``m / n``, synthetic rows fitted over real rows (1 for a single same-size draw; below 1 is taken as 1).
+        Rows of :func:`survival_effects`' ``effects``: ``p_real`` (``|z_real| = Phi^-1(1 - p_real / 2)``) and
+        ``rows_ratio`` (``m / n`` of the effect's two fits; 1 when absent: one same-size draw). Rows with either
+        undefined are left out.
 
     Returns
     -------
     float
         The expected count, rounded to 0.01.
     """
-    z = stats.norm.isf(np.array([e["p_real"] for e in effects], dtype=float) / 2)
-    return round(float(stats.norm.cdf((Z95 - z) * math.sqrt(max(1.0, rows_ratio))).sum()), 2)
+    p = np.array([e["p_real"] for e in effects], dtype=float)
+    r = np.array([e.get("rows_ratio", 1.0) for e in effects], dtype=float)
+    ok = np.isfinite(p) & np.isfinite(r) & (r > 0)
+    z = stats.norm.isf(p[ok] / 2)
+    return round(float(stats.norm.cdf((Z95 - z) * np.sqrt(r[ok])).sum()), 2)
 
 
 def endpoint_rule_report(
@@ -425,7 +435,7 @@ def survival_effects(
         "endpoint_rules": rules,
         "strata": [st.column for st in specs],
         "counts": {"groups": len(groups), "effects": len(effects), "effects_lost": sum(e["lost"] for e in effects),
-                   "expected_lost_by_chance": expected_lost_by_chance(effects, len(syn_test) / len(real_data)),
+                   "expected_lost_by_chance": expected_lost_by_chance(effects),
                    "synthetic_rows_for_effects": len(syn_test),
                    "median_errors_over_15pct": sum(1 for g in groups if (g["median_error"] or 0) > MEDIAN_FLAG),
                    "rule_violations_synthetic": sum(r["violations_synthetic"] for r in rules)},

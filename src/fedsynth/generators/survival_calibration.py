@@ -147,6 +147,7 @@ def pwe_rmst(events: np.ndarray, person_time: np.ndarray, edges: np.ndarray, hor
     pt = np.atleast_2d(np.asarray(person_time, dtype=np.float64))
     hazard = np.divide(ev, pt, out=np.zeros_like(ev), where=pt > 0)
     e = np.asarray(edges, dtype=np.float64)
+    horizon = max(0.0, float(horizon))
     width = np.clip(np.minimum(e[1:], horizon) - e[:-1], 0.0, None)
     hw = hazard * width
     start = np.exp(-np.concatenate([np.zeros((len(ev), 1)), np.cumsum(hw, axis=1)[:, :-1]], axis=1))

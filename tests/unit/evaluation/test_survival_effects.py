@@ -150,13 +150,33 @@ def test_the_synthetic_rows_for_effects_stop_at_the_factor_times_the_real_rows()
 
 
 def test_expected_lost_by_chance_equals_hand_computed_values():
-    # Setup: |z_real| = 1.96 (lost half the time by one same-size draw) and 3.0
-    effects = [{"p_real": 2 * stats.norm.sf(1.959964)}, {"p_real": 2 * stats.norm.sf(3.0)}]
+    # Setup: |z_real| = 1.96 (lost half the time by one same-size draw) and 3.0, read from m / n = 1, 4 and 0.5
+    z196, z3 = 2 * stats.norm.sf(1.959964), 2 * stats.norm.sf(3.0)
+
+    def effects(ratio: float) -> list[dict[str, float]]:
+        return [{"p_real": z196, "rows_ratio": ratio}, {"p_real": z3, "rows_ratio": ratio}]
+
     # Run / Assert: sum Phi((1.96 - |z|) * sqrt(m / n))
-    assert expected_lost_by_chance(effects, 1.0) == pytest.approx(0.5 + stats.norm.cdf(1.959964 - 3.0), abs=0.005)
-    assert expected_lost_by_chance(effects, 4.0) == pytest.approx(0.5 + stats.norm.cdf(2 * (1.959964 - 3.0)), abs=0.005)
-    assert expected_lost_by_chance(effects, 0.5) == expected_lost_by_chance(effects, 1.0)  # a smaller table: one draw
-    assert expected_lost_by_chance([], 10.0) == 0.0
+    assert expected_lost_by_chance(effects(1.0)) == pytest.approx(0.5 + stats.norm.cdf(1.959964 - 3.0), abs=0.005)
+    assert expected_lost_by_chance(effects(4.0)) == pytest.approx(0.5 + stats.norm.cdf(2 * (1.959964 - 3.0)), abs=0.005)
+    assert expected_lost_by_chance(effects(0.5)) == pytest.approx(
+        0.5 + stats.norm.cdf(np.sqrt(0.5) * (1.959964 - 3.0)), abs=0.005)  # a smaller table: a wider scatter
+    assert expected_lost_by_chance([{"p_real": z3}]) == pytest.approx(stats.norm.cdf(1.959964 - 3.0), abs=0.005)
+    assert expected_lost_by_chance([{"p_real": float("nan"), "rows_ratio": 1.0}, {"p_real": z3, "rows_ratio": 1.0}]) == \
+        pytest.approx(stats.norm.cdf(1.959964 - 3.0), abs=0.005)  # an undefined row is left out
+    assert expected_lost_by_chance([]) == 0.0
+
+
+def test_a_smaller_synthetic_table_is_read_at_the_real_size_too():
+    # Setup: 300 real rows, 150 synthetic rows
+    real, syn = _toy(300, 0), _toy(150, 1, effect=0.6)
+    # Run
+    out = survival_effects(real, syn, _toy_schema(), rng=np.random.default_rng(0))
+    # Assert: lifelines' SE on the 150 rows times sqrt(150 / 300), the row ratio recorded
+    row = next(e for e in out["effects"] if e["variable"] == "x")
+    cph_s = CoxPHFitter(penalizer=COX_PENALIZER).fit(syn[["x", "T", "E"]], "T", "E")
+    assert row["se_synthetic"] == pytest.approx(cph_s.standard_errors_["x"] * np.sqrt(0.5), rel=1e-4)
+    assert row["rows_ratio"] == 0.5
 
 
 def test_an_effect_reproduced_exactly_is_lost_by_chance_in_one_draw_and_kept_at_the_real_size():
