@@ -376,6 +376,7 @@ def fit_survival_calibration(
     gene_min_freq: float = GENE_MIN_FREQ,
     drawn_for: np.ndarray | None = None,
     target: str = "median",
+    min_share: float = 0.0,
 ) -> SurvivalCalibration:
     """Per-level factors on synthetic durations so that each level's median or hazard matches the real one
     (damped raking).
@@ -412,6 +413,9 @@ def fit_survival_calibration(
         Per synthetic row, the stratum column it was drawn for (a conditional draw on one of its levels, the way
         control arms are drawn); a stratum's medians are then read on its own rows only ("" : a row of an
         unconditioned draw, read for every stratum). ``None``: every row is read for every stratum.
+    min_share : float, default 0
+        Smallest share of the stratum's real rows (in the summed counts) a level's factor is fitted on: a rarer
+        level gets none (its survival is the model's; its median, read on few rows, may mislead the factor).
     target : {"median", "hazard", "rmst"}, default "median"
         What a level matches: its piecewise-exponential median, its observed over expected events under the
         real pooled hazard, or its restricted mean survival time up to the endpoint's follow-up horizon
@@ -438,7 +442,7 @@ def fit_survival_calibration(
         groups = [(first, list(range(len(eps))))]
     else:
         groups = [(list(range(len(eps))), list(range(len(eps))))]
-    floor = max(int(min_rows), int(min_count))
+    floor_rows = max(int(min_rows), int(min_count))
     real_med: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels), NaN where no target
     real_smr: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels) observed / expected events, real
     baseline: dict[str, list[np.ndarray]] = {}  # column -> per endpoint the real pooled hazard per interval
@@ -448,6 +452,7 @@ def fit_survival_calibration(
     read: dict[str, np.ndarray] = {}  # the level a row is read for in the stratum's medians (-1: not read)
     for st in kept:
         n_real = counts[f"n{SEP}{st.column}"]
+        floor = max(floor_rows, float(min_share) * float(np.sum(n_real)))
         rows, smrs, bases, areas = [], [], [], []
         for k, ep in enumerate(eps):
             d, t = counts.get(f"d{SEP}{ep.name}{SEP}{st.column}"), counts.get(f"t{SEP}{ep.name}{SEP}{st.column}")
