@@ -181,6 +181,27 @@ def test_rare_genes_and_levels_under_the_smallest_released_count_get_no_factor()
     np.testing.assert_allclose(np.exp(cal.row_log_factors(synthetic)), 2.0, rtol=0.05)
 
 
+def test_a_level_under_the_smallest_share_gets_no_factor() -> None:
+    # Setup: GENE = 1 holds about 30% of the rows; its times are halved in the synthetic rows, GENE = 0's kept
+    schema = _schema()
+    real = _frame(3000, 7)
+    domain = Domain.from_data(real, schema, n_bins=20)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == "GENE"]
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    share = counts["n|GENE"][1] / counts["n|GENE"].sum()
+    shrink = np.where(real["GENE"] == 1, 2.0, 1.0)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
+    # Run: the share just above and just below GENE = 1's
+    above = fit_survival_calibration(synthetic, counts, schema, domain, strata, min_share=share + 0.01)
+    below = fit_survival_calibration(synthetic, counts, schema, domain, strata, min_share=share - 0.01,
+                                     tol=1e-6, max_sweeps=200)
+    # Assert: above its share GENE = 1 has no factor (every row keeps its time); below, its factor 2 is found
+    mut = (real["GENE"] == 1).to_numpy()
+    np.testing.assert_allclose(np.exp(above.row_log_factors(synthetic)), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.exp(below.row_log_factors(synthetic))[mut], 2.0, rtol=1e-2)
+    np.testing.assert_allclose(np.exp(below.row_log_factors(synthetic))[~mut], 1.0, rtol=1e-2)
+
+
 def test_site_counts_sum_to_the_pooled_counts() -> None:
     # Setup: three sites of one table
     schema = _schema()
