@@ -439,6 +439,7 @@ def survival_effects(
                    "synthetic_rows_for_effects": len(syn_test),
                    "median_errors_over_15pct": sum(1 for g in groups if (g["median_error"] or 0) > MEDIAN_FLAG),
                    "rule_violations_synthetic": sum(r["violations_synthetic"] for r in rules)},
-        "sample": (f"KM figures: whole synthetic table; Cox effects: {len(syn_test)} synthetic rows "
-                   f"({len(syn_test) / len(real_data):.3g} x the real data's), read at the real data's size"),
+        "sample": (f"KM figures and endpoint rules: all {len(synthetic_data)} synthetic rows given; Cox effects: "
+                   f"{len(syn_test)} of them ({len(syn_test) / len(real_data):.3g} x the real rows), read at the real "
+                   "data's size"),
     }

@@ -83,6 +83,11 @@ def test_run_writes_the_run_directory_and_keeps_the_planted_value_out(tmp_path, 
     assert len(model.sample(20, random_state=0)) == 20
     snapshot = pd.read_csv(run_dir / "snapshots" / "round-001.csv")
     assert len(snapshot) == 300
+    # the strict survival figures read 10 x the training rows drawn from the final model, the rest the snapshot
+    final = json.loads((run_dir / "report.json").read_text())["final"]["evaluation"]
+    assert final["survival_effects"]["counts"]["synthetic_rows_for_effects"] == 10 * 2661
+    assert "the evaluated table has 300" in final["survival_effects"]["sample"]
+    assert final["genomics"]["n_synthetic_test_rows"] == 300
     # the planted value is in no artefact
     for path in run_dir.rglob("*"):
         if path.is_file():
