@@ -55,12 +55,19 @@ def _env() -> Any:
     def pct(v: Any, nd: int = 1) -> str:
         return "—" if v is None else f"{100 * float(v):.{nd}f}%"
 
+    def sig(v: Any, digits: int = 3) -> str:
+        """A float to ``digits`` significant digits (a CI bound near 0 keeps its sign and size: -0.000412)."""
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            return fmt(v)
+        return f"{v:.{digits}g}"
+
     def num(v: Any) -> str:
         """A number as written in a criteria file: 65.0 -> 65, 0.5 -> 0.5."""
         return "—" if v is None else f"{float(v):g}"
 
     env.filters["fmt"] = fmt
     env.filters["num"] = num
+    env.filters["sig"] = sig
     env.filters["pct"] = pct
     env.filters["pval"] = _p
     env.filters["hr"] = hazard_ratio_text
