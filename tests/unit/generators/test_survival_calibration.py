@@ -14,6 +14,7 @@ from fedsynth.cohort.constraints import TimeOrder, candidate_rules, rule_holds, 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.survival_calibration import (
+    CalibrationStratum,
     SurvivalCalibration,
     calibration_strata,
     cap_time_order,
@@ -62,6 +63,21 @@ def _frame(n: int, seed: int, names: dict[str, str] | None = None) -> pd.DataFra
                          "LFS_STATUS": lfs_e})
 
 
+def _group_shrunk(
+    real: pd.DataFrame, n_bins: int
+) -> tuple[TableSchema, Domain, list[CalibrationStratum], dict[str, np.ndarray], np.ndarray, pd.DataFrame]:
+    """The GROUP stratum's real counts, and synthetic rows that are the real rows with every time of GROUP a halved
+    and of b divided by 3 (so the hand-computed factors are 2 and 3): schema, domain, strata, counts, the factors
+    per row and the synthetic rows."""
+    schema = _schema()
+    domain = Domain.from_data(real, schema, n_bins=n_bins)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    shrink = np.where(real["GROUP"] == "a", 2.0, 3.0)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
+    return schema, domain, strata, counts, shrink, synthetic
+
+
 def test_pwe_median_matches_a_hand_computation_and_the_exponential_median() -> None:
     # Setup: hazards 1/2 and 1/2 on [0, 1) and [1, 3); cumulative hazard 0.5 at t = 1
     # Run / Assert: ln 2 is reached at 1 + (ln 2 - 0.5) / 0.5
@@ -92,13 +108,8 @@ def test_events_and_person_time_per_level_match_a_hand_count() -> None:
 
 def test_calibration_finds_the_hand_computed_factor_of_each_level() -> None:
     # Setup: the synthetic rows are the real rows with every time of GROUP a halved and of b divided by 3
-    schema = _schema()
     real = _frame(3000, 1)
-    domain = Domain.from_data(real, schema, n_bins=20)
-    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
-    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
-    shrink = np.where(real["GROUP"] == "a", 2.0, 3.0)
-    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
+    schema, domain, strata, counts, shrink, synthetic = _group_shrunk(real, 20)
     # Run
     cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200)
     # Assert: the row factors are 2 (GROUP a) and 3 (GROUP b): the rescaled rows are the real ones
@@ -341,14 +352,9 @@ def _long_lived(n: int, seed: int) -> pd.DataFrame:
 def test_hazard_matching_finds_the_factor_of_a_level_whose_median_lies_past_follow_up() -> None:
     # Setup: GROUP a's real median is past follow-up (no median target); the synthetic rows are the real rows with
     # every time of a halved and of b divided by 3
-    schema = _schema()
     real = _long_lived(4000, 10)
-    domain = Domain.from_data(real, schema, n_bins=10)
-    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
-    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    schema, domain, strata, counts, shrink, synthetic = _group_shrunk(real, 10)
     assert np.isnan(pwe_medians(counts["d|OS|GROUP"], counts["t|OS|GROUP"], endpoint_edges(schema, domain)["OS"])[0])
-    shrink = np.where(real["GROUP"] == "a", 2.0, 3.0)
-    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
     # Run
     cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200,
                                    target="hazard")
@@ -384,13 +390,8 @@ def test_pwe_rmst_and_the_follow_up_horizon_match_hand_computations() -> None:
 def test_rmst_matching_finds_the_hand_computed_factor_of_each_level() -> None:
     # Setup: GROUP a lives past follow-up at its median (no median target); the synthetic rows are the real rows
     # with every time of a halved and of b divided by 3
-    schema = _schema()
     real = _long_lived(4000, 10)
-    domain = Domain.from_data(real, schema, n_bins=10)
-    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
-    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
-    shrink = np.where(real["GROUP"] == "a", 2.0, 3.0)
-    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
+    schema, domain, strata, counts, shrink, synthetic = _group_shrunk(real, 10)
     # Run
     cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=300,
                                    target="rmst", endpoints="each")
