@@ -63,16 +63,24 @@ def _frame(n: int, seed: int, names: dict[str, str] | None = None) -> pd.DataFra
                          "LFS_STATUS": lfs_e})
 
 
+def _one_stratum(
+    real: pd.DataFrame, column: str, n_bins: int, schema: TableSchema | None = None
+) -> tuple[TableSchema, Domain, list[CalibrationStratum], dict[str, np.ndarray]]:
+    """The schema (``_schema()`` unless given), the domain of ``real`` with ``n_bins`` bins, the calibration stratum of
+    ``column`` alone and its real survival counts."""
+    schema = _schema() if schema is None else schema
+    domain = Domain.from_data(real, schema, n_bins=n_bins)
+    strata = [st for st in calibration_strata(schema, domain) if st.column == column]
+    return schema, domain, strata, survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+
+
 def _group_shrunk(
     real: pd.DataFrame, n_bins: int
 ) -> tuple[TableSchema, Domain, list[CalibrationStratum], dict[str, np.ndarray], np.ndarray, pd.DataFrame]:
     """The GROUP stratum's real counts, and synthetic rows that are the real rows with every time of GROUP a halved
     and of b divided by 3 (so the hand-computed factors are 2 and 3): schema, domain, strata, counts, the factors
     per row and the synthetic rows."""
-    schema = _schema()
-    domain = Domain.from_data(real, schema, n_bins=n_bins)
-    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
-    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", n_bins)
     shrink = np.where(real["GROUP"] == "a", 2.0, 3.0)
     synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
     return schema, domain, strata, counts, shrink, synthetic
@@ -194,11 +202,8 @@ def test_rare_genes_and_levels_under_the_smallest_released_count_get_no_factor()
 
 def test_a_level_under_the_smallest_share_gets_no_factor() -> None:
     # Setup: GENE = 1 holds about 30% of the rows; its times are halved in the synthetic rows, GENE = 0's kept
-    schema = _schema()
     real = _frame(3000, 7)
-    domain = Domain.from_data(real, schema, n_bins=20)
-    strata = [st for st in calibration_strata(schema, domain) if st.column == "GENE"]
-    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    schema, domain, strata, counts = _one_stratum(real, "GENE", 20)
     share = counts["n|GENE"][1] / counts["n|GENE"].sum()
     shrink = np.where(real["GENE"] == 1, 2.0, 1.0)
     synthetic = real.assign(OS_YEARS=real["OS_YEARS"] / shrink, LFS_YEARS=real["LFS_YEARS"] / shrink)
@@ -291,11 +296,8 @@ def test_fedavg_sums_the_sites_counts_and_vae_bgm_samples_calibrated_durations(t
 def test_levels_are_read_on_the_rows_drawn_for_their_stratum_when_told() -> None:
     # Setup: rows drawn for GROUP are the real rows at a quarter of their times; rows drawn for another stratum
     # (GENE) at half: GROUP's medians must be read on its own rows only
-    schema = _schema()
     real = _frame(2000, 9)
-    domain = Domain.from_data(real, schema, n_bins=20)
-    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
-    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
     mine = real.assign(OS_YEARS=real["OS_YEARS"] / 4, LFS_YEARS=real["LFS_YEARS"] / 4)
     other = real.assign(OS_YEARS=real["OS_YEARS"] / 2, LFS_YEARS=real["LFS_YEARS"] / 2)
     synthetic = pd.concat([mine, other], ignore_index=True)
@@ -407,10 +409,8 @@ def test_a_factor_per_endpoint_matches_each_endpoint_and_keeps_the_time_order() 
     # for both endpoints can match neither
     real = _frame(3000, 11)
     schema = _schema()
-    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)])
-    domain = Domain.from_data(real, schema, n_bins=20)
-    strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
-    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    schema, domain, strata, counts = _one_stratum(
+        real, "GROUP", 20, schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)]))
     synthetic = real.assign(LFS_YEARS=real["LFS_YEARS"] / 2)
     # Run
     each = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200,
