@@ -386,6 +386,9 @@ def noisy_summary(
         if spec.is_numeric:
             hist = np.asarray(summed[f"{name}/hist"], dtype=float)
             entry.update(_numeric_entry(hist, spec.lower, spec.upper, noise_std, min_count))
+            # The noisy histogram always shows a value (_numeric_entry keeps one cell at least): a noisy missing
+            # count at or over the rows would read as "every value is missing", which the data need not say.
+            entry["n_missing"] = min(missing, max(n - 1, 0))
             if n_modes > 0:
                 entry["modes"] = modes_from_histogram(entry["hist_edges"], entry["hist_counts"], max(n - missing, 1),
                                                       n_modes, rng, min_count=min_count,
@@ -395,17 +398,26 @@ def noisy_summary(
             names = list(labels.get(name, ()))
             threshold = label_release_threshold(noise_std, len(names), min_count)
             kept = kept_labels(names, c, spec.kind, threshold)
-            if names and not kept:
-                # Not "every value is missing" (merge_summaries' words for a column with no values): here every
-                # category fell under the release threshold, a figure of σ and k alone (no patient's value).
+            # Not "every value is missing" (merge_summaries' words for a column with no values): here no category
+            # came through the budget's thresholds, figures of σ and k alone (no patient's value).
+            if spec.kind is ColumnKind.CATEGORICAL and not names:
+                silenced.append(Problem(
+                    f"column {name!r}", "no site named a category of it in the private label selection (a category "
+                    "needs a noisy count over the selection's threshold at one site at this budget)",
+                    fix="raise privacy.epsilon, declare the column's categories in the schema, or leave the column "
+                        "out of the model (its role in the schema)"))
+            elif names and not kept:
                 silenced.append(Problem(
                     f"column {name!r}", f"no category cleared the private domain's release threshold (a category "
                     f"needs a noisy total of about {threshold:.0f} patients over the sites at this budget)",
                     fix="raise privacy.epsilon, or leave the column out of the model (its role in the schema)"))
             entry["counts"] = kept
-            # Suppressed labels' rows count as missing, as a site's own release does.
-            suppressed = int(np.clip(np.rint(c), 0, None).sum()) - sum(kept.values())
-            entry["n_missing"] = min(n, missing + max(suppressed, 0))
+            # Suppressed labels' rows count as missing, as a site's own release does; the kept labels' rows are
+            # observed whatever the noise on the other cells (the rows never fall under the kept total).
+            released = sum(kept.values())
+            suppressed = int(np.clip(np.rint(c), 0, None).sum()) - released
+            entry["n"] = n = max(n, released)
+            entry["n_missing"] = min(n - released, missing + max(suppressed, 0))
         columns[name] = entry
     if silenced:
         raise ValidationError("The private domain", silenced)

@@ -352,3 +352,71 @@ def test_a_column_whose_every_label_falls_under_the_release_threshold_is_named_w
     # Control: with less noise both columns are released
     out = noisy_summary(summed, labels, schema, holders={"A": ["s"], "B": ["s"]}, noise_std=1.0, min_count=5)
     assert set(out["columns"]["B"]["counts"]) == {"x", "y", "z"}
+
+
+def test_noise_on_the_other_cells_never_hides_a_released_category() -> None:
+    # Setup: B (binary) and C (categorical) are held by the same sites, so their rows are one estimate, pulled
+    # down by B's small total to about 1,409; C keeps "a" (60) and its noisy missing count (2,000) is over that
+    # estimate. Before, C's missing count was clipped to the rows (n_missing == n), and merge_summaries then
+    # stopped the run with "every value is missing at every site" though "a" was released.
+    from fedsynth.cohort.schema import ColumnKind, ColumnSpec
+    from fedsynth.encoding.domain import merge_summaries
+    from fedsynth.encoding.dp_domain import label_release_threshold, noisy_summary
+
+    schema = TableSchema((ColumnSpec("B", ColumnKind.BINARY),
+                          ColumnSpec("C", ColumnKind.CATEGORICAL, categories=("a", "b", "c", "d"))), ())
+    labels = {"B": ["0", "1"], "C": ["a", "b", "c", "d"]}
+    summed = {"B/labels": np.array([500.0, 500.0]), "B/missing": np.array([0.0]),
+              "C/labels": np.array([60.0, 10.0, 10.0, 10.0]), "C/missing": np.array([2000.0])}
+    assert 10 < label_release_threshold(4.0, 4, 5) < 60
+    # Run
+    out = noisy_summary(summed, labels, schema, holders={"B": ["s"], "C": ["s"]}, noise_std=4.0, min_count=5)
+    # Assert: "a"'s 60 rows stay observed, the rest of the rows are missing; the merge takes the summary
+    c = out["columns"]["C"]
+    assert c["counts"] == {"a": 60}
+    assert c["n"] - c["n_missing"] == 60 and c["n_missing"] > 0
+    domain = merge_summaries([out], schema)
+    assert domain["C"].categories == ("a",)
+
+
+def test_a_column_no_site_named_a_category_of_is_named_with_the_fix() -> None:
+    # Setup: C's categories are not declared and no site's label selection named one (every row then counts as
+    # missing). Before, the run stopped with "every value is missing at every site", which was not what happened.
+    from fedsynth.cohort.schema import ColumnKind, ColumnSpec
+    from fedsynth.encoding.dp_domain import noisy_summary
+    from fedsynth.errors import ValidationError
+
+    schema = TableSchema((ColumnSpec("C", ColumnKind.CATEGORICAL), ColumnSpec("D", ColumnKind.CATEGORICAL)), ())
+    summed = {"C/labels": np.zeros(0), "C/missing": np.array([900.0]),
+              "D/labels": np.array([500.0, 400.0]), "D/missing": np.array([0.0])}
+    # Run / Assert: C named, with what to change; D not
+    with pytest.raises(ValidationError) as err:
+        noisy_summary(summed, {"C": [], "D": ["x", "y"]}, schema, holders={"C": ["s"], "D": ["s"]}, noise_std=4.0,
+                      min_count=5)
+    text = " ".join(str(err.value).split())
+    assert "column 'C': no site named a category of it in the private label selection" in text
+    assert "declare the column's categories in the schema" in text and "column 'D'" not in text
+    assert "every value is missing" not in text and "900" not in text
+
+
+def test_a_numeric_columns_noisy_missing_count_over_its_rows_leaves_one_value() -> None:
+    # Setup: X and Y held by the same sites; Y's noisy missing count is over the rows estimated for both. Before,
+    # Y read as all missing and the run stopped with "every value is missing at every site".
+    from fedsynth.cohort.schema import ColumnKind, ColumnSpec
+    from fedsynth.encoding.domain import merge_summaries
+    from fedsynth.encoding.dp_domain import dp_histogram_edges, noisy_summary
+
+    schema = TableSchema((ColumnSpec("X", ColumnKind.BINARY),
+                          ColumnSpec("Y", ColumnKind.CONTINUOUS, lower=0.0, upper=100.0)), ())
+    cells = len(dp_histogram_edges(0.0, 100.0)) - 1
+    hist = np.zeros(cells)
+    hist[cells // 2] = 30.0
+    summed = {"X/labels": np.array([100.0, 100.0]), "X/missing": np.array([0.0]),
+              "Y/hist": hist, "Y/missing": np.array([5000.0])}
+    # Run
+    out = noisy_summary(summed, {"X": ["0", "1"]}, schema, holders={"X": ["s"], "Y": ["s"]}, noise_std=1.0,
+                        min_count=5)
+    # Assert: one value at least stays observed, and the merge takes it
+    y = out["columns"]["Y"]
+    assert y["n_missing"] == y["n"] - 1
+    assert merge_summaries([out], schema)["Y"].missing_rate < 1.0
