@@ -126,6 +126,26 @@ def privacy_summary(config: ExperimentConfig, strategy: Any) -> Any:
     return {"budget": None, "note": "no privacy block: no differential privacy, exact releases"}
 
 
+def privacy_spent_before_end(config: ExperimentConfig, sites_dir: Path, policy: Any, names: list[str]) -> dict[str, Any]:
+    """What the manifest says of differential privacy when a private run stops before its end: per simulated
+    site, the ε its ledger (``<sites_dir>/<name>/privacy_ledger.json``) records on its rows so far, at the site
+    policy's δ (a site that released nothing is left out). Each site's folder holds only this run's releases."""
+    from fedsynth.strategies.policy import site_ledger
+
+    spent: dict[str, float] = {}
+    for name in names:
+        ledger = site_ledger(policy, sites_dir / name)
+        if ledger is not None and ledger.path.exists():
+            spent[name] = float(ledger.epsilon_spent(name))
+    # JSON has no infinity: a site whose δ the releases used up is written "inf", as the manifest's policy is
+    shown: dict[str, Any] = {k: ("inf" if math.isinf(v) else v) for k, v in spent.items()}
+    budget = config.privacy
+    return {"budget": None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta},
+            "status": "the run stopped before its end",
+            "epsilon_spent_by_site": shown,
+            "note": "what each site released before the run stopped, read from its privacy ledger (this run only)"}
+
+
 # -- the run ------------------------------------------------------------------------------------------------
 
 
@@ -235,18 +255,24 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, engine: str | None,
         result = run_centralized(part.train, schema, on_round=on_round, seed=config.seed, **settings)
     else:
         strategy = build_strategy(config, schema, run_dir)
-        if name == "local" or engine == "in_process":
-            from fedsynth.federation.simulation import private_folder, run_in_process
+        try:
+            if name == "local" or engine == "in_process":
+                from fedsynth.federation.simulation import private_folder, run_in_process
 
-            private_folder(private)
-            result = run_in_process(strategy, site_frames, schema, seeds=seeds, on_round=on_round,
-                                    state_root=private / "sites", policy=site_policy)
-        else:
-            from fedsynth.federation.simulation import run_simulation
+                private_folder(private)
+                result = run_in_process(strategy, site_frames, schema, seeds=seeds, on_round=on_round,
+                                        state_root=private / "sites", policy=site_policy)
+            else:
+                from fedsynth.federation.simulation import run_simulation
 
-            result = run_simulation(strategy, site_frames, schema, seeds=seeds, on_round=on_round,
-                                    private_dir=private, stop=run.stop,
-                                    policies=[site_policy.to_dict()] * len(site_frames))
+                result = run_simulation(strategy, site_frames, schema, seeds=seeds, on_round=on_round,
+                                        private_dir=private, stop=run.stop,
+                                        policies=[site_policy.to_dict()] * len(site_frames))
+        except BaseException:
+            if config.privacy is not None:  # the manifest says what the sites released before the run stopped
+                run.manifest["privacy"] = privacy_spent_before_end(config, private / "sites", site_policy,
+                                                                   [s.name for s in part.sites])
+            raise
     timings["strategy"] = time.perf_counter() - t0
     timings.update({f"strategy_{k}": v for k, v in result.timings.items()})
     run.manifest["left_out"] = result.left_out

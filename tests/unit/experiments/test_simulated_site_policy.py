@@ -79,3 +79,21 @@ def test_a_bad_policy_file_stops_the_run_with_every_problem(tmp_path, own_data) 
     text = " ".join(res.output.split())
     assert "epsilon" in text and "delta" in text and "min_cont" in text
     assert "Traceback" not in res.output
+
+
+def test_a_private_run_that_stops_after_releases_says_what_each_site_spent(tmp_path, own_data) -> None:
+    # Setup: epsilon 0.05 over the whole domain and model -- far too little for any category of the cohort's
+    # categorical columns to clear the private domain's release threshold, so the run stops (exit 2) after the
+    # sites released their noisy row counts, label names and domain counts. Before, the failed run's manifest had
+    # no privacy entry at all, as if nothing had been released.
+    res = _run(tmp_path, own_data, "privacy={epsilon: 0.05}", "output.run_id=stopped")
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and "raise privacy.epsilon" in " ".join(res.output.split())
+    manifest = json.loads((tmp_path / "runs" / "stopped" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    # Assert: each site's ledger spending for this run is in the manifest, more than 0 and within the budget
+    privacy = manifest["privacy"]
+    assert privacy["budget"] == {"epsilon": 0.05, "delta": 1e-5}
+    spent = privacy["epsilon_spent_by_site"]
+    assert set(spent) == {"site-1", "site-2", "site-3"}
+    assert all(0.0 < float(e) <= 0.05 for e in spent.values())
