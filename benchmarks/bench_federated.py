@@ -53,7 +53,8 @@ def scores(part: Any, synthetic: Any, seed: int) -> dict[str, Any]:
 def flower_overhead(part: Any, n_rounds: int = 10) -> dict[str, Any]:
     """Seconds per round of empty messages (``query.hello`` to every site) through the simulation engine."""
     from fedsynth.federation.simulation import run_simulation
-    from fedsynth.strategies.base import Strategy, StrategyResult
+    from fedsynth.strategies.base import Strategy
+    from fedsynth.strategies.exchange import StrategyResult
 
     class PingStrategy(Strategy):
         name = "two_step_bn"  # any registered name; no generator capability is used

@@ -59,7 +59,7 @@ from fedsynth.experiments.run_state import run_identity
 from fedsynth.experiments.run_writer import Progress, ReportSection, RunDirectory, RunResult, write_run
 from fedsynth.federation.server_app import wait_for_nodes
 from fedsynth.strategies import records
-from fedsynth.strategies.base import SiteInfo
+from fedsynth.strategies.exchange import SiteInfo
 
 log = logging.getLogger(__name__)
 

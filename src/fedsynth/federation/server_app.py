@@ -17,7 +17,8 @@ from flwr.serverapp import Grid, ServerApp
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError, ValidationError
 from fedsynth.strategies import records
-from fedsynth.strategies.base import OnRound, Strategy
+from fedsynth.strategies.base import Strategy
+from fedsynth.strategies.exchange import OnRound
 from fedsynth.strategies.registry import (
     DEFAULT_LOCAL_EPOCHS,
     DEFAULT_MIN_SITES,
@@ -50,7 +51,7 @@ def make_server_app(
 ) -> ServerApp:
     """A ServerApp that runs ``strategy`` over the grid once ``n_nodes`` nodes are up.
 
-    The strategy's :class:`~fedsynth.strategies.base.StrategyResult` is stored in ``results["result"]``
+    The strategy's :class:`~fedsynth.strategies.exchange.StrategyResult` is stored in ``results["result"]``
     (the server runs in the caller's process, so the caller sees it). ``node_timeout`` (seconds to wait for
     the nodes) defaults to the strategy's ``node_timeout`` parameter.
     """

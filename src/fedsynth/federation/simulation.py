@@ -30,7 +30,8 @@ from fedsynth.cohort.schema import TableSchema
 from fedsynth.errors import FedsynthError
 from fedsynth.federation.client_app import SiteSource, make_client_app
 from fedsynth.federation.polling import PollingGrid, RunStopped
-from fedsynth.strategies.base import OnRound, Strategy, StrategyResult
+from fedsynth.strategies.base import Strategy
+from fedsynth.strategies.exchange import OnRound, StrategyResult
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.policy import SitePolicy, site_ledger
 from fedsynth.strategies.site import SiteHandler, SiteRuntime

@@ -16,7 +16,8 @@ import pandas as pd
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, StrategyResult
+from fedsynth.strategies.base import Strategy
+from fedsynth.strategies.exchange import GridLike, OnRound, SiteInfo, StrategyResult
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.local import delegate
 from fedsynth.strategies.policy import BASELINE_POLICY

@@ -27,9 +27,10 @@ last round, not under a privacy budget: the survival calibration's events and pe
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`FedAvgStrategy.privacy`; VAE-BGM
 only): record-level (ε, δ) for every patient of every site. Before anything is released the coordinator asks each
 site what its ledger still allows (:func:`~fedsynth.strategies.policy.check_site_budgets`). The budget is split
-(:data:`DP_SPLIT`): the latent-mixture statistics get :data:`DP_MIXTURE_SHARE` of the run's zCDP ρ (the Gaussian
-mechanism on clipped codes, :mod:`fedsynth.generators._dp`; one initial request and :data:`DP_MIXTURE_ITERS` EM
-iterations, after the last round only), and DP-SGD takes the remainder: each site's noise multiplier is
+(:mod:`fedsynth.strategies.fedavg_dp`: ``DP_SPLIT`` and the plan, ``DPPlan``): the latent-mixture statistics
+get ``DP_MIXTURE_SHARE`` of the run's zCDP ρ (the Gaussian mechanism on clipped codes,
+:mod:`fedsynth.generators._dp`; one initial request and ``DP_MIXTURE_ITERS`` EM iterations, after the last round
+only), and DP-SGD takes the remainder: each site's noise multiplier is
 calibrated by dp_accounting for its sampling rate (batch size over the hello's noisy lower bound of its row
 count) and its steps over the whole run (rounds × local epochs × steps per epoch), composed with the hello's,
 the domain's and the mixture's releases, so the whole run converts to exactly ε at δ. ``train.fit`` carries the
@@ -55,28 +56,31 @@ from flwr.app import RecordDict
 
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import CapabilityError, Problem, ValidationError
-from fedsynth.generators import _dp
 from fedsynth.generators.base import SupportsLatentMixture, SupportsWeights
 from fedsynth.generators.component_counts import sum_component_counts
 from fedsynth.generators.latent_mixture import MixtureParams, fit_latent_mixture_federated
 from fedsynth.privacy.accounting import (
-    DPSGDRelease,
     PrivacyAccountant,
     PrivacyBudget,
-    Release,
-    calibrate_dpsgd_noise,
-    noise_multiplier_for,
 )
 from fedsynth.strategies import fedavg_site, records
-from fedsynth.strategies.base import (
+from fedsynth.strategies.base import Strategy
+from fedsynth.strategies.exchange import (
     GridLike,
     OnRound,
     RoundResult,
     SiteInfo,
-    Strategy,
     StrategyResult,
     same_for_all,
     site_name,
+)
+from fedsynth.strategies.fedavg_dp import (
+    DP_CODE_CLIP,
+    DP_GENERATORS,
+    DP_MIXTURE_ITERS,
+    DP_NOT_SUPPORTED,
+    DP_SPLIT,
+    DPPlan,
 )
 from fedsynth.strategies.registry import generator_accepts
 from fedsynth.strategies.site import SiteHandler
@@ -106,92 +110,6 @@ def weighted_average(updates: Sequence[tuple[Mapping[str, np.ndarray], float]]) 
 #: (VAE-BGM; measured on the MDS worst case, 3 sites, 5 x 60 epochs, seed 0, in process: final CSF/GSF
 #: 0.959 / 0.909 with it against 0.947 / 0.861 without).
 ABSENT_COLUMN_DROPOUT = 0.2
-
-
-# The DP-SGD settings and the CTGAN reason are the ones a site's private fit uses (fedsynth.generators._dp), so
-# FedAvg and SD-sharing cannot drift apart.
-#: Share of the run's zCDP budget spent on the latent-mixture statistics; DP-SGD takes what remains.
-DP_MIXTURE_SHARE = _dp.MIXTURE_SHARE
-#: The budget split of a private FedAvg run (``training`` is the remainder phase, see
-#: :class:`~fedsynth.privacy.accounting.PrivacyAccountant`).
-DP_SPLIT: Mapping[str, float] = {"training": 1.0 - DP_MIXTURE_SHARE, "mixture": DP_MIXTURE_SHARE}
-#: Per-row gradient clipping norm of DP-SGD.
-DP_MAX_GRAD_NORM = _dp.MAX_GRAD_NORM
-#: L2 norm latent codes are clipped to before their mixture statistics are released.
-DP_CODE_CLIP = _dp.CODE_CLIP
-#: Federated EM iterations of the private latent mixture (each one a noisy release; no convergence test).
-DP_MIXTURE_ITERS = _dp.MIXTURE_ITERS
-#: Generators FedAvg can train under a privacy budget, and why the others cannot.
-DP_GENERATORS = frozenset({"vae_bgm"})
-DP_NOT_SUPPORTED = {"ctgan": _dp.CTGAN_DP_NOT_SUPPORTED}
-
-
-class _DPPlan:
-    """A private FedAvg run's plan: per site its sampling rate, steps per round, noise multiplier and accountant."""
-
-    def __init__(self, budget: PrivacyBudget, sites: Sequence[SiteInfo], batch_size: int, rounds: int,
-                 local_epochs: int) -> None:
-        from fedsynth.generators._dp import MIXTURE_RELEASES_PER_REQUEST, dpsgd_schedule
-
-        self.budget = budget
-        probe = PrivacyAccountant(budget, DP_SPLIT, remainder_phase="training")
-        rho_mix = probe.allocation_["mixture"]
-        self.mixture_releases = MIXTURE_RELEASES_PER_REQUEST * (1 + DP_MIXTURE_ITERS)
-        self.mixture_noise = noise_multiplier_for(rho_mix, self.mixture_releases)
-        self.sites: dict[str, dict[str, float]] = {}
-        self.accountants: dict[str, PrivacyAccountant] = {}
-        for s in sites:
-            # s.n_rows is the hello's noisy lower bound: the rate is at least the true one (larger batches), and
-            # the site samples at this rate and takes these steps, so the accounting does not depend on its count.
-            q, per_epoch = dpsgd_schedule(s.n_rows, batch_size)
-            steps = int(local_epochs) * per_epoch
-            z = calibrate_dpsgd_noise(budget, q, steps * int(rounds), other_rho=rho_mix, orders=probe.orders)
-            self.sites[s.name] = {"sample_rate": q, "steps_per_epoch": per_epoch, "steps_per_round": steps,
-                                  "noise_multiplier": z}
-            self.accountants[s.name] = PrivacyAccountant(budget, DP_SPLIT, remainder_phase="training")
-
-    def fit_settings(self, site: SiteInfo) -> dict[str, Any]:
-        """What ``train.fit`` carries to ``site`` under the plan: the DP-SGD noise multiplier, clipping norm,
-        Poisson sampling rate and steps per epoch the site trains at (its ledger is charged exactly these), and
-        the weight of its update — the hello's noisy row count, so that no exact count leaves the site."""
-        p = self.sites[site.name]
-        return {"dp_noise_multiplier": p["noise_multiplier"], "dp_max_grad_norm": DP_MAX_GRAD_NORM,
-                "dp_sample_rate": p["sample_rate"], "dp_steps_per_epoch": int(p["steps_per_epoch"]),
-                "dp_weight": int(site.n_rows)}
-
-    def charge_round(self, site: str) -> None:
-        p = self.sites[site]
-        self.accountants[site].charge(
-            DPSGDRelease("training", p["noise_multiplier"], p["sample_rate"], int(p["steps_per_round"])))
-
-    def charge_mixture(self, site: str) -> None:
-        from fedsynth.generators._dp import MIXTURE_RELEASES_PER_REQUEST
-
-        self.accountants[site].charge(Release("mixture", self.mixture_noise, MIXTURE_RELEASES_PER_REQUEST))
-
-    def summary(self, epsilon_left: Mapping[str, float]) -> dict[str, Any]:
-        per_site = {name: {**acc.summary(), **self.sites[name]} for name, acc in self.accountants.items()}
-        spent = max((v["epsilon_spent"] for v in per_site.values()), default=0.0)
-        first = next(iter(per_site.values()), {})
-        return {
-            "budget": {"epsilon": self.budget.epsilon, "delta": self.budget.delta},
-            "accountant": "DP-SGD: dp_accounting RDP of the Poisson-sampled Gaussian (noise calibrated by "
-                          "dp_accounting, clipping and noise by Opacus's DPOptimizer); latent-mixture statistics: "
-                          "Gaussian mechanism; composition in RDP, (epsilon, delta) by dp_accounting",
-            "guarantee": "record-level (epsilon, delta) for every patient of every site; the run's epsilon is the "
-                         "largest over sites",
-            "split": first.get("split", dict(DP_SPLIT)),
-            "split_note": "the hello (noisy row counts) and the domain (noisy count vectors) are charged first at "
-                          "their exact cost; training (DP-SGD) takes what the mixture phase leaves of the rest; each "
-                          "site's sampling rate and steps are planned on the hello's noisy count and the site trains "
-                          "at exactly those",
-            "orders": first.get("orders"),
-            "max_grad_norm": DP_MAX_GRAD_NORM, "code_clip": DP_CODE_CLIP, "mixture_iterations": DP_MIXTURE_ITERS,
-            "mixture_noise_multiplier": self.mixture_noise,
-            "epsilon_spent": spent,
-            "sites": per_site,
-            "epsilon_left_before": {k: ("inf" if v == float("inf") else v) for k, v in epsilon_left.items()},
-        }
 
 
 class FedAvgStrategy(Strategy):
@@ -345,7 +263,7 @@ class FedAvgStrategy(Strategy):
             "privacy", f"is not supported for FedAvg with generator {self.generator}: {reason}",
             ", ".join(sorted(DP_GENERATORS)), "remove privacy, or use generator vae_bgm (or strategy two_step_bn)")])
 
-    def _dp_plan(self, sites: Sequence[SiteInfo], generator: Any) -> _DPPlan | None:
+    def _dp_plan(self, sites: Sequence[SiteInfo], generator: Any) -> DPPlan | None:
         """The run's DP plan (``None`` without a finite budget). The generator was checked and every site's ledger
         asked before the hello (:func:`~fedsynth.strategies.secure_domain.plan_private_run`); each site's sampling
         rate and steps come from the hello's noisy row count, and the site trains at exactly those."""
@@ -353,7 +271,7 @@ class FedAvgStrategy(Strategy):
             return None
         self.check_private_run()
         batch_size = int(getattr(getattr(generator, "params", None), "batch_size", 128))
-        return _DPPlan(self.privacy, sites, batch_size, int(self.rounds), int(self.local_epochs))
+        return DPPlan(self.privacy, sites, batch_size, int(self.rounds), int(self.local_epochs))
 
     def _column_dropout_for_absent_columns(self, sites: Sequence[SiteInfo]) -> None:
         """When a site lacks columns and the generator has ``column_dropout`` left at 0, train with
@@ -418,7 +336,7 @@ class FedAvgStrategy(Strategy):
         *,
         previous: MixtureParams | None = None,
         final: bool = True,
-        plan: _DPPlan | None = None,
+        plan: DPPlan | None = None,
     ) -> MixtureParams:
         """Federated variational EM of the global latent mixture (codes stay at the sites).
 

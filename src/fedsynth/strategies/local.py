@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fedsynth.encoding.domain import Domain
-from fedsynth.strategies.base import GridLike, OnRound, SiteInfo, Strategy, StrategyResult
+from fedsynth.strategies.base import Strategy
+from fedsynth.strategies.exchange import GridLike, OnRound, SiteInfo, StrategyResult
 from fedsynth.strategies.registry import BASELINE_FIXED, effective_flow, flow_for, strategy_class
 from fedsynth.strategies.site import SiteHandler
 

@@ -64,12 +64,12 @@ from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.generators._dp import CTGAN_DP_NOT_SUPPORTED
 from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release
 from fedsynth.strategies import records
-from fedsynth.strategies.base import (
+from fedsynth.strategies.base import Strategy
+from fedsynth.strategies.exchange import (
     GridLike,
     OnRound,
     RoundResult,
     SiteInfo,
-    Strategy,
     StrategyResult,
     same_for_all,
     site_name,

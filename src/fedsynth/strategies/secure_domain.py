@@ -47,6 +47,7 @@ from fedsynth.errors import FedsynthError
 from fedsynth.privacy.accounting import PrivacyBudget, Release, noise_multiplier_for, rho_for_budget
 from fedsynth.privacy.noise import add_count_noise, noise_calibration, noise_shares, site_noise_std
 from fedsynth.strategies import records
+from fedsynth.strategies.exchange import GridLike, SiteInfo, same_for_all, site_name
 from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
@@ -57,7 +58,7 @@ from fedsynth.strategies.site import (
 )
 
 if TYPE_CHECKING:
-    from fedsynth.strategies.base import GridLike, SiteInfo, Strategy
+    from fedsynth.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,6 @@ def secure_summary(
 
 
 def _record_dropped(strategy: Strategy, sites: Sequence[SiteInfo], dropped: Mapping[int, str], step: str) -> None:
-    from fedsynth.strategies.base import site_name
-
     for node, reason in dropped.items():
         strategy.dropped.append({"site": site_name(sites, node), "message_type": "secure sum", "round": step,
                                  "reason": reason})
@@ -401,8 +400,6 @@ def private_summary(strategy: Strategy, grid: GridLike, sites: Sequence[SiteInfo
     FedsynthError
         Fewer sites than the strategy's ``min_sites`` answer, or no ``domain`` release is planned.
     """
-    from fedsynth.strategies.base import same_for_all
-
     release = _release_of(strategy, "domain")
     if release is None:
         raise FedsynthError("private domain: the run plans no domain release (no finite privacy budget)")

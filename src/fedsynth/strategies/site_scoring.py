@@ -38,7 +38,8 @@ from flwr.app import Message, RecordDict
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.strategies import records
-from fedsynth.strategies.base import SiteInfo, Strategy, same_for_all
+from fedsynth.strategies.base import Strategy
+from fedsynth.strategies.exchange import SiteInfo, same_for_all
 from fedsynth.strategies.policy import DisclosureRefused
 from fedsynth.strategies.site import SiteHandler, SiteRuntime, message_config, site_policy
 

@@ -81,12 +81,12 @@ from fedsynth.errors import FedsynthError
 from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release
 from fedsynth.privacy.noise import add_count_noise, noise_calibration, noise_shares, site_noise_std
 from fedsynth.strategies import records
-from fedsynth.strategies.base import (
+from fedsynth.strategies.base import Strategy
+from fedsynth.strategies.exchange import (
     GridLike,
     OnRound,
     RoundResult,
     SiteInfo,
-    Strategy,
     StrategyResult,
     same_for_all,
     site_name,

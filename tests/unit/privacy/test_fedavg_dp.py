@@ -16,7 +16,7 @@ from dp_accounting.rdp import RdpAccountant
 from fedsynth.errors import ValidationError
 from fedsynth.privacy.accounting import DEFAULT_ORDERS, BudgetExceededError, PrivacyBudget
 from fedsynth.privacy.ledger import LEDGER_FILE
-from fedsynth.strategies import fedavg_server
+from fedsynth.strategies import fedavg_dp, fedavg_server
 from fedsynth.strategies.checkpoint import FileCheckpoint
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.policy import SitePolicy, site_ledger
@@ -75,7 +75,7 @@ def test_private_run_spends_its_budget_at_every_site_as_dp_accounting_composes_i
                                 "training": pytest.approx(0.85 * rest), "mixture": pytest.approx(0.15 * rest)}
     for site in sites:
         mine = summary["sites"][site.name]
-        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg_server.DP_MIXTURE_ITERS), 2,
+        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg_dp.DP_MIXTURE_ITERS), 2,
                          PrivacyBudget(3.0, 1e-5))
         assert mine["epsilon_spent"] == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
         assert mine["epsilon_spent"] <= 3.0 * (1 + 1e-9)
@@ -110,7 +110,7 @@ def test_resumed_run_never_spends_twice_nor_past_its_budget(mds_partition, tmp_p
     summary = resumed.privacy_summary_
     for site in sites:
         mine = summary["sites"][site.name]
-        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg_server.DP_MIXTURE_ITERS), 3,
+        ref = _reference(mine, summary["mixture_noise_multiplier"], 3 * (1 + fedavg_dp.DP_MIXTURE_ITERS), 3,
                          budget)
         ledger = site_ledger(SitePolicy(), tmp_path / "sites" / site.name)
         np.testing.assert_allclose(ledger.spent_rdp(site.name), ref._rdp, rtol=1e-6)
@@ -140,7 +140,7 @@ def test_sites_ledger_refuses_a_coordinator_asking_for_too_little_noise(mds_part
     policy = SitePolicy(epsilon=1.0)
     sites = _sites(mds_partition, schema, tmp_path, policy)
     strategy = _strategy(schema, PrivacyBudget(1.0, 1e-5))
-    real = fedavg_server._DPPlan
+    real = fedavg_server.DPPlan
 
     class Cheating(real):  # type: ignore[misc, valid-type]
         def __init__(self, budget, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
@@ -150,12 +150,12 @@ def test_sites_ledger_refuses_a_coordinator_asking_for_too_little_noise(mds_part
         def charge_round(self, site: str) -> None:
             pass
 
-    fedavg_server._DPPlan = Cheating  # type: ignore[misc]
+    fedavg_server.DPPlan = Cheating  # type: ignore[misc]
     try:
         with pytest.raises(Exception, match="only 0 of 3 sites answered train.fit"):
             strategy.start(InProcessGrid(sites))
     finally:
-        fedavg_server._DPPlan = real  # type: ignore[misc]
+        fedavg_server.DPPlan = real  # type: ignore[misc]
     # ... each ledger holds the hello's and the domain's releases (made before training) and nothing of the refused
     # training
     from fedsynth.strategies.secure_domain import pre_run_releases
@@ -233,7 +233,7 @@ def test_under_a_budget_no_exact_row_count_leaves_a_site_and_each_trains_at_the_
         q, per_epoch = _dp.dpsgd_schedule(hello[s.name], PARAMS["batch_size"])
         assert plans[s.name]["sample_rate"] == pytest.approx(q) and plans[s.name]["steps_per_epoch"] == per_epoch
         ref = _reference(plans[s.name], strategy.privacy_summary_["mixture_noise_multiplier"],
-                         3 * (1 + fedavg_server.DP_MIXTURE_ITERS), 1, PrivacyBudget(3.0, 1e-5))
+                         3 * (1 + fedavg_dp.DP_MIXTURE_ITERS), 1, PrivacyBudget(3.0, 1e-5))
         np.testing.assert_allclose(s.privacy_ledger.spent_rdp(s.name), ref._rdp, rtol=1e-6)
         assert plans[s.name]["epsilon_spent"] == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
     assert strategy.privacy_summary_["epsilon_spent"] == pytest.approx(3.0, rel=1e-3)

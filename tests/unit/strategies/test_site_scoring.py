@@ -9,7 +9,7 @@ from flwr.app import ConfigRecord, MetricRecord
 
 from fedsynth.encoding.domain import Domain
 from fedsynth.strategies import records
-from fedsynth.strategies.base import SiteInfo
+from fedsynth.strategies.exchange import SiteInfo
 from fedsynth.strategies.in_process import InProcessGrid
 from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.registry import make_strategy
