@@ -386,9 +386,12 @@ def noisy_summary(
         if spec.is_numeric:
             hist = np.asarray(summed[f"{name}/hist"], dtype=float)
             entry.update(_numeric_entry(hist, spec.lower, spec.upper, noise_std, min_count))
-            # The noisy histogram always shows a value (_numeric_entry keeps one cell at least): a noisy missing
-            # count at or over the rows would read as "every value is missing", which the data need not say.
-            entry["n_missing"] = min(missing, max(n - 1, 0))
+            # The histogram's values stay observed (_numeric_entry keeps one at least), as a categorical column's
+            # released labels do: a noisy missing count at or over the rows would read as "every value is
+            # missing", which the data need not say.
+            observed = int(sum(entry["hist_counts"]))
+            entry["n"] = n = max(n, observed)
+            entry["n_missing"] = missing = min(missing, n - observed)
             if n_modes > 0:
                 entry["modes"] = modes_from_histogram(entry["hist_edges"], entry["hist_counts"], max(n - missing, 1),
                                                       n_modes, rng, min_count=min_count,
@@ -403,7 +406,8 @@ def noisy_summary(
             if spec.kind is ColumnKind.CATEGORICAL and not names:
                 silenced.append(Problem(
                     f"column {name!r}", "no site named a category of it in the private label selection (a category "
-                    "needs a noisy count over the selection's threshold at one site at this budget)",
+                    "needs a noisy count over the selection's threshold at one site at this budget; or the column "
+                    "holds no value at any site)",
                     fix="raise privacy.epsilon, declare the column's categories in the schema, or leave the column "
                         "out of the model (its role in the schema)"))
             elif names and not kept:

@@ -126,24 +126,26 @@ def privacy_summary(config: ExperimentConfig, strategy: Any) -> Any:
     return {"budget": None, "note": "no privacy block: no differential privacy, exact releases"}
 
 
-def privacy_spent_before_end(config: ExperimentConfig, sites_dir: Path, policy: Any, names: list[str]) -> dict[str, Any]:
+def privacy_spent_before_end(config: ExperimentConfig, sites_dir: Path, names: list[str]) -> dict[str, Any]:
     """What the manifest says of differential privacy when a private run stops before its end: per simulated
-    site, the ε its ledger (``<sites_dir>/<name>/privacy_ledger.json``) records on its rows so far, at the site
-    policy's δ (a site that released nothing is left out). Each site's folder holds only this run's releases."""
-    from fedsynth.strategies.policy import site_ledger
+    site, the ε its ledger (``<sites_dir>/<name>/privacy_ledger.json``) records on its rows so far, converted at
+    the run's δ (less the δ label selection recorded), as the run's own figure is; a site that released nothing
+    is left out. A simulated site's folder is the run's own, so it holds this run's releases only (earlier tries
+    of the same run id included, which a resumed run does not charge again)."""
+    from fedsynth.privacy.accounting import PrivacyBudget, _json_float
+    from fedsynth.privacy.ledger import LEDGER_FILE, PrivacyLedger
 
-    spent: dict[str, float] = {}
-    for name in names:
-        ledger = site_ledger(policy, sites_dir / name)
-        if ledger is not None and ledger.path.exists():
-            spent[name] = float(ledger.epsilon_spent(name))
-    # JSON has no infinity: a site whose δ the releases used up is written "inf", as the manifest's policy is
-    shown: dict[str, Any] = {k: ("inf" if math.isinf(v) else v) for k, v in spent.items()}
     budget = config.privacy
+    delta = budget.delta if budget is not None else 0.0
+    spent: dict[str, float | str] = {}
+    for name in names:
+        path = sites_dir / name / LEDGER_FILE
+        if path.exists():
+            spent[name] = _json_float(PrivacyLedger(path, PrivacyBudget(math.inf, delta)).epsilon_spent(name))
     return {"budget": None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta},
-            "status": "the run stopped before its end",
-            "epsilon_spent_by_site": shown,
-            "note": "what each site released before the run stopped, read from its privacy ledger (this run only)"}
+            "status": "the run stopped before its end" if spent else "the run stopped before any site released",
+            "epsilon_spent_by_site": spent,
+            "note": "what each site released before the run stopped, read from its privacy ledger at the run's delta"}
 
 
 # -- the run ------------------------------------------------------------------------------------------------
@@ -270,8 +272,11 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, engine: str | None,
                                         policies=[site_policy.to_dict()] * len(site_frames))
         except BaseException:
             if config.privacy is not None:  # the manifest says what the sites released before the run stopped
-                run.manifest["privacy"] = privacy_spent_before_end(config, private / "sites", site_policy,
-                                                                   [s.name for s in part.sites])
+                try:
+                    run.manifest["privacy"] = privacy_spent_before_end(config, private / "sites",
+                                                                       [s.name for s in part.sites])
+                except Exception:  # never hide the run's own error behind the ledgers'
+                    log.exception("could not read the simulated sites' privacy ledgers")
             raise
     timings["strategy"] = time.perf_counter() - t0
     timings.update({f"strategy_{k}": v for k, v in result.timings.items()})

@@ -1,4 +1,5 @@
-"""The server side every strategy shares: the :class:`Strategy` ABC, the grid it talks to, replies and results.
+"""The server side every strategy shares: the :class:`Strategy` ABC (the values it exchanges with its grid, sites,
+requests, replies and results, are in :mod:`fedsynth.strategies.exchange`).
 
 A strategy is a whole federated job over a Flower *grid* (anything with ``get_node_ids()`` and
 ``send_and_receive(messages)``): :meth:`Strategy.start` owns the server flow and returns a

@@ -43,7 +43,7 @@ class SiteInfo:
 
 @dataclass(frozen=True)
 class Request:
-    """One instruction to each of ``sites`` (:meth:`Strategy.ask_together`): its type, per-site content builder,
+    """One instruction to each of ``sites`` (:meth:`~fedsynth.strategies.base.Strategy.ask_together`): its type, per-site content builder,
     group id and the answers it needs (``min_sites``; ``None``: the strategy's)."""
 
     sites: Sequence[SiteInfo]

@@ -82,18 +82,31 @@ def test_a_bad_policy_file_stops_the_run_with_every_problem(tmp_path, own_data) 
 
 
 def test_a_private_run_that_stops_after_releases_says_what_each_site_spent(tmp_path, own_data) -> None:
-    # Setup: epsilon 0.05 over the whole domain and model -- far too little for any category of the cohort's
-    # categorical columns to clear the private domain's release threshold, so the run stops (exit 2) after the
-    # sites released their noisy row counts, label names and domain counts. Before, the failed run's manifest had
-    # no privacy entry at all, as if nothing had been released.
+    # Setup: the sites allow delta 1e-3, the run asks for epsilon 0.05 at delta 1e-5 -- far too little for any
+    # category of the cohort's categorical columns to clear the private domain's release threshold, so the run
+    # stops (exit 2) after the sites released their noisy row counts, label names and domain counts. Before, the
+    # failed run's manifest had no privacy entry at all, as if nothing had been released.
+    from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+    (own_data / "mds-iwgpm-2022" / "site-policy.yaml").write_text("delta: 1.0e-3\n")
     res = _run(tmp_path, own_data, "privacy={epsilon: 0.05}", "output.run_id=stopped")
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and "raise privacy.epsilon" in " ".join(res.output.split())
-    manifest = json.loads((tmp_path / "runs" / "stopped" / "manifest.json").read_text())
+    run_dir = tmp_path / "runs" / "stopped"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "failed"
-    # Assert: each site's ledger spending for this run is in the manifest, more than 0 and within the budget
     privacy = manifest["privacy"]
     assert privacy["budget"] == {"epsilon": 0.05, "delta": 1e-5}
     spent = privacy["epsilon_spent_by_site"]
     assert set(spent) == {"site-1", "site-2", "site-3"}
-    assert all(0.0 < float(e) <= 0.05 for e in spent.values())
+    # Assert: each figure is the site's ledger converted at the run's delta (1e-5 less what label selection
+    # recorded), by dp_accounting straight from the ledger file -- not at the sites' 1e-3, which reads lower
+    for site, figure in spent.items():
+        ledger = json.loads((run_dir / ".private" / "sites" / site / "privacy_ledger.json").read_text())
+        releases = list(ledger["datasets"][site]["stopped"].values())
+        curve = [sum(r["rdp"][i] for r in releases) for i in range(len(ledger["orders"]))]
+        used = sum(float(r.get("delta", 0.0)) for r in releases)
+        at_run = compute_epsilon(ledger["orders"], curve, 1e-5 - used)[0]
+        at_site = compute_epsilon(ledger["orders"], curve, 1e-3 - used)[0]
+        assert figure == pytest.approx(at_run, rel=1e-9)
+        assert 0.0 < at_site < figure <= 0.05

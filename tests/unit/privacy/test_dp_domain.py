@@ -399,7 +399,7 @@ def test_a_column_no_site_named_a_category_of_is_named_with_the_fix() -> None:
     assert "every value is missing" not in text and "900" not in text
 
 
-def test_a_numeric_columns_noisy_missing_count_over_its_rows_leaves_one_value() -> None:
+def test_a_numeric_columns_noisy_missing_count_over_its_rows_keeps_its_histogram_observed() -> None:
     # Setup: X and Y held by the same sites; Y's noisy missing count is over the rows estimated for both. Before,
     # Y read as all missing and the run stopped with "every value is missing at every site".
     from fedsynth.cohort.schema import ColumnKind, ColumnSpec
@@ -416,7 +416,8 @@ def test_a_numeric_columns_noisy_missing_count_over_its_rows_leaves_one_value() 
     # Run
     out = noisy_summary(summed, {"X": ["0", "1"]}, schema, holders={"X": ["s"], "Y": ["s"]}, noise_std=1.0,
                         min_count=5)
-    # Assert: one value at least stays observed, and the merge takes it
+    # Assert: the histogram's 30 values stay observed, the rest of the rows are missing; the merge takes it
     y = out["columns"]["Y"]
-    assert y["n_missing"] == y["n"] - 1
+    assert sum(y["hist_counts"]) == 30
+    assert y["n"] - y["n_missing"] == 30 and y["n_missing"] > 0
     assert merge_summaries([out], schema)["Y"].missing_rate < 1.0
