@@ -408,10 +408,18 @@ class VAEBGMParams(GeneratorParams):
         "too, from per-component bin counts on the domain's grid; False (default, chosen on seeds 7/8 in "
         "benchmarks/results/arms_vae_cond.json): category sets only, ranges by rejection inside each component.",
     )
+    rare_level_sampling: bool = Field(
+        False, description="Train on rows drawn as CTGAN's training-by-sampling draws them (a categorical or binary "
+        "column at random, one of its levels with probability proportional to log(1 + its count), a row of that "
+        "level), so that rare levels are seen as often as their log count says; the latent mixture is still fitted "
+        "to every row's code once, so the sampled shares stay the real ones. Not under DP-SGD (its Poisson "
+        "sampling is what its accounting assumes).",
+    )
     survival_calibration: bool = Field(
-        True, description="Rescale sampled durations per level of the prognostic strata so each level's median "
-        "survival matches the real one (fedsynth.generators.survival_calibration; counts summed over sites, not "
-        "asked for under a finite privacy budget).",
+        True, description="Rescale sampled durations per level of the prognostic strata so each level's survival "
+        "matches the real one (its observed over expected events under the real pooled hazard; "
+        "fedsynth.generators.survival_calibration; counts summed over sites, not asked for under a finite privacy "
+        "budget).",
     )
 
 

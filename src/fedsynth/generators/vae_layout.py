@@ -282,3 +282,38 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+# -- training-by-sampling ----------------------------------------------------------------------------------
+
+
+def level_rows(enc: Encoded) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+    """Per categorical or binary column of ``enc`` with two observed levels or more: the sampling weight of each
+    level, ``log(1 + count)`` normalised (CTGAN's training-by-sampling, Xu et al., NeurIPS 2019), and the rows that
+    hold it. Missing values and columns a site lacks (mask 0) hold no level."""
+    out: list[tuple[np.ndarray, list[np.ndarray]]] = []
+    columns = [enc.categorical[:, j] for j in range(enc.categorical.shape[1])]
+    columns += [np.where(enc.binary_mask[:, j] > 0, enc.binary[:, j], -1).astype(np.int64)
+                for j in range(enc.binary.shape[1])]
+    for codes in columns:
+        rows = [np.flatnonzero(codes == level) for level in np.unique(codes[codes >= 0])]
+        if len(rows) < 2:
+            continue
+        weight = np.log1p(np.array([len(r) for r in rows], dtype=np.float64))
+        out.append((weight / weight.sum(), rows))
+    return out
+
+
+def sample_by_level(levels: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], n: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``n`` row indices drawn by training-by-sampling: a column of ``levels`` (:func:`level_rows`) uniformly, one
+    of its levels by its weight, a row of that level uniformly (with replacement), shape ``(n,)`` int64."""
+    pick = rng.integers(len(levels), size=n)
+    out = np.empty(n, dtype=np.int64)
+    for j, (weight, rows) in enumerate(levels):
+        at = np.flatnonzero(pick == j)
+        chosen = rng.choice(len(rows), size=len(at), p=weight)
+        for level in np.unique(chosen):
+            here = at[chosen == level]
+            out[here] = rows[level][rng.integers(len(rows[level]), size=len(here))]
+    return out

@@ -350,3 +350,66 @@ def test_column_dropout_trains_deterministically_and_still_samples_every_column(
     pd.testing.assert_frame_equal(a, b)
     assert not a.equals(plain)
     assert list(a.columns) == list(data.columns)
+
+
+# -- training-by-sampling (rare_level_sampling) ---------------------------------------------------------------
+
+
+def _encoded_with_levels():  # type: ignore[no-untyped-def]
+    """An encoded table of 100 rows: a categorical column with levels held by 1, 9 and 90 rows (the last row
+    missing instead), a binary column missing at a site that lacks it for 50 rows, and a one-level column."""
+    from fedsynth.generators.vae_layout import Encoded
+
+    n = 100
+    cat = np.full((n, 2), 0, dtype=np.int64)
+    cat[:1, 0], cat[1:10, 0], cat[10:99, 0], cat[99, 0] = 0, 1, 2, -1
+    binary = np.zeros((n, 1), np.float32)
+    binary[:20, 0] = 1.0
+    mask = np.ones((n, 1), np.float32)
+    mask[50:, 0] = 0.0  # a site without the column: no level
+    z = np.zeros((n, 0), np.float32)
+    return Encoded(np.zeros((n, 3), np.float32), z, z, binary, mask, cat, z, z)
+
+
+def test_level_rows_weighs_each_level_by_its_log_count_and_skips_missing_and_one_level_columns() -> None:
+    from fedsynth.generators.vae_layout import level_rows
+
+    levels = level_rows(_encoded_with_levels())
+    # Assert: the one-level categorical column is skipped; the first has counts 1, 9, 89 (row 99 missing); the
+    # binary column counts 20 ones and 30 zeros among the 50 rows that hold it
+    assert len(levels) == 2
+    (w_cat, rows_cat), (w_bin, rows_bin) = levels
+    np.testing.assert_allclose(w_cat, np.log1p([1, 9, 89]) / np.log1p([1, 9, 89]).sum())
+    assert [len(r) for r in rows_cat] == [1, 9, 89] and 99 not in np.concatenate(rows_cat)
+    np.testing.assert_allclose(w_bin, np.log1p([30, 20]) / np.log1p([30, 20]).sum())
+    assert set(np.concatenate(rows_bin)) == set(range(50))
+
+
+def test_sample_by_level_draws_a_rare_level_at_its_log_count_share() -> None:
+    # Setup: 20,000 draws over the two columns of _encoded_with_levels
+    from fedsynth.generators.vae_layout import level_rows, sample_by_level
+
+    levels = level_rows(_encoded_with_levels())
+    # Run
+    rows = sample_by_level(levels, 20_000, np.random.default_rng(0))
+    # Assert: row 0 is the categorical level held once (column picked half the time, level by its log weight) and
+    # one of the binary column's 20 ones: P = 0.5 * log 2 / (log 2 + log 10 + log 90)
+    # + 0.5 * log 21 / (log 31 + log 21) / 20 = 0.0462 + 0.0118 = 0.058, against 0.01 for uniform rows; 99.9% bound
+    p = 0.5 * np.log(2) / np.log1p([1, 9, 89]).sum() + 0.5 * np.log(21) / np.log1p([30, 20]).sum() / 20
+    share = float(np.mean(rows == 0))
+    assert abs(share - p) < 3.3 * np.sqrt(p * (1 - p) / len(rows))
+    assert share > 0.03
+    # ... and the rows past 50 are drawn by the categorical column only (the binary one does not hold them)
+    assert rows.min() >= 0 and rows.max() < 100
+
+
+def test_rare_level_sampling_trains_reproducibly_and_differently_from_plain_epochs() -> None:
+    # Setup / Run: the same seed twice with training-by-sampling, once without
+    a = _fitted(rare_level_sampling=True)
+    b = _fitted(rare_level_sampling=True)
+    plain = _fitted()
+    # Assert
+    wa, wb, wp = a.get_weights(), b.get_weights(), plain.get_weights()
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert any(not np.array_equal(wa[k], wp[k]) for k in wa)
+    assert len(a.sample(50, random_state=1)) == 50

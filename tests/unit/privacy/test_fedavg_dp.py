@@ -237,3 +237,30 @@ def test_under_a_budget_no_exact_row_count_leaves_a_site_and_each_trains_at_the_
         np.testing.assert_allclose(s.privacy_ledger.spent_rdp(s.name), ref._rdp, rtol=1e-6)
         assert plans[s.name]["epsilon_spent"] == pytest.approx(ref.get_epsilon(1e-5), rel=1e-6)
     assert strategy.privacy_summary_["epsilon_spent"] == pytest.approx(3.0, rel=1e-3)
+
+
+def test_rare_level_sampling_is_not_applied_under_dp_sgd_and_the_summary_says_so(
+    mds_partition, tmp_path, monkeypatch
+) -> None:
+    # Setup: the tuned setting's rare_level_sampling under a budget; any call of its row sampler fails the run
+    from fedsynth.generators import vae_bgm
+
+    def no_call(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("training-by-sampling used under DP-SGD")
+
+    monkeypatch.setattr(vae_bgm, "sample_by_level", no_call)
+    schema = mds_partition.schema.select(SMALL)
+    strategy = _strategy(schema, PrivacyBudget(3.0, 1e-5), rounds=1)
+    strategy.generator_params["rare_level_sampling"] = True
+    sites = _sites(mds_partition, schema, tmp_path)
+    # Run
+    strategy.start(InProcessGrid(sites))
+    # Assert: trained with DP-SGD's own Poisson sampling (the budget spent), and the manifest's summary says why
+    # the setting was left out
+    assert strategy.privacy_summary_["epsilon_spent"] == pytest.approx(3.0, rel=1e-6)
+    assert "not applied" in strategy.privacy_summary_["rare_level_sampling"]
+    # Control: without a budget the same setting does call the sampler
+    plain = _strategy(schema, None, rounds=1)
+    plain.generator_params["rare_level_sampling"] = True
+    with pytest.raises(Exception, match="training-by-sampling used|sites answered"):
+        plain.start(InProcessGrid(_sites(mds_partition, schema, tmp_path / "plain")))
