@@ -417,9 +417,13 @@ class VAEBGMParams(GeneratorParams):
     )
     survival_calibration: bool = Field(
         True, description="Rescale sampled durations per level of the prognostic strata so each level's survival "
-        "matches the real one (its observed over expected events under the real pooled hazard; "
-        "fedsynth.generators.survival_calibration; counts summed over sites, not asked for under a finite privacy "
-        "budget).",
+        "matches the real one (fedsynth.generators.survival_calibration; counts summed over sites, not asked for "
+        "under a finite privacy budget).",
+    )
+    survival_target: Literal["median", "hazard", "rmst"] = Field(
+        "median", description="What the survival calibration matches per level: its median, its observed over "
+        "expected events under the real pooled hazard ('hazard', what a Cox effect reads; with rare_level_sampling "
+        "the tuned FedAvg setting, configs/fedavg_vae_bgm.yaml), or its restricted mean survival time.",
     )
 
 

@@ -27,7 +27,7 @@ network's piecewise-exponential survival. In clear a site withholds a level held
 
 **Fit** (:func:`fit_survival_calibration`): on a large unconditioned sample of the generator, each level is
 compared with the real one under a piecewise-exponential model (hazard = events / person-time per interval, the
-same estimator on both sides), by one of two targets:
+same estimator on both sides), by one of three targets:
 
 - ``target="median"``: the level's median (:func:`pwe_medians`); the error is ``log(real / synthetic median)``.
   Undefined for a level whose median lies past follow-up, and read where the curve may be flat;

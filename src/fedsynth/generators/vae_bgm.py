@@ -34,7 +34,8 @@ Choices (measured on the MDS cohort, 90% training split, ``benchmarks/bench_vae_
   :mod:`~fedsynth.generators.survival_calibration`): each endpoint of a row is multiplied by its factor, the
   product of per-level factors of the schema's strata and its role-based strata, fitted after training on
   :data:`CALIBRATION_ROWS` unconditioned rows and :data:`LEVEL_ROWS` rows drawn under each level (as arms are
-  drawn) so that each level's median survival matches the real one, from
+  drawn) so that each level's survival matches the real one (``survival_target``: its median, its observed over
+  expected events, or its restricted mean), from
   events and person-time per interval and level summed over sites (FedAvg's ``query.survival_counts``; not asked
   for under a finite privacy budget, where the step is off). Without it the VAE pulled rare protective levels
   towards the mean and control arms drawn in risk groups lived up to a fifth too long or short
@@ -213,6 +214,10 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         assert self.layout_ is not None and self.domain is not None
         if self.dp_sgd_ is not None:
             from fedsynth.generators._dp import dp_train_vae
+
+            if self.params.rare_level_sampling:
+                log.info("VAE-BGM: rare_level_sampling not applied under DP-SGD (its accounting assumes Poisson "
+                         "sampling of rows)")
 
             dp_train_vae(self, enc, epochs, self.dp_sgd_)
             return
@@ -415,7 +420,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
                                endpoint_edges(self.schema, self.domain), min_count=min_count)
 
     def fit_survival_calibration(self, counts: Mapping[str, np.ndarray], *, min_count: int = 5,
-                                 conditioned: bool = True, endpoints: str = "each", target: str = "hazard",
+                                 conditioned: bool = True, endpoints: str = "each", target: str | None = None,
                                  **options: Any) -> None:
         """Fit the per-level duration factors against the real ``counts`` (summed :meth:`survival_count_statistics`)
         on :data:`CALIBRATION_ROWS` unconditioned rows of the current model (drawn with ``random_state``).
@@ -427,10 +432,9 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         reads each level's median on :data:`LEVEL_ROWS` rows drawn under that level as a condition (as control arms
         are drawn) besides the unconditioned rows; ``endpoints="each"`` (the default) fits a factor per endpoint
         (LFS is not pulled by OS's error, nor OS by LFS's). Both chosen on seeds 7, 8 and 9
-        (``benchmarks/results/arms.json``, ``selection_seeds_7_8``). ``target="hazard"`` (the default) matches each
-        level's standardised event ratio rather than its median: chosen on seeds 7, 8 and 9 with
-        ``rare_level_sampling`` (``selection_session10``): as many arms as the median target, fewer
-        real-significant effects lost."""
+        (``benchmarks/results/arms.json``, ``selection_seeds_7_8``). ``target`` (default: the ``survival_target``
+        parameter) is what each level matches; ``"hazard"`` with ``rare_level_sampling`` is the tuned FedAvg
+        setting, chosen on seeds 7, 8 and 9 (``selection_session10``)."""
         assert self.domain is not None
         self.survival_calibration_ = None
         self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
@@ -460,7 +464,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
             drawn_for = np.concatenate(tags)
         self.survival_calibration_ = fit_survival_calibration(
             synthetic, counts, self.schema, self.domain, strata, min_count=min_count, drawn_for=drawn_for,
-            endpoints=endpoints, target=target, **options)
+            endpoints=endpoints, target=target or self.params.survival_target, **options)
         cal = self.survival_calibration_
         log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log error %.3g",
                  len(cal.strata), cal.sweeps, cal.max_log_error)
