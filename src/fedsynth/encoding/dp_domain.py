@@ -327,6 +327,16 @@ def _rows_holding(
     return {name: estimate[frozenset(holders[name])] for name in schema.model_columns if holders.get(name)}
 
 
+def _keep_observed(entry: dict[str, Any], n: int, observed: int, missing: int) -> tuple[int, int]:
+    """Set ``entry``'s rows and missing count so that its ``observed`` released values (histogram cells, kept
+    labels) stay observed whatever the noise on the other cells: ``n = max(n, observed)``, ``n_missing =
+    min(missing, n - observed)``. A noisy missing count at or over the rows would otherwise read as "every value is
+    missing" (merge_summaries' words), which the data need not say. Returns the new ``(n, n_missing)``."""
+    entry["n"] = n = max(n, observed)
+    entry["n_missing"] = missing = min(missing, n - observed)
+    return n, missing
+
+
 def noisy_summary(
     summed: Mapping[str, np.ndarray],
     labels: Mapping[str, Sequence[str]],
@@ -386,12 +396,7 @@ def noisy_summary(
         if spec.is_numeric:
             hist = np.asarray(summed[f"{name}/hist"], dtype=float)
             entry.update(_numeric_entry(hist, spec.lower, spec.upper, noise_std, min_count))
-            # The histogram's values stay observed (_numeric_entry keeps one at least), as a categorical column's
-            # released labels do: a noisy missing count at or over the rows would read as "every value is
-            # missing", which the data need not say.
-            observed = int(sum(entry["hist_counts"]))
-            entry["n"] = n = max(n, observed)
-            entry["n_missing"] = missing = min(missing, n - observed)
+            n, missing = _keep_observed(entry, n, int(sum(entry["hist_counts"])), missing)
             if n_modes > 0:
                 entry["modes"] = modes_from_histogram(entry["hist_edges"], entry["hist_counts"], max(n - missing, 1),
                                                       n_modes, rng, min_count=min_count,
@@ -416,12 +421,10 @@ def noisy_summary(
                     f"needs a noisy total of about {threshold:.0f} patients over the sites at this budget)",
                     fix="raise privacy.epsilon, or leave the column out of the model (its role in the schema)"))
             entry["counts"] = kept
-            # Suppressed labels' rows count as missing, as a site's own release does; the kept labels' rows are
-            # observed whatever the noise on the other cells (the rows never fall under the kept total).
+            # Suppressed labels' rows count as missing, as a site's own release does.
             released = sum(kept.values())
             suppressed = int(np.clip(np.rint(c), 0, None).sum()) - released
-            entry["n"] = n = max(n, released)
-            entry["n_missing"] = min(n - released, missing + max(suppressed, 0))
+            _keep_observed(entry, n, released, missing + max(suppressed, 0))
         columns[name] = entry
     if silenced:
         raise ValidationError("The private domain", silenced)

@@ -140,8 +140,8 @@ def privacy_spent_before_end(config: ExperimentConfig, sites_dir: Path, names: l
     spent: dict[str, float | str] = {}
     for name in names:
         path = sites_dir / name / LEDGER_FILE
-        if path.exists():
-            spent[name] = _json_float(PrivacyLedger(path, PrivacyBudget(math.inf, delta)).epsilon_spent(name))
+        if path.exists():  # the ledger's own budget plays no part in reading it at the run's δ
+            spent[name] = _json_float(PrivacyLedger(path, PrivacyBudget(math.inf)).epsilon_spent(name, delta=delta))
     return {"budget": None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta},
             "status": "the run stopped before its end" if spent else "the run stopped before any site released",
             "epsilon_spent_by_site": spent,
@@ -322,7 +322,6 @@ def _run_locked(config: ExperimentConfig, run: RunDirectory, engine: str | None,
         effects_rows = _effects_sample(result.generator, len(part.train), config.seed)
         report_obj = evaluate(part.train, final_frame, schema, holdout_data=part.holdout, random_state=config.seed,
                               strata=config.evaluation.strata, detection=full, utility=full, effects_data=effects_rows)
-
     timings["evaluation"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     arms = draw_run_arms(arm_plan, run_dir, real_data=part.train, random_state=config.seed, progress=emit)

@@ -412,7 +412,8 @@ class VAEBGMParams(GeneratorParams):
         False, description="Train on rows drawn as CTGAN's training-by-sampling draws them (a categorical or binary "
         "column at random, one of its levels with probability proportional to log(1 + its count), a row of that "
         "level), so that rare levels are seen as often as their log count says; the latent mixture is still fitted "
-        "to every row's code once, so the sampled shares stay the real ones. Not under DP-SGD (its Poisson "
+        "to every row's code once, so sampled shares stay close to the real ones (benchmarks/results/arms.json, "
+        "sampled_level_shares). Not under DP-SGD (its Poisson "
         "sampling is what its accounting assumes).",
     )
     survival_calibration: bool = Field(

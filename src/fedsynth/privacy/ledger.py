@@ -85,17 +85,20 @@ class PrivacyLedger:
         """The sum of the δs recorded beside the RDP curves on ``dataset`` (label selection's thresholds)."""
         return float(sum(float(entry.get("delta", 0.0)) for entry in self._runs(dataset, exclude_run)))
 
-    def _epsilon(self, curve: np.ndarray, delta_spent: float) -> float:
-        """ε of ``curve`` at the site's δ less ``delta_spent`` (``inf`` when nothing of δ is left)."""
-        left = self.budget.delta - delta_spent
+    def _epsilon(self, curve: np.ndarray, delta_spent: float, delta: float | None = None) -> float:
+        """ε of ``curve`` at ``delta`` (default: the site's δ) less ``delta_spent`` (``inf`` when nothing of δ is
+        left)."""
+        left = (self.budget.delta if delta is None else float(delta)) - delta_spent
         if left <= 0:
             return float("inf")
         return epsilon_from_rdp(curve, left, self.orders)
 
-    def epsilon_spent(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> float:
-        """ε spent on ``dataset`` so far (optionally but some runs'), at the site's δ less the recorded δs."""
+    def epsilon_spent(self, dataset: str, *, exclude_run: str | Collection[str] | None = None,
+                      delta: float | None = None) -> float:
+        """ε spent on ``dataset`` so far (optionally but some runs'), at ``delta`` (default: the site's δ) less the
+        recorded δs; a run's own figure is read at the run's δ."""
         return self._epsilon(self.spent_rdp(dataset, exclude_run=exclude_run),
-                             self.spent_delta(dataset, exclude_run=exclude_run))
+                             self.spent_delta(dataset, exclude_run=exclude_run), delta)
 
     def fits(self, dataset: str, rdp: Sequence[float] | np.ndarray, delta: float = 0.0) -> bool:
         """Whether spending ``rdp`` (and ``delta``) more on ``dataset`` stays within the site's budget."""

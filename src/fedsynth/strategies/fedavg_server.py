@@ -246,7 +246,7 @@ class FedAvgStrategy(Strategy):
             )
         if plan is not None:
             self.privacy_summary_ = plan.summary(self.epsilon_left_)
-            if (self.generator_params or {}).get("rare_level_sampling"):
+            if self.generator_params.get("rare_level_sampling"):
                 self.privacy_summary_["rare_level_sampling"] = (
                     "not applied: DP-SGD draws each site's rows by Poisson sampling, which its accounting assumes")
             log.info("fedavg: privacy epsilon spent %.4g of %s (largest over sites)",
