@@ -421,10 +421,12 @@ class VAEBGMParams(GeneratorParams):
         "matches the real one (fedsynth.generators.survival_calibration; counts summed over sites, not asked for "
         "under a finite privacy budget).",
     )
-    survival_target: Literal["median", "hazard", "rmst"] = Field(
+    survival_target: Literal["median", "hazard", "rmst", "hazard_ratio"] = Field(
         "median", description="What the survival calibration matches per level: its median, its observed over "
-        "expected events under the real pooled hazard ('hazard', what a Cox effect reads; with rare_level_sampling "
-        "the tuned FedAvg setting, configs/fedavg_vae_bgm.yaml), or its restricted mean survival time.",
+        "expected events under the real pooled hazard ('hazard'), its restricted mean survival time, or its log "
+        "hazard ratio against the rest of its stratum, each table with its own baseline ('hazard_ratio', the count "
+        "form of the univariate Cox effect the evaluator reads; the intercept then matches the overall observed "
+        "over expected events). The tuned FedAvg setting is in configs/fedavg_vae_bgm.yaml.",
     )
 
 

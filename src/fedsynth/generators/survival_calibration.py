@@ -27,7 +27,7 @@ network's piecewise-exponential survival. In clear a site withholds a level held
 
 **Fit** (:func:`fit_survival_calibration`): on a large unconditioned sample of the generator, each level is
 compared with the real one under a piecewise-exponential model (hazard = events / person-time per interval, the
-same estimator on both sides), by one of three targets:
+same estimator on both sides; :mod:`fedsynth.generators.pwe_counts`), by one of four targets:
 
 - ``target="median"``: the level's median (:func:`pwe_medians`); the error is ``log(real / synthetic median)``.
   Undefined for a level whose median lies past follow-up, and read where the curve may be flat;
@@ -41,9 +41,17 @@ same estimator on both sides), by one of three targets:
   scaled by ``f`` scale the area by about ``f`` while it stays under the horizon). It reads the whole curve up to
   the horizon, so a level whose median sits where its curve drops steeply (a small level's late deaths) is not
   matched on that one point while its early years stay wrong.
+- ``target="hazard_ratio"``: the level's log hazard ratio against the rest of its stratum in a piecewise-exponential
+  proportional-hazards model, the real one from the summed counts and the synthetic one from the synthetic rows,
+  each with its own baseline hazard per interval (:func:`level_log_hazard_ratios`: the count form of the
+  univariate Cox effect of the level's indicator that the evaluator reads); the error is ``log(synthetic / real
+  hazard ratio)``. These errors are relative, so the intercept matches instead the overall observed over expected
+  events of the stratum's rows under the real pooled hazard (1 on the real side). The "hazard" target compares
+  both sides under the *real* baseline: when the synthetic table's overall hazard is off, a level can match its
+  ratio there while its effect against the rest of the synthetic table stays off.
 
 The factors of one stratum at a time are moved by a damped step ``b += damping * mean over endpoints of the
-error`` (iterative raking, as iterative proportional fitting moves one margin at a time), sweeping the strata until
+error`` (the part common to the levels going to the intercept) (iterative raking, as iterative proportional fitting moves one margin at a time), sweeping the strata until
 every level is within ``tol`` on the log scale or ``max_sweeps`` is reached. Factors are bounded by
 ``max_log_factor``. With the hazard target a converged fit gives each level the real standardised event ratio
 (its hazard ratio against the real baseline; on the real side the maximum-likelihood estimate of a Poisson model
@@ -78,6 +86,14 @@ import pandas as pd
 from fedsynth.cohort.constraints import TimeOrder, enforce
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
+from fedsynth.generators.pwe_counts import (  # the estimators live there; re-exported here
+    follow_up_horizon,
+    hazard_ratios,
+    level_log_hazard_ratios,
+    pooled_hazard,
+    pwe_medians,
+    pwe_rmst,
+)
 from fedsynth.generators.survival_strata import (  # the strata and counts live there; re-exported here
     GENE_MIN_FREQ,
     SEP,
@@ -91,135 +107,13 @@ from fedsynth.generators.survival_strata import (  # the strata and counts live 
 )
 
 __all__ = [
-    "GENE_MIN_FREQ", "CalibrationStratum", "SurvivalCalibration", "calibration_strata", "endpoint_edges",
-    "fit_survival_calibration", "follow_up_horizon", "pwe_medians", "pwe_rmst", "stratum_codes", "sum_survival_counts", "survival_counts",
+    "GENE_MIN_FREQ", "TARGETS", "CalibrationStratum", "SurvivalCalibration", "calibration_strata", "endpoint_edges",
+    "fit_survival_calibration", "follow_up_horizon", "hazard_ratios", "level_log_hazard_ratios", "pooled_hazard",
+    "pwe_medians", "pwe_rmst", "stratum_codes", "sum_survival_counts", "survival_counts",
 ]
 
-
-
-def pwe_medians(events: np.ndarray, person_time: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Median survival per row of a piecewise-exponential model (hazard ``events / person-time`` per interval).
-
-    Parameters
-    ----------
-    events, person_time : ndarray of shape (n_levels, n_intervals)
-    edges : ndarray of shape (n_intervals + 1,)
-
-    Returns
-    -------
-    ndarray of shape (n_levels,)
-        The time where the cumulative hazard reaches ``ln 2``; NaN where it never does within the last edge.
-    """
-    ev = np.atleast_2d(np.asarray(events, dtype=np.float64))
-    pt = np.atleast_2d(np.asarray(person_time, dtype=np.float64))
-    hazard = np.divide(ev, pt, out=np.zeros_like(ev), where=pt > 0)
-    width = np.diff(np.asarray(edges, dtype=np.float64))
-    cum = np.concatenate([np.zeros((len(ev), 1)), np.cumsum(hazard * width, axis=1)], axis=1)
-    out = np.full(len(ev), np.nan)
-    target = math.log(2.0)
-    for i in range(len(ev)):
-        j = int(np.searchsorted(cum[i, 1:], target, side="left"))
-        if j < len(width) and hazard[i, j] > 0:
-            out[i] = edges[j] + (target - cum[i, j]) / hazard[i, j]
-    return out
-
-
-def pwe_rmst(events: np.ndarray, person_time: np.ndarray, edges: np.ndarray, horizon: float) -> np.ndarray:
-    """Restricted mean survival time up to ``horizon`` per row of a piecewise-exponential model (hazard
-    ``events / person-time`` per interval): the area under its survival curve ``S(t) = exp(-H(t))``.
-
-    Each interval ``[a, b)`` cut at the horizon adds ``S(a) (1 - exp(-h w)) / h`` (``S(a) w`` where ``h = 0``),
-    with ``w = min(b, horizon) - a``.
-
-    Parameters
-    ----------
-    events, person_time : ndarray of shape (n_levels, n_intervals)
-    edges : ndarray of shape (n_intervals + 1,)
-    horizon : float
-        Upper limit of the area (in the durations' unit); past the last edge the curve is held flat.
-
-    Returns
-    -------
-    ndarray of shape (n_levels,)
-        The area from 0 (the curve is 1 before the first edge) to ``horizon``.
-    """
-    ev = np.atleast_2d(np.asarray(events, dtype=np.float64))
-    pt = np.atleast_2d(np.asarray(person_time, dtype=np.float64))
-    hazard = np.divide(ev, pt, out=np.zeros_like(ev), where=pt > 0)
-    e = np.asarray(edges, dtype=np.float64)
-    horizon = max(0.0, float(horizon))
-    width = np.clip(np.minimum(e[1:], horizon) - e[:-1], 0.0, None)
-    hw = hazard * width
-    start = np.exp(-np.concatenate([np.zeros((len(ev), 1)), np.cumsum(hw, axis=1)[:, :-1]], axis=1))
-    area = np.where(hazard > 0, start * -np.expm1(-hw) / np.where(hazard > 0, hazard, 1.0), start * width)
-    tail = max(0.0, float(horizon) - float(e[-1])) * np.exp(-hw.sum(axis=1))
-    lead = min(max(float(e[0]), 0.0), float(horizon))  # before the first edge every row is alive
-    out: np.ndarray = area.sum(axis=1) + tail + lead
-    return out
-
-
-def follow_up_horizon(person_time: np.ndarray, edges: np.ndarray, share: float = 0.9) -> float:
-    """The edge by which ``share`` of all person-time is spent (from the summed counts: the follow-up horizon of
-    an RMST, near the evaluator's real 90th percentile of follow-up).
-
-    Parameters
-    ----------
-    person_time : ndarray of shape (n_levels, n_intervals)
-        Any stratum's person-time (its levels together hold every row's).
-    edges : ndarray of shape (n_intervals + 1,)
-    share : float, default 0.9
-
-    Returns
-    -------
-    float
-        The first edge whose cumulative person-time reaches ``share`` of the total (the last edge if none).
-    """
-    pt = np.atleast_2d(np.asarray(person_time, dtype=np.float64)).sum(axis=0)
-    cum = np.cumsum(pt)
-    if cum[-1] <= 0:
-        return float(edges[-1])
-    j = int(np.searchsorted(cum, share * cum[-1], side="left"))
-    return float(edges[min(j + 1, len(edges) - 1)])
-
-
-def pooled_hazard(events: np.ndarray, person_time: np.ndarray) -> np.ndarray:
-    """The piecewise-exponential hazard of all levels together: ``sum events / sum person-time`` per interval.
-
-    Parameters
-    ----------
-    events, person_time : ndarray of shape (n_levels, n_intervals)
-
-    Returns
-    -------
-    ndarray of shape (n_intervals,)
-        Events per unit of person-time (0 where an interval has no person-time).
-    """
-    d = np.atleast_2d(np.asarray(events, dtype=np.float64)).sum(axis=0)
-    t = np.atleast_2d(np.asarray(person_time, dtype=np.float64)).sum(axis=0)
-    out: np.ndarray = np.divide(d, t, out=np.zeros_like(d), where=t > 0)
-    return out
-
-
-def hazard_ratios(events: np.ndarray, person_time: np.ndarray, baseline: np.ndarray) -> np.ndarray:
-    """Each level's observed over expected events under a baseline piecewise-exponential hazard (its standardised
-    event ratio, the maximum-likelihood hazard ratio of a Poisson model with the level as its only covariate and
-    the baseline's expected events as offset).
-
-    Parameters
-    ----------
-    events, person_time : ndarray of shape (n_levels, n_intervals)
-    baseline : ndarray of shape (n_intervals,)
-        Hazard per interval (:func:`pooled_hazard` of the real counts).
-
-    Returns
-    -------
-    ndarray of shape (n_levels,)
-        ``sum_j events[l, j] / sum_j person_time[l, j] * baseline[j]``; NaN where a level expects no event.
-    """
-    ev = np.atleast_2d(np.asarray(events, dtype=np.float64)).sum(axis=1)
-    expected = np.atleast_2d(np.asarray(person_time, dtype=np.float64)) @ np.asarray(baseline, dtype=np.float64)
-    out: np.ndarray = np.divide(ev, expected, out=np.full_like(ev, np.nan), where=expected > 0)
-    return out
+#: What a level's factor can match (:func:`fit_survival_calibration`'s ``target``).
+TARGETS = ("median", "hazard", "rmst", "hazard_ratio")
 
 
 @dataclass
@@ -416,10 +310,10 @@ def fit_survival_calibration(
     min_share : float, default 0
         Smallest share of the stratum's real rows (in the summed counts) a level's factor is fitted on: a rarer
         level gets none (its survival is the model's; its median, read on few rows, may mislead the factor).
-    target : {"median", "hazard", "rmst"}, default "median"
+    target : {"median", "hazard", "rmst", "hazard_ratio"}, default "median"
         What a level matches: its piecewise-exponential median, its observed over expected events under the
-        real pooled hazard, or its restricted mean survival time up to the endpoint's follow-up horizon
-        (module docstring).
+        real pooled hazard, its restricted mean survival time up to the endpoint's follow-up horizon, or its log
+        hazard ratio against the rest of its stratum (module docstring).
 
     Returns
     -------
@@ -432,8 +326,8 @@ def fit_survival_calibration(
            and ep.event_col in synthetic_data.columns]
     if endpoints not in ("all", "first", "each"):
         raise ValueError(f"endpoints must be 'all', 'first' or 'each'; got {endpoints!r}")
-    if target not in ("median", "hazard", "rmst"):
-        raise ValueError(f"target must be 'median', 'hazard' or 'rmst'; got {target!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
     # Groups of endpoints that share one factor: (the endpoints whose errors move it, the endpoints it scales).
     if endpoints == "each":
         groups = [([i], [i]) for i in range(len(eps))]
@@ -447,30 +341,34 @@ def fit_survival_calibration(
     real_smr: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels) observed / expected events, real
     baseline: dict[str, list[np.ndarray]] = {}  # column -> per endpoint the real pooled hazard per interval
     real_rmst: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels) RMST up to the endpoint's horizon
+    real_lhr: dict[str, np.ndarray] = {}  # column -> (n_endpoints, n_levels) log HR of each level against the rest
     horizons: dict[int, float] = {}  # endpoint index -> real follow-up horizon (first stratum with counts)
     codes: dict[str, np.ndarray] = {}  # each row's level (the factor it takes)
     read: dict[str, np.ndarray] = {}  # the level a row is read for in the stratum's medians (-1: not read)
     for st in kept:
         n_real = counts[f"n{SEP}{st.column}"]
         floor = max(floor_rows, float(min_share) * float(np.sum(n_real)))
-        rows, smrs, bases, areas = [], [], [], []
+        rows, smrs, bases, areas, lhrs = [], [], [], [], []
         for k, ep in enumerate(eps):
             d, t = counts.get(f"d{SEP}{ep.name}{SEP}{st.column}"), counts.get(f"t{SEP}{ep.name}{SEP}{st.column}")
             n_int = len(edges[ep.name]) - 1
             nan = np.full(len(st.labels), np.nan)
             if d is None or t is None:
-                med, smr, area, base = nan, nan, nan, np.zeros(n_int)
+                med, smr, area, base, lhr = nan, nan, nan, np.zeros(n_int), nan
             else:
                 horizons.setdefault(k, follow_up_horizon(t, edges[ep.name]))
                 med, base = pwe_medians(d, t, edges[ep.name]), pooled_hazard(d, t)
                 smr, area = hazard_ratios(d, t, base), pwe_rmst(d, t, edges[ep.name], horizons[k])
+                lhr = level_log_hazard_ratios(d, t) if target == "hazard_ratio" else nan
             rows.append(np.where(n_real >= floor, med, np.nan))
             smrs.append(np.where(n_real >= floor, smr, np.nan))
             areas.append(np.where(n_real >= floor, area, np.nan))
+            lhrs.append(np.where(n_real >= floor, lhr, np.nan))
             bases.append(base)
         real_med[st.column] = np.array(rows).reshape(len(eps), len(st.labels))
         real_smr[st.column] = np.array(smrs).reshape(len(eps), len(st.labels))
         real_rmst[st.column] = np.array(areas).reshape(len(eps), len(st.labels))
+        real_lhr[st.column] = np.array(lhrs).reshape(len(eps), len(st.labels))
         baseline[st.column] = bases
         codes[st.column] = stratum_codes(synthetic_data, st)
         if drawn_for is not None:
@@ -498,6 +396,10 @@ def fit_survival_calibration(
     def level_errors(i: int, t: np.ndarray, st: CalibrationStratum, r: np.ndarray, n_syn: np.ndarray) -> np.ndarray:
         """log(real / synthetic) of endpoint ``i`` per level of ``st`` (NaN: no target): the factor its times lack."""
         ev, pt = exposure(t, events[i], r, len(st.labels), edges[eps[i].name])
+        if target == "hazard_ratio":
+            syn, real = level_log_hazard_ratios(ev, pt), real_lhr[st.column][i]
+            ok = np.isfinite(real) & np.isfinite(syn) & (n_syn >= min_rows)
+            return np.where(ok, syn - real, np.nan)
         if target == "hazard":
             syn, real = hazard_ratios(ev, pt, baseline[st.column][i]), real_smr[st.column][i]
             ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (real > 0) & (n_syn >= min_rows)
@@ -509,6 +411,14 @@ def fit_survival_calibration(
         syn, real = pwe_medians(ev, pt, edges[eps[i].name]), real_med[st.column][i]
         ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (n_syn >= min_rows)
         return np.where(ok, np.log(np.where(ok, real, 1.0) / np.where(ok, syn, 1.0)), np.nan)
+
+    def overall_error(i: int, t: np.ndarray, st: CalibrationStratum, r: np.ndarray) -> float:
+        """log(observed / expected) events of endpoint ``i`` over the stratum's rows under the real pooled hazard
+        (NaN: none expected): with ``target="hazard_ratio"`` the intercept's error, the levels' errors being
+        relative."""
+        ev, pt = exposure(t, events[i], r, len(st.labels), edges[eps[i].name])
+        seen, expected = float(ev.sum()), float((pt @ baseline[st.column][i]).sum())
+        return math.log(seen / expected) if seen > 0 and expected > 0 else float("nan")
 
     sweeps, worst = 0, float("nan")
     for sweeps in range(1, int(max_sweeps) + 1):
@@ -529,7 +439,12 @@ def fit_survival_calibration(
                 # factors stay centred and cannot drift against another's (strata overlap: a risk group and its
                 # inputs), which would move the rows of levels without a factor.
                 common = float(np.average(step[have], weights=n_syn[have])) if have.any() else 0.0
-                intercepts[g] = float(np.clip(intercepts[g] + damping * common, -max_log_factor, max_log_factor))
+                shift = common
+                if target == "hazard_ratio":  # relative errors: the intercept matches the overall event ratio
+                    overall = [e for e in (overall_error(i, t_now[i], st, r) for i in fitted_on) if math.isfinite(e)]
+                    shift = float(np.mean(overall)) if overall else 0.0
+                    worst = max(worst, abs(shift))
+                intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))
                 old = factors[g][st.column]
                 factors[g][st.column] = np.clip(old + damping * np.where(have, step - common, 0.0),
                                                 -max_log_factor, max_log_factor)

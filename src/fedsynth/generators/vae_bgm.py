@@ -35,7 +35,7 @@ Choices (measured on the MDS cohort, 90% training split, ``benchmarks/bench_vae_
   product of per-level factors of the schema's strata and its role-based strata, fitted after training on
   :data:`CALIBRATION_ROWS` unconditioned rows and :data:`LEVEL_ROWS` rows drawn under each level (as arms are
   drawn) so that each level's survival matches the real one (``survival_target``: its median, its observed over
-  expected events, or its restricted mean), from
+  expected events, its restricted mean, or its hazard ratio against the rest of its stratum), from
   events and person-time per interval and level summed over sites (FedAvg's ``query.survival_counts``; not asked
   for under a finite privacy budget, where the step is off). Without it the VAE pulled rare protective levels
   towards the mean and control arms drawn in risk groups lived up to a fifth too long or short
