@@ -147,6 +147,11 @@ def test_the_synthetic_rows_for_effects_stop_at_the_factor_times_the_real_rows()
     out = survival_effects(real, syn, _toy_schema(), rng=np.random.default_rng(0))
     # Assert: a sample of EFFECT_ROWS_FACTOR x 100 rows
     assert out["counts"]["synthetic_rows_for_effects"] == EFFECT_ROWS_FACTOR * 100
+    # a factor given: that many times the real rows (the benchmarks' low-noise reading), the whole table when larger
+    assert survival_effects(real, syn, _toy_schema(), rng=np.random.default_rng(0),
+                            effect_rows_factor=12)["counts"]["synthetic_rows_for_effects"] == 1200
+    assert survival_effects(real, syn, _toy_schema(), rng=np.random.default_rng(0),
+                            effect_rows_factor=100)["counts"]["synthetic_rows_for_effects"] == 1500
 
 
 def test_expected_lost_by_chance_equals_hand_computed_values():
