@@ -164,6 +164,40 @@ def rule_from_dict(raw: Any, endpoints: Sequence[SurvivalEndpoint]) -> EndpointR
     return TimeOrder(a, b) if raw["type"] == "time_order" else EventImplies(a, b)
 
 
+def tied(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether two times are equal, elementwise (to a relative 1e-9: times read from a file or scaled by one
+    factor); False where either is missing."""
+    return np.isclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=1e-9, atol=1e-12)
+
+
+def retie(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
+          rules: Sequence[EndpointRule]) -> dict[str, np.ndarray]:
+    """``after`` with each time-order rule's shorter time set to its longer one's in the rows where the two were
+    equal in ``before`` (a tied row stays tied when its times are rescaled endpoint by endpoint).
+
+    Parameters
+    ----------
+    before, after : dict of str to ndarray of shape (n,)
+        Duration column -> times before and after a change (NaN: missing).
+    rules : sequence
+        Only :class:`TimeOrder` rules whose two durations are in both act.
+
+    Returns
+    -------
+    dict of str to ndarray
+        New arrays (the inputs are not changed).
+    """
+    out = {k: np.array(v, dtype=np.float64, copy=True) for k, v in after.items()}
+    for r in rules:
+        if not isinstance(r, TimeOrder):
+            continue
+        a, b = r.shorter.duration_col, r.longer.duration_col
+        if a in before and b in before and a in out and b in out:
+            tie = tied(before[a], before[b])
+            out[a][tie] = out[b][tie]
+    return out
+
+
 def candidate_rules(schema: HasEndpoints) -> list[EndpointRule]:
     """Every rule the schema's endpoints allow, in a fixed order (what each site is asked about).
 

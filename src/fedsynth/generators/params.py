@@ -416,6 +416,13 @@ class VAEBGMParams(GeneratorParams):
         "sampled_level_shares). Not under DP-SGD (its Poisson "
         "sampling is what its accounting assumes).",
     )
+    time_ties: bool = Field(
+        False, description="Model, for each pair of endpoint durations, whether the two times are equal in a row "
+        "as a binary slot of its own (a patient whose leukaemia-free survival ends when their overall survival "
+        "does), drawn with the row and applied by giving the shorter endpoint of a time-order rule its longer one's "
+        "time; the survival calibration then keeps a tied row tied. Without it the two times are drawn apart and "
+        "rarely meet (fedsynth.generators.vae_layout.Layout).",
+    )
     survival_calibration: bool = Field(
         True, description="Rescale sampled durations per level of the prognostic strata so each level's survival "
         "matches the real one (fedsynth.generators.survival_calibration; counts summed over sites, not asked for "

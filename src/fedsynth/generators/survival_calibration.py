@@ -83,7 +83,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.constraints import TimeOrder, enforce
+from fedsynth.cohort.constraints import TimeOrder, enforce, retie
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.pwe_counts import (  # the estimators live there; re-exported here
@@ -138,6 +138,9 @@ class SurvivalCalibration:
         ``log_factors``.
     endpoint_intercepts : dict of str to float, optional
         Endpoint name -> its own intercept (with ``endpoint_factors``).
+    keep_ties : bool
+        With a factor per endpoint, a row whose time-order rule's two times were equal stays so: the shorter
+        endpoint takes its longer one's scaled time (:func:`~fedsynth.cohort.constraints.retie`).
     """
 
     strata: tuple[CalibrationStratum, ...]
@@ -147,6 +150,7 @@ class SurvivalCalibration:
     max_log_error: float = float("nan")
     endpoint_factors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     endpoint_intercepts: dict[str, float] = field(default_factory=dict)
+    keep_ties: bool = False
 
     def row_log_factors(self, data: pd.DataFrame, endpoint: str | None = None) -> np.ndarray:
         """Each row's log factor: the sum of its levels' (shape ``(n_rows,)``; a missing level adds 0), for
@@ -170,7 +174,7 @@ class SurvivalCalibration:
         factor per endpoint, a shorter endpoint's time is capped at its longer one's (:func:`cap_time_order`).
         """
         logs = {ep.name: self.row_log_factors(data, ep.name) for ep in schema.endpoints}
-        return _scaled(data, schema, domain, logs)
+        return _scaled(data, schema, domain, logs, keep_ties=self.keep_ties)
 
     def to_dict(self) -> dict[str, Any]:
         return {"strata": [st.to_dict() for st in self.strata],
@@ -178,7 +182,7 @@ class SurvivalCalibration:
                 "sweeps": self.sweeps, "max_log_error": self.max_log_error,
                 "endpoint_factors": {e: {k: v.tolist() for k, v in f.items()}
                                      for e, f in self.endpoint_factors.items()},
-                "endpoint_intercepts": dict(self.endpoint_intercepts)}
+                "endpoint_intercepts": dict(self.endpoint_intercepts), "keep_ties": self.keep_ties}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurvivalCalibration:
@@ -187,7 +191,8 @@ class SurvivalCalibration:
                    float(d.get("intercept", 0.0)), int(d.get("sweeps", 0)), float(d.get("max_log_error", float("nan"))),
                    {str(e): {k: np.asarray(v, dtype=np.float64) for k, v in f.items()}
                     for e, f in d.get("endpoint_factors", {}).items()},
-                   {str(e): float(v) for e, v in d.get("endpoint_intercepts", {}).items()})
+                   {str(e): float(v) for e, v in d.get("endpoint_intercepts", {}).items()},
+                   bool(d.get("keep_ties", False)))
 
 
 def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -224,18 +229,23 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dic
 
 
 def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
-            log_factor: Mapping[str, np.ndarray]) -> pd.DataFrame:
+            log_factor: Mapping[str, np.ndarray], *, keep_ties: bool = False) -> pd.DataFrame:
     out = data.copy()
     times: dict[str, np.ndarray] = {}
+    before: dict[str, np.ndarray] = {}
     for ep in schema.endpoints:
         if ep.duration_col not in out.columns:
             continue
         v = pd.to_numeric(out[ep.duration_col], errors="coerce").to_numpy(dtype=np.float64)
+        before[ep.duration_col] = v
         v = v * np.exp(log_factor[ep.name])
         if ep.duration_col in domain.columns:
             v = np.clip(v, domain[ep.duration_col].lower, domain[ep.duration_col].upper)
         times[ep.duration_col] = v
-    for col, v in cap_time_order(times, schema.constraints).items():
+    times = cap_time_order(times, schema.constraints)
+    if keep_ties:
+        times = retie(before, times, schema.constraints)
+    for col, v in times.items():
         out[col] = v
     # Durations of different endpoints may have different domain bounds, so a clip can reorder two equal times
     # at a bound: the schema's endpoint rules are enforced again (as every generator's _finish does).
@@ -271,6 +281,7 @@ def fit_survival_calibration(
     drawn_for: np.ndarray | None = None,
     target: str = "median",
     min_share: float = 0.0,
+    keep_ties: bool = False,
 ) -> SurvivalCalibration:
     """Per-level factors on synthetic durations so that each level's median or hazard matches the real one
     (damped raking).
@@ -314,6 +325,9 @@ def fit_survival_calibration(
         What a level matches: its piecewise-exponential median, its observed over expected events under the
         real pooled hazard, its restricted mean survival time up to the endpoint's follow-up horizon, or its log
         hazard ratio against the rest of its stratum (module docstring).
+    keep_ties : bool, default False
+        With ``endpoints="each"``, rows whose time-order rule's two times are equal stay equal when scaled (the
+        shorter takes the longer's scaled time), in the fit and in :meth:`SurvivalCalibration.apply`.
 
     Returns
     -------
@@ -391,6 +405,8 @@ def fit_survival_calibration(
                for i in range(len(eps))}
         if endpoints == "each":  # a factor per endpoint: a shorter endpoint is capped at its longer one
             out = cap_time_order(out, schema.constraints)
+            if keep_ties:
+                out = retie({ep.duration_col: times[i] for i, ep in enumerate(eps)}, out, schema.constraints)
         return [out[ep.duration_col] for ep in eps]
 
     def level_errors(i: int, t: np.ndarray, st: CalibrationStratum, r: np.ndarray, n_syn: np.ndarray) -> np.ndarray:
@@ -458,5 +474,5 @@ def fit_survival_calibration(
     if endpoints == "each":
         return SurvivalCalibration(tuple(kept), {st.column: np.zeros(len(st.labels)) for st in kept}, 0.0, sweeps,
                                    worst, {eps[g].name: factors[g] for g in range(len(groups))},
-                                   {eps[g].name: intercepts[g] for g in range(len(groups))})
+                                   {eps[g].name: intercepts[g] for g in range(len(groups))}, keep_ties)
     return SurvivalCalibration(tuple(kept), factors[0], intercepts[0], sweeps, worst)

@@ -149,7 +149,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
             )
         import torch
 
-        self.layout_ = Layout.from_domain(self.domain, self.schema)
+        self.layout_ = Layout.from_domain(self.domain, self.schema, ties=p.time_ties)
         device = torch_device(p.device)
         seed = int(np.random.SeedSequence().generate_state(1)[0]) if p.random_state is None else p.random_state
         with torch.random.fork_rng(devices=[]):
@@ -242,7 +242,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         if p.column_dropout > 0:
             absent, col_dims = absent_inputs(layout, self.domain, p.numeric_transform)
             dropout = (torch.as_tensor(absent, device=dev), torch.as_tensor(col_dims, device=dev))
-        levels = level_rows(enc) if p.rare_level_sampling else None
+        levels = level_rows(enc, self.layout_.tie_offset) if p.rare_level_sampling else None
         model.train()
         last = float("nan")
         for _ in range(epochs):
@@ -464,7 +464,8 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
             drawn_for = np.concatenate(tags)
         self.survival_calibration_ = fit_survival_calibration(
             synthetic, counts, self.schema, self.domain, strata, min_count=min_count, drawn_for=drawn_for,
-            endpoints=endpoints, target=target or self.params.survival_target, **options)
+            endpoints=endpoints, target=target or self.params.survival_target,
+            **{"keep_ties": self.params.time_ties, **options})
         cal = self.survival_calibration_
         log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log error %.3g",
                  len(cal.strata), cal.sweeps, cal.max_log_error)

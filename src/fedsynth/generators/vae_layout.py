@@ -3,7 +3,8 @@
 Numeric columns go through the domain's quantile bins to normal scores (piecewise-linear CDF, then the normal
 quantile function, probabilities clipped to [0.001, 0.999]) or are standardised with its mean and standard
 deviation; binary columns are 0/1, categorical columns one-hot over the domain's categories, and every column
-that can be missing has a missing indicator. :func:`decode` samples rows back from the decoder's outputs.
+that can be missing has a missing indicator. With ``ties`` each pair of endpoint durations has one more binary slot,
+1 where the two times are equal (:class:`Layout`). :func:`decode` samples rows back from the decoder's outputs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from fedsynth.cohort.constraints import TimeOrder, tied
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.base import follow_duration_missingness
@@ -37,11 +39,25 @@ class ColumnLayout:
 
 @dataclass(frozen=True)
 class Layout:
+    """Where each column sits in the model's input and output vectors.
+
+    ``ties`` (with ``Layout.from_domain(..., ties=True)``) are pairs of endpoint duration columns ``(first,
+    second)``, in the schema's endpoint order; each has one more binary slot after the columns' binaries
+    (``n_binary`` counts them): 1 when the two times are equal in a row (a patient whose LFS ends at the end of
+    their OS), so the model learns ties as a level of their own instead of two independent times that rarely meet.
+    """
+
     columns: tuple[ColumnLayout, ...]
     n_numeric: int
     n_binary: int
     cat_sizes: tuple[int, ...]
     n_missing: int
+    ties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def tie_offset(self) -> int:
+        """Index in the binary block of the first tie slot (the columns' binaries come first)."""
+        return self.n_binary - len(self.ties)
 
     @property
     def n_cat_total(self) -> int:
@@ -57,7 +73,9 @@ class Layout:
         return self.n_numeric + self.n_binary + self.n_cat_total + self.n_missing
 
     @classmethod
-    def from_domain(cls, domain: Domain, schema: TableSchema) -> Layout:
+    def from_domain(cls, domain: Domain, schema: TableSchema, *, ties: bool = False) -> Layout:
+        """The layout of the schema's model columns in ``domain``; ``ties``: one tie slot per pair of endpoints
+        whose durations are both numeric model columns (the class docstring)."""
         cols: list[ColumnLayout] = []
         n_num = n_bin = n_miss = 0
         cat_sizes: list[int] = []
@@ -78,7 +96,10 @@ class Layout:
             else:
                 cols.append(ColumnLayout(name, "categorical", len(cat_sizes), tuple(cd.categories), miss))
                 cat_sizes.append(len(cd.categories))
-        return cls(tuple(cols), n_num, n_bin, tuple(cat_sizes), n_miss)
+        numeric = {c.name for c in cols if c.kind == "numeric"}
+        durations = [ep.duration_col for ep in schema.endpoints if ep.duration_col in numeric] if ties else []
+        pairs = tuple((a, b) for i, a in enumerate(durations) for b in durations[i + 1:] if a != b)
+        return cls(tuple(cols), n_num, n_bin + len(pairs), tuple(cat_sizes), n_miss, pairs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +117,7 @@ class Layout:
             "n_binary": self.n_binary,
             "cat_sizes": list(self.cat_sizes),
             "n_missing": self.n_missing,
+            **({"ties": [list(t) for t in self.ties]} if self.ties else {}),
         }
 
 
@@ -184,6 +206,12 @@ def encode(layout: Layout, domain: Domain, data: pd.DataFrame, numeric_transform
         if c.missing_index >= 0:
             miss[:, c.missing_index] = (~obs).astype(np.float32)
             miss_mask[:, c.missing_index] = 1.0
+    for j, (a, b) in enumerate(lay.ties):  # a tie is known where both times are (else: input 0, no loss term)
+        if a in data.columns and b in data.columns:
+            ta, tb = data[a].to_numpy(dtype="float64"), data[b].to_numpy(dtype="float64")
+            both = ~np.isnan(ta) & ~np.isnan(tb)
+            binv[both, lay.tie_offset + j] = tied(ta[both], tb[both]).astype(np.float32)
+            bin_mask[both, lay.tie_offset + j] = 1.0
     inputs = np.concatenate([num, binv, *onehots, miss], axis=1).astype(np.float32)
     return Encoded(inputs, num, num_mask, binv, bin_mask, cat, miss, miss_mask)
 
@@ -272,7 +300,22 @@ def decode(
             col[is_missing] = np.nan
         cols[c.name] = col
     follow_duration_missingness(cols, present, schema)
+    for j, (a, b) in enumerate(lay.ties):  # drawn after every column, so a layout without ties draws the same rows
+        p = sigmoid(o_bin[:, lay.tie_offset + j])
+        tie = rng.random(n) < p if like else p > 0.5
+        shorter, longer = tie_direction(schema, a, b)
+        ok = tie & ~np.isnan(cols[shorter].astype("float64")) & ~np.isnan(cols[longer].astype("float64"))
+        cols[shorter] = np.where(ok, cols[longer], cols[shorter])
     return pd.DataFrame(cols)
+
+
+def tie_direction(schema: TableSchema, a: str, b: str) -> tuple[str, str]:
+    """(the duration a tie overwrites, the one it copies): a time-order rule's shorter duration takes its longer
+    one's time (so the rule keeps holding); without a rule between them, the later endpoint takes the earlier's."""
+    for r in schema.constraints:
+        if isinstance(r, TimeOrder) and {r.shorter.duration_col, r.longer.duration_col} == {a, b}:
+            return r.shorter.duration_col, r.longer.duration_col
+    return b, a
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -287,14 +330,15 @@ def softmax(x: np.ndarray) -> np.ndarray:
 # -- training-by-sampling ----------------------------------------------------------------------------------
 
 
-def level_rows(enc: Encoded) -> list[tuple[np.ndarray, list[np.ndarray]]]:
+def level_rows(enc: Encoded, n_binary: int | None = None) -> list[tuple[np.ndarray, list[np.ndarray]]]:
     """Per categorical or binary column of ``enc`` with two observed levels or more: the sampling weight of each
     level, ``log(1 + count)`` normalised (CTGAN's training-by-sampling, Xu et al., NeurIPS 2019), and the rows that
-    hold it. Missing values and columns a site lacks (mask 0) hold no level."""
+    hold it. Missing values and columns a site lacks (mask 0) hold no level. ``n_binary``: only the first that many
+    binary slots are columns (the layout's ``tie_offset``; its tie slots are not sampled by)."""
     out: list[tuple[np.ndarray, list[np.ndarray]]] = []
     columns = [enc.categorical[:, j] for j in range(enc.categorical.shape[1])]
     columns += [np.where(enc.binary_mask[:, j] > 0, enc.binary[:, j], -1).astype(np.int64)
-                for j in range(enc.binary.shape[1])]
+                for j in range(enc.binary.shape[1] if n_binary is None else n_binary)]
     for codes in columns:
         rows = [np.flatnonzero(codes == level) for level in np.unique(codes[codes >= 0])]
         if len(rows) < 2:
