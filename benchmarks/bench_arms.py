@@ -17,7 +17,8 @@ Per arm: median OS synthetic and real, its relative error, log-rank p and the ha
 lifelines Cox on an arm indicator) with its 95% CI, and endpoint-rule violations. Per generator and seed: the
 survival-effect fidelity (``fedsynth.evaluation.survival_effects`` of ``EFFECT_ROWS_FACTOR`` (10) times as many
 unconditioned synthetic rows as training rows, the Cox effects read at the training size), its effects lost (with
-real and synthetic p) and ``expected_lost_by_chance``; and under ``single_draw`` the same figures on the first
+real and synthetic p), ``expected_lost_by_chance`` and ``tied_times`` (per time-order rule, the share of rows whose
+two times are equal, real and synthetic); and under ``single_draw`` the same figures on the first
 training-size rows alone (one same-size draw, as measured before the effects were read at the real size: its
 ``expected_lost_by_chance`` is what a generator that reproduced every effect exactly would lose to that draw);
 with ``--low-noise-factor K``, under ``low_noise`` the effects again on another draw of K times the training rows
@@ -358,6 +359,8 @@ def main() -> None:
                            "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
                                     f"{e['p_synthetic']:.2g}; log HR real {e['log_hr_real']:.3g}, synthetic "
                                     f"{e['log_hr_synthetic']:.3g})" for e in se["effects"] if e["lost"]],
+                           "tied_times": {r["rule"]: {"real": r["tied_real"], "synthetic": r["tied_synthetic"]}
+                                          for r in se["endpoint_rules"] if r["tied_real"] is not None},
                            "single_draw": {"fidelity": one["fidelity"], "effects_lost": one["counts"]["effects_lost"],
                                            "expected_lost_by_chance": one["counts"]["expected_lost_by_chance"],
                                            "lost": [f"{e['endpoint']}: {e['variable']}" for e in one["effects"]

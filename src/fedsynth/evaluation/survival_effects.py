@@ -69,7 +69,9 @@ adjustment for a factor). Every group and every effect counts once, so the figur
 the average effect's fidelity.
 
 Flags (listed like privacy flags): every real-significant effect lost; every median error above 15%
-(:data:`MEDIAN_FLAG`); every endpoint rule a synthetic row breaks.
+(:data:`MEDIAN_FLAG`); every endpoint rule a synthetic row breaks; every time-order rule whose share of rows with
+both times equal is off by more than 0.10 (:data:`TIE_FLAG`; LFS ending with OS in 79% of real rows and 38% of a
+model's rows is a model that draws the two times apart).
 
 Endpoint rules (:mod:`fedsynth.cohort.constraints`): the schema's rules and the candidate rules that hold in
 every real row, each with its number of violating synthetic rows (expected 0) and real rows.
@@ -86,7 +88,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fedsynth.cohort.constraints import candidate_rules, rule_holds, violation_counts
+from fedsynth.cohort.constraints import TimeOrder, candidate_rules, rule_holds, tied, violation_counts
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.evaluation._prep import Columns, mean_or_none, same_size_sample, sig_round
 from fedsynth.evaluation.cox import check_cox_engine, cox_design, coxph_univariate, design_matrix, univariate_cox
@@ -97,6 +99,9 @@ log = logging.getLogger(__name__)
 
 #: Median errors above this share are flagged.
 MEDIAN_FLAG = 0.15
+#: A time-order rule whose share of rows with both times equal differs between synthetic and real by more than this
+#: is flagged.
+TIE_FLAG = 0.10
 #: Significance level of an effect inside the synthetic sample ("effect lost" when p >= this).
 SYNTHETIC_ALPHA = 0.05
 #: Two-sided 95% normal quantile of the Wald intervals.
@@ -335,7 +340,11 @@ def endpoint_rule_report(
     real_data: pd.DataFrame, synthetic_data: pd.DataFrame, schema: TableSchema
 ) -> list[dict[str, Any]]:
     """Violations per endpoint rule: the schema's rules (``source`` "schema") and the candidate rules that hold
-    in every real row (``source`` "real data"), with violating synthetic rows (expected 0) and real rows."""
+    in every real row (``source`` "real data"), with violating synthetic rows (expected 0) and real rows; for a
+    time-order rule also ``tied_real`` and ``tied_synthetic``, the share of rows with both times known whose two times
+    are equal (a patient whose LFS ends with their OS: a rule can hold in every row while the model draws the two
+    times apart far more often than patients have them; None for other rules), and ``tied_flagged`` when they differ
+    by more than :data:`TIE_FLAG`."""
     rules = list(schema.constraints)
     sources = ["schema"] * len(rules)
     for r in candidate_rules(schema):
@@ -344,12 +353,30 @@ def endpoint_rule_report(
             sources.append("real data")
     syn = violation_counts(synthetic_data, rules)
     real = violation_counts(real_data, rules)
-    return [
+    out = [
         {"rule": s["rule"], "type": s["type"], "source": src, "violations_synthetic": s["violations"],
          "checked_synthetic": s["checked"], "share_synthetic": s["violations"] / s["checked"] if s["checked"] else None,
-         "violations_real": rr["violations"]}
-        for s, rr, src in zip(syn, real, sources)
+         "violations_real": rr["violations"], "tied_real": _tied_share(real_data, rule),
+         "tied_synthetic": _tied_share(synthetic_data, rule)}
+        for s, rr, src, rule in zip(syn, real, sources, rules)
     ]
+    for row in out:
+        row["tied_flagged"] = tie_gap(row) > TIE_FLAG
+    return out
+
+
+def _tied_share(data: pd.DataFrame, rule: Any) -> float | None:
+    """Share of the rows with both of a time-order rule's times known whose two times are equal (None: another kind
+    of rule, or no such row)."""
+    if not isinstance(rule, TimeOrder):
+        return None
+    a, b = rule.shorter.duration_col, rule.longer.duration_col
+    if a not in data.columns or b not in data.columns:
+        return None
+    ta = pd.to_numeric(data[a], errors="coerce").to_numpy(dtype=np.float64)
+    tb = pd.to_numeric(data[b], errors="coerce").to_numpy(dtype=np.float64)
+    both = ~np.isnan(ta) & ~np.isnan(tb)
+    return sig_round(float(tied(ta[both], tb[both]).mean()), 3) if both.any() else None
 
 
 def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list[dict[str, Any]]) -> list[str]:
@@ -370,7 +397,16 @@ def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list
     for r in rules:
         if r["violations_synthetic"]:
             flags.append(f"endpoint rule {r['rule']}: broken by {r['violations_synthetic']} synthetic rows")
+        if tie_gap(r) > TIE_FLAG:
+            flags.append(f"endpoint rule {r['rule']}: both times equal in {100 * r['tied_synthetic']:.0f}% of "
+                         f"synthetic rows vs {100 * r['tied_real']:.0f}% of real rows")
     return flags
+
+
+def tie_gap(rule_row: Mapping[str, Any]) -> float:
+    """``|tied_synthetic - tied_real|`` of an :func:`endpoint_rule_report` row (0 where either is None)."""
+    a, b = rule_row.get("tied_synthetic"), rule_row.get("tied_real")
+    return 0.0 if a is None or b is None else abs(float(a) - float(b))
 
 
 def survival_effects(

@@ -354,3 +354,25 @@ def test_the_report_holds_the_section_and_the_html_names_direction_consistency(m
         "clinical-survival direction consistency")
     assert [g["group"] for g in data["survival_effects"]["endpoints"]["OS"]["groups"] if g["stratum"] == "AGE"] == [
         "<60", "60-69", "70-79", ">=80"]
+
+
+def test_a_time_order_rule_reports_the_share_of_rows_with_both_times_equal():
+    # Setup: real: 4 of 5 rows with tb equal to ta (one more row lacks tb); synthetic: 1 of 4 rows
+    c, b, out = ColumnKind.CONTINUOUS, ColumnKind.BINARY, ColumnRole.OUTCOME
+    schema = TableSchema(tuple(ColumnSpec(n, k, out) for n, k in (("ta", c), ("ea", b), ("tb", c), ("eb", b))),
+                         (SurvivalEndpoint("A", "ta", "ea"), SurvivalEndpoint("B", "tb", "eb")))
+    real = pd.DataFrame({"ta": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "ea": 1.0, "tb": [1.0, 2.0, 3.0, 4.0, 2.5, np.nan],
+                         "eb": [1.0, 1.0, 1.0, 1.0, 1.0, np.nan]})
+    syn = pd.DataFrame({"ta": [1.0, 2.0, 3.0, 4.0], "ea": 1.0, "tb": [1.0, 1.5, 2.5, 3.5], "eb": 1.0})
+    # Run
+    rows = {r["rule"]: r for r in endpoint_rule_report(real, syn, schema)}
+    # Assert: 4 / 5 real, 1 / 4 synthetic for tb <= ta; no share for event rules
+    assert rows["tb <= ta"]["tied_real"] == pytest.approx(0.8)
+    assert rows["tb <= ta"]["tied_synthetic"] == pytest.approx(0.25)
+    assert all(r["tied_real"] is None for name, r in rows.items() if name != "tb <= ta")
+    # a gap of 0.55 is flagged in the row and in the flags; the same shares give no flag
+    assert rows["tb <= ta"]["tied_flagged"] and not any(r["tied_flagged"] for n, r in rows.items() if n != "tb <= ta")
+    flags = survival_effects(real, syn, schema, rng=np.random.default_rng(0))["flags"]
+    assert any("both times equal in 25% of synthetic rows vs 80% of real rows" in f for f in flags)
+    same = survival_effects(real, real, schema, rng=np.random.default_rng(0))["flags"]
+    assert not any("both times equal" in f for f in same)
