@@ -220,6 +220,12 @@ def _calibration_fields(gen: Any, variant: dict[str, Any] | None) -> dict[str, A
     return out
 
 
+def _lost(effects: list[dict[str, Any]]) -> list[str]:
+    """One line per real-significant effect lost: endpoint, covariate, p and log HR, real and synthetic."""
+    return [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic {e['p_synthetic']:.2g}; log HR "
+            f"real {e['log_hr_real']:.3g}, synthetic {e['log_hr_synthetic']:.3g})" for e in effects if e["lost"]]
+
+
 def _write(path: str, out: dict[str, Any], measured: set[tuple[str, int]], keep_from: list[str]) -> None:
     """Write ``out`` to ``path``, keeping the runs and fidelity rows of (generator, seed) pairs not measured in this
     call from the file already there and from ``keep_from`` (first file first), so one file holds every
@@ -256,7 +262,7 @@ def main() -> None:
     from fedsynth.cohort.datasets import load
     from fedsynth.cohort.partition import make_partition
     from fedsynth.evaluation.arm import arm_report
-    from fedsynth.evaluation.survival_effects import EFFECT_ROWS_FACTOR, survival_effects
+    from fedsynth.evaluation.survival_effects import EFFECT_ROWS_FACTOR, survival_effects, tied_times
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--generators", default="bn,vae_bgm", help="bn, vae_bgm, ctgan, gaussian_copula, tvae")
@@ -356,11 +362,7 @@ def main() -> None:
                     fid = {"seed": seed, "generator": kind, "fidelity": se["fidelity"],
                            "curves_part": se["parts"]["curves"], "effects_part": se["parts"]["effects"],
                            **se["counts"], **_calibration_fields(gen, variant),
-                           "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
-                                    f"{e['p_synthetic']:.2g}; log HR real {e['log_hr_real']:.3g}, synthetic "
-                                    f"{e['log_hr_synthetic']:.3g})" for e in se["effects"] if e["lost"]],
-                           "tied_times": {r["rule"]: {"real": r["tied_real"], "synthetic": r["tied_synthetic"]}
-                                          for r in se["endpoint_rules"] if r["tied_real"] is not None},
+                           "lost": _lost(se["effects"]), "tied_times": tied_times(se["endpoint_rules"]),
                            "single_draw": {"fidelity": one["fidelity"], "effects_lost": one["counts"]["effects_lost"],
                                            "expected_lost_by_chance": one["counts"]["expected_lost_by_chance"],
                                            "lost": [f"{e['endpoint']}: {e['variable']}" for e in one["effects"]
@@ -376,9 +378,7 @@ def main() -> None:
                             "rows": low["counts"]["synthetic_rows_for_effects"], "fidelity": low["fidelity"],
                             "effects_lost": low["counts"]["effects_lost"],
                             "expected_lost_by_chance": low["counts"]["expected_lost_by_chance"],
-                            "lost": [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic "
-                                     f"{e['p_synthetic']:.2g}; log HR real {e['log_hr_real']:.3g}, synthetic "
-                                     f"{e['log_hr_synthetic']:.3g})" for e in low["effects"] if e["lost"]]}
+                            "lost": _lost(low["effects"])}
                     out["fidelity"].append(fid)
                     print(json.dumps(fid), flush=True)
             measured.add((kind, seed))

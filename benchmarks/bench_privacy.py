@@ -72,9 +72,10 @@ def _eps(x: float) -> float | str:
 
 
 def score(part: Any, synthetic: Any, seed: int) -> dict[str, Any]:
-    """CSF, GSF, survival-effect fidelity and NNDR of ``synthetic`` against the training pool."""
+    """CSF, GSF, survival-effect fidelity, NNDR and, per time-order rule, the share of rows with both times equal
+    (real and synthetic) of ``synthetic`` against the training pool."""
     from fedsynth.evaluation import quick_scores
-    from fedsynth.evaluation.survival_effects import survival_effects
+    from fedsynth.evaluation.survival_effects import survival_effects, tied_times
 
     schema = part.schema
     synthetic = schema.coerce(synthetic[schema.model_columns])
@@ -84,6 +85,7 @@ def score(part: Any, synthetic: Any, seed: int) -> dict[str, Any]:
         "csf": q["csf"], "gsf": q["gsf"], "survival_effect_fidelity": eff.get("fidelity"),
         "nndr_mean": q["nndr"]["synthetic"]["mean"], "nndr_p5": q["nndr_p5"],
         "holdout_nndr_mean": q["nndr"]["holdout"]["mean"] if q["nndr"].get("holdout") else None,
+        "tied_times": tied_times(eff.get("endpoint_rules", [])),
     }
 
 

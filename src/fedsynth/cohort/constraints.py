@@ -165,8 +165,8 @@ def rule_from_dict(raw: Any, endpoints: Sequence[SurvivalEndpoint]) -> EndpointR
 
 
 def tied(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Whether two times are equal, elementwise (to a relative 1e-9: times read from a file or scaled by one
-    factor); False where either is missing."""
+    """Whether two times are equal, elementwise: arrays of one shape ``(n,)`` in, booleans of that shape out (to a
+    relative 1e-9: times read from a file or scaled by one factor); False where either is missing."""
     return np.isclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=1e-9, atol=1e-12)
 
 

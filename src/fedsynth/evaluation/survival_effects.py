@@ -365,6 +365,13 @@ def endpoint_rule_report(
     return out
 
 
+def tied_times(rules: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Rule -> ``{"real": tied_real, "synthetic": tied_synthetic}`` for each time-order rule of an
+    :func:`endpoint_rule_report` (the benchmarks' record of ties)."""
+    return {r["rule"]: {"real": r["tied_real"], "synthetic": r["tied_synthetic"]}
+            for r in rules if r.get("tied_real") is not None}
+
+
 def _tied_share(data: pd.DataFrame, rule: Any) -> float | None:
     """Share of the rows with both of a time-order rule's times known whose two times are equal (None: another kind
     of rule, or no such row)."""

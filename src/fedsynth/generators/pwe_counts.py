@@ -156,7 +156,7 @@ def level_log_hazard_ratios(events: np.ndarray, person_time: np.ndarray, *, boun
     For level ``l`` the model is ``hazard_j = exp(a_j + b [row in l])``; profiling out the baselines
     (``exp(a_j) = D_j / (R_j + e^b L_j)``, ``D_j`` all events of interval ``j``, ``L_j`` and ``R_j`` the level's and the
     rest's person-time) leaves one score equation in ``b``, ``sum_j d_lj = sum_j D_j e^b L_j / (R_j + e^b L_j)``,
-    decreasing in ``b`` and solved by bisection (scipy ``brentq``). With one interval ``b`` is
+    decreasing in ``b`` and solved by Brent's method (scipy ``brentq``). With one interval ``b`` is
     ``log((d_l / L) / (d_r / R))``; as the intervals narrow it nears the Cox estimate of the level's indicator (Holford,
     1980; Laird & Olivier, 1981), which the evaluator's univariate Cox effects read.
 
@@ -170,7 +170,8 @@ def level_log_hazard_ratios(events: np.ndarray, person_time: np.ndarray, *, boun
     Returns
     -------
     ndarray of shape (n_levels,)
-        ``b`` per level; NaN where the level or the rest has no event or no person-time (no finite estimate).
+        ``b`` per level; NaN where the level or the rest has no event or no person-time (no finite estimate), or
+        where the root lies beyond ``+/- bound``.
     """
     from scipy.optimize import brentq
 

@@ -51,7 +51,10 @@ same estimator on both sides; :mod:`fedsynth.generators.pwe_counts`), by one of 
   ratio there while its effect against the rest of the synthetic table stays off.
 
 The factors of one stratum at a time are moved by a damped step ``b += damping * mean over endpoints of the
-error`` (the part common to the levels going to the intercept) (iterative raking, as iterative proportional fitting moves one margin at a time), sweeping the strata until
+error`` (the part common to the levels going to the intercept; with ``target="hazard_ratio"`` the intercept matches
+the overall observed over expected events instead, and both it and each level's "rest" are read with each level's
+rows weighted by its real share over its share of the rows read, since the rows read hold extra draws conditioned
+on each level) (iterative raking, as iterative proportional fitting moves one margin at a time), sweeping the strata until
 every level is within ``tol`` on the log scale or ``max_sweeps`` is reached. Factors are bounded by
 ``max_log_factor``. With the hazard target a converged fit gives each level the real standardised event ratio
 (its hazard ratio against the real baseline; on the real side the maximum-likelihood estimate of a Poisson model
@@ -413,7 +416,8 @@ def fit_survival_calibration(
         """log(real / synthetic) of endpoint ``i`` per level of ``st`` (NaN: no target): the factor its times lack."""
         ev, pt = exposure(t, events[i], r, len(st.labels), edges[eps[i].name])
         if target == "hazard_ratio":
-            syn, real = level_log_hazard_ratios(ev, pt), real_lhr[st.column][i]
+            w = mix_weights(st, n_syn)[:, None]
+            syn, real = level_log_hazard_ratios(ev * w, pt * w), real_lhr[st.column][i]
             ok = np.isfinite(real) & np.isfinite(syn) & (n_syn >= min_rows)
             return np.where(ok, syn - real, np.nan)
         if target == "hazard":
@@ -433,8 +437,17 @@ def fit_survival_calibration(
         (NaN: none expected): with ``target="hazard_ratio"`` the intercept's error, the levels' errors being
         relative."""
         ev, pt = exposure(t, events[i], r, len(st.labels), edges[eps[i].name])
-        seen, expected = float(ev.sum()), float((pt @ baseline[st.column][i]).sum())
+        w = mix_weights(st, np.bincount(r[r >= 0], minlength=len(st.labels)))[:, None]
+        seen, expected = float((ev * w).sum()), float(((pt * w) @ baseline[st.column][i]).sum())
         return math.log(seen / expected) if seen > 0 and expected > 0 else float("nan")
+
+    def mix_weights(st: CalibrationStratum, n_syn: np.ndarray) -> np.ndarray:
+        """Per level, its real share over its share of the rows read (0 where it has none): the rows read hold extra
+        draws conditioned on each level, so a level's "rest" and the overall ratio are read in the real mix."""
+        n_real = counts[f"n{SEP}{st.column}"].astype(np.float64)
+        syn_share = n_syn / max(float(n_syn.sum()), 1.0)
+        real_share = n_real / max(float(n_real.sum()), 1.0)
+        return np.divide(real_share, syn_share, out=np.zeros_like(real_share), where=syn_share > 0)
 
     sweeps, worst = 0, float("nan")
     for sweeps in range(1, int(max_sweeps) + 1):

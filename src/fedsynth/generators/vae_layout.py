@@ -45,6 +45,9 @@ class Layout:
     second)``, in the schema's endpoint order; each has one more binary slot after the columns' binaries
     (``n_binary`` counts them): 1 when the two times are equal in a row (a patient whose LFS ends at the end of
     their OS), so the model learns ties as a level of their own instead of two independent times that rarely meet.
+    Its input is 1/2 where either time is unknown (no loss term there). With three endpoints or more the pairs are
+    applied one after another in that order, so a later pair can move a time an earlier one set; the schema's rules
+    are enforced afterwards as for every draw.
     """
 
     columns: tuple[ColumnLayout, ...]
@@ -206,7 +209,8 @@ def encode(layout: Layout, domain: Domain, data: pd.DataFrame, numeric_transform
         if c.missing_index >= 0:
             miss[:, c.missing_index] = (~obs).astype(np.float32)
             miss_mask[:, c.missing_index] = 1.0
-    for j, (a, b) in enumerate(lay.ties):  # a tie is known where both times are (else: input 0, no loss term)
+    for j, (a, b) in enumerate(lay.ties):  # known where both times are; else input 1/2 (neither), no loss term
+        binv[:, lay.tie_offset + j] = 0.5
         if a in data.columns and b in data.columns:
             ta, tb = data[a].to_numpy(dtype="float64"), data[b].to_numpy(dtype="float64")
             both = ~np.isnan(ta) & ~np.isnan(tb)
@@ -233,6 +237,9 @@ def absent_inputs(layout: Layout, domain: Domain, numeric_transform: str) -> tup
             col_dims[j, start : start + lay.cat_sizes[c.index]] = 1
         if c.missing_index >= 0:
             col_dims[j, miss_base + c.missing_index] = 1
+        for k, pair in enumerate(lay.ties):  # a dropped duration hides its ties too
+            if c.name in pair:
+                col_dims[j, lay.n_numeric + lay.tie_offset + k] = 1
     return absent, col_dims
 
 

@@ -350,6 +350,10 @@ def test_the_report_holds_the_section_and_the_html_names_direction_consistency(m
     assert set(data["survival_effects"]) >= {"fidelity", "parts", "endpoints", "effects", "flags", "endpoint_rules"}
     assert "survival-effect fidelity" in html and "direction consistency" in html
     assert "direction agreement" not in html
+    # the rules table gives each time-order rule's share of rows with both times equal, synthetic / real
+    lfs_os = next(r for r in data["survival_effects"]["endpoint_rules"] if r["type"] == "time_order")
+    assert "rows with both times equal: synthetic / real" in html
+    assert f"{lfs_os['tied_synthetic']:.2f} / {lfs_os['tied_real']:.2f}" in html
     assert data["scores"]["csf"]["components"]["clinical_survival_agreement"]["label"] == (
         "clinical-survival direction consistency")
     assert [g["group"] for g in data["survival_effects"]["endpoints"]["OS"]["groups"] if g["stratum"] == "AGE"] == [

@@ -528,3 +528,31 @@ def test_hazard_ratio_matching_gives_the_real_cox_effect_where_hazard_matching_d
     # than a third
     assert old.max_log_error < 1e-6
     assert abs(cox_a(old.apply(synthetic, schema, domain)) - cox_a(real)) > 0.3
+
+
+def test_hazard_ratio_matching_reads_extra_conditioned_rows_in_the_real_mix() -> None:
+    # Setup: the synthetic rows are the real rows (every factor should be 1) plus 1,500 rows resampled from each GROUP
+    # level and read for GROUP only (as conditioned draws are), which shifts the level mix from 1:1 towards neither
+    real = _frame(3000, 12)
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
+    rng = np.random.default_rng(3)
+    extra = pd.concat([real[real["GROUP"] == g].sample(1500, replace=True, random_state=int(rng.integers(1e6)))
+                       for g in ("a", "a", "b")], ignore_index=True)  # two draws for a: its share goes up
+    synthetic = pd.concat([real, extra], ignore_index=True)
+    drawn_for = np.array([""] * len(real) + ["GROUP"] * len(extra), dtype=object)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, target="hazard_ratio",
+                                   endpoints="each", drawn_for=drawn_for, tol=1e-6, max_sweeps=200)
+    # Assert: every row factor within resampling noise of 1 (log factor within 0.01)
+    for ep in ("OS", "LFS"):
+        assert np.abs(cal.row_log_factors(real, ep)).max() < 0.01
+
+
+def test_the_vae_parameter_offers_every_calibration_target() -> None:
+    from typing import get_args
+
+    from fedsynth.generators.params import VAEBGMParams
+    from fedsynth.generators.survival_calibration import TARGETS
+
+    # Assert: the parameter's choices are the calibration's targets, in one order
+    assert get_args(VAEBGMParams.model_fields["survival_target"].annotation) == TARGETS

@@ -16,7 +16,7 @@ from fedsynth.encoding.domain import Domain
 from fedsynth.generators.survival_calibration import calibration_strata, endpoint_edges, fit_survival_calibration
 from fedsynth.generators.survival_strata import survival_counts
 from fedsynth.generators.vae_bgm import VAEBGMGenerator
-from fedsynth.generators.vae_layout import Layout, decode, encode, level_rows
+from fedsynth.generators.vae_layout import Layout, absent_inputs, decode, encode, level_rows
 
 OS = SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS")
 LFS = SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS")
@@ -33,7 +33,7 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _schema(rules: bool = True) -> TableSchema:
+def _schema(rules: bool = True, lfs_first: bool = False) -> TableSchema:
     cols = (
         ColumnSpec("AGE", ColumnKind.INTEGER, lower=18, upper=95),
         ColumnSpec("GROUP", ColumnKind.CATEGORICAL, categories=("a", "b")),
@@ -42,7 +42,7 @@ def _schema(rules: bool = True) -> TableSchema:
         ColumnSpec("LFS_YEARS", ColumnKind.CONTINUOUS, ColumnRole.OUTCOME),
         ColumnSpec("LFS_STATUS", ColumnKind.BINARY, ColumnRole.OUTCOME),
     )
-    schema = TableSchema(cols, (OS, LFS), "ties")
+    schema = TableSchema(cols, (LFS, OS) if lfs_first else (OS, LFS), "ties")
     return schema.with_rules([TimeOrder(LFS, OS)]) if rules else schema
 
 
@@ -69,22 +69,31 @@ def test_a_tie_slot_per_pair_of_durations_encoded_where_both_times_are_known() -
     # Run
     lay = Layout.from_domain(domain, schema, ties=True)
     enc = encode(lay, domain, data, "quantile")
-    # Assert: one more binary slot, after the columns' (OS, LFS statuses); 1, 0, 1 and no loss term for row 3
+    # Assert: one more binary slot, after the columns' (OS, LFS statuses); 1, 0, 1, and for row 3 neither (1/2)
+    # and no loss term
     assert lay.ties == (("OS_YEARS", "LFS_YEARS"),)
     assert lay.n_binary == plain.n_binary + 1 and lay.tie_offset == plain.n_binary
-    np.testing.assert_array_equal(enc.binary[:, lay.tie_offset], [1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(enc.binary[:, lay.tie_offset], [1.0, 0.0, 1.0, 0.5])
     np.testing.assert_array_equal(enc.binary_mask[:, lay.tie_offset], [1.0, 1.0, 1.0, 0.0])
     assert lay.to_dict()["ties"] == [["OS_YEARS", "LFS_YEARS"]] and "ties" not in plain.to_dict()
     # training-by-sampling never picks rows by the tie slot
     assert len(level_rows(enc, lay.tie_offset)) == len(level_rows(enc)) - 1
+    # column dropout that hides either duration hides the tie slot too, and nothing else does
+    _, col_dims = absent_inputs(lay, domain, "quantile")
+    slot = lay.n_numeric + lay.tie_offset
+    hiding = {c.name for c, row in zip(lay.columns, col_dims) if row[slot]}
+    assert hiding == {"OS_YEARS", "LFS_YEARS"}
 
 
 def test_a_drawn_tie_gives_the_shorter_endpoint_its_longer_ones_time() -> None:
     # Setup: decoder outputs whose tie logit is +20 in the first half of the rows and -20 in the second
     domain = Domain.from_data(_frame(300, 0), _schema())
     rng = np.random.default_rng(0)
+    # with LFS listed first: the rule still gives LFS OS's time; without a rule OS (later) takes LFS's
     for schema, copied, kept in ((_schema(), "LFS_YEARS", "OS_YEARS"),
-                                 (_schema(rules=False), "LFS_YEARS", "OS_YEARS")):
+                                 (_schema(rules=False), "LFS_YEARS", "OS_YEARS"),
+                                 (_schema(lfs_first=True), "LFS_YEARS", "OS_YEARS"),
+                                 (_schema(rules=False, lfs_first=True), "OS_YEARS", "LFS_YEARS")):
         lay = Layout.from_domain(domain, schema, ties=True)
         out = rng.normal(0.0, 1.0, (400, lay.output_dim))
         out[:200, lay.n_numeric + lay.tie_offset] = 20.0
