@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
@@ -26,16 +23,7 @@ from fedsynth.generators.vae_bgm import VAEBGMGenerator
 TINY = {"epochs": 3, "batch_size": 64, "latent_dim": 4, "hidden_dims": (16,), "n_components": 3, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # One thread for torch and BLAS: CI has 2 shared cores and oversubscription slows these tiny fits badly.
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _schema() -> TableSchema:

@@ -3,12 +3,9 @@ row and applied along the time-order rule; the survival calibration keeps tied r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from fedsynth.cohort.constraints import TimeOrder, candidate_rules, retie, rule_holds, tied
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
@@ -22,15 +19,7 @@ OS = SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS")
 LFS = SurvivalEndpoint("LFS", "LFS_YEARS", "LFS_STATUS")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _schema(rules: bool = True, lfs_first: bool = False) -> TableSchema:
