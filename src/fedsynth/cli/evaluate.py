@@ -164,6 +164,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     table.add_row("[bold]survival-effect fidelity[/]", f"[bold]{_f(s['survival_effect_fidelity'])}[/]")
     for rule in s["endpoint_rules"]:
         table.add_row(f"  rows breaking {rule['rule']}", str(rule["violations_synthetic"]))
+        if rule.get("tied_real") is not None and rule.get("tied_synthetic") is not None:
+            shares = f"{rule['tied_synthetic']:.2f} / {rule['tied_real']:.2f}"
+            table.add_row("  both times equal, synthetic / real", f"[red]{shares}[/]" if rule.get("tied_flagged")
+                          else shares)
     p = s["privacy"]
     base = p["nndr_holdout"] or {}
     table.add_row("NNDR mean / p5", f"{_f(p['nndr']['mean'])} / {_f(p['nndr']['p5'])}")

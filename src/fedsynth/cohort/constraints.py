@@ -170,17 +170,31 @@ def tied(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.isclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=1e-9, atol=1e-12)
 
 
+def tie_pairs(schema: HasEndpoints) -> list[tuple[str, str]]:
+    """Every pair of the schema's endpoint durations as ``(the time a tie overwrites, the time it copies)``: a
+    time-order rule's shorter duration takes its longer one's (so the rule keeps holding); without a rule between
+    them, the later endpoint in the schema's order takes the earlier's."""
+    rules = [r for r in getattr(schema, "constraints", ()) if isinstance(r, TimeOrder)]
+    durations = list(dict.fromkeys(ep.duration_col for ep in schema.endpoints))
+    out = []
+    for i, a in enumerate(durations):
+        for b in durations[i + 1:]:
+            rule = next((r for r in rules if {r.shorter.duration_col, r.longer.duration_col} == {a, b}), None)
+            out.append((rule.shorter.duration_col, rule.longer.duration_col) if rule is not None else (b, a))
+    return out
+
+
 def retie(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
-          rules: Sequence[EndpointRule]) -> dict[str, np.ndarray]:
-    """``after`` with each time-order rule's shorter time set to its longer one's in the rows where the two were
-    equal in ``before`` (a tied row stays tied when its times are rescaled endpoint by endpoint).
+          pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """``after`` with, for each pair ``(a, b)``, ``a``'s time set to ``b``'s in the rows where the two were equal in
+    ``before`` (a tied row stays tied when its times are rescaled endpoint by endpoint).
 
     Parameters
     ----------
     before, after : dict of str to ndarray of shape (n,)
         Duration column -> times before and after a change (NaN: missing).
-    rules : sequence
-        Only :class:`TimeOrder` rules whose two durations are in both act.
+    pairs : sequence of (str, str)
+        :func:`tie_pairs`; a pair whose durations are not in both acts on nothing.
 
     Returns
     -------
@@ -188,10 +202,7 @@ def retie(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray],
         New arrays (the inputs are not changed).
     """
     out = {k: np.array(v, dtype=np.float64, copy=True) for k, v in after.items()}
-    for r in rules:
-        if not isinstance(r, TimeOrder):
-            continue
-        a, b = r.shorter.duration_col, r.longer.duration_col
+    for a, b in pairs:
         if a in before and b in before and a in out and b in out:
             tie = tied(before[a], before[b])
             out[a][tie] = out[b][tie]

@@ -82,13 +82,17 @@ DEFINITIONS: dict[str, str] = {
                                 "generator reproducing every real effect exactly would still lose to the noise "
                                 "of m rows (about half of the effects near |z| = 1.96 when m = n). Figures read "
                                 "from different m are not comparable: more rows, less noise, a higher fidelity. Fidelity = mean(mean group score, mean effect "
-                                "score) (the group part alone when no effect is significant). Flagged: every lost "
-                                "effect, every median error above 15%, every endpoint rule a synthetic row "
-                                "breaks.",
+                                "score) (the group part alone when no effect is significant). Flagged: every endpoint "
+                                "rule a synthetic row breaks, every time-order rule whose share of rows with both "
+                                "times equal differs from the real share by more than 0.10, every lost effect, every "
+                                "median error above 15%.",
     "endpoint rules": "Rules between survival endpoints: one time never exceeding another (e.g. LFS <= OS) and "
                       "one event implying another (an OS death is an LFS event); the schema's rules plus the "
                       "candidate rules that hold in every real row. Reported: synthetic rows breaking each rule "
-                      "(expected 0; generators enforce the schema's rules on every sampled row).",
+                      "(expected 0; generators enforce the schema's rules on every sampled row) and, for a "
+                      "time-order rule, the share of rows with both times known whose two times are equal, "
+                      "synthetic and real (a rule can hold in every row while a model draws the two times apart "
+                      "far more often than patients have them; flagged past a gap of 0.10).",
     "significance-based components": "The real data choose what to check; only the direction is read in the "
                                      "synthetic data, so sample size neither helps nor hurts. A component with "
                                      "nothing to check (e.g. no significant pair) is undefined, left out of the "

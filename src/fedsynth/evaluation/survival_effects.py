@@ -387,7 +387,18 @@ def _tied_share(data: pd.DataFrame, rule: Any) -> float | None:
 
 
 def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list[dict[str, Any]]) -> list[str]:
+    """The flags, endpoint rules first (few, and each about every row), then lost effects, then group medians."""
     flags = []
+    for r in rules:
+        if r["violations_synthetic"]:
+            flags.append(f"endpoint rule {r['rule']}: broken by {r['violations_synthetic']} synthetic rows")
+        if tie_gap(r) > TIE_FLAG:
+            flags.append(f"endpoint rule {r['rule']}: both times equal in {100 * r['tied_synthetic']:.0f}% of "
+                         f"synthetic rows vs {100 * r['tied_real']:.0f}% of real rows")
+    for e in effects:
+        if e["lost"]:
+            flags.append(f"{e['endpoint']}, {e['variable']}: effect lost (log HR {e['log_hr_real']:.3g} real, "
+                         f"{e['log_hr_synthetic']:.3g} synthetic, p {e['p_synthetic']:.2g})")
     for name, ep in endpoints.items():
         for g in ep["groups"]:
             where = f"{name}, {'all patients' if g['stratum'] == 'all' else g['stratum'] + ' = ' + g['group']}"
@@ -397,16 +408,6 @@ def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list
                 syn = "not reached" if g["median_synthetic"] is None else f"{g['median_synthetic']:g}"
                 flags.append(f"{where}: median {syn} synthetic vs {g['median_real']:g} real "
                              f"(error {100 * g['median_error']:.1f}% > {100 * MEDIAN_FLAG:.0f}%)")
-    for e in effects:
-        if e["lost"]:
-            flags.append(f"{e['endpoint']}, {e['variable']}: effect lost (log HR {e['log_hr_real']:.3g} real, "
-                         f"{e['log_hr_synthetic']:.3g} synthetic, p {e['p_synthetic']:.2g})")
-    for r in rules:
-        if r["violations_synthetic"]:
-            flags.append(f"endpoint rule {r['rule']}: broken by {r['violations_synthetic']} synthetic rows")
-        if tie_gap(r) > TIE_FLAG:
-            flags.append(f"endpoint rule {r['rule']}: both times equal in {100 * r['tied_synthetic']:.0f}% of "
-                         f"synthetic rows vs {100 * r['tied_real']:.0f}% of real rows")
     return flags
 
 
@@ -486,7 +487,8 @@ def survival_effects(
                    "expected_lost_by_chance": expected_lost_by_chance(effects),
                    "synthetic_rows_for_effects": len(syn_test),
                    "median_errors_over_15pct": sum(1 for g in groups if (g["median_error"] or 0) > MEDIAN_FLAG),
-                   "rule_violations_synthetic": sum(r["violations_synthetic"] for r in rules)},
+                   "rule_violations_synthetic": sum(r["violations_synthetic"] for r in rules),
+                   "tie_shares_off": sum(bool(r["tied_flagged"]) for r in rules)},
         "sample": (f"KM figures and endpoint rules: all {len(synthetic_data)} synthetic rows given; Cox effects: "
                    f"{len(syn_test)} of them ({len(syn_test) / len(real_data):.3g} x the real rows), read at the real "
                    "data's size"),

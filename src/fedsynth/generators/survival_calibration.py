@@ -86,7 +86,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.constraints import TimeOrder, enforce, retie
+from fedsynth.cohort.constraints import TimeOrder, enforce, retie, tie_pairs
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.pwe_counts import (  # the estimators live there; re-exported here
@@ -142,8 +142,8 @@ class SurvivalCalibration:
     endpoint_intercepts : dict of str to float, optional
         Endpoint name -> its own intercept (with ``endpoint_factors``).
     keep_ties : bool
-        With a factor per endpoint, a row whose time-order rule's two times were equal stays so: the shorter
-        endpoint takes its longer one's scaled time (:func:`~fedsynth.cohort.constraints.retie`).
+        With a factor per endpoint, a row whose two endpoint times were equal stays so (:func:`~fedsynth.cohort.
+        constraints.retie` along :func:`~fedsynth.cohort.constraints.tie_pairs`).
     """
 
     strata: tuple[CalibrationStratum, ...]
@@ -247,7 +247,7 @@ def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
         times[ep.duration_col] = v
     times = cap_time_order(times, schema.constraints)
     if keep_ties:
-        times = retie(before, times, schema.constraints)
+        times = retie(before, times, tie_pairs(schema))
     for col, v in times.items():
         out[col] = v
     # Durations of different endpoints may have different domain bounds, so a clip can reorder two equal times
@@ -329,8 +329,9 @@ def fit_survival_calibration(
         real pooled hazard, its restricted mean survival time up to the endpoint's follow-up horizon, or its log
         hazard ratio against the rest of its stratum (module docstring).
     keep_ties : bool, default False
-        With ``endpoints="each"``, rows whose time-order rule's two times are equal stay equal when scaled (the
-        shorter takes the longer's scaled time), in the fit and in :meth:`SurvivalCalibration.apply`.
+        With ``endpoints="each"``, rows whose two endpoint times are equal stay equal when scaled (the time a tie
+        overwrites takes the other's scaled time, :func:`~fedsynth.cohort.constraints.tie_pairs`), in the fit and
+        in :meth:`SurvivalCalibration.apply`.
 
     Returns
     -------
@@ -409,7 +410,7 @@ def fit_survival_calibration(
         if endpoints == "each":  # a factor per endpoint: a shorter endpoint is capped at its longer one
             out = cap_time_order(out, schema.constraints)
             if keep_ties:
-                out = retie({ep.duration_col: times[i] for i, ep in enumerate(eps)}, out, schema.constraints)
+                out = retie({ep.duration_col: times[i] for i, ep in enumerate(eps)}, out, tie_pairs(schema))
         return [out[ep.duration_col] for ep in eps]
 
     def level_errors(i: int, t: np.ndarray, st: CalibrationStratum, r: np.ndarray, n_syn: np.ndarray) -> np.ndarray:

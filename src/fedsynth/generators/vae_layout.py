@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from fedsynth.cohort.constraints import TimeOrder, tied
+from fedsynth.cohort.constraints import tie_pairs, tied
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.base import follow_duration_missingness
@@ -307,22 +307,14 @@ def decode(
             col[is_missing] = np.nan
         cols[c.name] = col
     follow_duration_missingness(cols, present, schema)
+    direction = {frozenset(pair): pair for pair in tie_pairs(schema)}
     for j, (a, b) in enumerate(lay.ties):  # drawn after every column, so a layout without ties draws the same rows
         p = sigmoid(o_bin[:, lay.tie_offset + j])
         tie = rng.random(n) < p if like else p > 0.5
-        shorter, longer = tie_direction(schema, a, b)
+        shorter, longer = direction.get(frozenset((a, b)), (b, a))
         ok = tie & ~np.isnan(cols[shorter].astype("float64")) & ~np.isnan(cols[longer].astype("float64"))
         cols[shorter] = np.where(ok, cols[longer], cols[shorter])
     return pd.DataFrame(cols)
-
-
-def tie_direction(schema: TableSchema, a: str, b: str) -> tuple[str, str]:
-    """(the duration a tie overwrites, the one it copies): a time-order rule's shorter duration takes its longer
-    one's time (so the rule keeps holding); without a rule between them, the later endpoint takes the earlier's."""
-    for r in schema.constraints:
-        if isinstance(r, TimeOrder) and {r.shorter.duration_col, r.longer.duration_col} == {a, b}:
-            return r.shorter.duration_col, r.longer.duration_col
-    return b, a
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

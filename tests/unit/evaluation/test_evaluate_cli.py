@@ -61,6 +61,10 @@ def test_evaluate_with_a_schema_file_and_the_lifelines_engine_prints_a_text_summ
     assert result.exit_code == 0, result.output
     assert "CSF" in result.stdout and "GSF" in result.stdout and "Privacy flags" in result.stdout
     report = json.loads((tmp_path / "o" / "report.json").read_text())
+    # the time-order rule's tie shares are in the table, as in the report
+    lfs_os = next(r for r in report["survival_effects"]["endpoint_rules"] if r["type"] == "time_order")
+    assert "both times equal, synthetic / real" in result.stdout
+    assert f"{lfs_os['tied_synthetic']:.2f} / {lfs_os['tied_real']:.2f}" in result.stdout
     assert report["info"]["implementations"]["univariate Cox"] == "lifelines CoxPHFitter"
     assert report["survival"]["hazard_ratios"]["estimator"] == "lifelines CoxPHFitter"
 

@@ -376,7 +376,11 @@ def test_a_time_order_rule_reports_the_share_of_rows_with_both_times_equal():
     assert all(r["tied_real"] is None for name, r in rows.items() if name != "tb <= ta")
     # a gap of 0.55 is flagged in the row and in the flags; the same shares give no flag
     assert rows["tb <= ta"]["tied_flagged"] and not any(r["tied_flagged"] for n, r in rows.items() if n != "tb <= ta")
-    flags = survival_effects(real, syn, schema, rng=np.random.default_rng(0))["flags"]
+    out = survival_effects(real, syn, schema, rng=np.random.default_rng(0))
+    flags = out["flags"]
     assert any("both times equal in 25% of synthetic rows vs 80% of real rows" in f for f in flags)
+    assert out["counts"]["tie_shares_off"] == 1
+    # rule flags come first (the command line prints the first few)
+    assert flags[0].startswith("endpoint rule")
     same = survival_effects(real, real, schema, rng=np.random.default_rng(0))["flags"]
     assert not any("both times equal" in f for f in same)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.cohort.constraints import TimeOrder, candidate_rules, retie, rule_holds, tied
+from fedsynth.cohort.constraints import TimeOrder, candidate_rules, retie, rule_holds, tie_pairs, tied
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.survival_calibration import calibration_strata, endpoint_edges, fit_survival_calibration
@@ -101,17 +101,31 @@ def test_retie_keeps_rows_that_were_equal_equal_along_each_rule() -> None:
     before = {"LFS_YEARS": np.array([2.0, 1.0, np.nan]), "OS_YEARS": np.array([2.0, 3.0, 4.0])}
     after = {"LFS_YEARS": np.array([3.0, 1.5, np.nan]), "OS_YEARS": np.array([4.0, 6.0, 8.0])}
     # Run
-    got = retie(before, after, [TimeOrder(LFS, OS)])
+    got = retie(before, after, [("LFS_YEARS", "OS_YEARS")])
     # Assert: row 0 takes OS's new time; the others as they were; the inputs untouched
     np.testing.assert_allclose(got["LFS_YEARS"], [4.0, 1.5, np.nan])
     np.testing.assert_allclose(got["OS_YEARS"], after["OS_YEARS"])
     assert after["LFS_YEARS"][0] == 3.0
 
 
+def test_tie_pairs_follow_the_time_order_rule_else_the_endpoint_order() -> None:
+    # Run / Assert: the rule's shorter time takes the longer's, whatever the order; without it the later takes the
+    # earlier's
+    assert tie_pairs(_schema()) == [("LFS_YEARS", "OS_YEARS")]
+    assert tie_pairs(_schema(lfs_first=True)) == [("LFS_YEARS", "OS_YEARS")]
+    assert tie_pairs(_schema(rules=False)) == [("LFS_YEARS", "OS_YEARS")]
+    assert tie_pairs(_schema(rules=False, lfs_first=True)) == [("OS_YEARS", "LFS_YEARS")]
+
+
 def test_the_calibration_keeps_tied_rows_tied_when_told() -> None:
-    # Setup: real rows; synthetic rows whose OS is halved and LFS left (each endpoint needs its own factor)
+    # Setup: real rows; synthetic rows whose OS is halved and LFS left (each endpoint needs its own factor); the
+    # schema declares LFS <= OS, then (second pass) no rule at all
+    for schema in (_schema(), _schema(rules=False)):
+        _calibration_keeps_ties(schema)
+
+
+def _calibration_keeps_ties(schema: TableSchema) -> None:
     real = _frame(3000, 1)
-    schema = _schema()
     domain = Domain.from_data(real, schema, n_bins=20)
     strata = [st for st in calibration_strata(schema, domain) if st.column == "GROUP"]
     counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
@@ -125,7 +139,7 @@ def test_the_calibration_keeps_tied_rows_tied_when_told() -> None:
     out_kept, out_loose = kept.apply(synthetic, schema, domain), loose.apply(synthetic, schema, domain)
     # Assert: every row tied before is tied after, and the rule holds; the setting survives a round trip
     assert tied(out_kept.loc[was, "LFS_YEARS"].to_numpy(float), out_kept.loc[was, "OS_YEARS"].to_numpy(float)).all()
-    assert rule_holds(out_kept, TimeOrder(LFS, OS))
+    assert rule_holds(out_kept, TimeOrder(LFS, OS)) or not schema.constraints
     assert type(kept).from_dict(kept.to_dict()).keep_ties
     # control: without it OS's larger factor pulls tied rows apart
     assert tied(out_loose.loc[was, "LFS_YEARS"].to_numpy(float),
