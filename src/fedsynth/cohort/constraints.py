@@ -170,17 +170,21 @@ def tied(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.isclose(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), rtol=1e-9, atol=1e-12)
 
 
-def tie_pairs(schema: HasEndpoints) -> list[tuple[str, str]]:
-    """Every pair of the schema's endpoint durations as ``(the time a tie overwrites, the time it copies)``: a
-    time-order rule's shorter duration takes its longer one's (so the rule keeps holding); without a rule between
-    them, the later endpoint in the schema's order takes the earlier's."""
-    rules = [r for r in getattr(schema, "constraints", ()) if isinstance(r, TimeOrder)]
+def duration_pairs(schema: HasEndpoints) -> list[tuple[str, str]]:
+    """Every pair of distinct endpoint duration columns, ``(earlier, later)`` in the schema's endpoint order."""
     durations = list(dict.fromkeys(ep.duration_col for ep in schema.endpoints))
+    return [(a, b) for i, a in enumerate(durations) for b in durations[i + 1:]]
+
+
+def tie_pairs(schema: HasEndpoints) -> list[tuple[str, str]]:
+    """:func:`duration_pairs` as ``(the time a tie overwrites, the time it copies)``: a time-order rule's shorter
+    duration takes its longer one's (so the rule keeps holding); without a rule between them, the later endpoint in
+    the schema's order takes the earlier's."""
+    rules = [r for r in getattr(schema, "constraints", ()) if isinstance(r, TimeOrder)]
     out = []
-    for i, a in enumerate(durations):
-        for b in durations[i + 1:]:
-            rule = next((r for r in rules if {r.shorter.duration_col, r.longer.duration_col} == {a, b}), None)
-            out.append((rule.shorter.duration_col, rule.longer.duration_col) if rule is not None else (b, a))
+    for a, b in duration_pairs(schema):
+        rule = next((r for r in rules if {r.shorter.duration_col, r.longer.duration_col} == {a, b}), None)
+        out.append((rule.shorter.duration_col, rule.longer.duration_col) if rule is not None else (b, a))
     return out
 
 

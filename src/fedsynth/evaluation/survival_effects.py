@@ -392,7 +392,7 @@ def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list
     for r in rules:
         if r["violations_synthetic"]:
             flags.append(f"endpoint rule {r['rule']}: broken by {r['violations_synthetic']} synthetic rows")
-        if tie_gap(r) > TIE_FLAG:
+        if r["tied_flagged"]:
             flags.append(f"endpoint rule {r['rule']}: both times equal in {100 * r['tied_synthetic']:.0f}% of "
                          f"synthetic rows vs {100 * r['tied_real']:.0f}% of real rows")
     for e in effects:

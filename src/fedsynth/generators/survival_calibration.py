@@ -413,12 +413,13 @@ def fit_survival_calibration(
                 out = retie({ep.duration_col: times[i] for i, ep in enumerate(eps)}, out, tie_pairs(schema))
         return [out[ep.duration_col] for ep in eps]
 
-    def level_errors(i: int, t: np.ndarray, st: CalibrationStratum, r: np.ndarray, n_syn: np.ndarray) -> np.ndarray:
-        """log(real / synthetic) of endpoint ``i`` per level of ``st`` (NaN: no target): the factor its times lack."""
-        ev, pt = exposure(t, events[i], r, len(st.labels), edges[eps[i].name])
+    def level_errors(i: int, ev: np.ndarray, pt: np.ndarray, st: CalibrationStratum, n_syn: np.ndarray,
+                     w: np.ndarray) -> np.ndarray:
+        """log(real / synthetic) of endpoint ``i`` per level of ``st`` (NaN: no target): the factor its times lack,
+        from the synthetic events and person-time ``ev``, ``pt`` (n_levels, n_intervals); ``w``: :func:`mix_weights`
+        (read by the hazard_ratio target only)."""
         if target == "hazard_ratio":
-            w = mix_weights(st, n_syn)[:, None]
-            syn, real = level_log_hazard_ratios(ev * w, pt * w), real_lhr[st.column][i]
+            syn, real = level_log_hazard_ratios(ev * w[:, None], pt * w[:, None]), real_lhr[st.column][i]
             ok = np.isfinite(real) & np.isfinite(syn) & (n_syn >= min_rows)
             return np.where(ok, syn - real, np.nan)
         if target == "hazard":
@@ -433,13 +434,12 @@ def fit_survival_calibration(
         ok = np.isfinite(real) & np.isfinite(syn) & (syn > 0) & (n_syn >= min_rows)
         return np.where(ok, np.log(np.where(ok, real, 1.0) / np.where(ok, syn, 1.0)), np.nan)
 
-    def overall_error(i: int, t: np.ndarray, st: CalibrationStratum, r: np.ndarray) -> float:
-        """log(observed / expected) events of endpoint ``i`` over the stratum's rows under the real pooled hazard
-        (NaN: none expected): with ``target="hazard_ratio"`` the intercept's error, the levels' errors being
-        relative."""
-        ev, pt = exposure(t, events[i], r, len(st.labels), edges[eps[i].name])
-        w = mix_weights(st, np.bincount(r[r >= 0], minlength=len(st.labels)))[:, None]
-        seen, expected = float((ev * w).sum()), float(((pt * w) @ baseline[st.column][i]).sum())
+    def overall_error(i: int, ev: np.ndarray, pt: np.ndarray, st: CalibrationStratum, w: np.ndarray) -> float:
+        """log(observed / expected) events of endpoint ``i`` over the stratum's rows (``ev``, ``pt`` weighted by
+        ``w``) under the real pooled hazard (NaN: none expected): with ``target="hazard_ratio"`` the intercept's
+        error, the levels' errors being relative."""
+        seen = float((ev * w[:, None]).sum())
+        expected = float(((pt * w[:, None]) @ baseline[st.column][i]).sum())
         return math.log(seen / expected) if seen > 0 and expected > 0 else float("nan")
 
     def mix_weights(st: CalibrationStratum, n_syn: np.ndarray) -> np.ndarray:
@@ -457,8 +457,10 @@ def fit_survival_calibration(
             r, n_lev = read[st.column], len(st.labels)
             n_syn = np.bincount(r[r >= 0], minlength=n_lev)
             t_now = scaled_times()
+            expo = [exposure(t_now[i], events[i], r, n_lev, edges[ep.name]) for i, ep in enumerate(eps)]
+            w = mix_weights(st, n_syn) if target == "hazard_ratio" else np.ones(n_lev)
             for g, (fitted_on, _) in enumerate(groups):
-                err = np.array([level_errors(i, t_now[i], st, r, n_syn) for i in fitted_on]).reshape(
+                err = np.array([level_errors(i, *expo[i], st, n_syn, w) for i in fitted_on]).reshape(
                     len(fitted_on), n_lev)
                 fin = np.isfinite(err)
                 have = fin.any(axis=0)
@@ -471,7 +473,7 @@ def fit_survival_calibration(
                 common = float(np.average(step[have], weights=n_syn[have])) if have.any() else 0.0
                 shift = common
                 if target == "hazard_ratio":  # relative errors: the intercept matches the overall event ratio
-                    overall = [e for e in (overall_error(i, t_now[i], st, r) for i in fitted_on) if math.isfinite(e)]
+                    overall = [e for e in (overall_error(i, *expo[i], st, w) for i in fitted_on) if math.isfinite(e)]
                     shift = float(np.mean(overall)) if overall else 0.0
                     worst = max(worst, abs(shift))
                 intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))

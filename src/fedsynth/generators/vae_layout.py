@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from fedsynth.cohort.constraints import tie_pairs, tied
+from fedsynth.cohort.constraints import duration_pairs, tie_pairs, tied
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.base import follow_duration_missingness
@@ -100,8 +100,7 @@ class Layout:
                 cols.append(ColumnLayout(name, "categorical", len(cat_sizes), tuple(cd.categories), miss))
                 cat_sizes.append(len(cd.categories))
         numeric = {c.name for c in cols if c.kind == "numeric"}
-        durations = [ep.duration_col for ep in schema.endpoints if ep.duration_col in numeric] if ties else []
-        pairs = tuple((a, b) for i, a in enumerate(durations) for b in durations[i + 1:] if a != b)
+        pairs = tuple(p for p in duration_pairs(schema) if set(p) <= numeric) if ties else ()
         return cls(tuple(cols), n_num, n_bin + len(pairs), tuple(cat_sizes), n_miss, pairs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -307,11 +306,11 @@ def decode(
             col[is_missing] = np.nan
         cols[c.name] = col
     follow_duration_missingness(cols, present, schema)
-    direction = {frozenset(pair): pair for pair in tie_pairs(schema)}
-    for j, (a, b) in enumerate(lay.ties):  # drawn after every column, so a layout without ties draws the same rows
+    direction = dict(zip(duration_pairs(schema), tie_pairs(schema), strict=True))
+    for j, pair in enumerate(lay.ties):  # drawn after every column, so a layout without ties draws the same rows
         p = sigmoid(o_bin[:, lay.tie_offset + j])
         tie = rng.random(n) < p if like else p > 0.5
-        shorter, longer = direction.get(frozenset((a, b)), (b, a))
+        shorter, longer = direction[pair]
         ok = tie & ~np.isnan(cols[shorter].astype("float64")) & ~np.isnan(cols[longer].astype("float64"))
         cols[shorter] = np.where(ok, cols[longer], cols[shorter])
     return pd.DataFrame(cols)
