@@ -57,12 +57,13 @@ def arm(
     count = training_count(criteria, gen.schema, domain)
     console.print(f"Training patients who met the criteria: {count.shown} ({count.source}).",
                   markup=False, highlight=False)
-    for note in [*count.warnings, *request.notes]:
+    model_notes = gen.survival_notes()
+    for note in [*count.warnings, *request.notes, *model_notes]:
         err_console.print(f"Warning: {note}", markup=False, highlight=False)
     rows = draw_arm(gen, request, n, random_state=seed, max_seconds=max_seconds,
                     include_post_baseline=include_post_baseline)
     paths = write_arm(out, rows, gen.schema, model_dir=source.model_dir, criteria=criteria, request=request,
-                      count=count, random_state=seed, reference=ref, notes=list(request.notes))
+                      count=count, random_state=seed, reference=ref, notes=[*request.notes, *model_notes])
     report = json.loads(paths["json"].read_text())
     for line in summary_lines(report):
         console.print(line, markup=False, highlight=False)

@@ -180,7 +180,7 @@ def sample(
 
     gen = load_generator(model_dir)
     request = parse_conditions(list(condition or []), gen.schema, where, getattr(gen, "domain", None))
-    for note in request.notes:
+    for note in [*request.notes, *gen.survival_notes()]:
         err_console.print(f"Warning: {note}", markup=False, highlight=False)
     try:
         synthetic = gen.sample(

@@ -332,6 +332,12 @@ class BaseGenerator(ABC, Generic[P]):
         out = self.schema.select(self.schema.model_columns).coerce(out)
         return add_derived(out, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
 
+    def survival_notes(self) -> list[str]:
+        """What someone drawing survival from this model should know about its limits, as plain sentences (no
+        patient's value); empty by default. ``fedsynth arm`` and ``fedsynth sample`` print them as warnings and the
+        arm report lists them."""
+        return []
+
     # -- persistence ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the fitted model to the folder ``path``: ``generator.json`` (name, params, schema, domain)

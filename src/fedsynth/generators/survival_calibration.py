@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -144,6 +144,15 @@ class SurvivalCalibration:
     keep_ties : bool
         With a factor per endpoint, a row whose two endpoint times were equal stays so (:func:`~fedsynth.cohort.
         constraints.retie` along :func:`~fedsynth.cohort.constraints.tie_pairs`).
+    target : str
+        What each level matched (:data:`TARGETS`; ``""`` for a calibration saved before it was recorded).
+    tol : float
+        The fit's tolerance on ``|log error|``: below it at the last sweep, the fit converged.
+    max_log_factor : float
+        The bound on each factor's ``|log factor|`` (intercepts included).
+    worst_level : str
+        Where the largest ``|log error|`` of the last sweep was: ``"ENDPOINT: COLUMN=LABEL"`` (``"ENDPOINT: every
+        row"`` for an intercept's; the endpoint reads ``"every endpoint"`` when one factor moves them all).
     """
 
     strata: tuple[CalibrationStratum, ...]
@@ -154,6 +163,52 @@ class SurvivalCalibration:
     endpoint_factors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     endpoint_intercepts: dict[str, float] = field(default_factory=dict)
     keep_ties: bool = False
+    target: str = "median"
+    tol: float = 0.01
+    max_log_factor: float = math.log(4.0)
+    worst_level: str = ""
+
+    @property
+    def converged(self) -> bool:
+        """Whether every calibrated level was within ``tol`` of its target at the last sweep."""
+        return bool(np.isfinite(self.max_log_error) and self.max_log_error < self.tol)
+
+    def limits(self) -> list[dict[str, Any]]:
+        """Per endpoint (``"every endpoint"`` when one factor moves them all), the factors that reached
+        ``max_log_factor``: ``{"endpoint", "intercept_at_bound", "levels_at_bound"}`` (levels as ``COLUMN=LABEL``),
+        only endpoints with at least one. A factor at its bound could not move its rows' times any further, so
+        their survival may still be off its target."""
+        groups = ([(e, f, self.endpoint_intercepts.get(e, 0.0)) for e, f in self.endpoint_factors.items()]
+                  if self.endpoint_factors else [("every endpoint", self.log_factors, self.intercept)])
+        edge = self.max_log_factor - 1e-9
+        out = []
+        for name, factors, intercept in groups:
+            levels = [f"{st.column}={label}" for st in self.strata
+                      for label, b in zip(st.labels, factors.get(st.column, ()), strict=False) if abs(b) >= edge]
+            if levels or abs(intercept) >= edge:
+                out.append({"endpoint": name, "intercept_at_bound": bool(abs(intercept) >= edge),
+                            "levels_at_bound": levels})
+        return out
+
+    def notes(self) -> list[str]:
+        """What a user drawing from the model should know, in plain words: a fit that stopped short of its
+        tolerance (where, and by what factor) and factors at their bound (empty when neither)."""
+        out = []
+        if not self.converged and np.isfinite(self.max_log_error):
+            where = f" ({self.worst_level})" if self.worst_level else ""
+            what = f"real {self.target.replace('_', ' ')}" if self.target else "target"
+            out.append(f"The survival calibration stopped after {self.sweeps} sweeps with a level still off its "
+                       f"{what} by a factor of {math.exp(self.max_log_error):.2f}"
+                       f"{where}; survival inside such levels may differ from the real patients'.")
+        bound = f"x{math.exp(self.max_log_factor):.3g}"
+        for lim in self.limits():
+            levels = list(lim["levels_at_bound"])
+            named = ", ".join(levels[:6]) + (f" and {len(levels) - 6} more" if len(levels) > 6 else "")
+            shown = " and for ".join((["every row"] if lim["intercept_at_bound"] else []) + ([named] if named else []))
+            out.append(f"{lim['endpoint']}: the survival calibration's factor reached its bound ({bound}) for "
+                       f"{shown}, so those times could not be corrected further; compare an arm's {lim['endpoint']} "
+                       f"with real eligible patients (fedsynth arm --reference) before relying on it.")
+        return out
 
     def row_log_factors(self, data: pd.DataFrame, endpoint: str | None = None) -> np.ndarray:
         """Each row's log factor: the sum of its levels' (shape ``(n_rows,)``; a missing level adds 0), for
@@ -185,7 +240,9 @@ class SurvivalCalibration:
                 "sweeps": self.sweeps, "max_log_error": self.max_log_error,
                 "endpoint_factors": {e: {k: v.tolist() for k, v in f.items()}
                                      for e, f in self.endpoint_factors.items()},
-                "endpoint_intercepts": dict(self.endpoint_intercepts), "keep_ties": self.keep_ties}
+                "endpoint_intercepts": dict(self.endpoint_intercepts), "keep_ties": self.keep_ties,
+                "target": self.target, "tol": self.tol, "max_log_factor": self.max_log_factor,
+                "worst_level": self.worst_level}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurvivalCalibration:
@@ -195,7 +252,8 @@ class SurvivalCalibration:
                    {str(e): {k: np.asarray(v, dtype=np.float64) for k, v in f.items()}
                     for e, f in d.get("endpoint_factors", {}).items()},
                    {str(e): float(v) for e, v in d.get("endpoint_intercepts", {}).items()},
-                   bool(d.get("keep_ties", False)))
+                   bool(d.get("keep_ties", False)), str(d.get("target", "")), float(d.get("tol", 0.01)),
+                   float(d.get("max_log_factor", math.log(4.0))), str(d.get("worst_level", "")))
 
 
 def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -450,9 +508,12 @@ def fit_survival_calibration(
         real_share = n_real / max(float(n_real.sum()), 1.0)
         return np.divide(real_share, syn_share, out=np.zeros_like(real_share), where=syn_share > 0)
 
-    sweeps, worst = 0, float("nan")
+    def group_name(g: int) -> str:
+        return eps[groups[g][1][0]].name if endpoints == "each" else "every endpoint"
+
+    sweeps, worst, worst_at = 0, float("nan"), ""
     for sweeps in range(1, int(max_sweeps) + 1):
-        worst = 0.0
+        worst, worst_at = 0.0, ""
         for st in kept:
             r, n_lev = read[st.column], len(st.labels)
             n_syn = np.bincount(r[r >= 0], minlength=n_lev)
@@ -465,8 +526,9 @@ def fit_survival_calibration(
                 fin = np.isfinite(err)
                 have = fin.any(axis=0)
                 step = np.where(fin, err, 0.0).sum(axis=0) / np.maximum(fin.sum(axis=0), 1)
-                if have.any():
-                    worst = max(worst, float(np.abs(step[have]).max()))
+                if have.any() and float(np.abs(step[have]).max()) > worst:
+                    j = int(np.argmax(np.where(have, np.abs(step), -1.0)))
+                    worst, worst_at = float(np.abs(step[j])), f"{group_name(g)}: {st.column}={st.labels[j]}"
                 # The part common to the stratum's levels is a shift of every row (the intercept), so a stratum's
                 # factors stay centred and cannot drift against another's (strata overlap: a risk group and its
                 # inputs), which would move the rows of levels without a factor.
@@ -475,7 +537,8 @@ def fit_survival_calibration(
                 if target == "hazard_ratio":  # relative errors: the intercept matches the overall event ratio
                     overall = [e for e in (overall_error(i, *expo[i], st, w) for i in fitted_on) if math.isfinite(e)]
                     shift = float(np.mean(overall)) if overall else 0.0
-                    worst = max(worst, abs(shift))
+                    if abs(shift) > worst:
+                        worst, worst_at = abs(shift), f"{group_name(g)}: every row"
                 intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))
                 old = factors[g][st.column]
                 factors[g][st.column] = np.clip(old + damping * np.where(have, step - common, 0.0),
@@ -488,7 +551,9 @@ def fit_survival_calibration(
         if worst < tol:
             break
     if endpoints == "each":
-        return SurvivalCalibration(tuple(kept), {st.column: np.zeros(len(st.labels)) for st in kept}, 0.0, sweeps,
-                                   worst, {eps[g].name: factors[g] for g in range(len(groups))},
-                                   {eps[g].name: intercepts[g] for g in range(len(groups))}, keep_ties)
-    return SurvivalCalibration(tuple(kept), factors[0], intercepts[0], sweeps, worst)
+        cal = SurvivalCalibration(tuple(kept), {st.column: np.zeros(len(st.labels)) for st in kept}, 0.0, sweeps,
+                                  worst, {eps[g].name: factors[g] for g in range(len(groups))},
+                                  {eps[g].name: intercepts[g] for g in range(len(groups))}, keep_ties)
+    else:
+        cal = SurvivalCalibration(tuple(kept), factors[0], intercepts[0], sweeps, worst)
+    return replace(cal, target=target, tol=float(tol), max_log_factor=float(max_log_factor), worst_level=worst_at)

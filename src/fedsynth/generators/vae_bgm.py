@@ -474,6 +474,12 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log error %.3g",
                  len(cal.strata), cal.sweeps, cal.max_log_error)
 
+    def survival_notes(self) -> list[str]:
+        """The survival calibration's limits while it is applied (:meth:`~fedsynth.generators.survival_calibration.
+        SurvivalCalibration.notes`: a fit short of its tolerance, factors at their bound); empty without it."""
+        cal = self.survival_calibration_
+        return cal.notes() if cal is not None and self.params.survival_calibration else []
+
     def _finish(self, raw: pd.DataFrame) -> pd.DataFrame:
         out = super()._finish(raw)
         if self.survival_calibration_ is not None and self.params.survival_calibration:

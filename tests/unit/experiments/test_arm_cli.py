@@ -152,6 +152,48 @@ def test_include_post_baseline_keeps_those_columns(app: typer.Typer, model_dir: 
     assert "treated" in rows.columns and (rows.age <= 70).all()
 
 
+def test_a_survival_calibration_at_its_bound_is_warned_by_arm_and_sample(
+    app: typer.Typer, model_dir: Path, tmp_path: Path
+) -> None:
+    from fedsynth.cohort.datasets import load
+    from fedsynth.generators import make_generator
+
+    # Setup: a tiny VAE-BGM whose survival calibration is refitted with a bound of log 1.001 on every factor, so
+    # whatever the levels need sits at the bound; and the same model with its calibration switched off
+    csv = tmp_path / "toy.csv"
+    _frame().to_csv(csv, index=False)
+    cohort = load(str(csv))
+    gen = make_generator("vae_bgm", cohort.schema, epochs=2, batch_size=64, latent_dim=2, hidden_dims=[16],
+                         n_components=2, device="cpu")
+    gen.fit(cohort.data[cohort.schema.model_columns])
+    gen.fit_survival_calibration(gen.survival_counts_, max_log_factor=0.001)  # type: ignore[attr-defined]
+    gen.save(tmp_path / "vae")
+    gen.set_params(survival_calibration=False)
+    gen.save(tmp_path / "vae_off")
+    crit = _criteria(tmp_path, "inclusion:\n  categories:\n    TP53: [1]\n")
+    # Run
+    arm = runner.invoke(app, ["arm", str(crit), str(tmp_path / "vae"), "--n", "20", "--out", str(tmp_path / "o")])
+    sample = runner.invoke(app, ["sample", str(tmp_path / "vae"), "--n", "20", "--out", str(tmp_path / "s.csv")])
+    off = runner.invoke(app, ["arm", str(crit), str(tmp_path / "vae_off"), "--n", "20", "--out", str(tmp_path / "p")])
+    bn = runner.invoke(app, ["arm", str(crit), str(model_dir), "--n", "20", "--out", str(tmp_path / "q")])
+    # Assert: arm and sample warn, naming the endpoint (the inferred one, "survival") and the bound; the arm report
+    # lists the same sentences
+    for result in (arm, sample, off, bn):
+        assert result.exit_code == 0, result.output
+    text = " ".join(arm.output.split())
+    assert "Warning: survival: the survival calibration's factor reached its bound (x1) for every row" in text
+    assert "Warning: The survival calibration stopped after 40 sweeps with a level still off its real median" in text
+    assert "fedsynth arm --reference" in text
+    assert "reached its bound" in " ".join(sample.output.split())
+    warned = json.loads((tmp_path / "o" / "arm_report.json").read_text())["header"]["warnings"]
+    assert any(w.startswith("survival: the survival calibration's factor reached its bound") for w in warned)
+    # controls: calibration off, and a Bayesian network (no calibration), say nothing of it
+    for result, folder in ((off, "p"), (bn, "q")):
+        assert "survival calibration" not in result.output
+        assert not any("survival calibration" in w for w in json.loads(
+            (tmp_path / folder / "arm_report.json").read_text())["header"]["warnings"])
+
+
 ARM_A = Path(__file__).parents[3] / "configs" / "arms" / "high_risk_tp53_wt.yaml"
 
 

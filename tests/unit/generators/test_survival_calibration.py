@@ -556,3 +556,58 @@ def test_the_vae_parameter_offers_every_calibration_target() -> None:
 
     # Assert: the parameter's choices are the calibration's targets, in one order
     assert get_args(VAEBGMParams.model_fields["survival_target"].annotation) == TARGETS
+
+
+def test_a_fit_says_which_factors_reached_their_bound_and_where_it_stopped_short() -> None:
+    # Setup: GROUP a's synthetic times are the real ones halved, b's doubled, so a needs a factor of 2 and b of 1/2
+    # (log +-0.69, nothing common to move the intercept); the bound is log 1.5 (0.41)
+    real = _frame(3000, 21)
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
+    scale = np.where(real["GROUP"] == "a", 0.5, 2.0)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * scale, LFS_YEARS=real["LFS_YEARS"] * scale)
+    # Run
+    capped = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200,
+                                      target="hazard", max_log_factor=math.log(1.5))
+    free = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200,
+                                    target="hazard")
+    # Assert: both levels sit at +-log 1.5, the fit stops short of its tolerance (what is left of a level's error, near
+    # log 2 - log 1.5 = 0.29 on a constant hazard; less here, the times doubled past the domain's bound being
+    # clipped) and its notes say so in plain words
+    np.testing.assert_allclose(np.abs(capped.log_factors["GROUP"]), math.log(1.5), rtol=1e-9)
+    assert not capped.converged
+    assert 0.1 < capped.max_log_error < math.log(2.0)
+    assert capped.worst_level in ("every endpoint: GROUP=a", "every endpoint: GROUP=b")
+    assert capped.limits() == [{"endpoint": "every endpoint", "intercept_at_bound": False,
+                                "levels_at_bound": ["GROUP=a", "GROUP=b"]}]
+    stopped, bound = capped.notes()
+    assert "stopped after 200 sweeps" in stopped and "real hazard" in stopped and capped.worst_level in stopped
+    assert f"factor of {math.exp(capped.max_log_error):.2f}" in stopped
+    assert bound.startswith("every endpoint: ") and "(x1.5) for GROUP=a, GROUP=b" in bound
+    # control: with the default bound the same fit converges, nothing is at a bound and there is nothing to say
+    assert free.converged and free.limits() == [] and free.notes() == []
+    np.testing.assert_allclose(np.exp(free.row_log_factors(synthetic)), 1.0 / scale, rtol=1e-3)
+    # what the notes read survives a round trip; a calibration saved before these fields loads with the defaults
+    back = SurvivalCalibration.from_dict(capped.to_dict())
+    assert back.notes() == capped.notes() and back.target == "hazard"
+    old = {k: v for k, v in free.to_dict().items() if k not in ("target", "tol", "max_log_factor", "worst_level")}
+    legacy = SurvivalCalibration.from_dict(old)
+    assert (legacy.target, legacy.tol, legacy.max_log_factor, legacy.worst_level) == ("", 0.01, math.log(4.0), "")
+    assert "still off its target by" in SurvivalCalibration.from_dict(
+        {k: v for k, v in capped.to_dict().items() if k != "target"}).notes()[0]
+
+
+def test_an_intercept_at_its_bound_is_named_per_endpoint() -> None:
+    # Setup: synthetic LFS is the real LFS at a fifth of its times in every row: with a factor per endpoint, LFS's
+    # intercept needs log 5, above the bound log 4; OS is the real one
+    real = _frame(3000, 22)
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
+    synthetic = real.assign(LFS_YEARS=real["LFS_YEARS"] / 5)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, max_sweeps=100, target="hazard",
+                                   endpoints="each")
+    # Assert: LFS's intercept is at the bound (every row), OS's is not named
+    assert cal.endpoint_intercepts["LFS"] == pytest.approx(math.log(4.0))
+    assert [lim["endpoint"] for lim in cal.limits()] == ["LFS"]
+    assert cal.limits()[0]["intercept_at_bound"]
+    assert any(n.startswith("LFS: ") and "(x4) for every row" in n for n in cal.notes())
+    assert cal.worst_level.startswith("LFS: ")
