@@ -86,6 +86,12 @@ def test_a_run_with_an_arm_writes_the_arm_files_and_a_report_section_against_the
     assert report["endpoints"]["OS"]["reference"]["median"] == pytest.approx(kmf.median_survival_time_)
     comparison = report["endpoints"]["OS"]["comparison"]
     assert comparison["hr_lower"] <= comparison["hr"] <= comparison["hr_upper"] and 0 <= comparison["logrank_p"] <= 1
+    # the model's own survival notes (VAE-BGM: its calibration's limits; none for the network) are in the arm's warnings
+    from fedsynth.generators import load_generator
+
+    notes = load_generator(result.run_dir / "model").survival_notes()
+    assert bool(notes) == bool(over)  # a one-round tiny VAE-BGM's calibration stops short of its tolerance
+    assert set(notes) <= set(report["header"]["warnings"])
     # report.json carries the figures without the curves' points; report.html shows the section and links the files
     entry = json.loads((result.run_dir / "report.json").read_text())["arms"][0]
     assert (entry["name"], entry["n"], entry["error"], entry["kept"]) == ("tp53_mutated", 120, None, False)
