@@ -439,6 +439,15 @@ class VAEBGMParams(GeneratorParams):
         "over expected events; tried on seeds 7-9 and not chosen: as many arms and effects lost as 'hazard'). The "
         "tuned FedAvg setting is in configs/fedavg_vae_bgm.yaml.",
     )
+    calibration_rows: int = Field(
+        20_000, ge=1_000, description="Unconditioned rows the survival calibration reads each level's survival on. "
+        "Each level's factor absorbs its reading's sampling error, so a fresh draw sees that error again: more rows, "
+        "smaller residual errors, a longer fit (the raking's time grows with the rows).",
+    )
+    calibration_level_rows: int = Field(
+        1_000, ge=100, description="Rows drawn under each stratum level as a condition (as control arms are drawn) "
+        "that the survival calibration reads beside the unconditioned rows.",
+    )
 
 
 #: Every registered generator's spec, by registry name (light: checking a config imports no engine).

@@ -81,9 +81,11 @@ from fedsynth.generators.vae_network import build_vae, vae_loss
 
 log = logging.getLogger(__name__)
 
-#: Unconditioned rows drawn to fit the survival calibration (:meth:`VAEBGMGenerator.fit_survival_calibration`).
+#: Unconditioned rows drawn to fit the survival calibration by default (the ``calibration_rows`` parameter;
+#: :meth:`VAEBGMGenerator.fit_survival_calibration`).
 CALIBRATION_ROWS = 20_000
-#: Rows drawn per stratum level when the calibration reads levels on conditional draws (``conditioned=True``).
+#: Rows drawn per stratum level by default when the calibration reads levels on conditional draws
+#: (``conditioned=True``; the ``calibration_level_rows`` parameter).
 LEVEL_ROWS = 1_000
 
 #: Files written by :meth:`VAEBGMGenerator.save` beside ``generator.json``.
@@ -425,9 +427,11 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
 
     def fit_survival_calibration(self, counts: Mapping[str, np.ndarray], *, min_count: int = 5,
                                  conditioned: bool = True, endpoints: str = "each", target: str | None = None,
-                                 **options: Any) -> None:
+                                 rows: int | None = None, level_rows: int | None = None, **options: Any) -> None:
         """Fit the per-level duration factors against the real ``counts`` (summed :meth:`survival_count_statistics`)
-        on :data:`CALIBRATION_ROWS` unconditioned rows of the current model (drawn with ``random_state``).
+        on ``rows`` (default: the ``calibration_rows`` parameter, :data:`CALIBRATION_ROWS`) unconditioned rows of the
+        current model (drawn with ``random_state``), and ``level_rows`` (default ``calibration_level_rows``,
+        :data:`LEVEL_ROWS`) rows drawn under each level.
 
         ``min_count`` is the sites' smallest released count: a level with fewer real rows gets no factor. Sampling
         applies the factors while ``survival_calibration`` is on. ``options`` go to
@@ -443,7 +447,9 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         self.survival_calibration_ = None
         self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
         # An unconditioned draw, as sample() makes it (fit calls this before the model counts as fitted).
-        synthetic = self._finish(self._sample(CALIBRATION_ROWS, rng=np.random.default_rng(self.params.random_state)))
+        n_rows = self.params.calibration_rows if rows is None else int(rows)
+        n_level = self.params.calibration_level_rows if level_rows is None else int(level_rows)
+        synthetic = self._finish(self._sample(n_rows, rng=np.random.default_rng(self.params.random_state)))
         strata = calibration_strata(self.schema, self.domain)
         drawn_for = None
         if conditioned and self.fitted_:
@@ -458,7 +464,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
                         hi = [f"`{st.column}` < {st.bins[j]!r}"] if j < len(st.bins) else []
                         where = " and ".join(lo + hi)
                     try:
-                        part = self.sample(LEVEL_ROWS, random_state=self.params.random_state, conditions=cond,
+                        part = self.sample(n_level, random_state=self.params.random_state, conditions=cond,
                                            where=where, max_tries=20)
                     except ConditionError:
                         continue  # a level the model rarely draws: read on the unconditioned rows only
