@@ -611,3 +611,34 @@ def test_an_intercept_at_its_bound_is_named_per_endpoint() -> None:
     assert cal.limits()[0]["intercept_at_bound"]
     assert any(n.startswith("LFS: ") and "(x4) for every row" in n for n in cal.notes())
     assert cal.worst_level.startswith("LFS: ")
+
+
+def test_the_calibration_reads_as_many_rows_as_its_parameters_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedsynth.generators import make_generator
+    from fedsynth.generators.registry import validate_generator_params
+
+    # Setup: a tiny centralized VAE-BGM; every draw the calibration makes is recorded
+    schema = _schema()
+    real = schema.coerce(_frame(400, 23))
+    gen = make_generator("vae_bgm", schema, epochs=2, batch_size=64, latent_dim=2, hidden_dims=[16],
+                         n_components=2, device="cpu", calibration_rows=1_500, calibration_level_rows=120)
+    gen.fit(real)
+    counts = gen.survival_counts_  # type: ignore[attr-defined]
+    drawn: list[tuple[str, int]] = []
+    raw, conditioned = gen._sample, gen.sample
+    monkeypatch.setattr(gen, "_sample", lambda n, **kw: drawn.append(("raw", n)) or raw(n, **kw))
+    monkeypatch.setattr(gen, "sample", lambda n, **kw: drawn.append(("level", n)) or conditioned(n, **kw))
+    # Run: the parameters' counts, then the method's own
+    gen.fit_survival_calibration(counts)  # type: ignore[attr-defined]
+    by_params = list(drawn)
+    drawn.clear()
+    gen.fit_survival_calibration(counts, rows=2_000, level_rows=130)  # type: ignore[attr-defined]
+    # Assert: one unconditioned draw of calibration_rows, then level draws of calibration_level_rows each (every
+    # conditioned draw goes through _sample too, at its own size); the method's arguments win over the parameters
+    assert by_params[0] == ("raw", 1_500) and drawn[0] == ("raw", 2_000)
+    assert {n for kind, n in by_params if kind == "level"} == {120}
+    assert {n for kind, n in drawn if kind == "level"} == {130}
+    assert sum(kind == "level" for kind, _ in by_params) >= 4  # GROUP a/b, GENE 0/1 at least
+    # the bounds of the parameters are checked like any other's
+    problems = validate_generator_params("vae_bgm", {"calibration_rows": 10, "calibration_level_rows": 5})
+    assert {p.where for p in problems} == {"calibration_rows", "calibration_level_rows"}
