@@ -442,7 +442,8 @@ class VAEBGMParams(GeneratorParams):
     calibration_rows: int = Field(
         20_000, ge=1_000, description="Unconditioned rows the survival calibration reads each level's survival on. "
         "Each level's factor absorbs its reading's sampling error, so a fresh draw sees that error again: more rows, "
-        "smaller residual errors, a longer fit (the raking's time grows with the rows).",
+        "smaller residual errors, a longer fit (the raking's time grows with the rows). 200,000 with 5,000 per level "
+        "was tried on seeds 7-9 and not chosen (benchmarks/results/arms.json, selection_session12).",
     )
     calibration_level_rows: int = Field(
         1_000, ge=100, description="Rows drawn under each stratum level as a condition (as control arms are drawn) "
