@@ -58,6 +58,11 @@ def arm(
     console.print(f"Training patients who met the criteria: {count.shown} ({count.source}).",
                   markup=False, highlight=False)
     model_notes = gen.survival_notes()
+    if model_notes:
+        model_notes.append("The comparison with the reference below shows whether this arm is affected."
+                           if ref is not None else
+                           "Compare the arm with real eligible patients (--reference FILE) before relying on its "
+                           "survival in those levels.")
     for note in [*count.warnings, *request.notes, *model_notes]:
         err_console.print(f"Warning: {note}", markup=False, highlight=False)
     rows = draw_arm(gen, request, n, random_state=seed, max_seconds=max_seconds,

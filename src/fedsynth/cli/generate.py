@@ -180,7 +180,11 @@ def sample(
 
     gen = load_generator(model_dir)
     request = parse_conditions(list(condition or []), gen.schema, where, getattr(gen, "domain", None))
-    for note in [*request.notes, *gen.survival_notes()]:
+    survival = gen.survival_notes()
+    if survival:
+        survival.append("Evaluate the rows against real data (fedsynth evaluate) before relying on survival within "
+                        "those levels.")
+    for note in [*request.notes, *survival]:
         err_console.print(f"Warning: {note}", markup=False, highlight=False)
     try:
         synthetic = gen.sample(

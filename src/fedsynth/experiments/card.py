@@ -362,7 +362,8 @@ FIGURE_HELP = {
 def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
                conditions: Mapping[str, Any] | None = None, where: str | None = None) -> dict[str, Any]:
     """The short form of the data card for rows drawn by ``fedsynth sample``: provenance, the figures known for
-    the model (its run's final evaluation: other draws of the same model, not these rows), and the licence."""
+    the model (its run's final evaluation: other draws of the same model, not these rows), the model's survival
+    warnings (:meth:`~fedsynth.generators.base.BaseGenerator.survival_notes`) and the licence."""
     from fedsynth.experiments.export import resolve_source
     from fedsynth.generators import load_generator
 
@@ -397,6 +398,8 @@ def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
         "licence": source_licence(cohort),
         "note": "Rows drawn under conditions describe only the patients who meet them." if conditions or where
         else None,
+        # what fedsynth sample / arm warned about the model's survival (e.g. VAE-BGM's calibration at its bound)
+        "survival_warnings": gen.survival_notes(),
     }
 
 

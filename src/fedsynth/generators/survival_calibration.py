@@ -153,6 +153,8 @@ class SurvivalCalibration:
     worst_level : str
         Where the largest ``|log error|`` of the last sweep was: ``"ENDPOINT: COLUMN=LABEL"`` (``"ENDPOINT: every
         row"`` for an intercept's; the endpoint reads ``"every endpoint"`` when one factor moves them all).
+    worst_log_error : float
+        That error with its sign: the log of the factor the level's times lacked (> 0: its survival too short).
     """
 
     strata: tuple[CalibrationStratum, ...]
@@ -167,6 +169,7 @@ class SurvivalCalibration:
     tol: float = 0.01
     max_log_factor: float = math.log(4.0)
     worst_level: str = ""
+    worst_log_error: float = float("nan")
 
     @property
     def converged(self) -> bool:
@@ -175,39 +178,53 @@ class SurvivalCalibration:
 
     def limits(self) -> list[dict[str, Any]]:
         """Per endpoint (``"every endpoint"`` when one factor moves them all), the factors that reached
-        ``max_log_factor``: ``{"endpoint", "intercept_at_bound", "levels_at_bound"}`` (levels as ``COLUMN=LABEL``),
-        only endpoints with at least one. A factor at its bound could not move its rows' times any further, so
-        their survival may still be off its target."""
+        ``max_log_factor``: ``{"endpoint", "lengthened", "shortened"}``, each a list of ``"every row"`` (the intercept)
+        and levels as ``COLUMN=LABEL``; only endpoints with at least one. A factor at its upper bound lengthened its
+        rows' times as far as allowed, so their survival is likely still too short (at its lower bound, too long)."""
         groups = ([(e, f, self.endpoint_intercepts.get(e, 0.0)) for e, f in self.endpoint_factors.items()]
                   if self.endpoint_factors else [("every endpoint", self.log_factors, self.intercept)])
         edge = self.max_log_factor - 1e-9
         out = []
         for name, factors, intercept in groups:
-            levels = [f"{st.column}={label}" for st in self.strata
-                      for label, b in zip(st.labels, factors.get(st.column, ()), strict=False) if abs(b) >= edge]
-            if levels or abs(intercept) >= edge:
-                out.append({"endpoint": name, "intercept_at_bound": bool(abs(intercept) >= edge),
-                            "levels_at_bound": levels})
+            named = [("every row", intercept)] + [(f"{st.column}={label}", b) for st in self.strata
+                                                  for label, b in zip(st.labels, factors.get(st.column, ()),
+                                                                      strict=False)]
+            up, down = [n for n, b in named if b >= edge], [n for n, b in named if b <= -edge]
+            if up or down:
+                out.append({"endpoint": name, "lengthened": up, "shortened": down})
         return out
 
     def notes(self) -> list[str]:
-        """What a user drawing from the model should know, in plain words: a fit that stopped short of its
-        tolerance (where, and by what factor) and factors at their bound (empty when neither)."""
+        """What someone drawing from the model should know, as facts in plain words (no advice: the caller knows
+        whether a reference is at hand): a fit that stopped short of its tolerance (where, which way and by about
+        what factor of time) and factors at their bound (which way the survival is likely off); empty when
+        neither."""
         out = []
         if not self.converged and np.isfinite(self.max_log_error):
-            where = f" ({self.worst_level})" if self.worst_level else ""
-            what = f"real {self.target.replace('_', ' ')}" if self.target else "target"
-            out.append(f"The survival calibration stopped after {self.sweeps} sweeps with a level still off its "
-                       f"{what} by a factor of {math.exp(self.max_log_error):.2f}"
-                       f"{where}; survival inside such levels may differ from the real patients'.")
-        bound = f"x{math.exp(self.max_log_factor):.3g}"
+            endpoint, _, level = self.worst_level.partition(": ")
+            subject = (f"{endpoint} in {level}" if endpoint != "every endpoint" else f"survival in {level}") if level \
+                else "one of its levels"
+            f = math.exp(self.max_log_error)
+            way = ("" if not np.isfinite(self.worst_log_error) else
+                   f" is still too short (its times would need to be about {f:.2f} times longer)"
+                   if self.worst_log_error > 0 else
+                   f" is still too long (its times would need to be about {f:.2f} times shorter)")
+            out.append(f"The model's survival calibration stopped after {self.sweeps} passes without matching every "
+                       f"prognostic level: {subject}{way or f' is still off by about a factor of {f:.2f} in time'}; "
+                       "other levels may be off by less.")
+        bound = math.exp(self.max_log_factor)
         for lim in self.limits():
-            levels = list(lim["levels_at_bound"])
-            named = ", ".join(levels[:6]) + (f" and {len(levels) - 6} more" if len(levels) > 6 else "")
-            shown = " and for ".join((["every row"] if lim["intercept_at_bound"] else []) + ([named] if named else []))
-            out.append(f"{lim['endpoint']}: the survival calibration's factor reached its bound ({bound}) for "
-                       f"{shown}, so those times could not be corrected further; compare an arm's {lim['endpoint']} "
-                       f"with real eligible patients (fedsynth arm --reference) before relying on it.")
+            for key, word, op, likely in (("lengthened", "lengthened", "x", "too short"),
+                                          ("shortened", "shortened", "/", "too long")):
+                names = list(lim[key])
+                if not names:
+                    continue
+                levels = [n for n in names if n != "every row"]
+                shown = ", ".join(levels[:6]) + (f" and {len(levels) - 6} more" if len(levels) > 6 else "")
+                if len(levels) < len(names):  # the intercept too: every row, and the levels on top of it
+                    shown = "every row" + (f", and more so for {shown}" if shown else "")
+                out.append(f"{lim['endpoint']} is likely still {likely} for {shown}: the model's survival calibration "
+                           f"already {word} those times by the most it allows ({op}{bound:.3g}).")
         return out
 
     def row_log_factors(self, data: pd.DataFrame, endpoint: str | None = None) -> np.ndarray:
@@ -242,7 +259,7 @@ class SurvivalCalibration:
                                      for e, f in self.endpoint_factors.items()},
                 "endpoint_intercepts": dict(self.endpoint_intercepts), "keep_ties": self.keep_ties,
                 "target": self.target, "tol": self.tol, "max_log_factor": self.max_log_factor,
-                "worst_level": self.worst_level}
+                "worst_level": self.worst_level, "worst_log_error": self.worst_log_error}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurvivalCalibration:
@@ -253,7 +270,8 @@ class SurvivalCalibration:
                     for e, f in d.get("endpoint_factors", {}).items()},
                    {str(e): float(v) for e, v in d.get("endpoint_intercepts", {}).items()},
                    bool(d.get("keep_ties", False)), str(d.get("target", "")), float(d.get("tol", 0.01)),
-                   float(d.get("max_log_factor", math.log(4.0))), str(d.get("worst_level", "")))
+                   float(d.get("max_log_factor", math.log(4.0))), str(d.get("worst_level", "")),
+                   float(d.get("worst_log_error", float("nan"))))
 
 
 def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -511,9 +529,9 @@ def fit_survival_calibration(
     def group_name(g: int) -> str:
         return eps[groups[g][1][0]].name if endpoints == "each" else "every endpoint"
 
-    sweeps, worst, worst_at = 0, float("nan"), ""
+    sweeps, worst, worst_at, signed = 0, float("nan"), "", float("nan")
     for sweeps in range(1, int(max_sweeps) + 1):
-        worst, worst_at = 0.0, ""
+        worst, worst_at, signed = 0.0, "", float("nan")
         for st in kept:
             r, n_lev = read[st.column], len(st.labels)
             n_syn = np.bincount(r[r >= 0], minlength=n_lev)
@@ -529,6 +547,7 @@ def fit_survival_calibration(
                 if have.any() and float(np.abs(step[have]).max()) > worst:
                     j = int(np.argmax(np.where(have, np.abs(step), -1.0)))
                     worst, worst_at = float(np.abs(step[j])), f"{group_name(g)}: {st.column}={st.labels[j]}"
+                    signed = float(step[j])
                 # The part common to the stratum's levels is a shift of every row (the intercept), so a stratum's
                 # factors stay centred and cannot drift against another's (strata overlap: a risk group and its
                 # inputs), which would move the rows of levels without a factor.
@@ -537,8 +556,8 @@ def fit_survival_calibration(
                 if target == "hazard_ratio":  # relative errors: the intercept matches the overall event ratio
                     overall = [e for e in (overall_error(i, *expo[i], st, w) for i in fitted_on) if math.isfinite(e)]
                     shift = float(np.mean(overall)) if overall else 0.0
-                    if abs(shift) > worst:
-                        worst, worst_at = abs(shift), f"{group_name(g)}: every row"
+                    if abs(shift) > worst:  # the overall ratio's error: log(synthetic / real), times lacking it
+                        worst, worst_at, signed = abs(shift), f"{group_name(g)}: every row", shift
                 intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))
                 old = factors[g][st.column]
                 factors[g][st.column] = np.clip(old + damping * np.where(have, step - common, 0.0),
@@ -556,4 +575,5 @@ def fit_survival_calibration(
                                   {eps[g].name: intercepts[g] for g in range(len(groups))}, keep_ties)
     else:
         cal = SurvivalCalibration(tuple(kept), factors[0], intercepts[0], sweeps, worst)
-    return replace(cal, target=target, tol=float(tol), max_log_factor=float(max_log_factor), worst_level=worst_at)
+    return replace(cal, target=target, tol=float(tol), max_log_factor=float(max_log_factor), worst_level=worst_at,
+                   worst_log_error=signed)

@@ -174,22 +174,38 @@ def test_a_survival_calibration_at_its_bound_is_warned_by_arm_and_sample(
     # Run
     arm = runner.invoke(app, ["arm", str(crit), str(tmp_path / "vae"), "--n", "20", "--out", str(tmp_path / "o")])
     sample = runner.invoke(app, ["sample", str(tmp_path / "vae"), "--n", "20", "--out", str(tmp_path / "s.csv")])
+    reference = tmp_path / "ref.csv"
+    _frame()[_frame().TP53 == 1].to_csv(reference, index=False)
+    with_ref = runner.invoke(app, ["arm", str(crit), str(tmp_path / "vae"), "--n", "20", "--out", str(tmp_path / "r"),
+                                   "--reference", str(reference)])
     off = runner.invoke(app, ["arm", str(crit), str(tmp_path / "vae_off"), "--n", "20", "--out", str(tmp_path / "p")])
     bn = runner.invoke(app, ["arm", str(crit), str(model_dir), "--n", "20", "--out", str(tmp_path / "q")])
     # Assert: arm and sample warn, naming the endpoint (the inferred one, "survival") and the bound; the arm report
     # lists the same sentences
-    for result in (arm, sample, off, bn):
+    for result in (arm, sample, with_ref, off, bn):
         assert result.exit_code == 0, result.output
     text = " ".join(arm.output.split())
-    assert "Warning: survival: the survival calibration's factor reached its bound (x1) for every row" in text
-    assert "Warning: The survival calibration stopped after 40 sweeps with a level still off its real median" in text
-    assert "fedsynth arm --reference" in text
-    assert "reached its bound" in " ".join(sample.output.split())
+    assert "Warning: survival is likely still too" in text and "by the most it allows (" in text
+    assert "Warning: The model's survival calibration stopped after 40 passes without matching every" in text
+    assert "Warning: Compare the arm with real eligible patients (--reference FILE)" in text
+    # with a reference the advice points to the comparison instead
+    referenced = " ".join(with_ref.output.split())
+    assert "Warning: The comparison with the reference below shows whether this arm is affected." in referenced
+    assert "Compare the arm with real eligible patients" not in referenced
+    sampled = " ".join(sample.output.split())
+    assert "by the most it allows" in sampled and "Evaluate the rows against real data (fedsynth evaluate)" in sampled
+    assert "--reference" not in sampled
     warned = json.loads((tmp_path / "o" / "arm_report.json").read_text())["header"]["warnings"]
-    assert any(w.startswith("survival: the survival calibration's factor reached its bound") for w in warned)
+    assert any(w.startswith("survival is likely still too") for w in warned)
+    # the data cards carry the model's survival warnings, without the advice
+    for card in (tmp_path / "o" / "arm.card.json", tmp_path / "s.card.json"):
+        carried = json.loads(card.read_text())["survival_warnings"]
+        assert carried and any(w.startswith("survival is likely still too") for w in carried)
+        assert not any("--reference" in w or "fedsynth evaluate" in w for w in carried)
     # controls: calibration off, and a Bayesian network (no calibration), say nothing of it
     for result, folder in ((off, "p"), (bn, "q")):
         assert "survival calibration" not in result.output
+        assert json.loads((tmp_path / folder / "arm.card.json").read_text())["survival_warnings"] == []
         assert not any("survival calibration" in w for w in json.loads(
             (tmp_path / folder / "arm_report.json").read_text())["header"]["warnings"])
 

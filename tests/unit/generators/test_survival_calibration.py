@@ -577,23 +577,32 @@ def test_a_fit_says_which_factors_reached_their_bound_and_where_it_stopped_short
     assert not capped.converged
     assert 0.1 < capped.max_log_error < math.log(2.0)
     assert capped.worst_level in ("every endpoint: GROUP=a", "every endpoint: GROUP=b")
-    assert capped.limits() == [{"endpoint": "every endpoint", "intercept_at_bound": False,
-                                "levels_at_bound": ["GROUP=a", "GROUP=b"]}]
-    stopped, bound = capped.notes()
-    assert "stopped after 200 sweeps" in stopped and "real hazard" in stopped and capped.worst_level in stopped
-    assert f"factor of {math.exp(capped.max_log_error):.2f}" in stopped
-    assert bound.startswith("every endpoint: ") and "(x1.5) for GROUP=a, GROUP=b" in bound
+    # a's times were too short (its error, the log factor its times lack, > 0), b's too long
+    assert (capped.worst_log_error > 0) == capped.worst_level.endswith("GROUP=a")
+    assert abs(capped.worst_log_error) == capped.max_log_error
+    # a lengthened as far as allowed (still too short), b shortened as far as allowed (still too long)
+    assert capped.limits() == [{"endpoint": "every endpoint", "lengthened": ["GROUP=a"], "shortened": ["GROUP=b"]}]
+    stopped, short, long = capped.notes()
+    level = capped.worst_level.partition(": ")[2]
+    way = "too short" if capped.worst_log_error > 0 else "too long"
+    assert stopped.startswith("The model's survival calibration stopped after 200 passes without matching every")
+    assert f"survival in {level} is still {way} (its times would need to be about " \
+           f"{math.exp(capped.max_log_error):.2f} times" in stopped
+    assert short == ("every endpoint is likely still too short for GROUP=a: the model's survival calibration already "
+                     "lengthened those times by the most it allows (x1.5).")
+    assert long.startswith("every endpoint is likely still too long for GROUP=b") and "(/1.5)" in long
     # control: with the default bound the same fit converges, nothing is at a bound and there is nothing to say
     assert free.converged and free.limits() == [] and free.notes() == []
     np.testing.assert_allclose(np.exp(free.row_log_factors(synthetic)), 1.0 / scale, rtol=1e-3)
     # what the notes read survives a round trip; a calibration saved before these fields loads with the defaults
     back = SurvivalCalibration.from_dict(capped.to_dict())
     assert back.notes() == capped.notes() and back.target == "hazard"
-    old = {k: v for k, v in free.to_dict().items() if k not in ("target", "tol", "max_log_factor", "worst_level")}
-    legacy = SurvivalCalibration.from_dict(old)
+    added = ("target", "tol", "max_log_factor", "worst_level", "worst_log_error")
+    legacy = SurvivalCalibration.from_dict({k: v for k, v in free.to_dict().items() if k not in added})
     assert (legacy.target, legacy.tol, legacy.max_log_factor, legacy.worst_level) == ("", 0.01, math.log(4.0), "")
-    assert "still off its target by" in SurvivalCalibration.from_dict(
-        {k: v for k, v in capped.to_dict().items() if k != "target"}).notes()[0]
+    assert np.isnan(legacy.worst_log_error)
+    unsigned = SurvivalCalibration.from_dict({k: v for k, v in capped.to_dict().items() if k != "worst_log_error"})
+    assert f"is still off by about a factor of {math.exp(capped.max_log_error):.2f} in time" in unsigned.notes()[0]
 
 
 def test_an_intercept_at_its_bound_is_named_per_endpoint() -> None:
@@ -608,9 +617,9 @@ def test_an_intercept_at_its_bound_is_named_per_endpoint() -> None:
     # Assert: LFS's intercept is at the bound (every row), OS's is not named
     assert cal.endpoint_intercepts["LFS"] == pytest.approx(math.log(4.0))
     assert [lim["endpoint"] for lim in cal.limits()] == ["LFS"]
-    assert cal.limits()[0]["intercept_at_bound"]
-    assert any(n.startswith("LFS: ") and "(x4) for every row" in n for n in cal.notes())
-    assert cal.worst_level.startswith("LFS: ")
+    assert cal.limits()[0]["lengthened"][0] == "every row" and cal.limits()[0]["shortened"] == []
+    assert any(n.startswith("LFS is likely still too short for every row") and "(x4)" in n for n in cal.notes())
+    assert cal.worst_level.startswith("LFS: ") and cal.worst_log_error > 0
 
 
 def test_the_calibration_reads_as_many_rows_as_its_parameters_say(monkeypatch: pytest.MonkeyPatch) -> None:
