@@ -62,7 +62,7 @@ def arm(
         model_notes.append("The comparison with the reference below shows whether this arm is affected."
                            if ref is not None else
                            "Compare the arm with real eligible patients (--reference FILE) before relying on its "
-                           "survival in those levels.")
+                           "survival.")
     for note in [*count.warnings, *request.notes, *model_notes]:
         err_console.print(f"Warning: {note}", markup=False, highlight=False)
     rows = draw_arm(gen, request, n, random_state=seed, max_seconds=max_seconds,

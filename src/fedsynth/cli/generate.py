@@ -182,8 +182,7 @@ def sample(
     request = parse_conditions(list(condition or []), gen.schema, where, getattr(gen, "domain", None))
     survival = gen.survival_notes()
     if survival:
-        survival.append("Evaluate the rows against real data (fedsynth evaluate) before relying on survival within "
-                        "those levels.")
+        survival.append("Evaluate the rows against real data (fedsynth evaluate) before relying on their survival.")
     for note in [*request.notes, *survival]:
         err_console.print(f"Warning: {note}", markup=False, highlight=False)
     try:

@@ -155,6 +155,13 @@ class SurvivalCalibration:
         row"`` for an intercept's; the endpoint reads ``"every endpoint"`` when one factor moves them all).
     worst_log_error : float
         That error with its sign: the log of the factor the level's times lacked (> 0: its survival too short).
+    last_errors : dict of str to dict
+        Per factor group (endpoint name, or ``"every endpoint"``), column -> each level's signed log error at the last
+        pass (NaN: no target), read before that pass's step: the factor its times still lacked. Empty for a
+        calibration saved before it was recorded.
+    last_common_errors : dict of str to float
+        Per factor group, the mean over strata of the error every row shared at the last pass (what moves the
+        intercept).
     """
 
     strata: tuple[CalibrationStratum, ...]
@@ -170,6 +177,8 @@ class SurvivalCalibration:
     max_log_factor: float = math.log(4.0)
     worst_level: str = ""
     worst_log_error: float = float("nan")
+    last_errors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    last_common_errors: dict[str, float] = field(default_factory=dict)
 
     @property
     def converged(self) -> bool:
@@ -178,42 +187,57 @@ class SurvivalCalibration:
 
     def limits(self) -> list[dict[str, Any]]:
         """Per endpoint (``"every endpoint"`` when one factor moves them all), the factors that reached
-        ``max_log_factor``: ``{"endpoint", "lengthened", "shortened"}``, each a list of ``"every row"`` (the intercept)
-        and levels as ``COLUMN=LABEL``; only endpoints with at least one. A factor at its upper bound lengthened its
-        rows' times as far as allowed, so their survival is likely still too short (at its lower bound, too long)."""
+        ``max_log_factor`` while their error still pointed past it: ``{"endpoint", "lengthened", "shortened"}``, each
+        a list of ``"every row"`` (the intercept) and levels as ``COLUMN=LABEL``; only endpoints with at least one.
+        A factor at its upper bound whose level's times still lacked more than ``tol`` at the last pass is
+        "lengthened" (its survival is likely still too short); at its lower bound, "shortened". A factor at its
+        bound that the intercept made up for (its last error within ``tol`` or the other way) is not listed. A
+        calibration saved before the last errors were recorded lists every factor at its bound."""
         groups = ([(e, f, self.endpoint_intercepts.get(e, 0.0)) for e, f in self.endpoint_factors.items()]
                   if self.endpoint_factors else [("every endpoint", self.log_factors, self.intercept)])
-        edge = self.max_log_factor - 1e-9
         out = []
         for name, factors, intercept in groups:
-            named = [("every row", intercept)] + [(f"{st.column}={label}", b) for st in self.strata
-                                                  for label, b in zip(st.labels, factors.get(st.column, ()),
-                                                                      strict=False)]
-            up, down = [n for n, b in named if b >= edge], [n for n, b in named if b <= -edge]
+            errors, common = self.last_errors.get(name), self.last_common_errors.get(name)
+            named: list[tuple[str, float, float]] = [("every row", intercept, np.nan if common is None else common)]
+            for st in self.strata:
+                errs = errors.get(st.column) if errors is not None else None
+                for j, (label, b) in enumerate(zip(st.labels, factors.get(st.column, ()), strict=False)):
+                    named.append((f"{st.column}={label}", b, np.nan if errs is None or j >= len(errs) else errs[j]))
+            up = [n for n, b, err in named if self._past_bound(b, err, 1, errors is not None)]
+            down = [n for n, b, err in named if self._past_bound(b, err, -1, errors is not None)]
             if up or down:
                 out.append({"endpoint": name, "lengthened": up, "shortened": down})
         return out
 
+    def _past_bound(self, log_factor: float, error: float, sign: int, known: bool) -> bool:
+        """Whether a factor sits at its bound on side ``sign`` with its level's last error still pointing past it
+        (without recorded errors: at its bound)."""
+        at_bound = sign * log_factor >= self.max_log_factor - 1e-9
+        return bool(at_bound and (not known or (np.isfinite(error) and sign * error > self.tol)))
+
     def notes(self) -> list[str]:
         """What someone drawing from the model should know, as facts in plain words (no advice: the caller knows
         whether a reference is at hand): a fit that stopped short of its tolerance (where, which way and by about
-        what factor of time) and factors at their bound (which way the survival is likely off); empty when
-        neither."""
+        what factor of time, as read at its last pass on the model's own draw) and factors at their bound whose
+        levels still pointed past it (:meth:`limits`); empty when neither. With ``target="hazard_ratio"`` a level's
+        error is relative to the rest of its stratum, and the notes say so."""
         out = []
+        relative = " relative to the rest of its stratum" if self.target == "hazard_ratio" else ""
         if not self.converged and np.isfinite(self.max_log_error):
             endpoint, _, level = self.worst_level.partition(": ")
             subject = (f"{endpoint} in {level}" if endpoint != "every endpoint" else f"survival in {level}") if level \
                 else "one of its levels"
             f = math.exp(self.max_log_error)
             way = ("" if not np.isfinite(self.worst_log_error) else
-                   f" is still too short (its times would need to be about {f:.2f} times longer)"
+                   f" was still too short{relative} (its times lacked a factor of about {f:.2f})"
                    if self.worst_log_error > 0 else
-                   f" is still too long (its times would need to be about {f:.2f} times shorter)")
+                   f" was still too long{relative} (its times were about {f:.2f} times too long)")
             out.append(f"The model's survival calibration stopped after {self.sweeps} passes without matching every "
-                       f"prognostic level: {subject}{way or f' is still off by about a factor of {f:.2f} in time'}; "
-                       "other levels may be off by less.")
+                       f"prognostic level: at its last pass, read on the model's own draw, {subject}"
+                       f"{way or f' was still off by about a factor of {f:.2f} in time'}; other levels by less.")
         bound = math.exp(self.max_log_factor)
         for lim in self.limits():
+            what = "Survival" if lim["endpoint"] == "every endpoint" else lim["endpoint"]
             for key, word, op, likely in (("lengthened", "lengthened", "x", "too short"),
                                           ("shortened", "shortened", "/", "too long")):
                 names = list(lim[key])
@@ -223,7 +247,8 @@ class SurvivalCalibration:
                 shown = ", ".join(levels[:6]) + (f" and {len(levels) - 6} more" if len(levels) > 6 else "")
                 if len(levels) < len(names):  # the intercept too: every row, and the levels on top of it
                     shown = "every row" + (f", and more so for {shown}" if shown else "")
-                out.append(f"{lim['endpoint']} is likely still {likely} for {shown}: the model's survival calibration "
+                rel = relative if levels and len(levels) == len(names) else ""
+                out.append(f"{what} is likely still {likely}{rel} for {shown}: the model's survival calibration "
                            f"already {word} those times by the most it allows ({op}{bound:.3g}).")
         return out
 
@@ -259,7 +284,10 @@ class SurvivalCalibration:
                                      for e, f in self.endpoint_factors.items()},
                 "endpoint_intercepts": dict(self.endpoint_intercepts), "keep_ties": self.keep_ties,
                 "target": self.target, "tol": self.tol, "max_log_factor": self.max_log_factor,
-                "worst_level": self.worst_level, "worst_log_error": self.worst_log_error}
+                "worst_level": self.worst_level, "worst_log_error": self.worst_log_error,
+                "last_errors": {g: {k: [None if not np.isfinite(x) else float(x) for x in v] for k, v in e.items()}
+                                for g, e in self.last_errors.items()},
+                "last_common_errors": dict(self.last_common_errors)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurvivalCalibration:
@@ -271,7 +299,10 @@ class SurvivalCalibration:
                    {str(e): float(v) for e, v in d.get("endpoint_intercepts", {}).items()},
                    bool(d.get("keep_ties", False)), str(d.get("target", "")), float(d.get("tol", 0.01)),
                    float(d.get("max_log_factor", math.log(4.0))), str(d.get("worst_level", "")),
-                   float(d.get("worst_log_error", float("nan"))))
+                   float(d.get("worst_log_error", float("nan"))),
+                   {str(g): {k: np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+                             for k, v in e.items()} for g, e in d.get("last_errors", {}).items()},
+                   {str(g): float(v) for g, v in d.get("last_common_errors", {}).items()})
 
 
 def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -526,12 +557,15 @@ def fit_survival_calibration(
         real_share = n_real / max(float(n_real.sum()), 1.0)
         return np.divide(real_share, syn_share, out=np.zeros_like(real_share), where=syn_share > 0)
 
-    def group_name(g: int) -> str:
+    def group_name(g: int) -> str:  # the key of the group's factors (endpoint_factors' keys with "each")
         return eps[groups[g][1][0]].name if endpoints == "each" else "every endpoint"
 
     sweeps, worst, worst_at, signed = 0, float("nan"), "", float("nan")
+    last_err: list[dict[str, np.ndarray]] = [{} for _ in groups]  # each level's signed error at the last pass
+    commons: list[list[float]] = [[] for _ in groups]  # the errors every row shared at the last pass, per stratum
     for sweeps in range(1, int(max_sweeps) + 1):
         worst, worst_at, signed = 0.0, "", float("nan")
+        commons = [[] for _ in groups]
         for st in kept:
             r, n_lev = read[st.column], len(st.labels)
             n_syn = np.bincount(r[r >= 0], minlength=n_lev)
@@ -553,11 +587,13 @@ def fit_survival_calibration(
                 # inputs), which would move the rows of levels without a factor.
                 common = float(np.average(step[have], weights=n_syn[have])) if have.any() else 0.0
                 shift = common
+                last_err[g][st.column] = np.where(have, step, np.nan)
                 if target == "hazard_ratio":  # relative errors: the intercept matches the overall event ratio
                     overall = [e for e in (overall_error(i, *expo[i], st, w) for i in fitted_on) if math.isfinite(e)]
                     shift = float(np.mean(overall)) if overall else 0.0
                     if abs(shift) > worst:  # the overall ratio's error: log(synthetic / real), times lacking it
                         worst, worst_at, signed = abs(shift), f"{group_name(g)}: every row", shift
+                commons[g].append(shift)
                 intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))
                 old = factors[g][st.column]
                 factors[g][st.column] = np.clip(old + damping * np.where(have, step - common, 0.0),
@@ -576,4 +612,5 @@ def fit_survival_calibration(
     else:
         cal = SurvivalCalibration(tuple(kept), factors[0], intercepts[0], sweeps, worst)
     return replace(cal, target=target, tol=float(tol), max_log_factor=float(max_log_factor), worst_level=worst_at,
-                   worst_log_error=signed)
+                   worst_log_error=signed, last_errors={group_name(g): last_err[g] for g in range(len(groups))},
+                   last_common_errors={group_name(g): float(np.mean(c)) if c else 0.0 for g, c in enumerate(commons)})

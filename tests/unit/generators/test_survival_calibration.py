@@ -586,23 +586,63 @@ def test_a_fit_says_which_factors_reached_their_bound_and_where_it_stopped_short
     level = capped.worst_level.partition(": ")[2]
     way = "too short" if capped.worst_log_error > 0 else "too long"
     assert stopped.startswith("The model's survival calibration stopped after 200 passes without matching every")
-    assert f"survival in {level} is still {way} (its times would need to be about " \
-           f"{math.exp(capped.max_log_error):.2f} times" in stopped
-    assert short == ("every endpoint is likely still too short for GROUP=a: the model's survival calibration already "
+    assert f"read on the model's own draw, survival in {level} was still {way}" in stopped
+    assert f"{math.exp(capped.max_log_error):.2f}" in stopped
+    assert short == ("Survival is likely still too short for GROUP=a: the model's survival calibration already "
                      "lengthened those times by the most it allows (x1.5).")
-    assert long.startswith("every endpoint is likely still too long for GROUP=b") and "(/1.5)" in long
+    assert long.startswith("Survival is likely still too long for GROUP=b") and "(/1.5)" in long
     # control: with the default bound the same fit converges, nothing is at a bound and there is nothing to say
     assert free.converged and free.limits() == [] and free.notes() == []
     np.testing.assert_allclose(np.exp(free.row_log_factors(synthetic)), 1.0 / scale, rtol=1e-3)
     # what the notes read survives a round trip; a calibration saved before these fields loads with the defaults
     back = SurvivalCalibration.from_dict(capped.to_dict())
     assert back.notes() == capped.notes() and back.target == "hazard"
-    added = ("target", "tol", "max_log_factor", "worst_level", "worst_log_error")
+    added = ("target", "tol", "max_log_factor", "worst_level", "worst_log_error", "last_errors", "last_common_errors")
     legacy = SurvivalCalibration.from_dict({k: v for k, v in free.to_dict().items() if k not in added})
     assert (legacy.target, legacy.tol, legacy.max_log_factor, legacy.worst_level) == ("", 0.01, math.log(4.0), "")
     assert np.isnan(legacy.worst_log_error)
     unsigned = SurvivalCalibration.from_dict({k: v for k, v in capped.to_dict().items() if k != "worst_log_error"})
-    assert f"is still off by about a factor of {math.exp(capped.max_log_error):.2f} in time" in unsigned.notes()[0]
+    assert f"was still off by about a factor of {math.exp(capped.max_log_error):.2f} in time" in unsigned.notes()[0]
+    # without the last errors (an older save), every factor at its bound is listed
+    bare = SurvivalCalibration.from_dict({k: v for k, v in capped.to_dict().items()
+                                          if k not in ("last_errors", "last_common_errors")})
+    assert bare.limits() == capped.limits()
+
+
+def test_a_factor_at_its_bound_that_the_intercept_made_up_for_is_not_warned_about() -> None:
+    # Setup: GROUP a's times halved, b's left as they are; the bound log 1.2 is under a's need (log 2), so the
+    # intercept and a's factor both end at +bound and b's factor at -bound: b's net factor is 1, its survival exact
+    real = _frame(3000, 24)
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
+    scale = np.where(real["GROUP"] == "a", 0.5, 1.0)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * scale, LFS_YEARS=real["LFS_YEARS"] * scale)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-3, max_sweeps=200,
+                                   target="hazard", max_log_factor=math.log(1.2))
+    # Assert: b's own factor sits at -bound, yet its last error is about 0, so only a and every row are named
+    a, b = cal.log_factors["GROUP"]
+    assert b == pytest.approx(-math.log(1.2)) and a == pytest.approx(math.log(1.2))
+    assert cal.intercept == pytest.approx(math.log(1.2))
+    assert abs(cal.last_errors["every endpoint"]["GROUP"][1]) < 1e-3
+    assert cal.limits() == [{"endpoint": "every endpoint", "lengthened": ["every row", "GROUP=a"], "shortened": []}]
+    assert not any("too long" in n for n in cal.notes())
+    # control: read without the last errors (as an older save is), b is named too
+    legacy = SurvivalCalibration.from_dict({k: v for k, v in cal.to_dict().items() if k != "last_errors"})
+    assert legacy.limits()[0]["shortened"] == ["GROUP=b"]
+
+
+def test_hazard_ratio_notes_say_the_error_is_relative_to_the_rest_of_the_stratum() -> None:
+    # Setup: as above (a halved, b as it is) with the hazard_ratio target and a bound of log 1.2
+    real = _frame(3000, 25)
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
+    scale = np.where(real["GROUP"] == "a", 0.5, 1.0)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * scale, LFS_YEARS=real["LFS_YEARS"] * scale)
+    # Run
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-3, max_sweeps=100,
+                                   target="hazard_ratio", max_log_factor=math.log(1.2))
+    # Assert: the worst level's note speaks of its survival relative to the rest of its stratum
+    assert not cal.converged
+    assert "relative to the rest of its stratum (its times" in cal.notes()[0]
 
 
 def test_an_intercept_at_its_bound_is_named_per_endpoint() -> None:
