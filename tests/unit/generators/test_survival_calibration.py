@@ -558,13 +558,23 @@ def test_the_vae_parameter_offers_every_calibration_target() -> None:
     assert get_args(VAEBGMParams.model_fields["survival_target"].annotation) == TARGETS
 
 
+def _group_scaled(
+    seed: int, a: float, b: float
+) -> tuple[TableSchema, Domain, list[CalibrationStratum], dict[str, np.ndarray], np.ndarray, pd.DataFrame]:
+    """The GROUP stratum's real counts (3,000 rows of seed ``seed``, 20 bins) and synthetic rows that are the real
+    rows with every time of GROUP a multiplied by ``a`` and of b by ``b``: schema, domain, strata, counts, the scale
+    per row and the synthetic rows."""
+    real = _frame(3000, seed)
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
+    scale = np.where(real["GROUP"] == "a", a, b)
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * scale, LFS_YEARS=real["LFS_YEARS"] * scale)
+    return schema, domain, strata, counts, scale, synthetic
+
+
 def test_a_fit_says_which_factors_reached_their_bound_and_where_it_stopped_short() -> None:
     # Setup: GROUP a's synthetic times are the real ones halved, b's doubled, so a needs a factor of 2 and b of 1/2
     # (log +-0.69, nothing common to move the intercept); the bound is log 1.5 (0.41)
-    real = _frame(3000, 21)
-    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
-    scale = np.where(real["GROUP"] == "a", 0.5, 2.0)
-    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * scale, LFS_YEARS=real["LFS_YEARS"] * scale)
+    schema, domain, strata, counts, scale, synthetic = _group_scaled(21, 0.5, 2.0)
     # Run
     capped = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=200,
                                       target="hazard", max_log_factor=math.log(1.5))
@@ -612,10 +622,7 @@ def test_a_fit_says_which_factors_reached_their_bound_and_where_it_stopped_short
 def test_a_factor_at_its_bound_that_the_intercept_made_up_for_is_not_warned_about() -> None:
     # Setup: GROUP a's times halved, b's left as they are; the bound log 1.2 is under a's need (log 2), so the
     # intercept and a's factor both end at +bound and b's factor at -bound: b's net factor is 1, its survival exact
-    real = _frame(3000, 24)
-    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
-    scale = np.where(real["GROUP"] == "a", 0.5, 1.0)
-    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * scale, LFS_YEARS=real["LFS_YEARS"] * scale)
+    schema, domain, strata, counts, _, synthetic = _group_scaled(24, 0.5, 1.0)
     # Run
     cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-3, max_sweeps=200,
                                    target="hazard", max_log_factor=math.log(1.2))
@@ -633,10 +640,7 @@ def test_a_factor_at_its_bound_that_the_intercept_made_up_for_is_not_warned_abou
 
 def test_hazard_ratio_notes_say_the_error_is_relative_to_the_rest_of_the_stratum() -> None:
     # Setup: as above (a halved, b as it is) with the hazard_ratio target and a bound of log 1.2
-    real = _frame(3000, 25)
-    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
-    scale = np.where(real["GROUP"] == "a", 0.5, 1.0)
-    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * scale, LFS_YEARS=real["LFS_YEARS"] * scale)
+    schema, domain, strata, counts, _, synthetic = _group_scaled(25, 0.5, 1.0)
     # Run
     cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-3, max_sweeps=100,
                                    target="hazard_ratio", max_log_factor=math.log(1.2))

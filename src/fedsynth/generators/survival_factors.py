@@ -1,0 +1,267 @@
+"""The fitted survival calibration: per-level log factors on sampled durations, applied to rows and stating their
+limits (:class:`SurvivalCalibration`, fitted by :func:`fedsynth.generators.survival_calibration.
+fit_survival_calibration`, whose module docstring gives the method), and the cap of a shorter endpoint at its
+longer one (:func:`cap_time_order`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.cohort.constraints import TimeOrder, enforce, retie, tie_pairs
+from fedsynth.cohort.schema import TableSchema
+from fedsynth.encoding.domain import Domain
+from fedsynth.generators.survival_strata import CalibrationStratum, stratum_codes
+
+__all__ = ["SurvivalCalibration", "cap_time_order"]
+
+
+@dataclass
+class SurvivalCalibration:
+    """Fitted per-level log factors on sampled durations (:func:`fit_survival_calibration`).
+
+    Attributes
+    ----------
+    strata : tuple of CalibrationStratum
+        The strata kept (genomic ones past the mutation share).
+    log_factors : dict of str to ndarray
+        Column -> ``(n_levels,)`` log factors (0 for a level without one), shared by every endpoint without factors
+        of its own.
+    intercept : float
+        Log factor of every row (the part common to a stratum's levels).
+    sweeps : int
+        Raking sweeps run.
+    max_log_error : float
+        The largest ``|log error|`` step over the calibrated levels at the last sweep.
+    endpoint_factors : dict of str to dict, optional
+        Endpoint name -> its own column -> log factors (``endpoints="each"``); an endpoint not in it takes
+        ``log_factors``.
+    endpoint_intercepts : dict of str to float, optional
+        Endpoint name -> its own intercept (with ``endpoint_factors``).
+    keep_ties : bool
+        With a factor per endpoint, a row whose two endpoint times were equal stays so (:func:`~fedsynth.cohort.
+        constraints.retie` along :func:`~fedsynth.cohort.constraints.tie_pairs`).
+    target : str
+        What each level matched (:data:`TARGETS`; ``""`` for a calibration saved before it was recorded).
+    tol : float
+        The fit's tolerance on ``|log error|``: below it at the last sweep, the fit converged.
+    max_log_factor : float
+        The bound on each factor's ``|log factor|`` (intercepts included).
+    worst_level : str
+        Where the largest ``|log error|`` of the last sweep was: ``"ENDPOINT: COLUMN=LABEL"`` (``"ENDPOINT: every
+        row"`` for an intercept's; the endpoint reads ``"every endpoint"`` when one factor moves them all).
+    worst_log_error : float
+        That error with its sign: the log of the factor the level's times lacked (> 0: its survival too short).
+    last_errors : dict of str to dict
+        Per factor group (endpoint name, or ``"every endpoint"``), column -> each level's signed log error at the last
+        pass (NaN: no target), read before that pass's step: the factor its times still lacked. Empty for a
+        calibration saved before it was recorded.
+    last_common_errors : dict of str to float
+        Per factor group, the mean over strata of the error every row shared at the last pass (what moves the
+        intercept).
+    """
+
+    strata: tuple[CalibrationStratum, ...]
+    log_factors: dict[str, np.ndarray]
+    intercept: float = 0.0
+    sweeps: int = 0
+    max_log_error: float = float("nan")
+    endpoint_factors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    endpoint_intercepts: dict[str, float] = field(default_factory=dict)
+    keep_ties: bool = False
+    target: str = "median"
+    tol: float = 0.01
+    max_log_factor: float = math.log(4.0)
+    worst_level: str = ""
+    worst_log_error: float = float("nan")
+    last_errors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    last_common_errors: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        """Whether every calibrated level was within ``tol`` of its target at the last sweep."""
+        return bool(np.isfinite(self.max_log_error) and self.max_log_error < self.tol)
+
+    def limits(self) -> list[dict[str, Any]]:
+        """Per endpoint (``"every endpoint"`` when one factor moves them all), the factors that reached
+        ``max_log_factor`` while their error still pointed past it: ``{"endpoint", "lengthened", "shortened"}``, each
+        a list of ``"every row"`` (the intercept) and levels as ``COLUMN=LABEL``; only endpoints with at least one.
+        A factor at its upper bound whose level's times still lacked more than ``tol`` at the last pass is
+        "lengthened" (its survival is likely still too short); at its lower bound, "shortened". A factor at its
+        bound that the intercept made up for (its last error within ``tol`` or the other way) is not listed. A
+        calibration saved before the last errors were recorded lists every factor at its bound."""
+        groups = ([(e, f, self.endpoint_intercepts.get(e, 0.0)) for e, f in self.endpoint_factors.items()]
+                  if self.endpoint_factors else [("every endpoint", self.log_factors, self.intercept)])
+        out = []
+        for name, factors, intercept in groups:
+            errors, common = self.last_errors.get(name), self.last_common_errors.get(name)
+            named: list[tuple[str, float, float]] = [("every row", intercept, np.nan if common is None else common)]
+            for st in self.strata:
+                errs = errors.get(st.column) if errors is not None else None
+                for j, (label, b) in enumerate(zip(st.labels, factors.get(st.column, ()), strict=False)):
+                    named.append((f"{st.column}={label}", b, np.nan if errs is None or j >= len(errs) else errs[j]))
+            up = [n for n, b, err in named if self._past_bound(b, err, 1, errors is not None)]
+            down = [n for n, b, err in named if self._past_bound(b, err, -1, errors is not None)]
+            if up or down:
+                out.append({"endpoint": name, "lengthened": up, "shortened": down})
+        return out
+
+    def _past_bound(self, log_factor: float, error: float, sign: int, known: bool) -> bool:
+        """Whether a factor sits at its bound on side ``sign`` with its level's last error still pointing past it
+        (without recorded errors: at its bound)."""
+        at_bound = sign * log_factor >= self.max_log_factor - 1e-9
+        return bool(at_bound and (not known or (np.isfinite(error) and sign * error > self.tol)))
+
+    def notes(self) -> list[str]:
+        """What someone drawing from the model should know, as facts in plain words (no advice: the caller knows
+        whether a reference is at hand): a fit that stopped short of its tolerance (where, which way and by about
+        what factor of time, as read at its last pass on the model's own draw) and factors at their bound whose
+        levels still pointed past it (:meth:`limits`); empty when neither. With ``target="hazard_ratio"`` a level's
+        error is relative to the rest of its stratum, and the notes say so."""
+        out = []
+        relative = " relative to the rest of its stratum" if self.target == "hazard_ratio" else ""
+        if not self.converged and np.isfinite(self.max_log_error):
+            endpoint, _, level = self.worst_level.partition(": ")
+            subject = (f"{endpoint} in {level}" if endpoint != "every endpoint" else f"survival in {level}") if level \
+                else "one of its levels"
+            f = math.exp(self.max_log_error)
+            way = ("" if not np.isfinite(self.worst_log_error) else
+                   f" was still too short{relative} (its times lacked a factor of about {f:.2f})"
+                   if self.worst_log_error > 0 else
+                   f" was still too long{relative} (its times were about {f:.2f} times too long)")
+            out.append(f"The model's survival calibration stopped after {self.sweeps} passes without matching every "
+                       f"prognostic level: at its last pass, read on the model's own draw, {subject}"
+                       f"{way or f' was still off by about a factor of {f:.2f} in time'}; other levels by less.")
+        bound = math.exp(self.max_log_factor)
+        for lim in self.limits():
+            what = "Survival" if lim["endpoint"] == "every endpoint" else lim["endpoint"]
+            for key, word, op, likely in (("lengthened", "lengthened", "x", "too short"),
+                                          ("shortened", "shortened", "/", "too long")):
+                names = list(lim[key])
+                if not names:
+                    continue
+                levels = [n for n in names if n != "every row"]
+                shown = ", ".join(levels[:6]) + (f" and {len(levels) - 6} more" if len(levels) > 6 else "")
+                if len(levels) < len(names):  # the intercept too: every row, and the levels on top of it
+                    shown = "every row" + (f", and more so for {shown}" if shown else "")
+                rel = relative if levels and len(levels) == len(names) else ""
+                out.append(f"{what} is likely still {likely}{rel} for {shown}: the model's survival calibration "
+                           f"already {word} those times by the most it allows ({op}{bound:.3g}).")
+        return out
+
+    def row_log_factors(self, data: pd.DataFrame, endpoint: str | None = None) -> np.ndarray:
+        """Each row's log factor: the sum of its levels' (shape ``(n_rows,)``; a missing level adds 0), for
+        ``endpoint``'s duration (its own factors where it has some, else the shared ones)."""
+        own = endpoint is not None and endpoint in self.endpoint_factors
+        factors = self.endpoint_factors[endpoint] if own and endpoint is not None else self.log_factors
+        total = np.full(len(data), self.endpoint_intercepts.get(endpoint, 0.0) if own and endpoint is not None
+                        else self.intercept)
+        for st in self.strata:
+            if st.column not in data.columns:
+                continue
+            codes = stratum_codes(data, st)
+            b = factors[st.column]
+            total += np.where(codes >= 0, b[np.maximum(codes, 0)], 0.0)
+        return total
+
+    def apply(self, data: pd.DataFrame, schema: TableSchema, domain: Domain) -> pd.DataFrame:
+        """``data`` with every endpoint's duration multiplied by the row's factor, clipped to the domain's bounds.
+
+        With one factor for all endpoints of a row a monotone clip keeps every time-order rule that held; with a
+        factor per endpoint, a shorter endpoint's time is capped at its longer one's (:func:`cap_time_order`).
+        """
+        logs = {ep.name: self.row_log_factors(data, ep.name) for ep in schema.endpoints}
+        return _scaled(data, schema, domain, logs, keep_ties=self.keep_ties)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strata": [st.to_dict() for st in self.strata],
+                "log_factors": {k: v.tolist() for k, v in self.log_factors.items()}, "intercept": self.intercept,
+                "sweeps": self.sweeps, "max_log_error": self.max_log_error,
+                "endpoint_factors": {e: {k: v.tolist() for k, v in f.items()}
+                                     for e, f in self.endpoint_factors.items()},
+                "endpoint_intercepts": dict(self.endpoint_intercepts), "keep_ties": self.keep_ties,
+                "target": self.target, "tol": self.tol, "max_log_factor": self.max_log_factor,
+                "worst_level": self.worst_level, "worst_log_error": self.worst_log_error,
+                "last_errors": {g: {k: [None if not np.isfinite(x) else float(x) for x in v] for k, v in e.items()}
+                                for g, e in self.last_errors.items()},
+                "last_common_errors": dict(self.last_common_errors)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SurvivalCalibration:
+        return cls(tuple(CalibrationStratum.from_dict(s) for s in d["strata"]),
+                   {k: np.asarray(v, dtype=np.float64) for k, v in d["log_factors"].items()},
+                   float(d.get("intercept", 0.0)), int(d.get("sweeps", 0)), float(d.get("max_log_error", float("nan"))),
+                   {str(e): {k: np.asarray(v, dtype=np.float64) for k, v in f.items()}
+                    for e, f in d.get("endpoint_factors", {}).items()},
+                   {str(e): float(v) for e, v in d.get("endpoint_intercepts", {}).items()},
+                   bool(d.get("keep_ties", False)), str(d.get("target", "")), float(d.get("tol", 0.01)),
+                   float(d.get("max_log_factor", math.log(4.0))), str(d.get("worst_level", "")),
+                   float(d.get("worst_log_error", float("nan"))),
+                   {str(g): {k: np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+                             for k, v in e.items()} for g, e in d.get("last_errors", {}).items()},
+                   {str(g): float(v) for g, v in d.get("last_common_errors", {}).items()})
+
+
+def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Times with each time-order rule's shorter endpoint capped at its longer one (``min``), passes until none
+    moves (at most one per rule: a chain ``A <= B <= C`` settles from its end).
+
+    Parameters
+    ----------
+    times : dict of str to ndarray
+        Duration column -> times (NaN: missing, left as it is).
+    rules : sequence
+        The schema's constraints; only :class:`~fedsynth.cohort.constraints.TimeOrder` ones act.
+
+    Returns
+    -------
+    dict of str to ndarray
+        New arrays (the inputs are not changed).
+    """
+    out = {k: np.array(v, dtype=np.float64, copy=True) for k, v in times.items()}
+    order = [r for r in rules if isinstance(r, TimeOrder) and r.shorter.duration_col in out
+             and r.longer.duration_col in out]
+    for _ in range(len(order)):
+        moved = False
+        for r in order:
+            a, b = out[r.shorter.duration_col], out[r.longer.duration_col]
+            with np.errstate(invalid="ignore"):
+                over = a > b
+            if over.any():
+                a[over] = b[over]
+                moved = True
+        if not moved:
+            break
+    return out
+
+
+def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
+            log_factor: Mapping[str, np.ndarray], *, keep_ties: bool = False) -> pd.DataFrame:
+    out = data.copy()
+    times: dict[str, np.ndarray] = {}
+    before: dict[str, np.ndarray] = {}
+    for ep in schema.endpoints:
+        if ep.duration_col not in out.columns:
+            continue
+        v = pd.to_numeric(out[ep.duration_col], errors="coerce").to_numpy(dtype=np.float64)
+        before[ep.duration_col] = v
+        v = v * np.exp(log_factor[ep.name])
+        if ep.duration_col in domain.columns:
+            v = np.clip(v, domain[ep.duration_col].lower, domain[ep.duration_col].upper)
+        times[ep.duration_col] = v
+    times = cap_time_order(times, schema.constraints)
+    if keep_ties:
+        times = retie(before, times, tie_pairs(schema))
+    for col, v in times.items():
+        out[col] = v
+    # Durations of different endpoints may have different domain bounds, so a clip can reorder two equal times
+    # at a bound: the schema's endpoint rules are enforced again (as every generator's _finish does).
+    floors = {ep.duration_col: domain[ep.duration_col].lower for ep in schema.endpoints
+              if ep.duration_col in domain.columns}
+    return enforce(out, schema.constraints, floors=floors)
