@@ -33,9 +33,9 @@ Choices (measured on the MDS cohort, 90% training split, ``benchmarks/bench_vae_
 - sampled durations are calibrated within prognostic strata (``survival_calibration=True``,
   :mod:`~fedsynth.generators.survival_calibration`): each endpoint of a row is multiplied by its factor, the
   product of per-level factors of the schema's strata and its role-based strata, fitted after training on
-  :data:`CALIBRATION_ROWS` unconditioned rows and :data:`LEVEL_ROWS` rows drawn under each level (as arms are
-  drawn) so that each level's survival matches the real one (``survival_target``: its median, its observed over
-  expected events, its restricted mean, or its hazard ratio against the rest of its stratum), from
+  ``calibration_rows`` unconditioned rows and ``calibration_level_rows`` rows drawn under each level (as arms
+  are drawn) so each level's survival matches the real one (``survival_target``: median, observed over expected
+  events, restricted mean, or hazard ratio against the rest of its stratum; its limits: ``survival_notes``), from
   events and person-time per interval and level summed over sites (FedAvg's ``query.survival_counts``; not asked
   for under a finite privacy budget, where the step is off). Without it the VAE pulled rare protective levels
   towards the mean and control arms drawn in risk groups lived up to a fifth too long or short
@@ -81,12 +81,8 @@ from fedsynth.generators.vae_network import build_vae, vae_loss
 
 log = logging.getLogger(__name__)
 
-#: Unconditioned rows drawn to fit the survival calibration by default (the ``calibration_rows`` parameter;
-#: :meth:`VAEBGMGenerator.fit_survival_calibration`).
-CALIBRATION_ROWS = 20_000
-#: Rows drawn per stratum level by default when the calibration reads levels on conditional draws
-#: (``conditioned=True``; the ``calibration_level_rows`` parameter).
-LEVEL_ROWS = 1_000
+#: Defaults of ``calibration_rows`` and ``calibration_level_rows`` (:meth:`~VAEBGMGenerator.fit_survival_calibration`).
+CALIBRATION_ROWS, LEVEL_ROWS = 20_000, 1_000
 
 #: Files written by :meth:`VAEBGMGenerator.save` beside ``generator.json``.
 WEIGHTS_FILE = "vae_weights.npz"
@@ -429,16 +425,15 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
                                  conditioned: bool = True, endpoints: str = "each", target: str | None = None,
                                  rows: int | None = None, level_rows: int | None = None, **options: Any) -> None:
         """Fit the per-level duration factors against the real ``counts`` (summed :meth:`survival_count_statistics`)
-        on ``rows`` (default: the ``calibration_rows`` parameter, :data:`CALIBRATION_ROWS`) unconditioned rows of the
-        current model (drawn with ``random_state``), and ``level_rows`` (default ``calibration_level_rows``,
-        :data:`LEVEL_ROWS`) rows drawn under each level.
+        on ``rows`` (default ``calibration_rows``) unconditioned rows of the current model (drawn with
+        ``random_state``) and ``level_rows`` (default ``calibration_level_rows``) rows drawn under each level.
 
         ``min_count`` is the sites' smallest released count: a level with fewer real rows gets no factor. Sampling
         applies the factors while ``survival_calibration`` is on. ``options`` go to
         :func:`~fedsynth.generators.survival_calibration.fit_survival_calibration` (``min_rows``, ``target``...).
         ``conditioned=True`` (the default; a fitted model only, so a centralized fit reads the unconditioned rows)
-        reads each level's median on :data:`LEVEL_ROWS` rows drawn under that level as a condition (as control arms
-        are drawn) besides the unconditioned rows; ``endpoints="each"`` (the default) fits a factor per endpoint
+        reads each level's median on the rows drawn under that level as a condition (as control arms are drawn)
+        besides the unconditioned rows; ``endpoints="each"`` (the default) fits a factor per endpoint
         (LFS is not pulled by OS's error, nor OS by LFS's). Both chosen on seeds 7, 8 and 9
         (``benchmarks/results/arms.json``, ``selection_seeds_7_8``). ``target`` (default: the ``survival_target``
         parameter) is what each level matches; ``"hazard"`` with ``rare_level_sampling`` is the tuned FedAvg
@@ -481,8 +476,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
                  len(cal.strata), cal.sweeps, cal.max_log_error)
 
     def survival_notes(self) -> list[str]:
-        """The survival calibration's limits while it is applied (:meth:`~fedsynth.generators.survival_calibration.
-        SurvivalCalibration.notes`: a fit short of its tolerance, factors at their bound); empty without it."""
+        """The survival calibration's limits while it is applied (:meth:`SurvivalCalibration.notes`), else none."""
         cal = self.survival_calibration_
         return cal.notes() if cal is not None and self.params.survival_calibration else []
 
