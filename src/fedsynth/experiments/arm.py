@@ -200,15 +200,28 @@ def write_arm(
 
 
 def summary_lines(report: Mapping[str, Any]) -> list[str]:
-    """One line per endpoint for the console: medians and, with a reference, HR and log-rank p."""
+    """One line per endpoint for the console: the arm's median and how many of its rows have the endpoint known
+    (when not all); with a reference, its median, the median difference (its relative size, said when over
+    :data:`~fedsynth.evaluation.survival_effects.MEDIAN_FLAG`), the HR with its reading and the log-rank p (said when
+    under 0.05), as the HTML report flags them."""
+    from fedsynth.evaluation.survival_effects import MEDIAN_FLAG
+
     lines = []
+    n_arm = report.get("n_arm")
     for name, ep in report["endpoints"].items():
-        m = ep["arm"]["median"]
-        line = f"{name}: arm median {_f(m)} {ep['time_unit']}"
+        m, n = ep["arm"]["median"], ep["arm"].get("n")
+        known = f" ({n} of {n_arm} rows with {name} known)" if n is not None and n_arm and n < n_arm else ""
+        line = f"{name}: arm median {_f(m)} {ep['time_unit']}{known}"
         if "reference" in ep:
             c = ep["comparison"]
-            line += (f", reference median {_f(ep['reference']['median'])}; HR {_f(c['hr'])} "
-                     f"({_f(c['hr_lower'])}-{_f(c['hr_upper'])}), log-rank p {_p(c['logrank_p'])}")
+            rel = c.get("median_relative_error")
+            diff = "" if c.get("median_difference") is None or rel is None else (
+                f", difference {c['median_difference']:+.2f} ({rel:.1%}"
+                f"{f', over {MEDIAN_FLAG:.0%}' if rel > MEDIAN_FLAG else ''})")
+            differ = ": the curves differ" if c["logrank_p"] is not None and c["logrank_p"] < 0.05 else ""
+            line += (f", reference median {_f(ep['reference']['median'])}{diff}; HR {_f(c['hr'])} "
+                     f"({_f(c['hr_lower'])}-{_f(c['hr_upper'])}; > 1: events sooner in the arm), "
+                     f"log-rank p {_p(c['logrank_p'])}{differ}")
         lines.append(line)
     return lines
 

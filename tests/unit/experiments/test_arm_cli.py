@@ -258,3 +258,27 @@ def test_mds_arm_a_from_a_centralized_network_meets_the_criteria_and_is_compared
     os_ = report["endpoints"]["OS"]
     assert os_["reference"]["n"] == int(eligible[["OS_YEARS", "OS_STATUS"]].notna().all(axis=1).sum())
     assert os_["comparison"]["hr_lower"] <= os_["comparison"]["hr"] <= os_["comparison"]["hr_upper"]
+
+
+def test_the_console_summary_flags_what_the_html_report_flags() -> None:
+    from fedsynth.experiments.arm import summary_lines
+
+    # Setup: two endpoints against a reference: one within 15% and p 0.36, one 21% off with p 0.02 and 16 of 300
+    # rows without the endpoint
+    def endpoint(n: int, med: float, ref: float, p: float) -> dict[str, object]:
+        return {"time_unit": "years", "arm": {"n": n, "median": med}, "reference": {"median": ref},
+                "comparison": {"hr": 1.2, "hr_lower": 1.0, "hr_upper": 1.5, "logrank_p": p,
+                               "median_difference": med - ref, "median_relative_error": abs(med - ref) / ref}}
+
+    report = {"n_arm": 300, "endpoints": {"OS": endpoint(300, 1.14, 1.05, 0.36), "LFS": endpoint(284, 0.72, 0.91, 0.02)}}
+    # Run
+    os_line, lfs_line = summary_lines(report)
+    # Assert
+    assert os_line == ("OS: arm median 1.14 years, reference median 1.05, difference +0.09 (8.6%); HR 1.20 "
+                       "(1.00-1.50; > 1: events sooner in the arm), log-rank p 0.36")
+    assert lfs_line.startswith("LFS: arm median 0.72 years (284 of 300 rows with LFS known), reference median 0.91, "
+                               "difference -0.19 (20.9%, over 15%)")
+    assert lfs_line.endswith("log-rank p 0.02: the curves differ")
+    # without a reference: the arm's median only
+    alone = summary_lines({"n_arm": 300, "endpoints": {"OS": {"time_unit": "years", "arm": {"n": 300, "median": 1.1}}}})
+    assert alone == ["OS: arm median 1.10 years"]
