@@ -46,7 +46,7 @@ def arm(
     from fedsynth.cohort.criteria import read_criteria
     from fedsynth.experiments.arm import draw_arm, read_reference, summary_lines, training_count, write_arm
     from fedsynth.experiments.export import resolve_source
-    from fedsynth.generators import load_generator
+    from fedsynth.generators import load_generator, survival_notes
 
     source = resolve_source(model)
     gen = load_generator(source.model_dir)
@@ -57,7 +57,7 @@ def arm(
     count = training_count(criteria, gen.schema, domain)
     console.print(f"Training patients who met the criteria: {count.shown} ({count.source}).",
                   markup=False, highlight=False)
-    model_notes = gen.survival_notes()
+    model_notes = survival_notes(gen)
     if model_notes:
         model_notes.append("The comparison with the reference below shows whether this arm is affected."
                            if ref is not None else

@@ -176,11 +176,11 @@ def sample(
     from fedsynth.cohort.io import write_csv
     from fedsynth.errors import FedsynthError
     from fedsynth.experiments.card import write_short_card
-    from fedsynth.generators import ConditionError, load_generator
+    from fedsynth.generators import ConditionError, load_generator, survival_notes
 
     gen = load_generator(model_dir)
     request = parse_conditions(list(condition or []), gen.schema, where, getattr(gen, "domain", None))
-    survival = gen.survival_notes()
+    survival = survival_notes(gen)
     if survival:
         survival.append("Evaluate the rows against real data (fedsynth evaluate) before relying on their survival.")
     for note in [*request.notes, *survival]:

@@ -268,8 +268,12 @@ def build_card(
     analysis: Any,
     files: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The full data card as a JSON-able dict (rendered by :func:`render_markdown` and :func:`render_html`)."""
+    """The full data card as a JSON-able dict (rendered by :func:`render_markdown` and :func:`render_html`); its known
+    limitations are the measured ones (:func:`limitations`) and the model's survival warnings
+    (:meth:`~fedsynth.generators.base.BaseGenerator.survival_notes`)."""
     from dataclasses import asdict
+
+    from fedsynth.generators import survival_notes
 
     made = provenance(source, generator)
     cohort = licence["source_cohort"]
@@ -280,6 +284,9 @@ def build_card(
     title = f"Synthetic {named} for {purpose}"
     info = report.get("info") or {}
     rows = info.get("rows") or {}
+    fidelity = fidelity_section(report)
+    # the model's own survival warnings (e.g. VAE-BGM's calibration at its bound) beside what was measured
+    fidelity["limitations"] = [*fidelity["limitations"], *survival_notes(generator)]
     cite = (f"{title} ({n_samples:,} synthetic patients), generated with fedsynth {version} "
             f"({made['generator']}, strategy {made['strategy']}, export seed {random_state}) on {created[:10]}. "
             f"Derived from: {licence['attribution']}")
@@ -306,7 +313,7 @@ def build_card(
             "reproduce": "fedsynth evaluate --real TRAIN.csv --synthetic synthetic.csv --holdout HOLDOUT.csv "
                          f"--seed {random_state} gives the same figures on the same rows",
         },
-        "fidelity": fidelity_section(report),
+        "fidelity": fidelity,
         "privacy": privacy_section(report, gate, allow_flagged),
         "uses": {"intended": INTENDED_USES.get(purpose, []), "unsuitable": UNSUITABLE_USES},
         "licence": dict(licence),
@@ -365,7 +372,7 @@ def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
     the model (its run's final evaluation: other draws of the same model, not these rows), the model's survival
     warnings (:meth:`~fedsynth.generators.base.BaseGenerator.survival_notes`) and the licence."""
     from fedsynth.experiments.export import resolve_source
-    from fedsynth.generators import load_generator
+    from fedsynth.generators import load_generator, survival_notes
 
     source = resolve_source(model_dir)
     gen = load_generator(source.model_dir)
@@ -399,7 +406,7 @@ def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
         "note": "Rows drawn under conditions describe only the patients who meet them." if conditions or where
         else None,
         # what fedsynth sample / arm warned about the model's survival (e.g. VAE-BGM's calibration at its bound)
-        "survival_warnings": gen.survival_notes(),
+        "survival_warnings": survival_notes(gen),
     }
 
 

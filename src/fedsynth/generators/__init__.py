@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         SupportsLatentMixture,
         SupportsTwoStep,
         SupportsWeights,
+        survival_notes,
     )
     from fedsynth.generators.model_folder import load_generator
     from fedsynth.generators.registry import GENERATORS, generator_class, make_generator, validate_generator_params
@@ -29,6 +30,7 @@ _EXPORTS = {
     "SupportsLatentMixture": "fedsynth.generators.base",
     "SupportsTwoStep": "fedsynth.generators.base",
     "SupportsWeights": "fedsynth.generators.base",
+    "survival_notes": "fedsynth.generators.base",
     "load_generator": "fedsynth.generators.model_folder",
     "GENERATORS": "fedsynth.generators.registry",
     "generator_class": "fedsynth.generators.registry",
@@ -56,5 +58,6 @@ __all__ = [
     "generator_class",
     "load_generator",
     "make_generator",
+    "survival_notes",
     "validate_generator_params",
 ]

@@ -52,6 +52,7 @@ __all__ = [
     "check_epochs",
     "check_weights",
     "follow_duration_missingness",
+    "survival_notes",
     "torch_device",
 ]
 
@@ -382,6 +383,13 @@ def _constructor(spec: type[GeneratorParams]) -> Any:
         ]
     )
     return __init__
+
+
+def survival_notes(generator: Any) -> list[str]:
+    """``generator``'s :meth:`BaseGenerator.survival_notes`, or none for a model without that method (a generator
+    written against the :class:`Generator` protocol alone)."""
+    notes = getattr(generator, "survival_notes", None)
+    return list(notes()) if callable(notes) else []
 
 
 def follow_duration_missingness(

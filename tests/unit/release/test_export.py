@@ -327,3 +327,29 @@ def test_a_run_directory_reloads_its_pooled_training_rows_and_holdout(fitted: di
     other = _fake_run(fitted, mds_cohort, tmp_path / "other", "0" * 64)
     with pytest.raises(ValidationError, match="fingerprint mismatch"):
         training_rows(resolve_source(other))
+
+
+def test_the_models_survival_warnings_are_known_limitations_of_the_card(
+    app: typer.Typer, fitted: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedsynth.generators.base import BaseGenerator
+
+    # Setup: the network says nothing of its survival (control: the card exported above); here it is made to
+    note = "LFS is likely still too short for every row: the model's survival calibration already lengthened them."
+    monkeypatch.setattr(BaseGenerator, "survival_notes", lambda self: [note])
+    d = fitted["dir"]
+    # Run
+    result = runner.invoke(app, ["export", str(d), "--purpose", "teaching", "--n", "300", "--seed", "4",
+                                 "--real", str(d / "train_real.csv"), "--holdout", str(d / "holdout_real.csv"),
+                                 "--out", str(tmp_path / "t")])
+    # Assert: the card lists it among its known limitations, in JSON, Markdown and HTML
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "t" / "card.json").read_text())
+    assert card["fidelity"]["limitations"][-1] == note
+    assert note in (tmp_path / "t" / "card.md").read_text()
+    assert "lengthened them." in (tmp_path / "t" / "card.html").read_text()
+
+
+def test_a_network_card_has_no_survival_warning(exported: Path) -> None:
+    card = json.loads((exported / "card.json").read_text())
+    assert not any("survival calibration" in lim for lim in card["fidelity"]["limitations"])
