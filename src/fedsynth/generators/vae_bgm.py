@@ -81,9 +81,6 @@ from fedsynth.generators.vae_network import build_vae, vae_loss
 
 log = logging.getLogger(__name__)
 
-#: Defaults of ``calibration_rows`` and ``calibration_level_rows`` (:meth:`~VAEBGMGenerator.fit_survival_calibration`).
-CALIBRATION_ROWS, LEVEL_ROWS = (int(VAEBGMParams.model_fields[k].default) for k in ("calibration_rows", "calibration_level_rows"))
-
 #: Files written by :meth:`VAEBGMGenerator.save` beside ``generator.json``.
 WEIGHTS_FILE = "vae_weights.npz"
 STATE_FILE = "vae_bgm.json"
