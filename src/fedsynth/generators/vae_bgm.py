@@ -148,7 +148,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
             )
         import torch
 
-        self.layout_ = Layout.from_domain(self.domain, self.schema, ties=p.time_ties)
+        self.layout_ = Layout.from_domain(self.domain, self.schema, ties=p.time_ties, events=p.joint_events)
         device = torch_device(p.device)
         seed = int(np.random.SeedSequence().generate_state(1)[0]) if p.random_state is None else p.random_state
         with torch.random.fork_rng(devices=[]):
@@ -241,7 +241,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         if p.column_dropout > 0:
             absent, col_dims = absent_inputs(layout, self.domain, p.numeric_transform)
             dropout = (torch.as_tensor(absent, device=dev), torch.as_tensor(col_dims, device=dev))
-        levels = level_rows(enc, self.layout_.tie_offset) if p.rare_level_sampling else None
+        levels = level_rows(enc, layout.tie_offset, layout.n_categorical) if p.rare_level_sampling else None
         model.train()
         last = float("nan")
         for _ in range(epochs):
