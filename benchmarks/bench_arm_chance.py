@@ -1,0 +1,108 @@
+"""How often issue #11's arm criteria fail by chance alone: arms drawn from the real eligible patients themselves.
+
+Each of bench_arms.py's three arms at each seed (3 sites 60/30/10, the real eligible *training* patients as the
+reference, n = 300 synthetic patients) is judged by two criteria: median OS within 15% of the reference's, and
+log-rank p >= 0.05 against it. Two oracle "generators" show how often a generator with no bias would still miss:
+
+- ``copy``: the arm is ``n`` rows drawn with replacement from the reference itself (a generator that returns its
+  training patients): only the arm's own draw varies;
+- ``population``: the arm is ``n`` rows and the reference ``n_real`` rows, each drawn with replacement from the
+  real eligible patients, independently (a generator that draws from the patients' population exactly, judged
+  against a reference that is itself one sample of that population — the bootstrap stands in for the
+  population).
+
+Per arm and seed: the share of ``B`` draws meeting both criteria, each criterion's share, and the median relative
+error's 5th-95th percentile. ``all_arms_met`` is the product of the nine shares: the probability of meeting all
+nine arms at once (independent draws per arm). Every figure comes from :func:`fedsynth.evaluation.arm.arm_report`,
+as bench_arms.py reads it.
+
+Usage: python benchmarks/bench_arm_chance.py [--seeds 0,1,2] [--n 300] [--draws 200] [--out FILE]
+Writes benchmarks/results/arm_chance.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = ("high_risk_tp53_wt", "tp53_mutated", "lower_risk")
+#: The criteria of issue #11 (bench_arms.py reads the same).
+MEDIAN_TOLERANCE = 0.15
+ALPHA = 0.05
+
+
+def judge(arm: Any, reference: Any, schema: Any) -> tuple[float, float]:
+    """The arm's OS median relative error against the reference and the log-rank p (arm_report's figures)."""
+    from fedsynth.evaluation.arm import arm_report
+
+    os_ = arm_report(arm, schema, reference=reference)["endpoints"]["OS"]
+    real, syn = os_["reference"]["median"], os_["arm"]["median"]
+    err = abs(syn - real) / real if real and math.isfinite(real) and syn is not None and math.isfinite(syn) else math.inf
+    return err, float(os_["comparison"]["logrank_p"])
+
+
+def main() -> None:
+    from fedsynth.cohort.conditions import check_sampling_inputs
+    from fedsynth.cohort.criteria import read_criteria
+    from fedsynth.cohort.datasets import load
+    from fedsynth.cohort.partition import make_partition
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arm_chance.json"))
+    args = ap.parse_args()
+    cohort = load("mds-iwgpm")
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
+        schema, train = part.schema, part.train
+        for arm_name in ARMS:
+            crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
+            req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
+            mask = train.eval(req.where).to_numpy(bool) if req.where else np.ones(len(train), bool)
+            for col, vals in req.conditions.items():
+                mask &= train[col].isin(vals if isinstance(vals, list) else [vals]).to_numpy()
+            ref = train[mask].reset_index(drop=True)
+            for oracle in ("copy", "population"):
+                rng = np.random.default_rng([seed, ARMS.index(arm_name), oracle == "population"])
+                errs, ps = [], []
+                for _ in range(args.draws):
+                    arm = ref.iloc[rng.integers(len(ref), size=args.n)].reset_index(drop=True)
+                    judged = ref if oracle == "copy" else ref.iloc[rng.integers(len(ref), size=len(ref))].reset_index(drop=True)
+                    err, p = judge(arm, judged, schema)
+                    errs.append(err)
+                    ps.append(p)
+                e, pv = np.asarray(errs), np.asarray(ps)
+                row = {"seed": seed, "arm": arm_name, "oracle": oracle, "n_real": int(mask.sum()), "n": args.n,
+                       "draws": args.draws, "met": float(((e <= MEDIAN_TOLERANCE) & (pv >= ALPHA)).mean()),
+                       "median_within_15pct": float((e <= MEDIAN_TOLERANCE).mean()),
+                       "logrank_p_at_least_0_05": float((pv >= ALPHA).mean()),
+                       "median_relative_error_p5_p95": [round(float(np.quantile(e, 0.05)), 4),
+                                                        round(float(np.quantile(e, 0.95)), 4)]}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    summary = {o: {"arms": sum(1 for r in rows if r["oracle"] == o),
+                   "expected_arms_met": round(sum(r["met"] for r in rows if r["oracle"] == o), 2),
+                   "all_arms_met": round(float(np.prod([r["met"] for r in rows if r["oracle"] == o])), 3)}
+               for o in ("copy", "population")}
+    out = {"criteria": {"median_relative_error_at_most": MEDIAN_TOLERANCE, "logrank_p_at_least": ALPHA},
+           "seeds": args.seeds, "n": args.n, "draws": args.draws, "summary": summary, "rows": rows,
+           "seconds": round(time.perf_counter() - t0, 1),
+           "command": f"OMP_NUM_THREADS=1 python benchmarks/bench_arm_chance.py --seeds {args.seeds} --n {args.n} "
+                      f"--draws {args.draws}"}
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
