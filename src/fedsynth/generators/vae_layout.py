@@ -387,9 +387,9 @@ def decode(
             code = np.minimum((u > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1)
         else:
             code = probs.argmax(axis=1)
-        for i, col in enumerate(lay.events):
-            v = cols[col].astype("float64")
-            cols[col] = np.where(np.isnan(v), np.nan, ((code >> i) & 1).astype("float64"))
+        for i, name in enumerate(lay.events):
+            v = cols[name].astype("float64")
+            cols[name] = np.where(np.isnan(v), np.nan, ((code >> i) & 1).astype("float64"))
     return pd.DataFrame(cols)
 
 
