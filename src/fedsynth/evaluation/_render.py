@@ -71,6 +71,9 @@ def _env() -> Any:
     env.filters["pct"] = pct
     env.filters["pval"] = _p
     env.filters["hr"] = hazard_ratio_text
+    from fedsynth.evaluation.survival_effects import MEDIAN_FLAG
+
+    env.globals["median_flag"] = MEDIAN_FLAG  # the one threshold the reports flag median errors at
     return env
 
 

@@ -90,3 +90,24 @@ def test_an_arm_against_itself_shows_no_difference() -> None:
     assert comp["logrank_p"] == pytest.approx(1.0)
     assert comp["median_difference"] == 0.0
     assert all(b["smd"] == pytest.approx(0.0) for b in report["balance"])
+
+
+def test_the_arm_html_flags_median_differences_at_the_evaluators_one_threshold(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    import fedsynth.evaluation.survival_effects as se
+    from fedsynth.evaluation.arm import arm_html
+
+    # Setup: an arm whose times are the reference's times 1.2 times over (median 20% longer)
+    rng = np.random.default_rng(0)
+    t = rng.exponential(2.0, 400)
+    ref = pd.DataFrame({"AGE": rng.normal(60, 5, 400), "TP53": 0.0, "SEX": "F", "T": t, "E": 1.0})
+    report = arm_report(ref.assign(T=1.2 * t), _schema(), reference=ref)
+    cell = re.compile(r'median difference[^<]*</td><td class="n ([a-z]*)')
+    # Run / Assert: flagged at the shipped 15%, and the text says so
+    html = arm_html(report, title="arm")
+    assert cell.search(html).group(1) == "flag" and "flagged over 15%" in html  # type: ignore[union-attr]
+    # control: with the threshold at 25% the same report is not flagged, and the text follows
+    monkeypatch.setattr(se, "MEDIAN_FLAG", 0.25)
+    html = arm_html(report, title="arm")
+    assert cell.search(html).group(1) == "" and "flagged over 25%" in html  # type: ignore[union-attr]
