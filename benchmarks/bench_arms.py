@@ -18,7 +18,8 @@ lifelines Cox on an arm indicator) with its 95% CI, and endpoint-rule violations
 survival-effect fidelity (``fedsynth.evaluation.survival_effects`` of ``EFFECT_ROWS_FACTOR`` (10) times as many
 unconditioned synthetic rows as training rows, the Cox effects read at the training size), its effects lost (with
 real and synthetic p), ``expected_lost_by_chance`` and ``tied_times`` (per time-order rule, the share of rows whose
-two times are equal, real and synthetic); and under ``single_draw`` the same figures on the first
+two times are equal, real and synthetic), ``expected_lost_population`` (what a generator faithful to the patients'
+population rather than to these patients would lose: the real estimate's own noise counted); and under ``single_draw`` the same figures on the first
 training-size rows alone (one same-size draw, as measured before the effects were read at the real size: its
 ``expected_lost_by_chance`` is what a generator that reproduced every effect exactly would lose to that draw);
 with ``--low-noise-factor K``, under ``low_noise`` the effects again on another draw of K times the training rows
@@ -380,6 +381,7 @@ def main() -> None:
                             "rows": low["counts"]["synthetic_rows_for_effects"], "fidelity": low["fidelity"],
                             "effects_lost": low["counts"]["effects_lost"],
                             "expected_lost_by_chance": low["counts"]["expected_lost_by_chance"],
+                            "expected_lost_population": low["counts"]["expected_lost_population"],
                             "lost": _lost(low["effects"])}
                     out["fidelity"].append(fid)
                     print(json.dumps(fid), flush=True)

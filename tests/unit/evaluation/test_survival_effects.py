@@ -18,6 +18,7 @@ from fedsynth.evaluation.survival_effects import (
     effect_score,
     endpoint_rule_report,
     expected_lost_by_chance,
+    expected_lost_population,
     fidelity,
     group_score,
     km_distance,
@@ -170,6 +171,31 @@ def test_expected_lost_by_chance_equals_hand_computed_values():
     assert expected_lost_by_chance([{"p_real": float("nan"), "rows_ratio": 1.0}, {"p_real": z3, "rows_ratio": 1.0}]) == \
         pytest.approx(stats.norm.cdf(1.959964 - 3.0), abs=0.005)  # an undefined row is left out
     assert expected_lost_by_chance([]) == 0.0
+
+
+def test_expected_lost_population_equals_hand_computed_values_and_a_simulation():
+    # Setup: |z_real| = 1.96 and 3.0, read from m / n = 1 and 100
+    z196, z3 = 2 * stats.norm.sf(1.959964), 2 * stats.norm.sf(3.0)
+
+    def effects(ratio: float) -> list[dict[str, float]]:
+        return [{"p_real": z196, "rows_ratio": ratio}, {"p_real": z3, "rows_ratio": ratio}]
+
+    # Run / Assert: sum Phi((1.96 - |z|) / sqrt(1 + n / m)); the borderline effect half the time at any m
+    assert expected_lost_population(effects(1.0)) == pytest.approx(
+        0.5 + stats.norm.cdf((1.959964 - 3.0) / np.sqrt(2.0)), abs=0.005)
+    assert expected_lost_population(effects(100.0)) == pytest.approx(
+        0.5 + stats.norm.cdf((1.959964 - 3.0) / np.sqrt(1.01)), abs=0.005)
+    assert expected_lost_population([]) == 0.0
+    # it always exceeds what a generator copying the real effects loses (control: expected_lost_by_chance)
+    assert expected_lost_population(effects(100.0)) > expected_lost_by_chance(effects(100.0)) + 0.1
+    # a simulation of what it stands for: the true z drawn given z_real = 2.5 (flat prior), then the generator's
+    # reading at m = 10 n; the share lost matches
+    rng = np.random.default_rng(0)
+    z_true = rng.normal(2.5, 1.0, 200_000)
+    z_read = rng.normal(z_true, np.sqrt(0.1))
+    share = float((z_read < 1.959964).mean())  # not significant, or significant with the other sign
+    assert expected_lost_population([{"p_real": 2 * stats.norm.sf(2.5), "rows_ratio": 10.0}]) == pytest.approx(
+        share, abs=0.01)
 
 
 def test_a_smaller_synthetic_table_is_read_at_the_real_size_too():
