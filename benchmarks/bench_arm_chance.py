@@ -16,8 +16,15 @@ error's 5th-95th percentile. ``all_arms_met`` is the product of the nine shares:
 nine arms at once (independent draws per arm). Every figure comes from :func:`fedsynth.evaluation.arm.arm_report`,
 as bench_arms.py reads it.
 
-Usage: python benchmarks/bench_arm_chance.py [--seeds 0,1,2] [--n 300] [--draws 200] [--out FILE]
-Writes benchmarks/results/arm_chance.json (or --out).
+The ``effects`` part does the same for "no real-significant effect lost", per seed: the evaluator's
+``expected_lost_by_chance`` (a generator reproducing these patients' effects exactly) and
+``expected_lost_population`` (one faithful to their population: the real estimates' own noise counted) at the
+readings bench_arms uses (10 n and 100 n synthetic rows), and ``bootstrap_copy_lost``: the effects lost by 10 n
+rows drawn with replacement from the training rows themselves, read by the evaluator as any synthetic table.
+
+Usage: python benchmarks/bench_arm_chance.py [--seeds 0,1,2] [--n 300] [--draws 200] [--parts arms,effects]
+       [--out FILE]
+Writes benchmarks/results/arm_chance.json (or --out); a part not run is kept from the file already there.
 """
 
 from __future__ import annotations
@@ -49,18 +56,64 @@ def judge(arm: Any, reference: Any, schema: Any) -> tuple[float, float]:
 
 
 def main() -> None:
-    from fedsynth.cohort.conditions import check_sampling_inputs
-    from fedsynth.cohort.criteria import read_criteria
     from fedsynth.cohort.datasets import load
-    from fedsynth.cohort.partition import make_partition
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--parts", default="arms,effects")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arm_chance.json"))
     args = ap.parse_args()
     cohort = load("mds-iwgpm")
+    parts = args.parts.split(",")
+    old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    out: dict[str, Any] = {"arms": old.get("arms"), "effects": old.get("effects")}
+    if "effects" in parts:
+        out["effects"] = effects_part(cohort, [int(s) for s in args.seeds.split(",")])
+    if "arms" in parts:
+        out["arms"] = arms_part(cohort, args)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+def effects_part(cohort: Any, seeds: list[int]) -> dict[str, Any]:
+    """Per seed: the effects a copy and a population-faithful generator would lose at 10 n and 100 n rows."""
+    from fedsynth.cohort.partition import make_partition
+    from fedsynth.evaluation.survival_effects import (
+        expected_lost_by_chance,
+        expected_lost_population,
+        survival_effects,
+    )
+
+    rows = []
+    t0 = time.perf_counter()
+    for seed in seeds:
+        part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
+        train = part.train
+        copy = train.iloc[np.random.default_rng(seed).integers(len(train), size=10 * len(train))]
+        se = survival_effects(train, copy.reset_index(drop=True), part.schema, rng=np.random.default_rng(seed))
+        eff = se["effects"]
+        at100 = [{**e, "rows_ratio": 100.0} for e in eff]
+        row = {"seed": seed, "effects": len(eff),
+               "real_p_from_0_01_to_0_05": sum(1 for e in eff if 0.01 <= e["p_real"] < 0.05),
+               "at_10n": {"expected_lost_by_chance": expected_lost_by_chance(eff),
+                          "expected_lost_population": expected_lost_population(eff),
+                          "bootstrap_copy_lost": se["counts"]["effects_lost"]},
+               "at_100n": {"expected_lost_by_chance": expected_lost_by_chance(at100),
+                           "expected_lost_population": expected_lost_population(at100)}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"rows": rows, "seconds": round(time.perf_counter() - t0, 1),
+            "command": f"OMP_NUM_THREADS=1 python benchmarks/bench_arm_chance.py --parts effects --seeds "
+                       f"{','.join(map(str, seeds))}"}
+
+
+def arms_part(cohort: Any, args: Any) -> dict[str, Any]:
+    """Per seed and arm: how often the copy and population oracles meet the arm criteria."""
+    from fedsynth.cohort.conditions import check_sampling_inputs
+    from fedsynth.cohort.criteria import read_criteria
+    from fedsynth.cohort.partition import make_partition
+
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -95,13 +148,12 @@ def main() -> None:
                    "expected_arms_met": round(sum(r["met"] for r in rows if r["oracle"] == o), 2),
                    "all_arms_met": round(float(np.prod([r["met"] for r in rows if r["oracle"] == o])), 3)}
                for o in ("copy", "population")}
-    out = {"criteria": {"median_relative_error_at_most": MEDIAN_TOLERANCE, "logrank_p_at_least": ALPHA},
-           "seeds": args.seeds, "n": args.n, "draws": args.draws, "summary": summary, "rows": rows,
-           "seconds": round(time.perf_counter() - t0, 1),
-           "command": f"OMP_NUM_THREADS=1 python benchmarks/bench_arm_chance.py --seeds {args.seeds} --n {args.n} "
-                      f"--draws {args.draws}"}
-    Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(summary))
+    return {"criteria": {"median_relative_error_at_most": MEDIAN_TOLERANCE, "logrank_p_at_least": ALPHA},
+            "seeds": args.seeds, "n": args.n, "draws": args.draws, "summary": summary, "rows": rows,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "command": f"OMP_NUM_THREADS=1 python benchmarks/bench_arm_chance.py --parts arms --seeds {args.seeds} "
+                       f"--n {args.n} --draws {args.draws}"}
 
 
 if __name__ == "__main__":
