@@ -10,6 +10,7 @@ joint pattern (:class:`Layout`). :func:`decode` samples rows back from the decod
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from fedsynth.cohort.constraints import EventImplies, duration_pairs, tie_pairs,
 from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.base import follow_duration_missingness
+
+log = logging.getLogger(__name__)
 
 #: Probability clipping of the quantile transform: values map to normal scores in [-3.09, 3.09].
 _Q_EPS = 1e-3
@@ -58,7 +61,9 @@ class Layout:
     drew "AML, alive" (LFS event without OS death) in 7.8% of rows against 2.3% real, and "death without an LFS
     event" — which no real row has — in 4.5%. The pattern block learns their joint law; a pattern that breaks one of
     the schema's event rules is never drawn (:func:`decode`). Its input and target are known where every event
-    column is (else the block's input is 0 and no loss term counts).
+    column is (else the block's input is 0 and no loss term counts); there the loss leaves out the event columns'
+    own binary terms (:func:`~fedsynth.generators.vae_network.vae_loss`), so each event counts once in the
+    likelihood, and those train on the rows with an event missing, whose draws (:func:`decode`) keep their own values.
     """
 
     columns: tuple[ColumnLayout, ...]
@@ -73,6 +78,11 @@ class Layout:
     def events_index(self) -> int:
         """Index in the categorical block of the event pattern (the last one); -1 without ``events``."""
         return len(self.cat_sizes) - 1 if self.events else -1
+
+    @property
+    def event_binary_slots(self) -> tuple[int, ...]:
+        """Indices in the binary block of the ``events`` columns (their own slots, beside the pattern)."""
+        return tuple(c.index for c in self.columns if c.name in self.events)
 
     @property
     def n_categorical(self) -> int:
@@ -158,6 +168,9 @@ def event_columns(schema: TableSchema, binary: set[str]) -> tuple[str, ...]:
     """The endpoints' event columns among ``binary`` (the layout's binary model columns), in endpoint order, when
     there are two to :data:`MAX_PATTERN_EVENTS` of them (one alone has no joint law to learn); else ``()``."""
     cols = tuple(dict.fromkeys(ep.event_col for ep in schema.endpoints if ep.event_col in binary))
+    if len(cols) > MAX_PATTERN_EVENTS:
+        log.warning("joint_events: %d event columns, more than %d: each is drawn on its own", len(cols),
+                    MAX_PATTERN_EVENTS)
     return cols if 2 <= len(cols) <= MAX_PATTERN_EVENTS else ()
 
 
@@ -183,7 +196,7 @@ class Encoded:
     numeric_mask: np.ndarray
     binary: np.ndarray  # (n, n_binary) 0/1
     binary_mask: np.ndarray
-    categorical: np.ndarray  # (n, n_cat) int64 category index, -1 where missing
+    categorical: np.ndarray  # (n, n_cat) int64 category index, -1 where missing (the event pattern last)
     missing: np.ndarray  # (n, n_missing) 0/1 missing indicators
     missing_mask: np.ndarray  # 0 for columns the site lacks (it gives no gradient for them)
 
@@ -379,7 +392,7 @@ def decode(
         shorter, longer = direction[pair]
         ok = tie & ~np.isnan(cols[shorter].astype("float64")) & ~np.isnan(cols[longer].astype("float64"))
         cols[shorter] = np.where(ok, cols[longer], cols[shorter])
-    if lay.events:  # drawn last too; the pattern sets each event column's value where it is not missing
+    if lay.events:  # drawn last too; the pattern sets the events of rows where every one of them is drawn
         logits = o_cat[lay.events_index]
         probs = softmax(np.where(allowed_patterns(lay.events, schema), logits, -np.inf))
         if like:
@@ -387,9 +400,11 @@ def decode(
             code = np.minimum((u > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1)
         else:
             code = probs.argmax(axis=1)
+        drawn = np.ones(n, dtype=bool)  # a row with an event missing keeps its per-column draws (as trained)
+        for name in lay.events:
+            drawn &= ~np.isnan(cols[name].astype("float64"))
         for i, name in enumerate(lay.events):
-            v = cols[name].astype("float64")
-            cols[name] = np.where(np.isnan(v), np.nan, ((code >> i) & 1).astype("float64"))
+            cols[name] = np.where(drawn, ((code >> i) & 1).astype("float64"), cols[name].astype("float64"))
     return pd.DataFrame(cols)
 
 

@@ -64,6 +64,10 @@ def vae_loss(model: Any, layout: Layout, batch: list[Any], beta: float, gen: Any
         nll = 0.5 * ((num - out[:, :n_num]) / log_sigma.exp()) ** 2 + log_sigma
         rec = rec + (nll * num_m).sum(1)
     if n_bin:
+        if layout.events:  # where the event pattern is known it alone carries the events (each counted once)
+            own = torch.zeros(n_bin, device=x.device, dtype=x.dtype)
+            own[list(layout.event_binary_slots)] = 1.0
+            bin_m = bin_m * (1.0 - (cat[:, layout.events_index] >= 0).to(x.dtype)[:, None] * own)
         b = F.binary_cross_entropy_with_logits(out[:, n_num : n_num + n_bin], binv, reduction="none")
         rec = rec + (b * bin_m).sum(1)
     off = n_num + n_bin

@@ -170,3 +170,79 @@ def test_fedavg_trains_the_event_pattern_at_the_sites_and_saves_it(tmp_path) -> 
     gen.save(tmp_path / "m")  # type: ignore[attr-defined]
     pd.testing.assert_frame_equal(load_generator(tmp_path / "m").sample(200, random_state=2),
                                   gen.sample(200, random_state=2))  # type: ignore[attr-defined]
+
+
+def test_the_loss_counts_each_event_once_where_the_pattern_is_known() -> None:
+    import torch
+
+    from fedsynth.generators.vae_network import build_vae, vae_loss
+
+    # Setup: rows 0-2 with both events known, row 3 without LFS; a small network
+    schema = _schema()
+    domain = Domain.from_data(_frame(300, 0), schema)
+    lay = Layout.from_domain(domain, schema, events=True)
+    data = pd.DataFrame({"AGE": [50.0, 60.0, 70.0, 80.0], "GROUP": ["a", "b", "a", "b"],
+                         "OS_YEARS": [2.0, 3.0, 1.5, 4.0], "OS_STATUS": [1.0, 0.0, 0.0, 1.0],
+                         "LFS_YEARS": [2.0, 1.0, 1.5, np.nan], "LFS_STATUS": [1.0, 1.0, 0.0, np.nan]})
+    enc = encode(lay, domain, data, "quantile")
+    torch.manual_seed(0)
+    model = build_vae(lay, 2, [8])
+
+    def loss(binary: np.ndarray) -> float:
+        batch = [torch.as_tensor(a) for a in (enc.inputs, enc.numeric, enc.numeric_mask, binary, enc.binary_mask,
+                                              enc.categorical, enc.missing, enc.missing_mask)]
+        return float(vae_loss(model, lay, batch, 1.0, torch.Generator().manual_seed(1)).detach())
+
+    os_slot = next(c.index for c in lay.columns if c.name == "OS_STATUS")
+    # Run: OS's own target flipped where the pattern is known (rows 0-2), then where it is not (row 3)
+    flipped_known, flipped_unknown = enc.binary.copy(), enc.binary.copy()
+    flipped_known[:3, os_slot] = 1.0 - flipped_known[:3, os_slot]
+    flipped_unknown[3, os_slot] = 1.0 - flipped_unknown[3, os_slot]
+    # Assert: the first changes nothing (the pattern alone carries OS there); the control changes the loss
+    assert loss(flipped_known) == pytest.approx(loss(enc.binary), rel=1e-6)
+    assert loss(flipped_unknown) != pytest.approx(loss(enc.binary), rel=1e-6)
+    assert lay.event_binary_slots == (os_slot, next(c.index for c in lay.columns if c.name == "LFS_STATUS"))
+
+
+def test_a_row_with_an_event_missing_keeps_its_own_event_draws() -> None:
+    # Setup: LFS unknown in a tenth of the real rows (so LFS_STATUS has a missing indicator); decoder outputs whose
+    # pattern says "dead" (OS = 1) while OS's own logit says alive, LFS missing in the first half of the rows
+    real = _frame(300, 0)
+    real.loc[::10, ["LFS_YEARS", "LFS_STATUS"]] = np.nan
+    schema = _schema()
+    domain = Domain.from_data(real, schema)
+    lay = Layout.from_domain(domain, schema, events=True)
+    out = np.zeros((400, lay.output_dim))
+    os_slot = next(c.index for c in lay.columns if c.name == "OS_STATUS")
+    out[:, lay.n_numeric + os_slot] = -20.0
+    start = lay.n_numeric + lay.n_binary + sum(lay.cat_sizes[:-1])
+    out[:, start : start + 4] = [-20.0, -20.0, -20.0, 20.0]
+    miss_base = lay.n_numeric + lay.n_binary + lay.n_cat_total
+    out[:, miss_base : miss_base + lay.n_missing] = -20.0
+    for c in lay.columns:  # LFS's time and event both missing (an endpoint is known or not as a whole)
+        if c.name.startswith("LFS_") and c.missing_index >= 0:
+            out[:200, miss_base + c.missing_index] = 20.0
+    # Run
+    rows = decode(lay, domain, schema, out, np.full(lay.n_numeric, 0.3), np.random.default_rng(0),
+                  sampling="likelihood", numeric_transform="quantile")
+    # Assert: without LFS, OS is its own draw (alive); with both, the pattern's (dead, LFS event)
+    assert rows.loc[:199, "LFS_STATUS"].isna().all() and (rows.loc[:199, "OS_STATUS"] == 0).all()
+    assert (rows.loc[200:, "OS_STATUS"] == 1).all() and (rows.loc[200:, "LFS_STATUS"] == 1).all()
+
+
+def test_the_pattern_block_leaves_every_other_column_drawn_as_without_it() -> None:
+    # Setup: the same decoder outputs for a layout without and with the pattern block (inserted where it sits)
+    schema = _schema()
+    domain = Domain.from_data(_frame(300, 0), schema)
+    plain, lay = Layout.from_domain(domain, schema), Layout.from_domain(domain, schema, events=True)
+    out = np.random.default_rng(0).normal(0.0, 1.0, (500, plain.output_dim))
+    at = plain.n_numeric + plain.n_binary + plain.n_cat_total
+    with_block = np.concatenate([out[:, :at], np.zeros((500, 4)), out[:, at:]], axis=1)
+    # Run
+    a = decode(plain, domain, schema, out, np.full(plain.n_numeric, 0.3), np.random.default_rng(1),
+               sampling="likelihood", numeric_transform="quantile")
+    b = decode(lay, domain, schema, with_block, np.full(lay.n_numeric, 0.3), np.random.default_rng(1),
+               sampling="likelihood", numeric_transform="quantile")
+    # Assert: every column but the events identical (the pattern is drawn after every other random number)
+    others = [c for c in a.columns if c not in ("OS_STATUS", "LFS_STATUS")]
+    pd.testing.assert_frame_equal(a[others], b[others])
