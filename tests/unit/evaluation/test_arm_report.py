@@ -92,7 +92,8 @@ def test_an_arm_against_itself_shows_no_difference() -> None:
     assert all(b["smd"] == pytest.approx(0.0) for b in report["balance"])
 
 
-def test_the_arm_html_flags_median_differences_at_the_evaluators_one_threshold(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_arm_html_flags_median_differences_at_the_evaluators_one_threshold(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import re
 
     import fedsynth.evaluation.survival_effects as se

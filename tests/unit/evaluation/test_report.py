@@ -125,6 +125,11 @@ def test_html_is_standalone_with_every_plot_and_the_definitions(planted_report):
     assert html.count("<svg") == _n_figures(charts.report_figures(report.to_dict()))
     for heading in ("Survival", "Genomics", "Statistical fidelity", "Privacy", "Definitions", "CSF", "GSF"):
         assert heading in html
+    # the flag line states both chance counts (half B is a real sample: it loses some of half A's effects)
+    counts = report.to_dict()["survival_effects"]["counts"]
+    assert counts["effects_lost"] > 0
+    assert (f"one faithful to the patients' population rather than to these patients, about "
+            f"{counts['expected_lost_population']:.1f}") in html
 
 
 def test_report_is_immutable_and_round_trips_through_to_dict(planted_report):

@@ -248,6 +248,9 @@ def test_a_perfect_copy_scores_one_and_raises_no_flag(mds_split):
     assert out["fidelity"] == pytest.approx(1.0)
     assert out["parts"]["effects"] == pytest.approx(1.0) and out["counts"]["effects"] > 0
     assert out["flags"] == []
+    # both chance counts read from its effects; a population-faithful generator would lose more than a copy
+    assert out["counts"]["expected_lost_population"] == expected_lost_population(out["effects"])
+    assert out["counts"]["expected_lost_population"] > out["counts"]["expected_lost_by_chance"]
     assert [r["violations_synthetic"] for r in out["endpoint_rules"]] == [0, 0]
 
 
