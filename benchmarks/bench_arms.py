@@ -19,8 +19,8 @@ survival-effect fidelity (``fedsynth.evaluation.survival_effects`` of ``EFFECT_R
 unconditioned synthetic rows as training rows, the Cox effects read at the training size), its effects lost (with
 real and synthetic p), ``expected_lost_by_chance`` and ``tied_times`` (per time-order rule, the share of rows whose
 two times are equal, real and synthetic), ``expected_lost_population`` (what a generator faithful to the patients'
-population rather than to these patients would lose: the real estimate's own noise counted); and under ``single_draw`` the same figures on the first
-training-size rows alone (one same-size draw, as measured before the effects were read at the real size: its
+population rather than to these patients would lose: the real estimate's own noise counted); and under
+``single_draw`` the same figures on the first training-size rows alone (one same-size draw, as measured before the effects were read at the real size: its
 ``expected_lost_by_chance`` is what a generator that reproduced every effect exactly would lose to that draw);
 with ``--low-noise-factor K``, under ``low_noise`` the effects again on another draw of K times the training rows
 (K = 100: the reading's own scatter in z is 0.1, against 0.32 at 10 and 1 for one same-size draw).
