@@ -128,6 +128,7 @@ def _summary(rep: dict[str, Any], json_path: Path, html_path: Path) -> dict[str,
         "detection_auc": (rep["fidelity"].get("detection") or {}).get("auc"),
         "survival_effect_fidelity": rep["survival_effects"].get("fidelity"),
         "survival_flags": rep["survival_effects"].get("flags", []),
+        "survival_counts": rep["survival_effects"].get("counts", {}),
         "endpoint_rules": rep["survival_effects"].get("endpoint_rules", []),
         "privacy": {
             "nndr": pv["nndr"]["synthetic"], "nndr_holdout": pv["nndr"]["holdout"], "dcr_share": pv["dcr_share"],
@@ -181,4 +182,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     sflags = s["survival_flags"]
     console.print(f"Survival flags ({len(sflags)}; all in the report): [red]{'; '.join(sflags[:5])}"
                   f"{'; ...' if len(sflags) > 5 else ''}[/]" if sflags else "Survival flags: [green]none[/]")
+    sc = s.get("survival_counts") or {}
+    if sc.get("effects") and sc.get("expected_lost_population") is not None:
+        console.print(f"Real-significant Cox effects lost: {sc['effects_lost']} of {sc['effects']} (expected by "
+                      f"chance: about {sc['expected_lost_by_chance']:.1f} for a generator reproducing these "
+                      f"patients' estimates exactly, {sc['expected_lost_population']:.1f} for one faithful to their "
+                      "population)", markup=False, highlight=False)
     console.print(f"Wrote {s['report_json']} and {s['report_html']} ({s['seconds']:.1f} s)")

@@ -67,6 +67,12 @@ def test_evaluate_with_a_schema_file_and_the_lifelines_engine_prints_a_text_summ
     assert f"{lfs_os['tied_synthetic']:.2f} / {lfs_os['tied_real']:.2f}" in result.stdout
     assert report["info"]["implementations"]["univariate Cox"] == "lifelines CoxPHFitter"
     assert report["survival"]["hazard_ratios"]["estimator"] == "lifelines CoxPHFitter"
+    # the effects lost beside both chance counts, as in the report
+    sc = report["survival_effects"]["counts"]
+    text = " ".join(result.stdout.split())
+    assert (f"Real-significant Cox effects lost: {sc['effects_lost']} of {sc['effects']} (expected by chance: about "
+            f"{sc['expected_lost_by_chance']:.1f}") in text
+    assert f"{sc['expected_lost_population']:.1f} for one faithful to their population" in text
 
 
 def test_evaluate_rejects_bad_input_with_exit_code_2(mds_split, tmp_path):
