@@ -447,14 +447,16 @@ class VAEBGMParams(GeneratorParams):
         "expected events under the real pooled hazard ('hazard'), its restricted mean survival time, or its log "
         "hazard ratio against the rest of its stratum, each table with its own baseline ('hazard_ratio', the count "
         "form of the univariate Cox effect the evaluator reads; the intercept then matches the overall observed "
-        "over expected events; tried on seeds 7-9 and not chosen: as many arms and effects lost as 'hazard'). The "
-        "tuned FedAvg setting is in configs/fedavg_vae_bgm.yaml.",
+        "over expected events). The tuned FedAvg setting (configs/fedavg_vae_bgm.yaml) uses 'hazard_ratio' read on "
+        "200,000 rows (calibration_rows, calibration_level_rows; chosen in session 13: benchmarks/results/arms.json, "
+        "selection_session13).",
     )
     calibration_rows: int = Field(
         20_000, ge=1_000, description="Unconditioned rows the survival calibration reads each level's survival on. "
         "Each level's factor absorbs its reading's sampling error, so a fresh draw sees that error again: more rows, "
-        "smaller residual errors, a longer fit (the raking's time grows with the rows). 200,000 with 5,000 per level "
-        "was tried on seeds 7-9 and not chosen (benchmarks/results/arms.json, selection_session12).",
+        "smaller residual errors, a longer fit (the raking's time grows with the rows). The tuned FedAvg setting "
+        "reads 200,000 with 5,000 per level, with survival_target 'hazard_ratio' (configs/fedavg_vae_bgm.yaml; "
+        "benchmarks/results/arms.json, selection_session13).",
     )
     calibration_level_rows: int = Field(
         1_000, ge=100, description="Rows drawn under each stratum level as a condition (as control arms are drawn) "

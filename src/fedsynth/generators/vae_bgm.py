@@ -435,8 +435,8 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         besides the unconditioned rows; ``endpoints="each"`` (the default) fits a factor per endpoint
         (LFS is not pulled by OS's error, nor OS by LFS's). Both chosen on seeds 7, 8 and 9
         (``benchmarks/results/arms.json``, ``selection_seeds_7_8``). ``target`` (default: the ``survival_target``
-        parameter) is what each level matches; ``"hazard"`` with ``rare_level_sampling`` is the tuned FedAvg
-        setting, chosen on seeds 7, 8 and 9 (``selection_session10``)."""
+        parameter) is what each level matches; the tuned FedAvg setting (``configs/fedavg_vae_bgm.yaml``) is
+        ``"hazard_ratio"`` on 200,000 rows and 5,000 per level, with ``rare_level_sampling`` (``selection_session13``)."""
         assert self.domain is not None
         self.survival_calibration_ = None
         self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
