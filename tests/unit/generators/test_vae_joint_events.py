@@ -138,24 +138,16 @@ def test_vae_bgm_with_joint_events_draws_the_real_event_cells() -> None:
     assert joint.layout_ is not None and joint.layout_.events == ("OS_STATUS", "LFS_STATUS")
 
 
-def test_fedavg_trains_the_event_pattern_at_the_sites_and_saves_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_fedavg_trains_the_event_pattern_at_the_sites_and_saves_it(  # type: ignore[no-untyped-def]
+        tmp_path, small_fedavg_vae_bgm) -> None:
     from fedsynth.generators import load_generator
-    from fedsynth.strategies.in_process import InProcessGrid
-    from fedsynth.strategies.registry import make_strategy
-    from fedsynth.strategies.site import SiteRuntime
 
     # Setup: three sites of one cohort; the server learns the rules from their answers
     schema = _schema(rules=False)
     real = _frame(900, 4)
-    sites = [SiteRuntime(f"site-{i + 1}", schema.coerce(real.iloc[a:b].reset_index(drop=True)), schema, seed=i)
-             for i, (a, b) in enumerate([(0, 450), (450, 720), (720, 900)])]
 
     def fedavg(joint: bool) -> object:
-        strategy = make_strategy("fedavg", schema, generator="vae_bgm", rounds=3, local_epochs=15, min_sites=2,
-                                 random_state=0, generator_params={
-                                     "batch_size": 64, "latent_dim": 4, "hidden_dims": [32], "n_components": 2,
-                                     "device": "cpu", "joint_events": joint, "survival_calibration": False})
-        return strategy.start(InProcessGrid(sites)).generator
+        return small_fedavg_vae_bgm(schema, real, rounds=3, local_epochs=15, joint_events=joint)
 
     # Run
     gen, plain = fedavg(True), fedavg(False)

@@ -163,11 +163,9 @@ def test_vae_bgm_with_time_ties_draws_tied_rows_near_the_real_share() -> None:
     assert plain < 0.6
 
 
-def test_fedavg_trains_the_tie_slot_at_the_sites_and_samples_tied_rows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_fedavg_trains_the_tie_slot_at_the_sites_and_samples_tied_rows(  # type: ignore[no-untyped-def]
+        tmp_path, small_fedavg_vae_bgm) -> None:
     from fedsynth.generators import load_generator
-    from fedsynth.strategies.in_process import InProcessGrid
-    from fedsynth.strategies.registry import make_strategy
-    from fedsynth.strategies.site import SiteRuntime
 
     # Setup: three sites of one cohort (80% tied rows); the sites' schema has no learnt rule, the server learns
     # LFS <= OS from their answers; the calibration off, so the tie slot alone makes the ties
@@ -175,13 +173,7 @@ def test_fedavg_trains_the_tie_slot_at_the_sites_and_samples_tied_rows(tmp_path)
     real = _frame(900, 4)
 
     def fedavg(ties: bool) -> object:
-        sites = [SiteRuntime(f"site-{i + 1}", schema.coerce(real.iloc[a:b].reset_index(drop=True)), schema, seed=i)
-                 for i, (a, b) in enumerate([(0, 450), (450, 720), (720, 900)])]
-        strategy = make_strategy("fedavg", schema, generator="vae_bgm", rounds=2, local_epochs=10, min_sites=2,
-                                 random_state=0, generator_params={
-                                     "batch_size": 64, "latent_dim": 4, "hidden_dims": [32], "n_components": 2,
-                                     "device": "cpu", "time_ties": ties, "survival_calibration": False})
-        return strategy.start(InProcessGrid(sites)).generator
+        return small_fedavg_vae_bgm(schema, real, rounds=2, local_epochs=10, time_ties=ties)
 
     # Run
     gen, plain = fedavg(True), fedavg(False)
