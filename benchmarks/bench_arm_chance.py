@@ -110,7 +110,6 @@ def effects_part(cohort: Any, seeds: list[int]) -> dict[str, Any]:
 
 def arms_part(cohort: Any, args: Any) -> dict[str, Any]:
     """Per seed and arm: how often the copy and population oracles meet the arm criteria."""
-    from fedsynth.cohort.conditions import check_sampling_inputs
     from fedsynth.cohort.criteria import read_criteria
     from fedsynth.cohort.partition import make_partition
     from fedsynth.evaluation.survival_effects import MEDIAN_FLAG
@@ -122,10 +121,7 @@ def arms_part(cohort: Any, args: Any) -> dict[str, Any]:
         schema, train = part.schema, part.train
         for arm_name in ARMS:
             crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
-            req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
-            mask = train.eval(req.where).to_numpy(bool) if req.where else np.ones(len(train), bool)
-            for col, vals in req.conditions.items():
-                mask &= train[col].isin(vals if isinstance(vals, list) else [vals]).to_numpy()
+            mask = crit.eligible(train, schema)
             ref = train[mask].reset_index(drop=True)
             for oracle in ("copy", "population"):
                 rng = np.random.default_rng([seed, ARMS.index(arm_name), oracle == "population"])

@@ -321,13 +321,7 @@ def main() -> None:
                 for arm_name in () if args.no_arms else ARMS:
                     crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
                     req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)
-                    def eligible(frame: Any, req: Any = req) -> Any:
-                        m = frame.eval(req.where).to_numpy(bool) if req.where else np.ones(len(frame), bool)
-                        for col, vals in req.conditions.items():
-                            m &= frame[col].isin(vals if isinstance(vals, list) else [vals]).to_numpy()
-                        return m
-
-                    mask = eligible(train)
+                    mask = crit.eligible(train, schema)
                     modes = [m for m in args.vae_modes.split(",") if req.where or not m.endswith(RANGES)] if (
                         args.compare_conditioning and kind == "vae_bgm") else [None]
                     for mode in modes:
@@ -344,7 +338,7 @@ def main() -> None:
                                "median_os_real": os_["reference"]["median"], **os_["comparison"],
                                "rule_violations": sum(v["violations"]
                                                       for v in violation_counts(arm, gen.schema.constraints)),
-                               "rows_meeting_criteria": int(eligible(arm).sum())}
+                               "rows_meeting_criteria": int(crit.eligible(arm, schema).sum())}
                         row.update(_calibration_fields(gen, variant))
                         if mode is not None:
                             row["components"] = mode

@@ -368,14 +368,7 @@ def decode(
             p = sigmoid(o_bin[:, c.index])
             col = (rng.random(n) < p).astype("float64") if like else (p > 0.5).astype("float64")
         else:
-            logits = o_cat[c.index]
-            if like:
-                probs = softmax(logits)
-                cum = np.cumsum(probs, axis=1)
-                u = rng.random(n)[:, None]
-                idx = np.minimum((u > cum).sum(axis=1), len(c.categories) - 1)
-            else:
-                idx = logits.argmax(axis=1)
+            idx = draw_category(o_cat[c.index], rng, like)
             col = np.asarray(c.categories, dtype=object)[idx]
         present[c.name] = col
         if c.missing_index >= 0:
@@ -393,19 +386,24 @@ def decode(
         ok = tie & ~np.isnan(cols[shorter].astype("float64")) & ~np.isnan(cols[longer].astype("float64"))
         cols[shorter] = np.where(ok, cols[longer], cols[shorter])
     if lay.events:  # drawn last too; the pattern sets the events of rows where every one of them is drawn
-        logits = o_cat[lay.events_index]
-        probs = softmax(np.where(allowed_patterns(lay.events, schema), logits, -np.inf))
-        if like:
-            u = rng.random(n)[:, None]
-            code = np.minimum((u > np.cumsum(probs, axis=1)).sum(axis=1), probs.shape[1] - 1)
-        else:
-            code = probs.argmax(axis=1)
+        allowed = allowed_patterns(lay.events, schema)
+        code = draw_category(np.where(allowed, o_cat[lay.events_index], -np.inf), rng, like)
         drawn = np.ones(n, dtype=bool)  # a row with an event missing keeps its per-column draws (as trained)
         for name in lay.events:
             drawn &= ~np.isnan(cols[name].astype("float64"))
         for i, name in enumerate(lay.events):
             cols[name] = np.where(drawn, ((code >> i) & 1).astype("float64"), cols[name].astype("float64"))
     return pd.DataFrame(cols)
+
+
+def draw_category(logits: np.ndarray, rng: np.random.Generator, likelihood: bool) -> np.ndarray:
+    """One category index per row of ``logits`` (n, k), int64 of shape (n,): drawn from their softmax with one
+    uniform number per row (``likelihood``), else the most likely one. A logit of ``-inf`` is never drawn."""
+    if not likelihood:
+        return np.asarray(logits.argmax(axis=1))
+    cum = np.cumsum(softmax(logits), axis=1)
+    u = rng.random(len(logits))[:, None]
+    return np.asarray(np.minimum((u > cum).sum(axis=1), logits.shape[1] - 1))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
