@@ -462,6 +462,13 @@ class VAEBGMParams(GeneratorParams):
         1_000, ge=100, description="Rows drawn under each stratum level as a condition (as control arms are drawn) "
         "that the survival calibration reads beside the unconditioned rows.",
     )
+    calibration_capped_intercepts: bool = Field(
+        True, description="Whether the survival calibration fits an intercept for an endpoint that a time-order rule "
+        "caps at another (LFS under LFS <= OS): lengthening its times cannot go past the cap, so when the model draws "
+        "more of its events than the real rows hold the intercept runs to its bound and its levels' factors stop "
+        "answering (fedsynth.generators.survival_calibration, capped_intercepts). False leaves its overall event rate "
+        "the model's own and matches its levels only.",
+    )
 
 
 #: Every registered generator's spec, by registry name (light: checking a config imports no engine).

@@ -78,6 +78,7 @@ of Failure Time Data*, 2002, ch. 2.3), raking (Deming & Stephan, 1940), the piec
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -85,7 +86,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.constraints import retie, tie_pairs
+from fedsynth.cohort.constraints import TimeOrder, retie, tie_pairs
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.pwe_counts import (  # the estimators live there; re-exported here
@@ -111,6 +112,8 @@ from fedsynth.generators.survival_strata import (  # the strata and counts live 
     sum_survival_counts,
     survival_counts,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "GENE_MIN_FREQ", "TARGETS", "CalibrationStratum", "SurvivalCalibration", "calibration_strata", "cap_time_order",
@@ -151,6 +154,7 @@ def fit_survival_calibration(
     target: str = "median",
     min_share: float = 0.0,
     keep_ties: bool = False,
+    capped_intercepts: bool = True,
 ) -> SurvivalCalibration:
     """Per-level factors on synthetic durations so that each level's median or hazard matches the real one
     (damped raking).
@@ -269,6 +273,10 @@ def fit_survival_calibration(
     intercepts = [0.0 for _ in groups]
     row_of = [np.zeros(len(synthetic_data)) for _ in groups]  # each group's row log factor
     group_of = {i: g for g, (_, scaled) in enumerate(groups) for i in scaled}
+    capped = {r.shorter.name for r in schema.constraints if isinstance(r, TimeOrder)}
+    # Groups whose intercept stays 0: an endpoint capped at another (capped_intercepts=False, a factor per endpoint).
+    fixed = {g for g, (_, scaled) in enumerate(groups)
+             if not capped_intercepts and endpoints == "each" and all(eps[i].name in capped for i in scaled)}
 
     def scaled_times() -> list[np.ndarray]:
         out = {eps[i].duration_col: np.clip(times[i] * np.exp(row_of[group_of[i]]), *bounds[i])
@@ -350,10 +358,11 @@ def fit_survival_calibration(
                 if target == "hazard_ratio":  # relative errors: the intercept matches the overall event ratio
                     overall = [e for e in (overall_error(i, *expo[i], st, w) for i in fitted_on) if math.isfinite(e)]
                     shift = float(np.mean(overall)) if overall else 0.0
-                    if abs(shift) > worst:  # the overall ratio's error: log(synthetic / real), times lacking it
+                    if abs(shift) > worst and g not in fixed:  # the overall ratio's error: log(synthetic / real)
                         worst, worst_at, signed = abs(shift), f"{group_name(g)}: every row", shift
                 commons[g].append(shift)
-                intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))
+                if g not in fixed:
+                    intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))
                 old = factors[g][st.column]
                 factors[g][st.column] = np.clip(old + damping * np.where(have, step - common, 0.0),
                                                 -max_log_factor, max_log_factor)
@@ -362,6 +371,7 @@ def fit_survival_calibration(
                     co = codes[other.column]
                     row += np.where(co >= 0, factors[g][other.column][np.maximum(co, 0)], 0.0)
                 row_of[g] = row
+        log.debug("survival calibration sweep %d: largest log error %.4g at %s", sweeps, worst, worst_at)
         if worst < tol:
             break
     if endpoints == "each":
@@ -372,4 +382,5 @@ def fit_survival_calibration(
         cal = SurvivalCalibration(tuple(kept), factors[0], intercepts[0], sweeps, worst)
     return replace(cal, target=target, tol=float(tol), max_log_factor=float(max_log_factor), worst_level=worst_at,
                    worst_log_error=signed, last_errors={group_name(g): last_err[g] for g in range(len(groups))},
-                   last_common_errors={group_name(g): float(np.mean(c)) if c else 0.0 for g, c in enumerate(commons)})
+                   last_common_errors={group_name(g): float(np.mean(c)) if c else 0.0 for g, c in enumerate(commons)},
+                   unfitted_intercepts=tuple(group_name(g) for g in sorted(fixed)))

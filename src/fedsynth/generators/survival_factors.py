@@ -65,6 +65,9 @@ class SurvivalCalibration:
     last_common_errors : dict of str to float
         Per factor group, the mean over strata of the error every row shared at the last pass (what moves the
         intercept).
+    unfitted_intercepts : tuple of str
+        Endpoints whose intercept was left at 0 (capped at another endpoint, ``capped_intercepts=False``): their
+        overall event rate is the model's own.
     """
 
     strata: tuple[CalibrationStratum, ...]
@@ -82,6 +85,7 @@ class SurvivalCalibration:
     worst_log_error: float = float("nan")
     last_errors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     last_common_errors: dict[str, float] = field(default_factory=dict)
+    unfitted_intercepts: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool:
@@ -153,6 +157,9 @@ class SurvivalCalibration:
                 rel = relative if levels and len(levels) == len(names) else ""
                 out.append(f"{what} is likely still {likely}{rel} for {shown}: the model's survival calibration "
                            f"already {word} those times by the most it allows ({op}{bound:.3g}).")
+        for name in self.unfitted_intercepts:
+            out.append(f"{name}'s overall event rate is the model's own: its times are capped at another endpoint's, "
+                       f"so the survival calibration matched only its levels{relative}.")
         return out
 
     def row_log_factors(self, data: pd.DataFrame, endpoint: str | None = None) -> np.ndarray:
@@ -190,7 +197,8 @@ class SurvivalCalibration:
                 "worst_level": self.worst_level, "worst_log_error": self.worst_log_error,
                 "last_errors": {g: {k: [None if not np.isfinite(x) else float(x) for x in v] for k, v in e.items()}
                                 for g, e in self.last_errors.items()},
-                "last_common_errors": dict(self.last_common_errors)}
+                "last_common_errors": dict(self.last_common_errors),
+                "unfitted_intercepts": list(self.unfitted_intercepts)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurvivalCalibration:
@@ -205,7 +213,8 @@ class SurvivalCalibration:
                    float(d.get("worst_log_error", float("nan"))),
                    {str(g): {k: np.array([np.nan if x is None else x for x in v], dtype=np.float64)
                              for k, v in e.items()} for g, e in d.get("last_errors", {}).items()},
-                   {str(g): float(v) for g, v in d.get("last_common_errors", {}).items()})
+                   {str(g): float(v) for g, v in d.get("last_common_errors", {}).items()},
+                   tuple(str(e) for e in d.get("unfitted_intercepts", ())))
 
 
 def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dict[str, np.ndarray]:

@@ -469,7 +469,8 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         self.survival_calibration_ = fit_survival_calibration(
             synthetic, counts, self.schema, self.domain, strata, min_count=min_count, drawn_for=drawn_for,
             endpoints=endpoints, target=target or self.params.survival_target,
-            **{"keep_ties": self.params.time_ties, **options})
+            **{"keep_ties": self.params.time_ties, "capped_intercepts": self.params.calibration_capped_intercepts,
+               **options})
         cal = self.survival_calibration_
         log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log error %.3g",
                  len(cal.strata), cal.sweeps, cal.max_log_error)

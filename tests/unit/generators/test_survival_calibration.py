@@ -695,3 +695,69 @@ def test_the_calibration_reads_as_many_rows_as_its_parameters_say(monkeypatch: p
     # the bounds of the parameters are checked like any other's
     problems = validate_generator_params("vae_bgm", {"calibration_rows": 10, "calibration_level_rows": 5})
     assert {p.where for p in problems} == {"calibration_rows", "calibration_level_rows"}
+
+
+def test_an_endpoint_capped_at_another_can_go_without_an_intercept_and_its_levels_still_match() -> None:
+    # Setup: real rows with the rule LFS <= OS; the synthetic rows are the real ones with an LFS event added to 60% of
+    # the rows censored with LFS = OS (their times cannot lengthen past OS) and GROUP a's LFS times halved. LFS then
+    # has too many events for its person-time whatever its intercept (as VAE-BGM's draws on the MDS cohort), and
+    # GROUP a's LFS effect is off.
+    real = _frame(4000, 31)
+    schema = _schema()
+    schema, domain, strata, counts = _one_stratum(
+        real, "GROUP", 20, schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)]))
+    rng = np.random.default_rng(4)
+    tied_censored = (real["LFS_YEARS"] == real["OS_YEARS"]) & (real["LFS_STATUS"] == 0)
+    extra_event = tied_censored & (rng.random(len(real)) < 0.6)
+    synthetic = real.assign(
+        LFS_STATUS=np.where(extra_event, 1.0, real["LFS_STATUS"]),
+        LFS_YEARS=np.where(real["GROUP"] == "a", real["LFS_YEARS"] / 2, real["LFS_YEARS"]))
+    assert TimeOrder(LFS, OS) in schema.constraints
+    edges = endpoint_edges(schema, domain)["LFS"]
+    real_lhr = level_log_hazard_ratios(counts["d|LFS|GROUP"], counts["t|LFS|GROUP"])[0]
+
+    def lfs_lhr(cal: SurvivalCalibration) -> float:
+        out = cal.apply(synthetic, schema, domain)
+        assert all(v["violations"] == 0 for v in violation_counts(out, schema.constraints))
+        d, t = exposure(out["LFS_YEARS"].to_numpy(dtype=float), out["LFS_STATUS"].to_numpy(dtype=float),
+                        stratum_codes(out, strata[0]), 2, edges)
+        return float(level_log_hazard_ratios(d, t)[0])
+
+    # Run
+    free = fit_survival_calibration(synthetic, counts, schema, domain, strata, target="hazard_ratio",
+                                    endpoints="each", capped_intercepts=False, max_sweeps=200, tol=1e-3)
+    pushed = fit_survival_calibration(synthetic, counts, schema, domain, strata, target="hazard_ratio",
+                                      endpoints="each", max_sweeps=200, tol=1e-3)
+    # Assert: without an intercept LFS's stays 0 and the fit converges; GROUP a's LFS log hazard ratio against b is
+    # the real one (to 0.01); OS, which had nothing to correct, keeps its times (its own intercept is still fitted)
+    assert free.endpoint_intercepts["LFS"] == 0.0 and free.unfitted_intercepts == ("LFS",)
+    assert free.converged
+    assert any(n.startswith("LFS's overall event rate is the model's own") for n in free.notes())
+    assert SurvivalCalibration.from_dict(free.to_dict()).unfitted_intercepts == ("LFS",)
+    assert lfs_lhr(free) == pytest.approx(real_lhr, abs=0.01)
+    assert np.abs(free.row_log_factors(synthetic, "OS")).max() < 0.01
+    # control: with the intercept fitted it runs to its bound (x4) and the fit does not converge, its worst error
+    # being LFS's overall one
+    assert pushed.endpoint_intercepts["LFS"] == pytest.approx(math.log(4.0))
+    assert not pushed.converged and pushed.worst_level == "LFS: every row" and pushed.unfitted_intercepts == ()
+
+
+def test_the_vae_parameter_leaves_a_capped_endpoint_without_an_intercept() -> None:
+    from fedsynth.generators import make_generator
+
+    # Setup: a tiny centralized VAE-BGM on rows where LFS <= OS holds, the rule in its schema
+    real_rows = _frame(400, 24)
+    schema = _schema()
+    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real_rows, r)])
+    real = schema.coerce(real_rows)
+    opts = {"epochs": 2, "batch_size": 64, "latent_dim": 2, "hidden_dims": [16], "n_components": 2, "device": "cpu",
+            "calibration_rows": 1_500, "calibration_level_rows": 120, "survival_target": "hazard_ratio"}
+    # Run
+    free = make_generator("vae_bgm", schema, calibration_capped_intercepts=False, **opts)
+    free.fit(real)
+    fitted = make_generator("vae_bgm", schema, **opts)
+    fitted.fit(real)
+    # Assert: LFS (capped at OS) keeps intercept 0 and is named; by default every intercept is fitted
+    cal = free.survival_calibration_  # type: ignore[attr-defined]
+    assert cal.unfitted_intercepts == ("LFS",) and cal.endpoint_intercepts["LFS"] == 0.0
+    assert fitted.survival_calibration_.unfitted_intercepts == ()  # type: ignore[attr-defined]
