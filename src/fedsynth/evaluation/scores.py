@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from fedsynth.evaluation.survival_effects import MEDIAN_FLAG, TIE_FLAG
+
 #: The definitions written into every report (JSON ``info.definitions`` and the HTML definitions section).
 DEFINITIONS: dict[str, str] = {
     "real data": "The training pool. The holdout (if given) is used only for privacy baselines and for testing "
@@ -89,15 +91,15 @@ DEFINITIONS: dict[str, str] = {
                                 "from different m are not comparable: more rows, less noise, a higher fidelity. Fidelity = mean(mean group score, mean effect "
                                 "score) (the group part alone when no effect is significant). Flagged: every endpoint "
                                 "rule a synthetic row breaks, every time-order rule whose share of rows with both "
-                                "times equal differs from the real share by more than 0.10, every lost effect, every "
-                                "median error above 15%.",
+                                f"times equal differs from the real share by more than {TIE_FLAG:.2f}, every lost "
+                                f"effect, every median error above {MEDIAN_FLAG:.0%}.",
     "endpoint rules": "Rules between survival endpoints: one time never exceeding another (e.g. LFS <= OS) and "
                       "one event implying another (an OS death is an LFS event); the schema's rules plus the "
                       "candidate rules that hold in every real row. Reported: synthetic rows breaking each rule "
                       "(expected 0; generators enforce the schema's rules on every sampled row) and, for a "
                       "time-order rule, the share of rows with both times known whose two times are equal, "
                       "synthetic and real (a rule can hold in every row while a model draws the two times apart "
-                      "far more often than patients have them; flagged past a gap of 0.10).",
+                      f"far more often than patients have them; flagged past a gap of {TIE_FLAG:.2f}).",
     "significance-based components": "The real data choose what to check; only the direction is read in the "
                                      "synthetic data, so sample size neither helps nor hurts. A component with "
                                      "nothing to check (e.g. no significant pair) is undefined, left out of the "
