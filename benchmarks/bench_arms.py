@@ -222,9 +222,11 @@ def _calibration_fields(gen: Any, variant: dict[str, Any] | None) -> dict[str, A
 
 
 def _lost(effects: list[dict[str, Any]]) -> list[str]:
-    """One line per real-significant effect lost: endpoint, covariate, p and log HR, real and synthetic."""
+    """One line per real-significant effect lost: endpoint, covariate, p and log HR, real and synthetic, the size ratio
+    and the SE ratio at the real size."""
     return [f"{e['endpoint']}: {e['variable']} (p real {e['p_real']:.2g}, synthetic {e['p_synthetic']:.2g}; log HR "
-            f"real {e['log_hr_real']:.3g}, synthetic {e['log_hr_synthetic']:.3g})" for e in effects if e["lost"]]
+            f"real {e['log_hr_real']:.3g}, synthetic {e['log_hr_synthetic']:.3g}; size {e['size_ratio']:.2f}, SE "
+            f"ratio {e['se_ratio']:.2f})" for e in effects if e["lost"]]
 
 
 def _write(path: str, out: dict[str, Any], measured: set[tuple[str, int]], keep_from: list[str]) -> None:

@@ -41,6 +41,11 @@ the real data's size** ``n`` (so sample size neither helps nor hurts):
   ``beta_real``;
 - **effect lost**: the synthetic effect is not significant at the real size (Wald p >= 0.05, from ``z``) or has
   the other sign.
+- **size ratio** ``beta_syn / beta_real`` and **SE ratio** ``se_n / se_real``: the two reasons ``z`` can fall,
+  since ``z_syn / z_real = size ratio / SE ratio``. A size ratio under 1 is an effect the model shrank; an SE
+  ratio above 1 is a table that holds less information on the covariate at the real size than the real data (for
+  a level: fewer of its rows, or fewer events among them), so an effect can be lost at its full size. Both are
+  given with each lost effect's flag.
 
 ``counts.expected_lost_by_chance`` is how many effects a generator that reproduced every real effect exactly
 would still lose to the synthetic rows' sampling noise alone: ``sum Phi((1.96 - |z_real|) * sqrt(m / n))``
@@ -306,8 +311,11 @@ def _effect_rows(
             lo, hi = (b_s - Z95 * se_s, b_s + Z95 * se_s) if fitted else (float("nan"), float("nan"))
             covers = bool(fitted and lo <= b_r <= hi)
             lost = not (fitted and np.isfinite(p_s) and p_s < SYNTHETIC_ALPHA and np.sign(b_s) == np.sign(b_r))
+            se_r = row["se_real"]
             row.update(q_real=float(qq), ci_synthetic=[lo, hi], log_hr_difference=b_s - b_r, ci_covers_real=covers,
-                       lost=lost, score=effect_score(b_r, b_s, covers, lost))
+                       lost=lost, score=effect_score(b_r, b_s, covers, lost),
+                       size_ratio=b_s / b_r if fitted and b_r != 0 else float("nan"),
+                       se_ratio=se_s / se_r if fitted and np.isfinite(se_r) and se_r > 0 else float("nan"))
             rows.append(row)
     return rows
 
@@ -435,8 +443,10 @@ def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list
                          f"synthetic rows vs {100 * r['tied_real']:.0f}% of real rows")
     for e in effects:
         if e["lost"]:
+            why = (f"; size {e['size_ratio']:.2f} of the real one, standard error {e['se_ratio']:.2f} times the real one"
+                   if np.isfinite(e.get("size_ratio", np.nan)) and np.isfinite(e.get("se_ratio", np.nan)) else "")
             flags.append(f"{e['endpoint']}, {e['variable']}: effect lost (log HR {e['log_hr_real']:.3g} real, "
-                         f"{e['log_hr_synthetic']:.3g} synthetic, p {e['p_synthetic']:.2g})")
+                         f"{e['log_hr_synthetic']:.3g} synthetic, p {e['p_synthetic']:.2g}{why})")
     for name, ep in endpoints.items():
         for g in ep["groups"]:
             where = f"{name}, {'all patients' if g['stratum'] == 'all' else g['stratum'] + ' = ' + g['group']}"
@@ -490,7 +500,7 @@ def survival_effects(
         ``fidelity`` (value in [0, 1] or None), ``parts`` (``curves``, ``effects``), ``endpoints`` (per endpoint
         ``horizon`` and ``groups``: stratum, group, n, medians, RMSTs, errors, ``km_distance``, ``score``),
         ``effects`` (real-significant Cox effects with log-HR difference, synthetic 95% CI, ``ci_covers_real``,
-        ``lost``, ``score``), ``flags`` (list of str), ``endpoint_rules`` (per rule: violations in synthetic and
+        ``lost``, ``size_ratio``, ``se_ratio``, ``score``), ``flags`` (list of str), ``endpoint_rules`` (per rule: violations in synthetic and
         real rows), ``strata`` (the stratum columns used), ``counts``.
     """
     check_cox_engine(cox_engine)

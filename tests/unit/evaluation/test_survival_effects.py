@@ -15,6 +15,7 @@ from fedsynth.evaluation.cox import COX_PENALIZER
 from fedsynth.evaluation.strata import band_labels, default_strata, resolve_strata, stratum_labels
 from fedsynth.evaluation.survival_effects import (
     EFFECT_ROWS_FACTOR,
+    _flags,
     effect_score,
     endpoint_rule_report,
     expected_lost_by_chance,
@@ -139,6 +140,29 @@ def test_a_larger_synthetic_table_is_read_at_the_real_size_against_lifelines():
     assert row["p_synthetic"] == pytest.approx(2 * stats.norm.sf(abs(b) / se_n), rel=1e-3)
     assert row["ci_synthetic"] == pytest.approx([b - 1.959964 * se_n, b + 1.959964 * se_n], abs=1e-4)
     assert out["counts"]["synthetic_rows_for_effects"] == 1000
+
+
+def test_size_and_standard_error_ratios_equal_lifelines_and_explain_a_lost_effect():
+    # Setup: 200 real rows, 1,000 synthetic rows with a weaker x effect (read at the real size, SE times sqrt(5))
+    real, syn = _toy(200, 0), _toy(1000, 1, effect=0.6)
+    # Run
+    out = survival_effects(real, syn, _toy_schema(), rng=np.random.default_rng(0))
+    # Assert: the ratios of lifelines' estimates and standard errors, the synthetic SE rescaled to 200 rows
+    row = next(e for e in out["effects"] if e["variable"] == "x")
+    cph_r = CoxPHFitter(penalizer=COX_PENALIZER).fit(real[["x", "T", "E"]], "T", "E")
+    cph_s = CoxPHFitter(penalizer=COX_PENALIZER).fit(syn[["x", "T", "E"]], "T", "E")
+    assert row["size_ratio"] == pytest.approx(cph_s.params_["x"] / cph_r.params_["x"], rel=1e-4)
+    assert row["se_ratio"] == pytest.approx(
+        cph_s.standard_errors_["x"] * np.sqrt(5) / cph_r.standard_errors_["x"], rel=1e-4)
+    # z falls by size / SE ratio
+    z_r, z_s = row["log_hr_real"] / row["se_real"], row["log_hr_synthetic"] / row["se_synthetic"]
+    assert z_s / z_r == pytest.approx(row["size_ratio"] / row["se_ratio"], rel=1e-9)
+    # a lost effect's flag names both (an effect kept at its size, with 1.32 times the real SE: a rarer level)
+    lost = {**row, "endpoint": "S", "variable": "c=b", "log_hr_real": -0.5, "log_hr_synthetic": -0.49,
+            "p_synthetic": 0.08, "lost": True, "size_ratio": 0.98, "se_ratio": 1.32}
+    flags = _flags({}, [lost], [])
+    assert flags == [("S, c=b: effect lost (log HR -0.5 real, -0.49 synthetic, p 0.08; size 0.98 of the real one, "
+                      "standard error 1.32 times the real one)")]
 
 
 def test_the_synthetic_rows_for_effects_stop_at_the_factor_times_the_real_rows():
