@@ -71,9 +71,10 @@ def _env() -> Any:
     env.filters["pct"] = pct
     env.filters["pval"] = _p
     env.filters["hr"] = hazard_ratio_text
-    from fedsynth.evaluation.survival_effects import MEDIAN_FLAG
+    from fedsynth.evaluation.survival_effects import MEDIAN_FLAG, TIE_FLAG
 
     env.globals["median_flag"] = MEDIAN_FLAG  # the one threshold the reports flag median errors at
+    env.globals["tie_flag"] = TIE_FLAG  # and the one they flag a time-order rule's tie share at
     return env
 
 

@@ -45,7 +45,7 @@ the real data's size** ``n`` (so sample size neither helps nor hurts):
   since ``z_syn / z_real = size ratio / SE ratio``. A size ratio under 1 is an effect the model shrank; an SE
   ratio above 1 is a table that holds less information on the covariate at the real size than the real data (for
   a level: fewer of its rows, or fewer events among them), so an effect can be lost at its full size. Both are
-  given with each lost effect's flag.
+  given with each lost effect's flag ("size ratio 0.81, SE ratio 1.02").
 
 ``counts.expected_lost_by_chance`` is how many effects a generator that reproduced every real effect exactly
 would still lose to the synthetic rows' sampling noise alone: ``sum Phi((1.96 - |z_real|) * sqrt(m / n))``
@@ -432,6 +432,11 @@ def _tied_share(data: pd.DataFrame, rule: Any) -> float | None:
     return sig_round(float(tied(ta[both], tb[both]).mean()), 3) if both.any() else None
 
 
+def _finite(x: Any) -> bool:
+    """Whether ``x`` is a finite number (not None, NaN or a missing key's default)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list[dict[str, Any]]) -> list[str]:
     """The flags, endpoint rules first (few, and each about every row), then lost effects, then group medians."""
     flags = []
@@ -443,8 +448,8 @@ def _flags(endpoints: dict[str, Any], effects: list[dict[str, Any]], rules: list
                          f"synthetic rows vs {100 * r['tied_real']:.0f}% of real rows")
     for e in effects:
         if e["lost"]:
-            why = (f"; size {e['size_ratio']:.2f} of the real one, standard error {e['se_ratio']:.2f} times the real one"
-                   if np.isfinite(e.get("size_ratio", np.nan)) and np.isfinite(e.get("se_ratio", np.nan)) else "")
+            size, se = e.get("size_ratio"), e.get("se_ratio")  # absent or None in a report of an older version
+            why = (f"; size ratio {size:.2f}, SE ratio {se:.2f}" if _finite(size) and _finite(se) else "")
             flags.append(f"{e['endpoint']}, {e['variable']}: effect lost (log HR {e['log_hr_real']:.3g} real, "
                          f"{e['log_hr_synthetic']:.3g} synthetic, p {e['p_synthetic']:.2g}{why})")
     for name, ep in endpoints.items():

@@ -472,6 +472,14 @@ class VAEBGMParams(GeneratorParams):
         "rows against 79% real, and the curves fitted worse (benchmarks/results/arms.json, selection_session14).",
     )
 
+    @classmethod
+    def cross_problems(cls, values: Mapping[str, Any], owner: str, schema: TableSchema | None) -> list[Problem]:
+        if values.get("calibration_capped_intercepts") is False and values.get("survival_target") != "hazard_ratio":
+            return [param_problem(owner, "calibration_capped_intercepts",
+                                  "true unless survival_target is 'hazard_ratio' (only relative level targets can "
+                                  "go without an intercept)", False)]
+        return []
+
 
 #: Every registered generator's spec, by registry name (light: checking a config imports no engine).
 PARAMS: dict[str, type[GeneratorParams]] = {

@@ -202,6 +202,16 @@ def fit_survival_calibration(
         With ``endpoints="each"``, rows whose two endpoint times are equal stay equal when scaled (the time a tie
         overwrites takes the other's scaled time, :func:`~fedsynth.cohort.constraints.tie_pairs`), in the fit and
         in :meth:`SurvivalCalibration.apply`.
+    capped_intercepts : bool, default True
+        Whether an endpoint that a time-order rule caps at another endpoint of the fit (the rule's shorter one: LFS
+        under LFS <= OS) gets an intercept. Lengthening its times cannot go past the cap, so when the model draws
+        more of its events than the real rows hold, its overall event ratio is out of reach: the intercept runs to
+        ``max_log_factor`` and, its rows held at the cap, its levels' factors stop answering (on the MDS cohort
+        LFS's intercept reached log 4 and several of its levels' factors their bounds). ``False`` leaves such an
+        intercept at 0 (the endpoint's overall rate stays the model's own; its levels still match their hazard
+        ratios against the rest of their stratum) and leaves its overall error out of the convergence test. Only
+        with ``target="hazard_ratio"`` (whose level targets are relative, so no intercept is needed to meet them)
+        and ``endpoints="each"`` (with one factor for every endpoint nothing is capped).
 
     Returns
     -------
@@ -216,6 +226,9 @@ def fit_survival_calibration(
         raise ValueError(f"endpoints must be 'all', 'first' or 'each'; got {endpoints!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    if not capped_intercepts and (target != "hazard_ratio" or endpoints != "each"):
+        raise ValueError("capped_intercepts=False needs target='hazard_ratio' and endpoints='each'; got "
+                         f"target={target!r}, endpoints={endpoints!r}")
     # Groups of endpoints that share one factor: (the endpoints whose errors move it, the endpoints it scales).
     if endpoints == "each":
         groups = [([i], [i]) for i in range(len(eps))]
@@ -273,7 +286,8 @@ def fit_survival_calibration(
     intercepts = [0.0 for _ in groups]
     row_of = [np.zeros(len(synthetic_data)) for _ in groups]  # each group's row log factor
     group_of = {i: g for g, (_, scaled) in enumerate(groups) for i in scaled}
-    capped = {r.shorter.name for r in schema.constraints if isinstance(r, TimeOrder)}
+    names = {ep.name for ep in eps}
+    capped = {r.shorter.name for r in schema.constraints if isinstance(r, TimeOrder) and r.longer.name in names}
     # Groups whose intercept stays 0: an endpoint capped at another (capped_intercepts=False, a factor per endpoint).
     fixed = {g for g, (_, scaled) in enumerate(groups)
              if not capped_intercepts and endpoints == "each" and all(eps[i].name in capped for i in scaled)}

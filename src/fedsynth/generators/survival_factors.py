@@ -125,9 +125,10 @@ class SurvivalCalibration:
     def notes(self) -> list[str]:
         """What someone drawing from the model should know, as facts in plain words (no advice: the caller knows
         whether a reference is at hand): a fit that stopped short of its tolerance (where, which way and by about
-        what factor of time, as read at its last pass on the model's own draw) and factors at their bound whose
-        levels still pointed past it (:meth:`limits`); empty when neither. With ``target="hazard_ratio"`` a level's
-        error is relative to the rest of its stratum, and the notes say so."""
+        what factor of time, as read at its last pass on the model's own draw), factors at their bound whose
+        levels still pointed past it (:meth:`limits`) and each endpoint whose intercept was left at 0; empty when
+        none. With ``target="hazard_ratio"`` a level's error is relative to the rest of its stratum, and the notes
+        say so."""
         out = []
         relative = " relative to the rest of its stratum" if self.target == "hazard_ratio" else ""
         if not self.converged and np.isfinite(self.max_log_error):

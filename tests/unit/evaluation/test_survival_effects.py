@@ -142,7 +142,7 @@ def test_a_larger_synthetic_table_is_read_at_the_real_size_against_lifelines():
     assert out["counts"]["synthetic_rows_for_effects"] == 1000
 
 
-def test_size_and_standard_error_ratios_equal_lifelines_and_explain_a_lost_effect():
+def test_size_and_standard_error_ratios_equal_lifelines_and_a_lost_effects_flag_gives_them():
     # Setup: 200 real rows, 1,000 synthetic rows with a weaker x effect (read at the real size, SE times sqrt(5))
     real, syn = _toy(200, 0), _toy(1000, 1, effect=0.6)
     # Run
@@ -154,15 +154,16 @@ def test_size_and_standard_error_ratios_equal_lifelines_and_explain_a_lost_effec
     assert row["size_ratio"] == pytest.approx(cph_s.params_["x"] / cph_r.params_["x"], rel=1e-4)
     assert row["se_ratio"] == pytest.approx(
         cph_s.standard_errors_["x"] * np.sqrt(5) / cph_r.standard_errors_["x"], rel=1e-4)
-    # z falls by size / SE ratio
-    z_r, z_s = row["log_hr_real"] / row["se_real"], row["log_hr_synthetic"] / row["se_synthetic"]
-    assert z_s / z_r == pytest.approx(row["size_ratio"] / row["se_ratio"], rel=1e-9)
-    # a lost effect's flag names both (an effect kept at its size, with 1.32 times the real SE: a rarer level)
+    # a lost effect's flag names both (an effect kept at its size, with 1.32 times the real SE: a rarer level); an
+    # effect without them (a report of an older version, or a fit that failed) is flagged without them
     lost = {**row, "endpoint": "S", "variable": "c=b", "log_hr_real": -0.5, "log_hr_synthetic": -0.49,
             "p_synthetic": 0.08, "lost": True, "size_ratio": 0.98, "se_ratio": 1.32}
-    flags = _flags({}, [lost], [])
-    assert flags == [("S, c=b: effect lost (log HR -0.5 real, -0.49 synthetic, p 0.08; size 0.98 of the real one, "
-                      "standard error 1.32 times the real one)")]
+    older = {k: v for k, v in lost.items() if k not in ("size_ratio", "se_ratio")}
+    failed = {**lost, "size_ratio": float("nan"), "se_ratio": None}
+    assert _flags({}, [lost, older, failed], []) == [
+        "S, c=b: effect lost (log HR -0.5 real, -0.49 synthetic, p 0.08; size ratio 0.98, SE ratio 1.32)",
+        "S, c=b: effect lost (log HR -0.5 real, -0.49 synthetic, p 0.08)",
+        "S, c=b: effect lost (log HR -0.5 real, -0.49 synthetic, p 0.08)"]
 
 
 def test_the_synthetic_rows_for_effects_stop_at_the_factor_times_the_real_rows():
@@ -411,6 +412,15 @@ def test_the_report_holds_the_section_and_the_html_names_direction_consistency(m
         "clinical-survival direction consistency")
     assert [g["group"] for g in data["survival_effects"]["endpoints"]["OS"]["groups"] if g["stratum"] == "AGE"] == [
         "<60", "60-69", "70-79", ">=80"]
+    # each effect's size and SE ratios are columns of the effects table; a report written before they existed still
+    # renders, with a dash in their place
+    assert "size ratio (synthetic / real)" in html and data["survival_effects"]["effects"]
+    from fedsynth.evaluation.report import EvaluationReport
+
+    for e in data["survival_effects"]["effects"]:
+        del e["size_ratio"], e["se_ratio"]
+    old_html = EvaluationReport.from_dict(data).to_html(tmp_path / "old.html").read_text()
+    assert "size ratio (synthetic / real)" in old_html
 
 
 def test_a_time_order_rule_reports_the_share_of_rows_with_both_times_equal():

@@ -740,6 +740,11 @@ def test_an_endpoint_capped_at_another_can_go_without_an_intercept_and_its_level
     # being LFS's overall one
     assert pushed.endpoint_intercepts["LFS"] == pytest.approx(math.log(4.0))
     assert not pushed.converged and pushed.worst_level == "LFS: every row" and pushed.unfitted_intercepts == ()
+    # only relative targets can go without an intercept, and only with a factor per endpoint
+    for target, endpoints in (("hazard", "each"), ("median", "each"), ("hazard_ratio", "all")):
+        with pytest.raises(ValueError, match="capped_intercepts=False needs"):
+            fit_survival_calibration(synthetic, counts, schema, domain, strata, target=target, endpoints=endpoints,
+                                     capped_intercepts=False)
 
 
 def test_the_vae_parameter_leaves_a_capped_endpoint_without_an_intercept() -> None:
@@ -761,3 +766,10 @@ def test_the_vae_parameter_leaves_a_capped_endpoint_without_an_intercept() -> No
     cal = free.survival_calibration_  # type: ignore[attr-defined]
     assert cal.unfitted_intercepts == ("LFS",) and cal.endpoint_intercepts["LFS"] == 0.0
     assert fitted.survival_calibration_.unfitted_intercepts == ()  # type: ignore[attr-defined]
+    # the parameter needs the hazard-ratio target, checked with the other parameters (one problem, at its name)
+    from fedsynth.generators.registry import validate_generator_params
+
+    problems = validate_generator_params("vae_bgm", {"calibration_capped_intercepts": False})
+    assert [p.where for p in problems] == ["calibration_capped_intercepts"]
+    assert validate_generator_params("vae_bgm", {"calibration_capped_intercepts": False,
+                                                 "survival_target": "hazard_ratio"}) == []
