@@ -375,16 +375,17 @@ def fit_survival_calibration(
                     if abs(shift) > worst and g not in fixed:  # the overall ratio's error: log(synthetic / real)
                         worst, worst_at, signed = abs(shift), f"{group_name(g)}: every row", shift
                 commons[g].append(shift)
+                old_intercept = intercepts[g]
                 if g not in fixed:
                     intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))
                 old = factors[g][st.column]
                 factors[g][st.column] = np.clip(old + damping * np.where(have, step - common, 0.0),
                                                 -max_log_factor, max_log_factor)
-                row = intercepts[g] + np.zeros(len(synthetic_data))
-                for other in kept:
-                    co = codes[other.column]
-                    row += np.where(co >= 0, factors[g][other.column][np.maximum(co, 0)], 0.0)
-                row_of[g] = row
+                # Only this stratum's factors and the intercept moved: each row's log factor moves by their change.
+                co = codes[st.column]
+                moved = factors[g][st.column] - old
+                row_of[g] = row_of[g] + (intercepts[g] - old_intercept) + np.where(co >= 0, moved[np.maximum(co, 0)],
+                                                                                    0.0)
         log.debug("survival calibration sweep %d: largest log error %.4g at %s", sweeps, worst, worst_at)
         if worst < tol:
             break

@@ -183,13 +183,16 @@ def exposure(times: np.ndarray, events: np.ndarray, codes: np.ndarray, n_levels:
     ok = (codes >= 0) & np.isfinite(times) & np.isfinite(events)
     t, e, c = np.clip(times[ok], edges[0], edges[-1]), events[ok] > 0.5, codes[ok]
     width = np.diff(edges)
-    spent = np.clip(t[:, None] - edges[None, :-1], 0.0, width[None, :])  # (rows, intervals)
-    onehot = np.zeros((len(c), n_levels))
-    onehot[np.arange(len(c)), c] = 1.0
-    person_time = onehot.T @ spent
-    idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(width) - 1)
-    ev = np.zeros((n_levels, len(width)))
-    np.add.at(ev, (c[e], idx[e]), 1.0)
+    n_int = len(width)
+    idx = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n_int - 1)
+    # A row spends each interval before its own whole and its own up to its time: per level, the rows that end past
+    # interval j times its width, plus the time spent in j by the rows that end in it (O(rows), not rows x intervals).
+    cell = c * n_int + idx
+    ending = np.bincount(cell, minlength=n_levels * n_int).reshape(n_levels, n_int)
+    partial = np.bincount(cell, weights=t - edges[idx], minlength=n_levels * n_int).reshape(n_levels, n_int)
+    past = np.cumsum(ending[:, ::-1], axis=1)[:, ::-1] - ending  # rows ending in a later interval
+    person_time = past * width[None, :] + partial
+    ev = np.bincount(cell[e], minlength=n_levels * n_int).reshape(n_levels, n_int).astype(np.float64)
     return ev, person_time
 
 
