@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 #: Tokens read as missing (pandas' defaults plus the empty string).
 NA_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "#N/A", "."]
+_NA = frozenset(NA_VALUES)
 
 
 def normalise_missing(values: pd.Series) -> pd.Series:
@@ -23,5 +25,7 @@ def normalise_missing(values: pd.Series) -> pd.Series:
     """
     if values.dtype != object:
         return values
-    stripped = values.map(lambda v: v.strip() if isinstance(v, str) else v)
-    return values.mask(stripped.isin(NA_VALUES))
+    # Each distinct value is read once (a column holds few distinct values and a sampled table many rows).
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    token = np.array([isinstance(u, str) and u.strip() in _NA for u in uniques] + [False], dtype=bool)
+    return values.mask(token[codes])

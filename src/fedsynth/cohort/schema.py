@@ -474,14 +474,24 @@ def _rules_from_list(
             problems.append(Problem(f"constraints[{i}]", str(exc)))
     return tuple(out)
 
+def _label(v: Any) -> Any:
+    """One value as a label: str (a whole float without '.0'), missing as NaN."""
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return np.nan
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
 def _as_label(col: pd.Series) -> pd.Series:
-    """Labels as str (whole floats shown without '.0'), missing as NaN."""
+    """Labels as str (whole floats shown without '.0'), missing as NaN.
 
-    def fmt(v: Any) -> Any:
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-            return np.nan
-        if isinstance(v, (float, np.floating)) and float(v).is_integer():
-            return str(int(v))
-        return str(v)
-
-    return col.map(fmt).astype("object")
+    Each distinct value is formatted once (a column holds few labels and a sampled table many rows), unless the
+    column mixes booleans with numbers or other kinds, whose distinct values pandas would merge (``True == 1``):
+    those are formatted value by value."""
+    kind = pd.api.types.infer_dtype(col, skipna=True)
+    if kind not in ("string", "floating", "integer", "mixed-integer-float", "empty"):
+        return col.map(_label).astype("object")
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    labels = np.array([_label(u) for u in uniques] + [np.nan], dtype=object)
+    return pd.Series(labels[codes], index=col.index, dtype="object")

@@ -152,10 +152,13 @@ class Domain:
         for name, col in self.columns.items():
             if name not in out.columns or not col.is_numeric:
                 continue
-            vals = out[name].astype("float64").clip(col.lower, col.upper)
+            vals = out[name].to_numpy(dtype="float64", na_value=np.nan)
+            lo, hi = (b if b is not None and np.isfinite(b) else None for b in (col.lower, col.upper))
+            if lo is not None or hi is not None:  # as pandas' clip: a missing bound does not clip, NaN stays NaN
+                vals = np.clip(vals, lo, hi)
             if col.kind is ColumnKind.INTEGER:
-                vals = vals.round()
-            out[name] = vals
+                vals = np.round(vals)
+            out[name] = pd.Series(vals, index=out.index)
         return out
 
     def bin_index(self, name: str, values: pd.Series) -> pd.Series:
