@@ -111,3 +111,30 @@ def test_coerce_gives_canonical_dtypes():
     # Assert
     assert out["n"].dtype == np.float64 and out["b"].dtype == np.float64
     assert out["c"].tolist()[0] == "1" and pd.isna(out["c"].tolist()[1])
+
+
+def test_coerce_labels_each_value_as_its_own_kind_whatever_the_column_mixes():
+    # Setup: label columns of every mix a file or a model may give (labels are formatted once per distinct value,
+    # except where pandas would merge distinct values: True == 1)
+    schema = TableSchema(tuple(ColumnSpec(c, ColumnKind.CATEGORICAL) for c in "abcdef"))
+    data = pd.DataFrame({
+        "a": [1.0, 2.0, np.nan, 3.5],
+        "b": pd.Series(["x", None, " NA ", pd.NA], dtype=object),
+        "c": pd.Series([True, 1, "y", None], dtype=object),
+        "d": pd.Series(["1", 1.0, 1, np.float32(2.0)], dtype=object),
+        "e": pd.Series([".", "nan ", "", "z"], dtype=object),
+        "f": [4, 5, 4, 6],
+    })
+    # Run
+    out = schema.coerce(data)
+    # Assert: whole numbers without '.0', missing and missing tokens as NaN, True kept apart from 1
+    def labels(col: str) -> list[object]:
+        return [None if pd.isna(v) else v for v in out[col]]
+
+    assert labels("a") == ["1", "2", None, "3.5"]
+    assert labels("b") == ["x", None, None, None]
+    assert labels("c") == ["True", "1", "y", None]
+    assert labels("d") == ["1", "1", "1", "2"]
+    assert labels("e") == [None, None, None, "z"]
+    assert labels("f") == ["4", "5", "4", "6"]
+    assert all(out[c].dtype == object for c in "abcdef")
