@@ -288,9 +288,10 @@ def fit_survival_calibration(
     group_of = {i: g for g, (_, scaled) in enumerate(groups) for i in scaled}
     names = {ep.name for ep in eps}
     capped = {r.shorter.name for r in schema.constraints if isinstance(r, TimeOrder) and r.longer.name in names}
-    # Groups whose intercept stays 0: an endpoint capped at another (capped_intercepts=False, a factor per endpoint).
+    # Groups whose intercept stays 0: an endpoint capped at another (capped_intercepts=False, checked above to come
+    # with a factor per endpoint).
     fixed = {g for g, (_, scaled) in enumerate(groups)
-             if not capped_intercepts and endpoints == "each" and all(eps[i].name in capped for i in scaled)}
+             if not capped_intercepts and all(eps[i].name in capped for i in scaled)}
 
     def scaled_times() -> list[np.ndarray]:
         out = {eps[i].duration_col: np.clip(times[i] * np.exp(row_of[group_of[i]]), *bounds[i])
