@@ -358,14 +358,32 @@ def _registry_problems(strategy: StrategyConfig, generator: GeneratorConfig) -> 
 
 
 def _section_problems(raw: Mapping[str, Any]) -> list[Problem]:
-    """The registry's rules on the strategy and generator sections of a config whose other sections are
-    malformed (so one message still lists every problem); nothing when these sections are malformed too."""
-    try:
-        strategy = StrategyConfig.model_validate(raw.get("strategy") or {})
-        generator = GeneratorConfig.model_validate(raw.get("generator") or {})
-    except PydanticValidationError:
+    """The registry's rules on the strategy and generator sections of a config that is malformed elsewhere or
+    in these sections' other keys (so one message still lists every problem: ``strategy.rounds: 0`` does not
+    hide an unknown generator parameter). A key pydantic rejected is left out of its section here (its problem is
+    already listed); nothing when a section is still malformed without it (no strategy or generator name)."""
+    strategy = _valid_without_bad_keys(StrategyConfig, raw.get("strategy"))
+    generator = _valid_without_bad_keys(GeneratorConfig, raw.get("generator"))
+    if strategy is None or generator is None:
         return []
     return _registry_problems(strategy, generator)
+
+
+_Section = typing.TypeVar("_Section", bound=BaseModel)
+
+
+def _valid_without_bad_keys(model: type[_Section], section: Any) -> _Section | None:
+    """``section`` validated as ``model`` after dropping the keys pydantic rejects in it; None if it still fails."""
+    data = dict(section) if isinstance(section, Mapping) else {}
+    for _ in range(2):
+        try:
+            return model.model_validate(data)
+        except PydanticValidationError as exc:
+            bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
+            if not bad & set(data):
+                return None
+            data = {k: v for k, v in data.items() if k not in bad}
+    return None
 
 
 def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -193,6 +193,18 @@ def test_generator_param_names_are_checked_before_any_engine_starts():
     assert problems[0].endswith("fix: did you mean 'max_indegree'?")
 
 
+def test_a_malformed_strategy_key_does_not_hide_the_generator_problems():
+    # rounds: 0 is a range error of the strategy section; the unknown generator parameter and the unknown sites key
+    # are still listed, once each
+    problems = _problems(strategy={"name": "two_step_bn", "rounds": 0},
+                         generator={"name": "bayesian_network", "params": {"epochs": 3}}, sites={"n_sites": 3})
+    assert [p.split(":")[0] for p in problems] == ["sites.n_sites", "strategy.rounds", "generator.params.epochs"]
+    # control: the same generator problem alone, and none without it
+    assert [p.split(":")[0] for p in _problems(strategy={"name": "two_step_bn", "rounds": 0})] == ["strategy.rounds"]
+    assert _problems(generator={"name": "bayesian_network", "params": {"epochs": 3}})[0].startswith(
+        "generator.params.epochs: unknown parameter")
+
+
 def test_sites_by_implies_by_column_with_a_note(caplog):
     # Setup / Run
     import logging
