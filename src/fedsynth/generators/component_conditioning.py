@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,7 @@ from fedsynth.generators.component_counts import (
 )
 from fedsynth.generators.latent_mixture import MixtureParams
 from fedsynth.generators.params import VAEBGMParams
+from fedsynth.generators.survival_strata import CalibrationStratum
 
 
 class ComponentConditionedGenerator(BaseGenerator[VAEBGMParams]):
@@ -58,6 +59,8 @@ class ComponentConditionedGenerator(BaseGenerator[VAEBGMParams]):
     latent_mixture_: MixtureParams | None = None
     component_counts_: dict[str, np.ndarray] | None = None
     _proposal_: np.ndarray | None = None
+    #: True while :meth:`sample` draws under a condition (``_finish`` may treat those rows apart).
+    _under_condition_: bool = False
 
     # -- per-component counts (training) --------------------------------------------------------------
     def count_columns(self) -> CountColumns:
@@ -152,16 +155,45 @@ class ComponentConditionedGenerator(BaseGenerator[VAEBGMParams]):
         whole draw; :class:`~fedsynth.generators.base.ConditionError` when they are reached.
         """
         mode = self.params.condition_components
-        weights = self.condition_weights(conditions, where) if self.fitted_ and mode != "off" else None
-        if weights is not None and mode == "stratified" and isinstance(n_samples, (int, np.integer)) and n_samples >= 1:
-            return self._sample_stratified(n_samples, weights, random_state=random_state, conditions=conditions,
-                                           where=where, max_tries=max_tries, max_seconds=max_seconds)
-        self._proposal_ = weights
+        self._under_condition_ = bool(conditions) or where is not None
         try:
+            weights = self.condition_weights(conditions, where) if self.fitted_ and mode != "off" else None
+            if (weights is not None and mode == "stratified" and isinstance(n_samples, (int, np.integer))
+                    and n_samples >= 1):
+                return self._sample_stratified(n_samples, weights, random_state=random_state, conditions=conditions,
+                                               where=where, max_tries=max_tries, max_seconds=max_seconds)
+            self._proposal_ = weights
             return super().sample(n_samples, random_state=random_state, conditions=conditions, where=where,
                                   max_tries=max_tries, max_seconds=max_seconds)
         finally:
             self._proposal_ = None
+            self._under_condition_ = False
+
+    def draws_under_levels(self, strata: Sequence[CalibrationStratum], n_level: int,
+                           random_state: int | None) -> tuple[list[pd.DataFrame], list[str]]:
+        """``n_level`` rows drawn under each level of each stratum as a condition (a category, or a band of a
+        numeric column as a ``where`` range), as control arms are drawn; a level the model draws too rarely for
+        :meth:`sample` (:class:`~fedsynth.generators.base.ConditionError` after 20 tries) is left out.
+
+        Returns the frames and, for each, the stratum column it was drawn for."""
+        parts: list[pd.DataFrame] = []
+        tags: list[str] = []
+        for st in strata:
+            for j, label in enumerate(st.labels):
+                cond, where = None, None
+                if st.bins is None:
+                    cond = {st.column: label}
+                else:
+                    lo = [f"`{st.column}` >= {st.bins[j - 1]!r}"] if j > 0 else []
+                    hi = [f"`{st.column}` < {st.bins[j]!r}"] if j < len(st.bins) else []
+                    where = " and ".join(lo + hi)
+                try:
+                    parts.append(self.sample(n_level, random_state=random_state, conditions=cond, where=where,
+                                             max_tries=20))
+                except ConditionError:
+                    continue
+                tags.append(st.column)
+        return parts, tags
 
     def _sample_stratified(
         self,

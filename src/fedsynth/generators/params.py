@@ -462,6 +462,17 @@ class VAEBGMParams(GeneratorParams):
         1_000, ge=100, description="Rows drawn under each stratum level as a condition (as control arms are drawn) "
         "that the survival calibration reads beside the unconditioned rows.",
     )
+    calibration_unconditioned: bool = Field(
+        False, description="Whether unconditioned draws (sample() without a condition: a run's snapshots, exports) "
+        "take their own survival calibration, fitted on the unconditioned calibration rows only, while draws under a "
+        "condition (control arms) keep the factors fitted on those rows and the rows drawn under each level. The two "
+        "draws differ (conditional draws follow the real label counts per latent component), so one set of factors "
+        "serves neither exactly: on a seed-13 fit, IPSS-R Int's log hazard ratio on OS read 0.173 on the mix the "
+        "calibration fits (real 0.174) but 0.148 on its unconditioned rows. Needs a fitted model's conditional draws "
+        "(a federated fit; a centralized fit's calibration reads unconditioned rows only). About 30 s more per fit at "
+        "200,000 rows. On in the tuned FedAvg setting (configs/fedavg_vae_bgm.yaml): with it on fresh seeds 13-15, "
+        "effects lost at 100 n 7 against 8, arms unchanged (benchmarks/results/arms.json, selection_session15).",
+    )
     calibration_capped_intercepts: bool = Field(
         True, description="Whether the survival calibration fits an intercept for an endpoint that a time-order rule "
         "caps at another (LFS under LFS <= OS): lengthening its times cannot go past the cap, so when the model draws "

@@ -62,7 +62,7 @@ import pandas as pd
 from fedsynth._io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
-from fedsynth.generators.base import ConditionError, check_epochs, check_weights, torch_device
+from fedsynth.generators.base import check_epochs, check_weights, torch_device
 from fedsynth.generators.component_conditioning import ComponentConditionedGenerator
 from fedsynth.generators.component_counts import component_count_statistics
 from fedsynth.generators.latent_mixture import (
@@ -125,6 +125,8 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
     epochs_trained_: int = 0
     #: Per-level factors on sampled durations (:mod:`fedsynth.generators.survival_calibration`); ``None``: none.
     survival_calibration_: SurvivalCalibration | None = None
+    #: With ``calibration_unconditioned``, the factors of unconditioned draws (fitted on those rows alone).
+    unconditioned_calibration_: SurvivalCalibration | None = None
     #: The summed counts the calibration was fitted on (in memory only, for refitting; not saved).
     survival_counts_: dict[str, np.ndarray] | None = None
     #: DP-SGD settings (:class:`fedsynth.generators._dp.DPSGDSettings`) a federated site sets before training
@@ -188,7 +190,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
                 self._latent_means(enc), data, self.latent_mixture_, self.count_columns(), self.schema,
                 bins=self.count_bins(),
             )
-        self.survival_calibration_ = None
+        self.survival_calibration_ = self.unconditioned_calibration_ = None
         if p.survival_calibration:
             self.fit_survival_calibration(self.survival_count_statistics(data))
 
@@ -344,7 +346,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         and factors are not this model's)."""
         self.latent_mixture_ = check_mixture(params, self.params.latent_dim)
         self.component_counts_ = None
-        self.survival_calibration_ = None
+        self.survival_calibration_ = self.unconditioned_calibration_ = None
 
     def get_latent_mixture(self) -> MixtureParams | None:
         """The installed latent mixture (float64 arrays) or ``None``; kept apart from :meth:`get_weights`
@@ -436,41 +438,32 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         (LFS is not pulled by OS's error, nor OS by LFS's). Both chosen on seeds 7, 8 and 9
         (``benchmarks/results/arms.json``, ``selection_seeds_7_8``). ``target`` (default: the ``survival_target``
         parameter) is what each level matches; the tuned FedAvg setting (``configs/fedavg_vae_bgm.yaml``) is
-        ``"hazard_ratio"`` on 200,000 rows and 5,000 per level, with ``rare_level_sampling`` (``selection_session13``)."""
+        ``"hazard_ratio"`` on 200,000 rows and 5,000 per level, with ``rare_level_sampling`` (``selection_session13``).
+        With ``calibration_unconditioned`` (and rows drawn under levels) unconditioned draws take a second set of
+        factors, fitted on the unconditioned rows alone (``unconditioned_calibration_``)."""
         assert self.domain is not None
-        self.survival_calibration_ = None
+        self.survival_calibration_ = self.unconditioned_calibration_ = None
         self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
         # An unconditioned draw, as sample() makes it (fit calls this before the model counts as fitted).
         n_rows = self.params.calibration_rows if rows is None else int(rows)
         n_level = self.params.calibration_level_rows if level_rows is None else int(level_rows)
-        synthetic = self._finish(self._sample(n_rows, rng=np.random.default_rng(self.params.random_state)))
+        unconditioned = self._finish(self._sample(n_rows, rng=np.random.default_rng(self.params.random_state)))
         strata = calibration_strata(self.schema, self.domain)
-        drawn_for = None
+        synthetic, drawn_for = unconditioned, None
         if conditioned and self.fitted_:
-            parts, tags = [synthetic], [np.full(len(synthetic), "", dtype=object)]
-            for st in strata:
-                for j, label in enumerate(st.labels):
-                    cond, where = None, None
-                    if st.bins is None:
-                        cond = {st.column: label}
-                    else:
-                        lo = [f"`{st.column}` >= {st.bins[j - 1]!r}"] if j > 0 else []
-                        hi = [f"`{st.column}` < {st.bins[j]!r}"] if j < len(st.bins) else []
-                        where = " and ".join(lo + hi)
-                    try:
-                        part = self.sample(n_level, random_state=self.params.random_state, conditions=cond,
-                                           where=where, max_tries=20)
-                    except ConditionError:
-                        continue  # a level the model rarely draws: read on the unconditioned rows only
-                    parts.append(part)
-                    tags.append(np.full(len(part), st.column, dtype=object))
-            synthetic = pd.concat(parts, ignore_index=True)
-            drawn_for = np.concatenate(tags)
+            parts, tags = self.draws_under_levels(strata, n_level, self.params.random_state)
+            synthetic = pd.concat([unconditioned, *parts], ignore_index=True)
+            drawn_for = np.concatenate([np.full(len(unconditioned), "", dtype=object),
+                                        *[np.full(len(p), t, dtype=object) for p, t in zip(parts, tags)]])
+        kwargs: dict[str, Any] = {"min_count": min_count, "endpoints": endpoints, "target": target or self.params.survival_target,
+                  "keep_ties": self.params.time_ties, "capped_intercepts": self.params.calibration_capped_intercepts,
+                  **options}
         self.survival_calibration_ = fit_survival_calibration(
-            synthetic, counts, self.schema, self.domain, strata, min_count=min_count, drawn_for=drawn_for,
-            endpoints=endpoints, target=target or self.params.survival_target,
-            **{"keep_ties": self.params.time_ties, "capped_intercepts": self.params.calibration_capped_intercepts,
-               **options})
+            synthetic, counts, self.schema, self.domain, strata, drawn_for=drawn_for, **kwargs)
+        if drawn_for is not None and self.params.calibration_unconditioned:
+            # Unconditioned draws get factors fitted on the unconditioned rows alone (calibration_unconditioned).
+            self.unconditioned_calibration_ = fit_survival_calibration(
+                unconditioned, counts, self.schema, self.domain, strata, **kwargs)
         cal = self.survival_calibration_
         log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log error %.3g",
                  len(cal.strata), cal.sweeps, cal.max_log_error)
@@ -482,10 +475,13 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
 
     def _finish(self, raw: pd.DataFrame) -> pd.DataFrame:
         out = super()._finish(raw)
-        if self.survival_calibration_ is not None and self.params.survival_calibration:
+        cal = self.survival_calibration_
+        if self.unconditioned_calibration_ is not None and not self._under_condition_:
+            cal = self.unconditioned_calibration_
+        if cal is not None and self.params.survival_calibration:
             assert self.domain is not None
-            # Every endpoint of a row by one factor, then a monotone clip: the endpoint rules _finish enforced hold.
-            out = self.survival_calibration_.apply(out, self.schema, self.domain)
+            # Each endpoint by its factor, then clipped and capped: the endpoint rules _finish enforced hold.
+            out = cal.apply(out, self.schema, self.domain)
         return out
 
     # -- sampling (conditional draws: ComponentConditionedGenerator.sample) ---------------------------
@@ -525,6 +521,9 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
             "survival_calibration": None
             if self.survival_calibration_ is None
             else self.survival_calibration_.to_dict(),
+            "unconditioned_calibration": None
+            if self.unconditioned_calibration_ is None
+            else self.unconditioned_calibration_.to_dict(),
         }
         atomic_write_text(folder / STATE_FILE, json.dumps(state))
 
@@ -544,6 +543,7 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         self.component_counts_ = None if counts is None else {
             k: np.asarray(v, dtype=np.float64) for k, v in counts.items()
         }
-        cal = state.get("survival_calibration")
+        cal, unc = state.get("survival_calibration"), state.get("unconditioned_calibration")
         self.survival_calibration_ = None if cal is None else SurvivalCalibration.from_dict(cal)
+        self.unconditioned_calibration_ = None if unc is None else SurvivalCalibration.from_dict(unc)
 

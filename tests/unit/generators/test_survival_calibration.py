@@ -773,3 +773,48 @@ def test_the_vae_parameter_leaves_a_capped_endpoint_without_an_intercept() -> No
     assert [p.where for p in problems] == ["calibration_capped_intercepts"]
     assert validate_generator_params("vae_bgm", {"calibration_capped_intercepts": False,
                                                  "survival_target": "hazard_ratio"}) == []
+
+
+def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fedsynth.generators import load_generator, make_generator
+
+    # Setup: a tiny fitted VAE-BGM whose calibration is refitted with levels drawn as conditions (as after FedAvg),
+    # with calibration_unconditioned on, and the same model with it off
+    schema = _schema()
+    real = schema.coerce(_frame(400, 25))
+    opts = {"epochs": 2, "batch_size": 64, "latent_dim": 2, "hidden_dims": [16], "n_components": 2, "device": "cpu",
+            "calibration_rows": 1_500, "calibration_level_rows": 120, "survival_target": "hazard_ratio"}
+    gen = make_generator("vae_bgm", schema, calibration_unconditioned=True, **opts)
+    gen.fit(real)
+    # a centralized fit reads unconditioned rows only: one set of factors serves every draw
+    assert gen.unconditioned_calibration_ is None  # type: ignore[attr-defined]
+    counts = gen.survival_counts_  # type: ignore[attr-defined]
+    # Run
+    gen.fit_survival_calibration(counts)  # type: ignore[attr-defined]
+    mixed, alone = gen.survival_calibration_, gen.unconditioned_calibration_  # type: ignore[attr-defined]
+    # Assert: the second set equals a fit on the model's unconditioned rows alone, and differs from the first
+    gen.set_params(survival_calibration=False)  # type: ignore[attr-defined]
+    rows = gen._finish(gen._sample(1_500, rng=np.random.default_rng(gen.params.random_state)))  # type: ignore[attr-defined]
+    direct = fit_survival_calibration(rows, counts, schema, gen.domain, calibration_strata(schema, gen.domain),  # type: ignore[attr-defined]
+                                      min_count=5, endpoints="each", target="hazard_ratio")
+    assert alone is not None and alone.to_dict() == direct.to_dict()
+    assert alone.to_dict()["endpoint_factors"] != mixed.to_dict()["endpoint_factors"]
+    # unconditioned draws take the second set, draws under a condition the first (same rows with the step off)
+    off = gen.sample(500, random_state=3)  # type: ignore[attr-defined]
+    off_arm = gen.sample(200, random_state=4, conditions={"GROUP": "a"})  # type: ignore[attr-defined]
+    gen.set_params(survival_calibration=True)  # type: ignore[attr-defined]
+    on = gen.sample(500, random_state=3)  # type: ignore[attr-defined]
+    on_arm = gen.sample(200, random_state=4, conditions={"GROUP": "a"})  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(on, alone.apply(off, schema, gen.domain), check_dtype=False)  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(on_arm, mixed.apply(off_arm, schema, gen.domain), check_dtype=False)  # type: ignore[attr-defined]
+    assert not np.allclose(on["OS_YEARS"], mixed.apply(off, schema, gen.domain)["OS_YEARS"])  # type: ignore[attr-defined]
+    # both sets are saved with the model
+    gen.save(tmp_path / "m")  # type: ignore[attr-defined]
+    back = load_generator(tmp_path / "m")
+    pd.testing.assert_frame_equal(back.sample(500, random_state=3), on)
+    pd.testing.assert_frame_equal(back.sample(200, random_state=4, conditions={"GROUP": "a"}), on_arm)
+    # control: with the parameter off (the default) there is one set
+    plain = make_generator("vae_bgm", schema, **opts)
+    plain.fit(real)
+    plain.fit_survival_calibration(counts)  # type: ignore[attr-defined]
+    assert plain.unconditioned_calibration_ is None  # type: ignore[attr-defined]
