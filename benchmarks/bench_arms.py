@@ -31,7 +31,8 @@ Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm,ctgan,gaussian_c
 Writes ONE results file for every generator and peer, benchmarks/results/arms.json (or --out): the rows of this
 call, plus the rows of (generator, seed) pairs it did not measure, kept from the file already there and from any
 --keep-from file. ``--cal-variants`` draws VAE-BGM's arms and fidelity with its survival calibration off
-(``{"off": true}``) or refitted with other options, from the same fit (rows record ``calibration_variant``).
+(``{"off": true}``) or refitted with other options or parameters (``{"params": {...}}``), from the same fit (rows
+record ``calibration_variant``).
 """
 
 from __future__ import annotations
@@ -197,14 +198,16 @@ def _cached_fit(kind: str, part: Any, seed: int, bn_params: dict[str, Any], fits
     return gen, seconds
 
 
-def _set_calibration(gen: Any, variant: dict[str, Any]) -> None:
+def _set_calibration(gen: Any, variant: dict[str, Any], fit_params: dict[str, Any]) -> None:
     """Draw with VAE-BGM's survival calibration off (``{"off": true}``) or refitted with ``variant``'s options on
-    the counts the federation summed (``{}``: the default, the same factors as the fit's)."""
+    the counts the federation summed (``{}``: the default, the same factors as the fit's); ``variant["params"]``
+    sets generator parameters for that refit, over ``fit_params`` (the fit's own values of every parameter any
+    variant sets, so one variant's parameters do not carry over to the next)."""
     if variant.get("off"):
         gen.set_params(survival_calibration=False)
         return
-    gen.set_params(survival_calibration=True)
-    gen.fit_survival_calibration(gen.survival_counts_, **variant)
+    gen.set_params(survival_calibration=True, **{**fit_params, **variant.get("params", {})})
+    gen.fit_survival_calibration(gen.survival_counts_, **{k: v for k, v in variant.items() if k != "params"})
 
 
 def _calibration_fields(gen: Any, variant: dict[str, Any] | None) -> dict[str, Any]:
@@ -287,8 +290,9 @@ def main() -> None:
     ap.add_argument("--vae-modes", default=",".join(VAE_MODES), help="the modes --compare-conditioning draws")
     ap.add_argument("--cal-variants", default=None,
                     help="VAE-BGM: JSON list of survival-calibration settings to draw each arm with from one fit, "
-                         'e.g. \'[{"off": true}, {}, {"min_rows": 10}]\' ({} = the default; options go to '
-                         "fit_survival_calibration)")
+                         'e.g. \'[{"off": true}, {}, {"min_rows": 10}, {"params": {"calibration_unconditioned": '
+                         'true}}]\' ({} = the default; options go to fit_survival_calibration, "params" to the '
+                         "generator's parameters for that refit)")
     ap.add_argument("--out", default=str(RESULTS), help="results file; rows of (generator, seed) pairs not "
                     "measured in this call are kept from it (one file for every generator and peer)")
     ap.add_argument("--keep-from", action="append", default=[],
@@ -317,9 +321,10 @@ def main() -> None:
             default_mode = gen.get_params().get("condition_components")
             default_ranges = gen.get_params().get("condition_ranges")
             variants = json.loads(args.cal_variants) if kind == "vae_bgm" and args.cal_variants else [None]
+            fit_params = {k: gen.get_params()[k] for v in variants if v for k in v.get("params", {})}
             for variant in variants:
                 if variant is not None:
-                    _set_calibration(gen, variant)
+                    _set_calibration(gen, variant, fit_params)
                 for arm_name in () if args.no_arms else ARMS:
                     crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
                     req = check_sampling_inputs(crit.condition_items(), crit.where(schema), schema)

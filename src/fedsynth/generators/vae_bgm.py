@@ -463,7 +463,8 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         if drawn_for is not None and self.params.calibration_unconditioned:
             # Unconditioned draws get factors fitted on the unconditioned rows alone (calibration_unconditioned).
             self.unconditioned_calibration_ = fit_survival_calibration(
-                unconditioned, counts, self.schema, self.domain, strata, **kwargs)
+                unconditioned, counts, self.schema, self.domain, strata,
+                **{**kwargs, "gene_min_freq": self.params.calibration_unconditioned_gene_min_freq})
         cal = self.survival_calibration_
         log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log error %.3g",
                  len(cal.strata), cal.sweeps, cal.max_log_error)

@@ -813,6 +813,15 @@ def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone
     back = load_generator(tmp_path / "m")
     pd.testing.assert_frame_equal(back.sample(500, random_state=3), on)
     pd.testing.assert_frame_equal(back.sample(200, random_state=4, conditions={"GROUP": "a"}), on_arm)
+    # the unconditioned set's genes: those mutated in 5% of the real rows by default, down to the parameter's share
+    # (RARE: 0.75% of these rows)
+    assert "RARE" not in {st.column for st in alone.strata} | {st.column for st in mixed.strata}
+    rare = make_generator("vae_bgm", schema, calibration_unconditioned=True,
+                          calibration_unconditioned_gene_min_freq=0.005, **opts)
+    rare.fit(real)
+    rare.fit_survival_calibration(counts)  # type: ignore[attr-defined]
+    assert "RARE" in {st.column for st in rare.unconditioned_calibration_.strata}  # type: ignore[attr-defined]
+    assert "RARE" not in {st.column for st in rare.survival_calibration_.strata}  # type: ignore[attr-defined]
     # control: with the parameter off (the default) there is one set
     plain = make_generator("vae_bgm", schema, **opts)
     plain.fit(real)
