@@ -204,9 +204,9 @@ def _set_calibration(gen: Any, variant: dict[str, Any], fit_params: dict[str, An
     sets generator parameters for that refit, over ``fit_params`` (the fit's own values of every parameter any
     variant sets, so one variant's parameters do not carry over to the next)."""
     if variant.get("off"):
-        gen.set_params(survival_calibration=False)
+        gen.set_params(**{**fit_params, "survival_calibration": False})
         return
-    gen.set_params(survival_calibration=True, **{**fit_params, **variant.get("params", {})})
+    gen.set_params(**{**fit_params, **variant.get("params", {}), "survival_calibration": True})
     gen.fit_survival_calibration(gen.survival_counts_, **{k: v for k, v in variant.items() if k != "params"})
 
 
@@ -221,6 +221,10 @@ def _calibration_fields(gen: Any, variant: dict[str, Any] | None) -> dict[str, A
         out["calibration_variant"] = variant
     if on:
         out["calibration_sweeps"], out["calibration_max_log_error"] = cal.sweeps, round(cal.max_log_error, 4)
+        own = gen._unconditioned_set()  # the factors of unconditioned draws (the fidelity rows), when apart
+        if own is not None:
+            out["unconditioned_calibration_sweeps"] = own.sweeps
+            out["unconditioned_calibration_max_log_error"] = round(own.max_log_error, 4)
     return out
 
 

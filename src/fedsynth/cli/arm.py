@@ -57,7 +57,7 @@ def arm(
     count = training_count(criteria, gen.schema, domain)
     console.print(f"Training patients who met the criteria: {count.shown} ({count.source}).",
                   markup=False, highlight=False)
-    model_notes = survival_notes(gen)
+    model_notes = survival_notes(gen, under_condition=True)
     if model_notes:
         model_notes.append("The comparison with the reference below shows whether this arm is affected."
                            if ref is not None else

@@ -180,7 +180,7 @@ def sample(
 
     gen = load_generator(model_dir)
     request = parse_conditions(list(condition or []), gen.schema, where, getattr(gen, "domain", None))
-    survival = survival_notes(gen)
+    survival = survival_notes(gen, under_condition=bool(request.conditions) or request.where is not None)
     if survival:
         survival.append("Evaluate the rows against real data (fedsynth evaluate) before relying on their survival.")
     for note in [*request.notes, *survival]:

@@ -286,7 +286,7 @@ def build_card(
     rows = info.get("rows") or {}
     fidelity = fidelity_section(report)
     # the model's own survival warnings (e.g. VAE-BGM's calibration at its bound) beside what was measured
-    fidelity["limitations"] = [*fidelity["limitations"], *survival_notes(generator)]
+    fidelity["limitations"] = [*fidelity["limitations"], *survival_notes(generator, under_condition=False)]
     cite = (f"{title} ({n_samples:,} synthetic patients), generated with fedsynth {version} "
             f"({made['generator']}, strategy {made['strategy']}, export seed {random_state}) on {created[:10]}. "
             f"Derived from: {licence['attribution']}")
@@ -406,7 +406,7 @@ def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
         "note": "Rows drawn under conditions describe only the patients who meet them." if conditions or where
         else None,
         # what fedsynth sample / arm warned about the model's survival (e.g. VAE-BGM's calibration at its bound)
-        "survival_warnings": survival_notes(gen),
+        "survival_warnings": survival_notes(gen, under_condition=bool(conditions) or where is not None),
     }
 
 

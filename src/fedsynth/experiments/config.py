@@ -361,7 +361,7 @@ def _section_problems(raw: Mapping[str, Any]) -> list[Problem]:
     """The registry's rules on the strategy and generator sections of a config that is malformed elsewhere or
     in these sections' other keys (so one message still lists every problem: ``strategy.rounds: 0`` does not
     hide an unknown generator parameter). A key pydantic rejected is left out of its section here (its problem is
-    already listed); nothing when a section is still malformed without it (no strategy or generator name)."""
+    already listed); nothing when a section is not a mapping, its name is rejected, or it is still malformed."""
     strategy = _valid_without_bad_keys(StrategyConfig, raw.get("strategy"))
     generator = _valid_without_bad_keys(GeneratorConfig, raw.get("generator"))
     if strategy is None or generator is None:
@@ -373,14 +373,17 @@ _Section = typing.TypeVar("_Section", bound=BaseModel)
 
 
 def _valid_without_bad_keys(model: type[_Section], section: Any) -> _Section | None:
-    """``section`` validated as ``model`` after dropping the keys pydantic rejects in it; None if it still fails."""
-    data = dict(section) if isinstance(section, Mapping) else {}
+    """``section`` validated as ``model`` after dropping the keys pydantic rejects in it; None if it is not a
+    mapping, if its ``name`` is rejected (a default name would be checked in its place) or if it still fails."""
+    if section is not None and not isinstance(section, Mapping):
+        return None
+    data = dict(section or {})
     for _ in range(2):
         try:
             return model.model_validate(data)
         except PydanticValidationError as exc:
             bad = {err["loc"][0] for err in exc.errors() if err["loc"]}
-            if not bad & set(data):
+            if "name" in bad or not bad & set(data):
                 return None
             data = {k: v for k, v in data.items() if k not in bad}
     return None

@@ -227,7 +227,7 @@ def _draw(
                                     observed=observed, bounds=bounds)
     count = training_count(arm.criteria, schema, domain)
     rows = draw_arm(gen, request, arm.config.n, random_state=random_state, max_seconds=arm.config.max_seconds)
-    reference, about, notes = None, None, [*request.notes, *survival_notes(gen)]
+    reference, about, notes = None, None, [*request.notes, *survival_notes(gen, under_condition=True)]
     if real_data is not None:
         eligible = real_data[arm.criteria.eligible(real_data, schema)]
         small = len(eligible) < SMALLEST_RELEASED_COUNT

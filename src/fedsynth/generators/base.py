@@ -333,10 +333,11 @@ class BaseGenerator(ABC, Generic[P]):
         out = self.schema.select(self.schema.model_columns).coerce(out)
         return add_derived(out, self.schema.select(self.schema.data_columns)).reset_index(drop=True)
 
-    def survival_notes(self) -> list[str]:
+    def survival_notes(self, *, under_condition: bool | None = None) -> list[str]:
         """What someone drawing survival from this model should know about its limits, as plain sentences (no
         patient's value); empty by default. ``fedsynth arm`` and ``fedsynth sample`` print them as warnings and the
-        arm report lists them."""
+        arm report lists them. ``under_condition``: for draws under a condition (True), without one (False), or
+        for both (None; a model that treats them apart says which note is whose)."""
         return []
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -385,11 +386,15 @@ def _constructor(spec: type[GeneratorParams]) -> Any:
     return __init__
 
 
-def survival_notes(generator: Any) -> list[str]:
-    """``generator``'s :meth:`BaseGenerator.survival_notes`, or none for a model without that method (a generator
-    written against the :class:`Generator` protocol alone)."""
+def survival_notes(generator: Any, *, under_condition: bool | None = None) -> list[str]:
+    """``generator``'s :meth:`BaseGenerator.survival_notes` for draws under a condition or not (``None``: both), or
+    none for a model without that method (a generator written against the :class:`Generator` protocol alone)."""
     notes = getattr(generator, "survival_notes", None)
-    return list(notes()) if callable(notes) else []
+    if not callable(notes):
+        return []
+    if "under_condition" in inspect.signature(notes).parameters:
+        return list(notes(under_condition=under_condition))
+    return list(notes())
 
 
 def follow_duration_missingness(

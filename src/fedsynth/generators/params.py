@@ -493,11 +493,18 @@ class VAEBGMParams(GeneratorParams):
 
     @classmethod
     def cross_problems(cls, values: Mapping[str, Any], owner: str, schema: TableSchema | None) -> list[Problem]:
+        out = []
         if values.get("calibration_capped_intercepts") is False and values.get("survival_target") != "hazard_ratio":
-            return [param_problem(owner, "calibration_capped_intercepts",
-                                  "true unless survival_target is 'hazard_ratio' (only relative level targets can "
-                                  "go without an intercept)", False)]
-        return []
+            out.append(param_problem(owner, "calibration_capped_intercepts",
+                                     "true unless survival_target is 'hazard_ratio' (only relative level targets "
+                                     "can go without an intercept)", False))
+        gene = values.get("calibration_unconditioned_gene_min_freq")
+        if gene != cls.model_fields["calibration_unconditioned_gene_min_freq"].default and not values.get(
+                "calibration_unconditioned"):
+            out.append(param_problem(owner, "calibration_unconditioned_gene_min_freq",
+                                     "left out unless calibration_unconditioned is true (it sets that calibration's "
+                                     "genes)", gene))
+        return out
 
 
 #: Every registered generator's spec, by registry name (light: checking a config imports no engine).

@@ -203,6 +203,12 @@ def test_a_malformed_strategy_key_does_not_hide_the_generator_problems():
     assert [p.split(":")[0] for p in _problems(strategy={"name": "two_step_bn", "rounds": 0})] == ["strategy.rounds"]
     assert _problems(generator={"name": "bayesian_network", "params": {"epochs": 3}})[0].startswith(
         "generator.params.epochs: unknown parameter")
+    # a section that is not a mapping, or a rejected name, is not replaced by the default one and checked as such
+    for sections in ({"strategy": {"name": "fedavg"}, "generator": "vae_bgm"},
+                     {"strategy": {"name": "fedavg"}, "generator": {"name": ["vae_bgm"]}},
+                     {"strategy": {"name": 5}, "generator": {"name": "vae_bgm"}}):
+        problems = _problems(**sections)
+        assert len(problems) == 1 and "bayesian_network" not in problems[0] and "two_step_bn" not in problems[0]
 
 
 def test_sites_by_implies_by_column_with_a_note(caplog):

@@ -4,6 +4,7 @@ VAE-BGM hook (fit, sample, save/load)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from fedsynth.cohort.constraints import TimeOrder, candidate_rules, rule_holds, violation_counts
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, StratumSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
+from fedsynth.generators.base import ConditionError
 from fedsynth.generators.survival_calibration import (
     CalibrationStratum,
     SurvivalCalibration,
@@ -808,11 +810,39 @@ def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone
     pd.testing.assert_frame_equal(on, alone.apply(off, schema, gen.domain), check_dtype=False)  # type: ignore[attr-defined]
     pd.testing.assert_frame_equal(on_arm, mixed.apply(off_arm, schema, gen.domain), check_dtype=False)  # type: ignore[attr-defined]
     assert not np.allclose(on["OS_YEARS"], mixed.apply(off, schema, gen.domain)["OS_YEARS"])  # type: ignore[attr-defined]
-    # both sets are saved with the model
+    # a condition given as a where expression is a condition too; a failed conditioned draw leaves no flag behind
+    off_where = gen.sample(100, random_state=5, where="AGE >= 0")  # type: ignore[attr-defined]
+    with pytest.raises(ConditionError):
+        gen.sample(100, random_state=6, where="AGE < -1", max_tries=2)  # type: ignore[attr-defined]
+    gen.set_params(survival_calibration=False)  # type: ignore[attr-defined]
+    raw_where = gen.sample(100, random_state=5, where="AGE >= 0")  # type: ignore[attr-defined]
+    gen.set_params(survival_calibration=True)  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(off_where, mixed.apply(raw_where, schema, gen.domain), check_dtype=False)  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(gen.sample(500, random_state=3), on)  # type: ignore[attr-defined]
+    # each draw's warnings come from its own set; without a side said, both, each named
+    assert gen.survival_notes(under_condition=True) == mixed.notes()  # type: ignore[attr-defined]
+    assert gen.survival_notes(under_condition=False) == alone.notes()  # type: ignore[attr-defined]
+    assert gen.survival_notes() == [*(f"Draws under a condition (control arms): {n}" for n in mixed.notes()),  # type: ignore[attr-defined]
+                                    *(f"Draws without a condition: {n}" for n in alone.notes())]
+    # both sets are saved with the model; a folder saved before the second set existed still loads (one set)
     gen.save(tmp_path / "m")  # type: ignore[attr-defined]
     back = load_generator(tmp_path / "m")
     pd.testing.assert_frame_equal(back.sample(500, random_state=3), on)
     pd.testing.assert_frame_equal(back.sample(200, random_state=4, conditions={"GROUP": "a"}), on_arm)
+    state_file = next(p for p in (tmp_path / "m").iterdir() if p.suffix == ".json" and "unconditioned_calibration"
+                      in p.read_text())
+    state = json.loads(state_file.read_text())
+    del state["unconditioned_calibration"]
+    state_file.write_text(json.dumps(state))
+    older = load_generator(tmp_path / "m")
+    assert older.unconditioned_calibration_ is None  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(older.sample(500, random_state=3), mixed.apply(off, schema, gen.domain),  # type: ignore[attr-defined]
+                                  check_dtype=False)
+    # turned off on a fitted model, the parameter takes the second set out of use
+    gen.set_params(calibration_unconditioned=False)  # type: ignore[attr-defined]
+    pd.testing.assert_frame_equal(gen.sample(500, random_state=3), mixed.apply(off, schema, gen.domain),  # type: ignore[attr-defined]
+                                  check_dtype=False)
+    assert gen.survival_notes() == mixed.notes()  # type: ignore[attr-defined]
     # the unconditioned set's genes: those mutated in 5% of the real rows by default, down to the parameter's share
     # (RARE: 0.75% of these rows)
     assert "RARE" not in {st.column for st in alone.strata} | {st.column for st in mixed.strata}
@@ -827,3 +857,10 @@ def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone
     plain.fit(real)
     plain.fit_survival_calibration(counts)  # type: ignore[attr-defined]
     assert plain.unconditioned_calibration_ is None  # type: ignore[attr-defined]
+    # the gene share acts only with the parameter on: said at its name otherwise
+    from fedsynth.generators.registry import validate_generator_params
+
+    assert [p.where for p in validate_generator_params("vae_bgm", {"calibration_unconditioned_gene_min_freq": 0.02})
+            ] == ["calibration_unconditioned_gene_min_freq"]
+    assert validate_generator_params("vae_bgm", {"calibration_unconditioned_gene_min_freq": 0.02,
+                                                 "calibration_unconditioned": True}) == []
