@@ -39,7 +39,9 @@ Choices (measured on the MDS cohort, 90% training split, ``benchmarks/bench_vae_
   events and person-time per interval and level summed over sites (FedAvg's ``query.survival_counts``; not asked
   for under a finite privacy budget, where the step is off). Without it the VAE pulled rare protective levels
   towards the mean and control arms drawn in risk groups lived up to a fifth too long or short
-  (``benchmarks/results/arms.json``).
+  (``benchmarks/results/arms.json``). With ``calibration_unconditioned`` the draws made without a condition take
+  a second set of factors, fitted on the unconditioned rows alone
+  (:mod:`~fedsynth.generators.calibrated_generator`; on in the tuned FedAvg setting since session 15).
 - ``time_ties=True`` (off by default) gives the layout a binary slot per pair of endpoint durations, 1 where the two
   times are equal (:class:`~fedsynth.generators.vae_layout.Layout`): without it the model draws LFS equal to OS in
   about a third of rows against 79% of real MDS patients. Not chosen on seeds 7-9 (more effects lost with the
@@ -63,7 +65,7 @@ from fedsynth._io import atomic_write_text
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError
 from fedsynth.generators.base import check_epochs, check_weights, torch_device
-from fedsynth.generators.component_conditioning import ComponentConditionedGenerator
+from fedsynth.generators.calibrated_generator import SurvivalCalibratedGenerator
 from fedsynth.generators.component_counts import component_count_statistics
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
@@ -76,8 +78,7 @@ from fedsynth.generators.latent_mixture import (
 )
 from fedsynth.generators.model_folder import read_model_json, read_model_npz
 from fedsynth.generators.params import VAEBGMParams
-from fedsynth.generators.survival_calibration import SurvivalCalibration, fit_survival_calibration
-from fedsynth.generators.survival_strata import calibration_strata, endpoint_edges, survival_counts
+from fedsynth.generators.survival_calibration import SurvivalCalibration
 from fedsynth.generators.vae_layout import Encoded, Layout, absent_inputs, decode, encode, level_rows, sample_by_level
 from fedsynth.generators.vae_network import build_vae, vae_loss
 
@@ -88,7 +89,7 @@ WEIGHTS_FILE = "vae_weights.npz"
 STATE_FILE = "vae_bgm.json"
 
 
-class VAEBGMGenerator(ComponentConditionedGenerator):
+class VAEBGMGenerator(SurvivalCalibratedGenerator):
     """Variational autoencoder with a Bayesian Gaussian mixture prior fitted on its latent codes.
 
     Numeric columns are mapped to normal scores through the shared domain (piecewise-linear CDF through its
@@ -123,12 +124,6 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
     device_: Any = None
     layout_: Layout | None = None
     epochs_trained_: int = 0
-    #: Per-level factors on sampled durations (:mod:`fedsynth.generators.survival_calibration`); ``None``: none.
-    survival_calibration_: SurvivalCalibration | None = None
-    #: With ``calibration_unconditioned``, the factors of unconditioned draws (fitted on those rows alone).
-    unconditioned_calibration_: SurvivalCalibration | None = None
-    #: The summed counts the calibration was fitted on (in memory only, for refitting; not saved).
-    survival_counts_: dict[str, np.ndarray] | None = None
     #: DP-SGD settings (:class:`fedsynth.generators._dp.DPSGDSettings`) a federated site sets before training
     #: under a privacy budget; ``None``: plain training.
     dp_sgd_: Any = None
@@ -404,98 +399,6 @@ class VAEBGMGenerator(ComponentConditionedGenerator):
         optimizer_from_arrays(self.optimizer_, dict(meta["optimizer"]), dict(arrays))
         set_generator_state(self.torch_rng_, np.asarray(arrays["torch_generator"]))
         self.epochs_trained_ = int(meta.get("epochs_trained", 0))
-
-    # -- survival calibration within strata ---------------------------------------------------------
-    def survival_count_statistics(self, data: pd.DataFrame, *, min_count: int = 1) -> dict[str, np.ndarray]:
-        """Site side: events, person-time and row counts per level of the calibration strata
-        (:func:`~fedsynth.generators.survival_strata.survival_counts`); sums over sites are the pooled ones.
-
-        Parameters
-        ----------
-        data : DataFrame
-            The site's training rows (conformed to the shared domain).
-        min_count : int, default 1
-            The site's smallest released count in clear (levels under it withheld); 1 under secure aggregation.
-        """
-        if self.domain is None:
-            raise FedsynthError(f"{type(self).__name__} has no domain yet; it cannot count survival")
-        return survival_counts(data, self.schema, calibration_strata(self.schema, self.domain),
-                               endpoint_edges(self.schema, self.domain), min_count=min_count)
-
-    def fit_survival_calibration(self, counts: Mapping[str, np.ndarray], *, min_count: int = 5,
-                                 conditioned: bool = True, endpoints: str = "each", target: str | None = None,
-                                 rows: int | None = None, level_rows: int | None = None, **options: Any) -> None:
-        """Fit the per-level duration factors against the real ``counts`` (summed :meth:`survival_count_statistics`)
-        on ``rows`` (default ``calibration_rows``) unconditioned rows of the current model (drawn with
-        ``random_state``) and ``level_rows`` (default ``calibration_level_rows``) rows drawn under each level.
-
-        ``min_count`` is the sites' smallest released count: a level with fewer real rows gets no factor. Sampling
-        applies the factors while ``survival_calibration`` is on. ``options`` go to
-        :func:`~fedsynth.generators.survival_calibration.fit_survival_calibration` (``min_rows``, ``target``...).
-        ``conditioned=True`` (the default; a fitted model only, so a centralized fit reads the unconditioned rows)
-        reads each level's median on the rows drawn under that level as a condition (as control arms are drawn)
-        besides the unconditioned rows; ``endpoints="each"`` (the default) fits a factor per endpoint
-        (LFS is not pulled by OS's error, nor OS by LFS's). Both chosen on seeds 7, 8 and 9
-        (``benchmarks/results/arms.json``, ``selection_seeds_7_8``). ``target`` (default: the ``survival_target``
-        parameter) is what each level matches; the tuned FedAvg setting (``configs/fedavg_vae_bgm.yaml``) is
-        ``"hazard_ratio"`` on 200,000 rows and 5,000 per level, with ``rare_level_sampling`` (``selection_session13``).
-        With ``calibration_unconditioned`` (and rows drawn under levels) unconditioned draws take a second set of
-        factors, fitted on the unconditioned rows alone (``unconditioned_calibration_``)."""
-        assert self.domain is not None
-        self.survival_calibration_ = self.unconditioned_calibration_ = None
-        self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
-        # An unconditioned draw, as sample() makes it (fit calls this before the model counts as fitted).
-        n_rows = self.params.calibration_rows if rows is None else int(rows)
-        n_level = self.params.calibration_level_rows if level_rows is None else int(level_rows)
-        unconditioned = self._finish(self._sample(n_rows, rng=np.random.default_rng(self.params.random_state)))
-        strata = calibration_strata(self.schema, self.domain)
-        synthetic, drawn_for = unconditioned, None
-        if conditioned and self.fitted_:
-            parts, tags = self.draws_under_levels(strata, n_level, self.params.random_state)
-            synthetic = pd.concat([unconditioned, *parts], ignore_index=True)
-            drawn_for = np.concatenate([np.full(len(unconditioned), "", dtype=object),
-                                        *[np.full(len(p), t, dtype=object) for p, t in zip(parts, tags)]])
-        kwargs: dict[str, Any] = {"min_count": min_count, "endpoints": endpoints, "target": target or self.params.survival_target,
-                  "keep_ties": self.params.time_ties, "capped_intercepts": self.params.calibration_capped_intercepts,
-                  **options}
-        self.survival_calibration_ = fit_survival_calibration(
-            synthetic, counts, self.schema, self.domain, strata, drawn_for=drawn_for, **kwargs)
-        if drawn_for is not None and self.params.calibration_unconditioned:
-            # Unconditioned draws get factors fitted on the unconditioned rows alone (calibration_unconditioned).
-            self.unconditioned_calibration_ = fit_survival_calibration(
-                unconditioned, counts, self.schema, self.domain, strata,
-                **{**kwargs, "gene_min_freq": self.params.calibration_unconditioned_gene_min_freq})
-        cal = self.survival_calibration_
-        log.info("VAE-BGM survival calibration: %d strata, %d sweeps, largest log error %.3g",
-                 len(cal.strata), cal.sweeps, cal.max_log_error)
-
-    def survival_notes(self, *, under_condition: bool | None = None) -> list[str]:
-        """The survival calibration's limits while it is applied (:meth:`SurvivalCalibration.notes`), else none; with
-        a set of its own for unconditioned draws, that set's for those draws (both, each said whose, for None)."""
-        if not self.params.survival_calibration or self.survival_calibration_ is None:
-            return []
-        own = self._unconditioned_set()
-        if own is None or under_condition is True:
-            return self.survival_calibration_.notes()
-        if under_condition is False:
-            return own.notes()
-        return [*(f"Draws under a condition (control arms): {n}" for n in self.survival_calibration_.notes()),
-                *(f"Draws without a condition: {n}" for n in own.notes())]
-
-    def _unconditioned_set(self) -> SurvivalCalibration | None:
-        """The factors of unconditioned draws when they have their own (``calibration_unconditioned``), else None."""
-        return self.unconditioned_calibration_ if self.params.calibration_unconditioned else None
-
-    def _finish(self, raw: pd.DataFrame) -> pd.DataFrame:
-        out = super()._finish(raw)
-        cal = self.survival_calibration_
-        if self._unconditioned_set() is not None and not self._under_condition_:
-            cal = self._unconditioned_set()
-        if cal is not None and self.params.survival_calibration:
-            assert self.domain is not None
-            # Each endpoint by its factor, then clipped and capped: the endpoint rules _finish enforced hold.
-            out = cal.apply(out, self.schema, self.domain)
-        return out
 
     # -- sampling (conditional draws: ComponentConditionedGenerator.sample) ---------------------------
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
