@@ -465,21 +465,23 @@ class VAEBGMParams(GeneratorParams):
     calibration_unconditioned: bool = Field(
         False, description="Whether unconditioned draws (sample() without a condition: a run's snapshots, exports) "
         "take their own survival calibration, fitted on the unconditioned calibration rows only, while draws under a "
-        "condition (control arms) keep the factors fitted on those rows and the rows drawn under each level. The two "
-        "draws differ (conditional draws follow the real label counts per latent component), so one set of factors "
-        "serves neither exactly: on a seed-13 fit, IPSS-R Int's log hazard ratio on OS read 0.173 on the mix the "
-        "calibration fits (real 0.174) but 0.148 on its unconditioned rows. Needs a fitted model's conditional draws "
-        "(a federated fit; a centralized fit's calibration reads unconditioned rows only). About 30 s more per fit at "
-        "200,000 rows. On in the tuned FedAvg setting (configs/fedavg_vae_bgm.yaml): with it on fresh seeds 13-15, "
-        "effects lost at 100 n 7 against 8, arms unchanged (benchmarks/results/arms.json, selection_session15).",
+        "condition (control arms) keep the factors fitted on those rows and the rows drawn under each level "
+        "(fedsynth.generators.calibrated_generator). The two draws differ (conditional draws follow the real label "
+        "counts per latent component), so one set of factors serves neither exactly: on a seed-13 fit, IPSS-R Int's "
+        "log hazard ratio on OS read 0.173 on the mix the calibration fits (real 0.174) but 0.148 on its "
+        "unconditioned rows. Acts on a fitted model's refit (a federated fit; a centralized fit's calibration reads "
+        "unconditioned rows only). About 30 s more per fit at 200,000 rows. Off by default; on in the tuned FedAvg "
+        "setting (configs/fedavg_vae_bgm.yaml) with calibration_unconditioned_gene_min_freq 0.02: on fresh seeds "
+        "16-18 effects lost at 100 n 5 against 6, at 10 n 7 against 7, arms unchanged; alone, 7 against 6 there "
+        "(benchmarks/results/arms.json, selection_session15).",
     )
     calibration_unconditioned_gene_min_freq: float = Field(
         0.05, gt=0.0, le=1.0, description="Smallest share of the real rows carrying a mutation for a genomic column to "
-        "be a stratum of the unconditioned draws' calibration (calibration_unconditioned; draws under a condition "
-        "keep 0.05, the evaluator's default strata). The evaluator reads the univariate Cox effect of every gene, so "
-        "a rarer gene the model shrinks can be matched there: on fresh seeds 13-14, 0.02 kept IDH2, PHF6 and ETNK1's "
-        "effects on OS and LFS (sizes 0.57-0.82 of the real ones at 0.05). Genes under it keep the model's own "
-        "survival.",
+        "be a stratum of the unconditioned draws' calibration (only with calibration_unconditioned; draws under a "
+        "condition keep 0.05, the share of the evaluator's default strata). The evaluator reads the univariate Cox "
+        "effect of every gene, so a rarer gene the model shrinks can be matched there: 0.02 brought back IDH2, PHF6 "
+        "and ETNK1 (seeds 13-14, sizes 0.57-0.82 of the real effects at 0.05) and KRAS (seed 16). Genes under it keep "
+        "the model's own survival. 0.02 in the tuned FedAvg setting (selection_session15).",
     )
     calibration_capped_intercepts: bool = Field(
         True, description="Whether the survival calibration fits an intercept for an endpoint that a time-order rule "
