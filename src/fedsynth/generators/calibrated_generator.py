@@ -78,7 +78,9 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
         parameter) is what each level matches; the tuned FedAvg setting (``configs/fedavg_vae_bgm.yaml``) is
         ``"hazard_ratio"`` on 200,000 rows and 5,000 per level, with ``rare_level_sampling`` (``selection_session13``).
         With ``calibration_unconditioned`` (and rows drawn under levels) unconditioned draws take a second set of
-        factors, fitted on the unconditioned rows alone (``unconditioned_calibration_``)."""
+        factors, fitted on the unconditioned rows alone (``unconditioned_calibration_``) with the same options except
+        its genes' share, ``calibration_unconditioned_gene_min_freq`` (an option ``gene_min_freq`` sets the first
+        set's only)."""
         assert self.domain is not None
         self.survival_calibration_ = self.unconditioned_calibration_ = None
         self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
