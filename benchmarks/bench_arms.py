@@ -221,8 +221,7 @@ def _calibration_fields(gen: Any, variant: dict[str, Any] | None) -> dict[str, A
         out["calibration_variant"] = variant
     if on:
         out["calibration_sweeps"], out["calibration_max_log_error"] = cal.sweeps, round(cal.max_log_error, 4)
-        # the factors of unconditioned draws (the fidelity rows), when they have their own
-        own = gen.unconditioned_calibration_ if gen.get_params().get("calibration_unconditioned") else None
+        own = gen.unconditioned_set()  # the factors of unconditioned draws (the fidelity rows), when apart
         if own is not None:
             out["unconditioned_calibration_sweeps"] = own.sweeps
             out["unconditioned_calibration_max_log_error"] = round(own.max_log_error, 4)

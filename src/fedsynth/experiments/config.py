@@ -378,7 +378,7 @@ def _valid_without_bad_keys(model: type[_Section], section: Any) -> _Section | N
     if section is not None and not isinstance(section, Mapping):
         return None
     data = dict(section or {})
-    for _ in range(2):
+    while True:  # each pass drops at least one key, so it ends
         try:
             return model.model_validate(data)
         except PydanticValidationError as exc:
@@ -386,7 +386,6 @@ def _valid_without_bad_keys(model: type[_Section], section: Any) -> _Section | N
             if "name" in bad or not bad & set(data):
                 return None
             data = {k: v for k, v in data.items() if k not in bad}
-    return None
 
 
 def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -115,7 +115,7 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
         a set of its own for unconditioned draws, that set's for those draws (both, each said whose, for None)."""
         if not self.params.survival_calibration or self.survival_calibration_ is None:
             return []
-        own = self._unconditioned_set()
+        own = self.unconditioned_set()
         if own is None or under_condition is True:
             return self.survival_calibration_.notes()
         if under_condition is False:
@@ -123,15 +123,15 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
         return [*(f"Draws under a condition (control arms): {n}" for n in self.survival_calibration_.notes()),
                 *(f"Draws without a condition: {n}" for n in own.notes())]
 
-    def _unconditioned_set(self) -> SurvivalCalibration | None:
+    def unconditioned_set(self) -> SurvivalCalibration | None:
         """The factors of unconditioned draws when they have their own (``calibration_unconditioned``), else None."""
         return self.unconditioned_calibration_ if self.params.calibration_unconditioned else None
 
     def _finish(self, raw: pd.DataFrame) -> pd.DataFrame:
         out = super()._finish(raw)
         cal = self.survival_calibration_
-        if self._unconditioned_set() is not None and not self._under_condition_:
-            cal = self._unconditioned_set()
+        if self.unconditioned_set() is not None and not self._under_condition_:
+            cal = self.unconditioned_set()
         if cal is not None and self.params.survival_calibration:
             assert self.domain is not None
             # Each endpoint by its factor, then clipped and capped: the endpoint rules _finish enforced hold.
