@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from collections import defaultdict
@@ -233,6 +234,31 @@ def schema_fingerprint(schema: TableSchema) -> str:
     return "schema-sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def _privacy_after_stop(config: ExperimentConfig, strategy: Any, grid: Any, *, interrupted: bool) -> dict[str, Any]:
+    """What a deployed private run's manifest says of differential privacy when it stops before its end: per site,
+    the ε the run's releases cost it, read by the site from its own ledger at the run's δ
+    (:func:`~fedsynth.strategies.policy.spending_at_sites`); after an interrupt the sites are not asked."""
+    from fedsynth.strategies.policy import spending_at_sites
+
+    budget = config.privacy
+    assert budget is not None
+    out: dict[str, Any] = {"budget": {"epsilon": budget.epsilon, "delta": budget.delta},
+                           "status": "the run stopped before its end",
+                           "epsilon_left_before": {k: "inf" if math.isinf(v) else v
+                                                   for k, v in (strategy.epsilon_left_ or {}).items()}}
+    note = ("what each site's ledger records of this run, read by the site at the run's delta when asked after the "
+            "run stopped; a site not reached holds its own figure in its ledger (privacy_ledger.json beside its data)")
+    if interrupted:
+        return {**out, "epsilon_spent_by_site": {}, "not_reached": sorted(out["epsilon_left_before"]),
+                "note": "the run was interrupted, so the sites were not asked; " + note}
+    try:
+        return {**out, **spending_at_sites(strategy, grid, budget.delta), "note": note}
+    except Exception:  # never hide the run's own error behind the ledgers'
+        log.exception("could not ask the sites what the stopped run cost them")
+        return {**out, "epsilon_spent_by_site": {}, "not_reached": sorted(out["epsilon_left_before"]),
+                "note": "the sites could not be asked; " + note}
+
+
 def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> RunResult:
     config, schema = settings.config, settings.schema
     arm_plan = plan_arms(config, schema)  # every criteria file read and checked before anything trains
@@ -278,7 +304,13 @@ def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> Run
     run.emit("phase", {"phase": f"{config.strategy.name} (deployment)"})
     t0 = time.perf_counter()
     wait_for_nodes(audited, settings.num_sites, timeout=float(strategy.params["node_timeout"]))  # type: ignore[arg-type]
-    result = strategy.start(audited, on_round=on_round)
+    try:
+        result = strategy.start(audited, on_round=on_round)
+    except BaseException as exc:
+        if config.privacy is not None:  # the manifest says what the sites' ledgers hold of the run
+            run.manifest["privacy"] = _privacy_after_stop(config, strategy, audited, interrupted=not isinstance(
+                exc, Exception))
+        raise
     run.timings["strategy"] = time.perf_counter() - t0
     run.timings["scoring_at_sites"] = sum(scoring_seconds)
     run.timings.update({f"strategy_{k}": v for k, v in result.timings.items()})

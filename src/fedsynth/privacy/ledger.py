@@ -67,11 +67,12 @@ class PrivacyLedger:
             raise ValueError(f"privacy ledger {self.path.name} was written at other RDP orders")
         return data
 
-    def _runs(self, dataset: str, exclude_run: str | Collection[str] | None) -> Iterator[dict[str, Any]]:
+    def _runs(self, dataset: str, exclude_run: str | Collection[str] | None,
+              only_runs: Collection[str] | None = None) -> Iterator[dict[str, Any]]:
         runs = self._read()["datasets"].get(dataset, {})
         excluded = {exclude_run} if isinstance(exclude_run, str) else set(exclude_run or ())
         for run_id, releases in runs.items():
-            if run_id not in excluded:
+            if run_id not in excluded and (only_runs is None or run_id in only_runs):
                 yield from releases.values()
 
     def spent_rdp(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> np.ndarray:
@@ -99,6 +100,16 @@ class PrivacyLedger:
         recorded δs; a run's own figure is read at the run's δ."""
         return self._epsilon(self.spent_rdp(dataset, exclude_run=exclude_run),
                              self.spent_delta(dataset, exclude_run=exclude_run), delta)
+
+    def epsilon_of_runs(self, dataset: str, runs: Collection[str], *, delta: float | None = None) -> float:
+        """ε of the releases recorded under the run ids ``runs`` alone on ``dataset`` (composed in RDP), at ``delta``
+        (default: the site's δ) less their own recorded δs: what those runs cost this site, read as a run's
+        manifest reads its own figure (0.0 when none of them released anything here)."""
+        entries = list(self._runs(dataset, None, only_runs=set(runs)))
+        if not entries:
+            return 0.0
+        curve = np.sum([np.asarray(e["rdp"], dtype=float) for e in entries], axis=0)
+        return self._epsilon(curve, float(sum(float(e.get("delta", 0.0)) for e in entries)), delta)
 
     def fits(self, dataset: str, rdp: Sequence[float] | np.ndarray, delta: float = 0.0) -> bool:
         """Whether spending ``rdp`` (and ``delta``) more on ``dataset`` stays within the site's budget."""

@@ -397,10 +397,65 @@ def handle_privacy_budget(msg: Any, site: Any) -> Any:
     cfg = records.from_config_record(msg.content["config"]) if "config" in msg.content else {}
     left, delta = epsilon_left(site.policy, site.privacy_ledger, site.name,
                                exclude_runs=[str(r) for r in cfg.get("runs", [])])
-    return RecordDict({"metrics": records.to_metric_record(
-        {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta,
-         "min_noise_multiplier": float(site.policy.min_noise_multiplier)}),
-        "info": records.to_config_record({"site_name": site.name})})
+    metrics = {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta,
+               "min_noise_multiplier": float(site.policy.min_noise_multiplier)}
+    report = [str(r) for r in cfg.get("report_runs", [])]
+    if report and site.privacy_ledger is not None:
+        # What the asking run cost this site (after it stopped), at the run's delta: one number, no data.
+        at = float(cfg["report_delta"]) if "report_delta" in cfg else None
+        spent = float(site.privacy_ledger.epsilon_of_runs(site.name, report, delta=at))
+        metrics["epsilon_of_runs"] = -1.0 if math.isinf(spent) else spent
+    return RecordDict({"metrics": records.to_metric_record(metrics),
+                       "info": records.to_config_record({"site_name": site.name})})
+
+
+def spending_at_sites(strategy: Any, grid: Any, delta: float, *, timeout: float = 30.0) -> dict[str, Any]:
+    """Coordinator side, after a private run stopped before its end: ask every node still on the grid what the run
+    cost its site (``query.privacy_budget`` with the run's ledger ids; the site reads its own ledger, at ``delta``,
+    the run's δ).
+
+    Parameters
+    ----------
+    strategy : Strategy
+        The stopped run's strategy (its :meth:`ask`, its ledger ids, ``epsilon_left_`` from before the run).
+    grid : Grid
+        The run's grid.
+    delta : float
+        The run's δ.
+    timeout : float, default 30
+        Seconds to wait for the answers (the run has already stopped; an unreachable site is named, not waited on).
+
+    Returns
+    -------
+    dict
+        ``epsilon_spent_by_site`` (site name -> ε, or ``"no ledger"`` for a site that keeps none) and ``not_reached``
+        (the sites of the budget check before the run that did not answer now: their own ledgers hold their figure).
+    """
+    from flwr.app import RecordDict
+
+    from fedsynth.strategies import records
+    from fedsynth.strategies.exchange import SiteInfo
+    from fedsynth.strategies.secure_domain import dp_run_id
+
+    runs = sorted({str(r) for r in (getattr(strategy, "run_token_", ""), dp_run_id(strategy)) if r})
+    cfg = records.to_config_record({"report_runs": runs, "report_delta": float(delta)})
+    probe = [SiteInfo(n, f"node-{n}", 0, ()) for n in sorted(int(n) for n in grid.get_node_ids())]
+    previous = strategy.params["request_timeout"]
+    strategy.params["request_timeout"] = min(float(previous), timeout)
+    try:
+        got = strategy.ask(grid, probe, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": cfg}),
+                           group_id="privacy-after-stop", min_sites=0)
+    finally:
+        strategy.params["request_timeout"] = previous
+    spent: dict[str, float | str] = {}
+    for reply in got.ok.values():
+        name = str(records.from_config_record(reply["info"])["site_name"])
+        m = records.from_metric_record(reply["metrics"])
+        value = float(m["epsilon_of_runs"]) if "epsilon_of_runs" in m else None
+        spent[name] = "no ledger" if value is None else ("inf" if value < 0 else value)
+    asked_before = sorted(getattr(strategy, "epsilon_left_", {}) or {})
+    return {"epsilon_spent_by_site": dict(sorted(spent.items())),
+            "not_reached": [n for n in asked_before if n not in spent]}
 
 
 def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run_id: str | None = None) -> dict[str, float]:

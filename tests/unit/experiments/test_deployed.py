@@ -17,7 +17,8 @@ import pytest
 from fedsynth.experiments.config import ExperimentConfig, parse_config
 
 
-def _config(tmp_path: Path, run_id: str, **strategy_params: object) -> ExperimentConfig:
+def _config(tmp_path: Path, run_id: str, privacy: dict | None = None,  # type: ignore[type-arg]
+            **strategy_params: object) -> ExperimentConfig:
     # secure_aggregation is set explicitly so that the simulated run (off by default) and the deployed one (on by
     # default) send the same messages; the deployment default itself is checked below.
     return parse_config({
@@ -30,6 +31,7 @@ def _config(tmp_path: Path, run_id: str, **strategy_params: object) -> Experimen
         "evaluation": {"snapshot_rows": 300, "references": [], "final": "none"},
         "output": {"dir": str(tmp_path), "run_id": run_id},
         "seed": 3,
+        **({"privacy": privacy} if privacy else {}),
     })
 
 
@@ -204,3 +206,73 @@ def test_a_deployed_run_sums_securely_unless_its_config_says_false(tmp_path, dat
     assert deployed_default.params["secure_aggregation"] is True
     assert deployed_off.params["secure_aggregation"] is False
     assert simulated.params["secure_aggregation"] is False
+
+
+def test_a_deployed_private_run_that_stops_records_what_each_sites_ledger_says_it_cost(tmp_path, data_dir) -> None:
+    # Setup: a private run at epsilon 0.05 -- too little for any category to clear the private domain's release
+    # threshold, so it stops after the sites released their noisy row counts, label names and domain counts (as
+    # the simulated test in test_simulated_site_policy.py). Two sites keep a ledger file (delta 1e-3 by their own
+    # policy); the third keeps none. Before, a failed deployed run's manifest had no per-site figure at all: the
+    # coordinator cannot read the sites' ledgers, so it now asks each site after the run stopped.
+    from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+    from fedsynth.errors import FedsynthError
+    from fedsynth.experiments.deployed import run_deployed
+    from fedsynth.experiments.run import load_partition, site_seeds
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.policy import SitePolicy, site_ledger
+    from fedsynth.strategies.site import SiteRuntime
+
+    config = _config(tmp_path / "dep", "stopped", privacy={"epsilon": 0.05})
+    _, part = load_partition(config)
+    seeds = site_seeds(config.seed, len(part.sites))
+    folders = {s.name: tmp_path / "sites" / s.name for s in part.sites}
+    ledgers = {s.name: site_ledger(SitePolicy(delta=1e-3), folders[s.name]) for s in part.sites[:2]}
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, part.schema, seed, privacy_ledger=ledgers.get(s.name))
+                          for s, seed in zip(part.sites, seeds, strict=True)])
+
+    # Run
+    with pytest.raises(FedsynthError):
+        run_deployed(grid, _deployed_run_config(config, part.schema, len(part.sites)))
+
+    # Assert: the manifest names the stop and gives each ledger's figure for this run at the run's delta (1e-5 less
+    # what label selection recorded), computed here by dp_accounting straight from the ledger file
+    manifest = json.loads((tmp_path / "dep" / "stopped" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    privacy = manifest["privacy"]
+    assert privacy["budget"] == {"epsilon": 0.05, "delta": 1e-5}
+    assert privacy["status"] == "the run stopped before its end" and privacy["not_reached"] == []
+    spent = privacy["epsilon_spent_by_site"]
+    third = part.sites[2].name
+    assert spent[third] == "no ledger" and set(spent) == {s.name for s in part.sites}
+    for name in ledgers:
+        ledger = json.loads((folders[name] / "privacy_ledger.json").read_text())
+        (releases_by_run,) = ledger["datasets"][name].values()  # this run's releases only, under its ledger id
+        releases = list(releases_by_run.values())
+        curve = [sum(r["rdp"][i] for r in releases) for i in range(len(ledger["orders"]))]
+        used = sum(float(r.get("delta", 0.0)) for r in releases)
+        assert spent[name] == pytest.approx(compute_epsilon(ledger["orders"], curve, 1e-5 - used)[0], rel=1e-9)
+        assert 0.0 < spent[name] <= 0.05
+    # Assert: the question is in the coordinator's audit log, as every message is
+    audit_text = "\n".join(p.read_text() for p in (tmp_path / "dep" / "stopped" / "audit").rglob("*") if p.is_file())
+    assert "privacy-after-stop" in audit_text
+
+
+def test_a_site_reports_the_cost_of_named_runs_from_its_ledger_alone(tmp_path) -> None:
+    # Setup: a ledger holding two runs' releases (the RDP curves of two Gaussian mechanisms)
+    from fedsynth.privacy.accounting import PrivacyBudget, epsilon_from_rdp
+    from fedsynth.privacy.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(tmp_path / "privacy_ledger.json", PrivacyBudget(10.0, 1e-3))
+    orders = np.asarray(ledger.orders)
+    a, b = orders / (2 * 4.0**2), orders / (2 * 2.0**2)  # sigma 4 and sigma 2
+    ledger.record("site-1", "run-a", "x", a)
+    ledger.record("site-1", "run-b", "y", b, delta=1e-6)
+
+    # Run / Assert: one run alone, both, none, at the site's delta and at another
+    assert ledger.epsilon_of_runs("site-1", ["run-a"]) == pytest.approx(epsilon_from_rdp(a, 1e-3, ledger.orders))
+    assert ledger.epsilon_of_runs("site-1", ["run-b"], delta=1e-5) == pytest.approx(
+        epsilon_from_rdp(b, 1e-5 - 1e-6, ledger.orders))
+    assert ledger.epsilon_of_runs("site-1", ["run-a", "run-b"]) == pytest.approx(ledger.epsilon_spent("site-1"))
+    assert ledger.epsilon_of_runs("site-1", ["run-c"]) == 0.0
+    assert ledger.epsilon_of_runs("site-1", ["run-a"]) < ledger.epsilon_spent("site-1")
