@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 from collections import defaultdict
@@ -238,14 +237,14 @@ def _privacy_after_stop(config: ExperimentConfig, strategy: Any, grid: Any, *, i
     """What a deployed private run's manifest says of differential privacy when it stops before its end: per site,
     the ε the run's releases cost it, read by the site from its own ledger at the run's δ
     (:func:`~fedsynth.strategies.policy.spending_at_sites`); after an interrupt the sites are not asked."""
+    from fedsynth.privacy.accounting import json_float
     from fedsynth.strategies.policy import spending_at_sites
 
     budget = config.privacy
     assert budget is not None
     out: dict[str, Any] = {"budget": {"epsilon": budget.epsilon, "delta": budget.delta},
                            "status": "the run stopped before its end",
-                           "epsilon_left_before": {k: "inf" if math.isinf(v) else v
-                                                   for k, v in (strategy.epsilon_left_ or {}).items()}}
+                           "epsilon_left_before": {k: json_float(v) for k, v in (strategy.epsilon_left_ or {}).items()}}
     note = ("what each site's ledger records of this run, read by the site at the run's delta when asked after the "
             "run stopped; a site not reached holds its own figure in its ledger (privacy_ledger.json beside its data)")
     if interrupted:

@@ -132,7 +132,7 @@ def privacy_spent_before_end(config: ExperimentConfig, sites_dir: Path, names: l
     the run's δ (less the δ label selection recorded), as the run's own figure is; a site that released nothing
     is left out. A simulated site's folder is the run's own, so it holds this run's releases only (earlier tries
     of the same run id included, which a resumed run does not charge again)."""
-    from fedsynth.privacy.accounting import PrivacyBudget, _json_float
+    from fedsynth.privacy.accounting import PrivacyBudget, json_float
     from fedsynth.privacy.ledger import LEDGER_FILE, PrivacyLedger
 
     budget = config.privacy
@@ -141,7 +141,7 @@ def privacy_spent_before_end(config: ExperimentConfig, sites_dir: Path, names: l
     for name in names:
         path = sites_dir / name / LEDGER_FILE
         if path.exists():  # the ledger's own budget plays no part in reading it at the run's δ
-            spent[name] = _json_float(PrivacyLedger(path, PrivacyBudget(math.inf)).epsilon_spent(name, delta=delta))
+            spent[name] = json_float(PrivacyLedger(path, PrivacyBudget(math.inf)).epsilon_spent(name, delta=delta))
     return {"budget": None if budget is None else {"epsilon": budget.epsilon, "delta": budget.delta},
             "status": "the run stopped before its end" if spent else "the run stopped before any site released",
             "epsilon_spent_by_site": spent,

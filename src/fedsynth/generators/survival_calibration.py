@@ -151,6 +151,7 @@ def fit_survival_calibration(
     endpoints: str = "all",
     gene_min_freq: float = GENE_MIN_FREQ,
     drawn_for: np.ndarray | None = None,
+    read_unconditioned: bool = True,
     target: str = "median",
     min_share: float = 0.0,
     keep_ties: bool = False,
@@ -273,7 +274,7 @@ def fit_survival_calibration(
         baseline[st.column] = bases
         codes[st.column] = stratum_codes(synthetic_data, st)
         if drawn_for is not None:
-            mine = (np.asarray(drawn_for) == st.column) | (np.asarray(drawn_for) == "")
+            mine = (np.asarray(drawn_for) == st.column) | ((np.asarray(drawn_for) == "") & read_unconditioned)
             read[st.column] = np.where(mine, codes[st.column], -1)
         else:
             read[st.column] = codes[st.column]

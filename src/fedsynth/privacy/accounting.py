@@ -480,13 +480,13 @@ class PrivacyAccountant:
             spent = self.rho_spent(p)
             curve = sum((r.rdp(self.orders) for r in self.releases_ if r.phase == p), np.zeros(len(self.orders)))
             phases[p] = {
-                "rho_allocated": _json_float(rho),
+                "rho_allocated": json_float(rho),
                 "rho_spent": spent,
                 "epsilon_alone": epsilon_from_rdp(curve, self.budget.delta, self.orders),
                 "releases": sum(r.count for r in self.releases_ if r.phase == p),
             }
         return {
-            "budget": {"epsilon": _json_float(self.budget.epsilon), "delta": self.budget.delta},
+            "budget": {"epsilon": json_float(self.budget.epsilon), "delta": self.budget.delta},
             "accountant": "RDP composition of Gaussian releases (fedsynth), (epsilon, delta) by dp_accounting",
             "orders": list(self.orders),
             "split": self.split_shares(),
@@ -495,5 +495,7 @@ class PrivacyAccountant:
         }
 
 
-def _json_float(x: float) -> float | str:
+def json_float(x: float) -> float | str:
+    """``x`` as a manifest writes a privacy figure: the string ``"inf"`` for an infinite one (JSON has no infinity),
+    else the float."""
     return "inf" if math.isinf(x) else float(x)

@@ -16,8 +16,8 @@ from fedsynth.privacy.accounting import (
     PrivacyAccountant,
     PrivacyBudget,
     Release,
-    _json_float,
     calibrate_dpsgd_noise,
+    json_float,
     noise_multiplier_for,
 )
 from fedsynth.strategies.exchange import SiteInfo
@@ -108,5 +108,5 @@ class DPPlan:
             "mixture_noise_multiplier": self.mixture_noise,
             "epsilon_spent": spent,
             "sites": per_site,
-            "epsilon_left_before": {k: _json_float(v) for k, v in epsilon_left.items()},
+            "epsilon_left_before": {k: json_float(v) for k, v in epsilon_left.items()},
         }

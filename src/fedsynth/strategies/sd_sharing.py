@@ -62,7 +62,7 @@ from fedsynth.cohort.derived import add_derived
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
 from fedsynth.generators._dp import CTGAN_DP_NOT_SUPPORTED
-from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release
+from fedsynth.privacy.accounting import PrivacyAccountant, PrivacyBudget, Release, json_float
 from fedsynth.strategies import records
 from fedsynth.strategies.base import Strategy
 from fedsynth.strategies.exchange import (
@@ -233,7 +233,7 @@ class SDSharingStrategy(Strategy):
             "gate": GATE_UNDER_DP,
             "epsilon_spent": max((float(a.get("epsilon_spent", 0.0)) for a in accounts.values()), default=0.0),
             "sites": dict(accounts),
-            "epsilon_left_before": {k: ("inf" if v == float("inf") else v) for k, v in epsilon_left.items()},
+            "epsilon_left_before": {k: json_float(v) for k, v in epsilon_left.items()},
         }
 
 
