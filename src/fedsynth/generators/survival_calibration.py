@@ -192,6 +192,10 @@ def fit_survival_calibration(
         Per synthetic row, the stratum column it was drawn for (a conditional draw on one of its levels, the way
         control arms are drawn); a stratum's medians are then read on its own rows only ("" : a row of an
         unconditioned draw, read for every stratum). ``None``: every row is read for every stratum.
+    read_unconditioned : bool, default True
+        With ``drawn_for``, whether the unconditioned rows are read too; False reads each level on the rows drawn
+        under its stratum's levels alone (factors for conditioned draws only, as control arms are drawn). The
+        unconditioned rows are still scaled by every factor.
     min_share : float, default 0
         Smallest share of the stratum's real rows (in the summed counts) a level's factor is fitted on: a rarer
         level gets none (its survival is the model's; its median, read on few rows, may mislead the factor).

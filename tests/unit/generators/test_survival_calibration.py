@@ -316,6 +316,31 @@ def test_levels_are_read_on_the_rows_drawn_for_their_stratum_when_told() -> None
     assert np.all((np.exp(pooled.row_log_factors(mine)) > 2.2) & (np.exp(pooled.row_log_factors(mine)) < 3.8))
 
 
+def test_unconditioned_rows_can_be_left_unread_so_levels_match_on_their_conditioned_draws() -> None:
+    # Setup: rows drawn under GROUP's levels are the real rows at a quarter of their times, the unconditioned rows
+    # ("" : read for every stratum by default) at their real times
+    real = _frame(2000, 9)
+    schema, domain, strata, counts = _one_stratum(real, "GROUP", 20)
+    mine = real.assign(OS_YEARS=real["OS_YEARS"] / 4, LFS_YEARS=real["LFS_YEARS"] / 4)
+    synthetic = pd.concat([mine, real], ignore_index=True)
+    drawn_for = np.array(["GROUP"] * len(mine) + [""] * len(real), dtype=object)
+    # Run
+    alone = fit_survival_calibration(synthetic, counts, schema, domain, strata, drawn_for=drawn_for, tol=1e-6,
+                                     max_sweeps=200, read_unconditioned=False)
+    both = fit_survival_calibration(synthetic, counts, schema, domain, strata, drawn_for=drawn_for, tol=1e-6,
+                                    max_sweeps=200)
+    # Assert: left unread, the conditioned rows get factor 4 and become the real ones (medians equal, by
+    # pwe_medians on the same bins); read with them (the default), the factor lies between 1 and 4
+    np.testing.assert_allclose(np.exp(alone.row_log_factors(mine)), 4.0, rtol=1e-3)
+    factor = np.exp(both.row_log_factors(mine))
+    assert np.all((factor > 1.3) & (factor < 3.7))
+    scaled = alone.apply(mine, schema, domain)
+    edges = endpoint_edges(schema, domain)
+    back = survival_counts(scaled, schema, strata, edges)
+    np.testing.assert_allclose(pwe_medians(back["d|OS|GROUP"], back["t|OS|GROUP"], edges["OS"]),
+                               pwe_medians(counts["d|OS|GROUP"], counts["t|OS|GROUP"], edges["OS"]), rtol=1e-3)
+
+
 def test_pooled_hazard_and_standardised_event_ratios_match_a_hand_computation() -> None:
     # Setup: two levels, two intervals; events a = (2, 1), b = (1, 3); person-time a = (4, 2), b = (2, 2)
     d, t = np.array([[2.0, 1.0], [1.0, 3.0]]), np.array([[4.0, 2.0], [2.0, 2.0]])
@@ -864,3 +889,4 @@ def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone
             ] == ["calibration_unconditioned_gene_min_freq"]
     assert validate_generator_params("vae_bgm", {"calibration_unconditioned_gene_min_freq": 0.02,
                                                  "calibration_unconditioned": True}) == []
+
