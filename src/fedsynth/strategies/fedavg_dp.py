@@ -16,7 +16,6 @@ from fedsynth.privacy.accounting import (
     PrivacyAccountant,
     PrivacyBudget,
     Release,
-    calibrate_dpsgd_noise,
     json_float,
     noise_multiplier_for,
 )
@@ -49,23 +48,26 @@ class DPPlan:
 
     def __init__(self, budget: PrivacyBudget, sites: Sequence[SiteInfo], batch_size: int, rounds: int,
                  local_epochs: int) -> None:
-        from fedsynth.generators._dp import MIXTURE_RELEASES_PER_REQUEST, dpsgd_schedule
+        """Each site's plan is :func:`~fedsynth.generators._dp.plan_local_vae`'s for all the run's epochs (``rounds ×
+        local_epochs``) on the hello's row count: the same split, schedule and noise calibration as a site's private
+        fit alone, so FedAvg and SD-sharing cannot drift apart."""
+        from fedsynth.generators._dp import plan_local_vae
 
         self.budget = budget
         probe = PrivacyAccountant(budget, DP_SPLIT, remainder_phase="training")
-        rho_mix = probe.allocation_["mixture"]
-        self.mixture_releases = MIXTURE_RELEASES_PER_REQUEST * (1 + DP_MIXTURE_ITERS)
-        self.mixture_noise = noise_multiplier_for(rho_mix, self.mixture_releases)
         self.sites: dict[str, dict[str, float]] = {}
         self.accountants: dict[str, PrivacyAccountant] = {}
+        self.mixture_releases = _dp.MIXTURE_RELEASES_PER_REQUEST * (1 + DP_MIXTURE_ITERS)
+        self.mixture_noise = noise_multiplier_for(probe.allocation_["mixture"], self.mixture_releases)
         for s in sites:
             # s.n_rows is the hello's noisy lower bound: the rate is at least the true one (larger batches), and
             # the site samples at this rate and takes these steps, so the accounting does not depend on its count.
-            q, per_epoch = dpsgd_schedule(s.n_rows, batch_size)
-            steps = int(local_epochs) * per_epoch
-            z = calibrate_dpsgd_noise(budget, q, steps * int(rounds), other_rho=rho_mix, orders=probe.orders)
-            self.sites[s.name] = {"sample_rate": q, "steps_per_epoch": per_epoch, "steps_per_round": steps,
-                                  "noise_multiplier": z}
+            plan = plan_local_vae(budget, s.n_rows, batch_size, int(local_epochs) * int(rounds),
+                                  mixture_iters=DP_MIXTURE_ITERS, mixture_share=DP_MIXTURE_SHARE, orders=probe.orders)
+            per_epoch = int(plan.dpsgd.steps_per_epoch)
+            self.sites[s.name] = {"sample_rate": plan.dpsgd.sample_rate, "steps_per_epoch": per_epoch,
+                                  "steps_per_round": int(local_epochs) * per_epoch,
+                                  "noise_multiplier": plan.dpsgd.noise_multiplier}
             self.accountants[s.name] = PrivacyAccountant(budget, DP_SPLIT, remainder_phase="training")
 
     def fit_settings(self, site: SiteInfo) -> dict[str, Any]:
