@@ -245,17 +245,22 @@ def _privacy_after_stop(config: ExperimentConfig, strategy: Any, grid: Any, *, i
     out: dict[str, Any] = {"budget": {"epsilon": budget.epsilon, "delta": budget.delta},
                            "status": "the run stopped before its end",
                            "epsilon_left_before": {k: json_float(v) for k, v in (strategy.epsilon_left_ or {}).items()}}
+    not_asked = {"epsilon_spent_by_site": {}, "not_reached": sorted(out["epsilon_left_before"])}
     note = ("what each site's ledger records of this run, read by the site at the run's delta when asked after the "
             "run stopped; a site not reached holds its own figure in its ledger (privacy_ledger.json beside its data)")
     if interrupted:
-        return {**out, "epsilon_spent_by_site": {}, "not_reached": sorted(out["epsilon_left_before"]),
-                "note": "the run was interrupted, so the sites were not asked; " + note}
+        return {**out, **not_asked, "note": "the run was interrupted, so the sites were not asked; " + note}
     try:
-        return {**out, **spending_at_sites(strategy, grid, budget.delta), "note": note}
+        asked = spending_at_sites(strategy, grid, budget.delta)
+    except KeyboardInterrupt:  # a signal while asking: stop asking; the run's own error is still the one raised
+        return {**out, **not_asked, "note": "interrupted while the sites were asked; " + note}
     except Exception:  # never hide the run's own error behind the ledgers'
         log.exception("could not ask the sites what the stopped run cost them")
-        return {**out, "epsilon_spent_by_site": {}, "not_reached": sorted(out["epsilon_left_before"]),
-                "note": "the sites could not be asked; " + note}
+        return {**out, **not_asked, "note": "the sites could not be asked; " + note}
+    figures = [v for v in asked["epsilon_spent_by_site"].values() if not isinstance(v, str)]
+    if figures and not any(figures):
+        out["status"] = "the run stopped before any site released"
+    return {**out, **asked, "note": note}
 
 
 def _run_locked(grid: Any, settings: DeployedSettings, run: RunDirectory) -> RunResult:

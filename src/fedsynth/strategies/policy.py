@@ -388,8 +388,15 @@ def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str, *, exclude_runs:
     return max(0.0, epsilon - spent), delta
 
 
+#: The most run ids a coordinator may ask a site to report the cost of (a run's token and its ledger id, and room
+#: for a resumed run's): a site does not answer for a list of other studies' runs.
+MAX_REPORT_RUNS = 4
+
+
 def handle_privacy_budget(msg: Any, site: Any) -> Any:
-    """``query.privacy_budget``: the ε this site still has for its dataset and its δ (two numbers, no data)."""
+    """``query.privacy_budget``: the ε this site still has for its dataset and its δ (two numbers, no data); asked
+    with ``report_runs`` (at most :data:`MAX_REPORT_RUNS` run ids) after a run stopped, also whether it keeps a
+    ledger and, if so, what those runs cost it (``epsilon_of_runs``, at ``report_delta``)."""
     from flwr.app import RecordDict
 
     from fedsynth.strategies import records
@@ -399,7 +406,9 @@ def handle_privacy_budget(msg: Any, site: Any) -> Any:
                                exclude_runs=[str(r) for r in cfg.get("runs", [])])
     metrics = {"epsilon_left": -1.0 if math.isinf(left) else left, "delta": delta,
                "min_noise_multiplier": float(site.policy.min_noise_multiplier)}
-    report = [str(r) for r in cfg.get("report_runs", [])]
+    report = [str(r) for r in cfg.get("report_runs", [])][:MAX_REPORT_RUNS]
+    if report:
+        metrics["keeps_ledger"] = float(site.privacy_ledger is not None)
     if report and site.privacy_ledger is not None:
         # What the asking run cost this site (after it stopped), at the run's delta: one number, no data.
         at = float(cfg["report_delta"]) if "report_delta" in cfg else None
@@ -428,8 +437,14 @@ def spending_at_sites(strategy: Any, grid: Any, delta: float, *, timeout: float 
     Returns
     -------
     dict
-        ``epsilon_spent_by_site`` (site name -> ε, or ``"no ledger"`` for a site that keeps none) and ``not_reached``
-        (the sites of the budget check before the run that did not answer now: their own ledgers hold their figure).
+        ``epsilon_spent_by_site`` (site name -> ε; ``"no ledger"`` for a site that says it keeps none, ``"not
+        reported"`` for one whose answer lacks the figure, e.g. an older fedsynth), ``not_reached`` (the sites of the
+        budget check before the run that gave no answer now: their own ledgers hold their figure) and
+        ``answered_with_error`` (how many nodes answered with an error instead).
+
+    The figure covers the releases a site's ledger holds under the run's directory name and its current token; a
+    count table an earlier try charged under another token (a two-step BN resumed without a checkpoint) is only in
+    the site's ledger file.
     """
     from flwr.app import RecordDict
 
@@ -448,14 +463,20 @@ def spending_at_sites(strategy: Any, grid: Any, delta: float, *, timeout: float 
     finally:
         strategy.params["request_timeout"] = previous
     spent: dict[str, float | str] = {}
+    errors = len(got.failed)
     for reply in got.ok.values():
+        if "info" not in reply or "metrics" not in reply:  # each reply alone: one bad answer loses no other
+            errors += 1
+            continue
         name = str(records.from_config_record(reply["info"])["site_name"])
         m = records.from_metric_record(reply["metrics"])
-        value = float(m["epsilon_of_runs"]) if "epsilon_of_runs" in m else None
-        spent[name] = "no ledger" if value is None else ("inf" if value < 0 else value)
+        if "epsilon_of_runs" in m:
+            spent[name] = "inf" if float(m["epsilon_of_runs"]) < 0 else float(m["epsilon_of_runs"])
+        else:
+            spent[name] = "no ledger" if m.get("keeps_ledger") == 0.0 else "not reported"
     asked_before = sorted(getattr(strategy, "epsilon_left_", {}) or {})
     return {"epsilon_spent_by_site": dict(sorted(spent.items())),
-            "not_reached": [n for n in asked_before if n not in spent]}
+            "not_reached": [n for n in asked_before if n not in spent], "answered_with_error": errors}
 
 
 def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run_id: str | None = None) -> dict[str, float]:

@@ -217,7 +217,8 @@ _DP_MIXTURE = ("dp_mixture_noise", "dp_code_clip")
 #: Every message type a site answers (:func:`all_site_handlers`), classified: the ONE table the site consults
 #: when its policy sets a finite ε (:func:`check_private_request`). A type missing here is refused (fail closed).
 UNDER_BUDGET: dict[str, UnderBudget] = {
-    "query.privacy_budget": UnderBudget(_ANSWERED, "the ε its ledger has left and its δ: no row enters it"),
+    "query.privacy_budget": UnderBudget(_ANSWERED, "the ε its ledger has left and its δ (after a run stopped, "
+                                                   "what that run's releases cost it): no row enters it"),
     "query.secagg_setup": UnderBudget(_ANSWERED, "fresh public keys"),
     "query.secagg_share_keys": UnderBudget(_ANSWERED, "encrypted Shamir shares of the site's own mask secrets"),
     "query.secagg_unmask": UnderBudget(_ANSWERED, "mask shares; what they unmask is the masked vector, "

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fedsynth.experiments.config import ExperimentConfig, parse_config
@@ -242,6 +243,7 @@ def test_a_deployed_private_run_that_stops_records_what_each_sites_ledger_says_i
     privacy = manifest["privacy"]
     assert privacy["budget"] == {"epsilon": 0.05, "delta": 1e-5}
     assert privacy["status"] == "the run stopped before its end" and privacy["not_reached"] == []
+    assert privacy["answered_with_error"] == 0
     spent = privacy["epsilon_spent_by_site"]
     third = part.sites[2].name
     assert spent[third] == "no ledger" and set(spent) == {s.name for s in part.sites}
@@ -256,6 +258,75 @@ def test_a_deployed_private_run_that_stops_records_what_each_sites_ledger_says_i
     # Assert: the question is in the coordinator's audit log, as every message is
     audit_text = "\n".join(p.read_text() for p in (tmp_path / "dep" / "stopped" / "audit").rglob("*") if p.is_file())
     assert "privacy-after-stop" in audit_text
+
+
+@pytest.mark.parametrize("asking", [RuntimeError("grid gone"), KeyboardInterrupt()], ids=["error", "signal"])
+def test_a_failed_question_to_the_sites_keeps_the_runs_own_error(tmp_path, data_dir, monkeypatch, asking) -> None:
+    # Setup: the same stopping private run, but asking the sites fails (an error, or a signal while waiting)
+    from fedsynth.errors import FedsynthError
+    from fedsynth.experiments.deployed import run_deployed
+    from fedsynth.experiments.run import load_partition, site_seeds
+    from fedsynth.strategies import policy
+    from fedsynth.strategies.in_process import InProcessGrid
+    from fedsynth.strategies.site import SiteRuntime
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise asking
+
+    monkeypatch.setattr(policy, "spending_at_sites", fail)
+    config = _config(tmp_path / "dep", "stopped", privacy={"epsilon": 0.05})
+    _, part = load_partition(config)
+    seeds = site_seeds(config.seed, len(part.sites))
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, part.schema, seed) for s, seed in zip(part.sites, seeds,
+                                                                                             strict=True)])
+    # Run / Assert: the run's own error is raised, the manifest says failed and why the sites were not asked
+    with pytest.raises(FedsynthError):
+        run_deployed(grid, _deployed_run_config(config, part.schema, len(part.sites)))
+    manifest = json.loads((tmp_path / "dep" / "stopped" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "error" in manifest
+    privacy = manifest["privacy"]
+    assert privacy["epsilon_spent_by_site"] == {}
+    assert privacy["not_reached"] == sorted(s.name for s in part.sites)
+    assert privacy["note"].startswith("the sites could not be asked" if isinstance(asking, RuntimeError)
+                                      else "interrupted while the sites were asked")
+
+
+def test_a_site_answers_the_cost_of_at_most_a_few_runs_and_says_whether_it_keeps_a_ledger(tmp_path) -> None:
+    # Setup: a site whose ledger holds five runs' releases, and one keeping no ledger
+    from flwr.app import Message, RecordDict
+
+    from fedsynth.privacy.accounting import PrivacyBudget
+    from fedsynth.privacy.ledger import PrivacyLedger
+    from fedsynth.strategies import records
+    from fedsynth.strategies.policy import MAX_REPORT_RUNS, handle_privacy_budget
+    from fedsynth.strategies.site import SiteRuntime
+
+    ledger = PrivacyLedger(tmp_path / "privacy_ledger.json", PrivacyBudget(100.0, 1e-3))
+    orders = np.asarray(ledger.orders)
+    runs = [f"run-{i}" for i in range(5)]
+    for r in runs:
+        ledger.record("site-1", r, "x", orders / (2 * 3.0**2))
+    frame = pd.DataFrame({"A": [1.0]})
+    with_ledger = SiteRuntime("site-1", frame, None, privacy_ledger=ledger)  # type: ignore[arg-type]
+    without = SiteRuntime("site-2", frame, None)  # type: ignore[arg-type]
+
+    def ask(site: SiteRuntime, cfg: dict) -> dict:  # type: ignore[type-arg]
+        msg = Message(RecordDict({"config": records.to_config_record(cfg)}), dst_node_id=1,
+                      message_type="query.privacy_budget")
+        return records.from_metric_record(handle_privacy_budget(msg, site)["metrics"])
+
+    # Run
+    many = ask(with_ledger, {"report_runs": runs, "report_delta": 1e-5})
+    none = ask(without, {"report_runs": runs[:1], "report_delta": 1e-5})
+    plain = ask(with_ledger, {})
+    # Assert: the figure covers the first MAX_REPORT_RUNS ids only; a site without a ledger says so; the plain
+    # budget question is answered as before (no extra number)
+    assert MAX_REPORT_RUNS == 4
+    assert many["keeps_ledger"] == 1.0
+    assert many["epsilon_of_runs"] == pytest.approx(ledger.epsilon_of_runs("site-1", runs[:4], delta=1e-5))
+    assert many["epsilon_of_runs"] < ledger.epsilon_of_runs("site-1", runs, delta=1e-5)
+    assert none["keeps_ledger"] == 0.0 and "epsilon_of_runs" not in none
+    assert "keeps_ledger" not in plain and "epsilon_of_runs" not in plain
 
 
 def test_a_site_reports_the_cost_of_named_runs_from_its_ledger_alone(tmp_path) -> None:

@@ -889,4 +889,3 @@ def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone
             ] == ["calibration_unconditioned_gene_min_freq"]
     assert validate_generator_params("vae_bgm", {"calibration_unconditioned_gene_min_freq": 0.02,
                                                  "calibration_unconditioned": True}) == []
-
