@@ -94,8 +94,9 @@ def _grid(part: Any, root: str, seed: int, *, policy: Any = None, keep: bool = F
     it (state folder and ε ledger per site under ``root``), keeping every message when ``keep``."""
     from fedsynth.federation.simulation import private_folder
     from fedsynth.strategies.in_process import InProcessGrid
-    from fedsynth.strategies.policy import SitePolicy, site_ledger
+    from fedsynth.strategies.policy import SitePolicy
     from fedsynth.strategies.site import SiteRuntime
+    from fedsynth.strategies.site_budget import site_ledger
 
     pol = policy if policy is not None else SitePolicy()
     return InProcessGrid([

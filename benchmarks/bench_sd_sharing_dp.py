@@ -31,9 +31,10 @@ def sd_run(part: Any, generator: str, epsilon: float, seed: int, *, vae_epochs: 
     """One SD-sharing run at ``epsilon`` (``inf``: plain fits), pooled rows scored against the training pool."""
     from fedsynth.privacy.accounting import PrivacyBudget
     from fedsynth.strategies.in_process import InProcessGrid
-    from fedsynth.strategies.policy import SitePolicy, site_ledger
+    from fedsynth.strategies.policy import SitePolicy
     from fedsynth.strategies.registry import make_strategy
     from fedsynth.strategies.site import SiteRuntime
+    from fedsynth.strategies.site_budget import site_ledger
 
     schema = part.schema
     params = ({**VAE_PARAMS, "epochs": vae_epochs} if generator == "vae_bgm" else {"max_indegree": max_indegree})

@@ -236,9 +236,9 @@ def schema_fingerprint(schema: TableSchema) -> str:
 def _privacy_after_stop(config: ExperimentConfig, strategy: Any, grid: Any, *, interrupted: bool) -> dict[str, Any]:
     """What a deployed private run's manifest says of differential privacy when it stops before its end: per site,
     the ε the run's releases cost it, read by the site from its own ledger at the run's δ
-    (:func:`~fedsynth.strategies.policy.spending_at_sites`); after an interrupt the sites are not asked."""
+    (:func:`~fedsynth.strategies.site_budget.spending_at_sites`); after an interrupt the sites are not asked."""
     from fedsynth.privacy.accounting import json_float
-    from fedsynth.strategies.policy import spending_at_sites
+    from fedsynth.strategies.site_budget import spending_at_sites
 
     budget = config.privacy
     assert budget is not None

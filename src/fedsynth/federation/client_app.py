@@ -36,8 +36,9 @@ from fedsynth.cohort.schema import TableSchema
 from fedsynth.deployment import audit
 from fedsynth.errors import FedsynthError
 from fedsynth.strategies import records
-from fedsynth.strategies.policy import SitePolicy, site_ledger
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.site import SiteHandler, SiteRuntime, all_site_handlers, handle
+from fedsynth.strategies.site_budget import site_ledger
 
 log = logging.getLogger(__name__)
 

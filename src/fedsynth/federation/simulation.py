@@ -33,8 +33,9 @@ from fedsynth.federation.polling import PollingGrid, RunStopped
 from fedsynth.strategies.base import Strategy
 from fedsynth.strategies.exchange import OnRound, StrategyResult
 from fedsynth.strategies.in_process import InProcessGrid
-from fedsynth.strategies.policy import SitePolicy, site_ledger
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.site import SiteHandler, SiteRuntime
+from fedsynth.strategies.site_budget import site_ledger
 
 __all__ = ["PollingGrid", "RunStopped", "StoppableGrid", "private_folder", "run_in_process", "run_simulation",
            "write_site_rows"]

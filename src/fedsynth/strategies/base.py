@@ -381,7 +381,7 @@ class Strategy(ABC):
     def start(self, grid: GridLike, *, on_round: OnRound | None = None) -> StrategyResult:
         """Run the whole job over ``grid``; ``on_round`` is called after every finished round.
 
-        First every site says what its ε ledger allows (:func:`~fedsynth.strategies.policy.check_site_budgets`):
+        First every site says what its ε ledger allows (:func:`~fedsynth.strategies.site_budget.check_site_budgets`):
         a run under a finite budget asks for no more than that, and a run without one (ε = ∞) stops with
         :class:`~fedsynth.privacy.accounting.BudgetExceededError` when a site's own policy sets a finite ε — in
         both cases before anything is released.
@@ -392,7 +392,7 @@ class Strategy(ABC):
         run_token = self._new_run_token()  # before the hello: the sites keep what they release under it
         plan_private_run(self, grid)  # under a finite budget: the hello's and the domain's releases
         if self._pre_run_releases is None:  # exact releases: refused up front by a site whose policy sets an ε
-            from fedsynth.strategies.policy import check_site_budgets
+            from fedsynth.strategies.site_budget import check_site_budgets
 
             check_site_budgets(self, grid, self._hello_request(grid).sites, PrivacyBudget(math.inf))
         sites, domain = self.hello_and_domain(grid)

@@ -26,7 +26,7 @@ last round, not under a privacy budget: the survival calibration's events and pe
 
 Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`FedAvgStrategy.privacy`; VAE-BGM
 only): record-level (ε, δ) for every patient of every site. Before anything is released the coordinator asks each
-site what its ledger still allows (:func:`~fedsynth.strategies.policy.check_site_budgets`). The budget is split
+site what its ledger still allows (:func:`~fedsynth.strategies.site_budget.check_site_budgets`). The budget is split
 (:mod:`fedsynth.strategies.fedavg_dp`: ``DP_SPLIT`` and the plan, ``DPPlan``): the latent-mixture statistics
 get ``DP_MIXTURE_SHARE`` of the run's zCDP ρ (the Gaussian mechanism on clipped codes,
 :mod:`fedsynth.generators._dp`; one initial request and ``DP_MIXTURE_ITERS`` EM iterations, after the last round

@@ -21,7 +21,7 @@ Differential privacy (``privacy: {epsilon, delta}`` in the run config, :attr:`SD
 record-level (ε, δ) for every patient of every site, by post-processing: each site fits its generator on its own
 rows with a differentially private mechanism, and the rows it samples from that model inherit the guarantee.
 Before anything is released the coordinator asks each site what its ledger still allows
-(:func:`~fedsynth.strategies.policy.check_site_budgets`). The hello (a noisy lower bound of each site's row count)
+(:func:`~fedsynth.strategies.site_budget.check_site_budgets`). The hello (a noisy lower bound of each site's row count)
 and the shared domain (noisy count vectors) are released under the budget, as for every strategy
 (:mod:`fedsynth.strategies.secure_domain`); ``train.share`` carries the run's (ε, δ) and those two releases
 (``dp_spent``), and each site plans its own noise from its own row count with what they leave, so that the three

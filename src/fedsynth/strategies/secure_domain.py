@@ -222,7 +222,7 @@ def pre_run_releases(budget: PrivacyBudget, n_columns: int) -> tuple[Release, ..
 def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] | None:
     """Coordinator side, before the hello: the releases a run under a finite budget makes before its own phases
     (``None`` without one), once every site has said its ledger allows the run
-    (:func:`~fedsynth.strategies.policy.check_site_budgets`, before anything is released). They are set on the
+    (:func:`~fedsynth.strategies.site_budget.check_site_budgets`, before anything is released). They are set on the
     strategy (``_pre_run_releases``, which the hello and the domain read) and recorded in its budget
     (``strategy.privacy = budget.spending(...)``), so that the accountant of its own phases composes them.
 
@@ -243,7 +243,7 @@ def plan_private_run(strategy: Strategy, grid: GridLike) -> tuple[Release, ...] 
     budget = strategy.privacy.fresh() if strategy.privacy is not None else None
     if budget is None or budget.is_infinite:
         return None
-    from fedsynth.strategies.policy import check_site_budgets
+    from fedsynth.strategies.site_budget import check_site_budgets
 
     strategy.check_private_run()
     strategy.epsilon_left_ = check_site_budgets(strategy, grid, strategy._hello_request(grid).sites, budget)

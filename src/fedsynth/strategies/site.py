@@ -30,13 +30,9 @@ from fedsynth.cohort.schema import ColumnKind, TableSchema
 from fedsynth.encoding.domain import Domain, summarize_site
 from fedsynth.encoding.domain import release_summary as _release
 from fedsynth.strategies import records
-from fedsynth.strategies.policy import (
-    PRIVACY_BUDGET_MESSAGE,
-    DisclosureRefused,
-    SitePolicy,
-    handle_privacy_budget,
-)
+from fedsynth.strategies.policy import DisclosureRefused, SitePolicy
 from fedsynth.strategies.registry import STRATEGIES, build_generator
+from fedsynth.strategies.site_budget import PRIVACY_BUDGET_MESSAGE, handle_privacy_budget
 
 log = logging.getLogger(__name__)
 

@@ -152,7 +152,7 @@ class TwoStepBNStrategy(Strategy):
         cfg = self.base_config(run_token, domain)
         accountant = None
         if self.privacy is not None and not self.privacy.is_infinite:
-            from fedsynth.strategies.policy import check_site_budgets
+            from fedsynth.strategies.site_budget import check_site_budgets
 
             # Every site's ledger must still allow the run's budget, before any noisy table is asked for.
             check_site_budgets(self, grid, sites, self.privacy)

@@ -221,8 +221,9 @@ def test_a_deployed_private_run_that_stops_records_what_each_sites_ledger_says_i
     from fedsynth.experiments.deployed import run_deployed
     from fedsynth.experiments.run import load_partition, site_seeds
     from fedsynth.strategies.in_process import InProcessGrid
-    from fedsynth.strategies.policy import SitePolicy, site_ledger
+    from fedsynth.strategies.policy import SitePolicy
     from fedsynth.strategies.site import SiteRuntime
+    from fedsynth.strategies.site_budget import site_ledger
 
     config = _config(tmp_path / "dep", "stopped", privacy={"epsilon": 0.05})
     _, part = load_partition(config)
@@ -266,14 +267,14 @@ def test_a_failed_question_to_the_sites_keeps_the_runs_own_error(tmp_path, data_
     from fedsynth.errors import FedsynthError
     from fedsynth.experiments.deployed import run_deployed
     from fedsynth.experiments.run import load_partition, site_seeds
-    from fedsynth.strategies import policy
+    from fedsynth.strategies import site_budget
     from fedsynth.strategies.in_process import InProcessGrid
     from fedsynth.strategies.site import SiteRuntime
 
     def fail(*args: object, **kwargs: object) -> None:
         raise asking
 
-    monkeypatch.setattr(policy, "spending_at_sites", fail)
+    monkeypatch.setattr(site_budget, "spending_at_sites", fail)
     config = _config(tmp_path / "dep", "stopped", privacy={"epsilon": 0.05})
     _, part = load_partition(config)
     seeds = site_seeds(config.seed, len(part.sites))
@@ -298,8 +299,8 @@ def test_a_site_answers_the_cost_of_at_most_a_few_runs_and_says_whether_it_keeps
     from fedsynth.privacy.accounting import PrivacyBudget
     from fedsynth.privacy.ledger import PrivacyLedger
     from fedsynth.strategies import records
-    from fedsynth.strategies.policy import MAX_REPORT_RUNS, handle_privacy_budget
     from fedsynth.strategies.site import SiteRuntime
+    from fedsynth.strategies.site_budget import MAX_REPORT_RUNS, handle_privacy_budget
 
     ledger = PrivacyLedger(tmp_path / "privacy_ledger.json", PrivacyBudget(100.0, 1e-3))
     orders = np.asarray(ledger.orders)

@@ -19,9 +19,10 @@ from fedsynth.privacy.ledger import LEDGER_FILE
 from fedsynth.strategies import fedavg_dp, fedavg_server
 from fedsynth.strategies.checkpoint import FileCheckpoint
 from fedsynth.strategies.in_process import InProcessGrid
-from fedsynth.strategies.policy import SitePolicy, site_ledger
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.registry import make_strategy
 from fedsynth.strategies.site import SiteRuntime
+from fedsynth.strategies.site_budget import site_ledger
 
 SMALL = ["AGE", "SEX", "HB", "PLT", "BM_BLAST", "CYTO_IPSSR", "TP53", "SF3B1", "OS_YEARS", "OS_STATUS"]
 PARAMS = {"hidden_dims": [16], "latent_dim": 3, "n_components": 2, "batch_size": 256, "device": "cpu"}

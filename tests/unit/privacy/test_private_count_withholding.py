@@ -138,7 +138,7 @@ def test_a_site_whose_floor_a_run_does_not_meet_leaves_the_run_with_the_reason(m
     # Setup: three sites; the smallest one accepts no noise multiplier under 1e6 (its own policy); the
     # coordinator skips the budget question (where it would learn the floor and raise its noise to it)
     from fedsynth.privacy.accounting import PrivacyBudget
-    from fedsynth.strategies import policy as policy_mod
+    from fedsynth.strategies import site_budget as policy_mod
 
     monkeypatch.setattr(policy_mod, "check_site_budgets", lambda *args, **kwargs: {})
     from fedsynth.strategies.in_process import InProcessGrid
@@ -166,7 +166,7 @@ def test_a_run_every_site_refuses_names_why_the_sites_left(mds_partition, monkey
     # had logged was cut at the apostrophes ("the request<...>s min_noise_multiplier") by the scrubbing of a
     # site's error text.
     from fedsynth.errors import FedsynthError
-    from fedsynth.strategies import policy as policy_mod
+    from fedsynth.strategies import site_budget as policy_mod
 
     monkeypatch.setattr(policy_mod, "check_site_budgets", lambda *args, **kwargs: {})
     from fedsynth.privacy.accounting import PrivacyBudget

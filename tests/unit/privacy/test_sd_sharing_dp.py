@@ -31,9 +31,10 @@ from fedsynth.errors import ValidationError
 from fedsynth.privacy.accounting import DEFAULT_ORDERS, BudgetExceededError, PrivacyBudget, epsilon_from_rdp
 from fedsynth.strategies import records, sd_sharing
 from fedsynth.strategies.in_process import InProcessGrid
-from fedsynth.strategies.policy import SitePolicy, site_ledger
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.registry import make_strategy
 from fedsynth.strategies.site import SiteRuntime
+from fedsynth.strategies.site_budget import site_ledger
 
 SMALL = ["AGE", "SEX", "HB", "PLT", "BM_BLAST", "CYTO_IPSSR", "TP53", "SF3B1", "OS_YEARS", "OS_STATUS"]
 VAE = {"hidden_dims": [16], "latent_dim": 3, "n_components": 2, "batch_size": 256, "epochs": 2, "device": "cpu"}
@@ -237,7 +238,7 @@ def test_resumed_private_run_gets_the_same_rows_and_never_spends_twice(mds_parti
 def test_a_site_whose_ledger_is_short_refuses_the_fit_before_training(mds_partition, tmp_path, monkeypatch) -> None:
     # Setup: a coordinator that skips the budget check; site-2's ledger allows 1, the run asks 3 (its hello and
     # domain cost 0.89 of it)
-    from fedsynth.strategies import policy
+    from fedsynth.strategies import site_budget
 
     schema = mds_partition.schema.select(SMALL)
     sites = _sites(mds_partition, schema, tmp_path)
@@ -246,7 +247,7 @@ def test_a_site_whose_ledger_is_short_refuses_the_fit_before_training(mds_partit
                            privacy_ledger=site_ledger(tight, tmp_path / "s2"))
     budget = PrivacyBudget(3.0, 1e-5)
     strategy = _strategy(schema, budget, "bayesian_network", min_sites=1)
-    monkeypatch.setattr(policy, "check_site_budgets", lambda *args, **kwargs: {})
+    monkeypatch.setattr(site_budget, "check_site_budgets", lambda *args, **kwargs: {})
     # Run
     result = strategy.start(InProcessGrid(sites))
     # Assert: that site is left out by its ledger and spent nothing on a fit (its ledger holds the hello and the
@@ -510,7 +511,7 @@ def test_a_one_patient_category_is_not_in_the_private_domain_nor_in_released_row
 def test_epsilon_left_for_a_resumed_run_leaves_out_that_runs_own_spending(tmp_path) -> None:
     # Setup: a site budget of 5; run-a spent a Gaussian of zCDP rho 0.05, run-b another
     from fedsynth.privacy.accounting import Release
-    from fedsynth.strategies.policy import epsilon_left
+    from fedsynth.strategies.site_budget import epsilon_left
 
     policy = SitePolicy(epsilon=5.0)
     ledger = site_ledger(policy, tmp_path)

@@ -15,10 +15,11 @@ from fedsynth.errors import FedsynthError
 from fedsynth.privacy.accounting import BudgetExceededError, PrivacyBudget, Release
 from fedsynth.strategies import records
 from fedsynth.strategies.in_process import InProcessGrid
-from fedsynth.strategies.policy import SitePolicy, site_ledger
+from fedsynth.strategies.policy import SitePolicy
 from fedsynth.strategies.registry import make_strategy
 from fedsynth.strategies.secagg_protocol import VECTOR_SOURCES
 from fedsynth.strategies.site import COLLECT_UNDER_BUDGET, UNDER_BUDGET, SiteRuntime, all_site_handlers
+from fedsynth.strategies.site_budget import site_ledger
 
 SMALL = ["AGE", "SEX", "HB", "PLT", "BM_BLAST", "CYTO_IPSSR", "TP53", "SF3B1", "OS_YEARS", "OS_STATUS"]
 BUDGETED = SitePolicy(epsilon=3.0)
@@ -336,7 +337,7 @@ def test_in_simulation_without_a_state_folder_a_run_over_the_sites_budget_is_ref
     # Setup: every site's policy allows epsilon 1; a coordinator that skips the budget question asks for 3
     # (the hello and the domain fit within 1; the private fit of SD-sharing does not)
     from fedsynth.federation.simulation import run_in_process
-    from fedsynth.strategies import policy as policy_module
+    from fedsynth.strategies import site_budget as policy_module
 
     schema = mds_partition.schema.select(SMALL)
     strategy = make_strategy("sd_sharing", schema, generator="bayesian_network", generator_params={"max_indegree": 1},

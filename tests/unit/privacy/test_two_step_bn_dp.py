@@ -170,9 +170,9 @@ def test_a_coordinator_asking_for_noiseless_counts_is_refused_by_a_site_with_a_l
     # Setup: a curious coordinator sends noise multiplier ~0 (as if epsilon were huge) and skips the budget check
     from fedsynth.errors import FedsynthError
     from fedsynth.privacy.ledger import PrivacyLedger
-    from fedsynth.strategies import policy
+    from fedsynth.strategies import site_budget
 
-    monkeypatch.setattr(policy, "check_site_budgets", lambda *args, **kwargs: {})
+    monkeypatch.setattr(site_budget, "check_site_budgets", lambda *args, **kwargs: {})
 
     schema = mds_partition.schema.select(SMALL)
     ledgers = [PrivacyLedger(tmp_path / s.name / "privacy_ledger.json", PrivacyBudget(1.0, 1e-5))
