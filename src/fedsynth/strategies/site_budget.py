@@ -117,12 +117,11 @@ def spending_at_sites(strategy: Any, grid: Any, delta: float, *, timeout: float 
     from flwr.app import RecordDict
 
     from fedsynth.strategies import records
-    from fedsynth.strategies.exchange import SiteInfo
     from fedsynth.strategies.secure_domain import dp_run_id
 
     runs = sorted({str(r) for r in (getattr(strategy, "run_token_", ""), dp_run_id(strategy)) if r})
     cfg = records.to_config_record({"report_runs": runs, "report_delta": float(delta)})
-    probe = [SiteInfo(n, f"node-{n}", 0, ()) for n in sorted(int(n) for n in grid.get_node_ids())]
+    probe = strategy._hello_request(grid).sites  # every node on the grid, as the budget check before the run asks
     previous = strategy.params["request_timeout"]
     strategy.params["request_timeout"] = min(float(previous), timeout)
     try:
