@@ -110,9 +110,8 @@ def spending_at_sites(strategy: Any, grid: Any, delta: float, *, timeout: float 
         budget check before the run that gave no answer now: their own ledgers hold their figure) and
         ``answered_with_error`` (how many nodes answered with an error instead).
 
-    The figure covers the releases a site's ledger holds under the run's directory name and its current token; a
-    count table an earlier try charged under another token (a two-step BN resumed without a checkpoint) is only in
-    the site's ledger file.
+    The figure covers the releases a site's ledger holds under the run's ledger id (its directory's name, under
+    which every strategy's releases are charged) and its current token.
     """
     from flwr.app import RecordDict
 

@@ -164,6 +164,30 @@ def test_sites_ledgers_stop_a_second_run_before_their_budget_is_exceeded(mds_par
     assert max(max(row) for row in spent) <= 1.3 + 1e-9
 
 
+def test_a_private_runs_count_tables_are_charged_under_its_ledger_id_with_its_hello(mds_partition, tmp_path) -> None:
+    # Setup: a private run whose ledger id is its run directory's name (as fedsynth run sets it), over sites with
+    # ledgers. Before, the count tables were charged under the run's token and the hello and domain under the
+    # directory's name: two entries per run, and a resumed try's tables under a token nobody asks about.
+    from fedsynth.privacy.ledger import PrivacyLedger
+
+    schema = mds_partition.schema.select(SMALL)
+    ledgers = [PrivacyLedger(tmp_path / s.name / "privacy_ledger.json", PrivacyBudget(5.0, 1e-5))
+               for s in mds_partition.sites]
+    grid = InProcessGrid([SiteRuntime(s.name, s.data, schema, seed=i, privacy_ledger=ledgers[i])
+                          for i, s in enumerate(mds_partition.sites)])
+    strategy = _strategy(schema, PrivacyBudget(1.0, 1e-5))
+    strategy.privacy_run_id = "run-dir"  # type: ignore[attr-defined]
+    # Run
+    strategy.start(grid)
+    # Assert: every site holds one run, the directory's name, with its hello, domain and count tables in it
+    for led, s in zip(ledgers, mds_partition.sites, strict=True):
+        runs = led._read()["datasets"][s.name]
+        assert list(runs) == ["run-dir"]
+        phases = {key.split("/")[0] for key in runs["run-dir"]}
+        assert "counts" in phases and len(phases) >= 2
+        assert led.epsilon_of_runs(s.name, ["run-dir"]) == pytest.approx(led.epsilon_spent(s.name))
+
+
 def test_a_coordinator_asking_for_noiseless_counts_is_refused_by_a_site_with_a_ledger(
     mds_partition, tmp_path, monkeypatch
 ) -> None:
