@@ -75,16 +75,19 @@ class PrivacyLedger:
             if run_id not in excluded and (only_runs is None or run_id in only_runs):
                 yield from releases.values()
 
-    def spent_rdp(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> np.ndarray:
-        """The composed RDP curve of every recorded release on ``dataset`` (optionally but some runs')."""
+    def spent_rdp(self, dataset: str, *, exclude_run: str | Collection[str] | None = None,
+                  only_runs: Collection[str] | None = None) -> np.ndarray:
+        """The composed RDP curve of every recorded release on ``dataset`` (optionally but some runs', or of
+        ``only_runs`` alone)."""
         curve = np.zeros(len(self.orders))
-        for entry in self._runs(dataset, exclude_run):
+        for entry in self._runs(dataset, exclude_run, only_runs):
             curve = curve + np.asarray(entry["rdp"], dtype=float)
         return curve
 
-    def spent_delta(self, dataset: str, *, exclude_run: str | Collection[str] | None = None) -> float:
+    def spent_delta(self, dataset: str, *, exclude_run: str | Collection[str] | None = None,
+                    only_runs: Collection[str] | None = None) -> float:
         """The sum of the δs recorded beside the RDP curves on ``dataset`` (label selection's thresholds)."""
-        return float(sum(float(entry.get("delta", 0.0)) for entry in self._runs(dataset, exclude_run)))
+        return float(sum(float(entry.get("delta", 0.0)) for entry in self._runs(dataset, exclude_run, only_runs)))
 
     def _epsilon(self, curve: np.ndarray, delta_spent: float, delta: float | None = None) -> float:
         """ε of ``curve`` at ``delta`` (default: the site's δ) less ``delta_spent`` (``inf`` when nothing of δ is
@@ -105,11 +108,10 @@ class PrivacyLedger:
         """ε of the releases recorded under the run ids ``runs`` alone on ``dataset`` (composed in RDP), at ``delta``
         (default: the site's δ) less their own recorded δs: what those runs cost this site, read as a run's
         manifest reads its own figure (0.0 when none of them released anything here)."""
-        entries = list(self._runs(dataset, None, only_runs=set(runs)))
-        if not entries:
+        only = set(runs)
+        if next(self._runs(dataset, None, only), None) is None:  # a zero curve still converts to a positive ε
             return 0.0
-        curve = np.sum([np.asarray(e["rdp"], dtype=float) for e in entries], axis=0)
-        return self._epsilon(curve, float(sum(float(e.get("delta", 0.0)) for e in entries)), delta)
+        return self._epsilon(self.spent_rdp(dataset, only_runs=only), self.spent_delta(dataset, only_runs=only), delta)
 
     def fits(self, dataset: str, rdp: Sequence[float] | np.ndarray, delta: float = 0.0) -> bool:
         """Whether spending ``rdp`` (and ``delta``) more on ``dataset`` stays within the site's budget."""

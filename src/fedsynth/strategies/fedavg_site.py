@@ -33,6 +33,7 @@ from fedsynth.errors import CapabilityError
 from fedsynth.generators.protocols import SupportsLatentMixture, SupportsLocalState, SupportsWeights
 from fedsynth.privacy.accounting import DPSGDRelease, Release
 from fedsynth.strategies import records
+from fedsynth.strategies.secure_domain import ledger_run_id
 from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
@@ -111,22 +112,18 @@ def _save_local_state(generator: SupportsWeights, site: SiteRuntime, key: tuple[
 # -- differential privacy (site side) --------------------------------------------------------------------
 
 
-def _dp_run(cfg: Mapping[str, Any]) -> str:
-    return str(cfg.get("dp_run", cfg["run_token"]))
-
-
 def _charge_ledger(site: SiteRuntime, cfg: Mapping[str, Any], key: str, release: Release | DPSGDRelease) -> None:
     """Charge the site's own ledger before a noisy release leaves (refused past the site's budget)."""
     ledger = site.privacy_ledger
     if ledger is not None:
-        ledger.record(site.name, _dp_run(cfg), key, release.rdp(ledger.orders))
+        ledger.record(site.name, ledger_run_id(cfg), key, release.rdp(ledger.orders))
 
 
 def _released_round(site: SiteRuntime, cfg: Mapping[str, Any], server_round: int) -> dict[str, np.ndarray] | None:
     """The weights this site already released for ``server_round`` of this private run (a resumed run asking
     again), or ``None``. Sending them again adds no information and costs nothing; training again would."""
     found = load_site_state(site, str(cfg["run_token"]), LOCAL_STATE, server_round)
-    if found is None or found[0].get("dp_run") != _dp_run(cfg):
+    if found is None or found[0].get("dp_run") != ledger_run_id(cfg):
         return None
     return {k[2:]: v for k, v in found[1].items() if k.startswith("w.")}
 
@@ -203,7 +200,7 @@ def handle_fit(msg: Message, site: SiteRuntime) -> RecordDict:
     finally:
         if private:
             generator.dp_sgd_ = None  # type: ignore[attr-defined]
-    _save_local_state(generator, site, key, token, server_round, {"dp_run": _dp_run(cfg)} if private else None)
+    _save_local_state(generator, site, key, token, server_round, {"dp_run": ledger_run_id(cfg)} if private else None)
     metrics = {"num_examples": _num_examples(cfg, data), **({} if private else _last_losses(generator))}
     secure = _stash_for_secure_sum(cfg, site, _weighted_update(generator.get_weights(), metrics))
     if secure is not None:

@@ -74,6 +74,7 @@ from fedsynth.strategies.exchange import (
     same_for_all,
     site_name,
 )
+from fedsynth.strategies.secure_domain import ledger_run_id
 from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
@@ -376,22 +377,18 @@ def _message_budget(cfg: Mapping[str, Any], site: SiteRuntime) -> PrivacyBudget 
     return PrivacyBudget(float(cfg["dp_epsilon"]), float(cfg["dp_delta"])).spending(*spent)
 
 
-def _dp_run(cfg: Mapping[str, Any]) -> str:
-    return str(cfg.get("dp_run", cfg["run_token"]))
-
-
 def _save_share(site: SiteRuntime, cfg: Mapping[str, Any], rows: Any, metrics: Mapping[str, Any],
                 account: Mapping[str, Any] | None) -> None:
     """Keep what the site answered in this private run (its rows, or ``None`` for the gate's refusal)."""
     arrays = {} if rows is None else records.from_array_record(rows)
-    save_site_state(site, _dp_run(cfg), DP_RELEASED, 0,
+    save_site_state(site, ledger_run_id(cfg), DP_RELEASED, 0,
                     {"released": rows is not None, "metrics": dict(metrics), "account": dict(account or {})}, arrays)
 
 
 def _released_share(site: SiteRuntime, cfg: Mapping[str, Any]) -> RecordDict | None:
     """What the site already answered in this private run (a resumed run asking again), or ``None``: the same
     rows, or the same refusal. Sending them again adds no information and costs nothing; fitting again would."""
-    found = load_site_state(site, _dp_run(cfg), DP_RELEASED, 0)
+    found = load_site_state(site, ledger_run_id(cfg), DP_RELEASED, 0)
     if found is None:
         return None
     meta, arrays = found
@@ -411,7 +408,7 @@ def _charge_plan(site: SiteRuntime, cfg: Mapping[str, Any], rdp: Callable[[Seque
     from fedsynth.privacy.accounting import epsilon_from_rdp
 
     curve = np.asarray(rdp(ledger.orders), dtype=float)
-    ledger.record(site.name, _dp_run(cfg), f"sd_sharing/{cfg['generator']}", curve)
+    ledger.record(site.name, ledger_run_id(cfg), f"sd_sharing/{cfg['generator']}", curve)
     return epsilon_from_rdp(curve, ledger.budget.delta, ledger.orders)
 
 

@@ -283,18 +283,20 @@ def _charge(site: SiteRuntime, cfg: Mapping[str, Any], release: Release, delta: 
     if site.privacy_ledger is None:
         return
     ledger = site.privacy_ledger
-    ledger.record(site.name, str(cfg.get("dp_run") or cfg["run_token"]), f"{release.phase}/{uuid.uuid4().hex}",
-                  release.rdp(ledger.orders), delta=delta)
+    ledger.record(site.name, ledger_run_id(cfg), f"{release.phase}/{uuid.uuid4().hex}", release.rdp(ledger.orders),
+                  delta=delta)
 
 
-def _state_key(cfg: Mapping[str, Any]) -> str:
-    """Under which id a site keeps what it released: the run's ledger id (its run directory's name, stable when
-    the run is resumed by a strategy that kept no checkpoint, as SD-sharing's), else the run token."""
+def ledger_run_id(cfg: Mapping[str, Any]) -> str:
+    """Site side: the id a request's run is known by in the site's ledger and its kept releases, from the request's
+    settings: the run's ledger id (``dp_run``, its run directory's name, :func:`dp_run_id`: stable when the run is
+    resumed by a strategy that kept no checkpoint, as SD-sharing's), else the run token. Every strategy charges and
+    keeps its releases under it."""
     return str(cfg.get("dp_run") or cfg["run_token"])
 
 
 def _released(site: SiteRuntime, cfg: Mapping[str, Any], part: str, std: float) -> dict[str, np.ndarray] | None:
-    found = load_site_state(site, _state_key(cfg), part, 0)
+    found = load_site_state(site, ledger_run_id(cfg), part, 0)
     if found is None or float(found[0].get("std", -1.0)) != std:
         return None
     return found[1]
@@ -311,7 +313,7 @@ def noisy_row_count(cfg: Mapping[str, Any], site: SiteRuntime) -> int:
     _charge(site, cfg, Release("hello", z, 1))
     noisy = add_count_noise({"n": np.array([len(site.data)])}, z, random_state=noise_source())["n"]
     n = np.maximum(np.rint(noisy - HELLO_MARGIN * z), 1).astype(np.int64)
-    save_site_state(site, _state_key(cfg), _HELLO_RELEASED, 0, {"std": z, "release": ["hello", z, 1]}, {"n": n})
+    save_site_state(site, ledger_run_id(cfg), _HELLO_RELEASED, 0, {"std": z, "release": ["hello", z, 1]}, {"n": n})
     return int(n[0])
 
 
@@ -332,7 +334,7 @@ def noisy_domain_vector(cfg: Mapping[str, Any], site: SiteRuntime, *, secure_agg
     counts = dp_counts(site.data, site.schema, labels)
     _charge(site, cfg, Release("domain", z, int(cfg["dp_uses"])))
     noisy = add_count_noise(counts, std, random_state=noise_source())
-    save_site_state(site, _state_key(cfg), _DOMAIN_RELEASED, 0,
+    save_site_state(site, ledger_run_id(cfg), _DOMAIN_RELEASED, 0,
                     {"std": std, "release": ["domain", z, int(cfg["dp_uses"])]}, noisy)
     return noisy
 
@@ -354,7 +356,7 @@ def noisy_label_names(cfg: Mapping[str, Any], site: SiteRuntime, min_count: int 
     label; :func:`~fedsynth.encoding.dp_domain.select_labels`) — charged to the site's ledger first, the same
     names again when the run asks again."""
     z, tau = float(cfg["dp_noise_std"]), max(float(cfg["dp_label_threshold"]), float(min_count))
-    found = load_site_state(site, _state_key(cfg), _LABELS_RELEASED, 0)
+    found = load_site_state(site, ledger_run_id(cfg), _LABELS_RELEASED, 0)
     if found is not None and found[0].get("std") == z and found[0].get("threshold") == tau:
         return {str(c): [str(x) for x in names] for c, names in found[0]["labels"].items()}
     # The threshold's delta, from the threshold the site applies (not from the message's statement): the chance
@@ -363,7 +365,7 @@ def noisy_label_names(cfg: Mapping[str, Any], site: SiteRuntime, min_count: int 
     delta_tau = dp_domain.label_selection_delta(z, tau, len(columns)) if columns else 0.0
     _charge(site, cfg, Release("domain", z, int(cfg["dp_uses"])), delta=delta_tau)
     names = dp_domain.select_labels(site.data, site.schema, columns, noise_std=z, threshold=tau, random_state=noise_source())
-    save_site_state(site, _state_key(cfg), _LABELS_RELEASED, 0,
+    save_site_state(site, ledger_run_id(cfg), _LABELS_RELEASED, 0,
                     {"std": z, "threshold": tau, "labels": names, "release": ["domain", z, int(cfg["dp_uses"])]},
                     {"n": np.array([sum(len(v) for v in names.values())], dtype=np.int64)})
     return names
@@ -377,7 +379,7 @@ def site_releases(site: SiteRuntime, cfg: Mapping[str, Any]) -> list[Release]:
     released nothing under it."""
     out: list[Release] = []
     for part in (_HELLO_RELEASED, _DOMAIN_RELEASED, _LABELS_RELEASED):
-        found = load_site_state(site, _state_key(cfg), part, 0)
+        found = load_site_state(site, ledger_run_id(cfg), part, 0)
         if found is not None and "release" in found[0]:
             phase, z, count = found[0]["release"]
             out.append(Release(str(phase), float(z), int(count)))

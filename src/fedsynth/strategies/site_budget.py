@@ -61,6 +61,13 @@ def epsilon_left(policy: SitePolicy, ledger: Any, dataset: str, *, exclude_runs:
 MAX_REPORT_RUNS = 4
 
 
+def _run_ids(strategy: Any, *more: str | None) -> list[str]:
+    """The ids the sites' ledgers know the strategy's run by: its token, its ledger id (the run directory's name,
+    ``privacy_run_id``) and ``more``."""
+    return sorted({str(r) for r in (getattr(strategy, "run_token_", ""), getattr(strategy, "privacy_run_id", None),
+                                    *more) if r})
+
+
 def handle_privacy_budget(msg: Any, site: Any) -> Any:
     """``query.privacy_budget``: the ε this site still has for its dataset and its δ (two numbers, no data); asked
     with ``report_runs`` (at most :data:`MAX_REPORT_RUNS` run ids) after a run stopped, also whether it keeps a
@@ -116,9 +123,8 @@ def spending_at_sites(strategy: Any, grid: Any, delta: float, *, timeout: float 
     from flwr.app import RecordDict
 
     from fedsynth.strategies import records
-    from fedsynth.strategies.secure_domain import dp_run_id
 
-    runs = sorted({str(r) for r in (getattr(strategy, "run_token_", ""), dp_run_id(strategy)) if r})
+    runs = _run_ids(strategy)
     cfg = records.to_config_record({"report_runs": runs, "report_delta": float(delta)})
     probe = strategy._hello_request(grid).sites  # every node on the grid, as the budget check before the run asks
     previous = strategy.params["request_timeout"]
@@ -180,8 +186,7 @@ def check_site_budgets(strategy: Any, grid: Any, sites: Any, budget: Any, *, run
 
     # The run's own releases so far (its hello and domain, or its spending before a resume) are not held against
     # it: its ids as the sites' ledgers record them.
-    runs = sorted({str(r) for r in (getattr(strategy, "run_token_", ""), getattr(strategy, "privacy_run_id", None),
-                                    run_id) if r})
+    runs = _run_ids(strategy, run_id)
     cfg = records.to_config_record({"runs": runs}) if runs else ConfigRecord({})
     got = strategy.ask(grid, sites, PRIVACY_BUDGET_MESSAGE, lambda s: RecordDict({"config": cfg}),
                        group_id="privacy-budget")

@@ -92,6 +92,7 @@ from fedsynth.strategies.exchange import (
     site_name,
 )
 from fedsynth.strategies.policy import DisclosureRefused, check_noise_floor, isolates_patients, over_size_cap
+from fedsynth.strategies.secure_domain import dp_run_id, ledger_run_id
 from fedsynth.strategies.site import (
     SiteHandler,
     SiteRuntime,
@@ -157,8 +158,6 @@ class TwoStepBNStrategy(Strategy):
             # Every site's ledger must still allow the run's budget, before any noisy table is asked for.
             check_site_budgets(self, grid, sites, self.privacy)
             accountant = PrivacyAccountant(self.privacy, DP_SPLIT)
-            from fedsynth.strategies.secure_domain import dp_run_id
-
             # The sites' ledgers record the tables under the run's ledger id, as its hello and domain: one entry per
             # run, whatever token a resumed try carries.
             cfg["dp_run"] = dp_run_id(self)
@@ -385,7 +384,7 @@ def _noisy_tables(
         # says it has spent; a noise level too low for what the site has left is refused here.
         ledger = site.privacy_ledger
         cost = Release("counts", z, len(new)).rdp(ledger.orders)
-        ledger.record(site.name, str(cfg.get("dp_run") or cfg["run_token"]), f"counts/{uuid.uuid4().hex}", cost)
+        ledger.record(site.name, ledger_run_id(cfg), f"counts/{uuid.uuid4().hex}", cost)
     # Noise from the site's own OS entropy: a seed the coordinator knows would let it subtract the noise.
     fresh = add_count_noise({k: tables[k] for k in new}, std, random_state=np.random.default_rng())
     if fresh:
