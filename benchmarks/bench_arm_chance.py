@@ -11,6 +11,9 @@ log-rank p >= 0.05 against it. Two oracle "generators" show how often a generato
   against a reference that is itself one sample of that population — the bootstrap stands in for the
   population).
 
+Each oracle is drawn twice: as ``n`` independent draws, and ``_balanced`` as ``fedsynth arm`` draws by default
+(``n`` rows taken from ``10 n`` draws by systematic sampling along OS, :func:`fedsynth.experiments.arm.balanced_rows`).
+
 Per arm and seed: the share of the ``--draws`` draws meeting both criteria, each criterion's share, and the median
 relative error's 5th-95th percentile. ``all_arms_met`` is the product of the shares over every arm and seed: the
 probability of meeting all of them at once (independent draws per arm), and ``all_but_one_or_more_met`` the
@@ -42,6 +45,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("high_risk_tp53_wt", "tp53_mutated", "lower_risk")
+#: The oracles: a copy and a population draw, each drawn independently (as n draws) or balanced (fedsynth arm's
+#: default: n rows taken from 10 n draws by systematic sampling along OS).
+ORACLES = ("copy", "population", "copy_balanced", "population_balanced")
 #: The log-rank criterion of issue #11 (the median one is the evaluator's MEDIAN_FLAG, 15%).
 ALPHA = 0.05
 
@@ -125,22 +131,31 @@ def arms_part(cohort: Any, args: Any) -> dict[str, Any]:
     from fedsynth.cohort.criteria import read_criteria
     from fedsynth.cohort.partition import make_partition
     from fedsynth.evaluation.survival_effects import MEDIAN_FLAG
+    from fedsynth.experiments.arm import BALANCED_POOL_FACTOR, balanced_rows
 
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for seed in [int(s) for s in args.seeds.split(",")]:
         part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
         schema, train = part.schema, part.train
+        ep = next(e for e in schema.endpoints if e.name == "OS")
         for arm_name in ARMS:
             crit = read_criteria(ROOT / "configs" / "arms" / f"{arm_name}.yaml", schema)
             mask = crit.eligible(train, schema)
             ref = train[mask].reset_index(drop=True)
-            for oracle in ("copy", "population"):
-                rng = np.random.default_rng([seed, ARMS.index(arm_name), oracle == "population"])
+            for oracle in ORACLES:
+                balanced = oracle.endswith("_balanced")
+                rng = np.random.default_rng([seed, ARMS.index(arm_name), ORACLES.index(oracle) % 2]
+                                            + ([1] if balanced else []))
                 errs, ps = [], []
                 for _ in range(args.draws):
-                    arm = ref.iloc[rng.integers(len(ref), size=args.n)].reset_index(drop=True)
-                    judged = ref if oracle == "copy" else (
+                    if balanced:  # fedsynth arm's default: n of BALANCED_POOL_FACTOR * n draws, along OS
+                        pool = ref.iloc[rng.integers(len(ref), size=BALANCED_POOL_FACTOR * args.n)]
+                        arm = balanced_rows(pool, args.n, duration_col=ep.duration_col, event_col=ep.event_col,
+                                            rng=rng)
+                    else:
+                        arm = ref.iloc[rng.integers(len(ref), size=args.n)].reset_index(drop=True)
+                    judged = ref if oracle.startswith("copy") else (
                         ref.iloc[rng.integers(len(ref), size=len(ref))].reset_index(drop=True))
                     err, p = judge(arm, judged, schema)
                     errs.append(err)
@@ -154,7 +169,7 @@ def arms_part(cohort: Any, args: Any) -> dict[str, Any]:
                                                         round(float(np.quantile(e, 0.95)), 4)]}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    summary = {o: summarise([r["met"] for r in rows if r["oracle"] == o]) for o in ("copy", "population")}
+    summary = {o: summarise([r["met"] for r in rows if r["oracle"] == o]) for o in ORACLES}
     print(json.dumps(summary))
     return {"criteria": {"median_relative_error_at_most": MEDIAN_FLAG, "logrank_p_at_least": ALPHA},
             "seeds": args.seeds, "n": args.n, "draws": args.draws, "summary": summary, "rows": rows,

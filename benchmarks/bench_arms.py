@@ -273,6 +273,7 @@ def main() -> None:
     from fedsynth.cohort.partition import make_partition
     from fedsynth.evaluation.arm import arm_report
     from fedsynth.evaluation.survival_effects import EFFECT_ROWS_FACTOR, survival_effects, tied_times
+    from fedsynth.experiments.arm import draw_arm
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--generators", default="bn,vae_bgm", help="bn, vae_bgm, ctgan, gaussian_copula, tvae")
@@ -281,6 +282,8 @@ def main() -> None:
                     ' "derived_input_parents": 1, "derived_nodes": true}')
     ap.add_argument("--vae-set", action="append", default=[], help="--set override of configs/fedavg_vae_bgm.yaml")
     ap.add_argument("--ctgan-set", action="append", default=[], help="--set override of configs/fedavg_ctgan.yaml")
+    ap.add_argument("--draws", default="balanced,independent",
+                    help="how arms are drawn (fedsynth arm --draw): balanced, independent or both; rows record it")
     ap.add_argument("--n", type=int, default=300, help="patients per arm (larger: the model's bias, less noise)")
     ap.add_argument("--no-fidelity", action="store_true", help="skip the survival-effect fidelity")
     ap.add_argument("--low-noise-factor", type=int, default=0, metavar="K",
@@ -308,6 +311,7 @@ def main() -> None:
     args = ap.parse_args()
     _FEDAVG_SETS.update(vae_bgm=args.vae_set, ctgan=args.ctgan_set)
     kinds = args.generators.split(",")
+    draws = args.draws.split(",")
     cohort = load("mds-iwgpm")
     out: dict[str, Any] = {"n": args.n, "partition": "3 sites 60/30/10 (best case)", "bn_params": json.loads(args.bn_params),
                            "bn_strategy_params": BN_STRATEGY_PARAMS,
@@ -339,25 +343,28 @@ def main() -> None:
                         if mode is not None:
                             gen.set_params(condition_components=mode.removesuffix(RANGES),
                                            condition_ranges=mode.endswith(RANGES))
-                        gen.raw_violations_ = gen.raw_rows_ = 0
-                        arm = gen.sample(args.n, random_state=seed, conditions=req.conditions or None,
-                                         where=req.where, max_tries=1000, max_seconds=300)
-                        rep = arm_report(arm, schema, reference=train[mask])
-                        os_ = rep["endpoints"]["OS"]
-                        row = {"seed": seed, "generator": kind, "arm": arm_name, "fit_seconds": round(seconds, 1),
-                               "n_real": int(mask.sum()), "median_os_synthetic": os_["arm"]["median"],
-                               "median_os_real": os_["reference"]["median"], **os_["comparison"],
-                               "rule_violations": sum(v["violations"]
-                                                      for v in violation_counts(arm, gen.schema.constraints)),
-                               "rows_meeting_criteria": int(crit.eligible(arm, schema).sum())}
-                        row.update(_calibration_fields(gen, variant))
-                        if mode is not None:
-                            row["components"] = mode
-                        if kind in PEERS:
-                            row["rule_violations_before_repair"] = int(gen.raw_violations_)
-                            row["rows_drawn"] = int(gen.raw_rows_)
-                        out["runs"].append(row)
-                        print(json.dumps(row), flush=True)
+                        for draw in draws:
+                            gen.raw_violations_ = gen.raw_rows_ = 0
+                            # the product's own draw (fedsynth arm): balanced takes the arm from 10 n draws along OS
+                            arm = draw_arm(gen, req, args.n, random_state=seed, max_seconds=300,
+                                           include_post_baseline=True, draw=draw)
+                            rep = arm_report(arm, schema, reference=train[mask])
+                            os_ = rep["endpoints"]["OS"]
+                            row = {"seed": seed, "generator": kind, "arm": arm_name, "draw": draw,
+                                   "fit_seconds": round(seconds, 1),
+                                   "n_real": int(mask.sum()), "median_os_synthetic": os_["arm"]["median"],
+                                   "median_os_real": os_["reference"]["median"], **os_["comparison"],
+                                   "rule_violations": sum(v["violations"]
+                                                          for v in violation_counts(arm, gen.schema.constraints)),
+                                   "rows_meeting_criteria": int(crit.eligible(arm, schema).sum())}
+                            row.update(_calibration_fields(gen, variant))
+                            if mode is not None:
+                                row["components"] = mode
+                            if kind in PEERS:
+                                row["rule_violations_before_repair"] = int(gen.raw_violations_)
+                                row["rows_drawn"] = int(gen.raw_rows_)
+                            out["runs"].append(row)
+                            print(json.dumps(row), flush=True)
                     if len(modes) > 1:
                         gen.set_params(condition_components=default_mode, condition_ranges=default_ranges)
                 if not args.no_fidelity:

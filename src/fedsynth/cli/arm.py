@@ -17,6 +17,10 @@ REFERENCE_OPT = typer.Option(
 POST_OPT = typer.Option(False, "--include-post-baseline", help="Keep columns flagged baseline: false in the arm.")
 SEED_OPT = typer.Option(0, "--seed", help="Random seed; the same seed gives the same arm.")
 MAX_SECONDS_OPT = typer.Option(120.0, "--max-seconds", min=0.1, help="Time bound of rejection sampling (seconds).")
+DRAW_OPT = typer.Option(
+    "balanced", "--draw", help="balanced: the arm is taken from 10 times as many draws by systematic sampling along "
+    "an endpoint, so its curve follows the model's with less of one draw's noise; independent: plain draws.")
+ALONG_OPT = typer.Option(None, "--along", help="The endpoint a balanced arm follows (default: the schema's first).")
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +38,8 @@ def arm(
     include_post_baseline: bool = POST_OPT,
     seed: int = SEED_OPT,
     max_seconds: float = MAX_SECONDS_OPT,
+    draw: str = DRAW_OPT,
+    along: str | None = ALONG_OPT,
 ) -> None:
     """Draw a synthetic control arm under eligibility criteria and write it with its report.
 
@@ -44,12 +50,21 @@ def arm(
 
     from fedsynth.cli.generate import parse_conditions
     from fedsynth.cohort.criteria import read_criteria
-    from fedsynth.experiments.arm import draw_arm, read_reference, summary_lines, training_count, write_arm
+    from fedsynth.experiments.arm import (
+        check_draw,
+        describe_draw,
+        draw_arm,
+        read_reference,
+        summary_lines,
+        training_count,
+        write_arm,
+    )
     from fedsynth.experiments.export import resolve_source
     from fedsynth.generators import load_generator, survival_notes
 
     source = resolve_source(model)
     gen = load_generator(source.model_dir)
+    check_draw(gen.schema, draw, along)
     criteria = read_criteria(criteria_file, gen.schema)
     domain = getattr(gen, "domain", None)
     request = parse_conditions(criteria.condition_items(), gen.schema, criteria.where(gen.schema), domain)
@@ -66,9 +81,10 @@ def arm(
     for note in [*count.warnings, *request.notes, *model_notes]:
         err_console.print(f"Warning: {note}", markup=False, highlight=False)
     rows = draw_arm(gen, request, n, random_state=seed, max_seconds=max_seconds,
-                    include_post_baseline=include_post_baseline)
+                    include_post_baseline=include_post_baseline, draw=draw, endpoint=along)
     paths = write_arm(out, rows, gen.schema, model_dir=source.model_dir, criteria=criteria, request=request,
-                      count=count, random_state=seed, reference=ref, notes=[*request.notes, *model_notes])
+                      count=count, random_state=seed, reference=ref, notes=[*request.notes, *model_notes],
+                      header={"draw": describe_draw(gen.schema, n, draw, along)})
     report = json.loads(paths["json"].read_text())
     for line in summary_lines(report):
         console.print(line, markup=False, highlight=False)

@@ -174,6 +174,9 @@ class ArmConfig(_Strict):
     criteria: str = Field(min_length=1, description="an eligibility-criteria YAML, e.g. configs/arms/lower_risk.yaml")
     n: int = Field(DEFAULT_ARM_PATIENTS, ge=1, description="patients in the arm")
     max_seconds: float = Field(DEFAULT_MAX_SECONDS, ge=0.1, description="time bound of rejection sampling (seconds)")
+    draw: Literal["balanced", "independent"] = Field(
+        "balanced", description="balanced: taken from 10 n draws by systematic sampling along the first endpoint "
+        "(fedsynth arm --draw); independent: n plain draws")
 
     @model_validator(mode="before")
     @classmethod

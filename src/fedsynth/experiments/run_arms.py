@@ -155,7 +155,8 @@ def draw_run_arms(
         if digest is None:
             entry["error"] = "the run saved no global model to draw an arm from"
             continue
-        key = {"criteria_file": arm.config.criteria, "n": arm.config.n, "seed": random_state, "model_sha256": digest}
+        key = {"criteria_file": arm.config.criteria, "n": arm.config.n, "seed": random_state, "model_sha256": digest,
+               "draw": arm.config.draw}
         kept = _finished(folder, key, arm.criteria)
         if kept is not None:
             log.info("control arm %s: kept from an earlier attempt of this run", arm.name)
@@ -217,7 +218,7 @@ def _draw(
     real_data: pd.DataFrame | None,
     random_state: int,
 ) -> dict[str, Any]:
-    from fedsynth.experiments.arm import draw_arm, training_count, write_arm
+    from fedsynth.experiments.arm import describe_draw, draw_arm, training_count, write_arm
     from fedsynth.generators import survival_notes
 
     schema: TableSchema = gen.schema
@@ -226,7 +227,8 @@ def _draw(
     request = check_sampling_inputs(arm.criteria.condition_items(), arm.criteria.where(schema), schema,
                                     observed=observed, bounds=bounds)
     count = training_count(arm.criteria, schema, domain)
-    rows = draw_arm(gen, request, arm.config.n, random_state=random_state, max_seconds=arm.config.max_seconds)
+    rows = draw_arm(gen, request, arm.config.n, random_state=random_state, max_seconds=arm.config.max_seconds,
+                    draw=arm.config.draw)
     reference, about, notes = None, None, [*request.notes, *survival_notes(gen, under_condition=True)]
     if real_data is not None:
         eligible = real_data[arm.criteria.eligible(real_data, schema)]
@@ -239,7 +241,8 @@ def _draw(
         else:
             reference = eligible
     shutil.rmtree(folder, ignore_errors=True)  # what an interrupted attempt left: redrawn whole
-    header = {"run_arm": dict(key), **({"reference": about} if about is not None else {})}
+    header = {"run_arm": dict(key), "draw": describe_draw(schema, arm.config.n, arm.config.draw),
+              **({"reference": about} if about is not None else {})}
     paths = write_arm(folder, rows, schema, model_dir=model_dir, criteria=arm.criteria, request=request,
                       count=count, random_state=random_state, reference=reference, notes=notes, header=header)
     report: dict[str, Any] = json.loads(paths["json"].read_text())

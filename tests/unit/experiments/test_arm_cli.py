@@ -125,6 +125,7 @@ def test_rejection_sampling_stops_at_its_time_bound_with_exit_2(app: typer.Typer
     # Assert
     assert result.exit_code == 2
     assert "time bound of 0.1 s" in result.output
+    assert "A balanced arm draws 10 times its rows" in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert not (tmp_path / "o" / "arm.csv").exists()
 
@@ -141,6 +142,43 @@ def test_criteria_problems_are_listed_at_once_with_exit_2(app: typer.Typer, mode
     assert "exclusoin: is not a criteria key" in text
     assert "inclusion.ranges.age: has min above max" in text
     assert "inclusion: treated: is recorded after baseline" in text
+
+
+def test_the_arm_is_balanced_by_default_and_says_so_and_independent_on_request(
+    app: typer.Typer, model_dir: Path, tmp_path: Path
+) -> None:
+    # Setup
+    crit = _criteria(tmp_path, "inclusion:\n  categories:\n    TP53: [0]\n")
+    outs = {d: tmp_path / d for d in ("default", "independent")}
+    # Run
+    results = {d: runner.invoke(app, ["arm", str(crit), str(model_dir), "--n", "40", "--out", str(out), "--seed", "2",
+                                      *(["--draw", d] if d != "default" else [])]) for d, out in outs.items()}
+    # Assert
+    for result in results.values():
+        assert result.exit_code == 0, result.output
+    draws = {d: json.loads((out / "arm_report.json").read_text())["header"]["draw"] for d, out in outs.items()}
+    assert draws["default"]["method"] == "balanced" and draws["default"]["pool_rows"] == 400
+    assert draws["default"]["endpoint"] == "survival"
+    assert draws["independent"] == {"method": "independent", "pool_rows": None, "endpoint": None,
+                                    "about": "40 independent draws of the model under the criteria"}
+    assert "Drawn as 40 of 400 draws under the criteria" in " ".join(results["default"].output.split())
+    assert "Drawn as 40 of 400 draws" in " ".join((outs["default"] / "arm_report.html").read_text().split())
+    arms = {d: pd.read_csv(out / "arm.csv") for d, out in outs.items()}
+    assert all(len(a) == 40 and (a.TP53 == 0).all() for a in arms.values())
+    assert not arms["default"].equals(arms["independent"])
+
+
+def test_a_wrong_draw_and_endpoint_are_listed_together_with_exit_2(
+    app: typer.Typer, model_dir: Path, tmp_path: Path
+) -> None:
+    crit = _criteria(tmp_path, "inclusion:\n  categories:\n    TP53: [0]\n")
+    result = runner.invoke(app, ["arm", str(crit), str(model_dir), "--n", "10", "--out", str(tmp_path / "o"),
+                                 "--draw", "stratified", "--along", "PFS"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "--draw: 'stratified' is not a draw method; valid: balanced or independent" in text
+    assert "--along: 'PFS' is not an endpoint of the model's schema; valid: survival" in text
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
 
 
 def test_include_post_baseline_keeps_those_columns(app: typer.Typer, model_dir: Path, tmp_path: Path) -> None:

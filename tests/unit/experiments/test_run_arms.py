@@ -81,6 +81,7 @@ def test_a_run_with_an_arm_writes_the_arm_files_and_a_report_section_against_the
     eligible = _eligible_tp53(config)
     report = json.loads((arm_dir / "arm_report.json").read_text())
     assert report["n_reference"] == len(eligible) and report["header"]["reference"]["n"] == len(eligible)
+    assert report["header"]["draw"]["method"] == "balanced" and report["header"]["run_arm"]["draw"] == "balanced"
     os_real = eligible[["OS_YEARS", "OS_STATUS"]].dropna()
     kmf = KaplanMeierFitter().fit(os_real["OS_YEARS"], os_real["OS_STATUS"])
     assert report["endpoints"]["OS"]["reference"]["median"] == pytest.approx(kmf.median_survival_time_)
