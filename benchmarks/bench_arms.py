@@ -51,6 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "arms.json"
 
 
+#: The two-step BN's generator parameters measured here (``--bn-params``' default): its shipped defaults.
+BN_PARAMS: dict[str, Any] = {"max_indegree": 3, "survival_parents": 4, "survival_modifiers": 8,
+                             "derived_input_parents": 1, "derived_nodes": True}
+
 #: The BN's federated setting (the demo's and shipped grids'): under the sites' default disclosure policy only secure
 #: aggregation lets every count table through (in clear, tables with small cells are withheld).
 BN_STRATEGY_PARAMS: dict[str, Any] = {"secure_aggregation": True}
@@ -278,8 +282,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--generators", default="bn,vae_bgm", help="bn, vae_bgm, ctgan, gaussian_copula, tvae")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--bn-params", default='{"max_indegree": 3, "survival_parents": 4, "survival_modifiers": 8,'
-                    ' "derived_input_parents": 1, "derived_nodes": true}')
+    ap.add_argument("--bn-params", default=json.dumps(BN_PARAMS))
     ap.add_argument("--vae-set", action="append", default=[], help="--set override of configs/fedavg_vae_bgm.yaml")
     ap.add_argument("--ctgan-set", action="append", default=[], help="--set override of configs/fedavg_ctgan.yaml")
     ap.add_argument("--draws", default="balanced,independent",

@@ -281,7 +281,7 @@ def write_arm(
     csv = folder / "arm.csv"
     write_csv(arm, csv, schema.select([c for c in schema.data_columns if c in arm.columns]))
     card = write_short_card(csv, model_dir, n_samples=len(arm), random_state=random_state,
-                            conditions=request.conditions, where=request.where)
+                            conditions=request.conditions, where=request.where, draw=(header or {}).get("draw"))
     left_out = [c for c in schema.post_baseline_columns if c not in arm.columns]
     stated: dict[str, Any] = {
         "criteria": criteria.to_dict(), "where": request.where, "conditions": dict(request.conditions),

@@ -367,10 +367,12 @@ FIGURE_HELP = {
 
 
 def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
-               conditions: Mapping[str, Any] | None = None, where: str | None = None) -> dict[str, Any]:
-    """The short form of the data card for rows drawn by ``fedsynth sample``: provenance, the figures known for
-    the model (its run's final evaluation: other draws of the same model, not these rows), the model's survival
-    warnings (:meth:`~fedsynth.generators.base.BaseGenerator.survival_notes`) and the licence."""
+               conditions: Mapping[str, Any] | None = None, where: str | None = None,
+               draw: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The short form of the data card for rows drawn by ``fedsynth sample`` or ``fedsynth arm``: provenance, the
+    figures known for the model (its run's final evaluation: other draws of the same model, not these rows), the
+    model's survival warnings (:meth:`~fedsynth.generators.base.BaseGenerator.survival_notes`) and the licence.
+    ``draw`` (an arm's :func:`~fedsynth.experiments.arm.describe_draw`) goes under ``sample.draw``."""
     from fedsynth.experiments.export import resolve_source
     from fedsynth.generators import load_generator, survival_notes
 
@@ -399,7 +401,8 @@ def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
         "statement": STATEMENT,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": n_samples,
-        "sample": {"seed": random_state, "conditions": dict(conditions or {}), "where": where},
+        "sample": {"seed": random_state, "conditions": dict(conditions or {}), "where": where,
+                   **({"draw": dict(draw)} if draw is not None else {})},
         "made": made,
         "figures": figures,
         "licence": source_licence(cohort),
@@ -411,12 +414,14 @@ def short_card(model_dir: str | Path, *, n_samples: int, random_state: int,
 
 
 def write_short_card(csv_path: str | Path, model_dir: str | Path, *, n_samples: int, random_state: int,
-                     conditions: Mapping[str, Any] | None = None, where: str | None = None) -> Path:
+                     conditions: Mapping[str, Any] | None = None, where: str | None = None,
+                     draw: Mapping[str, Any] | None = None) -> Path:
     """Write :func:`short_card` beside ``csv_path`` as ``<name>.card.json``; returns its path."""
     from fedsynth._io import atomic_write_text
 
     path = Path(csv_path)
     target = path.with_name(path.stem + ".card.json")
-    card = short_card(model_dir, n_samples=n_samples, random_state=random_state, conditions=conditions, where=where)
+    card = short_card(model_dir, n_samples=n_samples, random_state=random_state, conditions=conditions, where=where,
+                      draw=draw)
     atomic_write_text(target, json.dumps(card, indent=2, default=str))
     return target

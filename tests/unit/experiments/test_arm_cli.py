@@ -166,6 +166,8 @@ def test_the_arm_is_balanced_by_default_and_says_so_and_independent_on_request(
     arms = {d: pd.read_csv(out / "arm.csv") for d, out in outs.items()}
     assert all(len(a) == 40 and (a.TP53 == 0).all() for a in arms.values())
     assert not arms["default"].equals(arms["independent"])
+    cards = {d: json.loads((out / "arm.card.json").read_text())["sample"] for d, out in outs.items()}
+    assert cards["default"]["draw"] == draws["default"] and cards["independent"]["draw"]["method"] == "independent"
 
 
 def test_a_wrong_draw_and_endpoint_are_listed_together_with_exit_2(
