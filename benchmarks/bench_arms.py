@@ -13,6 +13,10 @@ Very-Low/Low), n = 300 each, at seeds 0-2 (3 sites 60/30/10, the reference best-
   hold in every training row, derived columns such as IPSS-R from their inputs); ``rule_violations_before_repair``
   counts the SDV rows that broke a rule, of ``rows_drawn``.
 
+Each arm is drawn as ``fedsynth arm`` draws it (:func:`fedsynth.experiments.arm.draw_arm`), ``--draws``
+``balanced`` (the default since session 17: 300 of 3,000 draws by systematic sampling along OS), ``independent``
+(300 draws, as every row before session 17), or both (the default); each row records its ``draw``.
+
 Per arm: median OS synthetic and real, its relative error, log-rank p and the hazard ratio (arm vs real,
 lifelines Cox on an arm indicator) with its 95% CI, and endpoint-rule violations. Per generator and seed: the
 survival-effect fidelity (``fedsynth.evaluation.survival_effects`` of ``EFFECT_ROWS_FACTOR`` (10) times as many
@@ -26,7 +30,7 @@ with ``--low-noise-factor K``, under ``low_noise`` the effects again on another 
 (K = 100: the reading's own scatter in z is 0.1, against 0.32 at 10 and 1 for one same-size draw).
 
 Usage: python benchmarks/bench_arms.py [--generators bn,vae_bgm,ctgan,gaussian_copula,tvae] [--seeds 0,1,2]
-       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--no-fidelity] [--no-arms] [--cal-variants JSON] [--out FILE]
+       [--bn-params JSON] [--vae-set KEY=VALUE ...] [--n 300] [--draws balanced,independent] [--no-fidelity] [--no-arms] [--cal-variants JSON] [--out FILE]
        [--keep-from FILE ...] [--fits-dir DIR] [--low-noise-factor K]
 Writes ONE results file for every generator and peer, benchmarks/results/arms.json (or --out): the rows of this
 call, plus the rows of (generator, seed) pairs it did not measure, kept from the file already there and from any
