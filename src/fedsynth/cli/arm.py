@@ -15,12 +15,13 @@ OUT_OPT = typer.Option(..., "--out", "-o", help="Folder for arm.csv, arm.card.js
 REFERENCE_OPT = typer.Option(
     None, "--reference", help="CSV of real eligible patients (or a trial's arm) to compare with; used as given.")
 POST_OPT = typer.Option(False, "--include-post-baseline", help="Keep columns flagged baseline: false in the arm.")
-SEED_OPT = typer.Option(0, "--seed", help="Random seed; the same seed gives the same arm.")
+SEED_OPT = typer.Option(0, "--seed", help="Random seed; the same seed and draw give the same arm.")
 MAX_SECONDS_OPT = typer.Option(120.0, "--max-seconds", min=0.1, help="Time bound of rejection sampling (seconds).")
 DRAW_OPT = typer.Option(
     "balanced", "--draw", help="balanced: the arm is taken from 10 times as many draws by systematic sampling along "
     "an endpoint, so its curve follows the model's with less of one draw's noise; independent: plain draws.")
-ALONG_OPT = typer.Option(None, "--along", help="The endpoint a balanced arm follows (default: the schema's first).")
+ALONG_OPT = typer.Option(
+    None, "--along", help="The endpoint a balanced arm follows (default: the schema's first); balanced draws only.")
 
 
 def register(app: typer.Typer) -> None:

@@ -143,8 +143,9 @@ def draw_arm(
         arm = gen.sample(rows, random_state=random_state, conditions=request.conditions or None,
                          where=request.where, max_tries=10_000, max_seconds=max_seconds)
     except ConditionError as exc:
-        hint = (f" A balanced arm draws {BALANCED_POOL_FACTOR} times its rows: give more time or draw it "
-                "independent.") if balanced else ""
+        hint = (f" This arm is balanced: the model was asked for {rows:,} rows ({BALANCED_POOL_FACTOR} x {n_samples:,})"
+                f" to take {n_samples:,} from; give it more time (--max-seconds) or draw the arm independent "
+                "(--draw independent).") if balanced else ""
         raise FedsynthError(f"Arm sampling stopped: {exc}{hint}") from None
     if balanced:
         ep = next(e for e in gen.schema.endpoints if e.name == (endpoint or names[0]))
@@ -158,11 +159,20 @@ def draw_arm(
 def check_draw(schema: TableSchema, draw: str, endpoint: str | None = None) -> None:
     """Check a draw method and the endpoint a balanced arm follows, before anything is drawn.
 
+    Parameters
+    ----------
+    schema : TableSchema
+        The model's schema (its endpoints).
+    draw : str
+        One of :data:`ARM_DRAWS`.
+    endpoint : str, optional
+        The endpoint a balanced arm follows (``fedsynth arm --along``); None for the schema's first.
+
     Raises
     ------
     ValidationError
-        Listing both problems when both are wrong: a method not in :data:`ARM_DRAWS`, an endpoint the schema
-        does not declare.
+        Listing every problem at once: a method not in :data:`ARM_DRAWS`, an endpoint the schema does not
+        declare, an endpoint given for an independent draw.
     """
     problems = []
     if draw not in ARM_DRAWS:
@@ -171,13 +181,37 @@ def check_draw(schema: TableSchema, draw: str, endpoint: str | None = None) -> N
     if endpoint is not None and endpoint not in names:
         problems.append(Problem("--along", f"{endpoint!r} is not an endpoint of the model's schema",
                                 ", ".join(names) or "none: the schema declares no endpoint"))
+    elif endpoint is not None and draw == "independent":
+        problems.append(Problem("--along", "applies to balanced draws only, and the draw is independent",
+                                fix="drop --along, or draw balanced"))
     if problems:
         raise ValidationError("Arm draw", problems)
 
 
 def describe_draw(schema: TableSchema, n_samples: int, draw: str, endpoint: str | None = None) -> dict[str, Any]:
-    """How :func:`draw_arm` drew an arm, as its report states it: ``method``, ``pool_rows`` (None when
-    independent), ``endpoint`` (the one a balanced arm follows) and ``about`` (one sentence)."""
+    """How :func:`draw_arm` drew an arm, as its report and data card state it.
+
+    Parameters
+    ----------
+    schema : TableSchema
+        The model's schema.
+    n_samples : int
+        Rows in the arm.
+    draw, endpoint : str
+        As :func:`draw_arm` took them (checked by :func:`check_draw`).
+
+    Returns
+    -------
+    dict
+        ``method``, ``pool_rows`` (None when independent), ``endpoint`` (the one a balanced arm follows, else None)
+        and ``about`` (one sentence). A schema without endpoints is drawn independent, and described so.
+
+    Raises
+    ------
+    ValidationError
+        As :func:`check_draw`.
+    """
+    check_draw(schema, draw, endpoint)
     names = [ep.name for ep in schema.endpoints]
     if draw != "balanced" or not names:
         return {"method": "independent", "pool_rows": None, "endpoint": None,
@@ -195,17 +229,20 @@ def balanced_rows(
 ) -> pd.DataFrame:
     """``n`` rows of ``pool`` by systematic sampling along one endpoint, in random order.
 
-    The pool is ordered by event, then duration (rows missing either last), and every k-th row is taken from a
-    random start, k = ``len(pool) // n``: systematic sampling from an ordered list, which stratifies implicitly on
-    the ordering (Cochran, *Sampling Techniques*, 3rd ed., 1977, ch. 8). The arm's share of events is the pool's
-    within 1 / n, and its event and censoring times follow the pool's quantiles, so its Kaplan-Meier curve and
-    median follow the pool's (the model's, for a pool of many draws) far more closely than ``n`` independent draws
-    would. It removes the draw's noise, not a model's bias. Rows are returned shuffled, with a fresh index.
+    The pool is ordered by event, then duration (within each event value, rows without a duration last; rows
+    without an event after all others), and ``n`` rows are taken at the interval ``len(pool) / n`` from a random
+    start below it (positions ``floor(start + i * len(pool) / n)``, ``start`` a whole number): systematic sampling
+    from an ordered list, which stratifies implicitly on the ordering (Cochran, *Sampling Techniques*, 3rd ed.,
+    1977, ch. 8). The arm's share of events is the pool's within about 1 / n, and its event and censoring times
+    follow the pool's quantiles, so its Kaplan-Meier curve and median follow the pool's (the model's, for a pool of
+    many draws) more closely than ``n`` independent draws would. Only this endpoint is balanced: other endpoints and
+    the covariates keep one draw's noise. It lessens the draw's noise, not a model's bias. Rows are returned
+    shuffled, with a fresh index.
 
     Parameters
     ----------
     pool : DataFrame
-        At least ``n`` rows.
+        At least ``n`` rows; its size need not be a multiple of ``n``.
     n : int
         Rows wanted, >= 1.
     duration_col, event_col : str
@@ -216,13 +253,17 @@ def balanced_rows(
     Raises
     ------
     ValueError
-        When ``pool`` holds fewer than ``n`` rows.
+        When ``n`` < 1 or ``pool`` holds fewer than ``n`` rows.
     """
-    if n < 1 or len(pool) < n:
+    if n < 1:
+        raise ValueError(f"a balanced draw needs n >= 1 (got {n})")
+    if len(pool) < n:
         raise ValueError(f"a balanced draw of {n} rows needs at least as many pool rows (got {len(pool)})")
-    step = len(pool) // n
+    interval = len(pool) / n
+    start = int(rng.integers(int(interval)))
+    positions = np.floor(start + np.arange(n) * interval).astype(int)
     ordered = pool.sort_values([event_col, duration_col], kind="stable", na_position="last")
-    taken = ordered.iloc[int(rng.integers(step)):: step].iloc[:n]
+    taken = ordered.iloc[positions]
     return taken.iloc[rng.permutation(n)].reset_index(drop=True)
 
 
@@ -297,10 +338,10 @@ def write_arm(
 
 
 def summary_lines(report: Mapping[str, Any]) -> list[str]:
-    """How the arm was drawn (when the report says), then one line per endpoint for the console: the arm's median and how many of its rows have the endpoint known
-    (when not all); with a reference, its median, the median difference (its relative size, said when over
-    :data:`~fedsynth.evaluation.survival_effects.MEDIAN_FLAG`), the HR with its reading and the log-rank p (said when
-    under 0.05), as the HTML report flags them."""
+    """How the arm was drawn (when the report says), then one line per endpoint for the console: the arm's
+    median and how many of its rows have the endpoint known (when not all); with a reference, its median, the
+    median difference (its relative size, said when over :data:`~fedsynth.evaluation.survival_effects.MEDIAN_FLAG`),
+    the HR with its reading and the log-rank p (said when under 0.05), as the HTML report flags them."""
     from fedsynth.evaluation.survival_effects import MEDIAN_FLAG
 
     draw = report.get("header", {}).get("draw")

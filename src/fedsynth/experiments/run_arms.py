@@ -107,11 +107,12 @@ def draw_run_arms(
 ) -> list[dict[str, Any]]:
     """Draw each planned arm from ``<run_dir>/model`` and write ``<run_dir>/arms/<name>/``.
 
-    Each arm is what ``fedsynth arm CRITERIA <run_dir> --n N --seed random_state --reference ELIGIBLE.csv``
-    gives: the same model, request, rows and report, in the same files (:data:`ARM_FILES`). An arm a previous
-    attempt of this run finished — same criteria, patients, seed and model — is kept as it is, so a resumed run
-    draws only the arms it lacks. An arm that cannot be drawn (its time bound passed, no model was saved) is
-    reported with its error and does not cost the run.
+    Each arm is what ``fedsynth arm CRITERIA <run_dir> --n N --seed random_state --draw DRAW --reference
+    ELIGIBLE.csv`` gives: the same model, request, rows and report, in the same files (:data:`ARM_FILES`). An arm a
+    previous attempt of this run finished — same criteria, patients, seed, draw method and model — is kept as it
+    is, so a resumed run draws only the arms it lacks; an arm written before draw methods existed (fedsynth before
+    balanced draws) is drawn again, balanced unless the config says ``draw: independent``. An arm that cannot be
+    drawn (its time bound passed, no model was saved) is reported with its error and does not cost the run.
 
     Parameters
     ----------

@@ -125,7 +125,8 @@ def test_rejection_sampling_stops_at_its_time_bound_with_exit_2(app: typer.Typer
     # Assert
     assert result.exit_code == 2
     assert "time bound of 0.1 s" in result.output
-    assert "A balanced arm draws 10 times its rows" in " ".join(result.output.split())
+    assert "This arm is balanced: the model was asked for 100 rows (10 x 10) to take 10 from" in " ".join(
+        result.output.split())
     assert "Traceback" not in result.output
     assert not (tmp_path / "o" / "arm.csv").exists()
 

@@ -374,14 +374,17 @@ def test_the_config_a_run_writes_validates_again_unchanged(path: str, sets: list
 def test_evaluation_arms_take_a_path_or_an_entry_with_300_patients_by_default() -> None:
     # Run
     config = parse_config({"cohort": {"name": "mds-iwgpm"}, "evaluation": {"arms": [
-        "configs/arms/high_risk_tp53_wt.yaml", {"criteria": "other/lower_risk.yaml", "n": 120, "max_seconds": 30}]}})
+        "configs/arms/high_risk_tp53_wt.yaml",
+        {"criteria": "other/lower_risk.yaml", "n": 120, "max_seconds": 30, "draw": "independent"}]}})
 
     # Assert: a bare path is an entry with the defaults; the resolved config writes entries and validates again
     a, b = config.evaluation.arms
     assert (a.criteria, a.n, a.max_seconds, a.name) == ("configs/arms/high_risk_tp53_wt.yaml", 300, 120.0, "high_risk_tp53_wt")
-    assert (b.n, b.max_seconds, b.name) == (120, 30.0, "lower_risk")
+    assert (b.n, b.max_seconds, b.name, b.draw) == (120, 30.0, "lower_risk", "independent")
+    assert a.draw == "balanced"
     written = config.to_yaml_dict()["evaluation"]["arms"]
-    assert written[0] == {"criteria": "configs/arms/high_risk_tp53_wt.yaml", "n": 300, "max_seconds": 120.0}
+    assert written[0] == {"criteria": "configs/arms/high_risk_tp53_wt.yaml", "n": 300, "max_seconds": 120.0,
+                          "draw": "balanced"}
     assert parse_config(config.to_yaml_dict()).evaluation.arms == config.evaluation.arms
 
 

@@ -257,3 +257,31 @@ def test_plan_arms_reads_nothing_when_the_config_names_no_arm(tmp_path) -> None:
     with pytest.raises(ValidationError):
         plan_arms(parse_config({"cohort": {"name": "mds-iwgpm"}, "evaluation": {"arms": [str(tmp_path / "x.yaml")]}}),
                   TableSchema((ColumnSpec("AGE", ColumnKind.INTEGER),)))
+
+
+def test_an_arm_written_before_draw_methods_or_with_another_draw_is_drawn_again(tmp_path) -> None:
+    from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
+    from fedsynth.experiments.run_arms import ARM_FILES, _finished
+
+    schema = TableSchema((ColumnSpec("AGE", ColumnKind.INTEGER),))
+    crit_file = tmp_path / "c.yaml"
+    crit_file.write_text("inclusion:\n  ranges:\n    AGE: {min: 65}\n")
+    from fedsynth.cohort.criteria import read_criteria
+
+    criteria = read_criteria(crit_file, schema)
+    key = {"criteria_file": str(crit_file), "n": 10, "seed": 0, "model_sha256": "abc", "draw": "balanced"}
+    folder = tmp_path / "arm"
+    folder.mkdir()
+    for f in ARM_FILES.values():
+        (folder / f).write_text("")
+
+    def written(run_arm: dict[str, Any]) -> None:
+        header = {"run_arm": run_arm, "criteria": criteria.to_dict()}
+        (folder / ARM_FILES["json"]).write_text(json.dumps({"header": header}))
+
+    written(key)
+    assert _finished(folder, key, criteria) is not None  # control: the same key is kept
+    written({k: v for k, v in key.items() if k != "draw"})  # an arm of fedsynth before balanced draws
+    assert _finished(folder, key, criteria) is None
+    written({**key, "draw": "independent"})
+    assert _finished(folder, key, criteria) is None
