@@ -87,7 +87,7 @@ def training_count(criteria: ArmCriteria, schema: TableSchema, domain: Any) -> T
             or schema[col].kind not in (ColumnKind.CATEGORICAL, ColumnKind.BINARY):
         why = ("the criteria combine several columns, ranges or expressions, and no generator keeps joint counts "
                "(the Bayesian network's tables are smoothed probabilities, not counts)") if not simple else \
-              "the model kept no label counts of that column (a derived column, or one outside the domain)"
+              "the model kept no label counts of that column: it is derived, or outside the domain"
         return TrainingCount(None, "not known", why)
     cd = columns[col]
     counts = dict(zip(cd.categories, cd.category_counts, strict=False))
@@ -135,10 +135,9 @@ def draw_arm(
     """
     from fedsynth.generators import ConditionError
 
-    check_draw(gen.schema, draw, endpoint)
-    names = [ep.name for ep in gen.schema.endpoints]
-    balanced = draw == "balanced" and bool(names)
-    rows = BALANCED_POOL_FACTOR * n_samples if balanced else n_samples
+    how = describe_draw(gen.schema, n_samples, draw, endpoint)  # checks both; no endpoint: drawn independent
+    balanced = how["method"] == "balanced"
+    rows = how["pool_rows"] if balanced else n_samples
     try:
         arm = gen.sample(rows, random_state=random_state, conditions=request.conditions or None,
                          where=request.where, max_tries=10_000, max_seconds=max_seconds)
@@ -148,7 +147,7 @@ def draw_arm(
                 "(--draw independent).") if balanced else ""
         raise FedsynthError(f"Arm sampling stopped: {exc}{hint}") from None
     if balanced:
-        ep = next(e for e in gen.schema.endpoints if e.name == (endpoint or names[0]))
+        ep = next(e for e in gen.schema.endpoints if e.name == how["endpoint"])
         arm = balanced_rows(arm, n_samples, duration_col=ep.duration_col, event_col=ep.event_col,
                             rng=np.random.default_rng(random_state))
     if not include_post_baseline:
@@ -215,13 +214,15 @@ def describe_draw(schema: TableSchema, n_samples: int, draw: str, endpoint: str 
     names = [ep.name for ep in schema.endpoints]
     if draw != "balanced" or not names:
         return {"method": "independent", "pool_rows": None, "endpoint": None,
-                "about": f"{n_samples:,} independent draws of the model under the criteria"}
+                "about": f"Independent draw: {n_samples:,} draws of the model under the criteria."}
     name = endpoint or names[0]
     pool = BALANCED_POOL_FACTOR * n_samples
     return {"method": "balanced", "pool_rows": pool, "endpoint": name,
-            "about": f"{n_samples:,} of {pool:,} draws under the criteria, taken by systematic sampling along {name} "
-                     "(ordered by event, then time): the arm's curve follows the model's own with less of one "
-                     "draw's noise; a model's bias stays"}
+            "about": f"Balanced draw: {n_samples:,} of {pool:,} draws of the model under the criteria, taken by "
+                     f"systematic sampling along {name} (ordered by event, then time), so that its {name} curve "
+                     "follows the model's own with less of one draw's noise. Other endpoints and the covariates "
+                     "keep that noise, and the model's own bias stays: read the arm as the model's estimate for "
+                     "the eligible patients."}
 
 
 def balanced_rows(
@@ -345,7 +346,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     from fedsynth.evaluation.survival_effects import MEDIAN_FLAG
 
     draw = report.get("header", {}).get("draw")
-    lines = [f"Drawn as {draw['about']}."] if isinstance(draw, Mapping) and draw.get("about") else []
+    lines = [str(draw["about"])] if isinstance(draw, Mapping) and draw.get("about") else []
     n_arm = report.get("n_arm")
     for name, ep in report["endpoints"].items():
         m, n = ep["arm"]["median"], ep["arm"].get("n")

@@ -161,9 +161,11 @@ def test_the_arm_is_balanced_by_default_and_says_so_and_independent_on_request(
     assert draws["default"]["method"] == "balanced" and draws["default"]["pool_rows"] == 400
     assert draws["default"]["endpoint"] == "survival"
     assert draws["independent"] == {"method": "independent", "pool_rows": None, "endpoint": None,
-                                    "about": "40 independent draws of the model under the criteria"}
-    assert "Drawn as 40 of 400 draws under the criteria" in " ".join(results["default"].output.split())
-    assert "Drawn as 40 of 400 draws" in " ".join((outs["default"] / "arm_report.html").read_text().split())
+                                    "about": "Independent draw: 40 draws of the model under the criteria."}
+    assert "Balanced draw: 40 of 400 draws of the model under the criteria" in " ".join(
+        results["default"].output.split())
+    assert "Balanced draw: 40 of 400 draws" in " ".join((outs["default"] / "arm_report.html").read_text().split())
+    assert "Independent draw: 40 draws" in " ".join(results["independent"].output.split())
     arms = {d: pd.read_csv(out / "arm.csv") for d, out in outs.items()}
     assert all(len(a) == 40 and (a.TP53 == 0).all() for a in arms.values())
     assert not arms["default"].equals(arms["independent"])
