@@ -80,7 +80,9 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
         With ``calibration_unconditioned`` (and rows drawn under levels) unconditioned draws take a second set of
         factors, fitted on the unconditioned rows alone (``unconditioned_calibration_``) with the same options except
         its genes' share, ``calibration_unconditioned_gene_min_freq`` (an option ``gene_min_freq`` sets the first
-        set's only)."""
+        set's only). The first set, then serving draws under a condition only, takes ``calibration_conditioned_target``
+        as its target (unless ``target`` is given, which sets both) and, with ``calibration_conditioned_rows_only``,
+        reads each level on the rows drawn under it alone (``read_unconditioned=False``)."""
         assert self.domain is not None
         self.survival_calibration_ = self.unconditioned_calibration_ = None
         self.survival_counts_ = {k: np.asarray(v, dtype=np.float64).copy() for k, v in counts.items()}
@@ -99,9 +101,15 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
             "min_count": min_count, "endpoints": endpoints, "target": target or self.params.survival_target,
             "keep_ties": self.params.time_ties, "capped_intercepts": self.params.calibration_capped_intercepts,
             **options}
+        apart = drawn_for is not None and self.params.calibration_unconditioned
+        # Draws under a condition: their own target and reading when unconditioned draws have a set of their own.
+        own_target = self.params.calibration_conditioned_target if apart and target is None else None
+        conditioned_kwargs = {**kwargs, **({"target": own_target} if own_target else {}),
+                              **({"read_unconditioned": False}
+                                 if apart and self.params.calibration_conditioned_rows_only else {})}
         self.survival_calibration_ = fit_survival_calibration(
-            synthetic, counts, self.schema, self.domain, strata, drawn_for=drawn_for, **kwargs)
-        if drawn_for is not None and self.params.calibration_unconditioned:
+            synthetic, counts, self.schema, self.domain, strata, drawn_for=drawn_for, **conditioned_kwargs)
+        if apart:
             # Unconditioned draws get factors fitted on the unconditioned rows alone (calibration_unconditioned).
             self.unconditioned_calibration_ = fit_survival_calibration(
                 unconditioned, counts, self.schema, self.domain, strata,

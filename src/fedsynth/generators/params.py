@@ -483,6 +483,19 @@ class VAEBGMParams(GeneratorParams):
         "and ETNK1 (seeds 13-14, sizes 0.57-0.82 of the real effects at 0.05) and KRAS (seed 16). Genes under it keep "
         "the model's own survival. 0.02 in the tuned FedAvg setting (selection_session15).",
     )
+    calibration_conditioned_target: Literal["median", "hazard", "rmst", "hazard_ratio"] | None = Field(
+        None, description="What the factors of draws under a condition (control arms) match per level, when "
+        "unconditioned draws take their own (calibration_unconditioned); None: survival_target, as the "
+        "unconditioned set. The tuned FedAvg setting matches the median, read on the rows drawn under each level "
+        "alone (calibration_conditioned_rows_only): chosen in session 17 by a rule written first, on balanced arms "
+        "of fresh seeds 25-27, 9 of 9 arms against 8, mean |log median ratio| 0.051 against 0.090 "
+        "(benchmarks/results/arms.json, draws_session17).",
+    )
+    calibration_conditioned_rows_only: bool = Field(
+        False, description="Whether the factors of draws under a condition read each level on the rows drawn under "
+        "that level alone (as control arms are drawn) rather than also on the unconditioned rows (only with "
+        "calibration_unconditioned: the unconditioned draws keep their own set). True in the tuned FedAvg setting.",
+    )
     calibration_capped_intercepts: bool = Field(
         True, description="Whether the survival calibration fits an intercept for an endpoint that a time-order rule "
         "caps at another (LFS under LFS <= OS): lengthening its times cannot go past the cap, so when the model draws "
@@ -500,6 +513,10 @@ class VAEBGMParams(GeneratorParams):
             out.append(param_problem(owner, "calibration_capped_intercepts",
                                      "true unless survival_target is 'hazard_ratio' (only relative level targets "
                                      "can go without an intercept)", False))
+        for key in ("calibration_conditioned_target", "calibration_conditioned_rows_only"):
+            if values.get(key) not in (None, False) and not values.get("calibration_unconditioned"):
+                out.append(param_problem(owner, key, "left out unless calibration_unconditioned is true (without it "
+                                         "one set of factors serves every draw)", values.get(key)))
         gene = values.get("calibration_unconditioned_gene_min_freq")
         if gene != cls.model_fields["calibration_unconditioned_gene_min_freq"].default and not values.get(
                 "calibration_unconditioned"):

@@ -889,3 +889,39 @@ def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone
             ] == ["calibration_unconditioned_gene_min_freq"]
     assert validate_generator_params("vae_bgm", {"calibration_unconditioned_gene_min_freq": 0.02,
                                                  "calibration_unconditioned": True}) == []
+
+
+def test_draws_under_a_condition_can_take_their_own_target_read_on_their_own_rows() -> None:
+    from fedsynth.generators import make_generator
+    from fedsynth.generators.registry import validate_generator_params
+
+    # Setup: a tiny fitted VAE-BGM with a set of factors for unconditioned draws, its calibration refitted with
+    # levels drawn as conditions (as after FedAvg)
+    schema = _schema()
+    real = schema.coerce(_frame(400, 26))
+    opts = {"epochs": 2, "batch_size": 64, "latent_dim": 2, "hidden_dims": [16], "n_components": 2, "device": "cpu",
+            "calibration_rows": 1_500, "calibration_level_rows": 120, "survival_target": "hazard_ratio",
+            "calibration_unconditioned": True}
+    gen = make_generator("vae_bgm", schema, **opts)
+    gen.fit(real)
+    counts = gen.survival_counts_  # type: ignore[attr-defined]
+    gen.fit_survival_calibration(counts)  # type: ignore[attr-defined]
+    shared = gen.survival_calibration_.to_dict()  # type: ignore[attr-defined]
+    unconditioned = gen.unconditioned_calibration_.to_dict()  # type: ignore[attr-defined]
+    # Run: the arms' set with a median target read on the rows drawn under each level alone
+    gen.set_params(calibration_conditioned_target="median", calibration_conditioned_rows_only=True)  # type: ignore[attr-defined]
+    gen.fit_survival_calibration(counts)  # type: ignore[attr-defined]
+    own = gen.survival_calibration_.to_dict()  # type: ignore[attr-defined]
+    # Assert: the unconditioned draws' set is unchanged; the arms' set is the one those options give
+    assert gen.unconditioned_calibration_.to_dict() == unconditioned  # type: ignore[attr-defined]
+    assert own != shared
+    gen.set_params(calibration_conditioned_target=None, calibration_conditioned_rows_only=False)  # type: ignore[attr-defined]
+    gen.fit_survival_calibration(counts, target="median", read_unconditioned=False)  # type: ignore[attr-defined]
+    assert gen.survival_calibration_.to_dict() == own  # type: ignore[attr-defined]
+    # the two parameters need calibration_unconditioned (without it one set serves every draw)
+    problems = validate_generator_params("vae_bgm", {"calibration_conditioned_target": "median",
+                                                     "calibration_conditioned_rows_only": True})
+    assert [p.where for p in problems] == ["calibration_conditioned_target", "calibration_conditioned_rows_only"]
+    assert validate_generator_params("vae_bgm", {"calibration_conditioned_target": "median",
+                                                 "calibration_conditioned_rows_only": True,
+                                                 "calibration_unconditioned": True}) == []
