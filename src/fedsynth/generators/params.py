@@ -486,7 +486,9 @@ class VAEBGMParams(GeneratorParams):
     calibration_conditioned_target: Literal["median", "hazard", "rmst", "hazard_ratio"] | None = Field(
         None, description="What the factors of draws under a condition (control arms) match per level, when "
         "unconditioned draws take their own (calibration_unconditioned); None: survival_target, as the "
-        "unconditioned set. The tuned FedAvg setting matches the median, read on the rows drawn under each level "
+        "unconditioned set; a target given to fit_survival_calibration sets both. Acts on a fitted model's refit "
+        "(a federated fit; a centralized fit reads unconditioned rows only and keeps one set). The tuned FedAvg "
+        "setting matches the median, read on the rows drawn under each level "
         "alone (calibration_conditioned_rows_only): chosen in session 17 by a rule written first, on balanced arms "
         "of fresh seeds 25-27, 9 of 9 arms against 8, mean |log median ratio| 0.051 against 0.090 "
         "(benchmarks/results/arms.json, draws_session17).",
@@ -513,6 +515,11 @@ class VAEBGMParams(GeneratorParams):
             out.append(param_problem(owner, "calibration_capped_intercepts",
                                      "true unless survival_target is 'hazard_ratio' (only relative level targets "
                                      "can go without an intercept)", False))
+        own = values.get("calibration_conditioned_target")
+        if values.get("calibration_capped_intercepts") is False and own not in (None, "hazard_ratio"):
+            out.append(param_problem(owner, "calibration_conditioned_target",
+                                     "'hazard_ratio' or left out while calibration_capped_intercepts is false (only "
+                                     "relative level targets can go without an intercept)", own))
         for key in ("calibration_conditioned_target", "calibration_conditioned_rows_only"):
             if values.get(key) not in (None, False) and not values.get("calibration_unconditioned"):
                 out.append(param_problem(owner, key, "left out unless calibration_unconditioned is true (without it "

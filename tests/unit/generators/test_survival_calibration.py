@@ -915,9 +915,22 @@ def test_draws_under_a_condition_can_take_their_own_target_read_on_their_own_row
     # Assert: the unconditioned draws' set is unchanged; the arms' set is the one those options give
     assert gen.unconditioned_calibration_.to_dict() == unconditioned  # type: ignore[attr-defined]
     assert own != shared
+    # a target given to the fit sets both sets, the parameter's too
+    gen.fit_survival_calibration(counts, target="hazard")  # type: ignore[attr-defined]
+    both_hazard = gen.survival_calibration_.to_dict()  # type: ignore[attr-defined]
     gen.set_params(calibration_conditioned_target=None, calibration_conditioned_rows_only=False)  # type: ignore[attr-defined]
+    gen.fit_survival_calibration(counts, target="hazard", read_unconditioned=False)  # type: ignore[attr-defined]
+    assert gen.survival_calibration_.to_dict() == both_hazard  # type: ignore[attr-defined]
     gen.fit_survival_calibration(counts, target="median", read_unconditioned=False)  # type: ignore[attr-defined]
     assert gen.survival_calibration_.to_dict() == own  # type: ignore[attr-defined]
+    # a centralized fit keeps one set, whatever the parameters say
+    central = make_generator("vae_bgm", schema, calibration_conditioned_target="median",
+                             calibration_conditioned_rows_only=True, **opts)
+    central.fit(real)
+    plain = make_generator("vae_bgm", schema, **opts)
+    plain.fit(real)
+    assert central.unconditioned_calibration_ is None  # type: ignore[attr-defined]
+    assert central.survival_calibration_.to_dict() == plain.survival_calibration_.to_dict()  # type: ignore[attr-defined]
     # the two parameters need calibration_unconditioned (without it one set serves every draw)
     problems = validate_generator_params("vae_bgm", {"calibration_conditioned_target": "median",
                                                      "calibration_conditioned_rows_only": True})
@@ -925,3 +938,8 @@ def test_draws_under_a_condition_can_take_their_own_target_read_on_their_own_row
     assert validate_generator_params("vae_bgm", {"calibration_conditioned_target": "median",
                                                  "calibration_conditioned_rows_only": True,
                                                  "calibration_unconditioned": True}) == []
+    # without an intercept for a capped endpoint, only the relative target is allowed there too
+    capped = validate_generator_params("vae_bgm", {"calibration_conditioned_target": "median",
+                                                   "calibration_unconditioned": True, "survival_target": "hazard_ratio",
+                                                   "calibration_capped_intercepts": False})
+    assert [p.where for p in capped] == ["calibration_conditioned_target"]
