@@ -79,13 +79,13 @@ def main() -> None:
             logs: dict[str, list[float]] = {k: [] for k in ORDERS}
             for r in range(args.repeats):
                 pool = gen.sample(BALANCED_POOL_FACTOR * args.n, random_state=1000 * seed + r, **kw)
-                start = int(np.random.default_rng([seed, r]).integers(BALANCED_POOL_FACTOR))
                 arms = {
                     "independent": pool.sample(args.n, random_state=r),
                     "balanced": balanced_rows(pool, args.n, duration_col=d, event_col=e,
                                               rng=np.random.default_rng([seed, r])),
-                    "balanced_time_first": pool.sort_values([d, e], kind="stable").iloc[
-                        start::BALANCED_POOL_FACTOR].iloc[:args.n],
+                    # the same sampling with the two sort keys swapped: ordered by time, then event
+                    "balanced_time_first": balanced_rows(pool, args.n, duration_col=e, event_col=d,
+                                                         rng=np.random.default_rng([seed, r])),
                 }
                 for k, arm in arms.items():
                     logs[k].append(math.log(_median(arm, d, e) / truth))

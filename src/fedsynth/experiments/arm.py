@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,8 @@ DEFAULT_MAX_SECONDS = 120.0
 #: How an arm's rows are drawn: ``balanced`` (the default) takes them from a pool of
 #: :data:`BALANCED_POOL_FACTOR` times as many draws by systematic sampling along an endpoint; ``independent`` draws
 #: them one by one.
-ARM_DRAWS = ("balanced", "independent")
+ArmDraw = Literal["balanced", "independent"]
+ARM_DRAWS: tuple[str, ...] = get_args(ArmDraw)
 
 #: Pool rows per arm row of a balanced arm.
 BALANCED_POOL_FACTOR = 10

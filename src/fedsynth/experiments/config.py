@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from pydantic import ValidationError as PydanticValidationError
 
 from fedsynth.errors import Problem, ValidationError
-from fedsynth.experiments.arm import DEFAULT_MAX_SECONDS
+from fedsynth.experiments.arm import DEFAULT_MAX_SECONDS, ArmDraw
 from fedsynth.strategies.registry import (
     DEFAULT_LOCAL_EPOCHS,
     DEFAULT_MIN_SITES,
@@ -174,7 +174,7 @@ class ArmConfig(_Strict):
     criteria: str = Field(min_length=1, description="an eligibility-criteria YAML, e.g. configs/arms/lower_risk.yaml")
     n: int = Field(DEFAULT_ARM_PATIENTS, ge=1, description="patients in the arm")
     max_seconds: float = Field(DEFAULT_MAX_SECONDS, ge=0.1, description="time bound of rejection sampling (seconds)")
-    draw: Literal["balanced", "independent"] = Field(
+    draw: ArmDraw = Field(
         "balanced", description="balanced: taken from 10 n draws by systematic sampling along the first endpoint "
         "(fedsynth arm --draw); independent: n plain draws")
 
