@@ -98,7 +98,7 @@ def arm_hazard_ratio(
 def standardized_mean_differences(
     arm: pd.DataFrame, reference: pd.DataFrame, schema: TableSchema, columns: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
-    """Balance table: the standardised mean difference of each covariate between the arm and the reference.
+    """Covariate balance table: the standardised mean difference of each covariate between the arm and the reference.
 
     ``(mean_arm - mean_ref) / sqrt((var_arm + var_ref) / 2)`` (Austin 2009): for a numeric column the sample
     variances; for a binary column and for each level of a categorical column (as a 0/1 indicator) ``p (1 - p)``.

@@ -88,7 +88,10 @@ def test_arm_states_the_training_count_and_writes_rows_that_meet_the_criteria(
     assert 0 <= comp["logrank_p"] <= 1
     assert report["header"]["left_out"] == ["treated"]
     assert {b["column"] for b in report["balance"]} >= {"age", "hb", "group"}
-    assert "<svg" in (tmp_path / "out" / "arm_report.html").read_text()
+    html = (tmp_path / "out" / "arm_report.html").read_text()
+    assert "<svg" in html
+    # the SMD table is named "covariate balance", apart from the "balanced draw" the arm was sampled by
+    assert "Covariate balance: standardised mean differences, arm against" in " ".join(html.split())
     assert (tmp_path / "out" / "arm.card.json").is_file()
 
 
