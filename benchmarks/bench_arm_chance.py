@@ -27,8 +27,19 @@ The ``effects`` part does the same for "no real-significant effect lost", per se
 readings bench_arms uses (10 n and 100 n synthetic rows), and ``bootstrap_copy_lost``: the effects lost by 10 n
 rows drawn with replacement from the training rows themselves, read by the evaluator as any synthetic table.
 
+The ``effect_draws`` part repeats that reading ``--effect-draws`` times per seed at the evaluator's own 10 n, for
+two oracles: ``copy`` (the real training rows as the reference; 10 n rows drawn with replacement from them as the
+synthetic table: a generator that reproduces these patients, up to its draw's noise) and ``population`` (the
+reference itself drawn with replacement from the training rows, n rows, and the synthetic table drawn
+independently, 10 n rows: a generator exact for the patients' population, judged against one sample of it; the
+bootstrap stands in for the population). Per seed and oracle: the law of the number of real-significant effects
+lost (a histogram), its mean beside the evaluator's analytic figure, and the probability that none is lost;
+``none_lost_at_every_seed`` multiplies the seeds' probabilities (seeds treated as independent, though every seed
+partitions one cohort). With ``bench_arms.py``'s VAE-BGM rows in ``arms.json`` (the shipped setting), each seed's
+count of effects VAE-BGM lost at 10 n and the probability that the oracle loses as many or more.
+
 Usage: python benchmarks/bench_arm_chance.py [--seeds 0,1,2] [--n 300] [--draws 200] [--parts arms,effects]
-       [--out FILE]
+       [--effect-draws 100] [--out FILE]      (--parts effect_draws for the repeated effects reading)
 Writes benchmarks/results/arm_chance.json (or --out); a part not run is kept from the file already there.
 """
 
@@ -81,14 +92,19 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--parts", default="arms,effects")
+    ap.add_argument("--effect-draws", type=int, default=100)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arm_chance.json"))
     args = ap.parse_args()
     cohort = load("mds-iwgpm")
     parts = args.parts.split(",")
     old = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    out: dict[str, Any] = {"arms": old.get("arms"), "effects": old.get("effects")}
+    out: dict[str, Any] = {"arms": old.get("arms"), "effects": old.get("effects"),
+                           "effect_draws": old.get("effect_draws")}
     if "effects" in parts:
         out["effects"] = effects_part(cohort, [int(s) for s in args.seeds.split(",")])
+    if "effect_draws" in parts:
+        out["effect_draws"] = effect_draws_part(cohort, [int(s) for s in args.seeds.split(",")], args.effect_draws,
+                                                old.get("effect_draws"))
     if "arms" in parts:
         out["arms"] = arms_part(cohort, args)
     Path(args.out).write_text(json.dumps(out, indent=2))
@@ -124,6 +140,66 @@ def effects_part(cohort: Any, seeds: list[int]) -> dict[str, Any]:
     return {"rows": rows, "seconds": round(time.perf_counter() - t0, 1),
             "command": f"OMP_NUM_THREADS=1 python benchmarks/bench_arm_chance.py --parts effects --seeds "
                        f"{','.join(map(str, seeds))}"}
+
+
+#: Oracles of the effect_draws part (module docstring).
+EFFECT_ORACLES = ("copy", "population")
+#: The evaluator's own reading: synthetic rows per real row for the Cox effects.
+EFFECT_FACTOR = 10
+
+
+def vae_bgm_lost(seed: int) -> int | None:
+    """Effects lost at 10 n by bench_arms.py's VAE-BGM at ``seed``, the shipped setting's row of ``arms.json``
+    (None when that file has none)."""
+    path = ROOT / "benchmarks" / "results" / "arms.json"
+    if not path.exists():
+        return None
+    rows = [f for f in json.loads(path.read_text()).get("fidelity", [])
+            if f.get("generator") == "vae_bgm" and f.get("seed") == seed and not f.get("calibration_variant")]
+    return int(rows[0]["effects_lost"]) if rows else None
+
+
+def effect_draws_part(cohort: Any, seeds: list[int], draws: int, old: dict[str, Any] | None) -> dict[str, Any]:
+    """Per seed and oracle: the law of the effects lost at 10 n over ``draws`` draws (module docstring). Rows of
+    seeds not rerun are kept from ``old``."""
+    from fedsynth.cohort.partition import make_partition
+    from fedsynth.evaluation.survival_effects import survival_effects
+
+    rows = [r for r in (old or {}).get("rows", []) if r["seed"] not in seeds]
+    t0 = time.perf_counter()
+    for seed in seeds:
+        part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
+        train, n = part.train.reset_index(drop=True), len(part.train)
+        for oracle in EFFECT_ORACLES:
+            rng = np.random.default_rng([seed, 11, EFFECT_ORACLES.index(oracle)])
+            lost, analytic = [], []
+            for _ in range(draws):
+                real = train if oracle == "copy" else train.iloc[rng.integers(n, size=n)].reset_index(drop=True)
+                syn = train.iloc[rng.integers(n, size=EFFECT_FACTOR * n)].reset_index(drop=True)
+                counts = survival_effects(real, syn, part.schema, rng=rng)["counts"]
+                lost.append(int(counts["effects_lost"]))
+                analytic.append(float(counts["expected_lost_by_chance" if oracle == "copy"
+                                             else "expected_lost_population"]))
+            law = np.bincount(lost)
+            observed = vae_bgm_lost(seed)
+            row: dict[str, Any] = {
+                "seed": seed, "oracle": oracle, "draws": draws, "rows_factor": EFFECT_FACTOR,
+                "lost_histogram": {str(k): int(c) for k, c in enumerate(law) if c},
+                "mean_lost": round(float(np.mean(lost)), 3),
+                "analytic_mean": round(float(np.mean(analytic)), 3),
+                "p_none_lost": round(float(np.mean(np.asarray(lost) == 0)), 3),
+                "vae_bgm_lost": observed,
+                "p_at_least_vae_bgm": (None if observed is None
+                                       else round(float(np.mean(np.asarray(lost) >= observed)), 3))}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    rows.sort(key=lambda r: (r["seed"], EFFECT_ORACLES.index(r["oracle"])))
+    every = {o: round(float(np.prod([r["p_none_lost"] for r in rows if r["oracle"] == o])), 4)
+             for o in EFFECT_ORACLES}
+    return {"seeds": sorted({r["seed"] for r in rows}), "rows": rows, "none_lost_at_every_seed": every,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "command": f"OMP_NUM_THREADS=1 python benchmarks/bench_arm_chance.py --parts effect_draws --seeds "
+                       f"{','.join(map(str, seeds))} --effect-draws {draws}"}
 
 
 def arms_part(cohort: Any, args: Any) -> dict[str, Any]:
