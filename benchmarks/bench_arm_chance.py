@@ -34,8 +34,7 @@ reference itself drawn with replacement from the training rows, n rows, and the 
 independently, 10 n rows: a generator exact for the patients' population, judged against one sample of it; the
 bootstrap stands in for the population). Per seed and oracle: the law of the number of real-significant effects
 lost (a histogram), its mean beside the evaluator's analytic figure, and the probability that none is lost;
-``none_lost_at_every_seed`` multiplies the seeds' probabilities (seeds treated as independent, though every seed
-partitions one cohort). With ``bench_arms.py``'s VAE-BGM rows in ``arms.json`` (the shipped setting), each seed's
+``none_lost_at_every_seed`` multiplies the seeds' probabilities (each seed's draws come from a stream of their own). With ``bench_arms.py``'s VAE-BGM rows in ``arms.json`` (the shipped setting), each seed's
 count of effects VAE-BGM lost at 10 n and the probability that the oracle loses as many or more.
 
 Usage: python benchmarks/bench_arm_chance.py [--seeds 0,1,2] [--n 300] [--draws 200] [--parts arms,effects]
@@ -154,8 +153,11 @@ def vae_bgm_lost(seed: int) -> int | None:
     path = ROOT / "benchmarks" / "results" / "arms.json"
     if not path.exists():
         return None
+    # The shipped setting's row is the one refitted with no variant ({}); the others carry the variant's options.
     rows = [f for f in json.loads(path.read_text()).get("fidelity", [])
-            if f.get("generator") == "vae_bgm" and f.get("seed") == seed and not f.get("calibration_variant")]
+            if f.get("generator") == "vae_bgm" and f.get("seed") == seed and f.get("calibration_variant") == {}]
+    if len(rows) > 1:
+        raise SystemExit(f"arms.json holds {len(rows)} shipped VAE-BGM fidelity rows for seed {seed}; expected one")
     return int(rows[0]["effects_lost"]) if rows else None
 
 
