@@ -416,6 +416,11 @@ class VAEBGMParams(GeneratorParams):
         "sampled_level_shares). Not under DP-SGD (its Poisson "
         "sampling is what its accounting assumes).",
     )
+    label_share_matching: bool = Field(
+        False, description="Draws made without a condition hold each baseline categorical and binary label at its "
+        "real share: a prior shift of the decoder's logits fitted on pilot draws against the per-component label "
+        "counts summed over sites (fedsynth.generators.label_shares). Draws under a condition are unchanged.",
+    )
     time_ties: bool = Field(
         False, description="Model, for each pair of endpoint durations, whether the two times are equal in a row "
         "as a binary slot of its own (a patient whose leukaemia-free survival ends when their overall survival "

@@ -67,6 +67,13 @@ from fedsynth.errors import FedsynthError
 from fedsynth.generators.base import check_epochs, check_weights, torch_device
 from fedsynth.generators.calibrated_generator import SurvivalCalibratedGenerator
 from fedsynth.generators.component_counts import component_count_statistics
+from fedsynth.generators.label_shares import (
+    PILOT_ROWS,
+    apply_label_offsets,
+    fit_label_offsets,
+    logit_positions,
+    real_label_shares,
+)
 from fedsynth.generators.latent_mixture import (
     MixtureParams,
     check_mixture,
@@ -112,6 +119,9 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
         The installed latent mixture; ``None`` samples codes from the standard normal prior.
     epochs_trained_ : int
         Training epochs so far (``fit`` restarts the count, ``partial_fit`` adds to it).
+    label_offsets_ : dict of float64 arrays or None
+        With ``label_share_matching``: the offsets on the decoder's logits of draws made without a condition
+        (:mod:`~fedsynth.generators.label_shares`), fitted when the component counts are installed.
     """
 
     name = "vae_bgm"
@@ -124,6 +134,7 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
     device_: Any = None
     layout_: Layout | None = None
     epochs_trained_: int = 0
+    label_offsets_: dict[str, np.ndarray] | None = None
     #: DP-SGD settings (:class:`fedsynth.generators._dp.DPSGDSettings`) a federated site sets before training
     #: under a privacy budget; ``None``: plain training.
     dp_sgd_: Any = None
@@ -185,6 +196,7 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
                 self._latent_means(enc), data, self.latent_mixture_, self.count_columns(), self.schema,
                 bins=self.count_bins(),
             )
+        self.fit_label_offsets()
         self.survival_calibration_ = self.unconditioned_calibration_ = None
         if p.survival_calibration:
             self.fit_survival_calibration(self.survival_count_statistics(data))
@@ -340,7 +352,7 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
         Component counts and the survival calibration kept for an earlier mixture are dropped (their components
         and factors are not this model's)."""
         self.latent_mixture_ = check_mixture(params, self.params.latent_dim)
-        self.component_counts_ = None
+        self.component_counts_ = self.label_offsets_ = None
         self.survival_calibration_ = self.unconditioned_calibration_ = None
 
     def get_latent_mixture(self) -> MixtureParams | None:
@@ -400,6 +412,43 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
         set_generator_state(self.torch_rng_, np.asarray(arrays["torch_generator"]))
         self.epochs_trained_ = int(meta.get("epochs_trained", 0))
 
+    # -- label shares of draws without a condition ----------------------------------------------------
+    def set_component_counts(self, counts: Mapping[str, np.ndarray] | None) -> None:
+        """Install the summed component counts (:meth:`ComponentConditionedGenerator.set_component_counts`), then
+        fit the label offsets from them (``label_share_matching``)."""
+        super().set_component_counts(counts)
+        self.fit_label_offsets()
+
+    def fit_survival_calibration(self, counts: Mapping[str, np.ndarray], **options: Any) -> None:
+        """:meth:`SurvivalCalibratedGenerator.fit_survival_calibration`, on draws with the label offsets: they are
+        fitted first when ``label_share_matching`` is on and none are installed (a model saved without them)."""
+        if self.params.label_share_matching and self.label_offsets_ is None:
+            self.fit_label_offsets()
+        super().fit_survival_calibration(counts, **options)
+
+    def fit_label_offsets(self) -> None:
+        """With ``label_share_matching`` and component counts installed, fit ``label_offsets_`` so that draws made
+        without a condition hold each baseline categorical and binary label at its real share (three passes over
+        :data:`PILOT_ROWS`-row draws, :func:`~fedsynth.generators.label_shares.fit_label_offsets`); else clear
+        them. Draws under a condition are never shifted."""
+        self.label_offsets_ = None
+        if not self.params.label_share_matching or self.component_counts_ is None or self.layout_ is None:
+            return
+        columns = {c.name: (("0", "1") if c.kind == "binary" else tuple(str(v) for v in c.categories))
+                   for c in self.layout_.columns if c.kind in ("binary", "categorical")}
+        targets = real_label_shares(self.component_counts_, columns, self.schema)
+        binary = {c.name for c in self.layout_.columns if c.kind == "binary"}
+        rng = np.random.default_rng(self.params.random_state)
+
+        def draw(offsets: dict[str, np.ndarray]) -> pd.DataFrame:
+            self.label_offsets_ = offsets
+            return self._sample(PILOT_ROWS, rng=rng)
+
+        offsets, worst = fit_label_offsets(draw, targets, columns, binary)
+        self.label_offsets_ = offsets
+        log.info("label shares of draws without a condition: %d columns matched, largest log share error %.3g "
+                 "before the last pass", len(offsets), worst)
+
     # -- sampling (conditional draws: ComponentConditionedGenerator.sample) ---------------------------
     def _sample(self, n_samples: int, *, rng: np.random.Generator) -> pd.DataFrame:
         import torch
@@ -414,6 +463,8 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
             out = self.network_.decode(torch.as_tensor(z, dtype=torch.float32, device=self.device_))
             num_sigma = self.network_.numeric_sigma().cpu().numpy().astype(np.float64)
         out = out.cpu().numpy().astype(np.float64)
+        if p.label_share_matching and self.label_offsets_ and not self._under_condition_:
+            out = apply_label_offsets(out, logit_positions(self.layout_), self.label_offsets_)
         return decode(
             self.layout_, self.domain, self.schema, out, num_sigma, rng,
             sampling=p.sampling, numeric_transform=p.numeric_transform,
@@ -434,6 +485,9 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
             "component_counts": None
             if self.component_counts_ is None
             else {k: v.tolist() for k, v in self.component_counts_.items()},
+            "label_offsets": None
+            if self.label_offsets_ is None
+            else {k: v.tolist() for k, v in self.label_offsets_.items()},
             "survival_calibration": None
             if self.survival_calibration_ is None
             else self.survival_calibration_.to_dict(),
@@ -458,6 +512,10 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
         counts = state.get("component_counts")
         self.component_counts_ = None if counts is None else {
             k: np.asarray(v, dtype=np.float64) for k, v in counts.items()
+        }
+        offsets = state.get("label_offsets")
+        self.label_offsets_ = None if offsets is None else {
+            k: np.asarray(v, dtype=np.float64) for k, v in offsets.items()
         }
         cal, unc = state.get("survival_calibration"), state.get("unconditioned_calibration")
         self.survival_calibration_ = None if cal is None else SurvivalCalibration.from_dict(cal)
