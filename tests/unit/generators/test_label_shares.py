@@ -173,3 +173,25 @@ def test_vae_bgm_draws_without_a_condition_at_the_real_shares_and_leaves_conditi
     assert any(np.all(np.abs(gen.label_offsets_[c]) < MAX_LOG_OFFSET - 1e-9) for c in cols)
     pd.testing.assert_frame_equal(cond_on, cond_off)  # a condition's draws are not shifted
     pd.testing.assert_frame_equal(again, matched)  # the offsets are saved with the model
+
+
+def test_the_arms_calibration_set_is_the_same_with_the_option_and_the_unconditioned_set_is_refitted() -> None:
+    # Setup: the tuned setting's calibration sets: unconditioned draws have their own factors, the arms' set reads
+    # each level on the rows drawn under it alone (configs/fedavg_vae_bgm.yaml)
+    params = {**TINY, "survival_calibration": True, "calibration_rows": 4000, "calibration_level_rows": 300,
+              "calibration_unconditioned": True, "calibration_conditioned_target": "median",
+              "calibration_conditioned_rows_only": True, "survival_target": "hazard_ratio"}
+    real = _frame(600, 2)
+    gen = VAEBGMGenerator(_schema(), **params).fit(real)
+    counts = gen.survival_count_statistics(real)
+    gen.fit_survival_calibration(counts)  # a fitted model: the sets read the rows drawn under each level too
+    arms_off, own_off = gen.survival_calibration_, gen.unconditioned_calibration_
+    # Run
+    gen.set_params(label_share_matching=True)
+    gen.fit_survival_calibration(counts)
+    # Assert: the offsets were fitted for the refit; the arms' factors are unchanged, the unconditioned ones moved
+    assert gen.label_offsets_ is not None
+    assert arms_off is not None and own_off is not None and gen.unconditioned_calibration_ is not None
+    assert gen.survival_calibration_ is not None
+    assert gen.survival_calibration_.to_dict() == arms_off.to_dict()
+    assert gen.unconditioned_calibration_.to_dict() != own_off.to_dict()
