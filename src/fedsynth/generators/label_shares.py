@@ -2,9 +2,9 @@
 condition hold each baseline label at its real share.
 
 A VAE decodes each categorical column by a softmax given the latent code. Its marginal shares can drift from the
-real ones; rare protective levels suffer most (on the MDS cohort CYTO_IPSSR Very-Good was drawn at 3.4% of the rows
-with a karyotype against 4.5% real, and a table that holds fewer of a level's patients holds less evidence on its
-effect on survival, so the effect can be lost at its full size). The correction here keeps what the decoder says
+real ones; rare protective levels suffer most (on the MDS cohort, one FedAvg fit, CYTO_IPSSR Very-Good was drawn
+at 3.4% of the rows with a karyotype against 4.5% real). A table that holds fewer of a level's patients holds less
+evidence on the level's effect on survival, so the effect can be lost at its full size. The correction here keeps what the decoder says
 about each row and moves only the priors: for a column ``c`` with labels ``j``, the logit of label ``j`` gets an
 offset ``a_cj`` shared by every row (for a binary column one offset on its logit). Offsets are found by passes over
 pilot draws of the model itself::
@@ -21,6 +21,9 @@ The real shares come from the per-component label counts summed over sites
 (:mod:`~fedsynth.generators.component_counts`), summed over components: no count beyond what conditional draws
 already use. Columns with role ``outcome`` or recorded after baseline are never moved: their shares follow the
 rows.
+
+VAE-BGM's ``label_share_matching`` (off by default) applies it. Measured against the tuned setting on fresh seeds, it
+lost more survival effects, not fewer (``benchmarks/results/arms.json``, ``selection_session18``).
 """
 
 from __future__ import annotations
