@@ -9,20 +9,27 @@ about each row and moves only the priors: for a column ``c`` with labels ``j``, 
 offset ``a_cj`` shared by every row (for a binary column one offset on its logit). Offsets are found by passes over
 pilot draws of the model itself::
 
-    a_cj += log(q_cj / p_cj)                  (categorical; labels with a real share of 0 are left alone)
-    a_c  += logit(q_c) - logit(p_c)           (binary: the share of label "1")
+    a_cj += log(q_cj / p_cj)                  (categorical; a label with a real share of 0 keeps its offset,
+                                               though its share still moves with the others)
+    a_c  += logit(q_c) - logit(p_c)           (binary: the share of label "1"; none when q_c is 0 or 1)
 
 with ``q`` the real share among the rows where the column is known and ``p`` the share in the pilot draw (drawn with
-the offsets so far), each offset bounded by ``max_log_offset``. This is the prior-shift adjustment of a
+the offsets so far), each label's offset bounded by ``max_log_offset`` (so two labels' odds move by at most the
+square of its exponential). This is the prior-shift adjustment of a
 probabilistic classifier's outputs to new class priors (Saerens, Latinne & Decaestecker, 2002, Neural Computation
 14:21-41), taken one column at a time and iterated as raking iterates margins (Deming & Stephan, 1940).
 
 The real shares come from the per-component label counts summed over sites
 (:mod:`~fedsynth.generators.component_counts`), summed over components: no count beyond what conditional draws
-already use. Columns with role ``outcome`` or recorded after baseline are never moved: their shares follow the
-rows.
+already use. Under secure aggregation the sums are exact; in clear a site withholds a label held by 1 to ``k - 1`` of
+its rows, so a rare label's share can read low by up to ``k - 1`` rows per site. Under a privacy budget the counts
+are not asked for and nothing is shifted. Outcome columns, endpoint columns and columns recorded after baseline are
+never moved: their shares follow the rows.
 
-VAE-BGM's ``label_share_matching`` (off by default) applies it. Measured against the tuned setting on fresh seeds, it
+VAE-BGM's ``label_share_matching`` (off by default) applies it to draws made without a condition. Draws under a
+condition are never shifted; their rows stay as they were where their survival factors are read on rows drawn under
+a condition alone (``calibration_unconditioned`` with ``calibration_conditioned_rows_only``, the tuned setting), and
+otherwise move with the factors refitted on the shifted draws. Measured against the tuned setting on fresh seeds, it
 lost more survival effects, not fewer (``benchmarks/results/arms.json``, ``selection_session18``).
 """
 
@@ -58,15 +65,16 @@ def real_label_shares(component_counts: Mapping[str, np.ndarray], columns: Mappi
     columns : dict
         Column -> its labels in the decoder's order (a binary column: ``("0", "1")``).
     schema : TableSchema
-        Outcome and post-baseline columns are left out.
+        Outcome, endpoint and post-baseline columns are left out.
 
     Returns
     -------
     dict
-        Column -> float64 shares, shape ``(n_labels,)``, summing to 1; a column without counts, or whose counts do
-        not match its labels, is left out.
+        Column -> float64 shares, shape ``(n_labels,)``, summing to 1; a column without counts, whose counts do
+        not match its labels, or that is missing in every counted row, is left out.
     """
-    fixed = set(schema.outcome_columns) | set(schema.post_baseline_columns)
+    fixed = set(schema.outcome_columns) | set(schema.post_baseline_columns) | {
+        c for ep in schema.endpoints for c in (ep.duration_col, ep.event_col)}
     out: dict[str, np.ndarray] = {}
     for name, labels in columns.items():
         counts = component_counts.get(name)
@@ -148,7 +156,8 @@ def fit_label_offsets(
             q = targets[c]
             if c in binary:
                 qq, pp = (float(np.clip(v[-1], SHARE_FLOOR, 1 - SHARE_FLOOR)) for v in (q, p))
-                step = np.array([np.log(qq / (1 - qq)) - np.log(pp / (1 - pp))])
+                known = 0.0 < float(q[-1]) < 1.0  # a share of 0 or 1 may be a withheld count: no move
+                step = np.array([np.log(qq / (1 - qq)) - np.log(pp / (1 - pp)) if known else 0.0])
             else:
                 step = np.where(q > 0, np.log(np.clip(q, SHARE_FLOOR, 1) / np.clip(p, SHARE_FLOOR, 1)), 0.0)
             worst = max(worst, float(np.abs(step).max()))

@@ -419,8 +419,9 @@ class VAEBGMParams(GeneratorParams):
     label_share_matching: bool = Field(
         False, description="Draws made without a condition hold each baseline categorical and binary label at its "
         "real share: a prior shift of the decoder's logits fitted on pilot draws against the per-component label "
-        "counts summed over sites (fedsynth.generators.label_shares). Draws under a condition are unchanged. Not "
-        "chosen for the tuned setting (benchmarks/results/arms.json, selection_session18).",
+        "counts summed over sites (fedsynth.generators.label_shares), when the model is fitted, its counts installed "
+        "or its calibration refitted; nothing under a privacy budget (no counts). Draws under a condition are not "
+        "shifted. Not chosen for the tuned setting (benchmarks/results/arms.json, selection_session18).",
     )
     time_ties: bool = Field(
         False, description="Model, for each pair of endpoint durations, whether the two times are equal in a row "

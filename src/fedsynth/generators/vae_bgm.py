@@ -121,7 +121,8 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
         Training epochs so far (``fit`` restarts the count, ``partial_fit`` adds to it).
     label_offsets_ : dict of float64 arrays or None
         With ``label_share_matching``: the offsets on the decoder's logits of draws made without a condition
-        (:mod:`~fedsynth.generators.label_shares`), fitted when the component counts are installed.
+        (:mod:`~fedsynth.generators.label_shares`), fitted by ``fit``, when the component counts are installed, and
+        by :meth:`fit_survival_calibration` when none are; cleared with the latent mixture.
     """
 
     name = "vae_bgm"
@@ -430,7 +431,8 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
         """With ``label_share_matching`` and component counts installed, fit ``label_offsets_`` so that draws made
         without a condition hold each baseline categorical and binary label at its real share (three passes over
         :data:`PILOT_ROWS`-row draws, :func:`~fedsynth.generators.label_shares.fit_label_offsets`); else clear
-        them. Draws under a condition are never shifted."""
+        them. Draws under a condition are never shifted (their rows can still move with survival factors refitted
+        on the shifted draws: :mod:`~fedsynth.generators.label_shares`)."""
         self.label_offsets_ = None
         if not self.params.label_share_matching or self.component_counts_ is None or self.layout_ is None:
             return

@@ -102,6 +102,15 @@ def test_offsets_stop_at_their_bound_and_a_label_without_real_rows_is_left_alone
     assert offsets["RISK"][0] == pytest.approx(np.log(0.999 / 0.5), abs=1e-3)
 
 
+def test_a_binary_share_of_zero_moves_nothing() -> None:
+    # Setup: no real row carries MUT in the counts (it may have been withheld at every site)
+    draw = _exact_draw(np.array([0.5, 0.3, 0.2]), 0.2)
+    # Run
+    offsets, _ = fit_label_offsets(draw, {"MUT": np.array([1.0, 0.0])}, COLUMNS, {"MUT"}, passes=2)
+    # Assert
+    np.testing.assert_array_equal(offsets["MUT"], [0.0])
+
+
 def test_real_shares_sum_the_components_drop_missing_and_leave_outcomes_and_later_columns_out() -> None:
     # Setup: two components; SEX (F, M, missing); OS_STATUS is an outcome, LATER recorded after baseline
     schema = TableSchema((
@@ -109,10 +118,14 @@ def test_real_shares_sum_the_components_drop_missing_and_leave_outcomes_and_late
         ColumnSpec("LATER", ColumnKind.BINARY, baseline=False),
         ColumnSpec("OS_YEARS", ColumnKind.CONTINUOUS, ColumnRole.OUTCOME),
         ColumnSpec("OS_STATUS", ColumnKind.BINARY, ColumnRole.OUTCOME),
-    ), (SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"),), "t")
+        ColumnSpec("EFS_YEARS", ColumnKind.CONTINUOUS),
+        ColumnSpec("EFS_STATUS", ColumnKind.BINARY),  # an endpoint's event column without the outcome role
+    ), (SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"), SurvivalEndpoint("EFS", "EFS_YEARS", "EFS_STATUS")), "t")
     counts = {"SEX": np.array([[3.0, 1.0, 5.0], [1.0, 5.0, 0.0]]), "OS_STATUS": np.array([[1.0, 1.0, 0.0]]),
-              "LATER": np.array([[1.0, 1.0, 0.0]]), "WRONG": np.array([[1.0, 0.0]])}
-    columns = {"SEX": ("F", "M"), "OS_STATUS": ("0", "1"), "LATER": ("0", "1"), "WRONG": ("a", "b")}
+              "LATER": np.array([[1.0, 1.0, 0.0]]), "WRONG": np.array([[1.0, 0.0]]),
+              "EFS_STATUS": np.array([[1.0, 1.0, 0.0]])}
+    columns = {"SEX": ("F", "M"), "OS_STATUS": ("0", "1"), "LATER": ("0", "1"), "WRONG": ("a", "b"),
+               "EFS_STATUS": ("0", "1")}
     # Run
     shares = real_label_shares(counts, columns, schema)
     # Assert: F 4 of 10 known, M 6 of 10; the rest left out (WRONG: counts that do not match its labels)
@@ -173,6 +186,8 @@ def test_vae_bgm_draws_without_a_condition_at_the_real_shares_and_leaves_conditi
     assert any(np.all(np.abs(gen.label_offsets_[c]) < MAX_LOG_OFFSET - 1e-9) for c in cols)
     pd.testing.assert_frame_equal(cond_on, cond_off)  # a condition's draws are not shifted
     pd.testing.assert_frame_equal(again, matched)  # the offsets are saved with the model
+    gen.set_latent_mixture(gen.get_latent_mixture())  # another mixture: its counts and offsets are not this one's
+    assert gen.label_offsets_ is None
 
 
 def test_the_arms_calibration_set_is_the_same_with_the_option_and_the_unconditioned_set_is_refitted() -> None:
