@@ -436,8 +436,8 @@ class VAEBGMGenerator(SurvivalCalibratedGenerator):
         self.label_offsets_ = None
         if not self.params.label_share_matching or self.component_counts_ is None or self.layout_ is None:
             return
-        columns = {c.name: (("0", "1") if c.kind == "binary" else tuple(str(v) for v in c.categories))
-                   for c in self.layout_.columns if c.kind in ("binary", "categorical")}
+        decoded = {c.name for c in self.layout_.columns if c.kind in ("binary", "categorical")}
+        columns = {name: labels for name, labels in self.count_columns().items() if name in decoded}  # counts' labels
         targets = real_label_shares(self.component_counts_, columns, self.schema)
         binary = {c.name for c in self.layout_.columns if c.kind == "binary"}
         rng = np.random.default_rng(self.params.random_state)
