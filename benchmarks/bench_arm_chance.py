@@ -143,10 +143,6 @@ def effects_part(cohort: Any, seeds: list[int]) -> dict[str, Any]:
 
 #: Oracles of the effect_draws part (module docstring).
 EFFECT_ORACLES = ("copy", "population")
-#: The evaluator's own reading: synthetic rows per real row for the Cox effects.
-EFFECT_FACTOR = 10
-
-
 def vae_bgm_lost(seed: int) -> int | None:
     """Effects lost at 10 n by bench_arms.py's VAE-BGM at ``seed``, the shipped setting's row of ``arms.json``
     (None when that file has none)."""
@@ -165,7 +161,7 @@ def effect_draws_part(cohort: Any, seeds: list[int], draws: int, old: dict[str, 
     """Per seed and oracle: the law of the effects lost at 10 n over ``draws`` draws (module docstring). Rows of
     seeds not rerun are kept from ``old``."""
     from fedsynth.cohort.partition import make_partition
-    from fedsynth.evaluation.survival_effects import survival_effects
+    from fedsynth.evaluation.survival_effects import EFFECT_ROWS_FACTOR, survival_effects
 
     rows = [r for r in (old or {}).get("rows", []) if r["seed"] not in seeds]
     t0 = time.perf_counter()
@@ -177,7 +173,7 @@ def effect_draws_part(cohort: Any, seeds: list[int], draws: int, old: dict[str, 
             lost, analytic = [], []
             for _ in range(draws):
                 real = train if oracle == "copy" else train.iloc[rng.integers(n, size=n)].reset_index(drop=True)
-                syn = train.iloc[rng.integers(n, size=EFFECT_FACTOR * n)].reset_index(drop=True)
+                syn = train.iloc[rng.integers(n, size=EFFECT_ROWS_FACTOR * n)].reset_index(drop=True)
                 counts = survival_effects(real, syn, part.schema, rng=rng)["counts"]
                 lost.append(int(counts["effects_lost"]))
                 analytic.append(float(counts["expected_lost_by_chance" if oracle == "copy"
@@ -185,7 +181,7 @@ def effect_draws_part(cohort: Any, seeds: list[int], draws: int, old: dict[str, 
             law = np.bincount(lost)
             observed = vae_bgm_lost(seed)
             row: dict[str, Any] = {
-                "seed": seed, "oracle": oracle, "draws": draws, "rows_factor": EFFECT_FACTOR,
+                "seed": seed, "oracle": oracle, "draws": draws, "rows_factor": EFFECT_ROWS_FACTOR,
                 "lost_histogram": {str(k): int(c) for k, c in enumerate(law) if c},
                 "mean_lost": round(float(np.mean(lost)), 3),
                 "analytic_mean": round(float(np.mean(analytic)), 3),

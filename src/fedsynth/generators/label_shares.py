@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.special import logit
 
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.generators.vae_layout import Layout
@@ -101,18 +102,8 @@ def drawn_shares(raw: pd.DataFrame, columns: Mapping[str, tuple[str, ...]],
 
 
 def logit_positions(layout: Layout) -> dict[str, slice]:
-    """Where each binary and categorical column's logits sit in the decoder's output (``Layout``'s order: numeric
-    means, binary logits, categorical logits, missing logits)."""
-    out: dict[str, slice] = {}
-    starts = np.concatenate([[0], np.cumsum(layout.cat_sizes)]).astype(int)
-    for col in layout.columns:
-        if col.kind == "binary":
-            start = layout.n_numeric + col.index
-            out[col.name] = slice(start, start + 1)
-        elif col.kind == "categorical":
-            start = layout.n_numeric + layout.n_binary + int(starts[col.index])
-            out[col.name] = slice(start, start + len(col.categories))
-    return out
+    """Where each binary and categorical column's logits sit in the decoder's output (:meth:`Layout.value_slice`)."""
+    return {c.name: layout.value_slice(c) for c in layout.columns if c.kind in ("binary", "categorical")}
 
 
 def fit_label_offsets(
@@ -157,7 +148,7 @@ def fit_label_offsets(
             if c in binary:
                 qq, pp = (float(np.clip(v[-1], SHARE_FLOOR, 1 - SHARE_FLOOR)) for v in (q, p))
                 known = 0.0 < float(q[-1]) < 1.0  # a share of 0 or 1 may be a withheld count: no move
-                step = np.array([np.log(qq / (1 - qq)) - np.log(pp / (1 - pp)) if known else 0.0])
+                step = np.array([float(logit(qq) - logit(pp)) if known else 0.0])
             else:
                 step = np.where(q > 0, np.log(np.clip(q, SHARE_FLOOR, 1) / np.clip(p, SHARE_FLOOR, 1)), 0.0)
             worst = max(worst, float(np.abs(step).max()))

@@ -98,6 +98,21 @@ class Layout:
     def n_cat_total(self) -> int:
         return int(sum(self.cat_sizes))
 
+    def cat_slice(self, index: int) -> slice:
+        """The dimensions of categorical block ``index`` (a column's, or the event pattern's), in the inputs and the
+        decoder's outputs alike (numeric, binary, categorical, missing blocks in that order)."""
+        start = self.n_numeric + self.n_binary + int(sum(self.cat_sizes[:index]))
+        return slice(start, start + self.cat_sizes[index])
+
+    def value_slice(self, column: ColumnLayout) -> slice:
+        """A column's own dimensions (its numeric value, binary logit or categorical block; not its missing
+        indicator), in the inputs and the decoder's outputs alike."""
+        if column.kind == "numeric":
+            return slice(column.index, column.index + 1)
+        if column.kind == "binary":
+            return slice(self.n_numeric + column.index, self.n_numeric + column.index + 1)
+        return self.cat_slice(column.index)
+
     @property
     def input_dim(self) -> int:
         return self.n_numeric + self.n_binary + self.n_cat_total + self.n_missing
@@ -300,24 +315,16 @@ def absent_inputs(layout: Layout, domain: Domain, numeric_transform: str) -> tup
     lay = layout
     absent = encode(layout, domain, pd.DataFrame(index=range(1)), numeric_transform).inputs[0]
     col_dims = np.zeros((len(lay.columns), lay.input_dim), np.float32)
-    cat_offsets = np.concatenate([[0], np.cumsum(lay.cat_sizes)]).astype(int)
     miss_base = lay.n_numeric + lay.n_binary + lay.n_cat_total
     for j, c in enumerate(lay.columns):
-        if c.kind == "numeric":
-            col_dims[j, c.index] = 1
-        elif c.kind == "binary":
-            col_dims[j, lay.n_numeric + c.index] = 1
-        else:
-            start = lay.n_numeric + lay.n_binary + cat_offsets[c.index]
-            col_dims[j, start : start + lay.cat_sizes[c.index]] = 1
+        col_dims[j, lay.value_slice(c)] = 1
         if c.missing_index >= 0:
             col_dims[j, miss_base + c.missing_index] = 1
         for k, pair in enumerate(lay.ties):  # a dropped duration hides its ties too
             if c.name in pair:
                 col_dims[j, lay.n_numeric + lay.tie_offset + k] = 1
         if c.name in lay.events:  # and a dropped event column the event pattern
-            start = lay.n_numeric + lay.n_binary + cat_offsets[lay.events_index]
-            col_dims[j, start : start + lay.cat_sizes[lay.events_index]] = 1
+            col_dims[j, lay.cat_slice(lay.events_index)] = 1
     return absent, col_dims
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from test_vae_bgm import _schema  # the same tiny schema: numeric, categorical, genes, one endpoint
 
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
@@ -28,20 +29,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = {"epochs": 3, "batch_size": 64, "latent_dim": 4, "hidden_dims": (16,), "n_components": 3, "device": "cpu",
         "survival_calibration": False}
 COLUMNS = {"RISK": ("low", "mid", "high"), "MUT": ("0", "1")}
-
-
-def _schema() -> TableSchema:
-    cols = (
-        ColumnSpec("AGE", ColumnKind.INTEGER, lower=18, upper=95),
-        ColumnSpec("HB", ColumnKind.CONTINUOUS),
-        ColumnSpec("SEX", ColumnKind.CATEGORICAL, categories=("F", "M")),
-        ColumnSpec("RISK", ColumnKind.CATEGORICAL, categories=("low", "mid", "high")),
-        ColumnSpec("TP53", ColumnKind.BINARY, ColumnRole.GENOMIC),
-        ColumnSpec("SF3B1", ColumnKind.BINARY, ColumnRole.GENOMIC),
-        ColumnSpec("OS_YEARS", ColumnKind.CONTINUOUS, ColumnRole.OUTCOME),
-        ColumnSpec("OS_STATUS", ColumnKind.BINARY, ColumnRole.OUTCOME),
-    )
-    return TableSchema(cols, (SurvivalEndpoint("OS", "OS_YEARS", "OS_STATUS"),), "tiny")
 
 
 def _frame(n: int, seed: int) -> pd.DataFrame:
