@@ -442,7 +442,8 @@ class VAEBGMParams(GeneratorParams):
         "endpoint rules then turned into extra LFS events; with it the cells are close (seed 7: 0.465, 0.022, "
         "0.513 against 0.485, 0.023, 0.491). Off by default: tried with the FedAvg setting on seeds 7-9 and not chosen "
         "(5 arms of 9 against 8, arms (a) and (b) 14-28% longer than real, more effects lost; with each event "
-        "counted once in the loss, as now, at most 5; benchmarks/results/arms.json, selection_session13).",
+        "counted once in the loss, as now, at most 5; selection_session13). With time_ties, session 19: fewer effects "
+        "lost, but control arms' LFS up to 48% short under the survival calibration (selection_session19).",
     )
     survival_calibration: bool = Field(
         True, description="Rescale sampled durations per level of the prognostic strata so each level's survival "

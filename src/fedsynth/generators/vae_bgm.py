@@ -47,7 +47,8 @@ Choices (measured on the MDS cohort, 90% training split, ``benchmarks/bench_vae_
   about a third of rows against 79% of real MDS patients. Not chosen on seeds 7-9 (more effects lost with the
   calibration; at epsilon 1 it over-ties), so it stays an option (``arms.json``, ``selection_session11``).
 - ``joint_events=True`` (off by default) learns the endpoints' event columns as one pattern block (the layout's
-  ``events``); not chosen on seeds 7-9 (``selection_session13``: the event cells right, the arms further off).
+  ``events``); not chosen on seeds 7-9 (``selection_session13``: the event cells right, the arms further off), nor
+  with ``time_ties`` in session 19 (``selection_session19``: fewer effects lost, the arms' LFS far too short).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.cohort.constraints import EventImplies, TimeOrder, candidate_rules, rule_holds
+from fedsynth.cohort.constraints import EventImplies, TimeOrder, candidate_rules, rule_holds, tied
 from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, SurvivalEndpoint, TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.vae_bgm import VAEBGMGenerator
@@ -136,6 +136,34 @@ def test_vae_bgm_with_joint_events_draws_the_real_event_cells() -> None:
         assert got[cell] == pytest.approx(want[cell], abs=0.05), cell
     assert _cells(plain)[(0, 1)] > want[(0, 1)] + 0.1
     assert joint.layout_ is not None and joint.layout_.events == ("OS_STATUS", "LFS_STATUS")
+
+
+def test_joint_events_with_time_ties_draws_both_the_event_cells_and_the_tied_share() -> None:
+    # Setup: both options together (measured for the tuned setting in session 19); the rows tie LFS to OS except
+    # after AML (the cell (0, 1), 8%), so 92% are tied
+    real = _frame(1500, 2)
+    schema = _schema(rules=False)
+    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)])
+    params = {"epochs": 40, "batch_size": 128, "latent_dim": 4, "hidden_dims": (32,), "n_components": 3,
+              "device": "cpu", "random_state": 0, "survival_calibration": False}
+    real_tied = float(tied(real["LFS_YEARS"].to_numpy(float), real["OS_YEARS"].to_numpy(float)).mean())
+    # Run
+    gen = VAEBGMGenerator(schema, joint_events=True, time_ties=True, **params).fit(real)
+    rows = gen.sample(4000, random_state=1)
+    events_only = VAEBGMGenerator(schema, joint_events=True, **params).fit(real).sample(4000, random_state=1)
+    # Assert: the layout holds the pattern block and the tie slot; the cells within 0.05 of the real ones, the tied
+    # share within 0.06 of the real 0.92 (the pattern alone leaves it far under), and every rule holds
+    assert gen.layout_ is not None
+    assert gen.layout_.events == ("OS_STATUS", "LFS_STATUS") and gen.layout_.ties == (("OS_YEARS", "LFS_YEARS"),)
+    want, got = _cells(real), _cells(rows)
+    for cell in want:
+        assert got[cell] == pytest.approx(want[cell], abs=0.05), cell
+    share = float(tied(rows["LFS_YEARS"].to_numpy(float), rows["OS_YEARS"].to_numpy(float)).mean())
+    alone = float(tied(events_only["LFS_YEARS"].to_numpy(float), events_only["OS_YEARS"].to_numpy(float)).mean())
+    assert real_tied == pytest.approx(0.92, abs=0.02)
+    assert share == pytest.approx(real_tied, abs=0.06)
+    assert alone < real_tied - 0.2
+    assert all(rule_holds(rows, r) for r in schema.constraints)
 
 
 def test_fedavg_trains_the_event_pattern_at_the_sites_and_saves_it(  # type: ignore[no-untyped-def]
