@@ -3,6 +3,8 @@ the row, a pattern that breaks an event rule never drawn."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,13 +120,20 @@ def test_decode_sets_event_columns_from_the_pattern_and_never_draws_a_forbidden_
             assert cells[(0, 0)] == pytest.approx(1 / (2 + np.e), abs=0.04)
 
 
-def test_vae_bgm_with_joint_events_draws_the_real_event_cells() -> None:
-    # Setup: the rules learnt from the rows, as a run learns them
+def _small_fit_setup() -> tuple[pd.DataFrame, TableSchema, dict[str, Any]]:
+    """1,500 rows of :func:`_frame`, the schema with the rules learnt from them (as a run learns them) and a small
+    VAE-BGM's parameters, the survival calibration off (so the decoder alone makes the cells and ties)."""
     real = _frame(1500, 2)
     schema = _schema(rules=False)
     schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)])
     params = {"epochs": 40, "batch_size": 128, "latent_dim": 4, "hidden_dims": (32,), "n_components": 3,
               "device": "cpu", "random_state": 0, "survival_calibration": False}
+    return real, schema, params
+
+
+def test_vae_bgm_with_joint_events_draws_the_real_event_cells() -> None:
+    # Setup: the rules learnt from the rows, as a run learns them
+    real, schema, params = _small_fit_setup()
     # Run
     joint = VAEBGMGenerator(schema, joint_events=True, **params).fit(real)
     rows = joint.sample(4000, random_state=1)
@@ -141,11 +150,7 @@ def test_vae_bgm_with_joint_events_draws_the_real_event_cells() -> None:
 def test_joint_events_with_time_ties_draws_both_the_event_cells_and_the_tied_share() -> None:
     # Setup: both options together (measured for the tuned setting in session 19); the rows tie LFS to OS except
     # after AML (the cell (0, 1), 8%), so 92% are tied
-    real = _frame(1500, 2)
-    schema = _schema(rules=False)
-    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)])
-    params = {"epochs": 40, "batch_size": 128, "latent_dim": 4, "hidden_dims": (32,), "n_components": 3,
-              "device": "cpu", "random_state": 0, "survival_calibration": False}
+    real, schema, params = _small_fit_setup()
     real_tied = float(tied(real["LFS_YEARS"].to_numpy(float), real["OS_YEARS"].to_numpy(float)).mean())
     # Run
     gen = VAEBGMGenerator(schema, joint_events=True, time_ties=True, **params).fit(real)
