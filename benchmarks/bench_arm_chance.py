@@ -143,6 +143,8 @@ def effects_part(cohort: Any, seeds: list[int]) -> dict[str, Any]:
 
 #: Oracles of the effect_draws part (module docstring).
 EFFECT_ORACLES = ("copy", "population")
+
+
 def vae_bgm_lost(seed: int) -> int | None:
     """Effects lost at 10 n by bench_arms.py's VAE-BGM at ``seed``, the shipped setting's row of ``arms.json``
     (None when that file has none)."""

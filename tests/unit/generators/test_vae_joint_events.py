@@ -120,6 +120,11 @@ def test_decode_sets_event_columns_from_the_pattern_and_never_draws_a_forbidden_
             assert cells[(0, 0)] == pytest.approx(1 / (2 + np.e), abs=0.04)
 
 
+def _tied_share(df: pd.DataFrame) -> float:
+    """Share of the rows whose LFS equals their OS."""
+    return float(tied(df["LFS_YEARS"].to_numpy(float), df["OS_YEARS"].to_numpy(float)).mean())
+
+
 def _small_fit_setup() -> tuple[pd.DataFrame, TableSchema, dict[str, Any]]:
     """1,500 rows of :func:`_frame`, the schema with the rules learnt from them (as a run learns them) and a small
     VAE-BGM's parameters, the survival calibration off (so the decoder alone makes the cells and ties)."""
@@ -151,7 +156,7 @@ def test_joint_events_with_time_ties_draws_both_the_event_cells_and_the_tied_sha
     # Setup: both options together (measured for the tuned setting in session 19); the rows tie LFS to OS except
     # after AML (the cell (0, 1), 8%), so 92% are tied
     real, schema, params = _small_fit_setup()
-    real_tied = float(tied(real["LFS_YEARS"].to_numpy(float), real["OS_YEARS"].to_numpy(float)).mean())
+    real_tied = _tied_share(real)
     # Run
     gen = VAEBGMGenerator(schema, joint_events=True, time_ties=True, **params).fit(real)
     rows = gen.sample(4000, random_state=1)
@@ -163,8 +168,7 @@ def test_joint_events_with_time_ties_draws_both_the_event_cells_and_the_tied_sha
     want, got = _cells(real), _cells(rows)
     for cell in want:
         assert got[cell] == pytest.approx(want[cell], abs=0.05), cell
-    share = float(tied(rows["LFS_YEARS"].to_numpy(float), rows["OS_YEARS"].to_numpy(float)).mean())
-    alone = float(tied(events_only["LFS_YEARS"].to_numpy(float), events_only["OS_YEARS"].to_numpy(float)).mean())
+    share, alone = _tied_share(rows), _tied_share(events_only)
     assert real_tied == pytest.approx(0.92, abs=0.02)
     assert share == pytest.approx(real_tied, abs=0.06)
     assert alone < real_tied - 0.2
