@@ -39,8 +39,8 @@ from fedsynth.generators.component_counts import (
     where_ranges,
 )
 from fedsynth.generators.latent_mixture import MixtureParams
-from fedsynth.generators.params import VAEBGMParams
 from fedsynth.generators.survival_strata import CalibrationStratum
+from fedsynth.generators.vae_params import VAEBGMParams
 
 
 class ComponentConditionedGenerator(BaseGenerator[VAEBGMParams]):

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, cast
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.errors import FedsynthError, Problem, ValidationError
-from fedsynth.generators.params import PARAMS, GeneratorParams, check_params
+from fedsynth.generators.params import BayesianNetworkParams, CTGANParams, GeneratorParams, check_params
+from fedsynth.generators.vae_params import VAEBGMParams
 
 if TYPE_CHECKING:
     from fedsynth.generators.base import BaseGenerator
@@ -19,6 +20,13 @@ GENERATORS: dict[str, str] = {
     "bayesian_network": "fedsynth.generators.bayesian_network:BayesianNetworkGenerator",
     "ctgan": "fedsynth.generators.ctgan:CTGANGenerator",
     "vae_bgm": "fedsynth.generators.vae_bgm:VAEBGMGenerator",
+}
+
+#: Every registered generator's spec, by registry name (light: checking a config imports no engine).
+PARAMS: dict[str, type[GeneratorParams]] = {
+    "bayesian_network": BayesianNetworkParams,
+    "ctgan": CTGANParams,
+    "vae_bgm": VAEBGMParams,
 }
 
 

@@ -85,10 +85,10 @@ from fedsynth.generators.latent_mixture import (
     sample_mixture,
 )
 from fedsynth.generators.model_folder import read_model_json, read_model_npz
-from fedsynth.generators.params import VAEBGMParams
 from fedsynth.generators.survival_calibration import SurvivalCalibration
 from fedsynth.generators.vae_layout import Encoded, Layout, absent_inputs, decode, encode, level_rows, sample_by_level
 from fedsynth.generators.vae_network import build_vae, vae_loss
+from fedsynth.generators.vae_params import VAEBGMParams
 
 log = logging.getLogger(__name__)
 

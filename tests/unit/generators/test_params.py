@@ -13,7 +13,8 @@ import pytest
 from fedsynth.cohort.schema import ColumnKind, ColumnSpec, TableSchema
 from fedsynth.errors import ValidationError
 from fedsynth.generators import GENERATORS, generator_class, make_generator, validate_generator_params
-from fedsynth.generators.params import PARAMS, defaults
+from fedsynth.generators.params import defaults
+from fedsynth.generators.registry import PARAMS
 
 SCHEMA = TableSchema(
     (

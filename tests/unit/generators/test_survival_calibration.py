@@ -578,8 +578,8 @@ def test_hazard_ratio_matching_reads_extra_conditioned_rows_in_the_real_mix() ->
 def test_the_vae_parameter_offers_every_calibration_target() -> None:
     from typing import get_args
 
-    from fedsynth.generators.params import VAEBGMParams
     from fedsynth.generators.survival_calibration import TARGETS
+    from fedsynth.generators.vae_params import VAEBGMParams
 
     # Assert: the parameter's choices are the calibration's targets, in one order
     assert get_args(VAEBGMParams.model_fields["survival_target"].annotation) == TARGETS
