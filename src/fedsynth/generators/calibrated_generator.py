@@ -61,7 +61,7 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
                                endpoint_edges(self.schema, self.domain), min_count=min_count)
 
     def fit_survival_calibration(self, counts: Mapping[str, np.ndarray], *, min_count: int = 5,
-                                 conditioned: bool = True, endpoints: str = "each", target: str | None = None,
+                                 conditioned: bool = True, endpoints: str | None = None, target: str | None = None,
                                  rows: int | None = None, level_rows: int | None = None, **options: Any) -> None:
         """Fit the per-level duration factors against the real ``counts`` (summed :meth:`survival_count_statistics`)
         on ``rows`` (default ``calibration_rows``) unconditioned rows of the current model (drawn with
@@ -72,9 +72,9 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
         :func:`~fedsynth.generators.survival_calibration.fit_survival_calibration` (``min_rows``, ``target``...).
         ``conditioned=True`` (the default; a fitted model only, so a centralized fit reads the unconditioned rows)
         reads each level's median on the rows drawn under that level as a condition (as control arms are drawn)
-        besides the unconditioned rows; ``endpoints="each"`` (the default) fits a factor per endpoint
-        (LFS is not pulled by OS's error, nor OS by LFS's). Both chosen on seeds 7, 8 and 9
-        (``benchmarks/results/arms.json``, ``selection_seeds_7_8``). ``target`` (default: the ``survival_target``
+        besides the unconditioned rows (chosen on seeds 7, 8 and 9: ``benchmarks/results/arms.json``,
+        ``selection_seeds_7_8``). ``endpoints`` (default: the ``calibration_endpoints`` parameter) says which endpoints
+        a factor moves. ``target`` (default: the ``survival_target``
         parameter) is what each level matches; the tuned FedAvg setting (``configs/fedavg_vae_bgm.yaml``) is
         ``"hazard_ratio"`` on 200,000 rows and 5,000 per level, with ``rare_level_sampling`` (``selection_session13``).
         With ``calibration_unconditioned`` (and rows drawn under levels) unconditioned draws take a second set of
@@ -98,7 +98,7 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
             drawn_for = np.concatenate([np.full(len(unconditioned), "", dtype=object),
                                         *[np.full(len(p), t, dtype=object) for p, t in zip(parts, tags)]])
         kwargs: dict[str, Any] = {
-            "min_count": min_count, "endpoints": endpoints, "target": target or self.params.survival_target,
+            "min_count": min_count, "endpoints": endpoints or self.params.calibration_endpoints, "target": target or self.params.survival_target,
             "keep_ties": self.params.time_ties, "capped_intercepts": self.params.calibration_capped_intercepts,
             **options}
         apart = drawn_for is not None and self.params.calibration_unconditioned

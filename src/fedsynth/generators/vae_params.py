@@ -172,6 +172,15 @@ class VAEBGMParams(GeneratorParams):
         "rows against 79% real, and the curves fitted worse (benchmarks/results/arms.json, selection_session14).",
     )
 
+    calibration_endpoints: Literal["each", "all", "first"] = Field(
+        "each", description="Which endpoints each survival-calibration factor moves: 'each', a factor per endpoint "
+        "(LFS is not pulled by OS's error, nor OS by LFS's; a shorter endpoint is capped at its longer one); 'all', "
+        "one factor for every endpoint of a row, fitted on the mean of their errors, so a row whose two times are "
+        "equal keeps them equal and moves as one; 'first', one factor fitted on the primary endpoint's errors "
+        "(fedsynth.generators.survival_calibration, endpoints). 'each' chosen on seeds 7-9 "
+        "(benchmarks/results/arms.json, selection_seeds_7_8).",
+    )
+
     @classmethod
     def cross_problems(cls, values: Mapping[str, Any], owner: str, schema: TableSchema | None) -> list[Problem]:
         out = []
@@ -179,6 +188,10 @@ class VAEBGMParams(GeneratorParams):
             out.append(param_problem(owner, "calibration_capped_intercepts",
                                      "true unless survival_target is 'hazard_ratio' (only relative level targets "
                                      "can go without an intercept)", False))
+        if values.get("calibration_capped_intercepts") is False and values.get("calibration_endpoints") != "each":
+            out.append(param_problem(owner, "calibration_endpoints",
+                                     "'each' while calibration_capped_intercepts is false (an intercept left out is "
+                                     "one endpoint's)", values.get("calibration_endpoints")))
         own = values.get("calibration_conditioned_target")
         if values.get("calibration_capped_intercepts") is False and own not in (None, "hazard_ratio"):
             out.append(param_problem(owner, "calibration_conditioned_target",

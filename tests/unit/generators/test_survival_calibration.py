@@ -802,6 +802,53 @@ def test_the_vae_parameter_leaves_a_capped_endpoint_without_an_intercept() -> No
                                                  "survival_target": "hazard_ratio"}) == []
 
 
+def test_one_factor_for_every_endpoint_keeps_each_rows_lfs_to_os_ratio_with_time_ties() -> None:
+    from fedsynth.generators import make_generator
+    from fedsynth.generators.registry import validate_generator_params
+
+    # Setup: a tiny centralized VAE-BGM learning LFS = OS as a tie slot (70% of the rows are tied) under the rule
+    # LFS <= OS. With a factor per endpoint a tied row follows OS's factor, so LFS's own factor moves the untied rows
+    # alone: pushing a level's LFS to its target through them shrinks or stretches their LFS against their OS
+    # (session 19, benchmarks/results/arms.json selection_session19: their median LFS / OS 0.57 without the
+    # calibration, 0.30 with it). One factor for every endpoint moves a row's two times together.
+    real_rows = _frame(600, 25)
+    schema = _schema()
+    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real_rows, r)])
+    real = schema.coerce(real_rows)
+    opts = {"epochs": 3, "batch_size": 64, "latent_dim": 2, "hidden_dims": [16], "n_components": 2, "device": "cpu",
+            "calibration_rows": 1_500, "calibration_level_rows": 120, "time_ties": True}
+
+    def ratios(endpoints: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's LFS / OS drawn with the calibration and without it (same draw), and whether it was tied."""
+        gen = make_generator("vae_bgm", schema, calibration_endpoints=endpoints, **opts)
+        gen.fit(real)
+        on = gen.sample(3_000, random_state=1)
+        gen.set_params(survival_calibration=False)
+        off = gen.sample(3_000, random_state=1)
+        assert all(v["violations"] == 0 for v in violation_counts(on, schema.constraints))
+        return ((on["LFS_YEARS"] / on["OS_YEARS"]).to_numpy(float), (off["LFS_YEARS"] / off["OS_YEARS"]).to_numpy(float),
+                (off["LFS_YEARS"] == off["OS_YEARS"]).to_numpy())
+
+    # Run
+    shared_on, shared_off, shared_tied = ratios("all")
+    each_on, each_off, each_tied = ratios("each")
+    # Assert: with one factor every row keeps its ratio (to rounding; a time clipped at the domain's bound may not),
+    # so the tied rows stay tied and the untied rows keep the LFS / OS the model drew
+    kept = np.isclose(shared_on, shared_off, rtol=1e-9)
+    assert kept.mean() > 0.99 and shared_tied.mean() > 0.3
+    assert np.all(shared_on[shared_tied] == 1.0)
+    # control: with a factor per endpoint the ties are kept too, but the untied rows' ratio moves
+    assert np.all(each_on[each_tied] == 1.0)
+    moved = ~np.isclose(each_on, each_off, rtol=1e-9)
+    assert moved[~each_tied].mean() > 0.5
+    # the parameter is checked with the others: a capped endpoint left without an intercept needs a factor per
+    # endpoint (one problem, at its name)
+    problems = validate_generator_params("vae_bgm", {"calibration_endpoints": "all", "survival_target": "hazard_ratio",
+                                                     "calibration_capped_intercepts": False})
+    assert [p.where for p in problems] == ["calibration_endpoints"]
+    assert validate_generator_params("vae_bgm", {"calibration_endpoints": "first"}) == []
+
+
 def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from fedsynth.generators import load_generator, make_generator
 
