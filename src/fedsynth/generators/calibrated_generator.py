@@ -81,7 +81,8 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
         factors, fitted on the unconditioned rows alone (``unconditioned_calibration_``) with the same options except
         its genes' share, ``calibration_unconditioned_gene_min_freq`` (an option ``gene_min_freq`` sets the first
         set's only). The first set, then serving draws under a condition only, takes ``calibration_conditioned_target``
-        as its target (unless ``target`` is given, which sets both) and, with ``calibration_conditioned_rows_only``,
+        as its target (unless ``target`` is given, which sets both), ``calibration_conditioned_endpoints`` as its
+        endpoints (unless ``endpoints`` is given) and, with ``calibration_conditioned_rows_only``,
         reads each level on the rows drawn under it alone (``read_unconditioned=False``)."""
         assert self.domain is not None
         self.survival_calibration_ = self.unconditioned_calibration_ = None
@@ -104,7 +105,9 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
         apart = drawn_for is not None and self.params.calibration_unconditioned
         # Draws under a condition: their own target and reading when unconditioned draws have a set of their own.
         own_target = self.params.calibration_conditioned_target if apart and target is None else None
+        own_endpoints = self.params.calibration_conditioned_endpoints if apart and endpoints is None else None
         conditioned_kwargs = {**kwargs, **({"target": own_target} if own_target else {}),
+                              **({"endpoints": own_endpoints} if own_endpoints else {}),
                               **({"read_unconditioned": False}
                                  if apart and self.params.calibration_conditioned_rows_only else {})}
         self.survival_calibration_ = fit_survival_calibration(

@@ -181,6 +181,13 @@ class VAEBGMParams(GeneratorParams):
         "(benchmarks/results/arms.json, selection_seeds_7_8).",
     )
 
+    calibration_conditioned_endpoints: Literal["each", "all", "first"] | None = Field(
+        None, description="Which endpoints each factor of draws under a condition (control arms) moves, when "
+        "unconditioned draws take their own (calibration_unconditioned); None: calibration_endpoints, as the "
+        "unconditioned set. With time_ties, 'all' moves a tied row's two times together in the arms while the "
+        "unconditioned set can keep a factor per endpoint (each endpoint's effects matched on its own).",
+    )
+
     @classmethod
     def cross_problems(cls, values: Mapping[str, Any], owner: str, schema: TableSchema | None) -> list[Problem]:
         out = []
@@ -188,16 +195,17 @@ class VAEBGMParams(GeneratorParams):
             out.append(param_problem(owner, "calibration_capped_intercepts",
                                      "true unless survival_target is 'hazard_ratio' (only relative level targets "
                                      "can go without an intercept)", False))
-        if values.get("calibration_capped_intercepts") is False and values.get("calibration_endpoints") != "each":
-            out.append(param_problem(owner, "calibration_endpoints",
-                                     "'each' while calibration_capped_intercepts is false (an intercept left out is "
-                                     "one endpoint's)", values.get("calibration_endpoints")))
+        for key in ("calibration_endpoints", "calibration_conditioned_endpoints"):
+            if values.get("calibration_capped_intercepts") is False and values.get(key) not in (None, "each"):
+                out.append(param_problem(owner, key, "'each' or left out while calibration_capped_intercepts is "
+                                         "false (an intercept left out is one endpoint's)", values.get(key)))
         own = values.get("calibration_conditioned_target")
         if values.get("calibration_capped_intercepts") is False and own not in (None, "hazard_ratio"):
             out.append(param_problem(owner, "calibration_conditioned_target",
                                      "'hazard_ratio' or left out while calibration_capped_intercepts is false (only "
                                      "relative level targets can go without an intercept)", own))
-        for key in ("calibration_conditioned_target", "calibration_conditioned_rows_only"):
+        for key in ("calibration_conditioned_target", "calibration_conditioned_rows_only",
+                    "calibration_conditioned_endpoints"):
             if values.get(key) not in (None, False) and not values.get("calibration_unconditioned"):
                 out.append(param_problem(owner, key, "left out unless calibration_unconditioned is true (without it "
                                          "one set of factors serves every draw)", values.get(key)))

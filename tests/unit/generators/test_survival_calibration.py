@@ -938,6 +938,44 @@ def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone
                                                  "calibration_unconditioned": True}) == []
 
 
+def test_draws_under_a_condition_can_move_both_endpoints_with_one_factor_while_unconditioned_draws_keep_one_each(
+) -> None:
+    from fedsynth.generators import make_generator
+    from fedsynth.generators.registry import validate_generator_params
+
+    # Setup: a tiny fitted VAE-BGM with LFS = OS ties and a set of factors for unconditioned draws, its calibration
+    # refitted with levels drawn as conditions (as after FedAvg)
+    real_rows = _frame(400, 27)
+    schema = _schema()
+    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real_rows, r)])
+    real = schema.coerce(real_rows)
+    gen = make_generator("vae_bgm", schema, epochs=2, batch_size=64, latent_dim=2, hidden_dims=[16], n_components=2,
+                         device="cpu", calibration_rows=1_500, calibration_level_rows=120, time_ties=True,
+                         calibration_unconditioned=True)
+    gen.fit(real)
+    counts = gen.survival_counts_  # type: ignore[attr-defined]
+    gen.fit_survival_calibration(counts)  # type: ignore[attr-defined]
+    unconditioned = gen.unconditioned_calibration_.to_dict()  # type: ignore[attr-defined]
+    # Run: the arms' set with one factor for every endpoint
+    gen.set_params(calibration_conditioned_endpoints="all")  # type: ignore[attr-defined]
+    gen.fit_survival_calibration(counts)  # type: ignore[attr-defined]
+    arms, own = gen.survival_calibration_, gen.unconditioned_calibration_  # type: ignore[attr-defined]
+    # Assert: in the arms' set a row's LFS and OS take one factor; the unconditioned set is unchanged, a factor per
+    # endpoint (they differ somewhere)
+    np.testing.assert_array_equal(arms.row_log_factors(real, "LFS"), arms.row_log_factors(real, "OS"))
+    assert own.to_dict() == unconditioned
+    assert not np.allclose(own.row_log_factors(real, "LFS"), own.row_log_factors(real, "OS"))
+    # an endpoints argument given to the fit sets both sets, the parameter's too
+    gen.fit_survival_calibration(counts, endpoints="each")  # type: ignore[attr-defined]
+    each = gen.survival_calibration_  # type: ignore[attr-defined]
+    assert not np.allclose(each.row_log_factors(real, "LFS"), each.row_log_factors(real, "OS"))
+    # the parameter needs calibration_unconditioned (without it one set serves every draw)
+    problems = validate_generator_params("vae_bgm", {"calibration_conditioned_endpoints": "all"})
+    assert [p.where for p in problems] == ["calibration_conditioned_endpoints"]
+    assert validate_generator_params("vae_bgm", {"calibration_conditioned_endpoints": "all",
+                                                 "calibration_unconditioned": True}) == []
+
+
 def test_draws_under_a_condition_can_take_their_own_target_read_on_their_own_rows() -> None:
     from fedsynth.generators import make_generator
     from fedsynth.generators.registry import validate_generator_params
