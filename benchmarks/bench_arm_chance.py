@@ -151,9 +151,10 @@ def vae_bgm_lost(seed: int) -> int | None:
     path = ROOT / "benchmarks" / "results" / "arms.json"
     if not path.exists():
         return None
-    # The shipped setting's row is the one refitted with no variant ({}); the others carry the variant's options.
+    # The shipped setting's row carries no variant (absent, or {} when drawn beside variants); the others carry the
+    # variant's options.
     rows = [f for f in json.loads(path.read_text()).get("fidelity", [])
-            if f.get("generator") == "vae_bgm" and f.get("seed") == seed and f.get("calibration_variant") == {}]
+            if f.get("generator") == "vae_bgm" and f.get("seed") == seed and not f.get("calibration_variant")]
     if len(rows) > 1:
         raise SystemExit(f"arms.json holds {len(rows)} shipped VAE-BGM fidelity rows for seed {seed}; expected one")
     return int(rows[0]["effects_lost"]) if rows else None
