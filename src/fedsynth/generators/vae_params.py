@@ -182,7 +182,7 @@ class VAEBGMParams(GeneratorParams):
         "equal keeps them equal and moves as one; 'first', one factor fitted on the primary endpoint's errors "
         "(fedsynth.generators.survival_calibration, endpoints). 'each' chosen on seeds 7-9 "
         "(benchmarks/results/arms.json, selection_seeds_7_8). 'all' with joint_events and time_ties, session 20 "
-        "(selection_session20): arms' median LFS mean |log ratio| 0.032 against the tuned setting's 0.294 on seeds 37-39, "
+        "(selection_session20, figures as that session logged them): arms' median LFS mean |log ratio| 0.032 against the tuned setting's 0.294 on seeds 37-39, "
         "but the survival-effect fidelity 0.015 lower there (its effects part lower at every seed: one factor "
         "cannot match each endpoint's hazard ratios), so not chosen; see calibration_conditioned_endpoints.",
     )
@@ -192,7 +192,7 @@ class VAEBGMParams(GeneratorParams):
         "unconditioned draws take their own (calibration_unconditioned); None: calibration_endpoints, as the "
         "unconditioned set. With time_ties, 'all' moves a tied row's two times together in the arms while the "
         "unconditioned set can keep a factor per endpoint (each endpoint's effects matched on its own). 'all' in the "
-        "tuned FedAvg setting, with joint_events and time_ties: chosen in session 20 by a rule written first, on "
+        "tuned FedAvg setting, with joint_events and time_ties: chosen in session 20 by a rule written first (its file lost, reconstructed), on "
         "fresh seeds 40-42: arms' median LFS mean |log ratio| 0.084 against 0.270 (none more than 25% off, against "
         "2), balanced arms 9 of 9 as before, effects lost 2 / 3 (100 n / 10 n) against 3 / 3, fidelity as high "
         "(benchmarks/results/arms.json, selection_session20).",
