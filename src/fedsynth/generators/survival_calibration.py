@@ -347,40 +347,59 @@ def fit_survival_calibration(
     def group_name(g: int) -> str:  # the key of the group's factors (endpoint_factors' keys with "each")
         return eps[groups[g][1][0]].name if endpoints == "each" else "every endpoint"
 
-    sweeps, worst, worst_at, signed = 0, float("nan"), "", float("nan")
-    last_err: list[dict[str, np.ndarray]] = [{} for _ in groups]  # each level's signed error at the last pass
-    commons: list[list[float]] = [[] for _ in groups]  # the errors every row shared at the last pass, per stratum
+    def read_stratum(st: CalibrationStratum, t_now: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, float,
+                                                                                  float]]:
+        """Per group, on the times ``t_now``: each level's signed error (the step its factor takes), which levels
+        have one, the part common to the levels (weighted by their rows read) and the intercept's error (the
+        common part, or with ``target="hazard_ratio"`` the overall observed over expected events; NaN: none)."""
+        r, n_lev = read[st.column], len(st.labels)
+        n_syn = np.bincount(r[r >= 0], minlength=n_lev)
+        expo = [exposure(t_now[i], events[i], r, n_lev, edges[ep.name]) for i, ep in enumerate(eps)]
+        w = mix_weights(st, n_syn) if target == "hazard_ratio" else np.ones(n_lev)
+        out = []
+        for fitted_on, _ in groups:
+            err = np.array([level_errors(i, *expo[i], st, n_syn, w) for i in fitted_on]).reshape(len(fitted_on), n_lev)
+            fin = np.isfinite(err)
+            have = fin.any(axis=0)
+            step = np.where(fin, err, 0.0).sum(axis=0) / np.maximum(fin.sum(axis=0), 1)
+            # The part common to the stratum's levels is a shift of every row (the intercept), so a stratum's factors
+            # stay centred and cannot drift against another's (strata overlap: a risk group and its inputs), which
+            # would move the rows of levels without a factor.
+            common = float(np.average(step[have], weights=n_syn[have])) if have.any() else 0.0
+            shift = common
+            if target == "hazard_ratio":  # relative errors: the intercept matches the overall event ratio
+                overall = [e for e in (overall_error(i, *expo[i], st, w) for i in fitted_on) if math.isfinite(e)]
+                shift = float(np.mean(overall)) if overall else float("nan")
+            out.append((step, have, common, shift))
+        return out
+
+    state = {"worst": float("nan"), "at": "", "signed": float("nan")}
+    last_err: list[dict[str, np.ndarray]] = [{} for _ in groups]  # each level's signed error at the last read
+    commons: list[list[float]] = [[] for _ in groups]  # the errors every row shared at the last read, per stratum
+
+    def note(g: int, st: CalibrationStratum, step: np.ndarray, have: np.ndarray, shift: float) -> None:
+        """Record a group's errors on a stratum: the largest so far in this pass, the last errors, the common one."""
+        if have.any() and float(np.abs(step[have]).max()) > state["worst"]:
+            j = int(np.argmax(np.where(have, np.abs(step), -1.0)))
+            state.update(worst=float(np.abs(step[j])), at=f"{group_name(g)}: {st.column}={st.labels[j]}",
+                         signed=float(step[j]))
+        if target == "hazard_ratio" and math.isfinite(shift) and abs(shift) > state["worst"] and g not in fixed:
+            state.update(worst=abs(shift), at=f"{group_name(g)}: every row", signed=shift)  # log(synthetic / real)
+        last_err[g][st.column] = np.where(have, step, np.nan)
+        commons[g].append(shift if math.isfinite(shift) else 0.0)
+
+    def new_pass() -> None:
+        state.update(worst=0.0, at="", signed=float("nan"))
+        for c in commons:
+            c.clear()
+
+    sweeps = 0
     for sweeps in range(1, int(max_sweeps) + 1):
-        worst, worst_at, signed = 0.0, "", float("nan")
-        commons = [[] for _ in groups]
+        new_pass()
         for st in kept:
-            r, n_lev = read[st.column], len(st.labels)
-            n_syn = np.bincount(r[r >= 0], minlength=n_lev)
-            t_now = scaled_times()
-            expo = [exposure(t_now[i], events[i], r, n_lev, edges[ep.name]) for i, ep in enumerate(eps)]
-            w = mix_weights(st, n_syn) if target == "hazard_ratio" else np.ones(n_lev)
-            for g, (fitted_on, _) in enumerate(groups):
-                err = np.array([level_errors(i, *expo[i], st, n_syn, w) for i in fitted_on]).reshape(
-                    len(fitted_on), n_lev)
-                fin = np.isfinite(err)
-                have = fin.any(axis=0)
-                step = np.where(fin, err, 0.0).sum(axis=0) / np.maximum(fin.sum(axis=0), 1)
-                if have.any() and float(np.abs(step[have]).max()) > worst:
-                    j = int(np.argmax(np.where(have, np.abs(step), -1.0)))
-                    worst, worst_at = float(np.abs(step[j])), f"{group_name(g)}: {st.column}={st.labels[j]}"
-                    signed = float(step[j])
-                # The part common to the stratum's levels is a shift of every row (the intercept), so a stratum's
-                # factors stay centred and cannot drift against another's (strata overlap: a risk group and its
-                # inputs), which would move the rows of levels without a factor.
-                common = float(np.average(step[have], weights=n_syn[have])) if have.any() else 0.0
-                shift = common
-                last_err[g][st.column] = np.where(have, step, np.nan)
-                if target == "hazard_ratio":  # relative errors: the intercept matches the overall event ratio
-                    overall = [e for e in (overall_error(i, *expo[i], st, w) for i in fitted_on) if math.isfinite(e)]
-                    shift = float(np.mean(overall)) if overall else 0.0
-                    if abs(shift) > worst and g not in fixed:  # the overall ratio's error: log(synthetic / real)
-                        worst, worst_at, signed = abs(shift), f"{group_name(g)}: every row", shift
-                commons[g].append(shift)
+            for g, (step, have, common, shift) in enumerate(read_stratum(st, scaled_times())):
+                note(g, st, step, have, shift)
+                shift = shift if math.isfinite(shift) else 0.0
                 old_intercept = intercepts[g]
                 if g not in fixed:
                     intercepts[g] = float(np.clip(intercepts[g] + damping * shift, -max_log_factor, max_log_factor))
@@ -392,9 +411,17 @@ def fit_survival_calibration(
                 moved = factors[g][st.column] - old
                 row_of[g] = row_of[g] + (intercepts[g] - old_intercept) + np.where(co >= 0, moved[np.maximum(co, 0)],
                                                                                     0.0)
-        log.debug("survival calibration sweep %d: largest log error %.4g at %s", sweeps, worst, worst_at)
-        if worst < tol:
+        log.debug("survival calibration sweep %d: largest log error %.4g at %s", sweeps, state["worst"], state["at"])
+        if state["worst"] < tol:
             break
+    # The errors above were read stratum by stratum while the factors moved, so a level read early in the last pass
+    # may have moved since: the figures recorded are read once more on the final factors.
+    new_pass()
+    final_times = scaled_times()
+    for st in kept:
+        for g, (step, have, _, shift) in enumerate(read_stratum(st, final_times)):
+            note(g, st, step, have, shift)
+    worst, worst_at, signed = state["worst"], state["at"], state["signed"]
     if endpoints == "each":
         cal = SurvivalCalibration(tuple(kept), {st.column: np.zeros(len(st.labels)) for st in kept}, 0.0, sweeps,
                                   worst, {eps[g].name: factors[g] for g in range(len(groups))},

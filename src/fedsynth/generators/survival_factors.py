@@ -38,7 +38,8 @@ class SurvivalCalibration:
     sweeps : int
         Raking sweeps run.
     max_log_error : float
-        The largest ``|log error|`` step over the calibrated levels at the last sweep.
+        The largest ``|log error|`` over the calibrated levels (and, with ``target="hazard_ratio"``, the fitted
+        intercepts), read on the final factors after the last sweep.
     endpoint_factors : dict of str to dict, optional
         Endpoint name -> its own column -> log factors (``endpoints="each"``); an endpoint not in it takes
         ``log_factors``.
@@ -50,21 +51,22 @@ class SurvivalCalibration:
     target : str
         What each level matched (:data:`TARGETS`; ``""`` for a calibration saved before it was recorded).
     tol : float
-        The fit's tolerance on ``|log error|``: below it at the last sweep, the fit converged.
+        The fit's tolerance on ``|log error|``: below it on the final factors, the fit converged.
     max_log_factor : float
         The bound on each factor's ``|log factor|`` (intercepts included).
     worst_level : str
-        Where the largest ``|log error|`` of the last sweep was: ``"ENDPOINT: COLUMN=LABEL"`` (``"ENDPOINT: every
+        Where the largest ``|log error|`` on the final factors was: ``"ENDPOINT: COLUMN=LABEL"`` (``"ENDPOINT: every
         row"`` for an intercept's; the endpoint reads ``"every endpoint"`` when one factor moves them all).
     worst_log_error : float
         That error with its sign: the log of the factor the level's times lacked (> 0: its survival too short).
     last_errors : dict of str to dict
-        Per factor group (endpoint name, or ``"every endpoint"``), column -> each level's signed log error at the last
-        pass (NaN: no target), read before that pass's step: the factor its times still lacked. Empty for a
-        calibration saved before it was recorded.
+        Per factor group (endpoint name, or ``"every endpoint"``), column -> each level's signed log error (NaN: no
+        target) read on the final factors: the factor its times still lack. Empty for a calibration saved before it
+        was recorded; one saved before 2026-12-02 holds the errors each stratum read before its step in the last
+        pass, later moved by the other strata's steps.
     last_common_errors : dict of str to float
-        Per factor group, the mean over strata of the error every row shared at the last pass (what moves the
-        intercept).
+        Per factor group, the mean over strata of the error every row shares on the final factors (what would move
+        the intercept).
     unfitted_intercepts : tuple of str
         Endpoints whose intercept was left at 0 (capped at another endpoint, ``capped_intercepts=False``): their
         overall event rate is the model's own.
@@ -89,14 +91,14 @@ class SurvivalCalibration:
 
     @property
     def converged(self) -> bool:
-        """Whether every calibrated level was within ``tol`` of its target at the last sweep."""
+        """Whether every calibrated level was within ``tol`` of its target on the final factors."""
         return bool(np.isfinite(self.max_log_error) and self.max_log_error < self.tol)
 
     def limits(self) -> list[dict[str, Any]]:
         """Per endpoint (``"every endpoint"`` when one factor moves them all), the factors that reached
         ``max_log_factor`` while their error still pointed past it: ``{"endpoint", "lengthened", "shortened"}``, each
         a list of ``"every row"`` (the intercept) and levels as ``COLUMN=LABEL``; only endpoints with at least one.
-        A factor at its upper bound whose level's times still lacked more than ``tol`` at the last pass is
+        A factor at its upper bound whose level's times still lacked more than ``tol`` on the final factors is
         "lengthened" (its survival is likely still too short); at its lower bound, "shortened". A factor at its
         bound that the intercept made up for (its last error within ``tol`` or the other way) is not listed. A
         calibration saved before the last errors were recorded lists every factor at its bound."""
@@ -125,7 +127,7 @@ class SurvivalCalibration:
     def notes(self) -> list[str]:
         """What someone drawing from the model should know, as facts in plain words (no advice: the caller knows
         whether a reference is at hand): a fit that stopped short of its tolerance (where, which way and by about
-        what factor of time, as read at its last pass on the model's own draw), factors at their bound whose
+        what factor of time, as read after its last pass on the model's own draw), factors at their bound whose
         levels still pointed past it (:meth:`limits`) and each endpoint whose intercept was left at 0; empty when
         none. With ``target="hazard_ratio"`` a level's error is relative to the rest of its stratum, and the notes
         say so."""
@@ -141,7 +143,7 @@ class SurvivalCalibration:
                    if self.worst_log_error > 0 else
                    f" was still too long{relative} (its times were about {f:.2f} times too long)")
             out.append(f"The model's survival calibration stopped after {self.sweeps} passes without matching every "
-                       f"prognostic level: at its last pass, read on the model's own draw, {subject}"
+                       f"prognostic level: after its last pass, read on the model's own draw, {subject}"
                        f"{way or f' was still off by about a factor of {f:.2f} in time'}; other levels by less.")
         bound = math.exp(self.max_log_factor)
         for lim in self.limits():

@@ -646,6 +646,29 @@ def test_a_fit_says_which_factors_reached_their_bound_and_where_it_stopped_short
     assert bare.limits() == capped.limits()
 
 
+def test_the_errors_a_fit_records_are_read_on_its_final_factors() -> None:
+    # Setup: GROUP a's times halved and b's doubled, stopped after 3 damped passes (far from converged: each pass
+    # reads a level's error before its step, so the last pass's reads are out of date once the step is taken)
+    schema, domain, strata, counts, _, synthetic = _group_scaled(26, 0.5, 2.0)
+    for endpoints in ("all", "each"):
+        # Run: the stopped fit, and a fit with no pass at all on the rows the stopped one scales
+        cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=3,
+                                       target="hazard", endpoints=endpoints)
+        reread = fit_survival_calibration(cal.apply(synthetic, schema, domain), counts, schema, domain, strata,
+                                          tol=1e-6, max_sweeps=0, target="hazard", endpoints=endpoints)
+        # Assert: the stopped fit's errors are those of its scaled rows (not those read before its last step, about
+        # twice as large with a damping of 0.5), and it is not called converged
+        assert reread.sweeps == 0 and not cal.converged
+        assert cal.max_log_error == pytest.approx(reread.max_log_error, rel=1e-6)
+        assert (cal.worst_level, cal.worst_log_error) == (reread.worst_level, pytest.approx(reread.worst_log_error))
+        for group, errors in reread.last_errors.items():
+            np.testing.assert_allclose(cal.last_errors[group]["GROUP"], errors["GROUP"], rtol=1e-6)
+        # control: what the last pass read before its step (the errors after 2 passes) is well above it
+        two = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=2,
+                                       target="hazard", endpoints=endpoints)
+        assert 0.05 < cal.max_log_error < 0.75 * two.max_log_error
+
+
 def test_a_factor_at_its_bound_that_the_intercept_made_up_for_is_not_warned_about() -> None:
     # Setup: GROUP a's times halved, b's left as they are; the bound log 1.2 is under a's need (log 2), so the
     # intercept and a's factor both end at +bound and b's factor at -bound: b's net factor is 1, its survival exact
