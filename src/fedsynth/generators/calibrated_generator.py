@@ -101,6 +101,7 @@ class SurvivalCalibratedGenerator(ComponentConditionedGenerator):
         kwargs: dict[str, Any] = {
             "min_count": min_count, "endpoints": endpoints or self.params.calibration_endpoints, "target": target or self.params.survival_target,
             "keep_ties": self.params.time_ties, "capped_intercepts": self.params.calibration_capped_intercepts,
+            "keep_order": self.params.calibration_keep_order,
             **options}
         apart = drawn_for is not None and self.params.calibration_unconditioned
         # Draws under a condition: their own target and reading when unconditioned draws have a set of their own.

@@ -156,6 +156,7 @@ def fit_survival_calibration(
     min_share: float = 0.0,
     keep_ties: bool = False,
     capped_intercepts: bool = True,
+    keep_order: bool = False,
 ) -> SurvivalCalibration:
     """Per-level factors on synthetic durations so that each level's median or hazard matches the real one
     (damped raking).
@@ -217,6 +218,13 @@ def fit_survival_calibration(
         ratios against the rest of their stratum) and leaves its overall error out of the convergence test. Only
         with ``target="hazard_ratio"`` (whose level targets are relative, so no intercept is needed to meet them)
         and ``endpoints="each"`` (with one factor for every endpoint nothing is capped).
+    keep_order : bool, default False
+        With ``endpoints="each"``, a row whose shorter time (a time-order rule's: LFS under LFS <= OS) was strictly
+        under its longer one stays so: the ratio of the two moves on the odds scale by the ratio of their factors
+        instead of being scaled and capped to a tie (:func:`~fedsynth.generators.survival_factors.cap_time_order`
+        with ``before``), in the fit and in :meth:`SurvivalCalibration.apply`. Without it the cap turned 3-4% of
+        VAE-BGM's unconditioned rows into ties on the MDS cohort (session 23, ``selection_session23`` in
+        ``benchmarks/results/arms.json``).
 
     Returns
     -------
@@ -302,7 +310,8 @@ def fit_survival_calibration(
         out = {eps[i].duration_col: np.clip(times[i] * np.exp(row_of[group_of[i]]), *bounds[i])
                for i in range(len(eps))}
         if endpoints == "each":  # a factor per endpoint: a shorter endpoint is capped at its longer one
-            out = cap_time_order(out, schema.constraints)
+            out = cap_time_order(out, schema.constraints,
+                                 {ep.duration_col: times[i] for i, ep in enumerate(eps)} if keep_order else None)
             if keep_ties:
                 out = retie({ep.duration_col: times[i] for i, ep in enumerate(eps)}, out, tie_pairs(schema))
         return [out[ep.duration_col] for ep in eps]
@@ -428,7 +437,7 @@ def fit_survival_calibration(
                                   {eps[g].name: intercepts[g] for g in range(len(groups))}, keep_ties)
     else:
         cal = SurvivalCalibration(tuple(kept), factors[0], intercepts[0], sweeps, worst)
-    return replace(cal, target=target, tol=float(tol), max_log_factor=float(max_log_factor), worst_level=worst_at,
+    return replace(cal, target=target, keep_order=bool(keep_order) and endpoints == "each", tol=float(tol), max_log_factor=float(max_log_factor), worst_level=worst_at,
                    worst_log_error=signed, last_errors={group_name(g): last_err[g] for g in range(len(groups))},
                    last_common_errors={group_name(g): float(np.mean(c)) if c else 0.0 for g, c in enumerate(commons)},
                    unfitted_intercepts=tuple(group_name(g) for g in sorted(fixed)))

@@ -70,6 +70,10 @@ class SurvivalCalibration:
     unfitted_intercepts : tuple of str
         Endpoints whose intercept was left at 0 (capped at another endpoint, ``capped_intercepts=False``): their
         overall event rate is the model's own.
+    keep_order : bool
+        With a factor per endpoint, a row whose shorter time was strictly under its longer one stays so: the ratio
+        of the two moves on the odds scale instead of being scaled and capped to a tie (:func:`cap_time_order` with
+        ``before``). False for a calibration saved before it was recorded.
     """
 
     strata: tuple[CalibrationStratum, ...]
@@ -88,6 +92,7 @@ class SurvivalCalibration:
     last_errors: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     last_common_errors: dict[str, float] = field(default_factory=dict)
     unfitted_intercepts: tuple[str, ...] = ()
+    keep_order: bool = False
 
     @property
     def converged(self) -> bool:
@@ -187,7 +192,7 @@ class SurvivalCalibration:
         factor per endpoint, a shorter endpoint's time is capped at its longer one's (:func:`cap_time_order`).
         """
         logs = {ep.name: self.row_log_factors(data, ep.name) for ep in schema.endpoints}
-        return _scaled(data, schema, domain, logs, keep_ties=self.keep_ties)
+        return _scaled(data, schema, domain, logs, keep_ties=self.keep_ties, keep_order=self.keep_order)
 
     def to_dict(self) -> dict[str, Any]:
         return {"strata": [st.to_dict() for st in self.strata],
@@ -201,7 +206,7 @@ class SurvivalCalibration:
                 "last_errors": {g: {k: [None if not np.isfinite(x) else float(x) for x in v] for k, v in e.items()}
                                 for g, e in self.last_errors.items()},
                 "last_common_errors": dict(self.last_common_errors),
-                "unfitted_intercepts": list(self.unfitted_intercepts)}
+                "unfitted_intercepts": list(self.unfitted_intercepts), "keep_order": self.keep_order}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurvivalCalibration:
@@ -217,10 +222,11 @@ class SurvivalCalibration:
                    {str(g): {k: np.array([np.nan if x is None else x for x in v], dtype=np.float64)
                              for k, v in e.items()} for g, e in d.get("last_errors", {}).items()},
                    {str(g): float(v) for g, v in d.get("last_common_errors", {}).items()},
-                   tuple(str(e) for e in d.get("unfitted_intercepts", ())))
+                   tuple(str(e) for e in d.get("unfitted_intercepts", ())), bool(d.get("keep_order", False)))
 
 
-def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dict[str, np.ndarray]:
+def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any],
+                   before: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Times with each time-order rule's shorter endpoint capped at its longer one (``min``), passes until none
     moves (at most one per rule: a chain ``A <= B <= C`` settles from its end).
 
@@ -230,6 +236,13 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dic
         Duration column -> times (NaN: missing, left as it is).
     rules : sequence
         The schema's constraints; only :class:`~fedsynth.cohort.constraints.TimeOrder` ones act.
+    before : dict of str to ndarray, optional
+        The times before they were rescaled (same keys and shapes). Given, a row whose shorter time ``a`` was
+        strictly under its longer one ``b`` stays so: its ratio ``r = a / b`` (in (0, 1)) moves on the odds scale,
+        ``r' / (1 - r') = g r / (1 - r)`` with ``g`` the ratio of the two times' factors (``a'`` and ``b'`` the
+        rescaled times, ``g = (a' / a) / (b' / b)``), so ``a'' = a' b' / (b' (1 - r) + a')``: the plain rescaling
+        for a small ``r``, never reaching ``b'``, monotone in ``g``, equal to ``a'`` when both factors are equal.
+        Rows that were tied, or had no order, are capped as without it.
 
     Returns
     -------
@@ -239,6 +252,16 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dic
     out = {k: np.array(v, dtype=np.float64, copy=True) for k, v in times.items()}
     order = [r for r in rules if isinstance(r, TimeOrder) and r.shorter.duration_col in out
              and r.longer.duration_col in out]
+    if before is not None:
+        for r in order:
+            a0, b0 = before.get(r.shorter.duration_col), before.get(r.longer.duration_col)
+            if a0 is None or b0 is None:
+                continue
+            a, b = out[r.shorter.duration_col], out[r.longer.duration_col]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                under = (a0 < b0) & (b0 > 0) & (a0 >= 0) & np.isfinite(a) & np.isfinite(b) & (b > 0)
+                ratio = np.where(under, a0 / np.where(under, b0, 1.0), 0.0)
+                a[under] = a[under] * b[under] / (b[under] * (1.0 - ratio[under]) + a[under])
     for _ in range(len(order)):
         moved = False
         for r in order:
@@ -254,7 +277,7 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any]) -> dic
 
 
 def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
-            log_factor: Mapping[str, np.ndarray], *, keep_ties: bool = False) -> pd.DataFrame:
+            log_factor: Mapping[str, np.ndarray], *, keep_ties: bool = False, keep_order: bool = False) -> pd.DataFrame:
     out = data.copy()
     times: dict[str, np.ndarray] = {}
     before: dict[str, np.ndarray] = {}
@@ -267,7 +290,7 @@ def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
         if ep.duration_col in domain.columns:
             v = np.clip(v, domain[ep.duration_col].lower, domain[ep.duration_col].upper)
         times[ep.duration_col] = v
-    times = cap_time_order(times, schema.constraints)
+    times = cap_time_order(times, schema.constraints, before if keep_order else None)
     if keep_ties:
         times = retie(before, times, tie_pairs(schema))
     for col, v in times.items():

@@ -175,6 +175,16 @@ class VAEBGMParams(GeneratorParams):
         "rows against 79% real, and the curves fitted worse (benchmarks/results/arms.json, selection_session14).",
     )
 
+    calibration_keep_order: bool = Field(
+        False, description="With a factor per endpoint ('each'), whether a row whose shorter time (LFS under LFS <= "
+        "OS) was strictly under its longer one stays so: the ratio of the two moves on the odds scale by the ratio of "
+        "their factors instead of being scaled and capped to a tie (fedsynth.generators.survival_calibration, "
+        "keep_order). "
+        "Without it the cap tied 3-4% of unconditioned rows on the MDS cohort and squashed the rest's LFS (median "
+        "LFS/OS of rows whose LFS ends first 0.28-0.31 against 0.655 real; benchmarks/results/arms.json, "
+        "selection_session23).",
+    )
+
     calibration_endpoints: Literal["each", "all", "first"] = Field(
         "each", description="Which endpoints each survival-calibration factor moves: 'each', a factor per endpoint "
         "(LFS is not pulled by OS's error, nor OS by LFS's; a shorter endpoint is capped at its longer one); 'all', "

@@ -476,6 +476,65 @@ def test_a_shorter_time_is_capped_at_its_longer_one_along_a_chain() -> None:
     assert times["A_T"][0] == 5.0  # inputs untouched
 
 
+def test_a_row_whose_shorter_time_was_under_its_longer_one_moves_its_ratio_on_the_odds_scale_when_told() -> None:
+    # Setup: rule A <= B. Before scaling: rows 0, 2 and 4 untied at A/B = 1/4, row 1 tied (2, 2), row 3 with a missing
+    # A. After: row 0's A factor 6 against B's 1.25 (it would pass B), row 1 breaks the rule, row 2 both factors 2,
+    # row 4 A's factor 1 against B's 2 (odds of 1/3 halved)
+    a, b = (SurvivalEndpoint(x, f"{x}_T", f"{x}_E") for x in "AB")
+    rules = [TimeOrder(a, b)]
+    before = {"A_T": np.array([1.0, 2.0, 1.0, np.nan, 1.0]), "B_T": np.array([4.0, 2.0, 4.0, 3.0, 4.0])}
+    after = {"A_T": np.array([6.0, 3.0, 2.0, np.nan, 1.0]), "B_T": np.array([5.0, 2.5, 8.0, 3.0, 8.0])}
+    # Run
+    kept = cap_time_order(after, rules, before)
+    capped = cap_time_order(after, rules)
+    # Assert, by hand (a'' = a' b' / (b' (1 - r) + a'), r = 1/4): row 0 30 / 9.75 = 3.0769 (odds 1/3 x 4.8 = 1.6,
+    # under its B of 5); the tied row is capped (2.5); equal factors leave row 2 as scaled (16 / 8 = 2); row 4
+    # 8 / 7 = 1.1429 (odds 1/6: ratio 1/7 against 1/8 scaled); a missing time stays missing; B never moves
+    np.testing.assert_allclose(kept["A_T"], [30 / 9.75, 2.5, 2.0, np.nan, 8 / 7])
+    np.testing.assert_allclose(kept["B_T"], after["B_T"])
+    np.testing.assert_allclose(kept["A_T"][0] / (kept["B_T"][0] - kept["A_T"][0]), (1 / 3) * (6 / 1.25))
+    # control: without the former times a breaking row is capped to a tie, the others keep their scaled times
+    np.testing.assert_allclose(capped["A_T"], [5.0, 2.5, 2.0, np.nan, 1.0])
+
+
+def test_a_fit_that_keeps_the_order_adds_no_tie_and_is_fitted_on_what_it_draws() -> None:
+    # Setup: 70% of the rows are tied (LFS = OS) and stay so either way; the untied rows whose LFS is under half their
+    # OS have it divided by 3 in the synthetic rows, so LFS's factor lengthens every untied row and, capped, ties those
+    # near their OS
+    real = _frame(3000, 11)
+    schema = _schema()
+    schema, domain, strata, counts = _one_stratum(
+        real, "GROUP", 20, schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)]))
+    short = real["LFS_YEARS"] < real["OS_YEARS"] / 2
+    synthetic = real.assign(LFS_YEARS=np.where(short, real["LFS_YEARS"] / 3, real["LFS_YEARS"]))
+    tied_before = np.isclose(synthetic["LFS_YEARS"], synthetic["OS_YEARS"])
+    opts = {"target": "hazard_ratio", "endpoints": "each", "keep_ties": True, "max_sweeps": 60}
+    # Run
+    kept = fit_survival_calibration(synthetic, counts, schema, domain, strata, keep_order=True, **opts)
+    capped = fit_survival_calibration(synthetic, counts, schema, domain, strata, **opts)
+    out_kept, out_capped = kept.apply(synthetic, schema, domain), capped.apply(synthetic, schema, domain)
+    tied_kept = np.isclose(out_kept["LFS_YEARS"], out_kept["OS_YEARS"])
+    tied_capped = np.isclose(out_capped["LFS_YEARS"], out_capped["OS_YEARS"])
+    # Assert: both fits converge; no untied row becomes tied, the tied rows stay tied, the rule holds; the flag is kept
+    # through a dict
+    assert kept.converged and capped.converged
+    assert not (tied_kept & ~tied_before).any() and tied_kept[tied_before].all()
+    assert all(v["violations"] == 0 for v in violation_counts(out_kept, schema.constraints))
+    back = SurvivalCalibration.from_dict(kept.to_dict())
+    assert back.keep_order and not capped.keep_order
+    pd.testing.assert_frame_equal(back.apply(synthetic, schema, domain), out_kept)
+    # the errors the fit recorded are those of the rows it draws (a zero-sweep refit on them reads the same)
+    reread = fit_survival_calibration(out_kept, counts, schema, domain, strata, keep_order=True,
+                                      **{**opts, "max_sweeps": 0})
+    assert reread.max_log_error == pytest.approx(kept.max_log_error, abs=1e-9)
+    # control: capping ties some of the untied rows (5.9% of all rows)
+    assert (tied_capped & ~tied_before).mean() > 0.04
+    # a calibration saved before the flag was recorded reads as not keeping the order
+    old = kept.to_dict()
+    old.pop("keep_order")
+    assert not SurvivalCalibration.from_dict(old).keep_order
+
+
 def test_level_log_hazard_ratios_match_hand_computations_and_the_poisson_maximum() -> None:
     # Setup: one interval, level a 4 events over 10 years at risk, the rest (b, c) 3 + 3 events over 12 + 8 years
     d, t = np.array([[4.0], [3.0], [3.0]]), np.array([[10.0], [12.0], [8.0]])
@@ -870,6 +929,49 @@ def test_one_factor_for_every_endpoint_keeps_each_rows_lfs_to_os_ratio_with_time
                                                      "calibration_capped_intercepts": False})
     assert [p.where for p in problems] == ["calibration_endpoints"]
     assert validate_generator_params("vae_bgm", {"calibration_endpoints": "first"}) == []
+
+
+def test_the_vae_parameter_keeps_untied_rows_untied_and_leaves_one_factor_draws_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fedsynth.generators import load_generator, make_generator
+
+    # Setup: the tiny centralized VAE-BGM above (LFS = OS a tie slot, a factor per endpoint), with and without
+    # calibration_keep_order
+    real_rows = _frame(600, 25)
+    schema = _schema()
+    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real_rows, r)])
+    real = schema.coerce(real_rows)
+    opts = {"epochs": 3, "batch_size": 64, "latent_dim": 2, "hidden_dims": [16], "n_components": 2, "device": "cpu",
+            "calibration_rows": 1_500, "calibration_level_rows": 120, "time_ties": True, "calibration_endpoints": "each"}
+
+    def draw(**params: object) -> tuple[object, pd.DataFrame, pd.DataFrame]:
+        gen = make_generator("vae_bgm", schema, **opts, **params)
+        gen.fit(real)
+        on = gen.sample(3_000, random_state=1)
+        gen.set_params(survival_calibration=False)
+        off = gen.sample(3_000, random_state=1)
+        gen.set_params(survival_calibration=True)
+        return gen, on, off
+
+    # Run
+    gen, on, off = draw(calibration_keep_order=True)
+    _, on_capped, off_capped = draw()
+    # Assert: the fit keeps the order; no row the model drew untied comes out tied, and the rule holds
+    assert gen.survival_calibration_.keep_order  # type: ignore[attr-defined]
+    untied = (off["LFS_YEARS"] < off["OS_YEARS"]).to_numpy()
+    assert untied.mean() > 0.1
+    assert (on["LFS_YEARS"] < on["OS_YEARS"]).to_numpy()[untied].all()
+    assert all(v["violations"] == 0 for v in violation_counts(on, schema.constraints))
+    # a saved model draws the same rows
+    gen.save(tmp_path / "model")  # type: ignore[attr-defined]
+    back = load_generator(tmp_path / "model")
+    pd.testing.assert_frame_equal(back.sample(3_000, random_state=1), on)
+    # with one factor for every endpoint there is nothing to keep: the flag is not recorded
+    one = make_generator("vae_bgm", schema, **{**opts, "calibration_endpoints": "all"}, calibration_keep_order=True)
+    one.fit(real)
+    assert not one.survival_calibration_.keep_order  # type: ignore[attr-defined]
+    # control: without it some untied rows are capped to ties
+    untied_c = (off_capped["LFS_YEARS"] < off_capped["OS_YEARS"]).to_numpy()
+    assert not (on_capped["LFS_YEARS"] < on_capped["OS_YEARS"]).to_numpy()[untied_c].all()
 
 
 def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
