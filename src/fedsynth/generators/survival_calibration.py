@@ -81,7 +81,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -133,6 +133,15 @@ def _gene_kept(st: CalibrationStratum, counts: Mapping[str, np.ndarray], min_fre
     if n is None or n.sum() <= 0 or "1" not in st.labels:
         return False
     return bool(n[st.labels.index("1")] / n.sum() >= min_freq)
+
+
+@dataclass
+class _Worst:
+    """The largest ``|log error|`` of a pass so far, where it was and its sign (a fit's running record)."""
+
+    value: float = float("nan")
+    at: str = ""
+    signed: float = float("nan")
 
 
 def fit_survival_calibration(
@@ -382,23 +391,23 @@ def fit_survival_calibration(
             out.append((step, have, common, shift))
         return out
 
-    state = {"worst": float("nan"), "at": "", "signed": float("nan")}
+    state = _Worst()
     last_err: list[dict[str, np.ndarray]] = [{} for _ in groups]  # each level's signed error at the last read
     commons: list[list[float]] = [[] for _ in groups]  # the errors every row shared at the last read, per stratum
 
     def note(g: int, st: CalibrationStratum, step: np.ndarray, have: np.ndarray, shift: float) -> None:
         """Record a group's errors on a stratum: the largest so far in this pass, the last errors, the common one."""
-        if have.any() and float(np.abs(step[have]).max()) > state["worst"]:
+        if have.any() and float(np.abs(step[have]).max()) > state.value:
             j = int(np.argmax(np.where(have, np.abs(step), -1.0)))
-            state.update(worst=float(np.abs(step[j])), at=f"{group_name(g)}: {st.column}={st.labels[j]}",
-                         signed=float(step[j]))
-        if target == "hazard_ratio" and math.isfinite(shift) and abs(shift) > state["worst"] and g not in fixed:
-            state.update(worst=abs(shift), at=f"{group_name(g)}: every row", signed=shift)  # log(synthetic / real)
+            state.value, state.at, state.signed = (float(np.abs(step[j])), f"{group_name(g)}: {st.column}={st.labels[j]}",
+                                                   float(step[j]))
+        if target == "hazard_ratio" and math.isfinite(shift) and abs(shift) > state.value and g not in fixed:
+            state.value, state.at, state.signed = abs(shift), f"{group_name(g)}: every row", shift  # log(synth / real)
         last_err[g][st.column] = np.where(have, step, np.nan)
         commons[g].append(shift if math.isfinite(shift) else 0.0)
 
     def new_pass() -> None:
-        state.update(worst=0.0, at="", signed=float("nan"))
+        state.value, state.at, state.signed = 0.0, "", float("nan")
         for c in commons:
             c.clear()
 
@@ -420,8 +429,8 @@ def fit_survival_calibration(
                 moved = factors[g][st.column] - old
                 row_of[g] = row_of[g] + (intercepts[g] - old_intercept) + np.where(co >= 0, moved[np.maximum(co, 0)],
                                                                                     0.0)
-        log.debug("survival calibration sweep %d: largest log error %.4g at %s", sweeps, state["worst"], state["at"])
-        if state["worst"] < tol:
+        log.debug("survival calibration sweep %d: largest log error %.4g at %s", sweeps, state.value, state.at)
+        if state.value < tol:
             break
     # The errors above were read stratum by stratum while the factors moved, so a level read early in the last pass
     # may have moved since: the figures recorded are read once more on the final factors.
@@ -430,7 +439,7 @@ def fit_survival_calibration(
     for st in kept:
         for g, (step, have, _, shift) in enumerate(read_stratum(st, final_times)):
             note(g, st, step, have, shift)
-    worst, worst_at, signed = state["worst"], state["at"], state["signed"]
+    worst, worst_at, signed = state.value, state.at, state.signed
     if endpoints == "each":
         cal = SurvivalCalibration(tuple(kept), {st.column: np.zeros(len(st.labels)) for st in kept}, 0.0, sweeps,
                                   worst, {eps[g].name: factors[g] for g in range(len(groups))},
