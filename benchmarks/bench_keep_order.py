@@ -10,7 +10,8 @@ on 100 n (seed + 1); median errors over 15%, tie-share flags and endpoint-rule v
 training rows'. ``arm_factors_unchanged``: the factors of draws under a condition (control arms) are K's as S's (one
 factor moves both times there, so nothing is capped). The fit is made with ``calibration_keep_order: false`` (the
 config's other settings as they are); ``S`` reads its own calibration, ``K`` refits both calibration sets with
-keep_order on the counts the federation summed.
+keep_order on the counts the federation summed (a cached fit made with keep_order, by bench_arms.py since session 23,
+is refitted without it for ``S``).
 
 Usage: python benchmarks/bench_keep_order.py [--seeds 43,44,45] [--variants S,K] [--fits-dir DIR] [--out FILE]
 Writes benchmarks/results/keep_order.json (or --out): one row per seed and variant, rows of seeds and variants not
@@ -56,8 +57,9 @@ def reading(seed: int, variant: str, fits_dir: str | None) -> dict[str, Any]:
     gen, _ = bench_arms._cached_fit("vae_bgm", part, seed, {}, fits_dir)
     arm_before = {k: v.copy() for k, v in gen.survival_calibration_.log_factors.items()}
     gen.set_params(calibration_keep_order=variant == "K")
-    if variant == "K":
+    if gen.unconditioned_set().keep_order != (variant == "K"):  # K, or a cached fit made with keep_order (S)
         gen.fit_survival_calibration(gen.survival_counts_)
+    assert gen.unconditioned_set().keep_order == (variant == "K")
     arm_unchanged = all(np.array_equal(arm_before[k], v) for k, v in gen.survival_calibration_.log_factors.items())
     own = gen.unconditioned_set()
     syn = gen.sample(EFFECT_ROWS_FACTOR * len(train), random_state=seed)
@@ -89,13 +91,15 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "keep_order.json"))
     args = ap.parse_args()
     out_path = Path(args.out)
-    rows = json.loads(out_path.read_text())["rows"] if out_path.exists() else []
+    kept = json.loads(out_path.read_text()) if out_path.exists() else {}
+    rows = kept.get("rows", [])
     for seed in [int(s) for s in args.seeds.split(",")]:
         for variant in args.variants.split(","):
             row = reading(seed, variant, args.fits_dir)
             print(json.dumps(row), flush=True)
             rows = [r for r in rows if (r["seed"], r["variant"]) != (seed, variant)] + [row]
-            out_path.write_text(json.dumps({"rows": sorted(rows, key=lambda r: (r["seed"], r["variant"]))}, indent=2))
+            out_path.write_text(json.dumps({**kept, "rows": sorted(rows, key=lambda r: (r["seed"], r["variant"]))},
+                                           indent=2))
 
 
 if __name__ == "__main__":

@@ -188,7 +188,8 @@ def fit_survival_calibration(
         Share of each level's log median error corrected per sweep.
     max_sweeps : int, default 40
     tol : float, default 0.01
-        Stop when every calibrated level's ``|log(real / synthetic median)|`` is below it.
+        Stop when every calibrated level's ``|log error|`` (the target's, e.g. ``|log(real / synthetic median)|``)
+        is below it, read during a pass and again on the final factors.
     max_log_factor : float, default log 4
         Bound on each level's ``|log factor|``.
     endpoints : {"all", "first", "each"}, default "all"
@@ -231,7 +232,7 @@ def fit_survival_calibration(
         With ``endpoints="each"``, a row whose shorter time (a time-order rule's: LFS under LFS <= OS) was strictly
         under its longer one stays so: the ratio of the two moves on the odds scale by the ratio of their factors
         instead of being scaled and capped to a tie (:func:`~fedsynth.generators.survival_factors.cap_time_order`
-        with ``before``), in the fit and in :meth:`SurvivalCalibration.apply`. Without it the cap turned 3-4% of
+        with ``before``), in the fit and in :meth:`SurvivalCalibration.apply`. Without it the cap turned 2.5-4.0% of
         VAE-BGM's unconditioned rows into ties on the MDS cohort (session 23, ``selection_session23`` in
         ``benchmarks/results/arms.json``).
 
@@ -321,6 +322,9 @@ def fit_survival_calibration(
         if endpoints == "each":  # a factor per endpoint: a shorter endpoint is capped at its longer one
             out = cap_time_order(out, schema.constraints,
                                  {ep.duration_col: times[i] for i, ep in enumerate(eps)} if keep_order else None)
+            if keep_order:  # as SurvivalCalibration.apply: clipped to the domain again after the odds step, capped
+                out = cap_time_order({ep.duration_col: np.clip(out[ep.duration_col], *bounds[i])
+                                      for i, ep in enumerate(eps)}, schema.constraints)
             if keep_ties:
                 out = retie({ep.duration_col: times[i] for i, ep in enumerate(eps)}, out, tie_pairs(schema))
         return [out[ep.duration_col] for ep in eps]
@@ -411,6 +415,15 @@ def fit_survival_calibration(
         for c in commons:
             c.clear()
 
+    def read_final() -> None:
+        """Read every stratum once more on the current factors (a pass reads each stratum while the others' steps
+        still move its rows, so a level read early in it may have moved since): the figures the fit records."""
+        new_pass()
+        final_times = scaled_times()
+        for st in kept:
+            for g, (step, have, _, shift) in enumerate(read_stratum(st, final_times)):
+                note(g, st, step, have, shift)
+
     sweeps = 0
     for sweeps in range(1, int(max_sweeps) + 1):
         new_pass()
@@ -431,14 +444,10 @@ def fit_survival_calibration(
                                                                                     0.0)
         log.debug("survival calibration sweep %d: largest log error %.4g at %s", sweeps, state.value, state.at)
         if state.value < tol:
-            break
-    # The errors above were read stratum by stratum while the factors moved, so a level read early in the last pass
-    # may have moved since: the figures recorded are read once more on the final factors.
-    new_pass()
-    final_times = scaled_times()
-    for st in kept:
-        for g, (step, have, _, shift) in enumerate(read_stratum(st, final_times)):
-            note(g, st, step, have, shift)
+            read_final()  # what the pass read may have moved since: the fit stops only if the final factors agree
+            if state.value < tol:
+                break
+    read_final()
     worst, worst_at, signed = state.value, state.at, state.signed
     if endpoints == "each":
         cal = SurvivalCalibration(tuple(kept), {st.column: np.zeros(len(st.labels)) for st in kept}, 0.0, sweeps,

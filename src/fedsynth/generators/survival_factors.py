@@ -189,7 +189,9 @@ class SurvivalCalibration:
         """``data`` with every endpoint's duration multiplied by the row's factor, clipped to the domain's bounds.
 
         With one factor for all endpoints of a row a monotone clip keeps every time-order rule that held; with a
-        factor per endpoint, a shorter endpoint's time is capped at its longer one's (:func:`cap_time_order`).
+        factor per endpoint, a shorter endpoint's time is capped at its longer one's (:func:`cap_time_order`), or
+        with ``keep_order`` a row whose shorter time was under its longer one has their ratio moved on the odds
+        scale instead (then clipped to the domain again); with ``keep_ties`` a tied row stays tied.
         """
         logs = {ep.name: self.row_log_factors(data, ep.name) for ep in schema.endpoints}
         return _scaled(data, schema, domain, logs, keep_ties=self.keep_ties, keep_order=self.keep_order)
@@ -241,8 +243,11 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any],
         strictly under its longer one ``b`` stays so: its ratio ``r = a / b`` (in (0, 1)) moves on the odds scale,
         ``r' / (1 - r') = g r / (1 - r)`` with ``g`` the ratio of the two times' factors (``a'`` and ``b'`` the
         rescaled times, ``g = (a' / a) / (b' / b)``), so ``a'' = a' b' / (b' (1 - r) + a')``: the plain rescaling
-        for a small ``r``, never reaching ``b'``, monotone in ``g``, equal to ``a'`` when both factors are equal.
-        Rows that were tied, or had no order, are capped as without it.
+        while ``a' / b'`` (``g r``) is small, never reaching ``b'``, monotone in ``g``, equal to ``a'`` when both
+        factors are equal. Rules are taken longer times first (along a chain ``A <= B <= C``, ``B`` moves against
+        ``C`` before ``A`` against ``B``'s new time; a rule the chain implies, ``A <= C``, is not used for it), and
+        each shorter time moves once, against the first of its rules in that order; a rule still broken after that,
+        and rows that were tied or had no order, are capped as without it.
 
     Returns
     -------
@@ -253,10 +258,12 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any],
     order = [r for r in rules if isinstance(r, TimeOrder) and r.shorter.duration_col in out
              and r.longer.duration_col in out]
     if before is not None:
-        for r in order:
+        moved_once: set[str] = set()
+        for r in _longer_first(order):
             a0, b0 = before.get(r.shorter.duration_col), before.get(r.longer.duration_col)
-            if a0 is None or b0 is None:
+            if a0 is None or b0 is None or r.shorter.duration_col in moved_once:
                 continue
+            moved_once.add(r.shorter.duration_col)
             a, b = out[r.shorter.duration_col], out[r.longer.duration_col]
             with np.errstate(invalid="ignore", divide="ignore"):
                 under = (a0 < b0) & (b0 > 0) & (a0 >= 0) & np.isfinite(a) & np.isfinite(b) & (b > 0)
@@ -276,6 +283,24 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any],
     return out
 
 
+def _longer_first(rules: Sequence[TimeOrder]) -> list[TimeOrder]:
+    """``rules`` without those implied along a chain (``A <= C`` beside ``A <= B`` and ``B <= C``: a shorter time
+    moves against its nearest longer one), ordered so that a rule comes after every rule whose shorter endpoint is its
+    longer one (``B <= C`` before ``A <= B``); rules in a cycle keep their given order, last."""
+    pairs = {(r.shorter.duration_col, r.longer.duration_col) for r in rules}
+    left = [r for r in rules if not any((r.shorter.duration_col, m) in pairs and (m, r.longer.duration_col) in pairs
+                                        for m in {p[1] for p in pairs} - {r.longer.duration_col})]
+    out: list[TimeOrder] = []
+    while left:
+        ready = [r for r in left if not any(o is not r and o.shorter.duration_col == r.longer.duration_col
+                                            for o in left)]
+        if not ready:
+            return out + left
+        out += ready
+        left = [r for r in left if all(r is not x for x in ready)]
+    return out
+
+
 def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
             log_factor: Mapping[str, np.ndarray], *, keep_ties: bool = False, keep_order: bool = False) -> pd.DataFrame:
     out = data.copy()
@@ -291,6 +316,9 @@ def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
             v = np.clip(v, domain[ep.duration_col].lower, domain[ep.duration_col].upper)
         times[ep.duration_col] = v
     times = cap_time_order(times, schema.constraints, before if keep_order else None)
+    if keep_order:  # a time moved on the odds scale may fall under its domain's lower bound: clipped, capped again
+        times = cap_time_order({c: np.clip(v, domain[c].lower, domain[c].upper) if c in domain.columns else v
+                                for c, v in times.items()}, schema.constraints)
     if keep_ties:
         times = retie(before, times, tie_pairs(schema))
     for col, v in times.items():

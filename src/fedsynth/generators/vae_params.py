@@ -180,8 +180,9 @@ class VAEBGMParams(GeneratorParams):
         "OS) was strictly under its longer one stays so: the ratio of the two moves on the odds scale by the ratio of "
         "their factors instead of being scaled and capped to a tie (fedsynth.generators.survival_calibration, "
         "keep_order). "
-        "Without it the cap tied 3-4% of unconditioned rows on the MDS cohort and squashed the rest's LFS (median "
-        "LFS/OS of rows whose LFS ends first 0.28-0.31 against 0.655 real). On in the tuned FedAvg setting since "
+        "Without it the cap tied 2.5-4.0% of unconditioned rows on the MDS cohort and squashed the rest's LFS (median "
+        "LFS/OS of rows whose LFS ends first 0.23-0.31 against 0.64-0.66 real at seeds 0-2). On in the tuned FedAvg "
+        "setting since "
         "session 23, chosen by a rule written first on fresh seeds 43-45: that median 0.36-0.44 against 0.20-0.22, "
         "the same effects lost, fidelity within 0.003 (benchmarks/results/arms.json, selection_session23).",
     )
@@ -230,6 +231,12 @@ class VAEBGMParams(GeneratorParams):
             if values.get(key) not in (None, False) and not values.get("calibration_unconditioned"):
                 out.append(param_problem(owner, key, "left out unless calibration_unconditioned is true (without it "
                                          "one set of factors serves every draw)", values.get(key)))
+        if values.get("calibration_keep_order") and "each" not in (
+                values.get("calibration_endpoints", cls.model_fields["calibration_endpoints"].default),
+                values.get("calibration_conditioned_endpoints") if values.get("calibration_unconditioned") else None):
+            out.append(param_problem(owner, "calibration_keep_order", "left out unless a set of factors moves each "
+                                     "endpoint on its own (calibration_endpoints or calibration_conditioned_endpoints "
+                                     "'each'): with one factor for every endpoint nothing is capped", True))
         gene = values.get("calibration_unconditioned_gene_min_freq")
         if gene != cls.model_fields["calibration_unconditioned_gene_min_freq"].default and not values.get(
                 "calibration_unconditioned"):

@@ -497,6 +497,24 @@ def test_a_row_whose_shorter_time_was_under_its_longer_one_moves_its_ratio_on_th
     np.testing.assert_allclose(capped["A_T"], [5.0, 2.5, 2.0, np.nan, 1.0])
 
 
+def test_keeping_the_order_along_a_chain_moves_longer_times_first_and_each_shorter_time_once() -> None:
+    # Setup: rules A <= B and B <= C (given shorter-first), and A <= C too; before (1, 2, 4), after scaling (3, 2, 2.2)
+    a, b, c = (SurvivalEndpoint(x, f"{x}_T", f"{x}_E") for x in "ABC")
+    before = {"A_T": np.array([1.0]), "B_T": np.array([2.0]), "C_T": np.array([4.0])}
+    after = {"A_T": np.array([3.0]), "B_T": np.array([2.0]), "C_T": np.array([2.2])}
+    # Run
+    got = cap_time_order(after, [TimeOrder(a, b), TimeOrder(b, c), TimeOrder(a, c)], before)
+    # Assert, by hand: B against C first (r 1/2): 2 x 2.2 / (2.2 x 0.5 + 2) = 1.4194; then A against B's new time once
+    # (r 1/2): 3 x 1.4194 / (1.4194 x 0.5 + 3) = 1.1479; strictly ordered, nothing tied
+    b_new = 2 * 2.2 / (2.2 * 0.5 + 2)
+    np.testing.assert_allclose(got["B_T"], [b_new])
+    np.testing.assert_allclose(got["A_T"], [3 * b_new / (b_new * 0.5 + 3)])
+    assert got["A_T"][0] < got["B_T"][0] < got["C_T"][0]
+    # the order the rules are given in does not matter
+    again = cap_time_order(after, [TimeOrder(b, c), TimeOrder(a, c), TimeOrder(a, b)], before)
+    np.testing.assert_allclose(again["A_T"], got["A_T"])
+
+
 def test_a_fit_that_keeps_the_order_adds_no_tie_and_is_fitted_on_what_it_draws() -> None:
     # Setup: 70% of the rows are tied (LFS = OS) and stay so either way; the untied rows whose LFS is under half their
     # OS have it divided by 3 in the synthetic rows, so LFS's factor lengthens every untied row and, capped, ties those
@@ -726,6 +744,26 @@ def test_the_errors_a_fit_records_are_read_on_its_final_factors() -> None:
         two = fit_survival_calibration(synthetic, counts, schema, domain, strata, tol=1e-6, max_sweeps=2,
                                        target="hazard", endpoints=endpoints)
         assert 0.05 < cal.max_log_error < 0.75 * two.max_log_error
+    # several strata (a level's rows moved by the other strata's steps after its read) and the hazard-ratio target's
+    # intercepts: every recorded error, the common ones too, is the final factors'
+    real = _frame(3000, 26)
+    schema = _schema()
+    schema = schema.with_rules([r for r in candidate_rules(schema) if rule_holds(real, r)])
+    domain = Domain.from_data(real, schema, n_bins=20)
+    strata = calibration_strata(schema, domain)
+    counts = survival_counts(real, schema, strata, endpoint_edges(schema, domain))
+    synthetic = real.assign(OS_YEARS=real["OS_YEARS"] * np.where(real["GENE"] == 1, 2.0, 0.7),
+                            LFS_YEARS=real["LFS_YEARS"] * np.where(real["GROUP"] == "a", 0.5, 0.7))
+    opts = {"tol": 1e-6, "target": "hazard_ratio", "endpoints": "each", "keep_ties": True, "keep_order": True}
+    cal = fit_survival_calibration(synthetic, counts, schema, domain, strata, max_sweeps=3, **opts)
+    reread = fit_survival_calibration(cal.apply(synthetic, schema, domain), counts, schema, domain, strata,
+                                      max_sweeps=0, **opts)
+    assert len(cal.strata) >= 2 and cal.max_log_error == pytest.approx(reread.max_log_error, rel=1e-6)
+    for group, errors in reread.last_errors.items():
+        for column, values in errors.items():
+            np.testing.assert_allclose(cal.last_errors[group][column], values, rtol=1e-6, atol=1e-12)
+    for group, common in reread.last_common_errors.items():
+        assert cal.last_common_errors[group] == pytest.approx(common, rel=1e-6, abs=1e-12)
 
 
 def test_a_factor_at_its_bound_that_the_intercept_made_up_for_is_not_warned_about() -> None:
@@ -933,6 +971,7 @@ def test_one_factor_for_every_endpoint_keeps_each_rows_lfs_to_os_ratio_with_time
 
 def test_the_vae_parameter_keeps_untied_rows_untied_and_leaves_one_factor_draws_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from fedsynth.generators import load_generator, make_generator
+    from fedsynth.generators.registry import validate_generator_params
 
     # Setup: the tiny centralized VAE-BGM above (LFS = OS a tie slot, a factor per endpoint), with and without
     # calibration_keep_order
@@ -965,13 +1004,25 @@ def test_the_vae_parameter_keeps_untied_rows_untied_and_leaves_one_factor_draws_
     gen.save(tmp_path / "model")  # type: ignore[attr-defined]
     back = load_generator(tmp_path / "model")
     pd.testing.assert_frame_equal(back.sample(3_000, random_state=1), on)
-    # with one factor for every endpoint there is nothing to keep: the flag is not recorded
-    one = make_generator("vae_bgm", schema, **{**opts, "calibration_endpoints": "all"}, calibration_keep_order=True)
-    one.fit(real)
-    assert not one.survival_calibration_.keep_order  # type: ignore[attr-defined]
     # control: without it some untied rows are capped to ties
     untied_c = (off_capped["LFS_YEARS"] < off_capped["OS_YEARS"]).to_numpy()
     assert not (on_capped["LFS_YEARS"] < on_capped["OS_YEARS"]).to_numpy()[untied_c].all()
+    # draws under a condition with one factor for both endpoints (the tuned setting's arms) are the same with it or
+    # without it, and their set does not record it; the unconditioned set does
+    arms = {"calibration_unconditioned": True, "calibration_conditioned_endpoints": "all"}
+    drawn = []
+    for keep in (True, False):
+        gen_arms = make_generator("vae_bgm", schema, **opts, **arms, calibration_keep_order=keep)
+        gen_arms.fit(real)
+        gen_arms.fit_survival_calibration(gen_arms.survival_counts_)  # type: ignore[attr-defined]
+        assert not gen_arms.survival_calibration_.keep_order  # type: ignore[attr-defined]
+        assert gen_arms.unconditioned_calibration_.keep_order is keep  # type: ignore[attr-defined]
+        drawn.append(gen_arms.sample(500, random_state=2, conditions={"GROUP": "a"}))
+    pd.testing.assert_frame_equal(drawn[0], drawn[1])
+    # a setting with no factor per endpoint anywhere has nothing to keep: refused, at its name
+    problems = validate_generator_params("vae_bgm", {"calibration_endpoints": "all", "calibration_keep_order": True})
+    assert [p.where for p in problems] == ["calibration_keep_order"]
+    assert validate_generator_params("vae_bgm", {"calibration_keep_order": True, **arms}) == []
 
 
 def test_unconditioned_draws_can_take_factors_fitted_on_unconditioned_rows_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
