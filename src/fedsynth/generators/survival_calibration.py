@@ -86,7 +86,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from fedsynth.cohort.constraints import TimeOrder, retie, tie_pairs
+from fedsynth.cohort.constraints import TimeOrder
 from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.pwe_counts import (  # the estimators live there; re-exported here
@@ -100,6 +100,7 @@ from fedsynth.generators.pwe_counts import (  # the estimators live there; re-ex
 from fedsynth.generators.survival_factors import (  # the fitted factors live there; re-exported here
     SurvivalCalibration,
     cap_time_order,
+    order_times,
 )
 from fedsynth.generators.survival_strata import (  # the strata and counts live there; re-exported here
     GENE_MIN_FREQ,
@@ -319,14 +320,10 @@ def fit_survival_calibration(
     def scaled_times() -> list[np.ndarray]:
         out = {eps[i].duration_col: np.clip(times[i] * np.exp(row_of[group_of[i]]), *bounds[i])
                for i in range(len(eps))}
-        if endpoints == "each":  # a factor per endpoint: a shorter endpoint is capped at its longer one
-            out = cap_time_order(out, schema.constraints,
-                                 {ep.duration_col: times[i] for i, ep in enumerate(eps)} if keep_order else None)
-            if keep_order:  # as SurvivalCalibration.apply: clipped to the domain again after the odds step, capped
-                out = cap_time_order({ep.duration_col: np.clip(out[ep.duration_col], *bounds[i])
-                                      for i, ep in enumerate(eps)}, schema.constraints)
-            if keep_ties:
-                out = retie({ep.duration_col: times[i] for i, ep in enumerate(eps)}, out, tie_pairs(schema))
+        if endpoints == "each":  # a factor per endpoint: back under the time-order rules, as the draw does
+            out = order_times({ep.duration_col: times[i] for i, ep in enumerate(eps)}, out, schema,
+                              {ep.duration_col: bounds[i] for i, ep in enumerate(eps)}, keep_order=keep_order,
+                              keep_ties=keep_ties)
         return [out[ep.duration_col] for ep in eps]
 
     def level_errors(i: int, ev: np.ndarray, pt: np.ndarray, st: CalibrationStratum, n_syn: np.ndarray,
@@ -447,7 +444,8 @@ def fit_survival_calibration(
             read_final()  # what the pass read may have moved since: the fit stops only if the final factors agree
             if state.value < tol:
                 break
-    read_final()
+    else:
+        read_final()  # the loop ran out (or no sweep was asked for): the figures recorded are the final factors'
     worst, worst_at, signed = state.value, state.at, state.signed
     if endpoints == "each":
         cal = SurvivalCalibration(tuple(kept), {st.column: np.zeros(len(st.labels)) for st in kept}, 0.0, sweeps,

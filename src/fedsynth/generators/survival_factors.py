@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from fedsynth.cohort.schema import TableSchema
 from fedsynth.encoding.domain import Domain
 from fedsynth.generators.survival_strata import CalibrationStratum, stratum_codes
 
-__all__ = ["SurvivalCalibration", "cap_time_order"]
+__all__ = ["SurvivalCalibration", "cap_time_order", "order_times"]
 
 
 @dataclass
@@ -246,8 +247,8 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any],
         while ``a' / b'`` (``g r``) is small, never reaching ``b'``, monotone in ``g``, equal to ``a'`` when both
         factors are equal. Rules are taken longer times first (along a chain ``A <= B <= C``, ``B`` moves against
         ``C`` before ``A`` against ``B``'s new time; a rule the chain implies, ``A <= C``, is not used for it), and
-        each shorter time moves once, against the first of its rules in that order; a rule still broken after that,
-        and rows that were tied or had no order, are capped as without it.
+        each shorter time moves once, against its nearest longer one; a rule still broken after that, and rows that
+        were tied or had no order, are capped as without it.
 
     Returns
     -------
@@ -258,12 +259,10 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any],
     order = [r for r in rules if isinstance(r, TimeOrder) and r.shorter.duration_col in out
              and r.longer.duration_col in out]
     if before is not None:
-        moved_once: set[str] = set()
         for r in _longer_first(order):
             a0, b0 = before.get(r.shorter.duration_col), before.get(r.longer.duration_col)
-            if a0 is None or b0 is None or r.shorter.duration_col in moved_once:
+            if a0 is None or b0 is None:
                 continue
-            moved_once.add(r.shorter.duration_col)
             a, b = out[r.shorter.duration_col], out[r.longer.duration_col]
             with np.errstate(invalid="ignore", divide="ignore"):
                 under = (a0 < b0) & (b0 > 0) & (a0 >= 0) & np.isfinite(a) & np.isfinite(b) & (b > 0)
@@ -284,20 +283,52 @@ def cap_time_order(times: Mapping[str, np.ndarray], rules: Sequence[Any],
 
 
 def _longer_first(rules: Sequence[TimeOrder]) -> list[TimeOrder]:
-    """``rules`` without those implied along a chain (``A <= C`` beside ``A <= B`` and ``B <= C``: a shorter time
-    moves against its nearest longer one), ordered so that a rule comes after every rule whose shorter endpoint is its
-    longer one (``B <= C`` before ``A <= B``); rules in a cycle keep their given order, last."""
+    """One rule per shorter endpoint, its nearest longer one (``A <= C`` beside ``A <= B`` and ``B <= C`` is left
+    out), ordered so that a longer endpoint's own rule comes first (``B <= C`` before ``A <= B``;
+    :class:`graphlib.TopologicalSorter`); rules in a cycle keep their given order."""
     pairs = {(r.shorter.duration_col, r.longer.duration_col) for r in rules}
-    left = [r for r in rules if not any((r.shorter.duration_col, m) in pairs and (m, r.longer.duration_col) in pairs
-                                        for m in {p[1] for p in pairs} - {r.longer.duration_col})]
-    out: list[TimeOrder] = []
-    while left:
-        ready = [r for r in left if not any(o is not r and o.shorter.duration_col == r.longer.duration_col
-                                            for o in left)]
-        if not ready:
-            return out + left
-        out += ready
-        left = [r for r in left if all(r is not x for x in ready)]
+    nearest: dict[str, TimeOrder] = {}
+    for r in rules:
+        a, b = r.shorter.duration_col, r.longer.duration_col
+        implied = any((a, m) in pairs and (m, b) in pairs for m in {p[1] for p in pairs} - {b})
+        if not implied:
+            nearest.setdefault(a, r)
+    try:
+        order = list(TopologicalSorter({a: {r.longer.duration_col} for a, r in nearest.items()}).static_order())
+    except CycleError:
+        return list(nearest.values())
+    return [nearest[c] for c in order if c in nearest]
+
+
+def order_times(before: Mapping[str, np.ndarray], scaled: Mapping[str, np.ndarray], schema: TableSchema,
+                bounds: Mapping[str, tuple[float, float]], *, keep_order: bool = False,
+                keep_ties: bool = False) -> dict[str, np.ndarray]:
+    """Rescaled endpoint times put back under the schema's time-order rules, as the calibration draws them (its fit
+    reads them the same way): each shorter time capped at its longer one (:func:`cap_time_order`), or with
+    ``keep_order`` a row whose shorter time was under its longer one in ``before`` keeps it so (the odds step, then
+    clipped to ``bounds`` and capped again); with ``keep_ties`` rows tied in ``before`` tied again
+    (:func:`~fedsynth.cohort.constraints.retie`).
+
+    Parameters
+    ----------
+    before, scaled : dict of str to ndarray of shape (n,)
+        Duration column -> times before and after the factors (``scaled`` already clipped to ``bounds``).
+    schema : TableSchema
+        Its constraints and endpoints (the rules and the tie pairs).
+    bounds : dict of str to (float, float)
+        Duration column -> the domain's (lower, upper) bounds; a column without one is not clipped.
+
+    Returns
+    -------
+    dict of str to ndarray
+        New arrays (the inputs are not changed).
+    """
+    out = cap_time_order(scaled, schema.constraints, before if keep_order else None)
+    if keep_order:  # a time moved on the odds scale may fall under its domain's lower bound: clipped, capped again
+        out = cap_time_order({c: np.clip(v, *bounds[c]) if c in bounds else v for c, v in out.items()},
+                             schema.constraints)
+    if keep_ties:
+        out = retie(before, out, tie_pairs(schema))
     return out
 
 
@@ -315,12 +346,8 @@ def _scaled(data: pd.DataFrame, schema: TableSchema, domain: Domain,
         if ep.duration_col in domain.columns:
             v = np.clip(v, domain[ep.duration_col].lower, domain[ep.duration_col].upper)
         times[ep.duration_col] = v
-    times = cap_time_order(times, schema.constraints, before if keep_order else None)
-    if keep_order:  # a time moved on the odds scale may fall under its domain's lower bound: clipped, capped again
-        times = cap_time_order({c: np.clip(v, domain[c].lower, domain[c].upper) if c in domain.columns else v
-                                for c, v in times.items()}, schema.constraints)
-    if keep_ties:
-        times = retie(before, times, tie_pairs(schema))
+    bounds = {c: (domain[c].lower, domain[c].upper) for c in times if c in domain.columns}
+    times = order_times(before, times, schema, bounds, keep_order=keep_order, keep_ties=keep_ties)
     for col, v in times.items():
         out[col] = v
     # Durations of different endpoints may have different domain bounds, so a clip can reorder two equal times

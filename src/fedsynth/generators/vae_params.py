@@ -179,11 +179,10 @@ class VAEBGMParams(GeneratorParams):
         False, description="With a factor per endpoint ('each'), whether a row whose shorter time (LFS under LFS <= "
         "OS) was strictly under its longer one stays so: the ratio of the two moves on the odds scale by the ratio of "
         "their factors instead of being scaled and capped to a tie (fedsynth.generators.survival_calibration, "
-        "keep_order). "
-        "Without it the cap tied 2.5-4.0% of unconditioned rows on the MDS cohort and squashed the rest's LFS (median "
-        "LFS/OS of rows whose LFS ends first 0.23-0.31 against 0.64-0.66 real at seeds 0-2). On in the tuned FedAvg "
-        "setting since "
-        "session 23, chosen by a rule written first on fresh seeds 43-45: that median 0.36-0.44 against 0.20-0.22, "
+        "keep_order). Without it the cap tied 2.5-4.0% of unconditioned rows on the MDS cohort and squashed the "
+        "rest's LFS (median LFS/OS of rows whose LFS ends first 0.23-0.31 against 0.64-0.66 real at seeds 0-2). On "
+        "in the tuned FedAvg setting since session 23, chosen by a rule written first on fresh seeds 43-45: that "
+        "median 0.36-0.44 against 0.20-0.22, "
         "the same effects lost, fidelity within 0.003 (benchmarks/results/arms.json, selection_session23).",
     )
 
