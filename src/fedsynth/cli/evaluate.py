@@ -132,7 +132,8 @@ def _summary(rep: dict[str, Any], json_path: Path, html_path: Path) -> dict[str,
         "endpoint_rules": rep["survival_effects"].get("endpoint_rules", []),
         "privacy": {
             "nndr": pv["nndr"]["synthetic"], "nndr_holdout": pv["nndr"]["holdout"], "dcr_share": pv["dcr_share"],
-            "exact_copies": pv["exact_copies"], "mia_auc": pv["mia_auc"], "flags": pv["flags"],
+            "exact_copies": pv["exact_copies"], "exact_copies_baseline": pv.get("exact_copies_baseline"),
+            "mia_auc": pv["mia_auc"], "flags": pv["flags"],
         },
         "rows": rep["info"]["rows"],
         "seconds": rep["info"]["timings_s"]["total"],
@@ -175,6 +176,8 @@ def _print_summary(s: dict[str, Any]) -> None:
     table.add_row("  holdout baseline", f"{_f(base.get('mean'))} / {_f(base.get('p5'))}")
     table.add_row("DCR share", _f(p["dcr_share"]))
     table.add_row("exact copies", "—" if p["exact_copies"] is None else f"{100 * p['exact_copies']:.2f}%")
+    if p.get("exact_copies_baseline") is not None:
+        table.add_row("  real records equal to a training one", f"{100 * p['exact_copies_baseline']:.2f}%")
     table.add_row("membership-inference AUC", _f(p["mia_auc"]))
     console.print(table)
     flags = p["flags"]

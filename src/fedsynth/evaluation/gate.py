@@ -5,8 +5,10 @@ before ``fedsynth export`` writes a released cohort. Its figures are those of
 :func:`fedsynth.evaluation.privacy.privacy_analysis` (Gower distance, ranges of the real training rows), so the
 gate and every report agree on what "too close" means. A cohort is flagged when
 
-- **exact copies**: its share of rows equal to a training row is above the holdout's own share (a new real
-  patient equal to a training row) plus ``exact_copies_margin``;
+- **exact copies**: its share of rows equal to a training row is above the rate at which real records coincide
+  without copying, plus ``exact_copies_margin``: holdout rows equal to a training row and training rows equal to
+  another training row, pooled (the evaluator's ``exact_copies_baseline``; the holdout alone when a privacy section
+  from before that figure is given);
 - **NNDR 5th percentile**: the 5th percentile of its nearest/second-nearest distance ratio is below the
   holdout's, less ``nndr_p5_margin`` (by default two bootstrap standard errors of the holdout figure, the
   evaluator's tolerance: a perfect generator would otherwise be flagged about half the time);
@@ -39,8 +41,8 @@ class GateThresholds:
     Parameters
     ----------
     exact_copies_margin : float, default 0.0
-        Flag when the share of synthetic rows equal to a training row exceeds the holdout's own share by more
-        than this (a share, 0-1).
+        Flag when the share of synthetic rows equal to a training row exceeds the real records' own rate (module
+        docstring) by more than this (a share, 0-1).
     nndr_p5_margin : float or None, default None
         Flag when the synthetic NNDR 5th percentile is below the holdout's minus this margin. ``None`` uses two
         bootstrap standard errors of the holdout's 5th percentile (the evaluator's tolerance).
@@ -140,7 +142,8 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
     ----------
     privacy : mapping
         The output of :func:`fedsynth.evaluation.privacy.privacy_analysis` (with a holdout, not ``quick``):
-        ``exact_copies``, ``exact_copies_holdout``, ``nndr`` (``synthetic``/``holdout`` ``p5``), ``mia_auc``
+        ``exact_copies``, ``exact_copies_baseline`` (or, in older sections, ``exact_copies_holdout``), ``nndr``
+        (``synthetic``/``holdout`` ``p5``), ``mia_auc``
         and ``thresholds["nndr_p5_below"]`` (the holdout p5 less two bootstrap standard errors).
     thresholds : GateThresholds, optional
         Defaults to :class:`GateThresholds()`.
@@ -156,24 +159,31 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
     hold_p5 = _num((nndr.get("holdout") or {}).get("p5"))
     copies = _num(privacy.get("exact_copies"))
     copies_hold = _num(privacy.get("exact_copies_holdout"))
+    # The pooled rate needs the holdout's part too: without a holdout the gate reports the figure as missing.
+    copies_base = _num(privacy.get("exact_copies_baseline", privacy.get("exact_copies_holdout")))
     auc = _num(privacy.get("mia_auc"))
     if th.nndr_p5_margin is None:
         p5_limit = _num((privacy.get("thresholds") or {}).get("nndr_p5_below"))
     else:
         p5_limit = None if hold_p5 is None else hold_p5 - th.nndr_p5_margin
     figures: dict[str, float | None] = {
-        "exact_copies": copies, "exact_copies_holdout": copies_hold, "nndr_p5": syn_p5, "nndr_p5_holdout": hold_p5,
-        "mia_auc": auc,
+        "exact_copies": copies, "exact_copies_holdout": copies_hold, "exact_copies_baseline": copies_base,
+        "nndr_p5": syn_p5, "nndr_p5_holdout": hold_p5, "mia_auc": auc,
     }
     flags: list[GateFlag] = []
     missing: list[str] = []
-    if copies is None or copies_hold is None:
+    if copies is None or copies_hold is None or copies_base is None:
         missing.append("exact_copies")
-    elif copies > copies_hold + th.exact_copies_margin:
+    elif copies > copies_base + th.exact_copies_margin:
+        train = _num(privacy.get("exact_copies_training"))
+        own = ("the holdout's own" if train is None else
+               f"real patients' own rate of records equal to a training patient's (holdout {100 * copies_hold:.2f}%, "
+               f"training rows {100 * train:.2f}%; pooled")
         flags.append(GateFlag(
-            "exact_copies", copies, copies_hold + th.exact_copies_margin,
-            f"exact copies of training rows {100 * copies:.2f}% of rows, above the holdout's own "
-            f"{100 * copies_hold:.2f}%" + (f" + {100 * th.exact_copies_margin:.2f}%" if th.exact_copies_margin else ""),
+            "exact_copies", copies, copies_base + th.exact_copies_margin,
+            f"exact copies of training rows {100 * copies:.2f}% of rows, above {own} {100 * copies_base:.2f}%"
+            + (f" + {100 * th.exact_copies_margin:.2f}%" if th.exact_copies_margin else "")
+            + ("" if train is None else ")"),
         ))
     if syn_p5 is None or p5_limit is None:
         missing.append("nndr_p5")

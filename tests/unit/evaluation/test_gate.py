@@ -46,6 +46,19 @@ def test_gate_flags_each_figure_past_its_default_threshold(figures: dict, flagge
     assert result.passed is (not flagged)
 
 
+def test_gate_reads_the_pooled_baseline_of_exact_copies_and_names_both_parts() -> None:
+    # Setup: the holdout alone reads 0 copies, but training rows share records at 0.2%: pooled 0.18%
+    privacy = {**_privacy(copies=0.0015), "exact_copies_training": 0.002, "exact_copies_baseline": 0.0018}
+    # Run
+    passed = gate_from_privacy(privacy)
+    refused = gate_from_privacy({**privacy, "exact_copies": 0.0019})
+    # Assert: 0.15% is under the pooled rate (the holdout's 0% alone would have refused it); 0.19% is above it
+    assert passed.passed and passed.figures["exact_copies_baseline"] == pytest.approx(0.0018)
+    assert refused.flagged == ["exact_copies"] and refused.flags[0].limit == pytest.approx(0.0018)
+    message = refused.flags[0].message
+    assert "holdout 0.00%" in message and "training rows 0.20%" in message and "pooled 0.18%" in message
+
+
 def test_gate_thresholds_override_the_defaults() -> None:
     # Setup: a fixed NNDR margin replaces the bootstrap tolerance; a stricter AUC; a tolerated copy rate
     th = GateThresholds(exact_copies_margin=0.01, nndr_p5_margin=0.0, mia_auc_above=0.55)
