@@ -5,10 +5,11 @@ before ``fedsynth export`` writes a released cohort. Its figures are those of
 :func:`fedsynth.evaluation.privacy.privacy_analysis` (Gower distance, ranges of the real training rows), so the
 gate and every report agree on what "too close" means. A cohort is flagged when
 
-- **exact copies**: its share of rows equal to a training row is above the rate at which real records coincide
-  without copying, plus ``exact_copies_margin``: holdout rows equal to a training row and training rows equal to
-  another training row, pooled (the evaluator's ``exact_copies_baseline``; the holdout alone when a privacy section
-  from before that figure is given);
+- **exact copies**: among its rows with a number known, the share equal to a training row is above the holdout's
+  own share (a new real patient equal to a training row) plus ``exact_copies_margin``; among its rows with no number
+  known (categories only, which real patients share too), that share is above real records' own rate of coinciding
+  beyond two standard errors, plus the margin (:func:`fedsynth.evaluation.privacy.exact_copy_figures`; a privacy
+  section without that split is read as one kind against the holdout);
 - **NNDR 5th percentile**: the 5th percentile of its nearest/second-nearest distance ratio is below the
   holdout's, less ``nndr_p5_margin`` (by default two bootstrap standard errors of the holdout figure, the
   evaluator's tolerance: a perfect generator would otherwise be flagged about half the time);
@@ -41,8 +42,8 @@ class GateThresholds:
     Parameters
     ----------
     exact_copies_margin : float, default 0.0
-        Flag when the share of synthetic rows equal to a training row exceeds the real records' own rate (module
-        docstring) by more than this (a share, 0-1).
+        Flag when the share of synthetic rows equal to a training row exceeds its baseline by more than this (a
+        share, 0-1), in either kind of record (module docstring).
     nndr_p5_margin : float or None, default None
         Flag when the synthetic NNDR 5th percentile is below the holdout's minus this margin. ``None`` uses two
         bootstrap standard errors of the holdout's 5th percentile (the evaluator's tolerance).
@@ -135,6 +136,35 @@ def _num(value: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _exact_copies_flag(privacy: Mapping[str, Any], copies: float, copies_hold: float,
+                       margin: float) -> GateFlag | None:
+    """The exact-copies flag: per kind of record when the section has the split, else the whole share against the
+    holdout's (module docstring)."""
+    pad = f" + {100 * margin:.2f}%" if margin else ""
+    kinds = privacy.get("exact_copies_by_kind")
+    if not kinds:
+        if copies > copies_hold + margin:
+            return GateFlag("exact_copies", copies, copies_hold + margin,
+                            f"exact copies of training rows {100 * copies:.2f}% of rows, above the holdout's own "
+                            f"{100 * copies_hold:.2f}%{pad}")
+        return None
+    parts = []
+    worst: tuple[float, float] | None = None
+    for kind, what, baseline in (("with_numbers", "rows with a number known", "the holdout's own"),
+                                 ("no_numbers", "rows with no number known",
+                                  "real records' own rate of coinciding, beyond two standard errors,")):
+        k = kinds.get(kind) or {}
+        rate, above = _num(k.get("rate")), _num(k.get("above"))
+        if rate is None or above is None or not k.get("copies") or rate <= above + margin:
+            continue
+        parts.append(f"{k['copies']} of {k['synthetic_rows']} {what} copy a training row ({100 * rate:.2f}%, above "
+                     f"{baseline} {100 * above:.2f}%{pad})")
+        worst = worst or (rate, above + margin)
+    if worst is None:
+        return None
+    return GateFlag("exact_copies", worst[0], worst[1], "exact copies: " + "; ".join(parts))
+
+
 def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | None = None) -> GateResult:
     """Apply the gate to a privacy section already computed (``report["privacy"]`` or ``privacy_analysis``).
 
@@ -142,7 +172,7 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
     ----------
     privacy : mapping
         The output of :func:`fedsynth.evaluation.privacy.privacy_analysis` (with a holdout, not ``quick``):
-        ``exact_copies``, ``exact_copies_baseline`` (or, in older sections, ``exact_copies_holdout``), ``nndr``
+        ``exact_copies``, ``exact_copies_holdout``, ``exact_copies_by_kind`` (optional), ``nndr``
         (``synthetic``/``holdout`` ``p5``), ``mia_auc``
         and ``thresholds["nndr_p5_below"]`` (the holdout p5 less two bootstrap standard errors).
     thresholds : GateThresholds, optional
@@ -159,32 +189,23 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
     hold_p5 = _num((nndr.get("holdout") or {}).get("p5"))
     copies = _num(privacy.get("exact_copies"))
     copies_hold = _num(privacy.get("exact_copies_holdout"))
-    # The pooled rate needs the holdout's part too: without a holdout the gate reports the figure as missing.
-    copies_base = _num(privacy.get("exact_copies_baseline", privacy.get("exact_copies_holdout")))
     auc = _num(privacy.get("mia_auc"))
     if th.nndr_p5_margin is None:
         p5_limit = _num((privacy.get("thresholds") or {}).get("nndr_p5_below"))
     else:
         p5_limit = None if hold_p5 is None else hold_p5 - th.nndr_p5_margin
     figures: dict[str, float | None] = {
-        "exact_copies": copies, "exact_copies_holdout": copies_hold, "exact_copies_baseline": copies_base,
-        "nndr_p5": syn_p5, "nndr_p5_holdout": hold_p5, "mia_auc": auc,
+        "exact_copies": copies, "exact_copies_holdout": copies_hold, "nndr_p5": syn_p5, "nndr_p5_holdout": hold_p5,
+        "mia_auc": auc,
     }
     flags: list[GateFlag] = []
     missing: list[str] = []
-    if copies is None or copies_hold is None or copies_base is None:
+    if copies is None or copies_hold is None:
         missing.append("exact_copies")
-    elif copies > copies_base + th.exact_copies_margin:
-        train = _num(privacy.get("exact_copies_training"))
-        own = ("the holdout's own" if train is None else
-               f"real patients' own rate of records equal to a training patient's (holdout {100 * copies_hold:.2f}%, "
-               f"training rows {100 * train:.2f}%; pooled")
-        flags.append(GateFlag(
-            "exact_copies", copies, copies_base + th.exact_copies_margin,
-            f"exact copies of training rows {100 * copies:.2f}% of rows, above {own} {100 * copies_base:.2f}%"
-            + (f" + {100 * th.exact_copies_margin:.2f}%" if th.exact_copies_margin else "")
-            + ("" if train is None else ")"),
-        ))
+    else:
+        copy_flag = _exact_copies_flag(privacy, copies, copies_hold, th.exact_copies_margin)
+        if copy_flag is not None:
+            flags.append(copy_flag)
     if syn_p5 is None or p5_limit is None:
         missing.append("nndr_p5")
     elif syn_p5 < p5_limit:

@@ -117,17 +117,20 @@ DEFINITIONS: dict[str, str] = {
                  "holdout (ties count half); 0.5 is ideal, higher means synthetic rows sit nearer the training "
                  "rows.",
     "exact copies": "Share of synthetic rows equal, in every data column (missing equal to missing), to some "
-                    "training row. Real records coincide too (few values known, or only common ones): the "
-                    "baseline is the share of real records equal to a training patient's, holdout rows against "
-                    "the training rows and each training row against the others, pooled.",
+                    "training row, judged per kind of record: rows with a number known (a measurement, a time) "
+                    "against the same share for holdout rows of that kind; rows with no number known, whose "
+                    "categories alone real patients share too, against the rate at which such real records equal "
+                    "a training record (holdout rows and each training row against the others, pooled).",
     "membership inference AUC": "An attacker scores each training row (member) and holdout row (non-member) by "
                                 "minus its Gower distance to the nearest synthetic row; the ROC AUC of that score "
                                 "(0.5 = the attacker cannot tell members).",
     "privacy flags": "A figure is flagged when worse than its holdout baseline beyond sampling error: NNDR mean "
                      "or 5th percentile below the holdout figure minus 2 bootstrap standard errors; DCR share "
                      "above 0.5 + 2 sqrt(0.25 / n_synthetic); membership AUC above 0.5 + 2 x its null standard "
-                     "error sqrt((n1 + n2 + 1) / (12 n1 n2)); exact copies above their baseline. Without a "
-                     "holdout only exact copies can be flagged (above the training rows' own share).",
+                     "error sqrt((n1 + n2 + 1) / (12 n1 n2)); exact copies above the holdout's share among rows "
+                     "with a number known, or above real records' own rate of coinciding + 2 binomial standard "
+                     "errors among rows with none known. Without a holdout only exact copies can be flagged (the "
+                     "first kind from the first copy).",
     "report content": "Reports hold aggregates, curves and binned distributions only: no row of real data; "
                       "category labels with fewer than 5 real rows are pooled as '(rare labels)'; histogram "
                       "edges are rounded real percentiles.",

@@ -7,8 +7,7 @@ Server flow (after the shared domain): one ``train.share`` message per site; eac
    rows as the site holds);
 3. removes exact copies of any of its rows, then runs the release gate
    (:func:`fedsynth.evaluation.gate.release_gate`: the evaluator's Gower distance over the columns it holds,
-   its training part as members and its holdout as the baseline; exact copies above real records' own rate of
-   coinciding (holdout and training part pooled),
+   its training part as members and its holdout as the baseline; exact copies above their baseline,
    NNDR 5th percentile below the holdout's, membership-inference AUC above 0.6 fail); only then are the rows
    sent. Thresholds: strategy params ``gate_exact_copies_margin``, ``gate_nndr_p5_margin``,
    ``gate_mia_auc_above`` (see :class:`~fedsynth.evaluation.gate.GateThresholds`).

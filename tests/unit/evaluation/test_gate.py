@@ -46,17 +46,28 @@ def test_gate_flags_each_figure_past_its_default_threshold(figures: dict, flagge
     assert result.passed is (not flagged)
 
 
-def test_gate_reads_the_pooled_baseline_of_exact_copies_and_names_both_parts() -> None:
-    # Setup: the holdout alone reads 0 copies, but training rows share records at 0.2%: pooled 0.18%
-    privacy = {**_privacy(copies=0.0015), "exact_copies_training": 0.002, "exact_copies_baseline": 0.0018}
+def _kinds(with_numbers: tuple[int, int, float], no_numbers: tuple[int, int, float]) -> dict:  # type: ignore[type-arg]
+    """An ``exact_copies_by_kind`` section: per kind (copies, synthetic rows, threshold)."""
+    return {kind: {"copies": c, "synthetic_rows": n, "rate": c / n, "above": above, "flagged": c / n > above}
+            for kind, (c, n, above) in (("with_numbers", with_numbers), ("no_numbers", no_numbers))}
+
+
+def test_gate_judges_exact_copies_per_kind_of_record() -> None:
+    # Setup: the holdout alone holds no copy (0%); 2 of 6 synthetic rows with no number known copy a training row,
+    # under that kind's threshold (real records of that kind coincide at 31%, + 2 SE)
+    base = _privacy(copies=2 / 2661)
+    sparse_ok = {**base, "exact_copies_by_kind": _kinds((0, 2655, 0.0), (2, 6, 0.69))}
+    informative = {**base, "exact_copies_by_kind": _kinds((1, 2655, 0.0), (1, 6, 0.69))}
     # Run
-    passed = gate_from_privacy(privacy)
-    refused = gate_from_privacy({**privacy, "exact_copies": 0.0019})
-    # Assert: 0.15% is under the pooled rate (the holdout's 0% alone would have refused it); 0.19% is above it
-    assert passed.passed and passed.figures["exact_copies_baseline"] == pytest.approx(0.0018)
-    assert refused.flagged == ["exact_copies"] and refused.flags[0].limit == pytest.approx(0.0018)
-    message = refused.flags[0].message
-    assert "holdout 0.00%" in message and "training rows 0.20%" in message and "pooled 0.18%" in message
+    passed, refused = gate_from_privacy(sparse_ok), gate_from_privacy(informative)
+    tolerated = gate_from_privacy(informative, GateThresholds(exact_copies_margin=0.001))
+    # Assert: the whole share (0.08%) is above the holdout's 0%, but only a copy with a number known is refused
+    assert passed.passed
+    assert refused.flagged == ["exact_copies"]
+    flag = refused.flags[0]
+    assert flag.value == pytest.approx(1 / 2655) and flag.limit == 0.0
+    assert "1 of 2655 rows with a number known copy a training row" in flag.message
+    assert tolerated.passed  # 0.04% is under the margin of 0.1%
 
 
 def test_gate_thresholds_override_the_defaults() -> None:

@@ -59,50 +59,81 @@ def test_a_copy_of_the_training_rows_is_flagged_by_every_privacy_figure(mds_spli
     assert set(out["flags"]) == {"nndr_mean", "nndr_p5", "dcr_share", "mia_auc", "exact_copies"}
 
 
-def _coinciding_records():  # type: ignore[no-untyped-def]
-    """10 training rows of which rows 0 and 1 are one record two patients share, and 5 holdout rows of which one
-    equals training row 5 (hand-counted: training 2 / 10, holdout 1 / 5, pooled 3 / 15 = 0.2)."""
-    x = [0.0, 0.0, 1, 2, 3, 4, 5, 6, 7, 8]
-    train = _rows(x, ["a"] * 10, [0] * 10)
-    holdout = _rows([4.0, 10.5, 11.5, 12.5, 13.5], ["a"] * 5, [0] * 5)
+def _records(x, c, g1, t=None):  # type: ignore[no-untyped-def]
+    """Rows of the tiny schema; a row with x and T missing has no number known (categories only)."""
+    x = np.asarray(x, float)
+    t = x.copy() if t is None else np.asarray(t, float)
+    return pd.DataFrame({"x": x, "c": pd.Series(c, dtype=object), "g1": np.asarray(g1, float),
+                         "g2": np.zeros(len(x)), "T": t, "E": np.ones(len(x))})
+
+
+def _kinds_frames():  # type: ignore[no-untyped-def]
+    """Training: 10 rows with numbers (all different) and 6 with none: records (a, 0) and (b, 0) twice each, (c, 1)
+    and (d, 1) once. Holdout: 4 rows with numbers (none equal to a training row) and 2 with none, one equal to
+    (c, 1). Hand-counted baselines: with numbers 0 of 4 holdout rows; no numbers 4 recurring training rows + 1 holdout
+    row of 6 + 2 real rows = 5 / 8."""
+    train = pd.concat([_records(np.arange(10.0), ["a"] * 10, [0] * 10),
+                       _records([NAN] * 6, ["a", "a", "b", "b", "c", "d"], [0, 0, 0, 0, 1, 1])], ignore_index=True)
+    holdout = pd.concat([_records([20.5, 21.5, 22.5, 23.5], ["a"] * 4, [0] * 4),
+                         _records([NAN, NAN], ["c", "e"], [1, 0])], ignore_index=True)
     return train, holdout
 
 
-@pytest.mark.parametrize("copies, flagged", [(1, False), (4, False), (5, True)])
-def test_exact_copies_are_judged_against_real_records_own_rate_of_coinciding(tiny_schema, copies, flagged):
-    # Setup: 20 synthetic rows, `copies` of them equal to the shared training record, the rest new values
-    train, holdout = _coinciding_records()
-    synthetic = _rows([0.0] * copies + [20.0 + i for i in range(20 - copies)], ["a"] * 20, [0] * 20)
+@pytest.mark.parametrize("copies, flagged", [(30, False), (32, True)])
+def test_copies_of_records_with_no_number_are_judged_against_real_records_own_rate(tiny_schema, copies, flagged):
+    # Setup: 20 new rows with numbers; 40 with none, `copies` of them equal to the shared record (a, 0)
+    train, holdout = _kinds_frames()
+    synthetic = pd.concat([_records(30.0 + np.arange(20), ["a"] * 20, [0] * 20),
+                           _records([NAN] * 40, ["a"] * copies + ["z"] * (40 - copies), [0] * 40)], ignore_index=True)
     # Run
     out = privacy_analysis(train, synthetic, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
-    # Assert: hand-counted shares; flagged only above the pooled rate (0.2: 4 of 20 is not above it)
-    assert out["exact_copies"] == pytest.approx(copies / 20)
-    assert out["exact_copies_training"] == pytest.approx(0.2)
-    assert out["exact_copies_holdout"] == pytest.approx(0.2)
-    assert out["exact_copies_baseline"] == pytest.approx(3 / 15)
-    assert out["thresholds"]["exact_copies_above"] == pytest.approx(0.2)
+    # Assert: b = 5 / 8; the threshold b + 2 sqrt(b (1 - b) / 40) = 0.7781 (30 / 40 = 0.75 under it, 32 / 40 over)
+    sparse = out["exact_copies_by_kind"]["no_numbers"]
+    assert (sparse["real_rows"], sparse["real_coinciding"]) == (8, 5)
+    assert sparse["baseline"] == pytest.approx(0.625)
+    assert sparse["above"] == pytest.approx(0.625 + 2 * np.sqrt(0.625 * 0.375 / 40))
+    assert (sparse["synthetic_rows"], sparse["copies"], sparse["flagged"]) == (40, copies, flagged)
+    assert out["exact_copies"] == pytest.approx(copies / 60)
+    assert out["exact_copies_by_kind"]["with_numbers"]["copies"] == 0
     assert ("exact_copies" in out["flags"]) is flagged
 
 
-def test_exact_copies_baseline_without_a_holdout_is_the_training_rows_own_rate(tiny_schema):
-    # Setup
-    train, _ = _coinciding_records()
-    synthetic = _rows([0.0] * 5 + [20.0 + i for i in range(15)], ["a"] * 20, [0] * 20)
-    # Run
-    out = privacy_analysis(train, synthetic, tiny_schema, rng=np.random.default_rng(0))
-    # Assert: 2 of 10 training rows share a record; 5 of 20 synthetic rows copy one
-    assert out["exact_copies_holdout"] is None
-    assert out["exact_copies_baseline"] == pytest.approx(0.2)
-    assert out["flags"] == ["exact_copies"] and "training rows alone" in out["note"]
-
-
-def test_exact_copies_of_distinct_training_records_have_a_zero_baseline(tiny_schema):
-    # Setup: no two training rows equal and no holdout row equal to one: any copy is above the baseline
-    train = _rows(list(range(10)), ["a"] * 10, [0] * 10)
-    holdout = _rows([10.5, 11.5, 12.5], ["a"] * 3, [0] * 3)
-    synthetic = _rows([3.0] + [20.0 + i for i in range(19)], ["a"] * 20, [0] * 20)
+def test_one_copy_of_a_patient_with_numbers_is_flagged_whatever_sparse_records_share(tiny_schema):
+    # Setup: 999 synthetic rows with numbers of which one equals training row 3; no sparse synthetic rows
+    train, holdout = _kinds_frames()
+    synthetic = pd.concat([train.iloc[[3]], _records(100.0 + np.arange(998), ["a"] * 998, [0] * 998)],
+                          ignore_index=True)
     # Run
     out = privacy_analysis(train, synthetic, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
-    # Assert
-    assert out["exact_copies_baseline"] == 0.0 and out["exact_copies"] == pytest.approx(0.05)
+    # Assert: 0.1% of rows, and the records with no number coincide at 62.5%, but this kind's baseline is 0
+    kind = out["exact_copies_by_kind"]["with_numbers"]
+    assert kind["baseline"] == 0.0 and kind["copies"] == 1 and kind["flagged"]
     assert "exact_copies" in out["flags"]
+
+
+def test_a_patient_entered_twice_in_training_does_not_excuse_copies_of_it(tiny_schema):
+    # Setup: training row 3 (with numbers) appears twice; a synthetic row copies it
+    train, holdout = _kinds_frames()
+    twice = pd.concat([train, train.iloc[[3]]], ignore_index=True)
+    synthetic = pd.concat([train.iloc[[3]], _records(100.0 + np.arange(99), ["a"] * 99, [0] * 99)], ignore_index=True)
+    # Run
+    out = privacy_analysis(twice, synthetic, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
+    # Assert: training coincidences of records with numbers are not a baseline
+    assert out["exact_copies_by_kind"]["with_numbers"]["baseline"] == 0.0
+    assert "exact_copies" in out["flags"]
+
+
+def test_without_a_holdout_copies_are_judged_on_the_training_rows_alone(tiny_schema):
+    # Setup
+    train, _ = _kinds_frames()
+    synthetic = _records([NAN] * 10, ["a"] * 5 + ["z"] * 5, [0] * 10)
+    # Run
+    out = privacy_analysis(train, synthetic, tiny_schema, rng=np.random.default_rng(0))
+    # Assert: no number known: 4 of 6 training rows recur (b = 2/3); 5 of 10 copies are within it
+    sparse = out["exact_copies_by_kind"]["no_numbers"]
+    assert sparse["baseline"] == pytest.approx(4 / 6) and not sparse["flagged"]
+    assert out["exact_copies_holdout"] is None and out["flags"] == []
+    # a copy of a row with numbers is flagged from the first
+    out2 = privacy_analysis(train, pd.concat([synthetic, train.iloc[[0]]], ignore_index=True), tiny_schema,
+                            rng=np.random.default_rng(0))
+    assert out2["flags"] == ["exact_copies"] and out2["exact_copies_by_kind"]["with_numbers"]["flagged"]
