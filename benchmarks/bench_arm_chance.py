@@ -34,11 +34,17 @@ reference itself drawn with replacement from the training rows, n rows, and the 
 independently, 10 n rows: a generator exact for the patients' population, judged against one sample of it; the
 bootstrap stands in for the population). Per seed and oracle: the law of the number of real-significant effects
 lost (a histogram), its mean beside the evaluator's analytic figure, and the probability that none is lost;
-``none_lost_at_every_seed`` multiplies the seeds' probabilities (each seed's draws come from a stream of their own). With ``bench_arms.py``'s VAE-BGM rows in ``arms.json`` (the shipped setting), each seed's
-count of effects VAE-BGM lost at 10 n and the probability that the oracle loses as many or more.
+``none_lost_at_seeds_0_1_2`` multiplies seeds 0, 1 and 2's probabilities (each seed's draws come from a stream of their own). With ``bench_arms.py``'s VAE-BGM rows in ``arms.json`` (the shipped setting), each seed's
+count of effects VAE-BGM lost at 10 n and the probability that the oracle loses as many or more. A third oracle,
+``population_limit`` (``--effect-oracles``), is the population oracle read without any draw's noise: the reference
+drawn as for ``population`` and, as the synthetic table, the training rows themselves (the population of the
+bootstrap) read at the real size, the limit of bench_arms.py's 100 n reading (``low_noise``); it is compared with
+VAE-BGM's 100 n count, and its analytic mean is ``expected_lost_population`` at ``m / n`` -> infinity. VAE-BGM's counts
+come from ``arms.json``, else from the shipped variant's rows of ``keep_order.json`` (seeds 43-45).
 
 Usage: python benchmarks/bench_arm_chance.py [--seeds 0,1,2] [--n 300] [--draws 200] [--parts arms,effects]
-       [--effect-draws 100] [--out FILE]      (--parts effect_draws for the repeated effects reading)
+       [--effect-draws 100] [--effect-oracles copy,population] [--out FILE]
+       (--parts effect_draws for the repeated effects reading; --effect-oracles population_limit for its limit)
 Writes benchmarks/results/arm_chance.json (or --out); a part not run is kept from the file already there.
 """
 
@@ -92,6 +98,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=200)
     ap.add_argument("--parts", default="arms,effects")
     ap.add_argument("--effect-draws", type=int, default=100)
+    ap.add_argument("--effect-oracles", default="copy,population",
+                    help=f"oracles of the effect_draws part, of {', '.join(EFFECT_ORACLES)}")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arm_chance.json"))
     args = ap.parse_args()
     cohort = load("mds-iwgpm")
@@ -103,7 +111,7 @@ def main() -> None:
         out["effects"] = effects_part(cohort, [int(s) for s in args.seeds.split(",")])
     if "effect_draws" in parts:
         out["effect_draws"] = effect_draws_part(cohort, [int(s) for s in args.seeds.split(",")], args.effect_draws,
-                                                old.get("effect_draws"))
+                                                old.get("effect_draws"), args.effect_oracles.split(","))
     if "arms" in parts:
         out["arms"] = arms_part(cohort, args)
     Path(args.out).write_text(json.dumps(out, indent=2))
@@ -142,13 +150,14 @@ def effects_part(cohort: Any, seeds: list[int]) -> dict[str, Any]:
 
 
 #: Oracles of the effect_draws part (module docstring).
-EFFECT_ORACLES = ("copy", "population")
+EFFECT_ORACLES = ("copy", "population", "population_limit")
 
 
-def vae_bgm_lost(seed: int) -> int | None:
-    """Effects lost at 10 n by bench_arms.py's VAE-BGM at ``seed``, the shipped setting's row of ``arms.json``
-    (None when that file has none)."""
-    path = ROOT / "benchmarks" / "results" / "arms.json"
+def vae_bgm_lost(seed: int, reading: str = "10n") -> int | None:
+    """Effects lost by bench_arms.py's VAE-BGM at ``seed`` on its 10 n or 100 n (``low_noise``) reading: the shipped
+    setting's row of ``arms.json``, else the shipped variant's row of ``keep_order.json`` (None when neither has one)."""
+    results = ROOT / "benchmarks" / "results"
+    path = results / "arms.json"
     if not path.exists():
         return None
     # The shipped setting's row carries no variant (absent, or {} when drawn beside variants); the others carry the
@@ -157,50 +166,66 @@ def vae_bgm_lost(seed: int) -> int | None:
             if f.get("generator") == "vae_bgm" and f.get("seed") == seed and not f.get("calibration_variant")]
     if len(rows) > 1:
         raise SystemExit(f"arms.json holds {len(rows)} shipped VAE-BGM fidelity rows for seed {seed}; expected one")
-    return int(rows[0]["effects_lost"]) if rows else None
+    if rows:
+        row = rows[0] if reading == "10n" else rows[0].get("low_noise") or {}
+        return None if row.get("effects_lost") is None else int(row["effects_lost"])
+    kept = results / "keep_order.json"
+    shipped = [r for r in json.loads(kept.read_text())["rows"] if r["seed"] == seed and r["variant"] == "K"] if (
+        kept.exists()) else []
+    return int(shipped[0][f"effects_lost_{reading}"]) if shipped else None
 
 
-def effect_draws_part(cohort: Any, seeds: list[int], draws: int, old: dict[str, Any] | None) -> dict[str, Any]:
-    """Per seed and oracle: the law of the effects lost at 10 n over ``draws`` draws (module docstring). Rows of
-    seeds not rerun are kept from ``old``."""
+def effect_draws_part(cohort: Any, seeds: list[int], draws: int, old: dict[str, Any] | None,
+                      oracles: list[str]) -> dict[str, Any]:
+    """Per seed and oracle: the law of the effects lost over ``draws`` draws (module docstring). Rows of seeds and
+    oracles not rerun are kept from ``old``."""
     from fedsynth.cohort.partition import make_partition
-    from fedsynth.evaluation.survival_effects import EFFECT_ROWS_FACTOR, survival_effects
+    from fedsynth.evaluation.survival_effects import EFFECT_ROWS_FACTOR, expected_lost_population, survival_effects
 
-    rows = [r for r in (old or {}).get("rows", []) if r["seed"] not in seeds]
+    unknown = sorted(set(oracles) - set(EFFECT_ORACLES))
+    if unknown:
+        raise SystemExit(f"unknown oracles {unknown}; known: {', '.join(EFFECT_ORACLES)}")
+    rows = [r for r in (old or {}).get("rows", []) if r["seed"] not in seeds or r["oracle"] not in oracles]
     t0 = time.perf_counter()
     for seed in seeds:
         part = make_partition(cohort.data, cohort.schema, proportions=(0.6, 0.3, 0.1), random_state=seed)
         train, n = part.train.reset_index(drop=True), len(part.train)
-        for oracle in EFFECT_ORACLES:
+        for oracle in oracles:
             rng = np.random.default_rng([seed, 11, EFFECT_ORACLES.index(oracle)])
+            limit = oracle == "population_limit"
             lost, analytic = [], []
             for _ in range(draws):
                 real = train if oracle == "copy" else train.iloc[rng.integers(n, size=n)].reset_index(drop=True)
-                syn = train.iloc[rng.integers(n, size=EFFECT_ROWS_FACTOR * n)].reset_index(drop=True)
-                counts = survival_effects(real, syn, part.schema, rng=rng)["counts"]
-                lost.append(int(counts["effects_lost"]))
-                analytic.append(float(counts["expected_lost_by_chance" if oracle == "copy"
-                                             else "expected_lost_population"]))
+                # The limit reads the population itself at the real size (factor 1: the whole table, SE as fitted).
+                syn = train if limit else train.iloc[rng.integers(n, size=EFFECT_ROWS_FACTOR * n)].reset_index(drop=True)
+                se = survival_effects(real, syn, part.schema, rng=rng, effect_rows_factor=1 if limit else EFFECT_ROWS_FACTOR)
+                lost.append(int(se["counts"]["effects_lost"]))
+                analytic.append(expected_lost_population([{**e, "rows_ratio": 1e12} for e in se["effects"]])
+                                if limit else float(se["counts"]["expected_lost_by_chance" if oracle == "copy"
+                                                                 else "expected_lost_population"]))
             law = np.bincount(lost)
-            observed = vae_bgm_lost(seed)
+            reading = "100n" if limit else "10n"
+            observed = vae_bgm_lost(seed, reading)
             row: dict[str, Any] = {
-                "seed": seed, "oracle": oracle, "draws": draws, "rows_factor": EFFECT_ROWS_FACTOR,
+                "seed": seed, "oracle": oracle, "draws": draws, "rows_factor": "limit" if limit else EFFECT_ROWS_FACTOR,
                 "lost_histogram": {str(k): int(c) for k, c in enumerate(law) if c},
                 "mean_lost": round(float(np.mean(lost)), 3),
                 "analytic_mean": round(float(np.mean(analytic)), 3),
                 "p_none_lost": round(float(np.mean(np.asarray(lost) == 0)), 3),
-                "vae_bgm_lost": observed,
+                "vae_bgm_reading": reading, "vae_bgm_lost": observed,
                 "p_at_least_vae_bgm": (None if observed is None
                                        else round(float(np.mean(np.asarray(lost) >= observed)), 3))}
             rows.append(row)
             print(json.dumps(row), flush=True)
     rows.sort(key=lambda r: (r["seed"], EFFECT_ORACLES.index(r["oracle"])))
-    every = {o: round(float(np.prod([r["p_none_lost"] for r in rows if r["oracle"] == o])), 4)
-             for o in EFFECT_ORACLES}
-    return {"seeds": sorted({r["seed"] for r in rows}), "rows": rows, "none_lost_at_every_seed": every,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "command": f"OMP_NUM_THREADS=1 python benchmarks/bench_arm_chance.py --parts effect_draws --seeds "
-                       f"{','.join(map(str, seeds))} --effect-draws {draws}"}
+    every = {o: round(float(np.prod([r["p_none_lost"] for r in rows if r["oracle"] == o and r["seed"] in (0, 1, 2)])), 4)
+             for o in EFFECT_ORACLES if any(r["oracle"] == o for r in rows)}
+    command = (f"OMP_NUM_THREADS=1 python benchmarks/bench_arm_chance.py --parts effect_draws --seeds "
+               f"{','.join(map(str, seeds))} --effect-draws {draws} --effect-oracles {','.join(oracles)}")
+    # Each call's command and seconds, the kept rows' calls first.
+    calls = (old or {}).get("calls") or ([{"command": old["command"], "seconds": old["seconds"]}] if old else [])
+    return {"seeds": sorted({r["seed"] for r in rows}), "rows": rows, "none_lost_at_seeds_0_1_2": every,
+            "calls": [*calls, {"command": command, "seconds": round(time.perf_counter() - t0, 1)}]}
 
 
 def arms_part(cohort: Any, args: Any) -> dict[str, Any]:
