@@ -132,7 +132,7 @@ def _summary(rep: dict[str, Any], json_path: Path, html_path: Path) -> dict[str,
         "endpoint_rules": rep["survival_effects"].get("endpoint_rules", []),
         "privacy": {
             "nndr": pv["nndr"]["synthetic"], "nndr_holdout": pv["nndr"]["holdout"], "dcr_share": pv["dcr_share"],
-            "exact_copies": pv["exact_copies"], "exact_copies_by_kind": pv.get("exact_copies_by_kind"),
+            "exact_copies": pv["exact_copies"], "exact_copies_counts": pv.get("exact_copies_counts"),
             "mia_auc": pv["mia_auc"], "flags": pv["flags"],
         },
         "rows": rep["info"]["rows"],
@@ -176,11 +176,11 @@ def _print_summary(s: dict[str, Any]) -> None:
     table.add_row("  holdout baseline", f"{_f(base.get('mean'))} / {_f(base.get('p5'))}")
     table.add_row("DCR share", _f(p["dcr_share"]))
     table.add_row("exact copies", "—" if p["exact_copies"] is None else f"{100 * p['exact_copies']:.2f}%")
-    for kind, label in (("with_numbers", "a number known"), ("no_numbers", "no number known")):
-        k = (p.get("exact_copies_by_kind") or {}).get(kind)
-        if k and k["synthetic_rows"]:
-            text = f"{k['copies']} of {k['synthetic_rows']} (flag above {100 * k['above']:.2f}%)"
-            table.add_row(f"  rows with {label}", f"[red]{text}[/]" if k["flagged"] else text)
+    c = p.get("exact_copies_counts")
+    if c:
+        one = f"{c['copies_one_patient']} of {c['synthetic_rows']} rows"
+        table.add_row("  of a record one patient holds", f"[red]{one}[/]" if c["copies_one_patient"] else one)
+        table.add_row("  of a record patients share", f"{c['copies_shared']} of {c['synthetic_rows']} rows")
     table.add_row("membership-inference AUC", _f(p["mia_auc"]))
     console.print(table)
     flags = p["flags"]

@@ -5,11 +5,10 @@ before ``fedsynth export`` writes a released cohort. Its figures are those of
 :func:`fedsynth.evaluation.privacy.privacy_analysis` (Gower distance, ranges of the real training rows), so the
 gate and every report agree on what "too close" means. A cohort is flagged when
 
-- **exact copies**: among its rows with a number known, the share equal to a training row is above the holdout's
-  own share (a new real patient equal to a training row) plus ``exact_copies_margin``; among its rows with no number
-  known (categories only, which real patients share too), that share is above real records' own rate of coinciding
-  beyond two standard errors, plus the margin (:func:`fedsynth.evaluation.privacy.exact_copy_figures`; a privacy
-  section without that split is read as one kind against the holdout);
+- **exact copies**: its share of rows equal to a training record that one patient holds (no other real row, training
+  or holdout, holds it) is above ``exact_copies_margin``; copies of a record several real patients share name
+  nobody and are not flagged (:func:`fedsynth.evaluation.privacy.exact_copy_figures`; a privacy section from before
+  that split is judged by its whole share against the holdout's);
 - **NNDR 5th percentile**: the 5th percentile of its nearest/second-nearest distance ratio is below the
   holdout's, less ``nndr_p5_margin`` (by default two bootstrap standard errors of the holdout figure, the
   evaluator's tolerance: a perfect generator would otherwise be flagged about half the time);
@@ -42,8 +41,8 @@ class GateThresholds:
     Parameters
     ----------
     exact_copies_margin : float, default 0.0
-        Flag when the share of synthetic rows equal to a training row exceeds its baseline by more than this (a
-        share, 0-1), in either kind of record (module docstring).
+        Flag when the share of synthetic rows copying a training record that one patient holds exceeds this (a
+        share, 0-1; module docstring).
     nndr_p5_margin : float or None, default None
         Flag when the synthetic NNDR 5th percentile is below the holdout's minus this margin. ``None`` uses two
         bootstrap standard errors of the holdout's 5th percentile (the evaluator's tolerance).
@@ -138,31 +137,24 @@ def _num(value: Any) -> float | None:
 
 def _exact_copies_flag(privacy: Mapping[str, Any], copies: float, copies_hold: float,
                        margin: float) -> GateFlag | None:
-    """The exact-copies flag: per kind of record when the section has the split, else the whole share against the
-    holdout's (module docstring)."""
+    """The exact-copies flag: copies of a record one patient holds above the margin (module docstring); a section
+    from before that figure is judged by its whole share against the holdout's."""
     pad = f" + {100 * margin:.2f}%" if margin else ""
-    kinds = privacy.get("exact_copies_by_kind")
-    if not kinds:
+    one = _num(privacy.get("exact_copies_one_patient"))
+    if one is None:
         if copies > copies_hold + margin:
             return GateFlag("exact_copies", copies, copies_hold + margin,
                             f"exact copies of training rows {100 * copies:.2f}% of rows, above the holdout's own "
                             f"{100 * copies_hold:.2f}%{pad}")
         return None
-    parts = []
-    worst: tuple[float, float] | None = None
-    for kind, what, baseline in (("with_numbers", "rows with a number known", "the holdout's own"),
-                                 ("no_numbers", "rows with no number known",
-                                  "real records' own rate of coinciding, beyond two standard errors,")):
-        k = kinds.get(kind) or {}
-        rate, above = _num(k.get("rate")), _num(k.get("above"))
-        if rate is None or above is None or not k.get("copies") or rate <= above + margin:
-            continue
-        parts.append(f"{k['copies']} of {k['synthetic_rows']} {what} copy a training row ({100 * rate:.2f}%, above "
-                     f"{baseline} {100 * above:.2f}%{pad})")
-        worst = worst or (rate, above + margin)
-    if worst is None:
+    if one <= margin:
         return None
-    return GateFlag("exact_copies", worst[0], worst[1], "exact copies: " + "; ".join(parts))
+    counts = privacy.get("exact_copies_counts") or {}
+    what = (f"{counts['copies_one_patient']} of {counts['synthetic_rows']} rows"
+            if "copies_one_patient" in counts and "synthetic_rows" in counts else f"{100 * one:.2f}% of rows")
+    return GateFlag("exact_copies", one, margin,
+                    f"exact copies: {what} copy a training record that one patient holds ({100 * one:.2f}%, above "
+                    f"0%{pad})")
 
 
 def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | None = None) -> GateResult:
@@ -172,7 +164,7 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
     ----------
     privacy : mapping
         The output of :func:`fedsynth.evaluation.privacy.privacy_analysis` (with a holdout, not ``quick``):
-        ``exact_copies``, ``exact_copies_holdout``, ``exact_copies_by_kind`` (optional), ``nndr``
+        ``exact_copies``, ``exact_copies_holdout``, ``exact_copies_one_patient`` (optional), ``nndr``
         (``synthetic``/``holdout`` ``p5``), ``mia_auc``
         and ``thresholds["nndr_p5_below"]`` (the holdout p5 less two bootstrap standard errors).
     thresholds : GateThresholds, optional

@@ -86,7 +86,8 @@ class GowerSpace:
         """One 64-bit hash per row of the encoded values (equal rows, NaN included, hash equal)."""
         num = self._raw_num[name]
         codes = self.encoded[name][2]
-        frame = pd.DataFrame(np.hstack([np.nan_to_num(num, nan=-1.2345e308), codes.astype(float)]))
+        # + 0.0 turns -0.0 into 0.0: hashes read the bits, and a value written "-0" is still the patient's 0.
+        frame = pd.DataFrame(np.hstack([np.nan_to_num(num, nan=-1.2345e308) + 0.0, codes.astype(float)]))
         hashes: np.ndarray = pd.util.hash_pandas_object(frame, index=False).to_numpy()
         return hashes
 
@@ -168,75 +169,56 @@ def _hist(v: np.ndarray, bins: int = 20) -> list[float]:
     return shares
 
 
-#: The two kinds of record exact copies are judged in (:func:`exact_copy_figures`).
-COPY_KINDS = ("with_numbers", "no_numbers")
-
-
 def exact_copy_figures(space: GowerSpace, with_holdout: bool) -> dict[str, Any]:
-    """Exact copies of training rows, overall and per kind of record, each kind beside its own baseline.
+    """Exact copies of training rows, split by whether the copied record singles out one patient.
 
-    - **Records with a number known** (a measurement, a time): two patients practically never share one by chance.
-      The baseline is the holdout's share of such rows equal to a training row (0 without a holdout); a synthetic
-      rate of such rows above it is flagged. Coincidences among the training rows are not counted: a training file
-      holding one patient twice must not excuse copies.
-    - **Records with no number known** (categories only): real patients share them (in the MDS cohort, seed-0
-      split, 16 of 2,661 training patients have no number recorded, survival included, and 5 of those 16 share
-      their record with another). The baseline ``b`` is the rate at which such real records equal a training
-      record: holdout rows against the training rows and each training row against the others, pooled (the same
-      question for rows drawn independently; a 296-row holdout alone holds about one such row). A synthetic rate
-      above ``b`` by more than two binomial standard errors of the ``n`` synthetic rows of that kind,
-      ``2 sqrt(b (1 - b) / n)``, is flagged (the evaluator's tolerance for DCR and AUC is of the same form).
-
-    Parameters
-    ----------
-    space : GowerSpace
-        Frames ``real`` (the training rows), ``synthetic`` and, with ``with_holdout``, ``holdout``.
-    with_holdout : bool
+    A synthetic row equal to a training row in every column (missing equal to missing) copies a record. Real
+    patients' records coincide too when little is known of them: in the MDS cohort (seed-0 split) 16 of 2,661
+    training patients have no number recorded, survival included, and 5 of those share their record with another.
+    A copy of a record that at least two real rows hold (training and holdout rows counted together) names nobody:
+    the record is k-anonymous with k >= 2 among the real patients. Every other copy is of a record that **one
+    patient** holds, and no real row can equal such a record by chance (by definition no other real row does), so its
+    baseline is 0 and the first such copy is flagged. A training file can hold one patient twice: two training rows
+    with a number known (a measurement, a time) that are equal are counted as one patient's record, never as a shared
+    one; only records with no number known, or held by a training and a holdout row, count as shared.
 
     Returns
     -------
     dict
         ``exact_copies`` (share of synthetic rows equal to a training row), ``exact_copies_holdout`` (share of
-        holdout rows equal to one; None without a holdout) and ``exact_copies_by_kind``: per kind of
-        :data:`COPY_KINDS`, ``synthetic_rows``, ``copies``, ``rate`` (None without rows), ``baseline``, ``above``
-        (the threshold of ``rate``), ``flagged``, and the rows the baseline was read on (``real_rows``,
-        ``real_coinciding``).
+        holdout rows equal to one; None without a holdout), ``exact_copies_one_patient`` (share of synthetic rows
+        copying a record one patient holds: the flagged figure), ``exact_copies_shared`` (share copying a record
+        several real rows hold) and ``exact_copies_counts`` (synthetic rows and both kinds of copies; training
+        rows whose record another real row holds, ``shared_training_rows``; training rows with a number known
+        equal to another training row, ``likely_duplicated_training_rows``).
     """
     real_hashes = space.row_hashes("real")
-    h_real = set(real_hashes.tolist())
-    _, inverse, counts = np.unique(real_hashes, return_inverse=True, return_counts=True)
-    recurs = counts[inverse] > 1  # training rows whose record another training row has too
-
-    def copies_and_kind(name: str) -> tuple[np.ndarray, np.ndarray]:
-        num = space._raw_num[name]
-        sparse = ~np.isfinite(num).any(axis=1) if num.shape[1] else np.ones(len(num), dtype=bool)
-        copy = np.array([h in h_real for h in space.row_hashes(name).tolist()], dtype=bool)
-        return copy, np.asarray(sparse, dtype=bool)
-
-    syn_copy, syn_sparse = copies_and_kind("synthetic")
-    hold_copy, hold_sparse = copies_and_kind("holdout") if with_holdout else (np.zeros(0, bool), np.zeros(0, bool))
-    _, real_sparse = copies_and_kind("real")
-    out: dict[str, Any] = {
-        "exact_copies": float(syn_copy.mean()) if len(syn_copy) else 0.0,
-        "exact_copies_holdout": (float(hold_copy.mean()) if len(hold_copy) else 0.0) if with_holdout else None,
-        "exact_copies_by_kind": {},
+    hold_hashes = space.row_hashes("holdout") if with_holdout else np.zeros(0, dtype=real_hashes.dtype)
+    held = pd.Series(np.concatenate([real_hashes, hold_hashes])).value_counts()
+    in_train = pd.Series(real_hashes).value_counts()
+    num = space._raw_num["real"]
+    has_number = np.isfinite(num).any(axis=1) if num.shape[1] else np.zeros(len(num), dtype=bool)
+    # A record with a number known that two training rows hold: one patient entered twice, not two patients.
+    duplicated = has_number & (in_train.reindex(real_hashes).to_numpy() > 1)
+    shared_rows = (held.reindex(real_hashes).to_numpy() > 1) & ~duplicated
+    shared = set(real_hashes[shared_rows].tolist())
+    train_set = set(real_hashes.tolist())
+    syn = space.row_hashes("synthetic").tolist()
+    copies = np.array([h in train_set for h in syn], dtype=bool)
+    of_shared = np.array([h in shared for h in syn], dtype=bool)
+    n_syn = max(len(syn), 1)
+    return {
+        "exact_copies": float(copies.sum() / n_syn),
+        "exact_copies_holdout": (float(np.mean([h in train_set for h in hold_hashes.tolist()])) if len(hold_hashes)
+                                 else 0.0) if with_holdout else None,
+        "exact_copies_one_patient": float((copies & ~of_shared).sum() / n_syn),
+        "exact_copies_shared": float(of_shared.sum() / n_syn),
+        "exact_copies_counts": {
+            "synthetic_rows": len(syn), "copies": int(copies.sum()), "copies_one_patient": int((copies & ~of_shared).sum()),
+            "copies_shared": int(of_shared.sum()), "training_rows": len(real_hashes),
+            "shared_training_rows": int(shared_rows.sum()), "likely_duplicated_training_rows": int(duplicated.sum()),
+        },
     }
-    for kind, sparse in zip(COPY_KINDS, (False, True)):
-        s_in, h_in = syn_sparse == sparse, hold_sparse == sparse
-        n_syn, copies = int(s_in.sum()), int(syn_copy[s_in].sum())
-        real_rows, coinciding = int(h_in.sum()), int(hold_copy[h_in].sum())
-        if sparse:
-            real_rows += int(real_sparse.sum())
-            coinciding += int(recurs[real_sparse].sum())
-        base = coinciding / real_rows if real_rows else 0.0
-        above = base + (2.0 * float(np.sqrt(base * (1.0 - base) / n_syn)) if sparse and n_syn else 0.0)
-        rate = copies / n_syn if n_syn else None
-        out["exact_copies_by_kind"][kind] = {
-            "synthetic_rows": n_syn, "copies": copies, "rate": rate, "baseline": base, "above": above,
-            "flagged": bool(rate is not None and copies > 0 and rate > above),
-            "real_rows": real_rows, "real_coinciding": coinciding,
-        }
-    return out
 
 
 def privacy_analysis(
@@ -250,17 +232,17 @@ def privacy_analysis(
 ) -> dict[str, Any]:
     """NNDR, DCR share, exact copies and membership-inference AUC, each beside its baseline.
 
-    Exact copies (synthetic rows equal to a training row in every column, missing equal to missing) are judged in
-    two kinds of record (:func:`exact_copy_figures`): records with a number known against the holdout's own share,
-    records with no number known, whose categories alone can coincide between real patients, against real records'
-    own rate of coinciding.
+    Exact copies (synthetic rows equal to a training row in every column, missing equal to missing) are flagged when
+    one copies a record that one patient holds (:func:`exact_copy_figures`); copies of a record that several real
+    patients hold are reported beside them.
 
     Returns
     -------
     dict
         ``nndr`` (``synthetic`` and ``holdout`` mean and 5th percentile, histograms), ``dcr_share``,
         ``exact_copies`` (share of synthetic rows), ``exact_copies_holdout`` (share of holdout rows equal to a
-        training row; None without a holdout), ``exact_copies_by_kind`` (:func:`exact_copy_figures`), ``mia_auc``,
+        training row; None without a holdout), ``exact_copies_one_patient``, ``exact_copies_shared`` and
+        ``exact_copies_counts`` (:func:`exact_copy_figures`), ``mia_auc``,
         ``flags`` (figures worse than their baseline) and ``thresholds`` (the tolerances used). With ``quick`` only
         NNDR is computed.
     """
@@ -319,8 +301,7 @@ def privacy_analysis(
             "nndr_p5_below": out["nndr"]["holdout"]["p5"] - 2 * se_p5,
             "dcr_share_above": 0.5 + tol_dcr,
             "mia_auc_above": 0.5 + tol_auc,
-            "exact_copies_above": out["exact_copies_holdout"],
-            "exact_copies_no_numbers_above": out["exact_copies_by_kind"]["no_numbers"]["above"],
+            "exact_copies_above": 0.0,
         }
         if out["nndr"]["synthetic"]["mean"] < thresholds["nndr_mean_below"]:
             flags.append("nndr_mean")
@@ -330,14 +311,13 @@ def privacy_analysis(
             flags.append("dcr_share")
         if out["mia_auc"] > thresholds["mia_auc_above"]:
             flags.append("mia_auc")
-        if any(k["flagged"] for k in out["exact_copies_by_kind"].values()):
+        if out["exact_copies_one_patient"] > 0:
             flags.append("exact_copies")
     else:
         thresholds = {"exact_copies_above": 0.0}
-        out["note"] = ("no holdout given: NNDR baseline, DCR share and membership inference need one; exact copies of "
-                       "records with a number known are flagged from the first, those of records with none known "
-                       "against the training rows' own rate")
-        if any(k["flagged"] for k in out["exact_copies_by_kind"].values()):
+        out["note"] = ("no holdout given: NNDR baseline, DCR share and membership inference need one; exact copies "
+                       "are judged on the training rows alone")
+        if out["exact_copies_one_patient"] > 0:
             flags.append("exact_copies")
     out["flags"] = flags
     out["thresholds"] = thresholds

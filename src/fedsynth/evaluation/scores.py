@@ -117,20 +117,19 @@ DEFINITIONS: dict[str, str] = {
                  "holdout (ties count half); 0.5 is ideal, higher means synthetic rows sit nearer the training "
                  "rows.",
     "exact copies": "Share of synthetic rows equal, in every data column (missing equal to missing), to some "
-                    "training row, judged per kind of record: rows with a number known (a measurement, a time) "
-                    "against the same share for holdout rows of that kind; rows with no number known, whose "
-                    "categories alone real patients share too, against the rate at which such real records equal "
-                    "a training record (holdout rows and each training row against the others, pooled).",
+                    "training row, split by the record copied: a record one patient holds (no other real row, "
+                    "training or holdout, holds it; two equal training rows with a number known count as one "
+                    "patient entered twice), flagged from the first copy; and a record several real patients "
+                    "share (their records coincide when little is known of them), which names nobody and is "
+                    "reported, not flagged.",
     "membership inference AUC": "An attacker scores each training row (member) and holdout row (non-member) by "
                                 "minus its Gower distance to the nearest synthetic row; the ROC AUC of that score "
                                 "(0.5 = the attacker cannot tell members).",
     "privacy flags": "A figure is flagged when worse than its holdout baseline beyond sampling error: NNDR mean "
                      "or 5th percentile below the holdout figure minus 2 bootstrap standard errors; DCR share "
                      "above 0.5 + 2 sqrt(0.25 / n_synthetic); membership AUC above 0.5 + 2 x its null standard "
-                     "error sqrt((n1 + n2 + 1) / (12 n1 n2)); exact copies above the holdout's share among rows "
-                     "with a number known, or above real records' own rate of coinciding + 2 binomial standard "
-                     "errors among rows with none known. Without a holdout only exact copies can be flagged (the "
-                     "first kind from the first copy).",
+                     "error sqrt((n1 + n2 + 1) / (12 n1 n2)); any exact copy of a record one patient holds. "
+                     "Without a holdout only exact copies can be flagged.",
     "report content": "Reports hold aggregates, curves and binned distributions only: no row of real data; "
                       "category labels with fewer than 5 real rows are pooled as '(rare labels)'; histogram "
                       "edges are rounded real percentiles.",

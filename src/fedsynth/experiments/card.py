@@ -243,7 +243,8 @@ def privacy_section(report: Mapping[str, Any], gate: Any, allow_flagged: str | N
         "mia_auc": _f(pv.get("mia_auc")),
         "exact_copies": _f(pv.get("exact_copies")),
         "exact_copies_holdout": _f(pv.get("exact_copies_holdout")),
-        "exact_copies_by_kind": pv.get("exact_copies_by_kind"),
+        "exact_copies_one_patient": _f(pv.get("exact_copies_one_patient")),
+        "exact_copies_shared": _f(pv.get("exact_copies_shared")),
         "report_flags": list(pv.get("flags") or []),
         "gate": gate.to_dict(),
         "released_despite_flags": allow_flagged if not gate.passed else None,
@@ -360,9 +361,11 @@ FIGURE_HELP = {
     "dcr_share": "Share of synthetic rows nearer to training patients than to unused real patients (0.5 is ideal).",
     "mia_auc": "How well an attacker can tell who was in the training data from these rows (0.5 = no better "
                "than a coin toss).",
-    "exact_copies": "Share of synthetic rows identical to a training patient in every column. Rows with no number "
-                    "known (categories only) are compared with how often real patients' records of that kind "
-                    "coincide, since patients share them too; the others with unused patients' share.",
+    "exact_copies": "Share of synthetic rows identical to a training patient in every column.",
+    "exact_copies_one_patient": "Share of synthetic rows identical to the record of one training patient, a record "
+                                "no other real patient has. The release gate refuses any.",
+    "exact_copies_shared": "Share of synthetic rows identical to a record several real patients share (when little "
+                           "is known of a patient, records coincide): it names nobody.",
 }
 
 

@@ -274,7 +274,11 @@ def site_gate_thresholds(cfg: Mapping[str, Any]) -> GateThresholds:
 
 def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     def keys(frame: pd.DataFrame) -> pd.Series:
-        return frame[list(columns)].astype("object").where(frame[list(columns)].notna(), "<NA>").astype(str).agg("|".join, axis=1)
+        part = frame[list(columns)].copy()
+        for c in part.columns:
+            if pd.api.types.is_float_dtype(part[c]):
+                part[c] = part[c] + 0.0  # -0.0 is 0.0: a copy written "-0" is still a copy
+        return part.astype("object").where(part.notna(), "<NA>").astype(str).agg("|".join, axis=1)
 
     real_keys = set(keys(real))
     mask = ~keys(synthetic).isin(real_keys).to_numpy()

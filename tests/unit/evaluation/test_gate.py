@@ -46,27 +46,23 @@ def test_gate_flags_each_figure_past_its_default_threshold(figures: dict, flagge
     assert result.passed is (not flagged)
 
 
-def _kinds(with_numbers: tuple[int, int, float], no_numbers: tuple[int, int, float]) -> dict:  # type: ignore[type-arg]
-    """An ``exact_copies_by_kind`` section: per kind (copies, synthetic rows, threshold)."""
-    return {kind: {"copies": c, "synthetic_rows": n, "rate": c / n, "above": above, "flagged": c / n > above}
-            for kind, (c, n, above) in (("with_numbers", with_numbers), ("no_numbers", no_numbers))}
-
-
-def test_gate_judges_exact_copies_per_kind_of_record() -> None:
-    # Setup: the holdout alone holds no copy (0%); 2 of 6 synthetic rows with no number known copy a training row,
-    # under that kind's threshold (real records of that kind coincide at 31%, + 2 SE)
-    base = _privacy(copies=2 / 2661)
-    sparse_ok = {**base, "exact_copies_by_kind": _kinds((0, 2655, 0.0), (2, 6, 0.69))}
-    informative = {**base, "exact_copies_by_kind": _kinds((1, 2655, 0.0), (1, 6, 0.69))}
+def test_gate_refuses_copies_of_one_patients_record_and_not_of_shared_records() -> None:
+    # Setup: the holdout holds no copy (0%); 2 of 2,661 synthetic rows copy a record several patients share, and in
+    # the second section one more copies a record one patient holds
+    counts = {"synthetic_rows": 2661, "copies_one_patient": 0, "copies_shared": 2}
+    shared = {**_privacy(copies=2 / 2661), "exact_copies_one_patient": 0.0, "exact_copies_shared": 2 / 2661,
+              "exact_copies_counts": counts}
+    one = {**shared, "exact_copies": 3 / 2661, "exact_copies_one_patient": 1 / 2661,
+           "exact_copies_counts": {**counts, "copies_one_patient": 1}}
     # Run
-    passed, refused = gate_from_privacy(sparse_ok), gate_from_privacy(informative)
-    tolerated = gate_from_privacy(informative, GateThresholds(exact_copies_margin=0.001))
-    # Assert: the whole share (0.08%) is above the holdout's 0%, but only a copy with a number known is refused
+    passed, refused = gate_from_privacy(shared), gate_from_privacy(one)
+    tolerated = gate_from_privacy(one, GateThresholds(exact_copies_margin=0.001))
+    # Assert: the whole share (0.08%) is above the holdout's 0%, but only the copy of one patient's record refuses
     assert passed.passed
     assert refused.flagged == ["exact_copies"]
     flag = refused.flags[0]
-    assert flag.value == pytest.approx(1 / 2655) and flag.limit == 0.0
-    assert "1 of 2655 rows with a number known copy a training row" in flag.message
+    assert flag.value == pytest.approx(1 / 2661) and flag.limit == 0.0
+    assert "1 of 2661 rows copy a training record that one patient holds" in flag.message
     assert tolerated.passed  # 0.04% is under the margin of 0.1%
 
 

@@ -67,73 +67,79 @@ def _records(x, c, g1, t=None):  # type: ignore[no-untyped-def]
                          "g2": np.zeros(len(x)), "T": t, "E": np.ones(len(x))})
 
 
-def _kinds_frames():  # type: ignore[no-untyped-def]
-    """Training: 10 rows with numbers (all different) and 6 with none: records (a, 0) and (b, 0) twice each, (c, 1)
-    and (d, 1) once. Holdout: 4 rows with numbers (none equal to a training row) and 2 with none, one equal to
-    (c, 1). Hand-counted baselines: with numbers 0 of 4 holdout rows; no numbers 4 recurring training rows + 1 holdout
-    row of 6 + 2 real rows = 5 / 8."""
+def _real_frames():  # type: ignore[no-untyped-def]
+    """Training: 10 rows with numbers, all different; 5 with none: record (a, 0) twice, (b, 1), (c, 1), (d, 0) once
+    each. Holdout: 2 rows with numbers (x = 20.5; x = 4, equal to training row 4) and one with none, (c, 1). Records
+    held by two real rows: (a, 0), (c, 1) and training row 4's."""
     train = pd.concat([_records(np.arange(10.0), ["a"] * 10, [0] * 10),
-                       _records([NAN] * 6, ["a", "a", "b", "b", "c", "d"], [0, 0, 0, 0, 1, 1])], ignore_index=True)
-    holdout = pd.concat([_records([20.5, 21.5, 22.5, 23.5], ["a"] * 4, [0] * 4),
-                         _records([NAN, NAN], ["c", "e"], [1, 0])], ignore_index=True)
+                       _records([NAN] * 5, ["a", "a", "b", "c", "d"], [0, 0, 1, 1, 0])], ignore_index=True)
+    holdout = pd.concat([_records([20.5, 4.0], ["a", "a"], [0, 0]), _records([NAN], ["c"], [1])], ignore_index=True)
     return train, holdout
 
 
-@pytest.mark.parametrize("copies, flagged", [(30, False), (32, True)])
-def test_copies_of_records_with_no_number_are_judged_against_real_records_own_rate(tiny_schema, copies, flagged):
-    # Setup: 20 new rows with numbers; 40 with none, `copies` of them equal to the shared record (a, 0)
-    train, holdout = _kinds_frames()
-    synthetic = pd.concat([_records(30.0 + np.arange(20), ["a"] * 20, [0] * 20),
-                           _records([NAN] * 40, ["a"] * copies + ["z"] * (40 - copies), [0] * 40)], ignore_index=True)
+def _synthetic(records):  # type: ignore[no-untyped-def]
+    """40 rows: ``records`` (a frame) first, then new rows with numbers no real row has."""
+    fill = _records(100.0 + np.arange(40 - len(records)), ["a"] * (40 - len(records)), [0] * (40 - len(records)))
+    return pd.concat([records, fill], ignore_index=True)
+
+
+def test_copies_of_records_several_real_patients_hold_are_reported_not_flagged(tiny_schema):
+    # Setup: 3 copies of (a, 0) (two training rows), 2 of (c, 1) (a training and a holdout row), 1 of training row 4
+    # (x = 4, which a holdout row has too)
+    train, holdout = _real_frames()
+    shared = pd.concat([train.iloc[[10, 10, 11, 13, 13, 4]]], ignore_index=True)
+    # Run
+    out = privacy_analysis(train, _synthetic(shared), tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
+    # Assert: hand-counted; 6 of 40 rows copy a record two real rows hold; none copies one patient's own
+    c = out["exact_copies_counts"]
+    assert (c["copies"], c["copies_shared"], c["copies_one_patient"]) == (6, 6, 0)
+    assert c["shared_training_rows"] == 4 and c["likely_duplicated_training_rows"] == 0  # rows 4, 10, 11, 13
+    assert out["exact_copies"] == pytest.approx(6 / 40) and out["exact_copies_shared"] == pytest.approx(6 / 40)
+    assert out["exact_copies_one_patient"] == 0.0 and "exact_copies" not in out["flags"]
+
+
+@pytest.mark.parametrize("row", [3, 12, 14])  # with numbers; (b, 1) and (d, 0): no number, one patient each
+def test_one_copy_of_a_record_one_patient_holds_is_flagged(tiny_schema, row):
+    # Setup: 5 copies of records several real rows hold, and one of a record only training row `row` holds
+    train, holdout = _real_frames()
+    synthetic = _synthetic(train.iloc[[10, 10, 13, 4, 4, row]].reset_index(drop=True))
     # Run
     out = privacy_analysis(train, synthetic, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
-    # Assert: b = 5 / 8; the threshold b + 2 sqrt(b (1 - b) / 40) = 0.7781 (30 / 40 = 0.75 under it, 32 / 40 over)
-    sparse = out["exact_copies_by_kind"]["no_numbers"]
-    assert (sparse["real_rows"], sparse["real_coinciding"]) == (8, 5)
-    assert sparse["baseline"] == pytest.approx(0.625)
-    assert sparse["above"] == pytest.approx(0.625 + 2 * np.sqrt(0.625 * 0.375 / 40))
-    assert (sparse["synthetic_rows"], sparse["copies"], sparse["flagged"]) == (40, copies, flagged)
-    assert out["exact_copies"] == pytest.approx(copies / 60)
-    assert out["exact_copies_by_kind"]["with_numbers"]["copies"] == 0
-    assert ("exact_copies" in out["flags"]) is flagged
+    # Assert
+    assert out["exact_copies_counts"]["copies_one_patient"] == 1
+    assert out["exact_copies_one_patient"] == pytest.approx(1 / 40) and "exact_copies" in out["flags"]
 
 
-def test_one_copy_of_a_patient_with_numbers_is_flagged_whatever_sparse_records_share(tiny_schema):
-    # Setup: 999 synthetic rows with numbers of which one equals training row 3; no sparse synthetic rows
-    train, holdout = _kinds_frames()
-    synthetic = pd.concat([train.iloc[[3]], _records(100.0 + np.arange(998), ["a"] * 998, [0] * 998)],
-                          ignore_index=True)
-    # Run
-    out = privacy_analysis(train, synthetic, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
-    # Assert: 0.1% of rows, and the records with no number coincide at 62.5%, but this kind's baseline is 0
-    kind = out["exact_copies_by_kind"]["with_numbers"]
-    assert kind["baseline"] == 0.0 and kind["copies"] == 1 and kind["flagged"]
-    assert "exact_copies" in out["flags"]
-
-
-def test_a_patient_entered_twice_in_training_does_not_excuse_copies_of_it(tiny_schema):
+def test_a_patient_entered_twice_in_training_is_still_one_patient(tiny_schema):
     # Setup: training row 3 (with numbers) appears twice; a synthetic row copies it
-    train, holdout = _kinds_frames()
+    train, holdout = _real_frames()
     twice = pd.concat([train, train.iloc[[3]]], ignore_index=True)
-    synthetic = pd.concat([train.iloc[[3]], _records(100.0 + np.arange(99), ["a"] * 99, [0] * 99)], ignore_index=True)
     # Run
-    out = privacy_analysis(twice, synthetic, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
-    # Assert: training coincidences of records with numbers are not a baseline
-    assert out["exact_copies_by_kind"]["with_numbers"]["baseline"] == 0.0
-    assert "exact_copies" in out["flags"]
+    out = privacy_analysis(twice, _synthetic(train.iloc[[3]]), tiny_schema, holdout_data=holdout,
+                           rng=np.random.default_rng(0))
+    # Assert: two equal training rows with a number known are one patient's record, not a shared one
+    assert out["exact_copies_counts"]["likely_duplicated_training_rows"] == 2
+    assert out["exact_copies_counts"]["copies_one_patient"] == 1 and "exact_copies" in out["flags"]
 
 
-def test_without_a_holdout_copies_are_judged_on_the_training_rows_alone(tiny_schema):
-    # Setup
-    train, _ = _kinds_frames()
-    synthetic = _records([NAN] * 10, ["a"] * 5 + ["z"] * 5, [0] * 10)
+def test_a_zero_written_as_minus_zero_is_still_a_copy(tiny_schema):
+    # Setup: training row 0 has x = 0 and T = 0; the synthetic row writes both as -0.0
+    train, holdout = _real_frames()
+    copy = train.iloc[[0]].copy()
+    copy["x"], copy["T"] = -0.0, -0.0
     # Run
-    out = privacy_analysis(train, synthetic, tiny_schema, rng=np.random.default_rng(0))
-    # Assert: no number known: 4 of 6 training rows recur (b = 2/3); 5 of 10 copies are within it
-    sparse = out["exact_copies_by_kind"]["no_numbers"]
-    assert sparse["baseline"] == pytest.approx(4 / 6) and not sparse["flagged"]
-    assert out["exact_copies_holdout"] is None and out["flags"] == []
-    # a copy of a row with numbers is flagged from the first
-    out2 = privacy_analysis(train, pd.concat([synthetic, train.iloc[[0]]], ignore_index=True), tiny_schema,
-                            rng=np.random.default_rng(0))
-    assert out2["flags"] == ["exact_copies"] and out2["exact_copies_by_kind"]["with_numbers"]["flagged"]
+    out = privacy_analysis(train, _synthetic(copy.reset_index(drop=True)), tiny_schema, holdout_data=holdout,
+                           rng=np.random.default_rng(0))
+    # Assert
+    assert out["exact_copies_counts"]["copies_one_patient"] == 1 and "exact_copies" in out["flags"]
+
+
+def test_without_a_holdout_records_are_shared_only_among_training_rows(tiny_schema):
+    # Setup: (c, 1) is held by one training row alone when the holdout is not given
+    train, _ = _real_frames()
+    # Run
+    shared = privacy_analysis(train, _synthetic(train.iloc[[10]]), tiny_schema, rng=np.random.default_rng(0))
+    alone = privacy_analysis(train, _synthetic(train.iloc[[13]]), tiny_schema, rng=np.random.default_rng(0))
+    # Assert
+    assert shared["exact_copies_holdout"] is None and shared["flags"] == []
+    assert alone["flags"] == ["exact_copies"] and alone["exact_copies_counts"]["copies_one_patient"] == 1

@@ -313,3 +313,15 @@ def test_a_server_asking_for_looser_settings_gets_the_sites_policy(mds_partition
             continue
         metrics = records.from_metric_record(reply.content["metrics"])
         assert "dcr_share" in metrics and metrics["n_synthetic"] <= 50
+
+
+def test_sd_sharing_removes_a_copy_whose_zero_is_written_as_minus_zero() -> None:
+    # Setup: the site's rows and synthetic rows; the second synthetic row is real row 0 with -0.0 for 0.0
+    from fedsynth.strategies.sd_sharing import _drop_exact_copies
+
+    real = pd.DataFrame({"HB": [0.0, 9.5], "SEX": ["F", "M"], "OS_YEARS": [1.5, np.nan]})
+    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.5], "SEX": ["F", "F", "M"], "OS_YEARS": [1.5, 1.5, np.nan]})
+    # Run
+    kept = _drop_exact_copies(synthetic, real, ["HB", "SEX", "OS_YEARS"])
+    # Assert: the -0.0 copy and the exact copy (missing equal to missing) are both removed
+    assert kept["HB"].tolist() == [3.0]
