@@ -187,8 +187,9 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
     else:
         p5_limit = None if hold_p5 is None else hold_p5 - th.nndr_p5_margin
     figures: dict[str, float | None] = {
-        "exact_copies": copies, "exact_copies_holdout": copies_hold, "nndr_p5": syn_p5, "nndr_p5_holdout": hold_p5,
-        "mia_auc": auc,
+        "exact_copies": copies, "exact_copies_holdout": copies_hold,
+        "exact_copies_one_patient": _num(privacy.get("exact_copies_one_patient")), "nndr_p5": syn_p5,
+        "nndr_p5_holdout": hold_p5, "mia_auc": auc,
     }
     flags: list[GateFlag] = []
     missing: list[str] = []

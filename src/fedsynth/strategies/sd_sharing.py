@@ -276,8 +276,9 @@ def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, columns: Seq
     def keys(frame: pd.DataFrame) -> pd.Series:
         part = frame[list(columns)].copy()
         for c in part.columns:
-            if pd.api.types.is_float_dtype(part[c]):
-                part[c] = part[c] + 0.0  # -0.0 is 0.0: a copy written "-0" is still a copy
+            if pd.api.types.is_numeric_dtype(part[c]) and not pd.api.types.is_bool_dtype(part[c]):
+                # One spelling per number: 70 and 70.0 alike, and -0.0 read as 0.0.
+                part[c] = part[c].astype("float64") + 0.0
         return part.astype("object").where(part.notna(), "<NA>").astype(str).agg("|".join, axis=1)
 
     real_keys = set(keys(real))

@@ -69,8 +69,8 @@ def _records(x, c, g1, t=None):  # type: ignore[no-untyped-def]
 
 def _real_frames():  # type: ignore[no-untyped-def]
     """Training: 10 rows with numbers, all different; 5 with none: record (a, 0) twice, (b, 1), (c, 1), (d, 0) once
-    each. Holdout: 2 rows with numbers (x = 20.5; x = 4, equal to training row 4) and one with none, (c, 1). Records
-    held by two real rows: (a, 0), (c, 1) and training row 4's."""
+    each. Holdout: 2 rows with numbers (x = 20.5; x = 4, equal to training row 4: one patient in both files?) and one
+    with none, (c, 1). Records with no number that two real rows hold: (a, 0) and (c, 1)."""
     train = pd.concat([_records(np.arange(10.0), ["a"] * 10, [0] * 10),
                        _records([NAN] * 5, ["a", "a", "b", "c", "d"], [0, 0, 1, 1, 0])], ignore_index=True)
     holdout = pd.concat([_records([20.5, 4.0], ["a", "a"], [0, 0]), _records([NAN], ["c"], [1])], ignore_index=True)
@@ -84,25 +84,24 @@ def _synthetic(records):  # type: ignore[no-untyped-def]
 
 
 def test_copies_of_records_several_real_patients_hold_are_reported_not_flagged(tiny_schema):
-    # Setup: 3 copies of (a, 0) (two training rows), 2 of (c, 1) (a training and a holdout row), 1 of training row 4
-    # (x = 4, which a holdout row has too)
+    # Setup: 3 copies of (a, 0) (two training rows), 2 of (c, 1) (a training and a holdout row)
     train, holdout = _real_frames()
-    shared = pd.concat([train.iloc[[10, 10, 11, 13, 13, 4]]], ignore_index=True)
+    shared = pd.concat([train.iloc[[10, 10, 11, 13, 13]]], ignore_index=True)
     # Run
     out = privacy_analysis(train, _synthetic(shared), tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
-    # Assert: hand-counted; 6 of 40 rows copy a record two real rows hold; none copies one patient's own
+    # Assert: hand-counted; 5 of 40 rows copy a record two real rows hold; none copies one patient's own
     c = out["exact_copies_counts"]
-    assert (c["copies"], c["copies_shared"], c["copies_one_patient"]) == (6, 6, 0)
-    assert c["shared_training_rows"] == 4 and c["likely_duplicated_training_rows"] == 0  # rows 4, 10, 11, 13
-    assert out["exact_copies"] == pytest.approx(6 / 40) and out["exact_copies_shared"] == pytest.approx(6 / 40)
+    assert (c["copies"], c["copies_shared"], c["copies_one_patient"]) == (5, 5, 0)
+    assert c["shared_training_rows"] == 3 and c["likely_duplicated_training_rows"] == 0  # rows 10, 11, 13
+    assert out["exact_copies"] == pytest.approx(5 / 40) and out["exact_copies_shared"] == pytest.approx(5 / 40)
     assert out["exact_copies_one_patient"] == 0.0 and "exact_copies" not in out["flags"]
 
 
 @pytest.mark.parametrize("row", [3, 12, 14])  # with numbers; (b, 1) and (d, 0): no number, one patient each
 def test_one_copy_of_a_record_one_patient_holds_is_flagged(tiny_schema, row):
-    # Setup: 5 copies of records several real rows hold, and one of a record only training row `row` holds
+    # Setup: 3 copies of records several real rows hold, and one of a record only training row `row` holds
     train, holdout = _real_frames()
-    synthetic = _synthetic(train.iloc[[10, 10, 13, 4, 4, row]].reset_index(drop=True))
+    synthetic = _synthetic(train.iloc[[10, 10, 13, row]].reset_index(drop=True))
     # Run
     out = privacy_analysis(train, synthetic, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
     # Assert
@@ -120,6 +119,35 @@ def test_a_patient_entered_twice_in_training_is_still_one_patient(tiny_schema):
     # Assert: two equal training rows with a number known are one patient's record, not a shared one
     assert out["exact_copies_counts"]["likely_duplicated_training_rows"] == 2
     assert out["exact_copies_counts"]["copies_one_patient"] == 1 and "exact_copies" in out["flags"]
+
+
+def test_a_record_with_numbers_in_both_training_and_holdout_is_one_patients(tiny_schema):
+    # Setup: training row 4 (x = 4) is in the holdout too: the same patient in both files, most likely
+    train, holdout = _real_frames()
+    # Run
+    out = privacy_analysis(train, _synthetic(train.iloc[[4]]), tiny_schema, holdout_data=holdout,
+                           rng=np.random.default_rng(0))
+    # Assert
+    assert out["exact_copies_counts"]["copies_one_patient"] == 1 and "exact_copies" in out["flags"]
+
+
+@pytest.mark.parametrize("rounding", ["float32", "6 significant digits"])
+def test_a_copy_equal_up_to_rounding_is_still_a_copy(tiny_schema, rounding):
+    # Setup: training rows 7 (x = T = 7) and 3 with x and T nudged as float32 storage or a 6-digit CSV would
+    train, holdout = _real_frames()
+    train = train.copy()
+    train.loc[:9, "x"] = train.loc[:9, "x"] + 0.1234567891
+    train["T"] = train["x"]
+    near = train.iloc[[7, 3]].copy()
+    for col in ("x", "T"):
+        near[col] = (near[col].astype(np.float32).astype(float) if rounding == "float32"
+                     else near[col].map(lambda v: float(f"{v:.6g}")))
+    assert (near["x"] != train.iloc[[7, 3]]["x"]).all()  # not bit-equal
+    # Run
+    out = privacy_analysis(train, _synthetic(near.reset_index(drop=True)), tiny_schema, holdout_data=holdout,
+                           rng=np.random.default_rng(0))
+    # Assert
+    assert out["exact_copies_counts"]["copies_one_patient"] == 2 and "exact_copies" in out["flags"]
 
 
 def test_a_zero_written_as_minus_zero_is_still_a_copy(tiny_schema):

@@ -315,13 +315,16 @@ def test_a_server_asking_for_looser_settings_gets_the_sites_policy(mds_partition
         assert "dcr_share" in metrics and metrics["n_synthetic"] <= 50
 
 
-def test_sd_sharing_removes_a_copy_whose_zero_is_written_as_minus_zero() -> None:
-    # Setup: the site's rows and synthetic rows; the second synthetic row is real row 0 with -0.0 for 0.0
+def test_sd_sharing_removes_copies_however_their_numbers_are_spelt() -> None:
+    # Setup: synthetic row 1 is real row 0 with -0.0 for 0.0, row 2 real row 1 exactly, row 3 real row 0 with an
+    # integer AGE written as a float
     from fedsynth.strategies.sd_sharing import _drop_exact_copies
 
-    real = pd.DataFrame({"HB": [0.0, 9.5], "SEX": ["F", "M"], "OS_YEARS": [1.5, np.nan]})
-    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.5], "SEX": ["F", "F", "M"], "OS_YEARS": [1.5, 1.5, np.nan]})
+    real = pd.DataFrame({"HB": [0.0, 9.5], "AGE": pd.array([70, 61], dtype="int64"), "SEX": ["F", "M"],
+                         "OS_YEARS": [1.5, np.nan]})
+    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.5, 0.0], "AGE": [70.0, 70.0, 61.0, 70.0],
+                              "SEX": ["F", "F", "M", "F"], "OS_YEARS": [1.5, 1.5, np.nan, 1.5]})
     # Run
-    kept = _drop_exact_copies(synthetic, real, ["HB", "SEX", "OS_YEARS"])
-    # Assert: the -0.0 copy and the exact copy (missing equal to missing) are both removed
+    kept = _drop_exact_copies(synthetic, real, ["HB", "AGE", "SEX", "OS_YEARS"])
+    # Assert: only the new row is left (missing equal to missing)
     assert kept["HB"].tolist() == [3.0]
