@@ -178,9 +178,10 @@ def _print_summary(s: dict[str, Any]) -> None:
     table.add_row("exact copies", "—" if p["exact_copies"] is None else f"{100 * p['exact_copies']:.2f}%")
     c = p.get("exact_copies_counts")
     if c:
-        one = f"{c['copies_one_patient']} of {c['synthetic_rows']} rows"
-        table.add_row("  of a record one patient holds", f"[red]{one}[/]" if c["copies_one_patient"] else one)
-        table.add_row("  of a record patients share", f"{c['copies_shared']} of {c['synthetic_rows']} rows")
+        table.add_row("  of shared records with no number (set apart)", f"{c['copies_shared']} of {c['synthetic_rows']} rows")
+        if c["holdout_rows"]:
+            table.add_row("  holdout baseline", f"{c['holdout_copies'] - c['holdout_copies_shared']} of "
+                          f"{c['holdout_rows']} rows (+ {c['holdout_copies_shared']} set apart)")
     table.add_row("membership-inference AUC", _f(p["mia_auc"]))
     console.print(table)
     flags = p["flags"]

@@ -33,7 +33,7 @@ ALLOW_OPT = typer.Option(None, "--allow-flagged", metavar="REASON",
                          help="Release even if the privacy gate flags the cohort; REASON is written in the card.")
 LICENCE_OPT = typer.Option(None, "--licence", help="Licence of a source cohort fedsynth does not know.")
 ATTRIBUTION_OPT = typer.Option(None, "--attribution", help="Whom to credit for a source cohort fedsynth does not know.")
-EXACT_OPT = typer.Option(0.0, "--max-exact-copies-excess", help="Gate: share of rows copying a record one patient holds allowed.")
+EXACT_OPT = typer.Option(0.0, "--max-exact-copies-excess", help="Gate: exact copies allowed above the holdout's rate (share).")
 NNDR_OPT = typer.Option(None, "--nndr-p5-margin", help="Gate: NNDR p5 margin below the holdout's (default: 2 bootstrap SE).")
 MIA_OPT = typer.Option(0.6, "--max-mia-auc", help="Gate: largest membership-inference AUC released.")
 DATA_DIR_OPT = typer.Option(None, "--data-dir", help="Folder holding cohort folders (default: $FEDSYNTH_DATA_DIR).")

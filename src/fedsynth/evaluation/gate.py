@@ -5,10 +5,10 @@ before ``fedsynth export`` writes a released cohort. Its figures are those of
 :func:`fedsynth.evaluation.privacy.privacy_analysis` (Gower distance, ranges of the real training rows), so the
 gate and every report agree on what "too close" means. A cohort is flagged when
 
-- **exact copies**: its share of rows equal to a training record that one patient holds (no other real row, training
-  or holdout, holds it) is above ``exact_copies_margin``; copies of a record several real patients share name
-  nobody and are not flagged (:func:`fedsynth.evaluation.privacy.exact_copy_figures`; a privacy section from before
-  that split is judged by its whole share against the holdout's);
+- **exact copies**: its share of rows equal to a training row (or equal up to rounding) is above the holdout's own
+  share (a new real patient equal to a training row) plus ``exact_copies_margin``; copies of a record with no number
+  known that several training rows share are set apart on both sides
+  (:func:`fedsynth.evaluation.privacy.exact_copy_figures`);
 - **NNDR 5th percentile**: the 5th percentile of its nearest/second-nearest distance ratio is below the
   holdout's, less ``nndr_p5_margin`` (by default two bootstrap standard errors of the holdout figure, the
   evaluator's tolerance: a perfect generator would otherwise be flagged about half the time);
@@ -41,8 +41,8 @@ class GateThresholds:
     Parameters
     ----------
     exact_copies_margin : float, default 0.0
-        Flag when the share of synthetic rows copying a training record that one patient holds exceeds this (a
-        share, 0-1; module docstring).
+        Flag when the share of synthetic rows equal to a training row exceeds the holdout's own share by more
+        than this (a share, 0-1; module docstring).
     nndr_p5_margin : float or None, default None
         Flag when the synthetic NNDR 5th percentile is below the holdout's minus this margin. ``None`` uses two
         bootstrap standard errors of the holdout's 5th percentile (the evaluator's tolerance).
@@ -137,24 +137,19 @@ def _num(value: Any) -> float | None:
 
 def _exact_copies_flag(privacy: Mapping[str, Any], copies: float, copies_hold: float,
                        margin: float) -> GateFlag | None:
-    """The exact-copies flag: copies of a record one patient holds above the margin (module docstring); a section
-    from before that figure is judged by its whole share against the holdout's."""
+    """The exact-copies flag: the share of synthetic rows copying a training row against the holdout's, copies of
+    shared records with no number known set apart on both sides when the section has them (module docstring)."""
     pad = f" + {100 * margin:.2f}%" if margin else ""
-    one = _num(privacy.get("exact_copies_one_patient"))
-    if one is None:
-        if copies > copies_hold + margin:
-            return GateFlag("exact_copies", copies, copies_hold + margin,
-                            f"exact copies of training rows {100 * copies:.2f}% of rows, above the holdout's own "
-                            f"{100 * copies_hold:.2f}%{pad}")
+    judged, judged_hold = _num(privacy.get("exact_copies_judged")), _num(privacy.get("exact_copies_holdout_judged"))
+    if judged is None or judged_hold is None:
+        judged, judged_hold, apart = copies, copies_hold, ""
+    else:
+        apart = " (copies of records with no number known that several training rows share set apart)"
+    if judged <= judged_hold + margin:
         return None
-    if one <= margin:
-        return None
-    counts = privacy.get("exact_copies_counts") or {}
-    what = (f"{counts['copies_one_patient']} of {counts['synthetic_rows']} rows"
-            if "copies_one_patient" in counts and "synthetic_rows" in counts else f"{100 * one:.2f}% of rows")
-    return GateFlag("exact_copies", one, margin,
-                    f"exact copies: {what} copy a training record that one patient holds ({100 * one:.2f}%, above "
-                    f"0%{pad})")
+    return GateFlag("exact_copies", judged, judged_hold + margin,
+                    f"exact copies of training rows {100 * judged:.2f}% of rows, above the holdout's own "
+                    f"{100 * judged_hold:.2f}%{pad}{apart}")
 
 
 def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | None = None) -> GateResult:
@@ -164,7 +159,8 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
     ----------
     privacy : mapping
         The output of :func:`fedsynth.evaluation.privacy.privacy_analysis` (with a holdout, not ``quick``):
-        ``exact_copies``, ``exact_copies_holdout``, ``exact_copies_one_patient`` (optional), ``nndr``
+        ``exact_copies``, ``exact_copies_holdout``, ``exact_copies_judged`` and ``exact_copies_holdout_judged``
+        (optional), ``nndr``
         (``synthetic``/``holdout`` ``p5``), ``mia_auc``
         and ``thresholds["nndr_p5_below"]`` (the holdout p5 less two bootstrap standard errors).
     thresholds : GateThresholds, optional
@@ -188,7 +184,8 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
         p5_limit = None if hold_p5 is None else hold_p5 - th.nndr_p5_margin
     figures: dict[str, float | None] = {
         "exact_copies": copies, "exact_copies_holdout": copies_hold,
-        "exact_copies_one_patient": _num(privacy.get("exact_copies_one_patient")), "nndr_p5": syn_p5,
+        "exact_copies_judged": _num(privacy.get("exact_copies_judged")),
+        "exact_copies_holdout_judged": _num(privacy.get("exact_copies_holdout_judged")), "nndr_p5": syn_p5,
         "nndr_p5_holdout": hold_p5, "mia_auc": auc,
     }
     flags: list[GateFlag] = []

@@ -10,7 +10,7 @@ columns on chunks of rows, so a 2,700 x 2,700 table of 45 columns takes well und
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -180,63 +180,68 @@ NEAR_COPY_DISTANCE = 1e-6
 
 
 def exact_copy_figures(space: GowerSpace, with_holdout: bool,
-                       nearest: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
-    """Exact copies of training rows, split by whether the copied record singles out one patient.
+                       nearest: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Exact copies of training rows, beside the holdout's own share, with copies of shared sparse records set apart.
 
-    A synthetic row equal to a training row in every column (missing equal to missing; with ``nearest``, the
-    synthetic rows' distance to their nearest training row and its index, also a row within
-    :data:`NEAR_COPY_DISTANCE` of it, a copy up to rounding) copies a record. Real
-    patients' records coincide too when little is known of them: in the MDS cohort (seed-0 split) 16 of 2,661
-    training patients have no number recorded, survival included, and 5 of those share their record with another.
-    A copy of a record with no number known (a measurement, a time) that at least two real rows hold (training and
-    holdout rows counted together) names nobody: the record is k-anonymous with k >= 2 among the real rows. Every
-    other copy is of a record that **one patient** holds (no other real row equals it, so real patients give no
-    baseline for it) and the first such copy is flagged. A file can hold one patient twice, in the training rows or in
-    both the training rows and the holdout: records with a number known, which two patients practically never share,
-    count as one patient's record however many real rows hold them (in the MDS cohort every coincidence between real
-    rows, at seeds 0-2 and in the whole cohort, is of a record with no number known). Rows are counted, not
-    patients: two rows of one patient with no number known still look shared.
+    A row (synthetic or holdout) copies a training row when it equals it in every column (missing equal to missing,
+    ``-0.0`` read as ``0.0``) or, with ``nearest`` (per frame name, each row's distance to its nearest training row and
+    that row's index), lies within :data:`NEAR_COPY_DISTANCE` of it: equal up to rounding. The flag compares the share
+    of synthetic rows that copy a training row with the same share of holdout rows (a new real patient equal to a
+    training row), as it always has, with one exception on both sides: a copy of a record with **no number known**
+    (no measurement, no time: categories only) that two or more training rows hold is set apart (``shared``). Such
+    records coincide between real patients when little is known of them (in the MDS cohort, seed-0 split, 5 of the
+    16 training patients with no number recorded share their record with another), a copy of one names nobody (k >= 2
+    over the training rows), and a 296-row holdout usually holds none of them, so with the plain comparison every such
+    copy was flagged. Every other copy counts, however narrow the table: where records with numbers coincide too (a
+    table of few columns) the holdout's share says how often.
+
+    Rows are counted, not patients: one patient with no number known entered twice still looks shared.
 
     Returns
     -------
     dict
-        ``exact_copies`` (share of synthetic rows equal to a training row), ``exact_copies_holdout`` (share of
-        holdout rows equal to one; None without a holdout), ``exact_copies_one_patient`` (share of synthetic rows
-        copying a record one patient holds: the flagged figure), ``exact_copies_shared`` (share copying a record
-        several real rows hold) and ``exact_copies_counts`` (synthetic rows and both kinds of copies; training
-        rows whose record another real row holds, ``shared_training_rows``; training rows with a number known
-        equal to another training row, ``likely_duplicated_training_rows``).
+        ``exact_copies`` and ``exact_copies_holdout`` (shares of synthetic and holdout rows copying a training row;
+        the latter None without a holdout), ``exact_copies_shared`` and ``exact_copies_holdout_shared`` (the parts of
+        them copying a shared record with no number known), ``exact_copies_judged`` and
+        ``exact_copies_holdout_judged`` (the rest: the flag compares these two) and ``exact_copies_counts`` (rows and
+        copies of each frame, and ``shared_training_rows``: training rows holding a shared record with no number).
     """
     real_hashes = space.row_hashes("real")
-    hold_hashes = space.row_hashes("holdout") if with_holdout else np.zeros(0, dtype=real_hashes.dtype)
-    held = pd.Series(np.concatenate([real_hashes, hold_hashes])).value_counts()
     in_train = pd.Series(real_hashes).value_counts()
     num = space._raw_num["real"]
     has_number = np.isfinite(num).any(axis=1) if num.shape[1] else np.zeros(len(num), dtype=bool)
-    # A record with a number known that two training rows hold: one patient entered twice, not two patients.
-    duplicated = has_number & (in_train.reindex(real_hashes).to_numpy() > 1)
-    shared_rows = (held.reindex(real_hashes).to_numpy() > 1) & ~has_number
+    shared_rows = (in_train.reindex(real_hashes).to_numpy() > 1) & ~has_number
     shared = set(real_hashes[shared_rows].tolist())
     train_set = set(real_hashes.tolist())
-    syn = space.row_hashes("synthetic").tolist()
-    copies = np.array([h in train_set for h in syn], dtype=bool)
-    of_shared = np.array([h in shared for h in syn], dtype=bool)
-    if nearest is not None and len(real_hashes):
-        d1, i1 = nearest
-        near = ~copies & (d1 <= NEAR_COPY_DISTANCE)
-        copies |= near
-        of_shared[near] = shared_rows[i1[near]]
-    n_syn = max(len(syn), 1)
+
+    def copies_of(name: str) -> tuple[int, int, int]:
+        hashes = space.row_hashes(name).tolist()
+        copies = np.array([h in train_set for h in hashes], dtype=bool)
+        of_shared = np.array([h in shared for h in hashes], dtype=bool)
+        if nearest is not None and name in nearest and len(real_hashes):
+            d1, i1 = nearest[name]
+            near = ~copies & (d1 <= NEAR_COPY_DISTANCE)
+            copies |= near
+            of_shared[near] = shared_rows[i1[near]]
+        return len(hashes), int(copies.sum()), int(of_shared.sum())
+
+    n_syn, c_syn, s_syn = copies_of("synthetic")
+    n_hold, c_hold, s_hold = copies_of("holdout") if with_holdout else (0, 0, 0)
+
+    def share(k: int, n: int) -> float:
+        return k / n if n else 0.0
+
     return {
-        "exact_copies": float(copies.sum() / n_syn),
-        "exact_copies_holdout": (float(np.mean([h in train_set for h in hold_hashes.tolist()])) if len(hold_hashes)
-                                 else 0.0) if with_holdout else None,
-        "exact_copies_one_patient": float((copies & ~of_shared).sum() / n_syn),
-        "exact_copies_shared": float(of_shared.sum() / n_syn),
+        "exact_copies": share(c_syn, n_syn),
+        "exact_copies_holdout": share(c_hold, n_hold) if with_holdout else None,
+        "exact_copies_shared": share(s_syn, n_syn),
+        "exact_copies_holdout_shared": share(s_hold, n_hold) if with_holdout else None,
+        "exact_copies_judged": share(c_syn - s_syn, n_syn),
+        "exact_copies_holdout_judged": share(c_hold - s_hold, n_hold) if with_holdout else None,
         "exact_copies_counts": {
-            "synthetic_rows": len(syn), "copies": int(copies.sum()), "copies_one_patient": int((copies & ~of_shared).sum()),
-            "copies_shared": int(of_shared.sum()), "training_rows": len(real_hashes),
-            "shared_training_rows": int(shared_rows.sum()), "likely_duplicated_training_rows": int(duplicated.sum()),
+            "synthetic_rows": n_syn, "copies": c_syn, "copies_shared": s_syn, "holdout_rows": n_hold,
+            "holdout_copies": c_hold, "holdout_copies_shared": s_hold, "training_rows": len(real_hashes),
+            "shared_training_rows": int(shared_rows.sum()),
         },
     }
 
@@ -252,17 +257,16 @@ def privacy_analysis(
 ) -> dict[str, Any]:
     """NNDR, DCR share, exact copies and membership-inference AUC, each beside its baseline.
 
-    Exact copies (synthetic rows equal to a training row in every column, missing equal to missing) are flagged when
-    one copies a record that one patient holds (:func:`exact_copy_figures`); copies of a record that several real
-    patients hold are reported beside them.
+    Exact copies (synthetic rows equal to a training row in every column, missing equal to missing, or equal up to
+    rounding) are flagged above the holdout's own share, copies of a record with no number known that several
+    training rows share set apart on both sides (:func:`exact_copy_figures`).
 
     Returns
     -------
     dict
         ``nndr`` (``synthetic`` and ``holdout`` mean and 5th percentile, histograms), ``dcr_share``,
         ``exact_copies`` (share of synthetic rows), ``exact_copies_holdout`` (share of holdout rows equal to a
-        training row; None without a holdout), ``exact_copies_one_patient``, ``exact_copies_shared`` and
-        ``exact_copies_counts`` (:func:`exact_copy_figures`), ``mia_auc``,
+        training row; None without a holdout), the parts and counts of :func:`exact_copy_figures`, ``mia_auc``,
         ``flags`` (figures worse than their baseline) and ``thresholds`` (the tolerances used). With ``quick`` only
         NNDR is computed.
     """
@@ -282,14 +286,17 @@ def privacy_analysis(
     hold: dict[str, np.ndarray] | None = None
     r_hold = None
     if holdout_data is not None:
-        hold = _nearest(space, "holdout", "real")
+        hold = _nearest(space, "holdout", "real", index=True)
         r_hold = nndr(hold["d1"], hold["d2"])
         out["nndr"]["holdout"] = _summ(r_hold)
     if quick:
         return out
     out["nndr"]["histogram"] = {"edges": np.linspace(0, 1, 21).tolist(), "synthetic": _hist(r_syn),
                                 "holdout": None if r_hold is None else _hist(r_hold)}
-    out.update(exact_copy_figures(space, holdout_data is not None, (syn["d1"], syn["i1"])))
+    near = {"synthetic": (syn["d1"], syn["i1"])}
+    if hold is not None:
+        near["holdout"] = (hold["d1"], hold["i1"])
+    out.update(exact_copy_figures(space, holdout_data is not None, near))
     out["dcr_share"] = None
     out["mia_auc"] = None
     flags: list[str] = []
@@ -321,7 +328,7 @@ def privacy_analysis(
             "nndr_p5_below": out["nndr"]["holdout"]["p5"] - 2 * se_p5,
             "dcr_share_above": 0.5 + tol_dcr,
             "mia_auc_above": 0.5 + tol_auc,
-            "exact_copies_above": 0.0,
+            "exact_copies_above": out["exact_copies_holdout_judged"],
         }
         if out["nndr"]["synthetic"]["mean"] < thresholds["nndr_mean_below"]:
             flags.append("nndr_mean")
@@ -331,13 +338,13 @@ def privacy_analysis(
             flags.append("dcr_share")
         if out["mia_auc"] > thresholds["mia_auc_above"]:
             flags.append("mia_auc")
-        if out["exact_copies_one_patient"] > 0:
+        if out["exact_copies_judged"] > out["exact_copies_holdout_judged"]:
             flags.append("exact_copies")
     else:
         thresholds = {"exact_copies_above": 0.0}
         out["note"] = ("no holdout given: NNDR baseline, DCR share and membership inference need one; exact copies "
                        "are judged on the training rows alone")
-        if out["exact_copies_one_patient"] > 0:
+        if out["exact_copies_judged"] > 0:
             flags.append("exact_copies")
     out["flags"] = flags
     out["thresholds"] = thresholds

@@ -117,19 +117,19 @@ DEFINITIONS: dict[str, str] = {
                  "holdout (ties count half); 0.5 is ideal, higher means synthetic rows sit nearer the training "
                  "rows.",
     "exact copies": "Share of synthetic rows equal, in every data column (missing equal to missing), to some "
-                    "training row, split by the record copied: a record one patient holds (no other real row, "
-                    "training or holdout, holds it; two equal training rows with a number known count as one "
-                    "patient entered twice), flagged from the first copy; and a record several real patients "
-                    "share (their records coincide when little is known of them), which names nobody and is "
-                    "reported, not flagged.",
+                    "training row, or equal up to rounding (Gower distance under 1e-6); the baseline is the same "
+                    "share for holdout rows. Copies of a record with no number known (categories only) that several "
+                    "training rows share are set apart on both sides: such records coincide between real patients "
+                    "and a copy of one names nobody.",
     "membership inference AUC": "An attacker scores each training row (member) and holdout row (non-member) by "
                                 "minus its Gower distance to the nearest synthetic row; the ROC AUC of that score "
                                 "(0.5 = the attacker cannot tell members).",
     "privacy flags": "A figure is flagged when worse than its holdout baseline beyond sampling error: NNDR mean "
                      "or 5th percentile below the holdout figure minus 2 bootstrap standard errors; DCR share "
                      "above 0.5 + 2 sqrt(0.25 / n_synthetic); membership AUC above 0.5 + 2 x its null standard "
-                     "error sqrt((n1 + n2 + 1) / (12 n1 n2)); any exact copy of a record one patient holds. "
-                     "Without a holdout only exact copies can be flagged.",
+                     "error sqrt((n1 + n2 + 1) / (12 n1 n2)); exact copies above the holdout's share (copies of "
+                     "shared records with no number known set apart). Without a holdout only exact copies (> 0) can "
+                     "be flagged.",
     "report content": "Reports hold aggregates, curves and binned distributions only: no row of real data; "
                       "category labels with fewer than 5 real rows are pooled as '(rare labels)'; histogram "
                       "edges are rounded real percentiles.",

@@ -243,8 +243,8 @@ def privacy_section(report: Mapping[str, Any], gate: Any, allow_flagged: str | N
         "mia_auc": _f(pv.get("mia_auc")),
         "exact_copies": _f(pv.get("exact_copies")),
         "exact_copies_holdout": _f(pv.get("exact_copies_holdout")),
-        "exact_copies_one_patient": _f(pv.get("exact_copies_one_patient")),
         "exact_copies_shared": _f(pv.get("exact_copies_shared")),
+        "exact_copies_holdout_shared": _f(pv.get("exact_copies_holdout_shared")),
         "report_flags": list(pv.get("flags") or []),
         "gate": gate.to_dict(),
         "released_despite_flags": allow_flagged if not gate.passed else None,
@@ -362,10 +362,9 @@ FIGURE_HELP = {
     "mia_auc": "How well an attacker can tell who was in the training data from these rows (0.5 = no better "
                "than a coin toss).",
     "exact_copies": "Share of synthetic rows identical to a training patient in every column.",
-    "exact_copies_one_patient": "Share of synthetic rows identical to the record of one training patient, a record "
-                                "no other real patient has. The release gate refuses any.",
-    "exact_copies_shared": "Share of synthetic rows identical to a record several real patients share (when little "
-                           "is known of a patient, records coincide): it names nobody.",
+    "exact_copies_shared": "Of those, rows identical to a record with no number known that several training "
+                           "patients share (when little is known of patients, their records coincide): such a copy "
+                           "names nobody, and the release gate sets it apart.",
 }
 
 

@@ -72,8 +72,8 @@ class SitePolicy:
     privacy_check : bool, default True
         Whether synthetic rows must pass the site's gate before they leave.
     gate_exact_copies_margin : float, default 0.0
-        Release gate (:class:`~fedsynth.evaluation.gate.GateThresholds`): the share of rows copying a
-        training record that one patient holds allowed (:func:`fedsynth.evaluation.privacy.exact_copy_figures`).
+        Release gate (:class:`~fedsynth.evaluation.gate.GateThresholds`): the share of exact copies allowed
+        above the holdout's own.
     gate_nndr_p5_margin : float or None, default None
         Release gate: NNDR 5th-percentile margin below the holdout's (``None``: two bootstrap standard errors).
     gate_mia_auc_above : float, default 0.6

@@ -156,7 +156,7 @@ _SD_SHARING_PARAMS: dict[str, Param] = {
     "site_holdout_fraction": Param(float, 0.2, "share of a site's rows held out for its privacy check", low=0,
                                    high=1, open_low=True, open_high=True, when=("privacy_check", True)),
     # The release gate's thresholds (fedsynth.evaluation.gate.GateThresholds), prefixed gate_.
-    "gate_exact_copies_margin": Param(float, 0.0, "share of rows copying a record one patient holds that a site releases",
+    "gate_exact_copies_margin": Param(float, 0.0, "share of exact copies a site releases above its holdout's own",
                                       low=0, high=1, when=("privacy_check", True)),
     "gate_nndr_p5_margin": Param(float, None, "NNDR 5th-percentile margin below the site holdout's (default: two "
                                  "bootstrap standard errors)", low=0, high=1, optional=True,

@@ -69,105 +69,99 @@ def _records(x, c, g1, t=None):  # type: ignore[no-untyped-def]
 
 def _real_frames():  # type: ignore[no-untyped-def]
     """Training: 10 rows with numbers, all different; 5 with none: record (a, 0) twice, (b, 1), (c, 1), (d, 0) once
-    each. Holdout: 2 rows with numbers (x = 20.5; x = 4, equal to training row 4: one patient in both files?) and one
-    with none, (c, 1). Records with no number that two real rows hold: (a, 0) and (c, 1)."""
+    each. Holdout: 2 rows with numbers (x = 20.5; x = 4, equal to training row 4) and one with none, (c, 1). The one
+    record with no number known that several training rows share: (a, 0) (rows 10 and 11)."""
     train = pd.concat([_records(np.arange(10.0), ["a"] * 10, [0] * 10),
                        _records([NAN] * 5, ["a", "a", "b", "c", "d"], [0, 0, 1, 1, 0])], ignore_index=True)
     holdout = pd.concat([_records([20.5, 4.0], ["a", "a"], [0, 0]), _records([NAN], ["c"], [1])], ignore_index=True)
     return train, holdout
 
 
-def _synthetic(records):  # type: ignore[no-untyped-def]
-    """40 rows: ``records`` (a frame) first, then new rows with numbers no real row has."""
-    fill = _records(100.0 + np.arange(40 - len(records)), ["a"] * (40 - len(records)), [0] * (40 - len(records)))
-    return pd.concat([records, fill], ignore_index=True)
+def _synthetic(records, n=40):  # type: ignore[no-untyped-def]
+    """``n`` rows: ``records`` (a frame) first, then new rows with numbers no real row has."""
+    k = n - len(records)
+    return pd.concat([records, _records(100.0 + np.arange(k), ["a"] * k, [0] * k)], ignore_index=True)
 
 
-def test_copies_of_records_several_real_patients_hold_are_reported_not_flagged(tiny_schema):
-    # Setup: 3 copies of (a, 0) (two training rows), 2 of (c, 1) (a training and a holdout row)
+def test_copies_of_a_shared_record_with_no_number_are_set_apart_on_both_sides(tiny_schema):
+    # Setup: 4 of 40 synthetic rows copy (a, 0), which training rows 10 and 11 share
     train, holdout = _real_frames()
-    shared = pd.concat([train.iloc[[10, 10, 11, 13, 13]]], ignore_index=True)
     # Run
-    out = privacy_analysis(train, _synthetic(shared), tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
-    # Assert: hand-counted; 5 of 40 rows copy a record two real rows hold; none copies one patient's own
+    out = privacy_analysis(train, _synthetic(train.iloc[[10, 10, 11, 10]]), tiny_schema, holdout_data=holdout,
+                           rng=np.random.default_rng(0))
+    # Assert: hand-counted. Holdout: 2 of 3 rows copy a training row (x = 4; (c, 1), held by one training row only)
     c = out["exact_copies_counts"]
-    assert (c["copies"], c["copies_shared"], c["copies_one_patient"]) == (5, 5, 0)
-    assert c["shared_training_rows"] == 3 and c["likely_duplicated_training_rows"] == 0  # rows 10, 11, 13
-    assert out["exact_copies"] == pytest.approx(5 / 40) and out["exact_copies_shared"] == pytest.approx(5 / 40)
-    assert out["exact_copies_one_patient"] == 0.0 and "exact_copies" not in out["flags"]
+    assert (c["copies"], c["copies_shared"], c["holdout_copies"], c["holdout_copies_shared"]) == (4, 4, 2, 0)
+    assert c["shared_training_rows"] == 2
+    assert out["exact_copies"] == pytest.approx(0.1) and out["exact_copies_judged"] == 0.0
+    assert out["exact_copies_holdout_judged"] == pytest.approx(2 / 3) and "exact_copies" not in out["flags"]
 
 
-@pytest.mark.parametrize("row", [3, 12, 14])  # with numbers; (b, 1) and (d, 0): no number, one patient each
-def test_one_copy_of_a_record_one_patient_holds_is_flagged(tiny_schema, row):
-    # Setup: 3 copies of records several real rows hold, and one of a record only training row `row` holds
-    train, holdout = _real_frames()
-    synthetic = _synthetic(train.iloc[[10, 10, 13, row]].reset_index(drop=True))
+@pytest.mark.parametrize("row", [3, 12, 13])  # a row with numbers; (b, 1) and (c, 1): no number, one training row
+def test_copies_of_any_other_record_are_judged_against_the_holdouts_share(tiny_schema, row):
+    # Setup: the holdout shares nothing with training here; 3 copies of (a, 0) set apart, 1 copy of training row `row`
+    train, _ = _real_frames()
+    holdout = _records([20.5, 21.5, 22.5], ["a"] * 3, [0] * 3)
+    synthetic = _synthetic(train.iloc[[10, 10, 11, row]].reset_index(drop=True))
     # Run
     out = privacy_analysis(train, synthetic, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
-    # Assert
-    assert out["exact_copies_counts"]["copies_one_patient"] == 1
-    assert out["exact_copies_one_patient"] == pytest.approx(1 / 40) and "exact_copies" in out["flags"]
+    # Assert: 1 of 40 judged against 0 of 3
+    assert out["exact_copies_judged"] == pytest.approx(1 / 40) and out["exact_copies_holdout_judged"] == 0.0
+    assert "exact_copies" in out["flags"]
 
 
-def test_a_patient_entered_twice_in_training_is_still_one_patient(tiny_schema):
-    # Setup: training row 3 (with numbers) appears twice; a synthetic row copies it
-    train, holdout = _real_frames()
-    twice = pd.concat([train, train.iloc[[3]]], ignore_index=True)
-    # Run
-    out = privacy_analysis(twice, _synthetic(train.iloc[[3]]), tiny_schema, holdout_data=holdout,
-                           rng=np.random.default_rng(0))
-    # Assert: two equal training rows with a number known are one patient's record, not a shared one
-    assert out["exact_copies_counts"]["likely_duplicated_training_rows"] == 2
-    assert out["exact_copies_counts"]["copies_one_patient"] == 1 and "exact_copies" in out["flags"]
+def test_in_a_narrow_table_copies_are_judged_by_how_often_real_patients_coincide(tiny_schema):
+    # Setup: few distinct records (x in 0-3, c in a/b): real rows coincide often, numbers known or not
+    rng = np.random.default_rng(1)
+    def narrow(n):  # type: ignore[no-untyped-def]
+        return _records(rng.integers(0, 4, n).astype(float), list(rng.choice(["a", "b"], n)), [0] * n)
+    train, holdout, fresh = narrow(200), narrow(50), narrow(100)
+    # Run: new real patients as the synthetic table
+    honest = privacy_analysis(train, fresh, tiny_schema, holdout_data=holdout, rng=np.random.default_rng(0))
+    # Assert: records with a number known coincide here, so they are judged, not set apart; new patients equal
+    # training rows as often as the holdout's do (both 100%), so they are not flagged
+    assert honest["exact_copies_counts"]["copies_shared"] == 0
+    assert honest["exact_copies_holdout_judged"] == 1.0 and honest["exact_copies_judged"] == 1.0
+    assert "exact_copies" not in honest["flags"]
 
 
-def test_a_record_with_numbers_in_both_training_and_holdout_is_one_patients(tiny_schema):
-    # Setup: training row 4 (x = 4) is in the holdout too: the same patient in both files, most likely
-    train, holdout = _real_frames()
-    # Run
-    out = privacy_analysis(train, _synthetic(train.iloc[[4]]), tiny_schema, holdout_data=holdout,
-                           rng=np.random.default_rng(0))
-    # Assert
-    assert out["exact_copies_counts"]["copies_one_patient"] == 1 and "exact_copies" in out["flags"]
-
-
-@pytest.mark.parametrize("rounding", ["float32", "6 significant digits"])
-def test_a_copy_equal_up_to_rounding_is_still_a_copy(tiny_schema, rounding):
-    # Setup: training rows 7 (x = T = 7) and 3 with x and T nudged as float32 storage or a 6-digit CSV would
-    train, holdout = _real_frames()
+def test_a_copy_equal_up_to_rounding_is_still_a_copy(tiny_schema):
+    # Setup: training rows 7 and 3 with x and T nudged as float32 storage or a 6-digit CSV would
+    train, _ = _real_frames()
+    holdout = _records([20.5, 21.5, 22.5], ["a"] * 3, [0] * 3)
     train = train.copy()
     train.loc[:9, "x"] = train.loc[:9, "x"] + 0.1234567891
     train["T"] = train["x"]
     near = train.iloc[[7, 3]].copy()
-    for col in ("x", "T"):
-        near[col] = (near[col].astype(np.float32).astype(float) if rounding == "float32"
-                     else near[col].map(lambda v: float(f"{v:.6g}")))
-    assert (near["x"] != train.iloc[[7, 3]]["x"]).all()  # not bit-equal
+    near["x"] = near["x"].astype(np.float32).astype(float)
+    near["T"] = near["T"].map(lambda v: float(f"{v:.6g}"))
+    assert (near["x"] != train.iloc[[7, 3]]["x"]).all() and (near["T"] != train.iloc[[7, 3]]["T"]).all()
     # Run
     out = privacy_analysis(train, _synthetic(near.reset_index(drop=True)), tiny_schema, holdout_data=holdout,
                            rng=np.random.default_rng(0))
     # Assert
-    assert out["exact_copies_counts"]["copies_one_patient"] == 2 and "exact_copies" in out["flags"]
+    assert out["exact_copies_counts"]["copies"] == 2 and "exact_copies" in out["flags"]
 
 
 def test_a_zero_written_as_minus_zero_is_still_a_copy(tiny_schema):
     # Setup: training row 0 has x = 0 and T = 0; the synthetic row writes both as -0.0
-    train, holdout = _real_frames()
+    train, _ = _real_frames()
+    holdout = _records([20.5, 21.5, 22.5], ["a"] * 3, [0] * 3)
     copy = train.iloc[[0]].copy()
     copy["x"], copy["T"] = -0.0, -0.0
     # Run
     out = privacy_analysis(train, _synthetic(copy.reset_index(drop=True)), tiny_schema, holdout_data=holdout,
                            rng=np.random.default_rng(0))
     # Assert
-    assert out["exact_copies_counts"]["copies_one_patient"] == 1 and "exact_copies" in out["flags"]
+    assert out["exact_copies_counts"]["copies"] == 1 and "exact_copies" in out["flags"]
 
 
-def test_without_a_holdout_records_are_shared_only_among_training_rows(tiny_schema):
-    # Setup: (c, 1) is held by one training row alone when the holdout is not given
+def test_without_a_holdout_shared_records_with_no_number_are_still_set_apart(tiny_schema):
+    # Setup
     train, _ = _real_frames()
     # Run
     shared = privacy_analysis(train, _synthetic(train.iloc[[10]]), tiny_schema, rng=np.random.default_rng(0))
     alone = privacy_analysis(train, _synthetic(train.iloc[[13]]), tiny_schema, rng=np.random.default_rng(0))
     # Assert
     assert shared["exact_copies_holdout"] is None and shared["flags"] == []
-    assert alone["flags"] == ["exact_copies"] and alone["exact_copies_counts"]["copies_one_patient"] == 1
+    assert alone["flags"] == ["exact_copies"] and alone["exact_copies_judged"] == pytest.approx(1 / 40)
