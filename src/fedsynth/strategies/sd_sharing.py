@@ -277,8 +277,9 @@ def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, columns: Seq
         part = frame[list(columns)].copy()
         for c in part.columns:
             if pd.api.types.is_numeric_dtype(part[c]) and not pd.api.types.is_bool_dtype(part[c]):
-                # One spelling per number: 70 and 70.0 alike, and -0.0 read as 0.0.
-                part[c] = part[c].astype("float64") + 0.0
+                # One spelling per number: 70 and 70.0 alike, -0.0 read as 0.0, and 6 significant digits, so that
+                # a copy stored in float32 or written "%.6g" is removed too (the gate counts those as copies).
+                part[c] = part[c].astype("float64").map(lambda v: float(f"{v:.6g}") + 0.0 if not np.isnan(v) else v)
         return part.astype("object").where(part.notna(), "<NA>").astype(str).agg("|".join, axis=1)
 
     real_keys = set(keys(real))

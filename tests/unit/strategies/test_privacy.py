@@ -317,13 +317,16 @@ def test_a_server_asking_for_looser_settings_gets_the_sites_policy(mds_partition
 
 def test_sd_sharing_removes_copies_however_their_numbers_are_spelt() -> None:
     # Setup: synthetic row 1 is real row 0 with -0.0 for 0.0, row 2 real row 1 exactly, row 3 real row 0 with an
-    # integer AGE written as a float
+    # integer AGE written as a float, row 4 real row 1 with HB stored in float32
     from fedsynth.strategies.sd_sharing import _drop_exact_copies
 
-    real = pd.DataFrame({"HB": [0.0, 9.5], "AGE": pd.array([70, 61], dtype="int64"), "SEX": ["F", "M"],
+    real = pd.DataFrame({"HB": [0.0, 9.123456789], "AGE": pd.array([70, 61], dtype="int64"), "SEX": ["F", "M"],
                          "OS_YEARS": [1.5, np.nan]})
-    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.5, 0.0], "AGE": [70.0, 70.0, 61.0, 70.0],
-                              "SEX": ["F", "F", "M", "F"], "OS_YEARS": [1.5, 1.5, np.nan, 1.5]})
+    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.123456789, 0.0, 9.5], "AGE": [70.0, 70.0, 61.0, 70.0, 61.0],
+                              "SEX": ["F", "F", "M", "F", "M"],
+                              "OS_YEARS": [1.5, 1.5, np.nan, 1.5, np.nan]})
+    synthetic.loc[4, "HB"] = float(np.float32(9.123456789))  # row 4: real row 1 stored in float32
+    assert synthetic.loc[4, "HB"] != real.loc[1, "HB"]
     # Run
     kept = _drop_exact_copies(synthetic, real, ["HB", "AGE", "SEX", "OS_YEARS"])
     # Assert: only the new row is left (missing equal to missing)
