@@ -273,18 +273,23 @@ def site_gate_thresholds(cfg: Mapping[str, Any]) -> GateThresholds:
 
 
 def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    def keys(frame: pd.DataFrame) -> pd.Series:
+    """``synthetic`` without the rows that copy a row of ``real`` over ``columns`` (missing equal to missing), numbers
+    compared as spelt three ways: as they are, as written with 6 significant digits, and as stored in float32, so
+    that the copies the release gate counts up to rounding are removed rather than refusing the whole answer."""
+    spellings = (lambda v: v, lambda v: float(f"{v:.6g}"), lambda v: float(np.float32(v)))
+
+    def keys(frame: pd.DataFrame, spell: Any) -> pd.Series:
         part = frame[list(columns)].copy()
         for c in part.columns:
             if pd.api.types.is_numeric_dtype(part[c]) and not pd.api.types.is_bool_dtype(part[c]):
-                # One spelling per number: 70 and 70.0 alike, -0.0 read as 0.0, and 6 significant digits, so that
-                # a copy stored in float32 or written "%.6g" is removed too (the gate counts those as copies).
-                part[c] = part[c].astype("float64").map(lambda v: float(f"{v:.6g}") + 0.0 if not np.isnan(v) else v)
+                # 70 and 70.0 alike, and -0.0 read as 0.0.
+                part[c] = part[c].astype("float64").map(lambda v: spell(v) + 0.0 if not np.isnan(v) else v)
         return part.astype("object").where(part.notna(), "<NA>").astype(str).agg("|".join, axis=1)
 
-    real_keys = set(keys(real))
-    mask = ~keys(synthetic).isin(real_keys).to_numpy()
-    return synthetic[mask].reset_index(drop=True)
+    copied = np.zeros(len(synthetic), dtype=bool)
+    for spell in spellings:
+        copied |= keys(synthetic, spell).isin(set(keys(real, spell))).to_numpy()
+    return synthetic[~copied].reset_index(drop=True)
 
 
 def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:

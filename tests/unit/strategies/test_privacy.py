@@ -322,11 +322,16 @@ def test_sd_sharing_removes_copies_however_their_numbers_are_spelt() -> None:
 
     real = pd.DataFrame({"HB": [0.0, 9.123456789], "AGE": pd.array([70, 61], dtype="int64"), "SEX": ["F", "M"],
                          "OS_YEARS": [1.5, np.nan]})
-    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.123456789, 0.0, 9.5], "AGE": [70.0, 70.0, 61.0, 70.0, 61.0],
-                              "SEX": ["F", "F", "M", "F", "M"],
-                              "OS_YEARS": [1.5, 1.5, np.nan, 1.5, np.nan]})
+    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.123456789, 0.0, 9.5, 9.5], "AGE": [70.0, 70.0, 61.0, 70.0, 61.0, 61],
+                              "SEX": ["F", "F", "M", "F", "M", "M"],
+                              "OS_YEARS": [1.5, 1.5, np.nan, 1.5, np.nan, np.nan]})
     synthetic.loc[4, "HB"] = float(np.float32(9.123456789))  # row 4: real row 1 stored in float32
     assert synthetic.loc[4, "HB"] != real.loc[1, "HB"]
+    # row 5: a real value on a 6-digit rounding boundary, stored in float32 (its 6-digit spelling changes)
+    real.loc[1, "OS_YEARS"] = synthetic.loc[5, "OS_YEARS"] = 4.95068493150685
+    synthetic.loc[5, "HB"] = real.loc[1, "HB"]
+    synthetic.loc[5, "OS_YEARS"] = float(np.float32(4.95068493150685))
+    synthetic.loc[[2, 4], "OS_YEARS"] = 4.95068493150685
     # Run
     kept = _drop_exact_copies(synthetic, real, ["HB", "AGE", "SEX", "OS_YEARS"])
     # Assert: only the new row is left (missing equal to missing)
