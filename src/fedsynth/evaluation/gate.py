@@ -160,9 +160,8 @@ def gate_from_privacy(privacy: Mapping[str, Any], thresholds: GateThresholds | N
     privacy : mapping
         The output of :func:`fedsynth.evaluation.privacy.privacy_analysis` (with a holdout, not ``quick``):
         ``exact_copies``, ``exact_copies_holdout``, ``exact_copies_judged`` and ``exact_copies_holdout_judged``
-        (optional), ``nndr``
-        (``synthetic``/``holdout`` ``p5``), ``mia_auc``
-        and ``thresholds["nndr_p5_below"]`` (the holdout p5 less two bootstrap standard errors).
+        (optional), ``nndr`` (``synthetic``/``holdout`` ``p5``), ``mia_auc`` and ``thresholds["nndr_p5_below"]``
+        (the holdout p5 less two bootstrap standard errors).
     thresholds : GateThresholds, optional
         Defaults to :class:`GateThresholds()`.
 
