@@ -180,6 +180,22 @@ def _hist(v: np.ndarray, bins: int = 20) -> list[float]:
 NEAR_COPY_DISTANCE = 1e-6
 
 
+def copied_rows(real_data: pd.DataFrame, synthetic_data: pd.DataFrame, schema: TableSchema) -> np.ndarray:
+    """Which synthetic rows copy a real row, as :func:`exact_copy_figures` counts copies: equal in every data column
+    of ``schema`` (missing equal to missing, ``-0.0`` as ``0.0``) or within :data:`NEAR_COPY_DISTANCE` (Gower).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_synthetic,)
+    """
+    if not len(real_data) or not len(synthetic_data):
+        return np.zeros(len(synthetic_data), dtype=bool)
+    space = GowerSpace({"real": real_data, "synthetic": synthetic_data}, schema)
+    real = set(space.row_hashes("real").tolist())
+    equal = np.array([h in real for h in space.row_hashes("synthetic").tolist()], dtype=bool)
+    return equal | (_nearest(space, "synthetic", "real")["d1"] <= NEAR_COPY_DISTANCE)
+
+
 def exact_copy_figures(space: GowerSpace, with_holdout: bool,
                        nearest: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
     """Exact copies of training rows, beside the holdout's own share, with copies of shared sparse records set apart.

@@ -87,6 +87,7 @@ from fedsynth.strategies.site import (
 )
 
 if TYPE_CHECKING:
+    from fedsynth.cohort.schema import TableSchema
     from fedsynth.evaluation.gate import GateThresholds
 
 log = logging.getLogger(__name__)
@@ -272,24 +273,13 @@ def site_gate_thresholds(cfg: Mapping[str, Any]) -> GateThresholds:
     return GateThresholds.from_mapping({k[len("gate_"):]: cfg[k] for k in _GATE_PARAMS if k in cfg})
 
 
-def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """``synthetic`` without the rows that copy a row of ``real`` over ``columns`` (missing equal to missing), numbers
-    compared as spelt three ways: as they are, as written with 6 significant digits, and as stored in float32, so
-    that the copies the release gate counts up to rounding are removed rather than refusing the whole answer."""
-    spellings = (lambda v: v, lambda v: float(f"{v:.6g}"), lambda v: float(np.float32(v)))
+def _drop_exact_copies(synthetic: pd.DataFrame, real: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
+    """``synthetic`` without the rows that copy a row of ``real``, by the release gate's own definition
+    (:func:`fedsynth.evaluation.privacy.copied_rows`: equal, or equal up to rounding), so that what the gate would
+    count is removed rather than the whole answer refused."""
+    from fedsynth.evaluation.privacy import copied_rows
 
-    def keys(frame: pd.DataFrame, spell: Any) -> pd.Series:
-        part = frame[list(columns)].copy()
-        for c in part.columns:
-            if pd.api.types.is_numeric_dtype(part[c]) and not pd.api.types.is_bool_dtype(part[c]):
-                # 70 and 70.0 alike, and -0.0 read as 0.0.
-                part[c] = part[c].astype("float64").map(lambda v: spell(v) + 0.0 if not np.isnan(v) else v)
-        return part.astype("object").where(part.notna(), "<NA>").astype(str).agg("|".join, axis=1)
-
-    copied = np.zeros(len(synthetic), dtype=bool)
-    for spell in spellings:
-        copied |= keys(synthetic, spell).isin(set(keys(real, spell))).to_numpy()
-    return synthetic[~copied].reset_index(drop=True)
+    return synthetic[~copied_rows(real, synthetic, schema)].reset_index(drop=True)
 
 
 def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
@@ -331,7 +321,7 @@ def handle_share(msg: Message, site: SiteRuntime) -> RecordDict:
     metrics: dict[str, Any] = {"num_examples": len(data)}
     if budget is None:
         before = len(synthetic)
-        synthetic = _drop_exact_copies(synthetic, data, held)
+        synthetic = _drop_exact_copies(synthetic, data, site.schema.select(held))
         metrics["exact_copies_removed"] = before - len(synthetic)
     if check:
         from fedsynth.evaluation.gate import GateThresholds, release_gate

@@ -317,22 +317,23 @@ def test_a_server_asking_for_looser_settings_gets_the_sites_policy(mds_partition
 
 def test_sd_sharing_removes_copies_however_their_numbers_are_spelt() -> None:
     # Setup: synthetic row 1 is real row 0 with -0.0 for 0.0, row 2 real row 1 exactly, row 3 real row 0 with an
-    # integer AGE written as a float, row 4 real row 1 with HB stored in float32
+    # integer AGE written as a float, row 4 real row 1 with its numbers stored in float32, row 5 real row 1 with a
+    # value on a 6-digit rounding boundary written "%.6g"
+    from fedsynth.cohort.schema import ColumnKind, ColumnRole, ColumnSpec, TableSchema
     from fedsynth.strategies.sd_sharing import _drop_exact_copies
 
+    schema = TableSchema((ColumnSpec("HB", ColumnKind.CONTINUOUS, ColumnRole.CLINICAL),
+                          ColumnSpec("AGE", ColumnKind.CONTINUOUS, ColumnRole.CLINICAL),
+                          ColumnSpec("SEX", ColumnKind.CATEGORICAL, ColumnRole.CLINICAL),
+                          ColumnSpec("OS_YEARS", ColumnKind.CONTINUOUS, ColumnRole.CLINICAL)), (), "t")
     real = pd.DataFrame({"HB": [0.0, 9.123456789], "AGE": pd.array([70, 61], dtype="int64"), "SEX": ["F", "M"],
-                         "OS_YEARS": [1.5, np.nan]})
-    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.123456789, 0.0, 9.5, 9.5], "AGE": [70.0, 70.0, 61.0, 70.0, 61.0, 61],
-                              "SEX": ["F", "F", "M", "F", "M", "M"],
-                              "OS_YEARS": [1.5, 1.5, np.nan, 1.5, np.nan, np.nan]})
-    synthetic.loc[4, "HB"] = float(np.float32(9.123456789))  # row 4: real row 1 stored in float32
-    assert synthetic.loc[4, "HB"] != real.loc[1, "HB"]
-    # row 5: a real value on a 6-digit rounding boundary, stored in float32 (its 6-digit spelling changes)
-    real.loc[1, "OS_YEARS"] = synthetic.loc[5, "OS_YEARS"] = 4.95068493150685
-    synthetic.loc[5, "HB"] = real.loc[1, "HB"]
-    synthetic.loc[5, "OS_YEARS"] = float(np.float32(4.95068493150685))
-    synthetic.loc[[2, 4], "OS_YEARS"] = 4.95068493150685
+                         "OS_YEARS": [1.5, 4.95068493150685]})
+    b, f32 = 4.95068493150685, float(np.float32(9.123456789))
+    synthetic = pd.DataFrame({"HB": [3.0, -0.0, 9.123456789, 0.0, f32, 9.123456789],
+                              "AGE": [70.0, 70.0, 61.0, 70.0, 61.0, 61.0], "SEX": ["F", "F", "M", "F", "M", "M"],
+                              "OS_YEARS": [1.5, 1.5, b, 1.5, float(np.float32(b)), float(f"{b:.6g}")]})
+    assert f32 != 9.123456789 and f"{np.float32(b):.6g}" != f"{b:.6g}"
     # Run
-    kept = _drop_exact_copies(synthetic, real, ["HB", "AGE", "SEX", "OS_YEARS"])
-    # Assert: only the new row is left (missing equal to missing)
+    kept = _drop_exact_copies(synthetic, real, schema)
+    # Assert: only the new row is left
     assert kept["HB"].tolist() == [3.0]
