@@ -191,9 +191,17 @@ def copied_rows(real_data: pd.DataFrame, synthetic_data: pd.DataFrame, schema: T
     if not len(real_data) or not len(synthetic_data):
         return np.zeros(len(synthetic_data), dtype=bool)
     space = GowerSpace({"real": real_data, "synthetic": synthetic_data}, schema)
-    real = set(space.row_hashes("real").tolist())
-    equal = np.array([h in real for h in space.row_hashes("synthetic").tolist()], dtype=bool)
-    return equal | (_nearest(space, "synthetic", "real")["d1"] <= NEAR_COPY_DISTANCE)
+    return _copy_masks(space, "synthetic", set(space.row_hashes("real").tolist()),
+                       _nearest(space, "synthetic", "real")["d1"])[1]
+
+
+def _copy_masks(space: GowerSpace, name: str, train_set: set[int],
+                d1: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The one definition of a copied row: rows of frame ``name`` equal to a training row (their hash in
+    ``train_set``), and those or, given their nearest training row's Gower distance ``d1``, within
+    :data:`NEAR_COPY_DISTANCE` of it (equal up to rounding)."""
+    equal = np.array([h in train_set for h in space.row_hashes(name).tolist()], dtype=bool)
+    return equal, equal if d1 is None else equal | (d1 <= NEAR_COPY_DISTANCE)
 
 
 def exact_copy_figures(space: GowerSpace, with_holdout: bool,
@@ -233,13 +241,12 @@ def exact_copy_figures(space: GowerSpace, with_holdout: bool,
 
     def copies_of(name: str) -> tuple[int, int, int]:
         hashes = space.row_hashes(name).tolist()
-        copies = np.array([h in train_set for h in hashes], dtype=bool)
+        near = nearest.get(name) if nearest is not None and len(real_hashes) else None
+        equal, copies = _copy_masks(space, name, train_set, None if near is None else near[0])
         of_shared = np.array([h in shared for h in hashes], dtype=bool)
-        if nearest is not None and name in nearest and len(real_hashes):
-            d1, i1 = nearest[name]
-            near = ~copies & (d1 <= NEAR_COPY_DISTANCE)
-            copies |= near
-            of_shared[near] = shared_rows[i1[near]]
+        if near is not None:
+            # A copy up to rounding is of its nearest training row's record.
+            of_shared[copies & ~equal] = shared_rows[near[1][copies & ~equal]]
         return len(hashes), int(copies.sum()), int(of_shared.sum())
 
     n_syn, c_syn, s_syn = copies_of("synthetic")
